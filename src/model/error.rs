@@ -1,0 +1,87 @@
+//! Errors of model import and of running a model on an input.
+
+use thiserror::Error;
+
+/// Why a model could not be imported, or could not run on a given input.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum ModelError {
+    /// The bytes are not a valid ONNX protobuf (corrupt or truncated file).
+    #[error("malformed or truncated ONNX file: {0}")]
+    Malformed(String),
+    /// The model has no graph.
+    #[error("the ONNX model has no graph")]
+    MissingGraph,
+    /// The default-domain opset is older than 13.
+    #[error("ONNX opset {0} is not supported (13 or newer is)")]
+    UnsupportedOpset(i64),
+    /// The graph does not have exactly one input and one output.
+    #[error("the graph must have one input and one output, it has {inputs} and {outputs}")]
+    UnsupportedSignature {
+        /// Non-initializer graph inputs.
+        inputs: usize,
+        /// Graph outputs.
+        outputs: usize,
+    },
+    /// A node uses an operator this crate does not implement.
+    #[error("node '{node}': operator '{op}' is not supported")]
+    UnsupportedOp {
+        /// Node name.
+        node: String,
+        /// ONNX op type (with its domain when not the default one).
+        op: String,
+    },
+    /// A node uses an attribute value this crate does not implement.
+    #[error("node '{node}': attribute '{attribute}' is not supported: {reason}")]
+    UnsupportedAttribute {
+        /// Node name.
+        node: String,
+        /// Attribute name.
+        attribute: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A node lacks an input it needs, or an input that must be constant is not.
+    #[error("node '{node}': input {index} {reason}")]
+    BadInput {
+        /// Node name.
+        node: String,
+        /// Input position.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A node reads a value that no earlier node or initializer produces.
+    #[error("node '{node}': reads '{value}', which nothing produces before it")]
+    UnknownValue {
+        /// Node name.
+        node: String,
+        /// Value name.
+        value: String,
+    },
+    /// An initializer has an unsupported type or inconsistent data.
+    #[error("initializer '{name}': {reason}")]
+    BadInitializer {
+        /// Initializer name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The input given to the model does not have the shape the model declares.
+    #[error("input '{name}' must have shape {expected} but has {got:?}")]
+    InputShape {
+        /// Graph input name.
+        name: String,
+        /// Declared shape, `?` for free dimensions.
+        expected: String,
+        /// The shape that was given.
+        got: Vec<usize>,
+    },
+    /// The shapes reaching a node do not fit its operation.
+    #[error("node '{node}': {reason}")]
+    Shape {
+        /// Node name.
+        node: String,
+        /// What does not fit.
+        reason: String,
+    },
+}

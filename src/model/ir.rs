@@ -1,0 +1,208 @@
+//! The graph IR that ONNX is imported into and that both executors (CPU reference, GPU) run.
+
+use std::collections::HashMap;
+
+use crate::tensor::Tensor;
+
+/// An element-wise activation, standalone or fused into the epilogue of a kernel.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    /// `x`.
+    Identity,
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, min), max)` (ReLU6 is `Clip { min: 0, max: 6 }`).
+    Clip {
+        /// Lower bound.
+        min: f32,
+        /// Upper bound.
+        max: f32,
+    },
+    /// `x` if `x >= 0` else `alpha * x`.
+    LeakyRelu {
+        /// Slope for negative inputs.
+        alpha: f32,
+    },
+    /// `1 / (1 + exp(-x))`.
+    Sigmoid,
+    /// `clamp(alpha * x + beta, 0, 1)`.
+    HardSigmoid {
+        /// Slope.
+        alpha: f32,
+        /// Offset.
+        beta: f32,
+    },
+    /// `x * clamp(x / 6 + 1 / 2, 0, 1)`.
+    HardSwish,
+}
+
+impl Activation {
+    /// Applies the activation to one value.
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::Identity => x,
+            Activation::Relu => x.max(0.0),
+            Activation::Clip { min, max } => x.max(min).min(max),
+            Activation::LeakyRelu { alpha } => {
+                if x >= 0.0 {
+                    x
+                } else {
+                    alpha * x
+                }
+            }
+            Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Activation::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
+            Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+        }
+    }
+
+    /// The activation's code and two parameters as the WGSL kernels read them.
+    pub fn gpu_encoding(self) -> [u32; 3] {
+        let (code, a, b) = match self {
+            Activation::Identity => (0, 0.0, 0.0),
+            Activation::Relu => (1, 0.0, 0.0),
+            Activation::Clip { min, max } => (2, min, max),
+            Activation::LeakyRelu { alpha } => (3, alpha, 0.0),
+            Activation::Sigmoid => (4, 0.0, 0.0),
+            Activation::HardSigmoid { alpha, beta } => (5, alpha, beta),
+            Activation::HardSwish => (6, 0.0, 0.0),
+        };
+        [code, f32::to_bits(a), f32::to_bits(b)]
+    }
+}
+
+/// Attributes of a 2-D convolution (inputs: x `[N,C,H,W]`, weight `[M,C/groups,kH,kW]`, bias `[M]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv2d {
+    /// Vertical and horizontal stride.
+    pub strides: [usize; 2],
+    /// Padding: top, left, bottom, right.
+    pub pads: [usize; 4],
+    /// Vertical and horizontal dilation.
+    pub dilations: [usize; 2],
+    /// Number of groups (`C` for depthwise).
+    pub groups: usize,
+}
+
+/// Attributes of a 2-D pooling window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pool2d {
+    /// Window height and width.
+    pub kernel: [usize; 2],
+    /// Vertical and horizontal stride.
+    pub strides: [usize; 2],
+    /// Padding: top, left, bottom, right.
+    pub pads: [usize; 4],
+    /// Output size rounds up instead of down.
+    pub ceil_mode: bool,
+    /// AveragePool divides by the full window, padding included.
+    pub count_include_pad: bool,
+}
+
+/// What a node computes. Inputs are named in [`Node::inputs`] in ONNX order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// Convolution (x, weight, optional bias).
+    Conv(Conv2d),
+    /// Per-channel `x * scale + shift` (a BatchNormalization that could not be folded):
+    /// inputs x, scale `[C]`, shift `[C]`.
+    ChannelAffine,
+    /// Element-wise activation.
+    Activation(Activation),
+    /// Broadcasting addition.
+    Add,
+    /// Broadcasting multiplication.
+    Mul,
+    /// Mean over H and W, keeping them as size 1.
+    GlobalAveragePool,
+    /// Windowed mean.
+    AveragePool(Pool2d),
+    /// Windowed maximum.
+    MaxPool(Pool2d),
+    /// Reinterprets the shape (the target shape is resolved at import; 0 and -1 allowed).
+    Reshape {
+        /// ONNX target shape.
+        shape: Vec<i64>,
+        /// A 0 means a zero-sized dimension rather than "copy".
+        allow_zero: bool,
+    },
+    /// Collapses dimensions before and from `axis` into a 2-D tensor.
+    Flatten {
+        /// Split point (negative counts from the end).
+        axis: i64,
+    },
+    /// Joins inputs along `axis`.
+    Concat {
+        /// Axis (negative counts from the end).
+        axis: i64,
+    },
+    /// `alpha * op(A) * op(B) + beta * C`.
+    Gemm {
+        /// Scale of the product.
+        alpha: f32,
+        /// Scale of C.
+        beta: f32,
+        /// Transpose A.
+        trans_a: bool,
+        /// Transpose B.
+        trans_b: bool,
+    },
+    /// NumPy-style matrix product with batch broadcasting.
+    MatMul,
+    /// Softmax along one axis.
+    Softmax {
+        /// Axis (negative counts from the end).
+        axis: i64,
+    },
+    /// Passes its input through (Identity, Dropout at inference).
+    Identity,
+}
+
+/// One operation of the graph, named after its ONNX node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// The ONNX node name (or a generated one when the file has none).
+    pub name: String,
+    /// The operation.
+    pub op: Op,
+    /// Input value names (activations or initializers).
+    pub inputs: Vec<String>,
+    /// Output value name.
+    pub output: String,
+}
+
+/// The graph input: its name and declared dimensions (`None` for symbolic ones, like batch).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GraphInput {
+    /// Value name.
+    pub name: String,
+    /// Declared dimensions; `None` where the file names a symbol or nothing.
+    pub dims: Vec<Option<usize>>,
+}
+
+/// A model as a list of nodes in execution order with its constant tensors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Graph {
+    /// The single input.
+    pub input: GraphInput,
+    /// The name of the single output value.
+    pub output: String,
+    /// Nodes in topological order.
+    pub nodes: Vec<Node>,
+    /// Constant tensors (weights, biases, shapes) by value name.
+    pub initializers: HashMap<String, Tensor>,
+}
+
+impl Graph {
+    /// How many nodes read each value (the graph output counts as one reader).
+    pub fn consumer_counts(&self) -> HashMap<&str, usize> {
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for node in &self.nodes {
+            for input in &node.inputs {
+                *counts.entry(input.as_str()).or_default() += 1;
+            }
+        }
+        *counts.entry(self.output.as_str()).or_default() += 1;
+        counts
+    }
+}

@@ -1,0 +1,217 @@
+//! The CPU reference executor: a plain, obviously-correct interpreter of the IR (f32 storage,
+//! f64 accumulation) that the GPU kernels are tested against.
+
+use std::collections::HashMap;
+
+use super::error::ModelError;
+use super::ir::{Conv2d, Graph, Op, Pool2d};
+use super::shape::{broadcast_strides, infer_shapes, matmul_dims, normalize_axis};
+use crate::tensor::Tensor;
+
+/// Runs `graph` on `input` on the CPU and returns the graph output.
+pub fn run_reference(graph: &Graph, input: &Tensor) -> Result<Tensor, ModelError> {
+    let shapes = infer_shapes(graph, input.shape())?;
+    let mut values: HashMap<&str, Tensor> = HashMap::new();
+    values.insert(graph.input.name.as_str(), input.clone());
+    for node in &graph.nodes {
+        let ins: Vec<&Tensor> = node
+            .inputs
+            .iter()
+            .map(|name| values.get(name.as_str()).or_else(|| graph.initializers.get(name)).expect("shape inference checked it"))
+            .collect();
+        let out_shape = shapes[&node.output].clone();
+        let data = eval(&node.op, &ins, &out_shape);
+        values.insert(node.output.as_str(), Tensor::new(out_shape, data).expect("shape inferred"));
+    }
+    Ok(values.remove(graph.output.as_str()).unwrap_or_else(|| graph.initializers[&graph.output].clone()))
+}
+
+fn eval(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
+    let x = ins[0];
+    match op {
+        Op::Conv(c) => conv(c, x, ins[1], ins.get(2).copied(), out),
+        Op::ChannelAffine => {
+            let (scale, shift) = (ins[1].data(), ins[2].data());
+            let channels = x.shape()[1];
+            let inner: usize = x.shape()[2..].iter().product();
+            x.data().iter().enumerate().map(|(i, &v)| {
+                let c = (i / inner) % channels;
+                v * scale[c] + shift[c]
+            }).collect()
+        }
+        Op::Activation(a) => x.data().iter().map(|&v| a.apply(v)).collect(),
+        Op::Add | Op::Mul => {
+            let (sa, sb) = (broadcast_strides(x.shape(), out), broadcast_strides(ins[1].shape(), out));
+            (0..out.iter().product())
+                .map(|i| {
+                    let (mut rem, mut ia, mut ib) = (i, 0, 0);
+                    for d in (0..out.len()).rev() {
+                        let coord = rem % out[d];
+                        rem /= out[d];
+                        ia += coord * sa[d];
+                        ib += coord * sb[d];
+                    }
+                    let (a, b) = (x.data()[ia], ins[1].data()[ib]);
+                    if *op == Op::Add { a + b } else { a * b }
+                })
+                .collect()
+        }
+        Op::GlobalAveragePool => {
+            let inner: usize = x.shape()[2..].iter().product();
+            x.data().chunks(inner).map(|c| (c.iter().map(|&v| v as f64).sum::<f64>() / inner as f64) as f32).collect()
+        }
+        Op::AveragePool(p) => pool(p, x, out, false),
+        Op::MaxPool(p) => pool(p, x, out, true),
+        Op::Reshape { .. } | Op::Flatten { .. } | Op::Identity => x.data().to_vec(),
+        Op::Concat { axis } => {
+            let a = normalize_axis(*axis, out.len()).expect("checked");
+            let outer: usize = out[..a].iter().product();
+            let mut data = Vec::with_capacity(out.iter().product());
+            for o in 0..outer {
+                for t in ins {
+                    let slab: usize = t.shape()[a..].iter().product();
+                    data.extend_from_slice(&t.data()[o * slab..(o + 1) * slab]);
+                }
+            }
+            data
+        }
+        Op::Gemm { alpha, beta, trans_a, trans_b } => {
+            let (a, b) = (x, ins[1]);
+            let (m, n) = (out[0], out[1]);
+            let k = if *trans_a { a.shape()[0] } else { a.shape()[1] };
+            let c_strides = ins.get(2).map(|c| broadcast_strides(c.shape(), out));
+            let mut data = vec![0.0; m * n];
+            for i in 0..m {
+                for j in 0..n {
+                    let mut acc = 0f64;
+                    for l in 0..k {
+                        let av = if *trans_a { a.data()[l * m + i] } else { a.data()[i * k + l] };
+                        let bv = if *trans_b { b.data()[j * k + l] } else { b.data()[l * n + j] };
+                        acc += av as f64 * bv as f64;
+                    }
+                    let mut v = *alpha as f64 * acc;
+                    if let (Some(c), Some(s)) = (ins.get(2), &c_strides) {
+                        v += *beta as f64 * c.data()[i * s[0] + j * s[1]] as f64;
+                    }
+                    data[i * n + j] = v as f32;
+                }
+            }
+            data
+        }
+        Op::MatMul => {
+            let (a, b) = (x, ins[1]);
+            let (batch, m, k, n) = matmul_dims(a.shape(), b.shape()).expect("checked");
+            let a_batch: Vec<usize> = if a.shape().len() > 2 { a.shape()[..a.shape().len() - 2].to_vec() } else { vec![] };
+            let b_batch: Vec<usize> = if b.shape().len() > 2 { b.shape()[..b.shape().len() - 2].to_vec() } else { vec![] };
+            let (sa, sb) = (broadcast_strides(&a_batch, &batch), broadcast_strides(&b_batch, &batch));
+            let count: usize = batch.iter().product();
+            let mut data = vec![0.0; count * m * n];
+            for bi in 0..count {
+                let (mut rem, mut oa, mut ob) = (bi, 0, 0);
+                for d in (0..batch.len()).rev() {
+                    let coord = rem % batch[d];
+                    rem /= batch[d];
+                    oa += coord * sa[d];
+                    ob += coord * sb[d];
+                }
+                for i in 0..m {
+                    for j in 0..n {
+                        let acc: f64 = (0..k)
+                            .map(|l| a.data()[oa * m * k + i * k + l] as f64 * b.data()[ob * k * n + l * n + j] as f64)
+                            .sum();
+                        data[bi * m * n + i * n + j] = acc as f32;
+                    }
+                }
+            }
+            data
+        }
+        Op::Softmax { axis } => {
+            let a = normalize_axis(*axis, out.len()).expect("checked");
+            let (len, inner) = (out[a], out[a + 1..].iter().product::<usize>());
+            let mut data = x.data().to_vec();
+            for o in 0..out[..a].iter().product() {
+                for i in 0..inner {
+                    let idx = |j: usize| (o * len + j) * inner + i;
+                    let max = (0..len).map(|j| x.data()[idx(j)]).fold(f32::NEG_INFINITY, f32::max);
+                    let sum: f64 = (0..len).map(|j| ((x.data()[idx(j)] - max) as f64).exp()).sum();
+                    for j in 0..len {
+                        data[idx(j)] = (((x.data()[idx(j)] - max) as f64).exp() / sum) as f32;
+                    }
+                }
+            }
+            data
+        }
+    }
+}
+
+fn conv(c: &Conv2d, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, out: &[usize]) -> Vec<f32> {
+    let [n, ci, h, wd] = x.shape().try_into().expect("4-D");
+    let [_, co, oh, ow] = out.try_into().expect("4-D");
+    let (kh, kw) = (w.shape()[2], w.shape()[3]);
+    let (cig, cog) = (ci / c.groups, co / c.groups);
+    let mut data = vec![0.0; n * co * oh * ow];
+    for b in 0..n {
+        for oc in 0..co {
+            let g = oc / cog;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = bias.map_or(0.0, |t| t.data()[oc] as f64);
+                    for icg in 0..cig {
+                        let ic = g * cig + icg;
+                        for ky in 0..kh {
+                            let iy = (oy * c.strides[0] + ky * c.dilations[0]) as isize - c.pads[0] as isize;
+                            if iy < 0 || iy >= h as isize {
+                                continue;
+                            }
+                            for kx in 0..kw {
+                                let ix = (ox * c.strides[1] + kx * c.dilations[1]) as isize - c.pads[1] as isize;
+                                if ix < 0 || ix >= wd as isize {
+                                    continue;
+                                }
+                                let xv = x.data()[((b * ci + ic) * h + iy as usize) * wd + ix as usize];
+                                let wv = w.data()[((oc * cig + icg) * kh + ky) * kw + kx];
+                                acc += xv as f64 * wv as f64;
+                            }
+                        }
+                    }
+                    data[((b * co + oc) * oh + oy) * ow + ox] = acc as f32;
+                }
+            }
+        }
+    }
+    data
+}
+
+fn pool(p: &Pool2d, x: &Tensor, out: &[usize], max: bool) -> Vec<f32> {
+    let [n, c, h, w] = x.shape().try_into().expect("4-D");
+    let [_, _, oh, ow] = out.try_into().expect("4-D");
+    let mut data = Vec::with_capacity(n * c * oh * ow);
+    for plane in 0..n * c {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let (y0, x0) = ((oy * p.strides[0]) as isize - p.pads[0] as isize, (ox * p.strides[1]) as isize - p.pads[1] as isize);
+                let (mut acc, mut best, mut count) = (0f64, f32::NEG_INFINITY, 0usize);
+                let mut window = 0usize;
+                for ky in 0..p.kernel[0] as isize {
+                    for kx in 0..p.kernel[1] as isize {
+                        let (iy, ix) = (y0 + ky, x0 + kx);
+                        // Positions inside the explicit padding count for count_include_pad.
+                        if iy < h as isize + p.pads[2] as isize && ix < w as isize + p.pads[3] as isize {
+                            window += 1;
+                        }
+                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                            continue;
+                        }
+                        let v = x.data()[(plane * h + iy as usize) * w + ix as usize];
+                        acc += v as f64;
+                        best = best.max(v);
+                        count += 1;
+                    }
+                }
+                let divisor = if p.count_include_pad { window } else { count };
+                data.push(if max { best } else { (acc / divisor.max(1) as f64) as f32 });
+            }
+        }
+    }
+    data
+}

@@ -1,0 +1,252 @@
+//! Shape inference: the shape of every value for a concrete input shape (batch included).
+
+use std::collections::HashMap;
+
+use super::error::ModelError;
+use super::ir::{Conv2d, Graph, Node, Op, Pool2d};
+
+/// The shape of every value of a graph for one input shape.
+pub type Shapes = HashMap<String, Vec<usize>>;
+
+/// Checks `input` against the declared input dimensions and infers every value's shape.
+pub fn infer_shapes(graph: &Graph, input: &[usize]) -> Result<Shapes, ModelError> {
+    let declared = &graph.input.dims;
+    let fits = declared.is_empty()
+        || (declared.len() == input.len()
+            && declared.iter().zip(input).all(|(d, &g)| d.is_none_or(|d| d == g)));
+    if !fits || input.contains(&0) {
+        let expected = declared
+            .iter()
+            .map(|d| d.map_or("?".to_string(), |d| d.to_string()))
+            .collect::<Vec<_>>()
+            .join("x");
+        return Err(ModelError::InputShape {
+            name: graph.input.name.clone(),
+            expected: format!("[{expected}]"),
+            got: input.to_vec(),
+        });
+    }
+    let mut shapes: Shapes = graph
+        .initializers
+        .iter()
+        .map(|(k, t)| (k.clone(), t.shape().to_vec()))
+        .collect();
+    shapes.insert(graph.input.name.clone(), input.to_vec());
+    for node in &graph.nodes {
+        let ins: Vec<&[usize]> = node.inputs.iter().map(|i| shapes[i].as_slice()).collect();
+        let out = node_output_shape(node, &ins)?;
+        shapes.insert(node.output.clone(), out);
+    }
+    Ok(shapes)
+}
+
+fn err(node: &Node, reason: impl Into<String>) -> ModelError {
+    ModelError::Shape { node: node.name.clone(), reason: reason.into() }
+}
+
+/// Normalises a possibly negative axis for a tensor of `rank` dimensions.
+pub fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {
+    let a = if axis < 0 { axis + rank as i64 } else { axis };
+    (0..rank as i64).contains(&a).then_some(a as usize)
+}
+
+/// NumPy broadcasting of two shapes.
+pub fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    (0..rank)
+        .map(|i| {
+            let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
+            let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+            match (da, db) {
+                (x, y) if x == y => Some(x),
+                (1, y) => Some(y),
+                (x, 1) => Some(x),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Output height and width of a 2-D window over `h` x `w`.
+fn window_out(
+    node: &Node,
+    h: usize,
+    w: usize,
+    kernel: [usize; 2],
+    strides: [usize; 2],
+    pads: [usize; 4],
+    dilations: [usize; 2],
+    ceil: bool,
+) -> Result<[usize; 2], ModelError> {
+    let mut out = [0; 2];
+    for (i, size) in [h, w].into_iter().enumerate() {
+        let span = dilations[i] * (kernel[i] - 1) + 1;
+        let padded = size + pads[i] + pads[i + 2];
+        if padded < span {
+            return Err(err(node, format!("window {kernel:?} does not fit input {h}x{w}")));
+        }
+        let steps = padded - span;
+        let mut o = if ceil { steps.div_ceil(strides[i]) } else { steps / strides[i] } + 1;
+        // With ceil_mode, a last window that starts inside the bottom/right padding is dropped.
+        if ceil && (o - 1) * strides[i] >= size + pads[i] {
+            o -= 1;
+        }
+        out[i] = o;
+    }
+    Ok(out)
+}
+
+fn conv_shape(node: &Node, c: &Conv2d, x: &[usize], w: &[usize]) -> Result<Vec<usize>, ModelError> {
+    if x.len() != 4 {
+        return Err(err(node, format!("input must be [N,C,H,W], got {x:?}")));
+    }
+    if x[1] != w[1] * c.groups || w[0] % c.groups != 0 {
+        return Err(err(node, format!("input {x:?} does not fit weight {w:?} with {} groups", c.groups)));
+    }
+    let [oh, ow] = window_out(node, x[2], x[3], [w[2], w[3]], c.strides, c.pads, c.dilations, false)?;
+    Ok(vec![x[0], w[0], oh, ow])
+}
+
+fn pool_shape(node: &Node, p: &Pool2d, x: &[usize]) -> Result<Vec<usize>, ModelError> {
+    if x.len() != 4 {
+        return Err(err(node, format!("input must be [N,C,H,W], got {x:?}")));
+    }
+    if p.pads[0] >= p.kernel[0] || p.pads[1] >= p.kernel[1] || p.pads[2] >= p.kernel[0] || p.pads[3] >= p.kernel[1] {
+        return Err(err(node, "padding must be smaller than the window"));
+    }
+    let [oh, ow] = window_out(node, x[2], x[3], p.kernel, p.strides, p.pads, [1, 1], p.ceil_mode)?;
+    Ok(vec![x[0], x[1], oh, ow])
+}
+
+/// The `(batch dims, m, k, n)` of a MatMul, with the broadcast batch shape.
+pub fn matmul_dims(a: &[usize], b: &[usize]) -> Option<(Vec<usize>, usize, usize, usize)> {
+    if a.is_empty() || b.is_empty() {
+        return None;
+    }
+    let (a2, b2) = (
+        if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() },
+        if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() },
+    );
+    let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+    let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
+    if k != k2 {
+        return None;
+    }
+    let batch = broadcast(&a2[..a2.len() - 2], &b2[..b2.len() - 2])?;
+    Some((batch, m, k, n))
+}
+
+fn node_output_shape(node: &Node, ins: &[&[usize]]) -> Result<Vec<usize>, ModelError> {
+    let x = ins[0];
+    match &node.op {
+        Op::Conv(c) => conv_shape(node, c, x, ins[1]),
+        Op::ChannelAffine => {
+            if x.len() < 2 || x[1] != ins[1][0] {
+                return Err(err(node, format!("input {x:?} does not have {} channels", ins[1][0])));
+            }
+            Ok(x.to_vec())
+        }
+        Op::Activation(_) | Op::Identity => Ok(x.to_vec()),
+        Op::Add | Op::Mul => broadcast(x, ins[1])
+            .ok_or_else(|| err(node, format!("shapes {x:?} and {:?} do not broadcast", ins[1]))),
+        Op::GlobalAveragePool => {
+            if x.len() < 3 {
+                return Err(err(node, format!("input must be [N,C,...], got {x:?}")));
+            }
+            Ok(x.iter().enumerate().map(|(i, &d)| if i < 2 { d } else { 1 }).collect())
+        }
+        Op::AveragePool(p) | Op::MaxPool(p) => pool_shape(node, p, x),
+        Op::Flatten { axis } => {
+            let a = if *axis == x.len() as i64 { x.len() } else {
+                normalize_axis(*axis, x.len()).ok_or_else(|| err(node, format!("axis {axis} out of range")))?
+            };
+            Ok(vec![x[..a].iter().product(), x[a..].iter().product()])
+        }
+        Op::Reshape { shape, allow_zero } => {
+            let total: usize = x.iter().product();
+            let mut out = Vec::with_capacity(shape.len());
+            let mut infer = None;
+            for (i, &d) in shape.iter().enumerate() {
+                match d {
+                    -1 if infer.is_none() => {
+                        infer = Some(i);
+                        out.push(1);
+                    }
+                    0 if !allow_zero => out.push(*x.get(i).ok_or_else(|| err(node, "0 copies a missing dimension"))?),
+                    d if d >= 0 => out.push(d as usize),
+                    _ => return Err(err(node, format!("bad target shape {shape:?}"))),
+                }
+            }
+            let known: usize = out.iter().product();
+            if let Some(i) = infer {
+                if known == 0 || total % known != 0 {
+                    return Err(err(node, format!("cannot reshape {x:?} to {shape:?}")));
+                }
+                out[i] = total / known;
+            }
+            if out.iter().product::<usize>() != total {
+                return Err(err(node, format!("cannot reshape {x:?} to {shape:?}")));
+            }
+            Ok(out)
+        }
+        Op::Concat { axis } => {
+            let a = normalize_axis(*axis, x.len()).ok_or_else(|| err(node, format!("axis {axis} out of range")))?;
+            let mut out = x.to_vec();
+            for other in &ins[1..] {
+                let fits = other.len() == x.len() && (0..x.len()).all(|i| i == a || other[i] == x[i]);
+                if !fits {
+                    return Err(err(node, format!("cannot concatenate {x:?} and {other:?} on axis {a}")));
+                }
+                out[a] += other[a];
+            }
+            Ok(out)
+        }
+        Op::Gemm { trans_a, trans_b, .. } => {
+            let (a, b) = (x, ins[1]);
+            if a.len() != 2 || b.len() != 2 {
+                return Err(err(node, format!("A and B must be 2-D, got {a:?} and {b:?}")));
+            }
+            let (m, k) = if *trans_a { (a[1], a[0]) } else { (a[0], a[1]) };
+            let (k2, n) = if *trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
+            if k != k2 {
+                return Err(err(node, format!("inner dimensions differ: {a:?} x {b:?}")));
+            }
+            if let Some(c) = ins.get(2) {
+                if broadcast(c, &[m, n]).as_deref() != Some(&[m, n][..]) {
+                    return Err(err(node, format!("C {c:?} does not broadcast to [{m}, {n}]")));
+                }
+            }
+            Ok(vec![m, n])
+        }
+        Op::MatMul => {
+            let (batch, m, _, n) = matmul_dims(x, ins[1])
+                .ok_or_else(|| err(node, format!("cannot multiply {x:?} by {:?}", ins[1])))?;
+            let mut out = batch;
+            if x.len() > 1 {
+                out.push(m);
+            }
+            if ins[1].len() > 1 {
+                out.push(n);
+            }
+            Ok(out)
+        }
+        Op::Softmax { axis } => {
+            normalize_axis(*axis, x.len()).ok_or_else(|| err(node, format!("axis {axis} out of range")))?;
+            Ok(x.to_vec())
+        }
+    }
+}
+
+/// Row-major strides of `input` seen through broadcasting to `out` (0 on broadcast dimensions).
+pub fn broadcast_strides(input: &[usize], out: &[usize]) -> Vec<usize> {
+    let offset = out.len() - input.len();
+    let mut strides = vec![0; out.len()];
+    let mut stride = 1;
+    for i in (0..input.len()).rev() {
+        if input[i] != 1 {
+            strides[i + offset] = stride;
+        }
+        stride *= input[i];
+    }
+    strides
+}

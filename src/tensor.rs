@@ -1,0 +1,140 @@
+//! Dense tensors that flow into, between and out of model blocks.
+
+use thiserror::Error;
+
+/// A dense, row-major `f32` tensor: the input of a request and the output of a prediction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    data: Vec<f32>,
+}
+
+/// Why a [`Tensor`] could not be built from the given parts.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum TensorError {
+    /// The number of values does not equal the product of the shape.
+    #[error("shape {shape:?} holds {expected} values but {got} were given")]
+    LengthMismatch {
+        /// The requested shape.
+        shape: Vec<usize>,
+        /// Values the shape holds.
+        expected: usize,
+        /// Values that were given.
+        got: usize,
+    },
+    /// An image could not be decoded.
+    #[error("cannot decode image: {0}")]
+    Image(String),
+}
+
+impl Tensor {
+    /// Builds a tensor, checking that `data` fills `shape` exactly.
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self, TensorError> {
+        let expected = shape.iter().product::<usize>();
+        if expected != data.len() {
+            return Err(TensorError::LengthMismatch { shape, expected, got: data.len() });
+        }
+        Ok(Self { shape, data })
+    }
+
+    /// A tensor of zeros.
+    pub fn zeros(shape: Vec<usize>) -> Self {
+        let len = shape.iter().product();
+        Self { shape, data: vec![0.0; len] }
+    }
+
+    /// The dimensions, outermost first.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The values in row-major order.
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// Consumes the tensor, returning its values.
+    pub fn into_data(self) -> Vec<f32> {
+        self.data
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the tensor holds no values.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Decodes an encoded image (PNG) into a `[1, channels, height, width]` tensor of pixels in
+    /// `[0, 1]`; `channels` is 1 (luma) or 3 (RGB). The image is resized to `height` x `width`.
+    pub fn from_image_bytes(
+        bytes: &[u8],
+        channels: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<Self, TensorError> {
+        let image = image::load_from_memory(bytes).map_err(|e| TensorError::Image(e.to_string()))?;
+        let image = image.resize_exact(
+            width as u32,
+            height as u32,
+            image::imageops::FilterType::Triangle,
+        );
+        let plane = height * width;
+        let mut data = vec![0.0; channels * plane];
+        match channels {
+            1 => {
+                for (i, p) in image.to_luma8().pixels().enumerate() {
+                    data[i] = p.0[0] as f32 / 255.0;
+                }
+            }
+            _ => {
+                for (i, p) in image.to_rgb8().pixels().enumerate() {
+                    for c in 0..3.min(channels) {
+                        data[c * plane + i] = p.0[c] as f32 / 255.0;
+                    }
+                }
+            }
+        }
+        Self::new(vec![1, channels, height, width], data)
+    }
+
+    /// Indices of the `k` largest values of row `row` of a `[rows, classes]` tensor, with
+    /// their softmax probabilities, largest first.
+    pub fn top_k(&self, row: usize, k: usize) -> Vec<(usize, f32)> {
+        let classes = self.shape.last().copied().unwrap_or(0);
+        let Some(logits) = self.data.get(row * classes..(row + 1) * classes) else {
+            return Vec::new();
+        };
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let exp: Vec<f32> = logits.iter().map(|v| (v - max).exp()).collect();
+        let sum: f32 = exp.iter().sum();
+        let mut order: Vec<usize> = (0..classes).collect();
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+        order.into_iter().take(k).map(|i| (i, exp[i] / sum)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_rejects_data_that_does_not_fill_the_shape() {
+        assert!(matches!(
+            Tensor::new(vec![2, 3], vec![0.0; 5]),
+            Err(TensorError::LengthMismatch { expected: 6, got: 5, .. })
+        ));
+    }
+
+    #[test]
+    fn top_k_orders_classes_by_logit_with_softmax_probabilities() {
+        let t = Tensor::new(vec![1, 3], vec![1.0, 3.0, 2.0]).unwrap();
+        let top = t.top_k(0, 2);
+        assert_eq!(top.iter().map(|p| p.0).collect::<Vec<_>>(), vec![1, 2]);
+        let expected = 3f32.exp() / (1f32.exp() + 2f32.exp() + 3f32.exp());
+        assert!((top[0].1 - expected).abs() < 1e-6);
+    }
+}
