@@ -1,8 +1,20 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod gpu;
 pub mod model;
+mod plugin;
+mod schedule;
 pub mod tensor;
 
 pub use model::{Model, ModelError};
+pub use plugin::{headless_plugins, P2pInferencePlugin};
+pub use schedule::{InferenceError, InferenceFailed, InferenceRequest, Prediction, PredictionReady, Submitted};
 pub use tensor::{Tensor, TensorError};
+
+/// The types a game needs.
+pub mod prelude {
+    pub use crate::{
+        InferenceFailed, InferenceRequest, Model, P2pInferencePlugin, Prediction, PredictionReady, Tensor,
+    };
+}

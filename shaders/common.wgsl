@@ -1,0 +1,26 @@
+// Shared by every kernel family (prepended when the module is built).
+// Binding 0 of every kernel is `p`: the dispatch's parameters as u32 words (floats bit-cast).
+
+@group(0) @binding(0) var<storage, read> p: array<u32>;
+
+fn pf(i: u32) -> f32 {
+    return bitcast<f32>(p[i]);
+}
+
+// Linear invocation index for 1-D kernels of 64 threads dispatched on a 2-D grid.
+fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * 64u;
+}
+
+// Activation codes match `Activation::gpu_encoding`.
+fn activate(v: f32, code: u32, a: f32, b: f32) -> f32 {
+    switch code {
+        case 1u: { return max(v, 0.0); }
+        case 2u: { return min(max(v, a), b); }
+        case 3u: { return select(a * v, v, v >= 0.0); }
+        case 4u: { return 1.0 / (1.0 + exp(-v)); }
+        case 5u: { return clamp(a * v + b, 0.0, 1.0); }
+        case 6u: { return v * clamp(v / 6.0 + 0.5, 0.0, 1.0); }
+        default: { return v; }
+    }
+}

@@ -1,0 +1,29 @@
+// Matrix family: Gemm and batched MatMul. y[b, i, j] = alpha * sum_k A[b, i, k] B[b, k, j] + beta * C[i, j]
+// with A and B addressed through row/column strides (transposes are strides).
+// p: [0] total, [1] M, [2] N, [3] K, [4] A batch stride, [5] B batch stride, [6] A row stride,
+//    [7] A col stride, [8] B row stride, [9] B col stride, [10] has C, [11] C row stride,
+//    [12] C col stride, [13] alpha, [14] beta
+
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read> c: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(64)
+fn gemm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if (i >= p[0]) { return; }
+    let M = p[1]; let N = p[2]; let K = p[3];
+    let col = i % N;
+    let row = (i / N) % M;
+    let batch = i / (N * M);
+    let a0 = batch * p[4] + row * p[6];
+    let b0 = batch * p[5] + col * p[9];
+    var acc = 0.0;
+    for (var k = 0u; k < K; k++) {
+        acc += a[a0 + k * p[7]] * b[b0 + k * p[8]];
+    }
+    var v = pf(13) * acc;
+    if (p[10] != 0u) { v += pf(14) * c[row * p[11] + col * p[12]]; }
+    y[i] = v;
+}

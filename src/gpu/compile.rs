@@ -1,0 +1,478 @@
+//! The block compiler: turns a graph (for one input shape) into a list of kernel dispatches
+//! over pooled activation slots. Plain Rust, no GPU objects, so it is unit-tested directly.
+
+use std::collections::{HashMap, HashSet};
+
+use thiserror::Error;
+
+use crate::model::ir::{Activation, Conv2d, Graph, Node, Op};
+use crate::model::shape::{broadcast_strides, infer_shapes, matmul_dims, normalize_axis, Shapes};
+use crate::model::ModelError;
+
+/// A WGSL entry point of one of the kernel families in `shaders/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// General convolution with fused epilogue.
+    Conv2d,
+    /// Tiled 1x1 convolution with fused epilogue.
+    ConvPointwise,
+    /// Broadcasting Add/Mul.
+    Binary,
+    /// Standalone activation.
+    Activation,
+    /// Per-channel scale and shift.
+    ChannelAffine,
+    /// Global average pooling.
+    GlobalAverage,
+    /// Windowed max/average pooling.
+    Pool2d,
+    /// Gemm and MatMul.
+    Gemm,
+    /// One input's share of a Concat.
+    ConcatCopy,
+    /// Softmax along one axis.
+    Softmax,
+}
+
+impl Kernel {
+    /// Every kernel, for building the pipeline library.
+    pub const ALL: [Kernel; 10] = [
+        Kernel::Conv2d,
+        Kernel::ConvPointwise,
+        Kernel::Binary,
+        Kernel::Activation,
+        Kernel::ChannelAffine,
+        Kernel::GlobalAverage,
+        Kernel::Pool2d,
+        Kernel::Gemm,
+        Kernel::ConcatCopy,
+        Kernel::Softmax,
+    ];
+
+    /// The shader family file and the entry point.
+    pub fn entry(self) -> (&'static str, &'static str) {
+        match self {
+            Kernel::Conv2d => ("conv", "conv2d"),
+            Kernel::ConvPointwise => ("conv", "conv_pointwise"),
+            Kernel::Binary => ("elementwise", "binary"),
+            Kernel::Activation => ("elementwise", "activation"),
+            Kernel::ChannelAffine => ("elementwise", "channel_affine"),
+            Kernel::GlobalAverage => ("pool", "global_average"),
+            Kernel::Pool2d => ("pool", "pool2d"),
+            Kernel::Gemm => ("matmul", "gemm"),
+            Kernel::ConcatCopy => ("layout", "concat_copy"),
+            Kernel::Softmax => ("layout", "softmax"),
+        }
+    }
+
+    /// How many read-only storage buffers follow the parameters (the output comes after).
+    pub fn input_bindings(self) -> usize {
+        match self {
+            Kernel::Conv2d | Kernel::ConvPointwise => 4,
+            Kernel::Binary | Kernel::Activation | Kernel::ChannelAffine | Kernel::Gemm => 3,
+            Kernel::GlobalAverage | Kernel::Pool2d | Kernel::ConcatCopy | Kernel::Softmax => 1,
+        }
+    }
+}
+
+/// What a dispatch binds at an input position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Operand {
+    /// A pooled activation slot.
+    Slot(usize),
+    /// A resident weight (initializer) by value name.
+    Constant(String),
+    /// Nothing: the kernel does not read this binding for this dispatch.
+    Unused,
+}
+
+/// One kernel dispatch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dispatch {
+    /// Which entry point.
+    pub kernel: Kernel,
+    /// The parameter words the kernel reads from binding 0.
+    pub params: Vec<u32>,
+    /// Bindings 1..=n.
+    pub inputs: Vec<Operand>,
+    /// The slot written.
+    pub output: usize,
+    /// Workgroup counts.
+    pub workgroups: [u32; 3],
+}
+
+/// A compiled block: dispatches in order over `slot_sizes.len()` pooled buffers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Program {
+    /// Dispatches in execution order.
+    pub dispatches: Vec<Dispatch>,
+    /// Size of each pooled slot, in `f32` values.
+    pub slot_sizes: Vec<usize>,
+    /// The slot the input is copied into.
+    pub input_slot: usize,
+    /// The slot holding the output after the last dispatch.
+    pub output_slot: usize,
+    /// Shape of the input.
+    pub input_shape: Vec<usize>,
+    /// Shape of the output.
+    pub output_shape: Vec<usize>,
+    /// Names of the initializers the dispatches read.
+    pub constants: Vec<String>,
+}
+
+/// Why a graph could not be compiled for the GPU.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum CompileError {
+    /// Shape inference failed (wrong input shape, inconsistent graph).
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// A node's configuration has no GPU kernel.
+    #[error("node '{node}': no GPU kernel for this case: {reason}")]
+    Unsupported {
+        /// Node name.
+        node: String,
+        /// What is not supported.
+        reason: String,
+    },
+}
+
+const MAX_RANK: usize = 6;
+
+fn grid_1d(total: usize) -> [u32; 3] {
+    let groups = total.div_ceil(64).max(1);
+    let x = groups.min(65535);
+    [x as u32, groups.div_ceil(x) as u32, 1]
+}
+
+fn u(v: usize) -> u32 {
+    v as u32
+}
+
+/// One step before slot assignment: either kernel calls producing a value, or an alias.
+enum Step {
+    Compute { calls: Vec<(Kernel, Vec<u32>, Vec<Option<String>>, [u32; 3])>, output: String },
+    Alias { from: String, to: String },
+}
+
+/// Compiles `graph` for an input of shape `input_shape`.
+pub fn compile(graph: &Graph, input_shape: &[usize]) -> Result<Program, CompileError> {
+    let shapes = infer_shapes(graph, input_shape)?;
+    let steps = plan_steps(graph, &shapes)?;
+    Ok(assign_slots(graph, &shapes, steps))
+}
+
+fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError> {
+    let counts = graph.consumer_counts();
+    let producer: HashMap<&str, usize> =
+        graph.nodes.iter().enumerate().map(|(i, n)| (n.output.as_str(), i)).collect();
+    let mut fused: HashSet<usize> = HashSet::new();
+    let mut steps = Vec::new();
+    for (index, node) in graph.nodes.iter().enumerate() {
+        if fused.contains(&index) {
+            continue;
+        }
+        let out_shape = &shapes[&node.output];
+        let total = out_shape.iter().product::<usize>();
+        let value = |i: usize| Some(node.inputs[i].clone());
+        let step = match &node.op {
+            Op::Conv(conv) => {
+                let (output, residual, activation) =
+                    fuse_epilogue(graph, index, &counts, &producer, shapes, &mut fused);
+                let call = conv_call(node, conv, shapes, residual.is_some(), activation);
+                let mut operands = vec![value(0), value(1), node.inputs.get(2).cloned()];
+                operands.push(residual);
+                Step::Compute { calls: vec![(call.0, call.1, operands, call.2)], output }
+            }
+            Op::ChannelAffine => {
+                let inner: usize = out_shape[2..].iter().product();
+                let params = vec![u(total), u(out_shape[1]), u(inner)];
+                Step::Compute {
+                    calls: vec![(Kernel::ChannelAffine, params, vec![value(0), value(1), value(2)], grid_1d(total))],
+                    output: node.output.clone(),
+                }
+            }
+            Op::Activation(a) => {
+                let [code, pa, pb] = a.gpu_encoding();
+                Step::Compute {
+                    calls: vec![(Kernel::Activation, vec![u(total), code, pa, pb], vec![value(0), None, None], grid_1d(total))],
+                    output: node.output.clone(),
+                }
+            }
+            Op::Add | Op::Mul => {
+                if out_shape.len() > MAX_RANK {
+                    return Err(unsupported(node, format!("rank {} is above {MAX_RANK}", out_shape.len())));
+                }
+                let mut params = vec![u(total), u((node.op == Op::Mul) as usize), u(out_shape.len())];
+                let pad = |v: Vec<usize>| v.into_iter().map(u).chain(std::iter::repeat(1)).take(MAX_RANK);
+                params.extend(pad(out_shape.clone()));
+                for i in 0..2 {
+                    let strides = broadcast_strides(&shapes[&node.inputs[i]], out_shape);
+                    params.extend(strides.into_iter().map(u).chain(std::iter::repeat(0)).take(MAX_RANK));
+                }
+                Step::Compute {
+                    calls: vec![(Kernel::Binary, params, vec![value(0), value(1), None], grid_1d(total))],
+                    output: node.output.clone(),
+                }
+            }
+            Op::GlobalAveragePool => {
+                let x = &shapes[&node.inputs[0]];
+                let planes = x[0] * x[1];
+                Step::Compute {
+                    calls: vec![(Kernel::GlobalAverage, vec![u(planes), u(x[2..].iter().product())], vec![value(0)], grid_1d(planes))],
+                    output: node.output.clone(),
+                }
+            }
+            Op::AveragePool(pool) | Op::MaxPool(pool) => {
+                let x = &shapes[&node.inputs[0]];
+                let is_max = matches!(node.op, Op::MaxPool(_));
+                let params = [
+                    total, x[2], x[3], out_shape[2], out_shape[3], pool.kernel[0], pool.kernel[1],
+                    pool.strides[0], pool.strides[1], pool.pads[0], pool.pads[1], pool.pads[2], pool.pads[3],
+                    is_max as usize, pool.count_include_pad as usize,
+                ];
+                Step::Compute {
+                    calls: vec![(Kernel::Pool2d, params.into_iter().map(u).collect(), vec![value(0)], grid_1d(total))],
+                    output: node.output.clone(),
+                }
+            }
+            Op::Reshape { .. } | Op::Flatten { .. } | Op::Identity => {
+                Step::Alias { from: node.inputs[0].clone(), to: node.output.clone() }
+            }
+            Op::Concat { axis } => {
+                let a = normalize_axis(*axis, out_shape.len()).expect("shape inference checked it");
+                let out_slab: usize = out_shape[a..].iter().product();
+                let outer: usize = out_shape[..a].iter().product();
+                let mut offset = 0;
+                let mut calls = Vec::new();
+                for input in &node.inputs {
+                    let slab: usize = shapes[input][a..].iter().product();
+                    let count = outer * slab;
+                    calls.push((Kernel::ConcatCopy, vec![u(count), u(slab), u(out_slab), u(offset)], vec![Some(input.clone())], grid_1d(count)));
+                    offset += slab;
+                }
+                Step::Compute { calls, output: node.output.clone() }
+            }
+            Op::Gemm { alpha, beta, trans_a, trans_b } => {
+                let (m, n) = (out_shape[0], out_shape[1]);
+                let a = &shapes[&node.inputs[0]];
+                let k = if *trans_a { a[0] } else { a[1] };
+                let (a_rs, a_cs) = if *trans_a { (1, m) } else { (k, 1) };
+                let (b_rs, b_cs) = if *trans_b { (1, k) } else { (n, 1) };
+                let (has_c, c_rs, c_cs) = match node.inputs.get(2) {
+                    Some(c) => {
+                        let s = broadcast_strides(&shapes[c], out_shape);
+                        (1, s[0], s[1])
+                    }
+                    None => (0, 0, 0),
+                };
+                let mut params: Vec<u32> = [total, m, n, k, 0, 0, a_rs, a_cs, b_rs, b_cs, has_c, c_rs, c_cs].into_iter().map(u).collect();
+                params.extend([alpha.to_bits(), beta.to_bits()]);
+                Step::Compute {
+                    calls: vec![(Kernel::Gemm, params, vec![value(0), value(1), node.inputs.get(2).cloned()], grid_1d(total))],
+                    output: node.output.clone(),
+                }
+            }
+            Op::MatMul => {
+                let (a, b) = (&shapes[&node.inputs[0]], &shapes[&node.inputs[1]]);
+                let (batch, m, k, n) = matmul_dims(a, b).expect("shape inference checked it");
+                let batch_count: usize = batch.iter().product();
+                let stride = |shape: &[usize], size: usize| -> Result<usize, CompileError> {
+                    let own: usize = shape[..shape.len().saturating_sub(2)].iter().product();
+                    match own {
+                        1 => Ok(0),
+                        own if own == batch_count => Ok(size),
+                        _ => Err(unsupported(node, format!("batch broadcasting of {a:?} x {b:?}"))),
+                    }
+                };
+                let (sa, sb) = (stride(a, m * k)?, stride(b, k * n)?);
+                let mut params: Vec<u32> = [total, m, n, k, sa, sb, k, 1, n, 1, 0, 0, 0].into_iter().map(u).collect();
+                params.extend([1f32.to_bits(), 0f32.to_bits()]);
+                Step::Compute {
+                    calls: vec![(Kernel::Gemm, params, vec![value(0), value(1), None], grid_1d(total))],
+                    output: node.output.clone(),
+                }
+            }
+            Op::Softmax { axis } => {
+                let a = normalize_axis(*axis, out_shape.len()).expect("shape inference checked it");
+                let inner: usize = out_shape[a + 1..].iter().product();
+                let rows = total / out_shape[a];
+                Step::Compute {
+                    calls: vec![(Kernel::Softmax, vec![u(rows), u(out_shape[a]), u(inner)], vec![value(0)], grid_1d(rows))],
+                    output: node.output.clone(),
+                }
+            }
+        };
+        steps.push(step);
+    }
+    Ok(steps)
+}
+
+fn unsupported(node: &Node, reason: String) -> CompileError {
+    CompileError::Unsupported { node: node.name.clone(), reason }
+}
+
+/// Follows the single consumer of a convolution's output and absorbs a residual Add (whose
+/// other operand is ready before the convolution runs) and then an activation.
+fn fuse_epilogue(
+    graph: &Graph,
+    conv_index: usize,
+    counts: &HashMap<&str, usize>,
+    producer: &HashMap<&str, usize>,
+    shapes: &Shapes,
+    fused: &mut HashSet<usize>,
+) -> (String, Option<String>, Activation) {
+    let mut output = graph.nodes[conv_index].output.clone();
+    let mut residual = None;
+    let mut activation = Activation::Identity;
+    loop {
+        if output == graph.output || counts.get(output.as_str()) != Some(&1) {
+            break;
+        }
+        let Some((j, next)) = graph
+            .nodes
+            .iter()
+            .enumerate()
+            .skip(conv_index + 1)
+            .find(|(_, n)| n.inputs.contains(&output))
+        else {
+            break;
+        };
+        match &next.op {
+            Op::Add if residual.is_none() && activation == Activation::Identity => {
+                let other = if next.inputs[0] == output { &next.inputs[1] } else { &next.inputs[0] };
+                let ready = producer.get(other.as_str()).is_none_or(|&p| p < conv_index);
+                if other == &output || !ready || shapes[other] != shapes[&output] {
+                    break;
+                }
+                residual = Some(other.clone());
+            }
+            Op::Activation(a) if activation == Activation::Identity => activation = *a,
+            _ => break,
+        }
+        fused.insert(j);
+        output = next.output.clone();
+    }
+    (output, residual, activation)
+}
+
+fn conv_call(
+    node: &Node,
+    conv: &Conv2d,
+    shapes: &Shapes,
+    has_residual: bool,
+    activation: Activation,
+) -> (Kernel, Vec<u32>, [u32; 3]) {
+    let x = &shapes[&node.inputs[0]];
+    let w = &shapes[&node.inputs[1]];
+    let out = &shapes[&node.output];
+    let total: usize = out.iter().product();
+    let [code, pa, pb] = activation.gpu_encoding();
+    let mut params: Vec<u32> = [
+        total, x[0], x[1], x[2], x[3], w[0], out[2], out[3], w[2], w[3], conv.strides[0], conv.strides[1],
+        conv.pads[0], conv.pads[1], conv.dilations[0], conv.dilations[1], conv.groups,
+        node.inputs.len().min(3).saturating_sub(2), has_residual as usize,
+    ]
+    .into_iter()
+    .map(u)
+    .collect();
+    params.extend([code, pa, pb]);
+    let pointwise = w[2] == 1 && w[3] == 1 && conv.strides == [1, 1] && conv.pads == [0; 4] && conv.groups == 1;
+    if pointwise {
+        let pixels = out[2] * out[3];
+        (Kernel::ConvPointwise, params, [pixels.div_ceil(16) as u32, w[0].div_ceil(16) as u32, x[0] as u32])
+    } else {
+        (Kernel::Conv2d, params, grid_1d(total))
+    }
+}
+
+/// Gives every value a pooled slot: a slot is reused once the last reader of its value ran.
+fn assign_slots(graph: &Graph, shapes: &Shapes, steps: Vec<Step>) -> Program {
+    // Aliases (Reshape, Flatten) share their source's slot: resolve each value to its root.
+    let mut root: HashMap<String, String> = HashMap::new();
+    let resolve = |root: &HashMap<String, String>, v: &str| root.get(v).cloned().unwrap_or_else(|| v.to_string());
+    let mut last_use: HashMap<String, usize> = HashMap::new();
+    for (i, step) in steps.iter().enumerate() {
+        match step {
+            Step::Alias { from, to } => {
+                let r = resolve(&root, from);
+                last_use.insert(r.clone(), i);
+                root.insert(to.clone(), r);
+            }
+            Step::Compute { calls, .. } => {
+                for name in calls.iter().flat_map(|c| c.2.iter().flatten()) {
+                    last_use.insert(resolve(&root, name), i);
+                }
+            }
+        }
+    }
+    let output_root = resolve(&root, &graph.output);
+    last_use.insert(output_root.clone(), usize::MAX);
+
+    let size_of = |v: &str| shapes[v].iter().product::<usize>().max(1);
+    let mut slot_sizes = vec![size_of(&graph.input.name)];
+    let mut slot_of: HashMap<String, usize> = HashMap::from([(graph.input.name.clone(), 0)]);
+    let mut free: Vec<usize> = Vec::new();
+    let mut constants: Vec<String> = Vec::new();
+    let mut dispatches = Vec::new();
+    for (i, step) in steps.into_iter().enumerate() {
+        let Step::Compute { calls, output } = step else { continue };
+        let need = size_of(&output);
+        // The smallest free slot that fits, else the largest free one (grown to fit).
+        let best = (0..free.len())
+            .filter(|&pos| slot_sizes[free[pos]] >= need)
+            .min_by_key(|&pos| slot_sizes[free[pos]])
+            .or_else(|| (0..free.len()).max_by_key(|&pos| slot_sizes[free[pos]]));
+        let slot = match best {
+            Some(pos) => {
+                let s = free.swap_remove(pos);
+                slot_sizes[s] = slot_sizes[s].max(need);
+                s
+            }
+            None => {
+                slot_sizes.push(need);
+                slot_sizes.len() - 1
+            }
+        };
+        slot_of.insert(output.clone(), slot);
+        for (kernel, params, operands, workgroups) in calls {
+            let inputs = operands
+                .into_iter()
+                .map(|o| match o {
+                    None => Operand::Unused,
+                    Some(name) if graph.initializers.contains_key(&name) => {
+                        if !constants.contains(&name) {
+                            constants.push(name.clone());
+                        }
+                        Operand::Constant(name)
+                    }
+                    Some(name) => Operand::Slot(slot_of[&resolve(&root, &name)]),
+                })
+                .collect();
+            dispatches.push(Dispatch { kernel, params, inputs, output: slot, workgroups });
+        }
+        // Release the slots whose values are read for the last time by this step.
+        let mut released: Vec<String> = slot_of
+            .keys()
+            .filter(|v| last_use.get(*v).is_none_or(|&l| l <= i) && **v != output)
+            .cloned()
+            .collect();
+        if last_use.get(&output).is_none() {
+            released.push(output.clone());
+        }
+        for v in released {
+            let s = slot_of.remove(&v).expect("listed");
+            if !slot_of.values().any(|&o| o == s) {
+                free.push(s);
+            }
+        }
+    }
+    Program {
+        dispatches,
+        output_slot: slot_of.get(&output_root).copied().unwrap_or(0),
+        slot_sizes,
+        input_slot: 0,
+        input_shape: shapes[&graph.input.name].clone(),
+        output_shape: shapes[&graph.output].clone(),
+        constants,
+    }
+}

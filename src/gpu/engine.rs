@@ -1,0 +1,281 @@
+//! GPU objects for compiled blocks: the pipeline library, resident weights, pooled activation
+//! buffers and pre-built bind groups, and the encoding of one request into a command encoder.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use thiserror::Error;
+use wgpu::util::DeviceExt;
+
+use super::compile::{compile, CompileError, Kernel, Operand, Program};
+use crate::model::ir::Graph;
+use crate::tensor::Tensor;
+
+const COMMON: &str = include_str!("../../shaders/common.wgsl");
+
+fn family_source(family: &str) -> &'static str {
+    match family {
+        "conv" => include_str!("../../shaders/conv.wgsl"),
+        "elementwise" => include_str!("../../shaders/elementwise.wgsl"),
+        "pool" => include_str!("../../shaders/pool.wgsl"),
+        "matmul" => include_str!("../../shaders/matmul.wgsl"),
+        "layout" => include_str!("../../shaders/layout.wgsl"),
+        other => unreachable!("no shader family '{other}'"),
+    }
+}
+
+/// Why a block could not be prepared or run on the GPU.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum GpuError {
+    /// The graph could not be compiled for this input.
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    /// A buffer would exceed the adapter's storage binding limit.
+    #[error("a {bytes}-byte buffer exceeds this adapter's storage binding limit of {limit} bytes")]
+    BufferTooLarge {
+        /// Bytes needed.
+        bytes: u64,
+        /// The adapter's limit.
+        limit: u64,
+    },
+    /// Mapping the result for reading failed.
+    #[error("reading the result back failed: {0}")]
+    Readback(String),
+}
+
+/// Every kernel's compute pipeline and bind group layout, built once per device.
+pub struct KernelLibrary {
+    pipelines: HashMap<Kernel, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
+}
+
+impl KernelLibrary {
+    /// Compiles every shader family and builds the pipelines.
+    pub fn new(device: &wgpu::Device) -> Self {
+        let mut modules = HashMap::new();
+        let mut pipelines = HashMap::new();
+        for kernel in Kernel::ALL {
+            let (family, entry) = kernel.entry();
+            let module = modules.entry(family).or_insert_with(|| {
+                device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(family),
+                    source: wgpu::ShaderSource::Wgsl(format!("{COMMON}\n{}", family_source(family)).into()),
+                })
+            });
+            let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
+                binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            };
+            let inputs = kernel.input_bindings() as u32;
+            let entries: Vec<_> = (0..=inputs).map(|b| storage(b, true)).chain([storage(inputs + 1, false)]).collect();
+            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(entry), entries: &entries });
+            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(entry),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(&pipeline_layout),
+                module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+            pipelines.insert(kernel, (pipeline, layout));
+        }
+        Self { pipelines }
+    }
+}
+
+/// A model's weights, uploaded once and kept resident for every block compiled from it.
+pub struct ResidentWeights {
+    buffers: HashMap<String, wgpu::Buffer>,
+}
+
+impl ResidentWeights {
+    /// Uploads every initializer of `graph`.
+    pub fn upload(device: &wgpu::Device, graph: &Graph) -> Result<Self, GpuError> {
+        let limit = device.limits().max_storage_buffer_binding_size as u64;
+        let mut buffers = HashMap::new();
+        for (name, tensor) in &graph.initializers {
+            let bytes = (tensor.len().max(1) * 4) as u64;
+            if bytes > limit {
+                return Err(GpuError::BufferTooLarge { bytes, limit });
+            }
+            let contents: &[u8] = if tensor.is_empty() { &[0; 4] } else { bytemuck::cast_slice(tensor.data()) };
+            let buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(name),
+                contents,
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+            buffers.insert(name.clone(), buffer);
+        }
+        Ok(Self { buffers })
+    }
+}
+
+/// A block ready to run: its dispatch list with pooled activation buffers and bind groups.
+pub struct GpuBlock {
+    program: Program,
+    kernels: Vec<Kernel>,
+    slots: Vec<wgpu::Buffer>,
+    bind_groups: Vec<wgpu::BindGroup>,
+    _weights: Arc<ResidentWeights>,
+}
+
+impl GpuBlock {
+    /// Compiles `graph` for `input_shape` and creates its buffers and bind groups.
+    pub fn new(
+        device: &wgpu::Device,
+        library: &KernelLibrary,
+        weights: Arc<ResidentWeights>,
+        graph: &Graph,
+        input_shape: &[usize],
+    ) -> Result<Self, GpuError> {
+        let program = compile(graph, input_shape)?;
+        let limit = device.limits().max_storage_buffer_binding_size as u64;
+        let slots = program
+            .slot_sizes
+            .iter()
+            .map(|&size| {
+                let bytes = (size * 4) as u64;
+                if bytes > limit {
+                    return Err(GpuError::BufferTooLarge { bytes, limit });
+                }
+                Ok(device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("activation slot"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let unused = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("unused binding"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let mut bind_groups = Vec::with_capacity(program.dispatches.len());
+        for dispatch in &program.dispatches {
+            let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("dispatch params"),
+                contents: bytemuck::cast_slice(&dispatch.params),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+            let mut buffers: Vec<&wgpu::Buffer> = vec![&params];
+            for operand in &dispatch.inputs {
+                buffers.push(match operand {
+                    Operand::Slot(s) => &slots[*s],
+                    Operand::Constant(name) => &weights.buffers[name],
+                    Operand::Unused => &unused,
+                });
+            }
+            buffers.push(&slots[dispatch.output]);
+            let entries: Vec<_> = buffers
+                .iter()
+                .enumerate()
+                .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+                .collect();
+            bind_groups.push(device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("dispatch"),
+                layout: &library.pipelines[&dispatch.kernel].1,
+                entries: &entries,
+            }));
+        }
+        let kernels = program.dispatches.iter().map(|d| d.kernel).collect();
+        Ok(Self { program, kernels, slots, bind_groups, _weights: weights })
+    }
+
+    /// The compiled dispatch list.
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    /// Bytes of the output.
+    pub fn output_bytes(&self) -> u64 {
+        (self.program.output_shape.iter().product::<usize>() * 4) as u64
+    }
+
+    /// A buffer holding `input`, to be copied into the block's input slot by [`Self::encode`].
+    pub fn upload_input(&self, device: &wgpu::Device, input: &Tensor) -> wgpu::Buffer {
+        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("request input"),
+            contents: bytemuck::cast_slice(input.data()),
+            usage: wgpu::BufferUsages::COPY_SRC,
+        })
+    }
+
+    /// A mappable buffer that receives the output.
+    pub fn create_readback(&self, device: &wgpu::Device) -> wgpu::Buffer {
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("request readback"),
+            size: self.output_bytes(),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Records one request: input copy, one compute pass with every dispatch, output copy.
+    /// Requests recorded one after another in the same encoder run in order on the GPU.
+    pub fn encode(&self, library: &KernelLibrary, encoder: &mut wgpu::CommandEncoder, input: &wgpu::Buffer, readback: &wgpu::Buffer) {
+        let input_bytes = (self.program.input_shape.iter().product::<usize>() * 4) as u64;
+        encoder.copy_buffer_to_buffer(input, 0, &self.slots[self.program.input_slot], 0, input_bytes);
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("inference block"), timestamp_writes: None });
+            for ((kernel, bind_group), dispatch) in self.kernels.iter().zip(&self.bind_groups).zip(&self.program.dispatches) {
+                pass.set_pipeline(&library.pipelines[kernel].0);
+                pass.set_bind_group(0, bind_group, &[]);
+                let [x, y, z] = dispatch.workgroups;
+                pass.dispatch_workgroups(x, y, z);
+            }
+        }
+        encoder.copy_buffer_to_buffer(&self.slots[self.program.output_slot], 0, readback, 0, self.output_bytes());
+    }
+}
+
+/// Reads a mapped readback buffer into a tensor and unmaps it.
+pub fn read_mapped(buffer: &wgpu::Buffer, shape: Vec<usize>) -> Tensor {
+    let data: Vec<f32> = bytemuck::cast_slice(&buffer.slice(..).get_mapped_range()).to_vec();
+    buffer.unmap();
+    Tensor::new(shape, data).expect("readback is sized from the output shape")
+}
+
+/// Runs a block to completion, blocking the calling thread: for tests, tools and benchmarks
+/// that own a device. Inside a Bevy app the render-world systems run blocks without blocking.
+pub fn run_blocking(device: &wgpu::Device, queue: &wgpu::Queue, library: &KernelLibrary, block: &GpuBlock, input: &Tensor) -> Result<Tensor, GpuError> {
+    let upload = block.upload_input(device, input);
+    let readback = block.create_readback(device);
+    let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run_blocking") });
+    block.encode(library, &mut encoder, &upload, &readback);
+    queue.submit([encoder.finish()]);
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    readback.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Readback(e.to_string()))?;
+    rx.recv()
+        .map_err(|e| GpuError::Readback(e.to_string()))?
+        .map_err(|e| GpuError::Readback(e.to_string()))?;
+    Ok(read_mapped(&readback, block.program().output_shape.clone()))
+}
+
+/// Opens the first adapter wgpu finds (for tests and tools outside a Bevy app).
+pub fn request_device() -> Result<(wgpu::Device, wgpu::Queue, wgpu::AdapterInfo), String> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
+    let adapter = bevy::tasks::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).map_err(|e| e.to_string())?;
+    let info = adapter.get_info();
+    let (device, queue) = bevy::tasks::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("bevy_p2p_inference"),
+        required_limits: adapter.limits(),
+        ..Default::default()
+    }))
+    .map_err(|e| e.to_string())?;
+    Ok((device, queue, info))
+}

@@ -1,0 +1,10 @@
+//! GPU execution: the block compiler (graph → dispatch list), the kernel library built from
+//! `shaders/`, resident weights and pooled buffers, and the render-world systems.
+
+pub mod compile;
+mod engine;
+mod render;
+
+pub use compile::{compile, CompileError, Kernel, Program};
+pub use engine::{read_mapped, request_device, run_blocking, GpuBlock, GpuError, KernelLibrary, ResidentWeights};
+pub(crate) use render::RenderInferencePlugin;

@@ -1,0 +1,130 @@
+//! Render-world systems: jobs extracted from the main world are recorded into the frame's
+//! command encoder from the `RenderGraph` schedule; results come back through an async map
+//! whose callback sends them over a channel. No system waits on the GPU.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bevy::asset::AssetId;
+use bevy::prelude::*;
+use bevy::render::renderer::{FlushCommands, RenderContext, RenderDevice, RenderGraph, RenderGraphSystems};
+use bevy::render::{ExtractSchedule, MainWorld, Render, RenderApp, RenderSystems};
+use crossbeam_channel::Sender;
+
+use super::engine::{read_mapped, GpuBlock, GpuError, KernelLibrary, ResidentWeights};
+use crate::model::Model;
+use crate::schedule::{JobOutcome, JobQueue, StageJob};
+
+/// Adds the render-world half of inference.
+pub(crate) struct RenderInferencePlugin {
+    pub results: Sender<JobOutcome>,
+}
+
+impl Plugin for RenderInferencePlugin {
+    fn build(&self, app: &mut App) {
+        let Some(render_app) = app.get_sub_app_mut(RenderApp) else {
+            warn!("no render app: GPU inference is unavailable");
+            return;
+        };
+        render_app
+            .insert_resource(GpuInference::new(self.results.clone()))
+            .add_systems(ExtractSchedule, extract_jobs)
+            .add_systems(RenderGraph, record_jobs.in_set(RenderGraphSystems::Render))
+            .add_systems(RenderGraph, submit_recorded.in_set(RenderGraphSystems::Submit))
+            // Readbacks are mapped once their commands have been submitted.
+            .add_systems(Render, (map_readbacks, poll_device).chain().in_set(RenderSystems::Cleanup));
+    }
+}
+
+/// A recorded request whose readback is mapped once its submission has been made.
+struct Recorded {
+    job: StageJob,
+    readback: wgpu::Buffer,
+    shape: Vec<usize>,
+}
+
+/// Render-world state: pipelines, resident weights, compiled blocks and jobs in flight.
+#[derive(Resource)]
+struct GpuInference {
+    library: Option<KernelLibrary>,
+    weights: HashMap<AssetId<Model>, Arc<ResidentWeights>>,
+    blocks: HashMap<(AssetId<Model>, Vec<usize>), GpuBlock>,
+    queued: Vec<StageJob>,
+    recorded: Vec<Recorded>,
+    results: Sender<JobOutcome>,
+}
+
+impl GpuInference {
+    fn new(results: Sender<JobOutcome>) -> Self {
+        Self { library: None, weights: HashMap::new(), blocks: HashMap::new(), queued: Vec::new(), recorded: Vec::new(), results }
+    }
+
+    fn block_for(&mut self, device: &wgpu::Device, job: &StageJob) -> Result<&GpuBlock, GpuError> {
+        let key = (job.model, job.input.shape().to_vec());
+        if !self.blocks.contains_key(&key) {
+            let weights = match self.weights.get(&job.model) {
+                Some(w) => w.clone(),
+                None => {
+                    let w = Arc::new(ResidentWeights::upload(device, &job.graph)?);
+                    self.weights.insert(job.model, w.clone());
+                    w
+                }
+            };
+            let library = self.library.get_or_insert_with(|| KernelLibrary::new(device));
+            let block = GpuBlock::new(device, library, weights, &job.graph, job.input.shape())?;
+            self.blocks.insert(key.clone(), block);
+        }
+        Ok(&self.blocks[&key])
+    }
+}
+
+fn extract_jobs(mut main_world: ResMut<MainWorld>, mut state: ResMut<GpuInference>) {
+    if let Some(mut queue) = main_world.get_resource_mut::<JobQueue>() {
+        state.queued.append(&mut queue.take());
+    }
+}
+
+fn record_jobs(mut ctx: RenderContext, device: Res<RenderDevice>, mut state: ResMut<GpuInference>) {
+    let device = device.wgpu_device();
+    for job in std::mem::take(&mut state.queued) {
+        let prepared = state.block_for(device, &job).map(|block| {
+            let upload = block.upload_input(device, &job.input);
+            let readback = block.create_readback(device);
+            (upload, readback, block.program().output_shape.clone())
+        });
+        match prepared {
+            Ok((upload, readback, shape)) => {
+                let block = &state.blocks[&(job.model, job.input.shape().to_vec())];
+                block.encode(state.library.as_ref().expect("built with the block"), ctx.command_encoder(), &upload, &readback);
+                state.recorded.push(Recorded { job, readback, shape });
+            }
+            Err(error) => {
+                let _ = state.results.send(JobOutcome { entity: job.entity, started: job.started, result: Err(error) });
+            }
+        }
+    }
+}
+
+/// Submits the frame's pending command buffers (ours among them). Apps with Bevy's core
+/// pipeline submit them too; a second flush finds nothing left to submit.
+fn submit_recorded(mut flush: FlushCommands) {
+    flush.flush();
+}
+
+fn map_readbacks(mut state: ResMut<GpuInference>) {
+    for Recorded { job, readback, shape } in std::mem::take(&mut state.recorded) {
+        let results = state.results.clone();
+        let buffer = readback.clone();
+        readback.slice(..).map_async(wgpu::MapMode::Read, move |mapped| {
+            let result = mapped
+                .map(|()| read_mapped(&buffer, shape))
+                .map_err(|e| GpuError::Readback(e.to_string()));
+            let _ = results.send(JobOutcome { entity: job.entity, started: job.started, result });
+        });
+    }
+}
+
+fn poll_device(device: Res<RenderDevice>) {
+    // Non-blocking: runs map callbacks of finished submissions.
+    let _ = device.poll(wgpu::PollType::Poll);
+}

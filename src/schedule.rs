@@ -1,0 +1,157 @@
+//! Main-world scheduling: requests become stage jobs for the render world, and finished jobs
+//! become predictions. With one peer every request is a single local job.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bevy::asset::{AssetId, LoadState};
+use bevy::prelude::*;
+use crossbeam_channel::Receiver;
+use thiserror::Error;
+
+use crate::gpu::GpuError;
+use crate::model::ir::Graph;
+use crate::model::Model;
+use crate::tensor::Tensor;
+
+/// Asks for one inference: spawn it on any entity; a [`Prediction`] is added when it is done.
+#[derive(Component, Clone, Debug)]
+pub struct InferenceRequest {
+    /// The model to run.
+    pub model: Handle<Model>,
+    /// The input tensor (its first dimension is the batch).
+    pub input: Tensor,
+}
+
+impl InferenceRequest {
+    /// A request to run `model` on `input`.
+    pub fn new(model: Handle<Model>, input: Tensor) -> Self {
+        Self { model, input }
+    }
+}
+
+/// The result of an [`InferenceRequest`], added to the request's entity.
+#[derive(Component, Clone, Debug)]
+pub struct Prediction {
+    /// The model output.
+    pub output: Tensor,
+    /// Top classes of the first batch row with softmax probabilities, best first.
+    pub top_k: Vec<(usize, f32)>,
+    /// From the request being handed to the GPU to the result reaching the main world.
+    pub latency: Duration,
+}
+
+/// Triggered when a [`Prediction`] is ready.
+#[derive(Event, Clone, Debug)]
+pub struct PredictionReady {
+    /// The request's entity.
+    pub entity: Entity,
+    /// The prediction (also added to the entity).
+    pub prediction: Prediction,
+}
+
+/// Why an inference request failed.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum InferenceError {
+    /// The model asset failed to load.
+    #[error("the model failed to load: {0}")]
+    ModelLoad(String),
+    /// The GPU could not run the model on this input (wrong shape, limits, readback).
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+}
+
+/// Triggered when a request fails; the error is also added to the entity as [`InferenceFailed`].
+#[derive(Event, Component, Clone, Debug)]
+pub struct InferenceFailed {
+    /// The request's entity.
+    pub entity: Entity,
+    /// What went wrong.
+    pub error: InferenceError,
+}
+
+/// Marks a request that has been handed to the render world.
+#[derive(Component, Debug)]
+pub struct Submitted;
+
+/// One block of one request, to be run by the render world.
+#[derive(Clone, Debug)]
+pub(crate) struct StageJob {
+    pub entity: Entity,
+    pub model: AssetId<Model>,
+    pub graph: Arc<Graph>,
+    pub input: Tensor,
+    pub started: Instant,
+}
+
+/// What the render world sends back for a job.
+pub(crate) struct JobOutcome {
+    pub entity: Entity,
+    pub started: Instant,
+    pub result: Result<Tensor, GpuError>,
+}
+
+/// Jobs waiting for the next extract.
+#[derive(Resource, Default)]
+pub(crate) struct JobQueue(Vec<StageJob>);
+
+impl JobQueue {
+    pub fn take(&mut self) -> Vec<StageJob> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+/// The receiving end of finished jobs.
+#[derive(Resource)]
+pub(crate) struct JobResults(pub Receiver<JobOutcome>);
+
+/// How many classes [`Prediction::top_k`] lists.
+#[derive(Resource, Clone, Copy)]
+pub(crate) struct TopK(pub usize);
+
+pub(crate) fn submit_requests(
+    mut commands: Commands,
+    requests: Query<(Entity, &InferenceRequest), (Without<Submitted>, Without<InferenceFailed>)>,
+    models: Res<Assets<Model>>,
+    server: Res<AssetServer>,
+    mut queue: ResMut<JobQueue>,
+) {
+    for (entity, request) in &requests {
+        if let Some(model) = models.get(&request.model) {
+            queue.0.push(StageJob {
+                entity,
+                model: request.model.id(),
+                graph: model.graph().clone(),
+                input: request.input.clone(),
+                started: Instant::now(),
+            });
+            commands.entity(entity).insert(Submitted);
+        } else if let Some(LoadState::Failed(error)) = server.get_load_state(&request.model) {
+            fail(&mut commands, entity, InferenceError::ModelLoad(error.to_string()));
+        }
+    }
+}
+
+fn fail(commands: &mut Commands, entity: Entity, error: InferenceError) {
+    let failed = InferenceFailed { entity, error };
+    commands.entity(entity).insert(failed.clone());
+    commands.trigger(failed);
+}
+
+pub(crate) fn receive_results(mut commands: Commands, results: Res<JobResults>, top_k: Res<TopK>) {
+    for outcome in results.0.try_iter() {
+        let Ok(mut entity_commands) = commands.get_entity(outcome.entity) else { continue };
+        match outcome.result {
+            Ok(output) => {
+                let prediction = Prediction {
+                    top_k: output.top_k(0, top_k.0),
+                    output,
+                    latency: outcome.started.elapsed(),
+                };
+                entity_commands.insert(prediction.clone());
+                commands.trigger(PredictionReady { entity: outcome.entity, prediction });
+            }
+            Err(error) => fail(&mut commands, outcome.entity, error.into()),
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Specification of the single-peer engine, checked on whatever adapter wgpu finds (lavapipe on CI).
+
+mod support;
+
+mod bad_input;
+mod bevy_app;
+mod models_match_onnx_runtime;
+mod ops_match_cpu_reference;

@@ -1,0 +1,226 @@
+//! Every GPU kernel against the CPU reference executor on random shapes: odd sizes, stride 2,
+//! padding, groups, dilation, batch > 1, fused epilogues.
+
+use std::collections::HashMap;
+
+use bevy_p2p_inference::model::ir::{Activation, Conv2d, Graph, GraphInput, Node, Op, Pool2d};
+use bevy_p2p_inference::model::run_reference;
+use bevy_p2p_inference::Tensor;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::support::*;
+
+const TOLERANCE: f32 = 1e-5;
+
+fn random(rng: &mut StdRng, shape: &[usize]) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::new(shape.to_vec(), (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()).unwrap()
+}
+
+/// A graph builder: nodes read "x" or earlier outputs; constants are random.
+struct Builder {
+    rng: StdRng,
+    nodes: Vec<Node>,
+    initializers: HashMap<String, Tensor>,
+}
+
+impl Builder {
+    fn new(seed: u64) -> Self {
+        Self { rng: StdRng::seed_from_u64(seed), nodes: vec![], initializers: HashMap::new() }
+    }
+    fn constant(&mut self, shape: &[usize]) -> String {
+        let name = format!("c{}", self.initializers.len());
+        let t = random(&mut self.rng, shape);
+        self.initializers.insert(name.clone(), t);
+        name
+    }
+    fn node(&mut self, op: Op, inputs: Vec<String>) -> String {
+        let output = format!("v{}", self.nodes.len());
+        self.nodes.push(Node { name: format!("n{}", self.nodes.len()), op, inputs, output: output.clone() });
+        output
+    }
+    /// Runs the graph (output = last node) on GPU and CPU and compares.
+    fn check(mut self, input_shape: &[usize]) {
+        let input = random(&mut self.rng, input_shape);
+        let output = self.nodes.last().unwrap().output.clone();
+        let graph = Graph {
+            input: GraphInput { name: "x".into(), dims: vec![] },
+            output,
+            nodes: self.nodes,
+            initializers: self.initializers,
+        };
+        let want = run_reference(&graph, &input).expect("reference runs");
+        let got = run_gpu(&graph, &input);
+        let err = relative_error(&got, &want);
+        assert!(err <= TOLERANCE, "relative error {err} for {:?}", graph.nodes.iter().map(|n| &n.op).collect::<Vec<_>>());
+    }
+}
+
+fn x() -> String {
+    "x".into()
+}
+
+fn conv(strides: [usize; 2], pads: [usize; 4], dilations: [usize; 2], groups: usize) -> Op {
+    Op::Conv(Conv2d { strides, pads, dilations, groups })
+}
+
+#[test]
+fn conv_with_odd_sizes_stride_2_asymmetric_padding_and_batch_3() {
+    let mut b = Builder::new(1);
+    let (w, bias) = (b.constant(&[5, 3, 3, 3]), b.constant(&[5]));
+    b.node(conv([2, 2], [1, 0, 2, 1], [1, 1], 1), vec![x(), w, bias]);
+    b.check(&[3, 3, 9, 7]);
+}
+
+#[test]
+fn grouped_and_dilated_conv_without_bias() {
+    let mut b = Builder::new(2);
+    let w = b.constant(&[6, 2, 3, 2]);
+    b.node(conv([1, 2], [2, 1, 2, 1], [2, 1], 3), vec![x(), w]);
+    b.check(&[2, 6, 11, 8]);
+}
+
+#[test]
+fn depthwise_conv_with_fused_relu6() {
+    let mut b = Builder::new(3);
+    let (w, bias) = (b.constant(&[7, 1, 3, 3]), b.constant(&[7]));
+    let c = b.node(conv([2, 2], [1, 1, 1, 1], [1, 1], 7), vec![x(), w, bias]);
+    b.node(Op::Activation(Activation::Clip { min: 0.0, max: 6.0 }), vec![c]);
+    b.check(&[2, 7, 13, 10]);
+}
+
+#[test]
+fn pointwise_conv_with_fused_residual_add_and_activation() {
+    let mut b = Builder::new(4);
+    let (w, bias) = (b.constant(&[19, 19, 1, 1]), b.constant(&[19]));
+    let c = b.node(conv([1, 1], [0; 4], [1, 1], 1), vec![x(), w, bias]);
+    let s = b.node(Op::Add, vec![x(), c]);
+    b.node(Op::Activation(Activation::LeakyRelu { alpha: 0.2 }), vec![s]);
+    b.check(&[2, 19, 5, 7]);
+}
+
+#[test]
+fn pointwise_conv_with_channels_not_a_multiple_of_the_tile() {
+    let mut b = Builder::new(5);
+    let w = b.constant(&[37, 21, 1, 1]);
+    b.node(conv([1, 1], [0; 4], [1, 1], 1), vec![x(), w]);
+    b.check(&[3, 21, 9, 11]);
+}
+
+#[test]
+fn every_activation_standalone() {
+    for (i, a) in [
+        Activation::Relu,
+        Activation::Clip { min: -0.3, max: 0.4 },
+        Activation::LeakyRelu { alpha: 0.1 },
+        Activation::Sigmoid,
+        Activation::HardSigmoid { alpha: 0.3, beta: 0.6 },
+        Activation::HardSwish,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut b = Builder::new(10 + i as u64);
+        b.node(Op::Activation(a), vec![x()]);
+        b.check(&[2, 3, 5, 7]);
+    }
+}
+
+#[test]
+fn add_and_mul_broadcast_same_shape_per_channel_scalar_and_trailing() {
+    for (seed, other) in [(20, vec![2, 4, 5, 3]), (21, vec![1, 4, 1, 1]), (22, vec![]), (23, vec![3]), (24, vec![4, 1, 3])] {
+        for op in [Op::Add, Op::Mul] {
+            let mut b = Builder::new(seed);
+            let c = b.constant(&other);
+            b.node(op, vec![c, x()]);
+            b.check(&[2, 4, 5, 3]);
+        }
+    }
+}
+
+#[test]
+fn channel_affine_from_a_standalone_batch_norm() {
+    let mut b = Builder::new(30);
+    let (s, t) = (b.constant(&[6]), b.constant(&[6]));
+    b.node(Op::ChannelAffine, vec![x(), s, t]);
+    b.check(&[3, 6, 4, 5]);
+}
+
+#[test]
+fn pooling_global_average_max_and_average_with_padding_and_ceil_mode() {
+    let mut b = Builder::new(40);
+    b.node(Op::GlobalAveragePool, vec![x()]);
+    b.check(&[3, 5, 7, 9]);
+    for (seed, count_include_pad, ceil_mode) in [(41, false, false), (42, true, false), (43, false, true), (44, true, true)] {
+        let pool = Pool2d { kernel: [3, 2], strides: [2, 2], pads: [1, 0, 1, 1], ceil_mode, count_include_pad };
+        let mut b = Builder::new(seed);
+        b.node(Op::AveragePool(pool.clone()), vec![x()]);
+        b.check(&[2, 3, 9, 8]);
+        let mut b = Builder::new(seed + 10);
+        b.node(Op::MaxPool(pool), vec![x()]);
+        b.check(&[2, 3, 9, 8]);
+    }
+}
+
+#[test]
+fn gemm_with_transposes_alpha_beta_and_broadcast_c() {
+    for (seed, trans_a, trans_b, c_shape) in [(50, false, false, vec![7]), (51, true, false, vec![5, 1]), (52, false, true, vec![5, 7]), (53, true, true, vec![])] {
+        let mut b = Builder::new(seed);
+        let a_shape = if trans_a { [11, 5] } else { [5, 11] };
+        let b_shape = if trans_b { [7, 11] } else { [11, 7] };
+        let a = b.constant(&a_shape);
+        let flat = b.node(Op::Reshape { shape: b_shape.iter().map(|&d| d as i64).collect(), allow_zero: false }, vec![x()]);
+        let c = b.constant(&c_shape);
+        b.node(Op::Gemm { alpha: 0.7, beta: 1.3, trans_a, trans_b }, vec![a, flat, c]);
+        b.check(&[1, 77]);
+    }
+}
+
+#[test]
+fn matmul_batched_and_plain() {
+    let mut b = Builder::new(60);
+    let w = b.constant(&[9, 4]);
+    b.node(Op::MatMul, vec![x(), w]);
+    b.check(&[3, 5, 9]);
+    let mut b = Builder::new(61);
+    let w = b.constant(&[3, 9, 4]);
+    b.node(Op::MatMul, vec![x(), w]);
+    b.check(&[3, 5, 9]);
+}
+
+#[test]
+fn softmax_on_inner_and_last_axis_and_concat_and_flatten() {
+    let mut b = Builder::new(70);
+    b.node(Op::Softmax { axis: 1 }, vec![x()]);
+    b.check(&[2, 5, 3]);
+    let mut b = Builder::new(71);
+    let c = b.constant(&[2, 3, 4, 5]);
+    let cat = b.node(Op::Concat { axis: 1 }, vec![x(), c]);
+    let f = b.node(Op::Flatten { axis: 2 }, vec![cat]);
+    b.node(Op::Softmax { axis: -1 }, vec![f]);
+    b.check(&[2, 2, 4, 5]);
+    let mut b = Builder::new(72);
+    let c = b.constant(&[2, 3, 2, 5]);
+    b.node(Op::Concat { axis: 2 }, vec![x(), c]);
+    b.check(&[2, 3, 4, 5]);
+}
+
+#[test]
+fn random_shapes_sweep_of_conv_configurations() {
+    let mut rng = StdRng::seed_from_u64(99);
+    for seed in 0..12 {
+        let groups = [1, 2, 3][rng.random_range(0..3)];
+        let cig = rng.random_range(1..4);
+        let cog = rng.random_range(1..4);
+        let (kh, kw) = (rng.random_range(1..4), rng.random_range(1..4));
+        let stride = [rng.random_range(1..3), rng.random_range(1..3)];
+        let pads = [rng.random_range(0..kh), rng.random_range(0..kw), rng.random_range(0..kh), rng.random_range(0..kw)];
+        let (h, w) = (rng.random_range(kh..12), rng.random_range(kw..12));
+        let batch = rng.random_range(1..4);
+        let mut b = Builder::new(100 + seed);
+        let (wt, bias) = (b.constant(&[cog * groups, cig, kh, kw]), b.constant(&[cog * groups]));
+        b.node(conv(stride, pads, [1, 1], groups), vec![x(), wt, bias]);
+        b.check(&[batch, cig * groups, h, w]);
+    }
+}

@@ -1,0 +1,64 @@
+//! Shared helpers: one GPU device per test binary, fixtures, tolerances.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bevy_p2p_inference::gpu::{request_device, run_blocking, GpuBlock, KernelLibrary, ResidentWeights};
+use bevy_p2p_inference::model::ir::Graph;
+use bevy_p2p_inference::Tensor;
+
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub library: KernelLibrary,
+}
+
+pub fn gpu() -> &'static Mutex<Gpu> {
+    static GPU: OnceLock<Mutex<Gpu>> = OnceLock::new();
+    GPU.get_or_init(|| {
+        let (device, queue, info) = request_device().expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
+        eprintln!("adapter: {} ({:?})", info.name, info.backend);
+        let library = KernelLibrary::new(&device);
+        Mutex::new(Gpu { device, queue, library })
+    })
+}
+
+/// Runs `graph` on the GPU, blocking until the result is read back.
+pub fn run_gpu(graph: &Graph, input: &Tensor) -> Tensor {
+    let gpu = gpu().lock().unwrap();
+    let weights = Arc::new(ResidentWeights::upload(&gpu.device, graph).expect("weights fit"));
+    let block = GpuBlock::new(&gpu.device, &gpu.library, weights, graph, input.shape()).expect("compiles");
+    run_blocking(&gpu.device, &gpu.queue, &gpu.library, &block, input).expect("runs")
+}
+
+pub fn fixture(name: &str) -> Tensor {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let npy = npyz::NpyFile::new(&bytes[..]).expect("npy");
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let data: Vec<f32> = match npy.dtype() {
+        npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Int => {
+            npy.into_vec::<i64>().expect("i64").into_iter().map(|v| v as f32).collect()
+        }
+        _ => npy.into_vec::<f32>().expect("f32"),
+    };
+    Tensor::new(shape, data).expect("consistent npy")
+}
+
+pub fn model_bytes(path: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).expect("model file")
+}
+
+/// Largest element-wise difference relative to the reference's largest magnitude.
+pub fn relative_error(got: &Tensor, want: &Tensor) -> f32 {
+    assert_eq!(got.shape(), want.shape(), "shapes differ");
+    let scale = want.data().iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    got.data().iter().zip(want.data()).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+}
+
+pub fn argmax_rows(t: &Tensor) -> Vec<usize> {
+    let classes = *t.shape().last().unwrap();
+    t.data()
+        .chunks(classes)
+        .map(|row| row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0)
+        .collect()
+}
