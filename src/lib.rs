@@ -8,7 +8,7 @@ mod schedule;
 pub mod tensor;
 
 pub use model::{Model, ModelError};
-pub use plugin::{headless_plugins, P2pInferencePlugin};
+pub use plugin::{headless_plugins, update_until_prediction, P2pInferencePlugin, WaitError};
 pub use schedule::{InferenceError, InferenceFailed, InferenceRequest, Prediction, PredictionReady, Submitted};
 pub use tensor::{Tensor, TensorError};
 

@@ -42,3 +42,38 @@ pub fn headless_plugins() -> impl PluginGroup {
         ..default()
     })
 }
+
+/// Why [`update_until_prediction`] returned without a prediction.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    /// The request failed.
+    #[error(transparent)]
+    Failed(#[from] crate::InferenceError),
+    /// No result arrived in time.
+    #[error("no result after {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+/// Runs `app.update()` until the request on `entity` has a prediction or fails: for command-line
+/// tools and tests that drive an app by hand. Returns the prediction and the frames it took.
+pub fn update_until_prediction(
+    app: &mut App,
+    entity: Entity,
+    timeout: std::time::Duration,
+) -> Result<(crate::Prediction, u32), WaitError> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut frames = 0;
+    loop {
+        if let Some(p) = app.world().get::<crate::Prediction>(entity) {
+            return Ok((p.clone(), frames));
+        }
+        if let Some(f) = app.world().get::<crate::InferenceFailed>(entity) {
+            return Err(f.error.clone().into());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(WaitError::Timeout(timeout));
+        }
+        app.update();
+        frames += 1;
+    }
+}

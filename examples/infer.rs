@@ -1,0 +1,105 @@
+//! Runs any ONNX model built from the supported ops on a float32 `.npy` input, on the GPU
+//! inside a headless Bevy app, and writes the float32 output as `.npy`.
+//!
+//! ```text
+//! cargo run --release --example infer -- --model M.onnx --input X.npy --output Y.npy [--repeat N]
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bevy::prelude::*;
+use bevy_p2p_inference::prelude::*;
+use bevy_p2p_inference::{headless_plugins, update_until_prediction};
+use clap::Parser;
+use npyz::WriterBuilder;
+
+/// Command-line arguments.
+#[derive(Parser)]
+#[command(about = "Run an ONNX model on a .npy input on the GPU")]
+struct Args {
+    /// The ONNX model.
+    #[arg(long)]
+    model: PathBuf,
+    /// A float32 .npy input (first dimension is the batch).
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write the float32 .npy output.
+    #[arg(long)]
+    output: PathBuf,
+    /// Also run N more times and print latency (median, p95) to stderr.
+    #[arg(long, default_value_t = 0)]
+    repeat: usize,
+}
+
+fn read_input(path: &PathBuf) -> Result<Tensor, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| format!("{} is not a .npy file: {e}", path.display()))?;
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    if npy.order() != npyz::Order::C {
+        return Err(format!("{}: only C-order arrays are supported", path.display()));
+    }
+    let data = npy.into_vec::<f32>().map_err(|e| format!("{}: expected float32 data: {e}", path.display()))?;
+    Tensor::new(shape, data).map_err(|e| e.to_string())
+}
+
+fn write_output(path: &PathBuf, tensor: &Tensor) -> Result<(), String> {
+    let file = std::fs::File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let shape: Vec<u64> = tensor.shape().iter().map(|&d| d as u64).collect();
+    let mut writer = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&shape)
+        .writer(std::io::BufWriter::new(file))
+        .begin_nd()
+        .map_err(|e| e.to_string())?;
+    writer.extend(tensor.data().iter().copied()).map_err(|e| e.to_string())?;
+    writer.finish().map_err(|e| e.to_string())
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let bytes = std::fs::read(&args.model).map_err(|e| format!("cannot read {}: {e}", args.model.display()))?;
+    let model = Model::from_onnx_bytes(&bytes).map_err(|e| format!("{}: {e}", args.model.display()))?;
+    let input = read_input(&args.input)?;
+
+    let mut app = App::new();
+    app.add_plugins((headless_plugins().set(bevy::log::LogPlugin { level: bevy::log::Level::ERROR, ..default() }), P2pInferencePlugin::default()));
+    app.finish();
+    app.cleanup();
+    let handle = app.world_mut().resource_mut::<Assets<Model>>().add(model);
+    let timeout = Duration::from_secs(600);
+    let mut latencies = Vec::new();
+    let mut output = None;
+    for _ in 0..=args.repeat {
+        let entity = app.world_mut().spawn(InferenceRequest::new(handle.clone(), input.clone())).id();
+        let (prediction, _) = update_until_prediction(&mut app, entity, timeout).map_err(|e| e.to_string())?;
+        latencies.push(prediction.latency);
+        output = Some(prediction.output);
+        app.world_mut().despawn(entity);
+    }
+    write_output(&args.output, output.as_ref().expect("ran at least once"))?;
+    if args.repeat > 0 {
+        // The first run compiles the pipelines and uploads the weights: leave it out.
+        let mut timed: Vec<Duration> = latencies[1..].to_vec();
+        timed.sort();
+        let pick = |q: f64| timed[((timed.len() - 1) as f64 * q).round() as usize];
+        eprintln!(
+            "latency over {} runs: median {:.3} ms, p95 {:.3} ms (first run {:.3} ms)",
+            timed.len(),
+            pick(0.5).as_secs_f64() * 1e3,
+            pick(0.95).as_secs_f64() * 1e3,
+            latencies[0].as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Installs Mesa's lavapipe (a Vulkan driver on the CPU) so wgpu finds an adapter on machines
+# without a GPU (Debian/Ubuntu; run as root or with sudo).
+set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null
