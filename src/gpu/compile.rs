@@ -476,3 +476,72 @@ fn assign_slots(graph: &Graph, shapes: &Shapes, steps: Vec<Step>) -> Program {
         constants,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::model::ir::{GraphInput, Node};
+    use crate::tensor::Tensor;
+
+    fn node(name: &str, op: Op, inputs: &[&str]) -> Node {
+        Node { name: name.into(), op, inputs: inputs.iter().map(|s| s.to_string()).collect(), output: name.into() }
+    }
+
+    /// x -> conv(1x1) -> add(x) -> relu -> conv(3x3) -> flatten: the first three fuse.
+    fn residual_graph() -> Graph {
+        let conv = |s| Op::Conv(Conv2d { strides: [s, s], pads: [0; 4], dilations: [1, 1], groups: 1 });
+        let mut initializers = HashMap::new();
+        initializers.insert("w1".to_string(), Tensor::zeros(vec![4, 4, 1, 1]));
+        initializers.insert("w2".to_string(), Tensor::zeros(vec![4, 4, 3, 3]));
+        Graph {
+            input: GraphInput { name: "x".into(), dims: vec![None, Some(4), Some(5), Some(5)] },
+            output: "flat".into(),
+            nodes: vec![
+                node("c1", conv(1), &["x", "w1"]),
+                node("add", Op::Add, &["c1", "x"]),
+                node("relu", Op::Activation(Activation::Relu), &["add"]),
+                node("c2", conv(1), &["relu", "w2"]),
+                node("flat", Op::Flatten { axis: 1 }, &["c2"]),
+            ],
+            initializers,
+        }
+    }
+
+    #[test]
+    fn residual_add_and_activation_fuse_into_the_pointwise_conv() {
+        let program = compile(&residual_graph(), &[2, 4, 5, 5]).unwrap();
+        assert_eq!(program.dispatches.len(), 2);
+        let first = &program.dispatches[0];
+        assert_eq!(first.kernel, Kernel::ConvPointwise);
+        assert_eq!(first.inputs[3], Operand::Slot(program.input_slot), "residual reads the input");
+        assert_eq!(first.params[18], 1, "has residual");
+        assert_eq!(first.params[19], 1, "relu");
+        assert_eq!(program.dispatches[1].kernel, Kernel::Conv2d);
+        assert_eq!(program.output_shape, vec![2, 36]);
+    }
+
+    #[test]
+    fn the_flattened_output_aliases_the_last_conv_slot() {
+        let program = compile(&residual_graph(), &[1, 4, 5, 5]).unwrap();
+        assert_eq!(program.output_slot, program.dispatches[1].output);
+    }
+
+    #[test]
+    fn a_slot_is_reused_once_its_value_is_dead() {
+        // x -> relu -> relu -> relu: two slots beside the input suffice, alternating.
+        let nodes = (0..3)
+            .map(|i| {
+                let input = if i == 0 { "x".to_string() } else { format!("r{}", i - 1) };
+                Node { name: format!("r{i}"), op: Op::Activation(Activation::Relu), inputs: vec![input], output: format!("r{i}") }
+            })
+            .collect();
+        let graph = Graph { input: GraphInput { name: "x".into(), dims: vec![] }, output: "r2".into(), nodes, initializers: HashMap::new() };
+        let program = compile(&graph, &[3, 7]).unwrap();
+        assert!(program.slot_sizes.len() <= 3, "{:?}", program.slot_sizes);
+        for d in &program.dispatches {
+            assert!(!d.inputs.contains(&Operand::Slot(d.output)), "a dispatch reads its own output slot");
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Latency at batch 1 and throughput at batch 64 for the shipped and synthetic models: this
+//! crate on the GPU (submit-to-done, and end-to-end request-to-prediction in a headless Bevy
+//! app) beside ONNX Runtime on the CPU, on the same inputs in the same run.
+//!
+//! ```text
+//! cargo bench --bench engines            # needs python3 with numpy and onnxruntime for ORT
+//! BENCH_SECONDS=2 cargo bench --bench engines
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bevy::prelude::*;
+use bevy_p2p_inference::gpu::{request_device, run_blocking, GpuBlock, KernelLibrary, ResidentWeights};
+use bevy_p2p_inference::model::import_onnx;
+use bevy_p2p_inference::prelude::*;
+use bevy_p2p_inference::{headless_plugins, update_until_prediction};
+use npyz::WriterBuilder;
+
+const MODELS: [(&str, &str, [usize; 3]); 3] = [
+    ("fashion (shipped)", "assets/models/fashion_mobilenetv2.onnx", [1, 28, 28]),
+    ("MobileNetV2 CIFAR (synthetic)", "assets/models/mobilenetv2_cifar_synthetic.onnx", [3, 32, 32]),
+    ("MobileNetV2 ImageNet (synthetic)", "assets/models/mobilenetv2_imagenet_synthetic.onnx", [3, 224, 224]),
+];
+
+/// Median and p95 of `run` repeated for about `seconds` (at least 3 runs, after a warm-up).
+fn time_it(seconds: f64, mut run: impl FnMut() -> Result<(), String>) -> Result<(f64, f64), String> {
+    run()?;
+    let mut times = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    while times.len() < 3 || (Instant::now() < deadline && times.len() < 200) {
+        let t = Instant::now();
+        run()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], times[((times.len() - 1) as f64 * 0.95) as usize]))
+}
+
+fn input(batch: usize, chw: [usize; 3]) -> Tensor {
+    let n = batch * chw.iter().product::<usize>();
+    // A fixed pseudo-random pattern in [0, 1): the same bytes go to every engine.
+    let data = (0..n).map(|i| ((i as u64).wrapping_mul(2654435761) % 1000) as f32 / 1000.0).collect();
+    Tensor::new([vec![batch], chw.to_vec()].concat(), data).unwrap()
+}
+
+fn save_npy(path: &std::path::Path, t: &Tensor) {
+    let shape: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut w = npyz::WriteOptions::new().default_dtype().shape(&shape).writer(file).begin_nd().unwrap();
+    w.extend(t.data().iter().copied()).unwrap();
+    w.finish().unwrap();
+}
+
+fn ort(model: &str, input: &std::path::Path, seconds: f64) -> Result<(f64, f64), String> {
+    let out = std::process::Command::new("python3")
+        .args(["tools/bench_ort.py", model, input.to_str().unwrap(), "--seconds", &seconds.to_string()])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> Option<f64> {
+        let rest = text.split(&format!("\"{name}\": ")).nth(1)?;
+        rest.split([',', '}']).next()?.trim().parse().ok()
+    };
+    match (field("median_ms"), field("p95_ms")) {
+        (Some(m), Some(p)) => Ok((m, p)),
+        _ => Err(format!("ORT failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""))),
+    }
+}
+
+fn cell(r: &Result<(f64, f64), String>, batch: usize) -> String {
+    match r {
+        Ok((median, p95)) if batch == 1 => format!("{median:.2} ms (p95 {p95:.2})"),
+        Ok((median, _)) => format!("{median:.1} ms ({:.0} img/s)", batch as f64 * 1e3 / median),
+        Err(e) => format!("n/a: {e}"),
+    }
+}
+
+fn main() {
+    let seconds: f64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let (device, queue, info) = request_device().expect("a wgpu adapter");
+    let library = KernelLibrary::new(&device);
+    let tmp = std::env::temp_dir().join(format!("bench-engines-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+
+    let mut app = App::new();
+    app.add_plugins((headless_plugins().set(bevy::log::LogPlugin { level: bevy::log::Level::ERROR, ..default() }), P2pInferencePlugin::default()));
+    app.finish();
+    app.cleanup();
+
+    println!("adapter: {} ({:?}, {})", info.name, info.backend, info.driver_info);
+    println!("| model | batch | this crate, GPU submit-to-done | this crate, end-to-end in Bevy | ONNX Runtime CPU |");
+    println!("|---|---|---|---|---|");
+    for (name, path, chw) in MODELS {
+        let bytes = std::fs::read(path).unwrap();
+        let graph = import_onnx(&bytes).unwrap();
+        let weights = Arc::new(ResidentWeights::upload(&device, &graph).unwrap());
+        let handle = app.world_mut().resource_mut::<Assets<Model>>().add(Model::from_onnx_bytes(&bytes).unwrap());
+        for batch in [1, 64] {
+            let x = input(batch, chw);
+            let npy = tmp.join(format!("x{batch}.npy"));
+            save_npy(&npy, &x);
+            let gpu = GpuBlock::new(&device, &library, weights.clone(), &graph, x.shape())
+                .map_err(|e| e.to_string())
+                .and_then(|block| time_it(seconds, || run_blocking(&device, &queue, &library, &block, &x).map(|_| ()).map_err(|e| e.to_string())));
+            let e2e = time_it(seconds, || {
+                let entity = app.world_mut().spawn(InferenceRequest::new(handle.clone(), x.clone())).id();
+                let result = update_until_prediction(&mut app, entity, Duration::from_secs(600)).map(|_| ()).map_err(|e| e.to_string());
+                app.world_mut().despawn(entity);
+                result
+            });
+            let cpu = ort(path, &npy, seconds);
+            println!("| {name} | {batch} | {} | {} | {} |", cell(&gpu, batch), cell(&e2e, batch), cell(&cpu, batch));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
