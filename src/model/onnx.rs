@@ -244,8 +244,8 @@ impl Attributes<'_> {
         }
         Ok(std::array::from_fn(|i| values[i] as usize))
     }
-    /// Stride, padding (explicit or from `auto_pad`) for a 2-D window; `auto_pad` SAME_* is
-    /// resolved later by shape inference, so it is rejected here unless padding is trivial.
+    /// Stride and padding (explicit or from `auto_pad`) for a 2-D window; `auto_pad` SAME_* is
+    /// resolved here for stride 1 and rejected otherwise (it would depend on the input size).
     fn window(&self, kernel: [usize; 2]) -> Result<([usize; 2], [usize; 4]), ModelError> {
         let strides = self.usizes("strides", [1, 1])?;
         let pads = match self.string("auto_pad").as_deref() {

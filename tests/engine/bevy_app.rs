@@ -1,14 +1,17 @@
 //! The plugin inside a headless Bevy app: request in, prediction out, computed by the
 //! render-world systems.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bevy::prelude::*;
 use bevy_p2p_inference::model::run_reference;
 use bevy_p2p_inference::prelude::*;
-use bevy_p2p_inference::{headless_plugins, InferenceError};
+use bevy_p2p_inference::{headless_plugins, update_until_prediction, InferenceError, WaitError};
 
 use crate::support::*;
+
+/// Generous: lavapipe is slow.
+const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn app() -> App {
     let mut app = App::new();
@@ -18,18 +21,6 @@ fn app() -> App {
     app
 }
 
-/// Updates until `done` or a generous deadline (lavapipe is slow): returns frames used.
-fn run_until(app: &mut App, done: impl Fn(&mut World) -> bool) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut frames = 0;
-    while !done(app.world_mut()) {
-        assert!(Instant::now() < deadline, "no result after {frames} frames");
-        app.update();
-        frames += 1;
-    }
-    frames
-}
-
 #[test]
 fn a_request_for_the_shipped_model_gets_the_prediction_the_cpu_reference_computes() {
     let mut app = app();
@@ -37,9 +28,7 @@ fn a_request_for_the_shipped_model_gets_the_prediction_the_cpu_reference_compute
     let input = Tensor::from_image_bytes(&image, 1, 28, 28).unwrap();
     let model: Handle<Model> = app.world().resource::<AssetServer>().load("models/fashion_mobilenetv2.onnx");
     let entity = app.world_mut().spawn(InferenceRequest::new(model.clone(), input.clone())).id();
-    run_until(&mut app, |w| w.get::<Prediction>(entity).is_some());
-
-    let prediction = app.world().get::<Prediction>(entity).unwrap().clone();
+    let (prediction, _) = update_until_prediction(&mut app, entity, TIMEOUT).unwrap();
     let graph = app.world().resource::<Assets<Model>>().get(&model).unwrap().graph().clone();
     let reference = run_reference(&graph, &input).unwrap();
     assert!(relative_error(&prediction.output, &reference) <= 1e-4, "{:?} vs {:?}", prediction.output.data(), reference.data());
@@ -59,9 +48,8 @@ fn several_requests_in_one_frame_each_get_their_own_result() {
             app.world_mut().spawn(InferenceRequest::new(model.clone(), one)).id()
         })
         .collect();
-    run_until(&mut app, |w| entities.iter().all(|&e| w.get::<Prediction>(e).is_some()));
     for (i, &e) in entities.iter().enumerate() {
-        let got = &app.world().get::<Prediction>(e).unwrap().output;
+        let got = &update_until_prediction(&mut app, e, TIMEOUT).unwrap().0.output;
         let row = Tensor::new(vec![1, 10], want.data()[i * 10..(i + 1) * 10].to_vec()).unwrap();
         assert!(relative_error(got, &row) <= 1e-4, "request {i}");
     }
@@ -72,8 +60,8 @@ fn a_request_with_the_wrong_input_shape_fails_with_an_error_instead_of_a_predict
     let mut app = app();
     let model: Handle<Model> = app.world().resource::<AssetServer>().load("models/fashion_mobilenetv2.onnx");
     let entity = app.world_mut().spawn(InferenceRequest::new(model, Tensor::zeros(vec![1, 3, 32, 32]))).id();
-    run_until(&mut app, |w| w.get::<InferenceFailed>(entity).is_some());
-    let failed = app.world().get::<InferenceFailed>(entity).unwrap();
-    assert!(matches!(failed.error, InferenceError::Gpu(_)), "{:?}", failed.error);
+    let result = update_until_prediction(&mut app, entity, TIMEOUT);
+    assert!(matches!(result, Err(WaitError::Failed(InferenceError::Gpu(_)))), "{result:?}");
+    assert!(app.world().get::<InferenceFailed>(entity).is_some());
     assert!(app.world().get::<Prediction>(entity).is_none());
 }
