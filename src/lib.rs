@@ -3,6 +3,7 @@
 
 pub mod gpu;
 pub mod model;
+pub mod net;
 mod plugin;
 mod schedule;
 pub mod tensor;
@@ -10,7 +11,7 @@ pub mod tensor;
 pub use model::{Model, ModelError};
 pub use plugin::{headless_plugins, update_until_prediction, P2pInferencePlugin, WaitError};
 pub use schedule::{InferenceError, InferenceFailed, InferenceRequest, Prediction, PredictionReady, Submitted};
-pub use tensor::{Tensor, TensorError};
+pub use tensor::{SharedTensor, Tensor, TensorError};
 
 /// The types a game needs.
 pub mod prelude {

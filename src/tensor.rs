@@ -117,6 +117,20 @@ impl Tensor {
     }
 }
 
+/// An activation between two blocks of a request: what crosses a cut, locally or between
+/// peers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SharedTensor {
+    /// The requester's id for the request.
+    pub request: u64,
+    /// The stage that reads (input) or wrote (output) it.
+    pub stage: u16,
+    /// The values, decoded to f32.
+    pub tensor: Tensor,
+    /// How it travelled (or will travel) on the wire.
+    pub dtype: crate::model::plan::TransferDtype,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

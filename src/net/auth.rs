@@ -1,0 +1,158 @@
+//! Keys derived from the room key, and capability tokens naming what a peer may do.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// A peer's 16-byte identity on the wire (matchbox's peer UUID).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerUuid(pub [u8; 16]);
+
+/// What a peer is allowed to ask of others, carried in its [`CapabilityToken`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Permissions(u8);
+
+impl Permissions {
+    /// May receive stage inputs, run stages and send back their outputs.
+    pub const RUN_STAGES: Permissions = Permissions(1);
+    /// May send stage inputs (own requests) and receive the results.
+    pub const SUBMIT_REQUESTS: Permissions = Permissions(2);
+    /// A coordinator: submits requests and may run stages itself.
+    pub const COORDINATOR: Permissions = Permissions(3);
+    /// Nothing.
+    pub const NONE: Permissions = Permissions(0);
+
+    /// Whether every permission of `other` is included.
+    pub fn contains(self, other: Permissions) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The wire byte.
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// From the wire byte; unknown bits are dropped.
+    pub fn from_bits(bits: u8) -> Self {
+        Permissions(bits & 3)
+    }
+}
+
+/// The keys of one room, derived from its shared room key: one authenticates every frame,
+/// the other signs capability tokens. Peers without the room key can do neither.
+#[derive(Clone)]
+pub struct RoomKeys {
+    frame: [u8; 32],
+    token: [u8; 32],
+}
+
+impl std::fmt::Debug for RoomKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RoomKeys(..)")
+    }
+}
+
+fn derive(secret: &[u8], label: &[u8]) -> [u8; 32] {
+    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(label);
+    mac.finalize().into_bytes().into()
+}
+
+impl RoomKeys {
+    /// Derives the room's keys from the room key (any length; use a long random one).
+    pub fn derive(room_key: &str) -> Self {
+        Self {
+            frame: derive(room_key.as_bytes(), b"bevy_p2p_inference/v1/frame"),
+            token: derive(room_key.as_bytes(), b"bevy_p2p_inference/v1/token"),
+        }
+    }
+
+    /// The MAC of a frame sent from `sender` to `receiver`.
+    pub fn frame_tag(&self, sender: PeerUuid, receiver: PeerUuid, frame: &[u8]) -> [u8; 32] {
+        let mut mac = HmacSha256::new_from_slice(&self.frame).expect("32-byte key");
+        mac.update(&sender.0);
+        mac.update(&receiver.0);
+        mac.update(frame);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Checks a frame's MAC in constant time.
+    pub fn verify_frame(&self, sender: PeerUuid, receiver: PeerUuid, frame: &[u8], tag: &[u8]) -> bool {
+        let mut mac = HmacSha256::new_from_slice(&self.frame).expect("32-byte key");
+        mac.update(&sender.0);
+        mac.update(&receiver.0);
+        mac.update(frame);
+        mac.verify_slice(tag).is_ok()
+    }
+
+    /// Signs a token granting `permissions` to `peer`.
+    pub fn issue_token(&self, peer: PeerUuid, permissions: Permissions) -> CapabilityToken {
+        CapabilityToken { peer, permissions, tag: self.token_tag(peer, permissions) }
+    }
+
+    fn token_tag(&self, peer: PeerUuid, permissions: Permissions) -> [u8; 32] {
+        let mut mac = HmacSha256::new_from_slice(&self.token).expect("32-byte key");
+        mac.update(&peer.0);
+        mac.update(&[permissions.bits()]);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `token` was signed with this room's key for the peer that presents it.
+    pub fn verify_token(&self, presenter: PeerUuid, token: &CapabilityToken) -> bool {
+        if token.peer != presenter {
+            return false;
+        }
+        let mut mac = HmacSha256::new_from_slice(&self.token).expect("32-byte key");
+        mac.update(&token.peer.0);
+        mac.update(&[token.permissions.bits()]);
+        mac.verify_slice(&token.tag).is_ok()
+    }
+}
+
+/// A signed statement of what one peer may do, presented in its handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CapabilityToken {
+    /// The peer the token was issued to.
+    pub peer: PeerUuid,
+    /// What it may do.
+    pub permissions: Permissions,
+    /// HMAC-SHA256 over peer and permissions with the room's token key.
+    pub tag: [u8; 32],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: PeerUuid = PeerUuid([1; 16]);
+    const B: PeerUuid = PeerUuid([2; 16]);
+
+    #[test]
+    fn a_token_verifies_only_in_its_room_for_its_peer_with_its_permissions() {
+        let room = RoomKeys::derive("correct horse");
+        let token = room.issue_token(A, Permissions::RUN_STAGES);
+        assert!(room.verify_token(A, &token));
+        assert!(!RoomKeys::derive("wrong key").verify_token(A, &token));
+        assert!(!room.verify_token(B, &token), "a token presented by another peer");
+        let widened = CapabilityToken { permissions: Permissions::COORDINATOR, ..token };
+        assert!(!room.verify_token(A, &widened), "permissions changed after signing");
+    }
+
+    #[test]
+    fn a_frame_tag_binds_sender_receiver_and_bytes() {
+        let room = RoomKeys::derive("k");
+        let tag = room.frame_tag(A, B, b"hello");
+        assert!(room.verify_frame(A, B, b"hello", &tag));
+        assert!(!room.verify_frame(B, A, b"hello", &tag), "reflected back to its sender");
+        assert!(!room.verify_frame(A, B, b"hellp", &tag));
+        assert!(!room.verify_frame(A, B, b"hello", &tag[..31]));
+    }
+
+    #[test]
+    fn permissions_compose() {
+        assert!(Permissions::COORDINATOR.contains(Permissions::RUN_STAGES));
+        assert!(!Permissions::RUN_STAGES.contains(Permissions::SUBMIT_REQUESTS));
+        assert_eq!(Permissions::from_bits(0xff), Permissions::COORDINATOR);
+    }
+}

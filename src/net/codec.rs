@@ -1,0 +1,556 @@
+//! The wire codec: versioned little-endian frames, each authenticated with HMAC-SHA256 before
+//! its body is parsed. A frame fits one matchbox message (at most [`MAX_FRAME_BYTES`]).
+//!
+//! ```text
+//! frame  = magic "BP" | version u8 | kind u8 | sequence u64 | body_len u32 | body | tag [32]
+//! tag    = HMAC-SHA256(frame key, sender uuid | receiver uuid | frame up to the tag)
+//! ```
+
+use thiserror::Error;
+
+use super::auth::{CapabilityToken, PeerUuid, Permissions, RoomKeys};
+use crate::model::plan::TransferDtype;
+use crate::model::quant::QuantParams;
+
+/// The protocol version written in every frame and in the handshake.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// The largest frame sent or accepted (matchbox silently drops messages over 64 KiB).
+pub const MAX_FRAME_BYTES: usize = 60 * 1024;
+/// Bytes of the fixed frame header.
+pub const FRAME_HEADER_BYTES: usize = 16;
+/// Bytes of the MAC.
+pub const TAG_BYTES: usize = 32;
+/// The largest tensor payload carried by one chunk.
+pub const MAX_CHUNK_PAYLOAD: usize = MAX_FRAME_BYTES - FRAME_HEADER_BYTES - TAG_BYTES - 128;
+/// The most dimensions a tensor on the wire may have.
+pub const MAX_RANK: usize = 8;
+const MAGIC: [u8; 2] = *b"BP";
+const MAX_TEXT: usize = 256;
+
+/// Why a received frame was dropped.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// Shorter than a header and a tag.
+    #[error("frame of {0} bytes is too short")]
+    TooShort(usize),
+    /// Longer than [`MAX_FRAME_BYTES`].
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")]
+    Oversize(usize),
+    /// Not one of our frames.
+    #[error("bad magic bytes")]
+    BadMagic,
+    /// Written by another protocol version.
+    #[error("protocol version {0} is not supported (this peer speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion(u8),
+    /// The declared body length does not match the frame.
+    #[error("declared body length {declared} does not match the frame's {actual}")]
+    LengthMismatch {
+        /// Length in the header.
+        declared: usize,
+        /// Length present.
+        actual: usize,
+    },
+    /// The MAC does not verify: tampered, or sent without the room key.
+    #[error("authentication failed (tampered frame or wrong room key)")]
+    BadMac,
+    /// The sequence number is not newer than the last one accepted from this peer.
+    #[error("replayed frame: sequence {got} after {last}")]
+    Replay {
+        /// Sequence received.
+        got: u64,
+        /// Last sequence accepted.
+        last: u64,
+    },
+    /// The message kind is unknown.
+    #[error("unknown message kind {0}")]
+    UnknownKind(u8),
+    /// The body does not parse.
+    #[error("malformed {kind} body: {reason}")]
+    Malformed {
+        /// Message kind.
+        kind: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// What a peer says about itself in the handshake.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Capabilities {
+    /// Adapter name (e.g. "llvmpipe", "NVIDIA H100").
+    pub adapter: String,
+    /// Graphics backend (e.g. "Vulkan").
+    pub backend: String,
+    /// The adapter offers `SHADER_F16`.
+    pub shader_f16: bool,
+    /// Subgroup sizes (min, max), or (0, 0) without subgroup support.
+    pub subgroup_sizes: (u32, u32),
+    /// `max_storage_buffer_binding_size`.
+    pub max_storage_binding: u64,
+    /// Microseconds the calibration block took on this peer (lower is faster).
+    pub calibration_us: u32,
+}
+
+/// The handshake message, sent until the other side acknowledges it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hello {
+    /// SHA-256 of the model both peers must run.
+    pub model_hash: [u8; 32],
+    /// The sender's capabilities.
+    pub capabilities: Capabilities,
+    /// The sender's signed permissions.
+    pub token: CapabilityToken,
+    /// The sender has received and accepted the receiver's hello.
+    pub acknowledged: bool,
+}
+
+/// Whether a tensor is a stage's input (to be run) or its output (coming back).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Input of `stage`, sent by the requester to the peer that runs it.
+    StageInput,
+    /// Output of `stage`, sent back to the requester.
+    StageOutput,
+}
+
+/// Describes the tensor a chunk belongs to; identical in every chunk of one tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorHeader {
+    /// The requester's id for the request.
+    pub request: u64,
+    /// The plan stage.
+    pub stage: u16,
+    /// Input or output of the stage.
+    pub direction: Direction,
+    /// Encoding of the payload.
+    pub dtype: TransferDtype,
+    /// Tensor dimensions.
+    pub shape: Vec<u32>,
+    /// Int8 parameters ([`QuantParams::NONE`] otherwise).
+    pub params: QuantParams,
+    /// Bytes of the whole payload across all chunks.
+    pub total_bytes: u32,
+}
+
+impl TensorHeader {
+    /// Number of values the shape holds, if it does not overflow.
+    pub fn values(&self) -> Option<usize> {
+        self.shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
+    }
+}
+
+/// One chunk of a tensor's payload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorChunk {
+    /// The tensor this chunk belongs to.
+    pub header: TensorHeader,
+    /// Position of this chunk.
+    pub index: u16,
+    /// Number of chunks of the tensor.
+    pub count: u16,
+    /// This chunk's bytes of the payload.
+    pub payload: Vec<u8>,
+}
+
+/// A message between peers.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Message {
+    /// Handshake.
+    Hello(Hello),
+    /// Heartbeat request, echoed as [`Message::Pong`].
+    Ping {
+        /// Echoed back.
+        nonce: u64,
+    },
+    /// Heartbeat answer.
+    Pong {
+        /// The ping's nonce.
+        nonce: u64,
+    },
+    /// A chunk of a shared tensor.
+    Tensor(TensorChunk),
+}
+
+impl Message {
+    fn kind(&self) -> u8 {
+        match self {
+            Message::Hello(_) => 1,
+            Message::Ping { .. } => 2,
+            Message::Pong { .. } => 3,
+            Message::Tensor(_) => 4,
+        }
+    }
+
+    /// A short name for events and logs.
+    pub fn kind_name(&self) -> &'static str {
+        kind_name(self.kind())
+    }
+}
+
+fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        1 => "hello",
+        2 => "ping",
+        3 => "pong",
+        4 => "tensor",
+        _ => "unknown",
+    }
+}
+
+/// Encodes and authenticates `message` as one frame from `sender` to `receiver`.
+pub fn encode_frame(keys: &RoomKeys, sender: PeerUuid, receiver: PeerUuid, sequence: u64, message: &Message) -> Vec<u8> {
+    let mut body = Writer::default();
+    match message {
+        Message::Hello(hello) => write_hello(&mut body, hello),
+        Message::Ping { nonce } | Message::Pong { nonce } => body.u64(*nonce),
+        Message::Tensor(chunk) => write_chunk(&mut body, chunk),
+    }
+    let body = body.0;
+    let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + body.len() + TAG_BYTES);
+    frame.extend_from_slice(&MAGIC);
+    frame.push(PROTOCOL_VERSION);
+    frame.push(message.kind());
+    frame.extend_from_slice(&sequence.to_le_bytes());
+    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&body);
+    let tag = keys.frame_tag(sender, receiver, &frame);
+    frame.extend_from_slice(&tag);
+    debug_assert!(frame.len() <= MAX_FRAME_BYTES, "callers chunk tensors to fit a frame");
+    frame
+}
+
+/// Checks a frame's size, header and MAC, then parses its body. Returns the sequence number
+/// (for the caller's replay check) and the message.
+pub fn decode_frame(keys: &RoomKeys, sender: PeerUuid, receiver: PeerUuid, frame: &[u8]) -> Result<(u64, Message), FrameError> {
+    if frame.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::Oversize(frame.len()));
+    }
+    if frame.len() < FRAME_HEADER_BYTES + TAG_BYTES {
+        return Err(FrameError::TooShort(frame.len()));
+    }
+    if frame[0..2] != MAGIC {
+        return Err(FrameError::BadMagic);
+    }
+    if frame[2] != PROTOCOL_VERSION {
+        return Err(FrameError::UnsupportedVersion(frame[2]));
+    }
+    let kind = frame[3];
+    let sequence = u64::from_le_bytes(frame[4..12].try_into().expect("8 bytes"));
+    let declared = u32::from_le_bytes(frame[12..16].try_into().expect("4 bytes")) as usize;
+    let actual = frame.len() - FRAME_HEADER_BYTES - TAG_BYTES;
+    if declared != actual {
+        return Err(FrameError::LengthMismatch { declared, actual });
+    }
+    let (signed, tag) = frame.split_at(frame.len() - TAG_BYTES);
+    if !keys.verify_frame(sender, receiver, signed, tag) {
+        return Err(FrameError::BadMac);
+    }
+    let mut body = Reader { bytes: &signed[FRAME_HEADER_BYTES..], kind: kind_name(kind) };
+    let message = match kind {
+        1 => Message::Hello(read_hello(&mut body)?),
+        2 => Message::Ping { nonce: body.u64()? },
+        3 => Message::Pong { nonce: body.u64()? },
+        4 => Message::Tensor(read_chunk(&mut body)?),
+        other => return Err(FrameError::UnknownKind(other)),
+    };
+    body.finish()?;
+    Ok((sequence, message))
+}
+
+/// Splits an encoded tensor payload into chunks that each fit a frame.
+pub fn split_into_chunks(header: TensorHeader, payload: &[u8]) -> Vec<TensorChunk> {
+    let pieces: Vec<&[u8]> = if payload.is_empty() { vec![&[][..]] } else { payload.chunks(MAX_CHUNK_PAYLOAD).collect() };
+    let count = pieces.len() as u16;
+    pieces
+        .into_iter()
+        .enumerate()
+        .map(|(i, piece)| TensorChunk { header: header.clone(), index: i as u16, count, payload: piece.to_vec() })
+        .collect()
+}
+
+#[derive(Default)]
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn bytes(&mut self, v: &[u8]) {
+        self.0.extend_from_slice(v);
+    }
+    fn text(&mut self, v: &str) {
+        let v = &v.as_bytes()[..v.len().min(MAX_TEXT)];
+        self.u16(v.len() as u16);
+        self.bytes(v);
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    kind: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn malformed(&self, reason: impl Into<String>) -> FrameError {
+        FrameError::Malformed { kind: self.kind, reason: reason.into() }
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
+        if self.bytes.len() < n {
+            return Err(self.malformed(format!("needs {n} more bytes, {} left", self.bytes.len())));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, FrameError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, FrameError> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+    }
+    fn u32(&mut self) -> Result<u32, FrameError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self) -> Result<u64, FrameError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], FrameError> {
+        Ok(self.take(N)?.try_into().expect("N bytes"))
+    }
+    fn bool(&mut self) -> Result<bool, FrameError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(self.malformed(format!("{other} is not a boolean"))),
+        }
+    }
+    fn text(&mut self) -> Result<String, FrameError> {
+        let len = self.u16()? as usize;
+        if len > MAX_TEXT {
+            return Err(self.malformed(format!("text of {len} bytes is longer than {MAX_TEXT}")));
+        }
+        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| self.malformed("text is not UTF-8"))
+    }
+    fn finish(&self) -> Result<(), FrameError> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(self.malformed(format!("{} trailing bytes", self.bytes.len())))
+        }
+    }
+}
+
+fn write_hello(w: &mut Writer, hello: &Hello) {
+    w.bytes(&hello.model_hash);
+    let c = &hello.capabilities;
+    w.text(&c.adapter);
+    w.text(&c.backend);
+    w.u8(c.shader_f16 as u8);
+    w.u32(c.subgroup_sizes.0);
+    w.u32(c.subgroup_sizes.1);
+    w.u64(c.max_storage_binding);
+    w.u32(c.calibration_us);
+    w.bytes(&hello.token.peer.0);
+    w.u8(hello.token.permissions.bits());
+    w.bytes(&hello.token.tag);
+    w.u8(hello.acknowledged as u8);
+}
+
+fn read_hello(r: &mut Reader) -> Result<Hello, FrameError> {
+    let model_hash = r.array()?;
+    let capabilities = Capabilities {
+        adapter: r.text()?,
+        backend: r.text()?,
+        shader_f16: r.bool()?,
+        subgroup_sizes: (r.u32()?, r.u32()?),
+        max_storage_binding: r.u64()?,
+        calibration_us: r.u32()?,
+    };
+    let token = CapabilityToken { peer: PeerUuid(r.array()?), permissions: Permissions::from_bits(r.u8()?), tag: r.array()? };
+    Ok(Hello { model_hash, capabilities, token, acknowledged: r.bool()? })
+}
+
+fn write_chunk(w: &mut Writer, chunk: &TensorChunk) {
+    let h = &chunk.header;
+    w.u64(h.request);
+    w.u16(h.stage);
+    w.u8(match h.direction {
+        Direction::StageInput => 0,
+        Direction::StageOutput => 1,
+    });
+    w.u8(match h.dtype {
+        TransferDtype::F32 => 0,
+        TransferDtype::F16 => 1,
+        TransferDtype::Int8 => 2,
+    });
+    w.u8(h.shape.len() as u8);
+    for &d in &h.shape {
+        w.u32(d);
+    }
+    w.u32(h.params.scale.to_bits());
+    w.u32(h.params.zero_point as u32);
+    w.u32(h.total_bytes);
+    w.u16(chunk.index);
+    w.u16(chunk.count);
+    w.u32(chunk.payload.len() as u32);
+    w.bytes(&chunk.payload);
+}
+
+fn read_chunk(r: &mut Reader) -> Result<TensorChunk, FrameError> {
+    let request = r.u64()?;
+    let stage = r.u16()?;
+    let direction = match r.u8()? {
+        0 => Direction::StageInput,
+        1 => Direction::StageOutput,
+        other => return Err(r.malformed(format!("direction {other}"))),
+    };
+    let dtype = match r.u8()? {
+        0 => TransferDtype::F32,
+        1 => TransferDtype::F16,
+        2 => TransferDtype::Int8,
+        other => return Err(r.malformed(format!("dtype {other}"))),
+    };
+    let rank = r.u8()? as usize;
+    if rank > MAX_RANK {
+        return Err(r.malformed(format!("rank {rank} exceeds {MAX_RANK}")));
+    }
+    let shape = (0..rank).map(|_| r.u32()).collect::<Result<Vec<_>, _>>()?;
+    let params = QuantParams { scale: f32::from_bits(r.u32()?), zero_point: r.u32()? as i32 };
+    let total_bytes = r.u32()?;
+    let index = r.u16()?;
+    let count = r.u16()?;
+    let len = r.u32()? as usize;
+    let payload = r.take(len)?.to_vec();
+    Ok(TensorChunk { header: TensorHeader { request, stage, direction, dtype, shape, params, total_bytes }, index, count, payload })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: PeerUuid = PeerUuid([0xa; 16]);
+    const B: PeerUuid = PeerUuid([0xb; 16]);
+
+    fn keys() -> RoomKeys {
+        RoomKeys::derive("room key")
+    }
+
+    fn chunk() -> TensorChunk {
+        TensorChunk {
+            header: TensorHeader {
+                request: 7,
+                stage: 2,
+                direction: Direction::StageInput,
+                dtype: TransferDtype::Int8,
+                shape: vec![1, 32, 4, 4],
+                params: QuantParams { scale: 0.02, zero_point: -3 },
+                total_bytes: 512,
+            },
+            index: 0,
+            count: 1,
+            payload: (0..=255).cycle().take(512).collect(),
+        }
+    }
+
+    fn hello() -> Hello {
+        Hello {
+            model_hash: [9; 32],
+            capabilities: Capabilities {
+                adapter: "llvmpipe".into(),
+                backend: "Vulkan".into(),
+                shader_f16: true,
+                subgroup_sizes: (8, 8),
+                max_storage_binding: 128 << 20,
+                calibration_us: 1234,
+            },
+            token: keys().issue_token(A, Permissions::RUN_STAGES),
+            acknowledged: false,
+        }
+    }
+
+    #[test]
+    fn every_message_kind_round_trips() {
+        for (seq, message) in [Message::Hello(hello()), Message::Ping { nonce: 3 }, Message::Pong { nonce: 4 }, Message::Tensor(chunk())]
+            .into_iter()
+            .enumerate()
+        {
+            let frame = encode_frame(&keys(), A, B, seq as u64, &message);
+            assert_eq!(decode_frame(&keys(), A, B, &frame), Ok((seq as u64, message)));
+        }
+    }
+
+    #[test]
+    fn any_flipped_bit_is_rejected() {
+        let frame = encode_frame(&keys(), A, B, 1, &Message::Tensor(chunk()));
+        for byte in 0..frame.len() {
+            let mut bad = frame.clone();
+            bad[byte] ^= 0x10;
+            assert!(decode_frame(&keys(), A, B, &bad).is_err(), "flip in byte {byte} accepted");
+        }
+    }
+
+    #[test]
+    fn frames_from_another_room_or_peer_are_rejected() {
+        let frame = encode_frame(&RoomKeys::derive("other room"), A, B, 1, &Message::Ping { nonce: 1 });
+        assert_eq!(decode_frame(&keys(), A, B, &frame), Err(FrameError::BadMac));
+        let frame = encode_frame(&keys(), A, B, 1, &Message::Ping { nonce: 1 });
+        assert_eq!(decode_frame(&keys(), B, A, &frame), Err(FrameError::BadMac), "reflected");
+    }
+
+    #[test]
+    fn truncated_oversize_and_foreign_frames_are_rejected_by_kind() {
+        let frame = encode_frame(&keys(), A, B, 1, &Message::Ping { nonce: 1 });
+        assert_eq!(decode_frame(&keys(), A, B, &frame[..20]), Err(FrameError::TooShort(20)));
+        assert!(matches!(decode_frame(&keys(), A, B, &frame[..frame.len() - 1]), Err(FrameError::LengthMismatch { .. })));
+        assert_eq!(decode_frame(&keys(), A, B, &vec![0; MAX_FRAME_BYTES + 1]), Err(FrameError::Oversize(MAX_FRAME_BYTES + 1)));
+        let mut other = frame.clone();
+        other[0] = b'X';
+        assert_eq!(decode_frame(&keys(), A, B, &other), Err(FrameError::BadMagic));
+        let mut future = frame.clone();
+        future[2] = 9;
+        assert_eq!(decode_frame(&keys(), A, B, &future), Err(FrameError::UnsupportedVersion(9)));
+    }
+
+    #[test]
+    fn an_authenticated_but_malformed_body_is_rejected_not_trusted() {
+        // A peer holding the room key sends a tensor chunk claiming rank 200.
+        let mut body = Writer::default();
+        body.u64(1);
+        body.u16(0);
+        body.u8(0);
+        body.u8(0);
+        body.u8(200);
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&MAGIC);
+        frame.extend_from_slice(&[PROTOCOL_VERSION, 4]);
+        frame.extend_from_slice(&5u64.to_le_bytes());
+        frame.extend_from_slice(&(body.0.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&body.0);
+        let tag = keys().frame_tag(A, B, &frame);
+        frame.extend_from_slice(&tag);
+        assert!(matches!(decode_frame(&keys(), A, B, &frame), Err(FrameError::Malformed { kind: "tensor", .. })));
+    }
+
+    #[test]
+    fn chunks_of_a_large_payload_each_fit_a_frame() {
+        let payload = vec![7u8; MAX_CHUNK_PAYLOAD * 3 + 5];
+        let header = TensorHeader { total_bytes: payload.len() as u32, ..chunk().header };
+        let chunks = split_into_chunks(header, &payload);
+        assert_eq!(chunks.len(), 4);
+        for c in &chunks {
+            let header = TensorHeader { shape: vec![u32::MAX; MAX_RANK], ..c.header.clone() };
+            let frame = encode_frame(&keys(), A, B, u64::MAX, &Message::Tensor(TensorChunk { header, ..c.clone() }));
+            assert!(frame.len() <= MAX_FRAME_BYTES, "{} bytes", frame.len());
+        }
+        assert_eq!(chunks.iter().flat_map(|c| c.payload.clone()).collect::<Vec<_>>(), payload);
+    }
+}

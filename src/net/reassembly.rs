@@ -1,0 +1,293 @@
+//! Reassembly of chunked tensors, with limits on size, tensors in flight per peer and time.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use super::auth::PeerUuid;
+use super::codec::{Direction, TensorChunk, TensorHeader};
+use crate::model::quant::{decode_values, DecodeValuesError};
+use crate::tensor::{SharedTensor, Tensor};
+
+/// Bounds that keep a peer from exhausting another's memory.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReassemblyLimits {
+    /// Largest tensor payload accepted, in bytes.
+    pub max_tensor_bytes: usize,
+    /// Most partially received tensors per peer.
+    pub max_in_flight_per_peer: usize,
+    /// A partial tensor older than this is dropped.
+    pub timeout: Duration,
+}
+
+impl Default for ReassemblyLimits {
+    fn default() -> Self {
+        Self { max_tensor_bytes: 64 << 20, max_in_flight_per_peer: 8, timeout: Duration::from_secs(5) }
+    }
+}
+
+/// Why a chunk was dropped.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum ChunkError {
+    /// The tensor is larger than [`ReassemblyLimits::max_tensor_bytes`].
+    #[error("tensor of {bytes} bytes exceeds the {limit}-byte limit")]
+    Oversize {
+        /// Bytes declared.
+        bytes: u64,
+        /// The limit.
+        limit: usize,
+    },
+    /// The peer already has [`ReassemblyLimits::max_in_flight_per_peer`] partial tensors.
+    #[error("too many tensors in flight from this peer ({0})")]
+    TooManyInFlight(usize),
+    /// The chunk index or count is impossible.
+    #[error("chunk {index} of {count} is out of range")]
+    BadIndex {
+        /// Index given.
+        index: u16,
+        /// Count given.
+        count: u16,
+    },
+    /// The chunk's header differs from the first chunk's.
+    #[error("chunk header differs from the tensor's first chunk")]
+    InconsistentHeader,
+    /// This chunk index was already received.
+    #[error("duplicate chunk {0}")]
+    Duplicate(u16),
+    /// The payload does not match the shape and dtype.
+    #[error("payload of {got} bytes does not match the declared total {declared}")]
+    PayloadSize {
+        /// Declared total.
+        declared: u64,
+        /// Received (or expected from the shape).
+        got: u64,
+    },
+    /// The values could not be decoded.
+    #[error(transparent)]
+    Values(#[from] DecodeValuesError),
+}
+
+struct Partial {
+    header: TensorHeader,
+    chunks: Vec<Option<Vec<u8>>>,
+    received: usize,
+    bytes: usize,
+    started: Instant,
+}
+
+/// A tensor received in full.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReceivedTensor {
+    /// Its sender.
+    pub from: PeerUuid,
+    /// Input or output of the stage.
+    pub direction: Direction,
+    /// The wire header.
+    pub header: TensorHeader,
+    /// The decoded activation.
+    pub shared: SharedTensor,
+}
+
+type Key = (PeerUuid, u64, u16, Direction);
+
+/// Collects chunks into tensors.
+pub struct Reassembler {
+    limits: ReassemblyLimits,
+    partial: HashMap<Key, Partial>,
+}
+
+impl Reassembler {
+    /// An empty reassembler with `limits`.
+    pub fn new(limits: ReassemblyLimits) -> Self {
+        Self { limits, partial: HashMap::new() }
+    }
+
+    /// Adds a chunk from `from`; returns the tensor once its last chunk has arrived. A chunk
+    /// that breaks a rule is dropped with its reason and its tensor is discarded.
+    pub fn push(&mut self, from: PeerUuid, chunk: TensorChunk, now: Instant) -> Result<Option<ReceivedTensor>, ChunkError> {
+        let h = &chunk.header;
+        let key = (from, h.request, h.stage, h.direction);
+        let result = self.accept(key, chunk, now);
+        if result.is_err() {
+            self.partial.remove(&key);
+        }
+        result
+    }
+
+    fn accept(&mut self, key: Key, chunk: TensorChunk, now: Instant) -> Result<Option<ReceivedTensor>, ChunkError> {
+        let TensorChunk { header, index, count, payload } = chunk;
+        if count == 0 || index >= count {
+            return Err(ChunkError::BadIndex { index, count });
+        }
+        if header.total_bytes as usize > self.limits.max_tensor_bytes {
+            return Err(ChunkError::Oversize { bytes: header.total_bytes as u64, limit: self.limits.max_tensor_bytes });
+        }
+        let values = header.values().ok_or(ChunkError::Oversize { bytes: u64::MAX, limit: self.limits.max_tensor_bytes })?;
+        let expected = values as u64 * header.dtype.bytes_per_value() as u64;
+        if expected != header.total_bytes as u64 {
+            return Err(ChunkError::PayloadSize { declared: header.total_bytes as u64, got: expected });
+        }
+        if !self.partial.contains_key(&key) {
+            let in_flight = self.partial.keys().filter(|k| k.0 == key.0).count();
+            if in_flight >= self.limits.max_in_flight_per_peer {
+                return Err(ChunkError::TooManyInFlight(in_flight));
+            }
+            self.partial.insert(
+                key,
+                Partial { header: header.clone(), chunks: vec![None; count as usize], received: 0, bytes: 0, started: now },
+            );
+        }
+        let partial = self.partial.get_mut(&key).expect("inserted above");
+        if partial.header != header || partial.chunks.len() != count as usize {
+            return Err(ChunkError::InconsistentHeader);
+        }
+        let slot = &mut partial.chunks[index as usize];
+        if slot.is_some() {
+            return Err(ChunkError::Duplicate(index));
+        }
+        partial.bytes += payload.len();
+        if partial.bytes > header.total_bytes as usize {
+            return Err(ChunkError::PayloadSize { declared: header.total_bytes as u64, got: partial.bytes as u64 });
+        }
+        *slot = Some(payload);
+        partial.received += 1;
+        if partial.received < partial.chunks.len() {
+            return Ok(None);
+        }
+        let partial = self.partial.remove(&key).expect("present");
+        if partial.bytes != header.total_bytes as usize {
+            return Err(ChunkError::PayloadSize { declared: header.total_bytes as u64, got: partial.bytes as u64 });
+        }
+        let bytes: Vec<u8> = partial.chunks.into_iter().flatten().flatten().collect();
+        let data = decode_values(&bytes, values, header.dtype, header.params)?;
+        let shape: Vec<usize> = header.shape.iter().map(|&d| d as usize).collect();
+        let tensor = Tensor::new(shape, data).expect("the value count was checked against the shape");
+        Ok(Some(ReceivedTensor {
+            from: key.0,
+            direction: header.direction,
+            shared: SharedTensor { request: header.request, stage: header.stage, tensor, dtype: header.dtype },
+            header,
+        }))
+    }
+
+    /// Drops partial tensors older than the timeout; returns what was dropped.
+    pub fn expire(&mut self, now: Instant) -> Vec<(PeerUuid, u64, u16)> {
+        let timeout = self.limits.timeout;
+        let mut dropped = Vec::new();
+        self.partial.retain(|key, p| {
+            let keep = now.duration_since(p.started) < timeout;
+            if !keep {
+                dropped.push((key.0, key.1, key.2));
+            }
+            keep
+        });
+        dropped
+    }
+
+    /// Drops everything partially received from `peer` (it left).
+    pub fn forget_peer(&mut self, peer: PeerUuid) {
+        self.partial.retain(|key, _| key.0 != peer);
+    }
+
+    /// Partial tensors held.
+    pub fn in_flight(&self) -> usize {
+        self.partial.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::plan::TransferDtype;
+    use crate::model::quant::{encode_values, QuantParams};
+    use crate::net::codec::{split_into_chunks, MAX_CHUNK_PAYLOAD};
+
+    const P: PeerUuid = PeerUuid([1; 16]);
+
+    fn chunks_of(values: usize, dtype: TransferDtype) -> (Vec<f32>, Vec<TensorChunk>) {
+        let data: Vec<f32> = (0..values).map(|i| (i as f32 * 0.01).cos()).collect();
+        let (bytes, params) = encode_values(&data, dtype);
+        let header = TensorHeader {
+            request: 1,
+            stage: 1,
+            direction: Direction::StageInput,
+            dtype,
+            shape: vec![1, values as u32],
+            params,
+            total_bytes: bytes.len() as u32,
+        };
+        (data, split_into_chunks(header, &bytes))
+    }
+
+    #[test]
+    fn chunks_in_any_order_rebuild_the_tensor() {
+        let (data, mut chunks) = chunks_of(MAX_CHUNK_PAYLOAD / 2, TransferDtype::F32);
+        assert!(chunks.len() > 1);
+        chunks.reverse();
+        let mut r = Reassembler::new(ReassemblyLimits::default());
+        let now = Instant::now();
+        let last = chunks.pop().unwrap();
+        for c in chunks {
+            assert_eq!(r.push(P, c, now), Ok(None));
+        }
+        let got = r.push(P, last, now).unwrap().unwrap();
+        assert_eq!(got.shared.tensor.data(), &data[..]);
+        assert_eq!(r.in_flight(), 0);
+    }
+
+    #[test]
+    fn duplicates_and_inconsistent_chunks_discard_the_tensor() {
+        let (_, chunks) = chunks_of(40_000, TransferDtype::F32);
+        let now = Instant::now();
+        let mut r = Reassembler::new(ReassemblyLimits::default());
+        r.push(P, chunks[0].clone(), now).unwrap();
+        assert_eq!(r.push(P, chunks[0].clone(), now), Err(ChunkError::Duplicate(0)));
+        assert_eq!(r.in_flight(), 0);
+        r.push(P, chunks[0].clone(), now).unwrap();
+        let mut other = chunks[1].clone();
+        other.header.shape = vec![2, 20_000];
+        assert_eq!(r.push(P, other, now), Err(ChunkError::InconsistentHeader));
+    }
+
+    #[test]
+    fn oversize_impossible_and_short_payloads_are_rejected() {
+        let limits = ReassemblyLimits { max_tensor_bytes: 1000, ..Default::default() };
+        let mut r = Reassembler::new(limits);
+        let now = Instant::now();
+        let (_, chunks) = chunks_of(1000, TransferDtype::F32);
+        assert!(matches!(r.push(P, chunks[0].clone(), now), Err(ChunkError::Oversize { .. })));
+        let (_, chunks) = chunks_of(100, TransferDtype::Int8);
+        let mut c = chunks[0].clone();
+        c.index = 3;
+        assert_eq!(r.push(P, c, now), Err(ChunkError::BadIndex { index: 3, count: 1 }));
+        let mut c = chunks[0].clone();
+        c.payload.pop();
+        assert!(matches!(r.push(P, c, now), Err(ChunkError::PayloadSize { .. })));
+        let mut c = chunks[0].clone();
+        c.header.shape = vec![1, 99];
+        assert!(matches!(r.push(P, c, now), Err(ChunkError::PayloadSize { .. })));
+        let mut c = chunks[0].clone();
+        c.header.params = QuantParams { scale: -1.0, zero_point: 0 };
+        assert!(matches!(r.push(P, c, now), Err(ChunkError::Values(_))));
+    }
+
+    #[test]
+    fn a_peer_cannot_hold_more_than_its_share_and_stale_tensors_expire() {
+        let limits = ReassemblyLimits { max_in_flight_per_peer: 2, timeout: Duration::from_millis(100), ..Default::default() };
+        let mut r = Reassembler::new(limits);
+        let now = Instant::now();
+        let (_, chunks) = chunks_of(40_000, TransferDtype::F32);
+        for request in 0..2 {
+            let mut c = chunks[0].clone();
+            c.header.request = request;
+            r.push(P, c, now).unwrap();
+        }
+        let mut c = chunks[0].clone();
+        c.header.request = 9;
+        assert_eq!(r.push(P, c.clone(), now), Err(ChunkError::TooManyInFlight(2)));
+        assert_eq!(r.push(PeerUuid([2; 16]), c, now), Ok(None), "another peer is unaffected");
+        assert_eq!(r.expire(now + Duration::from_millis(150)).len(), 3);
+        assert_eq!(r.in_flight(), 0);
+    }
+}
