@@ -5,7 +5,7 @@ pub mod gpu;
 pub mod model;
 pub mod net;
 mod plugin;
-mod schedule;
+pub mod schedule;
 pub mod tensor;
 
 pub use model::{Model, ModelError};

@@ -1,6 +1,8 @@
 //! Main-world scheduling: requests become stage jobs for the render world, and finished jobs
 //! become predictions. With one peer every request is a single local job.
 
+pub mod pipeline;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
