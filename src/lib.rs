@@ -10,6 +10,9 @@ pub mod tensor;
 
 pub use model::{Model, ModelError};
 pub use plugin::{headless_plugins, update_until_prediction, P2pInferencePlugin, WaitError};
+#[cfg(feature = "p2p")]
+pub use schedule::distributed::{PeerRole, PeerSessionEvent, PeerSessionPlugin, SessionProblem, SessionSettings};
+pub use schedule::{LocalOnly, SplitRequest};
 pub use schedule::{InferenceError, InferenceFailed, InferenceRequest, Prediction, PredictionReady, Submitted};
 pub use tensor::{SharedTensor, Tensor, TensorError};
 

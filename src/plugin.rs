@@ -3,8 +3,8 @@
 use bevy::prelude::*;
 
 use crate::gpu::RenderInferencePlugin;
-use crate::model::{Model, OnnxLoader};
-use crate::schedule::{receive_results, submit_requests, JobQueue, JobResults, TopK};
+use crate::model::{Model, OnnxLoader, PartitionPlan, PlanLoader};
+use crate::schedule::{receive_results, submit_requests, JobQueue, JobResults, StageOutcomes, TopK};
 
 /// Runs [`crate::InferenceRequest`]s on the GPU and reports [`crate::Prediction`]s.
 #[derive(Clone, Debug)]
@@ -24,7 +24,10 @@ impl Plugin for P2pInferencePlugin {
         let (tx, rx) = crossbeam_channel::unbounded();
         app.init_asset::<Model>()
             .register_asset_loader(OnnxLoader)
+            .init_asset::<PartitionPlan>()
+            .register_asset_loader(PlanLoader)
             .init_resource::<JobQueue>()
+            .init_resource::<StageOutcomes>()
             .insert_resource(JobResults(rx))
             .insert_resource(TopK(self.top_k))
             .add_systems(PreUpdate, receive_results)

@@ -43,12 +43,19 @@ struct Recorded {
     shape: Vec<usize>,
 }
 
+/// Identifies a graph (a whole model or one stage of it) by its asset and its shared allocation.
+type GraphKey = (AssetId<Model>, usize);
+
+fn graph_key(job: &StageJob) -> GraphKey {
+    (job.model, Arc::as_ptr(&job.graph) as usize)
+}
+
 /// Render-world state: pipelines, resident weights, compiled blocks and jobs in flight.
 #[derive(Resource)]
 struct GpuInference {
     library: Option<KernelLibrary>,
-    weights: HashMap<AssetId<Model>, Arc<ResidentWeights>>,
-    blocks: HashMap<(AssetId<Model>, Vec<usize>), GpuBlock>,
+    weights: HashMap<GraphKey, Arc<ResidentWeights>>,
+    blocks: HashMap<(GraphKey, Vec<usize>), GpuBlock>,
     queued: Vec<StageJob>,
     recorded: Vec<Recorded>,
     results: Sender<JobOutcome>,
@@ -60,13 +67,13 @@ impl GpuInference {
     }
 
     fn block_for(&mut self, device: &wgpu::Device, job: &StageJob) -> Result<&GpuBlock, GpuError> {
-        let key = (job.model, job.input.shape().to_vec());
+        let key = (graph_key(job), job.input.shape().to_vec());
         if !self.blocks.contains_key(&key) {
-            let weights = match self.weights.get(&job.model) {
+            let weights = match self.weights.get(&key.0) {
                 Some(w) => w.clone(),
                 None => {
                     let w = Arc::new(ResidentWeights::upload(device, &job.graph)?);
-                    self.weights.insert(job.model, w.clone());
+                    self.weights.insert(key.0, w.clone());
                     w
                 }
             };
@@ -94,12 +101,12 @@ fn record_jobs(mut ctx: RenderContext, device: Res<RenderDevice>, mut state: Res
         });
         match prepared {
             Ok((upload, readback, shape)) => {
-                let block = &state.blocks[&(job.model, job.input.shape().to_vec())];
+                let block = &state.blocks[&(graph_key(&job), job.input.shape().to_vec())];
                 block.encode(state.library.as_ref().expect("built with the block"), ctx.command_encoder(), &upload, &readback);
                 state.recorded.push(Recorded { job, readback, shape });
             }
             Err(error) => {
-                let _ = state.results.send(JobOutcome { entity: job.entity, started: job.started, result: Err(error) });
+                let _ = state.results.send(JobOutcome { tag: job.tag, entity: job.entity, started: job.started, result: Err(error) });
             }
         }
     }
@@ -119,7 +126,7 @@ fn map_readbacks(mut state: ResMut<GpuInference>) {
             let result = mapped
                 .map(|()| read_mapped(&buffer, shape))
                 .map_err(|e| GpuError::Readback(e.to_string()));
-            let _ = results.send(JobOutcome { entity: job.entity, started: job.started, result });
+            let _ = results.send(JobOutcome { tag: job.tag, entity: job.entity, started: job.started, result });
         });
     }
 }

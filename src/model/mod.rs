@@ -15,7 +15,7 @@ pub mod onnx_pb;
 mod reference;
 pub mod shape;
 
-pub use asset::{Model, OnnxLoader};
+pub use asset::{Model, OnnxLoader, PlanLoader};
 pub use error::ModelError;
 pub use onnx::{import_onnx, MIN_OPSET};
 pub use plan::{PartitionPlan, PlanError, TransferDtype, ValidatedPlan};

@@ -46,7 +46,7 @@ pub struct StageRange {
 }
 
 /// A partition plan as written in a `.plan.ron` file: what a user edits or `plan` proposes.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, bevy::asset::Asset, bevy::reflect::TypePath)]
 pub struct PartitionPlan {
     /// Format version ([`PLAN_VERSION`]).
     pub version: u32,

@@ -6,6 +6,8 @@ pub mod auth;
 pub mod codec;
 pub mod latency;
 pub mod reassembly;
+#[cfg(feature = "p2p")]
+pub mod session;
 
 pub use auth::{CapabilityToken, PeerUuid, Permissions, RoomKeys};
 pub use codec::{decode_frame, encode_frame, Capabilities, Direction, FrameError, Hello, Message, TensorChunk, TensorHeader};

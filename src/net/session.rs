@@ -338,7 +338,7 @@ impl PeerSession {
                 self.handle_frame(PeerUuid(peer.0.into_bytes()), &packet, now, &mut events);
             }
         }
-        for (peer, _) in self.reassembler.expire(now) {
+        for (peer, _, _) in self.reassembler.expire(now) {
             if let Some(link) = self.links.get_mut(&peer) {
                 link.rejected += 1;
             }

@@ -1,6 +1,8 @@
 //! Main-world scheduling: requests become stage jobs for the render world, and finished jobs
 //! become predictions. With one peer every request is a single local job.
 
+#[cfg(feature = "p2p")]
+pub mod distributed;
 pub mod pipeline;
 
 use std::sync::Arc;
@@ -41,6 +43,10 @@ pub struct Prediction {
     pub top_k: Vec<(usize, f32)>,
     /// From the request being handed to the GPU to the result reaching the main world.
     pub latency: Duration,
+    /// Per-stage breakdown when the request was split across peers (empty when it ran whole).
+    pub stages: Vec<pipeline::StageRecord>,
+    /// Stage runs repeated because a peer was lost or sent data that was rejected.
+    pub reruns: u32,
 }
 
 /// Triggered when a [`Prediction`] is ready.
@@ -72,13 +78,37 @@ pub struct InferenceFailed {
     pub error: InferenceError,
 }
 
+/// Marks a request that the peer session splits across players; the single-peer path leaves
+/// it alone.
+#[derive(Component, Debug)]
+pub struct SplitRequest;
+
+/// Marks a request that must run whole on this peer even when a session could split it (used
+/// to compare split results with single-peer ones).
+#[derive(Component, Debug)]
+pub struct LocalOnly;
+
 /// Marks a request that has been handed to the render world.
 #[derive(Component, Debug)]
 pub struct Submitted;
 
+/// What a job is for, so that its outcome reaches the right place.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum JobTag {
+    /// A whole request run on this peer (its entity holds the [`InferenceRequest`]).
+    Request,
+    /// A stage of a request this peer coordinates.
+    PipelineStage { request: u64, stage: usize },
+    /// A stage run for another peer.
+    RemoteStage { from: crate::net::PeerUuid, request: u64, stage: u16 },
+    /// The calibration run measured before joining a session.
+    Calibration,
+}
+
 /// One block of one request, to be run by the render world.
 #[derive(Clone, Debug)]
 pub(crate) struct StageJob {
+    pub tag: JobTag,
     pub entity: Entity,
     pub model: AssetId<Model>,
     pub graph: Arc<Graph>,
@@ -88,6 +118,7 @@ pub(crate) struct StageJob {
 
 /// What the render world sends back for a job.
 pub(crate) struct JobOutcome {
+    pub tag: JobTag,
     pub entity: Entity,
     pub started: Instant,
     pub result: Result<Tensor, GpuError>,
@@ -101,7 +132,15 @@ impl JobQueue {
     pub fn take(&mut self) -> Vec<StageJob> {
         std::mem::take(&mut self.0)
     }
+
+    pub fn push(&mut self, job: StageJob) {
+        self.0.push(job);
+    }
 }
+
+/// Finished jobs that belong to a split request or to another peer, for the session systems.
+#[derive(Resource, Default)]
+pub(crate) struct StageOutcomes(pub Vec<JobOutcome>);
 
 /// The receiving end of finished jobs.
 #[derive(Resource)]
@@ -113,7 +152,7 @@ pub(crate) struct TopK(pub usize);
 
 pub(crate) fn submit_requests(
     mut commands: Commands,
-    requests: Query<(Entity, &InferenceRequest), (Without<Submitted>, Without<InferenceFailed>)>,
+    requests: Query<(Entity, &InferenceRequest), (Without<Submitted>, Without<InferenceFailed>, Without<SplitRequest>)>,
     models: Res<Assets<Model>>,
     server: Res<AssetServer>,
     mut queue: ResMut<JobQueue>,
@@ -121,6 +160,7 @@ pub(crate) fn submit_requests(
     for (entity, request) in &requests {
         if let Some(model) = models.get(&request.model) {
             queue.0.push(StageJob {
+                tag: JobTag::Request,
                 entity,
                 model: request.model.id(),
                 graph: model.graph().clone(),
@@ -134,14 +174,18 @@ pub(crate) fn submit_requests(
     }
 }
 
-fn fail(commands: &mut Commands, entity: Entity, error: InferenceError) {
+pub(crate) fn fail(commands: &mut Commands, entity: Entity, error: InferenceError) {
     let failed = InferenceFailed { entity, error };
     commands.entity(entity).insert(failed.clone());
     commands.trigger(failed);
 }
 
-pub(crate) fn receive_results(mut commands: Commands, results: Res<JobResults>, top_k: Res<TopK>) {
+pub(crate) fn receive_results(mut commands: Commands, results: Res<JobResults>, top_k: Res<TopK>, mut stages: ResMut<StageOutcomes>) {
     for outcome in results.0.try_iter() {
+        if outcome.tag != JobTag::Request {
+            stages.0.push(outcome);
+            continue;
+        }
         let Ok(mut entity_commands) = commands.get_entity(outcome.entity) else { continue };
         match outcome.result {
             Ok(output) => {
@@ -149,6 +193,8 @@ pub(crate) fn receive_results(mut commands: Commands, results: Res<JobResults>, 
                     top_k: output.top_k(0, top_k.0),
                     output,
                     latency: outcome.started.elapsed(),
+                    stages: Vec::new(),
+                    reruns: 0,
                 };
                 entity_commands.insert(prediction.clone());
                 commands.trigger(PredictionReady { entity: outcome.entity, prediction });
