@@ -79,6 +79,7 @@ impl GpuInference {
             };
             let library = self.library.get_or_insert_with(|| KernelLibrary::new(device));
             let block = GpuBlock::new(device, library, weights, &job.graph, job.input.shape())?;
+
             self.blocks.insert(key.clone(), block);
         }
         Ok(&self.blocks[&key])

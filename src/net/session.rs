@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bevy::prelude::Resource;
 use bevy::tasks::{IoTaskPool, TaskPool};
-use matchbox_socket::{PeerId, PeerState, WebRtcSocket};
+use matchbox_socket::{PeerId, PeerState, RtcIceServerConfig, WebRtcSocket};
 use thiserror::Error;
 
 use super::auth::{PeerUuid, Permissions, RoomKeys};
@@ -26,6 +26,10 @@ pub struct SessionConfig {
     pub room_url: String,
     /// The room's shared secret; frames and tokens are authenticated with keys derived from it.
     pub room_key: String,
+    /// STUN/TURN server URLs for ICE. Empty by default: host candidates only, which reach
+    /// peers on the same machine or network and contact no outside server. Players behind
+    /// different NATs need a STUN (or TURN) server here.
+    pub ice_servers: Vec<String>,
     /// What this peer's token lets it do.
     pub permissions: Permissions,
     /// SHA-256 of the model this peer runs; peers with another model are not trusted.
@@ -51,16 +55,17 @@ pub struct SessionConfig {
 
 impl SessionConfig {
     /// A configuration with the defaults used by the examples: 100 ms heartbeat, lost after
-    /// 600 ms of silence, 5 s handshake timeout.
+    /// 800 ms of silence, 5 s handshake timeout.
     pub fn new(room_url: impl Into<String>, room_key: impl Into<String>, permissions: Permissions, model_hash: [u8; 32], capabilities: Capabilities) -> Self {
         Self {
             room_url: room_url.into(),
             room_key: room_key.into(),
+            ice_servers: Vec::new(),
             permissions,
             model_hash,
             capabilities,
             heartbeat: Duration::from_millis(100),
-            lost_after: Duration::from_millis(600),
+            lost_after: Duration::from_millis(800),
             handshake_timeout: Duration::from_secs(5),
             hello_retry: Duration::from_millis(250),
             reconnect_after: Duration::from_secs(8),
@@ -245,10 +250,15 @@ pub struct PeerSession {
     next_nonce: u64,
     last_progress: Instant,
     reconnects: u32,
+    corrupt_next_tensor: bool,
+    last_poll: Instant,
 }
 
-fn open_socket(url: &str) -> WebRtcSocket {
-    let (socket, message_loop) = WebRtcSocket::new_reliable(url);
+fn open_socket(url: &str, ice_servers: &[String]) -> WebRtcSocket {
+    let (socket, message_loop) = WebRtcSocket::builder(url)
+        .ice_server(RtcIceServerConfig { urls: ice_servers.to_vec(), username: None, credential: None })
+        .add_reliable_channel()
+        .build();
     let pool = IoTaskPool::get_or_init(TaskPool::new);
     pool.spawn(async move {
         if let Err(error) = message_loop.await {
@@ -262,7 +272,7 @@ fn open_socket(url: &str) -> WebRtcSocket {
 impl PeerSession {
     /// Joins the room (the connection is set up in the background).
     pub fn connect(config: SessionConfig) -> Self {
-        let socket = open_socket(&config.room_url);
+        let socket = open_socket(&config.room_url, &config.ice_servers);
         Self {
             keys: RoomKeys::derive(&config.room_key),
             reassembler: Reassembler::new(config.limits),
@@ -274,6 +284,8 @@ impl PeerSession {
             next_nonce: 0,
             last_progress: Instant::now(),
             reconnects: 0,
+            corrupt_next_tensor: false,
+            last_poll: Instant::now(),
         }
     }
 
@@ -308,6 +320,15 @@ impl PeerSession {
     /// and detects lost peers. Call once per frame.
     pub fn poll(&mut self, now: Instant) -> Vec<SessionEvent> {
         let mut events = Vec::new();
+        // A long frame on this side (a hitch, a shader compile) is not the peers' silence:
+        // frames they sent meanwhile are still queued, so credit them the stall.
+        let stall = now.saturating_duration_since(self.last_poll);
+        self.last_poll = now;
+        if stall > self.config.heartbeat * 2 {
+            for link in self.links.values_mut() {
+                link.last_heard += stall;
+            }
+        }
         if self.own.is_none() {
             self.own = self.socket.id().map(|id| PeerUuid(id.0.into_bytes()));
         }
@@ -486,7 +507,7 @@ impl PeerSession {
 
     fn rebuild(&mut self, now: Instant, events: &mut Vec<SessionEvent>) {
         self.socket.close();
-        self.socket = open_socket(&self.config.room_url);
+        self.socket = open_socket(&self.config.room_url, &self.config.ice_servers);
         self.own = None;
         for peer in self.links.keys() {
             events.push(SessionEvent::PeerLost { peer: *peer, reason: LostReason::Disconnected });
@@ -504,7 +525,12 @@ impl PeerSession {
             return false;
         };
         link.send_sequence += 1;
-        let frame = encode_frame(&self.keys, own, peer, link.send_sequence, message);
+        let mut frame = encode_frame(&self.keys, own, peer, link.send_sequence, message);
+        if self.corrupt_next_tensor && matches!(message, Message::Tensor(_)) {
+            self.corrupt_next_tensor = false;
+            let middle = frame.len() / 2;
+            frame[middle] ^= 0x01;
+        }
         link.bytes_out += frame.len() as u64;
         self.socket.channel_mut(0).try_send(matchbox_socket::Packet::from(frame), id).is_ok()
     }
@@ -538,10 +564,9 @@ impl PeerSession {
         Ok(self.links[&peer].bytes_out - before)
     }
 
-    /// Sends a raw, already encoded frame: for tests that play a hostile peer.
-    #[doc(hidden)]
-    pub fn send_raw(&mut self, peer: PeerUuid, frame: Vec<u8>) -> bool {
-        let Some(&id) = self.ids.get(&peer) else { return false };
-        self.socket.channel_mut(0).try_send(matchbox_socket::Packet::from(frame), id).is_ok()
+    /// Fault injection for tests and demos: flips one bit of the next tensor frame after it
+    /// has been authenticated, as a corrupting network or a tampering peer would.
+    pub fn corrupt_next_tensor_frame(&mut self) {
+        self.corrupt_next_tensor = true;
     }
 }

@@ -14,6 +14,7 @@ use super::pipeline::{assign_stages, Executor, Pipeline, PipelineAction, Request
 use super::{fail, InferenceError, InferenceFailed, InferenceRequest, JobQueue, JobTag, LocalOnly, Prediction, PredictionReady, SplitRequest, StageJob, StageOutcomes, Submitted, TopK};
 use crate::model::ir::Graph;
 use crate::model::plan::{PartitionPlan, TransferDtype};
+use crate::model::shape::infer_shapes;
 use crate::model::Model;
 use crate::net::session::{LinkState, PeerSession, SessionConfig, SessionEvent};
 use crate::net::{Capabilities, Direction, PeerUuid, Permissions};
@@ -101,7 +102,6 @@ enum Phase {
 /// One split request on the coordinator.
 struct Tracked {
     entity: Entity,
-    started: Instant,
     bytes: u64,
 }
 
@@ -128,6 +128,9 @@ pub struct Distributed {
     next_request: RequestId,
     /// Bytes sent per finished request, most recent last.
     pub finished_traffic: Vec<RequestTraffic>,
+    /// Stages this peer ran for other peers.
+    pub stages_served: u64,
+    calibrating: usize,
 }
 
 impl Distributed {
@@ -145,6 +148,8 @@ impl Distributed {
             tracked: HashMap::new(),
             next_request: 0,
             finished_traffic: Vec::new(),
+            stages_served: 0,
+            calibrating: 0,
         }
     }
 
@@ -192,16 +197,28 @@ fn prepare(mut state: ResMut<Distributed>, models: Res<Assets<Model>>, mut queue
     state.input_dtypes = validated.stages.iter().map(|s| s.input_dtype).collect();
     state.stages = validated.stage_graphs(&graph).into_iter().map(Arc::new).collect();
     state.reassign();
+    // Warm-up: every stage block (and the whole model, which is what gets timed) is compiled
+    // and run once before joining, so no frame later stalls on pipeline creation.
     let shape: Vec<usize> = graph.input.dims.iter().map(|d| d.unwrap_or(1)).collect();
-    let entity = commands.spawn_empty().id();
-    queue.push(StageJob {
-        tag: JobTag::Calibration,
-        entity,
-        model: state.model.id(),
-        graph,
-        input: Tensor::zeros(shape),
-        started: Instant::now(),
-    });
+    let shapes = match infer_shapes(&graph, &shape) {
+        Ok(shapes) => shapes,
+        Err(error) => {
+            problems.write(SessionProblem(format!("cannot size the stages: {error}")));
+            state.phase = Phase::Failed;
+            return;
+        }
+    };
+    let started = Instant::now();
+    let mut jobs = vec![(graph.clone(), shape)];
+    for (stage, spec) in state.stages.iter().zip(&validated.stages) {
+        jobs.push((stage.clone(), shapes[&spec.input].clone()));
+    }
+    state.calibrating = jobs.len();
+    let model = state.model.id();
+    for (graph, shape) in jobs {
+        let entity = commands.spawn_empty().id();
+        queue.push(StageJob { tag: JobTag::Calibration, entity, model, graph, input: Tensor::zeros(shape), started });
+    }
     state.phase = Phase::Calibrating;
 }
 
@@ -221,7 +238,7 @@ fn claim_requests(
         let id = state.next_request;
         state.next_request += 1;
         state.pipeline.submit(id, request.input.clone());
-        state.tracked.insert(id, Tracked { entity, started: Instant::now(), bytes: 0 });
+        state.tracked.insert(id, Tracked { entity, bytes: 0 });
         commands.entity(entity).insert((SplitRequest, Submitted));
     }
 }
@@ -249,6 +266,10 @@ fn drive(
                 if let Err(error) = result {
                     problems.write(SessionProblem(format!("calibration failed: {error}")));
                 }
+                state.calibrating -= 1;
+                if state.calibrating > 0 {
+                    continue;
+                }
                 let Some(model) = models.get(&state.model) else { continue };
                 let config = session_config(&state.settings, model.hash(), adapter.as_deref(), outcome.started.elapsed());
                 commands.insert_resource(PeerSession::connect(config));
@@ -272,6 +293,7 @@ fn drive(
                 let Some(session) = session.as_deref_mut() else { continue };
                 match result {
                     Ok(output) => {
+                        state.stages_served += 1;
                         let dtype = state.input_dtypes.get(stage as usize + 1).copied().unwrap_or(TransferDtype::F32);
                         if let Err(error) = session.send_tensor(from, request, stage, Direction::StageOutput, &output, dtype) {
                             problems.write(SessionProblem(format!("cannot return stage {stage} of request {request}: {error}")));
@@ -295,7 +317,7 @@ fn drive(
     let timeout = state.settings.stage_timeout;
     actions.extend(state.pipeline.rerun_overdue(timeout, &assignment, now));
     actions.extend(state.pipeline.start_waiting(&assignment, now));
-    execute(actions, &mut state, session.as_deref_mut(), &mut queue, &mut commands, top_k.0, now);
+    execute(actions, &mut state, session.as_deref_mut(), &mut queue, &mut commands, &mut problems, top_k.0, now);
 }
 
 fn session_config(settings: &SessionSettings, model_hash: [u8; 32], adapter: Option<&RenderAdapterInfo>, calibration: Duration) -> SessionConfig {
@@ -366,12 +388,14 @@ fn handle_event(event: &SessionEvent, state: &mut Distributed, session: &mut Pee
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn execute(
     mut actions: Vec<PipelineAction>,
     state: &mut Distributed,
     mut session: Option<&mut PeerSession>,
     queue: &mut JobQueue,
     commands: &mut Commands,
+    problems: &mut MessageWriter<SessionProblem>,
     top_k: usize,
     now: Instant,
 ) {
@@ -399,7 +423,8 @@ fn execute(
                             t.bytes += bytes;
                         }
                     }
-                    Err(_) => {
+                    Err(error) => {
+                        problems.write(SessionProblem(format!("cannot send stage {stage} of request {request}: {error}; running it elsewhere")));
                         // The peer is gone: drop it and run the stage elsewhere.
                         state.workers.remove(&peer);
                         state.reassign();
@@ -408,10 +433,10 @@ fn execute(
                     }
                 }
             }
-            PipelineAction::Finished { request, output, stages, reruns } => {
+            PipelineAction::Finished { request, output, stages, reruns, in_flight } => {
                 let Some(tracked) = state.tracked.remove(&request) else { continue };
                 state.finished_traffic.push(RequestTraffic { bytes: tracked.bytes });
-                let prediction = Prediction { top_k: output.top_k(0, top_k), output, latency: tracked.started.elapsed(), stages, reruns };
+                let prediction = Prediction { top_k: output.top_k(0, top_k), output, latency: in_flight, stages, reruns };
                 if let Ok(mut entity) = commands.get_entity(tracked.entity) {
                     entity.insert(prediction.clone());
                     commands.trigger(PredictionReady { entity: tracked.entity, prediction });

@@ -41,7 +41,8 @@ pub struct Prediction {
     pub output: Tensor,
     /// Top classes of the first batch row with softmax probabilities, best first.
     pub top_k: Vec<(usize, f32)>,
-    /// From the request being handed to the GPU to the result reaching the main world.
+    /// From the request being handed to the GPU (a split request: admitted into the pipeline,
+    /// which keeps K in flight) to the result reaching the main world.
     pub latency: Duration,
     /// Per-stage breakdown when the request was split across peers (empty when it ran whole).
     pub stages: Vec<pipeline::StageRecord>,

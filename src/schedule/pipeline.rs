@@ -77,6 +77,8 @@ pub enum PipelineAction {
         stages: Vec<StageRecord>,
         /// Stage runs that were repeated (lost peer, rejected data, timeout).
         reruns: u32,
+        /// From admission into the pipeline (stage 0 starting) to the output arriving.
+        in_flight: Duration,
     },
 }
 
@@ -114,6 +116,7 @@ struct Active {
     executor: Executor,
     input: Tensor,
     stage_started: Instant,
+    admitted: Instant,
     records: Vec<StageRecord>,
     reruns: u32,
 }
@@ -153,7 +156,7 @@ impl Pipeline {
             let Some((request, input)) = self.waiting.pop_front() else { break };
             let executor = assignment.executors[0];
             actions.push(PipelineAction::Run { request, stage: 0, executor, input: input.clone() });
-            self.active.insert(request, Active { stage: 0, executor, input, stage_started: now, records: Vec::new(), reruns: 0 });
+            self.active.insert(request, Active { stage: 0, executor, input, stage_started: now, admitted: now, records: Vec::new(), reruns: 0 });
         }
         actions
     }
@@ -177,7 +180,7 @@ impl Pipeline {
         let mut actions = Vec::new();
         if stage + 1 == assignment.executors.len() {
             let done = self.active.remove(&request).expect("present");
-            actions.push(PipelineAction::Finished { request, output, stages: done.records, reruns: done.reruns });
+            actions.push(PipelineAction::Finished { request, output, stages: done.records, reruns: done.reruns, in_flight: now - done.admitted });
             actions.extend(self.start_waiting(assignment, now));
         } else {
             active.stage = stage + 1;

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Starts the signaling server and three peers (a coordinator and two workers), each its own
+# process with its own GPU context, inside a fresh network namespace (WebRTC needs an interface
+# besides loopback; nothing leaves the namespace). The coordinator's JSON summary is the last
+# line printed. Needs root (unshare -n) and iproute2.
+#
+#   tools/p2p_demo.sh [--release] [extra coordinator arguments, e.g. --plan assets/plans/fashion_3_f32.plan.ron --k 1]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile=debug
+flags=()
+if [ "${1:-}" = --release ]; then
+    profile=release
+    flags=(--release)
+    shift
+fi
+cargo build -q "${flags[@]}" --example signaling --example peer >&2
+bin="${CARGO_TARGET_DIR:-$PWD/target}/$profile/examples"
+export BEVY_ASSET_ROOT="$PWD"
+unshare -n bash -s -- "$bin" "$@" <<'INNER'
+set -euo pipefail
+bin=$1
+shift
+ip link set lo up
+ip link add v0 type veth peer name v1
+ip addr add 10.99.0.1/24 dev v0
+ip link set v0 up
+ip link set v1 up
+ip route add default dev v0
+"$bin/signaling" --port 3536 >/dev/null &
+signaling=$!
+trap 'kill $signaling 2>/dev/null || true' EXIT
+sleep 0.5
+room=ws://127.0.0.1:3536/demo
+plan=assets/plans/fashion_3_int8.plan.ron
+prev=""
+for arg in "$@"; do
+    case "$prev${prev:+ }$arg" in --plan\ *) plan=$arg ;; esac
+    prev=$arg
+done
+"$bin/peer" --role worker --room "$room" --key demo-room-key --plan "$plan" >&2 &
+worker1=$!
+"$bin/peer" --role worker --room "$room" --key demo-room-key --plan "$plan" >&2 &
+worker2=$!
+"$bin/peer" --role coordinator --room "$room" --key demo-room-key "$@"
+wait $worker1 $worker2 || true
+INNER
