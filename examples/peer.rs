@@ -266,7 +266,7 @@ fn run_worker(args: &Args, plan: PartitionPlan) -> Result<(), String> {
         std::thread::sleep(Duration::from_micros(200));
     }
     let served = app.world().resource::<Distributed>().stages_served;
-    let rejected: u64 = app.world().get_resource::<PeerSession>().map_or(0, |s| s.links().map(|(_, l)| l.rejected).sum());
+    let rejected = app.world().get_resource::<PeerSession>().map_or(0, |s| s.rejected_total());
     println!("{{\"stages_served\":{served},\"rejected\":{rejected},\"saw_coordinator\":{saw_coordinator}}}");
     Ok(())
 }

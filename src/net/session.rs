@@ -44,8 +44,9 @@ pub struct SessionConfig {
     pub handshake_timeout: Duration,
     /// Interval between repeated hellos until the other side acknowledges.
     pub hello_retry: Duration,
-    /// Rebuild the socket when fewer than [`Self::expected_peers`] are trusted for this long
-    /// (matchbox's connection setup occasionally hangs).
+    /// Rebuild the socket when fewer than [`Self::expected_peers`] have become trusted this
+    /// long after joining or after the last one did (matchbox's connection setup occasionally
+    /// hangs). Once all expected peers were trusted, the socket is never rebuilt.
     pub reconnect_after: Duration,
     /// Peers this one waits for before considering the session complete (0: no expectation).
     pub expected_peers: usize,
@@ -252,6 +253,8 @@ pub struct PeerSession {
     reconnects: u32,
     corrupt_next_tensor: bool,
     last_poll: Instant,
+    reached_expected: bool,
+    rejected_total: u64,
 }
 
 fn open_socket(url: &str, ice_servers: &[String]) -> WebRtcSocket {
@@ -286,6 +289,8 @@ impl PeerSession {
             reconnects: 0,
             corrupt_next_tensor: false,
             last_poll: Instant::now(),
+            reached_expected: false,
+            rejected_total: 0,
         }
     }
 
@@ -297,6 +302,11 @@ impl PeerSession {
     /// The session's configuration.
     pub fn config(&self) -> &SessionConfig {
         &self.config
+    }
+
+    /// Messages dropped since joining, from every peer (including peers that have left).
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected_total
     }
 
     /// Every peer seen, with its link state.
@@ -365,6 +375,7 @@ impl PeerSession {
             }
         }
         self.housekeeping(now, &mut events);
+        self.rejected_total += events.iter().filter(|e| matches!(e, SessionEvent::Rejected { .. })).count() as u64;
         events
     }
 
@@ -495,13 +506,12 @@ impl PeerSession {
         for (peer, nonce) in due_pings {
             self.send(peer, &Message::Ping { nonce });
         }
+        // Only the initial connection is retried: once the expected peers were all here, a
+        // missing one is a lost peer, handled by the scheduler, not a stalled socket.
         let trusted = self.links.values().filter(|l| l.state == LinkState::Trusted).count();
-        if self.config.expected_peers > 0 && trusted < self.config.expected_peers {
-            if now - self.last_progress > self.config.reconnect_after {
-                self.rebuild(now, events);
-            }
-        } else {
-            self.last_progress = now;
+        self.reached_expected |= trusted >= self.config.expected_peers;
+        if !self.reached_expected && now - self.last_progress > self.config.reconnect_after {
+            self.rebuild(now, events);
         }
     }
 
@@ -517,6 +527,7 @@ impl PeerSession {
         self.reassembler = Reassembler::new(self.config.limits);
         self.reconnects += 1;
         self.last_progress = now;
+        self.reached_expected = false;
         events.push(SessionEvent::Reconnected { attempt: self.reconnects });
     }
 

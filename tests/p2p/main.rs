@@ -1,0 +1,220 @@
+//! Split inference over real matchbox WebRTC between separate processes (the `signaling` and
+//! `peer` examples), each peer with its own GPU context, inside a network namespace that each
+//! test makes for itself (`unshare -n`, a veth pair, nothing routed outside). Needs root, as CI
+//! has.
+
+mod netns;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use netns::{examples_dir, in_namespace, Serial};
+
+const ROOM: &str = "ws://127.0.0.1:3536/test";
+const KEY: &str = "test-room-key";
+const F32_PLAN: &str = "assets/plans/fashion_3_f32.plan.ron";
+const INT8_PLAN: &str = "assets/plans/fashion_3_int8.plan.ron";
+
+/// One line of a child's output, with when it arrived.
+struct Line {
+    text: String,
+    at: Instant,
+    stderr: bool,
+}
+
+/// A spawned example whose stdout and stderr lines are collected as they arrive.
+struct Process {
+    child: Child,
+    lines: mpsc::Receiver<Line>,
+    seen: Vec<Line>,
+}
+
+impl Process {
+    fn spawn(name: &str, args: &[&str]) -> Process {
+        let mut child = Command::new(examples_dir().join(name))
+            .args(args)
+            .env("BEVY_ASSET_ROOT", env!("CARGO_MANIFEST_DIR"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the {name} example (cargo test builds it): {e}"));
+        let (tx, lines) = mpsc::channel();
+        for (stream, stderr) in [(Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, false), (Box::new(child.stderr.take().unwrap()), true)] {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                for text in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(Line { text, at: Instant::now(), stderr });
+                }
+            });
+        }
+        Process { child, lines, seen: Vec::new() }
+    }
+
+    /// A worker that leaves when the coordinator does, or after `lifetime_s`.
+    fn worker(key: &str, plan: &str, lifetime_s: &str, extra: &[&str]) -> Process {
+        let mut args = vec!["--role", "worker", "--room", ROOM, "--key", key, "--plan", plan, "--lifetime-s", lifetime_s];
+        args.extend_from_slice(extra);
+        Process::spawn("peer", &args)
+    }
+
+    fn coordinator(plan: &str, rounds: &str) -> Process {
+        Process::spawn("peer", &["--role", "coordinator", "--room", ROOM, "--key", KEY, "--plan", plan, "--rounds", rounds, "--lifetime-s", "150"])
+    }
+
+    /// Collects lines until `pred` matches one (returning when it arrived) or the timeout.
+    fn wait_for_line(&mut self, timeout: Duration, pred: impl Fn(&Line) -> bool) -> Option<Instant> {
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = pred(&line).then_some(line.at);
+                    self.seen.push(line);
+                    if hit.is_some() {
+                        return hit;
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// Waits for the process to exit and returns all of its stdout and stderr.
+    fn finish(mut self, timeout: Duration) -> (String, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.child.try_wait().expect("wait").is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        thread::sleep(Duration::from_millis(200));
+        self.seen.extend(self.lines.try_iter());
+        let join = |err: bool| self.seen.iter().filter(|l| l.stderr == err).map(|l| l.text.as_str()).collect::<Vec<_>>().join("\n");
+        (join(false), join(true))
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of `"key":N` in a JSON line.
+fn json_number(line: &str, key: &str) -> f64 {
+    let start = line.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("no {key} in {line}")) + key.len() + 3;
+    line[start..].split([',', '}']).next().unwrap().parse().unwrap()
+}
+
+fn summary(stdout: &str, stderr: &str) -> String {
+    stdout
+        .lines()
+        .last()
+        .filter(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("the coordinator printed no summary\nstdout:\n{stdout}\nstderr:\n{stderr}"))
+        .to_string()
+}
+
+fn signaling() -> Process {
+    let mut server = Process::spawn("signaling", &["--port", "3536"]);
+    assert!(server.wait_for_line(Duration::from_secs(20), |l| l.text.starts_with("signaling on")).is_some(), "the signaling server did not start");
+    server
+}
+
+#[test]
+fn three_peers_with_f32_cuts_give_bit_identical_results_to_a_single_peer() {
+    let _serial = Serial::lock();
+    in_namespace("three_peers_with_f32_cuts_give_bit_identical_results_to_a_single_peer", || {
+        let _server = signaling();
+        let _w1 = Process::worker(KEY, F32_PLAN, "150", &[]);
+        let _w2 = Process::worker(KEY, F32_PLAN, "150", &[]);
+        let (out, err) = Process::coordinator(F32_PLAN, "2").finish(Duration::from_secs(170));
+        let json = summary(&out, &err);
+        assert_eq!(json_number(&json, "requests"), 20.0, "{json}");
+        assert_eq!(json_number(&json, "matches_single_peer"), 20.0, "{json}\n{out}");
+        assert_eq!(json_number(&json, "lost"), 0.0, "{json}");
+        let remote_stages = out.lines().filter(|l| l.contains("1 on peer") && l.contains("2 on peer")).count();
+        assert_eq!(remote_stages, 20, "every request ran stages 1 and 2 on the workers:\n{out}");
+        assert!(json_number(&json, "bytes_per_request") > 0.0);
+    });
+}
+
+#[test]
+fn a_tampered_chunk_is_rejected_and_the_request_still_completes() {
+    let _serial = Serial::lock();
+    in_namespace("a_tampered_chunk_is_rejected_and_the_request_still_completes", || {
+        let _server = signaling();
+        let _w1 = Process::worker(KEY, INT8_PLAN, "150", &["--tamper-once"]);
+        let _w2 = Process::worker(KEY, INT8_PLAN, "150", &["--tamper-once"]);
+        let (out, err) = Process::coordinator(INT8_PLAN, "1").finish(Duration::from_secs(170));
+        let json = summary(&out, &err);
+        assert!(err.contains("BadMac"), "the corrupted frame was not reported as failing authentication:\n{err}");
+        assert_eq!(json_number(&json, "lost"), 0.0, "{json}");
+        assert_eq!(json_number(&json, "matches_single_peer"), 10.0, "int8 cuts keep every top-1: {json}\n{out}");
+        assert!(out.lines().any(|l| l.contains("reruns 1") || l.contains("reruns 2")), "no request was re-run:\n{out}");
+    });
+}
+
+#[test]
+fn a_peer_with_the_wrong_room_key_never_runs_a_stage() {
+    let _serial = Serial::lock();
+    in_namespace("a_peer_with_the_wrong_room_key_never_runs_a_stage", || {
+        let _server = signaling();
+        let mut intruder = Process::worker("not-the-room-key", INT8_PLAN, "40", &[]);
+        let _w1 = Process::worker(KEY, INT8_PLAN, "150", &[]);
+        let _w2 = Process::worker(KEY, INT8_PLAN, "150", &[]);
+        // The intruder is in the room once it sees (and rejects) the workers' frames.
+        let joined = intruder.wait_for_line(Duration::from_secs(60), |l| l.text.contains("BadMac"));
+        assert!(joined.is_some(), "the intruder never met the workers");
+        let (out, err) = Process::coordinator(INT8_PLAN, "2").finish(Duration::from_secs(170));
+        let json = summary(&out, &err);
+        assert_eq!(json_number(&json, "lost"), 0.0, "{json}");
+        assert_eq!(json_number(&json, "matches_single_peer"), 20.0, "{json}");
+        assert!(err.contains("BadMac"), "the intruder's frames were not rejected by the coordinator:\n{err}");
+        let (intruder_out, intruder_err) = intruder.finish(Duration::from_secs(60));
+        let report = intruder_out.lines().last().unwrap_or_else(|| panic!("intruder printed nothing:\n{intruder_err}"));
+        assert_eq!(json_number(report, "stages_served"), 0.0, "{report}");
+        assert!(json_number(report, "rejected") > 0.0, "the intruder accepted frames from the room: {report}");
+    });
+}
+
+#[test]
+fn a_killed_worker_is_declared_lost_within_a_second_and_no_request_is_lost() {
+    let _serial = Serial::lock();
+    in_namespace("a_killed_worker_is_declared_lost_within_a_second_and_no_request_is_lost", || {
+        let _server = signaling();
+        let mut victim = Process::worker(KEY, INT8_PLAN, "150", &[]);
+        let _w2 = Process::worker(KEY, INT8_PLAN, "150", &[]);
+        let mut coordinator = Process::coordinator(INT8_PLAN, "4");
+        let started = coordinator.wait_for_line(Duration::from_secs(120), |l| !l.stderr && l.text.starts_with("request ")).is_some();
+        assert!(started, "no request finished before the kill");
+        victim.kill();
+        let killed = Instant::now();
+        let noticed = coordinator
+            .wait_for_line(Duration::from_secs(10), |l| l.text.contains("PeerLost"))
+            .expect("the killed worker was never declared lost");
+        let detection = noticed.saturating_duration_since(killed);
+        eprintln!("killed worker declared lost after {detection:?}");
+        assert!(detection < Duration::from_millis(1500), "declared lost after {detection:?}");
+        let (out, err) = coordinator.finish(Duration::from_secs(170));
+        let json = summary(&out, &err);
+        assert_eq!(json_number(&json, "requests"), 40.0, "{json}");
+        assert_eq!(json_number(&json, "lost"), 0.0, "{json}");
+        assert_eq!(json_number(&json, "matches_single_peer"), 40.0, "{json}");
+    });
+}
