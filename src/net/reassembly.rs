@@ -1,7 +1,9 @@
 //! Reassembly of chunked tensors, with limits on size, tensors in flight per peer and time.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use bevy::platform::time::Instant;
 
 use thiserror::Error;
 

@@ -4,7 +4,9 @@
 //! holds no ECS logic: [`PeerSession::poll`] is called once per frame.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use bevy::platform::time::Instant;
 
 use bevy::prelude::Resource;
 use bevy::tasks::{IoTaskPool, TaskPool};

@@ -6,7 +6,9 @@ pub mod distributed;
 pub mod pipeline;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use bevy::platform::time::Instant;
 
 use bevy::asset::{AssetId, LoadState};
 use bevy::prelude::*;

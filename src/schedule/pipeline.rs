@@ -3,7 +3,9 @@
 //! result is rejected, so that no request is lost.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use bevy::platform::time::Instant;
 
 use thiserror::Error;
 
