@@ -6,3 +6,4 @@ mod bad_input;
 mod bevy_app;
 mod models_match_onnx_runtime;
 mod ops_match_cpu_reference;
+mod staged_models;
