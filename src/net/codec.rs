@@ -197,6 +197,26 @@ fn kind_name(kind: u8) -> &'static str {
     }
 }
 
+/// Rejects frames whose sequence number is not newer than the last accepted one from the same
+/// sender (a replayed or duplicated frame). Senders number their frames 1, 2, 3, ...
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplayGuard {
+    last: Option<u64>,
+}
+
+impl ReplayGuard {
+    /// Accepts `sequence` if it is newer than every sequence accepted so far.
+    pub fn accept(&mut self, sequence: u64) -> Result<(), FrameError> {
+        if let Some(last) = self.last
+            && sequence <= last
+        {
+            return Err(FrameError::Replay { got: sequence, last });
+        }
+        self.last = Some(sequence);
+        Ok(())
+    }
+}
+
 /// Encodes and authenticates `message` as one frame from `sender` to `receiver`.
 pub fn encode_frame(keys: &RoomKeys, sender: PeerUuid, receiver: PeerUuid, sequence: u64, message: &Message) -> Vec<u8> {
     let mut body = Writer::default();
@@ -538,6 +558,22 @@ mod tests {
         let tag = keys().frame_tag(A, B, &frame);
         frame.extend_from_slice(&tag);
         assert!(matches!(decode_frame(&keys(), A, B, &frame), Err(FrameError::Malformed { kind: "tensor", .. })));
+    }
+
+    #[test]
+    fn a_replayed_or_duplicated_frame_is_rejected_after_authentication() {
+        let frames: Vec<Vec<u8>> = (1..=3).map(|seq| encode_frame(&keys(), A, B, seq, &Message::Ping { nonce: seq })).collect();
+        let mut guard = ReplayGuard::default();
+        for frame in &frames[..2] {
+            let (seq, _) = decode_frame(&keys(), A, B, frame).unwrap();
+            guard.accept(seq).unwrap();
+        }
+        let (seq, _) = decode_frame(&keys(), A, B, &frames[0]).unwrap();
+        assert_eq!(guard.accept(seq), Err(FrameError::Replay { got: 1, last: 2 }));
+        let (seq, _) = decode_frame(&keys(), A, B, &frames[1]).unwrap();
+        assert_eq!(guard.accept(seq), Err(FrameError::Replay { got: 2, last: 2 }));
+        let (seq, _) = decode_frame(&keys(), A, B, &frames[2]).unwrap();
+        assert_eq!(guard.accept(seq), Ok(()));
     }
 
     #[test]

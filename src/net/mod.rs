@@ -10,6 +10,6 @@ pub mod reassembly;
 pub mod session;
 
 pub use auth::{CapabilityToken, PeerUuid, Permissions, RoomKeys};
-pub use codec::{decode_frame, encode_frame, Capabilities, Direction, FrameError, Hello, Message, TensorChunk, TensorHeader};
+pub use codec::{decode_frame, encode_frame, Capabilities, Direction, FrameError, Hello, Message, ReplayGuard, TensorChunk, TensorHeader};
 pub use latency::RttStats;
 pub use reassembly::{ChunkError, Reassembler, ReassemblyLimits, ReceivedTensor};

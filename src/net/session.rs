@@ -14,7 +14,7 @@ use matchbox_socket::{PeerId, PeerState, RtcIceServerConfig, WebRtcSocket};
 use thiserror::Error;
 
 use super::auth::{PeerUuid, Permissions, RoomKeys};
-use super::codec::{decode_frame, encode_frame, split_into_chunks, Capabilities, Direction, FrameError, Hello, Message, TensorHeader};
+use super::codec::{decode_frame, encode_frame, split_into_chunks, ReplayGuard, Capabilities, Direction, FrameError, Hello, Message, TensorHeader};
 use super::latency::RttStats;
 use super::reassembly::{ChunkError, Reassembler, ReassemblyLimits, ReceivedTensor};
 use crate::model::plan::TransferDtype;
@@ -111,7 +111,7 @@ pub struct PeerLink {
     last_hello: Option<Instant>,
     last_ping: Instant,
     send_sequence: u64,
-    receive_sequence: Option<u64>,
+    replay: ReplayGuard,
     pings: HashMap<u64, Instant>,
 }
 
@@ -130,7 +130,7 @@ impl PeerLink {
             last_hello: None,
             last_ping: now,
             send_sequence: 0,
-            receive_sequence: None,
+            replay: ReplayGuard::default(),
             pings: HashMap::new(),
         }
     }
@@ -392,12 +392,9 @@ impl PeerSession {
             Ok(decoded) => decoded,
             Err(error) => return reject(link, events, error.into()),
         };
-        if let Some(last) = link.receive_sequence
-            && sequence <= last
-        {
-            return reject(link, events, FrameError::Replay { got: sequence, last }.into());
+        if let Err(replay) = link.replay.accept(sequence) {
+            return reject(link, events, replay.into());
         }
-        link.receive_sequence = Some(sequence);
         link.last_heard = now;
         link.bytes_in += frame.len() as u64;
         if link.state == LinkState::Refused {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bevy::platform::time::Instant;
 
 use bevy::prelude::*;
-use bevy::render::renderer::RenderAdapterInfo;
+use bevy::render::renderer::{RenderAdapterInfo, RenderDevice};
 
 use super::pipeline::{assign_stages, Executor, Pipeline, PipelineAction, RequestId, StageAssignment, WorkerSpeed};
 use super::{fail, InferenceError, InferenceFailed, InferenceRequest, JobQueue, JobTag, LocalOnly, Prediction, PredictionReady, SplitRequest, StageJob, StageOutcomes, Submitted, TopK};
@@ -254,6 +254,7 @@ fn drive(
     mut queue: ResMut<JobQueue>,
     models: Res<Assets<Model>>,
     adapter: Option<Res<RenderAdapterInfo>>,
+    device: Option<Res<RenderDevice>>,
     top_k: Res<TopK>,
     mut events: MessageWriter<PeerSessionEvent>,
     mut problems: MessageWriter<SessionProblem>,
@@ -273,7 +274,7 @@ fn drive(
                     continue;
                 }
                 let Some(model) = models.get(&state.model) else { continue };
-                let config = session_config(&state.settings, model.hash(), adapter.as_deref(), outcome.started.elapsed());
+                let config = session_config(&state.settings, model.hash(), adapter.as_deref(), device.as_deref(), outcome.started.elapsed());
                 commands.insert_resource(PeerSession::connect(config));
                 state.phase = Phase::Running;
             }
@@ -322,14 +323,25 @@ fn drive(
     execute(actions, &mut state, session.as_deref_mut(), &mut queue, &mut commands, &mut problems, top_k.0, now);
 }
 
-fn session_config(settings: &SessionSettings, model_hash: [u8; 32], adapter: Option<&RenderAdapterInfo>, calibration: Duration) -> SessionConfig {
+fn session_config(
+    settings: &SessionSettings,
+    model_hash: [u8; 32],
+    adapter: Option<&RenderAdapterInfo>,
+    device: Option<&RenderDevice>,
+    calibration: Duration,
+) -> SessionConfig {
     let (adapter_name, backend) = adapter.map_or(("unknown".to_string(), "unknown".to_string()), |a| (a.name.clone(), format!("{:?}", a.backend)));
+    let features = device.map(|d| d.features()).unwrap_or_default();
+    let subgroup_sizes = match adapter {
+        Some(a) if features.contains(wgpu::Features::SUBGROUP) => (a.subgroup_min_size, a.subgroup_max_size),
+        _ => (0, 0),
+    };
     let capabilities = Capabilities {
         adapter: adapter_name,
         backend,
-        shader_f16: false,
-        subgroup_sizes: (0, 0),
-        max_storage_binding: 0,
+        shader_f16: features.contains(wgpu::Features::SHADER_F16),
+        subgroup_sizes,
+        max_storage_binding: device.map_or(0, |d| d.limits().max_storage_buffer_binding_size as u64),
         calibration_us: calibration.as_micros().min(u32::MAX as u128) as u32,
     };
     let permissions = match settings.role {
