@@ -65,3 +65,29 @@ fn a_request_with_the_wrong_input_shape_fails_with_an_error_instead_of_a_predict
     assert!(app.world().get::<InferenceFailed>(entity).is_some());
     assert!(app.world().get::<Prediction>(entity).is_none());
 }
+
+#[test]
+fn predictions_are_published_to_bevy_diagnostics_and_the_inference_history() {
+    use bevy::diagnostic::DiagnosticsStore;
+    use bevy_p2p_inference::diagnostics::LATENCY_MS;
+    use bevy_p2p_inference::{InferenceDiagnosticsPlugin, InferenceHistory};
+
+    let mut app = App::new();
+    app.add_plugins((headless_plugins(), P2pInferencePlugin::default(), InferenceDiagnosticsPlugin::default()));
+    app.finish();
+    app.cleanup();
+    let image = std::fs::read(format!("{}/assets/images/bag.png", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let input = Tensor::from_image_bytes(&image, 1, 28, 28).unwrap();
+    let model: Handle<Model> = app.world().resource::<AssetServer>().load("models/fashion_mobilenetv2.onnx");
+    let entity = app.world_mut().spawn(InferenceRequest::new(model, input)).id();
+    let (prediction, _) = update_until_prediction(&mut app, entity, TIMEOUT).unwrap();
+    app.update(); // PostUpdate of the frame that delivered it has run; one more to be sure.
+    let history = app.world().resource::<InferenceHistory>();
+    assert_eq!(history.total(), 1);
+    let entry = history.entries().next().unwrap();
+    assert_eq!(entry.top_k, prediction.top_k);
+    assert_eq!(entry.input.as_ref().map(|t| t.shape().to_vec()), Some(vec![1, 1, 28, 28]));
+    let store = app.world().resource::<DiagnosticsStore>();
+    let latency = store.get(&LATENCY_MS).and_then(|d| d.value()).expect("a latency measurement");
+    assert!((latency - prediction.latency.as_secs_f64() * 1e3).abs() < 1e-6, "{latency} ms");
+}

@@ -1,0 +1,94 @@
+//! A windowed demo of the inspector overlay: classifies the shipped images in rotation and shows
+//! the predictions, the peers and the stage timings (F3 toggles the overlay). With `--room` it
+//! joins a room as coordinator and splits the model by `--plan` across the workers there.
+//!
+//! ```text
+//! cargo run --release --features window --example overlay
+//! cargo run --release --features window --example overlay -- --room ws://127.0.0.1:3536/demo --key KEY
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bevy::prelude::*;
+use bevy_p2p_inference::model::PartitionPlan;
+use bevy_p2p_inference::prelude::*;
+use bevy_p2p_inference::{InferenceOverlayPlugin, PeerRole, PeerSessionPlugin, SessionSettings};
+use clap::Parser;
+
+const CLASSES: [&str; 10] = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+const MODEL: &str = "models/fashion_mobilenetv2.onnx";
+
+/// Command-line arguments.
+#[derive(Parser)]
+#[command(about = "Classify the shipped images in rotation with the inspector overlay")]
+struct Args {
+    /// Join this matchbox room as coordinator.
+    #[arg(long)]
+    room: Option<String>,
+    /// The room key.
+    #[arg(long, default_value = "demo-room-key")]
+    key: String,
+    /// The partition plan used in a room.
+    #[arg(long, default_value = "assets/plans/fashion_3_int8.plan.ron")]
+    plan: PathBuf,
+    /// Seconds between requests.
+    #[arg(long, default_value_t = 0.5)]
+    interval: f32,
+}
+
+/// The shipped images as input tensors, and the rotation timer.
+#[derive(Resource)]
+struct Rotation {
+    images: Vec<Tensor>,
+    next: usize,
+    timer: Timer,
+    model: Handle<Model>,
+}
+
+fn main() -> AppExit {
+    let args = Args::parse();
+    let mut images = Vec::new();
+    for entry in std::fs::read_dir("assets/images").expect("run from the repository root") {
+        let path = entry.expect("readable folder").path();
+        let bytes = std::fs::read(&path).expect("readable image");
+        images.push(Tensor::from_image_bytes(&bytes, 1, 28, 28).expect("a PNG image"));
+    }
+    let mut app = App::new();
+    app.add_plugins(DefaultPlugins)
+        .add_plugins(P2pInferencePlugin::default())
+        .add_plugins(InferenceOverlayPlugin { class_names: CLASSES.iter().map(|s| s.to_string()).collect(), ..default() })
+        .insert_resource(Rotation { images, next: 0, timer: Timer::from_seconds(args.interval, TimerMode::Repeating), model: Handle::default() })
+        .add_systems(Startup, setup)
+        .add_systems(Update, request_next)
+        .add_systems(Last, remove_finished);
+    if let Some(room) = args.room {
+        let text = std::fs::read_to_string(&args.plan).expect("a plan file");
+        let plan = PartitionPlan::from_ron(&text).expect("a valid plan");
+        let mut settings = SessionSettings::new(room, args.key, PeerRole::Coordinator, MODEL, plan);
+        settings.stage_timeout = Duration::from_secs(2);
+        app.add_plugins(PeerSessionPlugin { settings });
+    }
+    app.run()
+}
+
+fn setup(mut commands: Commands, assets: Res<AssetServer>, mut rotation: ResMut<Rotation>) {
+    commands.spawn(Camera2d);
+    rotation.model = assets.load(MODEL);
+}
+
+/// Spawns a request for the next image on every tick.
+fn request_next(mut commands: Commands, time: Res<Time>, mut rotation: ResMut<Rotation>) {
+    if rotation.timer.tick(time.delta()).just_finished() && !rotation.images.is_empty() {
+        let input = rotation.images[rotation.next % rotation.images.len()].clone();
+        rotation.next += 1;
+        commands.spawn(InferenceRequest::new(rotation.model.clone(), input));
+    }
+}
+
+/// Removes finished requests once the overlay's history has recorded them (`PostUpdate`).
+fn remove_finished(mut commands: Commands, done: Query<Entity, Or<(With<Prediction>, With<InferenceFailed>)>>) {
+    for entity in &done {
+        commands.entity(entity).despawn();
+    }
+}

@@ -1,0 +1,173 @@
+//! The overlay's widgets as plain egui functions, usable from a game's own egui UI.
+
+use std::collections::HashMap;
+
+use bevy_egui::egui;
+use egui_plot::{Line, Plot, PlotPoints};
+
+use crate::diagnostics::{HistoryEntry, InferenceHistory};
+use crate::schedule::pipeline::Executor;
+
+/// One row of the peers table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerRow {
+    /// Short peer id.
+    pub id: String,
+    /// "coordinator", "worker" or "?" before the handshake.
+    pub role: String,
+    /// Adapter name and backend.
+    pub adapter: String,
+    /// Heartbeat round trip: median, p95 and jitter in ms, once measured.
+    pub rtt_ms: Option<(f64, f64, f64)>,
+    /// Milliseconds since a valid frame arrived.
+    pub last_heard_ms: f64,
+    /// Stages assigned to the peer.
+    pub stages: Vec<usize>,
+    /// Bytes received from and sent to the peer.
+    pub bytes_in: u64,
+    /// Bytes sent to the peer.
+    pub bytes_out: u64,
+    /// "trusted", "handshaking" or "refused".
+    pub auth: String,
+    /// Messages from the peer that were dropped.
+    pub rejected: u64,
+}
+
+/// egui textures of input thumbnails, by history entry id.
+#[derive(Default)]
+pub struct ThumbnailCache {
+    textures: HashMap<u64, egui::TextureHandle>,
+}
+
+impl ThumbnailCache {
+    /// The thumbnail of `entry`'s input if it is an image (`[1, 1|3, H, W]`, values in 0..1).
+    pub fn get(&mut self, ctx: &egui::Context, entry: &HistoryEntry) -> Option<egui::TextureHandle> {
+        if let Some(texture) = self.textures.get(&entry.id) {
+            return Some(texture.clone());
+        }
+        let input = entry.input.as_ref()?;
+        let &[_, channels, height, width] = input.shape() else { return None };
+        let plane = height * width;
+        let byte = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+        let image = match channels {
+            1 => egui::ColorImage::from_gray([width, height], &input.data()[..plane].iter().map(|&v| byte(v)).collect::<Vec<_>>()),
+            3 => {
+                let d = input.data();
+                let rgb: Vec<u8> = (0..plane).flat_map(|i| [byte(d[i]), byte(d[plane + i]), byte(d[2 * plane + i])]).collect();
+                egui::ColorImage::from_rgb([width, height], &rgb)
+            }
+            _ => return None,
+        };
+        let texture = ctx.load_texture(format!("inference input {}", entry.id), image, egui::TextureOptions::NEAREST);
+        self.textures.retain(|id, _| *id + 64 > entry.id);
+        self.textures.insert(entry.id, texture.clone());
+        Some(texture)
+    }
+}
+
+fn class_name(names: &[String], class: usize) -> String {
+    names.get(class).cloned().unwrap_or_else(|| format!("class {class}"))
+}
+
+/// The most recent `count` predictions: input thumbnail, top-3 with probability bars, latency.
+pub fn predictions_ui(ui: &mut egui::Ui, history: &InferenceHistory, class_names: &[String], thumbnails: &mut ThumbnailCache, count: usize) {
+    if history.entries().len() == 0 {
+        ui.label("No predictions yet");
+        return;
+    }
+    for entry in history.entries().rev().take(count) {
+        ui.horizontal(|ui| {
+            if let Some(texture) = thumbnails.get(ui.ctx(), entry) {
+                ui.add(egui::Image::new(&texture).fit_to_exact_size(egui::vec2(48.0, 48.0)));
+            }
+            ui.vertical(|ui| {
+                for (class, p) in entry.top_k.iter().take(3) {
+                    ui.horizontal(|ui| {
+                        ui.add(egui::ProgressBar::new(*p).desired_width(90.0).text(format!("{:.1}%", p * 100.0)));
+                        ui.label(class_name(class_names, *class));
+                    });
+                }
+                ui.label(format!("{:.2} ms end to end", entry.latency.as_secs_f64() * 1e3));
+            });
+        });
+        ui.separator();
+    }
+}
+
+/// The peers table: role, adapter, RTT, last heard, stages, traffic and trust.
+pub fn peers_ui(ui: &mut egui::Ui, rows: &[PeerRow]) {
+    if rows.is_empty() {
+        ui.label("No peers (single-player)");
+        return;
+    }
+    egui::Grid::new("inference peers").striped(true).show(ui, |ui| {
+        for title in ["peer", "role", "adapter", "RTT med / p95 / jitter", "last heard", "stages", "in / out", "auth", "rejected"] {
+            ui.strong(title);
+        }
+        ui.end_row();
+        for row in rows {
+            ui.label(&row.id);
+            ui.label(&row.role);
+            ui.label(&row.adapter);
+            ui.label(row.rtt_ms.map_or("-".to_string(), |(m, p, j)| format!("{m:.2} / {p:.2} / {j:.2} ms")));
+            ui.label(format!("{:.0} ms ago", row.last_heard_ms));
+            ui.label(if row.stages.is_empty() { "-".to_string() } else { format!("{:?}", row.stages) });
+            ui.label(format!("{} / {} KiB", row.bytes_in / 1024, row.bytes_out / 1024));
+            ui.label(&row.auth);
+            ui.label(row.rejected.to_string());
+            ui.end_row();
+        }
+    });
+}
+
+/// Per-stage times of the last `count` split predictions.
+pub fn stages_ui(ui: &mut egui::Ui, history: &InferenceHistory, count: usize) {
+    ui.label("CPU-side timing: from handing a stage its input to its output reaching this peer's main world (hops included); GPU timestamp queries are not used.");
+    let split: Vec<&HistoryEntry> = history.entries().rev().filter(|e| !e.stages.is_empty()).take(count).collect();
+    if split.is_empty() {
+        ui.label("No split predictions yet: every request ran whole on this peer.");
+        return;
+    }
+    egui::Grid::new("inference stages").striped(true).show(ui, |ui| {
+        ui.strong("request");
+        ui.strong("stages (who: ms)");
+        ui.strong("reruns");
+        ui.end_row();
+        for entry in split {
+            ui.label(format!("#{}", entry.id));
+            let stages: Vec<String> = entry
+                .stages
+                .iter()
+                .map(|s| {
+                    let who = match s.executor {
+                        Executor::Local => "local".to_string(),
+                        Executor::Peer(p) => format!("{:02x}{:02x}", p.0[0], p.0[1]),
+                    };
+                    format!("{} {who}: {:.1}", s.stage, s.duration.as_secs_f64() * 1e3)
+                })
+                .collect();
+            ui.label(stages.join("  "));
+            ui.label(entry.reruns.to_string());
+            ui.end_row();
+        }
+    });
+}
+
+/// End-to-end latency of the kept predictions over time.
+pub fn latency_plot_ui(ui: &mut egui::Ui, history: &InferenceHistory) {
+    let points: Vec<[f64; 2]> = history.entries().map(|e| [e.at.as_secs_f64(), e.latency.as_secs_f64() * 1e3]).collect();
+    Plot::new("inference latency")
+        .height(120.0)
+        .x_axis_label("s")
+        .y_axis_label("ms")
+        .allow_scroll(false)
+        .show(ui, |plot| plot.line(Line::new("end to end", PlotPoints::from(points))));
+}
+
+/// Everything: predictions, peers, stages and the latency plot, in collapsible sections.
+pub fn overlay_ui(ui: &mut egui::Ui, history: &InferenceHistory, peers: &[PeerRow], class_names: &[String], thumbnails: &mut ThumbnailCache) {
+    egui::CollapsingHeader::new("Predictions").default_open(true).show(ui, |ui| predictions_ui(ui, history, class_names, thumbnails, 3));
+    egui::CollapsingHeader::new("Peers").default_open(true).show(ui, |ui| peers_ui(ui, peers));
+    egui::CollapsingHeader::new("Stages").default_open(true).show(ui, |ui| stages_ui(ui, history, 5));
+    egui::CollapsingHeader::new("Latency").default_open(true).show(ui, |ui| latency_plot_ui(ui, history));
+}

@@ -1,0 +1,83 @@
+//! The inspector overlay rendered without a display (egui_kittest's offscreen wgpu renderer on
+//! whatever adapter wgpu finds, lavapipe on CI), from real predictions of the shipped model.
+//! The picture is saved as `docs/overlay.png` (shown in the README).
+
+use std::time::Duration;
+
+use bevy_p2p_inference::diagnostics::{HistoryEntry, InferenceHistory};
+use bevy_p2p_inference::model::{import_onnx, run_reference};
+use bevy_p2p_inference::net::PeerUuid;
+use bevy_p2p_inference::overlay::widgets::{overlay_ui, PeerRow, ThumbnailCache};
+use bevy_p2p_inference::schedule::pipeline::{Executor, StageRecord};
+use bevy_p2p_inference::Tensor;
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+
+const CLASSES: [&str; 10] = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+
+fn path(relative: &str) -> String {
+    format!("{}/{relative}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Predictions of the shipped model (CPU reference executor) on three shipped images, shaped
+/// as a split request would report them.
+fn history() -> InferenceHistory {
+    let graph = import_onnx(&std::fs::read(path("assets/models/fashion_mobilenetv2.onnx")).unwrap()).unwrap();
+    let mut history = InferenceHistory::new(16);
+    let worker = PeerUuid([0x5e, 0xa1, 0x17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    for (i, image) in ["sneaker", "bag", "ankle_boot"].iter().enumerate() {
+        let bytes = std::fs::read(path(&format!("assets/images/{image}.png"))).unwrap();
+        let input = Tensor::from_image_bytes(&bytes, 1, 28, 28).unwrap();
+        let output = run_reference(&graph, &input).unwrap();
+        let stage = |stage, executor, ms| StageRecord { stage, executor, duration: Duration::from_micros(ms) };
+        history.push(HistoryEntry {
+            id: 0,
+            at: Duration::from_millis(500 * i as u64),
+            input: Some(input),
+            top_k: output.top_k(0, 3),
+            latency: Duration::from_micros(3100 + 400 * i as u64),
+            stages: vec![stage(0, Executor::Local, 900), stage(1, Executor::Peer(worker), 1200), stage(2, Executor::Peer(worker), 1000)],
+            reruns: 0,
+        });
+    }
+    history
+}
+
+fn peers() -> Vec<PeerRow> {
+    vec![PeerRow {
+        id: "5ea117".into(),
+        role: "worker".into(),
+        adapter: "llvmpipe (Vulkan)".into(),
+        rtt_ms: Some((0.31, 0.52, 0.04)),
+        last_heard_ms: 42.0,
+        stages: vec![1, 2],
+        bytes_in: 38_000,
+        bytes_out: 64_000,
+        auth: "trusted".into(),
+        rejected: 0,
+    }]
+}
+
+#[test]
+fn the_overlay_renders_predictions_peers_and_stages_without_a_display() {
+    let history = history();
+    let peers = peers();
+    let names: Vec<String> = CLASSES.iter().map(|s| s.to_string()).collect();
+    let mut thumbnails = ThumbnailCache::default();
+    let mut harness = Harness::builder()
+        .with_size((800.0, 700.0))
+        .wgpu()
+        .build_ui(|ui| overlay_ui(ui, &history, &peers, &names, &mut thumbnails));
+    harness.run();
+    harness.fit_contents();
+
+    for label in ["Ankle boot", "Bag", "Sneaker", "Predictions", "Peers", "Stages", "Latency", "worker", "trusted", "llvmpipe (Vulkan)"] {
+        assert!(harness.query_all_by_label(label).next().is_some(), "the overlay shows no '{label}'");
+    }
+    let image = harness.render().expect("offscreen rendering (needs a wgpu adapter, e.g. lavapipe)");
+    let background = *image.get_pixel(image.width() - 1, image.height() - 1);
+    let drawn = image.pixels().filter(|p| **p != background).count();
+    let share = drawn as f64 / (image.width() * image.height()) as f64;
+    assert!(share > 0.05, "only {:.1}% of the overlay differs from the background", share * 100.0);
+    image.save(path("docs/overlay.png")).expect("write docs/overlay.png");
+}
