@@ -120,8 +120,112 @@ impl ResidentWeights {
     }
 }
 
-/// A block ready to run: its dispatch list with pooled activation buffers and bind groups.
+/// A block ready to run on one input shape. When an activation of the whole batch would exceed
+/// the adapter's storage binding limit, the batch is split: a program compiled for a smaller
+/// batch runs once per slice (and one more for the remainder), all in the same submission,
+/// reading slices of one input buffer and writing slices of one readback buffer.
 pub struct GpuBlock {
+    full: Part,
+    /// Batch items per run of `full`, and how many runs.
+    slice: usize,
+    runs: usize,
+    rest: Option<Part>,
+    input_shape: Vec<usize>,
+    output_shape: Vec<usize>,
+}
+
+impl GpuBlock {
+    /// Compiles `graph` for `input_shape`, splitting the batch if its activations do not fit.
+    pub fn new(
+        device: &wgpu::Device,
+        library: &KernelLibrary,
+        weights: Arc<ResidentWeights>,
+        graph: &Graph,
+        input_shape: &[usize],
+    ) -> Result<Self, GpuError> {
+        let batch = input_shape.first().copied().unwrap_or(1);
+        let with_batch = |n: usize| -> Vec<usize> { std::iter::once(n).chain(input_shape.iter().skip(1).copied()).collect() };
+        let mut slice = batch;
+        let full = loop {
+            match Part::new(device, library, weights.clone(), graph, &with_batch(slice)) {
+                Ok(part) => break part,
+                Err(GpuError::BufferTooLarge { bytes, limit }) if slice > 1 && batch_major(graph, &with_batch(slice.div_ceil(2))) => {
+                    bevy::log::debug!("a {bytes}-byte buffer exceeds the {limit}-byte binding limit at batch {slice}; splitting");
+                    slice = slice.div_ceil(2);
+                }
+                Err(error) => return Err(error),
+            }
+        };
+        let (runs, remainder) = (batch / slice, batch % slice);
+        let rest = (remainder > 0).then(|| Part::new(device, library, weights, graph, &with_batch(remainder))).transpose()?;
+        let mut output_shape = full.program.output_shape.clone();
+        if slice != batch {
+            output_shape[0] = batch;
+        }
+        Ok(Self { full, slice, runs, rest, input_shape: input_shape.to_vec(), output_shape })
+    }
+
+    /// The output's shape.
+    pub fn output_shape(&self) -> &[usize] {
+        &self.output_shape
+    }
+
+    /// Batch items per run, when the batch had to be split (`None` when it runs whole).
+    pub fn batch_slice(&self) -> Option<usize> {
+        (self.runs > 1 || self.rest.is_some()).then_some(self.slice)
+    }
+
+    /// Bytes of the output.
+    pub fn output_bytes(&self) -> u64 {
+        (self.output_shape.iter().product::<usize>() * 4) as u64
+    }
+
+    /// A buffer holding `input`, to be copied into the block's input slot by [`Self::encode`].
+    pub fn upload_input(&self, device: &wgpu::Device, input: &Tensor) -> wgpu::Buffer {
+        debug_assert_eq!(input.shape(), self.input_shape.as_slice());
+        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("request input"),
+            contents: bytemuck::cast_slice(input.data()),
+            usage: wgpu::BufferUsages::COPY_SRC,
+        })
+    }
+
+    /// A mappable buffer that receives the output.
+    pub fn create_readback(&self, device: &wgpu::Device) -> wgpu::Buffer {
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("request readback"),
+            size: self.output_bytes(),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Records one request: per batch slice an input copy, one compute pass with every
+    /// dispatch, and an output copy. Requests recorded one after another in the same encoder
+    /// run in order on the GPU.
+    pub fn encode(&self, library: &KernelLibrary, encoder: &mut wgpu::CommandEncoder, input: &wgpu::Buffer, readback: &wgpu::Buffer) {
+        let (mut input_offset, mut output_offset) = (0, 0);
+        for _ in 0..self.runs {
+            self.full.encode(library, encoder, input, input_offset, readback, output_offset);
+            input_offset += self.full.input_bytes();
+            output_offset += self.full.output_bytes();
+        }
+        if let Some(rest) = &self.rest {
+            rest.encode(library, encoder, input, input_offset, readback, output_offset);
+        }
+    }
+}
+
+/// Whether every activation of `graph` for `input_shape` keeps the batch as its first
+/// dimension, so that batch slices can run independently.
+fn batch_major(graph: &Graph, input_shape: &[usize]) -> bool {
+    let Ok(shapes) = crate::model::shape::infer_shapes(graph, input_shape) else { return false };
+    graph.nodes.iter().all(|n| shapes[&n.output].first() == input_shape.first())
+}
+
+/// One compiled program for one input shape: its dispatch list with pooled activation buffers
+/// and bind groups.
+struct Part {
     program: Program,
     kernels: Vec<Kernel>,
     slots: Vec<wgpu::Buffer>,
@@ -129,9 +233,9 @@ pub struct GpuBlock {
     _weights: Arc<ResidentWeights>,
 }
 
-impl GpuBlock {
+impl Part {
     /// Compiles `graph` for `input_shape` and creates its buffers and bind groups.
-    pub fn new(
+    fn new(
         device: &wgpu::Device,
         library: &KernelLibrary,
         weights: Arc<ResidentWeights>,
@@ -193,40 +297,18 @@ impl GpuBlock {
         Ok(Self { program, kernels, slots, bind_groups, _weights: weights })
     }
 
-    /// The compiled dispatch list.
-    pub fn program(&self) -> &Program {
-        &self.program
+    fn input_bytes(&self) -> u64 {
+        (self.program.input_shape.iter().product::<usize>() * 4) as u64
     }
 
-    /// Bytes of the output.
-    pub fn output_bytes(&self) -> u64 {
+    fn output_bytes(&self) -> u64 {
         (self.program.output_shape.iter().product::<usize>() * 4) as u64
     }
 
-    /// A buffer holding `input`, to be copied into the block's input slot by [`Self::encode`].
-    pub fn upload_input(&self, device: &wgpu::Device, input: &Tensor) -> wgpu::Buffer {
-        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("request input"),
-            contents: bytemuck::cast_slice(input.data()),
-            usage: wgpu::BufferUsages::COPY_SRC,
-        })
-    }
-
-    /// A mappable buffer that receives the output.
-    pub fn create_readback(&self, device: &wgpu::Device) -> wgpu::Buffer {
-        device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("request readback"),
-            size: self.output_bytes(),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        })
-    }
-
-    /// Records one request: input copy, one compute pass with every dispatch, output copy.
-    /// Requests recorded one after another in the same encoder run in order on the GPU.
-    pub fn encode(&self, library: &KernelLibrary, encoder: &mut wgpu::CommandEncoder, input: &wgpu::Buffer, readback: &wgpu::Buffer) {
-        let input_bytes = (self.program.input_shape.iter().product::<usize>() * 4) as u64;
-        encoder.copy_buffer_to_buffer(input, 0, &self.slots[self.program.input_slot], 0, input_bytes);
+    /// Records the input copy (from `input_offset`), one compute pass with every dispatch, and
+    /// the output copy (to `output_offset`).
+    fn encode(&self, library: &KernelLibrary, encoder: &mut wgpu::CommandEncoder, input: &wgpu::Buffer, input_offset: u64, readback: &wgpu::Buffer, output_offset: u64) {
+        encoder.copy_buffer_to_buffer(input, input_offset, &self.slots[self.program.input_slot], 0, self.input_bytes());
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("inference block"), timestamp_writes: None });
             for ((kernel, bind_group), dispatch) in self.kernels.iter().zip(&self.bind_groups).zip(&self.program.dispatches) {
@@ -236,7 +318,7 @@ impl GpuBlock {
                 pass.dispatch_workgroups(x, y, z);
             }
         }
-        encoder.copy_buffer_to_buffer(&self.slots[self.program.output_slot], 0, readback, 0, self.output_bytes());
+        encoder.copy_buffer_to_buffer(&self.slots[self.program.output_slot], 0, readback, output_offset, self.output_bytes());
     }
 }
 
@@ -263,7 +345,7 @@ pub fn run_blocking(device: &wgpu::Device, queue: &wgpu::Queue, library: &Kernel
     rx.recv()
         .map_err(|e| GpuError::Readback(e.to_string()))?
         .map_err(|e| GpuError::Readback(e.to_string()))?;
-    Ok(read_mapped(&readback, block.program().output_shape.clone()))
+    Ok(read_mapped(&readback, block.output_shape().to_vec()))
 }
 
 /// Opens the first adapter wgpu finds (for tests and tools outside a Bevy app).

@@ -98,7 +98,7 @@ fn record_jobs(mut ctx: RenderContext, device: Res<RenderDevice>, mut state: Res
         let prepared = state.block_for(device, &job).map(|block| {
             let upload = block.upload_input(device, &job.input);
             let readback = block.create_readback(device);
-            (upload, readback, block.program().output_shape.clone())
+            (upload, readback, block.output_shape().to_vec())
         });
         match prepared {
             Ok((upload, readback, shape)) => {

@@ -47,3 +47,29 @@ fn op_zoo_model_matches_onnx_runtime_on_gpu_and_cpu_reference() {
     let err = relative_error(&cpu, &fixture("op_zoo_ort.npy"));
     assert!(err <= MAX_RELATIVE_ERROR, "CPU reference relative error {err}");
 }
+
+#[test]
+fn a_batch_too_large_for_the_binding_limit_runs_in_slices_and_still_matches_onnx_runtime() {
+    use std::sync::Arc;
+
+    use bevy_p2p_inference::gpu::{run_blocking, GpuBlock, KernelLibrary, ResidentWeights};
+
+    // A device whose storage bindings hold at most 1 MiB: the shipped model's largest
+    // activation (96 channels at 28x28, 301 KB per image) fits for 2 images, not for 64.
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
+    let adapter = bevy::tasks::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).expect("an adapter");
+    let limits = wgpu::Limits { max_storage_buffer_binding_size: 1 << 20, ..adapter.limits() };
+    let (device, queue) = bevy::tasks::block_on(adapter.request_device(&wgpu::DeviceDescriptor { required_limits: limits, ..Default::default() })).unwrap();
+    let library = KernelLibrary::new(&device);
+    let graph = import_onnx(&model_bytes("assets/models/fashion_mobilenetv2.onnx")).unwrap();
+    let weights = Arc::new(ResidentWeights::upload(&device, &graph).unwrap());
+    let input = fixture("fashion_input.npy");
+    let block = GpuBlock::new(&device, &library, weights, &graph, input.shape()).expect("compiles by splitting the batch");
+    assert_eq!(block.batch_slice(), Some(2));
+    let output = run_blocking(&device, &queue, &library, &block, &input).unwrap();
+    let want = fixture("fashion_ort.npy");
+    assert!(relative_error(&output, &want) <= MAX_RELATIVE_ERROR);
+    assert_eq!(argmax_rows(&output), argmax_rows(&want));
+    let whole = run_gpu(&graph, &input);
+    assert!(output.data().iter().zip(whole.data()).all(|(a, b)| a.to_bits() == b.to_bits()), "slices differ from the unsplit batch");
+}
