@@ -249,6 +249,7 @@ fn run_worker(args: &Args, plan: PartitionPlan) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(args.lifetime_s);
     let mut tampered = !args.tamper_once;
     let mut saw_coordinator = false;
+    let mut alone_since: Option<Instant> = None;
     while Instant::now() < deadline {
         app.update();
         report_events(&mut app);
@@ -257,10 +258,15 @@ fn run_worker(args: &Args, plan: PartitionPlan) -> Result<(), String> {
                 session.corrupt_next_tensor_frame();
                 tampered = true;
             }
+            // Leave once the coordinator has been gone for 3 s (a stalled one comes back).
             let coordinators = session.trusted_with(Permissions::SUBMIT_REQUESTS).len();
             saw_coordinator |= coordinators > 0;
             if saw_coordinator && coordinators == 0 {
-                break;
+                if alone_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(3) {
+                    break;
+                }
+            } else {
+                alone_since = None;
             }
         }
         std::thread::sleep(Duration::from_micros(200));

@@ -108,9 +108,9 @@ pub struct PeerLink {
     pub rejected: u64,
     connected_at: Instant,
     they_acknowledged: bool,
+    owe_hello: bool,
     last_hello: Option<Instant>,
     last_ping: Instant,
-    send_sequence: u64,
     replay: ReplayGuard,
     pings: HashMap<u64, Instant>,
 }
@@ -127,9 +127,9 @@ impl PeerLink {
             rejected: 0,
             connected_at: now,
             they_acknowledged: false,
+            owe_hello: false,
             last_hello: None,
             last_ping: now,
-            send_sequence: 0,
             replay: ReplayGuard::default(),
             pings: HashMap::new(),
         }
@@ -249,6 +249,7 @@ pub struct PeerSession {
     own: Option<PeerUuid>,
     ids: HashMap<PeerUuid, PeerId>,
     links: HashMap<PeerUuid, PeerLink>,
+    send_sequences: HashMap<PeerUuid, u64>,
     reassembler: Reassembler,
     next_nonce: u64,
     last_progress: Instant,
@@ -286,6 +287,7 @@ impl PeerSession {
             own: None,
             ids: HashMap::new(),
             links: HashMap::new(),
+            send_sequences: HashMap::new(),
             next_nonce: 0,
             last_progress: Instant::now(),
             reconnects: 0,
@@ -359,6 +361,7 @@ impl PeerSession {
                     self.links.insert(uuid, PeerLink::new(now));
                 }
                 PeerState::Disconnected => {
+                    self.ids.remove(&uuid);
                     if self.links.remove(&uuid).is_some() {
                         self.reassembler.forget_peer(uuid);
                         events.push(SessionEvent::PeerLost { peer: uuid, reason: LostReason::Disconnected });
@@ -383,7 +386,15 @@ impl PeerSession {
 
     fn handle_frame(&mut self, from: PeerUuid, frame: &[u8], now: Instant, events: &mut Vec<SessionEvent>) {
         let own = self.own.expect("frames are handled once the id is known");
-        let Some(link) = self.links.get_mut(&from) else { return };
+        if !self.links.contains_key(&from) {
+            if !self.ids.contains_key(&from) {
+                return;
+            }
+            // Declared lost for silence but still connected and talking again (a long stall on
+            // its side): start a fresh handshake instead of ignoring it forever.
+            self.links.insert(from, PeerLink::new(now));
+        }
+        let link = self.links.get_mut(&from).expect("inserted above");
         let reject = |link: &mut PeerLink, events: &mut Vec<SessionEvent>, reason: RejectReason| {
             link.rejected += 1;
             events.push(SessionEvent::Rejected { peer: from, reason });
@@ -402,7 +413,10 @@ impl PeerSession {
         }
         match message {
             Message::Hello(hello) => {
-                link.they_acknowledged |= hello.acknowledged;
+                // A hello that does not acknowledge ours means ours was lost (or the peer
+                // restarted its handshake): send ours again.
+                link.they_acknowledged = hello.acknowledged;
+                link.owe_hello |= !hello.acknowledged;
                 if link.state == LinkState::Trusted {
                     return;
                 }
@@ -425,7 +439,8 @@ impl PeerSession {
                     permissions: hello.token.permissions,
                 });
                 link.hello = Some(hello);
-                link.last_hello = None; // answer with an acknowledging hello right away
+                // Tell the peer right away that its hello was accepted.
+                link.owe_hello = true;
                 self.last_progress = now;
             }
             other if link.state != LinkState::Trusted => reject(link, events, RejectReason::Untrusted(other.kind_name())),
@@ -472,10 +487,10 @@ impl PeerSession {
                 LinkState::Trusted if now - link.last_heard > self.config.lost_after => lost.push(peer),
                 _ => {}
             }
-            let hello_due = link.state != LinkState::Refused
-                && !(link.state == LinkState::Trusted && link.they_acknowledged)
+            let retry_due = !(link.state == LinkState::Trusted && link.they_acknowledged)
                 && link.last_hello.is_none_or(|t| now - t >= self.config.hello_retry);
-            if hello_due {
+            if link.state != LinkState::Refused && (link.owe_hello || retry_due) {
+                link.owe_hello = false;
                 link.last_hello = Some(now);
                 due_hellos.push((peer, link.state == LinkState::Trusted));
             }
@@ -523,6 +538,7 @@ impl PeerSession {
         }
         self.links.clear();
         self.ids.clear();
+        self.send_sequences.clear();
         self.reassembler = Reassembler::new(self.config.limits);
         self.reconnects += 1;
         self.last_progress = now;
@@ -534,8 +550,11 @@ impl PeerSession {
         let (Some(own), Some(&id), Some(link)) = (self.own, self.ids.get(&peer), self.links.get_mut(&peer)) else {
             return false;
         };
-        link.send_sequence += 1;
-        let mut frame = encode_frame(&self.keys, own, peer, link.send_sequence, message);
+        // Sequence numbers survive a link being re-created, so the peer's replay guard keeps
+        // accepting this side's frames.
+        let sequence = self.send_sequences.entry(peer).or_insert(0);
+        *sequence += 1;
+        let mut frame = encode_frame(&self.keys, own, peer, *sequence, message);
         if self.corrupt_next_tensor && matches!(message, Message::Tensor(_)) {
             self.corrupt_next_tensor = false;
             let middle = frame.len() / 2;
