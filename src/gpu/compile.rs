@@ -456,7 +456,7 @@ fn assign_slots(graph: &Graph, shapes: &Shapes, steps: Vec<Step>) -> Program {
             .filter(|v| last_use.get(*v).is_none_or(|&l| l <= i) && **v != output)
             .cloned()
             .collect();
-        if last_use.get(&output).is_none() {
+        if !last_use.contains_key(&output) {
             released.push(output.clone());
         }
         for v in released {

@@ -101,7 +101,7 @@ pub struct ResidentWeights {
 impl ResidentWeights {
     /// Uploads every initializer of `graph`.
     pub fn upload(device: &wgpu::Device, graph: &Graph) -> Result<Self, GpuError> {
-        let limit = device.limits().max_storage_buffer_binding_size as u64;
+        let limit = device.limits().max_storage_buffer_binding_size;
         let mut buffers = HashMap::new();
         for (name, tensor) in &graph.initializers {
             let bytes = (tensor.len().max(1) * 4) as u64;
@@ -243,7 +243,7 @@ impl Part {
         input_shape: &[usize],
     ) -> Result<Self, GpuError> {
         let program = compile(graph, input_shape)?;
-        let limit = device.limits().max_storage_buffer_binding_size as u64;
+        let limit = device.limits().max_storage_buffer_binding_size;
         let slots = program
             .slot_sizes
             .iter()

@@ -309,11 +309,10 @@ fn parse_op(
                 return Err(attrs.unsupported("kernel_shape", format!("only 2-D convolution is supported, weight is {:?}", weight.shape())));
             }
             let kernel = [weight.shape()[2], weight.shape()[3]];
-            if let Some(k) = attrs.ints("kernel_shape") {
-                if k.iter().map(|&v| v as usize).ne(kernel) {
+            if let Some(k) = attrs.ints("kernel_shape")
+                && k.iter().map(|&v| v as usize).ne(kernel) {
                     return Err(attrs.unsupported("kernel_shape", format!("{k:?} differs from the weight's {kernel:?}")));
                 }
-            }
             constant(node, inputs, 2, initializers)?;
             let (strides, pads) = attrs.window(kernel)?;
             let dilations = attrs.usizes("dilations", [1, 1])?;

@@ -409,7 +409,9 @@ fn fewest_cut_bytes(
 ) -> Option<Vec<usize>> {
     let last = ends.len() - 1;
     // best[k][e]: (bytes, previous end index) for stages 0..=k ending at ends[e].
-    let mut best: Vec<Vec<Option<(u64, Option<usize>)>>> = vec![vec![None; ends.len()]; stages];
+    /// Cut bytes so far and the previous stage's end index.
+    type Best = Option<(u64, Option<usize>)>;
+    let mut best: Vec<Vec<Best>> = vec![vec![None; ends.len()]; stages];
     for (e, &end) in ends.iter().enumerate() {
         if flops(0, end) <= bound {
             best[0][e] = Some((if e == last { 0 } else { cut_bytes(end) }, None));

@@ -100,7 +100,7 @@ fn conv_shape(node: &Node, c: &Conv2d, x: &[usize], w: &[usize]) -> Result<Vec<u
     if x.len() != 4 {
         return Err(err(node, format!("input must be [N,C,H,W], got {x:?}")));
     }
-    if x[1] != w[1] * c.groups || w[0] % c.groups != 0 {
+    if x[1] != w[1] * c.groups || !w[0].is_multiple_of(c.groups) {
         return Err(err(node, format!("input {x:?} does not fit weight {w:?} with {} groups", c.groups)));
     }
     let [oh, ow] = window_out(node, x[2], x[3], [w[2], w[3]], c.strides, c.pads, c.dilations, false)?;
@@ -179,7 +179,7 @@ fn node_output_shape(node: &Node, ins: &[&[usize]]) -> Result<Vec<usize>, ModelE
             }
             let known: usize = out.iter().product();
             if let Some(i) = infer {
-                if known == 0 || total % known != 0 {
+                if known == 0 || !total.is_multiple_of(known) {
                     return Err(err(node, format!("cannot reshape {x:?} to {shape:?}")));
                 }
                 out[i] = total / known;
@@ -211,11 +211,10 @@ fn node_output_shape(node: &Node, ins: &[&[usize]]) -> Result<Vec<usize>, ModelE
             if k != k2 {
                 return Err(err(node, format!("inner dimensions differ: {a:?} x {b:?}")));
             }
-            if let Some(c) = ins.get(2) {
-                if broadcast(c, &[m, n]).as_deref() != Some(&[m, n][..]) {
+            if let Some(c) = ins.get(2)
+                && broadcast(c, &[m, n]).as_deref() != Some(&[m, n][..]) {
                     return Err(err(node, format!("C {c:?} does not broadcast to [{m}, {n}]")));
                 }
-            }
             Ok(vec![m, n])
         }
         Op::MatMul => {

@@ -224,11 +224,14 @@ fn prepare(mut state: ResMut<Distributed>, models: Res<Assets<Model>>, mut queue
     state.phase = Phase::Calibrating;
 }
 
+/// Requests neither handed out, failed, claimed by the pipeline, nor pinned to this peer.
+type UnclaimedRequest = (Without<Submitted>, Without<SplitRequest>, Without<InferenceFailed>, Without<LocalOnly>);
+
 /// Marks requests for the split model so the single-peer path leaves them to the pipeline.
 fn claim_requests(
     mut commands: Commands,
     mut state: ResMut<Distributed>,
-    requests: Query<(Entity, &InferenceRequest), (Without<Submitted>, Without<SplitRequest>, Without<InferenceFailed>, Without<LocalOnly>)>,
+    requests: Query<(Entity, &InferenceRequest), UnclaimedRequest>,
 ) {
     if state.settings.role != PeerRole::Coordinator || state.stages.is_empty() {
         return;
@@ -341,7 +344,7 @@ fn session_config(
         backend,
         shader_f16: features.contains(wgpu::Features::SHADER_F16),
         subgroup_sizes,
-        max_storage_binding: device.map_or(0, |d| d.limits().max_storage_buffer_binding_size as u64),
+        max_storage_binding: device.map_or(0, |d| d.limits().max_storage_buffer_binding_size),
         calibration_us: calibration.as_micros().min(u32::MAX as u128) as u32,
     };
     let permissions = match settings.role {
@@ -365,13 +368,12 @@ fn handle_event(event: &SessionEvent, state: &mut Distributed, session: &mut Pee
             let assignment = state.assignment.clone();
             actions.extend(state.pipeline.rerun_peer(*peer, &assignment, now));
         }
-        SessionEvent::Rejected { peer, .. } => {
+        SessionEvent::Rejected { peer, .. }
             // Data from this peer was dropped: whatever it was working on is re-run.
-            if session.link(*peer).is_some_and(|l| l.state == LinkState::Trusted) {
+            if session.link(*peer).is_some_and(|l| l.state == LinkState::Trusted) => {
                 let assignment = state.assignment.clone();
                 actions.extend(state.pipeline.rerun_peer(*peer, &assignment, now));
             }
-        }
         SessionEvent::Tensor(received) => match received.direction {
             Direction::StageInput => {
                 let stage = received.shared.stage as usize;

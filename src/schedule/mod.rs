@@ -153,9 +153,12 @@ pub(crate) struct JobResults(pub Receiver<JobOutcome>);
 #[derive(Resource, Clone, Copy)]
 pub(crate) struct TopK(pub usize);
 
+/// Requests for the single-peer path: not yet handed out, not failed, not split.
+type SinglePeerRequest = (Without<Submitted>, Without<InferenceFailed>, Without<SplitRequest>);
+
 pub(crate) fn submit_requests(
     mut commands: Commands,
-    requests: Query<(Entity, &InferenceRequest), (Without<Submitted>, Without<InferenceFailed>, Without<SplitRequest>)>,
+    requests: Query<(Entity, &InferenceRequest), SinglePeerRequest>,
     models: Res<Assets<Model>>,
     server: Res<AssetServer>,
     mut queue: ResMut<JobQueue>,
