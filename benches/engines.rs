@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench --bench engines            # needs python3 with numpy and onnxruntime for ORT
 //! BENCH_SECONDS=2 cargo bench --bench engines
+//! BENCH_TORCH=1 cargo bench --bench engines   # adds PyTorch eager on CUDA (tools/bench_torch.py)
 //! ```
 
 use std::sync::Arc;
@@ -68,6 +69,31 @@ fn ort(model: &str, input: &std::path::Path, seconds: f64) -> Result<(f64, f64),
     }
 }
 
+/// PyTorch eager on CUDA (and the CUDA-graph GPU time at batch 1) for the synthetic models.
+fn torch(model: &str, input: &std::path::Path, seconds: f64) -> Result<((f64, f64), Option<f64>), String> {
+    let which = if model.contains("cifar") { "cifar" } else if model.contains("imagenet") { "imagenet" } else { return Err("not a torchvision model".into()) };
+    let out = std::process::Command::new("python3")
+        .args(["tools/bench_torch.py", which, input.to_str().unwrap(), "--seconds", &seconds.to_string()])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> Option<f64> {
+        let rest = text.split(&format!("\"{name}\": ")).nth(1)?;
+        rest.split([',', '}']).next()?.trim().parse().ok()
+    };
+    match (field("eager_median_ms"), field("eager_p95_ms")) {
+        (Some(m), Some(p)) => Ok(((m, p), field("graph_gpu_median_ms"))),
+        _ => Err(format!("PyTorch unavailable: {}", text.trim().lines().last().unwrap_or("").chars().take(60).collect::<String>())),
+    }
+}
+
+fn ratio(ours: &Result<(f64, f64), String>, torch: &Result<((f64, f64), Option<f64>), String>) -> String {
+    match (ours, torch) {
+        (Ok((ours, _)), Ok(((eager, _), _))) => format!("{:.2}x", ours / eager),
+        _ => "-".into(),
+    }
+}
+
 fn cell(r: &Result<(f64, f64), String>, batch: usize) -> String {
     match r {
         Ok((median, p95)) if batch == 1 => format!("{median:.2} ms (p95 {p95:.2})"),
@@ -89,8 +115,14 @@ fn main() {
     app.cleanup();
 
     println!("adapter: {} ({:?}, {})", info.name, info.backend, info.driver_info);
-    println!("| model | batch | this crate, GPU submit-to-done | this crate, end-to-end in Bevy | ONNX Runtime CPU |");
-    println!("|---|---|---|---|---|");
+    let with_torch = std::env::var_os("BENCH_TORCH").is_some();
+    if with_torch {
+        println!("| model | batch | this crate, GPU submit-to-done | this crate, end-to-end in Bevy | ONNX Runtime CPU | PyTorch eager CUDA | PyTorch CUDA graph, GPU only | e2e / eager |");
+        println!("|---|---|---|---|---|---|---|---|");
+    } else {
+        println!("| model | batch | this crate, GPU submit-to-done | this crate, end-to-end in Bevy | ONNX Runtime CPU |");
+        println!("|---|---|---|---|---|");
+    }
     for (name, path, chw) in MODELS {
         let bytes = std::fs::read(path).unwrap();
         let graph = import_onnx(&bytes).unwrap();
@@ -110,7 +142,24 @@ fn main() {
                 result
             });
             let cpu = ort(path, &npy, seconds);
-            println!("| {name} | {batch} | {} | {} | {} |", cell(&gpu, batch), cell(&e2e, batch), cell(&cpu, batch));
+            if with_torch {
+                let pt = torch(path, &npy, seconds);
+                let eager = pt.clone().map(|(e, _)| e);
+                let graph = match &pt {
+                    Ok((_, Some(g))) => format!("{g:.3} ms"),
+                    _ => "-".into(),
+                };
+                println!(
+                    "| {name} | {batch} | {} | {} | {} | {} | {graph} | {} |",
+                    cell(&gpu, batch),
+                    cell(&e2e, batch),
+                    cell(&cpu, batch),
+                    cell(&eager, batch),
+                    ratio(&e2e, &pt)
+                );
+            } else {
+                println!("| {name} | {batch} | {} | {} | {} |", cell(&gpu, batch), cell(&e2e, batch), cell(&cpu, batch));
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&tmp);
