@@ -53,16 +53,19 @@ fn save_npy(path: &std::path::Path, t: &Tensor) {
     w.finish().unwrap();
 }
 
+/// The number after `"name": ` in a JSON line printed by the Python helpers.
+fn json_field(text: &str, name: &str) -> Option<f64> {
+    let rest = text.split(&format!("\"{name}\": ")).nth(1)?;
+    rest.split([',', '}']).next()?.trim().parse().ok()
+}
+
 fn ort(model: &str, input: &std::path::Path, seconds: f64) -> Result<(f64, f64), String> {
     let out = std::process::Command::new("python3")
         .args(["tools/bench_ort.py", model, input.to_str().unwrap(), "--seconds", &seconds.to_string()])
         .output()
         .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let field = |name: &str| -> Option<f64> {
-        let rest = text.split(&format!("\"{name}\": ")).nth(1)?;
-        rest.split([',', '}']).next()?.trim().parse().ok()
-    };
+    let field = |name: &str| json_field(&text, name);
     match (field("median_ms"), field("p95_ms")) {
         (Some(m), Some(p)) => Ok((m, p)),
         _ => Err(format!("ORT failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""))),
@@ -77,10 +80,7 @@ fn torch(model: &str, input: &std::path::Path, seconds: f64) -> Result<((f64, f6
         .output()
         .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let field = |name: &str| -> Option<f64> {
-        let rest = text.split(&format!("\"{name}\": ")).nth(1)?;
-        rest.split([',', '}']).next()?.trim().parse().ok()
-    };
+    let field = |name: &str| json_field(&text, name);
     match (field("eager_median_ms"), field("eager_p95_ms")) {
         (Some(m), Some(p)) => Ok(((m, p), field("graph_gpu_median_ms"))),
         _ => Err(format!("PyTorch unavailable: {}", text.trim().lines().last().unwrap_or("").chars().take(60).collect::<String>())),

@@ -24,7 +24,6 @@ use bevy_p2p_inference::net::session::PeerSession;
 use bevy_p2p_inference::net::Permissions;
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::schedule::distributed::Distributed;
-use bevy_p2p_inference::schedule::pipeline::Executor;
 use bevy_p2p_inference::{headless_plugins, update_until_prediction, LocalOnly, PeerRole, PeerSessionEvent, PeerSessionPlugin, SessionProblem, SessionSettings};
 use clap::{Parser, ValueEnum};
 
@@ -199,13 +198,7 @@ fn run_coordinator(args: &Args, plan: PartitionPlan) -> Result<(), String> {
             let stages: Vec<String> = split
                 .stages
                 .iter()
-                .map(|s| {
-                    let who = match s.executor {
-                        Executor::Local => "local".to_string(),
-                        Executor::Peer(p) => format!("peer {:02x}{:02x}", p.0[0], p.0[1]),
-                    };
-                    format!("{} on {who} {:.2} ms", s.stage, s.duration.as_secs_f64() * 1e3)
-                })
+                .map(|s| format!("{} on {} {:.2} ms", s.stage, s.executor, s.duration.as_secs_f64() * 1e3))
                 .collect();
             for s in &split.stages {
                 if stage_times.len() <= s.stage {

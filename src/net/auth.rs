@@ -9,6 +9,13 @@ type HmacSha256 = Hmac<Sha256>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerUuid(pub [u8; 16]);
 
+impl std::fmt::Display for PeerUuid {
+    /// The first three bytes in hex: enough to tell the players of a room apart in logs and UI.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:02x}{:02x}{:02x}", self.0[0], self.0[1], self.0[2])
+    }
+}
+
 /// What a peer is allowed to ask of others, carried in its [`CapabilityToken`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Permissions(u8);

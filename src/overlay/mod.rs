@@ -109,7 +109,7 @@ mod peers {
                     _ => "?",
                 };
                 PeerRow {
-                    id: format!("{:02x}{:02x}{:02x}", peer.0[0], peer.0[1], peer.0[2]),
+                    id: peer.to_string(),
                     role: role.to_string(),
                     adapter: link.hello.as_ref().map_or("-".to_string(), |h| format!("{} ({})", h.capabilities.adapter, h.capabilities.backend)),
                     rtt_ms: match (link.rtt.median(), link.rtt.p95(), link.rtt.jitter()) {

@@ -6,7 +6,6 @@ use bevy_egui::egui;
 use egui_plot::{Line, Plot, PlotPoints};
 
 use crate::diagnostics::{HistoryEntry, InferenceHistory};
-use crate::schedule::pipeline::Executor;
 
 /// One row of the peers table.
 #[derive(Clone, Debug, PartialEq)]
@@ -138,13 +137,7 @@ pub fn stages_ui(ui: &mut egui::Ui, history: &InferenceHistory, count: usize) {
             let stages: Vec<String> = entry
                 .stages
                 .iter()
-                .map(|s| {
-                    let who = match s.executor {
-                        Executor::Local => "local".to_string(),
-                        Executor::Peer(p) => format!("{:02x}{:02x}", p.0[0], p.0[1]),
-                    };
-                    format!("{} {who}: {:.1}", s.stage, s.duration.as_secs_f64() * 1e3)
-                })
+                .map(|s| format!("{} {}: {:.1}", s.stage, s.executor, s.duration.as_secs_f64() * 1e3))
                 .collect();
             ui.label(stages.join("  "));
             ui.label(entry.reruns.to_string());

@@ -24,6 +24,15 @@ pub enum Executor {
     Peer(PeerUuid),
 }
 
+impl std::fmt::Display for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Executor::Local => f.write_str("local"),
+            Executor::Peer(peer) => write!(f, "peer {peer}"),
+        }
+    }
+}
+
 /// Which executor runs each stage of the plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StageAssignment {
