@@ -101,10 +101,13 @@ pub(crate) enum JobTag {
     /// A whole request run on this peer (its entity holds the [`InferenceRequest`]).
     Request,
     /// A stage of a request this peer coordinates.
+    #[cfg(feature = "p2p")]
     PipelineStage { request: u64, stage: usize },
     /// A stage run for another peer.
+    #[cfg(feature = "p2p")]
     RemoteStage { from: crate::net::PeerUuid, request: u64, stage: u16 },
     /// The calibration run measured before joining a session.
+    #[cfg(feature = "p2p")]
     Calibration,
 }
 
@@ -136,6 +139,7 @@ impl JobQueue {
         std::mem::take(&mut self.0)
     }
 
+    #[cfg(feature = "p2p")]
     pub fn push(&mut self, job: StageJob) {
         self.0.push(job);
     }
