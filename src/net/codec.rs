@@ -130,6 +130,10 @@ pub struct TensorHeader {
     pub params: QuantParams,
     /// Bytes of the whole payload across all chunks.
     pub total_bytes: u32,
+    /// For a stage output: microseconds the stage took on the peer that ran it, from its input
+    /// arriving to its output being read back (so the requester can tell hops from compute);
+    /// 0 for inputs.
+    pub run_us: u32,
 }
 
 impl TensorHeader {
@@ -419,6 +423,7 @@ fn write_chunk(w: &mut Writer, chunk: &TensorChunk) {
     w.u32(h.params.scale.to_bits());
     w.u32(h.params.zero_point as u32);
     w.u32(h.total_bytes);
+    w.u32(h.run_us);
     w.u16(chunk.index);
     w.u16(chunk.count);
     w.u32(chunk.payload.len() as u32);
@@ -446,11 +451,12 @@ fn read_chunk(r: &mut Reader) -> Result<TensorChunk, FrameError> {
     let shape = (0..rank).map(|_| r.u32()).collect::<Result<Vec<_>, _>>()?;
     let params = QuantParams { scale: f32::from_bits(r.u32()?), zero_point: r.u32()? as i32 };
     let total_bytes = r.u32()?;
+    let run_us = r.u32()?;
     let index = r.u16()?;
     let count = r.u16()?;
     let len = r.u32()? as usize;
     let payload = r.take(len)?.to_vec();
-    Ok(TensorChunk { header: TensorHeader { request, stage, direction, dtype, shape, params, total_bytes }, index, count, payload })
+    Ok(TensorChunk { header: TensorHeader { request, stage, direction, dtype, shape, params, total_bytes, run_us }, index, count, payload })
 }
 
 #[cfg(test)]
@@ -474,6 +480,7 @@ mod tests {
                 shape: vec![1, 32, 4, 4],
                 params: QuantParams { scale: 0.02, zero_point: -3 },
                 total_bytes: 512,
+                run_us: 1500,
             },
             index: 0,
             count: 1,

@@ -218,6 +218,7 @@ mod tests {
             shape: vec![1, values as u32],
             params,
             total_bytes: bytes.len() as u32,
+            run_us: 0,
         };
         (data, split_into_chunks(header, &bytes))
     }

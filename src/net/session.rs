@@ -564,9 +564,19 @@ impl PeerSession {
         self.socket.channel_mut(0).try_send(matchbox_socket::Packet::from(frame), id).is_ok()
     }
 
-    /// Encodes `tensor` as `dtype`, chunks it and sends it to a trusted peer. Returns the bytes
-    /// put on the wire.
-    pub fn send_tensor(&mut self, peer: PeerUuid, request: u64, stage: u16, direction: Direction, tensor: &Tensor, dtype: TransferDtype) -> Result<u64, SendError> {
+    /// Encodes `tensor` as `dtype`, chunks it and sends it to a trusted peer. `run` is how long
+    /// this peer took for the stage (outputs only). Returns the bytes put on the wire.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_tensor(
+        &mut self,
+        peer: PeerUuid,
+        request: u64,
+        stage: u16,
+        direction: Direction,
+        tensor: &Tensor,
+        dtype: TransferDtype,
+        run: Duration,
+    ) -> Result<u64, SendError> {
         if self.links.get(&peer).is_none_or(|l| l.state != LinkState::Trusted) {
             return Err(SendError::NotTrusted);
         }
@@ -583,6 +593,7 @@ impl PeerSession {
             shape: tensor.shape().iter().map(|&d| d as u32).collect(),
             params,
             total_bytes,
+            run_us: run.as_micros().min(u32::MAX as u128) as u32,
         };
         let before = self.links[&peer].bytes_out;
         for chunk in split_into_chunks(header, &payload) {

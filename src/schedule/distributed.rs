@@ -301,7 +301,8 @@ fn drive(
                     Ok(output) => {
                         state.stages_served += 1;
                         let dtype = state.input_dtypes.get(stage as usize + 1).copied().unwrap_or(TransferDtype::F32);
-                        if let Err(error) = session.send_tensor(from, request, stage, Direction::StageOutput, &output, dtype) {
+                        let run = outcome.started.elapsed();
+                        if let Err(error) = session.send_tensor(from, request, stage, Direction::StageOutput, &output, dtype, run) {
                             problems.write(SessionProblem(format!("cannot return stage {stage} of request {request}: {error}")));
                         }
                     }
@@ -395,6 +396,8 @@ fn handle_event(event: &SessionEvent, state: &mut Distributed, session: &mut Pee
                 if let Some(t) = state.tracked.get_mut(&request) {
                     t.bytes += received.header.total_bytes as u64;
                 }
+                let run = Duration::from_micros(received.header.run_us as u64);
+                state.pipeline.note_remote_run(request, stage, Executor::Peer(received.from), run);
                 if let Ok(next) = state.pipeline.stage_finished(request, stage, Executor::Peer(received.from), received.shared.tensor.clone(), &assignment, now) {
                     actions.extend(next);
                 }
@@ -432,7 +435,7 @@ fn execute(
                 let sent = session
                     .as_deref_mut()
                     .ok_or(crate::net::session::SendError::SocketClosed)
-                    .and_then(|s| s.send_tensor(peer, request, stage as u16, Direction::StageInput, &input, dtype));
+                    .and_then(|s| s.send_tensor(peer, request, stage as u16, Direction::StageInput, &input, dtype, Duration::ZERO));
                 match sent {
                     Ok(bytes) => {
                         if let Some(t) = state.tracked.get_mut(&request) {

@@ -102,6 +102,16 @@ pub struct StageRecord {
     pub executor: Executor,
     /// From handing the input over to the output being back at the coordinator.
     pub duration: Duration,
+    /// For a remote stage, the part of `duration` spent on the peer that ran it, as it
+    /// reported; the rest is the two hops.
+    pub remote_run: Option<Duration>,
+}
+
+impl StageRecord {
+    /// Time spent travelling to and from the peer (both hops), for remote stages.
+    pub fn hops(&self) -> Option<Duration> {
+        self.remote_run.map(|run| self.duration.saturating_sub(run))
+    }
 }
 
 /// A stage result that does not match what the coordinator is waiting for.
@@ -128,6 +138,7 @@ struct Active {
     input: Tensor,
     stage_started: Instant,
     admitted: Instant,
+    remote_run: Option<Duration>,
     records: Vec<StageRecord>,
     reruns: u32,
 }
@@ -167,7 +178,7 @@ impl Pipeline {
             let Some((request, input)) = self.waiting.pop_front() else { break };
             let executor = assignment.executors[0];
             actions.push(PipelineAction::Run { request, stage: 0, executor, input: input.clone() });
-            self.active.insert(request, Active { stage: 0, executor, input, stage_started: now, admitted: now, records: Vec::new(), reruns: 0 });
+            self.active.insert(request, Active { stage: 0, executor, input, stage_started: now, admitted: now, remote_run: None, records: Vec::new(), reruns: 0 });
         }
         actions
     }
@@ -187,7 +198,8 @@ impl Pipeline {
         if active.stage != stage || active.executor != from {
             return Err(StaleResult::Unexpected { request, stage, from });
         }
-        active.records.push(StageRecord { stage, executor: from, duration: now - active.stage_started });
+        let remote_run = active.remote_run.take();
+        active.records.push(StageRecord { stage, executor: from, duration: now - active.stage_started, remote_run });
         let mut actions = Vec::new();
         if stage + 1 == assignment.executors.len() {
             let done = self.active.remove(&request).expect("present");
@@ -201,6 +213,17 @@ impl Pipeline {
             actions.push(PipelineAction::Run { request, stage: stage + 1, executor: active.executor, input: output });
         }
         Ok(actions)
+    }
+
+    /// Notes how long `from` says it took for `stage` of `request`, before its output is passed
+    /// to [`Self::stage_finished`]; ignored unless that is where the request is now.
+    pub fn note_remote_run(&mut self, request: RequestId, stage: usize, from: Executor, run: Duration) {
+        if let Some(active) = self.active.get_mut(&request)
+            && active.stage == stage
+            && active.executor == from
+        {
+            active.remote_run = Some(run);
+        }
     }
 
     /// Re-runs, on the current assignment, every stage in flight on `peer` (lost, or it sent
@@ -263,9 +286,14 @@ mod tests {
         assert_eq!((p.in_flight(), p.waiting()), (2, 1));
         let next = p.stage_finished(0, 0, Executor::Local, t(10.0), &a, now).unwrap();
         assert_eq!(next, vec![PipelineAction::Run { request: 0, stage: 1, executor: Executor::Peer(W1), input: t(10.0) }]);
-        p.stage_finished(0, 1, Executor::Peer(W1), t(11.0), &a, now).unwrap();
-        let done = p.stage_finished(0, 2, Executor::Peer(W2), t(12.0), &a, now).unwrap();
+        p.note_remote_run(0, 1, Executor::Peer(W1), Duration::from_millis(1));
+        let later = now + Duration::from_millis(3);
+        p.stage_finished(0, 1, Executor::Peer(W1), t(11.0), &a, later).unwrap();
+        let done = p.stage_finished(0, 2, Executor::Peer(W2), t(12.0), &a, later).unwrap();
         assert!(matches!(&done[0], PipelineAction::Finished { request: 0, stages, reruns: 0, .. } if stages.len() == 3));
+        let PipelineAction::Finished { stages, .. } = &done[0] else { unreachable!() };
+        assert_eq!(stages[1].hops(), Some(Duration::from_millis(2)), "3 ms at the coordinator, 1 ms on the worker");
+        assert_eq!(stages[2].hops(), None, "stage 2 reported no run time");
         assert!(matches!(&done[1], PipelineAction::Run { request: 2, stage: 0, .. }));
     }
 
