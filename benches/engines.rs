@@ -1,11 +1,13 @@
 //! Latency at batch 1 and throughput at batch 64 for the shipped and synthetic models: this
 //! crate on the GPU (submit-to-done, and end-to-end request-to-prediction in a headless Bevy
-//! app) beside ONNX Runtime on the CPU, on the same inputs in the same run.
+//! app) beside ONNX Runtime and tract on the CPU (and optionally PyTorch on CUDA), on the same
+//! inputs in the same run.
 //!
 //! ```text
 //! cargo bench --bench engines            # needs python3 with numpy and onnxruntime for ORT
 //! BENCH_SECONDS=2 cargo bench --bench engines
 //! BENCH_TORCH=1 cargo bench --bench engines   # adds PyTorch eager on CUDA (tools/bench_torch.py)
+//! cargo bench --features bench-tract --bench engines   # fills the tract column
 //! ```
 
 use std::sync::Arc;
@@ -94,6 +96,30 @@ fn ratio(ours: &Result<(f64, f64), String>, torch: &Result<((f64, f64), Option<f
     }
 }
 
+/// tract (CPU) on the same input, optimised for its shape.
+#[cfg(feature = "bench-tract")]
+fn tract(path: &str, x: &Tensor, seconds: f64) -> Result<(f64, f64), String> {
+    use tract_onnx::prelude::{tvec, Datum, Framework, InferenceFact, InferenceModelExt};
+    let e = |e: tract_onnx::prelude::TractError| e.to_string();
+    let model = tract_onnx::onnx()
+        .model_for_path(path)
+        .map_err(e)?
+        .with_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), x.shape()))
+        .map_err(e)?
+        .into_optimized()
+        .map_err(e)?
+        .into_runnable()
+        .map_err(e)?;
+    let input: tract_onnx::prelude::Tensor =
+        tract_onnx::prelude::tract_ndarray::ArrayD::from_shape_vec(x.shape(), x.data().to_vec()).map_err(|e| e.to_string())?.into();
+    time_it(seconds, || model.run(tvec!(input.clone().into())).map(|_| ()).map_err(e))
+}
+
+#[cfg(not(feature = "bench-tract"))]
+fn tract(_path: &str, _x: &Tensor, _seconds: f64) -> Result<(f64, f64), String> {
+    Err("build with --features bench-tract".into())
+}
+
 fn cell(r: &Result<(f64, f64), String>, batch: usize) -> String {
     match r {
         Ok((median, p95)) if batch == 1 => format!("{median:.2} ms (p95 {p95:.2})"),
@@ -117,11 +143,11 @@ fn main() {
     println!("adapter: {} ({:?}, {})", info.name, info.backend, info.driver_info);
     let with_torch = std::env::var_os("BENCH_TORCH").is_some();
     if with_torch {
-        println!("| model | batch | this crate, GPU submit-to-done | this crate, end-to-end in Bevy | ONNX Runtime CPU | PyTorch eager CUDA | PyTorch CUDA graph, GPU only | e2e / eager |");
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("| model | batch | this crate, GPU submit-to-done | this crate, end-to-end in Bevy | ONNX Runtime CPU | tract CPU | PyTorch eager CUDA | PyTorch CUDA graph, GPU only | e2e / eager |");
+        println!("|---|---|---|---|---|---|---|---|---|");
     } else {
-        println!("| model | batch | this crate, GPU submit-to-done | this crate, end-to-end in Bevy | ONNX Runtime CPU |");
-        println!("|---|---|---|---|---|");
+        println!("| model | batch | this crate, GPU submit-to-done | this crate, end-to-end in Bevy | ONNX Runtime CPU | tract CPU |");
+        println!("|---|---|---|---|---|---|");
     }
     for (name, path, chw) in MODELS {
         let bytes = std::fs::read(path).unwrap();
@@ -142,6 +168,7 @@ fn main() {
                 result
             });
             let cpu = ort(path, &npy, seconds);
+            let tract_cpu = tract(path, &x, seconds);
             if with_torch {
                 let pt = torch(path, &npy, seconds);
                 let eager = pt.clone().map(|(e, _)| e);
@@ -150,15 +177,16 @@ fn main() {
                     _ => "-".into(),
                 };
                 println!(
-                    "| {name} | {batch} | {} | {} | {} | {} | {graph} | {} |",
+                    "| {name} | {batch} | {} | {} | {} | {} | {} | {graph} | {} |",
                     cell(&gpu, batch),
                     cell(&e2e, batch),
                     cell(&cpu, batch),
+                    cell(&tract_cpu, batch),
                     cell(&eager, batch),
                     ratio(&e2e, &pt)
                 );
             } else {
-                println!("| {name} | {batch} | {} | {} | {} |", cell(&gpu, batch), cell(&e2e, batch), cell(&cpu, batch));
+                println!("| {name} | {batch} | {} | {} | {} | {} |", cell(&gpu, batch), cell(&e2e, batch), cell(&cpu, batch), cell(&tract_cpu, batch));
             }
         }
     }
