@@ -29,7 +29,12 @@ fn history() -> InferenceHistory {
         let bytes = std::fs::read(path(&format!("assets/images/{image}.png"))).unwrap();
         let input = Tensor::from_image_bytes(&bytes, 1, 28, 28).unwrap();
         let output = run_reference(&graph, &input).unwrap();
-        let stage = |stage, executor, ms| StageRecord { stage, executor, duration: Duration::from_micros(ms) };
+        let stage = |stage, executor, ms: u64| StageRecord {
+            stage,
+            executor,
+            duration: Duration::from_micros(ms),
+            remote_run: (executor != Executor::Local).then(|| Duration::from_micros(ms * 3 / 4)),
+        };
         history.push(HistoryEntry {
             id: 0,
             at: Duration::from_millis(500 * i as u64),
