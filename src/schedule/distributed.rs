@@ -16,7 +16,6 @@ use super::pipeline::{assign_stages, Executor, Pipeline, PipelineAction, Request
 use super::{fail, InferenceError, InferenceFailed, InferenceRequest, JobQueue, JobTag, LocalOnly, Prediction, PredictionReady, SplitRequest, StageJob, StageOutcomes, Submitted, TopK};
 use crate::model::ir::Graph;
 use crate::model::plan::{PartitionPlan, TransferDtype};
-use crate::model::shape::infer_shapes;
 use crate::model::Model;
 use crate::net::session::{LinkState, PeerSession, SessionConfig, SessionEvent};
 use crate::net::{Capabilities, Direction, PeerUuid, Permissions};
@@ -200,21 +199,14 @@ fn prepare(mut state: ResMut<Distributed>, models: Res<Assets<Model>>, mut queue
     state.stages = validated.stage_graphs(&graph).into_iter().map(Arc::new).collect();
     state.reassign();
     // Warm-up: every stage block (and the whole model, which is what gets timed) is compiled
-    // and run once before joining, so no frame later stalls on pipeline creation.
-    let shape: Vec<usize> = graph.input.dims.iter().map(|d| d.unwrap_or(1)).collect();
-    let shapes = match infer_shapes(&graph, &shape) {
-        Ok(shapes) => shapes,
-        Err(error) => {
-            problems.write(SessionProblem(format!("cannot size the stages: {error}")));
-            state.phase = Phase::Failed;
-            return;
-        }
-    };
+    // and run once before joining, so no frame later stalls on pipeline creation. Stage graphs
+    // declare their input dimensions with the batch left open; batch 1 is used.
+    let batch_one = |g: &Graph| -> Vec<usize> { g.input.dims.iter().map(|d| d.unwrap_or(1)).collect() };
     let started = Instant::now();
-    let mut jobs = vec![(graph.clone(), shape)];
-    for (stage, spec) in state.stages.iter().zip(&validated.stages) {
-        jobs.push((stage.clone(), shapes[&spec.input].clone()));
-    }
+    let jobs: Vec<(Arc<Graph>, Vec<usize>)> = std::iter::once(graph.clone()).chain(state.stages.iter().cloned()).map(|g| {
+        let shape = batch_one(&g);
+        (g, shape)
+    }).collect();
     state.calibrating = jobs.len();
     let model = state.model.id();
     for (graph, shape) in jobs {
