@@ -65,6 +65,10 @@ struct Args {
     /// Coordinator: workers to wait for before starting.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Coordinator: also wait until this many other peers are connected, trusted or not (a
+    /// room with guests that cannot serve stages). Defaults to the number of workers.
+    #[arg(long)]
+    room_size: Option<usize>,
     /// Give up (coordinator) or leave (worker) after this many seconds.
     #[arg(long, default_value_t = 120)]
     lifetime_s: u64,
@@ -140,12 +144,15 @@ fn run_coordinator(args: &Args, plan: PartitionPlan) -> Result<(), String> {
     loop {
         app.update();
         report_events(&mut app);
-        let trusted = app.world().get_resource::<PeerSession>().map_or(0, |s| s.trusted_with(Permissions::RUN_STAGES).len());
-        if trusted >= args.workers {
+        let session = app.world().get_resource::<PeerSession>();
+        let trusted = session.map_or(0, |s| s.trusted_with(Permissions::RUN_STAGES).len());
+        let connected = session.map_or(0, |s| s.links().count());
+        let room_size = args.room_size.unwrap_or(args.workers);
+        if trusted >= args.workers && connected >= room_size {
             break;
         }
         if Instant::now() > deadline {
-            return Err(format!("only {trusted} of {} workers joined in time", args.workers));
+            return Err(format!("only {trusted} of {} workers and {connected} of {room_size} peers joined in time", args.workers));
         }
     }
     eprintln!("assignment: {:?}", app.world().resource::<Distributed>().assignment().executors);

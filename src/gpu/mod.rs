@@ -3,6 +3,7 @@
 
 pub mod compile;
 mod engine;
+mod readback;
 mod render;
 
 pub use compile::{compile, CompileError, Kernel, Program};

@@ -1,6 +1,7 @@
 //! Render-world systems: jobs extracted from the main world are recorded into the frame's
 //! command encoder from the `RenderGraph` schedule; results come back through an async map
-//! whose callback sends them over a channel. No system waits on the GPU.
+//! whose callback sends them over a channel, polled by a [`ReadbackPoller`] thread so that a
+//! result reaches the main world the frame after the GPU finishes. No system waits on the GPU.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use bevy::render::{ExtractSchedule, MainWorld, Render, RenderApp, RenderSystems}
 use crossbeam_channel::Sender;
 
 use super::engine::{read_mapped, GpuBlock, GpuError, KernelLibrary, ResidentWeights};
+use super::readback::ReadbackPoller;
 use crate::model::Model;
 use crate::schedule::{JobOutcome, JobQueue, StageJob};
 
@@ -59,11 +61,12 @@ struct GpuInference {
     queued: Vec<StageJob>,
     recorded: Vec<Recorded>,
     results: Sender<JobOutcome>,
+    poller: Option<ReadbackPoller>,
 }
 
 impl GpuInference {
     fn new(results: Sender<JobOutcome>) -> Self {
-        Self { library: None, weights: HashMap::new(), blocks: HashMap::new(), queued: Vec::new(), recorded: Vec::new(), results }
+        Self { library: None, weights: HashMap::new(), blocks: HashMap::new(), queued: Vec::new(), recorded: Vec::new(), results, poller: None }
     }
 
     fn block_for(&mut self, device: &wgpu::Device, job: &StageJob) -> Result<&GpuBlock, GpuError> {
@@ -119,17 +122,25 @@ fn submit_recorded(mut flush: FlushCommands) {
     flush.flush();
 }
 
-fn map_readbacks(mut state: ResMut<GpuInference>) {
+fn map_readbacks(device: Res<RenderDevice>, mut state: ResMut<GpuInference>) {
+    if state.recorded.is_empty() {
+        return;
+    }
+    let state = &mut *state;
+    let poller = state.poller.get_or_insert_with(|| ReadbackPoller::new(device.wgpu_device().clone()));
     for Recorded { job, readback, shape } in std::mem::take(&mut state.recorded) {
         let results = state.results.clone();
         let buffer = readback.clone();
+        let outstanding = poller.register();
         readback.slice(..).map_async(wgpu::MapMode::Read, move |mapped| {
             let result = mapped
                 .map(|()| read_mapped(&buffer, shape))
                 .map_err(|e| GpuError::Readback(e.to_string()));
             let _ = results.send(JobOutcome { tag: job.tag, entity: job.entity, started: job.started, result });
+            drop(outstanding);
         });
     }
+    poller.wake();
 }
 
 fn poll_device(device: Res<RenderDevice>) {

@@ -61,8 +61,10 @@ impl Process {
         Process::spawn("peer", &args)
     }
 
-    fn coordinator(plan: &str, rounds: &str) -> Process {
-        Process::spawn("peer", &["--role", "coordinator", "--room", ROOM, "--key", KEY, "--plan", plan, "--rounds", rounds, "--lifetime-s", "150"])
+    fn coordinator(plan: &str, rounds: &str, extra: &[&str]) -> Process {
+        let mut args = vec!["--role", "coordinator", "--room", ROOM, "--key", KEY, "--plan", plan, "--rounds", rounds, "--lifetime-s", "150"];
+        args.extend_from_slice(extra);
+        Process::spawn("peer", &args)
     }
 
     /// Collects lines until `pred` matches one (returning when it arrived) or the timeout.
@@ -143,7 +145,7 @@ fn three_peers_with_f32_cuts_give_bit_identical_results_to_a_single_peer() {
         let _server = signaling();
         let _w1 = Process::worker(KEY, F32_PLAN, "150", &[]);
         let _w2 = Process::worker(KEY, F32_PLAN, "150", &[]);
-        let (out, err) = Process::coordinator(F32_PLAN, "2").finish(Duration::from_secs(170));
+        let (out, err) = Process::coordinator(F32_PLAN, "2", &[]).finish(Duration::from_secs(170));
         let json = summary(&out, &err);
         assert_eq!(json_number(&json, "requests"), 20.0, "{json}");
         assert_eq!(json_number(&json, "matches_single_peer"), 20.0, "{json}\n{out}");
@@ -161,7 +163,7 @@ fn a_tampered_chunk_is_rejected_and_the_request_still_completes() {
         let _server = signaling();
         let _w1 = Process::worker(KEY, INT8_PLAN, "150", &["--tamper-once"]);
         let _w2 = Process::worker(KEY, INT8_PLAN, "150", &["--tamper-once"]);
-        let (out, err) = Process::coordinator(INT8_PLAN, "1").finish(Duration::from_secs(170));
+        let (out, err) = Process::coordinator(INT8_PLAN, "1", &[]).finish(Duration::from_secs(170));
         let json = summary(&out, &err);
         assert!(err.contains("BadMac"), "the corrupted frame was not reported as failing authentication:\n{err}");
         assert_eq!(json_number(&json, "lost"), 0.0, "{json}");
@@ -181,7 +183,9 @@ fn a_peer_with_the_wrong_room_key_never_runs_a_stage() {
         // The intruder is in the room once it sees (and rejects) the workers' frames.
         let joined = intruder.wait_for_line(Duration::from_secs(60), |l| l.text.contains("BadMac"));
         assert!(joined.is_some(), "the intruder never met the workers");
-        let (out, err) = Process::coordinator(INT8_PLAN, "2").finish(Duration::from_secs(170));
+        // The coordinator starts only once the intruder is connected too, so that its frames
+        // reach the coordinator however slowly the links come up.
+        let (out, err) = Process::coordinator(INT8_PLAN, "2", &["--room-size", "3"]).finish(Duration::from_secs(170));
         let json = summary(&out, &err);
         assert_eq!(json_number(&json, "lost"), 0.0, "{json}");
         assert_eq!(json_number(&json, "matches_single_peer"), 20.0, "{json}");
@@ -200,7 +204,7 @@ fn a_killed_worker_is_declared_lost_within_a_second_and_no_request_is_lost() {
         let _server = signaling();
         let mut victim = Process::worker(KEY, INT8_PLAN, "150", &[]);
         let _w2 = Process::worker(KEY, INT8_PLAN, "150", &[]);
-        let mut coordinator = Process::coordinator(INT8_PLAN, "4");
+        let mut coordinator = Process::coordinator(INT8_PLAN, "4", &[]);
         let started = coordinator.wait_for_line(Duration::from_secs(120), |l| !l.stderr && l.text.starts_with("request ")).is_some();
         assert!(started, "no request finished before the kill");
         victim.kill();
