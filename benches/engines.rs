@@ -7,6 +7,7 @@
 //! cargo bench --bench engines            # needs python3 with numpy and onnxruntime for ORT
 //! BENCH_SECONDS=2 cargo bench --bench engines
 //! BENCH_TORCH=1 cargo bench --bench engines   # adds PyTorch eager on CUDA (tools/bench_torch.py)
+//! BENCH_PROFILE=1 cargo bench --bench engines # adds per-kernel GPU times under the table
 //! cargo bench --features bench-tract --bench engines   # fills the tract column
 //! ```
 
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
-use bevy_p2p_inference::gpu::{request_device, run_blocking, GpuBlock, KernelLibrary, ResidentWeights};
+use bevy_p2p_inference::gpu::{gpu_time, profile_dispatches, request_device, run_blocking, DispatchTime, GpuBlock, Kernel, KernelLibrary, ResidentWeights};
 use bevy_p2p_inference::model::import_onnx;
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::{headless_plugins, update_until_prediction};
@@ -26,18 +27,47 @@ const MODELS: [(&str, &str, [usize; 3]); 3] = [
     ("MobileNetV2 ImageNet (synthetic)", "assets/models/mobilenetv2_imagenet_synthetic.onnx", [3, 224, 224]),
 ];
 
-/// Median and p95 of `run` repeated for about `seconds` (at least 3 runs, after a warm-up).
-fn time_it(seconds: f64, mut run: impl FnMut() -> Result<(), String>) -> Result<(f64, f64), String> {
-    run()?;
-    let mut times = Vec::new();
+/// Median and p95 of the values `sample` returns when repeated for about `seconds` (at least 3
+/// samples, after a warm-up).
+fn sample_for(seconds: f64, mut sample: impl FnMut() -> Result<f64, String>) -> Result<(f64, f64), String> {
+    sample()?;
+    let mut values = Vec::new();
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    while times.len() < 3 || (Instant::now() < deadline && times.len() < 200) {
+    while values.len() < 3 || (Instant::now() < deadline && values.len() < 500) {
+        values.push(sample()?);
+    }
+    values.sort_by(f64::total_cmp);
+    Ok((values[values.len() / 2], values[((values.len() - 1) as f64 * 0.95) as usize]))
+}
+
+/// Median and p95 wall time of `run`, in milliseconds.
+fn time_it(seconds: f64, mut run: impl FnMut() -> Result<(), String>) -> Result<(f64, f64), String> {
+    sample_for(seconds, || {
         let t = Instant::now();
         run()?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    })
+}
+
+/// Per-kernel totals of one profiled run, printed under the table.
+fn print_profile(name: &str, batch: usize, profile: &[DispatchTime], whole_ms: f64) {
+    let mut by_kernel: Vec<(Kernel, usize, f64)> = Vec::new();
+    for d in profile {
+        let ms = d.time.as_secs_f64() * 1e3;
+        match by_kernel.iter_mut().find(|(k, _, _)| *k == d.kernel) {
+            Some(entry) => {
+                entry.1 += 1;
+                entry.2 += ms;
+            }
+            None => by_kernel.push((d.kernel, 1, ms)),
+        }
     }
-    times.sort_by(f64::total_cmp);
-    Ok((times[times.len() / 2], times[((times.len() - 1) as f64 * 0.95) as usize]))
+    by_kernel.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let sum: f64 = by_kernel.iter().map(|e| e.2).sum();
+    println!("\nprofile {name}, batch {batch}: {} dispatches, {sum:.3} ms in separate passes ({whole_ms:.3} ms in one pass)", profile.len());
+    for (kernel, count, ms) in by_kernel {
+        println!("  {kernel:?}: {count} dispatches, {ms:.3} ms ({:.0}%)", 100.0 * ms / sum);
+    }
 }
 
 fn input(batch: usize, chw: [usize; 3]) -> Tensor {
@@ -122,7 +152,7 @@ fn tract(_path: &str, _x: &Tensor, _seconds: f64) -> Result<(f64, f64), String> 
 
 fn cell(r: &Result<(f64, f64), String>, batch: usize) -> String {
     match r {
-        Ok((median, p95)) if batch == 1 => format!("{median:.2} ms (p95 {p95:.2})"),
+        Ok((median, p95)) if batch == 1 => format!("{median:.3} ms (p95 {p95:.3})"),
         Ok((median, _)) => format!("{median:.1} ms ({:.0} img/s)", batch as f64 * 1e3 / median),
         Err(e) => format!("n/a: {e}"),
     }
@@ -142,13 +172,17 @@ fn main() {
 
     println!("adapter: {} ({:?}, {})", info.name, info.backend, info.driver_info);
     let with_torch = std::env::var_os("BENCH_TORCH").is_some();
+    let with_profile = std::env::var_os("BENCH_PROFILE").is_some();
+    let mut profiles = Vec::new();
+    let mut header = vec![
+        "model", "batch", "this crate, GPU time (timestamps)", "this crate, GPU submit-to-done",
+        "this crate, end-to-end in Bevy", "frames", "ONNX Runtime CPU", "tract CPU",
+    ];
     if with_torch {
-        println!("| model | batch | this crate, GPU submit-to-done | this crate, end-to-end in Bevy | ONNX Runtime CPU | tract CPU | PyTorch eager CUDA | PyTorch CUDA graph, GPU only | e2e / eager |");
-        println!("|---|---|---|---|---|---|---|---|---|");
-    } else {
-        println!("| model | batch | this crate, GPU submit-to-done | this crate, end-to-end in Bevy | ONNX Runtime CPU | tract CPU |");
-        println!("|---|---|---|---|---|---|");
+        header.extend(["PyTorch eager CUDA", "PyTorch CUDA graph, GPU only", "e2e / eager", "GPU time / CUDA graph"]);
     }
+    println!("| {} |", header.join(" | "));
+    println!("|{}", "---|".repeat(header.len()));
     for (name, path, chw) in MODELS {
         let bytes = std::fs::read(path).unwrap();
         let graph = import_onnx(&bytes).unwrap();
@@ -158,37 +192,52 @@ fn main() {
             let x = input(batch, chw);
             let npy = tmp.join(format!("x{batch}.npy"));
             save_npy(&npy, &x);
-            let gpu = GpuBlock::new(&device, &library, weights.clone(), &graph, x.shape())
-                .map_err(|e| e.to_string())
-                .and_then(|block| time_it(seconds, || run_blocking(&device, &queue, &library, &block, &x).map(|_| ()).map_err(|e| e.to_string())));
+            let block = GpuBlock::new(&device, &library, weights.clone(), &graph, x.shape()).map_err(|e| e.to_string());
+            let submit_to_done = block
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|block| time_it(seconds, || run_blocking(&device, &queue, &library, block, &x).map(|_| ()).map_err(|e| e.to_string())));
+            let timestamps = block.as_ref().map_err(Clone::clone).and_then(|block| {
+                sample_for(seconds, || gpu_time(&device, &queue, &library, block, &x).map(|t| t.as_secs_f64() * 1e3).map_err(|e| e.to_string()))
+            });
+            if let (true, Ok(block), Ok((whole, _))) = (with_profile, &block, &timestamps) {
+                match profile_dispatches(&device, &queue, &library, block, &x) {
+                    Ok(profile) => profiles.push((name, batch, profile, *whole)),
+                    Err(e) => println!("no profile for {name}: {e}"),
+                }
+            }
+            let mut frames = Vec::new();
             let e2e = time_it(seconds, || {
                 let entity = app.world_mut().spawn(InferenceRequest::new(handle.clone(), x.clone())).id();
-                let result = update_until_prediction(&mut app, entity, Duration::from_secs(600)).map(|_| ()).map_err(|e| e.to_string());
+                let result = update_until_prediction(&mut app, entity, Duration::from_secs(600)).map(|(_, f)| frames.push(f)).map_err(|e| e.to_string());
                 app.world_mut().despawn(entity);
                 result
             });
+            frames.sort();
+            let frames = frames.get(frames.len() / 2).map_or("-".into(), |f| f.to_string());
             let cpu = ort(path, &npy, seconds);
             let tract_cpu = tract(path, &x, seconds);
+            let mut row = vec![
+                name.to_string(), batch.to_string(), cell(&timestamps, batch), cell(&submit_to_done, batch),
+                cell(&e2e, batch), frames, cell(&cpu, batch), cell(&tract_cpu, batch),
+            ];
             if with_torch {
                 let pt = torch(path, &npy, seconds);
                 let eager = pt.clone().map(|(e, _)| e);
-                let graph = match &pt {
-                    Ok((_, Some(g))) => format!("{g:.3} ms"),
+                let graph_ms = pt.as_ref().ok().and_then(|(_, g)| *g);
+                row.push(cell(&eager, batch));
+                row.push(graph_ms.map_or("-".into(), |g| format!("{g:.3} ms")));
+                row.push(ratio(&e2e, &pt));
+                row.push(match (&timestamps, graph_ms) {
+                    (Ok((ours, _)), Some(g)) => format!("{:.2}x", ours / g),
                     _ => "-".into(),
-                };
-                println!(
-                    "| {name} | {batch} | {} | {} | {} | {} | {} | {graph} | {} |",
-                    cell(&gpu, batch),
-                    cell(&e2e, batch),
-                    cell(&cpu, batch),
-                    cell(&tract_cpu, batch),
-                    cell(&eager, batch),
-                    ratio(&e2e, &pt)
-                );
-            } else {
-                println!("| {name} | {batch} | {} | {} | {} | {} |", cell(&gpu, batch), cell(&e2e, batch), cell(&cpu, batch), cell(&tract_cpu, batch));
+                });
             }
+            println!("| {} |", row.join(" | "));
         }
+    }
+    for (name, batch, profile, whole) in profiles {
+        print_profile(name, batch, &profile, whole);
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }

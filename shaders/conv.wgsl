@@ -49,17 +49,113 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     epilogue(i, oc, acc);
 }
 
-// 1x1, stride 1, no padding, one group: per image a [M,C] x [C,H*W] product, tiled 16x16 in
-// workgroup memory. Grid: (ceil(HW/16), ceil(M/16), N).
+// Depthwise convolution (groups == C == M): one invocation per output value, the channel's
+// taps read straight from its own plane. Same parameters and grid as `conv2d`.
+@compute @workgroup_size(64)
+fn conv_depthwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if (i >= p[0]) { return; }
+    let H = p[3]; let W = p[4]; let OH = p[6]; let OW = p[7]; let KH = p[8]; let KW = p[9];
+    let ox = i % OW;
+    let oy = (i / OW) % OH;
+    let plane = i / (OW * OH);
+    let oc = plane % p[5];
+    let y0 = i32(oy * p[10]) - i32(p[12]);
+    let x0 = i32(ox * p[11]) - i32(p[13]);
+    let x_plane = plane * H * W;
+    let w_base = oc * KH * KW;
+    var acc = 0.0;
+    for (var ky = 0u; ky < KH; ky++) {
+        let iy = y0 + i32(ky * p[14]);
+        if (iy < 0 || iy >= i32(H)) { continue; }
+        let row = x_plane + u32(iy) * W;
+        for (var kx = 0u; kx < KW; kx++) {
+            let ix = x0 + i32(kx * p[15]);
+            if (ix >= 0 && ix < i32(W)) {
+                acc += x[row + u32(ix)] * w[w_base + ky * KW + kx];
+            }
+        }
+    }
+    epilogue(i, oc, acc);
+}
+
+// The 1x1 convolutions (stride 1, no padding, one group) are one product [M,C] x [C,N*P] over
+// the whole batch: column j is pixel j % P of image j / P (P = OH*OW), read at
+// x[(n*C + k)*P + p] and written at y[(n*M + m)*P + p]. Three kernels cover its shapes.
+
+fn column_input(j: u32, k: u32, C: u32, P: u32) -> f32 {
+    return x[((j / P) * C + k) * P + j % P];
+}
+
+fn column_output(j: u32, m: u32, M: u32, P: u32) -> u32 {
+    return ((j / P) * M + m) * P + j % P;
+}
+
+// Large products: 64x64 output tiles, each of the 256 invocations accumulating a 4x4 block
+// (rows ty + 16a, columns tx + 16b) from 16-deep slices of both operands staged in workgroup
+// memory. Grid: column tiles (ceil(N*P/64), folded into x and z) by ceil(M/64).
+// One padding column keeps the transposing store to `slice_w` free of bank conflicts.
+var<workgroup> slice_w: array<array<f32, 65>, 16>;
+var<workgroup> slice_x: array<array<f32, 64>, 16>;
+
+@compute @workgroup_size(16, 16)
+fn conv_pointwise_blocked(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let C = p[2]; let M = p[5]; let P = p[6] * p[7]; let NP = p[1] * P;
+    let m0 = wid.y * 64u;
+    let j0 = (wid.x + wid.z * nwg.x) * 64u;
+    let t = lid.y * 16u + lid.x;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var k0 = 0u; k0 < C; k0 += 16u) {
+        for (var r = 0u; r < 4u; r++) {
+            let e = t + 256u * r;
+            // Weights: 16 consecutive k of one row per 16 invocations.
+            let wm = m0 + e / 16u;
+            let wk = k0 + e % 16u;
+            var wv = 0.0;
+            if (wm < M && wk < C) { wv = w[wm * C + wk]; }
+            slice_w[e % 16u][e / 16u] = wv;
+            // Inputs: 64 consecutive columns of one k per 64 invocations.
+            let xk = k0 + e / 64u;
+            let xj = j0 + e % 64u;
+            var xv = 0.0;
+            if (xk < C && xj < NP) { xv = column_input(xj, xk, C, P); }
+            slice_x[e / 64u][e % 64u] = xv;
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < 16u; k++) {
+            let b = vec4<f32>(slice_x[k][lid.x], slice_x[k][lid.x + 16u], slice_x[k][lid.x + 32u], slice_x[k][lid.x + 48u]);
+            acc0 += slice_w[k][lid.y] * b;
+            acc1 += slice_w[k][lid.y + 16u] * b;
+            acc2 += slice_w[k][lid.y + 32u] * b;
+            acc3 += slice_w[k][lid.y + 48u] * b;
+        }
+        workgroupBarrier();
+    }
+    var rows = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+    for (var a = 0u; a < 4u; a++) {
+        let m = m0 + lid.y + 16u * a;
+        if (m >= M) { continue; }
+        for (var b = 0u; b < 4u; b++) {
+            let j = j0 + lid.x + 16u * b;
+            if (j < NP) { epilogue(column_output(j, m, M, P), m, rows[a][b]); }
+        }
+    }
+}
+
+// Mid-sized products: 16x16 output tiles, one output per invocation, so that small layers
+// still spread over many workgroups. Grid: column tiles (ceil(N*P/16), folded into x and z) by
+// ceil(M/16).
 var<workgroup> tile_w: array<array<f32, 16>, 16>;
 var<workgroup> tile_x: array<array<f32, 16>, 16>;
 
 @compute @workgroup_size(16, 16)
-fn conv_pointwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let C = p[2]; let M = p[5]; let P = p[6] * p[7];
-    let col = wid.x * 16u + lid.x;
+fn conv_pointwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let C = p[2]; let M = p[5]; let P = p[6] * p[7]; let NP = p[1] * P;
+    let col = (wid.x + wid.z * nwg.x) * 16u + lid.x;
     let row = wid.y * 16u + lid.y;
-    let n = wid.z;
     var acc = 0.0;
     for (var k0 = 0u; k0 < C; k0 += 16u) {
         let kw = k0 + lid.x;
@@ -68,7 +164,7 @@ fn conv_pointwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgro
         tile_w[lid.y][lid.x] = wv;
         let kx = k0 + lid.y;
         var xv = 0.0;
-        if (kx < C && col < P) { xv = x[(n * C + kx) * P + col]; }
+        if (kx < C && col < NP) { xv = column_input(col, kx, C, P); }
         tile_x[lid.y][lid.x] = xv;
         workgroupBarrier();
         for (var k = 0u; k < 16u; k++) {
@@ -76,7 +172,36 @@ fn conv_pointwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgro
         }
         workgroupBarrier();
     }
-    if (row < M && col < P) {
-        epilogue((n * M + row) * P + col, row, acc);
+    if (row < M && col < NP) {
+        epilogue(column_output(col, row, M, P), row, acc);
+    }
+}
+
+// Narrow products (a few columns, as at batch 1 on small feature maps): one workgroup per
+// output row and group of 4 columns, its 64 invocations splitting the C-long dot products and
+// summing them in workgroup memory. Grid: (M, ceil(N*P/4), 1).
+var<workgroup> partial: array<vec4<f32>, 64>;
+
+@compute @workgroup_size(64)
+fn conv_pointwise_narrow(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let C = p[2]; let M = p[5]; let P = p[6] * p[7]; let NP = p[1] * P;
+    let m = wid.x;
+    let j0 = wid.y * 4u;
+    var acc = vec4<f32>(0.0);
+    for (var k = lid.x; k < C; k += 64u) {
+        var xs = vec4<f32>(0.0);
+        for (var c = 0u; c < 4u; c++) {
+            if (j0 + c < NP) { xs[c] = column_input(j0 + c, k, C, P); }
+        }
+        acc += w[m * C + k] * xs;
+    }
+    partial[lid.x] = acc;
+    workgroupBarrier();
+    for (var span = 32u; span > 0u; span /= 2u) {
+        if (lid.x < span) { partial[lid.x] += partial[lid.x + span]; }
+        workgroupBarrier();
+    }
+    if (lid.x < 4u && j0 + lid.x < NP) {
+        epilogue(column_output(j0 + lid.x, m, M, P), m, partial[0][lid.x]);
     }
 }

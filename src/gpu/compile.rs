@@ -14,8 +14,14 @@ use crate::model::ModelError;
 pub enum Kernel {
     /// General convolution with fused epilogue.
     Conv2d,
-    /// Tiled 1x1 convolution with fused epilogue.
+    /// Depthwise convolution (one group per channel) with fused epilogue.
+    ConvDepthwise,
+    /// 1x1 convolution over the whole batch, 16x16 output tiles: mid-sized layers.
     ConvPointwise,
+    /// 1x1 convolution, 64x64 output tiles with 4x4 outputs per invocation: large layers.
+    ConvPointwiseBlocked,
+    /// 1x1 convolution with at most a few columns, dot products split across a workgroup.
+    ConvPointwiseNarrow,
     /// Broadcasting Add/Mul.
     Binary,
     /// Standalone activation.
@@ -36,9 +42,12 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, for building the pipeline library.
-    pub const ALL: [Kernel; 10] = [
+    pub const ALL: [Kernel; 13] = [
         Kernel::Conv2d,
+        Kernel::ConvDepthwise,
         Kernel::ConvPointwise,
+        Kernel::ConvPointwiseBlocked,
+        Kernel::ConvPointwiseNarrow,
         Kernel::Binary,
         Kernel::Activation,
         Kernel::ChannelAffine,
@@ -53,7 +62,10 @@ impl Kernel {
     pub fn entry(self) -> (&'static str, &'static str) {
         match self {
             Kernel::Conv2d => ("conv", "conv2d"),
+            Kernel::ConvDepthwise => ("conv", "conv_depthwise"),
             Kernel::ConvPointwise => ("conv", "conv_pointwise"),
+            Kernel::ConvPointwiseBlocked => ("conv", "conv_pointwise_blocked"),
+            Kernel::ConvPointwiseNarrow => ("conv", "conv_pointwise_narrow"),
             Kernel::Binary => ("elementwise", "binary"),
             Kernel::Activation => ("elementwise", "activation"),
             Kernel::ChannelAffine => ("elementwise", "channel_affine"),
@@ -68,7 +80,11 @@ impl Kernel {
     /// How many read-only storage buffers follow the parameters (the output comes after).
     pub fn input_bindings(self) -> usize {
         match self {
-            Kernel::Conv2d | Kernel::ConvPointwise => 4,
+            Kernel::Conv2d
+            | Kernel::ConvDepthwise
+            | Kernel::ConvPointwise
+            | Kernel::ConvPointwiseBlocked
+            | Kernel::ConvPointwiseNarrow => 4,
             Kernel::Binary | Kernel::Activation | Kernel::ChannelAffine | Kernel::Gemm => 3,
             Kernel::GlobalAverage | Kernel::Pool2d | Kernel::ConcatCopy | Kernel::Softmax => 1,
         }
@@ -377,11 +393,36 @@ fn conv_call(
     .collect();
     params.extend([code, pa, pb]);
     let pointwise = w[2] == 1 && w[3] == 1 && conv.strides == [1, 1] && conv.pads == [0; 4] && conv.groups == 1;
+    let depthwise = conv.groups > 1 && conv.groups == x[1] && w[0] == conv.groups;
     if pointwise {
-        let pixels = out[2] * out[3];
-        (Kernel::ConvPointwise, params, [pixels.div_ceil(16) as u32, w[0].div_ceil(16) as u32, x[0] as u32])
+        let (kernel, workgroups) = pointwise_kernel(x[0] * out[2] * out[3], w[0]);
+        (kernel, params, workgroups)
+    } else if depthwise {
+        (Kernel::ConvDepthwise, params, grid_1d(total))
     } else {
         (Kernel::Conv2d, params, grid_1d(total))
+    }
+}
+
+/// Columns up to which a 1x1 convolution splits its dot products across a workgroup.
+const NARROW_COLUMNS: usize = 16;
+/// Output tiles from which a 1x1 convolution has enough of them to use the 64x64 kernel.
+const BLOCKED_MIN_TILES: usize = 128;
+
+/// The 1x1 convolution kernel for a `[rows, C] x [C, columns]` product, and its grid.
+fn pointwise_kernel(columns: usize, rows: usize) -> (Kernel, [u32; 3]) {
+    let tiles = |edge: usize| columns.div_ceil(edge) * rows.div_ceil(edge);
+    // Column tiles beyond one grid dimension's limit fold into z.
+    let fold = |column_tiles: usize, row_tiles: usize| {
+        let x = column_tiles.min(65535);
+        [u(x), u(row_tiles), u(column_tiles.div_ceil(x))]
+    };
+    if columns <= NARROW_COLUMNS && rows <= 65535 {
+        (Kernel::ConvPointwiseNarrow, [u(rows), u(columns.div_ceil(4)), 1])
+    } else if tiles(64) >= BLOCKED_MIN_TILES {
+        (Kernel::ConvPointwiseBlocked, fold(columns.div_ceil(64), rows.div_ceil(64)))
+    } else {
+        (Kernel::ConvPointwise, fold(columns.div_ceil(16), rows.div_ceil(16)))
     }
 }
 
@@ -520,6 +561,35 @@ mod tests {
         assert_eq!(first.params[19], 1, "relu");
         assert_eq!(program.dispatches[1].kernel, Kernel::Conv2d);
         assert_eq!(program.output_shape, vec![2, 36]);
+    }
+
+    #[test]
+    fn a_pointwise_conv_picks_its_kernel_by_the_product_shape() {
+        // A few columns: dot products split across a workgroup, one per row and 4 columns.
+        assert_eq!(pointwise_kernel(4, 960), (Kernel::ConvPointwiseNarrow, [960, 1, 1]));
+        assert_eq!(pointwise_kernel(16, 320).0, Kernel::ConvPointwiseNarrow);
+        // Too few 64x64 tiles to fill a GPU: 16x16 tiles.
+        assert_eq!(pointwise_kernel(64, 384), (Kernel::ConvPointwise, [4, 24, 1]));
+        // Plenty of 64x64 tiles: the register-blocked kernel.
+        assert_eq!(pointwise_kernel(64 * 3136, 96), (Kernel::ConvPointwiseBlocked, [3136, 2, 1]));
+        // Column tiles beyond one grid dimension fold into z.
+        let (_, [x, _, z]) = pointwise_kernel(64 * 70000, 64);
+        assert!(x <= 65535 && x as usize * z as usize >= 70000);
+    }
+
+    #[test]
+    fn a_conv_with_one_group_per_channel_uses_the_depthwise_kernel() {
+        let depthwise = Op::Conv(Conv2d { strides: [2, 2], pads: [1; 4], dilations: [1, 1], groups: 8 });
+        let mut initializers = HashMap::new();
+        initializers.insert("w".to_string(), Tensor::zeros(vec![8, 1, 3, 3]));
+        let graph = Graph {
+            input: GraphInput { name: "x".into(), dims: vec![] },
+            output: "dw".into(),
+            nodes: vec![node("dw", depthwise, &["x", "w"])],
+            initializers,
+        };
+        let program = compile(&graph, &[1, 8, 9, 9]).unwrap();
+        assert_eq!(program.dispatches[0].kernel, Kernel::ConvDepthwise);
     }
 
     #[test]

@@ -204,15 +204,41 @@ impl GpuBlock {
     /// dispatch, and an output copy. Requests recorded one after another in the same encoder
     /// run in order on the GPU.
     pub fn encode(&self, library: &KernelLibrary, encoder: &mut wgpu::CommandEncoder, input: &wgpu::Buffer, readback: &wgpu::Buffer) {
+        self.encode_with_timestamps(library, encoder, input, readback, None);
+    }
+
+    /// Compute passes per request (one per batch slice).
+    pub fn passes(&self) -> u32 {
+        (self.runs + self.rest.is_some() as usize) as u32
+    }
+
+    /// [`Self::encode`], optionally writing a begin and an end timestamp around each compute
+    /// pass into `queries` (indices 2i and 2i+1 for pass i; see [`Self::passes`]).
+    pub(super) fn encode_with_timestamps(
+        &self,
+        library: &KernelLibrary,
+        encoder: &mut wgpu::CommandEncoder,
+        input: &wgpu::Buffer,
+        readback: &wgpu::Buffer,
+        queries: Option<&wgpu::QuerySet>,
+    ) {
         let (mut input_offset, mut output_offset) = (0, 0);
-        for _ in 0..self.runs {
-            self.full.encode(library, encoder, input, input_offset, readback, output_offset);
-            input_offset += self.full.input_bytes();
-            output_offset += self.full.output_bytes();
+        let parts = std::iter::repeat_n(&self.full, self.runs).chain(self.rest.as_ref());
+        for (pass, part) in parts.enumerate() {
+            let timestamps = queries.map(|query_set| wgpu::ComputePassTimestampWrites {
+                query_set,
+                beginning_of_pass_write_index: Some(2 * pass as u32),
+                end_of_pass_write_index: Some(2 * pass as u32 + 1),
+            });
+            part.encode(library, encoder, input, input_offset, readback, output_offset, timestamps);
+            input_offset += part.input_bytes();
+            output_offset += part.output_bytes();
         }
-        if let Some(rest) = &self.rest {
-            rest.encode(library, encoder, input, input_offset, readback, output_offset);
-        }
+    }
+
+    /// The dispatches of one run of the block (the first batch slice when it is split).
+    pub fn program(&self) -> &Program {
+        &self.full.program
     }
 }
 
@@ -307,10 +333,20 @@ impl Part {
 
     /// Records the input copy (from `input_offset`), one compute pass with every dispatch, and
     /// the output copy (to `output_offset`).
-    fn encode(&self, library: &KernelLibrary, encoder: &mut wgpu::CommandEncoder, input: &wgpu::Buffer, input_offset: u64, readback: &wgpu::Buffer, output_offset: u64) {
+    #[allow(clippy::too_many_arguments)]
+    fn encode(
+        &self,
+        library: &KernelLibrary,
+        encoder: &mut wgpu::CommandEncoder,
+        input: &wgpu::Buffer,
+        input_offset: u64,
+        readback: &wgpu::Buffer,
+        output_offset: u64,
+        timestamp_writes: Option<wgpu::ComputePassTimestampWrites>,
+    ) {
         encoder.copy_buffer_to_buffer(input, input_offset, &self.slots[self.program.input_slot], 0, self.input_bytes());
         {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("inference block"), timestamp_writes: None });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("inference block"), timestamp_writes });
             for ((kernel, bind_group), dispatch) in self.kernels.iter().zip(&self.bind_groups).zip(&self.program.dispatches) {
                 pass.set_pipeline(&library.pipelines[kernel].0);
                 pass.set_bind_group(0, bind_group, &[]);
@@ -319,6 +355,27 @@ impl Part {
             }
         }
         encoder.copy_buffer_to_buffer(&self.slots[self.program.output_slot], 0, readback, output_offset, self.output_bytes());
+    }
+}
+
+impl GpuBlock {
+    /// Records one run of the first batch slice with each dispatch in its own compute pass,
+    /// writing timestamps 2i and 2i+1 around dispatch i: for per-kernel profiles.
+    pub(super) fn encode_profiled(&self, library: &KernelLibrary, encoder: &mut wgpu::CommandEncoder, input: &wgpu::Buffer, queries: &wgpu::QuerySet) {
+        let part = &self.full;
+        encoder.copy_buffer_to_buffer(input, 0, &part.slots[part.program.input_slot], 0, part.input_bytes());
+        for (i, ((kernel, bind_group), dispatch)) in part.kernels.iter().zip(&part.bind_groups).zip(&part.program.dispatches).enumerate() {
+            let timestamp_writes = wgpu::ComputePassTimestampWrites {
+                query_set: queries,
+                beginning_of_pass_write_index: Some(2 * i as u32),
+                end_of_pass_write_index: Some(2 * i as u32 + 1),
+            };
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("profiled dispatch"), timestamp_writes: Some(timestamp_writes) });
+            pass.set_pipeline(&library.pipelines[kernel].0);
+            pass.set_bind_group(0, bind_group, &[]);
+            let [x, y, z] = dispatch.workgroups;
+            pass.dispatch_workgroups(x, y, z);
+        }
     }
 }
 
@@ -356,6 +413,8 @@ pub fn request_device() -> Result<(wgpu::Device, wgpu::Queue, wgpu::AdapterInfo)
     let (device, queue) = bevy::tasks::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("bevy_p2p_inference"),
         required_limits: adapter.limits(),
+        // Timestamps for `gpu_time` and `profile_dispatches`, where offered.
+        required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
         ..Default::default()
     }))
     .map_err(|e| e.to_string())?;

@@ -5,7 +5,9 @@ pub mod compile;
 mod engine;
 mod readback;
 mod render;
+mod timing;
 
 pub use compile::{compile, CompileError, Kernel, Program};
 pub use engine::{read_mapped, request_device, run_blocking, GpuBlock, GpuError, KernelLibrary, ResidentWeights};
 pub(crate) use render::RenderInferencePlugin;
+pub use timing::{gpu_time, profile_dispatches, DispatchTime, TimingError};

@@ -109,6 +109,30 @@ fn pointwise_conv_with_channels_not_a_multiple_of_the_tile() {
 }
 
 #[test]
+fn pointwise_conv_over_a_few_columns_with_groups_of_four_crossing_images() {
+    // 5 images of 3 pixels: 15 columns, so the dot products are split across a workgroup and
+    // each group of 4 columns spans two images.
+    let mut b = Builder::new(6);
+    let (w, bias) = (b.constant(&[70, 70, 1, 1]), b.constant(&[70]));
+    let c = b.node(conv([1, 1], [0; 4], [1, 1], 1), vec![x(), w, bias]);
+    let s = b.node(Op::Add, vec![c, x()]);
+    b.node(Op::Activation(Activation::Clip { min: 0.0, max: 6.0 }), vec![s]);
+    b.check(&[5, 70, 3, 1]);
+}
+
+#[test]
+fn large_pointwise_conv_with_ragged_tiles_across_images_and_fused_residual() {
+    // 3 images of 33x33 pixels (3267 columns, tiles of 64 straddle images) by 130 channels
+    // (neither a multiple of the 64-row tile nor of the 16-deep slice): the 4x4-blocked kernel.
+    let mut b = Builder::new(7);
+    let (w, bias) = (b.constant(&[130, 130, 1, 1]), b.constant(&[130]));
+    let c = b.node(conv([1, 1], [0; 4], [1, 1], 1), vec![x(), w, bias]);
+    let s = b.node(Op::Add, vec![x(), c]);
+    b.node(Op::Activation(Activation::Relu), vec![s]);
+    b.check(&[3, 130, 33, 33]);
+}
+
+#[test]
 fn every_activation_standalone() {
     for (i, a) in [
         Activation::Relu,

@@ -1,0 +1,115 @@
+//! GPU time from timestamp queries: the time a block's compute passes take on the GPU, without
+//! the submission and the wake-up around them, and a per-dispatch profile. For benchmarks and
+//! tools that own a device opened with `Features::TIMESTAMP_QUERY` ([`super::request_device`]
+//! asks for it where the adapter offers it).
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+use super::compile::Kernel;
+use super::engine::{GpuBlock, KernelLibrary};
+use crate::tensor::Tensor;
+
+/// Why a timing could not be taken.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum TimingError {
+    /// The device was opened without `Features::TIMESTAMP_QUERY`.
+    #[error("the device has no timestamp queries")]
+    NoTimestamps,
+    /// More passes than one query set holds.
+    #[error("{0} timestamps exceed a query set's {max}", max = wgpu::QUERY_SET_MAX_QUERIES)]
+    TooManyQueries(u32),
+    /// Waiting for or reading the timestamps failed.
+    #[error("reading the timestamps failed: {0}")]
+    Readback(String),
+}
+
+/// One dispatch's share of a profiled run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DispatchTime {
+    /// The kernel it ran.
+    pub kernel: Kernel,
+    /// Its workgroup counts.
+    pub workgroups: [u32; 3],
+    /// Time between the start and the end of its pass on the GPU.
+    pub time: Duration,
+}
+
+/// GPU time of one run of `block` on `input`: the sum over its compute passes (one per batch
+/// slice) of end minus begin timestamp. Excludes the input upload and the output copy.
+pub fn gpu_time(device: &wgpu::Device, queue: &wgpu::Queue, library: &KernelLibrary, block: &GpuBlock, input: &Tensor) -> Result<Duration, TimingError> {
+    let count = 2 * block.passes();
+    let ticks = with_queries(device, queue, count, |encoder, queries| {
+        let upload = block.upload_input(device, input);
+        let readback = block.create_readback(device);
+        block.encode_with_timestamps(library, encoder, &upload, &readback, Some(queries));
+    })?;
+    Ok(ticks.chunks(2).map(|pair| ticks_to_duration(queue, pair[1].saturating_sub(pair[0]))).sum())
+}
+
+/// Per-dispatch GPU times of one run of `block` (its first batch slice when split), each
+/// dispatch in its own compute pass so that its begin and end can be stamped.
+pub fn profile_dispatches(device: &wgpu::Device, queue: &wgpu::Queue, library: &KernelLibrary, block: &GpuBlock, input: &Tensor) -> Result<Vec<DispatchTime>, TimingError> {
+    let dispatches = &block.program().dispatches;
+    let count = 2 * dispatches.len() as u32;
+    let ticks = with_queries(device, queue, count, |encoder, queries| {
+        let upload = block.upload_input(device, input);
+        block.encode_profiled(library, encoder, &upload, queries);
+    })?;
+    Ok(dispatches
+        .iter()
+        .zip(ticks.chunks(2))
+        .map(|(d, pair)| DispatchTime { kernel: d.kernel, workgroups: d.workgroups, time: ticks_to_duration(queue, pair[1].saturating_sub(pair[0])) })
+        .collect())
+}
+
+fn ticks_to_duration(queue: &wgpu::Queue, ticks: u64) -> Duration {
+    Duration::from_nanos((ticks as f64 * queue.get_timestamp_period() as f64) as u64)
+}
+
+/// Records `record` with a fresh query set of `count` timestamps, submits, waits, and returns
+/// the raw timestamps.
+fn with_queries(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    count: u32,
+    record: impl FnOnce(&mut wgpu::CommandEncoder, &wgpu::QuerySet),
+) -> Result<Vec<u64>, TimingError> {
+    if !device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+        return Err(TimingError::NoTimestamps);
+    }
+    if count > wgpu::QUERY_SET_MAX_QUERIES {
+        return Err(TimingError::TooManyQueries(count));
+    }
+    let queries = device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("block timestamps"), ty: wgpu::QueryType::Timestamp, count });
+    let bytes = (count as u64 * 8).next_multiple_of(wgpu::QUERY_RESOLVE_BUFFER_ALIGNMENT);
+    let resolved = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("resolved timestamps"),
+        size: bytes,
+        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let readable = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("timestamps readback"),
+        size: bytes,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("timed block") });
+    record(&mut encoder, &queries);
+    encoder.resolve_query_set(&queries, 0..count, &resolved, 0);
+    encoder.copy_buffer_to_buffer(&resolved, 0, &readable, 0, bytes);
+    queue.submit([encoder.finish()]);
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    readable.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| TimingError::Readback(e.to_string()))?;
+    rx.recv()
+        .map_err(|e| TimingError::Readback(e.to_string()))?
+        .map_err(|e| TimingError::Readback(e.to_string()))?;
+    let ticks = bytemuck::cast_slice::<u8, u64>(&readable.slice(..).get_mapped_range())[..count as usize].to_vec();
+    readable.unmap();
+    Ok(ticks)
+}
