@@ -176,7 +176,7 @@ fn main() {
     let mut profiles = Vec::new();
     let mut header = vec![
         "model", "batch", "this crate, GPU time (timestamps)", "this crate, GPU submit-to-done",
-        "this crate, end-to-end in Bevy", "frames", "ONNX Runtime CPU", "tract CPU",
+        "this crate, end-to-end in Bevy", "frames", "readback to main world", "ONNX Runtime CPU", "tract CPU",
     ];
     if with_torch {
         header.extend(["PyTorch eager CUDA", "PyTorch CUDA graph, GPU only", "e2e / eager", "GPU time / CUDA graph"]);
@@ -206,20 +206,30 @@ fn main() {
                     Err(e) => println!("no profile for {name}: {e}"),
                 }
             }
-            let mut frames = Vec::new();
+            let (mut frames, mut handovers) = (Vec::new(), Vec::new());
             let e2e = time_it(seconds, || {
                 let entity = app.world_mut().spawn(InferenceRequest::new(handle.clone(), x.clone())).id();
-                let result = update_until_prediction(&mut app, entity, Duration::from_secs(600)).map(|(_, f)| frames.push(f)).map_err(|e| e.to_string());
+                let result = update_until_prediction(&mut app, entity, Duration::from_secs(600))
+                    .map(|(prediction, f)| {
+                        frames.push(f);
+                        handovers.extend(prediction.handover.map(|h| h.as_secs_f64() * 1e3));
+                    })
+                    .map_err(|e| e.to_string());
                 app.world_mut().despawn(entity);
                 result
             });
             frames.sort();
+            handovers.sort_by(f64::total_cmp);
             let frames = frames.get(frames.len() / 2).map_or("-".into(), |f| f.to_string());
+            let handover = match (handovers.get(handovers.len() / 2), handovers.last()) {
+                (Some(median), Some(max)) => format!("{median:.3} ms (max {max:.3})"),
+                _ => "-".into(),
+            };
             let cpu = ort(path, &npy, seconds);
             let tract_cpu = tract(path, &x, seconds);
             let mut row = vec![
                 name.to_string(), batch.to_string(), cell(&timestamps, batch), cell(&submit_to_done, batch),
-                cell(&e2e, batch), frames, cell(&cpu, batch), cell(&tract_cpu, batch),
+                cell(&e2e, batch), frames, handover, cell(&cpu, batch), cell(&tract_cpu, batch),
             ];
             if with_torch {
                 let pt = torch(path, &npy, seconds);

@@ -16,75 +16,85 @@ fn epilogue(i: u32, oc: u32, acc: f32) {
     y[i] = activate(v, p[19], pf(20), pf(21));
 }
 
+// The spatial kernels run on a plane grid: x covers the OH*OW pixels of one output plane
+// (workgroups of 64), y walks the planes (image n, channel oc) with a stride of the grid height
+// (at most 65535), so an invocation divides only to split its pixel into row and column.
+
 // Any stride, padding, dilation and group count: one invocation per output value.
 @compute @workgroup_size(64)
 fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
-    if (i >= p[0]) { return; }
     let C = p[2]; let H = p[3]; let W = p[4]; let M = p[5]; let OH = p[6]; let OW = p[7];
     let KH = p[8]; let KW = p[9];
-    let ox = i % OW;
-    let oy = (i / OW) % OH;
-    let oc = (i / (OW * OH)) % M;
-    let n = i / (OW * OH * M);
-    let cig = C / p[16];
-    let g = oc / (M / p[16]);
+    let pixel = gid.x;
+    if (pixel >= OH * OW) { return; }
+    let ox = pixel % OW;
+    let oy = pixel / OW;
     let y0 = i32(oy * p[10]) - i32(p[12]);
     let x0 = i32(ox * p[11]) - i32(p[13]);
-    var acc = 0.0;
-    for (var icg = 0u; icg < cig; icg++) {
-        let ic = g * cig + icg;
-        let x_plane = (n * C + ic) * H;
-        let w_base = (oc * cig + icg) * KH;
+    let cig = C / p[16];
+    let cog = M / p[16];
+    for (var plane = gid.y; plane < p[1] * M; plane += nwg.y) {
+        let n = plane / M;
+        let oc = plane % M;
+        let g = oc / cog;
+        var acc = 0.0;
+        for (var icg = 0u; icg < cig; icg++) {
+            let x_plane = (n * C + g * cig + icg) * H;
+            let w_base = (oc * cig + icg) * KH;
+            for (var ky = 0u; ky < KH; ky++) {
+                let iy = y0 + i32(ky * p[14]);
+                if (iy < 0 || iy >= i32(H)) { continue; }
+                let row = (x_plane + u32(iy)) * W;
+                for (var kx = 0u; kx < KW; kx++) {
+                    let ix = x0 + i32(kx * p[15]);
+                    if (ix >= 0 && ix < i32(W)) {
+                        acc += x[row + u32(ix)] * w[(w_base + ky) * KW + kx];
+                    }
+                }
+            }
+        }
+        epilogue(plane * OH * OW + pixel, oc, acc);
+    }
+}
+
+// Depthwise convolution (groups == C == M): the channel's taps read straight from its own
+// plane. Same parameters and grid as `conv2d`.
+@compute @workgroup_size(64)
+fn conv_depthwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let H = p[3]; let W = p[4]; let M = p[5]; let OH = p[6]; let OW = p[7]; let KH = p[8]; let KW = p[9];
+    let pixel = gid.x;
+    if (pixel >= OH * OW) { return; }
+    let ox = pixel % OW;
+    let oy = pixel / OW;
+    let y0 = i32(oy * p[10]) - i32(p[12]);
+    let x0 = i32(ox * p[11]) - i32(p[13]);
+    for (var plane = gid.y; plane < p[1] * M; plane += nwg.y) {
+        let oc = plane % M;
+        let x_plane = plane * H * W;
+        let w_base = oc * KH * KW;
+        var acc = 0.0;
         for (var ky = 0u; ky < KH; ky++) {
             let iy = y0 + i32(ky * p[14]);
             if (iy < 0 || iy >= i32(H)) { continue; }
+            let row = x_plane + u32(iy) * W;
             for (var kx = 0u; kx < KW; kx++) {
                 let ix = x0 + i32(kx * p[15]);
-                if (ix < 0 || ix >= i32(W)) { continue; }
-                acc += x[(x_plane + u32(iy)) * W + u32(ix)] * w[(w_base + ky) * KW + kx];
+                if (ix >= 0 && ix < i32(W)) {
+                    acc += x[row + u32(ix)] * w[w_base + ky * KW + kx];
+                }
             }
         }
+        epilogue(plane * OH * OW + pixel, oc, acc);
     }
-    epilogue(i, oc, acc);
-}
-
-// Depthwise convolution (groups == C == M): one invocation per output value, the channel's
-// taps read straight from its own plane. Same parameters and grid as `conv2d`.
-@compute @workgroup_size(64)
-fn conv_depthwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
-    if (i >= p[0]) { return; }
-    let H = p[3]; let W = p[4]; let OH = p[6]; let OW = p[7]; let KH = p[8]; let KW = p[9];
-    let ox = i % OW;
-    let oy = (i / OW) % OH;
-    let plane = i / (OW * OH);
-    let oc = plane % p[5];
-    let y0 = i32(oy * p[10]) - i32(p[12]);
-    let x0 = i32(ox * p[11]) - i32(p[13]);
-    let x_plane = plane * H * W;
-    let w_base = oc * KH * KW;
-    var acc = 0.0;
-    for (var ky = 0u; ky < KH; ky++) {
-        let iy = y0 + i32(ky * p[14]);
-        if (iy < 0 || iy >= i32(H)) { continue; }
-        let row = x_plane + u32(iy) * W;
-        for (var kx = 0u; kx < KW; kx++) {
-            let ix = x0 + i32(kx * p[15]);
-            if (ix >= 0 && ix < i32(W)) {
-                acc += x[row + u32(ix)] * w[w_base + ky * KW + kx];
-            }
-        }
-    }
-    epilogue(i, oc, acc);
 }
 
 // The 1x1 convolutions (stride 1, no padding, one group) are one product [M,C] x [C,N*P] over
 // the whole batch: column j is pixel j % P of image j / P (P = OH*OW), read at
 // x[(n*C + k)*P + p] and written at y[(n*M + m)*P + p]. Three kernels cover its shapes.
 
-fn column_input(j: u32, k: u32, C: u32, P: u32) -> f32 {
-    return x[((j / P) * C + k) * P + j % P];
+// Where column j's input starts: x[column_base(j) + k * P] is its value for channel k.
+fn column_base(j: u32, C: u32, P: u32) -> u32 {
+    return (j / P) * C * P + j % P;
 }
 
 fn column_output(j: u32, m: u32, M: u32, P: u32) -> u32 {
@@ -104,6 +114,9 @@ fn conv_pointwise_blocked(@builtin(local_invocation_id) lid: vec3<u32>, @builtin
     let m0 = wid.y * 64u;
     let j0 = (wid.x + wid.z * nwg.x) * 64u;
     let t = lid.y * 16u + lid.x;
+    // Every slice this invocation stages comes from the same column (256 is a multiple of 64).
+    let xj = j0 + t % 64u;
+    let x_base = column_base(xj, C, P);
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
@@ -119,9 +132,8 @@ fn conv_pointwise_blocked(@builtin(local_invocation_id) lid: vec3<u32>, @builtin
             slice_w[e % 16u][e / 16u] = wv;
             // Inputs: 64 consecutive columns of one k per 64 invocations.
             let xk = k0 + e / 64u;
-            let xj = j0 + e % 64u;
             var xv = 0.0;
-            if (xk < C && xj < NP) { xv = column_input(xj, xk, C, P); }
+            if (xk < C && xj < NP) { xv = x[x_base + xk * P]; }
             slice_x[e / 64u][e % 64u] = xv;
         }
         workgroupBarrier();
@@ -156,6 +168,7 @@ fn conv_pointwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgro
     let C = p[2]; let M = p[5]; let P = p[6] * p[7]; let NP = p[1] * P;
     let col = (wid.x + wid.z * nwg.x) * 16u + lid.x;
     let row = wid.y * 16u + lid.y;
+    let x_base = column_base(col, C, P);
     var acc = 0.0;
     for (var k0 = 0u; k0 < C; k0 += 16u) {
         let kw = k0 + lid.x;
@@ -164,7 +177,7 @@ fn conv_pointwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgro
         tile_w[lid.y][lid.x] = wv;
         let kx = k0 + lid.y;
         var xv = 0.0;
-        if (kx < C && col < NP) { xv = column_input(col, kx, C, P); }
+        if (kx < C && col < NP) { xv = x[x_base + kx * P]; }
         tile_x[lid.y][lid.x] = xv;
         workgroupBarrier();
         for (var k = 0u; k < 16u; k++) {
@@ -187,12 +200,15 @@ fn conv_pointwise_narrow(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
     let C = p[2]; let M = p[5]; let P = p[6] * p[7]; let NP = p[1] * P;
     let m = wid.x;
     let j0 = wid.y * 4u;
+    // Columns past the end read column j0 again and are not written.
+    var bases = vec4<u32>(0u);
+    for (var c = 0u; c < 4u; c++) {
+        bases[c] = column_base(select(j0, j0 + c, j0 + c < NP), C, P);
+    }
     var acc = vec4<f32>(0.0);
     for (var k = lid.x; k < C; k += 64u) {
-        var xs = vec4<f32>(0.0);
-        for (var c = 0u; c < 4u; c++) {
-            if (j0 + c < NP) { xs[c] = column_input(j0 + c, k, C, P); }
-        }
+        let o = k * P;
+        let xs = vec4<f32>(x[bases.x + o], x[bases.y + o], x[bases.z + o], x[bases.w + o]);
         acc += w[m * C + k] * xs;
     }
     partial[lid.x] = acc;

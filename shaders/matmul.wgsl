@@ -27,3 +27,35 @@ fn gemm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (p[10] != 0u) { v += pf(14) * c[row * p[11] + col * p[12]]; }
     y[i] = v;
 }
+
+// Few outputs with long dot products (a classifier at batch 1): one workgroup per output, its
+// 64 invocations splitting the K-long product and summing in workgroup memory. Grid: the
+// outputs folded into x and y.
+var<workgroup> partial: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn gemm_split(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = wid.x + wid.y * nwg.x;
+    if (i >= p[0]) { return; }
+    let M = p[1]; let N = p[2]; let K = p[3];
+    let col = i % N;
+    let row = (i / N) % M;
+    let batch = i / (N * M);
+    let a0 = batch * p[4] + row * p[6];
+    let b0 = batch * p[5] + col * p[9];
+    var acc = 0.0;
+    for (var k = lid.x; k < K; k += 64u) {
+        acc += a[a0 + k * p[7]] * b[b0 + k * p[8]];
+    }
+    partial[lid.x] = acc;
+    workgroupBarrier();
+    for (var span = 32u; span > 0u; span /= 2u) {
+        if (lid.x < span) { partial[lid.x] += partial[lid.x + span]; }
+        workgroupBarrier();
+    }
+    if (lid.x == 0u) {
+        var v = pf(13) * partial[0];
+        if (p[10] != 0u) { v += pf(14) * c[row * p[11] + col * p[12]]; }
+        y[i] = v;
+    }
+}

@@ -32,8 +32,10 @@ pub enum Kernel {
     GlobalAverage,
     /// Windowed max/average pooling.
     Pool2d,
-    /// Gemm and MatMul.
+    /// Gemm and MatMul, one invocation per output.
     Gemm,
+    /// Gemm and MatMul with few outputs: each output's dot product split across a workgroup.
+    GemmSplit,
     /// One input's share of a Concat.
     ConcatCopy,
     /// Softmax along one axis.
@@ -42,7 +44,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, for building the pipeline library.
-    pub const ALL: [Kernel; 13] = [
+    pub const ALL: [Kernel; 14] = [
         Kernel::Conv2d,
         Kernel::ConvDepthwise,
         Kernel::ConvPointwise,
@@ -54,6 +56,7 @@ impl Kernel {
         Kernel::GlobalAverage,
         Kernel::Pool2d,
         Kernel::Gemm,
+        Kernel::GemmSplit,
         Kernel::ConcatCopy,
         Kernel::Softmax,
     ];
@@ -72,6 +75,7 @@ impl Kernel {
             Kernel::GlobalAverage => ("pool", "global_average"),
             Kernel::Pool2d => ("pool", "pool2d"),
             Kernel::Gemm => ("matmul", "gemm"),
+            Kernel::GemmSplit => ("matmul", "gemm_split"),
             Kernel::ConcatCopy => ("layout", "concat_copy"),
             Kernel::Softmax => ("layout", "softmax"),
         }
@@ -85,7 +89,7 @@ impl Kernel {
             | Kernel::ConvPointwise
             | Kernel::ConvPointwiseBlocked
             | Kernel::ConvPointwiseNarrow => 4,
-            Kernel::Binary | Kernel::Activation | Kernel::ChannelAffine | Kernel::Gemm => 3,
+            Kernel::Binary | Kernel::Activation | Kernel::ChannelAffine | Kernel::Gemm | Kernel::GemmSplit => 3,
             Kernel::GlobalAverage | Kernel::Pool2d | Kernel::ConcatCopy | Kernel::Softmax => 1,
         }
     }
@@ -191,6 +195,9 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
         let total = out_shape.iter().product::<usize>();
         let value = |i: usize| Some(node.inputs[i].clone());
         let step = match &node.op {
+            Op::Conv(_) if out_shape[2] * out_shape[3] > 65535 * 64 => {
+                return Err(unsupported(node, format!("an output plane of {}x{} pixels is above one dispatch's 65535x64", out_shape[2], out_shape[3])));
+            }
             Op::Conv(conv) => {
                 let (output, residual, activation) =
                     fuse_epilogue(graph, index, &counts, &producer, shapes, &mut fused);
@@ -283,8 +290,9 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
                 };
                 let mut params: Vec<u32> = [total, m, n, k, 0, 0, a_rs, a_cs, b_rs, b_cs, has_c, c_rs, c_cs].into_iter().map(u).collect();
                 params.extend([alpha.to_bits(), beta.to_bits()]);
+                let (kernel, workgroups) = gemm_kernel(total, k);
                 Step::Compute {
-                    calls: vec![(Kernel::Gemm, params, vec![value(0), value(1), node.inputs.get(2).cloned()], grid_1d(total))],
+                    calls: vec![(kernel, params, vec![value(0), value(1), node.inputs.get(2).cloned()], workgroups)],
                     output: node.output.clone(),
                 }
             }
@@ -303,8 +311,9 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
                 let (sa, sb) = (stride(a, m * k)?, stride(b, k * n)?);
                 let mut params: Vec<u32> = [total, m, n, k, sa, sb, k, 1, n, 1, 0, 0, 0].into_iter().map(u).collect();
                 params.extend([1f32.to_bits(), 0f32.to_bits()]);
+                let (kernel, workgroups) = gemm_kernel(total, k);
                 Step::Compute {
-                    calls: vec![(Kernel::Gemm, params, vec![value(0), value(1), None], grid_1d(total))],
+                    calls: vec![(kernel, params, vec![value(0), value(1), None], workgroups)],
                     output: node.output.clone(),
                 }
             }
@@ -398,10 +407,33 @@ fn conv_call(
         let (kernel, workgroups) = pointwise_kernel(x[0] * out[2] * out[3], w[0]);
         (kernel, params, workgroups)
     } else if depthwise {
-        (Kernel::ConvDepthwise, params, grid_1d(total))
+        (Kernel::ConvDepthwise, params, plane_grid(out[2] * out[3], out[0] * out[1]))
     } else {
-        (Kernel::Conv2d, params, grid_1d(total))
+        (Kernel::Conv2d, params, plane_grid(out[2] * out[3], out[0] * out[1]))
     }
+}
+
+/// Outputs up to which a Gemm or MatMul splits each dot product across a workgroup.
+const SPLIT_GEMM_OUTPUTS: usize = 16384;
+/// Depth from which splitting a dot product across a workgroup pays.
+const SPLIT_GEMM_MIN_DEPTH: usize = 64;
+
+/// The Gemm/MatMul kernel for `outputs` dot products of length `depth`, and its grid.
+fn gemm_kernel(outputs: usize, depth: usize) -> (Kernel, [u32; 3]) {
+    if outputs <= SPLIT_GEMM_OUTPUTS && depth >= SPLIT_GEMM_MIN_DEPTH {
+        let x = outputs.clamp(1, 65535);
+        (Kernel::GemmSplit, [u(x), u(outputs.div_ceil(x)), 1])
+    } else {
+        (Kernel::Gemm, grid_1d(outputs))
+    }
+}
+
+/// Most output planes one spatial dispatch's grid holds; more are walked in a loop.
+const MAX_GRID_PLANES: usize = 65535;
+
+/// The grid of the spatial convolution kernels: pixels of a plane by planes.
+fn plane_grid(pixels: usize, planes: usize) -> [u32; 3] {
+    [u(pixels.div_ceil(64).max(1)), u(planes.clamp(1, MAX_GRID_PLANES)), 1]
 }
 
 /// Columns up to which a 1x1 convolution splits its dot products across a workgroup.
@@ -575,6 +607,19 @@ mod tests {
         // Column tiles beyond one grid dimension fold into z.
         let (_, [x, _, z]) = pointwise_kernel(64 * 70000, 64);
         assert!(x <= 65535 && x as usize * z as usize >= 70000);
+    }
+
+    #[test]
+    fn a_classifier_at_batch_1_splits_its_dot_products_and_a_large_product_does_not() {
+        assert_eq!(gemm_kernel(1000, 1280), (Kernel::GemmSplit, [1000, 1, 1]));
+        assert_eq!(gemm_kernel(64 * 1000, 1280).0, Kernel::Gemm);
+        assert_eq!(gemm_kernel(10, 8).0, Kernel::Gemm, "too short to split");
+    }
+
+    #[test]
+    fn spatial_convolutions_walk_planes_beyond_the_grid_height() {
+        assert_eq!(plane_grid(112 * 112, 64 * 96), [196, 6144, 1]);
+        assert_eq!(plane_grid(49, 128 * 960), [1, 65535, 1]);
     }
 
     #[test]

@@ -447,7 +447,7 @@ fn execute(
             PipelineAction::Finished { request, output, stages, reruns, in_flight } => {
                 let Some(tracked) = state.tracked.remove(&request) else { continue };
                 state.finished_traffic.push(RequestTraffic { bytes: tracked.bytes });
-                let prediction = Prediction { top_k: output.top_k(0, top_k), output, latency: in_flight, stages, reruns };
+                let prediction = Prediction { top_k: output.top_k(0, top_k), output, latency: in_flight, stages, reruns, handover: None };
                 if let Ok(mut entity) = commands.get_entity(tracked.entity) {
                     entity.insert(prediction.clone());
                     commands.trigger(PredictionReady { entity: tracked.entity, prediction });

@@ -50,6 +50,10 @@ pub struct Prediction {
     pub stages: Vec<pipeline::StageRecord>,
     /// Stage runs repeated because a peer was lost or sent data that was rejected.
     pub reruns: u32,
+    /// For a request run whole on this peer: from its result being read back from the GPU to
+    /// the main world taking it (at most one frame: a readback thread polls the map while the
+    /// request is in flight). `None` for a split request.
+    pub handover: Option<Duration>,
 }
 
 /// Triggered when a [`Prediction`] is ready.
@@ -127,6 +131,8 @@ pub(crate) struct JobOutcome {
     pub tag: JobTag,
     pub entity: Entity,
     pub started: Instant,
+    /// When the result was read back (or the job failed) in the render world.
+    pub finished: Instant,
     pub result: Result<Tensor, GpuError>,
 }
 
@@ -205,6 +211,7 @@ pub(crate) fn receive_results(mut commands: Commands, results: Res<JobResults>, 
                     latency: outcome.started.elapsed(),
                     stages: Vec::new(),
                     reruns: 0,
+                    handover: Some(outcome.finished.elapsed()),
                 };
                 entity_commands.insert(prediction.clone());
                 commands.trigger(PredictionReady { entity: outcome.entity, prediction });

@@ -91,6 +91,15 @@ fn depthwise_conv_with_fused_relu6() {
 }
 
 #[test]
+fn depthwise_conv_with_more_output_planes_than_one_grid_holds() {
+    // 2 images x 40000 channels: 80000 planes, walked past the grid's 65535 rows.
+    let mut b = Builder::new(8);
+    let (w, bias) = (b.constant(&[40000, 1, 3, 1]), b.constant(&[40000]));
+    b.node(conv([1, 1], [1, 0, 1, 0], [1, 1], 40000), vec![x(), w, bias]);
+    b.check(&[2, 40000, 2, 1]);
+}
+
+#[test]
 fn pointwise_conv_with_fused_residual_add_and_activation() {
     let mut b = Builder::new(4);
     let (w, bias) = (b.constant(&[19, 19, 1, 1]), b.constant(&[19]));
@@ -184,6 +193,18 @@ fn pooling_global_average_max_and_average_with_padding_and_ceil_mode() {
         let mut b = Builder::new(seed + 10);
         b.node(Op::MaxPool(pool), vec![x()]);
         b.check(&[2, 3, 9, 8]);
+    }
+}
+
+#[test]
+fn classifier_gemm_at_batch_1_with_dot_products_split_across_a_workgroup() {
+    // 1000 outputs of 300-long dot products: each split across a workgroup.
+    for (seed, trans_b) in [(55, true), (56, false)] {
+        let mut b = Builder::new(seed);
+        let w = b.constant(if trans_b { &[1000, 300] } else { &[300, 1000] });
+        let c = b.constant(&[1000]);
+        b.node(Op::Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b }, vec![x(), w, c]);
+        b.check(&[1, 300]);
     }
 }
 
