@@ -171,6 +171,14 @@ fn main() {
     app.cleanup();
 
     println!("adapter: {} ({:?}, {})", info.name, info.backend, info.driver_info);
+    // What one frame of the headless app costs with no request in flight: the floor under the
+    // end-to-end column, which needs at least two frames (submit, then receive).
+    if let Ok((median, p95)) = time_it(1.0, || {
+        app.update();
+        Ok(())
+    }) {
+        println!("idle frame of the headless Bevy app: {median:.3} ms (p95 {p95:.3})");
+    }
     let with_torch = std::env::var_os("BENCH_TORCH").is_some();
     let with_profile = std::env::var_os("BENCH_PROFILE").is_some();
     let mut profiles = Vec::new();

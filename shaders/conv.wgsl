@@ -57,6 +57,48 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     }
 }
 
+// `conv2d` for four output channels of one group per invocation (output channels per group a
+// multiple of 4): each input value read serves four accumulators. Grid: pixels by planes / 4.
+@compute @workgroup_size(64)
+fn conv2d_four_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let C = p[2]; let H = p[3]; let W = p[4]; let M = p[5]; let OH = p[6]; let OW = p[7];
+    let KH = p[8]; let KW = p[9];
+    let pixel = gid.x;
+    if (pixel >= OH * OW) { return; }
+    let ox = pixel % OW;
+    let oy = pixel / OW;
+    let y0 = i32(oy * p[10]) - i32(p[12]);
+    let x0 = i32(ox * p[11]) - i32(p[13]);
+    let cig = C / p[16];
+    let cog = M / p[16];
+    let taps = cig * KH * KW;
+    for (var quad = gid.y; quad < p[1] * M / 4u; quad += nwg.y) {
+        let n = quad * 4u / M;
+        let oc = quad * 4u % M;
+        let g = oc / cog;
+        var acc = vec4<f32>(0.0);
+        for (var icg = 0u; icg < cig; icg++) {
+            let x_plane = (n * C + g * cig + icg) * H;
+            for (var ky = 0u; ky < KH; ky++) {
+                let iy = y0 + i32(ky * p[14]);
+                if (iy < 0 || iy >= i32(H)) { continue; }
+                let row = (x_plane + u32(iy)) * W;
+                for (var kx = 0u; kx < KW; kx++) {
+                    let ix = x0 + i32(kx * p[15]);
+                    if (ix >= 0 && ix < i32(W)) {
+                        let t = ((oc * cig + icg) * KH + ky) * KW + kx;
+                        acc += x[row + u32(ix)] * vec4<f32>(w[t], w[t + taps], w[t + 2u * taps], w[t + 3u * taps]);
+                    }
+                }
+            }
+        }
+        let base = (n * M + oc) * OH * OW + pixel;
+        for (var c = 0u; c < 4u; c++) {
+            epilogue(base + c * OH * OW, oc + c, acc[c]);
+        }
+    }
+}
+
 // Depthwise convolution (groups == C == M): the channel's taps read straight from its own
 // plane. Same parameters and grid as `conv2d`.
 @compute @workgroup_size(64)
