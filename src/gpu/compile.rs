@@ -34,8 +34,6 @@ pub enum Kernel {
     GlobalAverage,
     /// Windowed max/average pooling.
     Pool2d,
-    /// A depthwise convolution computed inside the narrow 1x1 convolution that reads it.
-    DepthwisePointwiseNarrow,
     /// Gemm and MatMul, one invocation per output.
     Gemm,
     /// Gemm and MatMul with few outputs: each output's dot product split across a workgroup.
@@ -48,14 +46,13 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, for building the pipeline library.
-    pub const ALL: [Kernel; 16] = [
+    pub const ALL: [Kernel; 15] = [
         Kernel::Conv2d,
         Kernel::Conv2dFourChannels,
         Kernel::ConvDepthwise,
         Kernel::ConvPointwise,
         Kernel::ConvPointwiseBlocked,
         Kernel::ConvPointwiseNarrow,
-        Kernel::DepthwisePointwiseNarrow,
         Kernel::Binary,
         Kernel::Activation,
         Kernel::ChannelAffine,
@@ -76,7 +73,6 @@ impl Kernel {
             Kernel::ConvPointwise => ("conv", "conv_pointwise"),
             Kernel::ConvPointwiseBlocked => ("conv", "conv_pointwise_blocked"),
             Kernel::ConvPointwiseNarrow => ("conv", "conv_pointwise_narrow"),
-            Kernel::DepthwisePointwiseNarrow => ("fused", "depthwise_pointwise_narrow"),
             Kernel::Binary => ("elementwise", "binary"),
             Kernel::Activation => ("elementwise", "activation"),
             Kernel::ChannelAffine => ("elementwise", "channel_affine"),
@@ -98,7 +94,6 @@ impl Kernel {
             | Kernel::ConvPointwise
             | Kernel::ConvPointwiseBlocked
             | Kernel::ConvPointwiseNarrow => 4,
-            Kernel::DepthwisePointwiseNarrow => 6,
             Kernel::Binary | Kernel::Activation | Kernel::ChannelAffine | Kernel::Gemm | Kernel::GemmSplit => 3,
             Kernel::GlobalAverage | Kernel::Pool2d | Kernel::ConcatCopy | Kernel::Softmax => 1,
         }
@@ -211,14 +206,6 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
             Op::Conv(conv) => {
                 let (output, residual, activation) =
                     fuse_epilogue(graph, index, &counts, &producer, shapes, &mut fused);
-                let into_pointwise = || {
-                    let dw = DepthwiseOutput { index, output: &output, activation };
-                    fuse_depthwise_into_narrow_pointwise(graph, dw, &counts, &producer, shapes, &mut fused)
-                };
-                if let Some(step) = residual.is_none().then(into_pointwise).flatten() {
-                    steps.push(step);
-                    continue;
-                }
                 let call = conv_call(node, conv, shapes, residual.is_some(), activation);
                 let mut operands = vec![value(0), value(1), node.inputs.get(2).cloned()];
                 operands.push(residual);
@@ -396,62 +383,6 @@ fn fuse_epilogue(
         output = next.output.clone();
     }
     (output, residual, activation)
-}
-
-/// A depthwise convolution's fused output, for [`fuse_depthwise_into_narrow_pointwise`].
-struct DepthwiseOutput<'a> {
-    index: usize,
-    output: &'a str,
-    activation: Activation,
-}
-
-/// When a depthwise convolution's only reader is a 1x1 convolution narrow enough for the
-/// split dot-product kernel, one dispatch does both: it computes each depthwise value (bias and
-/// activation included) where the 1x1 convolution reads it, saving a dispatch and a round trip
-/// through memory. Returns `None` (and fuses nothing) when the pattern does not hold.
-fn fuse_depthwise_into_narrow_pointwise(
-    graph: &Graph,
-    dw: DepthwiseOutput,
-    counts: &HashMap<&str, usize>,
-    producer: &HashMap<&str, usize>,
-    shapes: &Shapes,
-    fused: &mut HashSet<usize>,
-) -> Option<Step> {
-    let dw_node = &graph.nodes[dw.index];
-    let Op::Conv(dw_conv) = &dw_node.op else { return None };
-    let (x, w) = (&shapes[&dw_node.inputs[0]], &shapes[&dw_node.inputs[1]]);
-    let depthwise = dw_conv.groups > 1 && dw_conv.groups == x[1] && w[0] == dw_conv.groups;
-    if !depthwise || dw.output == graph.output || counts.get(dw.output) != Some(&1) {
-        return None;
-    }
-    let (pw_index, pw_node) = graph.nodes.iter().enumerate().skip(dw.index + 1).find(|(_, n)| n.inputs.iter().any(|i| i == dw.output))?;
-    let Op::Conv(pw_conv) = &pw_node.op else { return None };
-    let out = &shapes[&pw_node.output];
-    let columns = out[0] * out[2] * out[3];
-    if pw_node.inputs[0] != dw.output || !is_pointwise(pw_conv, &shapes[&pw_node.inputs[1]]) || columns > NARROW_COLUMNS || out[1] > 65535 {
-        return None;
-    }
-    // Everything else the 1x1 convolution reads must exist before the depthwise one runs.
-    let ready = |value: &String| producer.get(value.as_str()).is_none_or(|&p| p < dw.index);
-    let mut trial = fused.clone();
-    trial.insert(pw_index);
-    let (output, residual, activation) = fuse_epilogue(graph, pw_index, counts, producer, shapes, &mut trial);
-    if !pw_node.inputs[1..].iter().chain(&residual).all(ready) {
-        return None;
-    }
-    *fused = trial;
-    let (_, mut params, _) = conv_call(pw_node, pw_conv, shapes, residual.is_some(), activation);
-    params.extend(conv_call(dw_node, dw_conv, shapes, false, dw.activation).1);
-    let operands = vec![
-        Some(dw_node.inputs[0].clone()),
-        Some(dw_node.inputs[1].clone()),
-        dw_node.inputs.get(2).cloned(),
-        Some(pw_node.inputs[1].clone()),
-        pw_node.inputs.get(2).cloned(),
-        residual,
-    ];
-    let workgroups = [u(out[1]), u(columns.div_ceil(4)), 1];
-    Some(Step::Compute { calls: vec![(Kernel::DepthwisePointwiseNarrow, params, operands, workgroups)], output })
 }
 
 /// Whether a convolution is a plain 1x1 one (stride 1, no padding, one group).
@@ -701,47 +632,6 @@ mod tests {
     fn spatial_convolutions_walk_planes_beyond_the_grid_height() {
         assert_eq!(plane_grid(112 * 112, 64 * 96), [196, 6144, 1]);
         assert_eq!(plane_grid(49, 128 * 960), [1, 65535, 1]);
-    }
-
-    /// x -> depthwise 3x3 -> relu -> 1x1 conv (8 -> 8) -> add(x), with `extra_reader` also
-    /// reading the relu's output.
-    fn inverted_residual_tail(extra_reader: bool) -> Graph {
-        let depthwise = Op::Conv(Conv2d { strides: [1, 1], pads: [1; 4], dilations: [1, 1], groups: 8 });
-        let pointwise = Op::Conv(Conv2d { strides: [1, 1], pads: [0; 4], dilations: [1, 1], groups: 1 });
-        let mut initializers = HashMap::new();
-        initializers.insert("wd".to_string(), Tensor::zeros(vec![8, 1, 3, 3]));
-        initializers.insert("wp".to_string(), Tensor::zeros(vec![8, 8, 1, 1]));
-        let mut nodes = vec![
-            node("dw", depthwise, &["x", "wd"]),
-            node("relu", Op::Activation(Activation::Relu), &["dw"]),
-            node("pw", pointwise, &["relu", "wp"]),
-            node("sum", Op::Add, &["pw", "x"]),
-        ];
-        if extra_reader {
-            nodes.push(node("out", Op::Add, &["sum", "relu"]));
-        }
-        let output = nodes.last().unwrap().output.clone();
-        Graph { input: GraphInput { name: "x".into(), dims: vec![] }, output, nodes, initializers }
-    }
-
-    #[test]
-    fn a_depthwise_conv_read_only_by_a_narrow_pointwise_conv_runs_inside_it() {
-        let program = compile(&inverted_residual_tail(false), &[1, 8, 2, 2]).unwrap();
-        assert_eq!(program.dispatches.len(), 1);
-        let fused = &program.dispatches[0];
-        assert_eq!(fused.kernel, Kernel::DepthwisePointwiseNarrow);
-        assert_eq!(fused.params[18], 1, "the residual add is fused too");
-        assert_eq!(fused.params[22 + 19], 1, "the depthwise relu is applied inside");
-        assert_eq!(fused.inputs[5], Operand::Slot(program.input_slot));
-    }
-
-    #[test]
-    fn a_depthwise_conv_stays_separate_when_wide_or_read_twice() {
-        let wide = compile(&inverted_residual_tail(false), &[1, 8, 5, 5]).unwrap();
-        assert_eq!(wide.dispatches[0].kernel, Kernel::ConvDepthwise, "25 columns are not narrow");
-        let shared = compile(&inverted_residual_tail(true), &[1, 8, 2, 2]).unwrap();
-        assert_eq!(shared.dispatches[0].kernel, Kernel::ConvDepthwise, "the relu output has a second reader");
-        assert_eq!(shared.dispatches[1].kernel, Kernel::ConvPointwiseNarrow);
     }
 
     #[test]

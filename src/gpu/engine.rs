@@ -20,7 +20,6 @@ fn family_source(family: &str) -> &'static str {
         "pool" => include_str!("../../shaders/pool.wgsl"),
         "matmul" => include_str!("../../shaders/matmul.wgsl"),
         "layout" => include_str!("../../shaders/layout.wgsl"),
-        "fused" => include_str!("../../shaders/fused.wgsl"),
         other => unreachable!("no shader family '{other}'"),
     }
 }

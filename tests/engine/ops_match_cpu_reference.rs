@@ -116,29 +116,6 @@ fn depthwise_conv_with_more_output_planes_than_one_grid_holds() {
 }
 
 #[test]
-fn depthwise_conv_computed_inside_the_narrow_pointwise_conv_that_reads_it() {
-    // 5 images of 3x1 pixels: the 1x1 convolution has 15 columns, so the depthwise one (with
-    // its bias and ReLU6) runs inside it, and the residual is the block input.
-    let mut b = Builder::new(9);
-    let (w_dw, b_dw) = (b.constant(&[24, 1, 3, 3]), b.constant(&[24]));
-    let dw = b.node(conv([1, 1], [1, 1, 1, 1], [1, 1], 24), vec![x(), w_dw, b_dw]);
-    let act = b.node(Op::Activation(Activation::Clip { min: 0.0, max: 6.0 }), vec![dw]);
-    let (w_pw, b_pw) = (b.constant(&[24, 24, 1, 1]), b.constant(&[24]));
-    let pw = b.node(conv([1, 1], [0; 4], [1, 1], 1), vec![act, w_pw, b_pw]);
-    b.node(Op::Add, vec![pw, x()]);
-    b.check(&[5, 24, 3, 1]);
-
-    // Stride 2 from 7x7 to 4x4 (16 columns), no bias on the depthwise one, a wider 1x1.
-    let mut b = Builder::new(10);
-    let w_dw = b.constant(&[40, 1, 3, 3]);
-    let dw = b.node(conv([2, 2], [1, 1, 1, 1], [1, 1], 40), vec![x(), w_dw]);
-    let w_pw = b.constant(&[56, 40, 1, 1]);
-    let pw = b.node(conv([1, 1], [0; 4], [1, 1], 1), vec![dw, w_pw]);
-    b.node(Op::Activation(Activation::Relu), vec![pw]);
-    b.check(&[1, 40, 7, 7]);
-}
-
-#[test]
 fn pointwise_conv_with_fused_residual_add_and_activation() {
     let mut b = Builder::new(4);
     let (w, bias) = (b.constant(&[19, 19, 1, 1]), b.constant(&[19]));
