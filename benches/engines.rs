@@ -49,6 +49,20 @@ fn time_it(seconds: f64, mut run: impl FnMut() -> Result<(), String>) -> Result<
     })
 }
 
+/// The duration of every frame of one request, for finding where end-to-end time goes.
+fn print_frame_costs(app: &mut App, model: &Handle<Model>, x: &Tensor, name: &str, batch: usize) {
+    let spawned = Instant::now();
+    let entity = app.world_mut().spawn(InferenceRequest::new(model.clone(), x.clone())).id();
+    let mut frames = Vec::new();
+    while app.world().get::<Prediction>(entity).is_none() && spawned.elapsed() < Duration::from_secs(60) {
+        let t = Instant::now();
+        app.update();
+        frames.push(format!("{:.2}", t.elapsed().as_secs_f64() * 1e3));
+    }
+    app.world_mut().despawn(entity);
+    println!("frames of one request, {name} batch {batch} (ms): {}", frames.join(" "));
+}
+
 /// Per-kernel totals of one profiled run, printed under the table.
 fn print_profile(name: &str, batch: usize, profile: &[DispatchTime], whole_ms: f64) {
     let mut by_kernel: Vec<(Kernel, usize, f64)> = Vec::new();
@@ -226,6 +240,9 @@ fn main() {
                 app.world_mut().despawn(entity);
                 result
             });
+            if with_profile {
+                print_frame_costs(&mut app, &handle, &x, name, batch);
+            }
             frames.sort();
             handovers.sort_by(f64::total_cmp);
             let frames = frames.get(frames.len() / 2).map_or("-".into(), |f| f.to_string());

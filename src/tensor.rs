@@ -1,12 +1,16 @@
 //! Dense tensors that flow into, between and out of model blocks.
 
+use std::sync::Arc;
+
 use thiserror::Error;
 
 /// A dense, row-major `f32` tensor: the input of a request and the output of a prediction.
+/// Its values are shared, so cloning it (a request handing its input to the GPU job) copies
+/// no data.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
     shape: Vec<usize>,
-    data: Vec<f32>,
+    data: Arc<Vec<f32>>,
 }
 
 /// Why a [`Tensor`] could not be built from the given parts.
@@ -34,13 +38,13 @@ impl Tensor {
         if expected != data.len() {
             return Err(TensorError::LengthMismatch { shape, expected, got: data.len() });
         }
-        Ok(Self { shape, data })
+        Ok(Self { shape, data: Arc::new(data) })
     }
 
     /// A tensor of zeros.
     pub fn zeros(shape: Vec<usize>) -> Self {
         let len = shape.iter().product();
-        Self { shape, data: vec![0.0; len] }
+        Self { shape, data: Arc::new(vec![0.0; len]) }
     }
 
     /// The dimensions, outermost first.
@@ -55,7 +59,7 @@ impl Tensor {
 
     /// Consumes the tensor, returning its values.
     pub fn into_data(self) -> Vec<f32> {
-        self.data
+        Arc::unwrap_or_clone(self.data)
     }
 
     /// Number of values.
