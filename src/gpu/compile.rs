@@ -418,7 +418,7 @@ fn conv_call(
         (kernel, params, workgroups)
     } else if depthwise {
         (Kernel::ConvDepthwise, params, plane_grid(out[2] * out[3], out[0] * out[1]))
-    } else if (w[0] / conv.groups) % 4 == 0 {
+    } else if (w[0] / conv.groups).is_multiple_of(4) {
         (Kernel::Conv2dFourChannels, params, plane_grid(out[2] * out[3], out[0] * out[1] / 4))
     } else {
         (Kernel::Conv2d, params, plane_grid(out[2] * out[3], out[0] * out[1]))

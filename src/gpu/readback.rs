@@ -20,10 +20,11 @@ pub struct ReadbackPoller {
     wake: crossbeam_channel::Sender<()>,
 }
 
-impl ReadbackPoller {
-    /// How long the thread sleeps between polls while maps are outstanding.
-    pub const INTERVAL: std::time::Duration = std::time::Duration::from_micros(50);
+/// How long the thread sleeps between polls while maps are outstanding.
+#[cfg(not(target_arch = "wasm32"))]
+const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_micros(50);
 
+impl ReadbackPoller {
     /// Starts the polling thread for `device`. It ends when the poller is dropped.
     pub fn new(device: wgpu::Device) -> Self {
         let outstanding = Arc::new(AtomicUsize::new(0));
@@ -35,7 +36,7 @@ impl ReadbackPoller {
                 while woken.recv().is_ok() {
                     while pending.load(Ordering::Acquire) > 0 {
                         let _ = device.poll(wgpu::PollType::Poll);
-                        std::thread::sleep(Self::INTERVAL);
+                        std::thread::sleep(POLL_INTERVAL);
                     }
                 }
             });

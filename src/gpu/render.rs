@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bevy::asset::AssetId;
+use bevy::platform::time::Instant;
 use bevy::prelude::*;
 use bevy::render::renderer::{FlushCommands, RenderContext, RenderDevice, RenderGraph, RenderGraphSystems};
 use bevy::render::{ExtractSchedule, MainWorld, Render, RenderApp, RenderSystems};
@@ -110,7 +111,7 @@ fn record_jobs(mut ctx: RenderContext, device: Res<RenderDevice>, mut state: Res
                 state.recorded.push(Recorded { job, readback, shape });
             }
             Err(error) => {
-                let _ = state.results.send(JobOutcome { tag: job.tag, entity: job.entity, started: job.started, finished: std::time::Instant::now(), result: Err(error) });
+                let _ = state.results.send(JobOutcome { tag: job.tag, entity: job.entity, started: job.started, finished: Instant::now(), result: Err(error) });
             }
         }
     }
@@ -136,7 +137,7 @@ fn map_readbacks(device: Res<RenderDevice>, mut state: ResMut<GpuInference>) {
             let result = mapped
                 .map(|()| read_mapped(&buffer, shape))
                 .map_err(|e| GpuError::Readback(e.to_string()));
-            let _ = results.send(JobOutcome { tag: job.tag, entity: job.entity, started: job.started, finished: std::time::Instant::now(), result });
+            let _ = results.send(JobOutcome { tag: job.tag, entity: job.entity, started: job.started, finished: Instant::now(), result });
             drop(outstanding);
         });
     }
