@@ -186,7 +186,9 @@ impl GpuBlock {
         device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("request input"),
             contents: bytemuck::cast_slice(input.data()),
-            usage: wgpu::BufferUsages::COPY_SRC,
+            // Mappable, so the values are written straight into it: without MAP_WRITE wgpu
+            // would zero and fill a second, staging buffer and copy it over on the GPU.
+            usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
         })
     }
 
