@@ -8,6 +8,7 @@
 //! BENCH_SECONDS=2 cargo bench --bench engines
 //! BENCH_TORCH=1 cargo bench --bench engines   # adds PyTorch eager on CUDA (tools/bench_torch.py)
 //! BENCH_PROFILE=1 cargo bench --bench engines # adds per-kernel GPU times under the table
+//! BENCH_MODELS=ImageNet cargo bench --bench engines   # only the models whose name contains it
 //! cargo bench --features bench-tract --bench engines   # fills the tract column
 //! ```
 
@@ -205,7 +206,8 @@ fn main() {
     }
     println!("| {} |", header.join(" | "));
     println!("|{}", "---|".repeat(header.len()));
-    for (name, path, chw) in MODELS {
+    let only = std::env::var("BENCH_MODELS").unwrap_or_default();
+    for (name, path, chw) in MODELS.into_iter().filter(|(name, _, _)| name.contains(only.as_str())) {
         let bytes = std::fs::read(path).unwrap();
         let graph = import_onnx(&bytes).unwrap();
         let weights = Arc::new(ResidentWeights::upload(&device, &graph).unwrap());
