@@ -24,7 +24,7 @@ use bevy_p2p_inference::net::session::PeerSession;
 use bevy_p2p_inference::net::Permissions;
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::schedule::distributed::Distributed;
-use bevy_p2p_inference::{headless_plugins, LocalOnly, PeerRole, PeerSessionEvent, PeerSessionPlugin, SessionProblem, SessionSettings};
+use bevy_p2p_inference::{headless_plugins, update_until_prediction_with, LocalOnly, PeerRole, PeerSessionEvent, PeerSessionPlugin, SessionProblem, SessionSettings};
 use clap::{Parser, ValueEnum};
 
 /// This process's role.
@@ -162,21 +162,9 @@ fn run_coordinator(args: &Args, plan: PartitionPlan) -> Result<(), String> {
     let mut reference_outputs = Vec::new();
     for (_, input) in &images {
         let entity = app.world_mut().spawn((InferenceRequest::new(model.clone(), input.clone()), LocalOnly)).id();
-        let reference_deadline = Instant::now() + Duration::from_secs(60);
-        let prediction = loop {
-            // Report session events meanwhile too: peers keep talking while references run.
-            app.update();
-            report_events(&mut app);
-            if let Some(prediction) = app.world().get::<Prediction>(entity) {
-                break prediction.clone();
-            }
-            if let Some(failed) = app.world().get::<InferenceFailed>(entity) {
-                return Err(format!("single-peer reference: {}", failed.error));
-            }
-            if Instant::now() > reference_deadline {
-                return Err("single-peer reference: no result after 60 s".into());
-            }
-        };
+        // Report session events meanwhile too: peers keep talking while references run.
+        let (prediction, _) = update_until_prediction_with(&mut app, entity, Duration::from_secs(60), report_events)
+            .map_err(|e| format!("single-peer reference: {e}"))?;
         reference_outputs.push(prediction);
     }
     let mut pending = Vec::new();

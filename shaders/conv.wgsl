@@ -20,6 +20,18 @@ fn epilogue(i: u32, oc: u32, acc: f32) {
 // (workgroups of 64), y walks the planes (image n, channel oc) with a stride of the grid height
 // (at most 65535), so an invocation divides only to split its pixel into row and column.
 
+// The input coordinates (y, x) of the first tap of output pixel `pixel`'s window: negative or
+// past the edge where the window overlaps the padding.
+struct WindowOrigin {
+    y: i32,
+    x: i32,
+}
+
+fn window_origin(pixel: u32) -> WindowOrigin {
+    let OW = p[7];
+    return WindowOrigin(i32((pixel / OW) * p[10]) - i32(p[12]), i32((pixel % OW) * p[11]) - i32(p[13]));
+}
+
 // Any stride, padding, dilation and group count: one invocation per output value.
 @compute @workgroup_size(64)
 fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -27,10 +39,7 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let KH = p[8]; let KW = p[9];
     let pixel = gid.x;
     if (pixel >= OH * OW) { return; }
-    let ox = pixel % OW;
-    let oy = pixel / OW;
-    let y0 = i32(oy * p[10]) - i32(p[12]);
-    let x0 = i32(ox * p[11]) - i32(p[13]);
+    let origin = window_origin(pixel);
     let cig = C / p[16];
     let cog = M / p[16];
     for (var plane = gid.y; plane < p[1] * M; plane += nwg.y) {
@@ -42,11 +51,11 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
             let x_plane = (n * C + g * cig + icg) * H;
             let w_base = (oc * cig + icg) * KH;
             for (var ky = 0u; ky < KH; ky++) {
-                let iy = y0 + i32(ky * p[14]);
+                let iy = origin.y + i32(ky * p[14]);
                 if (iy < 0 || iy >= i32(H)) { continue; }
                 let row = (x_plane + u32(iy)) * W;
                 for (var kx = 0u; kx < KW; kx++) {
-                    let ix = x0 + i32(kx * p[15]);
+                    let ix = origin.x + i32(kx * p[15]);
                     if (ix >= 0 && ix < i32(W)) {
                         acc += x[row + u32(ix)] * w[(w_base + ky) * KW + kx];
                     }
@@ -65,10 +74,7 @@ fn conv2d_four_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     let KH = p[8]; let KW = p[9];
     let pixel = gid.x;
     if (pixel >= OH * OW) { return; }
-    let ox = pixel % OW;
-    let oy = pixel / OW;
-    let y0 = i32(oy * p[10]) - i32(p[12]);
-    let x0 = i32(ox * p[11]) - i32(p[13]);
+    let origin = window_origin(pixel);
     let cig = C / p[16];
     let cog = M / p[16];
     let taps = cig * KH * KW;
@@ -80,11 +86,11 @@ fn conv2d_four_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
         for (var icg = 0u; icg < cig; icg++) {
             let x_plane = (n * C + g * cig + icg) * H;
             for (var ky = 0u; ky < KH; ky++) {
-                let iy = y0 + i32(ky * p[14]);
+                let iy = origin.y + i32(ky * p[14]);
                 if (iy < 0 || iy >= i32(H)) { continue; }
                 let row = (x_plane + u32(iy)) * W;
                 for (var kx = 0u; kx < KW; kx++) {
-                    let ix = x0 + i32(kx * p[15]);
+                    let ix = origin.x + i32(kx * p[15]);
                     if (ix >= 0 && ix < i32(W)) {
                         let t = ((oc * cig + icg) * KH + ky) * KW + kx;
                         acc += x[row + u32(ix)] * vec4<f32>(w[t], w[t + taps], w[t + 2u * taps], w[t + 3u * taps]);
@@ -106,21 +112,18 @@ fn conv_depthwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     let H = p[3]; let W = p[4]; let M = p[5]; let OH = p[6]; let OW = p[7]; let KH = p[8]; let KW = p[9];
     let pixel = gid.x;
     if (pixel >= OH * OW) { return; }
-    let ox = pixel % OW;
-    let oy = pixel / OW;
-    let y0 = i32(oy * p[10]) - i32(p[12]);
-    let x0 = i32(ox * p[11]) - i32(p[13]);
+    let origin = window_origin(pixel);
     for (var plane = gid.y; plane < p[1] * M; plane += nwg.y) {
         let oc = plane % M;
         let x_plane = plane * H * W;
         let w_base = oc * KH * KW;
         var acc = 0.0;
         for (var ky = 0u; ky < KH; ky++) {
-            let iy = y0 + i32(ky * p[14]);
+            let iy = origin.y + i32(ky * p[14]);
             if (iy < 0 || iy >= i32(H)) { continue; }
             let row = x_plane + u32(iy) * W;
             for (var kx = 0u; kx < KW; kx++) {
-                let ix = x0 + i32(kx * p[15]);
+                let ix = origin.x + i32(kx * p[15]);
                 if (ix >= 0 && ix < i32(W)) {
                     acc += x[row + u32(ix)] * w[w_base + ky * KW + kx];
                 }

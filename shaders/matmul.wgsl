@@ -9,23 +9,33 @@
 @group(0) @binding(3) var<storage, read> c: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
+// Where output i's row of A and column of B start.
+fn gemm_operands(i: u32) -> vec2<u32> {
+    let M = p[1]; let N = p[2];
+    let col = i % N;
+    let row = (i / N) % M;
+    let batch = i / (N * M);
+    return vec2<u32>(batch * p[4] + row * p[6], batch * p[5] + col * p[9]);
+}
+
+// Writes output i from its dot product: alpha * acc (+ beta * C).
+fn gemm_store(i: u32, acc: f32) {
+    let N = p[2];
+    var v = pf(13) * acc;
+    if (p[10] != 0u) { v += pf(14) * c[((i / N) % p[1]) * p[11] + (i % N) * p[12]]; }
+    y[i] = v;
+}
+
 @compute @workgroup_size(64)
 fn gemm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
     if (i >= p[0]) { return; }
-    let M = p[1]; let N = p[2]; let K = p[3];
-    let col = i % N;
-    let row = (i / N) % M;
-    let batch = i / (N * M);
-    let a0 = batch * p[4] + row * p[6];
-    let b0 = batch * p[5] + col * p[9];
+    let start = gemm_operands(i);
     var acc = 0.0;
-    for (var k = 0u; k < K; k++) {
-        acc += a[a0 + k * p[7]] * b[b0 + k * p[8]];
+    for (var k = 0u; k < p[3]; k++) {
+        acc += a[start.x + k * p[7]] * b[start.y + k * p[8]];
     }
-    var v = pf(13) * acc;
-    if (p[10] != 0u) { v += pf(14) * c[row * p[11] + col * p[12]]; }
-    y[i] = v;
+    gemm_store(i, acc);
 }
 
 // Few outputs with long dot products (a classifier at batch 1): one workgroup per output, its
@@ -37,15 +47,10 @@ var<workgroup> partial: array<f32, 64>;
 fn gemm_split(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = wid.x + wid.y * nwg.x;
     if (i >= p[0]) { return; }
-    let M = p[1]; let N = p[2]; let K = p[3];
-    let col = i % N;
-    let row = (i / N) % M;
-    let batch = i / (N * M);
-    let a0 = batch * p[4] + row * p[6];
-    let b0 = batch * p[5] + col * p[9];
+    let start = gemm_operands(i);
     var acc = 0.0;
-    for (var k = lid.x; k < K; k += 64u) {
-        acc += a[a0 + k * p[7]] * b[b0 + k * p[8]];
+    for (var k = lid.x; k < p[3]; k += 64u) {
+        acc += a[start.x + k * p[7]] * b[start.y + k * p[8]];
     }
     partial[lid.x] = acc;
     workgroupBarrier();
@@ -53,9 +58,5 @@ fn gemm_split(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
         if (lid.x < span) { partial[lid.x] += partial[lid.x + span]; }
         workgroupBarrier();
     }
-    if (lid.x == 0u) {
-        var v = pf(13) * partial[0];
-        if (p[10] != 0u) { v += pf(14) * c[row * p[11] + col * p[12]]; }
-        y[i] = v;
-    }
+    if (lid.x == 0u) { gemm_store(i, partial[0]); }
 }

@@ -15,7 +15,7 @@ pub use diagnostics::{InferenceDiagnosticsPlugin, InferenceHistory};
 pub use model::{Model, ModelError};
 #[cfg(feature = "overlay")]
 pub use overlay::InferenceOverlayPlugin;
-pub use plugin::{headless_plugins, update_until_prediction, P2pInferencePlugin, WaitError};
+pub use plugin::{headless_plugins, update_until_prediction, update_until_prediction_with, P2pInferencePlugin, WaitError};
 #[cfg(feature = "p2p")]
 pub use schedule::distributed::{PeerRole, PeerSessionEvent, PeerSessionPlugin, SessionProblem, SessionSettings};
 pub use schedule::{LocalOnly, SplitRequest};

@@ -64,6 +64,17 @@ pub fn update_until_prediction(
     entity: Entity,
     timeout: std::time::Duration,
 ) -> Result<(crate::Prediction, u32), WaitError> {
+    update_until_prediction_with(app, entity, timeout, |_| {})
+}
+
+/// [`update_until_prediction`], calling `after_update` after every frame (to report a session's
+/// events as they happen, say).
+pub fn update_until_prediction_with(
+    app: &mut App,
+    entity: Entity,
+    timeout: std::time::Duration,
+    mut after_update: impl FnMut(&mut App),
+) -> Result<(crate::Prediction, u32), WaitError> {
     let deadline = std::time::Instant::now() + timeout;
     let mut frames = 0;
     loop {
@@ -77,6 +88,7 @@ pub fn update_until_prediction(
             return Err(WaitError::Timeout(timeout));
         }
         app.update();
+        after_update(app);
         frames += 1;
     }
 }

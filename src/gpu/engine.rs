@@ -255,7 +255,6 @@ fn batch_major(graph: &Graph, input_shape: &[usize]) -> bool {
 /// and bind groups.
 struct Part {
     program: Program,
-    kernels: Vec<Kernel>,
     slots: Vec<wgpu::Buffer>,
     bind_groups: Vec<wgpu::BindGroup>,
     _weights: Arc<ResidentWeights>,
@@ -321,8 +320,7 @@ impl Part {
                 entries: &entries,
             }));
         }
-        let kernels = program.dispatches.iter().map(|d| d.kernel).collect();
-        Ok(Self { program, kernels, slots, bind_groups, _weights: weights })
+        Ok(Self { program, slots, bind_groups, _weights: weights })
     }
 
     fn input_bytes(&self) -> u64 {
@@ -349,14 +347,19 @@ impl Part {
         encoder.copy_buffer_to_buffer(input, input_offset, &self.slots[self.program.input_slot], 0, self.input_bytes());
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("inference block"), timestamp_writes });
-            for ((kernel, bind_group), dispatch) in self.kernels.iter().zip(&self.bind_groups).zip(&self.program.dispatches) {
-                pass.set_pipeline(&library.pipelines[kernel].0);
-                pass.set_bind_group(0, bind_group, &[]);
-                let [x, y, z] = dispatch.workgroups;
-                pass.dispatch_workgroups(x, y, z);
+            for index in 0..self.bind_groups.len() {
+                self.dispatch(library, &mut pass, index);
             }
         }
         encoder.copy_buffer_to_buffer(&self.slots[self.program.output_slot], 0, readback, output_offset, self.output_bytes());
+    }
+
+    /// Records dispatch `index` of the program into `pass`.
+    fn dispatch(&self, library: &KernelLibrary, pass: &mut wgpu::ComputePass, index: usize) {
+        pass.set_pipeline(&library.pipelines[&self.program.dispatches[index].kernel].0);
+        pass.set_bind_group(0, &self.bind_groups[index], &[]);
+        let [x, y, z] = self.program.dispatches[index].workgroups;
+        pass.dispatch_workgroups(x, y, z);
     }
 }
 
@@ -366,17 +369,14 @@ impl GpuBlock {
     pub(super) fn encode_profiled(&self, library: &KernelLibrary, encoder: &mut wgpu::CommandEncoder, input: &wgpu::Buffer, queries: &wgpu::QuerySet) {
         let part = &self.full;
         encoder.copy_buffer_to_buffer(input, 0, &part.slots[part.program.input_slot], 0, part.input_bytes());
-        for (i, ((kernel, bind_group), dispatch)) in part.kernels.iter().zip(&part.bind_groups).zip(&part.program.dispatches).enumerate() {
+        for index in 0..part.bind_groups.len() {
             let timestamp_writes = wgpu::ComputePassTimestampWrites {
                 query_set: queries,
-                beginning_of_pass_write_index: Some(2 * i as u32),
-                end_of_pass_write_index: Some(2 * i as u32 + 1),
+                beginning_of_pass_write_index: Some(2 * index as u32),
+                end_of_pass_write_index: Some(2 * index as u32 + 1),
             };
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("profiled dispatch"), timestamp_writes: Some(timestamp_writes) });
-            pass.set_pipeline(&library.pipelines[kernel].0);
-            pass.set_bind_group(0, bind_group, &[]);
-            let [x, y, z] = dispatch.workgroups;
-            pass.dispatch_workgroups(x, y, z);
+            part.dispatch(library, &mut pass, index);
         }
     }
 }
@@ -396,15 +396,18 @@ pub fn run_blocking(device: &wgpu::Device, queue: &wgpu::Queue, library: &Kernel
     let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run_blocking") });
     block.encode(library, &mut encoder, &upload, &readback);
     queue.submit([encoder.finish()]);
+    map_blocking(device, &readback).map_err(GpuError::Readback)?;
+    Ok(read_mapped(&readback, block.output_shape().to_vec()))
+}
+
+/// Maps `buffer` for reading, blocking the calling thread until the GPU work before it is done.
+pub(super) fn map_blocking(device: &wgpu::Device, buffer: &wgpu::Buffer) -> Result<(), String> {
     let (tx, rx) = crossbeam_channel::bounded(1);
-    readback.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+    buffer.slice(..).map_async(wgpu::MapMode::Read, move |r| {
         let _ = tx.send(r);
     });
-    device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Readback(e.to_string()))?;
-    rx.recv()
-        .map_err(|e| GpuError::Readback(e.to_string()))?
-        .map_err(|e| GpuError::Readback(e.to_string()))?;
-    Ok(read_mapped(&readback, block.output_shape().to_vec()))
+    device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| e.to_string())?;
+    rx.recv().map_err(|e| e.to_string())?.map_err(|e| e.to_string())
 }
 
 /// Opens the first adapter wgpu finds (for tests and tools outside a Bevy app).

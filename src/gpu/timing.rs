@@ -8,7 +8,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::compile::Kernel;
-use super::engine::{GpuBlock, KernelLibrary};
+use super::engine::{map_blocking, GpuBlock, KernelLibrary};
 use crate::tensor::Tensor;
 
 /// Why a timing could not be taken.
@@ -101,14 +101,7 @@ fn with_queries(
     encoder.resolve_query_set(&queries, 0..count, &resolved, 0);
     encoder.copy_buffer_to_buffer(&resolved, 0, &readable, 0, bytes);
     queue.submit([encoder.finish()]);
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    readable.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-        let _ = tx.send(r);
-    });
-    device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| TimingError::Readback(e.to_string()))?;
-    rx.recv()
-        .map_err(|e| TimingError::Readback(e.to_string()))?
-        .map_err(|e| TimingError::Readback(e.to_string()))?;
+    map_blocking(device, &readable).map_err(TimingError::Readback)?;
     let ticks = bytemuck::cast_slice::<u8, u64>(&readable.slice(..).get_mapped_range())[..count as usize].to_vec();
     readable.unmap();
     Ok(ticks)
