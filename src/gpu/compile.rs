@@ -163,9 +163,12 @@ pub enum CompileError {
 
 const MAX_RANK: usize = 6;
 
+/// Workgroups one grid dimension may hold (WebGPU's `maxComputeWorkgroupsPerDimension` default).
+const MAX_GROUPS: usize = 65535;
+
 fn grid_1d(total: usize) -> [u32; 3] {
     let groups = total.div_ceil(64).max(1);
-    let x = groups.min(65535);
+    let x = groups.min(MAX_GROUPS);
     [x as u32, groups.div_ceil(x) as u32, 1]
 }
 
@@ -200,8 +203,8 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
         let total = out_shape.iter().product::<usize>();
         let value = |i: usize| Some(node.inputs[i].clone());
         let step = match &node.op {
-            Op::Conv(_) if out_shape[2] * out_shape[3] > 65535 * 64 => {
-                return Err(unsupported(node, format!("an output plane of {}x{} pixels is above one dispatch's 65535x64", out_shape[2], out_shape[3])));
+            Op::Conv(_) if out_shape[2] * out_shape[3] > MAX_GROUPS * 64 => {
+                return Err(unsupported(node, format!("an output plane of {}x{} pixels is above one dispatch's {MAX_GROUPS}x64", out_shape[2], out_shape[3])));
             }
             Op::Conv(conv) => {
                 let (output, residual, activation) =
@@ -433,19 +436,17 @@ const SPLIT_GEMM_MIN_DEPTH: usize = 64;
 /// The Gemm/MatMul kernel for `outputs` dot products of length `depth`, and its grid.
 fn gemm_kernel(outputs: usize, depth: usize) -> (Kernel, [u32; 3]) {
     if outputs <= SPLIT_GEMM_OUTPUTS && depth >= SPLIT_GEMM_MIN_DEPTH {
-        let x = outputs.clamp(1, 65535);
+        let x = outputs.clamp(1, MAX_GROUPS);
         (Kernel::GemmSplit, [u(x), u(outputs.div_ceil(x)), 1])
     } else {
         (Kernel::Gemm, grid_1d(outputs))
     }
 }
 
-/// Most output planes one spatial dispatch's grid holds; more are walked in a loop.
-const MAX_GRID_PLANES: usize = 65535;
-
-/// The grid of the spatial convolution kernels: pixels of a plane by planes.
+/// The grid of the spatial convolution kernels: pixels of a plane by planes (planes beyond one
+/// grid dimension are walked in a loop).
 fn plane_grid(pixels: usize, planes: usize) -> [u32; 3] {
-    [u(pixels.div_ceil(64).max(1)), u(planes.clamp(1, MAX_GRID_PLANES)), 1]
+    [u(pixels.div_ceil(64).max(1)), u(planes.clamp(1, MAX_GROUPS)), 1]
 }
 
 /// Columns up to which a 1x1 convolution splits its dot products across a workgroup.
@@ -458,10 +459,10 @@ fn pointwise_kernel(columns: usize, rows: usize) -> (Kernel, [u32; 3]) {
     let tiles = |edge: usize| columns.div_ceil(edge) * rows.div_ceil(edge);
     // Column tiles beyond one grid dimension's limit fold into z.
     let fold = |column_tiles: usize, row_tiles: usize| {
-        let x = column_tiles.min(65535);
+        let x = column_tiles.min(MAX_GROUPS);
         [u(x), u(row_tiles), u(column_tiles.div_ceil(x))]
     };
-    if columns <= NARROW_COLUMNS && rows <= 65535 {
+    if columns <= NARROW_COLUMNS && rows <= MAX_GROUPS {
         (Kernel::ConvPointwiseNarrow, [u(rows), u(columns.div_ceil(4)), 1])
     } else if tiles(64) >= BLOCKED_MIN_TILES {
         (Kernel::ConvPointwiseBlocked, fold(columns.div_ceil(64), rows.div_ceil(64)))
