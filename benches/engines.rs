@@ -19,7 +19,7 @@ use bevy::prelude::*;
 use bevy_p2p_inference::gpu::{gpu_time, profile_dispatches, request_device, run_blocking, DispatchTime, GpuBlock, Kernel, KernelLibrary, ResidentWeights};
 use bevy_p2p_inference::model::import_onnx;
 use bevy_p2p_inference::prelude::*;
-use bevy_p2p_inference::{headless_plugins, update_until_prediction};
+use bevy_p2p_inference::{headless_plugins, update_until_prediction, update_until_prediction_with};
 use npyz::WriterBuilder;
 
 const MODELS: [(&str, &str, [usize; 3]); 3] = [
@@ -52,16 +52,18 @@ fn time_it(seconds: f64, mut run: impl FnMut() -> Result<(), String>) -> Result<
 
 /// The duration of every frame of one request, for finding where end-to-end time goes.
 fn print_frame_costs(app: &mut App, model: &Handle<Model>, x: &Tensor, name: &str, batch: usize) {
-    let spawned = Instant::now();
     let entity = app.world_mut().spawn(InferenceRequest::new(model.clone(), x.clone())).id();
     let mut frames = Vec::new();
-    while app.world().get::<Prediction>(entity).is_none() && spawned.elapsed() < Duration::from_secs(60) {
-        let t = Instant::now();
-        app.update();
-        frames.push(format!("{:.2}", t.elapsed().as_secs_f64() * 1e3));
-    }
+    let mut frame_start = Instant::now();
+    let outcome = update_until_prediction_with(app, entity, Duration::from_secs(60), |_| {
+        frames.push(format!("{:.2}", frame_start.elapsed().as_secs_f64() * 1e3));
+        frame_start = Instant::now();
+    });
     app.world_mut().despawn(entity);
-    println!("frames of one request, {name} batch {batch} (ms): {}", frames.join(" "));
+    match outcome {
+        Ok(_) => println!("frames of one request, {name} batch {batch} (ms): {}", frames.join(" ")),
+        Err(e) => println!("frames of one request, {name} batch {batch}: {e} after {}", frames.join(" ")),
+    }
 }
 
 /// Per-kernel totals of one profiled run, printed under the table.

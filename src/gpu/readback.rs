@@ -30,7 +30,8 @@ impl ReadbackPoller {
         let outstanding = Arc::new(AtomicUsize::new(0));
         #[cfg(not(target_arch = "wasm32"))]
         {
-            let (wake, woken) = crossbeam_channel::unbounded::<()>();
+            // One pending wake is enough: the thread rechecks the count before it sleeps again.
+            let (wake, woken) = crossbeam_channel::bounded::<()>(1);
             let pending = outstanding.clone();
             let spawned = std::thread::Builder::new().name("inference readback".into()).spawn(move || {
                 while woken.recv().is_ok() {
@@ -62,7 +63,7 @@ impl ReadbackPoller {
     /// Wakes the thread after maps were registered.
     pub fn wake(&self) {
         #[cfg(not(target_arch = "wasm32"))]
-        let _ = self.wake.send(());
+        let _ = self.wake.try_send(());
     }
 }
 
