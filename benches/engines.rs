@@ -50,6 +50,87 @@ fn time_it(seconds: f64, mut run: impl FnMut() -> Result<(), String>) -> Result<
     })
 }
 
+/// Median and p95 of `values` (sorted in place).
+fn median_p95(values: &mut [f64]) -> Result<(f64, f64), String> {
+    if values.is_empty() {
+        return Err("no samples".into());
+    }
+    values.sort_by(f64::total_cmp);
+    Ok((values[values.len() / 2], values[((values.len() - 1) as f64 * 0.95) as usize]))
+}
+
+/// When the last [`PredictionReady`] was triggered: the moment a prediction is in the ECS, where
+/// an observer or any later system of the same frame sees it.
+#[derive(Resource, Default)]
+struct LastPredictionReady(Option<Instant>);
+
+/// Milliseconds per request with `in_flight` requests kept in flight in the app: each
+/// prediction is replaced by a new request, and completions are counted for about `seconds`
+/// after the first round.
+fn pipelined(app: &mut App, model: &Handle<Model>, x: &Tensor, in_flight: usize, seconds: f64) -> Result<f64, String> {
+    let spawn = |app: &mut App| app.world_mut().spawn(InferenceRequest::new(model.clone(), x.clone())).id();
+    let mut pending: Vec<Entity> = (0..in_flight).map(|_| spawn(app)).collect();
+    let (mut completed, mut measured_since) = (0usize, None::<(Instant, usize)>);
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds + 60.0);
+    loop {
+        app.update();
+        for slot in pending.iter_mut() {
+            let world = app.world_mut();
+            if let Some(failed) = world.get::<InferenceFailed>(*slot) {
+                return Err(failed.error.to_string());
+            }
+            if world.get::<Prediction>(*slot).is_some() {
+                world.despawn(*slot);
+                *slot = spawn(app);
+                completed += 1;
+            }
+        }
+        match measured_since {
+            None if completed >= in_flight => measured_since = Some((Instant::now(), completed)),
+            Some((since, first)) => {
+                let counted = completed - first;
+                if since.elapsed().as_secs_f64() >= seconds && counted >= 3 * in_flight {
+                    for entity in pending {
+                        app.world_mut().despawn(entity);
+                    }
+                    return Ok(since.elapsed().as_secs_f64() * 1e3 / counted as f64);
+                }
+            }
+            None => {}
+        }
+        if Instant::now() > deadline {
+            return Err("timed out".into());
+        }
+    }
+}
+
+/// Where the host's time goes in one submission of `block` outside Bevy (medians of 50): filling a
+/// fresh upload buffer, recording the commands, the `submit` call, and the wait until the readback
+/// is mapped (GPU work plus wake-up).
+fn print_submission_costs(device: &wgpu::Device, queue: &wgpu::Queue, library: &KernelLibrary, block: &GpuBlock, x: &Tensor, name: &str, batch: usize) {
+    let mut phases = [(); 4].map(|_| Vec::new());
+    for _ in 0..51 {
+        let t0 = Instant::now();
+        let upload = block.upload_input(device, x);
+        let readback = block.create_readback(device);
+        let t1 = Instant::now();
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+        block.encode(library, &mut encoder, &upload, &readback);
+        let commands = encoder.finish();
+        let t2 = Instant::now();
+        queue.submit([commands]);
+        let t3 = Instant::now();
+        readback.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+        let _ = device.poll(wgpu::PollType::wait_indefinitely());
+        let t4 = Instant::now();
+        for (phase, (from, to)) in phases.iter_mut().zip([(t0, t1), (t1, t2), (t2, t3), (t3, t4)]) {
+            phase.push((to - from).as_secs_f64() * 1e3);
+        }
+    }
+    let [fill, record, submit, wait] = phases.map(|mut v| median_p95(&mut v[1..]).map_or(f64::NAN, |(m, _)| m));
+    println!("host side of one submission, {name} batch {batch} (ms): upload {fill:.3}, record {record:.3}, submit {submit:.3}, wait until mapped {wait:.3}");
+}
+
 /// The duration of every frame of one request, for finding where end-to-end time goes.
 fn print_frame_costs(app: &mut App, model: &Handle<Model>, x: &Tensor, name: &str, batch: usize) {
     let entity = app.world_mut().spawn(InferenceRequest::new(model.clone(), x.clone())).id();
@@ -184,6 +265,8 @@ fn main() {
 
     let mut app = App::new();
     app.add_plugins((headless_plugins().set(bevy::log::LogPlugin { level: bevy::log::Level::ERROR, ..default() }), P2pInferencePlugin::default()));
+    app.init_resource::<LastPredictionReady>();
+    app.add_observer(|_: On<PredictionReady>, mut last: ResMut<LastPredictionReady>| last.0 = Some(Instant::now()));
     app.finish();
     app.cleanup();
 
@@ -201,10 +284,11 @@ fn main() {
     let mut profiles = Vec::new();
     let mut header = vec![
         "model", "batch", "this crate, GPU time (timestamps)", "this crate, GPU submit-to-done",
-        "this crate, end-to-end in Bevy", "frames", "readback to main world", "ONNX Runtime CPU", "tract CPU",
+        "this crate, end-to-end in Bevy (to PredictionReady)", "(to the end of that frame)", "frames",
+        "readback to main world", "this crate, end-to-end in Bevy, 2 in flight (per request)", "ONNX Runtime CPU", "tract CPU",
     ];
     if with_torch {
-        header.extend(["PyTorch eager CUDA", "PyTorch CUDA graph, GPU only", "e2e / eager", "GPU time / CUDA graph"]);
+        header.extend(["PyTorch eager CUDA", "PyTorch CUDA graph, GPU only", "e2e (to PredictionReady) / eager", "GPU time / CUDA graph"]);
     }
     println!("| {} |", header.join(" | "));
     println!("|{}", "---|".repeat(header.len()));
@@ -232,8 +316,9 @@ fn main() {
                     Err(e) => println!("no profile for {name}: {e}"),
                 }
             }
-            let (mut frames, mut handovers) = (Vec::new(), Vec::new());
+            let (mut frames, mut handovers, mut to_ready) = (Vec::new(), Vec::new(), Vec::new());
             let e2e = time_it(seconds, || {
+                let spawned = Instant::now();
                 let entity = app.world_mut().spawn(InferenceRequest::new(handle.clone(), x.clone())).id();
                 let result = update_until_prediction(&mut app, entity, Duration::from_secs(600))
                     .map(|(prediction, f)| {
@@ -241,11 +326,23 @@ fn main() {
                         handovers.extend(prediction.handover.map(|h| h.as_secs_f64() * 1e3));
                     })
                     .map_err(|e| e.to_string());
+                if let Some(ready) = app.world_mut().resource_mut::<LastPredictionReady>().0.take() {
+                    to_ready.push((ready - spawned).as_secs_f64() * 1e3);
+                }
                 app.world_mut().despawn(entity);
                 result
             });
+            // The first sample is the warm-up, as in `time_it`.
+            let to_ready = e2e.clone().and_then(|_| median_p95(to_ready.get_mut(1..).unwrap_or_default()));
+            let in_flight = match pipelined(&mut app, &handle, &x, 2, seconds) {
+                Ok(ms) => format!("{ms:.3} ms ({:.0} img/s)", batch as f64 * 1e3 / ms),
+                Err(e) => format!("n/a: {e}"),
+            };
             if with_profile {
                 print_frame_costs(&mut app, &handle, &x, name, batch);
+                if let Ok(block) = &block {
+                    print_submission_costs(&device, &queue, &library, block, &x, name, batch);
+                }
             }
             frames.sort();
             handovers.sort_by(f64::total_cmp);
@@ -258,7 +355,8 @@ fn main() {
             let tract_cpu = tract(path, &x, seconds);
             let mut row = vec![
                 name.to_string(), batch.to_string(), cell(&timestamps, batch), cell(&submit_to_done, batch),
-                cell(&e2e, batch), frames, handover, cell(&cpu, batch), cell(&tract_cpu, batch),
+                cell(&to_ready, batch), cell(&e2e, batch), frames, handover, in_flight, cell(&cpu, batch),
+                cell(&tract_cpu, batch),
             ];
             if with_torch {
                 let pt = torch(path, &npy, seconds);
@@ -266,7 +364,7 @@ fn main() {
                 let graph_ms = pt.as_ref().ok().and_then(|(_, g)| *g);
                 row.push(cell(&eager, batch));
                 row.push(graph_ms.map_or("-".into(), |g| format!("{g:.3} ms")));
-                row.push(ratio(&e2e, &pt));
+                row.push(ratio(&to_ready, &pt));
                 row.push(match (&timestamps, graph_ms) {
                     (Ok((ours, _)), Some(g)) => format!("{:.2}x", ours / g),
                     _ => "-".into(),

@@ -182,14 +182,34 @@ impl GpuBlock {
 
     /// A buffer holding `input`, to be copied into the block's input slot by [`Self::encode`].
     pub fn upload_input(&self, device: &wgpu::Device, input: &Tensor) -> wgpu::Buffer {
-        debug_assert_eq!(input.shape(), self.input_shape.as_slice());
-        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        let upload = self.create_upload(device);
+        Self::fill_upload(&upload, input);
+        upload
+    }
+
+    /// A buffer for this block's input, mapped for writing: fill it with [`Self::fill_upload`].
+    /// Once a request's copy has run it can be mapped for writing again and reused.
+    pub fn create_upload(&self, device: &wgpu::Device) -> wgpu::Buffer {
+        device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("request input"),
-            contents: bytemuck::cast_slice(input.data()),
+            size: self.input_bytes(),
             // Mappable, so the values are written straight into it: without MAP_WRITE wgpu
             // would zero and fill a second, staging buffer and copy it over on the GPU.
             usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: true,
         })
+    }
+
+    /// Writes `input` into `upload` (an upload buffer of this block, mapped for writing) and
+    /// unmaps it, ready for [`Self::encode`].
+    pub fn fill_upload(upload: &wgpu::Buffer, input: &Tensor) {
+        upload.slice(..).get_mapped_range_mut().copy_from_slice(bytemuck::cast_slice(input.data()));
+        upload.unmap();
+    }
+
+    /// Bytes of the input.
+    pub fn input_bytes(&self) -> u64 {
+        (self.input_shape.iter().product::<usize>() * 4) as u64
     }
 
     /// A mappable buffer that receives the output.
