@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
+use bevy::render::pipelined_rendering::PipelinedRenderingPlugin;
 use bevy_p2p_inference::gpu::{gpu_time, profile_dispatches, request_device, run_blocking, DispatchTime, GpuBlock, Kernel, KernelLibrary, ResidentWeights};
 use bevy_p2p_inference::model::import_onnx;
 use bevy_p2p_inference::prelude::*;
@@ -64,15 +65,80 @@ fn median_p95(values: &mut [f64]) -> Result<(f64, f64), String> {
 #[derive(Resource, Default)]
 struct LastPredictionReady(Option<Instant>);
 
+/// End to end in a Bevy app, one request at a time.
+struct EndToEnd {
+    /// Request spawned to `PredictionReady` (median, p95 in ms).
+    to_ready: Result<(f64, f64), String>,
+    /// Request spawned to the end of the `update` that delivered it.
+    to_frame_end: Result<(f64, f64), String>,
+    /// Median `update` calls per request.
+    frames: String,
+    /// Median and largest `Prediction::handover`.
+    handover: String,
+}
+
+fn end_to_end(app: &mut App, model: &Handle<Model>, x: &Tensor, seconds: f64) -> EndToEnd {
+    let (mut frames, mut handovers, mut to_ready) = (Vec::new(), Vec::new(), Vec::new());
+    let to_frame_end = time_it(seconds, || {
+        let spawned = Instant::now();
+        let entity = app.world_mut().spawn(InferenceRequest::new(model.clone(), x.clone())).id();
+        let result = update_until_prediction(app, entity, Duration::from_secs(600))
+            .map(|(prediction, f)| {
+                frames.push(f);
+                handovers.extend(prediction.handover.map(|h| h.as_secs_f64() * 1e3));
+            })
+            .map_err(|e| e.to_string());
+        if let Some(ready) = app.world_mut().resource_mut::<LastPredictionReady>().0.take() {
+            to_ready.push((ready - spawned).as_secs_f64() * 1e3);
+        }
+        app.world_mut().despawn(entity);
+        result
+    });
+    // The first sample is the warm-up, as in `time_it`.
+    let to_ready = to_frame_end.clone().and_then(|_| median_p95(to_ready.get_mut(1..).unwrap_or_default()));
+    frames.sort();
+    handovers.sort_by(f64::total_cmp);
+    EndToEnd {
+        to_ready,
+        to_frame_end,
+        frames: frames.get(frames.len() / 2).map_or("-".into(), |f| f.to_string()),
+        handover: match (handovers.get(handovers.len() / 2), handovers.last()) {
+            (Some(median), Some(max)) => format!("{median:.3} ms (max {max:.3})"),
+            _ => "-".into(),
+        },
+    }
+}
+
+/// A headless app with this crate's plugin; `pipelined` keeps Bevy's default of rendering
+/// frame N on a render thread while the main world runs frame N+1.
+fn bench_app(pipelined: bool) -> App {
+    let mut app = App::new();
+    let plugins = headless_plugins().set(bevy::log::LogPlugin { level: bevy::log::Level::ERROR, ..default() });
+    if pipelined {
+        app.add_plugins((plugins, P2pInferencePlugin::default()));
+    } else {
+        app.add_plugins((plugins.disable::<PipelinedRenderingPlugin>(), P2pInferencePlugin::default()));
+    }
+    app.init_resource::<LastPredictionReady>();
+    app.add_observer(|_: On<PredictionReady>, mut last: ResMut<LastPredictionReady>| last.0 = Some(Instant::now()));
+    app.finish();
+    app.cleanup();
+    app
+}
+
 /// Milliseconds per request with `in_flight` requests kept in flight in the app: each
 /// prediction is replaced by a new request, and completions are counted for about `seconds`
-/// after the first round.
+/// after the first round. The requests start one frame apart, so that one request's upload can
+/// overlap another's GPU work instead of all of them moving in lockstep.
 fn pipelined(app: &mut App, model: &Handle<Model>, x: &Tensor, in_flight: usize, seconds: f64) -> Result<f64, String> {
     let spawn = |app: &mut App| app.world_mut().spawn(InferenceRequest::new(model.clone(), x.clone())).id();
-    let mut pending: Vec<Entity> = (0..in_flight).map(|_| spawn(app)).collect();
+    let mut pending: Vec<Entity> = Vec::new();
     let (mut completed, mut measured_since) = (0usize, None::<(Instant, usize)>);
     let deadline = Instant::now() + Duration::from_secs_f64(seconds + 60.0);
     loop {
+        if pending.len() < in_flight {
+            pending.push(spawn(app));
+        }
         app.update();
         for slot in pending.iter_mut() {
             let world = app.world_mut();
@@ -127,8 +193,32 @@ fn print_submission_costs(device: &wgpu::Device, queue: &wgpu::Queue, library: &
             phase.push((to - from).as_secs_f64() * 1e3);
         }
     }
+    // Filling an upload buffer that has been mapped for writing again, as the render world's
+    // pool does.
+    let upload = block.upload_input(device, x);
+    let mut refills = Vec::new();
+    for _ in 0..11 {
+        upload.slice(..).map_async(wgpu::MapMode::Write, |_| {});
+        let _ = device.poll(wgpu::PollType::wait_indefinitely());
+        let t = Instant::now();
+        GpuBlock::fill_upload(&upload, x);
+        refills.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let refill = median_p95(&mut refills[1..]).map_or(f64::NAN, |(m, _)| m);
+    let mut single_thread = Vec::new();
+    for _ in 0..11 {
+        upload.slice(..).map_async(wgpu::MapMode::Write, |_| {});
+        let _ = device.poll(wgpu::PollType::wait_indefinitely());
+        let t = Instant::now();
+        upload.slice(..).get_mapped_range_mut().copy_from_slice(bytemuck::cast_slice(x.data()));
+        upload.unmap();
+        single_thread.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let single_thread = median_p95(&mut single_thread[1..]).map_or(f64::NAN, |(m, _)| m);
     let [fill, record, submit, wait] = phases.map(|mut v| median_p95(&mut v[1..]).map_or(f64::NAN, |(m, _)| m));
-    println!("host side of one submission, {name} batch {batch} (ms): upload {fill:.3}, record {record:.3}, submit {submit:.3}, wait until mapped {wait:.3}");
+    println!(
+        "host side of one submission, {name} batch {batch} (ms): upload into a new buffer {fill:.3}, into a re-mapped one {refill:.3} ({single_thread:.3} on one thread), record {record:.3}, submit {submit:.3}, wait until mapped {wait:.3}"
+    );
 }
 
 /// The duration of every frame of one request, for finding where end-to-end time goes.
@@ -263,12 +353,8 @@ fn main() {
     let tmp = std::env::temp_dir().join(format!("bench-engines-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
 
-    let mut app = App::new();
-    app.add_plugins((headless_plugins().set(bevy::log::LogPlugin { level: bevy::log::Level::ERROR, ..default() }), P2pInferencePlugin::default()));
-    app.init_resource::<LastPredictionReady>();
-    app.add_observer(|_: On<PredictionReady>, mut last: ResMut<LastPredictionReady>| last.0 = Some(Instant::now()));
-    app.finish();
-    app.cleanup();
+    let mut app = bench_app(true);
+    let mut unpipelined = bench_app(false);
 
     println!("adapter: {} ({:?}, {})", info.name, info.backend, info.driver_info);
     // What one frame of the headless app costs with no request in flight: the floor under the
@@ -285,7 +371,7 @@ fn main() {
     let mut header = vec![
         "model", "batch", "this crate, GPU time (timestamps)", "this crate, GPU submit-to-done",
         "this crate, end-to-end in Bevy (to PredictionReady)", "(to the end of that frame)", "frames",
-        "readback to main world", "this crate, end-to-end in Bevy, 2 in flight (per request)", "ONNX Runtime CPU", "tract CPU",
+        "readback to main world", "end-to-end without pipelined rendering (to PredictionReady)", "frames", "this crate, end-to-end in Bevy, 2 in flight (per request)", "ONNX Runtime CPU", "tract CPU",
     ];
     if with_torch {
         header.extend(["PyTorch eager CUDA", "PyTorch CUDA graph, GPU only", "e2e (to PredictionReady) / eager", "GPU time / CUDA graph"]);
@@ -298,6 +384,7 @@ fn main() {
         let graph = import_onnx(&bytes).unwrap();
         let weights = Arc::new(ResidentWeights::upload(&device, &graph).unwrap());
         let handle = app.world_mut().resource_mut::<Assets<Model>>().add(Model::from_onnx_bytes(&bytes).unwrap());
+        let unpipelined_handle = unpipelined.world_mut().resource_mut::<Assets<Model>>().add(Model::from_onnx_bytes(&bytes).unwrap());
         for batch in [1, 64] {
             let x = input(batch, chw);
             let npy = tmp.join(format!("x{batch}.npy"));
@@ -316,24 +403,8 @@ fn main() {
                     Err(e) => println!("no profile for {name}: {e}"),
                 }
             }
-            let (mut frames, mut handovers, mut to_ready) = (Vec::new(), Vec::new(), Vec::new());
-            let e2e = time_it(seconds, || {
-                let spawned = Instant::now();
-                let entity = app.world_mut().spawn(InferenceRequest::new(handle.clone(), x.clone())).id();
-                let result = update_until_prediction(&mut app, entity, Duration::from_secs(600))
-                    .map(|(prediction, f)| {
-                        frames.push(f);
-                        handovers.extend(prediction.handover.map(|h| h.as_secs_f64() * 1e3));
-                    })
-                    .map_err(|e| e.to_string());
-                if let Some(ready) = app.world_mut().resource_mut::<LastPredictionReady>().0.take() {
-                    to_ready.push((ready - spawned).as_secs_f64() * 1e3);
-                }
-                app.world_mut().despawn(entity);
-                result
-            });
-            // The first sample is the warm-up, as in `time_it`.
-            let to_ready = e2e.clone().and_then(|_| median_p95(to_ready.get_mut(1..).unwrap_or_default()));
+            let e2e = end_to_end(&mut app, &handle, &x, seconds);
+            let e2e_unpipelined = end_to_end(&mut unpipelined, &unpipelined_handle, &x, seconds);
             let in_flight = match pipelined(&mut app, &handle, &x, 2, seconds) {
                 Ok(ms) => format!("{ms:.3} ms ({:.0} img/s)", batch as f64 * 1e3 / ms),
                 Err(e) => format!("n/a: {e}"),
@@ -344,18 +415,12 @@ fn main() {
                     print_submission_costs(&device, &queue, &library, block, &x, name, batch);
                 }
             }
-            frames.sort();
-            handovers.sort_by(f64::total_cmp);
-            let frames = frames.get(frames.len() / 2).map_or("-".into(), |f| f.to_string());
-            let handover = match (handovers.get(handovers.len() / 2), handovers.last()) {
-                (Some(median), Some(max)) => format!("{median:.3} ms (max {max:.3})"),
-                _ => "-".into(),
-            };
             let cpu = ort(path, &npy, seconds);
             let tract_cpu = tract(path, &x, seconds);
             let mut row = vec![
                 name.to_string(), batch.to_string(), cell(&timestamps, batch), cell(&submit_to_done, batch),
-                cell(&to_ready, batch), cell(&e2e, batch), frames, handover, in_flight, cell(&cpu, batch),
+                cell(&e2e.to_ready, batch), cell(&e2e.to_frame_end, batch), e2e.frames, e2e.handover,
+                cell(&e2e_unpipelined.to_ready, batch), e2e_unpipelined.frames, in_flight, cell(&cpu, batch),
                 cell(&tract_cpu, batch),
             ];
             if with_torch {
@@ -364,7 +429,7 @@ fn main() {
                 let graph_ms = pt.as_ref().ok().and_then(|(_, g)| *g);
                 row.push(cell(&eager, batch));
                 row.push(graph_ms.map_or("-".into(), |g| format!("{g:.3} ms")));
-                row.push(ratio(&to_ready, &pt));
+                row.push(ratio(&e2e.to_ready, &pt));
                 row.push(match (&timestamps, graph_ms) {
                     (Ok((ours, _)), Some(g)) => format!("{:.2}x", ours / g),
                     _ => "-".into(),

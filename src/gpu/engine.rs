@@ -203,7 +203,7 @@ impl GpuBlock {
     /// Writes `input` into `upload` (an upload buffer of this block, mapped for writing) and
     /// unmaps it, ready for [`Self::encode`].
     pub fn fill_upload(upload: &wgpu::Buffer, input: &Tensor) {
-        upload.slice(..).get_mapped_range_mut().copy_from_slice(bytemuck::cast_slice(input.data()));
+        copy_in_parallel(upload, bytemuck::cast_slice(input.data()));
         upload.unmap();
     }
 
@@ -262,6 +262,32 @@ impl GpuBlock {
     pub fn program(&self) -> &Program {
         &self.full.program
     }
+}
+
+/// Bytes below which one thread copies a whole input: spawning threads costs more than it saves.
+const PARALLEL_COPY_CHUNK: usize = 4 << 20;
+
+/// Copies `source` into `target` (mapped for writing, as long as `source`), in chunks on several
+/// threads when it is large: one thread's stores into mapped memory fall well short of what the
+/// memory takes.
+fn copy_in_parallel(target: &wgpu::Buffer, source: &[u8]) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        // Mapped ranges start at multiples of 8 bytes; chunks are multiples of 4 MiB.
+        let chunk = source.len().div_ceil(threads).next_multiple_of(PARALLEL_COPY_CHUNK);
+        if source.len() > chunk {
+            std::thread::scope(|scope| {
+                for (index, from) in source.chunks(chunk).enumerate() {
+                    let start = (index * chunk) as u64;
+                    let mut to = target.slice(start..start + from.len() as u64).get_mapped_range_mut();
+                    scope.spawn(move || to.copy_from_slice(from));
+                }
+            });
+            return;
+        }
+    }
+    target.slice(..).get_mapped_range_mut().copy_from_slice(source);
 }
 
 /// Whether every activation of `graph` for `input_shape` keeps the batch as its first

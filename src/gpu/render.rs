@@ -68,11 +68,13 @@ fn block_key(job: &StageJob) -> BlockKey {
     (graph_key(job), job.input.shape().to_vec())
 }
 
+/// An upload buffer whose map for writing completed, sent from its map callback.
+type ReturnedUpload = (BlockKey, wgpu::Buffer);
+
 /// Upload buffers mapped for writing, by block, ready for the next request's input.
 struct UploadPool {
     ready: HashMap<BlockKey, Vec<wgpu::Buffer>>,
-    /// Buffers whose map for writing completed, sent from the map callbacks.
-    returned: (Sender<(BlockKey, wgpu::Buffer)>, Receiver<(BlockKey, wgpu::Buffer)>),
+    returned: (Sender<ReturnedUpload>, Receiver<ReturnedUpload>),
 }
 
 /// Idle upload buffers kept per block; more come back only while more requests are in flight.

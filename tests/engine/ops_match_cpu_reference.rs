@@ -285,3 +285,12 @@ fn random_shapes_sweep_of_conv_configurations() {
         b.check(&[batch, cig * groups, h, w]);
     }
 }
+
+#[test]
+fn an_input_larger_than_one_upload_chunk_arrives_whole_and_in_order() {
+    // 5.4 MB: copied into the upload buffer in 4 MiB chunks on several threads; a chunk
+    // written to the wrong place or not at all shows up in the elementwise comparison.
+    let mut b = Builder::new(13);
+    b.node(Op::Activation(Activation::LeakyRelu { alpha: 0.5 }), vec![x()]);
+    b.check(&[3, 5, 301, 299]);
+}
