@@ -5,6 +5,7 @@ pub mod compile;
 mod engine;
 mod readback;
 mod render;
+mod submission;
 mod timing;
 
 pub use compile::{compile, CompileError, Kernel, Program};

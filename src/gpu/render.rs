@@ -3,11 +3,11 @@
 //! whose callback sends them over a channel, polled by a [`ReadbackPoller`] thread so that a
 //! result reaches the main world the frame after the GPU finishes. No system waits on the GPU.
 //!
-//! A request's input is written into an upload buffer of its block. Once the request's copy has
-//! run, the buffer is mapped for writing again and goes back to the block's pool: a later
-//! request writes into memory that is already allocated and mapped, instead of a fresh buffer
-//! that wgpu must allocate and zero first (38.5 MB per request for MobileNetV2 at 224x224,
-//! batch 64).
+//! A finished request gives its upload buffer (mapped for writing again) and its readback buffer
+//! back to a [`SubmissionPool`], which records the next request's commands for them after the
+//! frame's submission. A request that finds such a submission only writes its input into memory
+//! that is already allocated and mapped, and hands the finished command buffer over; otherwise
+//! its commands are recorded into the frame's encoder.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,10 +17,11 @@ use bevy::platform::time::Instant;
 use bevy::prelude::*;
 use bevy::render::renderer::{FlushCommands, RenderContext, RenderDevice, RenderGraph, RenderGraphSystems};
 use bevy::render::{ExtractSchedule, MainWorld, Render, RenderApp, RenderSystems};
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 
 use super::engine::{read_mapped, GpuBlock, GpuError, KernelLibrary, ResidentWeights};
 use super::readback::ReadbackPoller;
+use super::submission::{ReturnedBuffer, SubmissionPool};
 use crate::model::Model;
 use crate::schedule::{JobOutcome, JobQueue, StageJob};
 
@@ -40,13 +41,14 @@ impl Plugin for RenderInferencePlugin {
             .add_systems(ExtractSchedule, extract_jobs)
             .add_systems(RenderGraph, record_jobs.in_set(RenderGraphSystems::Render))
             .add_systems(RenderGraph, submit_recorded.in_set(RenderGraphSystems::Submit))
+            .add_systems(RenderGraph, arm_submissions.after(submit_recorded))
             // Readbacks are mapped once their commands have been submitted.
             .add_systems(Render, (map_readbacks, poll_device).chain().in_set(RenderSystems::Cleanup));
     }
 }
 
-/// A recorded request whose readback (and upload buffer, for reuse) is mapped once its
-/// submission has been made.
+/// A recorded request whose readback is mapped once its submission has been made; its upload
+/// buffer is mapped for writing again, for reuse.
 struct Recorded {
     job: StageJob,
     readback: wgpu::Buffer,
@@ -68,35 +70,6 @@ fn block_key(job: &StageJob) -> BlockKey {
     (graph_key(job), job.input.shape().to_vec())
 }
 
-/// An upload buffer whose map for writing completed, sent from its map callback.
-type ReturnedUpload = (BlockKey, wgpu::Buffer);
-
-/// Upload buffers mapped for writing, by block, ready for the next request's input.
-struct UploadPool {
-    ready: HashMap<BlockKey, Vec<wgpu::Buffer>>,
-    returned: (Sender<ReturnedUpload>, Receiver<ReturnedUpload>),
-}
-
-/// Idle upload buffers kept per block; more come back only while more requests are in flight.
-const IDLE_UPLOADS_PER_BLOCK: usize = 2;
-
-impl UploadPool {
-    fn new() -> Self {
-        Self { ready: HashMap::new(), returned: crossbeam_channel::unbounded() }
-    }
-
-    /// A mapped upload buffer for `key`: a returned one where there is one, else `create()`.
-    fn take(&mut self, key: &BlockKey, create: impl FnOnce() -> wgpu::Buffer) -> wgpu::Buffer {
-        for (returned_key, buffer) in self.returned.1.try_iter() {
-            let idle = self.ready.entry(returned_key).or_default();
-            if idle.len() < IDLE_UPLOADS_PER_BLOCK {
-                idle.push(buffer);
-            }
-        }
-        self.ready.get_mut(key).and_then(Vec::pop).unwrap_or_else(create)
-    }
-}
-
 /// Render-world state: pipelines, resident weights, compiled blocks and jobs in flight.
 #[derive(Resource)]
 struct GpuInference {
@@ -105,7 +78,7 @@ struct GpuInference {
     blocks: HashMap<(GraphKey, Vec<usize>), GpuBlock>,
     queued: Vec<StageJob>,
     recorded: Vec<Recorded>,
-    uploads: UploadPool,
+    submissions: SubmissionPool<BlockKey>,
     results: Sender<JobOutcome>,
     poller: Option<ReadbackPoller>,
 }
@@ -118,7 +91,7 @@ impl GpuInference {
             blocks: HashMap::new(),
             queued: Vec::new(),
             recorded: Vec::new(),
-            uploads: UploadPool::new(),
+            submissions: SubmissionPool::new(),
             results,
             poller: None,
         }
@@ -160,10 +133,20 @@ fn record_jobs(mut ctx: RenderContext, device: Res<RenderDevice>, mut state: Res
         }
         let key = block_key(&job);
         let block = &state.blocks[&key];
-        let upload = state.uploads.take(&key, || block.create_upload(device));
-        GpuBlock::fill_upload(&upload, &job.input);
-        let readback = block.create_readback(device);
-        block.encode(state.library.as_ref().expect("built with the block"), ctx.command_encoder(), &upload, &readback);
+        let library = state.library.as_ref().expect("built with the block");
+        let (upload, readback) = match state.submissions.take(&key) {
+            Some(armed) => {
+                GpuBlock::fill_upload(&armed.upload, &job.input);
+                ctx.add_command_buffer(armed.commands);
+                (armed.upload, armed.readback)
+            }
+            None => {
+                let (upload, readback) = (block.create_upload(device), block.create_readback(device));
+                GpuBlock::fill_upload(&upload, &job.input);
+                block.encode(library, ctx.command_encoder(), &upload, &readback);
+                (upload, readback)
+            }
+        };
         state.recorded.push(Recorded { job, readback, upload, shape: block.output_shape().to_vec() });
     }
 }
@@ -172,6 +155,15 @@ fn record_jobs(mut ctx: RenderContext, device: Res<RenderDevice>, mut state: Res
 /// pipeline submit them too; a second flush finds nothing left to submit.
 fn submit_recorded(mut flush: FlushCommands) {
     flush.flush();
+}
+
+/// Records submissions for the buffers finished requests gave back, after this frame's
+/// submission so that no request waits for it.
+fn arm_submissions(device: Res<RenderDevice>, mut state: ResMut<GpuInference>) {
+    let state = &mut *state;
+    if let Some(library) = &state.library {
+        state.submissions.arm(device.wgpu_device(), library, &state.blocks);
+    }
 }
 
 fn map_readbacks(device: Res<RenderDevice>, mut state: ResMut<GpuInference>) {
@@ -183,23 +175,26 @@ fn map_readbacks(device: Res<RenderDevice>, mut state: ResMut<GpuInference>) {
     for Recorded { job, readback, upload, shape } in std::mem::take(&mut state.recorded) {
         let key = block_key(&job);
         let results = state.results.clone();
-        let buffer = readback.clone();
+        let (buffer, giver) = (readback.clone(), state.submissions.giver());
+        let readback_key = key.clone();
         let outstanding = poller.register();
         readback.slice(..).map_async(wgpu::MapMode::Read, move |mapped| {
             let result = mapped
                 .map(|()| read_mapped(&buffer, shape))
                 .map_err(|e| GpuError::Readback(e.to_string()));
+            let reusable = result.is_ok();
             let _ = results.send(JobOutcome { tag: job.tag, entity: job.entity, started: job.started, finished: Instant::now(), result });
+            if reusable {
+                let _ = giver.send(ReturnedBuffer::Readback(readback_key, buffer));
+            }
             drop(outstanding);
         });
-        // Mapped for writing once the request's copy has run, then back in the pool; a failed
-        // map only costs the reuse.
-        let pool = state.uploads.returned.0.clone();
-        let buffer = upload.clone();
+        // Mapped for writing once the request's copy has run; a failed map only costs the reuse.
+        let (buffer, giver) = (upload.clone(), state.submissions.giver());
         let outstanding = poller.register();
         upload.slice(..).map_async(wgpu::MapMode::Write, move |mapped| {
             if mapped.is_ok() {
-                let _ = pool.send((key, buffer));
+                let _ = giver.send(ReturnedBuffer::Upload(key, buffer));
             }
             drop(outstanding);
         });

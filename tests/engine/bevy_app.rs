@@ -58,6 +58,35 @@ fn several_requests_in_one_frame_each_get_their_own_result() {
 }
 
 #[test]
+fn later_requests_reuse_the_buffers_and_recorded_commands_of_earlier_ones_and_each_gets_its_own_result() {
+    // A finished request gives its upload and readback buffers back, and the next request's
+    // commands are recorded for them ahead of time; every request must still read its own input.
+    let mut app = app();
+    let model: Handle<Model> = app.world().resource::<AssetServer>().load("models/fashion_mobilenetv2.onnx");
+    let inputs = fixture("fashion_input.npy");
+    let want = fixture("fashion_ort.npy");
+    let row = |i: usize| Tensor::new(vec![1, 1, 28, 28], inputs.data()[i * 784..(i + 1) * 784].to_vec()).unwrap();
+    let check = |i: usize, got: &Tensor| {
+        let expected = Tensor::new(vec![1, 10], want.data()[i * 10..(i + 1) * 10].to_vec()).unwrap();
+        assert!(relative_error(got, &expected) <= 1e-4, "request for row {i}");
+    };
+    for i in [0, 1, 2, 3, 1, 0] {
+        let entity = app.world_mut().spawn(InferenceRequest::new(model.clone(), row(i))).id();
+        check(i, &update_until_prediction(&mut app, entity, TIMEOUT).unwrap().0.output);
+        // Frames for the buffers to come back and the next submission to be recorded.
+        for _ in 0..3 {
+            app.update();
+        }
+    }
+    // Two at a time, one frame apart, so that one request's buffers return while the other runs.
+    let first = app.world_mut().spawn(InferenceRequest::new(model.clone(), row(2))).id();
+    app.update();
+    let second = app.world_mut().spawn(InferenceRequest::new(model.clone(), row(3))).id();
+    check(2, &update_until_prediction(&mut app, first, TIMEOUT).unwrap().0.output);
+    check(3, &update_until_prediction(&mut app, second, TIMEOUT).unwrap().0.output);
+}
+
+#[test]
 fn a_request_with_the_wrong_input_shape_fails_with_an_error_instead_of_a_prediction() {
     let mut app = app();
     let model: Handle<Model> = app.world().resource::<AssetServer>().load("models/fashion_mobilenetv2.onnx");
