@@ -350,6 +350,7 @@ fn main() {
     let seconds: f64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let (device, queue, info) = request_device().expect("a wgpu adapter");
     let library = KernelLibrary::new(&device);
+    let plain_library = KernelLibrary::with_subgroups(&device, false);
     let tmp = std::env::temp_dir().join(format!("bench-engines-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
 
@@ -369,7 +370,7 @@ fn main() {
     let with_profile = std::env::var_os("BENCH_PROFILE").is_some();
     let mut profiles = Vec::new();
     let mut header = vec![
-        "model", "batch", "this crate, GPU time (timestamps)", "this crate, GPU submit-to-done",
+        "model", "batch", "this crate, GPU time (timestamps)", "GPU time without subgroup variants", "this crate, GPU submit-to-done",
         "this crate, end-to-end in Bevy (to PredictionReady)", "(to the end of that frame)", "frames",
         "readback to main world", "end-to-end without pipelined rendering (to PredictionReady)", "frames", "this crate, end-to-end in Bevy, 2 in flight (per request)", "ONNX Runtime CPU", "tract CPU",
     ];
@@ -397,6 +398,17 @@ fn main() {
             let timestamps = block.as_ref().map_err(Clone::clone).and_then(|block| {
                 sample_for(seconds, || gpu_time(&device, &queue, &library, block, &x).map(|t| t.as_secs_f64() * 1e3).map_err(|e| e.to_string()))
             });
+            // The same timestamps with the kernels that sum with subgroup operations replaced by
+            // their workgroup-memory versions.
+            let plain_timestamps = if library.uses_subgroups() {
+                GpuBlock::new(&device, &plain_library, weights.clone(), &graph, x.shape()).map_err(|e| e.to_string()).and_then(|block| {
+                    sample_for(seconds, || {
+                        gpu_time(&device, &queue, &plain_library, &block, &x).map(|t| t.as_secs_f64() * 1e3).map_err(|e| e.to_string())
+                    })
+                })
+            } else {
+                Err("no subgroups on this device".into())
+            };
             if let (true, Ok(block), Ok((whole, _))) = (with_profile, &block, &timestamps) {
                 match profile_dispatches(&device, &queue, &library, block, &x) {
                     Ok(profile) => profiles.push((name, batch, profile, *whole)),
@@ -418,7 +430,7 @@ fn main() {
             let cpu = ort(path, &npy, seconds);
             let tract_cpu = tract(path, &x, seconds);
             let mut row = vec![
-                name.to_string(), batch.to_string(), cell(&timestamps, batch), cell(&submit_to_done, batch),
+                name.to_string(), batch.to_string(), cell(&timestamps, batch), cell(&plain_timestamps, batch), cell(&submit_to_done, batch),
                 cell(&e2e.to_ready, batch), cell(&e2e.to_frame_end, batch), e2e.frames, e2e.handover,
                 cell(&e2e_unpipelined.to_ready, batch), e2e_unpipelined.frames, in_flight, cell(&cpu, batch),
                 cell(&tract_cpu, batch),

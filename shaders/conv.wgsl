@@ -237,12 +237,13 @@ fn conv_pointwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgro
 
 // Narrow products (a few columns, as at batch 1 on small feature maps): one workgroup per
 // output row and group of 4 columns, its 64 invocations splitting the C-long dot products and
-// summing them in workgroup memory. Grid: (M, ceil(N*P/4), 1).
+// summing them in workgroup memory. Grid: (M, ceil(N*P/4), 1). Where the device has subgroup
+// operations, `conv_pointwise_narrow_subgroup` (conv_subgroup.wgsl) sums them with those instead.
 var<workgroup> partial: array<vec4<f32>, 64>;
 
-@compute @workgroup_size(64)
-fn conv_pointwise_narrow(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let C = p[2]; let M = p[5]; let P = p[6] * p[7]; let NP = p[1] * P;
+// Invocation `lane`'s share of the 4 dot products of workgroup `wid` (output row wid.x).
+fn narrow_partial(wid: vec3<u32>, lane: u32) -> vec4<f32> {
+    let C = p[2]; let P = p[6] * p[7]; let NP = p[1] * P;
     let m = wid.x;
     let j0 = wid.y * 4u;
     // Columns past the end read column j0 again and are not written.
@@ -251,18 +252,32 @@ fn conv_pointwise_narrow(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
         bases[c] = column_base(select(j0, j0 + c, j0 + c < NP), C, P);
     }
     var acc = vec4<f32>(0.0);
-    for (var k = lid.x; k < C; k += 64u) {
+    for (var k = lane; k < C; k += 64u) {
         let o = k * P;
         let xs = vec4<f32>(x[bases.x + o], x[bases.y + o], x[bases.z + o], x[bases.w + o]);
         acc += w[m * C + k] * xs;
     }
-    partial[lid.x] = acc;
+    return acc;
+}
+
+// Writes column `column` (0-3) of workgroup `wid` from its summed dot product, if it exists.
+fn narrow_store(wid: vec3<u32>, column: u32, sum: f32) {
+    let P = p[6] * p[7]; let NP = p[1] * P;
+    let j = wid.y * 4u + column;
+    if (j < NP) {
+        epilogue(column_output(j, wid.x, p[5], P), wid.x, sum);
+    }
+}
+
+@compute @workgroup_size(64)
+fn conv_pointwise_narrow(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    partial[lid.x] = narrow_partial(wid, lid.x);
     workgroupBarrier();
     for (var span = 32u; span > 0u; span /= 2u) {
         if (lid.x < span) { partial[lid.x] += partial[lid.x + span]; }
         workgroupBarrier();
     }
-    if (lid.x < 4u && j0 + lid.x < NP) {
-        epilogue(column_output(j0 + lid.x, m, M, P), m, partial[0][lid.x]);
+    if (lid.x < 4u) {
+        narrow_store(wid, lid.x, partial[0][lid.x]);
     }
 }

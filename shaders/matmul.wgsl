@@ -40,19 +40,25 @@ fn gemm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 
 // Few outputs with long dot products (a classifier at batch 1): one workgroup per output, its
 // 64 invocations splitting the K-long product and summing in workgroup memory. Grid: the
-// outputs folded into x and y.
+// outputs folded into x and y. Where the device has subgroup operations,
+// `gemm_split_subgroup` (matmul_subgroup.wgsl) sums with those instead.
 var<workgroup> partial: array<f32, 64>;
+
+// Invocation `lane`'s share of output i's dot product.
+fn split_partial(i: u32, lane: u32) -> f32 {
+    let start = gemm_operands(i);
+    var acc = 0.0;
+    for (var k = lane; k < p[3]; k += 64u) {
+        acc += a[start.x + k * p[7]] * b[start.y + k * p[8]];
+    }
+    return acc;
+}
 
 @compute @workgroup_size(64)
 fn gemm_split(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = wid.x + wid.y * nwg.x;
     if (i >= p[0]) { return; }
-    let start = gemm_operands(i);
-    var acc = 0.0;
-    for (var k = lid.x; k < p[3]; k += 64u) {
-        acc += a[start.x + k * p[7]] * b[start.y + k * p[8]];
-    }
-    partial[lid.x] = acc;
+    partial[lid.x] = split_partial(i, lid.x);
     workgroupBarrier();
     for (var span = 32u; span > 0u; span /= 2u) {
         if (lid.x < span) { partial[lid.x] += partial[lid.x + span]; }

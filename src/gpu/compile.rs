@@ -85,6 +85,16 @@ impl Kernel {
         }
     }
 
+    /// The entry point of the variant that sums with subgroup operations, for kernels that have
+    /// one (in the same family, compiled in only where the device offers them).
+    pub fn subgroup_entry(self) -> Option<&'static str> {
+        match self {
+            Kernel::ConvPointwiseNarrow => Some("conv_pointwise_narrow_subgroup"),
+            Kernel::GemmSplit => Some("gemm_split_subgroup"),
+            _ => None,
+        }
+    }
+
     /// How many read-only storage buffers follow the parameters (the output comes after).
     pub fn input_bindings(self) -> usize {
         match self {

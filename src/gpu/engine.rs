@@ -24,6 +24,15 @@ fn family_source(family: &str) -> &'static str {
     }
 }
 
+/// The subgroup variants of a family's kernels, appended to it where the device offers them.
+fn family_subgroup_source(family: &str) -> &'static str {
+    match family {
+        "conv" => include_str!("../../shaders/conv_subgroup.wgsl"),
+        "matmul" => include_str!("../../shaders/matmul_subgroup.wgsl"),
+        _ => "",
+    }
+}
+
 /// Why a block could not be prepared or run on the GPU.
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum GpuError {
@@ -46,19 +55,30 @@ pub enum GpuError {
 /// Every kernel's compute pipeline and bind group layout, built once per device.
 pub struct KernelLibrary {
     pipelines: HashMap<Kernel, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
+    subgroups: bool,
 }
 
 impl KernelLibrary {
-    /// Compiles every shader family and builds the pipelines.
+    /// Compiles every shader family and builds the pipelines, with the subgroup variants of
+    /// the kernels that have them where the device offers subgroup operations.
     pub fn new(device: &wgpu::Device) -> Self {
+        Self::with_subgroups(device, device.features().contains(wgpu::Features::SUBGROUP))
+    }
+
+    /// [`Self::new`], choosing whether to use subgroup variants (`subgroups` needs the device's
+    /// `SUBGROUP` feature; without it the variants are not used).
+    pub fn with_subgroups(device: &wgpu::Device, subgroups: bool) -> Self {
+        let subgroups = subgroups && device.features().contains(wgpu::Features::SUBGROUP);
         let mut modules = HashMap::new();
         let mut pipelines = HashMap::new();
         for kernel in Kernel::ALL {
             let (family, entry) = kernel.entry();
+            let entry = kernel.subgroup_entry().filter(|_| subgroups).unwrap_or(entry);
             let module = modules.entry(family).or_insert_with(|| {
+                let variants = if subgroups { family_subgroup_source(family) } else { "" };
                 device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(family),
-                    source: wgpu::ShaderSource::Wgsl(format!("{COMMON}\n{}", family_source(family)).into()),
+                    source: wgpu::ShaderSource::Wgsl(format!("{COMMON}\n{}\n{variants}", family_source(family)).into()),
                 })
             });
             let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
@@ -89,7 +109,12 @@ impl KernelLibrary {
             });
             pipelines.insert(kernel, (pipeline, layout));
         }
-        Self { pipelines }
+        Self { pipelines, subgroups }
+    }
+
+    /// Whether the kernels that have subgroup variants use them.
+    pub fn uses_subgroups(&self) -> bool {
+        self.subgroups
     }
 }
 
@@ -464,8 +489,10 @@ pub fn request_device() -> Result<(wgpu::Device, wgpu::Queue, wgpu::AdapterInfo)
     let (device, queue) = bevy::tasks::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("bevy_p2p_inference"),
         required_limits: adapter.limits(),
-        // Timestamps for `gpu_time` and `profile_dispatches`, where offered.
-        required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
+        // Timestamps for `gpu_time` and `profile_dispatches`, and subgroup operations for the
+        // kernels that have variants using them, where offered (a Bevy app's device has every
+        // feature its adapter offers).
+        required_features: adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP),
         ..Default::default()
     }))
     .map_err(|e| e.to_string())?;

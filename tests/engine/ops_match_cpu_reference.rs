@@ -1,5 +1,7 @@
 //! Every GPU kernel against the CPU reference executor on random shapes: odd sizes, stride 2,
-//! padding, groups, dilation, batch > 1, fused epilogues.
+//! padding, groups, dilation, batch > 1, fused epilogues. Each graph runs twice: with the
+//! subgroup variants of the kernels that have them (where the device offers subgroups) and
+//! without.
 
 use std::collections::HashMap;
 
@@ -51,9 +53,11 @@ impl Builder {
             initializers: self.initializers,
         };
         let want = run_reference(&graph, &input).expect("reference runs");
-        let got = run_gpu(&graph, &input);
-        let err = relative_error(&got, &want);
-        assert!(err <= TOLERANCE, "relative error {err} for {:?}", graph.nodes.iter().map(|n| &n.op).collect::<Vec<_>>());
+        let ops = graph.nodes.iter().map(|n| &n.op).collect::<Vec<_>>();
+        let err = relative_error(&run_gpu(&graph, &input), &want);
+        assert!(err <= TOLERANCE, "relative error {err} for {ops:?}");
+        let err = relative_error(&run_gpu_with(&graph, &input, |gpu| &gpu.library_without_subgroups), &want);
+        assert!(err <= TOLERANCE, "relative error {err} without subgroup variants for {ops:?}");
     }
 }
 

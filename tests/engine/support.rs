@@ -9,25 +9,35 @@ use bevy_p2p_inference::Tensor;
 pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
+    /// With the subgroup variants of the kernels that have them, where the device offers them.
     pub library: KernelLibrary,
+    /// Without them.
+    pub library_without_subgroups: KernelLibrary,
 }
 
 pub fn gpu() -> &'static Mutex<Gpu> {
     static GPU: OnceLock<Mutex<Gpu>> = OnceLock::new();
     GPU.get_or_init(|| {
         let (device, queue, info) = request_device().expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
-        eprintln!("adapter: {} ({:?})", info.name, info.backend);
         let library = KernelLibrary::new(&device);
-        Mutex::new(Gpu { device, queue, library })
+        let library_without_subgroups = KernelLibrary::with_subgroups(&device, false);
+        eprintln!("adapter: {} ({:?}), subgroup variants: {}", info.name, info.backend, library.uses_subgroups());
+        Mutex::new(Gpu { device, queue, library, library_without_subgroups })
     })
 }
 
 /// Runs `graph` on the GPU, blocking until the result is read back.
 pub fn run_gpu(graph: &Graph, input: &Tensor) -> Tensor {
+    run_gpu_with(graph, input, |gpu| &gpu.library)
+}
+
+/// [`run_gpu`] with the library `choose` picks.
+pub fn run_gpu_with(graph: &Graph, input: &Tensor, choose: impl Fn(&Gpu) -> &KernelLibrary) -> Tensor {
     let gpu = gpu().lock().unwrap();
+    let library = choose(&gpu);
     let weights = Arc::new(ResidentWeights::upload(&gpu.device, graph).expect("weights fit"));
-    let block = GpuBlock::new(&gpu.device, &gpu.library, weights, graph, input.shape()).expect("compiles");
-    run_blocking(&gpu.device, &gpu.queue, &gpu.library, &block, input).expect("runs")
+    let block = GpuBlock::new(&gpu.device, library, weights, graph, input.shape()).expect("compiles");
+    run_blocking(&gpu.device, &gpu.queue, library, &block, input).expect("runs")
 }
 
 pub fn fixture(name: &str) -> Tensor {

@@ -1,0 +1,24 @@
+// Subgroup variants of the convolution family, compiled into it only where the device offers
+// subgroup operations (wgpu's SUBGROUP feature).
+
+var<workgroup> subgroup_sums: array<vec4<f32>, 64>;
+
+// `conv_pointwise_narrow` with each subgroup summing its invocations' shares in registers:
+// one barrier instead of seven.
+@compute @workgroup_size(64)
+fn conv_pointwise_narrow_subgroup(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(subgroup_id) subgroup: u32,
+    @builtin(num_subgroups) subgroups: u32,
+    @builtin(subgroup_invocation_id) lane_in_subgroup: u32,
+) {
+    let sum = subgroupAdd(narrow_partial(wid, lid.x));
+    if (lane_in_subgroup == 0u) { subgroup_sums[subgroup] = sum; }
+    workgroupBarrier();
+    if (lid.x < 4u) {
+        var total = 0.0;
+        for (var s = 0u; s < subgroups; s++) { total += subgroup_sums[s][lid.x]; }
+        narrow_store(wid, lid.x, total);
+    }
+}
