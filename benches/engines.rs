@@ -395,19 +395,35 @@ fn main() {
                 .as_ref()
                 .map_err(Clone::clone)
                 .and_then(|block| time_it(seconds, || run_blocking(&device, &queue, &library, block, &x).map(|_| ()).map_err(|e| e.to_string())));
-            let timestamps = block.as_ref().map_err(Clone::clone).and_then(|block| {
-                sample_for(seconds, || gpu_time(&device, &queue, &library, block, &x).map(|t| t.as_secs_f64() * 1e3).map_err(|e| e.to_string()))
-            });
-            // The same timestamps with the kernels that sum with subgroup operations replaced by
-            // their workgroup-memory versions.
-            let plain_timestamps = if library.uses_subgroups() {
-                GpuBlock::new(&device, &plain_library, weights.clone(), &graph, x.shape()).map_err(|e| e.to_string()).and_then(|block| {
-                    sample_for(seconds, || {
-                        gpu_time(&device, &queue, &plain_library, &block, &x).map(|t| t.as_secs_f64() * 1e3).map_err(|e| e.to_string())
-                    })
-                })
-            } else {
-                Err("no subgroups on this device".into())
+            // GPU time, and the same with the kernels that sum with subgroup operations replaced
+            // by their workgroup-memory versions. The two are sampled alternately, so that a
+            // change of the GPU's clocks during the measurement hits both alike.
+            let plain_block = library
+                .uses_subgroups()
+                .then(|| GpuBlock::new(&device, &plain_library, weights.clone(), &graph, x.shape()).map_err(|e| e.to_string()));
+            let gpu_ms = |library: &KernelLibrary, block: &GpuBlock| {
+                gpu_time(&device, &queue, library, block, &x).map(|t| t.as_secs_f64() * 1e3).map_err(|e| e.to_string())
+            };
+            let (timestamps, plain_timestamps) = match (&block, &plain_block) {
+                (Ok(block), Some(Ok(plain))) => {
+                    let mut pairs = Vec::new();
+                    let sampled = sample_for(seconds, || {
+                        let pair = (gpu_ms(&library, block)?, gpu_ms(&plain_library, plain)?);
+                        pairs.push(pair);
+                        Ok(pair.0)
+                    });
+                    // The first pair is the warm-up, as in `sample_for`.
+                    let mut plain: Vec<f64> = pairs.iter().skip(1).map(|p| p.1).collect();
+                    (sampled, median_p95(&mut plain))
+                }
+                (Ok(block), plain) => (
+                    sample_for(seconds, || gpu_ms(&library, block)),
+                    Err(match plain {
+                        Some(Err(e)) => e.clone(),
+                        _ => "no subgroups on this device".into(),
+                    }),
+                ),
+                (Err(e), _) => (Err(e.clone()), Err(e.clone())),
             };
             if let (true, Ok(block), Ok((whole, _))) = (with_profile, &block, &timestamps) {
                 match profile_dispatches(&device, &queue, &library, block, &x) {

@@ -186,9 +186,13 @@ fn u(v: usize) -> u32 {
     v as u32
 }
 
+/// One kernel call before slot assignment: the kernel, its parameters, its operands by value
+/// name (`None`: an unused binding) and its workgroup grid.
+type KernelCall = (Kernel, Vec<u32>, Vec<Option<String>>, [u32; 3]);
+
 /// One step before slot assignment: either kernel calls producing a value, or an alias.
 enum Step {
-    Compute { calls: Vec<(Kernel, Vec<u32>, Vec<Option<String>>, [u32; 3])>, output: String },
+    Compute { calls: Vec<KernelCall>, output: String },
     Alias { from: String, to: String },
 }
 

@@ -75,7 +75,7 @@ fn block_key(job: &StageJob) -> BlockKey {
 struct GpuInference {
     library: Option<KernelLibrary>,
     weights: HashMap<GraphKey, Arc<ResidentWeights>>,
-    blocks: HashMap<(GraphKey, Vec<usize>), GpuBlock>,
+    blocks: HashMap<BlockKey, GpuBlock>,
     queued: Vec<StageJob>,
     recorded: Vec<Recorded>,
     submissions: SubmissionPool<BlockKey>,

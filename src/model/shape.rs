@@ -67,11 +67,10 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
         .collect()
 }
 
-/// Output height and width of a 2-D window over `h` x `w`.
+/// Output height and width of a 2-D window over an input of `[height, width]`.
 fn window_out(
     node: &Node,
-    h: usize,
-    w: usize,
+    input: [usize; 2],
     kernel: [usize; 2],
     strides: [usize; 2],
     pads: [usize; 4],
@@ -79,11 +78,11 @@ fn window_out(
     ceil: bool,
 ) -> Result<[usize; 2], ModelError> {
     let mut out = [0; 2];
-    for (i, size) in [h, w].into_iter().enumerate() {
+    for (i, size) in input.into_iter().enumerate() {
         let span = dilations[i] * (kernel[i] - 1) + 1;
         let padded = size + pads[i] + pads[i + 2];
         if padded < span {
-            return Err(err(node, format!("window {kernel:?} does not fit input {h}x{w}")));
+            return Err(err(node, format!("window {kernel:?} does not fit input {}x{}", input[0], input[1])));
         }
         let steps = padded - span;
         let mut o = if ceil { steps.div_ceil(strides[i]) } else { steps / strides[i] } + 1;
@@ -103,7 +102,7 @@ fn conv_shape(node: &Node, c: &Conv2d, x: &[usize], w: &[usize]) -> Result<Vec<u
     if x[1] != w[1] * c.groups || !w[0].is_multiple_of(c.groups) {
         return Err(err(node, format!("input {x:?} does not fit weight {w:?} with {} groups", c.groups)));
     }
-    let [oh, ow] = window_out(node, x[2], x[3], [w[2], w[3]], c.strides, c.pads, c.dilations, false)?;
+    let [oh, ow] = window_out(node, [x[2], x[3]], [w[2], w[3]], c.strides, c.pads, c.dilations, false)?;
     Ok(vec![x[0], w[0], oh, ow])
 }
 
@@ -114,7 +113,7 @@ fn pool_shape(node: &Node, p: &Pool2d, x: &[usize]) -> Result<Vec<usize>, ModelE
     if p.pads[0] >= p.kernel[0] || p.pads[1] >= p.kernel[1] || p.pads[2] >= p.kernel[0] || p.pads[3] >= p.kernel[1] {
         return Err(err(node, "padding must be smaller than the window"));
     }
-    let [oh, ow] = window_out(node, x[2], x[3], p.kernel, p.strides, p.pads, [1, 1], p.ceil_mode)?;
+    let [oh, ow] = window_out(node, [x[2], x[3]], p.kernel, p.strides, p.pads, [1, 1], p.ceil_mode)?;
     Ok(vec![x[0], x[1], oh, ow])
 }
 
