@@ -38,8 +38,7 @@ fn sample_for(seconds: f64, mut sample: impl FnMut() -> Result<f64, String>) -> 
     while values.len() < 3 || (Instant::now() < deadline && values.len() < 500) {
         values.push(sample()?);
     }
-    values.sort_by(f64::total_cmp);
-    Ok((values[values.len() / 2], values[((values.len() - 1) as f64 * 0.95) as usize]))
+    median_p95(&mut values)
 }
 
 /// Median and p95 wall time of `run`, in milliseconds.
@@ -170,9 +169,9 @@ fn pipelined(app: &mut App, model: &Handle<Model>, x: &Tensor, in_flight: usize,
     }
 }
 
-/// Where the host's time goes in one submission of `block` outside Bevy (medians of 50): filling a
-/// fresh upload buffer, recording the commands, the `submit` call, and the wait until the readback
-/// is mapped (GPU work plus wake-up).
+/// Where the host's time goes in one submission of `block` outside Bevy (medians after a warm-up):
+/// filling a fresh upload buffer and a re-mapped one, recording the commands, the `submit` call,
+/// and the wait until the readback is mapped (GPU work plus wake-up).
 fn print_submission_costs(device: &wgpu::Device, queue: &wgpu::Queue, library: &KernelLibrary, block: &GpuBlock, x: &Tensor, name: &str, batch: usize) {
     let mut phases = [(); 4].map(|_| Vec::new());
     for _ in 0..51 {
@@ -194,28 +193,27 @@ fn print_submission_costs(device: &wgpu::Device, queue: &wgpu::Queue, library: &
         }
     }
     // Filling an upload buffer that has been mapped for writing again, as the render world's
-    // pool does.
+    // pool does: with the library's copy, and with one thread's.
     let upload = block.upload_input(device, x);
-    let mut refills = Vec::new();
-    for _ in 0..11 {
-        upload.slice(..).map_async(wgpu::MapMode::Write, |_| {});
-        let _ = device.poll(wgpu::PollType::wait_indefinitely());
-        let t = Instant::now();
-        GpuBlock::fill_upload(&upload, x);
-        refills.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    let refill = median_p95(&mut refills[1..]).map_or(f64::NAN, |(m, _)| m);
-    let mut single_thread = Vec::new();
-    for _ in 0..11 {
-        upload.slice(..).map_async(wgpu::MapMode::Write, |_| {});
-        let _ = device.poll(wgpu::PollType::wait_indefinitely());
-        let t = Instant::now();
+    let time_refill = |fill: &dyn Fn(&wgpu::Buffer)| {
+        let mut times = Vec::new();
+        for _ in 0..11 {
+            upload.slice(..).map_async(wgpu::MapMode::Write, |_| {});
+            let _ = device.poll(wgpu::PollType::wait_indefinitely());
+            let t = Instant::now();
+            fill(&upload);
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        times
+    };
+    let refills = time_refill(&|upload| GpuBlock::fill_upload(upload, x));
+    let single_thread = time_refill(&|upload| {
         upload.slice(..).get_mapped_range_mut().copy_from_slice(bytemuck::cast_slice(x.data()));
         upload.unmap();
-        single_thread.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    let single_thread = median_p95(&mut single_thread[1..]).map_or(f64::NAN, |(m, _)| m);
-    let [fill, record, submit, wait] = phases.map(|mut v| median_p95(&mut v[1..]).map_or(f64::NAN, |(m, _)| m));
+    });
+    let median_after_warmup = |mut times: Vec<f64>| median_p95(&mut times[1..]).map_or(f64::NAN, |(median, _)| median);
+    let [fill, record, submit, wait] = phases.map(median_after_warmup);
+    let (refill, single_thread) = (median_after_warmup(refills), median_after_warmup(single_thread));
     println!(
         "host side of one submission, {name} batch {batch} (ms): upload into a new buffer {fill:.3}, into a re-mapped one {refill:.3} ({single_thread:.3} on one thread), record {record:.3}, submit {submit:.3}, wait until mapped {wait:.3}"
     );

@@ -21,6 +21,13 @@ fn app() -> App {
     app
 }
 
+/// Row `i` of a batched fixture, as a batch of one.
+fn batch_row(batch: &Tensor, i: usize) -> Tensor {
+    let shape: Vec<usize> = std::iter::once(1).chain(batch.shape()[1..].iter().copied()).collect();
+    let len: usize = shape.iter().product();
+    Tensor::new(shape, batch.data()[i * len..(i + 1) * len].to_vec()).unwrap()
+}
+
 #[test]
 fn a_request_for_the_shipped_model_gets_the_prediction_the_cpu_reference_computes() {
     let mut app = app();
@@ -44,16 +51,10 @@ fn several_requests_in_one_frame_each_get_their_own_result() {
     let model: Handle<Model> = app.world().resource::<AssetServer>().load("models/fashion_mobilenetv2.onnx");
     let inputs = fixture("fashion_input.npy");
     let want = fixture("fashion_ort.npy");
-    let entities: Vec<Entity> = (0..4)
-        .map(|i| {
-            let one = Tensor::new(vec![1, 1, 28, 28], inputs.data()[i * 784..(i + 1) * 784].to_vec()).unwrap();
-            app.world_mut().spawn(InferenceRequest::new(model.clone(), one)).id()
-        })
-        .collect();
+    let entities: Vec<Entity> = (0..4).map(|i| app.world_mut().spawn(InferenceRequest::new(model.clone(), batch_row(&inputs, i))).id()).collect();
     for (i, &e) in entities.iter().enumerate() {
         let got = &update_until_prediction(&mut app, e, TIMEOUT).unwrap().0.output;
-        let row = Tensor::new(vec![1, 10], want.data()[i * 10..(i + 1) * 10].to_vec()).unwrap();
-        assert!(relative_error(got, &row) <= 1e-4, "request {i}");
+        assert!(relative_error(got, &batch_row(&want, i)) <= 1e-4, "request {i}");
     }
 }
 
@@ -65,11 +66,8 @@ fn later_requests_reuse_the_buffers_and_recorded_commands_of_earlier_ones_and_ea
     let model: Handle<Model> = app.world().resource::<AssetServer>().load("models/fashion_mobilenetv2.onnx");
     let inputs = fixture("fashion_input.npy");
     let want = fixture("fashion_ort.npy");
-    let row = |i: usize| Tensor::new(vec![1, 1, 28, 28], inputs.data()[i * 784..(i + 1) * 784].to_vec()).unwrap();
-    let check = |i: usize, got: &Tensor| {
-        let expected = Tensor::new(vec![1, 10], want.data()[i * 10..(i + 1) * 10].to_vec()).unwrap();
-        assert!(relative_error(got, &expected) <= 1e-4, "request for row {i}");
-    };
+    let row = |i: usize| batch_row(&inputs, i);
+    let check = |i: usize, got: &Tensor| assert!(relative_error(got, &batch_row(&want, i)) <= 1e-4, "request for row {i}");
     for i in [0, 1, 2, 3, 1, 0] {
         let entity = app.world_mut().spawn(InferenceRequest::new(model.clone(), row(i))).id();
         check(i, &update_until_prediction(&mut app, entity, TIMEOUT).unwrap().0.output);
