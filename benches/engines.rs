@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
 use bevy::render::pipelined_rendering::PipelinedRenderingPlugin;
-use bevy_p2p_inference::gpu::{gpu_time, profile_dispatches, request_device, run_blocking, DispatchTime, GpuBlock, Kernel, KernelLibrary, ResidentWeights};
+use bevy_p2p_inference::gpu::{
+    gpu_time, profile_dispatches, request_device, run_blocking, DispatchTime, GpuBlock, Kernel, KernelLibrary, KernelOptions, ResidentWeights,
+    StoragePrecision,
+};
 use bevy_p2p_inference::model::import_onnx;
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::{headless_plugins, update_until_prediction, update_until_prediction_with};
@@ -48,6 +51,13 @@ fn time_it(seconds: f64, mut run: impl FnMut() -> Result<(), String>) -> Result<
         run()?;
         Ok(t.elapsed().as_secs_f64() * 1e3)
     })
+}
+
+/// The largest elementwise difference between `got` and `want`, relative to `want`'s largest
+/// magnitude.
+fn relative_error(got: &Tensor, want: &Tensor) -> f32 {
+    let scale = want.data().iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    got.data().iter().zip(want.data()).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
 }
 
 /// Median and p95 of `values` (sorted in place).
@@ -348,7 +358,8 @@ fn main() {
     let seconds: f64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let (device, queue, info) = request_device().expect("a wgpu adapter");
     let library = KernelLibrary::new(&device);
-    let plain_library = KernelLibrary::with_subgroups(&device, false);
+    let plain_library = KernelLibrary::with_options(&device, KernelOptions { subgroups: false, ..default() });
+    let half_library = KernelLibrary::with_options(&device, KernelOptions { storage: StoragePrecision::F16, ..default() });
     let tmp = std::env::temp_dir().join(format!("bench-engines-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
 
@@ -368,7 +379,8 @@ fn main() {
     let with_profile = std::env::var_os("BENCH_PROFILE").is_some();
     let mut profiles = Vec::new();
     let mut header = vec![
-        "model", "batch", "this crate, GPU time (timestamps)", "GPU time without subgroup variants", "this crate, GPU submit-to-done",
+        "model", "batch", "this crate, GPU time (timestamps)", "GPU time without subgroup variants", "GPU time with f16 storage",
+        "f16 storage: output's relative error", "this crate, GPU submit-to-done",
         "this crate, end-to-end in Bevy (to PredictionReady)", "(to the end of that frame)", "frames",
         "readback to main world", "end-to-end without pipelined rendering (to PredictionReady)", "frames", "this crate, end-to-end in Bevy, 2 in flight (per request)", "ONNX Runtime CPU", "tract CPU",
     ];
@@ -381,7 +393,8 @@ fn main() {
     for (name, path, chw) in MODELS.into_iter().filter(|(name, _, _)| name.contains(only.as_str())) {
         let bytes = std::fs::read(path).unwrap();
         let graph = import_onnx(&bytes).unwrap();
-        let weights = Arc::new(ResidentWeights::upload(&device, &graph).unwrap());
+        let weights = Arc::new(ResidentWeights::upload(&device, &library, &graph).unwrap());
+        let half_weights = Arc::new(ResidentWeights::upload(&device, &half_library, &graph).unwrap());
         let handle = app.world_mut().resource_mut::<Assets<Model>>().add(Model::from_onnx_bytes(&bytes).unwrap());
         let unpipelined_handle = unpipelined.world_mut().resource_mut::<Assets<Model>>().add(Model::from_onnx_bytes(&bytes).unwrap());
         for batch in [1, 64] {
@@ -393,35 +406,55 @@ fn main() {
                 .as_ref()
                 .map_err(Clone::clone)
                 .and_then(|block| time_it(seconds, || run_blocking(&device, &queue, &library, block, &x).map(|_| ()).map_err(|e| e.to_string())));
-            // GPU time, and the same with the kernels that sum with subgroup operations replaced
-            // by their workgroup-memory versions. The two are sampled alternately, so that a
-            // change of the GPU's clocks during the measurement hits both alike.
-            let plain_block = library
-                .uses_subgroups()
-                .then(|| GpuBlock::new(&device, &plain_library, weights.clone(), &graph, x.shape()).map_err(|e| e.to_string()));
+            // GPU time, and the same with two variants of the kernels: those that sum with subgroup
+            // operations replaced by their workgroup-memory versions, and tensors stored as f16.
+            // All are sampled in turn, so that a change of the GPU's clocks during the
+            // measurement hits them alike.
+            let variant = |available: bool, library: &KernelLibrary, weights: &Arc<ResidentWeights>, missing: &str| {
+                if !available {
+                    return Err(missing.to_string());
+                }
+                GpuBlock::new(&device, library, weights.clone(), &graph, x.shape()).map_err(|e| e.to_string())
+            };
+            let variant_libraries = [&plain_library, &half_library];
+            let variants = [
+                variant(library.uses_subgroups(), &plain_library, &weights, "no subgroups on this device"),
+                variant(half_library.storage() == StoragePrecision::F16, &half_library, &half_weights, "no SHADER_F16 on this device"),
+            ];
             let gpu_ms = |library: &KernelLibrary, block: &GpuBlock| {
                 gpu_time(&device, &queue, library, block, &x).map(|t| t.as_secs_f64() * 1e3).map_err(|e| e.to_string())
             };
-            let (timestamps, plain_timestamps) = match (&block, &plain_block) {
-                (Ok(block), Some(Ok(plain))) => {
-                    let mut pairs = Vec::new();
+            let (timestamps, variant_times) = match &block {
+                Ok(block) => {
+                    let mut samples = vec![Vec::new(); variants.len()];
                     let sampled = sample_for(seconds, || {
-                        let pair = (gpu_ms(&library, block)?, gpu_ms(&plain_library, plain)?);
-                        pairs.push(pair);
-                        Ok(pair.0)
+                        for ((variant, library), samples) in variants.iter().zip(variant_libraries).zip(&mut samples) {
+                            if let Ok(block) = variant {
+                                samples.push(gpu_ms(library, block)?);
+                            }
+                        }
+                        gpu_ms(&library, block)
                     });
-                    // The first pair is the warm-up, as in `sample_for`.
-                    let mut plain: Vec<f64> = pairs.iter().skip(1).map(|p| p.1).collect();
-                    (sampled, median_p95(&mut plain))
+                    // The first sample is the warm-up, as in `sample_for`.
+                    let times: Vec<_> = variants
+                        .iter()
+                        .zip(samples)
+                        .map(|(variant, mut samples)| variant.as_ref().map_err(Clone::clone).and_then(|_| median_p95(samples.get_mut(1..).unwrap_or_default())))
+                        .collect();
+                    (sampled, times)
                 }
-                (Ok(block), plain) => (
-                    sample_for(seconds, || gpu_ms(&library, block)),
-                    Err(match plain {
-                        Some(Err(e)) => e.clone(),
-                        _ => "no subgroups on this device".into(),
-                    }),
-                ),
-                (Err(e), _) => (Err(e.clone()), Err(e.clone())),
+                Err(e) => (Err(e.clone()), vec![Err(e.clone()); variants.len()]),
+            };
+            let half_error = match (&block, &variants[1]) {
+                (Ok(block), Ok(half_block)) => {
+                    let want = run_blocking(&device, &queue, &library, block, &x);
+                    let got = run_blocking(&device, &queue, &half_library, half_block, &x);
+                    match (got, want) {
+                        (Ok(got), Ok(want)) => format!("{:.1e}", relative_error(&got, &want)),
+                        (Err(e), _) | (_, Err(e)) => format!("n/a: {e}"),
+                    }
+                }
+                _ => "-".into(),
             };
             if let (true, Ok(block), Ok((whole, _))) = (with_profile, &block, &timestamps) {
                 match profile_dispatches(&device, &queue, &library, block, &x) {
@@ -444,7 +477,8 @@ fn main() {
             let cpu = ort(path, &npy, seconds);
             let tract_cpu = tract(path, &x, seconds);
             let mut row = vec![
-                name.to_string(), batch.to_string(), cell(&timestamps, batch), cell(&plain_timestamps, batch), cell(&submit_to_done, batch),
+                name.to_string(), batch.to_string(), cell(&timestamps, batch), cell(&variant_times[0], batch), cell(&variant_times[1], batch),
+                half_error, cell(&submit_to_done, batch),
                 cell(&e2e.to_ready, batch), cell(&e2e.to_frame_end, batch), e2e.frames, e2e.handover,
                 cell(&e2e_unpipelined.to_ready, batch), e2e_unpipelined.frames, in_flight, cell(&cpu, batch),
                 cell(&tract_cpu, batch),

@@ -1,5 +1,8 @@
 // Shared by every kernel family (prepended when the module is built).
 // Binding 0 of every kernel is `p`: the dispatch's parameters as u32 words (floats bit-cast).
+// Tensors are stored as `elem`, an alias the module's first lines declare: f32, or f16 where the
+// library stores tensors in half precision. Kernels load them as f32, compute in f32, and round
+// only when they store.
 
 @group(0) @binding(0) var<storage, read> p: array<u32>;
 

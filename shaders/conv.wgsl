@@ -3,17 +3,25 @@
 //    [10] SH, [11] SW, [12] PT, [13] PL, [14] DH, [15] DW, [16] groups, [17] has_bias,
 //    [18] has_residual, [19] activation code, [20] act a, [21] act b
 
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> residual: array<f32>;
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<elem>;
+@group(0) @binding(2) var<storage, read> w: array<elem>;
+@group(0) @binding(3) var<storage, read> bias: array<elem>;
+@group(0) @binding(4) var<storage, read> residual: array<elem>;
+@group(0) @binding(5) var<storage, read_write> y: array<elem>;
+
+fn load_x(i: u32) -> f32 {
+    return f32(x[i]);
+}
+
+fn load_w(i: u32) -> f32 {
+    return f32(w[i]);
+}
 
 fn epilogue(i: u32, oc: u32, acc: f32) {
     var v = acc;
-    if (p[17] != 0u) { v += bias[oc]; }
-    if (p[18] != 0u) { v += residual[i]; }
-    y[i] = activate(v, p[19], pf(20), pf(21));
+    if (p[17] != 0u) { v += f32(bias[oc]); }
+    if (p[18] != 0u) { v += f32(residual[i]); }
+    y[i] = elem(activate(v, p[19], pf(20), pf(21)));
 }
 
 // The spatial kernels run on a plane grid: x covers the OH*OW pixels of one output plane
@@ -57,7 +65,7 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
                 for (var kx = 0u; kx < KW; kx++) {
                     let ix = origin.x + i32(kx * p[15]);
                     if (ix >= 0 && ix < i32(W)) {
-                        acc += x[row + u32(ix)] * w[(w_base + ky) * KW + kx];
+                        acc += load_x(row + u32(ix)) * load_w((w_base + ky) * KW + kx);
                     }
                 }
             }
@@ -93,7 +101,7 @@ fn conv2d_four_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
                     let ix = origin.x + i32(kx * p[15]);
                     if (ix >= 0 && ix < i32(W)) {
                         let t = ((oc * cig + icg) * KH + ky) * KW + kx;
-                        acc += x[row + u32(ix)] * vec4<f32>(w[t], w[t + taps], w[t + 2u * taps], w[t + 3u * taps]);
+                        acc += load_x(row + u32(ix)) * vec4<f32>(load_w(t), load_w(t + taps), load_w(t + 2u * taps), load_w(t + 3u * taps));
                     }
                 }
             }
@@ -125,7 +133,7 @@ fn conv_depthwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
             for (var kx = 0u; kx < KW; kx++) {
                 let ix = origin.x + i32(kx * p[15]);
                 if (ix >= 0 && ix < i32(W)) {
-                    acc += x[row + u32(ix)] * w[w_base + ky * KW + kx];
+                    acc += load_x(row + u32(ix)) * load_w(w_base + ky * KW + kx);
                 }
             }
         }
@@ -173,12 +181,12 @@ fn conv_pointwise_blocked(@builtin(local_invocation_id) lid: vec3<u32>, @builtin
             let wm = m0 + e / 16u;
             let wk = k0 + e % 16u;
             var wv = 0.0;
-            if (wm < M && wk < C) { wv = w[wm * C + wk]; }
+            if (wm < M && wk < C) { wv = load_w(wm * C + wk); }
             slice_w[e % 16u][e / 16u] = wv;
             // Inputs: 64 consecutive columns of one k per 64 invocations.
             let xk = k0 + e / 64u;
             var xv = 0.0;
-            if (xk < C && xj < NP) { xv = x[x_base + xk * P]; }
+            if (xk < C && xj < NP) { xv = load_x(x_base + xk * P); }
             slice_x[e / 64u][e % 64u] = xv;
         }
         workgroupBarrier();
@@ -218,11 +226,11 @@ fn conv_pointwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgro
     for (var k0 = 0u; k0 < C; k0 += 16u) {
         let kw = k0 + lid.x;
         var wv = 0.0;
-        if (row < M && kw < C) { wv = w[row * C + kw]; }
+        if (row < M && kw < C) { wv = load_w(row * C + kw); }
         tile_w[lid.y][lid.x] = wv;
         let kx = k0 + lid.y;
         var xv = 0.0;
-        if (kx < C && col < NP) { xv = x[x_base + kx * P]; }
+        if (kx < C && col < NP) { xv = load_x(x_base + kx * P); }
         tile_x[lid.y][lid.x] = xv;
         workgroupBarrier();
         for (var k = 0u; k < 16u; k++) {
@@ -254,8 +262,8 @@ fn narrow_partial(wid: vec3<u32>, lane: u32) -> vec4<f32> {
     var acc = vec4<f32>(0.0);
     for (var k = lane; k < C; k += 64u) {
         let o = k * P;
-        let xs = vec4<f32>(x[bases.x + o], x[bases.y + o], x[bases.z + o], x[bases.w + o]);
-        acc += w[m * C + k] * xs;
+        let xs = vec4<f32>(load_x(bases.x + o), load_x(bases.y + o), load_x(bases.z + o), load_x(bases.w + o));
+        acc += load_w(m * C + k) * xs;
     }
     return acc;
 }

@@ -1,7 +1,7 @@
 // Data-movement family: Concat (one copy per input) and Softmax.
 
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<elem>;
+@group(0) @binding(2) var<storage, read_write> y: array<elem>;
 
 // p: [0] total (outer * input slab), [1] input slab, [2] output slab, [3] offset in output slab.
 @compute @workgroup_size(64)
@@ -21,8 +21,8 @@ fn softmax(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     let len = p[1]; let inner = p[2];
     let base = (i / inner) * len * inner + i % inner;
     var m = -3.4028235e38;
-    for (var j = 0u; j < len; j++) { m = max(m, x[base + j * inner]); }
+    for (var j = 0u; j < len; j++) { m = max(m, f32(x[base + j * inner])); }
     var sum = 0.0;
-    for (var j = 0u; j < len; j++) { sum += exp(x[base + j * inner] - m); }
-    for (var j = 0u; j < len; j++) { y[base + j * inner] = exp(x[base + j * inner] - m) / sum; }
+    for (var j = 0u; j < len; j++) { sum += exp(f32(x[base + j * inner]) - m); }
+    for (var j = 0u; j < len; j++) { y[base + j * inner] = elem(exp(f32(x[base + j * inner]) - m) / sum); }
 }

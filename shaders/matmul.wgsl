@@ -4,10 +4,10 @@
 //    [7] A col stride, [8] B row stride, [9] B col stride, [10] has C, [11] C row stride,
 //    [12] C col stride, [13] alpha, [14] beta
 
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read> c: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<elem>;
+@group(0) @binding(2) var<storage, read> b: array<elem>;
+@group(0) @binding(3) var<storage, read> c: array<elem>;
+@group(0) @binding(4) var<storage, read_write> y: array<elem>;
 
 // Where output i's row of A and column of B start.
 fn gemm_operands(i: u32) -> vec2<u32> {
@@ -22,8 +22,8 @@ fn gemm_operands(i: u32) -> vec2<u32> {
 fn gemm_store(i: u32, acc: f32) {
     let N = p[2];
     var v = pf(13) * acc;
-    if (p[10] != 0u) { v += pf(14) * c[((i / N) % p[1]) * p[11] + (i % N) * p[12]]; }
-    y[i] = v;
+    if (p[10] != 0u) { v += pf(14) * f32(c[((i / N) % p[1]) * p[11] + (i % N) * p[12]]); }
+    y[i] = elem(v);
 }
 
 @compute @workgroup_size(64)
@@ -33,7 +33,7 @@ fn gemm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let start = gemm_operands(i);
     var acc = 0.0;
     for (var k = 0u; k < p[3]; k++) {
-        acc += a[start.x + k * p[7]] * b[start.y + k * p[8]];
+        acc += f32(a[start.x + k * p[7]]) * f32(b[start.y + k * p[8]]);
     }
     gemm_store(i, acc);
 }
@@ -49,7 +49,7 @@ fn split_partial(i: u32, lane: u32) -> f32 {
     let start = gemm_operands(i);
     var acc = 0.0;
     for (var k = lane; k < p[3]; k += 64u) {
-        acc += a[start.x + k * p[7]] * b[start.y + k * p[8]];
+        acc += f32(a[start.x + k * p[7]]) * f32(b[start.y + k * p[8]]);
     }
     return acc;
 }

@@ -1,7 +1,7 @@
 // Pooling family, NCHW.
 
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<elem>;
+@group(0) @binding(2) var<storage, read_write> y: array<elem>;
 
 // p: [0] planes (N*C), [1] values per plane. One invocation per plane.
 @compute @workgroup_size(64)
@@ -10,8 +10,8 @@ fn global_average(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     if (i >= p[0]) { return; }
     let n = p[1];
     var acc = 0.0;
-    for (var j = 0u; j < n; j++) { acc += x[i * n + j]; }
-    y[i] = acc / f32(n);
+    for (var j = 0u; j < n; j++) { acc += f32(x[i * n + j]); }
+    y[i] = elem(acc / f32(n));
 }
 
 // p: [0] total, [1] H, [2] W, [3] OH, [4] OW, [5] KH, [6] KW, [7] SH, [8] SW, [9] PT, [10] PL,
@@ -36,16 +36,16 @@ fn pool2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
             let ix = x0 + kx;
             if (iy < H + i32(p[11]) && ix < W + i32(p[12])) { window++; }
             if (iy < 0 || ix < 0 || iy >= H || ix >= W) { continue; }
-            let v = x[(plane * u32(H) + u32(iy)) * u32(W) + u32(ix)];
+            let v = f32(x[(plane * u32(H) + u32(iy)) * u32(W) + u32(ix)]);
             acc += v;
             best = max(best, v);
             count++;
         }
     }
     if (p[13] == 1u) {
-        y[i] = best;
+        y[i] = elem(best);
     } else {
         let divisor = select(count, window, p[14] != 0u);
-        y[i] = acc / f32(max(divisor, 1u));
+        y[i] = elem(acc / f32(max(divisor, 1u)));
     }
 }

@@ -2,7 +2,7 @@
 
 use bevy::prelude::*;
 
-use crate::gpu::RenderInferencePlugin;
+use crate::gpu::{KernelOptions, RenderInferencePlugin};
 use crate::model::{Model, OnnxLoader, PartitionPlan, PlanLoader};
 use crate::schedule::{receive_results, submit_requests, JobQueue, JobResults, StageOutcomes, TopK};
 
@@ -11,11 +11,14 @@ use crate::schedule::{receive_results, submit_requests, JobQueue, JobResults, St
 pub struct P2pInferencePlugin {
     /// How many classes each prediction lists (default 3).
     pub top_k: usize,
+    /// Which kernels run the blocks: subgroup variants where offered and f32 storage by
+    /// default; `StoragePrecision::F16` halves the memory traffic of large batches.
+    pub kernels: KernelOptions,
 }
 
 impl Default for P2pInferencePlugin {
     fn default() -> Self {
-        Self { top_k: 3 }
+        Self { top_k: 3, kernels: KernelOptions::default() }
     }
 }
 
@@ -32,7 +35,7 @@ impl Plugin for P2pInferencePlugin {
             .insert_resource(TopK(self.top_k))
             .add_systems(PreUpdate, receive_results)
             .add_systems(PostUpdate, submit_requests)
-            .add_plugins(RenderInferencePlugin { results: tx });
+            .add_plugins(RenderInferencePlugin { results: tx, kernels: self.kernels });
     }
 }
 

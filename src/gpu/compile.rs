@@ -176,7 +176,8 @@ const MAX_RANK: usize = 6;
 /// Workgroups one grid dimension may hold (WebGPU's `maxComputeWorkgroupsPerDimension` default).
 const MAX_GROUPS: usize = 65535;
 
-fn grid_1d(total: usize) -> [u32; 3] {
+/// The grid of a 1-D kernel of 64-wide workgroups over `total` invocations.
+pub(crate) fn grid_1d(total: usize) -> [u32; 3] {
     let groups = total.div_ceil(64).max(1);
     let x = groups.min(MAX_GROUPS);
     [x as u32, groups.div_ceil(x) as u32, 1]

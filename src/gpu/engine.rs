@@ -7,11 +7,14 @@ use std::sync::Arc;
 use thiserror::Error;
 use wgpu::util::DeviceExt;
 
-use super::compile::{compile, CompileError, Kernel, Operand, Program};
+use super::compile::{compile, grid_1d, CompileError, Kernel, Operand, Program};
+use super::precision::StoragePrecision;
 use crate::model::ir::Graph;
 use crate::tensor::Tensor;
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
+
+const CAST: &str = include_str!("../../shaders/cast.wgsl");
 
 fn family_source(family: &str) -> &'static str {
     match family {
@@ -50,25 +53,73 @@ pub enum GpuError {
     /// Mapping the result for reading failed.
     #[error("reading the result back failed: {0}")]
     Readback(String),
+    /// The weights were uploaded for another storage precision than the kernel library's.
+    #[error("weights stored as {weights:?} cannot be read by kernels storing {library:?}")]
+    PrecisionMismatch {
+        /// The weights' precision.
+        weights: StoragePrecision,
+        /// The library's precision.
+        library: StoragePrecision,
+    },
+}
+
+/// Which kernels a [`KernelLibrary`] builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOptions {
+    /// Use the subgroup variants of the kernels that have them, where the device offers
+    /// subgroup operations (default true).
+    pub subgroups: bool,
+    /// The element type of stored tensors (default f32). F16 needs the device's `SHADER_F16`
+    /// feature; without it the library stores f32 and logs a warning.
+    pub storage: StoragePrecision,
+}
+
+impl Default for KernelOptions {
+    fn default() -> Self {
+        Self { subgroups: true, storage: StoragePrecision::F32 }
+    }
+}
+
+/// A compute pipeline and the layout of its bind group.
+type PipelineAndLayout = (wgpu::ComputePipeline, wgpu::BindGroupLayout);
+
+/// The two conversions at a half-precision block's edges.
+struct CastPipelines {
+    /// f32 input into stored values.
+    into_storage: PipelineAndLayout,
+    /// Stored values into the f32 output.
+    out_of_storage: PipelineAndLayout,
 }
 
 /// Every kernel's compute pipeline and bind group layout, built once per device.
 pub struct KernelLibrary {
-    pipelines: HashMap<Kernel, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
+    pipelines: HashMap<Kernel, PipelineAndLayout>,
     subgroups: bool,
+    storage: StoragePrecision,
+    /// Present when tensors are stored in half precision.
+    casts: Option<CastPipelines>,
 }
 
 impl KernelLibrary {
-    /// Compiles every shader family and builds the pipelines, with the subgroup variants of
-    /// the kernels that have them where the device offers subgroup operations.
+    /// Compiles every shader family and builds the pipelines with the default options: f32
+    /// storage, and the subgroup variants of the kernels that have them where the device offers
+    /// subgroup operations.
     pub fn new(device: &wgpu::Device) -> Self {
-        Self::with_subgroups(device, device.features().contains(wgpu::Features::SUBGROUP))
+        Self::with_options(device, KernelOptions::default())
     }
 
-    /// [`Self::new`], choosing whether to use subgroup variants (`subgroups` needs the device's
-    /// `SUBGROUP` feature; without it the variants are not used).
-    pub fn with_subgroups(device: &wgpu::Device, subgroups: bool) -> Self {
-        let subgroups = subgroups && device.features().contains(wgpu::Features::SUBGROUP);
+    /// [`Self::new`] with the given options, as far as the device offers what they ask for.
+    pub fn with_options(device: &wgpu::Device, options: KernelOptions) -> Self {
+        let features = device.features();
+        let subgroups = options.subgroups && features.contains(wgpu::Features::SUBGROUP);
+        let storage = match options.storage {
+            StoragePrecision::F16 if !features.contains(wgpu::Features::SHADER_F16) => {
+                bevy::log::warn!("the device does not offer SHADER_F16: tensors are stored as f32");
+                StoragePrecision::F32
+            }
+            storage => storage,
+        };
+        let prelude = storage.wgsl_prelude();
         let mut modules = HashMap::new();
         let mut pipelines = HashMap::new();
         for kernel in Kernel::ALL {
@@ -76,72 +127,92 @@ impl KernelLibrary {
             let entry = kernel.subgroup_entry().filter(|_| subgroups).unwrap_or(entry);
             let module = modules.entry(family).or_insert_with(|| {
                 let variants = if subgroups { family_subgroup_source(family) } else { "" };
-                device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(family),
-                    source: wgpu::ShaderSource::Wgsl(format!("{COMMON}\n{}\n{variants}", family_source(family)).into()),
-                })
+                let source = format!("{prelude}{COMMON}\n{}\n{variants}", family_source(family));
+                shader_module(device, family, source)
             });
-            let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
-                binding,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage { read_only },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
-                count: None,
-            };
-            let inputs = kernel.input_bindings() as u32;
-            let entries: Vec<_> = (0..=inputs).map(|b| storage(b, true)).chain([storage(inputs + 1, false)]).collect();
-            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(entry), entries: &entries });
-            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(entry),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
-            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: Some(&pipeline_layout),
-                module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            });
-            pipelines.insert(kernel, (pipeline, layout));
+            pipelines.insert(kernel, build_pipeline(device, module, entry, kernel.input_bindings() as u32));
         }
-        Self { pipelines, subgroups }
+        let casts = (storage != StoragePrecision::F32).then(|| {
+            let cast = |label: &str, from: &str, to: &str| {
+                let source = format!("{prelude}alias cast_from = {from};\nalias cast_to = {to};\n{COMMON}\n{CAST}");
+                build_pipeline(device, &shader_module(device, label, source), "convert", 1)
+            };
+            CastPipelines { into_storage: cast("cast into storage", "f32", "elem"), out_of_storage: cast("cast out of storage", "elem", "f32") }
+        });
+        Self { pipelines, subgroups, storage, casts }
     }
 
     /// Whether the kernels that have subgroup variants use them.
     pub fn uses_subgroups(&self) -> bool {
         self.subgroups
     }
+
+    /// The element type the kernels store tensors as.
+    pub fn storage(&self) -> StoragePrecision {
+        self.storage
+    }
+}
+
+fn shader_module(device: &wgpu::Device, label: &str, source: String) -> wgpu::ShaderModule {
+    device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(source.into()) })
+}
+
+/// The pipeline of `entry`, whose bindings are the parameters, `inputs` read-only buffers and
+/// the output.
+fn build_pipeline(device: &wgpu::Device, module: &wgpu::ShaderModule, entry: &str, inputs: u32) -> PipelineAndLayout {
+    let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    };
+    let entries: Vec<_> = (0..=inputs).map(|b| storage(b, true)).chain([storage(inputs + 1, false)]).collect();
+    let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(entry), entries: &entries });
+    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(entry),
+        bind_group_layouts: &[Some(&layout)],
+        immediate_size: 0,
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(entry),
+        layout: Some(&pipeline_layout),
+        module,
+        entry_point: Some(entry),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    (pipeline, layout)
 }
 
 /// A model's weights, uploaded once and kept resident for every block compiled from it.
 pub struct ResidentWeights {
     buffers: HashMap<String, wgpu::Buffer>,
+    storage: StoragePrecision,
 }
 
 impl ResidentWeights {
-    /// Uploads every initializer of `graph`.
-    pub fn upload(device: &wgpu::Device, graph: &Graph) -> Result<Self, GpuError> {
+    /// Uploads every initializer of `graph`, stored as `library`'s kernels read them.
+    pub fn upload(device: &wgpu::Device, library: &KernelLibrary, graph: &Graph) -> Result<Self, GpuError> {
+        let storage = library.storage();
         let limit = device.limits().max_storage_buffer_binding_size;
         let mut buffers = HashMap::new();
         for (name, tensor) in &graph.initializers {
-            let bytes = (tensor.len().max(1) * 4) as u64;
+            let bytes = storage.buffer_bytes(tensor.len());
             if bytes > limit {
                 return Err(GpuError::BufferTooLarge { bytes, limit });
             }
-            let contents: &[u8] = if tensor.is_empty() { &[0; 4] } else { bytemuck::cast_slice(tensor.data()) };
             let buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(name),
-                contents,
+                contents: &storage.encode(tensor.data()),
                 usage: wgpu::BufferUsages::STORAGE,
             });
             buffers.insert(name.clone(), buffer);
         }
-        Ok(Self { buffers })
+        Ok(Self { buffers, storage })
     }
 }
 
@@ -168,6 +239,9 @@ impl GpuBlock {
         graph: &Graph,
         input_shape: &[usize],
     ) -> Result<Self, GpuError> {
+        if weights.storage != library.storage {
+            return Err(GpuError::PrecisionMismatch { weights: weights.storage, library: library.storage });
+        }
         let batch = input_shape.first().copied().unwrap_or(1);
         let with_batch = |n: usize| -> Vec<usize> { std::iter::once(n).chain(input_shape.iter().skip(1).copied()).collect() };
         let mut slice = batch;
@@ -328,7 +402,69 @@ struct Part {
     program: Program,
     slots: Vec<wgpu::Buffer>,
     bind_groups: Vec<wgpu::BindGroup>,
+    /// Present when tensors are stored in half precision.
+    boundary: Option<Boundary>,
     _weights: Arc<ResidentWeights>,
+}
+
+/// The f32 edges of a part that stores tensors in half precision: the input is copied into
+/// `input` and cast into the input slot, the output slot is cast into `output` and copied out.
+struct Boundary {
+    input: wgpu::Buffer,
+    output: wgpu::Buffer,
+    into_storage: CastDispatch,
+    out_of_storage: CastDispatch,
+}
+
+/// One cast between an f32 buffer and a slot, ready to record.
+struct CastDispatch {
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    workgroups: [u32; 3],
+}
+
+impl CastDispatch {
+    fn new(device: &wgpu::Device, (pipeline, layout): &PipelineAndLayout, values: usize, source: &wgpu::Buffer, destination: &wgpu::Buffer) -> Self {
+        let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("cast params"),
+            contents: bytemuck::bytes_of(&(values as u32)),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        let entries: Vec<_> = [&params, source, destination]
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .collect();
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some("cast"), layout, entries: &entries });
+        Self { pipeline: pipeline.clone(), bind_group, workgroups: grid_1d(values) }
+    }
+
+    fn record(&self, pass: &mut wgpu::ComputePass) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+impl Boundary {
+    fn new(device: &wgpu::Device, casts: &CastPipelines, program: &Program, slots: &[wgpu::Buffer]) -> Result<Self, GpuError> {
+        let limit = device.limits().max_storage_buffer_binding_size;
+        let f32_buffer = |label: &str, values: usize, usage: wgpu::BufferUsages| {
+            let bytes = StoragePrecision::F32.buffer_bytes(values);
+            if bytes > limit {
+                return Err(GpuError::BufferTooLarge { bytes, limit });
+            }
+            Ok(device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: bytes, usage: wgpu::BufferUsages::STORAGE | usage, mapped_at_creation: false }))
+        };
+        let inputs = program.input_shape.iter().product::<usize>();
+        let outputs = program.output_shape.iter().product::<usize>();
+        let input = f32_buffer("block input (f32)", inputs, wgpu::BufferUsages::COPY_DST)?;
+        let output = f32_buffer("block output (f32)", outputs, wgpu::BufferUsages::COPY_SRC)?;
+        let into_storage = CastDispatch::new(device, &casts.into_storage, inputs, &input, &slots[program.input_slot]);
+        let out_of_storage = CastDispatch::new(device, &casts.out_of_storage, outputs, &slots[program.output_slot], &output);
+        Ok(Self { input, output, into_storage, out_of_storage })
+    }
 }
 
 impl Part {
@@ -346,7 +482,7 @@ impl Part {
             .slot_sizes
             .iter()
             .map(|&size| {
-                let bytes = (size * 4) as u64;
+                let bytes = library.storage.buffer_bytes(size);
                 if bytes > limit {
                     return Err(GpuError::BufferTooLarge { bytes, limit });
                 }
@@ -391,7 +527,8 @@ impl Part {
                 entries: &entries,
             }));
         }
-        Ok(Self { program, slots, bind_groups, _weights: weights })
+        let boundary = library.casts.as_ref().map(|casts| Boundary::new(device, casts, &program, &slots)).transpose()?;
+        Ok(Self { program, slots, bind_groups, boundary, _weights: weights })
     }
 
     fn input_bytes(&self) -> u64 {
@@ -415,14 +552,28 @@ impl Part {
         output_offset: u64,
         timestamp_writes: Option<wgpu::ComputePassTimestampWrites>,
     ) {
-        encoder.copy_buffer_to_buffer(input, input_offset, &self.slots[self.program.input_slot], 0, self.input_bytes());
+        self.copy_input(encoder, input, input_offset);
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("inference block"), timestamp_writes });
+            if let Some(boundary) = &self.boundary {
+                boundary.into_storage.record(&mut pass);
+            }
             for index in 0..self.bind_groups.len() {
                 self.dispatch(library, &mut pass, index);
             }
+            if let Some(boundary) = &self.boundary {
+                boundary.out_of_storage.record(&mut pass);
+            }
         }
-        encoder.copy_buffer_to_buffer(&self.slots[self.program.output_slot], 0, readback, output_offset, self.output_bytes());
+        let output = self.boundary.as_ref().map_or(&self.slots[self.program.output_slot], |b| &b.output);
+        encoder.copy_buffer_to_buffer(output, 0, readback, output_offset, self.output_bytes());
+    }
+
+    /// Records the copy of the f32 input (from `input_offset`) to where the first dispatch (or
+    /// the cast before it) reads it.
+    fn copy_input(&self, encoder: &mut wgpu::CommandEncoder, input: &wgpu::Buffer, input_offset: u64) {
+        let target = self.boundary.as_ref().map_or(&self.slots[self.program.input_slot], |b| &b.input);
+        encoder.copy_buffer_to_buffer(input, input_offset, target, 0, self.input_bytes());
     }
 
     /// Records dispatch `index` of the program into `pass`.
@@ -439,7 +590,11 @@ impl GpuBlock {
     /// writing timestamps 2i and 2i+1 around dispatch i: for per-kernel profiles.
     pub(super) fn encode_profiled(&self, library: &KernelLibrary, encoder: &mut wgpu::CommandEncoder, input: &wgpu::Buffer, queries: &wgpu::QuerySet) {
         let part = &self.full;
-        encoder.copy_buffer_to_buffer(input, 0, &part.slots[part.program.input_slot], 0, part.input_bytes());
+        part.copy_input(encoder, input, 0);
+        if let Some(boundary) = &part.boundary {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("cast into storage"), timestamp_writes: None });
+            boundary.into_storage.record(&mut pass);
+        }
         for index in 0..part.bind_groups.len() {
             let timestamp_writes = wgpu::ComputePassTimestampWrites {
                 query_set: queries,
@@ -489,10 +644,10 @@ pub fn request_device() -> Result<(wgpu::Device, wgpu::Queue, wgpu::AdapterInfo)
     let (device, queue) = bevy::tasks::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("bevy_p2p_inference"),
         required_limits: adapter.limits(),
-        // Timestamps for `gpu_time` and `profile_dispatches`, and subgroup operations for the
-        // kernels that have variants using them, where offered (a Bevy app's device has every
-        // feature its adapter offers).
-        required_features: adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP),
+        // Timestamps for `gpu_time` and `profile_dispatches`, subgroup operations for the kernels
+        // that have variants using them, and f16 for half-precision storage, where offered (a
+        // Bevy app's device has every feature its adapter offers).
+        required_features: adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16),
         ..Default::default()
     }))
     .map_err(|e| e.to_string())?;

@@ -3,12 +3,14 @@
 
 pub mod compile;
 mod engine;
+mod precision;
 mod readback;
 mod render;
 mod submission;
 mod timing;
 
 pub use compile::{compile, CompileError, Kernel, Program};
-pub use engine::{read_mapped, request_device, run_blocking, GpuBlock, GpuError, KernelLibrary, ResidentWeights};
+pub use engine::{read_mapped, request_device, run_blocking, GpuBlock, GpuError, KernelLibrary, KernelOptions, ResidentWeights};
+pub use precision::StoragePrecision;
 pub(crate) use render::RenderInferencePlugin;
 pub use timing::{gpu_time, profile_dispatches, DispatchTime, TimingError};

@@ -19,7 +19,7 @@ use bevy::render::renderer::{FlushCommands, RenderContext, RenderDevice, RenderG
 use bevy::render::{ExtractSchedule, MainWorld, Render, RenderApp, RenderSystems};
 use crossbeam_channel::Sender;
 
-use super::engine::{read_mapped, GpuBlock, GpuError, KernelLibrary, ResidentWeights};
+use super::engine::{read_mapped, GpuBlock, GpuError, KernelLibrary, KernelOptions, ResidentWeights};
 use super::readback::ReadbackPoller;
 use super::submission::{ReturnedBuffer, SubmissionPool};
 use crate::model::Model;
@@ -28,6 +28,7 @@ use crate::schedule::{JobOutcome, JobQueue, StageJob};
 /// Adds the render-world half of inference.
 pub(crate) struct RenderInferencePlugin {
     pub results: Sender<JobOutcome>,
+    pub kernels: KernelOptions,
 }
 
 impl Plugin for RenderInferencePlugin {
@@ -37,7 +38,7 @@ impl Plugin for RenderInferencePlugin {
             return;
         };
         render_app
-            .insert_resource(GpuInference::new(self.results.clone()))
+            .insert_resource(GpuInference::new(self.results.clone(), self.kernels))
             .add_systems(ExtractSchedule, extract_jobs)
             .add_systems(RenderGraph, record_jobs.in_set(RenderGraphSystems::Render))
             .add_systems(RenderGraph, submit_recorded.in_set(RenderGraphSystems::Submit))
@@ -73,6 +74,7 @@ fn block_key(job: &StageJob) -> BlockKey {
 /// Render-world state: pipelines, resident weights, compiled blocks and jobs in flight.
 #[derive(Resource)]
 struct GpuInference {
+    kernels: KernelOptions,
     library: Option<KernelLibrary>,
     weights: HashMap<GraphKey, Arc<ResidentWeights>>,
     blocks: HashMap<BlockKey, GpuBlock>,
@@ -84,8 +86,9 @@ struct GpuInference {
 }
 
 impl GpuInference {
-    fn new(results: Sender<JobOutcome>) -> Self {
+    fn new(results: Sender<JobOutcome>, kernels: KernelOptions) -> Self {
         Self {
+            kernels,
             library: None,
             weights: HashMap::new(),
             blocks: HashMap::new(),
@@ -100,15 +103,16 @@ impl GpuInference {
     fn block_for(&mut self, device: &wgpu::Device, job: &StageJob) -> Result<&GpuBlock, GpuError> {
         let key = block_key(job);
         if !self.blocks.contains_key(&key) {
+            let kernels = self.kernels;
+            let library = self.library.get_or_insert_with(|| KernelLibrary::with_options(device, kernels));
             let weights = match self.weights.get(&key.0) {
                 Some(w) => w.clone(),
                 None => {
-                    let w = Arc::new(ResidentWeights::upload(device, &job.graph)?);
+                    let w = Arc::new(ResidentWeights::upload(device, library, &job.graph)?);
                     self.weights.insert(key.0, w.clone());
                     w
                 }
             };
-            let library = self.library.get_or_insert_with(|| KernelLibrary::new(device));
             let block = GpuBlock::new(device, library, weights, &job.graph, job.input.shape())?;
 
             self.blocks.insert(key.clone(), block);

@@ -85,6 +85,30 @@ fn later_requests_reuse_the_buffers_and_recorded_commands_of_earlier_ones_and_ea
 }
 
 #[test]
+fn a_plugin_storing_tensors_as_f16_predicts_within_the_half_precision_tolerance_of_onnx_runtime() {
+    use bevy_p2p_inference::gpu::{KernelOptions, StoragePrecision};
+
+    let mut app = App::new();
+    let kernels = KernelOptions { storage: StoragePrecision::F16, ..default() };
+    app.add_plugins((headless_plugins(), P2pInferencePlugin { kernels, ..default() }));
+    app.finish();
+    app.cleanup();
+    let model: Handle<Model> = app.world().resource::<AssetServer>().load("models/fashion_mobilenetv2.onnx");
+    let (inputs, want) = (fixture("fashion_input.npy"), fixture("fashion_ort.npy"));
+    // Twice per row, so that the second request of each runs on recorded commands.
+    for i in [0, 1, 0, 1] {
+        let entity = app.world_mut().spawn(InferenceRequest::new(model.clone(), batch_row(&inputs, i))).id();
+        let got = update_until_prediction(&mut app, entity, TIMEOUT).unwrap().0.output;
+        let err = relative_error(&got, &batch_row(&want, i));
+        assert!(err <= 1e-2, "request for row {i}: relative error {err}");
+        assert_eq!(argmax_rows(&got), argmax_rows(&batch_row(&want, i)));
+        for _ in 0..3 {
+            app.update();
+        }
+    }
+}
+
+#[test]
 fn a_request_with_the_wrong_input_shape_fails_with_an_error_instead_of_a_prediction() {
     let mut app = app();
     let model: Handle<Model> = app.world().resource::<AssetServer>().load("models/fashion_mobilenetv2.onnx");

@@ -12,7 +12,7 @@ fn a_profile_times_every_dispatch_of_the_block_in_program_order() {
     let gpu = gpu().lock().unwrap();
     let graph = import_onnx(&model_bytes("assets/models/fashion_mobilenetv2.onnx")).unwrap();
     let input = fixture("fashion_input.npy");
-    let weights = Arc::new(ResidentWeights::upload(&gpu.device, &graph).unwrap());
+    let weights = Arc::new(ResidentWeights::upload(&gpu.device, &gpu.library, &graph).unwrap());
     let block = GpuBlock::new(&gpu.device, &gpu.library, weights, &graph, input.shape()).unwrap();
 
     let profile = profile_dispatches(&gpu.device, &gpu.queue, &gpu.library, &block, &input).expect("the adapter has timestamp queries");

@@ -5,6 +5,7 @@ mod support;
 mod bad_input;
 mod bevy_app;
 mod gpu_timing;
+mod half_precision;
 mod models_match_onnx_runtime;
 mod ops_match_cpu_reference;
 mod staged_models;

@@ -62,7 +62,7 @@ fn a_batch_too_large_for_the_binding_limit_runs_in_slices_and_still_matches_onnx
     let (device, queue) = bevy::tasks::block_on(adapter.request_device(&wgpu::DeviceDescriptor { required_limits: limits, ..Default::default() })).unwrap();
     let library = KernelLibrary::new(&device);
     let graph = import_onnx(&model_bytes("assets/models/fashion_mobilenetv2.onnx")).unwrap();
-    let weights = Arc::new(ResidentWeights::upload(&device, &graph).unwrap());
+    let weights = Arc::new(ResidentWeights::upload(&device, &library, &graph).unwrap());
     let input = fixture("fashion_input.npy");
     let block = GpuBlock::new(&device, &library, weights, &graph, input.shape()).expect("compiles by splitting the batch");
     assert_eq!(block.batch_slice(), Some(2));

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use bevy_p2p_inference::gpu::{request_device, run_blocking, GpuBlock, KernelLibrary, ResidentWeights};
+use bevy_p2p_inference::gpu::{request_device, run_blocking, GpuBlock, KernelLibrary, KernelOptions, ResidentWeights, StoragePrecision};
 use bevy_p2p_inference::model::ir::Graph;
 use bevy_p2p_inference::Tensor;
 
@@ -13,6 +13,8 @@ pub struct Gpu {
     pub library: KernelLibrary,
     /// Without them.
     pub library_without_subgroups: KernelLibrary,
+    /// Storing tensors as f16 where the device offers `SHADER_F16` (f32 where it does not).
+    pub library_with_f16_storage: KernelLibrary,
 }
 
 pub fn gpu() -> &'static Mutex<Gpu> {
@@ -20,9 +22,16 @@ pub fn gpu() -> &'static Mutex<Gpu> {
     GPU.get_or_init(|| {
         let (device, queue, info) = request_device().expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
         let library = KernelLibrary::new(&device);
-        let library_without_subgroups = KernelLibrary::with_subgroups(&device, false);
-        eprintln!("adapter: {} ({:?}), subgroup variants: {}", info.name, info.backend, library.uses_subgroups());
-        Mutex::new(Gpu { device, queue, library, library_without_subgroups })
+        let library_without_subgroups = KernelLibrary::with_options(&device, KernelOptions { subgroups: false, ..Default::default() });
+        let library_with_f16_storage = KernelLibrary::with_options(&device, KernelOptions { storage: StoragePrecision::F16, ..Default::default() });
+        eprintln!(
+            "adapter: {} ({:?}), subgroup variants: {}, half-precision storage: {}",
+            info.name,
+            info.backend,
+            library.uses_subgroups(),
+            library_with_f16_storage.storage() == StoragePrecision::F16
+        );
+        Mutex::new(Gpu { device, queue, library, library_without_subgroups, library_with_f16_storage })
     })
 }
 
@@ -35,7 +44,7 @@ pub fn run_gpu(graph: &Graph, input: &Tensor) -> Tensor {
 pub fn run_gpu_with(graph: &Graph, input: &Tensor, choose: impl Fn(&Gpu) -> &KernelLibrary) -> Tensor {
     let gpu = gpu().lock().unwrap();
     let library = choose(&gpu);
-    let weights = Arc::new(ResidentWeights::upload(&gpu.device, graph).expect("weights fit"));
+    let weights = Arc::new(ResidentWeights::upload(&gpu.device, library, graph).expect("weights fit"));
     let block = GpuBlock::new(&gpu.device, library, weights, graph, input.shape()).expect("compiles");
     run_blocking(&gpu.device, &gpu.queue, library, &block, input).expect("runs")
 }
