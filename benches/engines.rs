@@ -360,6 +360,7 @@ fn main() {
     let library = KernelLibrary::new(&device);
     let plain_library = KernelLibrary::with_options(&device, KernelOptions { subgroups: false, ..default() });
     let half_library = KernelLibrary::with_options(&device, KernelOptions { storage: StoragePrecision::F16, ..default() });
+    let checked_library = KernelLibrary::with_options(&device, KernelOptions { loop_guards: true, bounds_checks: true, ..default() });
     let tmp = std::env::temp_dir().join(format!("bench-engines-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
 
@@ -379,7 +380,7 @@ fn main() {
     let with_profile = std::env::var_os("BENCH_PROFILE").is_some();
     let mut profiles = Vec::new();
     let mut header = vec![
-        "model", "batch", "this crate, GPU time (timestamps)", "GPU time without subgroup variants", "GPU time with f16 storage",
+        "model", "batch", "this crate, GPU time (timestamps)", "GPU time without subgroup variants", "GPU time with f16 storage", "GPU time with naga's loop guards and bounds checks",
         "f16 storage: output's relative error", "this crate, GPU submit-to-done",
         "this crate, end-to-end in Bevy (to PredictionReady)", "(to the end of that frame)", "frames",
         "readback to main world", "end-to-end without pipelined rendering (to PredictionReady)", "frames", "this crate, end-to-end in Bevy, 2 in flight (per request)", "ONNX Runtime CPU", "tract CPU",
@@ -416,10 +417,11 @@ fn main() {
                 }
                 GpuBlock::new(&device, library, weights.clone(), &graph, x.shape()).map_err(|e| e.to_string())
             };
-            let variant_libraries = [&plain_library, &half_library];
+            let variant_libraries = [&plain_library, &half_library, &checked_library];
             let variants = [
                 variant(library.uses_subgroups(), &plain_library, &weights, "no subgroups on this device"),
                 variant(half_library.storage() == StoragePrecision::F16, &half_library, &half_weights, "no SHADER_F16 on this device"),
+                variant(true, &checked_library, &weights, ""),
             ];
             let gpu_ms = |library: &KernelLibrary, block: &GpuBlock| {
                 gpu_time(&device, &queue, library, block, &x).map(|t| t.as_secs_f64() * 1e3).map_err(|e| e.to_string())
@@ -458,8 +460,16 @@ fn main() {
             };
             if let (true, Ok(block), Ok((whole, _))) = (with_profile, &block, &timestamps) {
                 match profile_dispatches(&device, &queue, &library, block, &x) {
-                    Ok(profile) => profiles.push((name, batch, profile, *whole)),
+                    Ok(profile) => profiles.push((name.to_string(), batch, profile, *whole)),
                     Err(e) => println!("no profile for {name}: {e}"),
+                }
+            }
+            for (index, label) in [(1, "f16 storage"), (2, "with naga's loop guards and bounds checks")] {
+                if let (true, Ok(block), Ok((whole, _))) = (with_profile, &variants[index], &variant_times[index]) {
+                    match profile_dispatches(&device, &queue, variant_libraries[index], block, &x) {
+                        Ok(profile) => profiles.push((format!("{name}, {label}"), batch, profile, *whole)),
+                        Err(e) => println!("no profile for {name}, {label}: {e}"),
+                    }
                 }
             }
             let e2e = end_to_end(&mut app, &handle, &x, seconds);
@@ -477,7 +487,7 @@ fn main() {
             let cpu = ort(path, &npy, seconds);
             let tract_cpu = tract(path, &x, seconds);
             let mut row = vec![
-                name.to_string(), batch.to_string(), cell(&timestamps, batch), cell(&variant_times[0], batch), cell(&variant_times[1], batch),
+                name.to_string(), batch.to_string(), cell(&timestamps, batch), cell(&variant_times[0], batch), cell(&variant_times[1], batch), cell(&variant_times[2], batch),
                 half_error, cell(&submit_to_done, batch),
                 cell(&e2e.to_ready, batch), cell(&e2e.to_frame_end, batch), e2e.frames, e2e.handover,
                 cell(&e2e_unpipelined.to_ready, batch), e2e_unpipelined.frames, in_flight, cell(&cpu, batch),
@@ -499,7 +509,7 @@ fn main() {
         }
     }
     for (name, batch, profile, whole) in profiles {
-        print_profile(name, batch, &profile, whole);
+        print_profile(&name, batch, &profile, whole);
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }
