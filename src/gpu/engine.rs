@@ -384,6 +384,7 @@ impl GpuBlock {
 }
 
 /// Bytes below which one thread copies a whole input: spawning threads costs more than it saves.
+#[cfg(not(target_arch = "wasm32"))]
 const PARALLEL_COPY_CHUNK: usize = 4 << 20;
 
 /// Copies `source` into `target` (mapped for writing, as long as `source`), in chunks on several
