@@ -141,6 +141,60 @@ fn conv_depthwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     }
 }
 
+// Depthwise 3x3 convolution with dilation 1 and a column stride of 1 or 2 (MobileNet's): four
+// consecutive outputs of a row per invocation, so that each input value loaded serves every
+// output whose window covers it, each weight is loaded once per row, and the pixel is split
+// into row and column once per four outputs. Grid: quads (rows x ceil(OW/4)) by planes.
+
+// Input column `ix` of the row starting at `row`, or the padding's zero.
+fn depthwise_tap(row: u32, ix: i32) -> f32 {
+    if (ix < 0 || ix >= i32(p[4])) { return 0.0; }
+    return load_x(row + u32(ix));
+}
+
+@compute @workgroup_size(64)
+fn conv_depthwise_3x3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let H = p[3]; let W = p[4]; let M = p[5]; let OH = p[6]; let OW = p[7];
+    let quads_per_row = (OW + 3u) / 4u;
+    if (gid.x >= OH * quads_per_row) { return; }
+    let oy = gid.x / quads_per_row;
+    let ox = (gid.x % quads_per_row) * 4u;
+    let iy0 = i32(oy * p[10]) - i32(p[12]);
+    let ix = i32(ox * p[11]) - i32(p[13]);
+    let stride_1 = p[11] == 1u;
+    for (var plane = gid.y; plane < p[1] * M; plane += nwg.y) {
+        let x_plane = plane * H * W;
+        let w_base = (plane % M) * 9u;
+        var acc = vec4<f32>(0.0);
+        for (var ky = 0u; ky < 3u; ky++) {
+            let iy = iy0 + i32(ky);
+            if (iy < 0 || iy >= i32(H)) { continue; }
+            let row = x_plane + u32(iy) * W;
+            let w0 = load_w(w_base + ky * 3u);
+            let w1 = load_w(w_base + ky * 3u + 1u);
+            let w2 = load_w(w_base + ky * 3u + 2u);
+            let a0 = depthwise_tap(row, ix);
+            let a1 = depthwise_tap(row, ix + 1);
+            let a2 = depthwise_tap(row, ix + 2);
+            let a3 = depthwise_tap(row, ix + 3);
+            let a4 = depthwise_tap(row, ix + 4);
+            let a5 = depthwise_tap(row, ix + 5);
+            if (stride_1) {
+                acc += w0 * vec4<f32>(a0, a1, a2, a3) + w1 * vec4<f32>(a1, a2, a3, a4) + w2 * vec4<f32>(a2, a3, a4, a5);
+            } else {
+                let a6 = depthwise_tap(row, ix + 6);
+                let a7 = depthwise_tap(row, ix + 7);
+                let a8 = depthwise_tap(row, ix + 8);
+                acc += w0 * vec4<f32>(a0, a2, a4, a6) + w1 * vec4<f32>(a1, a3, a5, a7) + w2 * vec4<f32>(a2, a4, a6, a8);
+            }
+        }
+        let base = (plane * OH + oy) * OW + ox;
+        for (var c = 0u; c < 4u; c++) {
+            if (ox + c < OW) { epilogue(base + c, plane % M, acc[c]); }
+        }
+    }
+}
+
 // The 1x1 convolutions (stride 1, no padding, one group) are one product [M,C] x [C,N*P] over
 // the whole batch: column j is pixel j % P of image j / P (P = OH*OW), read at
 // x[(n*C + k)*P + p] and written at y[(n*M + m)*P + p]. Three kernels cover its shapes.

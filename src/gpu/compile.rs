@@ -18,6 +18,9 @@ pub enum Kernel {
     Conv2dFourChannels,
     /// Depthwise convolution (one group per channel) with fused epilogue.
     ConvDepthwise,
+    /// Depthwise 3x3 convolution, dilation 1, column stride 1 or 2: four outputs of a row per
+    /// invocation.
+    ConvDepthwise3x3,
     /// 1x1 convolution over the whole batch, 16x16 output tiles: mid-sized layers.
     ConvPointwise,
     /// 1x1 convolution, 64x64 output tiles with 4x4 outputs per invocation: large layers.
@@ -46,10 +49,11 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, for building the pipeline library.
-    pub const ALL: [Kernel; 15] = [
+    pub const ALL: [Kernel; 16] = [
         Kernel::Conv2d,
         Kernel::Conv2dFourChannels,
         Kernel::ConvDepthwise,
+        Kernel::ConvDepthwise3x3,
         Kernel::ConvPointwise,
         Kernel::ConvPointwiseBlocked,
         Kernel::ConvPointwiseNarrow,
@@ -70,6 +74,7 @@ impl Kernel {
             Kernel::Conv2d => ("conv", "conv2d"),
             Kernel::Conv2dFourChannels => ("conv", "conv2d_four_channels"),
             Kernel::ConvDepthwise => ("conv", "conv_depthwise"),
+            Kernel::ConvDepthwise3x3 => ("conv", "conv_depthwise_3x3"),
             Kernel::ConvPointwise => ("conv", "conv_pointwise"),
             Kernel::ConvPointwiseBlocked => ("conv", "conv_pointwise_blocked"),
             Kernel::ConvPointwiseNarrow => ("conv", "conv_pointwise_narrow"),
@@ -101,6 +106,7 @@ impl Kernel {
             Kernel::Conv2d
             | Kernel::Conv2dFourChannels
             | Kernel::ConvDepthwise
+            | Kernel::ConvDepthwise3x3
             | Kernel::ConvPointwise
             | Kernel::ConvPointwiseBlocked
             | Kernel::ConvPointwiseNarrow => 4,
@@ -434,6 +440,8 @@ fn conv_call(
     if pointwise {
         let (kernel, workgroups) = pointwise_kernel(x[0] * out[2] * out[3], w[0]);
         (kernel, params, workgroups)
+    } else if depthwise && w[2] == 3 && w[3] == 3 && conv.dilations == [1, 1] && matches!(conv.strides[1], 1 | 2) {
+        (Kernel::ConvDepthwise3x3, params, plane_grid(out[2] * out[3].div_ceil(4), out[0] * out[1]))
     } else if depthwise {
         (Kernel::ConvDepthwise, params, plane_grid(out[2] * out[3], out[0] * out[1]))
     } else if (w[0] / conv.groups).is_multiple_of(4) {
@@ -662,7 +670,11 @@ mod tests {
             initializers,
         };
         let program = compile(&graph, &[1, 8, 9, 9]).unwrap();
-        assert_eq!(program.dispatches[0].kernel, Kernel::ConvDepthwise);
+        assert_eq!(program.dispatches[0].kernel, Kernel::ConvDepthwise3x3, "MobileNet's 3x3 stride-2 case");
+        assert_eq!(program.dispatches[0].workgroups, [1, 8, 1], "5 rows of 2 quads (5 columns) per plane");
+        let mut dilated = graph.clone();
+        dilated.nodes[0].op = Op::Conv(Conv2d { strides: [1, 1], pads: [2; 4], dilations: [2, 2], groups: 8 });
+        assert_eq!(compile(&dilated, &[1, 8, 9, 9]).unwrap().dispatches[0].kernel, Kernel::ConvDepthwise, "dilated: the general kernel");
     }
 
     #[test]

@@ -118,6 +118,22 @@ fn depthwise_conv_with_fused_relu6() {
 }
 
 #[test]
+fn depthwise_3x3_convs_with_stride_1_and_2_ragged_rows_asymmetric_padding_and_residual() {
+    // Four outputs of a row per invocation: widths that leave 1, 2 and 3 outputs in the last
+    // quad, a column stride of 2 with a row stride of 1, and a fused residual and activation.
+    for (seed, strides, pads, hw) in [(20, [1, 1], [1, 1, 1, 1], [9, 11]), (21, [1, 2], [0, 1, 2, 0], [6, 13]), (22, [2, 2], [1, 0, 1, 1], [12, 10]), (23, [1, 1], [0; 4], [3, 4])] {
+        let mut b = Builder::new(seed);
+        let (w, bias) = (b.constant(&[5, 1, 3, 3]), b.constant(&[5]));
+        let c = b.node(conv(strides, pads, [1, 1], 5), vec![x(), w, bias]);
+        if strides == [1, 1] && pads == [1; 4] {
+            let s = b.node(Op::Add, vec![c, x()]);
+            b.node(Op::Activation(Activation::Relu), vec![s]);
+        }
+        b.check(&[2, 5, hw[0], hw[1]]);
+    }
+}
+
+#[test]
 fn depthwise_conv_with_more_output_planes_than_one_grid_holds() {
     // 2 images x 40000 channels: 80000 planes, walked past the grid's 65535 rows.
     let mut b = Builder::new(8);
