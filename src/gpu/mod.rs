@@ -3,6 +3,7 @@
 
 pub mod compile;
 mod engine;
+mod library;
 mod precision;
 mod readback;
 mod render;
@@ -10,7 +11,8 @@ mod submission;
 mod timing;
 
 pub use compile::{compile, CompileError, Kernel, Program};
-pub use engine::{read_mapped, request_device, run_blocking, GpuBlock, GpuError, KernelLibrary, KernelOptions, ResidentWeights};
+pub use engine::{read_mapped, request_device, run_blocking, GpuBlock, GpuError, ResidentWeights};
+pub use library::{KernelLibrary, KernelOptions};
 pub use precision::StoragePrecision;
 pub(crate) use render::RenderInferencePlugin;
 pub use timing::{gpu_time, profile_dispatches, DispatchTime, TimingError};

@@ -19,7 +19,8 @@ use bevy::render::renderer::{FlushCommands, RenderContext, RenderDevice, RenderG
 use bevy::render::{ExtractSchedule, MainWorld, Render, RenderApp, RenderSystems};
 use crossbeam_channel::Sender;
 
-use super::engine::{read_mapped, GpuBlock, GpuError, KernelLibrary, KernelOptions, ResidentWeights};
+use super::engine::{read_mapped, GpuBlock, GpuError, ResidentWeights};
+use super::library::{KernelLibrary, KernelOptions};
 use super::readback::ReadbackPoller;
 use super::submission::{ReturnedBuffer, SubmissionPool};
 use crate::model::Model;

@@ -13,7 +13,8 @@ use std::collections::HashMap;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::engine::{GpuBlock, KernelLibrary};
+use super::engine::GpuBlock;
+use super::library::KernelLibrary;
 
 /// A request's GPU objects for one block, recorded and ready to submit.
 pub(super) struct ArmedSubmission {

@@ -8,7 +8,8 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::compile::Kernel;
-use super::engine::{map_blocking, GpuBlock, KernelLibrary};
+use super::engine::{map_blocking, GpuBlock};
+use super::library::KernelLibrary;
 use crate::tensor::Tensor;
 
 /// Why a timing could not be taken.

@@ -1,0 +1,177 @@
+//! The kernel library: every shader family in `shaders/` compiled once per device, with the
+//! options that choose the variants (subgroup operations, storage precision, naga's runtime
+//! checks), and the pipelines and bind group layouts blocks dispatch with.
+
+use std::collections::HashMap;
+
+use super::compile::Kernel;
+use super::precision::StoragePrecision;
+
+const COMMON: &str = include_str!("../../shaders/common.wgsl");
+
+const CAST: &str = include_str!("../../shaders/cast.wgsl");
+
+fn family_source(family: &str) -> &'static str {
+    match family {
+        "conv" => include_str!("../../shaders/conv.wgsl"),
+        "elementwise" => include_str!("../../shaders/elementwise.wgsl"),
+        "pool" => include_str!("../../shaders/pool.wgsl"),
+        "matmul" => include_str!("../../shaders/matmul.wgsl"),
+        "layout" => include_str!("../../shaders/layout.wgsl"),
+        other => unreachable!("no shader family '{other}'"),
+    }
+}
+
+/// The subgroup variants of a family's kernels, appended to it where the device offers them.
+fn family_subgroup_source(family: &str) -> &'static str {
+    match family {
+        "conv" => include_str!("../../shaders/conv_subgroup.wgsl"),
+        "matmul" => include_str!("../../shaders/matmul_subgroup.wgsl"),
+        _ => "",
+    }
+}
+
+/// Which kernels a [`KernelLibrary`] builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOptions {
+    /// Use the subgroup variants of the kernels that have them, where the device offers
+    /// subgroup operations (default true).
+    pub subgroups: bool,
+    /// The element type of stored tensors (default f32). F16 needs the device's `SHADER_F16`
+    /// feature; without it the library stores f32 and logs a warning.
+    pub storage: StoragePrecision,
+    /// Keep the counter naga adds to every loop so that a shader stuck in an endless loop
+    /// cannot hang the GPU (default false: the counters cost a quarter of the GPU time of
+    /// MobileNetV2 on an H100). Every loop in `shaders/` ends: its bounds come from the
+    /// dispatch's parameters, which the block compiler derives from tensor shapes.
+    pub loop_guards: bool,
+    /// Keep naga's bounds checks on Vulkan too (default false). Vulkan's robust buffer access,
+    /// which every Vulkan device has and wgpu turns on, keeps each buffer access inside its
+    /// binding; the indices into workgroup and local arrays in `shaders/` are in range by
+    /// construction (invocation indices, constants and loop counters below the array's
+    /// length). Other backends always keep the checks.
+    pub bounds_checks: bool,
+}
+
+impl Default for KernelOptions {
+    fn default() -> Self {
+        Self { subgroups: true, storage: StoragePrecision::F32, loop_guards: false, bounds_checks: false }
+    }
+}
+
+/// A compute pipeline and the layout of its bind group.
+pub(super) type PipelineAndLayout = (wgpu::ComputePipeline, wgpu::BindGroupLayout);
+
+/// The two conversions at a half-precision block's edges.
+pub(super) struct CastPipelines {
+    /// f32 input into stored values.
+    pub(super) into_storage: PipelineAndLayout,
+    /// Stored values into the f32 output.
+    pub(super) out_of_storage: PipelineAndLayout,
+}
+
+/// Every kernel's compute pipeline and bind group layout, built once per device.
+pub struct KernelLibrary {
+    pub(super) pipelines: HashMap<Kernel, PipelineAndLayout>,
+    subgroups: bool,
+    pub(super) storage: StoragePrecision,
+    /// Present when tensors are stored in half precision.
+    pub(super) casts: Option<CastPipelines>,
+}
+
+impl KernelLibrary {
+    /// Compiles every shader family and builds the pipelines with the default options: f32
+    /// storage, and the subgroup variants of the kernels that have them where the device offers
+    /// subgroup operations.
+    pub fn new(device: &wgpu::Device) -> Self {
+        Self::with_options(device, KernelOptions::default())
+    }
+
+    /// [`Self::new`] with the given options, as far as the device offers what they ask for.
+    pub fn with_options(device: &wgpu::Device, options: KernelOptions) -> Self {
+        let features = device.features();
+        let subgroups = options.subgroups && features.contains(wgpu::Features::SUBGROUP);
+        let storage = match options.storage {
+            StoragePrecision::F16 if !features.contains(wgpu::Features::SHADER_F16) => {
+                bevy::log::warn!("the device does not offer SHADER_F16: tensors are stored as f32");
+                StoragePrecision::F32
+            }
+            storage => storage,
+        };
+        let checks = wgpu::ShaderRuntimeChecks {
+            bounds_checks: options.bounds_checks || device.adapter_info().backend != wgpu::Backend::Vulkan,
+            force_loop_bounding: options.loop_guards,
+            ..wgpu::ShaderRuntimeChecks::checked()
+        };
+        let prelude = storage.wgsl_prelude();
+        let mut modules = HashMap::new();
+        let mut pipelines = HashMap::new();
+        for kernel in Kernel::ALL {
+            let (family, entry) = kernel.entry();
+            let entry = kernel.subgroup_entry().filter(|_| subgroups).unwrap_or(entry);
+            let module = modules.entry(family).or_insert_with(|| {
+                let variants = if subgroups { family_subgroup_source(family) } else { "" };
+                let source = format!("{prelude}{COMMON}\n{}\n{variants}", family_source(family));
+                shader_module(device, checks, family, source)
+            });
+            pipelines.insert(kernel, build_pipeline(device, module, entry, kernel.input_bindings() as u32));
+        }
+        let casts = (storage != StoragePrecision::F32).then(|| {
+            let cast = |label: &str, from: &str, to: &str| {
+                let source = format!("{prelude}alias cast_from = {from};\nalias cast_to = {to};\n{COMMON}\n{CAST}");
+                build_pipeline(device, &shader_module(device, checks, label, source), "convert", 1)
+            };
+            CastPipelines { into_storage: cast("cast into storage", "f32", "elem"), out_of_storage: cast("cast out of storage", "elem", "f32") }
+        });
+        Self { pipelines, subgroups, storage, casts }
+    }
+
+    /// Whether the kernels that have subgroup variants use them.
+    pub fn uses_subgroups(&self) -> bool {
+        self.subgroups
+    }
+
+    /// The element type the kernels store tensors as.
+    pub fn storage(&self) -> StoragePrecision {
+        self.storage
+    }
+}
+
+fn shader_module(device: &wgpu::Device, checks: wgpu::ShaderRuntimeChecks, label: &str, source: String) -> wgpu::ShaderModule {
+    let descriptor = wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(source.into()) };
+    // SAFETY: the shaders are ours. Every loop in them ends, and where bounds checks are off
+    // their array indices are in range or the driver keeps buffer accesses in bounds (see
+    // `KernelOptions`).
+    unsafe { device.create_shader_module_trusted(descriptor, checks) }
+}
+
+/// The pipeline of `entry`, whose bindings are the parameters, `inputs` read-only buffers and
+/// the output.
+fn build_pipeline(device: &wgpu::Device, module: &wgpu::ShaderModule, entry: &str, inputs: u32) -> PipelineAndLayout {
+    let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    };
+    let entries: Vec<_> = (0..=inputs).map(|b| storage(b, true)).chain([storage(inputs + 1, false)]).collect();
+    let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(entry), entries: &entries });
+    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(entry),
+        bind_group_layouts: &[Some(&layout)],
+        immediate_size: 0,
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(entry),
+        layout: Some(&pipeline_layout),
+        module,
+        entry_point: Some(entry),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    (pipeline, layout)
+}
