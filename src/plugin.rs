@@ -12,7 +12,8 @@ pub struct P2pInferencePlugin {
     /// How many classes each prediction lists (default 3).
     pub top_k: usize,
     /// Which kernels run the blocks: subgroup variants where offered and f32 storage by
-    /// default; `StoragePrecision::F16` halves the memory traffic of large batches.
+    /// default; `StoragePrecision::F16` halves the memory tensors take (on an H100 it is not
+    /// faster: BENCHMARKS.md).
     pub kernels: KernelOptions,
 }
 

@@ -54,10 +54,7 @@ impl ResidentWeights {
         let limit = device.limits().max_storage_buffer_binding_size;
         let mut buffers = HashMap::new();
         for (name, tensor) in &graph.initializers {
-            let bytes = storage.buffer_bytes(tensor.len());
-            if bytes > limit {
-                return Err(GpuError::BufferTooLarge { bytes, limit });
-            }
+            fit_binding(limit, storage.buffer_bytes(tensor.len()))?;
             let buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(name),
                 contents: &storage.encode(tensor.data()),
@@ -279,37 +276,19 @@ struct CastDispatch {
 
 impl CastDispatch {
     fn new(device: &wgpu::Device, (pipeline, layout): &PipelineAndLayout, values: usize, source: &wgpu::Buffer, destination: &wgpu::Buffer) -> Self {
-        let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("cast params"),
-            contents: bytemuck::bytes_of(&(values as u32)),
-            usage: wgpu::BufferUsages::STORAGE,
-        });
-        let entries: Vec<_> = [&params, source, destination]
-            .into_iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
-            .collect();
-        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some("cast"), layout, entries: &entries });
+        let bind_group = dispatch_bind_group(device, layout, "cast", &[values as u32], &[source, destination]);
         Self { pipeline: pipeline.clone(), bind_group, workgroups: grid_1d(values) }
     }
 
     fn record(&self, pass: &mut wgpu::ComputePass) {
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &self.bind_group, &[]);
-        let [x, y, z] = self.workgroups;
-        pass.dispatch_workgroups(x, y, z);
+        record_dispatch(pass, &self.pipeline, &self.bind_group, self.workgroups);
     }
 }
 
 impl Boundary {
     fn new(device: &wgpu::Device, casts: &CastPipelines, program: &Program, slots: &[wgpu::Buffer]) -> Result<Self, GpuError> {
-        let limit = device.limits().max_storage_buffer_binding_size;
         let f32_buffer = |label: &str, values: usize, usage: wgpu::BufferUsages| {
-            let bytes = StoragePrecision::F32.buffer_bytes(values);
-            if bytes > limit {
-                return Err(GpuError::BufferTooLarge { bytes, limit });
-            }
-            Ok(device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: bytes, usage: wgpu::BufferUsages::STORAGE | usage, mapped_at_creation: false }))
+            storage_buffer(device, label, StoragePrecision::F32.buffer_bytes(values), usage)
         };
         let inputs = program.input_shape.iter().product::<usize>();
         let outputs = program.output_shape.iter().product::<usize>();
@@ -331,21 +310,12 @@ impl Part {
         input_shape: &[usize],
     ) -> Result<Self, GpuError> {
         let program = compile(graph, input_shape)?;
-        let limit = device.limits().max_storage_buffer_binding_size;
         let slots = program
             .slot_sizes
             .iter()
             .map(|&size| {
-                let bytes = library.storage.buffer_bytes(size);
-                if bytes > limit {
-                    return Err(GpuError::BufferTooLarge { bytes, limit });
-                }
-                Ok(device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("activation slot"),
-                    size: bytes,
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                }))
+                let usage = wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+                storage_buffer(device, "activation slot", library.storage.buffer_bytes(size), usage)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let unused = device.create_buffer(&wgpu::BufferDescriptor {
@@ -356,30 +326,18 @@ impl Part {
         });
         let mut bind_groups = Vec::with_capacity(program.dispatches.len());
         for dispatch in &program.dispatches {
-            let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("dispatch params"),
-                contents: bytemuck::cast_slice(&dispatch.params),
-                usage: wgpu::BufferUsages::STORAGE,
-            });
-            let mut buffers: Vec<&wgpu::Buffer> = vec![&params];
-            for operand in &dispatch.inputs {
-                buffers.push(match operand {
+            let mut buffers: Vec<&wgpu::Buffer> = dispatch
+                .inputs
+                .iter()
+                .map(|operand| match operand {
                     Operand::Slot(s) => &slots[*s],
                     Operand::Constant(name) => &weights.buffers[name],
                     Operand::Unused => &unused,
-                });
-            }
-            buffers.push(&slots[dispatch.output]);
-            let entries: Vec<_> = buffers
-                .iter()
-                .enumerate()
-                .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+                })
                 .collect();
-            bind_groups.push(device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("dispatch"),
-                layout: &library.pipelines[&dispatch.kernel].1,
-                entries: &entries,
-            }));
+            buffers.push(&slots[dispatch.output]);
+            let layout = &library.pipelines[&dispatch.kernel].1;
+            bind_groups.push(dispatch_bind_group(device, layout, "dispatch", &dispatch.params, &buffers));
         }
         let boundary = library.casts.as_ref().map(|casts| Boundary::new(device, casts, &program, &slots)).transpose()?;
         Ok(Self { program, slots, bind_groups, boundary, _weights: weights })
@@ -432,11 +390,45 @@ impl Part {
 
     /// Records dispatch `index` of the program into `pass`.
     fn dispatch(&self, library: &KernelLibrary, pass: &mut wgpu::ComputePass, index: usize) {
-        pass.set_pipeline(&library.pipelines[&self.program.dispatches[index].kernel].0);
-        pass.set_bind_group(0, &self.bind_groups[index], &[]);
-        let [x, y, z] = self.program.dispatches[index].workgroups;
-        pass.dispatch_workgroups(x, y, z);
+        let dispatch = &self.program.dispatches[index];
+        record_dispatch(pass, &library.pipelines[&dispatch.kernel].0, &self.bind_groups[index], dispatch.workgroups);
     }
+}
+
+/// `bytes`, or the error for a buffer larger than one storage binding may be (`limit`).
+fn fit_binding(limit: u64, bytes: u64) -> Result<u64, GpuError> {
+    if bytes > limit {
+        return Err(GpuError::BufferTooLarge { bytes, limit });
+    }
+    Ok(bytes)
+}
+
+/// A storage buffer of `bytes` (with `usage` besides), if one binding may hold it.
+fn storage_buffer(device: &wgpu::Device, label: &str, bytes: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer, GpuError> {
+    let size = fit_binding(device.limits().max_storage_buffer_binding_size, bytes)?;
+    Ok(device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage: wgpu::BufferUsages::STORAGE | usage, mapped_at_creation: false }))
+}
+
+/// The bind group of one dispatch: a buffer holding `params` at binding 0, then `buffers`.
+fn dispatch_bind_group(device: &wgpu::Device, layout: &wgpu::BindGroupLayout, label: &str, params: &[u32], buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+    let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(label),
+        contents: bytemuck::cast_slice(params),
+        usage: wgpu::BufferUsages::STORAGE,
+    });
+    let entries: Vec<_> = std::iter::once(&params)
+        .chain(buffers.iter().copied())
+        .enumerate()
+        .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+        .collect();
+    device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout, entries: &entries })
+}
+
+/// Records one dispatch of `pipeline` with `bind_group` into `pass`.
+fn record_dispatch(pass: &mut wgpu::ComputePass, pipeline: &wgpu::ComputePipeline, bind_group: &wgpu::BindGroup, [x, y, z]: [u32; 3]) {
+    pass.set_pipeline(pipeline);
+    pass.set_bind_group(0, bind_group, &[]);
+    pass.dispatch_workgroups(x, y, z);
 }
 
 impl GpuBlock {
