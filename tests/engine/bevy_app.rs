@@ -14,8 +14,12 @@ use crate::support::*;
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn app() -> App {
+    app_with(P2pInferencePlugin::default())
+}
+
+fn app_with(plugin: P2pInferencePlugin) -> App {
     let mut app = App::new();
-    app.add_plugins((headless_plugins(), P2pInferencePlugin::default()));
+    app.add_plugins((headless_plugins(), plugin));
     app.finish();
     app.cleanup();
     app
@@ -88,11 +92,8 @@ fn later_requests_reuse_the_buffers_and_recorded_commands_of_earlier_ones_and_ea
 fn a_plugin_storing_tensors_as_f16_predicts_within_the_half_precision_tolerance_of_onnx_runtime() {
     use bevy_p2p_inference::gpu::{KernelOptions, StoragePrecision};
 
-    let mut app = App::new();
     let kernels = KernelOptions { storage: StoragePrecision::F16, ..default() };
-    app.add_plugins((headless_plugins(), P2pInferencePlugin { kernels, ..default() }));
-    app.finish();
-    app.cleanup();
+    let mut app = app_with(P2pInferencePlugin { kernels, ..default() });
     let model: Handle<Model> = app.world().resource::<AssetServer>().load("models/fashion_mobilenetv2.onnx");
     let (inputs, want) = (fixture("fashion_input.npy"), fixture("fashion_ort.npy"));
     // Twice per row, so that the second request of each runs on recorded commands.

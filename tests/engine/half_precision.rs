@@ -60,15 +60,10 @@ fn f16_storage_halves_activation_memory_so_a_limited_device_splits_the_batch_hal
     // As in the f32 test of batch splitting: a device whose storage bindings hold 1 MiB. The
     // shipped model's largest activation is 301 KB per image in f32, 150 KB in f16: slices of
     // 2 images in f32, of 4 in f16.
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
-    let adapter = bevy::tasks::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).expect("an adapter");
-    if !adapter.features().contains(wgpu::Features::SHADER_F16) {
+    let Some((device, queue)) = device_with_1_mib_bindings(wgpu::Features::SHADER_F16) else {
         eprintln!("skipped: the adapter does not offer SHADER_F16");
         return;
-    }
-    let limits = wgpu::Limits { max_storage_buffer_binding_size: 1 << 20, ..adapter.limits() };
-    let descriptor = wgpu::DeviceDescriptor { required_limits: limits, required_features: wgpu::Features::SHADER_F16, ..Default::default() };
-    let (device, queue) = bevy::tasks::block_on(adapter.request_device(&descriptor)).unwrap();
+    };
     let library = KernelLibrary::with_options(&device, KernelOptions { storage: StoragePrecision::F16, ..Default::default() });
     let graph = import_onnx(&model_bytes("assets/models/fashion_mobilenetv2.onnx")).unwrap();
     let weights = Arc::new(ResidentWeights::upload(&device, &library, &graph).unwrap());

@@ -56,10 +56,7 @@ fn a_batch_too_large_for_the_binding_limit_runs_in_slices_and_still_matches_onnx
 
     // A device whose storage bindings hold at most 1 MiB: the shipped model's largest
     // activation (96 channels at 28x28, 301 KB per image) fits for 2 images, not for 64.
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
-    let adapter = bevy::tasks::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).expect("an adapter");
-    let limits = wgpu::Limits { max_storage_buffer_binding_size: 1 << 20, ..adapter.limits() };
-    let (device, queue) = bevy::tasks::block_on(adapter.request_device(&wgpu::DeviceDescriptor { required_limits: limits, ..Default::default() })).unwrap();
+    let (device, queue) = device_with_1_mib_bindings(wgpu::Features::empty()).expect("no features asked for");
     let library = KernelLibrary::new(&device);
     let graph = import_onnx(&model_bytes("assets/models/fashion_mobilenetv2.onnx")).unwrap();
     let weights = Arc::new(ResidentWeights::upload(&device, &library, &graph).unwrap());

@@ -1,10 +1,11 @@
 //! Every GPU kernel against the CPU reference executor on random shapes: odd sizes, stride 2,
-//! padding, groups, dilation, batch > 1, fused epilogues. Each graph runs twice: with the
+//! padding, groups, dilation, batch > 1, fused epilogues. Each graph runs three times: with the
 //! subgroup variants of the kernels that have them (where the device offers subgroups), without
 //! them, and storing tensors as f16 (where the device offers `SHADER_F16`).
 
 use std::collections::HashMap;
 
+use bevy_p2p_inference::gpu::KernelLibrary;
 use bevy_p2p_inference::model::ir::{Activation, Conv2d, Graph, GraphInput, Node, Op, Pool2d};
 use bevy_p2p_inference::model::run_reference;
 use bevy_p2p_inference::Tensor;
@@ -23,6 +24,9 @@ fn random(rng: &mut StdRng, shape: &[usize]) -> Tensor {
     let n = shape.iter().product();
     Tensor::new(shape.to_vec(), (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()).unwrap()
 }
+
+/// Picks one of the shared device's kernel libraries.
+type ChooseLibrary = fn(&Gpu) -> &KernelLibrary;
 
 /// A graph builder: nodes read "x" or earlier outputs; constants are random.
 struct Builder {
@@ -58,13 +62,15 @@ impl Builder {
         };
         let want = run_reference(&graph, &input).expect("reference runs");
         let ops = graph.nodes.iter().map(|n| &n.op).collect::<Vec<_>>();
-        let err = relative_error(&run_gpu(&graph, &input), &want);
-        assert!(err <= TOLERANCE, "relative error {err} for {ops:?}");
-        let err = relative_error(&run_gpu_with(&graph, &input, |gpu| &gpu.library_without_subgroups), &want);
-        assert!(err <= TOLERANCE, "relative error {err} without subgroup variants for {ops:?}");
-        let err = relative_error(&run_gpu_with(&graph, &input, |gpu| &gpu.library_with_f16_storage), &want);
-        eprintln!("f16 storage: relative error {err} for {ops:?}");
-        assert!(err <= F16_TOLERANCE, "relative error {err} with f16 storage for {ops:?}");
+        let kernel_sets: [(&str, ChooseLibrary, f32); 3] = [
+            ("the default kernels", |gpu| &gpu.library, TOLERANCE),
+            ("the kernels without subgroup variants", |gpu| &gpu.library_without_subgroups, TOLERANCE),
+            ("f16 storage", |gpu| &gpu.library_with_f16_storage, F16_TOLERANCE),
+        ];
+        for (kernels, library, tolerance) in kernel_sets {
+            let err = relative_error(&run_gpu_with(&graph, &input, library), &want);
+            assert!(err <= tolerance, "relative error {err} with {kernels} for {ops:?}");
+        }
     }
 }
 

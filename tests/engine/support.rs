@@ -49,6 +49,19 @@ pub fn run_gpu_with(graph: &Graph, input: &Tensor, choose: impl Fn(&Gpu) -> &Ker
     run_blocking(&gpu.device, &gpu.queue, library, &block, input).expect("runs")
 }
 
+/// A device of the default adapter whose storage bindings hold at most 1 MiB, with `features`,
+/// for tests of batch splitting (`None` where the adapter lacks the features).
+pub fn device_with_1_mib_bindings(features: wgpu::Features) -> Option<(wgpu::Device, wgpu::Queue)> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
+    let adapter = bevy::tasks::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).expect("an adapter");
+    if !adapter.features().contains(features) {
+        return None;
+    }
+    let limits = wgpu::Limits { max_storage_buffer_binding_size: 1 << 20, ..adapter.limits() };
+    let descriptor = wgpu::DeviceDescriptor { required_limits: limits, required_features: features, ..Default::default() };
+    Some(bevy::tasks::block_on(adapter.request_device(&descriptor)).expect("a device"))
+}
+
 pub fn fixture(name: &str) -> Tensor {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
