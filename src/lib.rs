@@ -19,7 +19,7 @@ pub use plugin::{headless_plugins, update_until_prediction, update_until_predict
 #[cfg(feature = "p2p")]
 pub use schedule::distributed::{PeerRole, PeerSessionEvent, PeerSessionPlugin, SessionProblem, SessionSettings};
 pub use schedule::{LocalOnly, SplitRequest};
-pub use schedule::{InferenceError, InferenceFailed, InferenceRequest, Prediction, PredictionReady, Submitted};
+pub use schedule::{InferenceError, InferenceFailed, InferenceRequest, InferenceSystems, Prediction, PredictionReady, Submitted};
 pub use tensor::{SharedTensor, Tensor, TensorError};
 
 /// The types a game needs.

@@ -4,7 +4,7 @@ use bevy::prelude::*;
 
 use crate::gpu::{KernelOptions, RenderInferencePlugin};
 use crate::model::{Model, OnnxLoader, PartitionPlan, PlanLoader};
-use crate::schedule::{receive_results, submit_requests, JobQueue, JobResults, StageOutcomes, TopK};
+use crate::schedule::{receive_results, submit_requests, InferenceSystems, JobQueue, JobResults, StageOutcomes, TopK};
 
 /// Runs [`crate::InferenceRequest`]s on the GPU and reports [`crate::Prediction`]s.
 #[derive(Clone, Debug)]
@@ -25,18 +25,20 @@ impl Default for P2pInferencePlugin {
 
 impl Plugin for P2pInferencePlugin {
     fn build(&self, app: &mut App) {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (results, results_rx) = crossbeam_channel::unbounded();
+        let (jobs, jobs_rx) = crossbeam_channel::unbounded();
         app.init_asset::<Model>()
             .register_asset_loader(OnnxLoader)
             .init_asset::<PartitionPlan>()
             .register_asset_loader(PlanLoader)
-            .init_resource::<JobQueue>()
+            .insert_resource(JobQueue(jobs))
             .init_resource::<StageOutcomes>()
-            .insert_resource(JobResults(rx))
+            .insert_resource(JobResults(results_rx))
             .insert_resource(TopK(self.top_k))
-            .add_systems(PreUpdate, receive_results)
-            .add_systems(PostUpdate, submit_requests)
-            .add_plugins(RenderInferencePlugin { results: tx, kernels: self.kernels });
+            .add_systems(PreUpdate, receive_results.in_set(InferenceSystems::ReceiveResults))
+            .add_systems(Last, receive_results.in_set(InferenceSystems::ReceiveResults))
+            .add_systems(PostUpdate, submit_requests.in_set(InferenceSystems::SubmitRequests))
+            .add_plugins(RenderInferencePlugin { jobs: jobs_rx, results, kernels: self.kernels });
     }
 }
 

@@ -9,6 +9,8 @@ mod readback;
 mod render;
 mod submission;
 mod timing;
+#[cfg(not(target_arch = "wasm32"))]
+mod worker;
 
 pub use compile::{compile, CompileError, Kernel, Program};
 pub use engine::{read_mapped, request_device, run_blocking, GpuBlock, GpuError, ResidentWeights};

@@ -1,77 +1,100 @@
-//! Hands finished readbacks to the main world as soon as the GPU is done with them.
+//! Hands a submitted request's result to the main world as soon as the GPU is done with it.
 //!
-//! A map callback only runs inside `Device::poll`. Polling once per frame (in the render
-//! world's cleanup) delivers a result one frame after the GPU finished at best, two when the
-//! GPU finishes after that frame's poll. [`ReadbackPoller`] polls from its own thread while
-//! maps are outstanding, so the callback sends the result over the channel within a fraction
-//! of a millisecond of the GPU finishing, and the next frame's `PreUpdate` picks it up.
-//!
-//! It polls without waiting: a waiting poll holds the device's fence lock for the whole wait,
-//! which would block the render thread's next submission.
+//! Once a request's commands are submitted, its readback buffer is mapped for reading; the map
+//! callback reads the output, sends it to the main world over a channel and gives the buffers
+//! back for reuse. A map callback only runs inside `Device::poll`, so while maps are
+//! outstanding the [`super::worker::SubmissionWorker`] thread polls the device (on wasm, where
+//! there are no threads, the render world's poll of every frame does).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Keeps a thread polling `device` while any registered readback is still unmapped. On wasm
-/// (no threads) it does nothing and the frame's own poll delivers the results.
-pub struct ReadbackPoller {
-    outstanding: Arc<AtomicUsize>,
-    #[cfg(not(target_arch = "wasm32"))]
-    wake: crossbeam_channel::Sender<()>,
+use bevy::platform::time::Instant;
+use crossbeam_channel::Sender;
+
+use super::engine::{read_mapped, GpuError};
+use super::submission::ReturnedBuffer;
+use crate::schedule::{JobOutcome, StageJob};
+
+/// A request whose commands have been recorded, with the buffers it reads from and writes to.
+pub(super) struct InFlight<K> {
+    /// The request.
+    pub job: StageJob,
+    /// Which block's pool its buffers go back to.
+    pub block: K,
+    /// Holds the input; mapped for writing again once the request's copy has run.
+    pub upload: wgpu::Buffer,
+    /// Receives the output.
+    pub readback: wgpu::Buffer,
+    /// The output's shape.
+    pub output_shape: Vec<usize>,
 }
 
-/// How long the thread sleeps between polls while maps are outstanding.
-#[cfg(not(target_arch = "wasm32"))]
-const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_micros(50);
+/// Counts maps whose callbacks have not run yet, so that the device is polled only while
+/// there are some.
+#[derive(Clone, Default)]
+pub(super) struct OutstandingMaps(Arc<AtomicUsize>);
 
-impl ReadbackPoller {
-    /// Starts the polling thread for `device`. It ends when the poller is dropped.
-    pub fn new(device: wgpu::Device) -> Self {
-        let outstanding = Arc::new(AtomicUsize::new(0));
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            // One pending wake is enough: the thread rechecks the count before it sleeps again.
-            let (wake, woken) = crossbeam_channel::bounded::<()>(1);
-            let pending = outstanding.clone();
-            let spawned = std::thread::Builder::new().name("inference readback".into()).spawn(move || {
-                while woken.recv().is_ok() {
-                    while pending.load(Ordering::Acquire) > 0 {
-                        let _ = device.poll(wgpu::PollType::Poll);
-                        std::thread::sleep(POLL_INTERVAL);
-                    }
-                }
-            });
-            if let Err(error) = spawned {
-                bevy::log::warn!("no readback thread ({error}): results arrive with the frame's poll");
-            }
-            Self { outstanding, wake }
-        }
-        #[cfg(target_arch = "wasm32")]
-        {
-            let _ = device;
-            Self { outstanding }
-        }
+impl OutstandingMaps {
+    /// Whether some callback has yet to run.
+    pub fn any(&self) -> bool {
+        self.0.load(Ordering::Acquire) > 0
     }
 
-    /// Counts one more outstanding map; the returned guard, dropped in the map callback,
-    /// counts it done.
-    pub fn register(&self) -> OutstandingMap {
-        self.outstanding.fetch_add(1, Ordering::AcqRel);
-        OutstandingMap(self.outstanding.clone())
-    }
-
-    /// Wakes the thread after maps were registered.
-    pub fn wake(&self) {
-        #[cfg(not(target_arch = "wasm32"))]
-        let _ = self.wake.try_send(());
+    /// Counts one more map; dropping the guard (in the callback) counts it done.
+    fn register(&self) -> OutstandingMap {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        OutstandingMap(self.0.clone())
     }
 }
 
 /// One outstanding map, counted until dropped.
-pub struct OutstandingMap(Arc<AtomicUsize>);
+struct OutstandingMap(Arc<AtomicUsize>);
 
 impl Drop for OutstandingMap {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Where a request's outcome and its buffers go once the GPU has run it.
+#[derive(Clone)]
+pub(super) struct ResultRoute<K> {
+    /// The main world's end of finished jobs.
+    pub results: Sender<JobOutcome>,
+    /// The submission pool's end of returned buffers.
+    pub giver: Sender<ReturnedBuffer<K>>,
+    /// Counted while the maps are outstanding.
+    pub outstanding: OutstandingMaps,
+}
+
+impl<K: Clone + Send + 'static> ResultRoute<K> {
+    /// Maps `request`'s buffers; call it only after the request's commands were submitted. The
+    /// readback's callback sends the outcome to the main world; both buffers go back to the
+    /// pool for the block's next request, the upload buffer mapped for writing again.
+    pub fn map(&self, request: InFlight<K>) {
+        let InFlight { job, block, upload, readback, output_shape } = request;
+        let (results, giver, buffer, key) = (self.results.clone(), self.giver.clone(), readback.clone(), block.clone());
+        let outstanding = self.outstanding.register();
+        readback.slice(..).map_async(wgpu::MapMode::Read, move |mapped| {
+            let result = mapped
+                .map(|()| read_mapped(&buffer, output_shape))
+                .map_err(|e| GpuError::Readback(e.to_string()));
+            let reusable = result.is_ok();
+            let _ = results.send(JobOutcome { tag: job.tag, entity: job.entity, started: job.started, finished: Instant::now(), result });
+            if reusable {
+                let _ = giver.send(ReturnedBuffer::Readback(key, buffer));
+            }
+            drop(outstanding);
+        });
+        // A failed map only costs the reuse.
+        let (giver, buffer) = (self.giver.clone(), upload.clone());
+        let outstanding = self.outstanding.register();
+        upload.slice(..).map_async(wgpu::MapMode::Write, move |mapped| {
+            if mapped.is_ok() {
+                let _ = giver.send(ReturnedBuffer::Upload(block, buffer));
+            }
+            drop(outstanding);
+        });
     }
 }

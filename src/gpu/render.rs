@@ -1,33 +1,39 @@
-//! Render-world systems: jobs extracted from the main world are recorded into the frame's
-//! command encoder from the `RenderGraph` schedule; results come back through an async map
-//! whose callback sends them over a channel, polled by a [`ReadbackPoller`] thread so that a
-//! result reaches the main world the frame after the GPU finishes. No system waits on the GPU.
+//! Render-world systems. Jobs come from the main world over a channel. On native targets a
+//! [`SubmissionWorker`] thread takes them first and submits at once those whose block has
+//! commands recorded ahead of time; the rest reach [`record_jobs`], which compiles the block if
+//! needed and records them into the frame's command encoder from the `RenderGraph` schedule.
+//! Results come back through async maps whose callbacks send them over a channel (see
+//! [`super::readback`]). No system waits on the GPU.
 //!
 //! A finished request gives its upload buffer (mapped for writing again) and its readback buffer
 //! back to a [`SubmissionPool`], which records the next request's commands for them after the
 //! frame's submission. A request that finds such a submission only writes its input into memory
-//! that is already allocated and mapped, and hands the finished command buffer over; otherwise
-//! its commands are recorded into the frame's encoder.
+//! that is already allocated and mapped, and hands the finished command buffer over.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bevy::asset::AssetId;
 use bevy::platform::time::Instant;
 use bevy::prelude::*;
 use bevy::render::renderer::{FlushCommands, RenderContext, RenderDevice, RenderGraph, RenderGraphSystems};
-use bevy::render::{ExtractSchedule, MainWorld, Render, RenderApp, RenderSystems};
-use crossbeam_channel::Sender;
+use bevy::render::{Render, RenderApp, RenderSystems};
+use crossbeam_channel::{Receiver, Sender};
 
-use super::engine::{read_mapped, GpuBlock, GpuError, ResidentWeights};
+use super::engine::{GpuBlock, GpuError, ResidentWeights};
 use super::library::{KernelLibrary, KernelOptions};
-use super::readback::ReadbackPoller;
-use super::submission::{ReturnedBuffer, SubmissionPool};
+use super::readback::{InFlight, OutstandingMaps, ResultRoute};
+use super::submission::{arm, SubmissionPool};
+#[cfg(not(target_arch = "wasm32"))]
+use super::worker::{SubmissionWorker, WorkerSetup};
 use crate::model::Model;
-use crate::schedule::{JobOutcome, JobQueue, StageJob};
+use crate::schedule::{JobOutcome, StageJob};
 
 /// Adds the render-world half of inference.
 pub(crate) struct RenderInferencePlugin {
+    /// Jobs from the main world.
+    pub jobs: Receiver<StageJob>,
+    /// Outcomes for the main world.
     pub results: Sender<JobOutcome>,
     pub kernels: KernelOptions,
 }
@@ -39,23 +45,15 @@ impl Plugin for RenderInferencePlugin {
             return;
         };
         render_app
-            .insert_resource(GpuInference::new(self.results.clone(), self.kernels))
-            .add_systems(ExtractSchedule, extract_jobs)
+            .insert_resource(GpuInference::new(self.jobs.clone(), self.results.clone(), self.kernels))
             .add_systems(RenderGraph, record_jobs.in_set(RenderGraphSystems::Render))
             .add_systems(RenderGraph, submit_recorded.in_set(RenderGraphSystems::Submit))
             .add_systems(RenderGraph, arm_submissions.after(submit_recorded))
             // Readbacks are mapped once their commands have been submitted.
             .add_systems(Render, (map_readbacks, poll_device).chain().in_set(RenderSystems::Cleanup));
+        #[cfg(not(target_arch = "wasm32"))]
+        render_app.add_systems(bevy::render::RenderStartup, start_worker);
     }
-}
-
-/// A recorded request whose readback is mapped once its submission has been made; its upload
-/// buffer is mapped for writing again, for reuse.
-struct Recorded {
-    job: StageJob,
-    readback: wgpu::Buffer,
-    upload: wgpu::Buffer,
-    shape: Vec<usize>,
 }
 
 /// Identifies a graph (a whole model or one stage of it) by its asset and its shared allocation.
@@ -79,26 +77,44 @@ struct GpuInference {
     library: Option<KernelLibrary>,
     weights: HashMap<GraphKey, Arc<ResidentWeights>>,
     blocks: HashMap<BlockKey, GpuBlock>,
-    queued: Vec<StageJob>,
-    recorded: Vec<Recorded>,
-    submissions: SubmissionPool<BlockKey>,
-    results: Sender<JobOutcome>,
-    poller: Option<ReadbackPoller>,
+    /// Jobs from the main world: the worker's to take while it runs, else this world's.
+    jobs: Receiver<StageJob>,
+    /// Jobs the worker forwards because their block has no recorded submission ready.
+    to_record: (Sender<StageJob>, Receiver<StageJob>),
+    /// Recorded into this frame; mapped once the frame is submitted.
+    recorded: Vec<InFlight<BlockKey>>,
+    submissions: Arc<Mutex<SubmissionPool<BlockKey>>>,
+    route: ResultRoute<BlockKey>,
+    #[cfg(not(target_arch = "wasm32"))]
+    worker: Option<SubmissionWorker>,
 }
 
 impl GpuInference {
-    fn new(results: Sender<JobOutcome>, kernels: KernelOptions) -> Self {
+    fn new(jobs: Receiver<StageJob>, results: Sender<JobOutcome>, kernels: KernelOptions) -> Self {
+        let submissions = SubmissionPool::new();
+        let route = ResultRoute { results, giver: submissions.giver(), outstanding: OutstandingMaps::default() };
         Self {
             kernels,
             library: None,
             weights: HashMap::new(),
             blocks: HashMap::new(),
-            queued: Vec::new(),
+            jobs,
+            to_record: crossbeam_channel::unbounded(),
             recorded: Vec::new(),
-            submissions: SubmissionPool::new(),
-            results,
-            poller: None,
+            submissions: Arc::new(Mutex::new(submissions)),
+            route,
+            #[cfg(not(target_arch = "wasm32"))]
+            worker: None,
         }
+    }
+
+    /// Jobs for this frame to record.
+    fn incoming(&self) -> Vec<StageJob> {
+        #[cfg(not(target_arch = "wasm32"))]
+        if self.worker.is_some() {
+            return self.to_record.1.try_iter().collect();
+        }
+        self.jobs.try_iter().collect()
     }
 
     fn block_for(&mut self, device: &wgpu::Device, job: &StageJob) -> Result<&GpuBlock, GpuError> {
@@ -122,24 +138,40 @@ impl GpuInference {
     }
 }
 
-fn extract_jobs(mut main_world: ResMut<MainWorld>, mut state: ResMut<GpuInference>) {
-    if let Some(mut queue) = main_world.get_resource_mut::<JobQueue>() {
-        state.queued.append(&mut queue.take());
-    }
+/// Starts the submission thread on the render device (again after a device was recovered).
+#[cfg(not(target_arch = "wasm32"))]
+fn start_worker(device: Res<RenderDevice>, queue: Res<bevy::render::renderer::RenderQueue>, mut state: ResMut<GpuInference>) {
+    let setup = WorkerSetup {
+        device: device.wgpu_device().clone(),
+        queue: wgpu::Queue::clone(&queue),
+        jobs: state.jobs.clone(),
+        to_record: state.to_record.0.clone(),
+        pool: state.submissions.clone(),
+        route: state.route.clone(),
+        block_of: block_key,
+    };
+    state.worker = match SubmissionWorker::start(setup) {
+        Ok(worker) => Some(worker),
+        Err(error) => {
+            warn!("no submission thread ({error}): requests wait for the render world and results for its poll");
+            None
+        }
+    };
 }
 
 fn record_jobs(mut ctx: RenderContext, device: Res<RenderDevice>, mut state: ResMut<GpuInference>) {
     let device = device.wgpu_device();
     let state = &mut *state;
-    for job in std::mem::take(&mut state.queued) {
+    for job in state.incoming() {
         if let Err(error) = state.block_for(device, &job) {
-            let _ = state.results.send(JobOutcome { tag: job.tag, entity: job.entity, started: job.started, finished: Instant::now(), result: Err(error) });
+            let _ = state.route.results.send(JobOutcome { tag: job.tag, entity: job.entity, started: job.started, finished: Instant::now(), result: Err(error) });
             continue;
         }
         let key = block_key(&job);
         let block = &state.blocks[&key];
         let library = state.library.as_ref().expect("built with the block");
-        let (upload, readback) = match state.submissions.take(&key) {
+        let armed = state.submissions.lock().unwrap_or_else(PoisonError::into_inner).take(&key);
+        let (upload, readback) = match armed {
             Some(armed) => {
                 GpuBlock::fill_upload(&armed.upload, &job.input);
                 ctx.add_command_buffer(armed.commands);
@@ -152,7 +184,8 @@ fn record_jobs(mut ctx: RenderContext, device: Res<RenderDevice>, mut state: Res
                 (upload, readback)
             }
         };
-        state.recorded.push(Recorded { job, readback, upload, shape: block.output_shape().to_vec() });
+        let output_shape = block.output_shape().to_vec();
+        state.recorded.push(InFlight { job, block: key, upload, readback, output_shape });
     }
 }
 
@@ -164,47 +197,23 @@ fn submit_recorded(mut flush: FlushCommands) {
 
 /// Records submissions for the buffers finished requests gave back, after this frame's
 /// submission so that no request waits for it.
-fn arm_submissions(device: Res<RenderDevice>, mut state: ResMut<GpuInference>) {
-    let state = &mut *state;
+fn arm_submissions(device: Res<RenderDevice>, state: Res<GpuInference>) {
     if let Some(library) = &state.library {
-        state.submissions.arm(device.wgpu_device(), library, &state.blocks);
+        arm(&state.submissions, device.wgpu_device(), library, &state.blocks);
     }
 }
 
-fn map_readbacks(device: Res<RenderDevice>, mut state: ResMut<GpuInference>) {
+fn map_readbacks(mut state: ResMut<GpuInference>) {
     if state.recorded.is_empty() {
         return;
     }
-    let state = &mut *state;
-    let poller = state.poller.get_or_insert_with(|| ReadbackPoller::new(device.wgpu_device().clone()));
-    for Recorded { job, readback, upload, shape } in std::mem::take(&mut state.recorded) {
-        let key = block_key(&job);
-        let results = state.results.clone();
-        let (buffer, giver) = (readback.clone(), state.submissions.giver());
-        let readback_key = key.clone();
-        let outstanding = poller.register();
-        readback.slice(..).map_async(wgpu::MapMode::Read, move |mapped| {
-            let result = mapped
-                .map(|()| read_mapped(&buffer, shape))
-                .map_err(|e| GpuError::Readback(e.to_string()));
-            let reusable = result.is_ok();
-            let _ = results.send(JobOutcome { tag: job.tag, entity: job.entity, started: job.started, finished: Instant::now(), result });
-            if reusable {
-                let _ = giver.send(ReturnedBuffer::Readback(readback_key, buffer));
-            }
-            drop(outstanding);
-        });
-        // Mapped for writing once the request's copy has run; a failed map only costs the reuse.
-        let (buffer, giver) = (upload.clone(), state.submissions.giver());
-        let outstanding = poller.register();
-        upload.slice(..).map_async(wgpu::MapMode::Write, move |mapped| {
-            if mapped.is_ok() {
-                let _ = giver.send(ReturnedBuffer::Upload(key, buffer));
-            }
-            drop(outstanding);
-        });
+    for request in std::mem::take(&mut state.recorded) {
+        state.route.map(request);
     }
-    poller.wake();
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(worker) = &state.worker {
+        worker.wake();
+    }
 }
 
 fn poll_device(device: Res<RenderDevice>) {

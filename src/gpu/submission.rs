@@ -7,9 +7,13 @@
 //! on the H100's host), all of it before the GPU can start. Once a request is done, its upload
 //! buffer (mapped for writing again) and its readback buffer (read and unmapped) come back here,
 //! and the render world records the next request's commands for them after the frame's
-//! submission, off the path of any request.
+//! submission, off the path of any request. A block with no submission ready gets one recorded
+//! for new buffers, so that the next request finds one even while the last is in flight. The
+//! pool is shared with the [`super::worker::SubmissionWorker`], which submits what is recorded
+//! here.
 
 use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -24,6 +28,8 @@ pub(super) struct ArmedSubmission {
     pub readback: wgpu::Buffer,
     /// Copies `upload` in, runs the block, copies the output to `readback`.
     pub commands: wgpu::CommandBuffer,
+    /// The output's shape.
+    pub output_shape: Vec<usize>,
 }
 
 /// A buffer a finished request gives back, sent from its map callback.
@@ -46,6 +52,9 @@ pub(super) struct SubmissionPool<K> {
     returned: (Sender<ReturnedBuffer<K>>, Receiver<ReturnedBuffer<K>>),
 }
 
+/// Buffers to record a submission for: a returned pair, or `None` for a new pair.
+type Unarmed<K> = (K, Option<(wgpu::Buffer, wgpu::Buffer)>);
+
 impl<K: std::hash::Hash + Eq + Clone> SubmissionPool<K> {
     pub fn new() -> Self {
         Self { armed: HashMap::new(), uploads: HashMap::new(), readbacks: HashMap::new(), returned: crossbeam_channel::unbounded() }
@@ -61,28 +70,51 @@ impl<K: std::hash::Hash + Eq + Clone> SubmissionPool<K> {
         self.armed.get_mut(key).and_then(Vec::pop)
     }
 
-    /// Records submissions for the buffers given back since the last call, pairing an upload and
-    /// a readback buffer of the same block.
-    pub fn arm(&mut self, device: &wgpu::Device, library: &KernelLibrary, blocks: &HashMap<K, GpuBlock>) {
+    /// The buffers given back since the last call, paired by block, and a new pair for every
+    /// block of `blocks` with no submission ready and none coming: so that a block's next
+    /// request finds one ready even while the last one's buffers are still in flight.
+    fn unarmed(&mut self, blocks: &HashMap<K, GpuBlock>) -> Vec<Unarmed<K>> {
         for returned in self.returned.1.try_iter() {
             match returned {
                 ReturnedBuffer::Upload(key, buffer) => self.uploads.entry(key).or_default().push(buffer),
                 ReturnedBuffer::Readback(key, buffer) => self.readbacks.entry(key).or_default().push(buffer),
             }
         }
+        let mut unarmed = Vec::new();
         for (key, uploads) in &mut self.uploads {
-            let (Some(readbacks), Some(block)) = (self.readbacks.get_mut(key), blocks.get(key)) else { continue };
-            let armed = self.armed.entry(key.clone()).or_default();
-            while armed.len() < ARMED_PER_BLOCK {
+            let Some(readbacks) = self.readbacks.get_mut(key) else { continue };
+            let ready = self.armed.get(key).map_or(0, Vec::len);
+            for _ in ready..ARMED_PER_BLOCK {
                 let (Some(upload), Some(readback)) = (uploads.pop(), readbacks.pop()) else { break };
-                let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("armed request") });
-                block.encode(library, &mut encoder, &upload, &readback);
-                armed.push(ArmedSubmission { upload, readback, commands: encoder.finish() });
+                unarmed.push((key.clone(), Some((upload, readback))));
             }
         }
         // A buffer whose partner comes back later waits for it.
         for idle in self.uploads.values_mut().chain(self.readbacks.values_mut()) {
             idle.truncate(ARMED_PER_BLOCK);
         }
+        for key in blocks.keys() {
+            let coming = unarmed.iter().any(|(k, _)| k == key);
+            if !coming && self.armed.get(key).is_none_or(Vec::is_empty) {
+                unarmed.push((key.clone(), None));
+            }
+        }
+        unarmed
+    }
+}
+
+/// Records submissions for the buffers `pool`'s blocks gave back (and new ones for a block with
+/// none ready), without holding the pool's lock while recording, so that the
+/// [`super::worker::SubmissionWorker`] never waits for it.
+pub(super) fn arm<K: std::hash::Hash + Eq + Clone>(pool: &Mutex<SubmissionPool<K>>, device: &wgpu::Device, library: &KernelLibrary, blocks: &HashMap<K, GpuBlock>) {
+    let lock = || pool.lock().unwrap_or_else(PoisonError::into_inner);
+    let unarmed = lock().unarmed(blocks);
+    for (key, buffers) in unarmed {
+        let Some(block) = blocks.get(&key) else { continue };
+        let (upload, readback) = buffers.unwrap_or_else(|| (block.create_upload(device), block.create_readback(device)));
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("armed request") });
+        block.encode(library, &mut encoder, &upload, &readback);
+        let armed = ArmedSubmission { upload, readback, commands: encoder.finish(), output_shape: block.output_shape().to_vec() };
+        lock().armed.entry(key).or_default().push(armed);
     }
 }

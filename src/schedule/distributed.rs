@@ -13,7 +13,7 @@ use bevy::prelude::*;
 use bevy::render::renderer::{RenderAdapterInfo, RenderDevice};
 
 use super::pipeline::{assign_stages, Executor, Pipeline, PipelineAction, RequestId, StageAssignment, WorkerSpeed};
-use super::{fail, InferenceError, InferenceFailed, InferenceRequest, JobQueue, JobTag, LocalOnly, Prediction, PredictionReady, SplitRequest, StageJob, StageOutcomes, Submitted, TopK};
+use super::{fail, InferenceError, InferenceFailed, InferenceSystems, InferenceRequest, JobQueue, JobTag, LocalOnly, Prediction, PredictionReady, SplitRequest, StageJob, StageOutcomes, Submitted, TopK};
 use crate::model::ir::Graph;
 use crate::model::plan::{PartitionPlan, TransferDtype};
 use crate::model::Model;
@@ -88,8 +88,8 @@ impl Plugin for PeerSessionPlugin {
             .add_message::<SessionProblem>()
             .insert_resource(Distributed::new(self.settings.clone()))
             .add_systems(Startup, load_model)
-            .add_systems(PreUpdate, (prepare, drive).chain().after(super::receive_results))
-            .add_systems(PostUpdate, claim_requests.before(super::submit_requests));
+            .add_systems(PreUpdate, (prepare, drive).chain().after(InferenceSystems::ReceiveResults))
+            .add_systems(PostUpdate, claim_requests.before(InferenceSystems::SubmitRequests));
     }
 }
 

@@ -12,7 +12,7 @@ use bevy::platform::time::Instant;
 
 use bevy::asset::{AssetId, LoadState};
 use bevy::prelude::*;
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 use thiserror::Error;
 
 use crate::gpu::GpuError;
@@ -99,6 +99,18 @@ pub struct LocalOnly;
 #[derive(Component, Debug)]
 pub struct Submitted;
 
+/// Where this crate's main-world systems run, for ordering a game's systems around them.
+#[derive(SystemSet, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InferenceSystems {
+    /// In `PostUpdate`: requests spawned this frame are handed to the render side, which starts
+    /// them at once where their block has commands recorded.
+    SubmitRequests,
+    /// In `PreUpdate` and again in `Last`: finished results become [`Prediction`]s (and
+    /// [`PredictionReady`] triggers), so that one the GPU finished during a frame is in the ECS
+    /// before that frame ends.
+    ReceiveResults,
+}
+
 /// What a job is for, so that its outcome reaches the right place.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum JobTag {
@@ -136,18 +148,16 @@ pub(crate) struct JobOutcome {
     pub result: Result<Tensor, GpuError>,
 }
 
-/// Jobs waiting for the next extract.
-#[derive(Resource, Default)]
-pub(crate) struct JobQueue(Vec<StageJob>);
+/// Sends jobs to the render side, which starts them without waiting for the frame's extract
+/// where their block has commands recorded (see `gpu::worker`).
+#[derive(Resource)]
+pub(crate) struct JobQueue(pub Sender<StageJob>);
 
 impl JobQueue {
-    pub fn take(&mut self) -> Vec<StageJob> {
-        std::mem::take(&mut self.0)
-    }
-
-    #[cfg(feature = "p2p")]
+    /// Hands `job` to the render side. The receiving end lives as long as the render app; a job
+    /// sent after it is gone is dropped with the app.
     pub fn push(&mut self, job: StageJob) {
-        self.0.push(job);
+        let _ = self.0.send(job);
     }
 }
 
@@ -175,7 +185,7 @@ pub(crate) fn submit_requests(
 ) {
     for (entity, request) in &requests {
         if let Some(model) = models.get(&request.model) {
-            queue.0.push(StageJob {
+            queue.push(StageJob {
                 tag: JobTag::Request,
                 entity,
                 model: request.model.id(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bevy::prelude::*;
 use bevy_p2p_inference::model::run_reference;
 use bevy_p2p_inference::prelude::*;
-use bevy_p2p_inference::{headless_plugins, update_until_prediction, InferenceError, WaitError};
+use bevy_p2p_inference::{headless_plugins, update_until_prediction, InferenceError, InferenceSystems, WaitError};
 
 use crate::support::*;
 
@@ -86,6 +86,46 @@ fn later_requests_reuse_the_buffers_and_recorded_commands_of_earlier_ones_and_ea
     let second = app.world_mut().spawn(InferenceRequest::new(model.clone(), row(3))).id();
     check(2, &update_until_prediction(&mut app, first, TIMEOUT).unwrap().0.output);
     check(3, &update_until_prediction(&mut app, second, TIMEOUT).unwrap().0.output);
+    // More in one frame than have commands recorded: the rest are recorded in the frame.
+    let rows = [3, 0, 2, 1, 0];
+    let entities: Vec<Entity> = rows.iter().map(|&i| app.world_mut().spawn(InferenceRequest::new(model.clone(), row(i))).id()).collect();
+    for (&i, &entity) in rows.iter().zip(&entities) {
+        check(i, &update_until_prediction(&mut app, entity, TIMEOUT).unwrap().0.output);
+    }
+}
+
+/// While set, holds the frame in `Last` (before results are taken) for long enough that the
+/// GPU, even lavapipe, has finished anything submitted in the frame.
+#[derive(Resource, Default)]
+struct HoldFrameForTheGpu(bool);
+
+#[test]
+fn a_request_whose_block_has_commands_recorded_starts_at_once_and_is_predicted_within_its_own_frame() {
+    // Without waiting for the frame's extract and the render world's next run: its prediction
+    // is in the ECS by the end of the `update` it was spawned before.
+    let mut app = app();
+    app.init_resource::<HoldFrameForTheGpu>().add_systems(
+        Last,
+        (|hold: Res<HoldFrameForTheGpu>| {
+            if hold.0 {
+                std::thread::sleep(Duration::from_secs(3));
+            }
+        })
+        .before(InferenceSystems::ReceiveResults),
+    );
+    let model: Handle<Model> = app.world().resource::<AssetServer>().load("models/fashion_mobilenetv2.onnx");
+    let (inputs, want) = (fixture("fashion_input.npy"), fixture("fashion_ort.npy"));
+    let first = app.world_mut().spawn(InferenceRequest::new(model.clone(), batch_row(&inputs, 0))).id();
+    update_until_prediction(&mut app, first, TIMEOUT).unwrap();
+    // Frames for the render world to record the block's next submission.
+    for _ in 0..3 {
+        app.update();
+    }
+    let second = app.world_mut().spawn(InferenceRequest::new(model.clone(), batch_row(&inputs, 1))).id();
+    app.world_mut().resource_mut::<HoldFrameForTheGpu>().0 = true;
+    app.update();
+    let prediction = app.world().get::<Prediction>(second).expect("a prediction by the end of the request's own frame");
+    assert!(relative_error(&prediction.output, &batch_row(&want, 1)) <= 1e-4);
 }
 
 #[test]
