@@ -80,6 +80,7 @@ struct GpuInference {
     /// Jobs from the main world: the worker's to take while it runs, else this world's.
     jobs: Receiver<StageJob>,
     /// Jobs the worker forwards because their block has no recorded submission ready.
+    #[cfg(not(target_arch = "wasm32"))]
     to_record: (Sender<StageJob>, Receiver<StageJob>),
     /// Recorded into this frame; mapped once the frame is submitted.
     recorded: Vec<InFlight<BlockKey>>,
@@ -99,6 +100,7 @@ impl GpuInference {
             weights: HashMap::new(),
             blocks: HashMap::new(),
             jobs,
+            #[cfg(not(target_arch = "wasm32"))]
             to_record: crossbeam_channel::unbounded(),
             recorded: Vec::new(),
             submissions: Arc::new(Mutex::new(submissions)),
@@ -171,20 +173,19 @@ fn record_jobs(mut ctx: RenderContext, device: Res<RenderDevice>, mut state: Res
         let block = &state.blocks[&key];
         let library = state.library.as_ref().expect("built with the block");
         let armed = state.submissions.lock().unwrap_or_else(PoisonError::into_inner).take(&key);
-        let (upload, readback) = match armed {
+        let (upload, readback, output_shape) = match armed {
             Some(armed) => {
                 GpuBlock::fill_upload(&armed.upload, &job.input);
                 ctx.add_command_buffer(armed.commands);
-                (armed.upload, armed.readback)
+                (armed.upload, armed.readback, armed.output_shape)
             }
             None => {
                 let (upload, readback) = (block.create_upload(device), block.create_readback(device));
                 GpuBlock::fill_upload(&upload, &job.input);
                 block.encode(library, ctx.command_encoder(), &upload, &readback);
-                (upload, readback)
+                (upload, readback, block.output_shape().to_vec())
             }
         };
-        let output_shape = block.output_shape().to_vec();
         state.recorded.push(InFlight { job, block: key, upload, readback, output_shape });
     }
 }
