@@ -51,8 +51,9 @@ pub struct Prediction {
     /// Stage runs repeated because a peer was lost or sent data that was rejected.
     pub reruns: u32,
     /// For a request run whole on this peer: from its result being read back from the GPU to
-    /// the main world taking it (at most one frame: a readback thread polls the map while the
-    /// request is in flight). `None` for a split request.
+    /// the main world taking it (under one frame: the render side's submission thread
+    /// polls the map while the request is in flight, and results are taken at the start and the
+    /// end of every frame). `None` for a split request.
     pub handover: Option<Duration>,
 }
 

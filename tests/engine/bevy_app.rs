@@ -95,7 +95,8 @@ fn later_requests_reuse_the_buffers_and_recorded_commands_of_earlier_ones_and_ea
 }
 
 /// While set, holds the frame in `Last` (before results are taken) for long enough that the
-/// GPU, even lavapipe, has finished anything submitted in the frame.
+/// GPU, even lavapipe on two busy cores, has finished anything submitted in the frame (a
+/// fashion request takes about 0.16 s there).
 #[derive(Resource, Default)]
 struct HoldFrameForTheGpu(bool);
 
@@ -108,7 +109,7 @@ fn a_request_whose_block_has_commands_recorded_starts_at_once_and_is_predicted_w
         Last,
         (|hold: Res<HoldFrameForTheGpu>| {
             if hold.0 {
-                std::thread::sleep(Duration::from_secs(3));
+                std::thread::sleep(Duration::from_secs(10));
             }
         })
         .before(InferenceSystems::ReceiveResults),
