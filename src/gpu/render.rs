@@ -26,6 +26,7 @@ use super::readback::{InFlight, OutstandingMaps, ResultRoute};
 use super::submission::{arm, SubmissionPool};
 #[cfg(not(target_arch = "wasm32"))]
 use super::worker::{SubmissionWorker, WorkerSetup};
+use crate::model::ir::Graph;
 use crate::model::Model;
 use crate::schedule::{JobOutcome, StageJob};
 
@@ -70,12 +71,19 @@ fn block_key(job: &StageJob) -> BlockKey {
     (graph_key(job), job.input.shape().to_vec())
 }
 
+/// A graph's resident weights, and the graph itself: held so that its address, part of the
+/// key, cannot be reused by another graph while the weights and blocks compiled from it live.
+struct ResidentGraph {
+    graph: Arc<Graph>,
+    weights: Arc<ResidentWeights>,
+}
+
 /// Render-world state: pipelines, resident weights, compiled blocks and jobs in flight.
 #[derive(Resource)]
 struct GpuInference {
     kernels: KernelOptions,
     library: Option<KernelLibrary>,
-    weights: HashMap<GraphKey, Arc<ResidentWeights>>,
+    weights: HashMap<GraphKey, ResidentGraph>,
     blocks: HashMap<BlockKey, GpuBlock>,
     /// Jobs from the main world: the worker's to take while it runs, else this world's.
     jobs: Receiver<StageJob>,
@@ -119,17 +127,31 @@ impl GpuInference {
         self.jobs.try_iter().collect()
     }
 
+    /// Drops the weights, blocks and recorded submissions of every graph that only this world
+    /// still holds (a model asset unloaded or replaced, a session's old stages): no job can name
+    /// them again. The graphs go last, so that no new graph can take the address in their key
+    /// while something is left under it.
+    fn release_unused_graphs(&mut self) {
+        let released: Vec<(GraphKey, ResidentGraph)> = self.weights.extract_if(|_, resident| Arc::strong_count(&resident.graph) == 1).collect();
+        if released.is_empty() {
+            return;
+        }
+        self.blocks.retain(|(graph, _), _| !released.iter().any(|(key, _)| key == graph));
+        self.submissions.lock().unwrap_or_else(PoisonError::into_inner).retain_blocks(&self.blocks);
+        drop(released);
+    }
+
     fn block_for(&mut self, device: &wgpu::Device, job: &StageJob) -> Result<&GpuBlock, GpuError> {
         let key = block_key(job);
         if !self.blocks.contains_key(&key) {
             let kernels = self.kernels;
             let library = self.library.get_or_insert_with(|| KernelLibrary::with_options(device, kernels));
             let weights = match self.weights.get(&key.0) {
-                Some(w) => w.clone(),
+                Some(resident) => resident.weights.clone(),
                 None => {
-                    let w = Arc::new(ResidentWeights::upload(device, library, &job.graph)?);
-                    self.weights.insert(key.0, w.clone());
-                    w
+                    let weights = Arc::new(ResidentWeights::upload(device, library, &job.graph)?);
+                    self.weights.insert(key.0, ResidentGraph { graph: job.graph.clone(), weights: weights.clone() });
+                    weights
                 }
             };
             let block = GpuBlock::new(device, library, weights, &job.graph, job.input.shape())?;
@@ -197,8 +219,10 @@ fn submit_recorded(mut flush: FlushCommands) {
 }
 
 /// Records submissions for the buffers finished requests gave back, after this frame's
-/// submission so that no request waits for it.
-fn arm_submissions(device: Res<RenderDevice>, state: Res<GpuInference>) {
+/// submission so that no request waits for it. First releases what was compiled for graphs
+/// that nothing else holds any more.
+fn arm_submissions(device: Res<RenderDevice>, mut state: ResMut<GpuInference>) {
+    state.release_unused_graphs();
     if let Some(library) = &state.library {
         arm(&state.submissions, device.wgpu_device(), library, &state.blocks);
     }

@@ -70,6 +70,14 @@ impl<K: std::hash::Hash + Eq + Clone> SubmissionPool<K> {
         self.armed.get_mut(key).and_then(Vec::pop)
     }
 
+    /// Keeps only what belongs to `blocks`: submissions recorded for a released block would run
+    /// its dispatches.
+    pub fn retain_blocks(&mut self, blocks: &HashMap<K, GpuBlock>) {
+        self.armed.retain(|key, _| blocks.contains_key(key));
+        self.uploads.retain(|key, _| blocks.contains_key(key));
+        self.readbacks.retain(|key, _| blocks.contains_key(key));
+    }
+
     /// The buffers given back since the last call, paired by block, and a new pair for every
     /// block of `blocks` with no submission ready and none coming: so that a block's next
     /// request finds one ready even while the last one's buffers are still in flight.
@@ -80,6 +88,8 @@ impl<K: std::hash::Hash + Eq + Clone> SubmissionPool<K> {
                 ReturnedBuffer::Readback(key, buffer) => self.readbacks.entry(key).or_default().push(buffer),
             }
         }
+        // Buffers that came back for a released block go with it.
+        self.retain_blocks(blocks);
         let mut unarmed = Vec::new();
         for (key, uploads) in &mut self.uploads {
             let Some(readbacks) = self.readbacks.get_mut(key) else { continue };

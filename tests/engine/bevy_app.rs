@@ -186,3 +186,51 @@ fn predictions_are_published_to_bevy_diagnostics_and_the_inference_history() {
     let latency = store.get(&LATENCY_MS).and_then(|d| d.value()).expect("a latency measurement");
     assert!((latency - prediction.latency.as_secs_f64() * 1e3).abs() < 1e-6, "{latency} ms");
 }
+
+/// The shipped model with every initializer scaled by `scale`: another model of the same shape.
+fn scaled_fashion_model(scale: f32) -> Model {
+    use bevy_p2p_inference::model::onnx_pb::ModelProto;
+    use prost::Message;
+
+    let bytes = std::fs::read(format!("{}/assets/models/fashion_mobilenetv2.onnx", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let mut proto = ModelProto::decode(&bytes[..]).unwrap();
+    for tensor in &mut proto.graph.as_mut().unwrap().initializer {
+        for chunk in tensor.raw_data.iter_mut().flat_map(|raw| raw.chunks_exact_mut(4)) {
+            let value = f32::from_le_bytes(chunk.try_into().unwrap()) * scale;
+            chunk.copy_from_slice(&value.to_le_bytes());
+        }
+        tensor.float_data.iter_mut().for_each(|v| *v *= scale);
+    }
+    Model::from_onnx_bytes(&proto.encode_to_vec()).unwrap()
+}
+
+#[test]
+fn a_model_asset_replaced_by_another_of_the_same_shape_predicts_with_the_new_weights() {
+    // Each replacement is made after the last one was dropped, so its graph may be allocated
+    // where an earlier one was: the render world must not take it for the old graph.
+    let mut app = app();
+    let input = batch_row(&fixture("fashion_input.npy"), 0);
+    let handle = app.world_mut().resource_mut::<Assets<Model>>().add(scaled_fashion_model(1.0));
+    let mut references: Vec<Tensor> = Vec::new();
+    for scale in [1.0, 0.5, 2.0, 0.25, 1.5] {
+        if scale != 1.0 {
+            let model = scaled_fashion_model(scale);
+            app.world_mut().resource_mut::<Assets<Model>>().insert(handle.id(), model).unwrap();
+        }
+        let graph = app.world().resource::<Assets<Model>>().get(&handle).unwrap().graph().clone();
+        let reference = run_reference(&graph, &input).unwrap();
+        drop(graph);
+        for earlier in &references {
+            assert!(relative_error(earlier, &reference) > 1e-2, "the scaled models must differ for this test to mean anything");
+        }
+        let entity = app.world_mut().spawn(InferenceRequest::new(handle.clone(), input.clone())).id();
+        let got = update_until_prediction(&mut app, entity, TIMEOUT).unwrap().0.output;
+        assert!(relative_error(&got, &reference) <= 1e-4, "the model scaled by {scale}: {:?} vs {:?}", got.data(), reference.data());
+        app.world_mut().despawn(entity);
+        // Frames for the render world to release what it compiled for a replaced model.
+        for _ in 0..3 {
+            app.update();
+        }
+        references.push(reference);
+    }
+}
