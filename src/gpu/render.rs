@@ -11,7 +11,7 @@
 //! that is already allocated and mapped, and hands the finished command buffer over.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use bevy::asset::AssetId;
 use bevy::platform::time::Instant;
@@ -23,7 +23,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::engine::{GpuBlock, GpuError, ResidentWeights};
 use super::library::{KernelLibrary, KernelOptions};
 use super::readback::{InFlight, OutstandingMaps, ResultRoute};
-use super::submission::{arm, SubmissionPool};
+use super::submission::{arm, lock, SubmissionPool};
 #[cfg(not(target_arch = "wasm32"))]
 use super::worker::{SubmissionWorker, WorkerSetup};
 use crate::model::ir::Graph;
@@ -137,7 +137,7 @@ impl GpuInference {
             return;
         }
         self.blocks.retain(|(graph, _), _| !released.iter().any(|(key, _)| key == graph));
-        self.submissions.lock().unwrap_or_else(PoisonError::into_inner).retain_blocks(&self.blocks);
+        lock(&self.submissions).retain_blocks(&self.blocks);
         drop(released);
     }
 
@@ -194,21 +194,22 @@ fn record_jobs(mut ctx: RenderContext, device: Res<RenderDevice>, mut state: Res
         let key = block_key(&job);
         let block = &state.blocks[&key];
         let library = state.library.as_ref().expect("built with the block");
-        let armed = state.submissions.lock().unwrap_or_else(PoisonError::into_inner).take(&key);
-        let (upload, readback, output_shape) = match armed {
+        // Taken in its own statement, so that the pool's lock is released before recording.
+        let armed = lock(&state.submissions).take(&key);
+        let request = match armed {
             Some(armed) => {
-                GpuBlock::fill_upload(&armed.upload, &job.input);
-                ctx.add_command_buffer(armed.commands);
-                (armed.upload, armed.readback, armed.output_shape)
+                let (commands, request) = armed.start(job, key);
+                ctx.add_command_buffer(commands);
+                request
             }
             None => {
                 let (upload, readback) = (block.create_upload(device), block.create_readback(device));
                 GpuBlock::fill_upload(&upload, &job.input);
                 block.encode(library, ctx.command_encoder(), &upload, &readback);
-                (upload, readback, block.output_shape().to_vec())
+                InFlight { job, block: key, upload, readback, output_shape: block.output_shape().to_vec() }
             }
         };
-        state.recorded.push(InFlight { job, block: key, upload, readback, output_shape });
+        state.recorded.push(request);
     }
 }
 

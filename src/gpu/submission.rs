@@ -13,12 +13,14 @@
 //! here.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crossbeam_channel::{Receiver, Sender};
 
 use super::engine::GpuBlock;
 use super::library::KernelLibrary;
+use super::readback::InFlight;
+use crate::schedule::StageJob;
 
 /// A request's GPU objects for one block, recorded and ready to submit.
 pub(super) struct ArmedSubmission {
@@ -30,6 +32,16 @@ pub(super) struct ArmedSubmission {
     pub commands: wgpu::CommandBuffer,
     /// The output's shape.
     pub output_shape: Vec<usize>,
+}
+
+impl ArmedSubmission {
+    /// Fills the upload buffer with `job`'s input: what is left is to submit the returned
+    /// commands, then map the returned request's buffers.
+    pub fn start<K>(self, job: StageJob, block: K) -> (wgpu::CommandBuffer, InFlight<K>) {
+        GpuBlock::fill_upload(&self.upload, &job.input);
+        let request = InFlight { job, block, upload: self.upload, readback: self.readback, output_shape: self.output_shape };
+        (self.commands, request)
+    }
 }
 
 /// A buffer a finished request gives back, sent from its map callback.
@@ -50,6 +62,13 @@ pub(super) struct SubmissionPool<K> {
     uploads: HashMap<K, Vec<wgpu::Buffer>>,
     readbacks: HashMap<K, Vec<wgpu::Buffer>>,
     returned: (Sender<ReturnedBuffer<K>>, Receiver<ReturnedBuffer<K>>),
+}
+
+/// Locks a pool shared between the render world and the submission thread. A panic while it
+/// was held leaves it consistent (every change to it is one map operation), so a poisoned lock
+/// is taken as it is.
+pub(super) fn lock<K>(pool: &Mutex<SubmissionPool<K>>) -> MutexGuard<'_, SubmissionPool<K>> {
+    pool.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Buffers to record a submission for: a returned pair, or `None` for a new pair.
@@ -117,14 +136,13 @@ impl<K: std::hash::Hash + Eq + Clone> SubmissionPool<K> {
 /// none ready), without holding the pool's lock while recording, so that the
 /// [`super::worker::SubmissionWorker`] never waits for it.
 pub(super) fn arm<K: std::hash::Hash + Eq + Clone>(pool: &Mutex<SubmissionPool<K>>, device: &wgpu::Device, library: &KernelLibrary, blocks: &HashMap<K, GpuBlock>) {
-    let lock = || pool.lock().unwrap_or_else(PoisonError::into_inner);
-    let unarmed = lock().unarmed(blocks);
+    let unarmed = lock(pool).unarmed(blocks);
     for (key, buffers) in unarmed {
         let Some(block) = blocks.get(&key) else { continue };
         let (upload, readback) = buffers.unwrap_or_else(|| (block.create_upload(device), block.create_readback(device)));
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("armed request") });
         block.encode(library, &mut encoder, &upload, &readback);
         let armed = ArmedSubmission { upload, readback, commands: encoder.finish(), output_shape: block.output_shape().to_vec() };
-        lock().armed.entry(key).or_default().push(armed);
+        lock(pool).armed.entry(key).or_default().push(armed);
     }
 }

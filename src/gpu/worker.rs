@@ -13,14 +13,13 @@
 //!
 //! No main-world code touches a wgpu object: the main world only sends jobs over a channel.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{select, Receiver, Sender};
 
-use super::engine::GpuBlock;
-use super::readback::{InFlight, ResultRoute};
-use super::submission::SubmissionPool;
+use super::readback::ResultRoute;
+use super::submission::{lock, SubmissionPool};
 use crate::schedule::StageJob;
 
 /// How long the thread waits for a job between polls while maps are outstanding.
@@ -74,12 +73,12 @@ fn run<K: std::hash::Hash + Eq + Clone + Send + 'static>(setup: WorkerSetup<K>, 
             recv(jobs) -> job => {
                 let Ok(job) = job else { break };
                 let block = block_of(&job);
-                let armed = pool.lock().unwrap_or_else(PoisonError::into_inner).take(&block);
+                let armed = lock(&pool).take(&block);
                 match armed {
                     Some(armed) => {
-                        GpuBlock::fill_upload(&armed.upload, &job.input);
-                        queue.submit([armed.commands]);
-                        route.map(InFlight { job, block, upload: armed.upload, readback: armed.readback, output_shape: armed.output_shape });
+                        let (commands, request) = armed.start(job, block);
+                        queue.submit([commands]);
+                        route.map(request);
                     }
                     None => {
                         if to_record.send(job).is_err() {
