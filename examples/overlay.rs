@@ -7,13 +7,11 @@
 //! cargo run --release --features window --example overlay -- --room ws://127.0.0.1:3536/demo --key KEY
 //! ```
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bevy::prelude::*;
-use bevy_p2p_inference::model::PartitionPlan;
 use bevy_p2p_inference::prelude::*;
-use bevy_p2p_inference::{InferenceOverlayPlugin, PeerRole, PeerSessionPlugin, SessionSettings};
+use bevy_p2p_inference::{InferenceOverlayPlugin, PeerRole, PeerSessionPlugin};
 use clap::Parser;
 
 const CLASSES: [&str; 10] = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
@@ -29,9 +27,9 @@ struct Args {
     /// The room key.
     #[arg(long, default_value = "demo-room-key")]
     key: String,
-    /// The partition plan used in a room.
-    #[arg(long, default_value = "assets/plans/fashion_3_int8.plan.ron")]
-    plan: PathBuf,
+    /// The partition plan used in a room, relative to assets/.
+    #[arg(long, default_value = "plans/fashion_3_int8.plan.ron")]
+    plan: String,
     /// Seconds between requests.
     #[arg(long, default_value_t = 0.5)]
     interval: f32,
@@ -63,11 +61,9 @@ fn main() -> AppExit {
         .add_systems(Update, request_next)
         .add_systems(Last, remove_finished);
     if let Some(room) = args.room {
-        let text = std::fs::read_to_string(&args.plan).expect("a plan file");
-        let plan = PartitionPlan::from_ron(&text).expect("a valid plan");
-        let mut settings = SessionSettings::new(room, args.key, PeerRole::Coordinator, MODEL, plan);
-        settings.stage_timeout = Duration::from_secs(2);
-        app.add_plugins(PeerSessionPlugin { settings });
+        let mut session = PeerSessionPlugin::new(room, args.key, PeerRole::Coordinator, MODEL, args.plan);
+        session.stage_timeout = Duration::from_secs(2);
+        app.add_plugins(session);
     }
     app.run()
 }

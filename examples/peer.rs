@@ -1,9 +1,12 @@
 //! One player of a split-inference room, headless.
 //!
 //! The coordinator classifies a folder of images (default: the shipped test images), first whole
-//! on its own GPU (the single-peer reference), then split across the room, and prints per-request
-//! latency, a summary, and as its last line a JSON object. Workers run the stages they are
-//! sent until the coordinator leaves (or `--lifetime-s` passes) and then print what they did.
+//! on its own GPU (the single-peer reference), then split across the room. Workers run the stages
+//! they are sent until the coordinator leaves (or `--lifetime-s` passes).
+//!
+//! Standard output is JSON lines, one event per line, for scripts and tests: `{"event":
+//! "peer_trusted" | "peer_lost" | "handshake_failed" | "rejected" | "reconnected" | "problem" |
+//! "request" | "summary" | "worker_summary", ...}`. A readable summary goes to standard error.
 //!
 //! ```text
 //! cargo run --example signaling &
@@ -19,13 +22,17 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
-use bevy_p2p_inference::model::plan::{PartitionPlan, TransferDtype};
+use bevy_p2p_inference::model::plan::PartitionPlan;
+use bevy_p2p_inference::tensor::TransferDtype;
 use bevy_p2p_inference::net::session::PeerSession;
 use bevy_p2p_inference::net::Permissions;
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::schedule::distributed::Distributed;
-use bevy_p2p_inference::{headless_plugins, update_until_prediction_with, LocalOnly, PeerRole, PeerSessionEvent, PeerSessionPlugin, SessionProblem, SessionSettings};
+use bevy_p2p_inference::schedule::pipeline::Executor;
+use bevy_p2p_inference::{headless_plugins, update_until_prediction_with, LocalOnly, PeerRole, PeerSessionEvent, PeerSessionPlugin, SessionProblem};
+use bevy_p2p_inference::net::{FrameError, RejectReason, SessionEvent};
 use clap::{Parser, ValueEnum};
+use serde_json::json;
 
 /// This process's role.
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -50,9 +57,9 @@ struct Args {
     /// The model, relative to assets/.
     #[arg(long, default_value = "models/fashion_mobilenetv2.onnx")]
     model: String,
-    /// The partition plan (RON).
-    #[arg(long, default_value = "assets/plans/fashion_3_int8.plan.ron")]
-    plan: PathBuf,
+    /// The partition plan (RON), relative to assets/.
+    #[arg(long, default_value = "plans/fashion_3_int8.plan.ron")]
+    plan: String,
     /// Coordinator: folder of PNG images to classify.
     #[arg(long, default_value = "assets/images")]
     images: PathBuf,
@@ -77,7 +84,7 @@ struct Args {
     tamper_once: bool,
 }
 
-fn build_app(args: &Args, plan: PartitionPlan) -> App {
+fn build_app(args: &Args) -> App {
     let mut app = App::new();
     app.add_plugins(headless_plugins().set(bevy::log::LogPlugin { level: bevy::log::Level::ERROR, ..default() }));
     app.add_plugins(P2pInferencePlugin::default());
@@ -85,29 +92,69 @@ fn build_app(args: &Args, plan: PartitionPlan) -> App {
         Role::Coordinator => PeerRole::Coordinator,
         Role::Worker => PeerRole::Worker,
     };
-    let mut settings = SessionSettings::new(args.room.clone(), args.key.clone(), role, args.model.clone(), plan);
-    settings.max_in_flight = args.k;
-    settings.expected_peers = if args.role == Role::Coordinator { args.workers } else { 0 };
-    app.add_plugins(PeerSessionPlugin { settings });
+    let mut session = PeerSessionPlugin::new(args.room.clone(), args.key.clone(), role, args.model.clone(), args.plan.clone());
+    session.max_in_flight = args.k;
+    session.expected_peers = if args.role == Role::Coordinator { args.workers } else { 0 };
+    app.add_plugins(session);
     app.finish();
     app.cleanup();
     app
 }
 
-/// Prints session events and problems as they happen (to stderr).
-fn report_events(app: &mut App) {
+/// A stable name for why a message was dropped.
+fn reject_code(reason: &RejectReason) -> &'static str {
+    match reason {
+        RejectReason::Frame(FrameError::BadMac) => "bad_mac",
+        RejectReason::Frame(FrameError::Replay { .. }) => "replay",
+        RejectReason::Frame(_) => "malformed_frame",
+        RejectReason::Chunk(_) => "bad_chunk",
+        RejectReason::Untrusted(_) => "untrusted",
+        RejectReason::NotPermitted(_) => "not_permitted",
+    }
+}
+
+/// One session event as a JSON line (`None` for received tensors, which are not reported).
+fn session_event_json(event: &SessionEvent) -> Option<serde_json::Value> {
+    Some(match event {
+        SessionEvent::PeerTrusted { peer, capabilities, permissions } => {
+            json!({"event": "peer_trusted", "peer": peer.to_string(), "adapter": capabilities.adapter, "permissions": permissions.bits()})
+        }
+        SessionEvent::PeerLost { peer, reason } => json!({"event": "peer_lost", "peer": peer.to_string(), "reason": format!("{reason:?}")}),
+        SessionEvent::HandshakeFailed { peer, reason } => {
+            json!({"event": "handshake_failed", "peer": peer.to_string(), "reason": format!("{reason:?}")})
+        }
+        SessionEvent::Rejected { peer, reason } => {
+            json!({"event": "rejected", "peer": peer.to_string(), "reason": reject_code(reason), "detail": reason.to_string()})
+        }
+        SessionEvent::Reconnected { attempt } => json!({"event": "reconnected", "attempt": attempt}),
+        SessionEvent::Tensor(_) => return None,
+    })
+}
+
+/// Prints session events and problems as they happen, as JSON lines. Returns the problem that
+/// keeps the session from starting, if one was reported.
+fn report_events(app: &mut App) -> Option<SessionProblem> {
     let world = app.world_mut();
     let events: Vec<PeerSessionEvent> = world.resource_mut::<Messages<PeerSessionEvent>>().drain().collect();
     for PeerSessionEvent(event) in events {
-        match event {
-            bevy_p2p_inference::net::session::SessionEvent::Tensor(_) => {}
-            other => eprintln!("session: {other:?}"),
+        if let Some(line) = session_event_json(&event) {
+            println!("{line}");
         }
     }
     let problems: Vec<SessionProblem> = world.resource_mut::<Messages<SessionProblem>>().drain().collect();
-    for SessionProblem(problem) in problems {
-        eprintln!("problem: {problem}");
+    let mut fatal = None;
+    for problem in problems {
+        println!("{}", json!({"event": "problem", "detail": problem.to_string()}));
+        if matches!(problem, SessionProblem::ModelLoad(_) | SessionProblem::PlanLoad(_) | SessionProblem::PlanDoesNotFit(_)) {
+            fatal = Some(problem);
+        }
     }
+    fatal
+}
+
+/// [`report_events`] for [`update_until_prediction_with`], which cannot stop on a problem.
+fn report_events_only(app: &mut App) {
+    report_events(app);
 }
 
 fn load_images(dir: &Path) -> Result<Vec<(String, Tensor)>, String> {
@@ -135,15 +182,16 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
-fn run_coordinator(args: &Args, plan: PartitionPlan) -> Result<(), String> {
-    let all_f32 = plan.cuts.iter().all(|d| *d == TransferDtype::F32);
+fn run_coordinator(args: &Args) -> Result<(), String> {
     let images = load_images(&args.images)?;
-    let mut app = build_app(args, plan);
+    let mut app = build_app(args);
     let deadline = Instant::now() + Duration::from_secs(args.lifetime_s);
     // Wait for the workers.
     loop {
         app.update();
-        report_events(&mut app);
+        if let Some(problem) = report_events(&mut app) {
+            return Err(problem.to_string());
+        }
         let session = app.world().get_resource::<PeerSession>();
         let trusted = session.map_or(0, |s| s.trusted_with(Permissions::RUN_STAGES).len());
         let connected = session.map_or(0, |s| s.links().count());
@@ -156,6 +204,9 @@ fn run_coordinator(args: &Args, plan: PartitionPlan) -> Result<(), String> {
         }
     }
     eprintln!("assignment: {:?}", app.world().resource::<Distributed>().assignment().executors);
+    // The session is running, so the plan has loaded.
+    let plan: Handle<PartitionPlan> = app.world().resource::<AssetServer>().load(args.plan.clone());
+    let all_f32 = app.world().resource::<Assets<PartitionPlan>>().get(&plan).is_some_and(|p| p.cuts.iter().all(|d| *d == TransferDtype::F32));
     let model: Handle<Model> = app.world().resource::<AssetServer>().load(args.model.clone());
     // Single-peer references first (whole model on this GPU), one at a time so that no frame
     // carries much GPU work (on a software rasterizer it runs on the frame's CPU time).
@@ -163,7 +214,7 @@ fn run_coordinator(args: &Args, plan: PartitionPlan) -> Result<(), String> {
     for (_, input) in &images {
         let entity = app.world_mut().spawn((InferenceRequest::new(model.clone(), input.clone()), LocalOnly)).id();
         // Report session events meanwhile too: peers keep talking while references run.
-        let (prediction, _) = update_until_prediction_with(&mut app, entity, Duration::from_secs(60), report_events)
+        let (prediction, _) = update_until_prediction_with(&mut app, entity, Duration::from_secs(60), report_events_only)
             .map_err(|e| format!("single-peer reference: {e}"))?;
         reference_outputs.push(prediction);
     }
@@ -183,7 +234,7 @@ fn run_coordinator(args: &Args, plan: PartitionPlan) -> Result<(), String> {
     let mut hop_times: Vec<Vec<f64>> = Vec::new();
     while done.iter().any(|d| !d) && Instant::now() < deadline {
         app.update();
-        report_events(&mut app);
+        report_events_only(&mut app);
         for (i, (name, split, image)) in pending.iter().enumerate() {
             if done[i] {
                 continue;
@@ -192,7 +243,7 @@ fn run_coordinator(args: &Args, plan: PartitionPlan) -> Result<(), String> {
             if let Some(failed) = world.get::<InferenceFailed>(*split) {
                 done[i] = true;
                 lost += 1;
-                eprintln!("{name}: failed: {}", failed.error);
+                println!("{}", json!({"event": "request_failed", "name": name, "error": failed.error.to_string()}));
                 continue;
             }
             let Some(split) = world.get::<Prediction>(*split) else { continue };
@@ -206,10 +257,16 @@ fn run_coordinator(args: &Args, plan: PartitionPlan) -> Result<(), String> {
             matches += same as usize;
             let ms = split.latency.as_secs_f64() * 1e3;
             latencies.push(ms);
-            let stages: Vec<String> = split
+            let stages: Vec<serde_json::Value> = split
                 .stages
                 .iter()
-                .map(|s| format!("{} on {} {:.2} ms", s.stage, s.executor, s.duration.as_secs_f64() * 1e3))
+                .map(|s| {
+                    let executor = match s.executor {
+                        Executor::Local => "local".to_string(),
+                        Executor::Peer(peer) => peer.to_string(),
+                    };
+                    json!({"stage": s.stage, "remote": s.executor != Executor::Local, "executor": executor, "ms": s.duration.as_secs_f64() * 1e3})
+                })
                 .collect();
             for s in &split.stages {
                 if stage_times.len() <= s.stage {
@@ -221,12 +278,11 @@ fn run_coordinator(args: &Args, plan: PartitionPlan) -> Result<(), String> {
                     hop_times[s.stage].push(hops.as_secs_f64() * 1e3);
                 }
             }
+            let (top1, probability) = split.top_k[0];
             println!(
-                "request {name}: {ms:.2} ms, top-1 {} ({:.1}%), matches single-peer: {same}, reruns {}, stages [{}]",
-                split.top_k[0].0,
-                split.top_k[0].1 * 100.0,
-                split.reruns,
-                stages.join(", ")
+                "{}",
+                json!({"event": "request", "name": name, "latency_ms": ms, "top1": top1, "probability": probability,
+                       "matches_single_peer": same, "reruns": split.reruns, "stages": stages})
             );
         }
     }
@@ -251,21 +307,24 @@ fn run_coordinator(args: &Args, plan: PartitionPlan) -> Result<(), String> {
     }
     eprintln!("  bytes per request: {bytes_per_request}");
     println!(
-        "{{\"requests\":{},\"matches_single_peer\":{matches},\"lost\":{lost},\"median_ms\":{median:.3},\"p95_ms\":{p95:.3},\"bytes_per_request\":{bytes_per_request}}}",
-        pending.len()
+        "{}",
+        json!({"event": "summary", "requests": pending.len(), "matches_single_peer": matches, "lost": lost,
+               "median_ms": median, "p95_ms": p95, "bytes_per_request": bytes_per_request})
     );
     Ok(())
 }
 
-fn run_worker(args: &Args, plan: PartitionPlan) -> Result<(), String> {
-    let mut app = build_app(args, plan);
+fn run_worker(args: &Args) -> Result<(), String> {
+    let mut app = build_app(args);
     let deadline = Instant::now() + Duration::from_secs(args.lifetime_s);
     let mut tampered = !args.tamper_once;
     let mut saw_coordinator = false;
     let mut alone_since: Option<Instant> = None;
     while Instant::now() < deadline {
         app.update();
-        report_events(&mut app);
+        if let Some(problem) = report_events(&mut app) {
+            return Err(problem.to_string());
+        }
         if let Some(mut session) = app.world_mut().get_resource_mut::<PeerSession>() {
             if !tampered {
                 session.corrupt_next_tensor_frame();
@@ -286,19 +345,16 @@ fn run_worker(args: &Args, plan: PartitionPlan) -> Result<(), String> {
     }
     let served = app.world().resource::<Distributed>().stages_served;
     let rejected = app.world().get_resource::<PeerSession>().map_or(0, |s| s.rejected_total());
-    println!("{{\"stages_served\":{served},\"rejected\":{rejected},\"saw_coordinator\":{saw_coordinator}}}");
+    println!("{}", json!({"event": "worker_summary", "stages_served": served, "rejected": rejected, "saw_coordinator": saw_coordinator}));
     Ok(())
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let result = std::fs::read_to_string(&args.plan)
-        .map_err(|e| format!("cannot read {}: {e}", args.plan.display()))
-        .and_then(|text| PartitionPlan::from_ron(&text).map_err(|e| format!("{}: {e}", args.plan.display())))
-        .and_then(|plan| match args.role {
-            Role::Coordinator => run_coordinator(&args, plan),
-            Role::Worker => run_worker(&args, plan),
-        });
+    let result = match args.role {
+        Role::Coordinator => run_coordinator(&args),
+        Role::Worker => run_worker(&args),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

@@ -8,7 +8,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bevy_p2p_inference::model::plan::{propose_plan, stage_costs, TransferDtype};
+use bevy_p2p_inference::model::plan::{propose_plan, stage_costs};
+use bevy_p2p_inference::tensor::TransferDtype;
 use bevy_p2p_inference::model::import_onnx;
 use clap::{Parser, ValueEnum};
 

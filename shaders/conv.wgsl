@@ -1,7 +1,31 @@
 // Convolution family, NCHW, with a fused epilogue: + bias, + residual, activation.
-// p: [0] total outputs, [1] N, [2] C, [3] H, [4] W, [5] M, [6] OH, [7] OW, [8] KH, [9] KW,
-//    [10] SH, [11] SW, [12] PT, [13] PL, [14] DH, [15] DW, [16] groups, [17] has_bias,
-//    [18] has_residual, [19] activation code, [20] act a, [21] act b
+// Input x is [batch, in_channels, in_height, in_width]; weights w are
+// [out_channels, in_channels / groups, kernel_height, kernel_width].
+
+struct ConvParams {
+    total: u32,
+    batch: u32,
+    in_channels: u32,
+    in_height: u32,
+    in_width: u32,
+    out_channels: u32,
+    out_height: u32,
+    out_width: u32,
+    kernel_height: u32,
+    kernel_width: u32,
+    stride_y: u32,
+    stride_x: u32,
+    pad_top: u32,
+    pad_left: u32,
+    dilation_y: u32,
+    dilation_x: u32,
+    groups: u32,
+    has_bias: u32,
+    has_residual: u32,
+    activation: Activation,
+}
+
+@group(0) @binding(0) var<storage, read> p: ConvParams;
 
 @group(0) @binding(1) var<storage, read> x: array<elem>;
 @group(0) @binding(2) var<storage, read> w: array<elem>;
@@ -19,9 +43,9 @@ fn load_w(i: u32) -> f32 {
 
 fn epilogue(i: u32, oc: u32, acc: f32) {
     var v = acc;
-    if (p[17] != 0u) { v += f32(bias[oc]); }
-    if (p[18] != 0u) { v += f32(residual[i]); }
-    y[i] = elem(activate(v, p[19], pf(20), pf(21)));
+    if (p.has_bias != 0u) { v += f32(bias[oc]); }
+    if (p.has_residual != 0u) { v += f32(residual[i]); }
+    y[i] = elem(activate(v, p.activation));
 }
 
 // The spatial kernels run on a plane grid: x covers the OH*OW pixels of one output plane
@@ -36,21 +60,21 @@ struct WindowOrigin {
 }
 
 fn window_origin(pixel: u32) -> WindowOrigin {
-    let OW = p[7];
-    return WindowOrigin(i32((pixel / OW) * p[10]) - i32(p[12]), i32((pixel % OW) * p[11]) - i32(p[13]));
+    let OW = p.out_width;
+    return WindowOrigin(i32((pixel / OW) * p.stride_y) - i32(p.pad_top), i32((pixel % OW) * p.stride_x) - i32(p.pad_left));
 }
 
 // Any stride, padding, dilation and group count: one invocation per output value.
 @compute @workgroup_size(64)
 fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let C = p[2]; let H = p[3]; let W = p[4]; let M = p[5]; let OH = p[6]; let OW = p[7];
-    let KH = p[8]; let KW = p[9];
+    let C = p.in_channels; let H = p.in_height; let W = p.in_width; let M = p.out_channels; let OH = p.out_height; let OW = p.out_width;
+    let KH = p.kernel_height; let KW = p.kernel_width;
     let pixel = gid.x;
     if (pixel >= OH * OW) { return; }
     let origin = window_origin(pixel);
-    let cig = C / p[16];
-    let cog = M / p[16];
-    for (var plane = gid.y; plane < p[1] * M; plane += nwg.y) {
+    let cig = C / p.groups;
+    let cog = M / p.groups;
+    for (var plane = gid.y; plane < p.batch * M; plane += nwg.y) {
         let n = plane / M;
         let oc = plane % M;
         let g = oc / cog;
@@ -59,11 +83,11 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
             let x_plane = (n * C + g * cig + icg) * H;
             let w_base = (oc * cig + icg) * KH;
             for (var ky = 0u; ky < KH; ky++) {
-                let iy = origin.y + i32(ky * p[14]);
+                let iy = origin.y + i32(ky * p.dilation_y);
                 if (iy < 0 || iy >= i32(H)) { continue; }
                 let row = (x_plane + u32(iy)) * W;
                 for (var kx = 0u; kx < KW; kx++) {
-                    let ix = origin.x + i32(kx * p[15]);
+                    let ix = origin.x + i32(kx * p.dilation_x);
                     if (ix >= 0 && ix < i32(W)) {
                         acc += load_x(row + u32(ix)) * load_w((w_base + ky) * KW + kx);
                     }
@@ -78,15 +102,15 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 // multiple of 4): each input value read serves four accumulators. Grid: pixels by planes / 4.
 @compute @workgroup_size(64)
 fn conv2d_four_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let C = p[2]; let H = p[3]; let W = p[4]; let M = p[5]; let OH = p[6]; let OW = p[7];
-    let KH = p[8]; let KW = p[9];
+    let C = p.in_channels; let H = p.in_height; let W = p.in_width; let M = p.out_channels; let OH = p.out_height; let OW = p.out_width;
+    let KH = p.kernel_height; let KW = p.kernel_width;
     let pixel = gid.x;
     if (pixel >= OH * OW) { return; }
     let origin = window_origin(pixel);
-    let cig = C / p[16];
-    let cog = M / p[16];
+    let cig = C / p.groups;
+    let cog = M / p.groups;
     let taps = cig * KH * KW;
-    for (var quad = gid.y; quad < p[1] * M / 4u; quad += nwg.y) {
+    for (var quad = gid.y; quad < p.batch * M / 4u; quad += nwg.y) {
         let n = quad * 4u / M;
         let oc = quad * 4u % M;
         let g = oc / cog;
@@ -94,11 +118,11 @@ fn conv2d_four_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
         for (var icg = 0u; icg < cig; icg++) {
             let x_plane = (n * C + g * cig + icg) * H;
             for (var ky = 0u; ky < KH; ky++) {
-                let iy = origin.y + i32(ky * p[14]);
+                let iy = origin.y + i32(ky * p.dilation_y);
                 if (iy < 0 || iy >= i32(H)) { continue; }
                 let row = (x_plane + u32(iy)) * W;
                 for (var kx = 0u; kx < KW; kx++) {
-                    let ix = origin.x + i32(kx * p[15]);
+                    let ix = origin.x + i32(kx * p.dilation_x);
                     if (ix >= 0 && ix < i32(W)) {
                         let t = ((oc * cig + icg) * KH + ky) * KW + kx;
                         acc += load_x(row + u32(ix)) * vec4<f32>(load_w(t), load_w(t + taps), load_w(t + 2u * taps), load_w(t + 3u * taps));
@@ -117,21 +141,21 @@ fn conv2d_four_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
 // plane. Same parameters and grid as `conv2d`.
 @compute @workgroup_size(64)
 fn conv_depthwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let H = p[3]; let W = p[4]; let M = p[5]; let OH = p[6]; let OW = p[7]; let KH = p[8]; let KW = p[9];
+    let H = p.in_height; let W = p.in_width; let M = p.out_channels; let OH = p.out_height; let OW = p.out_width; let KH = p.kernel_height; let KW = p.kernel_width;
     let pixel = gid.x;
     if (pixel >= OH * OW) { return; }
     let origin = window_origin(pixel);
-    for (var plane = gid.y; plane < p[1] * M; plane += nwg.y) {
+    for (var plane = gid.y; plane < p.batch * M; plane += nwg.y) {
         let oc = plane % M;
         let x_plane = plane * H * W;
         let w_base = oc * KH * KW;
         var acc = 0.0;
         for (var ky = 0u; ky < KH; ky++) {
-            let iy = origin.y + i32(ky * p[14]);
+            let iy = origin.y + i32(ky * p.dilation_y);
             if (iy < 0 || iy >= i32(H)) { continue; }
             let row = x_plane + u32(iy) * W;
             for (var kx = 0u; kx < KW; kx++) {
-                let ix = origin.x + i32(kx * p[15]);
+                let ix = origin.x + i32(kx * p.dilation_x);
                 if (ix >= 0 && ix < i32(W)) {
                     acc += load_x(row + u32(ix)) * load_w(w_base + ky * KW + kx);
                 }
@@ -148,21 +172,21 @@ fn conv_depthwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 
 // Input column `ix` of the row starting at `row`, or the padding's zero.
 fn depthwise_tap(row: u32, ix: i32) -> f32 {
-    if (ix < 0 || ix >= i32(p[4])) { return 0.0; }
+    if (ix < 0 || ix >= i32(p.in_width)) { return 0.0; }
     return load_x(row + u32(ix));
 }
 
 @compute @workgroup_size(64)
 fn conv_depthwise_3x3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let H = p[3]; let W = p[4]; let M = p[5]; let OH = p[6]; let OW = p[7];
+    let H = p.in_height; let W = p.in_width; let M = p.out_channels; let OH = p.out_height; let OW = p.out_width;
     let quads_per_row = (OW + 3u) / 4u;
     if (gid.x >= OH * quads_per_row) { return; }
     let oy = gid.x / quads_per_row;
     let ox = (gid.x % quads_per_row) * 4u;
-    let iy0 = i32(oy * p[10]) - i32(p[12]);
-    let ix = i32(ox * p[11]) - i32(p[13]);
-    let stride_1 = p[11] == 1u;
-    for (var plane = gid.y; plane < p[1] * M; plane += nwg.y) {
+    let iy0 = i32(oy * p.stride_y) - i32(p.pad_top);
+    let ix = i32(ox * p.stride_x) - i32(p.pad_left);
+    let stride_1 = p.stride_x == 1u;
+    for (var plane = gid.y; plane < p.batch * M; plane += nwg.y) {
         let x_plane = plane * H * W;
         let w_base = (plane % M) * 9u;
         var acc = vec4<f32>(0.0);
@@ -217,7 +241,7 @@ var<workgroup> slice_x: array<array<f32, 64>, 16>;
 
 @compute @workgroup_size(16, 16)
 fn conv_pointwise_blocked(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let C = p[2]; let M = p[5]; let P = p[6] * p[7]; let NP = p[1] * P;
+    let C = p.in_channels; let M = p.out_channels; let P = p.out_height * p.out_width; let NP = p.batch * P;
     let m0 = wid.y * 64u;
     let j0 = (wid.x + wid.z * nwg.x) * 64u;
     let t = lid.y * 16u + lid.x;
@@ -272,7 +296,7 @@ var<workgroup> tile_x: array<array<f32, 16>, 16>;
 
 @compute @workgroup_size(16, 16)
 fn conv_pointwise(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let C = p[2]; let M = p[5]; let P = p[6] * p[7]; let NP = p[1] * P;
+    let C = p.in_channels; let M = p.out_channels; let P = p.out_height * p.out_width; let NP = p.batch * P;
     let col = (wid.x + wid.z * nwg.x) * 16u + lid.x;
     let row = wid.y * 16u + lid.y;
     let x_base = column_base(col, C, P);
@@ -305,7 +329,7 @@ var<workgroup> partial: array<vec4<f32>, 64>;
 
 // Invocation `lane`'s share of the 4 dot products of workgroup `wid` (output row wid.x).
 fn narrow_partial(wid: vec3<u32>, lane: u32) -> vec4<f32> {
-    let C = p[2]; let P = p[6] * p[7]; let NP = p[1] * P;
+    let C = p.in_channels; let P = p.out_height * p.out_width; let NP = p.batch * P;
     let m = wid.x;
     let j0 = wid.y * 4u;
     // Columns past the end read column j0 again and are not written.
@@ -324,10 +348,10 @@ fn narrow_partial(wid: vec3<u32>, lane: u32) -> vec4<f32> {
 
 // Writes column `column` (0-3) of workgroup `wid` from its summed dot product, if it exists.
 fn narrow_store(wid: vec3<u32>, column: u32, sum: f32) {
-    let P = p[6] * p[7]; let NP = p[1] * P;
+    let P = p.out_height * p.out_width; let NP = p.batch * P;
     let j = wid.y * 4u + column;
     if (j < NP) {
-        epilogue(column_output(j, wid.x, p[5], P), wid.x, sum);
+        epilogue(column_output(j, wid.x, p.out_channels, P), wid.x, sum);
     }
 }
 

@@ -1,8 +1,25 @@
 // Matrix family: Gemm and batched MatMul. y[b, i, j] = alpha * sum_k A[b, i, k] B[b, k, j] + beta * C[i, j]
 // with A and B addressed through row/column strides (transposes are strides).
-// p: [0] total, [1] M, [2] N, [3] K, [4] A batch stride, [5] B batch stride, [6] A row stride,
-//    [7] A col stride, [8] B row stride, [9] B col stride, [10] has C, [11] C row stride,
-//    [12] C col stride, [13] alpha, [14] beta
+
+struct GemmParams {
+    total: u32,
+    m: u32,
+    n: u32,
+    k: u32,
+    a_batch_stride: u32,
+    b_batch_stride: u32,
+    a_row_stride: u32,
+    a_col_stride: u32,
+    b_row_stride: u32,
+    b_col_stride: u32,
+    has_c: u32,
+    c_row_stride: u32,
+    c_col_stride: u32,
+    alpha: f32,
+    beta: f32,
+}
+
+@group(0) @binding(0) var<storage, read> p: GemmParams;
 
 @group(0) @binding(1) var<storage, read> a: array<elem>;
 @group(0) @binding(2) var<storage, read> b: array<elem>;
@@ -11,29 +28,29 @@
 
 // Where output i's row of A and column of B start.
 fn gemm_operands(i: u32) -> vec2<u32> {
-    let M = p[1]; let N = p[2];
+    let M = p.m; let N = p.n;
     let col = i % N;
     let row = (i / N) % M;
     let batch = i / (N * M);
-    return vec2<u32>(batch * p[4] + row * p[6], batch * p[5] + col * p[9]);
+    return vec2<u32>(batch * p.a_batch_stride + row * p.a_row_stride, batch * p.b_batch_stride + col * p.b_col_stride);
 }
 
 // Writes output i from its dot product: alpha * acc (+ beta * C).
 fn gemm_store(i: u32, acc: f32) {
-    let N = p[2];
-    var v = pf(13) * acc;
-    if (p[10] != 0u) { v += pf(14) * f32(c[((i / N) % p[1]) * p[11] + (i % N) * p[12]]); }
+    let N = p.n;
+    var v = p.alpha * acc;
+    if (p.has_c != 0u) { v += p.beta * f32(c[((i / N) % p.m) * p.c_row_stride + (i % N) * p.c_col_stride]); }
     y[i] = elem(v);
 }
 
 @compute @workgroup_size(64)
 fn gemm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
-    if (i >= p[0]) { return; }
+    if (i >= p.total) { return; }
     let start = gemm_operands(i);
     var acc = 0.0;
-    for (var k = 0u; k < p[3]; k++) {
-        acc += f32(a[start.x + k * p[7]]) * f32(b[start.y + k * p[8]]);
+    for (var k = 0u; k < p.k; k++) {
+        acc += f32(a[start.x + k * p.a_col_stride]) * f32(b[start.y + k * p.b_row_stride]);
     }
     gemm_store(i, acc);
 }
@@ -48,8 +65,8 @@ var<workgroup> partial: array<f32, 64>;
 fn split_partial(i: u32, lane: u32) -> f32 {
     let start = gemm_operands(i);
     var acc = 0.0;
-    for (var k = lane; k < p[3]; k += 64u) {
-        acc += f32(a[start.x + k * p[7]]) * f32(b[start.y + k * p[8]]);
+    for (var k = lane; k < p.k; k += 64u) {
+        acc += f32(a[start.x + k * p.a_col_stride]) * f32(b[start.y + k * p.b_row_stride]);
     }
     return acc;
 }
@@ -57,7 +74,7 @@ fn split_partial(i: u32, lane: u32) -> f32 {
 @compute @workgroup_size(64)
 fn gemm_split(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = wid.x + wid.y * nwg.x;
-    if (i >= p[0]) { return; }
+    if (i >= p.total) { return; }
     partial[lid.x] = split_partial(i, lid.x);
     workgroupBarrier();
     for (var span = 32u; span > 0u; span /= 2u) {

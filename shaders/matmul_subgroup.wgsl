@@ -15,7 +15,7 @@ fn gemm_split_subgroup(
     @builtin(subgroup_invocation_id) lane_in_subgroup: u32,
 ) {
     let i = wid.x + wid.y * nwg.x;
-    if (i >= p[0]) { return; }
+    if (i >= p.total) { return; }
     let sum = subgroupAdd(split_partial(i, lid.x));
     if (lane_in_subgroup == 0u) { subgroup_sums[subgroup] = sum; }
     workgroupBarrier();

@@ -2,7 +2,8 @@
 
 use bevy::prelude::*;
 
-use crate::gpu::{KernelOptions, RenderInferencePlugin};
+use crate::gpu::KernelOptions;
+use crate::render::RenderInferencePlugin;
 use crate::model::{Model, OnnxLoader, PartitionPlan, PlanLoader};
 use crate::schedule::{receive_results, submit_requests, InferenceSystems, JobQueue, JobResults, StageOutcomes, TopK};
 
@@ -27,6 +28,10 @@ impl Plugin for P2pInferencePlugin {
     fn build(&self, app: &mut App) {
         let (results, results_rx) = crossbeam_channel::unbounded();
         let (jobs, jobs_rx) = crossbeam_channel::unbounded();
+        #[cfg(feature = "fault-injection")]
+        let fault_injection = crate::testing::FaultInjection::default();
+        #[cfg(feature = "fault-injection")]
+        app.insert_resource(fault_injection.clone());
         app.init_asset::<Model>()
             .register_asset_loader(OnnxLoader)
             .init_asset::<PartitionPlan>()
@@ -38,63 +43,13 @@ impl Plugin for P2pInferencePlugin {
             .add_systems(PreUpdate, receive_results.in_set(InferenceSystems::ReceiveResults))
             .add_systems(Last, receive_results.in_set(InferenceSystems::ReceiveResults))
             .add_systems(PostUpdate, submit_requests.in_set(InferenceSystems::SubmitRequests))
-            .add_plugins(RenderInferencePlugin { jobs: jobs_rx, results, kernels: self.kernels });
+            .add_plugins(RenderInferencePlugin {
+                jobs: jobs_rx,
+                results,
+                kernels: self.kernels,
+                #[cfg(feature = "fault-injection")]
+                panic_submission_thread: fault_injection.panic_submission_thread.clone(),
+            });
     }
 }
 
-/// Bevy's default plugins without windowing or input: for servers, tools and tests that only
-/// need the renderer (runs the app loop with no frame pacing).
-pub fn headless_plugins() -> impl PluginGroup {
-    DefaultPlugins.set(WindowPlugin {
-        primary_window: None,
-        exit_condition: bevy::window::ExitCondition::DontExit,
-        ..default()
-    })
-}
-
-/// Why [`update_until_prediction`] returned without a prediction.
-#[derive(Debug, thiserror::Error)]
-pub enum WaitError {
-    /// The request failed.
-    #[error(transparent)]
-    Failed(#[from] crate::InferenceError),
-    /// No result arrived in time.
-    #[error("no result after {0:?}")]
-    Timeout(std::time::Duration),
-}
-
-/// Runs `app.update()` until the request on `entity` has a prediction or fails: for command-line
-/// tools and tests that drive an app by hand. Returns the prediction and the frames it took.
-pub fn update_until_prediction(
-    app: &mut App,
-    entity: Entity,
-    timeout: std::time::Duration,
-) -> Result<(crate::Prediction, u32), WaitError> {
-    update_until_prediction_with(app, entity, timeout, |_| {})
-}
-
-/// [`update_until_prediction`], calling `after_update` after every frame (to report a session's
-/// events as they happen, say).
-pub fn update_until_prediction_with(
-    app: &mut App,
-    entity: Entity,
-    timeout: std::time::Duration,
-    mut after_update: impl FnMut(&mut App),
-) -> Result<(crate::Prediction, u32), WaitError> {
-    let deadline = std::time::Instant::now() + timeout;
-    let mut frames = 0;
-    loop {
-        if let Some(p) = app.world().get::<crate::Prediction>(entity) {
-            return Ok((p.clone(), frames));
-        }
-        if let Some(f) = app.world().get::<crate::InferenceFailed>(entity) {
-            return Err(f.error.clone().into());
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(WaitError::Timeout(timeout));
-        }
-        app.update();
-        after_update(app);
-        frames += 1;
-    }
-}

@@ -4,8 +4,8 @@
 
 use std::time::Instant;
 
-use bevy_p2p_inference::model::plan::TransferDtype;
-use bevy_p2p_inference::model::quant::encode_values;
+use bevy_p2p_inference::tensor::TransferDtype;
+use bevy_p2p_inference::tensor::quant::encode_values;
 use bevy_p2p_inference::net::codec::split_into_chunks;
 use bevy_p2p_inference::net::{decode_frame, encode_frame, Direction, Message, PeerUuid, Reassembler, ReassemblyLimits, RoomKeys, TensorHeader};
 use proptest::prelude::*;

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Starts the signaling server and three peers (a coordinator and two workers), each its own
 # process with its own GPU context, inside a fresh network namespace (WebRTC needs an interface
-# besides loopback; nothing leaves the namespace). The coordinator's JSON summary is the last
-# line printed. Needs root (unshare -n) and iproute2.
+# besides loopback; nothing leaves the namespace). The coordinator prints JSON lines (events,
+# requests); its summary is the last line. Needs root (unshare -n) and iproute2.
 #
-#   tools/p2p_demo.sh [--release] [extra coordinator arguments, e.g. --plan assets/plans/fashion_3_f32.plan.ron --k 1]
+#   tools/p2p_demo.sh [--release] [extra coordinator arguments, e.g. --plan plans/fashion_3_f32.plan.ron --k 1]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=debug
@@ -32,7 +32,7 @@ signaling=$!
 trap 'kill $signaling 2>/dev/null || true' EXIT
 sleep 0.5
 room=ws://127.0.0.1:3536/demo
-plan=assets/plans/fashion_3_int8.plan.ron
+plan=plans/fashion_3_int8.plan.ron
 prev=""
 for arg in "$@"; do
     case "$prev${prev:+ }$arg" in --plan\ *) plan=$arg ;; esac

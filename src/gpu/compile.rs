@@ -5,161 +5,16 @@ use std::collections::{HashMap, HashSet};
 
 use thiserror::Error;
 
+use super::kernel::Kernel;
+use super::program::{Program, Step};
+use super::slots::assign_slots;
+use super::params::{
+    ActivationKernelParams, ActivationParams, BinaryParams, ChannelAffineParams, ConcatCopyParams, ConvParams, GemmParams,
+    GlobalAverageParams, KernelParams, Pool2dParams, SoftmaxParams, MAX_RANK,
+};
 use crate::model::ir::{Activation, Conv2d, Graph, Node, Op};
 use crate::model::shape::{broadcast_strides, infer_shapes, matmul_dims, normalize_axis, Shapes};
 use crate::model::ModelError;
-
-/// A WGSL entry point of one of the kernel families in `shaders/`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Kernel {
-    /// General convolution with fused epilogue.
-    Conv2d,
-    /// General convolution, four output channels per invocation.
-    Conv2dFourChannels,
-    /// Depthwise convolution (one group per channel) with fused epilogue.
-    ConvDepthwise,
-    /// Depthwise 3x3 convolution, dilation 1, column stride 1 or 2: four outputs of a row per
-    /// invocation.
-    ConvDepthwise3x3,
-    /// 1x1 convolution over the whole batch, 16x16 output tiles: mid-sized layers.
-    ConvPointwise,
-    /// 1x1 convolution, 64x64 output tiles with 4x4 outputs per invocation: large layers.
-    ConvPointwiseBlocked,
-    /// 1x1 convolution with at most a few columns, dot products split across a workgroup.
-    ConvPointwiseNarrow,
-    /// Broadcasting Add/Mul.
-    Binary,
-    /// Standalone activation.
-    Activation,
-    /// Per-channel scale and shift.
-    ChannelAffine,
-    /// Global average pooling.
-    GlobalAverage,
-    /// Windowed max/average pooling.
-    Pool2d,
-    /// Gemm and MatMul, one invocation per output.
-    Gemm,
-    /// Gemm and MatMul with few outputs: each output's dot product split across a workgroup.
-    GemmSplit,
-    /// One input's share of a Concat.
-    ConcatCopy,
-    /// Softmax along one axis.
-    Softmax,
-}
-
-impl Kernel {
-    /// Every kernel, for building the pipeline library.
-    pub const ALL: [Kernel; 16] = [
-        Kernel::Conv2d,
-        Kernel::Conv2dFourChannels,
-        Kernel::ConvDepthwise,
-        Kernel::ConvDepthwise3x3,
-        Kernel::ConvPointwise,
-        Kernel::ConvPointwiseBlocked,
-        Kernel::ConvPointwiseNarrow,
-        Kernel::Binary,
-        Kernel::Activation,
-        Kernel::ChannelAffine,
-        Kernel::GlobalAverage,
-        Kernel::Pool2d,
-        Kernel::Gemm,
-        Kernel::GemmSplit,
-        Kernel::ConcatCopy,
-        Kernel::Softmax,
-    ];
-
-    /// The shader family file and the entry point.
-    pub fn entry(self) -> (&'static str, &'static str) {
-        match self {
-            Kernel::Conv2d => ("conv", "conv2d"),
-            Kernel::Conv2dFourChannels => ("conv", "conv2d_four_channels"),
-            Kernel::ConvDepthwise => ("conv", "conv_depthwise"),
-            Kernel::ConvDepthwise3x3 => ("conv", "conv_depthwise_3x3"),
-            Kernel::ConvPointwise => ("conv", "conv_pointwise"),
-            Kernel::ConvPointwiseBlocked => ("conv", "conv_pointwise_blocked"),
-            Kernel::ConvPointwiseNarrow => ("conv", "conv_pointwise_narrow"),
-            Kernel::Binary => ("elementwise", "binary"),
-            Kernel::Activation => ("elementwise", "activation"),
-            Kernel::ChannelAffine => ("elementwise", "channel_affine"),
-            Kernel::GlobalAverage => ("pool", "global_average"),
-            Kernel::Pool2d => ("pool", "pool2d"),
-            Kernel::Gemm => ("matmul", "gemm"),
-            Kernel::GemmSplit => ("matmul", "gemm_split"),
-            Kernel::ConcatCopy => ("layout", "concat_copy"),
-            Kernel::Softmax => ("layout", "softmax"),
-        }
-    }
-
-    /// The entry point of the variant that sums with subgroup operations, for kernels that have
-    /// one (in the same family, compiled in only where the device offers them).
-    pub fn subgroup_entry(self) -> Option<&'static str> {
-        match self {
-            Kernel::ConvPointwiseNarrow => Some("conv_pointwise_narrow_subgroup"),
-            Kernel::GemmSplit => Some("gemm_split_subgroup"),
-            _ => None,
-        }
-    }
-
-    /// How many read-only storage buffers follow the parameters (the output comes after).
-    pub fn input_bindings(self) -> usize {
-        match self {
-            Kernel::Conv2d
-            | Kernel::Conv2dFourChannels
-            | Kernel::ConvDepthwise
-            | Kernel::ConvDepthwise3x3
-            | Kernel::ConvPointwise
-            | Kernel::ConvPointwiseBlocked
-            | Kernel::ConvPointwiseNarrow => 4,
-            Kernel::Binary | Kernel::Activation | Kernel::ChannelAffine | Kernel::Gemm | Kernel::GemmSplit => 3,
-            Kernel::GlobalAverage | Kernel::Pool2d | Kernel::ConcatCopy | Kernel::Softmax => 1,
-        }
-    }
-}
-
-/// What a dispatch binds at an input position.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Operand {
-    /// A pooled activation slot.
-    Slot(usize),
-    /// A resident weight (initializer) by value name.
-    Constant(String),
-    /// Nothing: the kernel does not read this binding for this dispatch.
-    Unused,
-}
-
-/// One kernel dispatch.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Dispatch {
-    /// Which entry point.
-    pub kernel: Kernel,
-    /// The parameter words the kernel reads from binding 0.
-    pub params: Vec<u32>,
-    /// Bindings 1..=n.
-    pub inputs: Vec<Operand>,
-    /// The slot written.
-    pub output: usize,
-    /// Workgroup counts.
-    pub workgroups: [u32; 3],
-}
-
-/// A compiled block: dispatches in order over `slot_sizes.len()` pooled buffers.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Program {
-    /// Dispatches in execution order.
-    pub dispatches: Vec<Dispatch>,
-    /// Size of each pooled slot, in `f32` values.
-    pub slot_sizes: Vec<usize>,
-    /// The slot the input is copied into.
-    pub input_slot: usize,
-    /// The slot holding the output after the last dispatch.
-    pub output_slot: usize,
-    /// Shape of the input.
-    pub input_shape: Vec<usize>,
-    /// Shape of the output.
-    pub output_shape: Vec<usize>,
-    /// Names of the initializers the dispatches read.
-    pub constants: Vec<String>,
-}
 
 /// Why a graph could not be compiled for the GPU.
 #[derive(Debug, Error, Clone, PartialEq)]
@@ -177,8 +32,6 @@ pub enum CompileError {
     },
 }
 
-const MAX_RANK: usize = 6;
-
 /// Workgroups one grid dimension may hold (WebGPU's `maxComputeWorkgroupsPerDimension` default).
 const MAX_GROUPS: usize = 65535;
 
@@ -191,16 +44,6 @@ pub(crate) fn grid_1d(total: usize) -> [u32; 3] {
 
 fn u(v: usize) -> u32 {
     v as u32
-}
-
-/// One kernel call before slot assignment: the kernel, its parameters, its operands by value
-/// name (`None`: an unused binding) and its workgroup grid.
-type KernelCall = (Kernel, Vec<u32>, Vec<Option<String>>, [u32; 3]);
-
-/// One step before slot assignment: either kernel calls producing a value, or an alias.
-enum Step {
-    Compute { calls: Vec<KernelCall>, output: String },
-    Alias { from: String, to: String },
 }
 
 /// Compiles `graph` for an input of shape `input_shape`.
@@ -237,16 +80,16 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
             }
             Op::ChannelAffine => {
                 let inner: usize = out_shape[2..].iter().product();
-                let params = vec![u(total), u(out_shape[1]), u(inner)];
+                let params = KernelParams::ChannelAffine(ChannelAffineParams { total: u(total), channels: u(out_shape[1]), inner: u(inner) });
                 Step::Compute {
                     calls: vec![(Kernel::ChannelAffine, params, vec![value(0), value(1), value(2)], grid_1d(total))],
                     output: node.output.clone(),
                 }
             }
             Op::Activation(a) => {
-                let [code, pa, pb] = a.gpu_encoding();
+                let params = KernelParams::Activation(ActivationKernelParams { total: u(total), activation: (*a).into() });
                 Step::Compute {
-                    calls: vec![(Kernel::Activation, vec![u(total), code, pa, pb], vec![value(0), None, None], grid_1d(total))],
+                    calls: vec![(Kernel::Activation, params, vec![value(0), None, None], grid_1d(total))],
                     output: node.output.clone(),
                 }
             }
@@ -254,13 +97,23 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
                 if out_shape.len() > MAX_RANK {
                     return Err(unsupported(node, format!("rank {} is above {MAX_RANK}", out_shape.len())));
                 }
-                let mut params = vec![u(total), u((node.op == Op::Mul) as usize), u(out_shape.len())];
-                let pad = |v: Vec<usize>| v.into_iter().map(u).chain(std::iter::repeat(1)).take(MAX_RANK);
-                params.extend(pad(out_shape.clone()));
-                for i in 0..2 {
-                    let strides = broadcast_strides(&shapes[&node.inputs[i]], out_shape);
-                    params.extend(strides.into_iter().map(u).chain(std::iter::repeat(0)).take(MAX_RANK));
-                }
+                // Unused dimensions: extent 1, stride 0.
+                let padded = |values: Vec<usize>, fill: u32| -> [u32; MAX_RANK] {
+                    let mut out = [fill; MAX_RANK];
+                    for (slot, v) in out.iter_mut().zip(values) {
+                        *slot = u(v);
+                    }
+                    out
+                };
+                let strides = |i: usize| padded(broadcast_strides(&shapes[&node.inputs[i]], out_shape), 0);
+                let params = KernelParams::Binary(BinaryParams {
+                    total: u(total),
+                    op: u((node.op == Op::Mul) as usize),
+                    rank: u(out_shape.len()),
+                    out_dims: padded(out_shape.clone(), 1),
+                    a_strides: strides(0),
+                    b_strides: strides(1),
+                });
                 Step::Compute {
                     calls: vec![(Kernel::Binary, params, vec![value(0), value(1), None], grid_1d(total))],
                     output: node.output.clone(),
@@ -270,20 +123,37 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
                 let x = &shapes[&node.inputs[0]];
                 let planes = x[0] * x[1];
                 Step::Compute {
-                    calls: vec![(Kernel::GlobalAverage, vec![u(planes), u(x[2..].iter().product())], vec![value(0)], grid_1d(planes))],
+                    calls: vec![(
+                        Kernel::GlobalAverage,
+                        KernelParams::GlobalAverage(GlobalAverageParams { planes: u(planes), plane_size: u(x[2..].iter().product()) }),
+                        vec![value(0)],
+                        grid_1d(planes),
+                    )],
                     output: node.output.clone(),
                 }
             }
             Op::AveragePool(pool) | Op::MaxPool(pool) => {
                 let x = &shapes[&node.inputs[0]];
                 let is_max = matches!(node.op, Op::MaxPool(_));
-                let params = [
-                    total, x[2], x[3], out_shape[2], out_shape[3], pool.kernel[0], pool.kernel[1],
-                    pool.strides[0], pool.strides[1], pool.pads[0], pool.pads[1], pool.pads[2], pool.pads[3],
-                    is_max as usize, pool.count_include_pad as usize,
-                ];
+                let params = KernelParams::Pool2d(Pool2dParams {
+                    total: u(total),
+                    in_height: u(x[2]),
+                    in_width: u(x[3]),
+                    out_height: u(out_shape[2]),
+                    out_width: u(out_shape[3]),
+                    kernel_height: u(pool.kernel[0]),
+                    kernel_width: u(pool.kernel[1]),
+                    stride_y: u(pool.strides[0]),
+                    stride_x: u(pool.strides[1]),
+                    pad_top: u(pool.pads[0]),
+                    pad_left: u(pool.pads[1]),
+                    pad_bottom: u(pool.pads[2]),
+                    pad_right: u(pool.pads[3]),
+                    is_max: u(is_max as usize),
+                    count_include_pad: u(pool.count_include_pad as usize),
+                });
                 Step::Compute {
-                    calls: vec![(Kernel::Pool2d, params.into_iter().map(u).collect(), vec![value(0)], grid_1d(total))],
+                    calls: vec![(Kernel::Pool2d, params, vec![value(0)], grid_1d(total))],
                     output: node.output.clone(),
                 }
             }
@@ -299,7 +169,8 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
                 for input in &node.inputs {
                     let slab: usize = shapes[input][a..].iter().product();
                     let count = outer * slab;
-                    calls.push((Kernel::ConcatCopy, vec![u(count), u(slab), u(out_slab), u(offset)], vec![Some(input.clone())], grid_1d(count)));
+                    let params = KernelParams::ConcatCopy(ConcatCopyParams { total: u(count), input_slab: u(slab), output_slab: u(out_slab), offset: u(offset) });
+                    calls.push((Kernel::ConcatCopy, params, vec![Some(input.clone())], grid_1d(count)));
                     offset += slab;
                 }
                 Step::Compute { calls, output: node.output.clone() }
@@ -317,8 +188,23 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
                     }
                     None => (0, 0, 0),
                 };
-                let mut params: Vec<u32> = [total, m, n, k, 0, 0, a_rs, a_cs, b_rs, b_cs, has_c, c_rs, c_cs].into_iter().map(u).collect();
-                params.extend([alpha.to_bits(), beta.to_bits()]);
+                let params = KernelParams::Gemm(GemmParams {
+                    total: u(total),
+                    m: u(m),
+                    n: u(n),
+                    k: u(k),
+                    a_batch_stride: 0,
+                    b_batch_stride: 0,
+                    a_row_stride: u(a_rs),
+                    a_col_stride: u(a_cs),
+                    b_row_stride: u(b_rs),
+                    b_col_stride: u(b_cs),
+                    has_c: u(has_c),
+                    c_row_stride: u(c_rs),
+                    c_col_stride: u(c_cs),
+                    alpha: *alpha,
+                    beta: *beta,
+                });
                 let (kernel, workgroups) = gemm_kernel(total, k);
                 Step::Compute {
                     calls: vec![(kernel, params, vec![value(0), value(1), node.inputs.get(2).cloned()], workgroups)],
@@ -338,8 +224,23 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
                     }
                 };
                 let (sa, sb) = (stride(a, m * k)?, stride(b, k * n)?);
-                let mut params: Vec<u32> = [total, m, n, k, sa, sb, k, 1, n, 1, 0, 0, 0].into_iter().map(u).collect();
-                params.extend([1f32.to_bits(), 0f32.to_bits()]);
+                let params = KernelParams::Gemm(GemmParams {
+                    total: u(total),
+                    m: u(m),
+                    n: u(n),
+                    k: u(k),
+                    a_batch_stride: u(sa),
+                    b_batch_stride: u(sb),
+                    a_row_stride: u(k),
+                    a_col_stride: 1,
+                    b_row_stride: u(n),
+                    b_col_stride: 1,
+                    has_c: 0,
+                    c_row_stride: 0,
+                    c_col_stride: 0,
+                    alpha: 1.0,
+                    beta: 0.0,
+                });
                 let (kernel, workgroups) = gemm_kernel(total, k);
                 Step::Compute {
                     calls: vec![(kernel, params, vec![value(0), value(1), None], workgroups)],
@@ -351,7 +252,12 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
                 let inner: usize = out_shape[a + 1..].iter().product();
                 let rows = total / out_shape[a];
                 Step::Compute {
-                    calls: vec![(Kernel::Softmax, vec![u(rows), u(out_shape[a]), u(inner)], vec![value(0)], grid_1d(rows))],
+                    calls: vec![(
+                        Kernel::Softmax,
+                        KernelParams::Softmax(SoftmaxParams { rows: u(rows), length: u(out_shape[a]), inner: u(inner) }),
+                        vec![value(0)],
+                        grid_1d(rows),
+                    )],
                     output: node.output.clone(),
                 }
             }
@@ -420,21 +326,33 @@ fn conv_call(
     shapes: &Shapes,
     has_residual: bool,
     activation: Activation,
-) -> (Kernel, Vec<u32>, [u32; 3]) {
+) -> (Kernel, KernelParams, [u32; 3]) {
     let x = &shapes[&node.inputs[0]];
     let w = &shapes[&node.inputs[1]];
     let out = &shapes[&node.output];
     let total: usize = out.iter().product();
-    let [code, pa, pb] = activation.gpu_encoding();
-    let mut params: Vec<u32> = [
-        total, x[0], x[1], x[2], x[3], w[0], out[2], out[3], w[2], w[3], conv.strides[0], conv.strides[1],
-        conv.pads[0], conv.pads[1], conv.dilations[0], conv.dilations[1], conv.groups,
-        node.inputs.len().min(3).saturating_sub(2), has_residual as usize,
-    ]
-    .into_iter()
-    .map(u)
-    .collect();
-    params.extend([code, pa, pb]);
+    let params = KernelParams::Conv(ConvParams {
+        total: u(total),
+        batch: u(x[0]),
+        in_channels: u(x[1]),
+        in_height: u(x[2]),
+        in_width: u(x[3]),
+        out_channels: u(w[0]),
+        out_height: u(out[2]),
+        out_width: u(out[3]),
+        kernel_height: u(w[2]),
+        kernel_width: u(w[3]),
+        stride_y: u(conv.strides[0]),
+        stride_x: u(conv.strides[1]),
+        pad_top: u(conv.pads[0]),
+        pad_left: u(conv.pads[1]),
+        dilation_y: u(conv.dilations[0]),
+        dilation_x: u(conv.dilations[1]),
+        groups: u(conv.groups),
+        has_bias: u(node.inputs.len().min(3).saturating_sub(2)),
+        has_residual: u(has_residual as usize),
+        activation: ActivationParams::from(activation),
+    });
     let pointwise = is_pointwise(conv, w);
     let depthwise = conv.groups > 1 && conv.groups == x[1] && w[0] == conv.groups;
     if pointwise {
@@ -494,103 +412,12 @@ fn pointwise_kernel(columns: usize, rows: usize) -> (Kernel, [u32; 3]) {
     }
 }
 
-/// Gives every value a pooled slot: a slot is reused once the last reader of its value ran.
-fn assign_slots(graph: &Graph, shapes: &Shapes, steps: Vec<Step>) -> Program {
-    // Aliases (Reshape, Flatten) share their source's slot: resolve each value to its root.
-    let mut root: HashMap<String, String> = HashMap::new();
-    let resolve = |root: &HashMap<String, String>, v: &str| root.get(v).cloned().unwrap_or_else(|| v.to_string());
-    let mut last_use: HashMap<String, usize> = HashMap::new();
-    for (i, step) in steps.iter().enumerate() {
-        match step {
-            Step::Alias { from, to } => {
-                let r = resolve(&root, from);
-                last_use.insert(r.clone(), i);
-                root.insert(to.clone(), r);
-            }
-            Step::Compute { calls, .. } => {
-                for name in calls.iter().flat_map(|c| c.2.iter().flatten()) {
-                    last_use.insert(resolve(&root, name), i);
-                }
-            }
-        }
-    }
-    let output_root = resolve(&root, &graph.output);
-    last_use.insert(output_root.clone(), usize::MAX);
-
-    let size_of = |v: &str| shapes[v].iter().product::<usize>().max(1);
-    let mut slot_sizes = vec![size_of(&graph.input.name)];
-    let mut slot_of: HashMap<String, usize> = HashMap::from([(graph.input.name.clone(), 0)]);
-    let mut free: Vec<usize> = Vec::new();
-    let mut constants: Vec<String> = Vec::new();
-    let mut dispatches = Vec::new();
-    for (i, step) in steps.into_iter().enumerate() {
-        let Step::Compute { calls, output } = step else { continue };
-        let need = size_of(&output);
-        // The smallest free slot that fits, else the largest free one (grown to fit).
-        let best = (0..free.len())
-            .filter(|&pos| slot_sizes[free[pos]] >= need)
-            .min_by_key(|&pos| slot_sizes[free[pos]])
-            .or_else(|| (0..free.len()).max_by_key(|&pos| slot_sizes[free[pos]]));
-        let slot = match best {
-            Some(pos) => {
-                let s = free.swap_remove(pos);
-                slot_sizes[s] = slot_sizes[s].max(need);
-                s
-            }
-            None => {
-                slot_sizes.push(need);
-                slot_sizes.len() - 1
-            }
-        };
-        slot_of.insert(output.clone(), slot);
-        for (kernel, params, operands, workgroups) in calls {
-            let inputs = operands
-                .into_iter()
-                .map(|o| match o {
-                    None => Operand::Unused,
-                    Some(name) if graph.initializers.contains_key(&name) => {
-                        if !constants.contains(&name) {
-                            constants.push(name.clone());
-                        }
-                        Operand::Constant(name)
-                    }
-                    Some(name) => Operand::Slot(slot_of[&resolve(&root, &name)]),
-                })
-                .collect();
-            dispatches.push(Dispatch { kernel, params, inputs, output: slot, workgroups });
-        }
-        // Release the slots whose values are read for the last time by this step.
-        let mut released: Vec<String> = slot_of
-            .keys()
-            .filter(|v| last_use.get(*v).is_none_or(|&l| l <= i) && **v != output)
-            .cloned()
-            .collect();
-        if !last_use.contains_key(&output) {
-            released.push(output.clone());
-        }
-        for v in released {
-            let s = slot_of.remove(&v).expect("listed");
-            if !slot_of.values().any(|&o| o == s) {
-                free.push(s);
-            }
-        }
-    }
-    Program {
-        dispatches,
-        output_slot: slot_of.get(&output_root).copied().unwrap_or(0),
-        slot_sizes,
-        input_slot: 0,
-        input_shape: shapes[&graph.input.name].clone(),
-        output_shape: shapes[&graph.output].clone(),
-        constants,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
 
     use super::*;
+    use crate::gpu::program::Operand;
     use crate::model::ir::{GraphInput, Node};
     use crate::tensor::Tensor;
 
@@ -625,8 +452,9 @@ mod tests {
         let first = &program.dispatches[0];
         assert_eq!(first.kernel, Kernel::ConvPointwise);
         assert_eq!(first.inputs[3], Operand::Slot(program.input_slot), "residual reads the input");
-        assert_eq!(first.params[18], 1, "has residual");
-        assert_eq!(first.params[19], 1, "relu");
+        let KernelParams::Conv(params) = first.params else { panic!("a convolution's parameters: {:?}", first.params) };
+        assert_eq!(params.has_residual, 1, "has residual");
+        assert_eq!(params.activation, ActivationParams { code: 1, a: 0.0, b: 0.0 }, "relu");
         assert_eq!(program.dispatches[1].kernel, Kernel::Conv2dFourChannels, "4 output channels: one invocation each");
         assert_eq!(program.output_shape, vec![2, 36]);
     }

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use thiserror::Error;
 use wgpu::util::DeviceExt;
 
-use super::compile::{compile, grid_1d, CompileError, Operand, Program};
+use super::compile::{compile, grid_1d, CompileError};
+use super::program::{Operand, Program};
 use super::library::{CastPipelines, KernelLibrary, PipelineAndLayout};
+use super::params::CastParams;
 use super::precision::StoragePrecision;
 use crate::model::ir::Graph;
 use crate::tensor::Tensor;
@@ -276,7 +278,8 @@ struct CastDispatch {
 
 impl CastDispatch {
     fn new(device: &wgpu::Device, (pipeline, layout): &PipelineAndLayout, values: usize, source: &wgpu::Buffer, destination: &wgpu::Buffer) -> Self {
-        let bind_group = dispatch_bind_group(device, layout, "cast", &[values as u32], &[source, destination]);
+        let params = CastParams { values: values as u32 };
+        let bind_group = dispatch_bind_group(device, layout, "cast", bytemuck::bytes_of(&params), &[source, destination]);
         Self { pipeline: pipeline.clone(), bind_group, workgroups: grid_1d(values) }
     }
 
@@ -337,7 +340,7 @@ impl Part {
                 .collect();
             buffers.push(&slots[dispatch.output]);
             let layout = &library.pipelines[&dispatch.kernel].1;
-            bind_groups.push(dispatch_bind_group(device, layout, "dispatch", &dispatch.params, &buffers));
+            bind_groups.push(dispatch_bind_group(device, layout, "dispatch", dispatch.params.bytes(), &buffers));
         }
         let boundary = library.casts.as_ref().map(|casts| Boundary::new(device, casts, &program, &slots)).transpose()?;
         Ok(Self { program, slots, bind_groups, boundary, _weights: weights })
@@ -409,11 +412,12 @@ fn storage_buffer(device: &wgpu::Device, label: &str, bytes: u64, usage: wgpu::B
     Ok(device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage: wgpu::BufferUsages::STORAGE | usage, mapped_at_creation: false }))
 }
 
-/// The bind group of one dispatch: a buffer holding `params` at binding 0, then `buffers`.
-fn dispatch_bind_group(device: &wgpu::Device, layout: &wgpu::BindGroupLayout, label: &str, params: &[u32], buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+/// The bind group of one dispatch: a buffer holding `params` (a parameter struct's bytes) at
+/// binding 0, then `buffers`.
+fn dispatch_bind_group(device: &wgpu::Device, layout: &wgpu::BindGroupLayout, label: &str, params: &[u8], buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
     let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
         label: Some(label),
-        contents: bytemuck::cast_slice(params),
+        contents: params,
         usage: wgpu::BufferUsages::STORAGE,
     });
     let entries: Vec<_> = std::iter::once(&params)

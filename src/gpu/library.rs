@@ -1,35 +1,25 @@
 //! The kernel library: every shader family in `shaders/` compiled once per device, with the
 //! options that choose the variants (subgroup operations, storage precision, naga's runtime
 //! checks), and the pipelines and bind group layouts blocks dispatch with.
+//!
+//! Kernels are raw wgpu compute pipelines, not Bevy's `PipelineCache` with `embedded_asset!`
+//! shaders, for three reasons. The engine runs without Bevy (tools, tests, benchmarks use it on
+//! a bare `wgpu::Device`). Its modules are compiled with `create_shader_module_trusted`, which
+//! turns naga's loop guards and (on Vulkan) bounds checks off: a quarter of MobileNetV2's GPU
+//! time on an H100 (BENCHMARKS.md); `PipelineCache` offers no such switch. And a pipeline must be
+//! ready in the frame its first request is recorded, where `PipelineCache` compiles
+//! asynchronously over later frames.
 
 use std::collections::HashMap;
 
-use super::compile::Kernel;
+use super::kernel::Kernel;
 use super::precision::StoragePrecision;
 
-const COMMON: &str = include_str!("../../shaders/common.wgsl");
+/// Prepended to every family: the invocation index and the activations.
+pub(super) const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
-const CAST: &str = include_str!("../../shaders/cast.wgsl");
-
-fn family_source(family: &str) -> &'static str {
-    match family {
-        "conv" => include_str!("../../shaders/conv.wgsl"),
-        "elementwise" => include_str!("../../shaders/elementwise.wgsl"),
-        "pool" => include_str!("../../shaders/pool.wgsl"),
-        "matmul" => include_str!("../../shaders/matmul.wgsl"),
-        "layout" => include_str!("../../shaders/layout.wgsl"),
-        other => unreachable!("no shader family '{other}'"),
-    }
-}
-
-/// The subgroup variants of a family's kernels, appended to it where the device offers them.
-fn family_subgroup_source(family: &str) -> &'static str {
-    match family {
-        "conv" => include_str!("../../shaders/conv_subgroup.wgsl"),
-        "matmul" => include_str!("../../shaders/matmul_subgroup.wgsl"),
-        _ => "",
-    }
-}
+/// The conversions at a half-precision block's edges.
+pub(super) const CAST: &str = include_str!("../../shaders/cast.wgsl");
 
 /// Which kernels a [`KernelLibrary`] builds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,9 +100,9 @@ impl KernelLibrary {
             let (family, entry) = kernel.entry();
             let entry = kernel.subgroup_entry().filter(|_| subgroups).unwrap_or(entry);
             let module = modules.entry(family).or_insert_with(|| {
-                let variants = if subgroups { family_subgroup_source(family) } else { "" };
-                let source = format!("{prelude}{COMMON}\n{}\n{variants}", family_source(family));
-                shader_module(device, checks, family, source)
+                let variants = if subgroups { family.subgroup_source() } else { "" };
+                let source = format!("{prelude}{COMMON}\n{}\n{variants}", family.source());
+                shader_module(device, checks, family.label(), source)
             });
             pipelines.insert(kernel, build_pipeline(device, module, entry, kernel.input_bindings() as u32));
         }

@@ -1,20 +1,23 @@
-//! GPU execution: the block compiler (graph → dispatch list), the kernel library built from
-//! `shaders/`, resident weights and pooled buffers, and the render-world systems.
+//! The GPU engine, usable without Bevy: the block compiler (graph → dispatch list: lowering,
+//! fusion, slot allocation), the kernel library built from `shaders/`, resident weights, blocks
+//! over pooled buffers, timing, and a blocking host API for tools, tests and benchmarks. The Bevy
+//! integration lives in the `render` module.
 
 pub mod compile;
 mod engine;
+pub mod kernel;
 mod library;
+pub mod params;
 mod precision;
-mod readback;
-mod render;
-mod submission;
+mod program;
+mod slots;
 mod timing;
-#[cfg(not(target_arch = "wasm32"))]
-mod worker;
 
-pub use compile::{compile, CompileError, Kernel, Program};
+pub use compile::{compile, CompileError};
+pub use program::{Dispatch, Operand, Program};
+pub use kernel::{Kernel, KernelFamily};
+pub use params::KernelParams;
 pub use engine::{read_mapped, request_device, run_blocking, GpuBlock, GpuError, ResidentWeights};
 pub use library::{KernelLibrary, KernelOptions};
 pub use precision::StoragePrecision;
-pub(crate) use render::RenderInferencePlugin;
 pub use timing::{gpu_time, profile_dispatches, DispatchTime, TimingError};

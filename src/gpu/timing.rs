@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use super::compile::Kernel;
+use super::kernel::Kernel;
 use super::engine::{map_blocking, GpuBlock};
 use super::library::KernelLibrary;
 use crate::tensor::Tensor;

@@ -56,19 +56,6 @@ impl Activation {
         }
     }
 
-    /// The activation's code and two parameters as the WGSL kernels read them.
-    pub fn gpu_encoding(self) -> [u32; 3] {
-        let (code, a, b) = match self {
-            Activation::Identity => (0, 0.0, 0.0),
-            Activation::Relu => (1, 0.0, 0.0),
-            Activation::Clip { min, max } => (2, min, max),
-            Activation::LeakyRelu { alpha } => (3, alpha, 0.0),
-            Activation::Sigmoid => (4, 0.0, 0.0),
-            Activation::HardSigmoid { alpha, beta } => (5, alpha, beta),
-            Activation::HardSwish => (6, 0.0, 0.0),
-        };
-        [code, f32::to_bits(a), f32::to_bits(b)]
-    }
 }
 
 /// Attributes of a 2-D convolution (inputs: x `[N,C,H,W]`, weight `[M,C/groups,kH,kW]`, bias `[M]`).

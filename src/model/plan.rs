@@ -10,31 +10,10 @@ use thiserror::Error;
 use super::cost::{node_flops, value_bytes};
 use super::ir::{Graph, GraphInput};
 use super::shape::{infer_shapes, Shapes};
+use crate::tensor::TransferDtype;
 
 /// The plan format version this crate reads and writes.
 pub const PLAN_VERSION: u32 = 1;
-
-/// How a cut's activation is encoded on the wire.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TransferDtype {
-    /// 4 bytes per value, bit-exact.
-    F32,
-    /// 2 bytes per value (IEEE half precision).
-    F16,
-    /// 1 byte per value, with a per-tensor scale and zero point computed when sent.
-    Int8,
-}
-
-impl TransferDtype {
-    /// Bytes per value on the wire.
-    pub fn bytes_per_value(self) -> usize {
-        match self {
-            TransferDtype::F32 => 4,
-            TransferDtype::F16 => 2,
-            TransferDtype::Int8 => 1,
-        }
-    }
-}
 
 /// One stage of a plan: the nodes from `first` to `last` (inclusive, by ONNX node name).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -9,8 +9,8 @@
 use thiserror::Error;
 
 use super::auth::{CapabilityToken, PeerUuid, Permissions, RoomKeys};
-use crate::model::plan::TransferDtype;
-use crate::model::quant::QuantParams;
+use crate::tensor::TransferDtype;
+use crate::tensor::quant::QuantParams;
 
 /// The protocol version written in every frame and in the handshake.
 pub const PROTOCOL_VERSION: u8 = 1;

@@ -1,10 +1,14 @@
-//! The network layer: keys and tokens, the wire codec, reassembly of chunked tensors, latency
-//! statistics, and (feature `p2p`) the session over a matchbox WebRTC socket. Apart from the
-//! session's Bevy resource, nothing here knows about ECS.
+//! The network layer, sans IO apart from one adapter: keys and tokens, the wire codec,
+//! reassembly of chunked tensors, latency statistics, the per-peer link state machine
+//! ([`Links`]), and (feature `p2p`) [`session::PeerSession`], which connects the links to a
+//! matchbox WebRTC socket. Nothing here knows about ECS; within the crate it builds on `tensor`
+//! alone.
 
 pub mod auth;
 pub mod codec;
 pub mod latency;
+mod link_events;
+pub mod links;
 pub mod reassembly;
 #[cfg(feature = "p2p")]
 pub mod session;
@@ -12,4 +16,5 @@ pub mod session;
 pub use auth::{CapabilityToken, PeerUuid, Permissions, RoomKeys};
 pub use codec::{decode_frame, encode_frame, Capabilities, Direction, FrameError, Hello, Message, ReplayGuard, TensorChunk, TensorHeader};
 pub use latency::RttStats;
+pub use links::{HandshakeError, LinkSettings, LinkState, Links, LostReason, OutgoingFrame, PeerLink, ReconnectPolicy, RejectReason, SendError, SessionEvent};
 pub use reassembly::{ChunkError, Reassembler, ReassemblyLimits, ReceivedTensor};

@@ -9,7 +9,7 @@ use thiserror::Error;
 
 use super::auth::PeerUuid;
 use super::codec::{Direction, TensorChunk, TensorHeader};
-use crate::model::quant::{decode_values, DecodeValuesError};
+use crate::tensor::quant::{decode_values, DecodeValuesError};
 use crate::tensor::{SharedTensor, Tensor};
 
 /// Bounds that keep a peer from exhausting another's memory.
@@ -201,8 +201,8 @@ impl Reassembler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::plan::TransferDtype;
-    use crate::model::quant::{encode_values, QuantParams};
+    use crate::tensor::TransferDtype;
+    use crate::tensor::quant::{encode_values, QuantParams};
     use crate::net::codec::{split_into_chunks, MAX_CHUNK_PAYLOAD};
 
     const P: PeerUuid = PeerUuid([1; 16]);

@@ -87,7 +87,8 @@ mod peers {
     use bevy::prelude::*;
 
     use super::{PeerRow, PeerRows};
-    use crate::net::session::{LinkState, PeerSession};
+    use crate::net::session::PeerSession;
+    use crate::net::LinkState;
     use crate::net::Permissions;
     use crate::schedule::distributed::Distributed;
     use crate::schedule::pipeline::Executor;

@@ -5,18 +5,18 @@
 pub mod distributed;
 pub mod pipeline;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bevy::platform::time::Instant;
 
-use bevy::asset::{AssetId, LoadState};
+use bevy::asset::LoadState;
 use bevy::prelude::*;
 use crossbeam_channel::{Receiver, Sender};
 use thiserror::Error;
 
 use crate::gpu::GpuError;
-use crate::model::ir::Graph;
+pub(crate) use crate::job::{JobOutcome, JobTag, StageJob};
+use crate::job::JobError;
 use crate::model::Model;
 use crate::tensor::Tensor;
 
@@ -57,8 +57,9 @@ pub struct Prediction {
     pub handover: Option<Duration>,
 }
 
-/// Triggered when a [`Prediction`] is ready.
-#[derive(Event, Clone, Debug)]
+/// Triggered on the request's entity when its [`Prediction`] is ready: observe it on the entity
+/// (`commands.spawn(request).observe(|ready: On<PredictionReady>| ..)`) or globally.
+#[derive(EntityEvent, Clone, Debug)]
 pub struct PredictionReady {
     /// The request's entity.
     pub entity: Entity,
@@ -75,10 +76,22 @@ pub enum InferenceError {
     /// The GPU could not run the model on this input (wrong shape, limits, readback).
     #[error(transparent)]
     Gpu(#[from] GpuError),
+    /// The render side's submission thread died while it held the request.
+    #[error("the submission thread stopped while it held the request: {0}")]
+    SubmissionThreadLost(String),
 }
 
-/// Triggered when a request fails; the error is also added to the entity as [`InferenceFailed`].
-#[derive(Event, Component, Clone, Debug)]
+impl From<JobError> for InferenceError {
+    fn from(error: JobError) -> Self {
+        match error {
+            JobError::Gpu(error) => InferenceError::Gpu(error),
+            JobError::SubmissionThreadLost(reason) => InferenceError::SubmissionThreadLost(reason),
+        }
+    }
+}
+
+/// Triggered on the request's entity when it fails; also added to the entity as a component.
+#[derive(EntityEvent, Component, Clone, Debug)]
 pub struct InferenceFailed {
     /// The request's entity.
     pub entity: Entity,
@@ -110,47 +123,13 @@ pub enum InferenceSystems {
     /// [`PredictionReady`] triggers), so that one the GPU finished during a frame is in the ECS
     /// before that frame ends.
     ReceiveResults,
-}
-
-/// What a job is for, so that its outcome reaches the right place.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum JobTag {
-    /// A whole request run on this peer (its entity holds the [`InferenceRequest`]).
-    Request,
-    /// A stage of a request this peer coordinates.
-    #[cfg(feature = "p2p")]
-    PipelineStage { request: u64, stage: usize },
-    /// A stage run for another peer.
-    #[cfg(feature = "p2p")]
-    RemoteStage { from: crate::net::PeerUuid, request: u64, stage: u16 },
-    /// The calibration run measured before joining a session.
-    #[cfg(feature = "p2p")]
-    Calibration,
-}
-
-/// One block of one request, to be run by the render world.
-#[derive(Clone, Debug)]
-pub(crate) struct StageJob {
-    pub tag: JobTag,
-    pub entity: Entity,
-    pub model: AssetId<Model>,
-    pub graph: Arc<Graph>,
-    pub input: Tensor,
-    pub started: Instant,
-}
-
-/// What the render world sends back for a job.
-pub(crate) struct JobOutcome {
-    pub tag: JobTag,
-    pub entity: Entity,
-    pub started: Instant,
-    /// When the result was read back (or the job failed) in the render world.
-    pub finished: Instant,
-    pub result: Result<Tensor, GpuError>,
+    /// In `PreUpdate`, after [`Self::ReceiveResults`]: the peer session's systems (feature
+    /// `p2p`): stage results, the socket, the pipeline of split requests.
+    Session,
 }
 
 /// Sends jobs to the render side, which starts them without waiting for the frame's extract
-/// where their block has commands recorded (see `gpu::worker`).
+/// where their block has commands recorded (see `crate::render`).
 #[derive(Resource)]
 pub(crate) struct JobQueue(pub Sender<StageJob>);
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use bevy::prelude::*;
 use bevy_p2p_inference::model::run_reference;
 use bevy_p2p_inference::prelude::*;
+use bevy_p2p_inference::testing::FaultInjection;
 use bevy_p2p_inference::{headless_plugins, update_until_prediction, InferenceError, InferenceSystems, WaitError};
 
 use crate::support::*;
@@ -233,4 +234,42 @@ fn a_model_asset_replaced_by_another_of_the_same_shape_predicts_with_the_new_wei
         }
         references.push(reference);
     }
+}
+
+#[test]
+fn when_the_submission_thread_dies_its_job_fails_and_later_requests_are_still_predicted() {
+    let mut app = app();
+    let model: Handle<Model> = app.world().resource::<AssetServer>().load("models/fashion_mobilenetv2.onnx");
+    let (inputs, want) = (fixture("fashion_input.npy"), fixture("fashion_ort.npy"));
+    let first = app.world_mut().spawn(InferenceRequest::new(model.clone(), batch_row(&inputs, 0))).id();
+    update_until_prediction(&mut app, first, TIMEOUT).unwrap();
+    app.world().resource::<FaultInjection>().panic_submission_thread();
+    let doomed = app.world_mut().spawn(InferenceRequest::new(model.clone(), batch_row(&inputs, 1))).id();
+    let error = update_until_prediction(&mut app, doomed, TIMEOUT).expect_err("the job the thread held fails");
+    assert!(matches!(error, WaitError::Failed(InferenceError::SubmissionThreadLost(_))), "{error:?}");
+    // The render world notices and records every later request itself.
+    for (i, row) in [2, 3].into_iter().enumerate() {
+        let entity = app.world_mut().spawn(InferenceRequest::new(model.clone(), batch_row(&inputs, row))).id();
+        let (prediction, _) = update_until_prediction(&mut app, entity, TIMEOUT).unwrap_or_else(|e| panic!("request {i} after the thread died: {e}"));
+        assert!(relative_error(&prediction.output, &batch_row(&want, row)) <= 1e-4);
+    }
+}
+
+/// Counts the predictions an entity observer saw.
+#[derive(Resource, Default)]
+struct ObservedOnEntity(Vec<(Entity, usize)>);
+
+#[test]
+fn an_observer_on_the_request_entity_sees_its_prediction() {
+    let mut app = app();
+    app.init_resource::<ObservedOnEntity>();
+    let model: Handle<Model> = app.world().resource::<AssetServer>().load("models/fashion_mobilenetv2.onnx");
+    let input = batch_row(&fixture("fashion_input.npy"), 0);
+    let entity = app
+        .world_mut()
+        .spawn(InferenceRequest::new(model, input))
+        .observe(|ready: On<PredictionReady>, mut seen: ResMut<ObservedOnEntity>| seen.0.push((ready.entity, ready.prediction.top_k[0].0)))
+        .id();
+    let (prediction, _) = update_until_prediction(&mut app, entity, TIMEOUT).unwrap();
+    assert_eq!(app.world().resource::<ObservedOnEntity>().0, vec![(entity, prediction.top_k[0].0)]);
 }

@@ -1,8 +1,9 @@
 //! A model cut by a partition plan and run stage after stage gives what the whole model gives:
 //! bit-identical with f32 cuts, the same top-1 through int8 cuts.
 
-use bevy_p2p_inference::model::plan::{propose_plan, TransferDtype};
-use bevy_p2p_inference::model::quant::{decode_values, encode_values};
+use bevy_p2p_inference::model::plan::propose_plan;
+use bevy_p2p_inference::tensor::TransferDtype;
+use bevy_p2p_inference::tensor::quant::{decode_values, encode_values};
 use bevy_p2p_inference::model::{import_onnx, PartitionPlan, PlanError};
 use bevy_p2p_inference::Tensor;
 

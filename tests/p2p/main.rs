@@ -12,17 +12,32 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use netns::{examples_dir, in_namespace, Serial};
+use serde_json::Value;
 
 const ROOM: &str = "ws://127.0.0.1:3536/test";
 const KEY: &str = "test-room-key";
-const F32_PLAN: &str = "assets/plans/fashion_3_f32.plan.ron";
-const INT8_PLAN: &str = "assets/plans/fashion_3_int8.plan.ron";
+const F32_PLAN: &str = "plans/fashion_3_f32.plan.ron";
+const INT8_PLAN: &str = "plans/fashion_3_int8.plan.ron";
 
 /// One line of a child's output, with when it arrived.
 struct Line {
     text: String,
     at: Instant,
     stderr: bool,
+}
+
+impl Line {
+    /// The event a JSON line of standard output reports (`None` for anything else).
+    fn event(&self) -> Option<Value> {
+        if self.stderr {
+            return None;
+        }
+        serde_json::from_str::<Value>(&self.text).ok().filter(|v| v.get("event").is_some())
+    }
+
+    fn is_event(&self, kind: &str) -> bool {
+        self.event().is_some_and(|e| e["event"] == kind)
+    }
 }
 
 /// A spawned example whose stdout and stderr lines are collected as they arrive.
@@ -85,8 +100,8 @@ impl Process {
         None
     }
 
-    /// Waits for the process to exit and returns all of its stdout and stderr.
-    fn finish(mut self, timeout: Duration) -> (String, String) {
+    /// Waits for the process to exit and returns the events it printed and its stderr.
+    fn finish(mut self, timeout: Duration) -> (Vec<Value>, String) {
         let deadline = Instant::now() + timeout;
         loop {
             if self.child.try_wait().expect("wait").is_some() {
@@ -100,8 +115,9 @@ impl Process {
         }
         thread::sleep(Duration::from_millis(200));
         self.seen.extend(self.lines.try_iter());
-        let join = |err: bool| self.seen.iter().filter(|l| l.stderr == err).map(|l| l.text.as_str()).collect::<Vec<_>>().join("\n");
-        (join(false), join(true))
+        let events = self.seen.iter().filter_map(Line::event).collect();
+        let stderr = self.seen.iter().filter(|l| l.stderr).map(|l| l.text.as_str()).collect::<Vec<_>>().join("\n");
+        (events, stderr)
     }
 
     fn kill(&mut self) {
@@ -117,19 +133,19 @@ impl Drop for Process {
     }
 }
 
-/// The value of `"key":N` in a JSON line.
-fn json_number(line: &str, key: &str) -> f64 {
-    let start = line.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("no {key} in {line}")) + key.len() + 3;
-    line[start..].split([',', '}']).next().unwrap().parse().unwrap()
+/// The events of one kind, in order.
+fn events_of<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event"] == kind).collect()
 }
 
-fn summary(stdout: &str, stderr: &str) -> String {
-    stdout
-        .lines()
-        .last()
-        .filter(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("the coordinator printed no summary\nstdout:\n{stdout}\nstderr:\n{stderr}"))
-        .to_string()
+/// The coordinator's summary: its last event.
+fn summary<'a>(events: &'a [Value], stderr: &str) -> &'a Value {
+    events.last().filter(|e| e["event"] == "summary").unwrap_or_else(|| panic!("the coordinator printed no summary\nevents: {events:?}\nstderr:\n{stderr}"))
+}
+
+/// Whether a peer's messages were dropped for failing authentication.
+fn rejected_for_bad_mac(events: &[Value]) -> bool {
+    events_of(events, "rejected").iter().any(|e| e["reason"] == "bad_mac")
 }
 
 fn signaling() -> Process {
@@ -145,14 +161,16 @@ fn three_peers_with_f32_cuts_give_bit_identical_results_to_a_single_peer() {
         let _server = signaling();
         let _w1 = Process::worker(KEY, F32_PLAN, "150", &[]);
         let _w2 = Process::worker(KEY, F32_PLAN, "150", &[]);
-        let (out, err) = Process::coordinator(F32_PLAN, "2", &[]).finish(Duration::from_secs(170));
-        let json = summary(&out, &err);
-        assert_eq!(json_number(&json, "requests"), 20.0, "{json}");
-        assert_eq!(json_number(&json, "matches_single_peer"), 20.0, "{json}\n{out}");
-        assert_eq!(json_number(&json, "lost"), 0.0, "{json}");
-        let remote_stages = out.lines().filter(|l| l.contains("1 on peer") && l.contains("2 on peer")).count();
-        assert_eq!(remote_stages, 20, "every request ran stages 1 and 2 on the workers:\n{out}");
-        assert!(json_number(&json, "bytes_per_request") > 0.0);
+        let (events, err) = Process::coordinator(F32_PLAN, "2", &[]).finish(Duration::from_secs(170));
+        let json = summary(&events, &err);
+        assert_eq!(json["requests"], 20, "{json}");
+        assert_eq!(json["matches_single_peer"], 20, "{json}\n{events:?}");
+        assert_eq!(json["lost"], 0, "{json}");
+        let requests = events_of(&events, "request");
+        let remote = |r: &Value, stage: u64| r["stages"].as_array().is_some_and(|s| s.iter().any(|s| s["stage"] == stage && s["remote"] == true));
+        let remote_stages = requests.iter().filter(|r| remote(r, 1) && remote(r, 2)).count();
+        assert_eq!(remote_stages, 20, "every request ran stages 1 and 2 on the workers:\n{requests:?}");
+        assert!(json["bytes_per_request"].as_u64() > Some(0));
     });
 }
 
@@ -163,12 +181,13 @@ fn a_tampered_chunk_is_rejected_and_the_request_still_completes() {
         let _server = signaling();
         let _w1 = Process::worker(KEY, INT8_PLAN, "150", &["--tamper-once"]);
         let _w2 = Process::worker(KEY, INT8_PLAN, "150", &["--tamper-once"]);
-        let (out, err) = Process::coordinator(INT8_PLAN, "1", &[]).finish(Duration::from_secs(170));
-        let json = summary(&out, &err);
-        assert!(err.contains("BadMac"), "the corrupted frame was not reported as failing authentication:\n{err}");
-        assert_eq!(json_number(&json, "lost"), 0.0, "{json}");
-        assert_eq!(json_number(&json, "matches_single_peer"), 10.0, "int8 cuts keep every top-1: {json}\n{out}");
-        assert!(out.lines().any(|l| l.contains("reruns 1") || l.contains("reruns 2")), "no request was re-run:\n{out}");
+        let (events, err) = Process::coordinator(INT8_PLAN, "1", &[]).finish(Duration::from_secs(170));
+        let json = summary(&events, &err);
+        assert!(rejected_for_bad_mac(&events), "the corrupted frame was not reported as failing authentication:\n{events:?}");
+        assert_eq!(json["lost"], 0, "{json}");
+        assert_eq!(json["matches_single_peer"], 10, "int8 cuts keep every top-1: {json}\n{events:?}");
+        let reruns: Vec<u64> = events_of(&events, "request").iter().filter_map(|r| r["reruns"].as_u64()).collect();
+        assert!(reruns.iter().any(|&n| n == 1 || n == 2), "no request was re-run: {reruns:?}");
     });
 }
 
@@ -181,19 +200,19 @@ fn a_peer_with_the_wrong_room_key_never_runs_a_stage() {
         let _w1 = Process::worker(KEY, INT8_PLAN, "150", &[]);
         let _w2 = Process::worker(KEY, INT8_PLAN, "150", &[]);
         // The intruder is in the room once it sees (and rejects) the workers' frames.
-        let joined = intruder.wait_for_line(Duration::from_secs(60), |l| l.text.contains("BadMac"));
+        let joined = intruder.wait_for_line(Duration::from_secs(60), |l| l.is_event("rejected") && l.event().is_some_and(|e| e["reason"] == "bad_mac"));
         assert!(joined.is_some(), "the intruder never met the workers");
         // The coordinator starts only once the intruder is connected too, so that its frames
         // reach the coordinator however slowly the links come up.
-        let (out, err) = Process::coordinator(INT8_PLAN, "2", &["--room-size", "3"]).finish(Duration::from_secs(170));
-        let json = summary(&out, &err);
-        assert_eq!(json_number(&json, "lost"), 0.0, "{json}");
-        assert_eq!(json_number(&json, "matches_single_peer"), 20.0, "{json}");
-        assert!(err.contains("BadMac"), "the intruder's frames were not rejected by the coordinator:\n{err}");
-        let (intruder_out, intruder_err) = intruder.finish(Duration::from_secs(60));
-        let report = intruder_out.lines().last().unwrap_or_else(|| panic!("intruder printed nothing:\n{intruder_err}"));
-        assert_eq!(json_number(report, "stages_served"), 0.0, "{report}");
-        assert!(json_number(report, "rejected") > 0.0, "the intruder accepted frames from the room: {report}");
+        let (events, err) = Process::coordinator(INT8_PLAN, "2", &["--room-size", "3"]).finish(Duration::from_secs(170));
+        let json = summary(&events, &err);
+        assert_eq!(json["lost"], 0, "{json}");
+        assert_eq!(json["matches_single_peer"], 20, "{json}");
+        assert!(rejected_for_bad_mac(&events), "the intruder's frames were not rejected by the coordinator:\n{events:?}");
+        let (intruder_events, intruder_err) = intruder.finish(Duration::from_secs(60));
+        let report = intruder_events.last().filter(|e| e["event"] == "worker_summary").unwrap_or_else(|| panic!("intruder printed no summary:\n{intruder_err}"));
+        assert_eq!(report["stages_served"], 0, "{report}");
+        assert!(report["rejected"].as_u64() > Some(0), "the intruder accepted frames from the room: {report}");
     });
 }
 
@@ -205,20 +224,20 @@ fn a_killed_worker_is_declared_lost_within_a_second_and_no_request_is_lost() {
         let mut victim = Process::worker(KEY, INT8_PLAN, "150", &[]);
         let _w2 = Process::worker(KEY, INT8_PLAN, "150", &[]);
         let mut coordinator = Process::coordinator(INT8_PLAN, "4", &[]);
-        let started = coordinator.wait_for_line(Duration::from_secs(120), |l| !l.stderr && l.text.starts_with("request ")).is_some();
+        let started = coordinator.wait_for_line(Duration::from_secs(120), |l| l.is_event("request")).is_some();
         assert!(started, "no request finished before the kill");
         victim.kill();
         let killed = Instant::now();
         let noticed = coordinator
-            .wait_for_line(Duration::from_secs(10), |l| l.text.contains("PeerLost"))
+            .wait_for_line(Duration::from_secs(10), |l| l.is_event("peer_lost"))
             .expect("the killed worker was never declared lost");
         let detection = noticed.saturating_duration_since(killed);
         eprintln!("killed worker declared lost after {detection:?}");
         assert!(detection < Duration::from_millis(1500), "declared lost after {detection:?}");
-        let (out, err) = coordinator.finish(Duration::from_secs(170));
-        let json = summary(&out, &err);
-        assert_eq!(json_number(&json, "requests"), 40.0, "{json}");
-        assert_eq!(json_number(&json, "lost"), 0.0, "{json}");
-        assert_eq!(json_number(&json, "matches_single_peer"), 40.0, "{json}");
+        let (events, err) = coordinator.finish(Duration::from_secs(170));
+        let json = summary(&events, &err);
+        assert_eq!(json["requests"], 40, "{json}");
+        assert_eq!(json["lost"], 0, "{json}");
+        assert_eq!(json["matches_single_peer"], 40, "{json}");
     });
 }

@@ -9,7 +9,7 @@
 //! and the render world records the next request's commands for them after the frame's
 //! submission, off the path of any request. A block with no submission ready gets one recorded
 //! for new buffers, so that the next request finds one even while the last is in flight. The
-//! pool is shared with the [`super::worker::SubmissionWorker`], which submits what is recorded
+//! pool is shared with the [`super::submission_thread::SubmissionThread`], which submits what is recorded
 //! here.
 
 use std::collections::HashMap;
@@ -17,10 +17,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::engine::GpuBlock;
-use super::library::KernelLibrary;
-use super::readback::InFlight;
-use crate::schedule::StageJob;
+use super::readback::{InFlight, ReturnedBuffer};
+use crate::gpu::{GpuBlock, KernelLibrary};
+use crate::job::StageJob;
 
 /// A request's GPU objects for one block, recorded and ready to submit.
 pub(super) struct ArmedSubmission {
@@ -42,14 +41,6 @@ impl ArmedSubmission {
         let request = InFlight { job, block, upload: self.upload, readback: self.readback, output_shape: self.output_shape };
         (self.commands, request)
     }
-}
-
-/// A buffer a finished request gives back, sent from its map callback.
-pub(super) enum ReturnedBuffer<K> {
-    /// An upload buffer, mapped for writing again.
-    Upload(K, wgpu::Buffer),
-    /// A readback buffer, read and unmapped.
-    Readback(K, wgpu::Buffer),
 }
 
 /// Recorded submissions (and unpaired buffers of each kind) kept per block; more come back only
@@ -134,7 +125,7 @@ impl<K: std::hash::Hash + Eq + Clone> SubmissionPool<K> {
 
 /// Records submissions for the buffers `pool`'s blocks gave back (and new ones for a block with
 /// none ready), without holding the pool's lock while recording, so that the
-/// [`super::worker::SubmissionWorker`] never waits for it.
+/// [`super::submission_thread::SubmissionThread`] never waits for it.
 pub(super) fn arm<K: std::hash::Hash + Eq + Clone>(pool: &Mutex<SubmissionPool<K>>, device: &wgpu::Device, library: &KernelLibrary, blocks: &HashMap<K, GpuBlock>) {
     let unarmed = lock(pool).unarmed(blocks);
     for (key, buffers) in unarmed {

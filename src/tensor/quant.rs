@@ -4,7 +4,7 @@
 use half::f16;
 use thiserror::Error;
 
-use super::plan::TransferDtype;
+use super::transfer::TransferDtype;
 
 /// Affine int8 parameters: `value = (q - zero_point) * scale`.
 #[derive(Clone, Copy, Debug, PartialEq)]

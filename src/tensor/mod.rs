@@ -1,8 +1,16 @@
-//! Dense tensors that flow into, between and out of model blocks.
+//! Dense tensors that flow into, between and out of model blocks, and how they travel between
+//! peers: transfer dtypes and int8/f16 quantization. The bottom of the crate: it imports no other
+//! module of it.
+
+pub mod quant;
+mod transfer;
 
 use std::sync::Arc;
 
 use thiserror::Error;
+
+pub use quant::{decode_values, encode_values, DecodeValuesError, QuantParams};
+pub use transfer::TransferDtype;
 
 /// A dense, row-major `f32` tensor: the input of a request and the output of a prediction.
 /// Its values are shared, so cloning it (a request handing its input to the GPU job) copies
@@ -132,7 +140,7 @@ pub struct SharedTensor {
     /// The values, decoded to f32.
     pub tensor: Tensor,
     /// How it travelled (or will travel) on the wire.
-    pub dtype: crate::model::plan::TransferDtype,
+    pub dtype: TransferDtype,
 }
 
 #[cfg(test)]

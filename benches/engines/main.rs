@@ -12,172 +12,30 @@
 //! cargo bench --features bench-tract --bench engines   # fills the tract column
 //! ```
 
+mod baselines;
+mod bevy_app;
+mod statistics;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
-use bevy::render::pipelined_rendering::PipelinedRenderingPlugin;
 use bevy_p2p_inference::gpu::{
     gpu_time, profile_dispatches, request_device, run_blocking, DispatchTime, GpuBlock, Kernel, KernelLibrary, KernelOptions, ResidentWeights,
     StoragePrecision,
 };
 use bevy_p2p_inference::model::import_onnx;
 use bevy_p2p_inference::prelude::*;
-use bevy_p2p_inference::{headless_plugins, update_until_prediction, update_until_prediction_with};
-use npyz::WriterBuilder;
+
+use baselines::*;
+use bevy_app::*;
+use statistics::*;
 
 const MODELS: [(&str, &str, [usize; 3]); 3] = [
     ("fashion (shipped)", "assets/models/fashion_mobilenetv2.onnx", [1, 28, 28]),
     ("MobileNetV2 CIFAR (synthetic)", "assets/models/mobilenetv2_cifar_synthetic.onnx", [3, 32, 32]),
     ("MobileNetV2 ImageNet (synthetic)", "assets/models/mobilenetv2_imagenet_synthetic.onnx", [3, 224, 224]),
 ];
-
-/// Median and p95 of the values `sample` returns when repeated for about `seconds` (at least 3
-/// samples, after a warm-up).
-fn sample_for(seconds: f64, mut sample: impl FnMut() -> Result<f64, String>) -> Result<(f64, f64), String> {
-    sample()?;
-    let mut values = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    while values.len() < 3 || (Instant::now() < deadline && values.len() < 500) {
-        values.push(sample()?);
-    }
-    median_p95(&mut values)
-}
-
-/// Median and p95 wall time of `run`, in milliseconds.
-fn time_it(seconds: f64, mut run: impl FnMut() -> Result<(), String>) -> Result<(f64, f64), String> {
-    sample_for(seconds, || {
-        let t = Instant::now();
-        run()?;
-        Ok(t.elapsed().as_secs_f64() * 1e3)
-    })
-}
-
-/// The largest elementwise difference between `got` and `want`, relative to `want`'s largest
-/// magnitude.
-fn relative_error(got: &Tensor, want: &Tensor) -> f32 {
-    let scale = want.data().iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    got.data().iter().zip(want.data()).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
-}
-
-/// Median and p95 of `values` (sorted in place).
-fn median_p95(values: &mut [f64]) -> Result<(f64, f64), String> {
-    if values.is_empty() {
-        return Err("no samples".into());
-    }
-    values.sort_by(f64::total_cmp);
-    Ok((values[values.len() / 2], values[((values.len() - 1) as f64 * 0.95) as usize]))
-}
-
-/// When the last [`PredictionReady`] was triggered: the moment a prediction is in the ECS, where
-/// an observer or any later system of the same frame sees it.
-#[derive(Resource, Default)]
-struct LastPredictionReady(Option<Instant>);
-
-/// End to end in a Bevy app, one request at a time.
-struct EndToEnd {
-    /// Request spawned to `PredictionReady` (median, p95 in ms).
-    to_ready: Result<(f64, f64), String>,
-    /// Request spawned to the end of the `update` that delivered it.
-    to_frame_end: Result<(f64, f64), String>,
-    /// Median `update` calls per request.
-    frames: String,
-    /// Median and largest `Prediction::handover`.
-    handover: String,
-}
-
-fn end_to_end(app: &mut App, model: &Handle<Model>, x: &Tensor, seconds: f64) -> EndToEnd {
-    let (mut frames, mut handovers, mut to_ready) = (Vec::new(), Vec::new(), Vec::new());
-    let to_frame_end = time_it(seconds, || {
-        let spawned = Instant::now();
-        let entity = app.world_mut().spawn(InferenceRequest::new(model.clone(), x.clone())).id();
-        let result = update_until_prediction(app, entity, Duration::from_secs(600))
-            .map(|(prediction, f)| {
-                frames.push(f);
-                handovers.extend(prediction.handover.map(|h| h.as_secs_f64() * 1e3));
-            })
-            .map_err(|e| e.to_string());
-        if let Some(ready) = app.world_mut().resource_mut::<LastPredictionReady>().0.take() {
-            to_ready.push((ready - spawned).as_secs_f64() * 1e3);
-        }
-        app.world_mut().despawn(entity);
-        result
-    });
-    // The first sample is the warm-up, as in `time_it`.
-    let to_ready = to_frame_end.clone().and_then(|_| median_p95(to_ready.get_mut(1..).unwrap_or_default()));
-    frames.sort();
-    handovers.sort_by(f64::total_cmp);
-    EndToEnd {
-        to_ready,
-        to_frame_end,
-        frames: frames.get(frames.len() / 2).map_or("-".into(), |f| f.to_string()),
-        handover: match (handovers.get(handovers.len() / 2), handovers.last()) {
-            (Some(median), Some(max)) => format!("{median:.3} ms (max {max:.3})"),
-            _ => "-".into(),
-        },
-    }
-}
-
-/// A headless app with this crate's plugin; `pipelined` keeps Bevy's default of rendering
-/// frame N on a render thread while the main world runs frame N+1.
-fn bench_app(pipelined: bool) -> App {
-    let mut app = App::new();
-    let plugins = headless_plugins().set(bevy::log::LogPlugin { level: bevy::log::Level::ERROR, ..default() });
-    if pipelined {
-        app.add_plugins((plugins, P2pInferencePlugin::default()));
-    } else {
-        app.add_plugins((plugins.disable::<PipelinedRenderingPlugin>(), P2pInferencePlugin::default()));
-    }
-    app.init_resource::<LastPredictionReady>();
-    app.add_observer(|_: On<PredictionReady>, mut last: ResMut<LastPredictionReady>| last.0 = Some(Instant::now()));
-    app.finish();
-    app.cleanup();
-    app
-}
-
-/// Milliseconds per request with `in_flight` requests kept in flight in the app: each
-/// prediction is replaced by a new request, and completions are counted for about `seconds`
-/// after the first round. The requests start one frame apart, so that one request's upload can
-/// overlap another's GPU work instead of all of them moving in lockstep.
-fn pipelined(app: &mut App, model: &Handle<Model>, x: &Tensor, in_flight: usize, seconds: f64) -> Result<f64, String> {
-    let spawn = |app: &mut App| app.world_mut().spawn(InferenceRequest::new(model.clone(), x.clone())).id();
-    let mut pending: Vec<Entity> = Vec::new();
-    let (mut completed, mut measured_since) = (0usize, None::<(Instant, usize)>);
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds + 60.0);
-    loop {
-        if pending.len() < in_flight {
-            pending.push(spawn(app));
-        }
-        app.update();
-        for slot in pending.iter_mut() {
-            let world = app.world_mut();
-            if let Some(failed) = world.get::<InferenceFailed>(*slot) {
-                return Err(failed.error.to_string());
-            }
-            if world.get::<Prediction>(*slot).is_some() {
-                world.despawn(*slot);
-                *slot = spawn(app);
-                completed += 1;
-            }
-        }
-        match measured_since {
-            None if completed >= in_flight => measured_since = Some((Instant::now(), completed)),
-            Some((since, first)) => {
-                let counted = completed - first;
-                if since.elapsed().as_secs_f64() >= seconds && counted >= 3 * in_flight {
-                    for entity in pending {
-                        app.world_mut().despawn(entity);
-                    }
-                    return Ok(since.elapsed().as_secs_f64() * 1e3 / counted as f64);
-                }
-            }
-            None => {}
-        }
-        if Instant::now() > deadline {
-            return Err("timed out".into());
-        }
-    }
-}
 
 /// Where the host's time goes in one submission of `block` outside Bevy (medians after a warm-up):
 /// filling a fresh upload buffer and a re-mapped one, recording the commands, the `submit` call,
@@ -229,22 +87,6 @@ fn print_submission_costs(device: &wgpu::Device, queue: &wgpu::Queue, library: &
     );
 }
 
-/// The duration of every frame of one request, for finding where end-to-end time goes.
-fn print_frame_costs(app: &mut App, model: &Handle<Model>, x: &Tensor, name: &str, batch: usize) {
-    let entity = app.world_mut().spawn(InferenceRequest::new(model.clone(), x.clone())).id();
-    let mut frames = Vec::new();
-    let mut frame_start = Instant::now();
-    let outcome = update_until_prediction_with(app, entity, Duration::from_secs(60), |_| {
-        frames.push(format!("{:.2}", frame_start.elapsed().as_secs_f64() * 1e3));
-        frame_start = Instant::now();
-    });
-    app.world_mut().despawn(entity);
-    match outcome {
-        Ok(_) => println!("frames of one request, {name} batch {batch} (ms): {}", frames.join(" ")),
-        Err(e) => println!("frames of one request, {name} batch {batch}: {e} after {}", frames.join(" ")),
-    }
-}
-
 /// Per-kernel totals of one profiled run, printed under the table.
 fn print_profile(name: &str, batch: usize, profile: &[DispatchTime], whole_ms: f64) {
     let mut by_kernel: Vec<(Kernel, usize, f64)> = Vec::new();
@@ -271,79 +113,6 @@ fn input(batch: usize, chw: [usize; 3]) -> Tensor {
     // A fixed pseudo-random pattern in [0, 1): the same bytes go to every engine.
     let data = (0..n).map(|i| ((i as u64).wrapping_mul(2654435761) % 1000) as f32 / 1000.0).collect();
     Tensor::new([vec![batch], chw.to_vec()].concat(), data).unwrap()
-}
-
-fn save_npy(path: &std::path::Path, t: &Tensor) {
-    let shape: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
-    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut w = npyz::WriteOptions::new().default_dtype().shape(&shape).writer(file).begin_nd().unwrap();
-    w.extend(t.data().iter().copied()).unwrap();
-    w.finish().unwrap();
-}
-
-/// The number after `"name": ` in a JSON line printed by the Python helpers.
-fn json_field(text: &str, name: &str) -> Option<f64> {
-    let rest = text.split(&format!("\"{name}\": ")).nth(1)?;
-    rest.split([',', '}']).next()?.trim().parse().ok()
-}
-
-fn ort(model: &str, input: &std::path::Path, seconds: f64) -> Result<(f64, f64), String> {
-    let out = std::process::Command::new("python3")
-        .args(["tools/bench_ort.py", model, input.to_str().unwrap(), "--seconds", &seconds.to_string()])
-        .output()
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let field = |name: &str| json_field(&text, name);
-    match (field("median_ms"), field("p95_ms")) {
-        (Some(m), Some(p)) => Ok((m, p)),
-        _ => Err(format!("ORT failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""))),
-    }
-}
-
-/// PyTorch eager on CUDA (and the CUDA-graph GPU time at batch 1) for the synthetic models.
-fn torch(model: &str, input: &std::path::Path, seconds: f64) -> Result<((f64, f64), Option<f64>), String> {
-    let which = if model.contains("cifar") { "cifar" } else if model.contains("imagenet") { "imagenet" } else { return Err("not a torchvision model".into()) };
-    let out = std::process::Command::new("python3")
-        .args(["tools/bench_torch.py", which, input.to_str().unwrap(), "--seconds", &seconds.to_string()])
-        .output()
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let field = |name: &str| json_field(&text, name);
-    match (field("eager_median_ms"), field("eager_p95_ms")) {
-        (Some(m), Some(p)) => Ok(((m, p), field("graph_gpu_median_ms"))),
-        _ => Err(format!("PyTorch unavailable: {}", text.trim().lines().last().unwrap_or("").chars().take(60).collect::<String>())),
-    }
-}
-
-fn ratio(ours: &Result<(f64, f64), String>, torch: &Result<((f64, f64), Option<f64>), String>) -> String {
-    match (ours, torch) {
-        (Ok((ours, _)), Ok(((eager, _), _))) => format!("{:.2}x", ours / eager),
-        _ => "-".into(),
-    }
-}
-
-/// tract (CPU) on the same input, optimised for its shape.
-#[cfg(feature = "bench-tract")]
-fn tract(path: &str, x: &Tensor, seconds: f64) -> Result<(f64, f64), String> {
-    use tract_onnx::prelude::{tvec, Datum, Framework, InferenceFact, InferenceModelExt};
-    let e = |e: tract_onnx::prelude::TractError| e.to_string();
-    let model = tract_onnx::onnx()
-        .model_for_path(path)
-        .map_err(e)?
-        .with_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), x.shape()))
-        .map_err(e)?
-        .into_optimized()
-        .map_err(e)?
-        .into_runnable()
-        .map_err(e)?;
-    let input: tract_onnx::prelude::Tensor =
-        tract_onnx::prelude::tract_ndarray::ArrayD::from_shape_vec(x.shape(), x.data().to_vec()).map_err(|e| e.to_string())?.into();
-    time_it(seconds, || model.run(tvec!(input.clone().into())).map(|_| ()).map_err(e))
-}
-
-#[cfg(not(feature = "bench-tract"))]
-fn tract(_path: &str, _x: &Tensor, _seconds: f64) -> Result<(f64, f64), String> {
-    Err("build with --features bench-tract".into())
 }
 
 fn cell(r: &Result<(f64, f64), String>, batch: usize) -> String {

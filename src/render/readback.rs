@@ -3,18 +3,16 @@
 //! Once a request's commands are submitted, its readback buffer is mapped for reading; the map
 //! callback reads the output, sends it to the main world over a channel and gives the buffers
 //! back for reuse. A map callback only runs inside `Device::poll`, so while maps are
-//! outstanding the [`super::worker::SubmissionWorker`] thread polls the device (on wasm, where
+//! outstanding the [`super::submission_thread::SubmissionThread`] thread polls the device (on wasm, where
 //! there are no threads, the render world's poll of every frame does).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bevy::platform::time::Instant;
 use crossbeam_channel::Sender;
 
-use super::engine::{read_mapped, GpuError};
-use super::submission::ReturnedBuffer;
-use crate::schedule::{JobOutcome, StageJob};
+use crate::gpu::{read_mapped, GpuError};
+use crate::job::{JobOutcome, StageJob};
 
 /// A request whose commands have been recorded, with the buffers it reads from and writes to.
 pub(super) struct InFlight<K> {
@@ -28,6 +26,14 @@ pub(super) struct InFlight<K> {
     pub readback: wgpu::Buffer,
     /// The output's shape.
     pub output_shape: Vec<usize>,
+}
+
+/// A buffer a finished request gives back, sent from its map callback to the submission pool.
+pub(super) enum ReturnedBuffer<K> {
+    /// An upload buffer, mapped for writing again.
+    Upload(K, wgpu::Buffer),
+    /// A readback buffer, read and unmapped.
+    Readback(K, wgpu::Buffer),
 }
 
 /// Counts maps whose callbacks have not run yet, so that the device is polled only while
@@ -80,9 +86,9 @@ impl<K: Clone + Send + 'static> ResultRoute<K> {
         readback.slice(..).map_async(wgpu::MapMode::Read, move |mapped| {
             let result = mapped
                 .map(|()| read_mapped(&buffer, output_shape))
-                .map_err(|e| GpuError::Readback(e.to_string()));
+                .map_err(|e| GpuError::Readback(e.to_string()).into());
             let reusable = result.is_ok();
-            let _ = results.send(JobOutcome { tag: job.tag, entity: job.entity, started: job.started, finished: Instant::now(), result });
+            let _ = results.send(JobOutcome::of(&job, result));
             if reusable {
                 let _ = giver.send(ReturnedBuffer::Readback(key, buffer));
             }

@@ -1,0 +1,367 @@
+//! Typed kernel parameters: one `#[repr(C)]` struct per kernel family, bound at binding 0 of
+//! every dispatch and mirrored field for field by a WGSL `struct` in the family's shader (a test
+//! parses the shaders with naga and compares the two layouts member by member).
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::model::ir::Activation;
+
+/// Declares a parameter struct and, for the layout test, its members' names and byte offsets.
+macro_rules! kernel_params {
+    ($(#[$meta:meta])* $name:ident { $($(#[$field_meta:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: $ty,)*
+        }
+
+        impl $name {
+            /// The WGSL struct's name, and each member's name and byte offset.
+            #[cfg(test)]
+            pub(crate) const LAYOUT: (&'static str, &'static [(&'static str, usize)]) =
+                (stringify!($name), &[$((stringify!($field), std::mem::offset_of!($name, $field)),)*]);
+        }
+    };
+}
+
+kernel_params! {
+    /// An activation as the kernels apply it (WGSL `Activation` in `common.wgsl`): a code and up
+    /// to two arguments.
+    ActivationParams {
+        /// 0 identity, 1 relu, 2 clip, 3 leaky relu, 4 sigmoid, 5 hard sigmoid, 6 hard swish.
+        code: u32,
+        /// First argument (clip's minimum, leaky relu's and hard sigmoid's alpha).
+        a: f32,
+        /// Second argument (clip's maximum, hard sigmoid's beta).
+        b: f32,
+    }
+}
+
+impl From<Activation> for ActivationParams {
+    fn from(activation: Activation) -> Self {
+        let (code, a, b) = match activation {
+            Activation::Identity => (0, 0.0, 0.0),
+            Activation::Relu => (1, 0.0, 0.0),
+            Activation::Clip { min, max } => (2, min, max),
+            Activation::LeakyRelu { alpha } => (3, alpha, 0.0),
+            Activation::Sigmoid => (4, 0.0, 0.0),
+            Activation::HardSigmoid { alpha, beta } => (5, alpha, beta),
+            Activation::HardSwish => (6, 0.0, 0.0),
+        };
+        Self { code, a, b }
+    }
+}
+
+kernel_params! {
+    /// The convolution family (`conv.wgsl`), NCHW, with its fused epilogue.
+    ConvParams {
+        /// Output values.
+        total: u32,
+        /// Images in the batch.
+        batch: u32,
+        /// Input channels.
+        in_channels: u32,
+        /// Input rows.
+        in_height: u32,
+        /// Input columns.
+        in_width: u32,
+        /// Output channels.
+        out_channels: u32,
+        /// Output rows.
+        out_height: u32,
+        /// Output columns.
+        out_width: u32,
+        /// Kernel rows.
+        kernel_height: u32,
+        /// Kernel columns.
+        kernel_width: u32,
+        /// Row stride.
+        stride_y: u32,
+        /// Column stride.
+        stride_x: u32,
+        /// Padding above.
+        pad_top: u32,
+        /// Padding on the left.
+        pad_left: u32,
+        /// Row dilation.
+        dilation_y: u32,
+        /// Column dilation.
+        dilation_x: u32,
+        /// Channel groups.
+        groups: u32,
+        /// 1 where a bias is added.
+        has_bias: u32,
+        /// 1 where a residual (same shape as the output) is added.
+        has_residual: u32,
+        /// Applied last.
+        activation: ActivationParams,
+    }
+}
+
+/// Dimensions a broadcasting binary operation handles.
+pub const MAX_RANK: usize = 6;
+
+kernel_params! {
+    /// Broadcasting Add and Mul (`binary.wgsl`).
+    BinaryParams {
+        /// Output values.
+        total: u32,
+        /// 0 add, 1 mul.
+        op: u32,
+        /// Dimensions used of the arrays below.
+        rank: u32,
+        /// Output dimensions, outermost first.
+        out_dims: [u32; MAX_RANK],
+        /// First operand's strides (0 along a broadcast dimension).
+        a_strides: [u32; MAX_RANK],
+        /// Second operand's strides.
+        b_strides: [u32; MAX_RANK],
+    }
+}
+
+kernel_params! {
+    /// A standalone activation (`activation.wgsl`).
+    ActivationKernelParams {
+        /// Values.
+        total: u32,
+        /// What to apply.
+        activation: ActivationParams,
+    }
+}
+
+kernel_params! {
+    /// Per-channel scale and shift (`channel_affine.wgsl`).
+    ChannelAffineParams {
+        /// Values.
+        total: u32,
+        /// Channels.
+        channels: u32,
+        /// Values per channel plane.
+        inner: u32,
+    }
+}
+
+kernel_params! {
+    /// Global average pooling (`global_average.wgsl`).
+    GlobalAverageParams {
+        /// Planes (batch times channels).
+        planes: u32,
+        /// Values per plane.
+        plane_size: u32,
+    }
+}
+
+kernel_params! {
+    /// Windowed max and average pooling (`pool2d.wgsl`).
+    Pool2dParams {
+        /// Output values.
+        total: u32,
+        /// Input rows.
+        in_height: u32,
+        /// Input columns.
+        in_width: u32,
+        /// Output rows.
+        out_height: u32,
+        /// Output columns.
+        out_width: u32,
+        /// Window rows.
+        kernel_height: u32,
+        /// Window columns.
+        kernel_width: u32,
+        /// Row stride.
+        stride_y: u32,
+        /// Column stride.
+        stride_x: u32,
+        /// Padding above.
+        pad_top: u32,
+        /// Padding on the left.
+        pad_left: u32,
+        /// Padding below.
+        pad_bottom: u32,
+        /// Padding on the right.
+        pad_right: u32,
+        /// 1 max, 0 average.
+        is_max: u32,
+        /// 1 where an average divides by the whole window, padding included.
+        count_include_pad: u32,
+    }
+}
+
+kernel_params! {
+    /// Gemm and batched MatMul (`matmul.wgsl`): `y = alpha * A B + beta * C`, operands addressed
+    /// through strides (transposes are strides).
+    GemmParams {
+        /// Output values.
+        total: u32,
+        /// Rows of the output.
+        m: u32,
+        /// Columns of the output.
+        n: u32,
+        /// Length of each dot product.
+        k: u32,
+        /// A's stride between batches (0: shared).
+        a_batch_stride: u32,
+        /// B's stride between batches (0: shared).
+        b_batch_stride: u32,
+        /// A's row stride.
+        a_row_stride: u32,
+        /// A's column stride.
+        a_col_stride: u32,
+        /// B's row stride.
+        b_row_stride: u32,
+        /// B's column stride.
+        b_col_stride: u32,
+        /// 1 where C is added.
+        has_c: u32,
+        /// C's row stride.
+        c_row_stride: u32,
+        /// C's column stride.
+        c_col_stride: u32,
+        /// Scales the product.
+        alpha: f32,
+        /// Scales C.
+        beta: f32,
+    }
+}
+
+kernel_params! {
+    /// One input's share of a Concat (`concat.wgsl`).
+    ConcatCopyParams {
+        /// Values copied (outer times the input slab).
+        total: u32,
+        /// The input's values per outer index.
+        input_slab: u32,
+        /// The output's values per outer index.
+        output_slab: u32,
+        /// Where this input starts in each output slab.
+        offset: u32,
+    }
+}
+
+kernel_params! {
+    /// Softmax along one axis (`softmax.wgsl`).
+    SoftmaxParams {
+        /// Rows (every index but the axis).
+        rows: u32,
+        /// Length of the axis.
+        length: u32,
+        /// Values after the axis.
+        inner: u32,
+    }
+}
+
+kernel_params! {
+    /// A conversion between f32 and the stored element type at a block's edges (`cast.wgsl`).
+    CastParams {
+        /// Values converted.
+        values: u32,
+    }
+}
+
+/// One dispatch's parameters, by kernel family.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum KernelParams {
+    /// Any convolution kernel.
+    Conv(ConvParams),
+    /// Broadcasting Add/Mul.
+    Binary(BinaryParams),
+    /// A standalone activation.
+    Activation(ActivationKernelParams),
+    /// Per-channel scale and shift.
+    ChannelAffine(ChannelAffineParams),
+    /// Global average pooling.
+    GlobalAverage(GlobalAverageParams),
+    /// Windowed pooling.
+    Pool2d(Pool2dParams),
+    /// Gemm and MatMul.
+    Gemm(GemmParams),
+    /// One input of a Concat.
+    ConcatCopy(ConcatCopyParams),
+    /// Softmax.
+    Softmax(SoftmaxParams),
+}
+
+impl KernelParams {
+    /// The bytes bound at binding 0.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            KernelParams::Conv(p) => bytemuck::bytes_of(p),
+            KernelParams::Binary(p) => bytemuck::bytes_of(p),
+            KernelParams::Activation(p) => bytemuck::bytes_of(p),
+            KernelParams::ChannelAffine(p) => bytemuck::bytes_of(p),
+            KernelParams::GlobalAverage(p) => bytemuck::bytes_of(p),
+            KernelParams::Pool2d(p) => bytemuck::bytes_of(p),
+            KernelParams::Gemm(p) => bytemuck::bytes_of(p),
+            KernelParams::ConcatCopy(p) => bytemuck::bytes_of(p),
+            KernelParams::Softmax(p) => bytemuck::bytes_of(p),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::kernel::KernelFamily;
+    use crate::gpu::library::{CAST, COMMON};
+    use crate::gpu::precision::StoragePrecision;
+
+    type Layout = (&'static str, &'static [(&'static str, usize)]);
+
+    /// The parameter struct each family binds as `p`.
+    fn params_of(family: KernelFamily) -> (Layout, usize) {
+        match family {
+            KernelFamily::Conv => (ConvParams::LAYOUT, size_of::<ConvParams>()),
+            KernelFamily::Binary => (BinaryParams::LAYOUT, size_of::<BinaryParams>()),
+            KernelFamily::Activation => (ActivationKernelParams::LAYOUT, size_of::<ActivationKernelParams>()),
+            KernelFamily::ChannelAffine => (ChannelAffineParams::LAYOUT, size_of::<ChannelAffineParams>()),
+            KernelFamily::GlobalAverage => (GlobalAverageParams::LAYOUT, size_of::<GlobalAverageParams>()),
+            KernelFamily::Pool2d => (Pool2dParams::LAYOUT, size_of::<Pool2dParams>()),
+            KernelFamily::Matmul => (GemmParams::LAYOUT, size_of::<GemmParams>()),
+            KernelFamily::Concat => (ConcatCopyParams::LAYOUT, size_of::<ConcatCopyParams>()),
+            KernelFamily::Softmax => (SoftmaxParams::LAYOUT, size_of::<SoftmaxParams>()),
+        }
+    }
+
+    /// Parses `source` with naga and returns struct `name`'s members (name, byte offset) and size.
+    fn wgsl_struct(module: &naga::Module, name: &str) -> (Vec<(String, usize)>, usize) {
+        let (_, ty) = module.types.iter().find(|(_, t)| t.name.as_deref() == Some(name)).unwrap_or_else(|| panic!("no WGSL struct {name}"));
+        let naga::TypeInner::Struct { members, span } = &ty.inner else { panic!("{name} is not a struct") };
+        (members.iter().map(|m| (m.name.clone().unwrap_or_default(), m.offset as usize)).collect(), *span as usize)
+    }
+
+    /// The name of the type of the global variable `p` (binding 0).
+    fn binding_zero_type(module: &naga::Module) -> String {
+        let (_, p) = module.global_variables.iter().find(|(_, v)| v.name.as_deref() == Some("p")).expect("every family binds `p`");
+        assert_eq!(p.binding, Some(naga::ResourceBinding { group: 0, binding: 0 }));
+        module.types[p.ty].name.clone().unwrap_or_default()
+    }
+
+    fn owned(layout: Layout) -> Vec<(String, usize)> {
+        layout.1.iter().map(|(n, o)| (n.to_string(), *o)).collect()
+    }
+
+    #[test]
+    fn every_family_binds_its_parameter_struct_with_the_rust_layout() {
+        let prelude = StoragePrecision::F32.wgsl_prelude();
+        for family in KernelFamily::ALL {
+            let source = format!("{prelude}{COMMON}\n{}\n{}", family.source(), family.subgroup_source());
+            let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{family:?}: {}", e.emit_to_string(&source)));
+            let (layout, size) = params_of(family);
+            assert_eq!(binding_zero_type(&module), layout.0, "{family:?}");
+            assert_eq!(wgsl_struct(&module, layout.0), (owned(layout), size), "{family:?}");
+            assert_eq!(wgsl_struct(&module, "Activation"), (owned(ActivationParams::LAYOUT), size_of::<ActivationParams>()));
+        }
+        let cast = format!("{prelude}alias cast_from = f32;\nalias cast_to = elem;\n{COMMON}\n{CAST}");
+        let module = naga::front::wgsl::parse_str(&cast).expect("cast.wgsl parses");
+        assert_eq!(binding_zero_type(&module), "CastParams");
+        assert_eq!(wgsl_struct(&module, "CastParams"), (owned(CastParams::LAYOUT), size_of::<CastParams>()));
+    }
+
+    #[test]
+    fn an_activation_is_encoded_as_its_code_and_arguments() {
+        assert_eq!(ActivationParams::from(Activation::Clip { min: 0.0, max: 6.0 }), ActivationParams { code: 2, a: 0.0, b: 6.0 });
+        assert_eq!(ActivationParams::from(Activation::HardSigmoid { alpha: 0.2, beta: 0.5 }), ActivationParams { code: 5, a: 0.2, b: 0.5 });
+        assert_eq!(ActivationParams::from(Activation::Identity).code, 0);
+    }
+}

@@ -1,0 +1,89 @@
+//! The jobs the main world hands to the render side, and what comes back: the only types the
+//! two halves share. A job names a block (a graph and its input) and carries an opaque
+//! [`JobTag`] that the render side returns untouched: it knows jobs, not requests or peers.
+
+use std::sync::Arc;
+
+use bevy::asset::AssetId;
+use bevy::platform::time::Instant;
+use bevy::prelude::Entity;
+use thiserror::Error;
+
+use crate::gpu::GpuError;
+use crate::model::ir::Graph;
+use crate::model::Model;
+use crate::tensor::Tensor;
+
+/// What a job is for, so that its outcome reaches the right place in the main world.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum JobTag {
+    /// A whole request run on this peer (its entity holds the request).
+    Request,
+    /// A stage of a request this peer coordinates.
+    #[cfg(feature = "p2p")]
+    PipelineStage {
+        /// The coordinator's id for the request.
+        request: u64,
+        /// The stage's index in the plan.
+        stage: usize,
+    },
+    /// A stage run for another peer; the session maps the ticket back to the peer and request.
+    #[cfg(feature = "p2p")]
+    ServedStage {
+        /// The session's number for the stage it was asked to run.
+        ticket: u64,
+    },
+    /// The calibration run measured before joining a session.
+    #[cfg(feature = "p2p")]
+    Calibration,
+}
+
+/// One block of one request, to be run by the render side.
+#[derive(Clone, Debug)]
+pub(crate) struct StageJob {
+    /// Returned with the outcome.
+    pub tag: JobTag,
+    /// The entity the outcome belongs to (`Entity::PLACEHOLDER` for none).
+    pub entity: Entity,
+    /// The model the graph comes from (weights are kept per model and graph).
+    pub model: AssetId<Model>,
+    /// The graph to run: a whole model or one stage of it.
+    pub graph: Arc<Graph>,
+    /// Its input.
+    pub input: Tensor,
+    /// When the main world handed it over.
+    pub started: Instant,
+}
+
+/// Why the render side could not run a job.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub(crate) enum JobError {
+    /// The GPU could not run the block (wrong shape, limits, readback).
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    /// The render side's submission thread died while it held the job.
+    #[error("the submission thread stopped while it held the job: {0}")]
+    SubmissionThreadLost(String),
+}
+
+/// What the render side sends back for a job.
+#[derive(Debug)]
+pub(crate) struct JobOutcome {
+    /// The job's tag.
+    pub tag: JobTag,
+    /// The job's entity.
+    pub entity: Entity,
+    /// When the job was handed over.
+    pub started: Instant,
+    /// When the result was read back (or the job failed) on the render side.
+    pub finished: Instant,
+    /// The output, or why there is none.
+    pub result: Result<Tensor, JobError>,
+}
+
+impl JobOutcome {
+    /// The outcome of `job`, finished now.
+    pub fn of(job: &StageJob, result: Result<Tensor, JobError>) -> Self {
+        Self { tag: job.tag, entity: job.entity, started: job.started, finished: Instant::now(), result }
+    }
+}

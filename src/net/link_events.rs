@@ -1,0 +1,107 @@
+//! What the link state machine reports ([`SessionEvent`]) and why things fail: its vocabulary,
+//! shared by the scheduler, the overlay and the examples.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+use super::auth::{PeerUuid, Permissions};
+use super::codec::{Capabilities, FrameError};
+use super::reassembly::{ChunkError, ReceivedTensor};
+
+/// Why a message from a peer was dropped.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum RejectReason {
+    /// The frame failed to decode or authenticate.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// A tensor chunk broke a reassembly rule.
+    #[error(transparent)]
+    Chunk(#[from] ChunkError),
+    /// The peer has not completed the handshake (or was refused) and sent something else.
+    #[error("a {0} message from a peer that is not trusted")]
+    Untrusted(&'static str),
+    /// The peer's token does not allow what the message asks.
+    #[error("the peer's token does not allow sending a {0}")]
+    NotPermitted(&'static str),
+}
+
+/// Why a handshake failed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum HandshakeError {
+    /// The token's signature or peer does not verify (wrong room key).
+    #[error("invalid capability token")]
+    InvalidToken,
+    /// The peer runs another model.
+    #[error("the peer runs a different model")]
+    ModelMismatch,
+    /// No valid hello in time.
+    #[error("no handshake within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Why a peer is no longer part of the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostReason {
+    /// Matchbox reported the connection closed.
+    Disconnected,
+    /// No frame for `LinkSettings::lost_after`.
+    Silent,
+}
+
+/// Something the session observed, for the scheduler and the overlay.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionEvent {
+    /// A peer completed the handshake.
+    PeerTrusted {
+        /// The peer.
+        peer: PeerUuid,
+        /// Its capabilities.
+        capabilities: Capabilities,
+        /// What its token allows.
+        permissions: Permissions,
+    },
+    /// A trusted or handshaking peer is gone.
+    PeerLost {
+        /// The peer.
+        peer: PeerUuid,
+        /// How it was noticed.
+        reason: LostReason,
+    },
+    /// A peer's handshake failed; it is refused for the rest of the session.
+    HandshakeFailed {
+        /// The peer.
+        peer: PeerUuid,
+        /// Why.
+        reason: HandshakeError,
+    },
+    /// A message was dropped.
+    Rejected {
+        /// Its sender.
+        peer: PeerUuid,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// A whole tensor arrived from a trusted peer, within its permissions.
+    Tensor(ReceivedTensor),
+    /// The transport was rebuilt because too few peers connected in time.
+    Reconnected {
+        /// Rebuilds so far.
+        attempt: u32,
+    },
+}
+
+/// Why a tensor could not be sent.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// The peer is not (or no longer) trusted.
+    #[error("peer is not trusted")]
+    NotTrusted,
+    /// The transport did not take a frame (its message loop has stopped).
+    #[error("the socket is closed")]
+    SocketClosed,
+    /// The tensor has too many dimensions or values for the wire format.
+    #[error("the tensor is too large for the wire format")]
+    TooLarge,
+}
+

@@ -1,0 +1,547 @@
+//! [`Links`]: the per-peer link state machine, sans IO. Frames and `now` go in; events and
+//! outgoing frames come out. It runs the handshake (protocol version, model hash, capabilities,
+//! signed token; hellos repeated until acknowledged, refused on a bad token, another model or a
+//! timeout), heartbeats and round-trip times, loss on silence, re-handshake when a peer declared
+//! lost talks again, replay protection, permissions and reassembly of chunked tensors. The
+//! transport (a matchbox socket, or another `Links` in a test) only moves bytes: see
+//! `session.rs` for the adapter.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use bevy::platform::time::Instant;
+
+use super::auth::{PeerUuid, Permissions, RoomKeys};
+use super::codec::{decode_frame, encode_frame, split_into_chunks, Capabilities, Direction, Hello, Message, ReplayGuard, TensorHeader, MAX_RANK};
+use super::latency::RttStats;
+use super::reassembly::{Reassembler, ReassemblyLimits};
+pub use super::link_events::{HandshakeError, LostReason, RejectReason, SendError, SessionEvent};
+use crate::tensor::{encode_values, Tensor, TransferDtype};
+
+/// What this player presents to others and how strict it is with them.
+#[derive(Clone, Debug)]
+pub struct LinkSettings {
+    /// The room's shared secret; frames and tokens are authenticated with keys derived from it.
+    pub room_key: String,
+    /// What this peer's token lets it do.
+    pub permissions: Permissions,
+    /// SHA-256 of the model this peer runs; peers with another model are not trusted.
+    pub model_hash: [u8; 32],
+    /// What this peer tells others about itself.
+    pub capabilities: Capabilities,
+    /// Interval between heartbeat pings to each trusted peer.
+    pub heartbeat: Duration,
+    /// A peer not heard from for this long is declared lost.
+    pub lost_after: Duration,
+    /// A connected peer that has not completed the handshake in this time is given up on.
+    pub handshake_timeout: Duration,
+    /// Interval between repeated hellos until the other side acknowledges.
+    pub hello_retry: Duration,
+    /// Limits on tensors being received.
+    pub limits: ReassemblyLimits,
+}
+
+impl LinkSettings {
+    /// Settings with the defaults used by the examples: 100 ms heartbeat, lost after 800 ms of
+    /// silence, 5 s handshake timeout, hellos repeated every 250 ms.
+    pub fn new(room_key: impl Into<String>, permissions: Permissions, model_hash: [u8; 32], capabilities: Capabilities) -> Self {
+        Self {
+            room_key: room_key.into(),
+            permissions,
+            model_hash,
+            capabilities,
+            heartbeat: Duration::from_millis(100),
+            lost_after: Duration::from_millis(800),
+            handshake_timeout: Duration::from_secs(5),
+            hello_retry: Duration::from_millis(250),
+            limits: ReassemblyLimits::default(),
+        }
+    }
+}
+
+/// Where a link to a peer stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    /// Connected; hellos are being exchanged.
+    Handshaking,
+    /// The peer presented a valid token for the same model and protocol.
+    Trusted,
+    /// The handshake failed or timed out; everything it sends is dropped.
+    Refused,
+}
+
+/// What this peer knows about another one.
+#[derive(Clone, Debug)]
+pub struct PeerLink {
+    /// Handshake state.
+    pub state: LinkState,
+    /// The peer's hello, once accepted.
+    pub hello: Option<Hello>,
+    /// Round-trip times from heartbeats.
+    pub rtt: RttStats,
+    /// When a valid frame last arrived from the peer.
+    pub last_heard: Instant,
+    /// Payload bytes received from the peer (accepted frames).
+    pub bytes_in: u64,
+    /// Bytes sent to the peer.
+    pub bytes_out: u64,
+    /// Frames or chunks from the peer that were dropped.
+    pub rejected: u64,
+    connected_at: Instant,
+    they_acknowledged: bool,
+    owe_hello: bool,
+    last_hello: Option<Instant>,
+    last_ping: Instant,
+    replay: ReplayGuard,
+    pings: HashMap<u64, Instant>,
+}
+
+impl PeerLink {
+    fn new(now: Instant) -> Self {
+        Self {
+            state: LinkState::Handshaking,
+            hello: None,
+            rtt: RttStats::default(),
+            last_heard: now,
+            bytes_in: 0,
+            bytes_out: 0,
+            rejected: 0,
+            connected_at: now,
+            they_acknowledged: false,
+            owe_hello: false,
+            last_hello: None,
+            last_ping: now,
+            replay: ReplayGuard::default(),
+            pings: HashMap::new(),
+        }
+    }
+
+    /// The peer's permissions, once trusted.
+    pub fn permissions(&self) -> Permissions {
+        match (&self.hello, self.state) {
+            (Some(hello), LinkState::Trusted) => hello.token.permissions,
+            _ => Permissions::NONE,
+        }
+    }
+}
+
+/// A frame for the transport to deliver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutgoingFrame {
+    /// The receiver.
+    pub to: PeerUuid,
+    /// The authenticated frame.
+    pub bytes: Vec<u8>,
+}
+
+/// This player's links to every peer the transport has connected, as a state machine without
+/// IO: the transport reports connections and frames, calls [`Links::tick`] once per frame, and
+/// delivers [`Links::drain_outgoing`].
+pub struct Links {
+    settings: LinkSettings,
+    keys: RoomKeys,
+    own: Option<PeerUuid>,
+    /// Peers the transport reports connected (a link may have been dropped for silence).
+    connected: HashSet<PeerUuid>,
+    links: HashMap<PeerUuid, PeerLink>,
+    send_sequences: HashMap<PeerUuid, u64>,
+    reassembler: Reassembler,
+    next_nonce: u64,
+    last_tick: Instant,
+    rejected_total: u64,
+    outgoing: Vec<OutgoingFrame>,
+    #[cfg(feature = "fault-injection")]
+    corrupt_next_tensor: bool,
+}
+
+impl Links {
+    /// No peers yet; this player's own id comes with [`Self::set_own_id`].
+    pub fn new(settings: LinkSettings, now: Instant) -> Self {
+        Self {
+            keys: RoomKeys::derive(&settings.room_key),
+            reassembler: Reassembler::new(settings.limits),
+            settings,
+            own: None,
+            connected: HashSet::new(),
+            links: HashMap::new(),
+            send_sequences: HashMap::new(),
+            next_nonce: 0,
+            last_tick: now,
+            rejected_total: 0,
+            outgoing: Vec::new(),
+            #[cfg(feature = "fault-injection")]
+            corrupt_next_tensor: false,
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &LinkSettings {
+        &self.settings
+    }
+
+    /// This player's id, once the transport has one.
+    pub fn own_id(&self) -> Option<PeerUuid> {
+        self.own
+    }
+
+    /// Sets this player's id (the signaling server assigns it). Frames are handled from then on.
+    pub fn set_own_id(&mut self, id: PeerUuid) {
+        self.own = Some(id);
+    }
+
+    /// Messages dropped since joining, from every peer (including peers that have left).
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected_total
+    }
+
+    /// Every peer with a link, with its state.
+    pub fn links(&self) -> impl Iterator<Item = (PeerUuid, &PeerLink)> {
+        self.links.iter().map(|(id, link)| (*id, link))
+    }
+
+    /// The link to `peer`.
+    pub fn link(&self, peer: PeerUuid) -> Option<&PeerLink> {
+        self.links.get(&peer)
+    }
+
+    /// Trusted peers whose token allows `permissions`, by id.
+    pub fn trusted_with(&self, permissions: Permissions) -> Vec<(PeerUuid, &PeerLink)> {
+        let mut peers: Vec<_> = self.links().filter(|(_, l)| l.permissions().contains(permissions) && l.state == LinkState::Trusted).collect();
+        peers.sort_by_key(|(id, _)| *id);
+        peers
+    }
+
+    /// How many peers are trusted.
+    pub fn trusted_count(&self) -> usize {
+        self.links.values().filter(|l| l.state == LinkState::Trusted).count()
+    }
+
+    /// The transport connected `peer`: a handshake starts.
+    pub fn peer_connected(&mut self, peer: PeerUuid, now: Instant) {
+        self.connected.insert(peer);
+        self.links.insert(peer, PeerLink::new(now));
+    }
+
+    /// The transport lost `peer`.
+    pub fn peer_disconnected(&mut self, peer: PeerUuid, events: &mut Vec<SessionEvent>) {
+        self.connected.remove(&peer);
+        if self.links.remove(&peer).is_some() {
+            self.reassembler.forget_peer(peer);
+            events.push(SessionEvent::PeerLost { peer, reason: LostReason::Disconnected });
+        }
+    }
+
+    /// Forgets every peer (the transport was rebuilt): each is reported lost.
+    pub fn reset(&mut self, events: &mut Vec<SessionEvent>) {
+        let mut peers: Vec<PeerUuid> = self.links.keys().copied().collect();
+        peers.sort();
+        for peer in peers {
+            events.push(SessionEvent::PeerLost { peer, reason: LostReason::Disconnected });
+        }
+        self.own = None;
+        self.links.clear();
+        self.connected.clear();
+        self.send_sequences.clear();
+        self.outgoing.clear();
+        self.reassembler = Reassembler::new(self.settings.limits);
+    }
+
+    /// Handles one frame from `from`.
+    pub fn receive(&mut self, from: PeerUuid, frame: &[u8], now: Instant, events: &mut Vec<SessionEvent>) {
+        let before = events.len();
+        self.handle_frame(from, frame, now, events);
+        self.count_rejections(&events[before..]);
+    }
+
+    /// Sends due hellos and heartbeats, detects lost peers and handshake timeouts, and expires
+    /// stale partial tensors. Call once per frame, after the frames that arrived.
+    pub fn tick(&mut self, now: Instant, events: &mut Vec<SessionEvent>) {
+        // A long frame on this side (a hitch, a shader compile) is not the peers' silence:
+        // frames they sent meanwhile are still queued, so credit them the stall.
+        let stall = now.saturating_duration_since(self.last_tick);
+        self.last_tick = now;
+        if stall > self.settings.heartbeat * 2 {
+            for link in self.links.values_mut() {
+                link.last_heard += stall;
+            }
+        }
+        for (peer, _, _) in self.reassembler.expire(now) {
+            if let Some(link) = self.links.get_mut(&peer) {
+                link.rejected += 1;
+            }
+        }
+        let before = events.len();
+        self.housekeeping(now, events);
+        self.count_rejections(&events[before..]);
+    }
+
+    /// The frames queued for the transport since the last call.
+    pub fn drain_outgoing(&mut self) -> Vec<OutgoingFrame> {
+        std::mem::take(&mut self.outgoing)
+    }
+
+    fn count_rejections(&mut self, events: &[SessionEvent]) {
+        self.rejected_total += events.iter().filter(|e| matches!(e, SessionEvent::Rejected { .. })).count() as u64;
+    }
+
+    fn handle_frame(&mut self, from: PeerUuid, frame: &[u8], now: Instant, events: &mut Vec<SessionEvent>) {
+        let Some(own) = self.own else { return };
+        if !self.links.contains_key(&from) {
+            if !self.connected.contains(&from) {
+                return;
+            }
+            // Declared lost for silence but still connected and talking again (a long stall on
+            // its side): start a fresh handshake instead of ignoring it forever.
+            self.links.insert(from, PeerLink::new(now));
+        }
+        let link = self.links.get_mut(&from).expect("inserted above");
+        let reject = |link: &mut PeerLink, events: &mut Vec<SessionEvent>, reason: RejectReason| {
+            link.rejected += 1;
+            events.push(SessionEvent::Rejected { peer: from, reason });
+        };
+        let (sequence, message) = match decode_frame(&self.keys, from, own, frame) {
+            Ok(decoded) => decoded,
+            Err(error) => return reject(link, events, error.into()),
+        };
+        if let Err(replay) = link.replay.accept(sequence) {
+            return reject(link, events, replay.into());
+        }
+        link.last_heard = now;
+        link.bytes_in += frame.len() as u64;
+        if link.state == LinkState::Refused {
+            return reject(link, events, RejectReason::Untrusted(message.kind_name()));
+        }
+        match message {
+            Message::Hello(hello) => {
+                // A hello that does not acknowledge ours means ours was lost (or the peer
+                // restarted its handshake): send ours again.
+                link.they_acknowledged = hello.acknowledged;
+                link.owe_hello |= !hello.acknowledged;
+                if link.state == LinkState::Trusted {
+                    return;
+                }
+                let failure = if !self.keys.verify_token(from, &hello.token) {
+                    Some(HandshakeError::InvalidToken)
+                } else if hello.model_hash != self.settings.model_hash {
+                    Some(HandshakeError::ModelMismatch)
+                } else {
+                    None
+                };
+                if let Some(reason) = failure {
+                    link.state = LinkState::Refused;
+                    events.push(SessionEvent::HandshakeFailed { peer: from, reason });
+                    return;
+                }
+                link.state = LinkState::Trusted;
+                events.push(SessionEvent::PeerTrusted {
+                    peer: from,
+                    capabilities: hello.capabilities.clone(),
+                    permissions: hello.token.permissions,
+                });
+                link.hello = Some(hello);
+                // Tell the peer right away that its hello was accepted.
+                link.owe_hello = true;
+            }
+            other if link.state != LinkState::Trusted => reject(link, events, RejectReason::Untrusted(other.kind_name())),
+            Message::Ping { nonce } => {
+                self.send(from, &Message::Pong { nonce });
+            }
+            Message::Pong { nonce } => {
+                if let Some(sent) = link.pings.remove(&nonce) {
+                    link.rtt.record(now - sent);
+                }
+            }
+            Message::Tensor(chunk) => {
+                let needed = match chunk.header.direction {
+                    Direction::StageInput => Permissions::SUBMIT_REQUESTS,
+                    Direction::StageOutput => Permissions::RUN_STAGES,
+                };
+                let ours = match chunk.header.direction {
+                    Direction::StageInput => Permissions::RUN_STAGES,
+                    Direction::StageOutput => Permissions::SUBMIT_REQUESTS,
+                };
+                if !link.permissions().contains(needed) || !self.settings.permissions.contains(ours) {
+                    return reject(link, events, RejectReason::NotPermitted("tensor"));
+                }
+                match self.reassembler.push(from, chunk, now) {
+                    Ok(Some(tensor)) => events.push(SessionEvent::Tensor(tensor)),
+                    Ok(None) => {}
+                    Err(error) => reject(link, events, error.into()),
+                }
+            }
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant, events: &mut Vec<SessionEvent>) {
+        let Some(own) = self.own else { return };
+        let mut lost = Vec::new();
+        let mut due_hellos = Vec::new();
+        let mut due_pings = Vec::new();
+        for (&peer, link) in &mut self.links {
+            match link.state {
+                LinkState::Handshaking if now - link.connected_at > self.settings.handshake_timeout => {
+                    link.state = LinkState::Refused;
+                    events.push(SessionEvent::HandshakeFailed { peer, reason: HandshakeError::Timeout(self.settings.handshake_timeout) });
+                }
+                LinkState::Trusted if now - link.last_heard > self.settings.lost_after => lost.push(peer),
+                _ => {}
+            }
+            let retry_due = !(link.state == LinkState::Trusted && link.they_acknowledged)
+                && link.last_hello.is_none_or(|t| now - t >= self.settings.hello_retry);
+            if link.state != LinkState::Refused && (link.owe_hello || retry_due) {
+                link.owe_hello = false;
+                link.last_hello = Some(now);
+                due_hellos.push((peer, link.state == LinkState::Trusted));
+            }
+            if link.state == LinkState::Trusted && now - link.last_ping >= self.settings.heartbeat {
+                link.last_ping = now;
+                let nonce = self.next_nonce;
+                self.next_nonce += 1;
+                link.pings.retain(|_, sent| now - *sent < Duration::from_secs(5));
+                link.pings.insert(nonce, now);
+                due_pings.push((peer, nonce));
+            }
+        }
+        for peer in lost {
+            self.links.remove(&peer);
+            self.reassembler.forget_peer(peer);
+            events.push(SessionEvent::PeerLost { peer, reason: LostReason::Silent });
+        }
+        for (peer, acknowledged) in due_hellos {
+            let hello = Hello {
+                model_hash: self.settings.model_hash,
+                capabilities: self.settings.capabilities.clone(),
+                token: self.keys.issue_token(own, self.settings.permissions),
+                acknowledged,
+            };
+            self.send(peer, &Message::Hello(hello));
+        }
+        for (peer, nonce) in due_pings {
+            self.send(peer, &Message::Ping { nonce });
+        }
+    }
+
+    /// Queues `message` for `peer`; `false` if there is no link to it (or no own id yet).
+    fn send(&mut self, peer: PeerUuid, message: &Message) -> bool {
+        let (Some(own), Some(link)) = (self.own, self.links.get_mut(&peer)) else {
+            return false;
+        };
+        // Sequence numbers survive a link being re-created, so the peer's replay guard keeps
+        // accepting this side's frames.
+        let sequence = self.send_sequences.entry(peer).or_insert(0);
+        *sequence += 1;
+        #[allow(unused_mut)]
+        let mut frame = encode_frame(&self.keys, own, peer, *sequence, message);
+        #[cfg(feature = "fault-injection")]
+        if self.corrupt_next_tensor && matches!(message, Message::Tensor(_)) {
+            self.corrupt_next_tensor = false;
+            let middle = frame.len() / 2;
+            frame[middle] ^= 0x01;
+        }
+        link.bytes_out += frame.len() as u64;
+        self.outgoing.push(OutgoingFrame { to: peer, bytes: frame });
+        true
+    }
+
+    /// Encodes `tensor` as `dtype`, chunks it and queues the chunks for a trusted peer. `run` is
+    /// how long this peer took for the stage (outputs only). Returns the bytes queued.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_tensor(
+        &mut self,
+        peer: PeerUuid,
+        request: u64,
+        stage: u16,
+        direction: Direction,
+        tensor: &Tensor,
+        dtype: TransferDtype,
+        run: Duration,
+    ) -> Result<u64, SendError> {
+        if self.links.get(&peer).is_none_or(|l| l.state != LinkState::Trusted) {
+            return Err(SendError::NotTrusted);
+        }
+        if tensor.shape().len() > MAX_RANK || tensor.shape().iter().any(|&d| d > u32::MAX as usize) {
+            return Err(SendError::TooLarge);
+        }
+        let (payload, params) = encode_values(tensor.data(), dtype);
+        let total_bytes = u32::try_from(payload.len()).map_err(|_| SendError::TooLarge)?;
+        let header = TensorHeader {
+            request,
+            stage,
+            direction,
+            dtype,
+            shape: tensor.shape().iter().map(|&d| d as u32).collect(),
+            params,
+            total_bytes,
+            run_us: run.as_micros().min(u32::MAX as u128) as u32,
+        };
+        let before = self.links[&peer].bytes_out;
+        for chunk in split_into_chunks(header, &payload) {
+            if !self.send(peer, &Message::Tensor(chunk)) {
+                return Err(SendError::SocketClosed);
+            }
+        }
+        Ok(self.links[&peer].bytes_out - before)
+    }
+
+    /// Fault injection for tests and demos (feature `fault-injection`): flips one bit of the
+    /// next tensor frame after it has been authenticated, as a corrupting network or a
+    /// tampering peer would.
+    #[cfg(feature = "fault-injection")]
+    pub fn corrupt_next_tensor_frame(&mut self) {
+        self.corrupt_next_tensor = true;
+    }
+}
+
+/// When to rebuild the transport: matchbox's connection setup occasionally hangs, so while fewer
+/// than the expected peers have become trusted, a rebuild is due once none has for a while. Only
+/// the initial connection is retried: once every expected peer was trusted, a missing one is a
+/// lost peer, handled by the scheduler, not a stalled socket.
+#[derive(Clone, Debug)]
+pub struct ReconnectPolicy {
+    /// Peers to wait for (0: no expectation, never rebuild).
+    pub expected_peers: usize,
+    /// How long without a new trusted peer before a rebuild.
+    pub reconnect_after: Duration,
+    last_progress: Instant,
+    reached_expected: bool,
+    attempts: u32,
+}
+
+impl ReconnectPolicy {
+    /// Starts counting from `now`.
+    pub fn new(expected_peers: usize, reconnect_after: Duration, now: Instant) -> Self {
+        Self { expected_peers, reconnect_after, last_progress: now, reached_expected: false, attempts: 0 }
+    }
+
+    /// Takes this frame's events and the number of trusted peers; returns whether to rebuild
+    /// the transport now (and then counts the attempt and starts waiting again).
+    pub fn rebuild_due(&mut self, events: &[SessionEvent], trusted: usize, now: Instant) -> bool {
+        if events.iter().any(|e| matches!(e, SessionEvent::PeerTrusted { .. })) {
+            self.last_progress = now;
+        }
+        self.reached_expected |= trusted >= self.expected_peers;
+        if self.reached_expected || now - self.last_progress <= self.reconnect_after {
+            return false;
+        }
+        self.rebuilt(now);
+        true
+    }
+
+    /// Counts a rebuild (due, or forced by a transport error) and starts waiting again.
+    pub fn rebuilt(&mut self, now: Instant) -> u32 {
+        self.attempts += 1;
+        self.last_progress = now;
+        self.reached_expected = false;
+        self.attempts
+    }
+
+    /// Rebuilds so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+}
+
+#[cfg(test)]
+#[path = "links_tests.rs"]
+mod tests;
+

@@ -1,0 +1,316 @@
+//! Links talking to each other in memory: frames delivered by hand, time advanced by hand.
+
+use std::time::Duration;
+
+use bevy::platform::time::Instant;
+
+use super::*;
+use crate::net::codec::FrameError;
+use crate::net::ReceivedTensor;
+
+const KEY: &str = "room key";
+const MODEL: [u8; 32] = [7; 32];
+const STEP: Duration = Duration::from_millis(20);
+
+fn capabilities(adapter: &str) -> Capabilities {
+    Capabilities {
+        adapter: adapter.into(),
+        backend: "Vulkan".into(),
+        shader_f16: false,
+        subgroup_sizes: (0, 0),
+        max_storage_binding: 1 << 27,
+        calibration_us: 1000,
+    }
+}
+
+/// Players in one room, each with its links and the events it has seen.
+struct Room {
+    now: Instant,
+    players: Vec<Player>,
+}
+
+struct Player {
+    id: PeerUuid,
+    links: Links,
+    events: Vec<SessionEvent>,
+    /// Frames from this player are dropped (a stalled or vanished peer).
+    muted: bool,
+}
+
+impl Room {
+    fn new(players: &[(u8, LinkSettings)]) -> Self {
+        let now = Instant::now();
+        let mut players: Vec<Player> = players
+            .iter()
+            .map(|(id, settings)| {
+                let mut links = Links::new(settings.clone(), now);
+                links.set_own_id(PeerUuid([*id; 16]));
+                Player { id: PeerUuid([*id; 16]), links, events: Vec::new(), muted: false }
+            })
+            .collect();
+        let ids: Vec<PeerUuid> = players.iter().map(|p| p.id).collect();
+        for player in &mut players {
+            for &other in ids.iter().filter(|&&o| o != player.id) {
+                player.links.peer_connected(other, now);
+            }
+        }
+        Self { now, players }
+    }
+
+    fn player(&mut self, id: u8) -> &mut Player {
+        self.players.iter_mut().find(|p| p.id == PeerUuid([id; 16])).expect("a player of the room")
+    }
+
+    /// Delivers every queued frame (except a muted player's), then ticks everyone.
+    fn step(&mut self) -> Vec<OutgoingFrame> {
+        let mut delivered = Vec::new();
+        let mut frames = Vec::new();
+        for player in &mut self.players {
+            let outgoing = player.links.drain_outgoing();
+            if !player.muted {
+                frames.extend(outgoing.into_iter().map(|f| (player.id, f)));
+            }
+        }
+        for (from, frame) in frames {
+            let now = self.now;
+            if let Some(to) = self.players.iter_mut().find(|p| p.id == frame.to) {
+                to.links.receive(from, &frame.bytes, now, &mut to.events);
+            }
+            delivered.push(frame);
+        }
+        self.now += STEP;
+        let now = self.now;
+        for player in &mut self.players {
+            player.links.tick(now, &mut player.events);
+        }
+        delivered
+    }
+
+    fn run(&mut self, duration: Duration) {
+        let steps = duration.as_millis() / STEP.as_millis();
+        for _ in 0..steps {
+            self.step();
+        }
+    }
+}
+
+fn coordinator() -> LinkSettings {
+    LinkSettings::new(KEY, Permissions::COORDINATOR, MODEL, capabilities("coordinator gpu"))
+}
+
+fn worker() -> LinkSettings {
+    LinkSettings::new(KEY, Permissions::RUN_STAGES, MODEL, capabilities("worker gpu"))
+}
+
+fn trusted(events: &[SessionEvent]) -> Vec<(PeerUuid, Permissions)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::PeerTrusted { peer, permissions, .. } => Some((*peer, *permissions)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn rejections(events: &[SessionEvent]) -> Vec<RejectReason> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Rejected { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sorted(mut v: Vec<(PeerUuid, Permissions)>) -> Vec<(PeerUuid, Permissions)> {
+    v.sort_by_key(|(peer, _)| *peer);
+    v
+}
+
+const A: PeerUuid = PeerUuid([1; 16]);
+const B: PeerUuid = PeerUuid([2; 16]);
+const C: PeerUuid = PeerUuid([3; 16]);
+
+#[test]
+fn peers_with_the_room_key_and_the_same_model_trust_each_other_with_their_tokens_permissions() {
+    let mut room = Room::new(&[(1, coordinator()), (2, worker()), (3, worker())]);
+    room.run(Duration::from_millis(200));
+    assert_eq!(sorted(trusted(&room.player(1).events)), vec![(B, Permissions::RUN_STAGES), (C, Permissions::RUN_STAGES)]);
+    assert_eq!(sorted(trusted(&room.player(2).events)), vec![(A, Permissions::COORDINATOR), (C, Permissions::RUN_STAGES)]);
+    let workers: Vec<PeerUuid> = room.player(1).links.trusted_with(Permissions::RUN_STAGES).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(workers, vec![B, C]);
+    let link = room.player(2).links.link(A).expect("a link to the coordinator");
+    assert_eq!(link.state, LinkState::Trusted);
+    assert_eq!(link.hello.as_ref().map(|h| h.capabilities.adapter.as_str()), Some("coordinator gpu"));
+    assert_eq!(room.player(1).links.rejected_total(), 0);
+}
+
+#[test]
+fn a_lost_hello_is_repeated_until_the_other_side_acknowledges_it() {
+    let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
+    // The first hellos are lost on the way.
+    room.player(1).muted = true;
+    room.player(2).muted = true;
+    room.step();
+    room.step();
+    assert!(trusted(&room.player(1).events).is_empty());
+    room.player(1).muted = false;
+    room.player(2).muted = false;
+    room.run(Duration::from_millis(600));
+    assert_eq!(trusted(&room.player(1).events), vec![(B, Permissions::RUN_STAGES)]);
+    assert_eq!(trusted(&room.player(2).events), vec![(A, Permissions::COORDINATOR)]);
+}
+
+#[test]
+fn a_peer_without_the_room_key_is_never_trusted_and_times_out() {
+    let mut stranger = worker();
+    stranger.room_key = "another key".into();
+    let mut room = Room::new(&[(1, coordinator()), (2, stranger)]);
+    room.run(Duration::from_secs(6));
+    let events = &room.player(1).events;
+    assert!(trusted(events).is_empty());
+    assert!(rejections(events).iter().all(|r| *r == RejectReason::Frame(FrameError::BadMac)));
+    assert!(!rejections(events).is_empty());
+    assert!(events.contains(&SessionEvent::HandshakeFailed { peer: B, reason: HandshakeError::Timeout(Duration::from_secs(5)) }));
+    assert_eq!(room.player(1).links.link(B).map(|l| l.state), Some(LinkState::Refused));
+}
+
+#[test]
+fn a_peer_running_another_model_is_refused_and_what_it_sends_next_is_rejected() {
+    let mut other_model = worker();
+    other_model.model_hash = [8; 32];
+    let mut room = Room::new(&[(1, coordinator()), (2, other_model)]);
+    room.run(Duration::from_millis(100));
+    let events = room.player(1).events.clone();
+    assert!(events.contains(&SessionEvent::HandshakeFailed { peer: B, reason: HandshakeError::ModelMismatch }));
+    assert!(trusted(&events).is_empty());
+    // A refused peer's frames are authenticated (it holds the room key) but not acted on.
+    let ping = encode_frame(&RoomKeys::derive(KEY), B, A, 1_000, &Message::Ping { nonce: 1 });
+    let (now, mut events) = (room.now, Vec::new());
+    room.player(1).links.receive(B, &ping, now, &mut events);
+    assert_eq!(rejections(&events), vec![RejectReason::Untrusted("ping")]);
+    assert_eq!(room.player(1).links.link(B).map(|l| l.state), Some(LinkState::Refused));
+}
+
+#[test]
+fn heartbeats_measure_round_trips_and_silence_declares_a_peer_lost() {
+    let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
+    room.run(Duration::from_millis(500));
+    let link = room.player(1).links.link(B).expect("linked");
+    assert!(link.rtt.median().is_some(), "pings were answered");
+    assert!(link.bytes_in > 0 && link.bytes_out > 0);
+    room.player(2).muted = true;
+    room.run(Duration::from_millis(1000));
+    assert!(room.player(1).events.contains(&SessionEvent::PeerLost { peer: B, reason: LostReason::Silent }));
+    assert!(room.player(1).links.link(B).is_none());
+}
+
+#[test]
+fn a_peer_lost_for_silence_that_talks_again_is_trusted_again_after_a_new_handshake() {
+    let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
+    room.run(Duration::from_millis(200));
+    room.player(2).muted = true;
+    room.run(Duration::from_millis(1000));
+    assert!(room.player(1).events.contains(&SessionEvent::PeerLost { peer: B, reason: LostReason::Silent }));
+    room.player(1).events.clear();
+    room.player(2).muted = false;
+    room.run(Duration::from_millis(600));
+    assert_eq!(trusted(&room.player(1).events), vec![(B, Permissions::RUN_STAGES)]);
+    assert_eq!(room.player(1).links.link(B).map(|l| l.state), Some(LinkState::Trusted));
+    let replays = rejections(&room.player(1).events).into_iter().filter(|r| matches!(r, RejectReason::Frame(FrameError::Replay { .. }))).count();
+    assert_eq!(replays, 0, "the worker's sequence numbers carried on");
+}
+
+#[test]
+fn a_replayed_frame_is_rejected_and_the_original_is_not() {
+    let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
+    room.run(Duration::from_millis(200));
+    let captured = (0..20).find_map(|_| room.step().into_iter().find(|f| f.to == A)).expect("the worker sent a frame");
+    let now = room.now;
+    let mut events = Vec::new();
+    room.player(1).links.receive(B, &captured.bytes, now, &mut events);
+    assert!(matches!(rejections(&events)[..], [RejectReason::Frame(FrameError::Replay { .. })]), "{events:?}");
+}
+
+#[test]
+fn a_disconnected_peer_is_reported_lost_once() {
+    let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
+    room.run(Duration::from_millis(200));
+    let mut events = Vec::new();
+    room.player(1).links.peer_disconnected(B, &mut events);
+    room.player(1).links.peer_disconnected(B, &mut events);
+    assert_eq!(events, vec![SessionEvent::PeerLost { peer: B, reason: LostReason::Disconnected }]);
+}
+
+fn stage_input(values: usize) -> Tensor {
+    Tensor::new(vec![1, values], (0..values).map(|i| i as f32 * 0.5).collect()).expect("shape fits")
+}
+
+#[test]
+fn a_stage_input_reaches_a_worker_whole_and_a_worker_may_not_send_one() {
+    let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
+    room.run(Duration::from_millis(200));
+    let tensor = stage_input(40_000);
+    let bytes = room.player(1).links.send_tensor(B, 9, 1, Direction::StageInput, &tensor, TransferDtype::F32, Duration::ZERO).expect("trusted");
+    assert!(bytes > 160_000, "{bytes} bytes for 160 kB of values");
+    room.step();
+    let received: Vec<&ReceivedTensor> = room.player(2).events.iter().filter_map(|e| if let SessionEvent::Tensor(t) = e { Some(t) } else { None }).collect();
+    assert_eq!(received.len(), 1);
+    assert_eq!((received[0].from, received[0].shared.request, received[0].shared.stage), (A, 9, 1));
+    assert_eq!(received[0].shared.tensor, tensor);
+
+    room.player(2).links.send_tensor(A, 1, 1, Direction::StageInput, &stage_input(10), TransferDtype::F32, Duration::ZERO).expect("queued");
+    room.step();
+    assert!(rejections(&room.player(1).events).contains(&RejectReason::NotPermitted("tensor")));
+}
+
+#[test]
+fn a_tensor_for_a_peer_that_is_not_trusted_is_refused_before_it_is_sent() {
+    let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
+    let sent = room.player(1).links.send_tensor(B, 0, 1, Direction::StageInput, &stage_input(4), TransferDtype::Int8, Duration::ZERO);
+    assert_eq!(sent, Err(SendError::NotTrusted));
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_tensor_frame_corrupted_in_transit_is_rejected() {
+    let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
+    room.run(Duration::from_millis(200));
+    room.player(1).links.corrupt_next_tensor_frame();
+    room.player(1).links.send_tensor(B, 3, 1, Direction::StageInput, &stage_input(8), TransferDtype::F16, Duration::ZERO).expect("trusted");
+    room.step();
+    assert!(matches!(rejections(&room.player(2).events)[..], [RejectReason::Frame(_)]), "{:?}", room.player(2).events);
+    assert!(!room.player(2).events.iter().any(|e| matches!(e, SessionEvent::Tensor(_))));
+}
+
+#[test]
+fn a_reset_reports_every_peer_lost_and_forgets_them() {
+    let mut room = Room::new(&[(1, coordinator()), (2, worker()), (3, worker())]);
+    room.run(Duration::from_millis(200));
+    let mut events = Vec::new();
+    room.player(1).links.reset(&mut events);
+    assert_eq!(
+        events,
+        vec![SessionEvent::PeerLost { peer: B, reason: LostReason::Disconnected }, SessionEvent::PeerLost { peer: C, reason: LostReason::Disconnected }]
+    );
+    assert_eq!(room.player(1).links.links().count(), 0);
+    assert_eq!(room.player(1).links.own_id(), None);
+}
+
+#[test]
+fn the_transport_is_rebuilt_only_while_expected_peers_are_missing() {
+    let start = Instant::now();
+    let mut policy = ReconnectPolicy::new(2, Duration::from_secs(8), start);
+    assert!(!policy.rebuild_due(&[], 0, start + Duration::from_secs(7)));
+    assert!(policy.rebuild_due(&[], 1, start + Duration::from_secs(9)));
+    assert_eq!(policy.attempts(), 1);
+    // The wait starts again after a rebuild, and a newly trusted peer also restarts it.
+    let trusted = [SessionEvent::PeerTrusted { peer: B, capabilities: capabilities("gpu"), permissions: Permissions::RUN_STAGES }];
+    assert!(!policy.rebuild_due(&trusted, 1, start + Duration::from_secs(16)));
+    assert!(!policy.rebuild_due(&[], 1, start + Duration::from_secs(23)));
+    assert!(policy.rebuild_due(&[], 1, start + Duration::from_secs(25)));
+    // Once every expected peer was there, a missing one is never a reason to rebuild.
+    assert!(!policy.rebuild_due(&[], 2, start + Duration::from_secs(26)));
+    assert!(!policy.rebuild_due(&[], 1, start + Duration::from_secs(60)));
+    assert_eq!(policy.attempts(), 2);
+}

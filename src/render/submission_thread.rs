@@ -1,0 +1,145 @@
+//! The render side's submission thread: a request whose block already has its commands
+//! recorded is submitted the moment the main world sends it, instead of waiting for the frame's
+//! extract and the render world's next `RenderGraph` run.
+//!
+//! With Bevy's pipelined rendering the render world runs a frame behind the main world, so a
+//! request that waits for the render world starts on the GPU a frame or more after it was made
+//! (16 ms at 60 frames per second). Recorded commands need nothing from the render world but a
+//! filled upload buffer and a `Queue::submit`, which this thread does. Requests without recorded
+//! commands (the first of a block, or more at once than are recorded) are forwarded to the render
+//! world, which compiles the block if needed and records them into its frame. The thread also
+//! polls the device while maps are outstanding, so that results reach the main world as soon as
+//! the GPU is done (see [`super::readback`]).
+//!
+//! The thread is supervised: if it panics, the job it held fails with
+//! [`JobError::SubmissionThreadLost`], and [`SubmissionThread::stopped`] tells the render world,
+//! which logs it and takes the jobs itself from then on.
+//!
+//! No main-world code touches a wgpu object: the main world only sends jobs over a channel.
+
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{select, Receiver, Sender};
+
+use super::readback::ResultRoute;
+use super::submission::{lock, SubmissionPool};
+use crate::job::{JobError, JobOutcome, StageJob};
+
+/// How long the thread waits for a job between polls while maps are outstanding.
+const POLL_INTERVAL: Duration = Duration::from_micros(50);
+
+/// How long the thread waits for a job when no map is outstanding; a registered map wakes it.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// A running submission thread; it ends when this is dropped or the main world's job sender is.
+pub(super) struct SubmissionThread {
+    wake: Sender<()>,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// What the submission thread works with.
+pub(super) struct ThreadSetup<K> {
+    /// Submits recorded commands; polls for map callbacks.
+    pub device: wgpu::Device,
+    /// Where recorded commands are submitted.
+    pub queue: wgpu::Queue,
+    /// Jobs from the main world.
+    pub jobs: Receiver<StageJob>,
+    /// Jobs for the render world to record.
+    pub to_record: Sender<StageJob>,
+    /// Recorded submissions, shared with the render world, which records them.
+    pub pool: Arc<Mutex<SubmissionPool<K>>>,
+    /// Where outcomes and returned buffers go.
+    pub route: ResultRoute<K>,
+    /// Which block a job runs on.
+    pub block_of: fn(&StageJob) -> K,
+    /// Makes the thread panic on its next job (feature `fault-injection`).
+    #[cfg(feature = "fault-injection")]
+    pub panic_on_next_job: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SubmissionThread {
+    /// Starts the thread.
+    pub fn start<K: std::hash::Hash + Eq + Clone + Send + 'static>(setup: ThreadSetup<K>) -> std::io::Result<Self> {
+        let (wake, woken) = crossbeam_channel::bounded::<()>(1);
+        let handle = std::thread::Builder::new().name("inference submission".into()).spawn(move || run(setup, woken))?;
+        Ok(Self { wake, handle: Some(handle) })
+    }
+
+    /// Wakes the thread to poll for maps registered by the render world.
+    pub fn wake(&self) {
+        let _ = self.wake.try_send(());
+    }
+
+    /// `None` while the thread runs; once it has stopped, why (its panic message, or that it
+    /// ended because the main world's job sender is gone).
+    pub fn stopped(&mut self) -> Option<String> {
+        if !self.handle.as_ref()?.is_finished() {
+            return None;
+        }
+        let handle = self.handle.take()?;
+        Some(match handle.join() {
+            Ok(()) => "it ended".to_string(),
+            Err(payload) => panic_message(payload.as_ref()),
+        })
+    }
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
+}
+
+fn run<K: std::hash::Hash + Eq + Clone + Send + 'static>(setup: ThreadSetup<K>, woken: Receiver<()>) {
+    let ThreadSetup { device, queue, jobs, to_record, pool, route, block_of, .. } = &setup;
+    loop {
+        let wait = if route.outstanding.any() { POLL_INTERVAL } else { IDLE_WAIT };
+        select! {
+            recv(jobs) -> job => {
+                let Ok(job) = job else { break };
+                let handled = catch_unwind(AssertUnwindSafe(|| {
+                    #[cfg(feature = "fault-injection")]
+                    if setup.panic_on_next_job.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                        panic!("injected fault: the submission thread panics");
+                    }
+                    let block = block_of(&job);
+                    let armed = lock(pool).take(&block);
+                    match armed {
+                        Some(armed) => {
+                            let (commands, request) = armed.start(job.clone(), block);
+                            queue.submit([commands]);
+                            route.map(request);
+                            true
+                        }
+                        None => to_record.send(job.clone()).is_ok(),
+                    }
+                }));
+                match handled {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(payload) => {
+                        let error = JobError::SubmissionThreadLost(panic_message(payload.as_ref()));
+                        let _ = route.results.send(JobOutcome::of(&job, Err(error)));
+                        resume_unwind(payload);
+                    }
+                }
+            }
+            recv(woken) -> message => {
+                if message.is_err() {
+                    break;
+                }
+            }
+            default(wait) => {}
+        }
+        if route.outstanding.any() {
+            let _ = device.poll(wgpu::PollType::Poll);
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! [`PeerSessionPlugin`]: splits requests for one model across the players of a matchbox room
+//! according to a partition plan. Coordinators own requests and run stage 0; workers run the
+//! stages they are sent. User code does not change: requests are still [`InferenceRequest`]s
+//! and results still [`Prediction`]s.
+//!
+//! The session's systems run in [`InferenceSystems::Session`] (in `PreUpdate`, after the
+//! frame's results are received), one job each: prepare the stages, join the room once
+//! calibrated, take local stage results, return stages served for peers, poll the socket,
+//! handle what it reported, and advance the pipeline.
+//!
+//! [`InferenceRequest`]: super::InferenceRequest
+//! [`Prediction`]: super::Prediction
+
+mod problem;
+mod state;
+mod systems;
+
+use std::time::Duration;
+
+use bevy::prelude::*;
+
+use super::InferenceSystems;
+use crate::net::SessionEvent;
+pub use problem::SessionProblem;
+pub use state::{Distributed, RequestTraffic};
+
+/// Whether this player owns requests or only runs stages for others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerRole {
+    /// Owns requests, runs stage 0 and hands later stages to workers.
+    Coordinator,
+    /// Runs the stages coordinators send it.
+    Worker,
+}
+
+/// Joins a matchbox room and splits requests for [`Self::model`] across its players, as the
+/// plan at [`Self::plan`] says.
+#[derive(Clone, Debug)]
+pub struct PeerSessionPlugin {
+    /// Matchbox room URL, e.g. `ws://127.0.0.1:3536/my-room`.
+    pub room_url: String,
+    /// The room's shared secret; frames and tokens are authenticated with keys derived from it.
+    pub room_key: String,
+    /// This player's role.
+    pub role: PeerRole,
+    /// Asset path of the model to split.
+    pub model: String,
+    /// Asset path of the partition plan (`.plan.ron`), loaded through the plan loader.
+    pub plan: String,
+    /// Requests in flight at once (K; default 2).
+    pub max_in_flight: usize,
+    /// Peers to wait for: the socket is rebuilt if they do not all arrive in time (default 0:
+    /// no expectation).
+    pub expected_peers: usize,
+    /// A remote stage without an answer for this long is re-run elsewhere (default 2 s).
+    pub stage_timeout: Duration,
+    /// STUN/TURN server URLs for ICE. Empty by default: host candidates only, which reach peers
+    /// on the same machine or network and contact no outside server.
+    pub ice_servers: Vec<String>,
+}
+
+impl PeerSessionPlugin {
+    /// A session with K = 2, a 2 s stage timeout and no STUN server.
+    pub fn new(room_url: impl Into<String>, room_key: impl Into<String>, role: PeerRole, model: impl Into<String>, plan: impl Into<String>) -> Self {
+        Self {
+            room_url: room_url.into(),
+            room_key: room_key.into(),
+            role,
+            model: model.into(),
+            plan: plan.into(),
+            max_in_flight: 2,
+            expected_peers: 0,
+            stage_timeout: Duration::from_secs(2),
+            ice_servers: Vec::new(),
+        }
+    }
+}
+
+/// Sent for everything the session observes (peers trusted and lost, rejected messages), for
+/// logs, tests and the overlay.
+#[derive(Message, Clone, Debug)]
+pub struct PeerSessionEvent(pub SessionEvent);
+
+impl Plugin for PeerSessionPlugin {
+    fn build(&self, app: &mut App) {
+        use systems::*;
+        app.add_message::<PeerSessionEvent>()
+            .add_message::<SessionProblem>()
+            .insert_resource(Distributed::new(self.clone()))
+            .configure_sets(PreUpdate, InferenceSystems::Session.after(InferenceSystems::ReceiveResults))
+            .add_systems(Startup, load_assets)
+            .add_systems(
+                PreUpdate,
+                (prepare_stages, join_when_calibrated, take_local_stage_results, return_served_stages, poll_session, handle_session_events, advance_pipeline)
+                    .chain()
+                    .in_set(InferenceSystems::Session),
+            )
+            .add_systems(PostUpdate, claim_requests.before(InferenceSystems::SubmitRequests));
+    }
+}

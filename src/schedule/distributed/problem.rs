@@ -1,0 +1,58 @@
+//! [`SessionProblem`]: what went wrong in the session, as a typed message.
+
+use bevy::prelude::Message;
+
+use crate::model::PlanError;
+use crate::net::SendError;
+use crate::schedule::pipeline::StaleResult;
+use crate::schedule::InferenceError;
+
+/// Why the session could not start or a stage could not be handled.
+#[derive(Message, thiserror::Error, Clone, Debug, PartialEq)]
+pub enum SessionProblem {
+    /// The model asset failed to load; the session does not start.
+    #[error("the model failed to load: {0}")]
+    ModelLoad(String),
+    /// The partition plan asset failed to load; the session does not start.
+    #[error("the partition plan failed to load: {0}")]
+    PlanLoad(String),
+    /// The partition plan does not fit the loaded model; the session does not start.
+    #[error("the partition plan does not fit the model: {0}")]
+    PlanDoesNotFit(PlanError),
+    /// A warm-up run before joining failed.
+    #[error("calibration failed: {0}")]
+    CalibrationFailed(InferenceError),
+    /// A stage result arrived for a request or stage that does not expect it.
+    #[error(transparent)]
+    StaleResult(StaleResult),
+    /// A stage run for a peer could not be sent back.
+    #[error("cannot return stage {stage} of request {request}: {error}")]
+    CannotReturnStage {
+        /// The peer's request.
+        request: u64,
+        /// The stage.
+        stage: u16,
+        /// Why.
+        error: SendError,
+    },
+    /// A stage run for a peer failed on this GPU.
+    #[error("stage {stage} of request {request} for a peer failed: {error}")]
+    ServedStageFailed {
+        /// The peer's request.
+        request: u64,
+        /// The stage.
+        stage: u16,
+        /// Why.
+        error: InferenceError,
+    },
+    /// A stage input could not be sent to its peer; the stage runs elsewhere.
+    #[error("cannot send stage {stage} of request {request}: {error}; running it elsewhere")]
+    CannotSendStage {
+        /// This coordinator's request.
+        request: u64,
+        /// The stage.
+        stage: usize,
+        /// Why.
+        error: SendError,
+    },
+}

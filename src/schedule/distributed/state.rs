@@ -1,0 +1,129 @@
+//! [`Distributed`]: the session's main-world state: the model's stages, the pipeline of split
+//! requests, the workers and what this peer serves for others.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bevy::prelude::*;
+
+use super::PeerSessionPlugin;
+use crate::model::ir::Graph;
+use crate::model::{Model, PartitionPlan};
+use crate::net::PeerUuid;
+use crate::schedule::pipeline::{assign_stages, Pipeline, PipelineAction, RequestId, StageAssignment, WorkerSpeed};
+use crate::tensor::TransferDtype;
+
+/// Where the session is.
+pub(super) enum Phase {
+    /// Waiting for the model and the plan to load.
+    Loading,
+    /// The warm-up runs are on the GPU; `pending` of them have yet to finish.
+    Calibrating { pending: usize },
+    /// The room is joined.
+    Running,
+    /// The model or plan was unusable (a [`super::SessionProblem`] said why).
+    Failed,
+}
+
+/// One split request on the coordinator.
+pub(super) struct Tracked {
+    /// The request's entity.
+    pub entity: Entity,
+    /// Bytes on the wire for it so far.
+    pub bytes: u64,
+}
+
+/// A stage this peer runs for another peer, by the ticket its job carries.
+pub(super) struct ServedStage {
+    /// The peer that asked.
+    pub from: PeerUuid,
+    /// Its request.
+    pub request: u64,
+    /// The stage.
+    pub stage: u16,
+}
+
+/// A request's traffic, for the `peer` example's summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestTraffic {
+    /// Bytes on the wire for it: frames this coordinator sent (headers and MACs included) plus
+    /// the payloads it received back.
+    pub bytes: u64,
+}
+
+/// State of the split: the model's stages, the pipeline, the request map.
+#[derive(Resource)]
+pub struct Distributed {
+    pub(super) settings: PeerSessionPlugin,
+    pub(super) phase: Phase,
+    pub(super) model: Handle<Model>,
+    pub(super) plan: Handle<PartitionPlan>,
+    pub(super) stages: Vec<Arc<Graph>>,
+    pub(super) input_dtypes: Vec<TransferDtype>,
+    pub(super) pipeline: Pipeline,
+    pub(super) assignment: StageAssignment,
+    pub(super) workers: HashMap<PeerUuid, u32>,
+    pub(super) tracked: HashMap<RequestId, Tracked>,
+    pub(super) next_request: RequestId,
+    pub(super) served: HashMap<u64, ServedStage>,
+    pub(super) next_ticket: u64,
+    /// Pipeline actions decided this frame, carried out by `advance_pipeline`.
+    pub(super) actions: Vec<PipelineAction>,
+    /// Bytes sent per finished request, most recent last.
+    pub finished_traffic: Vec<RequestTraffic>,
+    /// Stages this peer ran for other peers.
+    pub stages_served: u64,
+}
+
+impl Distributed {
+    pub(super) fn new(settings: PeerSessionPlugin) -> Self {
+        Self {
+            pipeline: Pipeline::new(settings.max_in_flight),
+            assignment: assign_stages(0, &[]),
+            settings,
+            phase: Phase::Loading,
+            model: Handle::default(),
+            plan: Handle::default(),
+            stages: Vec::new(),
+            input_dtypes: Vec::new(),
+            workers: HashMap::new(),
+            tracked: HashMap::new(),
+            next_request: 0,
+            served: HashMap::new(),
+            next_ticket: 0,
+            actions: Vec::new(),
+            finished_traffic: Vec::new(),
+            stages_served: 0,
+        }
+    }
+
+    /// Which executor runs each stage now.
+    pub fn assignment(&self) -> &StageAssignment {
+        &self.assignment
+    }
+
+    /// Whether the model is loaded, calibrated and the room joined.
+    pub fn is_running(&self) -> bool {
+        matches!(self.phase, Phase::Running)
+    }
+
+    /// Requests in flight and waiting.
+    pub fn load(&self) -> (usize, usize) {
+        (self.pipeline.in_flight(), self.pipeline.waiting())
+    }
+
+    /// Places the stages on the workers known now.
+    pub(super) fn reassign(&mut self) {
+        let workers: Vec<WorkerSpeed> = self.workers.iter().map(|(&peer, &calibration_us)| WorkerSpeed { peer, calibration_us }).collect();
+        self.assignment = assign_stages(self.stages.len(), &workers);
+    }
+
+    /// Forgets a worker (lost, or it refused a frame) and re-runs what it held elsewhere.
+    pub(super) fn drop_worker(&mut self, peer: PeerUuid, now: bevy::platform::time::Instant) {
+        self.workers.remove(&peer);
+        self.reassign();
+        let assignment = self.assignment.clone();
+        let reruns = self.pipeline.rerun_peer(peer, &assignment, now);
+        self.actions.extend(reruns);
+    }
+}

@@ -1,0 +1,338 @@
+//! The session's systems, in the order they run each frame (see the module doc).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bevy::asset::{LoadState, UntypedAssetId};
+use bevy::platform::time::Instant;
+use bevy::prelude::*;
+
+use super::state::{Phase, ServedStage, Tracked};
+use super::{Distributed, PeerRole, PeerSessionEvent, PeerSessionPlugin, SessionProblem};
+use crate::job::{JobOutcome, JobTag, StageJob};
+use crate::model::ir::Graph;
+use crate::model::{Model, PartitionPlan};
+use crate::net::session::{PeerSession, SessionConfig};
+use crate::net::{Capabilities, Direction, LinkSettings, LinkState, Permissions, SendError, SessionEvent};
+use crate::render::GpuCapabilities;
+use crate::schedule::pipeline::{Executor, PipelineAction};
+use crate::schedule::{fail, InferenceFailed, InferenceRequest, JobQueue, LocalOnly, Prediction, PredictionReady, SplitRequest, StageOutcomes, Submitted, TopK};
+use crate::tensor::{Tensor, TransferDtype};
+
+/// Starts loading the model and the plan.
+pub(super) fn load_assets(mut state: ResMut<Distributed>, server: Res<AssetServer>) {
+    state.model = server.load(state.settings.model.clone());
+    state.plan = server.load(state.settings.plan.clone());
+}
+
+/// Once the model and the plan are loaded: validates the plan, builds the stage graphs, and
+/// hands the warm-up runs to the GPU. Every stage block (and the whole model, which is what gets
+/// timed) is compiled and run once before joining, so that no frame later stalls on pipeline
+/// creation. Stage graphs leave the batch open; batch 1 is used.
+pub(super) fn prepare_stages(
+    mut state: ResMut<Distributed>,
+    models: Res<Assets<Model>>,
+    plans: Res<Assets<PartitionPlan>>,
+    server: Res<AssetServer>,
+    mut queue: ResMut<JobQueue>,
+    mut problems: MessageWriter<SessionProblem>,
+    mut commands: Commands,
+) {
+    if !matches!(state.phase, Phase::Loading) {
+        return;
+    }
+    let failed = |handle: UntypedAssetId| match server.get_load_state(handle) {
+        Some(LoadState::Failed(error)) => Some(error.to_string()),
+        _ => None,
+    };
+    let problem = failed(state.model.id().untyped())
+        .map(SessionProblem::ModelLoad)
+        .or_else(|| failed(state.plan.id().untyped()).map(SessionProblem::PlanLoad));
+    if let Some(problem) = problem {
+        problems.write(problem);
+        state.phase = Phase::Failed;
+        return;
+    }
+    let (Some(model), Some(plan)) = (models.get(&state.model), plans.get(&state.plan)) else { return };
+    let graph = model.graph().clone();
+    let validated = match plan.validate(&graph) {
+        Ok(validated) => validated,
+        Err(error) => {
+            problems.write(SessionProblem::PlanDoesNotFit(error));
+            state.phase = Phase::Failed;
+            return;
+        }
+    };
+    state.pipeline = crate::schedule::pipeline::Pipeline::new(state.settings.max_in_flight);
+    state.input_dtypes = validated.stages.iter().map(|s| s.input_dtype).collect();
+    state.stages = validated.stage_graphs(&graph).into_iter().map(Arc::new).collect();
+    state.reassign();
+    let batch_one = |g: &Graph| -> Vec<usize> { g.input.dims.iter().map(|d| d.unwrap_or(1)).collect() };
+    let started = Instant::now();
+    let graphs: Vec<Arc<Graph>> = std::iter::once(graph).chain(state.stages.iter().cloned()).collect();
+    let model = state.model.id();
+    state.phase = Phase::Calibrating { pending: graphs.len() };
+    for graph in graphs {
+        let input = Tensor::zeros(batch_one(&graph));
+        let entity = commands.spawn_empty().id();
+        queue.push(StageJob { tag: JobTag::Calibration, entity, model, graph, input, started });
+    }
+}
+
+/// Takes this frame's outcomes with tags matching `wanted` out of the shared list.
+fn take_outcomes(outcomes: &mut StageOutcomes, wanted: impl Fn(&JobTag) -> bool) -> Vec<JobOutcome> {
+    outcomes.0.extract_if(.., |o| wanted(&o.tag)).collect()
+}
+
+/// Counts finished warm-up runs; after the last, joins the room with this GPU's capabilities
+/// and the time the warm-up took.
+pub(super) fn join_when_calibrated(
+    mut commands: Commands,
+    mut state: ResMut<Distributed>,
+    mut outcomes: ResMut<StageOutcomes>,
+    models: Res<Assets<Model>>,
+    gpu: Option<Res<GpuCapabilities>>,
+    mut problems: MessageWriter<SessionProblem>,
+) {
+    for outcome in take_outcomes(&mut outcomes, |tag| *tag == JobTag::Calibration) {
+        commands.entity(outcome.entity).despawn();
+        if let Err(error) = outcome.result {
+            problems.write(SessionProblem::CalibrationFailed(error.into()));
+        }
+        let Phase::Calibrating { pending } = &mut state.phase else { continue };
+        *pending -= 1;
+        if *pending > 0 {
+            continue;
+        }
+        let Some(model) = models.get(&state.model) else { continue };
+        let gpu = gpu.as_deref().cloned().unwrap_or_default();
+        let config = session_config(&state.settings, model.hash(), gpu, outcome.started.elapsed());
+        commands.insert_resource(PeerSession::connect(config));
+        state.phase = Phase::Running;
+    }
+}
+
+fn session_config(settings: &PeerSessionPlugin, model_hash: [u8; 32], gpu: GpuCapabilities, calibration: Duration) -> SessionConfig {
+    let capabilities = Capabilities {
+        adapter: gpu.adapter,
+        backend: gpu.backend,
+        shader_f16: gpu.shader_f16,
+        subgroup_sizes: gpu.subgroup_sizes,
+        max_storage_binding: gpu.max_storage_binding,
+        calibration_us: calibration.as_micros().min(u32::MAX as u128) as u32,
+    };
+    let permissions = match settings.role {
+        PeerRole::Coordinator => Permissions::COORDINATOR,
+        PeerRole::Worker => Permissions::RUN_STAGES,
+    };
+    let mut config = SessionConfig::new(settings.room_url.clone(), LinkSettings::new(settings.room_key.clone(), permissions, model_hash, capabilities));
+    config.expected_peers = settings.expected_peers;
+    config.ice_servers = settings.ice_servers.clone();
+    config
+}
+
+/// Stages of this coordinator's requests that ran on this GPU: the pipeline moves on, or the
+/// request fails.
+pub(super) fn take_local_stage_results(
+    mut commands: Commands,
+    mut state: ResMut<Distributed>,
+    mut outcomes: ResMut<StageOutcomes>,
+    mut problems: MessageWriter<SessionProblem>,
+) {
+    let now = Instant::now();
+    for outcome in take_outcomes(&mut outcomes, |tag| matches!(tag, JobTag::PipelineStage { .. })) {
+        let JobTag::PipelineStage { request, stage } = outcome.tag else { continue };
+        match outcome.result {
+            Ok(output) => {
+                let assignment = state.assignment.clone();
+                match state.pipeline.stage_finished(request, stage, Executor::Local, output, &assignment, now) {
+                    Ok(next) => state.actions.extend(next),
+                    Err(stale) => {
+                        problems.write(SessionProblem::StaleResult(stale));
+                    }
+                }
+            }
+            Err(error) => {
+                if let Some(tracked) = state.tracked.remove(&request) {
+                    fail(&mut commands, tracked.entity, error.into());
+                }
+            }
+        }
+    }
+}
+
+/// Stages this peer ran for others: the output goes back to the peer that asked.
+pub(super) fn return_served_stages(
+    mut state: ResMut<Distributed>,
+    mut outcomes: ResMut<StageOutcomes>,
+    mut session: Option<ResMut<PeerSession>>,
+    mut problems: MessageWriter<SessionProblem>,
+) {
+    for outcome in take_outcomes(&mut outcomes, |tag| matches!(tag, JobTag::ServedStage { .. })) {
+        let JobTag::ServedStage { ticket } = outcome.tag else { continue };
+        let Some(ServedStage { from, request, stage }) = state.served.remove(&ticket) else { continue };
+        let Some(session) = session.as_deref_mut() else { continue };
+        match outcome.result {
+            Ok(output) => {
+                state.stages_served += 1;
+                let dtype = state.input_dtypes.get(stage as usize + 1).copied().unwrap_or(TransferDtype::F32);
+                let run = outcome.started.elapsed();
+                if let Err(error) = session.send_tensor(from, request, stage, Direction::StageOutput, &output, dtype, run) {
+                    problems.write(SessionProblem::CannotReturnStage { request, stage, error });
+                }
+            }
+            Err(error) => {
+                problems.write(SessionProblem::ServedStageFailed { request, stage, error: error.into() });
+            }
+        }
+    }
+}
+
+/// Lets the session handle what arrived, send what is due and notice lost peers; reports every
+/// event as a [`PeerSessionEvent`].
+pub(super) fn poll_session(session: Option<ResMut<PeerSession>>, mut events: MessageWriter<PeerSessionEvent>) {
+    let Some(mut session) = session else { return };
+    for event in session.poll(Instant::now()) {
+        events.write(PeerSessionEvent(event));
+    }
+}
+
+/// Acts on the session's events: workers join and leave the assignment, received stage inputs
+/// become jobs, received stage outputs move the pipeline on.
+pub(super) fn handle_session_events(
+    mut state: ResMut<Distributed>,
+    session: Option<Res<PeerSession>>,
+    mut events: MessageReader<PeerSessionEvent>,
+    mut queue: ResMut<JobQueue>,
+) {
+    let now = Instant::now();
+    for PeerSessionEvent(event) in events.read() {
+        match event {
+            SessionEvent::PeerTrusted { peer, capabilities, permissions } if permissions.contains(Permissions::RUN_STAGES) => {
+                state.workers.insert(*peer, capabilities.calibration_us);
+                state.reassign();
+            }
+            SessionEvent::PeerLost { peer, .. } => state.drop_worker(*peer, now),
+            // Data from a trusted peer was dropped: whatever it was working on is re-run.
+            SessionEvent::Rejected { peer, .. } if session.as_ref().and_then(|s| s.link(*peer)).is_some_and(|l| l.state == LinkState::Trusted) => {
+                let assignment = state.assignment.clone();
+                let reruns = state.pipeline.rerun_peer(*peer, &assignment, now);
+                state.actions.extend(reruns);
+            }
+            SessionEvent::Tensor(received) => match received.direction {
+                Direction::StageInput => {
+                    let stage = received.shared.stage as usize;
+                    if stage == 0 || stage >= state.stages.len() {
+                        continue;
+                    }
+                    let ticket = state.next_ticket;
+                    state.next_ticket += 1;
+                    state.served.insert(ticket, ServedStage { from: received.from, request: received.shared.request, stage: received.shared.stage });
+                    queue.push(StageJob {
+                        tag: JobTag::ServedStage { ticket },
+                        entity: Entity::PLACEHOLDER,
+                        model: state.model.id(),
+                        graph: state.stages[stage].clone(),
+                        input: received.shared.tensor.clone(),
+                        started: now,
+                    });
+                }
+                Direction::StageOutput => {
+                    let assignment = state.assignment.clone();
+                    let (request, stage) = (received.shared.request, received.shared.stage as usize);
+                    if let Some(t) = state.tracked.get_mut(&request) {
+                        t.bytes += received.header.total_bytes as u64;
+                    }
+                    let run = Duration::from_micros(received.header.run_us as u64);
+                    state.pipeline.note_remote_run(request, stage, Executor::Peer(received.from), run);
+                    if let Ok(next) = state.pipeline.stage_finished(request, stage, Executor::Peer(received.from), received.shared.tensor.clone(), &assignment, now) {
+                        state.actions.extend(next);
+                    }
+                }
+            },
+            _ => {}
+        }
+    }
+}
+
+/// Re-runs overdue stages, admits waiting requests up to K, and carries out every action
+/// decided this frame: local stages become jobs, remote ones are sent, finished requests become
+/// predictions.
+pub(super) fn advance_pipeline(
+    mut commands: Commands,
+    mut state: ResMut<Distributed>,
+    mut session: Option<ResMut<PeerSession>>,
+    mut queue: ResMut<JobQueue>,
+    mut problems: MessageWriter<SessionProblem>,
+    top_k: Res<TopK>,
+) {
+    let now = Instant::now();
+    let state = &mut *state;
+    let assignment = state.assignment.clone();
+    let overdue = state.pipeline.rerun_overdue(state.settings.stage_timeout, &assignment, now);
+    state.actions.extend(overdue);
+    let admitted = state.pipeline.start_waiting(&assignment, now);
+    state.actions.extend(admitted);
+    while let Some(action) = state.actions.pop() {
+        match action {
+            PipelineAction::Run { request, stage, executor: Executor::Local, input } => {
+                queue.push(StageJob {
+                    tag: JobTag::PipelineStage { request, stage },
+                    entity: state.tracked.get(&request).map_or(Entity::PLACEHOLDER, |t| t.entity),
+                    model: state.model.id(),
+                    graph: state.stages[stage].clone(),
+                    input,
+                    started: now,
+                });
+            }
+            PipelineAction::Run { request, stage, executor: Executor::Peer(peer), input } => {
+                let dtype = state.input_dtypes[stage];
+                let sent = session
+                    .as_deref_mut()
+                    .ok_or(SendError::SocketClosed)
+                    .and_then(|s| s.send_tensor(peer, request, stage as u16, Direction::StageInput, &input, dtype, Duration::ZERO));
+                match sent {
+                    Ok(bytes) => {
+                        if let Some(t) = state.tracked.get_mut(&request) {
+                            t.bytes += bytes;
+                        }
+                    }
+                    Err(error) => {
+                        problems.write(SessionProblem::CannotSendStage { request, stage, error });
+                        // The peer is gone: drop it and run the stage elsewhere.
+                        state.drop_worker(peer, now);
+                    }
+                }
+            }
+            PipelineAction::Finished { request, output, stages, reruns, in_flight } => {
+                let Some(tracked) = state.tracked.remove(&request) else { continue };
+                state.finished_traffic.push(super::RequestTraffic { bytes: tracked.bytes });
+                let prediction = Prediction { top_k: output.top_k(0, top_k.0), output, latency: in_flight, stages, reruns, handover: None };
+                if let Ok(mut entity) = commands.get_entity(tracked.entity) {
+                    entity.insert(prediction.clone());
+                    commands.trigger(PredictionReady { entity: tracked.entity, prediction });
+                }
+            }
+        }
+    }
+}
+
+/// Requests neither handed out, failed, claimed by the pipeline, nor pinned to this peer.
+type UnclaimedRequest = (Without<Submitted>, Without<SplitRequest>, Without<InferenceFailed>, Without<LocalOnly>);
+
+/// Marks requests for the split model so that the single-peer path leaves them to the pipeline.
+pub(super) fn claim_requests(mut commands: Commands, mut state: ResMut<Distributed>, requests: Query<(Entity, &InferenceRequest), UnclaimedRequest>) {
+    if state.settings.role != PeerRole::Coordinator || state.stages.is_empty() {
+        return;
+    }
+    for (entity, request) in &requests {
+        if request.model.id() != state.model.id() {
+            continue;
+        }
+        let id = state.next_request;
+        state.next_request += 1;
+        state.pipeline.submit(id, request.input.clone());
+        state.tracked.insert(id, Tracked { entity, bytes: 0 });
+        commands.entity(entity).insert((SplitRequest, Submitted));
+    }
+}
