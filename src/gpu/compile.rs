@@ -224,6 +224,7 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
                     }
                 };
                 let (sa, sb) = (stride(a, m * k)?, stride(b, k * n)?);
+                // Row-major A [m, k] and B [k, n], no C.
                 let params = KernelParams::Gemm(GemmParams {
                     total: u(total),
                     m: u(m),
@@ -235,11 +236,8 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
                     a_col_stride: 1,
                     b_row_stride: u(n),
                     b_col_stride: 1,
-                    has_c: 0,
-                    c_row_stride: 0,
-                    c_col_stride: 0,
                     alpha: 1.0,
-                    beta: 0.0,
+                    ..GemmParams::default()
                 });
                 let (kernel, workgroups) = gemm_kernel(total, k);
                 Step::Compute {
