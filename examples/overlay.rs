@@ -83,7 +83,10 @@ fn request_next(mut commands: Commands, time: Res<Time>, mut rotation: ResMut<Ro
 }
 
 /// Removes finished requests once the overlay's history has recorded them (`PostUpdate`).
-fn remove_finished(mut commands: Commands, done: Query<Entity, Or<(With<Prediction>, With<InferenceFailed>)>>) {
+/// Requests that have an outcome.
+type Finished = Or<(With<Prediction>, With<InferenceFailed>)>;
+
+fn remove_finished(mut commands: Commands, done: Query<Entity, Finished>) {
     for entity in &done {
         commands.entity(entity).despawn();
     }

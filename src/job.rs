@@ -61,7 +61,9 @@ pub(crate) enum JobError {
     /// The GPU could not run the block (wrong shape, limits, readback).
     #[error(transparent)]
     Gpu(#[from] GpuError),
-    /// The render side's submission thread died while it held the job.
+    /// The render side's submission thread died while it held the job (native only: the web
+    /// has no submission thread).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     #[error("the submission thread stopped while it held the job: {0}")]
     SubmissionThreadLost(String),
 }

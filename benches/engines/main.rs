@@ -17,7 +17,7 @@ mod bevy_app;
 mod statistics;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bevy::prelude::*;
 use bevy_p2p_inference::gpu::{
