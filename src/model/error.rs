@@ -2,6 +2,19 @@
 
 use thiserror::Error;
 
+/// A node whose operator this crate does not implement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsupportedOp {
+    /// Node name.
+    pub node: String,
+    /// ONNX op type (with its domain when not the default one).
+    pub op: String,
+}
+
+fn list_unsupported(ops: &[UnsupportedOp]) -> String {
+    ops.iter().map(|u| format!("{} (node '{}')", u.op, u.node)).collect::<Vec<_>>().join(", ")
+}
+
 /// Why a model could not be imported, or could not run on a given input.
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum ModelError {
@@ -22,14 +35,9 @@ pub enum ModelError {
         /// Graph outputs.
         outputs: usize,
     },
-    /// A node uses an operator this crate does not implement.
-    #[error("node '{node}': operator '{op}' is not supported")]
-    UnsupportedOp {
-        /// Node name.
-        node: String,
-        /// ONNX op type (with its domain when not the default one).
-        op: String,
-    },
+    /// Nodes use operators this crate does not implement: every one of them, in graph order.
+    #[error("unsupported operators: {}", list_unsupported(.0))]
+    UnsupportedOps(Vec<UnsupportedOp>),
     /// A node uses an attribute value this crate does not implement.
     #[error("node '{node}': attribute '{attribute}' is not supported: {reason}")]
     UnsupportedAttribute {

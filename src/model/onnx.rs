@@ -4,9 +4,13 @@ use std::collections::{HashMap, HashSet};
 
 use prost::Message;
 
-use super::error::ModelError;
+use super::attributes::Attributes;
+use super::proto_tensor::tensor_from_proto;
+use super::constant_fold::{evaluate, is_foldable, is_integer_type, shape_of, Constant};
+use super::error::{ModelError, UnsupportedOp};
+use super::shape::node_output_shape;
 use super::ir::{Activation, Conv2d, Graph, GraphInput, Node, Op, Pool2d};
-use super::onnx_pb::{self as pb, tensor_proto::DataType};
+use super::onnx_pb as pb;
 use crate::tensor::Tensor;
 
 /// Oldest default-domain opset accepted.
@@ -28,9 +32,14 @@ pub fn import_onnx(bytes: &[u8]) -> Result<Graph, ModelError> {
     let graph = model.graph.ok_or(ModelError::MissingGraph)?;
 
     let mut initializers = HashMap::new();
+    // Constants typed as integers or bools in the file (for folding: division and casts round).
+    let mut integer: HashSet<String> = HashSet::new();
     for t in &graph.initializer {
         let name = t.name.clone().unwrap_or_default();
         initializers.insert(name.clone(), tensor_from_proto(&name, t)?);
+        if is_integer_type(t.data_type.unwrap_or(0)) {
+            integer.insert(name);
+        }
     }
     let inputs: Vec<&pb::ValueInfoProto> = graph
         .input
@@ -51,6 +60,12 @@ pub fn import_onnx(bytes: &[u8]) -> Result<Graph, ModelError> {
 
     let mut known: HashSet<String> = initializers.keys().cloned().collect();
     known.insert(input.name.clone());
+    // Shapes known at import: every value's, where the input's dimensions are all declared.
+    let mut shapes: HashMap<String, Vec<usize>> = HashMap::new();
+    if let Some(dims) = input.dims.iter().copied().collect::<Option<Vec<usize>>>().filter(|d| !d.is_empty()) {
+        shapes.insert(input.name.clone(), dims);
+    }
+    let mut unsupported = Vec::new();
     let mut nodes = Vec::with_capacity(graph.node.len());
     for (index, node) in graph.node.iter().enumerate() {
         let name = node
@@ -59,17 +74,23 @@ pub fn import_onnx(bytes: &[u8]) -> Result<Graph, ModelError> {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| format!("{}_{index}", node.op_type.as_deref().unwrap_or("node")));
         let op_type = node.op_type.as_deref().unwrap_or_default();
-        if !matches!(node.domain.as_deref(), None | Some("") | Some("ai.onnx")) {
-            return Err(ModelError::UnsupportedOp {
-                node: name,
-                op: format!("{}::{op_type}", node.domain.as_deref().unwrap_or_default()),
-            });
-        }
         let Some(output) = node.output.first().cloned() else {
             return Err(ModelError::Shape { node: name, reason: "the node has no output".into() });
         };
+        if !matches!(node.domain.as_deref(), None | Some("") | Some("ai.onnx")) {
+            unsupported.push(UnsupportedOp { node: name, op: format!("{}::{op_type}", node.domain.as_deref().unwrap_or_default()) });
+            known.insert(output);
+            continue;
+        }
+        let attrs = Attributes { node: &name, list: &node.attribute };
         if op_type == "Constant" {
             let value = constant_value(&name, node)?;
+            let typed_integer = attrs.get("value").and_then(|a| a.t.as_ref()).is_some_and(|t| is_integer_type(t.data_type.unwrap_or(0)))
+                || attrs.get("value_int").is_some()
+                || attrs.get("value_ints").is_some();
+            if typed_integer {
+                integer.insert(output.clone());
+            }
             initializers.insert(output.clone(), value);
             known.insert(output);
             continue;
@@ -80,11 +101,51 @@ pub fn import_onnx(bytes: &[u8]) -> Result<Graph, ModelError> {
                 return Err(ModelError::UnknownValue { node: name, value: value.clone() });
             }
         }
-        let attrs = Attributes { node: &name, list: &node.attribute };
-        let (op, inputs) = if op_type == "BatchNormalization" {
-            batch_norm(&attrs, inputs, &mut initializers)?
+        let constant_of = |value: &String| -> Option<Constant> {
+            initializers.get(value).map(|t| Constant { tensor: t.clone(), integer: integer.contains(value) })
+        };
+        let folded = if op_type == "Shape" {
+            let source = &inputs[0];
+            let shape = initializers.get(source).map(|t| t.shape().to_vec()).or_else(|| shapes.get(source).cloned());
+            match shape {
+                Some(shape) => Some(shape_of(&attrs, &shape)?),
+                None => {
+                    return Err(ModelError::Shape {
+                        node: name,
+                        reason: format!("Shape of '{source}' depends on the input's symbolic dimensions, which import cannot fix yet: export the model with a static input shape"),
+                    });
+                }
+            }
+        } else if is_foldable(op_type) && inputs.iter().all(|i| initializers.contains_key(i)) {
+            // Absent optional inputs keep their positions.
+            let values: Vec<Option<Constant>> = node.input.iter().map(|i| if i.is_empty() { None } else { constant_of(i) }).collect();
+            let refs: Vec<Option<&Constant>> = values.iter().map(Option::as_ref).collect();
+            Some(evaluate(op_type, &attrs, &refs)?)
         } else {
-            (parse_op(op_type, &attrs, &node.input, &initializers)?, inputs)
+            None
+        };
+        if let Some(value) = folded {
+            if value.integer {
+                integer.insert(output.clone());
+            }
+            shapes.insert(output.clone(), value.tensor.shape().to_vec());
+            initializers.insert(output.clone(), value.tensor);
+            known.insert(output);
+            continue;
+        }
+        let parsed = if op_type == "BatchNormalization" {
+            batch_norm(&attrs, inputs, &mut initializers)
+        } else {
+            parse_op(op_type, &attrs, &node.input, &initializers).map(|op| (op, inputs))
+        };
+        let (op, inputs) = match parsed {
+            Ok(parsed) => parsed,
+            Err(ModelError::UnsupportedOps(ops)) => {
+                unsupported.extend(ops);
+                known.insert(output);
+                continue;
+            }
+            Err(other) => return Err(other),
         };
         let inputs = match &op {
             // Bounds, target shapes and similar constant inputs are folded into the op.
@@ -93,11 +154,27 @@ pub fn import_onnx(bytes: &[u8]) -> Result<Graph, ModelError> {
         };
         check_arity(&name, &op, &inputs)?;
         known.insert(output.clone());
-        nodes.push(Node { name, op, inputs, output });
+        let node = Node { name, op, inputs, output };
+        let input_shapes: Option<Vec<&[usize]>> = node
+            .inputs
+            .iter()
+            .map(|i| shapes.get(i).map(Vec::as_slice).or_else(|| initializers.get(i).map(Tensor::shape)))
+            .collect();
+        if let Some(input_shapes) = input_shapes {
+            let shape = node_output_shape(&node, &input_shapes)?;
+            shapes.insert(node.output.clone(), shape);
+        }
+        nodes.push(node);
+    }
+    if !unsupported.is_empty() {
+        return Err(ModelError::UnsupportedOps(unsupported));
     }
     if !known.contains(&output) {
         return Err(ModelError::UnknownValue { node: "graph output".into(), value: output });
     }
+    // Values only the folded nodes read are dropped.
+    let read: HashSet<&String> = nodes.iter().flat_map(|n| &n.inputs).collect();
+    initializers.retain(|name, _| read.contains(name) || *name == output);
     let mut graph = Graph { input, output, nodes, initializers };
     super::fold::simplify(&mut graph)?;
     Ok(graph)
@@ -123,65 +200,6 @@ fn declared_dims(info: &pb::ValueInfoProto) -> Vec<Option<usize>> {
         .unwrap_or_default()
 }
 
-/// Converts an initializer (raw_data or typed fields) to an `f32` tensor.
-fn tensor_from_proto(name: &str, t: &pb::TensorProto) -> Result<Tensor, ModelError> {
-    let bad = |reason: String| ModelError::BadInitializer { name: name.to_string(), reason };
-    if t.data_location == Some(pb::tensor_proto::DataLocation::External as i32) {
-        return Err(bad("external data is not supported".into()));
-    }
-    let dims = t
-        .dims
-        .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| bad(format!("negative dimension {d}"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let count = dims
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| bad("dimensions overflow".into()))?;
-    let raw = t.raw_data.as_deref().filter(|r| !r.is_empty());
-    let data_type = t.data_type.unwrap_or(0);
-    let values: Vec<f32> = match DataType::try_from(data_type) {
-        Ok(DataType::Float) => match raw {
-            Some(r) => fixed_width(r, 4, count, &bad)?
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            None => t.float_data.clone(),
-        },
-        Ok(DataType::Double) => match raw {
-            Some(r) => fixed_width(r, 8, count, &bad)?
-                .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
-                .collect(),
-            None => t.double_data.iter().map(|&v| v as f32).collect(),
-        },
-        Ok(DataType::Int64) => match raw {
-            Some(r) => fixed_width(r, 8, count, &bad)?
-                .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
-                .collect(),
-            None => t.int64_data.iter().map(|&v| v as f32).collect(),
-        },
-        Ok(DataType::Int32) => match raw {
-            Some(r) => fixed_width(r, 4, count, &bad)?
-                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32)
-                .collect(),
-            None => t.int32_data.iter().map(|&v| v as f32).collect(),
-        },
-        _ => return Err(bad(format!("data type {data_type} is not supported"))),
-    };
-    Tensor::new(dims, values).map_err(|e| bad(e.to_string()))
-}
-
-fn fixed_width<'a>(
-    raw: &'a [u8],
-    width: usize,
-    count: usize,
-    bad: &dyn Fn(String) -> ModelError,
-) -> Result<std::slice::ChunksExact<'a, u8>, ModelError> {
-    if raw.len() != count * width {
-        return Err(bad(format!("raw_data has {} bytes, {} expected", raw.len(), count * width)));
-    }
-    Ok(raw.chunks_exact(width))
-}
-
 fn constant_value(node: &str, proto: &pb::NodeProto) -> Result<Tensor, ModelError> {
     let attrs = Attributes { node, list: &proto.attribute };
     if let Some(t) = attrs.get("value").and_then(|a| a.t.as_ref()) {
@@ -205,67 +223,6 @@ fn constant_value(node: &str, proto: &pb::NodeProto) -> Result<Tensor, ModelErro
         attribute: "value".into(),
         reason: "Constant needs a tensor, float(s) or int(s) value".into(),
     })
-}
-
-/// A node's attributes with typed accessors that name the node in their errors.
-struct Attributes<'a> {
-    node: &'a str,
-    list: &'a [pb::AttributeProto],
-}
-
-impl Attributes<'_> {
-    fn get(&self, name: &str) -> Option<&pb::AttributeProto> {
-        self.list.iter().find(|a| a.name.as_deref() == Some(name))
-    }
-    fn int(&self, name: &str, default: i64) -> i64 {
-        self.get(name).and_then(|a| a.i).unwrap_or(default)
-    }
-    fn float(&self, name: &str, default: f32) -> f32 {
-        self.get(name).and_then(|a| a.f).unwrap_or(default)
-    }
-    fn ints(&self, name: &str) -> Option<Vec<i64>> {
-        self.get(name).map(|a| a.ints.clone())
-    }
-    fn string(&self, name: &str) -> Option<String> {
-        self.get(name).and_then(|a| a.s.as_ref()).map(|s| String::from_utf8_lossy(s).into_owned())
-    }
-    fn unsupported(&self, attribute: &str, reason: impl Into<String>) -> ModelError {
-        ModelError::UnsupportedAttribute {
-            node: self.node.into(),
-            attribute: attribute.into(),
-            reason: reason.into(),
-        }
-    }
-    /// A list of `n` non-negative integers, or `default` when absent.
-    fn usizes<const N: usize>(&self, name: &str, default: [usize; N]) -> Result<[usize; N], ModelError> {
-        let Some(values) = self.ints(name) else { return Ok(default) };
-        if values.len() != N || values.iter().any(|&v| v < 0) {
-            return Err(self.unsupported(name, format!("expected {N} non-negative values, got {values:?}")));
-        }
-        Ok(std::array::from_fn(|i| values[i] as usize))
-    }
-    /// Stride and padding (explicit or from `auto_pad`) for a 2-D window; `auto_pad` SAME_* is
-    /// resolved here for stride 1 and rejected otherwise (it would depend on the input size).
-    fn window(&self, kernel: [usize; 2]) -> Result<([usize; 2], [usize; 4]), ModelError> {
-        let strides = self.usizes("strides", [1, 1])?;
-        let pads = match self.string("auto_pad").as_deref() {
-            None | Some("NOTSET") => self.usizes("pads", [0, 0, 0, 0])?,
-            Some("VALID") => [0, 0, 0, 0],
-            Some(mode @ ("SAME_UPPER" | "SAME_LOWER")) if strides == [1, 1] => {
-                let total = [kernel[0] - 1, kernel[1] - 1];
-                let small = [total[0] / 2, total[1] / 2];
-                let big = [total[0] - small[0], total[1] - small[1]];
-                if mode == "SAME_UPPER" {
-                    [small[0], small[1], big[0], big[1]]
-                } else {
-                    [big[0], big[1], small[0], small[1]]
-                }
-            }
-            Some(other) => return Err(self.unsupported("auto_pad", format!("'{other}' with strides {strides:?}"))),
-        };
-        // ONNX orders pads as [top, left, bottom, right] for 2-D windows.
-        Ok((strides, pads))
-    }
 }
 
 fn constant<'a>(
@@ -389,7 +346,7 @@ fn parse_op(
         "MatMul" => Op::MatMul,
         "Softmax" => Op::Softmax { axis: attrs.int("axis", -1) },
         "Identity" | "Dropout" => Op::Identity,
-        other => return Err(ModelError::UnsupportedOp { node: node.into(), op: other.into() }),
+        other => return Err(ModelError::UnsupportedOps(vec![UnsupportedOp { node: node.into(), op: other.into() }])),
     })
 }
 

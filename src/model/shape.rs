@@ -135,7 +135,7 @@ pub fn matmul_dims(a: &[usize], b: &[usize]) -> Option<(Vec<usize>, usize, usize
     Some((batch, m, k, n))
 }
 
-fn node_output_shape(node: &Node, ins: &[&[usize]]) -> Result<Vec<usize>, ModelError> {
+pub(super) fn node_output_shape(node: &Node, ins: &[&[usize]]) -> Result<Vec<usize>, ModelError> {
     let x = ins[0];
     match &node.op {
         Op::Conv(c) => conv_shape(node, c, x, ins[1]),

@@ -2,7 +2,7 @@
 
 use bevy_p2p_inference::gpu::{compile, CompileError};
 use bevy_p2p_inference::model::onnx_pb as pb;
-use bevy_p2p_inference::model::{import_onnx, run_reference};
+use bevy_p2p_inference::model::{import_onnx, run_reference, UnsupportedOp};
 use bevy_p2p_inference::{ModelError, Tensor};
 use prost::Message;
 
@@ -49,8 +49,25 @@ fn random_bytes_are_reported_as_malformed_or_missing_a_graph() {
 #[test]
 fn an_unsupported_operator_names_the_node() {
     let err = import_onnx(&model_with(vec![node("my_lstm", "LSTM", vec![])], 13)).unwrap_err();
-    assert_eq!(err, ModelError::UnsupportedOp { node: "my_lstm".into(), op: "LSTM".into() });
-    assert!(err.to_string().contains("my_lstm"));
+    assert_eq!(err, ModelError::UnsupportedOps(vec![UnsupportedOp { node: "my_lstm".into(), op: "LSTM".into() }]));
+}
+
+#[test]
+fn every_unsupported_operator_is_named_at_once_in_graph_order() {
+    let mut second = node("scan", "Scan", vec![]);
+    second.input = vec!["h".into()];
+    second.output = vec!["s".into()];
+    let mut relu = node("relu", "Relu", vec![]);
+    relu.input = vec!["s".into()];
+    let mut first = node("my_lstm", "LSTM", vec![]);
+    first.output = vec!["h".into()];
+    let mut custom = node("custom", "Fancy", vec![]);
+    custom.domain = Some("com.example".into());
+    custom.input = vec!["s".into()];
+    custom.output = vec!["unused".into()];
+    let err = import_onnx(&model_with(vec![first, second, custom, relu], 17)).unwrap_err();
+    let named = |node: &str, op: &str| UnsupportedOp { node: node.into(), op: op.into() };
+    assert_eq!(err, ModelError::UnsupportedOps(vec![named("my_lstm", "LSTM"), named("scan", "Scan"), named("custom", "com.example::Fancy")]));
 }
 
 #[test]

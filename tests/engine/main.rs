@@ -4,6 +4,7 @@ mod support;
 
 mod bad_input;
 mod bevy_app;
+mod exporter_patterns;
 mod gpu_timing;
 mod half_precision;
 mod models_match_onnx_runtime;

@@ -1,0 +1,112 @@
+//! Graphs written the way exporters write them import into the same IR as their plain form:
+//! shared weights routed through `Identity`, `Constant` nodes, casts, and the shape arithmetic
+//! that feeds `Reshape` are folded at import, and the folded model runs on the GPU and the CPU
+//! reference alike.
+
+use bevy_p2p_inference::model::ir::Op;
+use bevy_p2p_inference::model::onnx_pb::{self as pb, tensor_proto::DataType};
+use bevy_p2p_inference::model::{import_onnx, run_reference};
+use bevy_p2p_inference::{ModelError, Tensor};
+use prost::Message;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::support::*;
+
+fn node(name: &str, op: &str, inputs: &[&str], attribute: Vec<pb::AttributeProto>) -> pb::NodeProto {
+    pb::NodeProto {
+        name: Some(name.into()),
+        op_type: Some(op.into()),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![name.into()],
+        attribute,
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, values: &[i64]) -> pb::AttributeProto {
+    pb::AttributeProto { name: Some(name.into()), ints: values.to_vec(), ..Default::default() }
+}
+
+fn int(name: &str, value: i64) -> pb::AttributeProto {
+    pb::AttributeProto { name: Some(name.into()), i: Some(value), ..Default::default() }
+}
+
+/// A `Constant` node holding an int64 tensor.
+fn int64_constant(name: &str, dims: &[i64], values: &[i64]) -> pb::NodeProto {
+    let value = pb::TensorProto { dims: dims.to_vec(), data_type: Some(DataType::Int64 as i32), int64_data: values.to_vec(), ..Default::default() };
+    node(name, "Constant", &[], vec![pb::AttributeProto { name: Some("value".into()), t: Some(value), ..Default::default() }])
+}
+
+fn float_initializer(name: &str, dims: &[i64], rng: &mut StdRng) -> pb::TensorProto {
+    let count = dims.iter().product::<i64>() as usize;
+    let values = (0..count).map(|_| rng.random_range(-1.0..1.0)).collect();
+    pb::TensorProto { name: Some(name.into()), dims: dims.to_vec(), data_type: Some(DataType::Float as i32), float_data: values, ..Default::default() }
+}
+
+/// An input declared with `dims` (`None`: a symbolic dimension).
+fn input(dims: &[Option<i64>]) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::{dimension::Value, Dimension};
+    let dim = dims
+        .iter()
+        .map(|d| Dimension { value: Some(d.map_or(Value::DimParam("batch".into()), Value::DimValue)), ..Default::default() })
+        .collect();
+    let tensor = pb::type_proto::Tensor { elem_type: Some(DataType::Float as i32), shape: Some(pb::TensorShapeProto { dim }) };
+    pb::ValueInfoProto { name: Some("x".into()), r#type: Some(pb::TypeProto { value: Some(pb::type_proto::Value::TensorType(tensor)), ..Default::default() }), ..Default::default() }
+}
+
+fn model(input: pb::ValueInfoProto, nodes: Vec<pb::NodeProto>, initializer: Vec<pb::TensorProto>, output: &str) -> Vec<u8> {
+    let output = pb::ValueInfoProto { name: Some(output.into()), ..Default::default() };
+    pb::ModelProto {
+        opset_import: vec![pb::OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
+        graph: Some(pb::GraphProto { node: nodes, input: vec![input], output: vec![output], initializer, ..Default::default() }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// Conv (weights and bias shared through Identity) -> Relu -> Reshape to [n, -1], with the
+/// target shape computed as exporters write it: Shape -> Gather -> Unsqueeze -> Concat -> Cast.
+fn exported_classifier_head(input: pb::ValueInfoProto) -> Vec<u8> {
+    let mut rng = StdRng::seed_from_u64(13);
+    let initializers = vec![float_initializer("w", &[3, 2, 3, 3], &mut rng), float_initializer("b", &[3], &mut rng)];
+    let nodes = vec![
+        node("w_shared", "Identity", &["w"], vec![]),
+        node("b_shared", "Identity", &["b"], vec![]),
+        node("conv", "Conv", &["x", "w_shared", "b_shared"], vec![ints("pads", &[1, 1, 1, 1])]),
+        node("relu", "Relu", &["conv"], vec![]),
+        node("shape", "Shape", &["relu"], vec![]),
+        int64_constant("zero", &[], &[0]),
+        node("n", "Gather", &["shape", "zero"], vec![int("axis", 0)]),
+        int64_constant("axes", &[1], &[0]),
+        node("n1", "Unsqueeze", &["n", "axes"], vec![]),
+        int64_constant("minus_one", &[1], &[-1]),
+        node("target", "Concat", &["n1", "minus_one"], vec![int("axis", 0)]),
+        node("target64", "Cast", &["target"], vec![int("to", DataType::Int64 as i64)]),
+        node("y", "Reshape", &["relu", "target64"], vec![]),
+    ];
+    model(input, nodes, initializers, "y")
+}
+
+#[test]
+fn shape_arithmetic_and_shared_weights_fold_into_the_plain_graph() {
+    let graph = import_onnx(&exported_classifier_head(input(&[Some(2), Some(2), Some(5), Some(5)]))).unwrap();
+    let ops: Vec<&Op> = graph.nodes.iter().map(|n| &n.op).collect();
+    assert!(matches!(ops[..], [Op::Conv(_), Op::Activation(_), Op::Reshape { .. }]), "{ops:?}");
+    assert_eq!(graph.nodes[2].op, Op::Reshape { shape: vec![2, -1], allow_zero: false });
+    let mut constants: Vec<&String> = graph.initializers.keys().collect();
+    constants.sort();
+    assert_eq!(constants, ["b_shared", "w_shared"], "only what the remaining nodes read");
+
+    let x = Tensor::new(vec![2, 2, 5, 5], (0..100).map(|i| (i as f32 * 0.37).sin()).collect()).unwrap();
+    let reference = run_reference(&graph, &x).unwrap();
+    assert_eq!(reference.shape(), &[2, 75]);
+    let gpu = run_gpu(&graph, &x);
+    assert!(relative_error(&gpu, &reference) <= 1e-5, "GPU {:?} vs reference {:?}", &gpu.data()[..4], &reference.data()[..4]);
+}
+
+#[test]
+fn shape_of_a_value_with_a_symbolic_batch_is_a_clear_error_naming_the_node() {
+    let err = import_onnx(&exported_classifier_head(input(&[None, Some(2), Some(5), Some(5)]))).unwrap_err();
+    assert!(matches!(&err, ModelError::Shape { node, .. } if node == "shape"), "{err:?}");
+}
