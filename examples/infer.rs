@@ -3,13 +3,16 @@
 //!
 //! ```text
 //! cargo run --release --example infer -- --model M.onnx --input X.npy --output Y.npy [--repeat N]
+//! cargo run --release --example infer -- --check M.onnx   # does it import and compile? which ops?
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use bevy::prelude::*;
+use bevy_p2p_inference::gpu::compile;
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::{headless_plugins, update_until_prediction};
 use clap::Parser;
@@ -19,15 +22,19 @@ use npyz::WriterBuilder;
 #[derive(Parser)]
 #[command(about = "Run an ONNX model on a .npy input on the GPU")]
 struct Args {
+    /// Only check that this model imports and compiles for its declared input shape (batch 1
+    /// where it is symbolic), and list its operators; no GPU is used.
+    #[arg(long, value_name = "MODEL", conflicts_with_all = ["model", "input", "output"])]
+    check: Option<PathBuf>,
     /// The ONNX model.
-    #[arg(long)]
-    model: PathBuf,
+    #[arg(long, required_unless_present = "check")]
+    model: Option<PathBuf>,
     /// A float32 .npy input (first dimension is the batch).
-    #[arg(long)]
-    input: PathBuf,
+    #[arg(long, required_unless_present = "check")]
+    input: Option<PathBuf>,
     /// Where to write the float32 .npy output.
-    #[arg(long)]
-    output: PathBuf,
+    #[arg(long, required_unless_present = "check")]
+    output: Option<PathBuf>,
     /// Also run N more times and print latency (median, p95) to stderr.
     #[arg(long, default_value_t = 0)]
     repeat: usize,
@@ -57,10 +64,40 @@ fn write_output(path: &PathBuf, tensor: &Tensor) -> Result<(), String> {
     writer.finish().map_err(|e| e.to_string())
 }
 
+/// Imports `path`, compiles it for its declared input shape and prints what it is made of.
+fn check(path: &PathBuf) -> Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let model = Model::from_onnx_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let graph = model.graph();
+    let shape: Vec<usize> = graph.input.dims.iter().map(|d| d.unwrap_or(1)).collect();
+    let program = compile(graph, &shape).map_err(|e| format!("{}: imports, but does not compile for input {shape:?}: {e}", path.display()))?;
+    let mut ops: BTreeMap<String, usize> = BTreeMap::new();
+    for node in &graph.nodes {
+        let name = format!("{:?}", node.op);
+        *ops.entry(name.split(['(', ' ', '{']).next().unwrap_or_default().to_string()).or_default() += 1;
+    }
+    let ops: Vec<String> = ops.into_iter().map(|(op, n)| format!("{op} x{n}")).collect();
+    println!(
+        "{}: ok, input {shape:?} -> output {:?}, {} nodes after folding ({}), {} GPU dispatches",
+        path.display(),
+        program.output_shape,
+        graph.nodes.len(),
+        ops.join(", "),
+        program.dispatches.len()
+    );
+    Ok(())
+}
+
 fn run(args: Args) -> Result<(), String> {
-    let bytes = std::fs::read(&args.model).map_err(|e| format!("cannot read {}: {e}", args.model.display()))?;
-    let model = Model::from_onnx_bytes(&bytes).map_err(|e| format!("{}: {e}", args.model.display()))?;
-    let input = read_input(&args.input)?;
+    if let Some(path) = &args.check {
+        return check(path);
+    }
+    let (Some(model_path), Some(input_path), Some(output_path)) = (&args.model, &args.input, &args.output) else {
+        return Err("--model, --input and --output are needed (or --check MODEL)".into());
+    };
+    let bytes = std::fs::read(model_path).map_err(|e| format!("cannot read {}: {e}", model_path.display()))?;
+    let model = Model::from_onnx_bytes(&bytes).map_err(|e| format!("{}: {e}", model_path.display()))?;
+    let input = read_input(input_path)?;
 
     let mut app = App::new();
     app.add_plugins((headless_plugins().set(bevy::log::LogPlugin { level: bevy::log::Level::ERROR, ..default() }), P2pInferencePlugin::default()));
@@ -77,7 +114,7 @@ fn run(args: Args) -> Result<(), String> {
         output = Some(prediction.output);
         app.world_mut().despawn(entity);
     }
-    write_output(&args.output, output.as_ref().expect("ran at least once"))?;
+    write_output(output_path, output.as_ref().expect("ran at least once"))?;
     if args.repeat > 0 {
         // The first run compiles the pipelines and uploads the weights: leave it out.
         let mut timed: Vec<Duration> = latencies[1..].to_vec();
