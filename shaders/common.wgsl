@@ -28,6 +28,23 @@ fn activate(v: f32, act: Activation) -> f32 {
         case 4u: { return 1.0 / (1.0 + exp(-v)); }
         case 5u: { return clamp(a * v + b, 0.0, 1.0); }
         case 6u: { return v * clamp(v / 6.0 + 0.5, 0.0, 1.0); }
+        case 7u: { return tanh(v); }
+        case 8u: { return exp(v); }
+        case 9u: { return log(v); }
+        case 10u: { return sqrt(v); }
+        case 11u: { return -v; }
+        case 12u: { return abs(v); }
+        case 13u: { return 1.0 / v; }
+        case 14u: { return erf(v); }
+        case 15u: { return 0.5 * v * (1.0 + erf(v * 0.70710678)); }
+        case 16u: { return 0.5 * v * (1.0 + tanh(0.7978845608 * (v + 0.044715 * v * v * v))); }
         default: { return v; }
     }
+}
+
+// The error function (WGSL has none): Abramowitz and Stegun 7.1.26, absolute error under 1.5e-7.
+fn erf(x: f32) -> f32 {
+    let t = 1.0 / (1.0 + 0.3275911 * abs(x));
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    return sign(x) * (1.0 - poly * exp(-x * x));
 }

@@ -12,7 +12,7 @@ use super::params::{
     ActivationKernelParams, ActivationParams, BinaryParams, ChannelAffineParams, ConcatCopyParams, ConvParams, GemmParams,
     GlobalAverageParams, KernelParams, Pool2dParams, SoftmaxParams, MAX_RANK,
 };
-use crate::model::ir::{Activation, Conv2d, Graph, Node, Op};
+use crate::model::ir::{Activation, BinaryOp, Conv2d, Graph, Node, Op};
 use crate::model::shape::{broadcast_strides, infer_shapes, matmul_dims, normalize_axis, Shapes};
 use crate::model::ModelError;
 
@@ -93,7 +93,7 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
                     output: node.output.clone(),
                 }
             }
-            Op::Add | Op::Mul => {
+            Op::Binary(binary) => {
                 if out_shape.len() > MAX_RANK {
                     return Err(unsupported(node, format!("rank {} is above {MAX_RANK}", out_shape.len())));
                 }
@@ -108,7 +108,7 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
                 let strides = |i: usize| padded(broadcast_strides(&shapes[&node.inputs[i]], out_shape), 0);
                 let params = KernelParams::Binary(BinaryParams {
                     total: u(total),
-                    op: u((node.op == Op::Mul) as usize),
+                    op: BinaryParams::code(*binary),
                     rank: u(out_shape.len()),
                     out_dims: padded(out_shape.clone(), 1),
                     a_strides: strides(0),
@@ -296,7 +296,7 @@ fn fuse_epilogue(
             break;
         };
         match &next.op {
-            Op::Add if residual.is_none() && activation == Activation::Identity => {
+            Op::Binary(BinaryOp::Add) if residual.is_none() && activation == Activation::Identity => {
                 let other = if next.inputs[0] == output { &next.inputs[1] } else { &next.inputs[0] };
                 let ready = producer.get(other.as_str()).is_none_or(|&p| p < conv_index);
                 if other == &output || !ready || shapes[other] != shapes[&output] {
@@ -434,7 +434,7 @@ mod tests {
             output: "flat".into(),
             nodes: vec![
                 node("c1", conv(1), &["x", "w1"]),
-                node("add", Op::Add, &["c1", "x"]),
+                node("add", Op::Binary(BinaryOp::Add), &["c1", "x"]),
                 node("relu", Op::Activation(Activation::Relu), &["add"]),
                 node("c2", conv(1), &["relu", "w2"]),
                 node("flat", Op::Flatten { axis: 1 }, &["c2"]),

@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::model::ir::Activation;
+use crate::model::ir::{Activation, BinaryOp};
 
 /// Declares a parameter struct and, for the layout test, its members' names and byte offsets.
 macro_rules! kernel_params {
@@ -29,7 +29,9 @@ kernel_params! {
     /// An activation as the kernels apply it (WGSL `Activation` in `common.wgsl`): a code and up
     /// to two arguments.
     ActivationParams {
-        /// 0 identity, 1 relu, 2 clip, 3 leaky relu, 4 sigmoid, 5 hard sigmoid, 6 hard swish.
+        /// 0 identity, 1 relu, 2 clip, 3 leaky relu, 4 sigmoid, 5 hard sigmoid, 6 hard swish,
+        /// 7 tanh, 8 exp, 9 log, 10 sqrt, 11 neg, 12 abs, 13 reciprocal, 14 erf, 15 gelu,
+        /// 16 gelu (tanh approximation).
         code: u32,
         /// First argument (clip's minimum, leaky relu's and hard sigmoid's alpha).
         a: f32,
@@ -48,6 +50,16 @@ impl From<Activation> for ActivationParams {
             Activation::Sigmoid => (4, 0.0, 0.0),
             Activation::HardSigmoid { alpha, beta } => (5, alpha, beta),
             Activation::HardSwish => (6, 0.0, 0.0),
+            Activation::Tanh => (7, 0.0, 0.0),
+            Activation::Exp => (8, 0.0, 0.0),
+            Activation::Log => (9, 0.0, 0.0),
+            Activation::Sqrt => (10, 0.0, 0.0),
+            Activation::Neg => (11, 0.0, 0.0),
+            Activation::Abs => (12, 0.0, 0.0),
+            Activation::Reciprocal => (13, 0.0, 0.0),
+            Activation::Erf => (14, 0.0, 0.0),
+            Activation::Gelu { tanh: false } => (15, 0.0, 0.0),
+            Activation::Gelu { tanh: true } => (16, 0.0, 0.0),
         };
         Self { code, a, b }
     }
@@ -107,7 +119,7 @@ kernel_params! {
     BinaryParams {
         /// Output values.
         total: u32,
-        /// 0 add, 1 mul.
+        /// 0 add, 1 mul, 2 sub, 3 div, 4 pow, 5 min, 6 max ([`BinaryParams::code`]).
         op: u32,
         /// Dimensions used of the arrays below.
         rank: u32,
@@ -117,6 +129,21 @@ kernel_params! {
         a_strides: [u32; MAX_RANK],
         /// Second operand's strides.
         b_strides: [u32; MAX_RANK],
+    }
+}
+
+impl BinaryParams {
+    /// The code `binary.wgsl` reads for `op`.
+    pub fn code(op: BinaryOp) -> u32 {
+        match op {
+            BinaryOp::Add => 0,
+            BinaryOp::Mul => 1,
+            BinaryOp::Sub => 2,
+            BinaryOp::Div => 3,
+            BinaryOp::Pow => 4,
+            BinaryOp::Min => 5,
+            BinaryOp::Max => 6,
+        }
     }
 }
 

@@ -28,7 +28,7 @@ pub fn node_flops(node: &Node, shapes: &Shapes) -> u64 {
         Op::GlobalAveragePool => input(0).iter().product::<usize>() as u64,
         Op::Softmax { .. } => 4 * out,
         Op::ChannelAffine => 2 * out,
-        Op::Activation(_) | Op::Add | Op::Mul => out,
+        Op::Activation(_) | Op::Binary(_) => out,
         Op::Reshape { .. } | Op::Flatten { .. } | Op::Concat { .. } | Op::Identity => 0,
     }
 }

@@ -34,6 +34,61 @@ pub enum Activation {
     },
     /// `x * clamp(x / 6 + 1 / 2, 0, 1)`.
     HardSwish,
+    /// `tanh(x)`.
+    Tanh,
+    /// `e^x`.
+    Exp,
+    /// Natural logarithm.
+    Log,
+    /// Square root.
+    Sqrt,
+    /// `-x`.
+    Neg,
+    /// `|x|`.
+    Abs,
+    /// `1 / x`.
+    Reciprocal,
+    /// The error function.
+    Erf,
+    /// `x * Φ(x)` (opset 20's Gelu): exactly through erf, or with the tanh approximation.
+    Gelu {
+        /// `approximate = "tanh"`.
+        tanh: bool,
+    },
+}
+
+/// A broadcasting element-wise operation on two tensors (NumPy semantics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    /// `a + b`.
+    Add,
+    /// `a - b`.
+    Sub,
+    /// `a * b`.
+    Mul,
+    /// `a / b`.
+    Div,
+    /// `a ^ b`.
+    Pow,
+    /// The smaller of the two.
+    Min,
+    /// The larger of the two.
+    Max,
+}
+
+impl BinaryOp {
+    /// Applies the operation to one pair of values.
+    pub fn apply(self, a: f32, b: f32) -> f32 {
+        match self {
+            BinaryOp::Add => a + b,
+            BinaryOp::Sub => a - b,
+            BinaryOp::Mul => a * b,
+            BinaryOp::Div => a / b,
+            BinaryOp::Pow => a.powf(b),
+            BinaryOp::Min => a.min(b),
+            BinaryOp::Max => a.max(b),
+        }
+    }
 }
 
 impl Activation {
@@ -53,6 +108,19 @@ impl Activation {
             Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Activation::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
             Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+            Activation::Tanh => x.tanh(),
+            Activation::Exp => x.exp(),
+            Activation::Log => x.ln(),
+            Activation::Sqrt => x.sqrt(),
+            Activation::Neg => -x,
+            Activation::Abs => x.abs(),
+            Activation::Reciprocal => 1.0 / x,
+            Activation::Erf => libm::erff(x),
+            Activation::Gelu { tanh: false } => 0.5 * x * (1.0 + libm::erff(x / std::f32::consts::SQRT_2)),
+            Activation::Gelu { tanh: true } => {
+                let inner = (2.0 / std::f32::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+                0.5 * x * (1.0 + inner.tanh())
+            }
         }
     }
 
@@ -96,10 +164,8 @@ pub enum Op {
     ChannelAffine,
     /// Element-wise activation.
     Activation(Activation),
-    /// Broadcasting addition.
-    Add,
-    /// Broadcasting multiplication.
-    Mul,
+    /// A broadcasting element-wise operation on two tensors.
+    Binary(BinaryOp),
     /// Mean over H and W, keeping them as size 1.
     GlobalAveragePool,
     /// Windowed mean.

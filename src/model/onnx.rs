@@ -9,7 +9,7 @@ use super::proto_tensor::tensor_from_proto;
 use super::constant_fold::{evaluate, is_foldable, is_integer_type, shape_of, Constant};
 use super::error::{ModelError, UnsupportedOp};
 use super::shape::node_output_shape;
-use super::ir::{Activation, Conv2d, Graph, GraphInput, Node, Op, Pool2d};
+use super::ir::{Activation, BinaryOp, Conv2d, Graph, GraphInput, Node, Op, Pool2d};
 use super::onnx_pb as pb;
 use crate::tensor::Tensor;
 
@@ -298,8 +298,29 @@ fn parse_op(
             beta: attrs.float("beta", 0.5),
         }),
         "HardSwish" => Op::Activation(Activation::HardSwish),
-        "Add" => Op::Add,
-        "Mul" => Op::Mul,
+        "Add" => Op::Binary(BinaryOp::Add),
+        "Sub" => Op::Binary(BinaryOp::Sub),
+        "Mul" => Op::Binary(BinaryOp::Mul),
+        "Div" => Op::Binary(BinaryOp::Div),
+        "Pow" => Op::Binary(BinaryOp::Pow),
+        "Min" | "Max" if inputs.iter().filter(|i| !i.is_empty()).count() != 2 => {
+            return Err(attrs.unsupported("inputs", format!("{op_type} of other than two inputs")));
+        }
+        "Min" => Op::Binary(BinaryOp::Min),
+        "Max" => Op::Binary(BinaryOp::Max),
+        "Tanh" => Op::Activation(Activation::Tanh),
+        "Exp" => Op::Activation(Activation::Exp),
+        "Log" => Op::Activation(Activation::Log),
+        "Sqrt" => Op::Activation(Activation::Sqrt),
+        "Neg" => Op::Activation(Activation::Neg),
+        "Abs" => Op::Activation(Activation::Abs),
+        "Reciprocal" => Op::Activation(Activation::Reciprocal),
+        "Erf" => Op::Activation(Activation::Erf),
+        "Gelu" => match attrs.string("approximate").as_deref() {
+            None | Some("none") => Op::Activation(Activation::Gelu { tanh: false }),
+            Some("tanh") => Op::Activation(Activation::Gelu { tanh: true }),
+            Some(other) => return Err(attrs.unsupported("approximate", format!("'{other}'"))),
+        },
         "GlobalAveragePool" => Op::GlobalAveragePool,
         "AveragePool" | "MaxPool" => {
             let kernel = attrs.usizes("kernel_shape", [0, 0])?;
@@ -392,7 +413,7 @@ fn check_arity(node: &str, op: &Op, inputs: &[String]) -> Result<(), ModelError>
     let (min, max) = match op {
         Op::Conv(_) | Op::Gemm { .. } => (2, 3),
         Op::ChannelAffine => (3, 3),
-        Op::Add | Op::Mul | Op::MatMul => (2, 2),
+        Op::Binary(_) | Op::MatMul => (2, 2),
         Op::Concat { .. } => (1, usize::MAX),
         Op::Identity => (1, 3),
         _ => (1, 1),

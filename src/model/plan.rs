@@ -425,7 +425,7 @@ fn fewest_cut_bytes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ir::{Activation, Node, Op};
+    use crate::model::ir::{Activation, BinaryOp, Node, Op};
     use crate::tensor::Tensor;
 
     /// input -> a (relu) -> b (relu) -> c = a + b -> d = c * w: the skip from a to c means no
@@ -443,8 +443,8 @@ mod tests {
             nodes: vec![
                 node("a", Op::Activation(Activation::Relu), &["x"]),
                 node("b", Op::Activation(Activation::Relu), &["a_out"]),
-                node("c", Op::Add, &["a_out", "b_out"]),
-                node("d", Op::Mul, &["c_out", "w"]),
+                node("c", Op::Binary(BinaryOp::Add), &["a_out", "b_out"]),
+                node("d", Op::Binary(BinaryOp::Mul), &["c_out", "w"]),
             ],
             initializers: [("w".to_string(), Tensor::new(vec![4], vec![1.0, 2.0, 3.0, 4.0]).unwrap())].into(),
         }

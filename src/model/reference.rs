@@ -40,7 +40,7 @@ fn eval(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
             }).collect()
         }
         Op::Activation(a) => x.data().iter().map(|&v| a.apply(v)).collect(),
-        Op::Add | Op::Mul => {
+        Op::Binary(binary) => {
             let (sa, sb) = (broadcast_strides(x.shape(), out), broadcast_strides(ins[1].shape(), out));
             (0..out.iter().product())
                 .map(|i| {
@@ -52,7 +52,7 @@ fn eval(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
                         ib += coord * sb[d];
                     }
                     let (a, b) = (x.data()[ia], ins[1].data()[ib]);
-                    if *op == Op::Add { a + b } else { a * b }
+                    binary.apply(a, b)
                 })
                 .collect()
         }

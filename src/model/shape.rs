@@ -146,7 +146,7 @@ pub(super) fn node_output_shape(node: &Node, ins: &[&[usize]]) -> Result<Vec<usi
             Ok(x.to_vec())
         }
         Op::Activation(_) | Op::Identity => Ok(x.to_vec()),
-        Op::Add | Op::Mul => broadcast(x, ins[1])
+        Op::Binary(_) => broadcast(x, ins[1])
             .ok_or_else(|| err(node, format!("shapes {x:?} and {:?} do not broadcast", ins[1]))),
         Op::GlobalAveragePool => {
             if x.len() < 3 {

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use bevy_p2p_inference::gpu::KernelLibrary;
-use bevy_p2p_inference::model::ir::{Activation, Conv2d, Graph, GraphInput, Node, Op, Pool2d};
+use bevy_p2p_inference::model::ir::{Activation, BinaryOp, Conv2d, Graph, GraphInput, Node, Op, Pool2d};
 use bevy_p2p_inference::model::run_reference;
 use bevy_p2p_inference::Tensor;
 use rand::rngs::StdRng;
@@ -43,6 +43,19 @@ impl Builder {
         let name = format!("c{}", self.initializers.len());
         let t = random(&mut self.rng, shape);
         self.initializers.insert(name.clone(), t);
+        name
+    }
+    /// A constant of `shape` with every value `value`.
+    fn filled(&mut self, shape: &[usize], value: f32) -> String {
+        let name = format!("c{}", self.initializers.len());
+        self.initializers.insert(name.clone(), Tensor::new(shape.to_vec(), vec![value; shape.iter().product()]).unwrap());
+        name
+    }
+    /// A random constant with values in [0.5, 1.5).
+    fn positive_constant(&mut self, shape: &[usize]) -> String {
+        let name = format!("c{}", self.initializers.len());
+        let t = random(&mut self.rng, shape);
+        self.initializers.insert(name.clone(), Tensor::new(shape.to_vec(), t.data().iter().map(|v| v.abs() + 0.5).collect()).unwrap());
         name
     }
     fn node(&mut self, op: Op, inputs: Vec<String>) -> String {
@@ -132,7 +145,7 @@ fn depthwise_3x3_convs_with_stride_1_and_2_ragged_rows_asymmetric_padding_and_re
         let (w, bias) = (b.constant(&[5, 1, 3, 3]), b.constant(&[5]));
         let c = b.node(conv(strides, pads, [1, 1], 5), vec![x(), w, bias]);
         if strides == [1, 1] && pads == [1; 4] {
-            let s = b.node(Op::Add, vec![c, x()]);
+            let s = b.node(Op::Binary(BinaryOp::Add), vec![c, x()]);
             b.node(Op::Activation(Activation::Relu), vec![s]);
         }
         b.check(&[2, 5, hw[0], hw[1]]);
@@ -153,7 +166,7 @@ fn pointwise_conv_with_fused_residual_add_and_activation() {
     let mut b = Builder::new(4);
     let (w, bias) = (b.constant(&[19, 19, 1, 1]), b.constant(&[19]));
     let c = b.node(conv([1, 1], [0; 4], [1, 1], 1), vec![x(), w, bias]);
-    let s = b.node(Op::Add, vec![x(), c]);
+    let s = b.node(Op::Binary(BinaryOp::Add), vec![x(), c]);
     b.node(Op::Activation(Activation::LeakyRelu { alpha: 0.2 }), vec![s]);
     b.check(&[2, 19, 5, 7]);
 }
@@ -173,7 +186,7 @@ fn pointwise_conv_over_a_few_columns_with_groups_of_four_crossing_images() {
     let mut b = Builder::new(6);
     let (w, bias) = (b.constant(&[70, 70, 1, 1]), b.constant(&[70]));
     let c = b.node(conv([1, 1], [0; 4], [1, 1], 1), vec![x(), w, bias]);
-    let s = b.node(Op::Add, vec![c, x()]);
+    let s = b.node(Op::Binary(BinaryOp::Add), vec![c, x()]);
     b.node(Op::Activation(Activation::Clip { min: 0.0, max: 6.0 }), vec![s]);
     b.check(&[5, 70, 3, 1]);
 }
@@ -185,7 +198,7 @@ fn large_pointwise_conv_with_ragged_tiles_across_images_and_fused_residual() {
     let mut b = Builder::new(7);
     let (w, bias) = (b.constant(&[130, 130, 1, 1]), b.constant(&[130]));
     let c = b.node(conv([1, 1], [0; 4], [1, 1], 1), vec![x(), w, bias]);
-    let s = b.node(Op::Add, vec![x(), c]);
+    let s = b.node(Op::Binary(BinaryOp::Add), vec![x(), c]);
     b.node(Op::Activation(Activation::Relu), vec![s]);
     b.check(&[3, 130, 33, 33]);
 }
@@ -210,9 +223,61 @@ fn every_activation_standalone() {
 }
 
 #[test]
+fn unary_functions_standalone_and_fused_into_a_convolution() {
+    let anywhere = [Activation::Tanh, Activation::Exp, Activation::Neg, Activation::Abs, Activation::Erf, Activation::Gelu { tanh: false }, Activation::Gelu { tanh: true }];
+    for (i, a) in anywhere.into_iter().enumerate() {
+        let mut b = Builder::new(100 + i as u64);
+        b.node(Op::Activation(a), vec![x()]);
+        b.check(&[2, 3, 5, 7]);
+        let mut b = Builder::new(120 + i as u64);
+        let w = b.constant(&[4, 3, 1, 1]);
+        let c = b.node(conv([1, 1], [0; 4], [1, 1], 1), vec![x(), w]);
+        b.node(Op::Activation(a), vec![c]);
+        b.check(&[2, 3, 5, 7]);
+    }
+    // Where the function needs positive inputs: |x| + 0.5.
+    for (i, a) in [Activation::Log, Activation::Sqrt, Activation::Reciprocal].into_iter().enumerate() {
+        let mut b = Builder::new(140 + i as u64);
+        let magnitude = b.node(Op::Activation(Activation::Abs), vec![x()]);
+        let half = b.filled(&[], 0.5);
+        let positive = b.node(Op::Binary(BinaryOp::Add), vec![magnitude, half]);
+        b.node(Op::Activation(a), vec![positive]);
+        b.check(&[2, 3, 5, 7]);
+    }
+}
+
+#[test]
+fn sub_div_pow_min_and_max_broadcast_like_add() {
+    for (seed, other) in [(150, vec![2, 4, 5, 3]), (151, vec![1, 4, 1, 1]), (152, vec![]), (153, vec![4, 1, 3])] {
+        for op in [BinaryOp::Sub, BinaryOp::Min, BinaryOp::Max] {
+            let mut b = Builder::new(seed);
+            let c = b.constant(&other);
+            b.node(Op::Binary(op), vec![x(), c]);
+            b.check(&[2, 4, 5, 3]);
+        }
+        // Divisors and bases kept away from zero.
+        let mut b = Builder::new(seed + 10);
+        let c = b.positive_constant(&other);
+        b.node(Op::Binary(BinaryOp::Div), vec![x(), c]);
+        b.check(&[2, 4, 5, 3]);
+        let mut b = Builder::new(seed + 20);
+        let base = b.positive_constant(&other);
+        b.node(Op::Binary(BinaryOp::Pow), vec![base, x()]);
+        b.check(&[2, 4, 5, 3]);
+    }
+    // A negative base with integral exponents, as ONNX allows (x^2, x^3).
+    for (seed, exponent) in [(170, 2.0), (171, 3.0)] {
+        let mut b = Builder::new(seed);
+        let e = b.filled(&[1], exponent);
+        b.node(Op::Binary(BinaryOp::Pow), vec![x(), e]);
+        b.check(&[2, 4, 5, 3]);
+    }
+}
+
+#[test]
 fn add_and_mul_broadcast_same_shape_per_channel_scalar_and_trailing() {
     for (seed, other) in [(20, vec![2, 4, 5, 3]), (21, vec![1, 4, 1, 1]), (22, vec![]), (23, vec![3]), (24, vec![4, 1, 3])] {
-        for op in [Op::Add, Op::Mul] {
+        for op in [Op::Binary(BinaryOp::Add), Op::Binary(BinaryOp::Mul)] {
             let mut b = Builder::new(seed);
             let c = b.constant(&other);
             b.node(op, vec![c, x()]);
