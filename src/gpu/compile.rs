@@ -3,9 +3,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use thiserror::Error;
 
+pub use super::dispatch_grid::CompileError;
+use super::dispatch_grid::{grid_1d, unsupported, MAX_GROUPS};
 use super::kernel::Kernel;
+use super::lower_layout;
 use super::program::{Program, Step};
 use super::slots::assign_slots;
 use super::params::{
@@ -14,33 +16,6 @@ use super::params::{
 };
 use crate::model::ir::{Activation, BinaryOp, Conv2d, Graph, Node, Op};
 use crate::model::shape::{broadcast_strides, infer_shapes, matmul_dims, normalize_axis, Shapes};
-use crate::model::ModelError;
-
-/// Why a graph could not be compiled for the GPU.
-#[derive(Debug, Error, Clone, PartialEq)]
-pub enum CompileError {
-    /// Shape inference failed (wrong input shape, inconsistent graph).
-    #[error(transparent)]
-    Model(#[from] ModelError),
-    /// A node's configuration has no GPU kernel.
-    #[error("node '{node}': no GPU kernel for this case: {reason}")]
-    Unsupported {
-        /// Node name.
-        node: String,
-        /// What is not supported.
-        reason: String,
-    },
-}
-
-/// Workgroups one grid dimension may hold (WebGPU's `maxComputeWorkgroupsPerDimension` default).
-const MAX_GROUPS: usize = 65535;
-
-/// The grid of a 1-D kernel of 64-wide workgroups over `total` invocations.
-pub(crate) fn grid_1d(total: usize) -> [u32; 3] {
-    let groups = total.div_ceil(64).max(1);
-    let x = groups.min(MAX_GROUPS);
-    [x as u32, groups.div_ceil(x) as u32, 1]
-}
 
 fn u(v: usize) -> u32 {
     v as u32
@@ -157,7 +132,19 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
                     output: node.output.clone(),
                 }
             }
-            Op::Reshape { .. } | Op::Flatten { .. } | Op::Identity => {
+            Op::Transpose { perm } => {
+                let (kernel, params, grid) = lower_layout::transpose(node, &shapes[&node.inputs[0]], perm)?;
+                Step::Compute { calls: vec![(kernel, params, vec![value(0)], grid)], output: node.output.clone() }
+            }
+            Op::Slice { starts, ends, axes, steps } => {
+                let (kernel, params, grid) = lower_layout::slice(node, &shapes[&node.inputs[0]], starts, ends, axes, steps)?;
+                Step::Compute { calls: vec![(kernel, params, vec![value(0)], grid)], output: node.output.clone() }
+            }
+            Op::Reduce { op, axes, .. } => {
+                let (kernel, params, grid) = lower_layout::reduce(node, &shapes[&node.inputs[0]], *op, axes.as_deref())?;
+                Step::Compute { calls: vec![(kernel, params, vec![value(0)], grid)], output: node.output.clone() }
+            }
+            Op::Reshape { .. } | Op::Flatten { .. } | Op::Identity | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
                 Step::Alias { from: node.inputs[0].clone(), to: node.output.clone() }
             }
             Op::Concat { axis } => {
@@ -263,10 +250,6 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
         steps.push(step);
     }
     Ok(steps)
-}
-
-fn unsupported(node: &Node, reason: String) -> CompileError {
-    CompileError::Unsupported { node: node.name.clone(), reason }
 }
 
 /// Follows the single consumer of a convolution's output and absorbs a residual Add (whose

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use thiserror::Error;
 use wgpu::util::DeviceExt;
 
-use super::compile::{compile, grid_1d, CompileError};
+use super::compile::compile;
+use super::dispatch_grid::{grid_1d, CompileError};
 use super::program::{Operand, Program};
 use super::library::{CastPipelines, KernelLibrary, PipelineAndLayout};
 use super::params::CastParams;

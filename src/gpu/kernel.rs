@@ -22,11 +22,15 @@ pub enum KernelFamily {
     Concat,
     /// Softmax (`softmax.wgsl`).
     Softmax,
+    /// Transposes and strided slices (`strided_copy.wgsl`).
+    StridedCopy,
+    /// Reductions over any axes (`reduce.wgsl`).
+    Reduce,
 }
 
 impl KernelFamily {
     /// Every family.
-    pub const ALL: [KernelFamily; 9] = [
+    pub const ALL: [KernelFamily; 11] = [
         KernelFamily::Conv,
         KernelFamily::Binary,
         KernelFamily::Activation,
@@ -36,6 +40,8 @@ impl KernelFamily {
         KernelFamily::Matmul,
         KernelFamily::Concat,
         KernelFamily::Softmax,
+        KernelFamily::StridedCopy,
+        KernelFamily::Reduce,
     ];
 
     /// The family's WGSL source (without the shared prelude).
@@ -50,6 +56,8 @@ impl KernelFamily {
             KernelFamily::Matmul => include_str!("../../shaders/matmul.wgsl"),
             KernelFamily::Concat => include_str!("../../shaders/concat.wgsl"),
             KernelFamily::Softmax => include_str!("../../shaders/softmax.wgsl"),
+            KernelFamily::StridedCopy => include_str!("../../shaders/strided_copy.wgsl"),
+            KernelFamily::Reduce => include_str!("../../shaders/reduce.wgsl"),
         }
     }
 
@@ -75,6 +83,8 @@ impl KernelFamily {
             KernelFamily::Matmul => "matmul",
             KernelFamily::Concat => "concat",
             KernelFamily::Softmax => "softmax",
+            KernelFamily::StridedCopy => "strided copy",
+            KernelFamily::Reduce => "reduce",
         }
     }
 }
@@ -115,11 +125,15 @@ pub enum Kernel {
     ConcatCopy,
     /// Softmax along one axis.
     Softmax,
+    /// A transpose or strided slice: a copy through strides.
+    StridedCopy,
+    /// A reduction over any axes.
+    Reduce,
 }
 
 impl Kernel {
     /// Every kernel, for building the pipeline library.
-    pub const ALL: [Kernel; 16] = [
+    pub const ALL: [Kernel; 18] = [
         Kernel::Conv2d,
         Kernel::Conv2dFourChannels,
         Kernel::ConvDepthwise,
@@ -136,6 +150,8 @@ impl Kernel {
         Kernel::GemmSplit,
         Kernel::ConcatCopy,
         Kernel::Softmax,
+        Kernel::StridedCopy,
+        Kernel::Reduce,
     ];
 
     /// The shader family the kernel belongs to and its entry point there.
@@ -158,6 +174,8 @@ impl Kernel {
             Kernel::GemmSplit => (F::Matmul, "gemm_split"),
             Kernel::ConcatCopy => (F::Concat, "concat_copy"),
             Kernel::Softmax => (F::Softmax, "softmax"),
+            Kernel::StridedCopy => (F::StridedCopy, "strided_copy"),
+            Kernel::Reduce => (F::Reduce, "reduce"),
         }
     }
 
@@ -182,7 +200,7 @@ impl Kernel {
             | Kernel::ConvPointwiseBlocked
             | Kernel::ConvPointwiseNarrow => 4,
             Kernel::Binary | Kernel::Activation | Kernel::ChannelAffine | Kernel::Gemm | Kernel::GemmSplit => 3,
-            Kernel::GlobalAverage | Kernel::Pool2d | Kernel::ConcatCopy | Kernel::Softmax => 1,
+            Kernel::GlobalAverage | Kernel::Pool2d | Kernel::ConcatCopy | Kernel::Softmax | Kernel::StridedCopy | Kernel::Reduce => 1,
         }
     }
 }

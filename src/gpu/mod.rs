@@ -4,9 +4,11 @@
 //! integration lives in the `render` module.
 
 pub mod compile;
+mod dispatch_grid;
 mod engine;
 pub mod kernel;
 mod library;
+mod lower_layout;
 pub mod params;
 mod precision;
 mod program;

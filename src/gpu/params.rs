@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::model::ir::{Activation, BinaryOp};
+use crate::model::ir::{Activation, BinaryOp, ReduceOp};
 
 /// Declares a parameter struct and, for the layout test, its members' names and byte offsets.
 macro_rules! kernel_params {
@@ -279,6 +279,59 @@ kernel_params! {
 }
 
 kernel_params! {
+    /// A copy through strides (`strided_copy.wgsl`): transposes and strided slices.
+    StridedCopyParams {
+        /// Output values.
+        total: u32,
+        /// Dimensions used of the arrays below.
+        rank: u32,
+        /// Where in the input the first output value is.
+        offset: u32,
+        /// Output dimensions, outermost first.
+        out_dims: [u32; MAX_RANK],
+        /// Input elements between consecutive indices of each output dimension (may be negative).
+        strides: [i32; MAX_RANK],
+    }
+}
+
+kernel_params! {
+    /// A reduction over any axes (`reduce.wgsl`).
+    ReduceParams {
+        /// Output values.
+        total: u32,
+        /// How values combine ([`ReduceParams::code`]).
+        op: u32,
+        /// Input values per output value.
+        count: u32,
+        /// The input's rank.
+        rank: u32,
+        /// The input's dimensions with the reduced ones set to 1.
+        kept_dims: [u32; MAX_RANK],
+        /// The input's strides.
+        strides: [u32; MAX_RANK],
+        /// Reduced axes.
+        reduced_rank: u32,
+        /// Their extents, outermost first.
+        reduced_dims: [u32; MAX_RANK],
+        /// Their strides in the input.
+        reduced_strides: [u32; MAX_RANK],
+    }
+}
+
+impl ReduceParams {
+    /// The code `reduce.wgsl` reads for `op`.
+    pub fn code(op: ReduceOp) -> u32 {
+        match op {
+            ReduceOp::Mean => 0,
+            ReduceOp::Sum => 1,
+            ReduceOp::Max => 2,
+            ReduceOp::Min => 3,
+            ReduceOp::L2 => 4,
+        }
+    }
+}
+
+kernel_params! {
     /// A conversion between f32 and the stored element type at a block's edges (`cast.wgsl`).
     CastParams {
         /// Values converted.
@@ -307,6 +360,10 @@ pub enum KernelParams {
     ConcatCopy(ConcatCopyParams),
     /// Softmax.
     Softmax(SoftmaxParams),
+    /// A transpose or strided slice.
+    StridedCopy(StridedCopyParams),
+    /// A reduction.
+    Reduce(ReduceParams),
 }
 
 impl KernelParams {
@@ -322,6 +379,8 @@ impl KernelParams {
             KernelParams::Gemm(p) => bytemuck::bytes_of(p),
             KernelParams::ConcatCopy(p) => bytemuck::bytes_of(p),
             KernelParams::Softmax(p) => bytemuck::bytes_of(p),
+            KernelParams::StridedCopy(p) => bytemuck::bytes_of(p),
+            KernelParams::Reduce(p) => bytemuck::bytes_of(p),
         }
     }
 }
@@ -347,6 +406,8 @@ mod tests {
             KernelFamily::Matmul => (GemmParams::LAYOUT, size_of::<GemmParams>()),
             KernelFamily::Concat => (ConcatCopyParams::LAYOUT, size_of::<ConcatCopyParams>()),
             KernelFamily::Softmax => (SoftmaxParams::LAYOUT, size_of::<SoftmaxParams>()),
+            KernelFamily::StridedCopy => (StridedCopyParams::LAYOUT, size_of::<StridedCopyParams>()),
+            KernelFamily::Reduce => (ReduceParams::LAYOUT, size_of::<ReduceParams>()),
         }
     }
 

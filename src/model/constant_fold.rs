@@ -9,6 +9,7 @@ use super::error::{ModelError, UnsupportedOp};
 use super::ir::{Node, Op};
 use super::onnx_pb::tensor_proto::DataType;
 use super::proto_tensor::tensor_from_proto;
+use super::layout::{self, slice_ranges};
 use super::shape::{broadcast, broadcast_strides, node_output_shape, normalize_axis};
 use crate::tensor::Tensor;
 
@@ -311,49 +312,20 @@ fn slice(node: &str, inputs: &[Option<&Constant>]) -> Result<Constant, ModelErro
     let x = get(0).ok_or_else(|| missing(node, 0))?;
     let starts = ints(get(1).ok_or_else(|| missing(node, 1))?);
     let ends = ints(get(2).ok_or_else(|| missing(node, 2))?);
-    let shape = x.tensor.shape();
     let axes: Vec<i64> = get(3).map(ints).unwrap_or_else(|| (0..starts.len() as i64).collect());
     let steps: Vec<i64> = get(4).map(ints).unwrap_or_else(|| vec![1; starts.len()]);
-    if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
-        return Err(err(node, "starts, ends, axes and steps differ in length"));
-    }
-    // Per dimension: the indices taken, in order.
-    let mut taken: Vec<Vec<usize>> = shape.iter().map(|&d| (0..d).collect()).collect();
-    for k in 0..starts.len() {
-        let axis = normalize_axis(axes[k], shape.len()).ok_or_else(|| err(node, format!("axis {} out of range", axes[k])))?;
-        let (dim, step) = (shape[axis] as i64, steps[k]);
-        if step == 0 {
-            return Err(err(node, "a step of 0"));
-        }
-        let clamp = |v: i64, low: i64, high: i64| (if v < 0 { v + dim } else { v }).clamp(low, high);
-        let (start, end) = if step > 0 { (clamp(starts[k], 0, dim), clamp(ends[k], 0, dim)) } else { (clamp(starts[k], 0, dim - 1), clamp(ends[k], -1, dim - 1)) };
-        let mut picks = Vec::new();
-        let mut i = start;
-        while (step > 0 && i < end) || (step < 0 && i > end) {
-            picks.push(i as usize);
-            i += step;
-        }
-        taken[axis] = picks;
-    }
-    let out: Vec<usize> = taken.iter().map(Vec::len).collect();
-    let total: usize = out.iter().product();
-    let mut values = Vec::with_capacity(total);
-    for i in 0..total {
-        let (mut rem, mut stride, mut source) = (i, 1, 0);
-        for d in (0..out.len()).rev() {
-            source += taken[d][rem % out[d]] * stride;
-            rem /= out[d];
-            stride *= shape[d];
-        }
-        values.push(x.tensor.data()[source]);
-    }
-    Ok(Constant { tensor: tensor(node, out, values)?, integer: x.integer })
+    let ranges = slice_ranges(x.tensor.shape(), &starts, &ends, &axes, &steps).map_err(|reason| err(node, reason))?;
+    Ok(Constant { tensor: layout::slice(&x.tensor, &ranges), integer: x.integer })
 }
 
 fn transpose(attrs: &Attributes, x: &Constant) -> Result<Constant, ModelError> {
+    let perm = permutation(attrs, x.tensor.shape().len())?;
+    Ok(Constant { tensor: layout::transpose(&x.tensor, &perm), integer: x.integer })
+}
+
+/// A Transpose's `perm` (default: the axes reversed), checked to be a permutation of `rank` axes.
+pub(super) fn permutation(attrs: &Attributes, rank: usize) -> Result<Vec<usize>, ModelError> {
     let node = attrs.node;
-    let shape = x.tensor.shape();
-    let rank = shape.len();
     let perm: Vec<usize> = match attrs.ints("perm") {
         Some(p) => p.iter().map(|&a| normalize_axis(a, rank).ok_or_else(|| err(node, format!("perm {p:?} is not a permutation")))).collect::<Result<_, _>>()?,
         None => (0..rank).rev().collect(),
@@ -361,19 +333,7 @@ fn transpose(attrs: &Attributes, x: &Constant) -> Result<Constant, ModelError> {
     if perm.len() != rank || (0..rank).any(|a| !perm.contains(&a)) {
         return Err(err(node, format!("perm {perm:?} is not a permutation of {rank} axes")));
     }
-    let out: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
-    let in_strides: Vec<usize> = (0..rank).map(|d| shape[d + 1..].iter().product()).collect();
-    let total: usize = out.iter().product();
-    let mut values = Vec::with_capacity(total);
-    for i in 0..total {
-        let (mut rem, mut source) = (i, 0);
-        for d in (0..rank).rev() {
-            source += (rem % out[d]) * in_strides[perm[d]];
-            rem /= out[d];
-        }
-        values.push(x.tensor.data()[source]);
-    }
-    Ok(Constant { tensor: tensor(node, out, values)?, integer: x.integer })
+    Ok(perm)
 }
 
 /// `Shape`'s output for a value of shape `shape` (with opset 15's `start` and `end`).

@@ -29,7 +29,9 @@ pub fn node_flops(node: &Node, shapes: &Shapes) -> u64 {
         Op::Softmax { .. } => 4 * out,
         Op::ChannelAffine => 2 * out,
         Op::Activation(_) | Op::Binary(_) => out,
-        Op::Reshape { .. } | Op::Flatten { .. } | Op::Concat { .. } | Op::Identity => 0,
+        Op::Reduce { .. } => input(0).iter().product::<usize>() as u64,
+        Op::Reshape { .. } | Op::Flatten { .. } | Op::Concat { .. } | Op::Identity | Op::Squeeze { .. } | Op::Unsqueeze { .. } => 0,
+        Op::Transpose { .. } | Op::Slice { .. } => 0,
     }
 }
 

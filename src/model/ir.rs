@@ -57,6 +57,21 @@ pub enum Activation {
     },
 }
 
+/// How a reduction combines the values along its axes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    /// Arithmetic mean.
+    Mean,
+    /// Sum.
+    Sum,
+    /// Largest value.
+    Max,
+    /// Smallest value.
+    Min,
+    /// Square root of the sum of squares.
+    L2,
+}
+
 /// A broadcasting element-wise operation on two tensors (NumPy semantics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BinaryOp {
@@ -209,6 +224,41 @@ pub enum Op {
     },
     /// Passes its input through (Identity, Dropout at inference).
     Identity,
+    /// Permutes the axes: output axis `d` is input axis `perm[d]`.
+    Transpose {
+        /// The permutation.
+        perm: Vec<usize>,
+    },
+    /// A strided slice (ONNX Slice with constant starts, ends, axes and steps).
+    Slice {
+        /// First index per sliced axis (negative counts from the end).
+        starts: Vec<i64>,
+        /// End (exclusive) per sliced axis.
+        ends: Vec<i64>,
+        /// The sliced axes.
+        axes: Vec<i64>,
+        /// Steps (negative walks backwards).
+        steps: Vec<i64>,
+    },
+    /// Removes size-1 axes (`None`: all of them).
+    Squeeze {
+        /// The axes removed.
+        axes: Option<Vec<i64>>,
+    },
+    /// Inserts size-1 axes at `axes` of the output.
+    Unsqueeze {
+        /// Positions in the output.
+        axes: Vec<i64>,
+    },
+    /// Combines the values along `axes` (`None`: all axes).
+    Reduce {
+        /// How.
+        op: ReduceOp,
+        /// The reduced axes.
+        axes: Option<Vec<i64>>,
+        /// Keep the reduced axes as size 1.
+        keep_dims: bool,
+    },
 }
 
 /// One operation of the graph, named after its ONNX node.

@@ -7,6 +7,7 @@ mod constant_fold;
 pub mod cost;
 mod error;
 mod fold;
+pub mod layout;
 pub mod ir;
 mod onnx;
 pub mod plan;

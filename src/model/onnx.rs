@@ -8,8 +8,8 @@ use super::attributes::Attributes;
 use super::proto_tensor::tensor_from_proto;
 use super::constant_fold::{evaluate, is_foldable, is_integer_type, shape_of, Constant};
 use super::error::{ModelError, UnsupportedOp};
-use super::shape::node_output_shape;
-use super::ir::{Activation, BinaryOp, Conv2d, Graph, GraphInput, Node, Op, Pool2d};
+use super::shape::{node_output_shape, normalize_axis};
+use super::ir::{Activation, BinaryOp, Conv2d, Graph, GraphInput, Node, Op, Pool2d, ReduceOp};
 use super::onnx_pb as pb;
 use crate::tensor::Tensor;
 
@@ -133,6 +133,15 @@ pub fn import_onnx(bytes: &[u8]) -> Result<Graph, ModelError> {
             known.insert(output);
             continue;
         }
+        if op_type == "Split" {
+            for (output, op) in split(&attrs, node, &initializers, &shapes)? {
+                known.insert(output.clone());
+                let part = Node { name: format!("{name}:{output}"), op, inputs: vec![inputs[0].clone()], output };
+                record_shape(&part, &mut shapes, &initializers)?;
+                nodes.push(part);
+            }
+            continue;
+        }
         let parsed = if op_type == "BatchNormalization" {
             batch_norm(&attrs, inputs, &mut initializers)
         } else {
@@ -149,21 +158,15 @@ pub fn import_onnx(bytes: &[u8]) -> Result<Graph, ModelError> {
         };
         let inputs = match &op {
             // Bounds, target shapes and similar constant inputs are folded into the op.
-            Op::Activation(_) | Op::Reshape { .. } => inputs.into_iter().take(1).collect(),
+            Op::Activation(_) | Op::Reshape { .. } | Op::Slice { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Reduce { .. } => {
+                inputs.into_iter().take(1).collect()
+            }
             _ => inputs,
         };
         check_arity(&name, &op, &inputs)?;
         known.insert(output.clone());
         let node = Node { name, op, inputs, output };
-        let input_shapes: Option<Vec<&[usize]>> = node
-            .inputs
-            .iter()
-            .map(|i| shapes.get(i).map(Vec::as_slice).or_else(|| initializers.get(i).map(Tensor::shape)))
-            .collect();
-        if let Some(input_shapes) = input_shapes {
-            let shape = node_output_shape(&node, &input_shapes)?;
-            shapes.insert(node.output.clone(), shape);
-        }
+        record_shape(&node, &mut shapes, &initializers)?;
         nodes.push(node);
     }
     if !unsupported.is_empty() {
@@ -178,6 +181,59 @@ pub fn import_onnx(bytes: &[u8]) -> Result<Graph, ModelError> {
     let mut graph = Graph { input, output, nodes, initializers };
     super::fold::simplify(&mut graph)?;
     Ok(graph)
+}
+
+/// Notes `node`'s output shape where all its inputs' shapes are known at import.
+fn record_shape(node: &Node, shapes: &mut HashMap<String, Vec<usize>>, initializers: &HashMap<String, Tensor>) -> Result<(), ModelError> {
+    let input_shapes: Option<Vec<&[usize]>> = node
+        .inputs
+        .iter()
+        .map(|i| shapes.get(i).map(Vec::as_slice).or_else(|| initializers.get(i).map(Tensor::shape)))
+        .collect();
+    if let Some(input_shapes) = input_shapes {
+        let shape = node_output_shape(node, &input_shapes)?;
+        shapes.insert(node.output.clone(), shape);
+    }
+    Ok(())
+}
+
+/// A Split as one Slice per output: sizes from its second input (opset 13+), its `split`
+/// attribute (older opsets), or equal parts (`num_outputs` in opset 18, else one per output), the
+/// last part taking what is left.
+fn split(attrs: &Attributes, proto: &pb::NodeProto, initializers: &HashMap<String, Tensor>, shapes: &HashMap<String, Vec<usize>>) -> Result<Vec<(String, Op)>, ModelError> {
+    let node = attrs.node;
+    let axis = attrs.int("axis", 0);
+    let outputs: Vec<String> = proto.output.iter().filter(|o| !o.is_empty()).cloned().collect();
+    let sizes: Vec<i64> = match constant(node, &proto.input, 1, initializers)? {
+        Some(t) => t.data().iter().map(|&v| v as i64).collect(),
+        None => match attrs.ints("split") {
+            Some(split) => split,
+            None => {
+                let input = &proto.input[0];
+                let shape = shapes.get(input).ok_or_else(|| ModelError::Shape {
+                    node: node.into(),
+                    reason: format!("splitting '{input}' into equal parts needs its shape, which depends on the input's symbolic dimensions"),
+                })?;
+                let extent = normalize_axis(axis, shape.len()).map(|a| shape[a] as i64).ok_or_else(|| attrs.unsupported("axis", format!("{axis} out of range")))?;
+                let parts = attrs.int("num_outputs", outputs.len() as i64).max(1);
+                let size = (extent + parts - 1) / parts;
+                (0..parts).map(|k| size.min(extent - k * size).max(0)).collect()
+            }
+        },
+    };
+    if sizes.len() != outputs.len() || sizes.iter().any(|&s| s < 0) {
+        return Err(attrs.unsupported("split", format!("sizes {sizes:?} for {} outputs", outputs.len())));
+    }
+    let mut start = 0;
+    Ok(outputs
+        .into_iter()
+        .zip(sizes)
+        .map(|(output, size)| {
+            let op = Op::Slice { starts: vec![start], ends: vec![start + size], axes: vec![axis], steps: vec![1] };
+            start += size;
+            (output, op)
+        })
+        .collect())
 }
 
 fn declared_dims(info: &pb::ValueInfoProto) -> Vec<Option<usize>> {
@@ -367,6 +423,54 @@ fn parse_op(
         "MatMul" => Op::MatMul,
         "Softmax" => Op::Softmax { axis: attrs.int("axis", -1) },
         "Identity" | "Dropout" => Op::Identity,
+        "Transpose" => {
+            let perm = attrs.ints("perm").ok_or_else(|| attrs.unsupported("perm", "is required (reversing every axis of a computed value is not supported)"))?;
+            if perm.iter().any(|&p| p < 0) {
+                return Err(attrs.unsupported("perm", format!("{perm:?} has a negative axis")));
+            }
+            Op::Transpose { perm: perm.into_iter().map(|p| p as usize).collect() }
+        }
+        "Slice" => {
+            let ints_at = |index: usize| -> Result<Option<Vec<i64>>, ModelError> {
+                Ok(constant(node, inputs, index, initializers)?.map(|t| t.data().iter().map(|&v| v as i64).collect()))
+            };
+            let starts = ints_at(1)?.ok_or_else(|| ModelError::BadInput { node: node.into(), index: 1, reason: "(starts) is missing".into() })?;
+            let ends = ints_at(2)?.ok_or_else(|| ModelError::BadInput { node: node.into(), index: 2, reason: "(ends) is missing".into() })?;
+            let axes = ints_at(3)?.unwrap_or_else(|| (0..starts.len() as i64).collect());
+            let steps = ints_at(4)?.unwrap_or_else(|| vec![1; starts.len()]);
+            Op::Slice { starts, ends, axes, steps }
+        }
+        "Squeeze" | "Unsqueeze" => {
+            let axes = match constant(node, inputs, 1, initializers)? {
+                Some(t) => Some(t.data().iter().map(|&v| v as i64).collect()),
+                None => attrs.ints("axes"),
+            };
+            match (op_type, axes) {
+                ("Squeeze", axes) => Op::Squeeze { axes },
+                (_, Some(axes)) => Op::Unsqueeze { axes },
+                (_, None) => return Err(ModelError::BadInput { node: node.into(), index: 1, reason: "(axes) is missing".into() }),
+            }
+        }
+        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceL2" => {
+            let op = match op_type {
+                "ReduceMean" => ReduceOp::Mean,
+                "ReduceSum" => ReduceOp::Sum,
+                "ReduceMax" => ReduceOp::Max,
+                "ReduceMin" => ReduceOp::Min,
+                _ => ReduceOp::L2,
+            };
+            // Opset 18 (ReduceSum: 13) moved `axes` from an attribute to an input.
+            let axes: Option<Vec<i64>> = match constant(node, inputs, 1, initializers)? {
+                Some(t) => Some(t.data().iter().map(|&v| v as i64).collect()),
+                None => attrs.ints("axes"),
+            };
+            let axes = axes.filter(|a| !a.is_empty());
+            if axes.is_none() && attrs.int("noop_with_empty_axes", 0) != 0 {
+                Op::Identity
+            } else {
+                Op::Reduce { op, axes, keep_dims: attrs.int("keepdims", 1) != 0 }
+            }
+        }
         other => return Err(ModelError::UnsupportedOps(vec![UnsupportedOp { node: node.into(), op: other.into() }])),
     })
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::layout;
 use super::error::ModelError;
 use super::ir::{Conv2d, Graph, Op, Pool2d};
 use super::shape::{broadcast_strides, infer_shapes, matmul_dims, normalize_axis};
@@ -62,7 +63,16 @@ fn eval(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
         }
         Op::AveragePool(p) => pool(p, x, out, false),
         Op::MaxPool(p) => pool(p, x, out, true),
-        Op::Reshape { .. } | Op::Flatten { .. } | Op::Identity => x.data().to_vec(),
+        Op::Reshape { .. } | Op::Flatten { .. } | Op::Identity | Op::Squeeze { .. } | Op::Unsqueeze { .. } => x.data().to_vec(),
+        Op::Transpose { perm } => layout::transpose(x, perm).into_data(),
+        Op::Slice { starts, ends, axes, steps } => {
+            let ranges = layout::slice_ranges(x.shape(), starts, ends, axes, steps).expect("shape inference checked it");
+            layout::slice(x, &ranges).into_data()
+        }
+        Op::Reduce { op, axes, keep_dims } => {
+            let axes = layout::reduced_axes(axes.as_deref(), x.shape().len()).expect("shape inference checked it");
+            layout::reduce(x, *op, &axes, *keep_dims).into_data()
+        }
         Op::Concat { axis } => {
             let a = normalize_axis(*axis, out.len()).expect("checked");
             let outer: usize = out[..a].iter().product();

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 
 use super::error::ModelError;
 use super::ir::{Conv2d, Graph, Node, Op, Pool2d};
+pub use super::layout::normalize_axis;
+use super::layout::{reduced_axes, slice_ranges};
 
 /// The shape of every value of a graph for one input shape.
 pub type Shapes = HashMap<String, Vec<usize>>;
@@ -44,11 +46,6 @@ fn err(node: &Node, reason: impl Into<String>) -> ModelError {
     ModelError::Shape { node: node.name.clone(), reason: reason.into() }
 }
 
-/// Normalises a possibly negative axis for a tensor of `rank` dimensions.
-pub fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {
-    let a = if axis < 0 { axis + rank as i64 } else { axis };
-    (0..rank as i64).contains(&a).then_some(a as usize)
-}
 
 /// NumPy broadcasting of two shapes.
 pub fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
@@ -231,6 +228,44 @@ pub(super) fn node_output_shape(node: &Node, ins: &[&[usize]]) -> Result<Vec<usi
         Op::Softmax { axis } => {
             normalize_axis(*axis, x.len()).ok_or_else(|| err(node, format!("axis {axis} out of range")))?;
             Ok(x.to_vec())
+        }
+        Op::Transpose { perm } => {
+            let valid = perm.len() == x.len() && (0..x.len()).all(|a| perm.contains(&a));
+            if !valid {
+                return Err(err(node, format!("perm {perm:?} does not permute the axes of {x:?}")));
+            }
+            Ok(perm.iter().map(|&p| x[p]).collect())
+        }
+        Op::Slice { starts, ends, axes, steps } => {
+            let ranges = slice_ranges(x, starts, ends, axes, steps).map_err(|reason| err(node, reason))?;
+            Ok(ranges.iter().map(|r| r.count).collect())
+        }
+        Op::Squeeze { axes } => match axes {
+            None => Ok(x.iter().copied().filter(|&d| d != 1).collect()),
+            Some(axes) => {
+                let drop = reduced_axes(Some(axes), x.len()).map_err(|reason| err(node, reason))?;
+                if drop.iter().any(|&a| x[a] != 1) {
+                    return Err(err(node, format!("cannot squeeze axes {axes:?} of {x:?}")));
+                }
+                Ok(x.iter().enumerate().filter(|(d, _)| !drop.contains(d)).map(|(_, &n)| n).collect())
+            }
+        },
+        Op::Unsqueeze { axes } => {
+            let rank = x.len() + axes.len();
+            let inserted = reduced_axes(Some(axes), rank).map_err(|reason| err(node, reason))?;
+            if inserted.len() != axes.len() {
+                return Err(err(node, format!("repeated axes {axes:?}")));
+            }
+            let mut rest = x.iter();
+            Ok((0..rank).map(|d| if inserted.contains(&d) { 1 } else { rest.next().copied().unwrap_or(1) }).collect())
+        }
+        Op::Reduce { axes, keep_dims, .. } => {
+            let reduced = reduced_axes(axes.as_deref(), x.len()).map_err(|reason| err(node, reason))?;
+            Ok(x.iter().enumerate().filter_map(|(d, &n)| match (reduced.contains(&d), keep_dims) {
+                (false, _) => Some(n),
+                (true, true) => Some(1),
+                (true, false) => None,
+            }).collect())
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use bevy_p2p_inference::gpu::KernelLibrary;
-use bevy_p2p_inference::model::ir::{Activation, BinaryOp, Conv2d, Graph, GraphInput, Node, Op, Pool2d};
+use bevy_p2p_inference::model::ir::{Activation, BinaryOp, Conv2d, Graph, GraphInput, Node, Op, Pool2d, ReduceOp};
 use bevy_p2p_inference::model::run_reference;
 use bevy_p2p_inference::Tensor;
 use rand::rngs::StdRng;
@@ -271,6 +271,58 @@ fn sub_div_pow_min_and_max_broadcast_like_add() {
         let e = b.filled(&[1], exponent);
         b.node(Op::Binary(BinaryOp::Pow), vec![x(), e]);
         b.check(&[2, 4, 5, 3]);
+    }
+}
+
+#[test]
+fn transposes_of_every_kind_and_the_channel_shuffle_of_shufflenet() {
+    for (seed, perm) in [(200, vec![0, 2, 3, 1]), (201, vec![3, 2, 1, 0]), (202, vec![1, 0, 2, 3]), (203, vec![0, 1, 3, 2])] {
+        let mut b = Builder::new(seed);
+        b.node(Op::Transpose { perm }, vec![x()]);
+        b.check(&[2, 3, 5, 7]);
+    }
+    // [n, c, h, w] -> [n, groups, c / groups, h, w] -> swap the two channel axes -> back.
+    let mut b = Builder::new(204);
+    let grouped = b.node(Op::Reshape { shape: vec![2, 2, 3, 5, 7], allow_zero: false }, vec![x()]);
+    let shuffled = b.node(Op::Transpose { perm: vec![0, 2, 1, 3, 4] }, vec![grouped]);
+    b.node(Op::Reshape { shape: vec![2, 6, 5, 7], allow_zero: false }, vec![shuffled]);
+    b.check(&[2, 6, 5, 7]);
+}
+
+#[test]
+fn slices_with_steps_negative_steps_clamped_bounds_and_several_axes() {
+    let cases: [(u64, &[i64], &[i64], &[i64], &[i64]); 4] = [
+        (210, &[1], &[3], &[1], &[1]),
+        (211, &[0, -1], &[i64::MAX, i64::MIN], &[2, 3], &[2, -2]),
+        (212, &[-4], &[100], &[-1], &[3]),
+        (213, &[1, 0], &[2, 2], &[0, 1], &[1, 1]),
+    ];
+    for (seed, starts, ends, axes, steps) in cases {
+        let mut b = Builder::new(seed);
+        b.node(Op::Slice { starts: starts.to_vec(), ends: ends.to_vec(), axes: axes.to_vec(), steps: steps.to_vec() }, vec![x()]);
+        b.check(&[2, 3, 5, 7]);
+    }
+}
+
+#[test]
+fn squeeze_and_unsqueeze_are_free_and_keep_the_values() {
+    let mut b = Builder::new(220);
+    let expanded = b.node(Op::Unsqueeze { axes: vec![0, 3] }, vec![x()]);
+    let relu = b.node(Op::Activation(Activation::Relu), vec![expanded]);
+    b.node(Op::Squeeze { axes: Some(vec![0]) }, vec![relu]);
+    b.check(&[3, 4, 5]);
+}
+
+#[test]
+fn reductions_over_any_axes_with_and_without_kept_dimensions() {
+    let ops = [ReduceOp::Mean, ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min, ReduceOp::L2];
+    let axes: [Option<Vec<i64>>; 4] = [Some(vec![2, 3]), Some(vec![1]), Some(vec![-1, 0]), None];
+    for (i, op) in ops.into_iter().enumerate() {
+        for (j, axes) in axes.iter().enumerate() {
+            let mut b = Builder::new(230 + (i * 8 + j) as u64);
+            b.node(Op::Reduce { op, axes: axes.clone(), keep_dims: j % 2 == 0 }, vec![x()]);
+            b.check(&[2, 3, 5, 7]);
+        }
     }
 }
 

@@ -1,0 +1,77 @@
+//! Lowering of data movement and reductions: transposes and strided slices become one strided
+//! copy each, reductions one reduce dispatch.
+
+use super::dispatch_grid::{grid_1d, unsupported, CompileError};
+use super::kernel::Kernel;
+use super::params::{KernelParams, ReduceParams, StridedCopyParams, MAX_RANK};
+use crate::model::ir::{Node, ReduceOp};
+use crate::model::layout::{reduced_axes, slice_ranges, strides, DimRange};
+
+/// Extents and strides padded to the kernels' fixed rank.
+fn padded<T: Copy>(values: impl IntoIterator<Item = T>, fill: T) -> [T; MAX_RANK] {
+    let mut out = [fill; MAX_RANK];
+    for (slot, v) in out.iter_mut().zip(values) {
+        *slot = v;
+    }
+    out
+}
+
+fn check_rank(node: &Node, rank: usize) -> Result<(), CompileError> {
+    if rank > MAX_RANK {
+        return Err(unsupported(node, format!("rank {rank} is above {MAX_RANK}")));
+    }
+    Ok(())
+}
+
+/// A copy of `ranges` of a tensor of shape `input`: output dimension `d` walks input dimension
+/// `source_dims[d]` (a permutation for a transpose, the identity for a slice).
+fn strided_copy(node: &Node, input: &[usize], ranges: &[DimRange], source_dims: &[usize]) -> Result<(Kernel, KernelParams, [u32; 3]), CompileError> {
+    check_rank(node, input.len())?;
+    let in_strides = strides(input);
+    let offset: usize = ranges.iter().zip(&in_strides).map(|(r, s)| r.start * s).sum();
+    let out_dims: Vec<u32> = source_dims.iter().map(|&d| ranges[d].count as u32).collect();
+    let total: usize = out_dims.iter().map(|&d| d as usize).product();
+    let step_strides = source_dims.iter().map(|&d| (ranges[d].step * in_strides[d] as i64) as i32);
+    let params = StridedCopyParams {
+        total: total as u32,
+        rank: input.len() as u32,
+        offset: offset as u32,
+        out_dims: padded(out_dims, 1),
+        strides: padded(step_strides, 0),
+    };
+    Ok((Kernel::StridedCopy, KernelParams::StridedCopy(params), grid_1d(total)))
+}
+
+/// A transpose of a tensor of shape `input`.
+pub(super) fn transpose(node: &Node, input: &[usize], perm: &[usize]) -> Result<(Kernel, KernelParams, [u32; 3]), CompileError> {
+    let whole: Vec<DimRange> = input.iter().map(|&d| DimRange { start: 0, step: 1, count: d }).collect();
+    strided_copy(node, input, &whole, perm)
+}
+
+/// A strided slice of a tensor of shape `input`.
+pub(super) fn slice(node: &Node, input: &[usize], starts: &[i64], ends: &[i64], axes: &[i64], steps: &[i64]) -> Result<(Kernel, KernelParams, [u32; 3]), CompileError> {
+    let ranges = slice_ranges(input, starts, ends, axes, steps).map_err(|reason| unsupported(node, reason))?;
+    let identity: Vec<usize> = (0..input.len()).collect();
+    strided_copy(node, input, &ranges, &identity)
+}
+
+/// A reduction of a tensor of shape `input` over `axes`.
+pub(super) fn reduce(node: &Node, input: &[usize], op: ReduceOp, axes: Option<&[i64]>) -> Result<(Kernel, KernelParams, [u32; 3]), CompileError> {
+    check_rank(node, input.len())?;
+    let reduced = reduced_axes(axes, input.len()).map_err(|reason| unsupported(node, reason))?;
+    let in_strides = strides(input);
+    let kept = input.iter().enumerate().map(|(d, &n)| if reduced.contains(&d) { 1 } else { n as u32 });
+    let total: usize = input.iter().enumerate().filter(|(d, _)| !reduced.contains(d)).map(|(_, &n)| n).product();
+    let params = ReduceParams {
+        total: total as u32,
+        op: ReduceParams::code(op),
+        count: reduced.iter().map(|&a| input[a]).product::<usize>() as u32,
+        rank: input.len() as u32,
+        kept_dims: padded(kept, 1),
+        strides: padded(in_strides.iter().map(|&s| s as u32), 0),
+        reduced_rank: reduced.len() as u32,
+        reduced_dims: padded(reduced.iter().map(|&a| input[a] as u32), 1),
+        reduced_strides: padded(reduced.iter().map(|&a| in_strides[a] as u32), 0),
+    };
+    Ok((Kernel::Reduce, KernelParams::Reduce(params), grid_1d(total)))
+}
