@@ -2,7 +2,7 @@
 (torch.onnx.export, TorchScript exporter, opset 17, static shapes) and stores an input and ONNX
 Runtime's CPU output for each: the fixtures of tests/engine/model_zoo.rs.
 
-    python3 tools/make_model_zoo.py OUT_DIR    # then copy OUT_DIR/* to tests/fixtures/zoo/
+    python3 tools/make_model_zoo.py OUT_DIR [NAME ...]   # then copy OUT_DIR/* to tests/fixtures/zoo/
 
 Needs torch, torchvision, onnx and onnxruntime (the GPU machine has them). Deterministic: fixed
 seeds. The models are narrowed (width multipliers, 10 classes) so that the fixtures stay small;
@@ -29,6 +29,7 @@ MODELS = {
     "mobilenet_v3_small": lambda: torchvision.models.mobilenet_v3_small(num_classes=10, width_mult=0.5),
     "squeezenet1_1": lambda: torchvision.models.squeezenet1_1(num_classes=10),
     "efficientnet_b0_narrow": efficientnet_b0_narrow,
+    "shufflenet_v2_x0_5": lambda: torchvision.models.shufflenet_v2_x0_5(num_classes=10),
 }
 
 
@@ -43,9 +44,11 @@ def randomize_batch_norms(model, generator):
                 m.bias.uniform_(-0.2, 0.2, generator=generator)
 
 
-def main(out):
+def main(out, only):
     os.makedirs(out, exist_ok=True)
     for index, (name, build) in enumerate(MODELS.items()):
+        if only and name not in only:
+            continue
         torch.manual_seed(index)
         generator = torch.Generator().manual_seed(100 + index)
         model = build().eval()
@@ -67,4 +70,4 @@ def main(out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:])

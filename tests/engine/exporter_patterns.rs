@@ -110,3 +110,38 @@ fn shape_of_a_value_with_a_symbolic_batch_is_a_clear_error_naming_the_node() {
     let err = import_onnx(&exported_classifier_head(input(&[None, Some(2), Some(5), Some(5)]))).unwrap_err();
     assert!(matches!(&err, ModelError::Shape { node, .. } if node == "shape"), "{err:?}");
 }
+
+/// x [2, 6, 3] -> Split on axis 1 -> Concat of the parts in reverse order.
+fn split_model(split: pb::NodeProto, opset: i64, initializer: Vec<pb::TensorProto>) -> Vec<u8> {
+    let concat = node("y", "Concat", &["part2", "part1", "part0"], vec![int("axis", 1)]);
+    let mut bytes_model = pb::ModelProto::decode(&model(input(&[Some(2), Some(6), Some(3)]), vec![split, concat], initializer, "y")[..]).unwrap();
+    bytes_model.opset_import[0].version = Some(opset);
+    bytes_model.encode_to_vec()
+}
+
+fn split_node(inputs: &[&str], attribute: Vec<pb::AttributeProto>) -> pb::NodeProto {
+    let mut split = node("split", "Split", inputs, attribute);
+    split.output = vec!["part0".into(), "part1".into(), "part2".into()];
+    split
+}
+
+#[test]
+fn a_split_in_every_opset_form_becomes_one_slice_per_part() {
+    let sizes = pb::TensorProto { name: Some("sizes".into()), dims: vec![3], data_type: Some(DataType::Int64 as i32), int64_data: vec![1, 2, 3], ..Default::default() };
+    let x = Tensor::new(vec![2, 6, 3], (0..36).map(|i| i as f32).collect()).unwrap();
+    let part = |start: usize, end: usize| -> Vec<f32> { (0..2).flat_map(|n| (start * 3..end * 3).map(move |i| (n * 18 + i) as f32)).collect() };
+    for (form, bytes, bounds) in [
+        ("sizes as an input (opset 13)", split_model(split_node(&["x", "sizes"], vec![int("axis", 1)]), 13, vec![sizes]), [(0, 1), (1, 3), (3, 6)]),
+        ("the split attribute (opset 11 form)", split_model(split_node(&["x"], vec![int("axis", 1), ints("split", &[2, 2, 2])]), 13, vec![]), [(0, 2), (2, 4), (4, 6)]),
+        ("num_outputs (opset 18)", split_model(split_node(&["x"], vec![int("axis", -2), int("num_outputs", 3)]), 18, vec![]), [(0, 2), (2, 4), (4, 6)]),
+    ] {
+        let graph = import_onnx(&bytes).unwrap_or_else(|e| panic!("{form}: {e}"));
+        let y = run_reference(&graph, &x).unwrap();
+        // Reversed parts, row by row: each row of the output concatenates part2, part1, part0.
+        let (p0, p1, p2) = (part(bounds[0].0, bounds[0].1), part(bounds[1].0, bounds[1].1), part(bounds[2].0, bounds[2].1));
+        let row = |p: &Vec<f32>, n: usize| p[n * p.len() / 2..(n + 1) * p.len() / 2].to_vec();
+        let want: Vec<f32> = (0..2).flat_map(|n| [row(&p2, n), row(&p1, n), row(&p0, n)].concat()).collect();
+        assert_eq!(y.data(), &want[..], "{form}");
+        assert!(relative_error(&run_gpu(&graph, &x), &y) <= 1e-6, "{form} on the GPU");
+    }
+}

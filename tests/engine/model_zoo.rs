@@ -36,3 +36,10 @@ fn torchvision_squeezenet_1_1_matches_onnx_runtime() {
 fn torchvision_efficientnet_b0_narrowed_matches_onnx_runtime() {
     check("efficientnet_b0_narrow");
 }
+
+#[test]
+fn torchvision_shufflenet_v2_x0_5_matches_onnx_runtime() {
+    // Channel shuffles (Reshape, Transpose), chunks (shape arithmetic folded into Slice) and a
+    // ReduceMean head.
+    check("shufflenet_v2_x0_5");
+}
