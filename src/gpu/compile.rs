@@ -140,6 +140,15 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
                 let (kernel, params, grid) = lower_layout::slice(node, &shapes[&node.inputs[0]], starts, ends, axes, steps)?;
                 Step::Compute { calls: vec![(kernel, params, vec![value(0)], grid)], output: node.output.clone() }
             }
+            Op::LayerNorm { axis, epsilon } => {
+                let has_bias = node.inputs.len() > 2;
+                let (kernel, params, grid) = lower_layout::layer_norm(node, &shapes[&node.inputs[0]], *axis, *epsilon, has_bias)?;
+                Step::Compute { calls: vec![(kernel, params, vec![value(0), value(1), node.inputs.get(2).cloned()], grid)], output: node.output.clone() }
+            }
+            Op::Gather { axis } => {
+                let (kernel, params, grid) = lower_layout::gather(node, &shapes[&node.inputs[0]], &shapes[&node.inputs[1]], *axis)?;
+                Step::Compute { calls: vec![(kernel, params, vec![value(0), value(1)], grid)], output: node.output.clone() }
+            }
             Op::Reduce { op, axes, .. } => {
                 let (kernel, params, grid) = lower_layout::reduce(node, &shapes[&node.inputs[0]], *op, axes.as_deref())?;
                 Step::Compute { calls: vec![(kernel, params, vec![value(0)], grid)], output: node.output.clone() }

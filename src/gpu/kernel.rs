@@ -26,11 +26,15 @@ pub enum KernelFamily {
     StridedCopy,
     /// Reductions over any axes (`reduce.wgsl`).
     Reduce,
+    /// LayerNormalization (`layer_norm.wgsl`).
+    LayerNorm,
+    /// Gather along one axis (`gather.wgsl`).
+    Gather,
 }
 
 impl KernelFamily {
     /// Every family.
-    pub const ALL: [KernelFamily; 11] = [
+    pub const ALL: [KernelFamily; 13] = [
         KernelFamily::Conv,
         KernelFamily::Binary,
         KernelFamily::Activation,
@@ -42,6 +46,8 @@ impl KernelFamily {
         KernelFamily::Softmax,
         KernelFamily::StridedCopy,
         KernelFamily::Reduce,
+        KernelFamily::LayerNorm,
+        KernelFamily::Gather,
     ];
 
     /// The family's WGSL source (without the shared prelude).
@@ -58,6 +64,8 @@ impl KernelFamily {
             KernelFamily::Softmax => include_str!("../../shaders/softmax.wgsl"),
             KernelFamily::StridedCopy => include_str!("../../shaders/strided_copy.wgsl"),
             KernelFamily::Reduce => include_str!("../../shaders/reduce.wgsl"),
+            KernelFamily::LayerNorm => include_str!("../../shaders/layer_norm.wgsl"),
+            KernelFamily::Gather => include_str!("../../shaders/gather.wgsl"),
         }
     }
 
@@ -85,6 +93,8 @@ impl KernelFamily {
             KernelFamily::Softmax => "softmax",
             KernelFamily::StridedCopy => "strided copy",
             KernelFamily::Reduce => "reduce",
+            KernelFamily::LayerNorm => "layer norm",
+            KernelFamily::Gather => "gather",
         }
     }
 }
@@ -129,11 +139,15 @@ pub enum Kernel {
     StridedCopy,
     /// A reduction over any axes.
     Reduce,
+    /// LayerNormalization, one invocation per row.
+    LayerNorm,
+    /// Gather along one axis.
+    Gather,
 }
 
 impl Kernel {
     /// Every kernel, for building the pipeline library.
-    pub const ALL: [Kernel; 18] = [
+    pub const ALL: [Kernel; 20] = [
         Kernel::Conv2d,
         Kernel::Conv2dFourChannels,
         Kernel::ConvDepthwise,
@@ -152,6 +166,8 @@ impl Kernel {
         Kernel::Softmax,
         Kernel::StridedCopy,
         Kernel::Reduce,
+        Kernel::LayerNorm,
+        Kernel::Gather,
     ];
 
     /// The shader family the kernel belongs to and its entry point there.
@@ -176,6 +192,8 @@ impl Kernel {
             Kernel::Softmax => (F::Softmax, "softmax"),
             Kernel::StridedCopy => (F::StridedCopy, "strided_copy"),
             Kernel::Reduce => (F::Reduce, "reduce"),
+            Kernel::LayerNorm => (F::LayerNorm, "layer_norm"),
+            Kernel::Gather => (F::Gather, "gather"),
         }
     }
 
@@ -199,7 +217,8 @@ impl Kernel {
             | Kernel::ConvPointwise
             | Kernel::ConvPointwiseBlocked
             | Kernel::ConvPointwiseNarrow => 4,
-            Kernel::Binary | Kernel::Activation | Kernel::ChannelAffine | Kernel::Gemm | Kernel::GemmSplit => 3,
+            Kernel::Binary | Kernel::Activation | Kernel::ChannelAffine | Kernel::Gemm | Kernel::GemmSplit | Kernel::LayerNorm => 3,
+            Kernel::Gather => 2,
             Kernel::GlobalAverage | Kernel::Pool2d | Kernel::ConcatCopy | Kernel::Softmax | Kernel::StridedCopy | Kernel::Reduce => 1,
         }
     }

@@ -3,9 +3,9 @@
 
 use super::dispatch_grid::{grid_1d, unsupported, CompileError};
 use super::kernel::Kernel;
-use super::params::{KernelParams, ReduceParams, StridedCopyParams, MAX_RANK};
+use super::params::{GatherParams, KernelParams, LayerNormParams, ReduceParams, StridedCopyParams, MAX_RANK};
 use crate::model::ir::{Node, ReduceOp};
-use crate::model::layout::{reduced_axes, slice_ranges, strides, DimRange};
+use crate::model::layout::{normalize_axis, reduced_axes, slice_ranges, strides, DimRange};
 
 /// Extents and strides padded to the kernels' fixed rank.
 fn padded<T: Copy>(values: impl IntoIterator<Item = T>, fill: T) -> [T; MAX_RANK] {
@@ -53,6 +53,24 @@ pub(super) fn slice(node: &Node, input: &[usize], starts: &[i64], ends: &[i64], 
     let ranges = slice_ranges(input, starts, ends, axes, steps).map_err(|reason| unsupported(node, reason))?;
     let identity: Vec<usize> = (0..input.len()).collect();
     strided_copy(node, input, &ranges, &identity)
+}
+
+/// A LayerNormalization of a tensor of shape `input` over the axes from `axis` on.
+pub(super) fn layer_norm(node: &Node, input: &[usize], axis: i64, epsilon: f32, has_bias: bool) -> Result<(Kernel, KernelParams, [u32; 3]), CompileError> {
+    let a = normalize_axis(axis, input.len()).ok_or_else(|| unsupported(node, format!("axis {axis} out of range")))?;
+    let rows: usize = input[..a].iter().product();
+    let params = LayerNormParams { rows: rows as u32, inner: input[a..].iter().product::<usize>() as u32, has_bias: has_bias as u32, epsilon };
+    Ok((Kernel::LayerNorm, KernelParams::LayerNorm(params), grid_1d(rows)))
+}
+
+/// A Gather along `axis` of data of shape `data` by indices of shape `indices`.
+pub(super) fn gather(node: &Node, data: &[usize], indices: &[usize], axis: i64) -> Result<(Kernel, KernelParams, [u32; 3]), CompileError> {
+    let a = normalize_axis(axis, data.len()).ok_or_else(|| unsupported(node, format!("axis {axis} out of range")))?;
+    let (outer, inner): (usize, usize) = (data[..a].iter().product(), data[a + 1..].iter().product());
+    let count: usize = indices.iter().product();
+    let total = outer * count * inner;
+    let params = GatherParams { total: total as u32, extent: data[a] as u32, count: count as u32, inner: inner as u32 };
+    Ok((Kernel::Gather, KernelParams::Gather(params), grid_1d(total)))
 }
 
 /// A reduction of a tensor of shape `input` over `axes`.

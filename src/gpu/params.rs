@@ -332,6 +332,34 @@ impl ReduceParams {
 }
 
 kernel_params! {
+    /// LayerNormalization (`layer_norm.wgsl`).
+    LayerNormParams {
+        /// Rows normalised (the values before the normalised axes).
+        rows: u32,
+        /// Values per row.
+        inner: u32,
+        /// 1 where a bias is added.
+        has_bias: u32,
+        /// Added to the variance.
+        epsilon: f32,
+    }
+}
+
+kernel_params! {
+    /// Gather along one axis (`gather.wgsl`).
+    GatherParams {
+        /// Output values.
+        total: u32,
+        /// The data's extent along the axis.
+        extent: u32,
+        /// Indices.
+        count: u32,
+        /// Values after the axis.
+        inner: u32,
+    }
+}
+
+kernel_params! {
     /// A conversion between f32 and the stored element type at a block's edges (`cast.wgsl`).
     CastParams {
         /// Values converted.
@@ -364,6 +392,10 @@ pub enum KernelParams {
     StridedCopy(StridedCopyParams),
     /// A reduction.
     Reduce(ReduceParams),
+    /// LayerNormalization.
+    LayerNorm(LayerNormParams),
+    /// Gather.
+    Gather(GatherParams),
 }
 
 impl KernelParams {
@@ -381,6 +413,8 @@ impl KernelParams {
             KernelParams::Softmax(p) => bytemuck::bytes_of(p),
             KernelParams::StridedCopy(p) => bytemuck::bytes_of(p),
             KernelParams::Reduce(p) => bytemuck::bytes_of(p),
+            KernelParams::LayerNorm(p) => bytemuck::bytes_of(p),
+            KernelParams::Gather(p) => bytemuck::bytes_of(p),
         }
     }
 }
@@ -408,6 +442,8 @@ mod tests {
             KernelFamily::Softmax => (SoftmaxParams::LAYOUT, size_of::<SoftmaxParams>()),
             KernelFamily::StridedCopy => (StridedCopyParams::LAYOUT, size_of::<StridedCopyParams>()),
             KernelFamily::Reduce => (ReduceParams::LAYOUT, size_of::<ReduceParams>()),
+            KernelFamily::LayerNorm => (LayerNormParams::LAYOUT, size_of::<LayerNormParams>()),
+            KernelFamily::Gather => (GatherParams::LAYOUT, size_of::<GatherParams>()),
         }
     }
 

@@ -30,6 +30,8 @@ pub fn node_flops(node: &Node, shapes: &Shapes) -> u64 {
         Op::ChannelAffine => 2 * out,
         Op::Activation(_) | Op::Binary(_) => out,
         Op::Reduce { .. } => input(0).iter().product::<usize>() as u64,
+        Op::LayerNorm { .. } => 8 * out,
+        Op::Gather { .. } => 0,
         Op::Reshape { .. } | Op::Flatten { .. } | Op::Concat { .. } | Op::Identity | Op::Squeeze { .. } | Op::Unsqueeze { .. } => 0,
         Op::Transpose { .. } | Op::Slice { .. } => 0,
     }

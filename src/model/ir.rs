@@ -250,6 +250,18 @@ pub enum Op {
         /// Positions in the output.
         axes: Vec<i64>,
     },
+    /// LayerNormalization over the axes from `axis` on; inputs x, scale and an optional bias.
+    LayerNorm {
+        /// First normalised axis (negative counts from the end).
+        axis: i64,
+        /// Added to the variance.
+        epsilon: f32,
+    },
+    /// Gather along `axis`: inputs data and indices (either may be the computed one).
+    Gather {
+        /// The axis of data that indices select along.
+        axis: i64,
+    },
     /// Combines the values along `axes` (`None`: all axes).
     Reduce {
         /// How.

@@ -451,6 +451,12 @@ fn parse_op(
                 (_, None) => return Err(ModelError::BadInput { node: node.into(), index: 1, reason: "(axes) is missing".into() }),
             }
         }
+        "LayerNormalization" => {
+            constant(node, inputs, 1, initializers)?.ok_or_else(|| ModelError::BadInput { node: node.into(), index: 1, reason: "(scale) is missing".into() })?;
+            constant(node, inputs, 2, initializers)?;
+            Op::LayerNorm { axis: attrs.int("axis", -1), epsilon: attrs.float("epsilon", 1e-5) }
+        }
+        "Gather" => Op::Gather { axis: attrs.int("axis", 0) },
         "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceL2" => {
             let op = match op_type {
                 "ReduceMean" => ReduceOp::Mean,
@@ -517,7 +523,8 @@ fn check_arity(node: &str, op: &Op, inputs: &[String]) -> Result<(), ModelError>
     let (min, max) = match op {
         Op::Conv(_) | Op::Gemm { .. } => (2, 3),
         Op::ChannelAffine => (3, 3),
-        Op::Binary(_) | Op::MatMul => (2, 2),
+        Op::Binary(_) | Op::MatMul | Op::Gather { .. } => (2, 2),
+        Op::LayerNorm { .. } => (2, 3),
         Op::Concat { .. } => (1, usize::MAX),
         Op::Identity => (1, 3),
         _ => (1, 1),

@@ -69,6 +69,38 @@ fn eval(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
             let ranges = layout::slice_ranges(x.shape(), starts, ends, axes, steps).expect("shape inference checked it");
             layout::slice(x, &ranges).into_data()
         }
+        Op::LayerNorm { axis, epsilon } => {
+            let a = normalize_axis(*axis, x.shape().len()).expect("shape inference checked it");
+            let inner: usize = x.shape()[a..].iter().product();
+            let (scale, bias) = (ins[1].data(), ins.get(2).map(|b| b.data()));
+            let mut data = Vec::with_capacity(x.len());
+            for row in x.data().chunks(inner.max(1)) {
+                let mean = row.iter().map(|&v| v as f64).sum::<f64>() / inner as f64;
+                let variance = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / inner as f64;
+                let inverse = 1.0 / (variance + *epsilon as f64).sqrt();
+                for (j, &v) in row.iter().enumerate() {
+                    let shift = bias.map_or(0.0, |b| b[j] as f64);
+                    data.push(((v as f64 - mean) * inverse * scale[j] as f64 + shift) as f32);
+                }
+            }
+            data
+        }
+        Op::Gather { axis } => {
+            let shape = x.shape();
+            let a = normalize_axis(*axis, shape.len()).expect("shape inference checked it");
+            let (extent, inner): (usize, usize) = (shape[a], shape[a + 1..].iter().product());
+            let outer: usize = shape[..a].iter().product();
+            let mut data = Vec::with_capacity(out.iter().product());
+            for o in 0..outer {
+                for &index in ins[1].data() {
+                    let index = index.round() as i64;
+                    let row = (if index < 0 { index + extent as i64 } else { index }).clamp(0, extent as i64 - 1) as usize;
+                    let start = (o * extent + row) * inner;
+                    data.extend_from_slice(&x.data()[start..start + inner]);
+                }
+            }
+            data
+        }
         Op::Reduce { op, axes, keep_dims } => {
             let axes = layout::reduced_axes(axes.as_deref(), x.shape().len()).expect("shape inference checked it");
             layout::reduce(x, *op, &axes, *keep_dims).into_data()

@@ -259,6 +259,20 @@ pub(super) fn node_output_shape(node: &Node, ins: &[&[usize]]) -> Result<Vec<usi
             let mut rest = x.iter();
             Ok((0..rank).map(|d| if inserted.contains(&d) { 1 } else { rest.next().copied().unwrap_or(1) }).collect())
         }
+        Op::LayerNorm { axis, .. } => {
+            let a = normalize_axis(*axis, x.len()).ok_or_else(|| err(node, format!("axis {axis} out of range")))?;
+            let inner: usize = x[a..].iter().product();
+            for (index, parameter) in ins.iter().enumerate().skip(1) {
+                if parameter.iter().product::<usize>() != inner {
+                    return Err(err(node, format!("input {index} {parameter:?} does not hold one value per normalised position of {x:?}")));
+                }
+            }
+            Ok(x.to_vec())
+        }
+        Op::Gather { axis } => {
+            let a = normalize_axis(*axis, x.len()).ok_or_else(|| err(node, format!("axis {axis} out of range")))?;
+            Ok(x[..a].iter().chain(ins[1]).chain(&x[a + 1..]).copied().collect())
+        }
         Op::Reduce { axes, keep_dims, .. } => {
             let reduced = reduced_axes(axes.as_deref(), x.len()).map_err(|reason| err(node, reason))?;
             Ok(x.iter().enumerate().filter_map(|(d, &n)| match (reduced.contains(&d), keep_dims) {

@@ -327,6 +327,47 @@ fn reductions_over_any_axes_with_and_without_kept_dimensions() {
 }
 
 #[test]
+fn layer_norms_over_the_last_axes_with_and_without_bias() {
+    let mut b = Builder::new(260);
+    let (scale, bias) = (b.constant(&[7]), b.constant(&[7]));
+    b.node(Op::LayerNorm { axis: -1, epsilon: 1e-5 }, vec![x(), scale, bias]);
+    b.check(&[2, 3, 5, 7]);
+    let mut b = Builder::new(261);
+    let scale = b.constant(&[5, 7]);
+    b.node(Op::LayerNorm { axis: 2, epsilon: 1e-3 }, vec![x(), scale]);
+    b.check(&[2, 3, 5, 7]);
+}
+
+#[test]
+fn gather_selects_along_an_axis_with_constant_indices() {
+    for (seed, axis, indices) in [(270, 1, vec![2.0, 0.0, -1.0]), (271, 3, vec![6.0]), (272, 0, vec![1.0, 1.0])] {
+        let mut b = Builder::new(seed);
+        let name = format!("indices{seed}");
+        b.initializers.insert(name.clone(), Tensor::new(vec![indices.len()], indices).unwrap());
+        b.node(Op::Gather { axis }, vec![x(), name]);
+        b.check(&[2, 3, 5, 7]);
+    }
+}
+
+#[test]
+fn an_embedding_lookup_gathers_rows_of_a_constant_table_by_computed_indices() {
+    let mut rng = StdRng::seed_from_u64(280);
+    let table = random(&mut rng, &[11, 6]);
+    let graph = Graph {
+        input: GraphInput { name: "ids".into(), dims: vec![] },
+        output: "embedded".into(),
+        nodes: vec![Node { name: "embed".into(), op: Op::Gather { axis: 0 }, inputs: vec!["table".into(), "ids".into()], output: "embedded".into() }],
+        initializers: HashMap::from([("table".to_string(), table.clone())]),
+    };
+    let ids = Tensor::new(vec![2, 4], vec![0.0, 3.0, 10.0, 3.0, 7.0, -1.0, 1.0, 5.0]).unwrap();
+    let want = run_reference(&graph, &ids).unwrap();
+    assert_eq!(want.shape(), &[2, 4, 6]);
+    assert_eq!(&want.data()[12..18], &table.data()[60..66], "id 10 is the last row");
+    assert_eq!(&want.data()[30..36], &table.data()[60..66], "id -1 is the last row too");
+    assert!(relative_error(&run_gpu(&graph, &ids), &want) <= TOLERANCE);
+}
+
+#[test]
 fn add_and_mul_broadcast_same_shape_per_channel_scalar_and_trailing() {
     for (seed, other) in [(20, vec![2, 4, 5, 3]), (21, vec![1, 4, 1, 1]), (22, vec![]), (23, vec![3]), (24, vec![4, 1, 3])] {
         for op in [Op::Binary(BinaryOp::Add), Op::Binary(BinaryOp::Mul)] {
