@@ -64,6 +64,9 @@ pub(super) fn is_foldable(op_type: &str) -> bool {
             | "Equal"
             | "Less"
             | "Greater"
+            | "LessOrEqual"
+            | "GreaterOrEqual"
+            | "GatherElements"
             | "And"
             | "Or"
             | "Where"
@@ -172,6 +175,9 @@ pub(super) fn evaluate(op_type: &str, attrs: &Attributes, inputs: &[Option<&Cons
         "Equal" => binary(true, &|a, b| boolean(a == b))?,
         "Less" => binary(true, &|a, b| boolean(a < b))?,
         "Greater" => binary(true, &|a, b| boolean(a > b))?,
+        "LessOrEqual" => binary(true, &|a, b| boolean(a <= b))?,
+        "GreaterOrEqual" => binary(true, &|a, b| boolean(a >= b))?,
+        "GatherElements" => gather_elements(attrs, input(0)?, input(1)?)?,
         "And" => binary(true, &|a, b| boolean(a != 0.0 && b != 0.0))?,
         "Or" => binary(true, &|a, b| boolean(a != 0.0 || b != 0.0))?,
         "Min" | "Max" => {
@@ -305,6 +311,36 @@ fn gather(attrs: &Attributes, data: &Constant, indices: &Constant) -> Result<Con
     }
     let out: Vec<usize> = shape[..axis].iter().chain(indices.tensor.shape()).chain(&shape[axis + 1..]).copied().collect();
     Ok(Constant { tensor: tensor(node, out, values)?, integer: data.integer })
+}
+
+/// GatherElements: the output has the indices' shape; each value is data's at the same position
+/// but with the coordinate along `axis` taken from the indices.
+fn gather_elements(attrs: &Attributes, data: &Constant, indices: &Constant) -> Result<Constant, ModelError> {
+    let node = attrs.node;
+    let (shape, index_shape) = (data.tensor.shape(), indices.tensor.shape());
+    let axis = normalize_axis(attrs.int("axis", 0), shape.len()).ok_or_else(|| err(node, "axis out of range"))?;
+    if index_shape.len() != shape.len() {
+        return Err(err(node, format!("indices {index_shape:?} and data {shape:?} differ in rank")));
+    }
+    let data_strides = layout::strides(shape);
+    let mut values = Vec::with_capacity(indices.tensor.len());
+    for (i, &index) in indices.tensor.data().iter().enumerate() {
+        let (mut rem, mut source) = (i, 0);
+        for d in (0..index_shape.len()).rev() {
+            let coord = rem % index_shape[d];
+            rem /= index_shape[d];
+            let coord = if d == axis {
+                let j = index as i64;
+                let j = if j < 0 { j + shape[d] as i64 } else { j };
+                usize::try_from(j).ok().filter(|&j| j < shape[d]).ok_or_else(|| err(node, format!("index {index} out of range for {}", shape[d])))?
+            } else {
+                coord
+            };
+            source += coord * data_strides[d];
+        }
+        values.push(data.tensor.data()[source]);
+    }
+    Ok(Constant { tensor: tensor(node, index_shape.to_vec(), values)?, integer: data.integer })
 }
 
 fn slice(node: &str, inputs: &[Option<&Constant>]) -> Result<Constant, ModelError> {

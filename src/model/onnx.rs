@@ -10,7 +10,7 @@ use super::constant_fold::{evaluate, is_foldable, is_integer_type, shape_of, Con
 use super::error::{ModelError, UnsupportedOp};
 use super::shape::{node_output_shape, normalize_axis};
 use super::ir::{Activation, BinaryOp, Conv2d, Graph, GraphInput, Node, Op, Pool2d, ReduceOp};
-use super::onnx_pb as pb;
+use super::onnx_pb::{self as pb, tensor_proto::DataType};
 use crate::tensor::Tensor;
 
 /// Oldest default-domain opset accepted.
@@ -423,6 +423,11 @@ fn parse_op(
         "MatMul" => Op::MatMul,
         "Softmax" => Op::Softmax { axis: attrs.int("axis", -1) },
         "Identity" | "Dropout" => Op::Identity,
+        // A cast of a computed value between float types leaves the f32 values as they are.
+        "Cast" => match attrs.int("to", 0) as i32 {
+            to if to == DataType::Float as i32 || to == DataType::Double as i32 || to == DataType::Float16 as i32 => Op::Identity,
+            to => return Err(attrs.unsupported("to", format!("a cast of a computed value to element type {to}: only float types are supported"))),
+        },
         "Transpose" => {
             let perm = attrs.ints("perm").ok_or_else(|| attrs.unsupported("perm", "is required (reversing every axis of a computed value is not supported)"))?;
             if perm.iter().any(|&p| p < 0) {

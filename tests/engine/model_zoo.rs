@@ -43,3 +43,23 @@ fn torchvision_shufflenet_v2_x0_5_matches_onnx_runtime() {
     // ReduceMean head.
     check("shufflenet_v2_x0_5");
 }
+
+#[test]
+fn a_small_vit_from_transformers_matches_onnx_runtime() {
+    // Patch embedding, class token, LayerNormalization, attention (MatMul, Softmax), exact GELU
+    // (Erf); the attention's masks and shapes folded at import.
+    check("vit_tiny");
+}
+
+#[test]
+fn a_small_bert_encoder_matches_onnx_runtime_on_token_ids() {
+    // Token ids (as values) into embedding lookups (Gather of a constant table).
+    check("bert_tiny");
+}
+
+#[test]
+fn a_small_gpt2_decoder_matches_onnx_runtime_on_token_ids() {
+    // Causal attention (its mask folded at import), Conv1D layers as Gemm, the tanh GELU
+    // written out (Pow, Tanh), Split of the fused QKV projection.
+    check("gpt2_tiny");
+}
