@@ -35,6 +35,15 @@ pub enum ModelError {
         /// Graph outputs.
         outputs: usize,
     },
+    /// Shape arithmetic reads a symbolic dimension of the input: the graph exists once the
+    /// input's shape is known (`import_onnx_for_input`; `Model` does it per request shape).
+    #[error("node '{node}': the shape of '{value}' depends on the input's symbolic dimensions; import it for an input shape")]
+    NeedsInputShape {
+        /// The node that reads the shape.
+        node: String,
+        /// The value whose shape it reads.
+        value: String,
+    },
     /// Nodes use operators this crate does not implement: every one of them, in graph order.
     #[error("unsupported operators: {}", list_unsupported(.0))]
     UnsupportedOps(Vec<UnsupportedOp>),

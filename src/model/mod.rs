@@ -20,6 +20,6 @@ pub mod shape;
 
 pub use asset::{Model, OnnxLoader, PlanLoader};
 pub use error::{ModelError, UnsupportedOp};
-pub use onnx::{import_onnx, MIN_OPSET};
+pub use onnx::{import_onnx, import_onnx_for_input, MIN_OPSET};
 pub use plan::{PartitionPlan, PlanError, ValidatedPlan};
 pub use reference::run_reference;

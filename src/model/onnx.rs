@@ -19,6 +19,17 @@ pub const MIN_OPSET: i64 = 13;
 /// Parses ONNX protobuf bytes into a [`Graph`]: every node in the listed op set, constant
 /// inputs resolved, and the Identity/Dropout/BatchNormalization simplifications applied.
 pub fn import_onnx(bytes: &[u8]) -> Result<Graph, ModelError> {
+    import(bytes, None)
+}
+
+/// [`import_onnx`] for one input shape: the input's symbolic dimensions (a dynamic batch, say)
+/// are fixed to `input_shape`'s, so that shape arithmetic on them folds. Models exported with
+/// dynamic axes need this; [`crate::Model`] does it once per request shape.
+pub fn import_onnx_for_input(bytes: &[u8], input_shape: &[usize]) -> Result<Graph, ModelError> {
+    import(bytes, Some(input_shape))
+}
+
+fn import(bytes: &[u8], input_shape: Option<&[usize]>) -> Result<Graph, ModelError> {
     let model = pb::ModelProto::decode(bytes).map_err(|e| ModelError::Malformed(e.to_string()))?;
     let opset = model
         .opset_import
@@ -52,10 +63,18 @@ pub fn import_onnx(bytes: &[u8]) -> Result<Graph, ModelError> {
             outputs: graph.output.len(),
         });
     }
-    let input = GraphInput {
+    let mut input = GraphInput {
         name: inputs[0].name.clone().unwrap_or_default(),
         dims: declared_dims(inputs[0]),
     };
+    if let Some(shape) = input_shape {
+        let fits = input.dims.is_empty() || (input.dims.len() == shape.len() && input.dims.iter().zip(shape).all(|(d, &s)| d.is_none_or(|d| d == s)));
+        if !fits || shape.contains(&0) {
+            let expected = input.dims.iter().map(|d| d.map_or("?".to_string(), |d| d.to_string())).collect::<Vec<_>>().join("x");
+            return Err(ModelError::InputShape { name: input.name, expected: format!("[{expected}]"), got: shape.to_vec() });
+        }
+        input.dims = shape.iter().map(|&d| Some(d)).collect();
+    }
     let output = graph.output[0].name.clone().unwrap_or_default();
 
     let mut known: HashSet<String> = initializers.keys().cloned().collect();
@@ -109,12 +128,7 @@ pub fn import_onnx(bytes: &[u8]) -> Result<Graph, ModelError> {
             let shape = initializers.get(source).map(|t| t.shape().to_vec()).or_else(|| shapes.get(source).cloned());
             match shape {
                 Some(shape) => Some(shape_of(&attrs, &shape)?),
-                None => {
-                    return Err(ModelError::Shape {
-                        node: name,
-                        reason: format!("Shape of '{source}' depends on the input's symbolic dimensions, which import cannot fix yet: export the model with a static input shape"),
-                    });
-                }
+                None => return Err(ModelError::NeedsInputShape { node: name, value: source.clone() }),
             }
         } else if is_foldable(op_type) && inputs.iter().all(|i| initializers.contains_key(i)) {
             // Absent optional inputs keep their positions.
@@ -210,10 +224,7 @@ fn split(attrs: &Attributes, proto: &pb::NodeProto, initializers: &HashMap<Strin
             Some(split) => split,
             None => {
                 let input = &proto.input[0];
-                let shape = shapes.get(input).ok_or_else(|| ModelError::Shape {
-                    node: node.into(),
-                    reason: format!("splitting '{input}' into equal parts needs its shape, which depends on the input's symbolic dimensions"),
-                })?;
+                let shape = shapes.get(input).ok_or_else(|| ModelError::NeedsInputShape { node: node.into(), value: input.clone() })?;
                 let extent = normalize_axis(axis, shape.len()).map(|a| shape[a] as i64).ok_or_else(|| attrs.unsupported("axis", format!("{axis} out of range")))?;
                 let parts = attrs.int("num_outputs", outputs.len() as i64).max(1);
                 let size = (extent + parts - 1) / parts;
@@ -234,6 +245,15 @@ fn split(attrs: &Attributes, proto: &pb::NodeProto, initializers: &HashMap<Strin
             (output, op)
         })
         .collect())
+}
+
+/// The declared dimensions of a model's input (`None` for symbolic ones).
+pub(super) fn declared_input_dims(bytes: &[u8]) -> Result<Vec<Option<usize>>, ModelError> {
+    let model = pb::ModelProto::decode(bytes).map_err(|e| ModelError::Malformed(e.to_string()))?;
+    let graph = model.graph.ok_or(ModelError::MissingGraph)?;
+    let initializers: std::collections::HashSet<&str> = graph.initializer.iter().filter_map(|t| t.name.as_deref()).collect();
+    let input = graph.input.iter().find(|i| !initializers.contains(i.name.as_deref().unwrap_or_default()));
+    Ok(input.map(declared_dims).unwrap_or_default())
 }
 
 fn declared_dims(info: &pb::ValueInfoProto) -> Vec<Option<usize>> {

@@ -17,7 +17,7 @@ use thiserror::Error;
 use crate::gpu::GpuError;
 pub(crate) use crate::job::{JobOutcome, JobTag, StageJob};
 use crate::job::JobError;
-use crate::model::Model;
+use crate::model::{Model, ModelError};
 use crate::tensor::Tensor;
 
 /// Asks for one inference: spawn it on any entity; a [`Prediction`] is added when it is done.
@@ -73,6 +73,9 @@ pub enum InferenceError {
     /// The model asset failed to load.
     #[error("the model failed to load: {0}")]
     ModelLoad(String),
+    /// The model has no graph for this input (a shape its symbolic dimensions do not allow).
+    #[error(transparent)]
+    Model(#[from] ModelError),
     /// The GPU could not run the model on this input (wrong shape, limits, readback).
     #[error(transparent)]
     Gpu(#[from] GpuError),
@@ -165,11 +168,19 @@ pub(crate) fn submit_requests(
 ) {
     for (entity, request) in &requests {
         if let Some(model) = models.get(&request.model) {
+            // A model exported with dynamic axes has one graph per input shape.
+            let graph = match model.graph_for(request.input.shape()) {
+                Ok(graph) => graph,
+                Err(error) => {
+                    fail(&mut commands, entity, InferenceError::Model(error));
+                    continue;
+                }
+            };
             queue.push(StageJob {
                 tag: JobTag::Request,
                 entity,
                 model: request.model.id(),
-                graph: model.graph().clone(),
+                graph,
                 input: request.input.clone(),
                 started: Instant::now(),
             });

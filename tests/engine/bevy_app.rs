@@ -7,7 +7,7 @@ use bevy::prelude::*;
 use bevy_p2p_inference::model::run_reference;
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::testing::FaultInjection;
-use bevy_p2p_inference::{headless_plugins, update_until_prediction, InferenceError, InferenceSystems, WaitError};
+use bevy_p2p_inference::{headless_plugins, update_until_prediction, InferenceError, InferenceSystems, ModelError, WaitError};
 
 use crate::support::*;
 
@@ -253,6 +253,27 @@ fn when_the_submission_thread_dies_its_job_fails_and_later_requests_are_still_pr
         let (prediction, _) = update_until_prediction(&mut app, entity, TIMEOUT).unwrap_or_else(|e| panic!("request {i} after the thread died: {e}"));
         assert!(relative_error(&prediction.output, &batch_row(&want, row)) <= 1e-4);
     }
+}
+
+#[test]
+fn a_model_with_a_dynamic_batch_predicts_for_each_batch_size_a_request_brings() {
+    use crate::exporter_patterns::{exported_classifier_head, input};
+    let bytes = exported_classifier_head(input(&[None, Some(2), Some(5), Some(5)]));
+    let model = Model::from_onnx_bytes(&bytes).unwrap();
+    let mut app = app();
+    let handle = app.world_mut().resource_mut::<Assets<Model>>().add(model.clone());
+    for batch in [3, 1, 3] {
+        let x = Tensor::new(vec![batch, 2, 5, 5], (0..batch * 50).map(|i| (i as f32 * 0.13).sin()).collect()).unwrap();
+        let entity = app.world_mut().spawn(InferenceRequest::new(handle.clone(), x.clone())).id();
+        let (prediction, _) = update_until_prediction(&mut app, entity, TIMEOUT).unwrap();
+        let reference = run_reference(&model.graph_for(x.shape()).unwrap(), &x).unwrap();
+        assert_eq!(prediction.output.shape(), &[batch, 75]);
+        assert!(relative_error(&prediction.output, &reference) <= 1e-5, "batch {batch}");
+    }
+    let wrong = Tensor::zeros(vec![2, 3, 5, 5]);
+    let entity = app.world_mut().spawn(InferenceRequest::new(handle, wrong)).id();
+    let error = update_until_prediction(&mut app, entity, TIMEOUT).unwrap_err();
+    assert!(matches!(error, WaitError::Failed(InferenceError::Model(ModelError::InputShape { .. }))), "{error:?}");
 }
 
 /// Counts the predictions an entity observer saw.

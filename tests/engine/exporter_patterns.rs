@@ -5,8 +5,10 @@
 
 use bevy_p2p_inference::model::ir::Op;
 use bevy_p2p_inference::model::onnx_pb::{self as pb, tensor_proto::DataType};
-use bevy_p2p_inference::model::{import_onnx, run_reference};
-use bevy_p2p_inference::{ModelError, Tensor};
+use std::sync::Arc;
+
+use bevy_p2p_inference::model::{import_onnx, import_onnx_for_input, run_reference};
+use bevy_p2p_inference::{Model, ModelError, Tensor};
 use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -45,7 +47,7 @@ fn float_initializer(name: &str, dims: &[i64], rng: &mut StdRng) -> pb::TensorPr
 }
 
 /// An input declared with `dims` (`None`: a symbolic dimension).
-fn input(dims: &[Option<i64>]) -> pb::ValueInfoProto {
+pub(crate) fn input(dims: &[Option<i64>]) -> pb::ValueInfoProto {
     use pb::tensor_shape_proto::{dimension::Value, Dimension};
     let dim = dims
         .iter()
@@ -67,7 +69,7 @@ fn model(input: pb::ValueInfoProto, nodes: Vec<pb::NodeProto>, initializer: Vec<
 
 /// Conv (weights and bias shared through Identity) -> Relu -> Reshape to [n, -1], with the
 /// target shape computed as exporters write it: Shape -> Gather -> Unsqueeze -> Concat -> Cast.
-fn exported_classifier_head(input: pb::ValueInfoProto) -> Vec<u8> {
+pub(crate) fn exported_classifier_head(input: pb::ValueInfoProto) -> Vec<u8> {
     let mut rng = StdRng::seed_from_u64(13);
     let initializers = vec![float_initializer("w", &[3, 2, 3, 3], &mut rng), float_initializer("b", &[3], &mut rng)];
     let nodes = vec![
@@ -106,9 +108,24 @@ fn shape_arithmetic_and_shared_weights_fold_into_the_plain_graph() {
 }
 
 #[test]
-fn shape_of_a_value_with_a_symbolic_batch_is_a_clear_error_naming_the_node() {
-    let err = import_onnx(&exported_classifier_head(input(&[None, Some(2), Some(5), Some(5)]))).unwrap_err();
-    assert!(matches!(&err, ModelError::Shape { node, .. } if node == "shape"), "{err:?}");
+fn with_a_symbolic_batch_the_graph_exists_per_input_shape() {
+    let bytes = exported_classifier_head(input(&[None, Some(2), Some(5), Some(5)]));
+    let err = import_onnx(&bytes).unwrap_err();
+    assert_eq!(err, ModelError::NeedsInputShape { node: "shape".into(), value: "relu".into() });
+    let graph = import_onnx_for_input(&bytes, &[3, 2, 5, 5]).unwrap();
+    assert_eq!(graph.nodes.last().map(|n| &n.op), Some(&Op::Reshape { shape: vec![3, -1], allow_zero: false }));
+    let x = Tensor::new(vec![3, 2, 5, 5], (0..150).map(|i| (i as f32 * 0.21).cos()).collect()).unwrap();
+    let reference = run_reference(&graph, &x).unwrap();
+    assert_eq!(reference.shape(), &[3, 75]);
+    assert!(relative_error(&run_gpu(&graph, &x), &reference) <= 1e-5);
+
+    let model = Model::from_onnx_bytes(&bytes).unwrap();
+    assert!(model.needs_input_shape());
+    let for_three = model.graph_for(&[3, 2, 5, 5]).unwrap();
+    assert!(Arc::ptr_eq(&for_three, &model.graph_for(&[3, 2, 5, 5]).unwrap()), "imported once per shape");
+    assert_eq!(*for_three, graph);
+    let wrong = model.graph_for(&[3, 4, 5, 5]).unwrap_err();
+    assert!(matches!(&wrong, ModelError::InputShape { got, .. } if got == &vec![3, 4, 5, 5]), "{wrong:?}");
 }
 
 /// x [2, 6, 3] -> Split on axis 1 -> Concat of the parts in reverse order.
