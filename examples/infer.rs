@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 use bevy_p2p_inference::gpu::compile;
+use bevy_p2p_inference::model::{external_data_locations, ExternalFiles};
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::{headless_plugins, update_until_prediction};
 use clap::Parser;
@@ -65,9 +66,21 @@ fn write_output(path: &PathBuf, tensor: &Tensor) -> Result<(), String> {
 }
 
 /// Imports `path`, compiles it for its declared input shape and prints what it is made of.
-fn check(path: &PathBuf) -> Result<(), String> {
+/// Reads an ONNX file and the external data files beside it that it names.
+fn read_model(path: &PathBuf) -> Result<Model, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let model = Model::from_onnx_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let folder = path.parent().unwrap_or(std::path::Path::new("."));
+    let mut files = ExternalFiles::new();
+    for location in external_data_locations(&bytes).map_err(|e| format!("{}: {e}", path.display()))? {
+        let file = folder.join(&location);
+        let data = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        files.insert(location, data);
+    }
+    Model::from_onnx_files(&bytes, files).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn check(path: &PathBuf) -> Result<(), String> {
+    let model = read_model(path)?;
     let graph = model.graph();
     let shape: Vec<usize> = graph.input.dims.iter().map(|d| d.unwrap_or(1)).collect();
     let program = compile(graph, &shape).map_err(|e| format!("{}: imports, but does not compile for input {shape:?}: {e}", path.display()))?;
@@ -95,8 +108,7 @@ fn run(args: Args) -> Result<(), String> {
     let (Some(model_path), Some(input_path), Some(output_path)) = (&args.model, &args.input, &args.output) else {
         return Err("--model, --input and --output are needed (or --check MODEL)".into());
     };
-    let bytes = std::fs::read(model_path).map_err(|e| format!("cannot read {}: {e}", model_path.display()))?;
-    let model = Model::from_onnx_bytes(&bytes).map_err(|e| format!("{}: {e}", model_path.display()))?;
+    let model = read_model(model_path)?;
     let input = read_input(input_path)?;
 
     let mut app = App::new();

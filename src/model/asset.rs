@@ -9,7 +9,8 @@ use thiserror::Error;
 
 use super::error::ModelError;
 use super::ir::Graph;
-use super::onnx::{declared_input_dims, import_onnx, import_onnx_for_input};
+use super::external_data::{external_data_locations, ExternalFiles};
+use super::onnx::{declared_input_dims, import_onnx_with, ImportOptions};
 use super::plan::{PartitionPlan, PlanError};
 
 /// An imported model: the simplified graph IR, shared with the render world without copying.
@@ -24,10 +25,11 @@ pub struct Model {
     per_shape: Option<Arc<PerShape>>,
 }
 
-/// The graphs of a model that needs its input shape, by shape, and the file to import them from.
+/// The graphs of a model that needs its input shape, by shape, and the files to import them from.
 #[derive(Debug)]
 struct PerShape {
     bytes: Vec<u8>,
+    external_files: ExternalFiles,
     graphs: Mutex<HashMap<Vec<usize>, Arc<Graph>>>,
 }
 
@@ -35,16 +37,30 @@ impl Model {
     /// Imports ONNX bytes. Where the graph depends on the input's symbolic dimensions, [`Self::graph`]
     /// is the graph for those dimensions set to 1.
     pub fn from_onnx_bytes(bytes: &[u8]) -> Result<Self, ModelError> {
+        Self::from_onnx_files(bytes, ExternalFiles::new())
+    }
+
+    /// Imports ONNX bytes whose initializers read `external_files` (the files
+    /// [`super::external_data_locations`] lists, by location). The hash covers them too.
+    pub fn from_onnx_files(bytes: &[u8], external_files: ExternalFiles) -> Result<Self, ModelError> {
         use sha2::Digest;
-        let hash = sha2::Sha256::digest(bytes).into();
-        match import_onnx(bytes) {
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(bytes);
+        let mut locations: Vec<&String> = external_files.keys().collect();
+        locations.sort();
+        for location in locations {
+            hasher.update(&external_files[location]);
+        }
+        let hash = hasher.finalize().into();
+        let options = ImportOptions { input_shape: None, external_files: Some(&external_files) };
+        match import_onnx_with(bytes, &options) {
             Ok(graph) => Ok(Self { graph: Arc::new(graph), hash, per_shape: None }),
             Err(ModelError::NeedsInputShape { .. }) => {
                 let declared = declared_input_dims(bytes)?;
                 let unit: Vec<usize> = declared.iter().map(|d| d.unwrap_or(1)).collect();
-                let graph = Arc::new(import_onnx_for_input(bytes, &unit)?);
+                let graph = Arc::new(import_onnx_with(bytes, &ImportOptions { input_shape: Some(&unit), ..options })?);
                 let graphs = Mutex::new(HashMap::from([(unit, graph.clone())]));
-                Ok(Self { graph, hash, per_shape: Some(Arc::new(PerShape { bytes: bytes.to_vec(), graphs })) })
+                Ok(Self { graph, hash, per_shape: Some(Arc::new(PerShape { bytes: bytes.to_vec(), external_files, graphs })) })
             }
             Err(error) => Err(error),
         }
@@ -58,7 +74,8 @@ impl Model {
         if let Some(graph) = graphs.get(shape) {
             return Ok(graph.clone());
         }
-        let graph = Arc::new(import_onnx_for_input(&per_shape.bytes, shape)?);
+        let options = ImportOptions { input_shape: Some(shape), external_files: Some(&per_shape.external_files) };
+        let graph = Arc::new(import_onnx_with(&per_shape.bytes, &options)?);
         graphs.insert(shape.to_vec(), graph.clone());
         Ok(graph)
     }
@@ -127,6 +144,14 @@ pub enum OnnxLoadError {
     /// The file could not be imported.
     #[error(transparent)]
     Import(#[from] ModelError),
+    /// An external data file the model names could not be read.
+    #[error("cannot read the model's external data '{location}': {reason}")]
+    ExternalData {
+        /// The location the model names.
+        location: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl AssetLoader for OnnxLoader {
@@ -138,11 +163,18 @@ impl AssetLoader for OnnxLoader {
         &self,
         reader: &mut dyn Reader,
         _settings: &(),
-        _load_context: &mut LoadContext<'_>,
+        load_context: &mut LoadContext<'_>,
     ) -> Result<Model, OnnxLoadError> {
         let mut bytes = Vec::new();
         reader.read_to_end(&mut bytes).await?;
-        Ok(Model::from_onnx_bytes(&bytes)?)
+        // Initializers stored beside the model (`model.onnx.data`) are read from the same source.
+        let mut external_files = ExternalFiles::new();
+        for location in external_data_locations(&bytes)? {
+            let path = load_context.path().resolve_embed_str(&location).map_err(|e| OnnxLoadError::ExternalData { location: location.clone(), reason: e.to_string() })?;
+            let data = load_context.read_asset_bytes(path).await.map_err(|e| OnnxLoadError::ExternalData { location: location.clone(), reason: e.to_string() })?;
+            external_files.insert(location, data);
+        }
+        Ok(Model::from_onnx_files(&bytes, external_files)?)
     }
 
     fn extensions(&self) -> &[&str] {

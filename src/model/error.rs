@@ -15,6 +15,26 @@ fn list_unsupported(ops: &[UnsupportedOp]) -> String {
     ops.iter().map(|u| format!("{} (node '{}')", u.op, u.node)).collect::<Vec<_>>().join(", ")
 }
 
+/// What is wrong with an initializer's external data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExternalDataProblem {
+    /// The location is absolute, empty or leaves the model's folder (`..`).
+    OutsideModelFolder,
+    /// The caller did not provide the file (see `external_data_locations`).
+    NotProvided,
+    /// `offset` or `length` is not a number.
+    BadNumber,
+    /// The byte range lies outside the file.
+    OutOfRange {
+        /// First byte.
+        offset: usize,
+        /// Bytes wanted.
+        length: usize,
+        /// Bytes in the file.
+        file_len: usize,
+    },
+}
+
 /// Why a model could not be imported, or could not run on a given input.
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum ModelError {
@@ -43,6 +63,16 @@ pub enum ModelError {
         node: String,
         /// The value whose shape it reads.
         value: String,
+    },
+    /// An initializer's external data cannot be read.
+    #[error("initializer '{initializer}': external data '{location}': {problem:?}")]
+    ExternalData {
+        /// The initializer.
+        initializer: String,
+        /// The location it names.
+        location: String,
+        /// What is wrong.
+        problem: ExternalDataProblem,
     },
     /// Nodes use operators this crate does not implement: every one of them, in graph order.
     #[error("unsupported operators: {}", list_unsupported(.0))]

@@ -6,6 +6,7 @@ mod attributes;
 mod constant_fold;
 pub mod cost;
 mod error;
+mod external_data;
 mod fold;
 pub mod layout;
 pub mod ir;
@@ -19,7 +20,8 @@ mod reference;
 pub mod shape;
 
 pub use asset::{Model, OnnxLoader, PlanLoader};
-pub use error::{ModelError, UnsupportedOp};
-pub use onnx::{import_onnx, import_onnx_for_input, MIN_OPSET};
+pub use error::{ExternalDataProblem, ModelError, UnsupportedOp};
+pub use external_data::{external_data_locations, ExternalFiles};
+pub use onnx::{import_onnx, import_onnx_for_input, import_onnx_with, ImportOptions, MIN_OPSET};
 pub use plan::{PartitionPlan, PlanError, ValidatedPlan};
 pub use reference::run_reference;

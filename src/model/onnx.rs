@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use prost::Message;
 
 use super::attributes::Attributes;
+use super::external_data::{inline_external_data, ExternalFiles};
 use super::proto_tensor::tensor_from_proto;
 use super::constant_fold::{evaluate, is_foldable, is_integer_type, shape_of, Constant};
 use super::error::{ModelError, UnsupportedOp};
@@ -19,17 +20,28 @@ pub const MIN_OPSET: i64 = 13;
 /// Parses ONNX protobuf bytes into a [`Graph`]: every node in the listed op set, constant
 /// inputs resolved, and the Identity/Dropout/BatchNormalization simplifications applied.
 pub fn import_onnx(bytes: &[u8]) -> Result<Graph, ModelError> {
-    import(bytes, None)
+    import_onnx_with(bytes, &ImportOptions::default())
+}
+
+/// What an import needs besides the ONNX bytes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ImportOptions<'a> {
+    /// Fixes the input's symbolic dimensions (see [`import_onnx_for_input`]).
+    pub input_shape: Option<&'a [usize]>,
+    /// The external data files the model's initializers name ([`external_data_locations`]).
+    pub external_files: Option<&'a ExternalFiles>,
 }
 
 /// [`import_onnx`] for one input shape: the input's symbolic dimensions (a dynamic batch, say)
 /// are fixed to `input_shape`'s, so that shape arithmetic on them folds. Models exported with
 /// dynamic axes need this; [`crate::Model`] does it once per request shape.
 pub fn import_onnx_for_input(bytes: &[u8], input_shape: &[usize]) -> Result<Graph, ModelError> {
-    import(bytes, Some(input_shape))
+    import_onnx_with(bytes, &ImportOptions { input_shape: Some(input_shape), ..Default::default() })
 }
 
-fn import(bytes: &[u8], input_shape: Option<&[usize]>) -> Result<Graph, ModelError> {
+/// [`import_onnx`] with an input shape and external data files.
+pub fn import_onnx_with(bytes: &[u8], options: &ImportOptions) -> Result<Graph, ModelError> {
+    let input_shape = options.input_shape;
     let model = pb::ModelProto::decode(bytes).map_err(|e| ModelError::Malformed(e.to_string()))?;
     let opset = model
         .opset_import
@@ -40,7 +52,8 @@ fn import(bytes: &[u8], input_shape: Option<&[usize]>) -> Result<Graph, ModelErr
     if opset < MIN_OPSET {
         return Err(ModelError::UnsupportedOpset(opset));
     }
-    let graph = model.graph.ok_or(ModelError::MissingGraph)?;
+    let mut graph = model.graph.ok_or(ModelError::MissingGraph)?;
+    inline_external_data(&mut graph, options.external_files.unwrap_or(&ExternalFiles::new()))?;
 
     let mut initializers = HashMap::new();
     // Constants typed as integers or bools in the file (for folding: division and casts round).

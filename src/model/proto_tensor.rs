@@ -8,7 +8,7 @@ use crate::tensor::Tensor;
 pub(super) fn tensor_from_proto(name: &str, t: &pb::TensorProto) -> Result<Tensor, ModelError> {
     let bad = |reason: String| ModelError::BadInitializer { name: name.to_string(), reason };
     if t.data_location == Some(pb::tensor_proto::DataLocation::External as i32) {
-        return Err(bad("external data is not supported".into()));
+        return Err(bad("its external data was not read (import with `ImportOptions::external_files`)".into()));
     }
     let dims = t
         .dims

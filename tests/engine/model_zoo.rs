@@ -3,15 +3,33 @@
 //! machine), which route shared weights through `Identity` nodes. Each imports, and the GPU and
 //! the CPU reference both match ONNX Runtime's stored output.
 
-use bevy_p2p_inference::model::{import_onnx, run_reference};
+use bevy_p2p_inference::model::ir::Graph;
+use bevy_p2p_inference::model::{external_data_locations, import_onnx, import_onnx_with, run_reference, ExternalDataProblem, ExternalFiles, ImportOptions};
+use bevy_p2p_inference::ModelError;
 
 use crate::support::*;
 
 const MAX_RELATIVE_ERROR: f32 = 1e-4;
 
+/// Imports `tests/fixtures/zoo/{name}.onnx` with the external data files it names, for an input
+/// of `shape`.
+fn import(name: &str, shape: &[usize]) -> Graph {
+    let bytes = model_bytes(&format!("tests/fixtures/zoo/{name}.onnx"));
+    let files: ExternalFiles = external_data_locations(&bytes)
+        .unwrap()
+        .into_iter()
+        .map(|location| {
+            let data = model_bytes(&format!("tests/fixtures/zoo/{location}"));
+            (location, data)
+        })
+        .collect();
+    let options = ImportOptions { input_shape: Some(shape), external_files: Some(&files) };
+    import_onnx_with(&bytes, &options).unwrap_or_else(|e| panic!("{name} imports: {e}"))
+}
+
 fn check(name: &str) {
-    let graph = import_onnx(&model_bytes(&format!("tests/fixtures/zoo/{name}.onnx"))).unwrap_or_else(|e| panic!("{name} imports: {e}"));
     let input = fixture(&format!("zoo/{name}_input.npy"));
+    let graph = import(name, input.shape());
     let want = fixture(&format!("zoo/{name}_ort.npy"));
     let gpu = run_gpu(&graph, &input);
     let err = relative_error(&gpu, &want);
@@ -62,4 +80,22 @@ fn a_small_gpt2_decoder_matches_onnx_runtime_on_token_ids() {
     // Causal attention (its mask folded at import), Conv1D layers as Gemm, the tanh GELU
     // written out (Pow, Tanh), Split of the fused QKV projection.
     check("gpt2_tiny");
+}
+
+#[test]
+fn a_vit_exported_with_a_dynamic_batch_runs_at_the_batch_of_its_input() {
+    // The file's batch is symbolic; the stored input has batch 3.
+    let bytes = model_bytes("tests/fixtures/zoo/vit_tiny_dynamic_batch.onnx");
+    assert!(matches!(import_onnx(&bytes), Err(ModelError::NeedsInputShape { .. })));
+    check("vit_tiny_dynamic_batch");
+}
+
+#[test]
+fn mobilenet_v3_small_from_the_dynamo_exporter_with_external_data_matches_onnx_runtime() {
+    // Opset 18, weights in `mobilenet_v3_small_dynamo.onnx.data` beside the model.
+    let bytes = model_bytes("tests/fixtures/zoo/mobilenet_v3_small_dynamo.onnx");
+    assert_eq!(external_data_locations(&bytes).unwrap(), vec!["mobilenet_v3_small_dynamo.onnx.data".to_string()]);
+    let without_files = import_onnx(&bytes).unwrap_err();
+    assert!(matches!(without_files, ModelError::ExternalData { problem: ExternalDataProblem::NotProvided, .. }), "{without_files:?}");
+    check("mobilenet_v3_small_dynamo");
 }
