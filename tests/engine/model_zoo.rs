@@ -99,3 +99,27 @@ fn mobilenet_v3_small_from_the_dynamo_exporter_with_external_data_matches_onnx_r
     assert!(matches!(without_files, ModelError::ExternalData { problem: ExternalDataProblem::NotProvided, .. }), "{without_files:?}");
     check("mobilenet_v3_small_dynamo");
 }
+
+/// Runs every stage of `plan` on the GPU, the activation crossing each cut as f32.
+fn run_staged(graph: &Graph, plan: &bevy_p2p_inference::model::PartitionPlan, input: &bevy_p2p_inference::Tensor) -> bevy_p2p_inference::Tensor {
+    let validated = plan.validate(graph).expect("the proposed plan fits the model");
+    validated.stage_graphs(graph).iter().fold(input.clone(), |activation, stage| run_gpu(stage, &activation))
+}
+
+#[test]
+fn transformers_split_between_their_blocks_and_run_staged_as_they_run_whole() {
+    use bevy_p2p_inference::model::plan::propose_plan;
+    use bevy_p2p_inference::tensor::TransferDtype;
+    for name in ["vit_tiny", "gpt2_tiny"] {
+        let input = fixture(&format!("zoo/{name}_input.npy"));
+        let graph = import(name, input.shape());
+        // Two blocks: a cut between them, where only the residual stream crosses.
+        let plan = propose_plan(&graph, input.shape(), 2, TransferDtype::F32).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(plan.stages.len(), 2);
+        let whole = run_gpu(&graph, &input);
+        let staged = run_staged(&graph, &plan, &input);
+        let differing = staged.data().iter().zip(whole.data()).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        assert_eq!(differing, 0, "{name}: {differing} of {} values differ between staged and whole", whole.len());
+        assert!(relative_error(&staged, &fixture(&format!("zoo/{name}_ort.npy"))) <= MAX_RELATIVE_ERROR, "{name}");
+    }
+}
