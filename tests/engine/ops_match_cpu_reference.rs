@@ -291,7 +291,9 @@ fn transposes_of_every_kind_and_the_channel_shuffle_of_shufflenet() {
 
 #[test]
 fn slices_with_steps_negative_steps_clamped_bounds_and_several_axes() {
-    let cases: [(u64, &[i64], &[i64], &[i64], &[i64]); 4] = [
+    // (seed, starts, ends, axes, steps)
+    type SliceCase = (u64, &'static [i64], &'static [i64], &'static [i64], &'static [i64]);
+    let cases: [SliceCase; 4] = [
         (210, &[1], &[3], &[1], &[1]),
         (211, &[0, -1], &[i64::MAX, i64::MIN], &[2, 3], &[2, -2]),
         (212, &[-4], &[100], &[-1], &[3]),
