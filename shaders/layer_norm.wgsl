@@ -1,11 +1,16 @@
-// LayerNormalization: each row of `inner` values (the axes from `axis` on) is normalised to zero
-// mean and unit variance, then scaled and shifted per position: one invocation per row.
+// LayerNormalization and InstanceNormalization: each row of `inner` values is normalised to
+// zero mean and unit variance, then scaled and shifted: per position within the row
+// (LayerNormalization: the axes from `axis` on), or per channel (InstanceNormalization: one row
+// per image and channel, the row's channel is row % channels). One invocation per row.
 
 struct LayerNormParams {
     rows: u32,
     inner: u32,
     has_bias: u32,
     epsilon: f32,
+    // 1: scale and bias per channel (InstanceNormalization).
+    per_channel: u32,
+    channels: u32,
 }
 
 @group(0) @binding(0) var<storage, read> p: LayerNormParams;
@@ -28,9 +33,11 @@ fn layer_norm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
         squares += d * d;
     }
     let inverse = 1.0 / sqrt(squares / f32(p.inner) + p.epsilon);
+    let channel = row % max(p.channels, 1u);
     for (var j = 0u; j < p.inner; j++) {
-        var v = (f32(x[base + j]) - mean) * inverse * f32(scale[j]);
-        if (p.has_bias != 0u) { v += f32(bias[j]); }
+        let k = select(j, channel, p.per_channel != 0u);
+        var v = (f32(x[base + j]) - mean) * inverse * f32(scale[k]);
+        if (p.has_bias != 0u) { v += f32(bias[k]); }
         y[base + j] = elem(v);
     }
 }

@@ -1,9 +1,12 @@
-// Softmax along one axis: one invocation per row (outer * inner rows of `length` values).
+// Softmax (or LogSoftmax) along one axis: one invocation per row (outer * inner rows of
+// `length` values).
 
 struct SoftmaxParams {
     rows: u32,
     length: u32,
     inner: u32,
+    // 1: LogSoftmax.
+    log: u32,
 }
 
 @group(0) @binding(0) var<storage, read> p: SoftmaxParams;
@@ -22,5 +25,10 @@ fn softmax(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     for (var j = 0u; j < len; j++) { m = max(m, f32(x[base + j * inner])); }
     var sum = 0.0;
     for (var j = 0u; j < len; j++) { sum += exp(f32(x[base + j * inner]) - m); }
+    if (p.log != 0u) {
+        let log_sum = log(sum);
+        for (var j = 0u; j < len; j++) { y[base + j * inner] = elem(f32(x[base + j * inner]) - m - log_sum); }
+        return;
+    }
     for (var j = 0u; j < len; j++) { y[base + j * inner] = elem(exp(f32(x[base + j * inner]) - m) / sum); }
 }

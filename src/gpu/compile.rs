@@ -145,6 +145,23 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
                 let (kernel, params, grid) = lower_layout::layer_norm(node, &shapes[&node.inputs[0]], *axis, *epsilon, has_bias)?;
                 Step::Compute { calls: vec![(kernel, params, vec![value(0), value(1), node.inputs.get(2).cloned()], grid)], output: node.output.clone() }
             }
+            Op::LogSoftmax { axis } => {
+                let (kernel, params, grid) = lower_layout::log_softmax(node, out_shape, *axis)?;
+                Step::Compute { calls: vec![(kernel, params, vec![value(0)], grid)], output: node.output.clone() }
+            }
+            Op::InstanceNorm { epsilon } => {
+                let (kernel, params, grid) = lower_layout::instance_norm(&shapes[&node.inputs[0]], *epsilon);
+                Step::Compute { calls: vec![(kernel, params, vec![value(0), value(1), value(2)], grid)], output: node.output.clone() }
+            }
+            Op::Expand { .. } => {
+                let (kernel, params, grid) = lower_layout::expand(node, &shapes[&node.inputs[0]], out_shape)?;
+                Step::Compute { calls: vec![(kernel, params, vec![value(0)], grid)], output: node.output.clone() }
+            }
+            Op::Where => {
+                let operands: Vec<&[usize]> = node.inputs.iter().map(|i| shapes[i].as_slice()).collect();
+                let (kernel, params, grid) = lower_layout::select(node, &operands, out_shape)?;
+                Step::Compute { calls: vec![(kernel, params, vec![value(0), value(1), value(2)], grid)], output: node.output.clone() }
+            }
             Op::Gather { axis } => {
                 let (kernel, params, grid) = lower_layout::gather(node, &shapes[&node.inputs[0]], &shapes[&node.inputs[1]], *axis)?;
                 Step::Compute { calls: vec![(kernel, params, vec![value(0), value(1)], grid)], output: node.output.clone() }
@@ -248,7 +265,7 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
                 Step::Compute {
                     calls: vec![(
                         Kernel::Softmax,
-                        KernelParams::Softmax(SoftmaxParams { rows: u(rows), length: u(out_shape[a]), inner: u(inner) }),
+                        KernelParams::Softmax(SoftmaxParams { rows: u(rows), length: u(out_shape[a]), inner: u(inner), log: 0 }),
                         vec![value(0)],
                         grid_1d(rows),
                     )],

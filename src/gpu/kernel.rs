@@ -30,11 +30,13 @@ pub enum KernelFamily {
     LayerNorm,
     /// Gather along one axis (`gather.wgsl`).
     Gather,
+    /// Where (`select.wgsl`).
+    Select,
 }
 
 impl KernelFamily {
     /// Every family.
-    pub const ALL: [KernelFamily; 13] = [
+    pub const ALL: [KernelFamily; 14] = [
         KernelFamily::Conv,
         KernelFamily::Binary,
         KernelFamily::Activation,
@@ -48,6 +50,7 @@ impl KernelFamily {
         KernelFamily::Reduce,
         KernelFamily::LayerNorm,
         KernelFamily::Gather,
+        KernelFamily::Select,
     ];
 
     /// The family's WGSL source (without the shared prelude).
@@ -66,6 +69,7 @@ impl KernelFamily {
             KernelFamily::Reduce => include_str!("../../shaders/reduce.wgsl"),
             KernelFamily::LayerNorm => include_str!("../../shaders/layer_norm.wgsl"),
             KernelFamily::Gather => include_str!("../../shaders/gather.wgsl"),
+            KernelFamily::Select => include_str!("../../shaders/select.wgsl"),
         }
     }
 
@@ -95,6 +99,7 @@ impl KernelFamily {
             KernelFamily::Reduce => "reduce",
             KernelFamily::LayerNorm => "layer norm",
             KernelFamily::Gather => "gather",
+            KernelFamily::Select => "select",
         }
     }
 }
@@ -143,11 +148,13 @@ pub enum Kernel {
     LayerNorm,
     /// Gather along one axis.
     Gather,
+    /// Where: a broadcast choice between two tensors.
+    Select,
 }
 
 impl Kernel {
     /// Every kernel, for building the pipeline library.
-    pub const ALL: [Kernel; 20] = [
+    pub const ALL: [Kernel; 21] = [
         Kernel::Conv2d,
         Kernel::Conv2dFourChannels,
         Kernel::ConvDepthwise,
@@ -168,6 +175,7 @@ impl Kernel {
         Kernel::Reduce,
         Kernel::LayerNorm,
         Kernel::Gather,
+        Kernel::Select,
     ];
 
     /// The shader family the kernel belongs to and its entry point there.
@@ -194,6 +202,7 @@ impl Kernel {
             Kernel::Reduce => (F::Reduce, "reduce"),
             Kernel::LayerNorm => (F::LayerNorm, "layer_norm"),
             Kernel::Gather => (F::Gather, "gather"),
+            Kernel::Select => (F::Select, "select_where"),
         }
     }
 
@@ -217,7 +226,7 @@ impl Kernel {
             | Kernel::ConvPointwise
             | Kernel::ConvPointwiseBlocked
             | Kernel::ConvPointwiseNarrow => 4,
-            Kernel::Binary | Kernel::Activation | Kernel::ChannelAffine | Kernel::Gemm | Kernel::GemmSplit | Kernel::LayerNorm => 3,
+            Kernel::Binary | Kernel::Activation | Kernel::ChannelAffine | Kernel::Gemm | Kernel::GemmSplit | Kernel::LayerNorm | Kernel::Select => 3,
             Kernel::Gather => 2,
             Kernel::GlobalAverage | Kernel::Pool2d | Kernel::ConcatCopy | Kernel::Softmax | Kernel::StridedCopy | Kernel::Reduce => 1,
         }

@@ -3,9 +3,10 @@
 
 use super::dispatch_grid::{grid_1d, unsupported, CompileError};
 use super::kernel::Kernel;
-use super::params::{GatherParams, KernelParams, LayerNormParams, ReduceParams, StridedCopyParams, MAX_RANK};
+use super::params::{GatherParams, KernelParams, LayerNormParams, ReduceParams, SelectParams, SoftmaxParams, StridedCopyParams, MAX_RANK};
 use crate::model::ir::{Node, ReduceOp};
 use crate::model::layout::{normalize_axis, reduced_axes, slice_ranges, strides, DimRange};
+use crate::model::shape::broadcast_strides;
 
 /// Extents and strides padded to the kernels' fixed rank.
 fn padded<T: Copy>(values: impl IntoIterator<Item = T>, fill: T) -> [T; MAX_RANK] {
@@ -59,8 +60,69 @@ pub(super) fn slice(node: &Node, input: &[usize], starts: &[i64], ends: &[i64], 
 pub(super) fn layer_norm(node: &Node, input: &[usize], axis: i64, epsilon: f32, has_bias: bool) -> Result<(Kernel, KernelParams, [u32; 3]), CompileError> {
     let a = normalize_axis(axis, input.len()).ok_or_else(|| unsupported(node, format!("axis {axis} out of range")))?;
     let rows: usize = input[..a].iter().product();
-    let params = LayerNormParams { rows: rows as u32, inner: input[a..].iter().product::<usize>() as u32, has_bias: has_bias as u32, epsilon };
+    let params = LayerNormParams {
+        rows: rows as u32,
+        inner: input[a..].iter().product::<usize>() as u32,
+        has_bias: has_bias as u32,
+        epsilon,
+        per_channel: 0,
+        channels: 1,
+    };
     Ok((Kernel::LayerNorm, KernelParams::LayerNorm(params), grid_1d(rows)))
+}
+
+/// An InstanceNormalization of a tensor of shape `input` (`[N, C, ...]`, checked by shape
+/// inference).
+pub(super) fn instance_norm(input: &[usize], epsilon: f32) -> (Kernel, KernelParams, [u32; 3]) {
+    let rows = input[0] * input[1];
+    let params = LayerNormParams {
+        rows: rows as u32,
+        inner: input[2..].iter().product::<usize>() as u32,
+        has_bias: 1,
+        epsilon,
+        per_channel: 1,
+        channels: input[1] as u32,
+    };
+    (Kernel::LayerNorm, KernelParams::LayerNorm(params), grid_1d(rows))
+}
+
+/// A LogSoftmax along `axis` of a tensor of shape `shape`.
+pub(super) fn log_softmax(node: &Node, shape: &[usize], axis: i64) -> Result<(Kernel, KernelParams, [u32; 3]), CompileError> {
+    let a = normalize_axis(axis, shape.len()).ok_or_else(|| unsupported(node, format!("axis {axis} out of range")))?;
+    let rows: usize = shape.iter().product::<usize>() / shape[a].max(1);
+    let params = SoftmaxParams { rows: rows as u32, length: shape[a] as u32, inner: shape[a + 1..].iter().product::<usize>() as u32, log: 1 };
+    Ok((Kernel::Softmax, KernelParams::Softmax(params), grid_1d(rows)))
+}
+
+/// An Expand of a tensor of shape `input` to `out`: a copy with stride 0 along broadcast axes.
+pub(super) fn expand(node: &Node, input: &[usize], out: &[usize]) -> Result<(Kernel, KernelParams, [u32; 3]), CompileError> {
+    check_rank(node, out.len())?;
+    let strides = broadcast_strides(input, out);
+    let total: usize = out.iter().product();
+    let params = StridedCopyParams {
+        total: total as u32,
+        rank: out.len() as u32,
+        offset: 0,
+        out_dims: padded(out.iter().map(|&d| d as u32), 1),
+        strides: padded(strides.iter().map(|&s| s as i32), 0),
+    };
+    Ok((Kernel::StridedCopy, KernelParams::StridedCopy(params), grid_1d(total)))
+}
+
+/// A Where of operands of shapes `operands` (condition, a, b) broadcast to `out`.
+pub(super) fn select(node: &Node, operands: &[&[usize]], out: &[usize]) -> Result<(Kernel, KernelParams, [u32; 3]), CompileError> {
+    check_rank(node, out.len())?;
+    let strides = |i: usize| padded(broadcast_strides(operands[i], out).into_iter().map(|s| s as u32), 0);
+    let total: usize = out.iter().product();
+    let params = SelectParams {
+        total: total as u32,
+        rank: out.len() as u32,
+        out_dims: padded(out.iter().map(|&d| d as u32), 1),
+        condition_strides: strides(0),
+        a_strides: strides(1),
+        b_strides: strides(2),
+    };
+    Ok((Kernel::Select, KernelParams::Select(params), grid_1d(total)))
 }
 
 /// A Gather along `axis` of data of shape `data` by indices of shape `indices`.

@@ -275,6 +275,8 @@ kernel_params! {
         length: u32,
         /// Values after the axis.
         inner: u32,
+        /// 1: LogSoftmax.
+        log: u32,
     }
 }
 
@@ -332,7 +334,7 @@ impl ReduceParams {
 }
 
 kernel_params! {
-    /// LayerNormalization (`layer_norm.wgsl`).
+    /// LayerNormalization and InstanceNormalization (`layer_norm.wgsl`).
     LayerNormParams {
         /// Rows normalised (the values before the normalised axes).
         rows: u32,
@@ -342,6 +344,28 @@ kernel_params! {
         has_bias: u32,
         /// Added to the variance.
         epsilon: f32,
+        /// 1: scale and bias per channel (InstanceNormalization), not per position.
+        per_channel: u32,
+        /// Channels (InstanceNormalization: a row's channel is its index modulo this).
+        channels: u32,
+    }
+}
+
+kernel_params! {
+    /// Where (`select.wgsl`): three broadcast operands.
+    SelectParams {
+        /// Output values.
+        total: u32,
+        /// Dimensions used of the arrays below.
+        rank: u32,
+        /// Output dimensions, outermost first.
+        out_dims: [u32; MAX_RANK],
+        /// The condition's strides (0 where broadcast).
+        condition_strides: [u32; MAX_RANK],
+        /// The first choice's strides.
+        a_strides: [u32; MAX_RANK],
+        /// The second choice's strides.
+        b_strides: [u32; MAX_RANK],
     }
 }
 
@@ -396,6 +420,8 @@ pub enum KernelParams {
     LayerNorm(LayerNormParams),
     /// Gather.
     Gather(GatherParams),
+    /// Where.
+    Select(SelectParams),
 }
 
 impl KernelParams {
@@ -415,6 +441,7 @@ impl KernelParams {
             KernelParams::Reduce(p) => bytemuck::bytes_of(p),
             KernelParams::LayerNorm(p) => bytemuck::bytes_of(p),
             KernelParams::Gather(p) => bytemuck::bytes_of(p),
+            KernelParams::Select(p) => bytemuck::bytes_of(p),
         }
     }
 }
@@ -444,6 +471,7 @@ mod tests {
             KernelFamily::Reduce => (ReduceParams::LAYOUT, size_of::<ReduceParams>()),
             KernelFamily::LayerNorm => (LayerNormParams::LAYOUT, size_of::<LayerNormParams>()),
             KernelFamily::Gather => (GatherParams::LAYOUT, size_of::<GatherParams>()),
+            KernelFamily::Select => (SelectParams::LAYOUT, size_of::<SelectParams>()),
         }
     }
 

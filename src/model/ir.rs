@@ -257,6 +257,24 @@ pub enum Op {
         /// Added to the variance.
         epsilon: f32,
     },
+    /// `log(softmax(x))` along one axis.
+    LogSoftmax {
+        /// Axis (negative counts from the end).
+        axis: i64,
+    },
+    /// InstanceNormalization: each (image, channel) plane normalised, then scaled and shifted
+    /// per channel; inputs x `[N, C, ...]`, scale `[C]`, bias `[C]`.
+    InstanceNorm {
+        /// Added to the variance.
+        epsilon: f32,
+    },
+    /// Broadcasts the input to `shape` (NumPy rules, as ONNX Expand).
+    Expand {
+        /// The target shape.
+        shape: Vec<i64>,
+    },
+    /// `condition ? a : b`, broadcasting; inputs condition, a, b.
+    Where,
     /// Gather along `axis`: inputs data and indices (either may be the computed one).
     Gather {
         /// The axis of data that indices select along.

@@ -185,7 +185,7 @@ pub fn import_onnx_with(bytes: &[u8], options: &ImportOptions) -> Result<Graph, 
         };
         let inputs = match &op {
             // Bounds, target shapes and similar constant inputs are folded into the op.
-            Op::Activation(_) | Op::Reshape { .. } | Op::Slice { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Reduce { .. } => {
+            Op::Activation(_) | Op::Reshape { .. } | Op::Slice { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Reduce { .. } | Op::Expand { .. } => {
                 inputs.into_iter().take(1).collect()
             }
             _ => inputs,
@@ -495,6 +495,18 @@ fn parse_op(
             Op::LayerNorm { axis: attrs.int("axis", -1), epsilon: attrs.float("epsilon", 1e-5) }
         }
         "Gather" => Op::Gather { axis: attrs.int("axis", 0) },
+        "LogSoftmax" => Op::LogSoftmax { axis: attrs.int("axis", -1) },
+        "InstanceNormalization" => {
+            for index in [1, 2] {
+                constant(node, inputs, index, initializers)?.ok_or_else(|| ModelError::BadInput { node: node.into(), index, reason: "is missing".into() })?;
+            }
+            Op::InstanceNorm { epsilon: attrs.float("epsilon", 1e-5) }
+        }
+        "Expand" => {
+            let shape = constant(node, inputs, 1, initializers)?.ok_or_else(|| ModelError::BadInput { node: node.into(), index: 1, reason: "(shape) is missing".into() })?;
+            Op::Expand { shape: shape.data().iter().map(|&v| v as i64).collect() }
+        }
+        "Where" => Op::Where,
         "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceL2" => {
             let op = match op_type {
                 "ReduceMean" => ReduceOp::Mean,
@@ -563,6 +575,7 @@ fn check_arity(node: &str, op: &Op, inputs: &[String]) -> Result<(), ModelError>
         Op::ChannelAffine => (3, 3),
         Op::Binary(_) | Op::MatMul | Op::Gather { .. } => (2, 2),
         Op::LayerNorm { .. } => (2, 3),
+        Op::InstanceNorm { .. } | Op::Where => (3, 3),
         Op::Concat { .. } => (1, usize::MAX),
         Op::Identity => (1, 3),
         _ => (1, 1),

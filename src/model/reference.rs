@@ -167,6 +167,65 @@ fn eval(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
             }
             data
         }
+        Op::LogSoftmax { axis } => {
+            let a = normalize_axis(*axis, out.len()).expect("checked");
+            let (len, inner) = (out[a], out[a + 1..].iter().product::<usize>());
+            let mut data = x.data().to_vec();
+            for o in 0..out[..a].iter().product() {
+                for i in 0..inner {
+                    let idx = |j: usize| (o * len + j) * inner + i;
+                    let max = (0..len).map(|j| x.data()[idx(j)] as f64).fold(f64::NEG_INFINITY, f64::max);
+                    let log_sum = (0..len).map(|j| (x.data()[idx(j)] as f64 - max).exp()).sum::<f64>().ln();
+                    for j in 0..len {
+                        data[idx(j)] = (x.data()[idx(j)] as f64 - max - log_sum) as f32;
+                    }
+                }
+            }
+            data
+        }
+        Op::InstanceNorm { epsilon } => {
+            let (channels, plane) = (x.shape()[1], x.shape()[2..].iter().product::<usize>());
+            let (scale, bias) = (ins[1].data(), ins[2].data());
+            let mut data = Vec::with_capacity(x.len());
+            for (p, values) in x.data().chunks(plane.max(1)).enumerate() {
+                let mean = values.iter().map(|&v| v as f64).sum::<f64>() / plane as f64;
+                let variance = values.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / plane as f64;
+                let inverse = 1.0 / (variance + *epsilon as f64).sqrt();
+                let c = p % channels;
+                data.extend(values.iter().map(|&v| ((v as f64 - mean) * inverse * scale[c] as f64 + bias[c] as f64) as f32));
+            }
+            data
+        }
+        Op::Expand { .. } => {
+            let strides = broadcast_strides(x.shape(), out);
+            (0..out.iter().product::<usize>())
+                .map(|i| {
+                    let (mut rem, mut source) = (i, 0);
+                    for d in (0..out.len()).rev() {
+                        source += (rem % out[d]) * strides[d];
+                        rem /= out[d];
+                    }
+                    x.data()[source]
+                })
+                .collect()
+        }
+        Op::Where => {
+            let strides: Vec<Vec<usize>> = ins.iter().map(|t| broadcast_strides(t.shape(), out)).collect();
+            (0..out.iter().product::<usize>())
+                .map(|i| {
+                    let mut at = [0usize; 3];
+                    let mut rem = i;
+                    for d in (0..out.len()).rev() {
+                        let coord = rem % out[d];
+                        rem /= out[d];
+                        for (k, s) in strides.iter().enumerate() {
+                            at[k] += coord * s[d];
+                        }
+                    }
+                    if ins[0].data()[at[0]] != 0.0 { ins[1].data()[at[1]] } else { ins[2].data()[at[2]] }
+                })
+                .collect()
+        }
         Op::Softmax { axis } => {
             let a = normalize_axis(*axis, out.len()).expect("checked");
             let (len, inner) = (out[a], out[a + 1..].iter().product::<usize>());

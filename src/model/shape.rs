@@ -269,6 +269,24 @@ pub(super) fn node_output_shape(node: &Node, ins: &[&[usize]]) -> Result<Vec<usi
             }
             Ok(x.to_vec())
         }
+        Op::LogSoftmax { axis } => {
+            normalize_axis(*axis, x.len()).ok_or_else(|| err(node, format!("axis {axis} out of range")))?;
+            Ok(x.to_vec())
+        }
+        Op::InstanceNorm { .. } => {
+            if x.len() < 3 || ins[1..].iter().any(|p| p.iter().product::<usize>() != x[1]) {
+                return Err(err(node, format!("input {x:?} needs [N, C, ...] with a scale and bias of {} values", x.get(1).copied().unwrap_or(0))));
+            }
+            Ok(x.to_vec())
+        }
+        Op::Expand { shape } => {
+            let target: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+            broadcast(x, &target).ok_or_else(|| err(node, format!("{x:?} does not broadcast to {shape:?}")))
+        }
+        Op::Where => {
+            let ab = broadcast(ins[1], ins[2]).ok_or_else(|| err(node, format!("{:?} and {:?} do not broadcast", ins[1], ins[2])))?;
+            broadcast(x, &ab).ok_or_else(|| err(node, format!("condition {x:?} does not broadcast to {ab:?}")))
+        }
         Op::Gather { axis } => {
             let a = normalize_axis(*axis, x.len()).ok_or_else(|| err(node, format!("axis {axis} out of range")))?;
             Ok(x[..a].iter().chain(ins[1]).chain(&x[a + 1..]).copied().collect())

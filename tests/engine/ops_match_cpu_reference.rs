@@ -370,6 +370,52 @@ fn an_embedding_lookup_gathers_rows_of_a_constant_table_by_computed_indices() {
 }
 
 #[test]
+fn log_softmax_on_inner_and_last_axes() {
+    for (seed, axis) in [(290, 1), (291, -1)] {
+        let mut b = Builder::new(seed);
+        b.node(Op::LogSoftmax { axis }, vec![x()]);
+        b.check(&[2, 3, 5, 7]);
+    }
+}
+
+#[test]
+fn instance_norm_per_image_and_channel_and_the_group_norm_pattern() {
+    let mut b = Builder::new(300);
+    let (scale, bias) = (b.constant(&[3]), b.constant(&[3]));
+    b.node(Op::InstanceNorm { epsilon: 1e-5 }, vec![x(), scale, bias]);
+    b.check(&[2, 3, 5, 7]);
+    // torch's GroupNorm(2 groups, 6 channels): reshape to [n, 2, -1], instance norm with unit
+    // scale and zero bias, back to [n, 6, h, w], then a per-channel affine.
+    let mut b = Builder::new(301);
+    let grouped = b.node(Op::Reshape { shape: vec![0, 2, -1], allow_zero: false }, vec![x()]);
+    let (ones, zeros) = (b.filled(&[2], 1.0), b.filled(&[2], 0.0));
+    let normalised = b.node(Op::InstanceNorm { epsilon: 1e-5 }, vec![grouped, ones, zeros]);
+    let back = b.node(Op::Reshape { shape: vec![2, 6, 4, 5], allow_zero: false }, vec![normalised]);
+    let gamma = b.constant(&[6, 1, 1]);
+    b.node(Op::Binary(BinaryOp::Mul), vec![back, gamma]);
+    b.check(&[2, 6, 4, 5]);
+}
+
+#[test]
+fn expand_broadcasts_a_computed_value() {
+    for (seed, shape, target) in [(310, vec![3, 1, 5], vec![2, 3, 4, 5]), (311, vec![1], vec![4, 2]), (312, vec![2, 3], vec![2, 3])] {
+        let mut b = Builder::new(seed);
+        let relu = b.node(Op::Activation(Activation::Relu), vec![x()]);
+        b.node(Op::Expand { shape: target }, vec![relu]);
+        b.check(&shape);
+    }
+}
+
+#[test]
+fn where_chooses_between_broadcast_operands_by_a_computed_condition() {
+    let mut b = Builder::new(320);
+    let condition = b.node(Op::Activation(Activation::Relu), vec![x()]);
+    let (a, other) = (b.constant(&[5, 7]), b.constant(&[1, 3, 1, 1]));
+    b.node(Op::Where, vec![condition, a, other]);
+    b.check(&[2, 3, 5, 7]);
+}
+
+#[test]
 fn add_and_mul_broadcast_same_shape_per_channel_scalar_and_trailing() {
     for (seed, other) in [(20, vec![2, 4, 5, 3]), (21, vec![1, 4, 1, 1]), (22, vec![]), (23, vec![3]), (24, vec![4, 1, 3])] {
         for op in [Op::Binary(BinaryOp::Add), Op::Binary(BinaryOp::Mul)] {
