@@ -11,7 +11,7 @@ use super::lower_layout;
 use super::program::{Program, Step};
 use super::slots::assign_slots;
 use super::params::{
-    ActivationKernelParams, ActivationParams, BinaryParams, ChannelAffineParams, ConcatCopyParams, ConvParams, GemmParams,
+    ActivationKernelParams, ActivationParams, BinaryParams, ChannelAffineParams, ConcatCopyParams, ConvParams, ConvTransposeParams, GemmParams,
     GlobalAverageParams, KernelParams, Pool2dParams, SoftmaxParams, MAX_RANK,
 };
 use crate::model::ir::{Activation, BinaryOp, Conv2d, Graph, Node, Op};
@@ -144,6 +144,31 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
                 let has_bias = node.inputs.len() > 2;
                 let (kernel, params, grid) = lower_layout::layer_norm(node, &shapes[&node.inputs[0]], *axis, *epsilon, has_bias)?;
                 Step::Compute { calls: vec![(kernel, params, vec![value(0), value(1), node.inputs.get(2).cloned()], grid)], output: node.output.clone() }
+            }
+            Op::ConvTranspose { conv, .. } => {
+                let (x, w) = (&shapes[&node.inputs[0]], &shapes[&node.inputs[1]]);
+                let params = ConvTransposeParams {
+                    total: u(total),
+                    batch: u(x[0]),
+                    in_channels: u(x[1]),
+                    in_height: u(x[2]),
+                    in_width: u(x[3]),
+                    out_channels: u(out_shape[1]),
+                    out_height: u(out_shape[2]),
+                    out_width: u(out_shape[3]),
+                    kernel_height: u(w[2]),
+                    kernel_width: u(w[3]),
+                    stride_y: u(conv.strides[0]),
+                    stride_x: u(conv.strides[1]),
+                    pad_top: u(conv.pads[0]),
+                    pad_left: u(conv.pads[1]),
+                    dilation_y: u(conv.dilations[0]),
+                    dilation_x: u(conv.dilations[1]),
+                    groups: u(conv.groups),
+                    has_bias: u((node.inputs.len() > 2) as usize),
+                };
+                let operands = vec![value(0), value(1), node.inputs.get(2).cloned()];
+                Step::Compute { calls: vec![(Kernel::ConvTranspose, KernelParams::ConvTranspose(params), operands, grid_1d(total))], output: node.output.clone() }
             }
             Op::LogSoftmax { axis } => {
                 let (kernel, params, grid) = lower_layout::log_softmax(node, out_shape, *axis)?;

@@ -32,11 +32,13 @@ pub enum KernelFamily {
     Gather,
     /// Where (`select.wgsl`).
     Select,
+    /// Transposed convolutions (`conv_transpose.wgsl`).
+    ConvTranspose,
 }
 
 impl KernelFamily {
     /// Every family.
-    pub const ALL: [KernelFamily; 14] = [
+    pub const ALL: [KernelFamily; 15] = [
         KernelFamily::Conv,
         KernelFamily::Binary,
         KernelFamily::Activation,
@@ -51,6 +53,7 @@ impl KernelFamily {
         KernelFamily::LayerNorm,
         KernelFamily::Gather,
         KernelFamily::Select,
+        KernelFamily::ConvTranspose,
     ];
 
     /// The family's WGSL source (without the shared prelude).
@@ -70,6 +73,7 @@ impl KernelFamily {
             KernelFamily::LayerNorm => include_str!("../../shaders/layer_norm.wgsl"),
             KernelFamily::Gather => include_str!("../../shaders/gather.wgsl"),
             KernelFamily::Select => include_str!("../../shaders/select.wgsl"),
+            KernelFamily::ConvTranspose => include_str!("../../shaders/conv_transpose.wgsl"),
         }
     }
 
@@ -100,6 +104,7 @@ impl KernelFamily {
             KernelFamily::LayerNorm => "layer norm",
             KernelFamily::Gather => "gather",
             KernelFamily::Select => "select",
+            KernelFamily::ConvTranspose => "conv transpose",
         }
     }
 }
@@ -150,11 +155,13 @@ pub enum Kernel {
     Gather,
     /// Where: a broadcast choice between two tensors.
     Select,
+    /// A transposed convolution, one invocation per output value.
+    ConvTranspose,
 }
 
 impl Kernel {
     /// Every kernel, for building the pipeline library.
-    pub const ALL: [Kernel; 21] = [
+    pub const ALL: [Kernel; 22] = [
         Kernel::Conv2d,
         Kernel::Conv2dFourChannels,
         Kernel::ConvDepthwise,
@@ -176,6 +183,7 @@ impl Kernel {
         Kernel::LayerNorm,
         Kernel::Gather,
         Kernel::Select,
+        Kernel::ConvTranspose,
     ];
 
     /// The shader family the kernel belongs to and its entry point there.
@@ -203,6 +211,7 @@ impl Kernel {
             Kernel::LayerNorm => (F::LayerNorm, "layer_norm"),
             Kernel::Gather => (F::Gather, "gather"),
             Kernel::Select => (F::Select, "select_where"),
+            Kernel::ConvTranspose => (F::ConvTranspose, "conv_transpose"),
         }
     }
 
@@ -226,7 +235,7 @@ impl Kernel {
             | Kernel::ConvPointwise
             | Kernel::ConvPointwiseBlocked
             | Kernel::ConvPointwiseNarrow => 4,
-            Kernel::Binary | Kernel::Activation | Kernel::ChannelAffine | Kernel::Gemm | Kernel::GemmSplit | Kernel::LayerNorm | Kernel::Select => 3,
+            Kernel::Binary | Kernel::Activation | Kernel::ChannelAffine | Kernel::Gemm | Kernel::GemmSplit | Kernel::LayerNorm | Kernel::Select | Kernel::ConvTranspose => 3,
             Kernel::Gather => 2,
             Kernel::GlobalAverage | Kernel::Pool2d | Kernel::ConcatCopy | Kernel::Softmax | Kernel::StridedCopy | Kernel::Reduce => 1,
         }

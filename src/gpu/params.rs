@@ -352,6 +352,48 @@ kernel_params! {
 }
 
 kernel_params! {
+    /// A transposed convolution (`conv_transpose.wgsl`), NCHW.
+    ConvTransposeParams {
+        /// Output values.
+        total: u32,
+        /// Images in the batch.
+        batch: u32,
+        /// Input channels.
+        in_channels: u32,
+        /// Input rows.
+        in_height: u32,
+        /// Input columns.
+        in_width: u32,
+        /// Output channels.
+        out_channels: u32,
+        /// Output rows.
+        out_height: u32,
+        /// Output columns.
+        out_width: u32,
+        /// Kernel rows.
+        kernel_height: u32,
+        /// Kernel columns.
+        kernel_width: u32,
+        /// Row stride.
+        stride_y: u32,
+        /// Column stride.
+        stride_x: u32,
+        /// Rows removed at the top.
+        pad_top: u32,
+        /// Columns removed on the left.
+        pad_left: u32,
+        /// Row dilation.
+        dilation_y: u32,
+        /// Column dilation.
+        dilation_x: u32,
+        /// Channel groups.
+        groups: u32,
+        /// 1 where a bias is added.
+        has_bias: u32,
+    }
+}
+
+kernel_params! {
     /// Where (`select.wgsl`): three broadcast operands.
     SelectParams {
         /// Output values.
@@ -422,6 +464,8 @@ pub enum KernelParams {
     Gather(GatherParams),
     /// Where.
     Select(SelectParams),
+    /// A transposed convolution.
+    ConvTranspose(ConvTransposeParams),
 }
 
 impl KernelParams {
@@ -442,6 +486,7 @@ impl KernelParams {
             KernelParams::LayerNorm(p) => bytemuck::bytes_of(p),
             KernelParams::Gather(p) => bytemuck::bytes_of(p),
             KernelParams::Select(p) => bytemuck::bytes_of(p),
+            KernelParams::ConvTranspose(p) => bytemuck::bytes_of(p),
         }
     }
 }
@@ -472,6 +517,7 @@ mod tests {
             KernelFamily::LayerNorm => (LayerNormParams::LAYOUT, size_of::<LayerNormParams>()),
             KernelFamily::Gather => (GatherParams::LAYOUT, size_of::<GatherParams>()),
             KernelFamily::Select => (SelectParams::LAYOUT, size_of::<SelectParams>()),
+            KernelFamily::ConvTranspose => (ConvTransposeParams::LAYOUT, size_of::<ConvTransposeParams>()),
         }
     }
 

@@ -32,6 +32,11 @@ pub fn node_flops(node: &Node, shapes: &Shapes) -> u64 {
         Op::Reduce { .. } => input(0).iter().product::<usize>() as u64,
         Op::LayerNorm { .. } | Op::InstanceNorm { .. } => 8 * out,
         Op::LogSoftmax { .. } => 4 * out,
+        // Each input value meets out_channels / groups weights of every tap.
+        Op::ConvTranspose { .. } => {
+            let (x, weight) = (input(0), input(1));
+            2 * (x.iter().product::<usize>() * weight[1] * weight[2] * weight[3]) as u64
+        }
         Op::Expand { .. } => 0,
         Op::Where => out,
         Op::Gather { .. } => 0,

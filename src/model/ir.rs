@@ -257,6 +257,14 @@ pub enum Op {
         /// Added to the variance.
         epsilon: f32,
     },
+    /// A 2-D transposed convolution: inputs x `[N, C, H, W]`, weight `[C, M / groups, kH, kW]`,
+    /// optional bias `[M]`.
+    ConvTranspose {
+        /// Strides, pads (removed from the full output), dilations and groups.
+        conv: Conv2d,
+        /// Extra rows and columns at the bottom and right of the output.
+        output_padding: [usize; 2],
+    },
     /// `log(softmax(x))` along one axis.
     LogSoftmax {
         /// Axis (negative counts from the end).

@@ -496,6 +496,27 @@ fn parse_op(
         }
         "Gather" => Op::Gather { axis: attrs.int("axis", 0) },
         "LogSoftmax" => Op::LogSoftmax { axis: attrs.int("axis", -1) },
+        "ConvTranspose" => {
+            let weight = constant(node, inputs, 1, initializers)?.ok_or_else(|| ModelError::BadInput { node: node.into(), index: 1, reason: "(weight) is missing".into() })?;
+            if weight.shape().len() != 4 {
+                return Err(attrs.unsupported("kernel_shape", format!("only 2-D transposed convolution is supported, weight is {:?}", weight.shape())));
+            }
+            constant(node, inputs, 2, initializers)?;
+            if attrs.get("output_shape").is_some() {
+                return Err(attrs.unsupported("output_shape", "give pads and output_padding instead"));
+            }
+            if attrs.string("auto_pad").is_some_and(|p| p != "NOTSET") {
+                return Err(attrs.unsupported("auto_pad", "only explicit pads are supported"));
+            }
+            let strides = attrs.usizes("strides", [1, 1])?;
+            let dilations = attrs.usizes("dilations", [1, 1])?;
+            let groups = attrs.int("group", 1);
+            if groups < 1 || strides.contains(&0) || dilations.contains(&0) {
+                return Err(attrs.unsupported("group/strides/dilations", "must be positive"));
+            }
+            let conv = Conv2d { strides, pads: attrs.usizes("pads", [0; 4])?, dilations, groups: groups as usize };
+            Op::ConvTranspose { conv, output_padding: attrs.usizes("output_padding", [0, 0])? }
+        }
         "InstanceNormalization" => {
             for index in [1, 2] {
                 constant(node, inputs, index, initializers)?.ok_or_else(|| ModelError::BadInput { node: node.into(), index, reason: "is missing".into() })?;
@@ -571,7 +592,7 @@ fn batch_norm(
 
 fn check_arity(node: &str, op: &Op, inputs: &[String]) -> Result<(), ModelError> {
     let (min, max) = match op {
-        Op::Conv(_) | Op::Gemm { .. } => (2, 3),
+        Op::Conv(_) | Op::Gemm { .. } | Op::ConvTranspose { .. } => (2, 3),
         Op::ChannelAffine => (3, 3),
         Op::Binary(_) | Op::MatMul | Op::Gather { .. } => (2, 2),
         Op::LayerNorm { .. } => (2, 3),

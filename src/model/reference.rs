@@ -167,6 +167,48 @@ fn eval(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
             }
             data
         }
+        Op::ConvTranspose { conv, .. } => {
+            // Scatter: every input value adds its products to the outputs its window covers.
+            let (w, xs, ws) = (ins[1], x.shape(), ins[1].shape());
+            let (channels_in, out_per_group) = (xs[1], ws[1]);
+            let in_per_group = channels_in / conv.groups;
+            let (oh, ow) = (out[2], out[3]);
+            let mut data = vec![0f64; out.iter().product()];
+            for n in 0..xs[0] {
+                for ic in 0..channels_in {
+                    let g = ic / in_per_group;
+                    for iy in 0..xs[2] {
+                        for ix in 0..xs[3] {
+                            let v = x.data()[((n * channels_in + ic) * xs[2] + iy) * xs[3] + ix] as f64;
+                            for ocg in 0..out_per_group {
+                                let oc = g * out_per_group + ocg;
+                                for ky in 0..ws[2] {
+                                    let y = (iy * conv.strides[0] + ky * conv.dilations[0]) as i64 - conv.pads[0] as i64;
+                                    if y < 0 || y >= oh as i64 {
+                                        continue;
+                                    }
+                                    for kx in 0..ws[3] {
+                                        let xo = (ix * conv.strides[1] + kx * conv.dilations[1]) as i64 - conv.pads[1] as i64;
+                                        if xo < 0 || xo >= ow as i64 {
+                                            continue;
+                                        }
+                                        let weight = w.data()[((ic * out_per_group + ocg) * ws[2] + ky) * ws[3] + kx] as f64;
+                                        data[((n * out[1] + oc) * oh + y as usize) * ow + xo as usize] += v * weight;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(bias) = ins.get(2) {
+                let plane = oh * ow;
+                for (i, value) in data.iter_mut().enumerate() {
+                    *value += bias.data()[(i / plane) % out[1]] as f64;
+                }
+            }
+            data.into_iter().map(|v| v as f32).collect()
+        }
         Op::LogSoftmax { axis } => {
             let a = normalize_axis(*axis, out.len()).expect("checked");
             let (len, inner) = (out[a], out[a + 1..].iter().product::<usize>());

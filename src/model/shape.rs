@@ -269,6 +269,19 @@ pub(super) fn node_output_shape(node: &Node, ins: &[&[usize]]) -> Result<Vec<usi
             }
             Ok(x.to_vec())
         }
+        Op::ConvTranspose { conv, output_padding } => {
+            let w = ins[1];
+            if x.len() != 4 || w.len() != 4 || x[1] != w[0] || !x[1].is_multiple_of(conv.groups) {
+                return Err(err(node, format!("input {x:?} does not fit transposed-convolution weight {w:?} with {} groups", conv.groups)));
+            }
+            let mut out = vec![x[0], w[1] * conv.groups];
+            for i in 0..2 {
+                let full = (x[2 + i] - 1) * conv.strides[i] + conv.dilations[i] * (w[2 + i] - 1) + output_padding[i] + 1;
+                let cut = conv.pads[i] + conv.pads[i + 2];
+                out.push(full.checked_sub(cut).filter(|&o| o > 0).ok_or_else(|| err(node, format!("pads {:?} remove the whole output", conv.pads)))?);
+            }
+            Ok(out)
+        }
         Op::LogSoftmax { axis } => {
             normalize_axis(*axis, x.len()).ok_or_else(|| err(node, format!("axis {axis} out of range")))?;
             Ok(x.to_vec())

@@ -370,6 +370,28 @@ fn an_embedding_lookup_gathers_rows_of_a_constant_table_by_computed_indices() {
 }
 
 #[test]
+fn transposed_convolutions_with_strides_pads_output_padding_dilation_groups_and_bias() {
+    // (seed, weight shape, strides, pads, output padding, dilations, groups, bias)
+    type Case = (u64, [usize; 4], [usize; 2], [usize; 4], [usize; 2], [usize; 2], usize, bool);
+    let cases: [Case; 4] = [
+        (330, [3, 4, 2, 2], [2, 2], [0; 4], [0, 0], [1, 1], 1, true),
+        (331, [3, 2, 3, 3], [2, 2], [1, 1, 1, 1], [1, 1], [1, 1], 1, false),
+        (332, [3, 5, 3, 2], [1, 2], [0, 1, 2, 0], [0, 1], [2, 1], 1, true),
+        (333, [4, 3, 3, 3], [2, 1], [1, 0, 0, 1], [1, 0], [1, 1], 2, true),
+    ];
+    for (seed, w, strides, pads, output_padding, dilations, groups, bias) in cases {
+        let mut b = Builder::new(seed);
+        let weight = b.constant(&w);
+        let mut inputs = vec![x(), weight];
+        if bias {
+            inputs.push(b.constant(&[w[1] * groups]));
+        }
+        b.node(Op::ConvTranspose { conv: Conv2d { strides, pads, dilations, groups }, output_padding }, inputs);
+        b.check(&[2, w[0], 5, 4]);
+    }
+}
+
+#[test]
 fn log_softmax_on_inner_and_last_axes() {
     for (seed, axis) in [(290, 1), (291, -1)] {
         let mut b = Builder::new(seed);
