@@ -11,11 +11,11 @@ use super::lower_layout;
 use super::program::{Program, Step};
 use super::slots::assign_slots;
 use super::params::{
-    ActivationKernelParams, ActivationParams, BinaryParams, ChannelAffineParams, ConcatCopyParams, ConvParams, ConvTransposeParams, GemmParams,
+    ActivationKernelParams, ActivationParams, BinaryParams, ChannelAffineParams, ConcatCopyParams, ConvParams, ConvTransposeParams, GemmParams, ResizeParams,
     GlobalAverageParams, KernelParams, Pool2dParams, SoftmaxParams, MAX_RANK,
 };
-use crate::model::ir::{Activation, BinaryOp, Conv2d, Graph, Node, Op};
-use crate::model::shape::{broadcast_strides, infer_shapes, matmul_dims, normalize_axis, Shapes};
+use crate::model::ir::{Activation, BinaryOp, Conv2d, Graph, NearestRounding, Node, Op, ResizeCoordinates};
+use crate::model::shape::{broadcast_strides, infer_shapes, matmul_dims, normalize_axis, resize_shape, Shapes};
 
 fn u(v: usize) -> u32 {
     v as u32
@@ -169,6 +169,33 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
                 };
                 let operands = vec![value(0), value(1), node.inputs.get(2).cloned()];
                 Step::Compute { calls: vec![(Kernel::ConvTranspose, KernelParams::ConvTranspose(params), operands, grid_1d(total))], output: node.output.clone() }
+            }
+            Op::Resize { linear, coordinates, nearest, scales, sizes } => {
+                let x = &shapes[&node.inputs[0]];
+                let (_, [scale_y, scale_x]) = resize_shape(node, x, scales.as_deref(), sizes.as_deref())?;
+                let params = ResizeParams {
+                    total: u(total),
+                    in_height: u(x[2]),
+                    in_width: u(x[3]),
+                    out_height: u(out_shape[2]),
+                    out_width: u(out_shape[3]),
+                    linear: u(*linear as usize),
+                    coordinates: match coordinates {
+                        ResizeCoordinates::HalfPixel => 0,
+                        ResizeCoordinates::PytorchHalfPixel => 1,
+                        ResizeCoordinates::Asymmetric => 2,
+                        ResizeCoordinates::AlignCorners => 3,
+                    },
+                    nearest: match nearest {
+                        NearestRounding::RoundPreferFloor => 0,
+                        NearestRounding::RoundPreferCeil => 1,
+                        NearestRounding::Floor => 2,
+                        NearestRounding::Ceil => 3,
+                    },
+                    scale_y,
+                    scale_x,
+                };
+                Step::Compute { calls: vec![(Kernel::Resize, KernelParams::Resize(params), vec![value(0)], grid_1d(total))], output: node.output.clone() }
             }
             Op::LogSoftmax { axis } => {
                 let (kernel, params, grid) = lower_layout::log_softmax(node, out_shape, *axis)?;

@@ -34,11 +34,13 @@ pub enum KernelFamily {
     Select,
     /// Transposed convolutions (`conv_transpose.wgsl`).
     ConvTranspose,
+    /// Resize (`resize.wgsl`).
+    Resize,
 }
 
 impl KernelFamily {
     /// Every family.
-    pub const ALL: [KernelFamily; 15] = [
+    pub const ALL: [KernelFamily; 16] = [
         KernelFamily::Conv,
         KernelFamily::Binary,
         KernelFamily::Activation,
@@ -54,6 +56,7 @@ impl KernelFamily {
         KernelFamily::Gather,
         KernelFamily::Select,
         KernelFamily::ConvTranspose,
+        KernelFamily::Resize,
     ];
 
     /// The family's WGSL source (without the shared prelude).
@@ -74,6 +77,7 @@ impl KernelFamily {
             KernelFamily::Gather => include_str!("../../shaders/gather.wgsl"),
             KernelFamily::Select => include_str!("../../shaders/select.wgsl"),
             KernelFamily::ConvTranspose => include_str!("../../shaders/conv_transpose.wgsl"),
+            KernelFamily::Resize => include_str!("../../shaders/resize.wgsl"),
         }
     }
 
@@ -105,6 +109,7 @@ impl KernelFamily {
             KernelFamily::Gather => "gather",
             KernelFamily::Select => "select",
             KernelFamily::ConvTranspose => "conv transpose",
+            KernelFamily::Resize => "resize",
         }
     }
 }
@@ -157,11 +162,13 @@ pub enum Kernel {
     Select,
     /// A transposed convolution, one invocation per output value.
     ConvTranspose,
+    /// Resize of the last two axes, nearest or bilinear.
+    Resize,
 }
 
 impl Kernel {
     /// Every kernel, for building the pipeline library.
-    pub const ALL: [Kernel; 22] = [
+    pub const ALL: [Kernel; 23] = [
         Kernel::Conv2d,
         Kernel::Conv2dFourChannels,
         Kernel::ConvDepthwise,
@@ -184,6 +191,7 @@ impl Kernel {
         Kernel::Gather,
         Kernel::Select,
         Kernel::ConvTranspose,
+        Kernel::Resize,
     ];
 
     /// The shader family the kernel belongs to and its entry point there.
@@ -212,6 +220,7 @@ impl Kernel {
             Kernel::Gather => (F::Gather, "gather"),
             Kernel::Select => (F::Select, "select_where"),
             Kernel::ConvTranspose => (F::ConvTranspose, "conv_transpose"),
+            Kernel::Resize => (F::Resize, "resize"),
         }
     }
 
@@ -237,7 +246,7 @@ impl Kernel {
             | Kernel::ConvPointwiseNarrow => 4,
             Kernel::Binary | Kernel::Activation | Kernel::ChannelAffine | Kernel::Gemm | Kernel::GemmSplit | Kernel::LayerNorm | Kernel::Select | Kernel::ConvTranspose => 3,
             Kernel::Gather => 2,
-            Kernel::GlobalAverage | Kernel::Pool2d | Kernel::ConcatCopy | Kernel::Softmax | Kernel::StridedCopy | Kernel::Reduce => 1,
+            Kernel::GlobalAverage | Kernel::Pool2d | Kernel::ConcatCopy | Kernel::Softmax | Kernel::StridedCopy | Kernel::Reduce | Kernel::Resize => 1,
         }
     }
 }

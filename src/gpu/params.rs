@@ -394,6 +394,32 @@ kernel_params! {
 }
 
 kernel_params! {
+    /// Resize of the last two axes (`resize.wgsl`).
+    ResizeParams {
+        /// Output values.
+        total: u32,
+        /// Input rows.
+        in_height: u32,
+        /// Input columns.
+        in_width: u32,
+        /// Output rows.
+        out_height: u32,
+        /// Output columns.
+        out_width: u32,
+        /// 1: bilinear, 0: nearest.
+        linear: u32,
+        /// 0 half_pixel, 1 pytorch_half_pixel, 2 asymmetric, 3 align_corners.
+        coordinates: u32,
+        /// 0 round_prefer_floor, 1 round_prefer_ceil, 2 floor, 3 ceil.
+        nearest: u32,
+        /// The row scale the coordinate transformation divides by.
+        scale_y: f32,
+        /// The column scale.
+        scale_x: f32,
+    }
+}
+
+kernel_params! {
     /// Where (`select.wgsl`): three broadcast operands.
     SelectParams {
         /// Output values.
@@ -466,6 +492,8 @@ pub enum KernelParams {
     Select(SelectParams),
     /// A transposed convolution.
     ConvTranspose(ConvTransposeParams),
+    /// A resize.
+    Resize(ResizeParams),
 }
 
 impl KernelParams {
@@ -487,6 +515,7 @@ impl KernelParams {
             KernelParams::Gather(p) => bytemuck::bytes_of(p),
             KernelParams::Select(p) => bytemuck::bytes_of(p),
             KernelParams::ConvTranspose(p) => bytemuck::bytes_of(p),
+            KernelParams::Resize(p) => bytemuck::bytes_of(p),
         }
     }
 }
@@ -518,6 +547,7 @@ mod tests {
             KernelFamily::Gather => (GatherParams::LAYOUT, size_of::<GatherParams>()),
             KernelFamily::Select => (SelectParams::LAYOUT, size_of::<SelectParams>()),
             KernelFamily::ConvTranspose => (ConvTransposeParams::LAYOUT, size_of::<ConvTransposeParams>()),
+            KernelFamily::Resize => (ResizeParams::LAYOUT, size_of::<ResizeParams>()),
         }
     }
 

@@ -32,6 +32,7 @@ pub fn node_flops(node: &Node, shapes: &Shapes) -> u64 {
         Op::Reduce { .. } => input(0).iter().product::<usize>() as u64,
         Op::LayerNorm { .. } | Op::InstanceNorm { .. } => 8 * out,
         Op::LogSoftmax { .. } => 4 * out,
+        Op::Resize { .. } => 4 * out,
         // Each input value meets out_channels / groups weights of every tap.
         Op::ConvTranspose { .. } => {
             let (x, weight) = (input(0), input(1));

@@ -72,6 +72,33 @@ pub enum ReduceOp {
     L2,
 }
 
+/// How Resize maps an output coordinate to an input one (ONNX
+/// `coordinate_transformation_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResizeCoordinates {
+    /// `(o + 0.5) / scale - 0.5` (the default).
+    HalfPixel,
+    /// As half_pixel, but 0 where the output has one value.
+    PytorchHalfPixel,
+    /// `o / scale`.
+    Asymmetric,
+    /// `o * (in - 1) / (out - 1)`.
+    AlignCorners,
+}
+
+/// How nearest-neighbour Resize rounds a coordinate (ONNX `nearest_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NearestRounding {
+    /// Round, halves down (the default).
+    RoundPreferFloor,
+    /// Round, halves up.
+    RoundPreferCeil,
+    /// Floor.
+    Floor,
+    /// Ceiling.
+    Ceil,
+}
+
 /// A broadcasting element-wise operation on two tensors (NumPy semantics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BinaryOp {
@@ -264,6 +291,19 @@ pub enum Op {
         conv: Conv2d,
         /// Extra rows and columns at the bottom and right of the output.
         output_padding: [usize; 2],
+    },
+    /// Resize of the last two axes of an NCHW tensor: nearest (`linear: false`) or bilinear.
+    Resize {
+        /// Bilinear rather than nearest.
+        linear: bool,
+        /// The coordinate transformation.
+        coordinates: ResizeCoordinates,
+        /// Nearest's rounding.
+        nearest: NearestRounding,
+        /// Scale per axis (4 values, the first two 1), when given.
+        scales: Option<Vec<f32>>,
+        /// Output size per axis (4 values), when given instead.
+        sizes: Option<Vec<usize>>,
     },
     /// `log(softmax(x))` along one axis.
     LogSoftmax {

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use super::layout;
 use super::error::ModelError;
-use super::ir::{Conv2d, Graph, Op, Pool2d};
-use super::shape::{broadcast_strides, infer_shapes, matmul_dims, normalize_axis};
+use super::ir::{Conv2d, Graph, NearestRounding, Op, Pool2d, ResizeCoordinates};
+use super::shape::{broadcast_strides, infer_shapes, matmul_dims, normalize_axis, resize_shape};
 use crate::tensor::Tensor;
 
 /// Runs `graph` on `input` on the CPU and returns the graph output.
@@ -25,6 +25,12 @@ pub fn run_reference(graph: &Graph, input: &Tensor) -> Result<Tensor, ModelError
         values.insert(node.output.as_str(), Tensor::new(out_shape, data).expect("shape inferred"));
     }
     Ok(values.remove(graph.output.as_str()).unwrap_or_else(|| graph.initializers[&graph.output].clone()))
+}
+
+/// [`resize_shape`] of a node that shape inference has already checked.
+fn resize_shape_checked(x: &[usize], scales: Option<&[f32]>, sizes: Option<&[usize]>) -> (Vec<usize>, [f32; 2]) {
+    let probe = super::ir::Node { name: String::new(), op: Op::Identity, inputs: Vec::new(), output: String::new() };
+    resize_shape(&probe, x, scales, sizes).expect("shape inference checked it")
 }
 
 fn eval(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
@@ -208,6 +214,51 @@ fn eval(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
                 }
             }
             data.into_iter().map(|v| v as f32).collect()
+        }
+        Op::Resize { linear, coordinates, nearest, scales, sizes } => {
+            let (_, [scale_y, scale_x]) = resize_shape_checked(x.shape(), scales.as_deref(), sizes.as_deref());
+            let (ih, iw, oh, ow) = (x.shape()[2], x.shape()[3], out[2], out[3]);
+            let source = |o: usize, scale: f32, inl: usize, outl: usize| -> f64 {
+                let (o, scale) = (o as f64, scale as f64);
+                match coordinates {
+                    ResizeCoordinates::HalfPixel => (o + 0.5) / scale - 0.5,
+                    ResizeCoordinates::PytorchHalfPixel if outl > 1 => (o + 0.5) / scale - 0.5,
+                    ResizeCoordinates::PytorchHalfPixel => 0.0,
+                    ResizeCoordinates::Asymmetric => o / scale,
+                    ResizeCoordinates::AlignCorners if outl > 1 => o * (inl - 1) as f64 / (outl - 1) as f64,
+                    ResizeCoordinates::AlignCorners => 0.0,
+                }
+            };
+            let round = |c: f64, len: usize| -> usize {
+                let i = match nearest {
+                    NearestRounding::RoundPreferFloor => if c.fract().abs() == 0.5 { c.floor() } else { c.round() },
+                    NearestRounding::RoundPreferCeil => if c.fract().abs() == 0.5 { c.ceil() } else { c.round() },
+                    NearestRounding::Floor => c.floor(),
+                    NearestRounding::Ceil => c.ceil(),
+                };
+                i.clamp(0.0, (len - 1) as f64) as usize
+            };
+            let mut data = Vec::with_capacity(out.iter().product());
+            for plane in x.data().chunks(ih * iw) {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let (cy, cx) = (source(oy, scale_y, ih, oh), source(ox, scale_x, iw, ow));
+                        if !*linear {
+                            data.push(plane[round(cy, ih) * iw + round(cx, iw)]);
+                            continue;
+                        }
+                        let (fy, fx) = (cy.clamp(0.0, (ih - 1) as f64), cx.clamp(0.0, (iw - 1) as f64));
+                        let (y0, x0) = (fy.floor() as usize, fx.floor() as usize);
+                        let (y1, x1) = ((y0 + 1).min(ih - 1), (x0 + 1).min(iw - 1));
+                        let (wy, wx) = (fy - y0 as f64, fx - x0 as f64);
+                        let at = |y: usize, x: usize| plane[y * iw + x] as f64;
+                        let top = at(y0, x0) * (1.0 - wx) + at(y0, x1) * wx;
+                        let bottom = at(y1, x0) * (1.0 - wx) + at(y1, x1) * wx;
+                        data.push((top * (1.0 - wy) + bottom * wy) as f32);
+                    }
+                }
+            }
+            data
         }
         Op::LogSoftmax { axis } => {
             let a = normalize_axis(*axis, out.len()).expect("checked");

@@ -282,6 +282,7 @@ pub(super) fn node_output_shape(node: &Node, ins: &[&[usize]]) -> Result<Vec<usi
             }
             Ok(out)
         }
+        Op::Resize { scales, sizes, .. } => resize_shape(node, x, scales.as_deref(), sizes.as_deref()).map(|(out, _)| out),
         Op::LogSoftmax { axis } => {
             normalize_axis(*axis, x.len()).ok_or_else(|| err(node, format!("axis {axis} out of range")))?;
             Ok(x.to_vec())
@@ -312,6 +313,24 @@ pub(super) fn node_output_shape(node: &Node, ins: &[&[usize]]) -> Result<Vec<usi
                 (true, false) => None,
             }).collect())
         }
+    }
+}
+
+/// The output shape of a Resize of `x` and the scale per resized axis (height, width) that its
+/// coordinate transformation uses.
+pub fn resize_shape(node: &Node, x: &[usize], scales: Option<&[f32]>, sizes: Option<&[usize]>) -> Result<(Vec<usize>, [f32; 2]), ModelError> {
+    if x.len() != 4 {
+        return Err(err(node, format!("only NCHW inputs are resized, got {x:?}")));
+    }
+    match (scales, sizes) {
+        (Some(s), None) if s.len() == 4 && s[0] == 1.0 && s[1] == 1.0 && s[2] > 0.0 && s[3] > 0.0 => {
+            let out = |d: usize| ((x[d] as f32 * s[d]).floor() as usize).max(1);
+            Ok((vec![x[0], x[1], out(2), out(3)], [s[2], s[3]]))
+        }
+        (None, Some(s)) if s.len() == 4 && s[0] == x[0] && s[1] == x[1] && s[2] > 0 && s[3] > 0 => {
+            Ok((s.to_vec(), [s[2] as f32 / x[2] as f32, s[3] as f32 / x[3] as f32]))
+        }
+        _ => Err(err(node, format!("scales {scales:?} or sizes {sizes:?} must resize the last two axes of {x:?} only"))),
     }
 }
 

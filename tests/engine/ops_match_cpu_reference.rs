@@ -392,6 +392,26 @@ fn transposed_convolutions_with_strides_pads_output_padding_dilation_groups_and_
 }
 
 #[test]
+fn resizes_nearest_and_bilinear_in_every_coordinate_mode_up_and_down() {
+    use bevy_p2p_inference::model::ir::{NearestRounding as N, ResizeCoordinates as C};
+    let up = Some(vec![1.0, 1.0, 2.0, 2.0]);
+    let cases = [
+        (340, false, C::Asymmetric, N::Floor, up.clone(), None),
+        (341, false, C::HalfPixel, N::RoundPreferFloor, Some(vec![1.0, 1.0, 1.5, 3.0]), None),
+        (342, false, C::AlignCorners, N::RoundPreferCeil, None, Some(vec![2, 3, 3, 9])),
+        (343, true, C::HalfPixel, N::RoundPreferFloor, up.clone(), None),
+        (344, true, C::PytorchHalfPixel, N::RoundPreferFloor, None, Some(vec![2, 3, 1, 7])),
+        (345, true, C::AlignCorners, N::RoundPreferFloor, Some(vec![1.0, 1.0, 2.5, 0.5]), None),
+        (346, true, C::Asymmetric, N::Ceil, None, Some(vec![2, 3, 3, 2])),
+    ];
+    for (seed, linear, coordinates, nearest, scales, sizes) in cases {
+        let mut b = Builder::new(seed);
+        b.node(Op::Resize { linear, coordinates, nearest, scales, sizes }, vec![x()]);
+        b.check(&[2, 3, 5, 4]);
+    }
+}
+
+#[test]
 fn log_softmax_on_inner_and_last_axes() {
     for (seed, axis) in [(290, 1), (291, -1)] {
         let mut b = Builder::new(seed);
