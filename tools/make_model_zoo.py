@@ -57,6 +57,30 @@ def gpt2_tiny():
     return FirstOutput(GPT2Model(config))
 
 
+class SmallUNet(torch.nn.Module):
+    """An image-to-image net: two levels, instance norms, a transposed-convolution up path and a
+    bilinear one, skip connections by concatenation."""
+
+    def __init__(self):
+        super().__init__()
+        block = lambda i, o: torch.nn.Sequential(torch.nn.Conv2d(i, o, 3, padding=1), torch.nn.InstanceNorm2d(o, affine=True), torch.nn.ReLU())
+        self.down1, self.down2 = block(3, 8), block(8, 16)
+        self.bottom = block(16, 16)
+        self.up_transposed = torch.nn.ConvTranspose2d(16, 16, 2, stride=2)
+        self.up1 = block(32, 8)
+        self.up_bilinear = torch.nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+        self.up2 = block(16, 8)
+        self.head = torch.nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        d1 = self.down1(x)
+        d2 = self.down2(torch.nn.functional.max_pool2d(d1, 2))
+        b = self.bottom(torch.nn.functional.max_pool2d(d2, 2))
+        u1 = self.up1(torch.cat([self.up_transposed(b), d2], dim=1))
+        u2 = self.up2(torch.cat([self.up_bilinear(u1), d1], dim=1))
+        return self.head(u2)
+
+
 # Text models take token ids: [2, 8] ids below the vocabulary size.
 TEXT = {"bert_tiny", "gpt2_tiny"}
 
@@ -70,6 +94,7 @@ MODELS = {
     # exporter (opset 18).
     "vit_tiny_dynamic_batch": vit_tiny,
     "mobilenet_v3_small_dynamo": lambda: torchvision.models.mobilenet_v3_small(num_classes=10, width_mult=0.5),
+    "unet_small": SmallUNet,
     "bert_tiny": bert_tiny,
     "gpt2_tiny": gpt2_tiny,
 }
@@ -82,6 +107,10 @@ def randomize_batch_norms(model, generator):
             with torch.no_grad():
                 m.running_mean.uniform_(-0.2, 0.2, generator=generator)
                 m.running_var.uniform_(0.5, 1.5, generator=generator)
+                m.weight.uniform_(0.5, 1.5, generator=generator)
+                m.bias.uniform_(-0.2, 0.2, generator=generator)
+        if isinstance(m, torch.nn.InstanceNorm2d) and m.affine:
+            with torch.no_grad():
                 m.weight.uniform_(0.5, 1.5, generator=generator)
                 m.bias.uniform_(-0.2, 0.2, generator=generator)
 

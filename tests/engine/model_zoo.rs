@@ -123,3 +123,10 @@ fn transformers_split_between_their_blocks_and_run_staged_as_they_run_whole() {
         assert!(relative_error(&staged, &fixture(&format!("zoo/{name}_ort.npy"))) <= MAX_RELATIVE_ERROR, "{name}");
     }
 }
+
+#[test]
+fn a_small_unet_matches_onnx_runtime() {
+    // Image to image: InstanceNormalization, MaxPool, ConvTranspose, a bilinear Resize and skip
+    // connections.
+    check("unet_small");
+}
