@@ -11,10 +11,10 @@ use super::lower_layout;
 use super::program::{Program, Step};
 use super::slots::assign_slots;
 use super::params::{
-    ActivationKernelParams, ActivationParams, BinaryParams, ChannelAffineParams, ConcatCopyParams, ConvParams, ConvTransposeParams, GemmParams, ResizeParams,
+    ActivationKernelParams, ActivationParams, BinaryParams, ChannelAffineParams, ConcatCopyParams, ConvParams, ConvTransposeParams, GemmParams, RecurrentParams, ResizeParams,
     GlobalAverageParams, KernelParams, Pool2dParams, SoftmaxParams, MAX_RANK,
 };
-use crate::model::ir::{Activation, BinaryOp, Conv2d, Graph, NearestRounding, Node, Op, ResizeCoordinates};
+use crate::model::ir::{Activation, BinaryOp, Conv2d, Graph, NearestRounding, Node, Op, RecurrentCell, ResizeCoordinates};
 use crate::model::shape::{broadcast_strides, infer_shapes, matmul_dims, normalize_axis, resize_shape, Shapes};
 
 fn u(v: usize) -> u32 {
@@ -196,6 +196,26 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
                     scale_x,
                 };
                 Step::Compute { calls: vec![(Kernel::Resize, KernelParams::Resize(params), vec![value(0)], grid_1d(total))], output: node.output.clone() }
+            }
+            Op::Recurrent { cell, hidden, has_bias } => {
+                const MAX_HIDDEN: usize = 256;
+                let x = &shapes[&node.inputs[0]];
+                if *hidden > MAX_HIDDEN || x[1] > MAX_GROUPS {
+                    return Err(unsupported(node, format!("{hidden} hidden units and a batch of {} (at most {MAX_HIDDEN} and {MAX_GROUPS})", x[1])));
+                }
+                let initial = node.inputs.get(if *has_bias { 4 } else { 3 }).cloned();
+                let params = RecurrentParams {
+                    seq: u(x[0]),
+                    batch: u(x[1]),
+                    input_size: u(x[2]),
+                    hidden: u(*hidden),
+                    gru: u((*cell == RecurrentCell::Gru) as usize),
+                    has_bias: u(*has_bias as usize),
+                    has_initial: u(initial.is_some() as usize),
+                };
+                let bias = if *has_bias { node.inputs.get(3).cloned() } else { None };
+                let operands = vec![value(0), value(1), value(2), bias, initial];
+                Step::Compute { calls: vec![(Kernel::Recurrent, KernelParams::Recurrent(params), operands, [u(x[1]), 1, 1])], output: node.output.clone() }
             }
             Op::LogSoftmax { axis } => {
                 let (kernel, params, grid) = lower_layout::log_softmax(node, out_shape, *axis)?;

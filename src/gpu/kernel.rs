@@ -36,11 +36,13 @@ pub enum KernelFamily {
     ConvTranspose,
     /// Resize (`resize.wgsl`).
     Resize,
+    /// LSTM and GRU (`recurrent.wgsl`).
+    Recurrent,
 }
 
 impl KernelFamily {
     /// Every family.
-    pub const ALL: [KernelFamily; 16] = [
+    pub const ALL: [KernelFamily; 17] = [
         KernelFamily::Conv,
         KernelFamily::Binary,
         KernelFamily::Activation,
@@ -57,6 +59,7 @@ impl KernelFamily {
         KernelFamily::Select,
         KernelFamily::ConvTranspose,
         KernelFamily::Resize,
+        KernelFamily::Recurrent,
     ];
 
     /// The family's WGSL source (without the shared prelude).
@@ -78,6 +81,7 @@ impl KernelFamily {
             KernelFamily::Select => include_str!("../../shaders/select.wgsl"),
             KernelFamily::ConvTranspose => include_str!("../../shaders/conv_transpose.wgsl"),
             KernelFamily::Resize => include_str!("../../shaders/resize.wgsl"),
+            KernelFamily::Recurrent => include_str!("../../shaders/recurrent.wgsl"),
         }
     }
 
@@ -110,6 +114,7 @@ impl KernelFamily {
             KernelFamily::Select => "select",
             KernelFamily::ConvTranspose => "conv transpose",
             KernelFamily::Resize => "resize",
+            KernelFamily::Recurrent => "recurrent",
         }
     }
 }
@@ -164,11 +169,13 @@ pub enum Kernel {
     ConvTranspose,
     /// Resize of the last two axes, nearest or bilinear.
     Resize,
+    /// A forward LSTM or GRU: one workgroup per batch element walks the sequence.
+    Recurrent,
 }
 
 impl Kernel {
     /// Every kernel, for building the pipeline library.
-    pub const ALL: [Kernel; 23] = [
+    pub const ALL: [Kernel; 24] = [
         Kernel::Conv2d,
         Kernel::Conv2dFourChannels,
         Kernel::ConvDepthwise,
@@ -192,6 +199,7 @@ impl Kernel {
         Kernel::Select,
         Kernel::ConvTranspose,
         Kernel::Resize,
+        Kernel::Recurrent,
     ];
 
     /// The shader family the kernel belongs to and its entry point there.
@@ -221,6 +229,7 @@ impl Kernel {
             Kernel::Select => (F::Select, "select_where"),
             Kernel::ConvTranspose => (F::ConvTranspose, "conv_transpose"),
             Kernel::Resize => (F::Resize, "resize"),
+            Kernel::Recurrent => (F::Recurrent, "recurrent"),
         }
     }
 
@@ -246,6 +255,7 @@ impl Kernel {
             | Kernel::ConvPointwiseNarrow => 4,
             Kernel::Binary | Kernel::Activation | Kernel::ChannelAffine | Kernel::Gemm | Kernel::GemmSplit | Kernel::LayerNorm | Kernel::Select | Kernel::ConvTranspose => 3,
             Kernel::Gather => 2,
+            Kernel::Recurrent => 5,
             Kernel::GlobalAverage | Kernel::Pool2d | Kernel::ConcatCopy | Kernel::Softmax | Kernel::StridedCopy | Kernel::Reduce | Kernel::Resize => 1,
         }
     }

@@ -420,6 +420,26 @@ kernel_params! {
 }
 
 kernel_params! {
+    /// A forward LSTM or GRU layer (`recurrent.wgsl`).
+    RecurrentParams {
+        /// Sequence length.
+        seq: u32,
+        /// Batch size (one workgroup each).
+        batch: u32,
+        /// Input features.
+        input_size: u32,
+        /// Hidden units (at most 256).
+        hidden: u32,
+        /// 0 LSTM, 1 GRU.
+        gru: u32,
+        /// 1 where biases are bound.
+        has_bias: u32,
+        /// 1 where an initial state is bound.
+        has_initial: u32,
+    }
+}
+
+kernel_params! {
     /// Where (`select.wgsl`): three broadcast operands.
     SelectParams {
         /// Output values.
@@ -494,6 +514,8 @@ pub enum KernelParams {
     ConvTranspose(ConvTransposeParams),
     /// A resize.
     Resize(ResizeParams),
+    /// A recurrent layer.
+    Recurrent(RecurrentParams),
 }
 
 impl KernelParams {
@@ -516,6 +538,7 @@ impl KernelParams {
             KernelParams::Select(p) => bytemuck::bytes_of(p),
             KernelParams::ConvTranspose(p) => bytemuck::bytes_of(p),
             KernelParams::Resize(p) => bytemuck::bytes_of(p),
+            KernelParams::Recurrent(p) => bytemuck::bytes_of(p),
         }
     }
 }
@@ -548,6 +571,7 @@ mod tests {
             KernelFamily::Select => (SelectParams::LAYOUT, size_of::<SelectParams>()),
             KernelFamily::ConvTranspose => (ConvTransposeParams::LAYOUT, size_of::<ConvTransposeParams>()),
             KernelFamily::Resize => (ResizeParams::LAYOUT, size_of::<ResizeParams>()),
+            KernelFamily::Recurrent => (RecurrentParams::LAYOUT, size_of::<RecurrentParams>()),
         }
     }
 

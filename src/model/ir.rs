@@ -72,6 +72,26 @@ pub enum ReduceOp {
     L2,
 }
 
+/// The cell of a recurrent layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RecurrentCell {
+    /// LSTM: gates i, o, f, c; a hidden and a cell state.
+    Lstm,
+    /// GRU with the reset gate applied after the recurrent product (`linear_before_reset = 1`,
+    /// as torch exports it): gates z, r, h.
+    Gru,
+}
+
+impl RecurrentCell {
+    /// Gates per hidden unit.
+    pub fn gates(self) -> usize {
+        match self {
+            RecurrentCell::Lstm => 4,
+            RecurrentCell::Gru => 3,
+        }
+    }
+}
+
 /// How Resize maps an output coordinate to an input one (ONNX
 /// `coordinate_transformation_mode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -304,6 +324,18 @@ pub enum Op {
         scales: Option<Vec<f32>>,
         /// Output size per axis (4 values), when given instead.
         sizes: Option<Vec<usize>>,
+    },
+    /// A forward recurrent layer over a sequence: inputs x `[seq, batch, input]`, W
+    /// `[gates * hidden, input]`, R `[gates * hidden, hidden]`, optional B `[2 * gates * hidden]`
+    /// and optional initial state `[batch * hidden]` (h, then c for an LSTM); output Y
+    /// `[seq, 1, batch, hidden]`.
+    Recurrent {
+        /// LSTM or GRU.
+        cell: RecurrentCell,
+        /// Hidden units.
+        hidden: usize,
+        /// Whether the fourth input is the bias (else it is the initial state, or absent).
+        has_bias: bool,
     },
     /// `log(softmax(x))` along one axis.
     LogSoftmax {

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use prost::Message;
 
 use super::attributes::Attributes;
-use super::onnx_ops::{batch_norm, check_arity, constant, parse_op};
+use super::onnx_ops::{batch_norm, check_arity, constant, parse_op, recurrent};
 use super::external_data::{inline_external_data, ExternalFiles};
 use super::proto_tensor::tensor_from_proto;
 use super::constant_fold::{evaluate, is_foldable, is_integer_type, shape_of, Constant};
@@ -159,6 +159,14 @@ pub fn import_onnx_with(bytes: &[u8], options: &ImportOptions) -> Result<Graph, 
             shapes.insert(output.clone(), value.tensor.shape().to_vec());
             initializers.insert(output.clone(), value.tensor);
             known.insert(output);
+            continue;
+        }
+        if op_type == "LSTM" || op_type == "GRU" {
+            for part in recurrent(&attrs, op_type, node, &mut initializers)? {
+                known.insert(part.output.clone());
+                record_shape(&part, &mut shapes, &initializers)?;
+                nodes.push(part);
+            }
             continue;
         }
         if op_type == "Split" {

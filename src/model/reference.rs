@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::layout;
 use super::error::ModelError;
-use super::ir::{Conv2d, Graph, NearestRounding, Op, Pool2d, ResizeCoordinates};
+use super::ir::{Conv2d, Graph, NearestRounding, Op, Pool2d, RecurrentCell, ResizeCoordinates};
 use super::shape::{broadcast_strides, infer_shapes, matmul_dims, normalize_axis, resize_shape};
 use crate::tensor::Tensor;
 
@@ -256,6 +256,50 @@ fn eval(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
                         let bottom = at(y1, x0) * (1.0 - wx) + at(y1, x1) * wx;
                         data.push((top * (1.0 - wy) + bottom * wy) as f32);
                     }
+                }
+            }
+            data
+        }
+        Op::Recurrent { cell, hidden, has_bias } => {
+            let (seq, batch, input_size, hidden) = (x.shape()[0], x.shape()[1], x.shape()[2], *hidden);
+            let (w, r) = (ins[1].data(), ins[2].data());
+            let gates = cell.gates();
+            let bias = if *has_bias { Some(ins[3].data()) } else { None };
+            let initial = ins.get(if *has_bias { 4 } else { 3 }).map(|t| t.data());
+            let sigmoid = |v: f64| 1.0 / (1.0 + (-v).exp());
+            let mut data = vec![0f32; seq * batch * hidden];
+            for n in 0..batch {
+                let mut h: Vec<f64> = (0..hidden).map(|j| initial.map_or(0.0, |s| s[n * hidden + j] as f64)).collect();
+                let mut c: Vec<f64> = (0..hidden).map(|j| match (cell, initial) {
+                    (RecurrentCell::Lstm, Some(s)) => s[(batch + n) * hidden + j] as f64,
+                    _ => 0.0,
+                }).collect();
+                for t in 0..seq {
+                    let xt = &x.data()[(t * batch + n) * input_size..][..input_size];
+                    // Pre-activations: W x + Wb, and R h + Rb, per gate row.
+                    let wx = |row: usize| -> f64 { (0..input_size).map(|k| w[row * input_size + k] as f64 * xt[k] as f64).sum::<f64>() + bias.map_or(0.0, |b| b[row] as f64) };
+                    let rh = |row: usize, h: &[f64]| -> f64 { (0..hidden).map(|k| r[row * hidden + k] as f64 * h[k]).sum::<f64>() + bias.map_or(0.0, |b| b[gates * hidden + row] as f64) };
+                    let (mut next_h, mut next_c) = (vec![0.0; hidden], vec![0.0; hidden]);
+                    for j in 0..hidden {
+                        match cell {
+                            RecurrentCell::Lstm => {
+                                let gate = |g: usize| wx(g * hidden + j) + rh(g * hidden + j, &h);
+                                let (i, o, f, candidate) = (sigmoid(gate(0)), sigmoid(gate(1)), sigmoid(gate(2)), gate(3).tanh());
+                                next_c[j] = f * c[j] + i * candidate;
+                                next_h[j] = o * next_c[j].tanh();
+                            }
+                            RecurrentCell::Gru => {
+                                let z = sigmoid(wx(j) + rh(j, &h));
+                                let reset = sigmoid(wx(hidden + j) + rh(hidden + j, &h));
+                                let candidate = (wx(2 * hidden + j) + reset * rh(2 * hidden + j, &h)).tanh();
+                                next_h[j] = (1.0 - z) * candidate + z * h[j];
+                            }
+                        }
+                    }
+                    for j in 0..hidden {
+                        data[(t * batch + n) * hidden + j] = next_h[j] as f32;
+                    }
+                    (h, c) = (next_h, next_c);
                 }
             }
             data

@@ -283,6 +283,18 @@ pub(super) fn node_output_shape(node: &Node, ins: &[&[usize]]) -> Result<Vec<usi
             Ok(out)
         }
         Op::Resize { scales, sizes, .. } => resize_shape(node, x, scales.as_deref(), sizes.as_deref()).map(|(out, _)| out),
+        Op::Recurrent { cell, hidden, has_bias } => {
+            let rows = cell.gates() * hidden;
+            let (w, r) = (ins[1], ins[2]);
+            let fits = x.len() == 3
+                && w.iter().product::<usize>() == rows * x[2]
+                && r.iter().product::<usize>() == rows * hidden
+                && (!has_bias || ins[3].iter().product::<usize>() == 2 * rows);
+            if !fits {
+                return Err(err(node, format!("input {x:?}, W {w:?} and R {r:?} do not fit {hidden} hidden units")));
+            }
+            Ok(vec![x[0], 1, x[1], *hidden])
+        }
         Op::LogSoftmax { axis } => {
             normalize_axis(*axis, x.len()).ok_or_else(|| err(node, format!("axis {axis} out of range")))?;
             Ok(x.to_vec())

@@ -51,6 +51,13 @@ impl Builder {
         self.initializers.insert(name.clone(), Tensor::new(shape.to_vec(), vec![value; shape.iter().product()]).unwrap());
         name
     }
+    /// A random constant with values in [-scale, scale).
+    fn scaled_constant(&mut self, shape: &[usize], scale: f32) -> String {
+        let name = format!("c{}", self.initializers.len());
+        let t = random(&mut self.rng, shape);
+        self.initializers.insert(name.clone(), Tensor::new(shape.to_vec(), t.data().iter().map(|v| v * scale).collect()).unwrap());
+        name
+    }
     /// A random constant with values in [0.5, 1.5).
     fn positive_constant(&mut self, shape: &[usize]) -> String {
         let name = format!("c{}", self.initializers.len());
@@ -408,6 +415,36 @@ fn resizes_nearest_and_bilinear_in_every_coordinate_mode_up_and_down() {
         let mut b = Builder::new(seed);
         b.node(Op::Resize { linear, coordinates, nearest, scales, sizes }, vec![x()]);
         b.check(&[2, 3, 5, 4]);
+    }
+}
+
+#[test]
+fn lstm_and_gru_layers_with_and_without_biases_and_initial_states() {
+    use bevy_p2p_inference::model::ir::RecurrentCell;
+    // (seed, cell, hidden, bias, initial state)
+    let cases = [
+        (350, RecurrentCell::Lstm, 20, true, true),
+        (351, RecurrentCell::Lstm, 70, false, false),
+        (352, RecurrentCell::Gru, 20, true, false),
+        (353, RecurrentCell::Gru, 130, true, true),
+    ];
+    for (seed, cell, hidden, bias, initial) in cases {
+        let (seq, batch, input) = (5, 3, 6);
+        let rows = cell.gates() * hidden;
+        let mut b = Builder::new(seed);
+        // torch's initialisation: uniform in +-1/sqrt(hidden).
+        let scale = 1.0 / (hidden as f32).sqrt();
+        let (w, r) = (b.scaled_constant(&[1, rows, input], scale), b.scaled_constant(&[1, rows, hidden], scale));
+        let mut inputs = vec![x(), w, r];
+        if bias {
+            inputs.push(b.scaled_constant(&[1, 2 * rows], scale));
+        }
+        if initial {
+            let states = if cell == RecurrentCell::Lstm { 2 } else { 1 };
+            inputs.push(b.constant(&[states * batch * hidden]));
+        }
+        b.node(Op::Recurrent { cell, hidden, has_bias: bias }, inputs);
+        b.check(&[seq, batch, input]);
     }
 }
 
