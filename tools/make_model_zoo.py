@@ -81,6 +81,34 @@ class SmallUNet(torch.nn.Module):
         return self.head(u2)
 
 
+class LstmClassifier(torch.nn.Module):
+    """A sequence classifier reading the LSTM's output at the last step."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(8, 32, batch_first=True)
+        self.head = torch.nn.Linear(32, 5)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        return self.head(out[:, -1])
+
+
+class GruClassifier(torch.nn.Module):
+    """A sequence classifier reading the GRU's final hidden state."""
+
+    def __init__(self):
+        super().__init__()
+        self.gru = torch.nn.GRU(8, 24, batch_first=True)
+        self.head = torch.nn.Linear(24, 5)
+
+    def forward(self, x):
+        _, h = self.gru(x)
+        return self.head(h[-1])
+
+
+SEQUENCES = {"lstm_classifier", "gru_classifier"}
+
 # Text models take token ids: [2, 8] ids below the vocabulary size.
 TEXT = {"bert_tiny", "gpt2_tiny"}
 
@@ -95,6 +123,8 @@ MODELS = {
     "vit_tiny_dynamic_batch": vit_tiny,
     "mobilenet_v3_small_dynamo": lambda: torchvision.models.mobilenet_v3_small(num_classes=10, width_mult=0.5),
     "unet_small": SmallUNet,
+    "lstm_classifier": LstmClassifier,
+    "gru_classifier": GruClassifier,
     "bert_tiny": bert_tiny,
     "gpt2_tiny": gpt2_tiny,
 }
@@ -128,6 +158,8 @@ def main(out, only):
         randomize_batch_norms(model, generator)
         if name in TEXT:
             x = torch.randint(0, 100, (2, 8), generator=generator)
+        elif name in SEQUENCES:
+            x = torch.randn(2, 10, 8, generator=generator)
         elif name == "vit_tiny":
             x = torch.rand(2, 3, 32, 32, generator=generator)
         elif name == "vit_tiny_dynamic_batch":

@@ -100,6 +100,8 @@ pub fn import_onnx_with(bytes: &[u8], options: &ImportOptions) -> Result<Graph, 
     }
     let mut unsupported = Vec::new();
     let mut nodes = Vec::with_capacity(graph.node.len());
+    // Values some node or the graph output reads.
+    let read: HashSet<&str> = graph.node.iter().flat_map(|n| n.input.iter().map(String::as_str)).chain([output.as_str()]).collect();
     for (index, node) in graph.node.iter().enumerate() {
         let name = node
             .name
@@ -162,7 +164,7 @@ pub fn import_onnx_with(bytes: &[u8], options: &ImportOptions) -> Result<Graph, 
             continue;
         }
         if op_type == "LSTM" || op_type == "GRU" {
-            for part in recurrent(&attrs, op_type, node, &mut initializers)? {
+            for part in recurrent(&attrs, op_type, node, &mut initializers, &read)? {
                 known.insert(part.output.clone());
                 record_shape(&part, &mut shapes, &initializers)?;
                 nodes.push(part);

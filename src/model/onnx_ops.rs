@@ -1,7 +1,7 @@
 //! ONNX operators into the graph IR: each node's op type and attributes (and its constant
 //! inputs: weights, bounds, target shapes) become an [`Op`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::attributes::Attributes;
 use super::error::{ModelError, UnsupportedOp};
@@ -344,7 +344,13 @@ pub(super) fn check_arity(node: &str, op: &Op, inputs: &[String]) -> Result<(), 
 /// An ONNX LSTM or GRU (forward, default activations, no sequence lengths) as a recurrent node,
 /// plus, where `Y_h` is read, the slice of `Y` at the last step. The initial states, where
 /// given, become one constant (h, then c).
-pub(super) fn recurrent(attrs: &Attributes, op_type: &str, proto: &pb::NodeProto, initializers: &mut HashMap<String, Tensor>) -> Result<Vec<Node>, ModelError> {
+pub(super) fn recurrent(
+    attrs: &Attributes,
+    op_type: &str,
+    proto: &pb::NodeProto,
+    initializers: &mut HashMap<String, Tensor>,
+    read: &HashSet<&str>,
+) -> Result<Vec<Node>, ModelError> {
     let node = attrs.node;
     let cell = if op_type == "LSTM" { RecurrentCell::Lstm } else { RecurrentCell::Gru };
     let direction = attrs.string("direction").unwrap_or_else(|| "forward".into());
@@ -388,7 +394,8 @@ pub(super) fn recurrent(attrs: &Attributes, op_type: &str, proto: &pb::NodeProto
         initializers.insert(name.clone(), Tensor::new(vec![values.len()], values).expect("a vector"));
         node_inputs.push(name);
     }
-    let output = |i: usize| proto.output.get(i).filter(|o| !o.is_empty()).cloned();
+    // Outputs that something reads (exporters name all three).
+    let output = |i: usize| proto.output.get(i).filter(|o| read.contains(o.as_str())).cloned();
     if cell == RecurrentCell::Lstm && output(2).is_some() {
         return Err(attrs.unsupported("Y_c", "the final cell state output is not supported"));
     }

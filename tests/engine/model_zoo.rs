@@ -130,3 +130,14 @@ fn a_small_unet_matches_onnx_runtime() {
     // connections.
     check("unet_small");
 }
+
+#[test]
+fn an_lstm_sequence_classifier_matches_onnx_runtime() {
+    // The LSTM's output at the last step (its unused Y_h and Y_c outputs named by the exporter).
+    check("lstm_classifier");
+}
+
+#[test]
+fn a_gru_sequence_classifier_reading_the_final_hidden_state_matches_onnx_runtime() {
+    check("gru_classifier");
+}
