@@ -33,6 +33,25 @@ fn resize_shape_checked(x: &[usize], scales: Option<&[f32]>, sizes: Option<&[usi
     resize_shape(&probe, x, scales, sizes).expect("shape inference checked it")
 }
 
+/// Softmax (or, with `log`, LogSoftmax) of `x` along `axis`, in f64.
+fn softmax(x: &Tensor, out: &[usize], axis: i64, log: bool) -> Vec<f32> {
+    let a = normalize_axis(axis, out.len()).expect("checked");
+    let (len, inner) = (out[a], out[a + 1..].iter().product::<usize>());
+    let mut data = x.data().to_vec();
+    for o in 0..out[..a].iter().product() {
+        for i in 0..inner {
+            let idx = |j: usize| (o * len + j) * inner + i;
+            let max = (0..len).map(|j| x.data()[idx(j)] as f64).fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = (0..len).map(|j| (x.data()[idx(j)] as f64 - max).exp()).sum();
+            for j in 0..len {
+                let shifted = x.data()[idx(j)] as f64 - max;
+                data[idx(j)] = if log { shifted - sum.ln() } else { shifted.exp() / sum } as f32;
+            }
+        }
+    }
+    data
+}
+
 fn eval(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
     let x = ins[0];
     match op {
@@ -304,22 +323,7 @@ fn eval(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
             }
             data
         }
-        Op::LogSoftmax { axis } => {
-            let a = normalize_axis(*axis, out.len()).expect("checked");
-            let (len, inner) = (out[a], out[a + 1..].iter().product::<usize>());
-            let mut data = x.data().to_vec();
-            for o in 0..out[..a].iter().product() {
-                for i in 0..inner {
-                    let idx = |j: usize| (o * len + j) * inner + i;
-                    let max = (0..len).map(|j| x.data()[idx(j)] as f64).fold(f64::NEG_INFINITY, f64::max);
-                    let log_sum = (0..len).map(|j| (x.data()[idx(j)] as f64 - max).exp()).sum::<f64>().ln();
-                    for j in 0..len {
-                        data[idx(j)] = (x.data()[idx(j)] as f64 - max - log_sum) as f32;
-                    }
-                }
-            }
-            data
-        }
+        Op::LogSoftmax { axis } => softmax(x, out, *axis, true),
         Op::InstanceNorm { epsilon } => {
             let (channels, plane) = (x.shape()[1], x.shape()[2..].iter().product::<usize>());
             let (scale, bias) = (ins[1].data(), ins[2].data());
@@ -363,22 +367,7 @@ fn eval(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
                 })
                 .collect()
         }
-        Op::Softmax { axis } => {
-            let a = normalize_axis(*axis, out.len()).expect("checked");
-            let (len, inner) = (out[a], out[a + 1..].iter().product::<usize>());
-            let mut data = x.data().to_vec();
-            for o in 0..out[..a].iter().product() {
-                for i in 0..inner {
-                    let idx = |j: usize| (o * len + j) * inner + i;
-                    let max = (0..len).map(|j| x.data()[idx(j)]).fold(f32::NEG_INFINITY, f32::max);
-                    let sum: f64 = (0..len).map(|j| ((x.data()[idx(j)] - max) as f64).exp()).sum();
-                    for j in 0..len {
-                        data[idx(j)] = (((x.data()[idx(j)] - max) as f64).exp() / sum) as f32;
-                    }
-                }
-            }
-            data
-        }
+        Op::Softmax { axis } => softmax(x, out, *axis, false),
     }
 }
 
