@@ -110,7 +110,7 @@ class GruClassifier(torch.nn.Module):
 SEQUENCES = {"lstm_classifier", "gru_classifier"}
 
 # Text models take token ids: [2, 8] ids below the vocabulary size.
-TEXT = {"bert_tiny", "gpt2_tiny"}
+TEXT = {"bert_tiny", "gpt2_tiny", "gpt2_tiny_dynamic_batch"}
 
 MODELS = {
     "mobilenet_v3_small": lambda: torchvision.models.mobilenet_v3_small(num_classes=10, width_mult=0.5),
@@ -127,6 +127,7 @@ MODELS = {
     "gru_classifier": GruClassifier,
     "bert_tiny": bert_tiny,
     "gpt2_tiny": gpt2_tiny,
+    "gpt2_tiny_dynamic_batch": gpt2_tiny,
 }
 
 

@@ -24,17 +24,22 @@ use bevy_p2p_inference::gpu::{
     gpu_time, profile_dispatches, request_device, run_blocking, DispatchTime, GpuBlock, Kernel, KernelLibrary, KernelOptions, ResidentWeights,
     StoragePrecision,
 };
-use bevy_p2p_inference::model::import_onnx;
+use bevy_p2p_inference::model::import_onnx_for_input;
 use bevy_p2p_inference::prelude::*;
 
 use baselines::*;
 use bevy_app::*;
 use statistics::*;
 
-const MODELS: [(&str, &str, [usize; 3]); 3] = [
-    ("fashion (shipped)", "assets/models/fashion_mobilenetv2.onnx", [1, 28, 28]),
-    ("MobileNetV2 CIFAR (synthetic)", "assets/models/mobilenetv2_cifar_synthetic.onnx", [3, 32, 32]),
-    ("MobileNetV2 ImageNet (synthetic)", "assets/models/mobilenetv2_imagenet_synthetic.onnx", [3, 224, 224]),
+/// Name, file and the shape of one batch row. The transformers (random weights, tiny configs
+/// from `tools/make_model_zoo.py`) are exported with a dynamic batch; GPT-2's input is 8 token
+/// ids (the pattern's values round to ids 0 and 1).
+const MODELS: [(&str, &str, &[usize]); 5] = [
+    ("fashion (shipped)", "assets/models/fashion_mobilenetv2.onnx", &[1, 28, 28]),
+    ("MobileNetV2 CIFAR (synthetic)", "assets/models/mobilenetv2_cifar_synthetic.onnx", &[3, 32, 32]),
+    ("MobileNetV2 ImageNet (synthetic)", "assets/models/mobilenetv2_imagenet_synthetic.onnx", &[3, 224, 224]),
+    ("ViT tiny (transformers)", "tests/fixtures/zoo/vit_tiny_dynamic_batch.onnx", &[3, 32, 32]),
+    ("GPT-2 tiny (transformers)", "tests/fixtures/zoo/gpt2_tiny_dynamic_batch.onnx", &[8]),
 ];
 
 /// Where the host's time goes in one submission of `block` outside Bevy (medians after a warm-up):
@@ -108,7 +113,7 @@ fn print_profile(name: &str, batch: usize, profile: &[DispatchTime], whole_ms: f
     }
 }
 
-fn input(batch: usize, chw: [usize; 3]) -> Tensor {
+fn input(batch: usize, chw: &[usize]) -> Tensor {
     let n = batch * chw.iter().product::<usize>();
     // A fixed pseudo-random pattern in [0, 1): the same bytes go to every engine.
     let data = (0..n).map(|i| ((i as u64).wrapping_mul(2654435761) % 1000) as f32 / 1000.0).collect();
@@ -162,13 +167,14 @@ fn main() {
     let only = std::env::var("BENCH_MODELS").unwrap_or_default();
     for (name, path, chw) in MODELS.into_iter().filter(|(name, _, _)| name.contains(only.as_str())) {
         let bytes = std::fs::read(path).unwrap();
-        let graph = import_onnx(&bytes).unwrap();
-        let weights = Arc::new(ResidentWeights::upload(&device, &library, &graph).unwrap());
-        let half_weights = Arc::new(ResidentWeights::upload(&device, &half_library, &graph).unwrap());
         let handle = app.world_mut().resource_mut::<Assets<Model>>().add(Model::from_onnx_bytes(&bytes).unwrap());
         let unpipelined_handle = unpipelined.world_mut().resource_mut::<Assets<Model>>().add(Model::from_onnx_bytes(&bytes).unwrap());
         for batch in [1, 64] {
             let x = input(batch, chw);
+            // A model exported with a dynamic batch has a graph per input shape.
+            let graph = import_onnx_for_input(&bytes, x.shape()).unwrap();
+            let weights = Arc::new(ResidentWeights::upload(&device, &library, &graph).unwrap());
+            let half_weights = Arc::new(ResidentWeights::upload(&device, &half_library, &graph).unwrap());
             let npy = tmp.join(format!("x{batch}.npy"));
             save_npy(&npy, &x);
             let block = GpuBlock::new(&device, &library, weights.clone(), &graph, x.shape()).map_err(|e| e.to_string());

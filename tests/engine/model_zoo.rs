@@ -141,3 +141,8 @@ fn an_lstm_sequence_classifier_matches_onnx_runtime() {
 fn a_gru_sequence_classifier_reading_the_final_hidden_state_matches_onnx_runtime() {
     check("gru_classifier");
 }
+
+#[test]
+fn a_gpt2_exported_with_a_dynamic_batch_runs_at_the_batch_of_its_input() {
+    check("gpt2_tiny_dynamic_batch");
+}
