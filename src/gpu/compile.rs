@@ -14,7 +14,7 @@ use super::params::{
     ActivationKernelParams, ActivationParams, BinaryParams, ChannelAffineParams, ConcatCopyParams, ConvParams, ConvTransposeParams, GemmParams, RecurrentParams, ResizeParams,
     GlobalAverageParams, KernelParams, Pool2dParams, SoftmaxParams, MAX_RANK,
 };
-use crate::model::ir::{Activation, BinaryOp, Conv2d, Graph, NearestRounding, Node, Op, RecurrentCell, ResizeCoordinates};
+use crate::model::ir::{Activation, BinaryOp, Conv2d, Graph, NearestRounding, Node, Op, PadMode, RecurrentCell, ResizeCoordinates};
 use crate::model::shape::{broadcast_strides, infer_shapes, matmul_dims, normalize_axis, resize_shape, Shapes};
 
 fn u(v: usize) -> u32 {
@@ -216,6 +216,21 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
                 let bias = if *has_bias { node.inputs.get(3).cloned() } else { None };
                 let operands = vec![value(0), value(1), value(2), bias, initial];
                 Step::Compute { calls: vec![(Kernel::Recurrent, KernelParams::Recurrent(params), operands, [u(x[1]), 1, 1])], output: node.output.clone() }
+            }
+            Op::Pad { mode, pads } => {
+                let x = &shapes[&node.inputs[0]];
+                let (code, fill) = match mode {
+                    PadMode::Constant(fill) => (0, *fill),
+                    PadMode::Reflect => (1, 0.0),
+                    PadMode::Edge => (2, 0.0),
+                };
+                let (kernel, params, grid) = lower_layout::pad(node, x, out_shape, code, fill, &pads[..x.len()])?;
+                Step::Compute { calls: vec![(kernel, params, vec![value(0)], grid)], output: node.output.clone() }
+            }
+            Op::Tile { .. } => {
+                let x = &shapes[&node.inputs[0]];
+                let (kernel, params, grid) = lower_layout::pad(node, x, out_shape, 3, 0.0, &vec![0; x.len()])?;
+                Step::Compute { calls: vec![(kernel, params, vec![value(0)], grid)], output: node.output.clone() }
             }
             Op::LogSoftmax { axis } => {
                 let (kernel, params, grid) = lower_layout::log_softmax(node, out_shape, *axis)?;

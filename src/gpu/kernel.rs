@@ -38,11 +38,13 @@ pub enum KernelFamily {
     Resize,
     /// LSTM and GRU (`recurrent.wgsl`).
     Recurrent,
+    /// Pad and Tile (`pad.wgsl`).
+    Pad,
 }
 
 impl KernelFamily {
     /// Every family.
-    pub const ALL: [KernelFamily; 17] = [
+    pub const ALL: [KernelFamily; 18] = [
         KernelFamily::Conv,
         KernelFamily::Binary,
         KernelFamily::Activation,
@@ -60,6 +62,7 @@ impl KernelFamily {
         KernelFamily::ConvTranspose,
         KernelFamily::Resize,
         KernelFamily::Recurrent,
+        KernelFamily::Pad,
     ];
 
     /// The family's WGSL source (without the shared prelude).
@@ -82,6 +85,7 @@ impl KernelFamily {
             KernelFamily::ConvTranspose => include_str!("../../shaders/conv_transpose.wgsl"),
             KernelFamily::Resize => include_str!("../../shaders/resize.wgsl"),
             KernelFamily::Recurrent => include_str!("../../shaders/recurrent.wgsl"),
+            KernelFamily::Pad => include_str!("../../shaders/pad.wgsl"),
         }
     }
 
@@ -115,6 +119,7 @@ impl KernelFamily {
             KernelFamily::ConvTranspose => "conv transpose",
             KernelFamily::Resize => "resize",
             KernelFamily::Recurrent => "recurrent",
+            KernelFamily::Pad => "pad",
         }
     }
 }
@@ -171,11 +176,13 @@ pub enum Kernel {
     Resize,
     /// A forward LSTM or GRU: one workgroup per batch element walks the sequence.
     Recurrent,
+    /// Pad or Tile: each output value read from a mapped input position.
+    Pad,
 }
 
 impl Kernel {
     /// Every kernel, for building the pipeline library.
-    pub const ALL: [Kernel; 24] = [
+    pub const ALL: [Kernel; 25] = [
         Kernel::Conv2d,
         Kernel::Conv2dFourChannels,
         Kernel::ConvDepthwise,
@@ -200,6 +207,7 @@ impl Kernel {
         Kernel::ConvTranspose,
         Kernel::Resize,
         Kernel::Recurrent,
+        Kernel::Pad,
     ];
 
     /// The shader family the kernel belongs to and its entry point there.
@@ -230,6 +238,7 @@ impl Kernel {
             Kernel::ConvTranspose => (F::ConvTranspose, "conv_transpose"),
             Kernel::Resize => (F::Resize, "resize"),
             Kernel::Recurrent => (F::Recurrent, "recurrent"),
+            Kernel::Pad => (F::Pad, "pad"),
         }
     }
 
@@ -256,7 +265,7 @@ impl Kernel {
             Kernel::Binary | Kernel::Activation | Kernel::ChannelAffine | Kernel::Gemm | Kernel::GemmSplit | Kernel::LayerNorm | Kernel::Select | Kernel::ConvTranspose => 3,
             Kernel::Gather => 2,
             Kernel::Recurrent => 5,
-            Kernel::GlobalAverage | Kernel::Pool2d | Kernel::ConcatCopy | Kernel::Softmax | Kernel::StridedCopy | Kernel::Reduce | Kernel::Resize => 1,
+            Kernel::GlobalAverage | Kernel::Pool2d | Kernel::ConcatCopy | Kernel::Softmax | Kernel::StridedCopy | Kernel::Reduce | Kernel::Resize | Kernel::Pad => 1,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::dispatch_grid::{grid_1d, unsupported, CompileError};
 use super::kernel::Kernel;
-use super::params::{GatherParams, KernelParams, LayerNormParams, ReduceParams, SelectParams, SoftmaxParams, StridedCopyParams, MAX_RANK};
+use super::params::{GatherParams, KernelParams, LayerNormParams, PadParams, ReduceParams, SelectParams, SoftmaxParams, StridedCopyParams, MAX_RANK};
 use crate::model::ir::{Node, ReduceOp};
 use crate::model::layout::{normalize_axis, reduced_axes, slice_ranges, strides, DimRange};
 use crate::model::shape::broadcast_strides;
@@ -123,6 +123,23 @@ pub(super) fn select(node: &Node, operands: &[&[usize]], out: &[usize]) -> Resul
         b_strides: strides(2),
     };
     Ok((Kernel::Select, KernelParams::Select(params), grid_1d(total)))
+}
+
+/// A Pad (`mode` 0 constant, 1 reflect, 2 edge) or Tile (`mode` 3, begins 0) of a tensor of shape
+/// `input` into one of shape `out`.
+pub(super) fn pad(node: &Node, input: &[usize], out: &[usize], mode: u32, value: f32, begins: &[i64]) -> Result<(Kernel, KernelParams, [u32; 3]), CompileError> {
+    check_rank(node, input.len())?;
+    let total: usize = out.iter().product();
+    let params = PadParams {
+        total: total as u32,
+        rank: input.len() as u32,
+        mode,
+        value,
+        out_dims: padded(out.iter().map(|&d| d as u32), 1),
+        in_dims: padded(input.iter().map(|&d| d as u32), 1),
+        begins: padded(begins.iter().map(|&b| b as i32), 0),
+    };
+    Ok((Kernel::Pad, KernelParams::Pad(params), grid_1d(total)))
 }
 
 /// A Gather along `axis` of data of shape `data` by indices of shape `indices`.

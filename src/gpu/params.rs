@@ -440,6 +440,26 @@ kernel_params! {
 }
 
 kernel_params! {
+    /// Pad and Tile (`pad.wgsl`).
+    PadParams {
+        /// Output values.
+        total: u32,
+        /// Dimensions used of the arrays below.
+        rank: u32,
+        /// 0 constant, 1 reflect, 2 edge, 3 wrap (Tile).
+        mode: u32,
+        /// The constant mode's value.
+        value: f32,
+        /// Output dimensions, outermost first.
+        out_dims: [u32; MAX_RANK],
+        /// Input dimensions.
+        in_dims: [u32; MAX_RANK],
+        /// Positions before the input's first value, per axis (negative crops).
+        begins: [i32; MAX_RANK],
+    }
+}
+
+kernel_params! {
     /// Where (`select.wgsl`): three broadcast operands.
     SelectParams {
         /// Output values.
@@ -516,6 +536,8 @@ pub enum KernelParams {
     Resize(ResizeParams),
     /// A recurrent layer.
     Recurrent(RecurrentParams),
+    /// Pad or Tile.
+    Pad(PadParams),
 }
 
 impl KernelParams {
@@ -539,6 +561,7 @@ impl KernelParams {
             KernelParams::ConvTranspose(p) => bytemuck::bytes_of(p),
             KernelParams::Resize(p) => bytemuck::bytes_of(p),
             KernelParams::Recurrent(p) => bytemuck::bytes_of(p),
+            KernelParams::Pad(p) => bytemuck::bytes_of(p),
         }
     }
 }
@@ -572,6 +595,7 @@ mod tests {
             KernelFamily::ConvTranspose => (ConvTransposeParams::LAYOUT, size_of::<ConvTransposeParams>()),
             KernelFamily::Resize => (ResizeParams::LAYOUT, size_of::<ResizeParams>()),
             KernelFamily::Recurrent => (RecurrentParams::LAYOUT, size_of::<RecurrentParams>()),
+            KernelFamily::Pad => (PadParams::LAYOUT, size_of::<PadParams>()),
         }
     }
 

@@ -33,6 +33,7 @@ pub fn node_flops(node: &Node, shapes: &Shapes) -> u64 {
         Op::LayerNorm { .. } | Op::InstanceNorm { .. } => 8 * out,
         Op::LogSoftmax { .. } => 4 * out,
         Op::Resize { .. } => 4 * out,
+        Op::Pad { .. } | Op::Tile { .. } => 0,
         Op::Recurrent { cell, hidden, .. } => 2 * out * (cell.gates() * (input(0)[2] + hidden)) as u64,
         // Each input value meets out_channels / groups weights of every tap.
         Op::ConvTranspose { .. } => {

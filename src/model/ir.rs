@@ -92,6 +92,17 @@ impl RecurrentCell {
     }
 }
 
+/// How Pad fills positions outside the input.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PadMode {
+    /// A constant value.
+    Constant(f32),
+    /// Mirrored about the edge, the edge itself not repeated.
+    Reflect,
+    /// The edge value repeated.
+    Edge,
+}
+
 /// How Resize maps an output coordinate to an input one (ONNX
 /// `coordinate_transformation_mode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -336,6 +347,18 @@ pub enum Op {
         hidden: usize,
         /// Whether the fourth input is the bias (else it is the initial state, or absent).
         has_bias: bool,
+    },
+    /// Pads every axis: `pads` holds the begins, then the ends (ONNX order; negative crops).
+    Pad {
+        /// How padded positions are filled.
+        mode: PadMode,
+        /// Begins, then ends, one per axis.
+        pads: Vec<i64>,
+    },
+    /// Repeats the input `repeats[d]` times along each axis.
+    Tile {
+        /// Repetitions per axis.
+        repeats: Vec<usize>,
     },
     /// `log(softmax(x))` along one axis.
     LogSoftmax {

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use prost::Message;
 
 use super::attributes::Attributes;
-use super::onnx_ops::{batch_norm, check_arity, constant, parse_op, recurrent};
+use super::onnx_ops::{batch_norm, check_arity, constant, parse_op, recurrent, variadic};
 use super::external_data::{inline_external_data, ExternalFiles};
 use super::proto_tensor::tensor_from_proto;
 use super::constant_fold::{evaluate, is_foldable, is_integer_type, shape_of, Constant};
@@ -163,6 +163,14 @@ pub fn import_onnx_with(bytes: &[u8], options: &ImportOptions) -> Result<Graph, 
             known.insert(output);
             continue;
         }
+        if matches!(op_type, "Min" | "Max" | "Sum") && inputs.len() > 2 {
+            for part in variadic(&name, op_type, &inputs, &output) {
+                known.insert(part.output.clone());
+                record_shape(&part, &mut shapes, &initializers)?;
+                nodes.push(part);
+            }
+            continue;
+        }
         if op_type == "LSTM" || op_type == "GRU" {
             for part in recurrent(&attrs, op_type, node, &mut initializers, &read)? {
                 known.insert(part.output.clone());
@@ -203,7 +211,9 @@ pub fn import_onnx_with(bytes: &[u8], options: &ImportOptions) -> Result<Graph, 
             | Op::Unsqueeze { .. }
             | Op::Reduce { .. }
             | Op::Expand { .. }
-            | Op::Resize { .. } => {
+            | Op::Resize { .. }
+            | Op::Pad { .. }
+            | Op::Tile { .. } => {
                 inputs.into_iter().take(1).collect()
             }
             _ => inputs,

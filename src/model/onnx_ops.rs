@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::attributes::Attributes;
 use super::error::{ModelError, UnsupportedOp};
-use super::ir::{Activation, BinaryOp, Conv2d, NearestRounding, Node, Op, Pool2d, RecurrentCell, ReduceOp, ResizeCoordinates};
+use super::ir::{Activation, BinaryOp, Conv2d, NearestRounding, Node, Op, PadMode, Pool2d, RecurrentCell, ReduceOp, ResizeCoordinates};
 use super::onnx_pb as pb;
 use super::onnx_pb::tensor_proto::DataType;
 use crate::tensor::Tensor;
@@ -88,11 +88,11 @@ pub(super) fn parse_op(
         "Mul" => Op::Binary(BinaryOp::Mul),
         "Div" => Op::Binary(BinaryOp::Div),
         "Pow" => Op::Binary(BinaryOp::Pow),
-        "Min" | "Max" if inputs.iter().filter(|i| !i.is_empty()).count() != 2 => {
-            return Err(attrs.unsupported("inputs", format!("{op_type} of other than two inputs")));
-        }
+        // More than two inputs are chained at import (see `variadic`).
+        "Min" | "Max" | "Sum" if inputs.iter().filter(|i| !i.is_empty()).count() == 1 => Op::Identity,
         "Min" => Op::Binary(BinaryOp::Min),
         "Max" => Op::Binary(BinaryOp::Max),
+        "Sum" => Op::Binary(BinaryOp::Add),
         "Tanh" => Op::Activation(Activation::Tanh),
         "Exp" => Op::Activation(Activation::Exp),
         "Log" => Op::Activation(Activation::Log),
@@ -192,6 +192,28 @@ pub(super) fn parse_op(
         }
         "Gather" => Op::Gather { axis: attrs.int("axis", 0) },
         "LogSoftmax" => Op::LogSoftmax { axis: attrs.int("axis", -1) },
+        "Pad" => {
+            // Opset 11+: pads (and the constant) as inputs; opset 18 adds axes.
+            if constant(node, inputs, 3, initializers)?.is_some() {
+                return Err(attrs.unsupported("axes", "Pad with axes is not supported"));
+            }
+            let pads = constant(node, inputs, 1, initializers)?.ok_or_else(|| ModelError::BadInput { node: node.into(), index: 1, reason: "(pads) is missing".into() })?;
+            let value = constant(node, inputs, 2, initializers)?.and_then(|t| t.data().first().copied()).unwrap_or(0.0);
+            let mode = match attrs.string("mode").as_deref() {
+                None | Some("constant") => PadMode::Constant(value),
+                Some("reflect") => PadMode::Reflect,
+                Some("edge") => PadMode::Edge,
+                Some(other) => return Err(attrs.unsupported("mode", format!("'{other}'"))),
+            };
+            Op::Pad { mode, pads: pads.data().iter().map(|&v| v as i64).collect() }
+        }
+        "Tile" => {
+            let repeats = constant(node, inputs, 1, initializers)?.ok_or_else(|| ModelError::BadInput { node: node.into(), index: 1, reason: "(repeats) is missing".into() })?;
+            if repeats.data().iter().any(|&r| r < 0.0) {
+                return Err(ModelError::BadInput { node: node.into(), index: 1, reason: "(repeats) must not be negative".into() });
+            }
+            Op::Tile { repeats: repeats.data().iter().map(|&r| r as usize).collect() }
+        }
         "Resize" => resize(attrs, inputs, initializers)?,
         "ConvTranspose" => {
             let weight = constant(node, inputs, 1, initializers)?.ok_or_else(|| ModelError::BadInput { node: node.into(), index: 1, reason: "(weight) is missing".into() })?;
@@ -339,6 +361,24 @@ pub(super) fn check_arity(node: &str, op: &Op, inputs: &[String]) -> Result<(), 
         });
     }
     Ok(())
+}
+
+/// A Min, Max or Sum of more than two inputs as a chain of binary nodes, the last writing the
+/// node's output.
+pub(super) fn variadic(name: &str, op_type: &str, inputs: &[String], output: &str) -> Vec<Node> {
+    let op = match op_type {
+        "Min" => BinaryOp::Min,
+        "Max" => BinaryOp::Max,
+        _ => BinaryOp::Add,
+    };
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut accumulated = inputs[0].clone();
+    for (k, next) in inputs[1..].iter().enumerate() {
+        let out = if k + 2 == inputs.len() { output.to_string() } else { format!("{name}::partial{k}") };
+        nodes.push(Node { name: format!("{name}:{k}"), op: Op::Binary(op), inputs: vec![accumulated, next.clone()], output: out.clone() });
+        accumulated = out;
+    }
+    nodes
 }
 
 /// An ONNX LSTM or GRU (forward, default activations, no sequence lengths) as a recurrent node,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::layout;
 use super::error::ModelError;
-use super::ir::{Conv2d, Graph, NearestRounding, Op, Pool2d, RecurrentCell, ResizeCoordinates};
+use super::ir::{Conv2d, Graph, NearestRounding, Op, PadMode, Pool2d, RecurrentCell, ResizeCoordinates};
 use super::shape::{broadcast_strides, infer_shapes, matmul_dims, normalize_axis, resize_shape};
 use crate::tensor::Tensor;
 
@@ -324,6 +324,50 @@ fn eval(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
             data
         }
         Op::LogSoftmax { axis } => softmax(x, out, *axis, true),
+        Op::Pad { mode, pads } => {
+            let shape = x.shape();
+            let strides = layout::strides(shape);
+            (0..out.iter().product::<usize>())
+                .map(|i| {
+                    let (mut rem, mut source) = (i, 0usize);
+                    for d in (0..out.len()).rev() {
+                        let extent = shape[d] as i64;
+                        let mut c = (rem % out[d]) as i64 - pads[d];
+                        rem /= out[d];
+                        if !(0..extent).contains(&c) {
+                            match mode {
+                                PadMode::Constant(value) => return *value,
+                                // Reflect: ... 2 1 | 0 1 2 | 1 0 ...
+                                PadMode::Reflect => {
+                                    let period = (2 * (extent - 1)).max(1);
+                                    c = c.rem_euclid(period);
+                                    if c >= extent {
+                                        c = period - c;
+                                    }
+                                }
+                                PadMode::Edge => c = c.clamp(0, extent - 1),
+                            }
+                        }
+                        source += c as usize * strides[d];
+                    }
+                    x.data()[source]
+                })
+                .collect()
+        }
+        Op::Tile { .. } => {
+            let shape = x.shape();
+            let strides = layout::strides(shape);
+            (0..out.iter().product::<usize>())
+                .map(|i| {
+                    let (mut rem, mut source) = (i, 0usize);
+                    for d in (0..out.len()).rev() {
+                        source += (rem % out[d]) % shape[d] * strides[d];
+                        rem /= out[d];
+                    }
+                    x.data()[source]
+                })
+                .collect()
+        }
         Op::InstanceNorm { epsilon } => {
             let (channels, plane) = (x.shape()[1], x.shape()[2..].iter().product::<usize>());
             let (scale, bias) = (ins[1].data(), ins[2].data());

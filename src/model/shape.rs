@@ -295,6 +295,21 @@ pub(super) fn node_output_shape(node: &Node, ins: &[&[usize]]) -> Result<Vec<usi
             }
             Ok(vec![x[0], 1, x[1], *hidden])
         }
+        Op::Pad { pads, .. } => {
+            if pads.len() != 2 * x.len() {
+                return Err(err(node, format!("{} pads for a rank-{} input", pads.len(), x.len())));
+            }
+            (0..x.len())
+                .map(|d| usize::try_from(x[d] as i64 + pads[d] + pads[d + x.len()]).ok().filter(|&n| n > 0))
+                .collect::<Option<Vec<usize>>>()
+                .ok_or_else(|| err(node, format!("pads {pads:?} leave nothing of {x:?}")))
+        }
+        Op::Tile { repeats } => {
+            if repeats.len() != x.len() {
+                return Err(err(node, format!("{} repeats for a rank-{} input", repeats.len(), x.len())));
+            }
+            Ok(x.iter().zip(repeats).map(|(&d, &r)| d * r).collect())
+        }
         Op::LogSoftmax { axis } => {
             normalize_axis(*axis, x.len()).ok_or_else(|| err(node, format!("axis {axis} out of range")))?;
             Ok(x.to_vec())

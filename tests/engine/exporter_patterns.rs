@@ -162,3 +162,29 @@ fn a_split_in_every_opset_form_becomes_one_slice_per_part() {
         assert!(relative_error(&run_gpu(&graph, &x), &y) <= 1e-6, "{form} on the GPU");
     }
 }
+
+#[test]
+fn max_min_and_sum_of_several_inputs_chain_into_binary_nodes() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let initializers = vec![float_initializer("a", &[1, 3], &mut rng), float_initializer("b", &[2, 1], &mut rng)];
+    let nodes = vec![
+        node("biggest", "Max", &["x", "a", "b"], vec![]),
+        node("smallest", "Min", &["x", "a", "b"], vec![]),
+        node("y", "Sum", &["biggest", "smallest", "x", "a"], vec![]),
+    ];
+    let graph = import_onnx(&model(input(&[Some(2), Some(3)]), nodes, initializers, "y")).unwrap();
+    assert_eq!(graph.nodes.len(), 7, "2 + 2 + 3 binary nodes");
+    let x = Tensor::new(vec![2, 3], vec![0.5, -0.5, 0.0, 1.0, -1.0, 0.25]).unwrap();
+    let (a, b) = (&graph.initializers["a"], &graph.initializers["b"]);
+    let want: Vec<f32> = (0..6)
+        .map(|i| {
+            let (xv, av, bv) = (x.data()[i], a.data()[i % 3], b.data()[i / 3]);
+            xv.max(av).max(bv) + xv.min(av).min(bv) + xv + av
+        })
+        .collect();
+    let reference = run_reference(&graph, &x).unwrap();
+    for (got, want) in reference.data().iter().zip(&want) {
+        assert!((got - want).abs() <= 1e-6, "{got} vs {want}");
+    }
+    assert!(relative_error(&run_gpu(&graph, &x), &reference) <= 1e-6);
+}

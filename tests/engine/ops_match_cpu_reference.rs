@@ -449,6 +449,25 @@ fn lstm_and_gru_layers_with_and_without_biases_and_initial_states() {
 }
 
 #[test]
+fn pads_constant_reflect_and_edge_with_crops_and_tiles() {
+    use bevy_p2p_inference::model::ir::PadMode;
+    let cases = [
+        (360, PadMode::Constant(0.25), vec![0, 1, 2, 0, 0, 0, 1, 3]),
+        (361, PadMode::Reflect, vec![0, 0, 2, 3, 0, 0, 3, 1]),
+        (362, PadMode::Edge, vec![0, 1, 0, 4, 0, 0, 2, 0]),
+        (363, PadMode::Constant(0.0), vec![0, 0, -1, 2, 0, 0, 1, -2]),
+    ];
+    for (seed, mode, pads) in cases {
+        let mut b = Builder::new(seed);
+        b.node(Op::Pad { mode, pads }, vec![x()]);
+        b.check(&[2, 3, 5, 4]);
+    }
+    let mut b = Builder::new(364);
+    b.node(Op::Tile { repeats: vec![1, 2, 3, 1] }, vec![x()]);
+    b.check(&[2, 3, 5, 4]);
+}
+
+#[test]
 fn log_softmax_on_inner_and_last_axes() {
     for (seed, axis) in [(290, 1), (291, -1)] {
         let mut b = Builder::new(seed);
