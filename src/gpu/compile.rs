@@ -8,14 +8,15 @@ pub use super::dispatch_grid::CompileError;
 use super::dispatch_grid::{grid_1d, unsupported, MAX_GROUPS};
 use super::kernel::Kernel;
 use super::lower_layout;
+use super::lower_spatial;
 use super::program::{Program, Step};
 use super::slots::assign_slots;
 use super::params::{
-    ActivationKernelParams, ActivationParams, BinaryParams, ChannelAffineParams, ConcatCopyParams, ConvParams, ConvTransposeParams, GemmParams, RecurrentParams, ResizeParams,
+    ActivationKernelParams, ActivationParams, BinaryParams, ChannelAffineParams, ConcatCopyParams, ConvParams, GemmParams,
     GlobalAverageParams, KernelParams, Pool2dParams, SoftmaxParams, MAX_RANK,
 };
-use crate::model::ir::{Activation, BinaryOp, Conv2d, Graph, NearestRounding, Node, Op, PadMode, RecurrentCell, ResizeCoordinates};
-use crate::model::shape::{broadcast_strides, infer_shapes, matmul_dims, normalize_axis, resize_shape, Shapes};
+use crate::model::ir::{Activation, BinaryOp, Conv2d, Graph, Node, Op, PadMode};
+use crate::model::shape::{broadcast_strides, infer_shapes, matmul_dims, normalize_axis, Shapes};
 
 fn u(v: usize) -> u32 {
     v as u32
@@ -146,76 +147,18 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
                 Step::Compute { calls: vec![(kernel, params, vec![value(0), value(1), node.inputs.get(2).cloned()], grid)], output: node.output.clone() }
             }
             Op::ConvTranspose { conv, .. } => {
-                let (x, w) = (&shapes[&node.inputs[0]], &shapes[&node.inputs[1]]);
-                let params = ConvTransposeParams {
-                    total: u(total),
-                    batch: u(x[0]),
-                    in_channels: u(x[1]),
-                    in_height: u(x[2]),
-                    in_width: u(x[3]),
-                    out_channels: u(out_shape[1]),
-                    out_height: u(out_shape[2]),
-                    out_width: u(out_shape[3]),
-                    kernel_height: u(w[2]),
-                    kernel_width: u(w[3]),
-                    stride_y: u(conv.strides[0]),
-                    stride_x: u(conv.strides[1]),
-                    pad_top: u(conv.pads[0]),
-                    pad_left: u(conv.pads[1]),
-                    dilation_y: u(conv.dilations[0]),
-                    dilation_x: u(conv.dilations[1]),
-                    groups: u(conv.groups),
-                    has_bias: u((node.inputs.len() > 2) as usize),
-                };
-                let operands = vec![value(0), value(1), node.inputs.get(2).cloned()];
-                Step::Compute { calls: vec![(Kernel::ConvTranspose, KernelParams::ConvTranspose(params), operands, grid_1d(total))], output: node.output.clone() }
+                let call = lower_spatial::conv_transpose(&shapes[&node.inputs[0]], &shapes[&node.inputs[1]], out_shape, conv, node.inputs.len() > 2);
+                Step::Compute { calls: vec![(call.0, call.1, vec![value(0), value(1), node.inputs.get(2).cloned()], call.2)], output: node.output.clone() }
             }
             Op::Resize { linear, coordinates, nearest, scales, sizes } => {
-                let x = &shapes[&node.inputs[0]];
-                let (_, [scale_y, scale_x]) = resize_shape(node, x, scales.as_deref(), sizes.as_deref())?;
-                let params = ResizeParams {
-                    total: u(total),
-                    in_height: u(x[2]),
-                    in_width: u(x[3]),
-                    out_height: u(out_shape[2]),
-                    out_width: u(out_shape[3]),
-                    linear: u(*linear as usize),
-                    coordinates: match coordinates {
-                        ResizeCoordinates::HalfPixel => 0,
-                        ResizeCoordinates::PytorchHalfPixel => 1,
-                        ResizeCoordinates::Asymmetric => 2,
-                        ResizeCoordinates::AlignCorners => 3,
-                    },
-                    nearest: match nearest {
-                        NearestRounding::RoundPreferFloor => 0,
-                        NearestRounding::RoundPreferCeil => 1,
-                        NearestRounding::Floor => 2,
-                        NearestRounding::Ceil => 3,
-                    },
-                    scale_y,
-                    scale_x,
-                };
-                Step::Compute { calls: vec![(Kernel::Resize, KernelParams::Resize(params), vec![value(0)], grid_1d(total))], output: node.output.clone() }
+                let call = lower_spatial::resize(node, &shapes[&node.inputs[0]], out_shape, *linear, (*coordinates, *nearest), (scales.as_deref(), sizes.as_deref()))?;
+                Step::Compute { calls: vec![(call.0, call.1, vec![value(0)], call.2)], output: node.output.clone() }
             }
             Op::Recurrent { cell, hidden, has_bias } => {
-                const MAX_HIDDEN: usize = 256;
-                let x = &shapes[&node.inputs[0]];
-                if *hidden > MAX_HIDDEN || x[1] > MAX_GROUPS {
-                    return Err(unsupported(node, format!("{hidden} hidden units and a batch of {} (at most {MAX_HIDDEN} and {MAX_GROUPS})", x[1])));
-                }
-                let initial = node.inputs.get(if *has_bias { 4 } else { 3 }).cloned();
-                let params = RecurrentParams {
-                    seq: u(x[0]),
-                    batch: u(x[1]),
-                    input_size: u(x[2]),
-                    hidden: u(*hidden),
-                    gru: u((*cell == RecurrentCell::Gru) as usize),
-                    has_bias: u(*has_bias as usize),
-                    has_initial: u(initial.is_some() as usize),
-                };
+                let call = lower_spatial::recurrent(node, &shapes[&node.inputs[0]], *cell, *hidden, *has_bias)?;
                 let bias = if *has_bias { node.inputs.get(3).cloned() } else { None };
-                let operands = vec![value(0), value(1), value(2), bias, initial];
-                Step::Compute { calls: vec![(Kernel::Recurrent, KernelParams::Recurrent(params), operands, [u(x[1]), 1, 1])], output: node.output.clone() }
+                let initial = node.inputs.get(if *has_bias { 4 } else { 3 }).cloned();
+                Step::Compute { calls: vec![(call.0, call.1, vec![value(0), value(1), value(2), bias, initial], call.2)], output: node.output.clone() }
             }
             Op::Pad { mode, pads } => {
                 let x = &shapes[&node.inputs[0]];
