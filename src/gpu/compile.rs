@@ -155,9 +155,9 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
                 Step::Compute { calls: vec![(call.0, call.1, vec![value(0)], call.2)], output: node.output.clone() }
             }
             Op::Recurrent { cell, hidden, has_bias } => {
-                let call = lower_spatial::recurrent(node, &shapes[&node.inputs[0]], *cell, *hidden, *has_bias)?;
                 let bias = if *has_bias { node.inputs.get(3).cloned() } else { None };
                 let initial = node.inputs.get(if *has_bias { 4 } else { 3 }).cloned();
+                let call = lower_spatial::recurrent(node, &shapes[&node.inputs[0]], *cell, *hidden, (*has_bias, initial.is_some()))?;
                 Step::Compute { calls: vec![(call.0, call.1, vec![value(0), value(1), value(2), bias, initial], call.2)], output: node.output.clone() }
             }
             Op::Pad { mode, pads } => {

@@ -80,12 +80,12 @@ pub(super) fn resize(
 /// Hidden units the recurrent kernel's workgroup memory holds.
 const MAX_HIDDEN: usize = 256;
 
-/// A recurrent layer over `x` (`[seq, batch, input]`): one workgroup per batch element.
-pub(super) fn recurrent(node: &Node, x: &[usize], cell: RecurrentCell, hidden: usize, has_bias: bool) -> Result<Call, CompileError> {
+/// A recurrent layer over `x` (`[seq, batch, input]`), with or without biases and an initial
+/// state bound: one workgroup per batch element.
+pub(super) fn recurrent(node: &Node, x: &[usize], cell: RecurrentCell, hidden: usize, (has_bias, has_initial): (bool, bool)) -> Result<Call, CompileError> {
     if hidden > MAX_HIDDEN || x[1] > MAX_GROUPS {
         return Err(unsupported(node, format!("{hidden} hidden units and a batch of {} (at most {MAX_HIDDEN} and {MAX_GROUPS})", x[1])));
     }
-    let initial = node.inputs.len() > if has_bias { 4 } else { 3 };
     let params = RecurrentParams {
         seq: u(x[0]),
         batch: u(x[1]),
@@ -93,7 +93,7 @@ pub(super) fn recurrent(node: &Node, x: &[usize], cell: RecurrentCell, hidden: u
         hidden: u(hidden),
         gru: u((cell == RecurrentCell::Gru) as usize),
         has_bias: u(has_bias as usize),
-        has_initial: u(initial as usize),
+        has_initial: u(has_initial as usize),
     };
     Ok((Kernel::Recurrent, KernelParams::Recurrent(params), [u(x[1]), 1, 1]))
 }

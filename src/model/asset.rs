@@ -10,7 +10,7 @@ use thiserror::Error;
 use super::error::ModelError;
 use super::ir::Graph;
 use super::external_data::{external_data_locations, ExternalFiles};
-use super::onnx::{declared_input_dims, import_onnx_with, ImportOptions};
+use super::onnx::{import_onnx_with, ImportOptions};
 use super::plan::{PartitionPlan, PlanError};
 
 /// An imported model: the simplified graph IR, shared with the render world without copying.
@@ -52,13 +52,12 @@ impl Model {
             hasher.update(&external_files[location]);
         }
         let hash = hasher.finalize().into();
-        let options = ImportOptions { input_shape: None, external_files: Some(&external_files) };
+        let options = ImportOptions { external_files: Some(&external_files), ..Default::default() };
         match import_onnx_with(bytes, &options) {
             Ok(graph) => Ok(Self { graph: Arc::new(graph), hash, per_shape: None }),
             Err(ModelError::NeedsInputShape { .. }) => {
-                let declared = declared_input_dims(bytes)?;
-                let unit: Vec<usize> = declared.iter().map(|d| d.unwrap_or(1)).collect();
-                let graph = Arc::new(import_onnx_with(bytes, &ImportOptions { input_shape: Some(&unit), ..options })?);
+                let graph = Arc::new(import_onnx_with(bytes, &ImportOptions { symbolic_dims_as: Some(1), ..options })?);
+                let unit: Vec<usize> = graph.input.dims.iter().map(|d| d.unwrap_or(1)).collect();
                 let graphs = Mutex::new(HashMap::from([(unit, graph.clone())]));
                 Ok(Self { graph, hash, per_shape: Some(Arc::new(PerShape { bytes: bytes.to_vec(), external_files, graphs })) })
             }
@@ -74,7 +73,7 @@ impl Model {
         if let Some(graph) = graphs.get(shape) {
             return Ok(graph.clone());
         }
-        let options = ImportOptions { input_shape: Some(shape), external_files: Some(&per_shape.external_files) };
+        let options = ImportOptions { input_shape: Some(shape), external_files: Some(&per_shape.external_files), ..Default::default() };
         let graph = Arc::new(import_onnx_with(&per_shape.bytes, &options)?);
         graphs.insert(shape.to_vec(), graph.clone());
         Ok(graph)

@@ -10,7 +10,7 @@ use super::ir::{Node, Op};
 use super::onnx_pb::tensor_proto::DataType;
 use super::proto_tensor::tensor_from_proto;
 use super::layout::{self, slice_ranges};
-use super::shape::{broadcast, broadcast_strides, node_output_shape, normalize_axis};
+use super::shape::{broadcast, node_output_shape, normalize_axis};
 use crate::tensor::Tensor;
 
 /// A constant value: its values as f32 (integers are exact up to 2^24, far beyond any shape) and
@@ -100,28 +100,21 @@ fn tensor(node: &str, shape: Vec<usize>, values: Vec<f32>) -> Result<Tensor, Mod
     Tensor::new(shape, values).map_err(|e| err(node, e.to_string()))
 }
 
-/// `f` over tensors broadcast to one shape, NumPy style.
-fn broadcast_map(node: &str, inputs: &[&Tensor], f: impl Fn(&[f32]) -> f32) -> Result<Tensor, ModelError> {
-    let mut out: Vec<usize> = Vec::new();
+/// `f` over tensors broadcast to one shape, NumPy style (`target`: a shape to broadcast to as
+/// well, Expand's).
+fn broadcast_map(node: &str, inputs: &[&Tensor], target: &[usize], f: impl Fn(&[f32]) -> f32) -> Result<Tensor, ModelError> {
+    let mut out: Vec<usize> = target.to_vec();
     for t in inputs {
         out = broadcast(&out, t.shape()).ok_or_else(|| err(node, format!("shapes {out:?} and {:?} do not broadcast", t.shape())))?;
     }
-    let strides: Vec<Vec<usize>> = inputs.iter().map(|t| broadcast_strides(t.shape(), &out)).collect();
-    let total: usize = out.iter().product();
-    let mut args = vec![0.0; inputs.len()];
-    let mut values = Vec::with_capacity(total);
-    for i in 0..total {
-        for (k, t) in inputs.iter().enumerate() {
-            let (mut rem, mut index) = (i, 0);
-            for d in (0..out.len()).rev() {
-                index += (rem % out[d]) * strides[k][d];
-                rem /= out[d];
-            }
-            args[k] = t.data()[index];
-        }
-        values.push(f(&args));
-    }
+    let values = layout::broadcast_map(inputs, &out, f);
     tensor(node, out, values)
+}
+
+/// The output shape the IR's shape inference gives `op` of `node` on inputs of `shapes`: the
+/// folder and the graph share one set of shape rules.
+fn shape_of_op(node: &str, op: Op, shapes: &[&[usize]]) -> Result<Vec<usize>, ModelError> {
+    node_output_shape(&Node { name: node.into(), op, inputs: Vec::new(), output: String::new() }, shapes)
 }
 
 /// Evaluates ONNX operator `op_type` of node `attrs.node` on constant inputs (`None` for an
@@ -138,7 +131,7 @@ pub(super) fn evaluate(op_type: &str, attrs: &Attributes, inputs: &[Option<&Cons
     };
     let binary = |integer: bool, f: &dyn Fn(f32, f32) -> f32| -> Result<Constant, ModelError> {
         let (a, b) = (input(0)?, input(1)?);
-        Ok(Constant { tensor: broadcast_map(node, &[&a.tensor, &b.tensor], |v| f(v[0], v[1]))?, integer })
+        Ok(Constant { tensor: broadcast_map(node, &[&a.tensor, &b.tensor], &[], |v| f(v[0], v[1]))?, integer })
     };
     let boolean = |v: bool| v as u8 as f32;
     Ok(match op_type {
@@ -184,11 +177,11 @@ pub(super) fn evaluate(op_type: &str, attrs: &Attributes, inputs: &[Option<&Cons
             let tensors: Vec<&Tensor> = present.iter().map(|c| &c.tensor).collect();
             let min = op_type == "Min";
             let pick = move |v: &[f32]| v.iter().copied().reduce(|a, b| if min { a.min(b) } else { a.max(b) }).unwrap_or(0.0);
-            Constant { tensor: broadcast_map(node, &tensors, pick)?, integer: all_integer }
+            Constant { tensor: broadcast_map(node, &tensors, &[], pick)?, integer: all_integer }
         }
         "Where" => {
             let (c, x, y) = (input(0)?, input(1)?, input(2)?);
-            let tensor = broadcast_map(node, &[&c.tensor, &x.tensor, &y.tensor], |v| if v[0] != 0.0 { v[1] } else { v[2] })?;
+            let tensor = broadcast_map(node, &[&c.tensor, &x.tensor, &y.tensor], &[], |v| if v[0] != 0.0 { v[1] } else { v[2] })?;
             Constant { tensor, integer: x.integer && y.integer }
         }
         "Unsqueeze" | "Squeeze" => squeeze_or_unsqueeze(op_type, attrs, input(0)?, inputs.get(1).copied().flatten())?,
@@ -219,15 +212,13 @@ pub(super) fn evaluate(op_type: &str, attrs: &Attributes, inputs: &[Option<&Cons
         "Expand" => {
             let (x, shape) = (input(0)?, input(1)?);
             let target: Vec<usize> = ints(shape).iter().map(|&d| d.max(0) as usize).collect();
-            let ones = Tensor::zeros(target);
-            Constant { tensor: broadcast_map(node, &[&x.tensor, &ones], |v| v[0])?, integer: x.integer }
+            Constant { tensor: broadcast_map(node, &[&x.tensor], &target, |v| v[0])?, integer: x.integer }
         }
         "Slice" => slice(node, inputs)?,
         "Reshape" => {
             let (x, shape) = (input(0)?, input(1)?);
             let op = Op::Reshape { shape: ints(shape), allow_zero: attrs.int("allowzero", 0) != 0 };
-            let probe = Node { name: node.into(), op, inputs: Vec::new(), output: String::new() };
-            let out = node_output_shape(&probe, &[x.tensor.shape()])?;
+            let out = shape_of_op(node, op, &[x.tensor.shape()])?;
             Constant { tensor: tensor(node, out, x.tensor.data().to_vec())?, integer: x.integer }
         }
         "Transpose" => transpose(attrs, input(0)?)?,
@@ -242,73 +233,36 @@ fn axes(attrs: &Attributes, from_input: Option<&Constant>) -> Option<Vec<i64>> {
 
 fn squeeze_or_unsqueeze(op_type: &str, attrs: &Attributes, x: &Constant, axes_input: Option<&Constant>) -> Result<Constant, ModelError> {
     let node = attrs.node;
-    let shape = x.tensor.shape();
-    let out = if op_type == "Unsqueeze" {
-        let axes = axes(attrs, axes_input).ok_or_else(|| missing(node, 1))?;
-        let rank = shape.len() + axes.len();
-        let mut positions: Vec<usize> = axes.iter().map(|&a| normalize_axis(a, rank).ok_or_else(|| err(node, format!("axis {a} out of range")))).collect::<Result<_, _>>()?;
-        positions.sort_unstable();
-        let mut rest = shape.iter();
-        (0..rank).map(|i| if positions.contains(&i) { 1 } else { rest.next().copied().unwrap_or(1) }).collect()
-    } else {
-        match axes(attrs, axes_input) {
-            None => shape.iter().copied().filter(|&d| d != 1).collect(),
-            Some(axes) => {
-                let drop: Vec<usize> = axes.iter().map(|&a| normalize_axis(a, shape.len()).ok_or_else(|| err(node, format!("axis {a} out of range")))).collect::<Result<_, _>>()?;
-                if drop.iter().any(|&a| shape[a] != 1) {
-                    return Err(err(node, format!("cannot squeeze axes {axes:?} of {shape:?}")));
-                }
-                shape.iter().enumerate().filter(|(i, _)| !drop.contains(i)).map(|(_, &d)| d).collect()
-            }
-        }
+    let op = match (op_type, axes(attrs, axes_input)) {
+        ("Squeeze", axes) => Op::Squeeze { axes },
+        (_, Some(axes)) => Op::Unsqueeze { axes },
+        (_, None) => return Err(missing(node, 1)),
     };
+    let out = shape_of_op(node, op, &[x.tensor.shape()])?;
     Ok(Constant { tensor: tensor(node, out, x.tensor.data().to_vec())?, integer: x.integer })
 }
 
 fn concat(attrs: &Attributes, inputs: &[&Constant]) -> Result<Constant, ModelError> {
     let node = attrs.node;
     let first = inputs.first().ok_or_else(|| missing(node, 0))?;
-    let rank = first.tensor.shape().len();
-    let axis = normalize_axis(attrs.int("axis", 0), rank).ok_or_else(|| err(node, "axis out of range"))?;
-    let outer: usize = first.tensor.shape()[..axis].iter().product();
-    let mut shape = first.tensor.shape().to_vec();
-    shape[axis] = 0;
-    for c in inputs {
-        let s = c.tensor.shape();
-        if s.len() != rank || (0..rank).any(|i| i != axis && s[i] != first.tensor.shape()[i]) {
-            return Err(err(node, format!("cannot concatenate {:?} and {s:?} on axis {axis}", first.tensor.shape())));
-        }
-        shape[axis] += s[axis];
-    }
-    let mut values = Vec::with_capacity(shape.iter().product());
-    for o in 0..outer {
-        for c in inputs {
-            let slab: usize = c.tensor.shape()[axis..].iter().product();
-            values.extend_from_slice(&c.tensor.data()[o * slab..(o + 1) * slab]);
-        }
-    }
-    Ok(Constant { tensor: tensor(node, shape, values)?, integer: inputs.iter().all(|c| c.integer) })
+    let shapes: Vec<&[usize]> = inputs.iter().map(|c| c.tensor.shape()).collect();
+    let axis = attrs.int("axis", 0);
+    let shape = shape_of_op(node, Op::Concat { axis }, &shapes)?;
+    let axis = normalize_axis(axis, first.tensor.shape().len()).expect("shape inference checked it");
+    let tensors: Vec<&Tensor> = inputs.iter().map(|c| &c.tensor).collect();
+    Ok(Constant { tensor: tensor(node, shape, layout::concat(&tensors, axis))?, integer: inputs.iter().all(|c| c.integer) })
 }
 
 fn gather(attrs: &Attributes, data: &Constant, indices: &Constant) -> Result<Constant, ModelError> {
     let node = attrs.node;
     let shape = data.tensor.shape();
     let axis = normalize_axis(attrs.int("axis", 0), shape.len()).ok_or_else(|| err(node, "axis out of range"))?;
-    let (outer, extent, inner): (usize, usize, usize) = (shape[..axis].iter().product(), shape[axis], shape[axis + 1..].iter().product());
-    let picks: Vec<usize> = ints(indices)
-        .into_iter()
-        .map(|i| {
-            let j = if i < 0 { i + extent as i64 } else { i };
-            usize::try_from(j).ok().filter(|&j| j < extent).ok_or_else(|| err(node, format!("index {i} out of range for {extent}")))
-        })
-        .collect::<Result<_, _>>()?;
-    let mut values = Vec::with_capacity(outer * picks.len() * inner);
-    for o in 0..outer {
-        for &p in &picks {
-            let start = (o * extent + p) * inner;
-            values.extend_from_slice(&data.tensor.data()[start..start + inner]);
-        }
+    let extent = shape[axis] as i64;
+    // Out of range indices are an error here (the kernels clamp them).
+    if let Some(i) = ints(indices).into_iter().find(|&i| !(-extent..extent).contains(&i)) {
+        return Err(err(node, format!("index {i} out of range for {extent}")));
     }
+    let values = layout::gather(&data.tensor, axis, &indices.tensor);
     let out: Vec<usize> = shape[..axis].iter().chain(indices.tensor.shape()).chain(&shape[axis + 1..]).copied().collect();
     Ok(Constant { tensor: tensor(node, out, values)?, integer: data.integer })
 }

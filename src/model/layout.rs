@@ -11,6 +11,20 @@ pub fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {
     (0..rank as i64).contains(&a).then_some(a as usize)
 }
 
+/// Row-major strides of `input` seen through broadcasting to `out` (0 on broadcast dimensions).
+pub fn broadcast_strides(input: &[usize], out: &[usize]) -> Vec<usize> {
+    let offset = out.len() - input.len();
+    let mut strides = vec![0; out.len()];
+    let mut stride = 1;
+    for i in (0..input.len()).rev() {
+        if input[i] != 1 {
+            strides[i + offset] = stride;
+        }
+        stride *= input[i];
+    }
+    strides
+}
+
 /// What one dimension of a slice takes: `count` indices from `start`, `step` apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DimRange {
@@ -69,6 +83,56 @@ pub fn slice(x: &Tensor, ranges: &[DimRange]) -> Tensor {
         values.push(x.data()[source as usize]);
     }
     Tensor::new(out, values).expect("the slice's shape holds its values")
+}
+
+/// `f` over `inputs` broadcast to `out` (NumPy rules; `out` is their broadcast shape), one
+/// output value from one value of each input.
+pub fn broadcast_map(inputs: &[&Tensor], out: &[usize], f: impl Fn(&[f32]) -> f32) -> Vec<f32> {
+    let strides: Vec<Vec<usize>> = inputs.iter().map(|t| broadcast_strides(t.shape(), out)).collect();
+    let mut args = vec![0.0; inputs.len()];
+    (0..out.iter().product::<usize>())
+        .map(|i| {
+            for (k, t) in inputs.iter().enumerate() {
+                let (mut rem, mut index) = (i, 0);
+                for d in (0..out.len()).rev() {
+                    index += (rem % out[d]) * strides[k][d];
+                    rem /= out[d];
+                }
+                args[k] = t.data()[index];
+            }
+            f(&args)
+        })
+        .collect()
+}
+
+/// `tensors` joined along `axis` (their other dimensions agree).
+pub fn concat(tensors: &[&Tensor], axis: usize) -> Vec<f32> {
+    let outer: usize = tensors.first().map_or(0, |t| t.shape()[..axis].iter().product());
+    let mut data = Vec::with_capacity(tensors.iter().map(|t| t.len()).sum());
+    for o in 0..outer {
+        for t in tensors {
+            let slab: usize = t.shape()[axis..].iter().product();
+            data.extend_from_slice(&t.data()[o * slab..(o + 1) * slab]);
+        }
+    }
+    data
+}
+
+/// Rows of `data` along `axis` picked by `indices` (values rounded; negative ones count from
+/// the end; out of range ones clamped, as the GPU kernel does).
+pub fn gather(data: &Tensor, axis: usize, indices: &Tensor) -> Vec<f32> {
+    let shape = data.shape();
+    let (outer, extent, inner): (usize, usize, usize) = (shape[..axis].iter().product(), shape[axis], shape[axis + 1..].iter().product());
+    let mut values = Vec::with_capacity(outer * indices.len() * inner);
+    for o in 0..outer {
+        for &index in indices.data() {
+            let index = index.round() as i64;
+            let row = (if index < 0 { index + extent as i64 } else { index }).clamp(0, extent as i64 - 1) as usize;
+            let start = (o * extent + row) * inner;
+            values.extend_from_slice(&data.data()[start..start + inner]);
+        }
+    }
+    values
 }
 
 /// `x` with its axes permuted: output axis `d` is input axis `perm[d]`.

@@ -29,6 +29,8 @@ pub fn import_onnx(bytes: &[u8]) -> Result<Graph, ModelError> {
 pub struct ImportOptions<'a> {
     /// Fixes the input's symbolic dimensions (see [`import_onnx_for_input`]).
     pub input_shape: Option<&'a [usize]>,
+    /// Without `input_shape`: fixes every symbolic input dimension to this value.
+    pub symbolic_dims_as: Option<usize>,
     /// The external data files the model's initializers name ([`external_data_locations`]).
     pub external_files: Option<&'a ExternalFiles>,
 }
@@ -88,6 +90,8 @@ pub fn import_onnx_with(bytes: &[u8], options: &ImportOptions) -> Result<Graph, 
             return Err(ModelError::InputShape { name: input.name, expected: format!("[{expected}]"), got: shape.to_vec() });
         }
         input.dims = shape.iter().map(|&d| Some(d)).collect();
+    } else if let Some(value) = options.symbolic_dims_as {
+        input.dims = input.dims.iter().map(|d| Some(d.unwrap_or(value))).collect();
     }
     let output = graph.output[0].name.clone().unwrap_or_default();
 
@@ -286,15 +290,6 @@ fn split(attrs: &Attributes, proto: &pb::NodeProto, initializers: &HashMap<Strin
             (output, op)
         })
         .collect())
-}
-
-/// The declared dimensions of a model's input (`None` for symbolic ones).
-pub(super) fn declared_input_dims(bytes: &[u8]) -> Result<Vec<Option<usize>>, ModelError> {
-    let model = pb::ModelProto::decode(bytes).map_err(|e| ModelError::Malformed(e.to_string()))?;
-    let graph = model.graph.ok_or(ModelError::MissingGraph)?;
-    let initializers: std::collections::HashSet<&str> = graph.initializer.iter().filter_map(|t| t.name.as_deref()).collect();
-    let input = graph.input.iter().find(|i| !initializers.contains(i.name.as_deref().unwrap_or_default()));
-    Ok(input.map(declared_dims).unwrap_or_default())
 }
 
 fn declared_dims(info: &pb::ValueInfoProto) -> Vec<Option<usize>> {

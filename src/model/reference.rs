@@ -66,22 +66,7 @@ fn eval(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
             }).collect()
         }
         Op::Activation(a) => x.data().iter().map(|&v| a.apply(v)).collect(),
-        Op::Binary(binary) => {
-            let (sa, sb) = (broadcast_strides(x.shape(), out), broadcast_strides(ins[1].shape(), out));
-            (0..out.iter().product())
-                .map(|i| {
-                    let (mut rem, mut ia, mut ib) = (i, 0, 0);
-                    for d in (0..out.len()).rev() {
-                        let coord = rem % out[d];
-                        rem /= out[d];
-                        ia += coord * sa[d];
-                        ib += coord * sb[d];
-                    }
-                    let (a, b) = (x.data()[ia], ins[1].data()[ib]);
-                    binary.apply(a, b)
-                })
-                .collect()
-        }
+        Op::Binary(binary) => layout::broadcast_map(ins, out, |v| binary.apply(v[0], v[1])),
         Op::GlobalAveragePool => {
             let inner: usize = x.shape()[2..].iter().product();
             x.data().chunks(inner).map(|c| (c.iter().map(|&v| v as f64).sum::<f64>() / inner as f64) as f32).collect()
@@ -110,38 +95,12 @@ fn eval(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
             }
             data
         }
-        Op::Gather { axis } => {
-            let shape = x.shape();
-            let a = normalize_axis(*axis, shape.len()).expect("shape inference checked it");
-            let (extent, inner): (usize, usize) = (shape[a], shape[a + 1..].iter().product());
-            let outer: usize = shape[..a].iter().product();
-            let mut data = Vec::with_capacity(out.iter().product());
-            for o in 0..outer {
-                for &index in ins[1].data() {
-                    let index = index.round() as i64;
-                    let row = (if index < 0 { index + extent as i64 } else { index }).clamp(0, extent as i64 - 1) as usize;
-                    let start = (o * extent + row) * inner;
-                    data.extend_from_slice(&x.data()[start..start + inner]);
-                }
-            }
-            data
-        }
+        Op::Gather { axis } => layout::gather(x, normalize_axis(*axis, x.shape().len()).expect("shape inference checked it"), ins[1]),
         Op::Reduce { op, axes, keep_dims } => {
             let axes = layout::reduced_axes(axes.as_deref(), x.shape().len()).expect("shape inference checked it");
             layout::reduce(x, *op, &axes, *keep_dims).into_data()
         }
-        Op::Concat { axis } => {
-            let a = normalize_axis(*axis, out.len()).expect("checked");
-            let outer: usize = out[..a].iter().product();
-            let mut data = Vec::with_capacity(out.iter().product());
-            for o in 0..outer {
-                for t in ins {
-                    let slab: usize = t.shape()[a..].iter().product();
-                    data.extend_from_slice(&t.data()[o * slab..(o + 1) * slab]);
-                }
-            }
-            data
-        }
+        Op::Concat { axis } => layout::concat(ins, normalize_axis(*axis, out.len()).expect("checked")),
         Op::Gemm { alpha, beta, trans_a, trans_b } => {
             let (a, b) = (x, ins[1]);
             let (m, n) = (out[0], out[1]);
@@ -381,36 +340,8 @@ fn eval(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
             }
             data
         }
-        Op::Expand { .. } => {
-            let strides = broadcast_strides(x.shape(), out);
-            (0..out.iter().product::<usize>())
-                .map(|i| {
-                    let (mut rem, mut source) = (i, 0);
-                    for d in (0..out.len()).rev() {
-                        source += (rem % out[d]) * strides[d];
-                        rem /= out[d];
-                    }
-                    x.data()[source]
-                })
-                .collect()
-        }
-        Op::Where => {
-            let strides: Vec<Vec<usize>> = ins.iter().map(|t| broadcast_strides(t.shape(), out)).collect();
-            (0..out.iter().product::<usize>())
-                .map(|i| {
-                    let mut at = [0usize; 3];
-                    let mut rem = i;
-                    for d in (0..out.len()).rev() {
-                        let coord = rem % out[d];
-                        rem /= out[d];
-                        for (k, s) in strides.iter().enumerate() {
-                            at[k] += coord * s[d];
-                        }
-                    }
-                    if ins[0].data()[at[0]] != 0.0 { ins[1].data()[at[1]] } else { ins[2].data()[at[2]] }
-                })
-                .collect()
-        }
+        Op::Expand { .. } => layout::broadcast_map(&[x], out, |v| v[0]),
+        Op::Where => layout::broadcast_map(ins, out, |v| if v[0] != 0.0 { v[1] } else { v[2] }),
         Op::Softmax { axis } => softmax(x, out, *axis, false),
     }
 }

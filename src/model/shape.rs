@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use super::error::ModelError;
 use super::ir::{Conv2d, Graph, Node, Op, Pool2d};
-pub use super::layout::normalize_axis;
+pub use super::layout::{broadcast_strides, normalize_axis};
 use super::layout::{reduced_axes, slice_ranges};
 
 /// The shape of every value of a graph for one input shape.
@@ -361,16 +361,3 @@ pub fn resize_shape(node: &Node, x: &[usize], scales: Option<&[f32]>, sizes: Opt
     }
 }
 
-/// Row-major strides of `input` seen through broadcasting to `out` (0 on broadcast dimensions).
-pub fn broadcast_strides(input: &[usize], out: &[usize]) -> Vec<usize> {
-    let offset = out.len() - input.len();
-    let mut strides = vec![0; out.len()];
-    let mut stride = 1;
-    for i in (0..input.len()).rev() {
-        if input[i] != 1 {
-            strides[i + offset] = stride;
-        }
-        stride *= input[i];
-    }
-    strides
-}

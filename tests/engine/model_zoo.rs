@@ -23,7 +23,7 @@ fn import(name: &str, shape: &[usize]) -> Graph {
             (location, data)
         })
         .collect();
-    let options = ImportOptions { input_shape: Some(shape), external_files: Some(&files) };
+    let options = ImportOptions { input_shape: Some(shape), external_files: Some(&files), ..Default::default() };
     import_onnx_with(&bytes, &options).unwrap_or_else(|e| panic!("{name} imports: {e}"))
 }
 
