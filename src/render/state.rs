@@ -11,7 +11,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::readback::{InFlight, OutstandingMaps, ResultRoute};
 use super::submission::{lock, SubmissionPool};
 #[cfg(not(target_arch = "wasm32"))]
-use super::submission_thread::SubmissionThread;
+use super::submission_thread::{SubmissionThread, ThreadEnd};
 use crate::gpu::{GpuBlock, GpuError, KernelLibrary, KernelOptions, ResidentWeights};
 use crate::job::{JobOutcome, StageJob};
 use crate::model::ir::Graph;
@@ -105,12 +105,15 @@ impl GpuInference {
         jobs
     }
 
-    /// Notices a submission thread that has stopped: logs why, and leaves its jobs to this world
-    /// from now on. (The job it held when it died has failed already.)
+    /// Notices a submission thread that has stopped and leaves its jobs to this world from now
+    /// on; a panic is logged (the job it held has failed already), the end of a shutting-down
+    /// app is not.
     #[cfg(not(target_arch = "wasm32"))]
     fn supervise_submission_thread(&mut self) {
-        let Some(reason) = self.submission_thread.as_mut().and_then(SubmissionThread::stopped) else { return };
-        error!("the inference submission thread stopped ({reason}); the render world records every request from now on");
+        let Some(end) = self.submission_thread.as_mut().and_then(SubmissionThread::stopped) else { return };
+        if let ThreadEnd::Panicked(reason) = end {
+            error!("the inference submission thread panicked ({reason}); the render world records every request from now on");
+        }
         self.submission_thread = None;
     }
 

@@ -74,18 +74,25 @@ impl SubmissionThread {
         let _ = self.wake.try_send(());
     }
 
-    /// `None` while the thread runs; once it has stopped, why (its panic message, or that it
-    /// ended because the main world's job sender is gone).
-    pub fn stopped(&mut self) -> Option<String> {
+    /// `None` while the thread runs; once it has stopped, how.
+    pub fn stopped(&mut self) -> Option<ThreadEnd> {
         if !self.handle.as_ref()?.is_finished() {
             return None;
         }
         let handle = self.handle.take()?;
         Some(match handle.join() {
-            Ok(()) => "it ended".to_string(),
-            Err(payload) => panic_message(payload.as_ref()),
+            Ok(()) => ThreadEnd::SenderGone,
+            Err(payload) => ThreadEnd::Panicked(panic_message(payload.as_ref())),
         })
     }
+}
+
+/// How the submission thread ended.
+pub(super) enum ThreadEnd {
+    /// The main world's job sender is gone: the app is shutting down.
+    SenderGone,
+    /// It panicked, with this message.
+    Panicked(String),
 }
 
 /// The text of a panic's payload.
