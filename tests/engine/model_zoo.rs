@@ -146,3 +146,50 @@ fn a_gru_sequence_classifier_reading_the_final_hidden_state_matches_onnx_runtime
 fn a_gpt2_exported_with_a_dynamic_batch_runs_at_the_batch_of_its_input() {
     check("gpt2_tiny_dynamic_batch");
 }
+
+#[test]
+fn torchvision_mobilenet_v2_narrowed_matches_onnx_runtime() {
+    check("mobilenet_v2_narrow");
+}
+
+#[test]
+fn torchvision_resnet18_layout_narrowed_matches_onnx_runtime() {
+    check("resnet18_narrow");
+}
+
+#[test]
+fn torchvision_regnet_y_narrowed_matches_onnx_runtime() {
+    // Grouped convolutions and squeeze-and-excitation.
+    check("regnet_y_narrow");
+}
+
+#[test]
+fn torchvision_mnasnet_narrowed_matches_onnx_runtime() {
+    check("mnasnet_narrow");
+}
+
+#[test]
+fn a_two_layer_bidirectional_lstm_matches_onnx_runtime() {
+    check("lstm_bidirectional");
+}
+
+#[test]
+fn a_bidirectional_gru_reading_both_final_states_matches_onnx_runtime() {
+    check("gru_bidirectional");
+}
+
+#[test]
+fn models_from_the_dynamo_exporter_match_onnx_runtime() {
+    // Opset 18, weights in external data; LayerNormalization as one op, Split by num_outputs.
+    for name in [
+        "resnet18_narrow_dynamo",
+        "vit_tiny_dynamo",
+        "bert_tiny_dynamo",
+        "gpt2_tiny_dynamo",
+        "unet_small_dynamo",
+        "lstm_classifier_dynamo",
+        "gru_classifier_dynamo",
+    ] {
+        check(name);
+    }
+}
