@@ -5,7 +5,8 @@ use std::collections::{HashMap, HashSet};
 use prost::Message;
 
 use super::attributes::Attributes;
-use super::onnx_ops::{batch_norm, check_arity, constant, parse_op, recurrent, variadic};
+use super::onnx_ops::{batch_norm, check_arity, constant, parse_op, variadic};
+use super::onnx_recurrent::recurrent;
 use super::external_data::{inline_external_data, ExternalFiles};
 use super::proto_tensor::tensor_from_proto;
 use super::constant_fold::{evaluate, is_foldable, is_integer_type, shape_of, Constant};

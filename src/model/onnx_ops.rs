@@ -1,12 +1,11 @@
 //! ONNX operators into the graph IR: each node's op type and attributes (and its constant
 //! inputs: weights, bounds, target shapes) become an [`Op`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::attributes::Attributes;
 use super::error::{ModelError, UnsupportedOp};
-use super::ir::{Activation, BinaryOp, Conv2d, NearestRounding, Node, Op, PadMode, Pool2d, RecurrentCell, ReduceOp, ResizeCoordinates};
-use super::onnx_pb as pb;
+use super::ir::{Activation, BinaryOp, Conv2d, NearestRounding, Node, Op, PadMode, Pool2d, ReduceOp, ResizeCoordinates};
 use super::onnx_pb::tensor_proto::DataType;
 use crate::tensor::Tensor;
 
@@ -379,74 +378,4 @@ pub(super) fn variadic(name: &str, op_type: &str, inputs: &[String], output: &st
         accumulated = out;
     }
     nodes
-}
-
-/// An ONNX LSTM or GRU (forward, default activations, no sequence lengths) as a recurrent node,
-/// plus, where `Y_h` is read, the slice of `Y` at the last step. The initial states, where
-/// given, become one constant (h, then c).
-pub(super) fn recurrent(
-    attrs: &Attributes,
-    op_type: &str,
-    proto: &pb::NodeProto,
-    initializers: &mut HashMap<String, Tensor>,
-    read: &HashSet<&str>,
-) -> Result<Vec<Node>, ModelError> {
-    let node = attrs.node;
-    let cell = if op_type == "LSTM" { RecurrentCell::Lstm } else { RecurrentCell::Gru };
-    let direction = attrs.string("direction").unwrap_or_else(|| "forward".into());
-    if direction != "forward" {
-        return Err(attrs.unsupported("direction", format!("'{direction}' (forward is supported)")));
-    }
-    if attrs.int("layout", 0) != 0 || attrs.get("clip").is_some() || attrs.int("input_forget", 0) != 0 {
-        return Err(attrs.unsupported("layout/clip/input_forget", "only their defaults are supported"));
-    }
-    let defaults: &[&str] = if cell == RecurrentCell::Lstm { &["Sigmoid", "Tanh", "Tanh"] } else { &["Sigmoid", "Tanh"] };
-    if let Some(activations) = attrs.get("activations") {
-        let named: Vec<String> = activations.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect();
-        if named.iter().map(String::as_str).ne(defaults.iter().copied()) {
-            return Err(attrs.unsupported("activations", format!("{named:?} (the defaults {defaults:?} are supported)")));
-        }
-    }
-    if cell == RecurrentCell::Gru && attrs.int("linear_before_reset", 0) == 0 {
-        return Err(attrs.unsupported("linear_before_reset", "0 (torch exports 1, which is supported)"));
-    }
-    let hidden = usize::try_from(attrs.int("hidden_size", 0)).ok().filter(|&h| h > 0).ok_or_else(|| attrs.unsupported("hidden_size", "a positive hidden_size is required"))?;
-    let inputs = &proto.input;
-    let present = |i: usize| inputs.get(i).is_some_and(|n| !n.is_empty());
-    for (index, what) in [(1, "W"), (2, "R")] {
-        constant(node, inputs, index, initializers)?.ok_or_else(|| ModelError::BadInput { node: node.into(), index, reason: format!("({what}) is missing") })?;
-    }
-    let has_bias = constant(node, inputs, 3, initializers)?.is_some();
-    if present(4) || present(7) {
-        return Err(attrs.unsupported("sequence_lens/P", "sequence lengths and peepholes are not supported"));
-    }
-    let mut node_inputs = vec![inputs[0].clone(), inputs[1].clone(), inputs[2].clone()];
-    if has_bias {
-        node_inputs.push(inputs[3].clone());
-    }
-    let (initial_h, initial_c) = (constant(node, inputs, 5, initializers)?.cloned(), constant(node, inputs, 6, initializers)?.cloned());
-    if initial_h.is_some() || initial_c.is_some() {
-        let len = initial_h.as_ref().or(initial_c.as_ref()).map_or(0, Tensor::len);
-        let h = initial_h.map_or(vec![0.0; len], Tensor::into_data);
-        let c = if cell == RecurrentCell::Lstm { initial_c.map_or(vec![0.0; len], Tensor::into_data) } else { Vec::new() };
-        let values: Vec<f32> = h.into_iter().chain(c).collect();
-        let name = format!("{node}::initial");
-        initializers.insert(name.clone(), Tensor::new(vec![values.len()], values).expect("a vector"));
-        node_inputs.push(name);
-    }
-    // Outputs that something reads (exporters name all three).
-    let output = |i: usize| proto.output.get(i).filter(|o| read.contains(o.as_str())).cloned();
-    if cell == RecurrentCell::Lstm && output(2).is_some() {
-        return Err(attrs.unsupported("Y_c", "the final cell state output is not supported"));
-    }
-    let y = output(0).unwrap_or_else(|| format!("{node}::Y"));
-    let mut nodes = vec![Node { name: node.into(), op: Op::Recurrent { cell, hidden, has_bias }, inputs: node_inputs, output: y.clone() }];
-    if let Some(y_h) = output(1) {
-        // Y_h is Y at the last step: [1, 1, batch, hidden] -> [1, batch, hidden].
-        let last = format!("{node}::last_step");
-        let slice = Op::Slice { starts: vec![-1], ends: vec![i64::MAX], axes: vec![0], steps: vec![1] };
-        nodes.push(Node { name: format!("{node}:last_step"), op: slice, inputs: vec![y], output: last.clone() });
-        nodes.push(Node { name: format!("{node}:Y_h"), op: Op::Squeeze { axes: Some(vec![0]) }, inputs: vec![last], output: y_h });
-    }
-    Ok(nodes)
 }
