@@ -38,6 +38,10 @@ fn activate(v: f32, act: Activation) -> f32 {
         case 14u: { return erf(v); }
         case 15u: { return 0.5 * v * (1.0 + erf(v * 0.70710678)); }
         case 16u: { return 0.5 * v * (1.0 + tanh(0.7978845608 * (v + 0.044715 * v * v * v))); }
+        case 17u: { return floor(v); }
+        case 18u: { return ceil(v); }
+        case 19u: { return round(v); }
+        case 20u: { return trunc(v); }
         default: { return v; }
     }
 }

@@ -6,8 +6,11 @@ struct GemmParams {
     m: u32,
     n: u32,
     k: u32,
+    inner_batches: u32,
     a_batch_stride: u32,
     b_batch_stride: u32,
+    a_outer_stride: u32,
+    b_outer_stride: u32,
     a_row_stride: u32,
     a_col_stride: u32,
     b_row_stride: u32,
@@ -32,7 +35,11 @@ fn gemm_operands(i: u32) -> vec2<u32> {
     let col = i % N;
     let row = (i / N) % M;
     let batch = i / (N * M);
-    return vec2<u32>(batch * p.a_batch_stride + row * p.a_row_stride, batch * p.b_batch_stride + col * p.b_col_stride);
+    let inner = batch % p.inner_batches;
+    let outer = batch / p.inner_batches;
+    let a_start = outer * p.a_outer_stride + inner * p.a_batch_stride;
+    let b_start = outer * p.b_outer_stride + inner * p.b_batch_stride;
+    return vec2<u32>(a_start + row * p.a_row_stride, b_start + col * p.b_col_stride);
 }
 
 // Writes output i from its dot product: alpha * acc (+ beta * C).

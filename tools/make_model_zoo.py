@@ -1,6 +1,8 @@
-"""Exports small torchvision classifiers with random weights to ONNX as users export them
-(torch.onnx.export, TorchScript exporter, opset 17, static shapes) and stores an input and ONNX
-Runtime's CPU output for each: the fixtures of tests/engine/model_zoo.rs.
+"""Exports small torchvision classifiers, transformers and sequence and image-to-image models with
+random weights to ONNX as users export them (torch.onnx.export: the TorchScript exporter at opset
+17, static or dynamic batch; names ending in _dynamo: the dynamo exporter at opset 18, weights in
+external data) and stores an input and ONNX Runtime's CPU output for each: the fixtures of
+tests/engine/model_zoo.rs.
 
     python3 tools/make_model_zoo.py OUT_DIR [NAME ...]   # then copy OUT_DIR/* to tests/fixtures/zoo/
 

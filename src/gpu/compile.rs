@@ -8,15 +8,16 @@ pub use super::dispatch_grid::CompileError;
 use super::dispatch_grid::{grid_1d, unsupported, MAX_GROUPS};
 use super::kernel::Kernel;
 use super::lower_layout;
+use super::lower_matmul;
 use super::lower_spatial;
 use super::program::{Program, Step};
 use super::slots::assign_slots;
 use super::params::{
-    ActivationKernelParams, ActivationParams, BinaryParams, ChannelAffineParams, ConcatCopyParams, ConvParams, GemmParams,
+    ActivationKernelParams, ActivationParams, BinaryParams, ChannelAffineParams, ConcatCopyParams, ConvParams,
     GlobalAverageParams, KernelParams, Pool2dParams, SoftmaxParams, MAX_RANK,
 };
 use crate::model::ir::{Activation, BinaryOp, Conv2d, Graph, Node, Op, PadMode};
-use crate::model::shape::{broadcast_strides, infer_shapes, matmul_dims, normalize_axis, Shapes};
+use crate::model::shape::{broadcast_strides, infer_shapes, normalize_axis, Shapes};
 
 fn u(v: usize) -> u32 {
     v as u32
@@ -219,74 +220,24 @@ fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError>
                 Step::Compute { calls, output: node.output.clone() }
             }
             Op::Gemm { alpha, beta, trans_a, trans_b } => {
-                let (m, n) = (out_shape[0], out_shape[1]);
-                let a = &shapes[&node.inputs[0]];
-                let k = if *trans_a { a[0] } else { a[1] };
-                let (a_rs, a_cs) = if *trans_a { (1, m) } else { (k, 1) };
-                let (b_rs, b_cs) = if *trans_b { (1, k) } else { (n, 1) };
-                let (has_c, c_rs, c_cs) = match node.inputs.get(2) {
-                    Some(c) => {
-                        let s = broadcast_strides(&shapes[c], out_shape);
-                        (1, s[0], s[1])
-                    }
-                    None => (0, 0, 0),
-                };
-                let params = KernelParams::Gemm(GemmParams {
-                    total: u(total),
-                    m: u(m),
-                    n: u(n),
-                    k: u(k),
-                    a_batch_stride: 0,
-                    b_batch_stride: 0,
-                    a_row_stride: u(a_rs),
-                    a_col_stride: u(a_cs),
-                    b_row_stride: u(b_rs),
-                    b_col_stride: u(b_cs),
-                    has_c: u(has_c),
-                    c_row_stride: u(c_rs),
-                    c_col_stride: u(c_cs),
+                let operands = lower_matmul::GemmOperands {
+                    a: &shapes[&node.inputs[0]],
+                    c: node.inputs.get(2).map(|c| shapes[c].as_slice()),
+                    out: out_shape,
+                    trans_a: *trans_a,
+                    trans_b: *trans_b,
                     alpha: *alpha,
                     beta: *beta,
-                });
-                let (kernel, workgroups) = gemm_kernel(total, k);
+                };
+                let (kernel, params, grid) = lower_matmul::gemm(&operands);
                 Step::Compute {
-                    calls: vec![(kernel, params, vec![value(0), value(1), node.inputs.get(2).cloned()], workgroups)],
+                    calls: vec![(kernel, params, vec![value(0), value(1), node.inputs.get(2).cloned()], grid)],
                     output: node.output.clone(),
                 }
             }
             Op::MatMul => {
-                let (a, b) = (&shapes[&node.inputs[0]], &shapes[&node.inputs[1]]);
-                let (batch, m, k, n) = matmul_dims(a, b).expect("shape inference checked it");
-                let batch_count: usize = batch.iter().product();
-                let stride = |shape: &[usize], size: usize| -> Result<usize, CompileError> {
-                    let own: usize = shape[..shape.len().saturating_sub(2)].iter().product();
-                    match own {
-                        1 => Ok(0),
-                        own if own == batch_count => Ok(size),
-                        _ => Err(unsupported(node, format!("batch broadcasting of {a:?} x {b:?}"))),
-                    }
-                };
-                let (sa, sb) = (stride(a, m * k)?, stride(b, k * n)?);
-                // Row-major A [m, k] and B [k, n], no C.
-                let params = KernelParams::Gemm(GemmParams {
-                    total: u(total),
-                    m: u(m),
-                    n: u(n),
-                    k: u(k),
-                    a_batch_stride: u(sa),
-                    b_batch_stride: u(sb),
-                    a_row_stride: u(k),
-                    a_col_stride: 1,
-                    b_row_stride: u(n),
-                    b_col_stride: 1,
-                    alpha: 1.0,
-                    ..GemmParams::default()
-                });
-                let (kernel, workgroups) = gemm_kernel(total, k);
-                Step::Compute {
-                    calls: vec![(kernel, params, vec![value(0), value(1), None], workgroups)],
-                    output: node.output.clone(),
-                }
+                let (kernel, params, grid) = lower_matmul::matmul(node, &shapes[&node.inputs[0]], &shapes[&node.inputs[1]])?;
+                Step::Compute { calls: vec![(kernel, params, vec![value(0), value(1), None], grid)], output: node.output.clone() }
             }
             Op::Softmax { axis } => {
                 let a = normalize_axis(*axis, out_shape.len()).expect("shape inference checked it");
@@ -406,21 +357,6 @@ fn conv_call(
     }
 }
 
-/// Outputs up to which a Gemm or MatMul splits each dot product across a workgroup.
-const SPLIT_GEMM_OUTPUTS: usize = 16384;
-/// Depth from which splitting a dot product across a workgroup pays.
-const SPLIT_GEMM_MIN_DEPTH: usize = 64;
-
-/// The Gemm/MatMul kernel for `outputs` dot products of length `depth`, and its grid.
-fn gemm_kernel(outputs: usize, depth: usize) -> (Kernel, [u32; 3]) {
-    if outputs <= SPLIT_GEMM_OUTPUTS && depth >= SPLIT_GEMM_MIN_DEPTH {
-        let x = outputs.clamp(1, MAX_GROUPS);
-        (Kernel::GemmSplit, [u(x), u(outputs.div_ceil(x)), 1])
-    } else {
-        (Kernel::Gemm, grid_1d(outputs))
-    }
-}
-
 /// The grid of the spatial convolution kernels: pixels of a plane by planes (planes beyond one
 /// grid dimension are walked in a loop).
 fn plane_grid(pixels: usize, planes: usize) -> [u32; 3] {
@@ -508,13 +444,6 @@ mod tests {
         // Column tiles beyond one grid dimension fold into z.
         let (_, [x, _, z]) = pointwise_kernel(64 * 70000, 64);
         assert!(x <= 65535 && x as usize * z as usize >= 70000);
-    }
-
-    #[test]
-    fn a_classifier_at_batch_1_splits_its_dot_products_and_a_large_product_does_not() {
-        assert_eq!(gemm_kernel(1000, 1280), (Kernel::GemmSplit, [1000, 1, 1]));
-        assert_eq!(gemm_kernel(64 * 1000, 1280).0, Kernel::Gemm);
-        assert_eq!(gemm_kernel(10, 8).0, Kernel::Gemm, "too short to split");
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod engine;
 pub mod kernel;
 mod library;
 mod lower_layout;
+mod lower_matmul;
 mod lower_spatial;
 pub mod params;
 mod precision;

@@ -60,6 +60,10 @@ impl From<Activation> for ActivationParams {
             Activation::Erf => (14, 0.0, 0.0),
             Activation::Gelu { tanh: false } => (15, 0.0, 0.0),
             Activation::Gelu { tanh: true } => (16, 0.0, 0.0),
+            Activation::Floor => (17, 0.0, 0.0),
+            Activation::Ceil => (18, 0.0, 0.0),
+            Activation::Round => (19, 0.0, 0.0),
+            Activation::Trunc => (20, 0.0, 0.0),
         };
         Self { code, a, b }
     }
@@ -227,10 +231,16 @@ kernel_params! {
         n: u32,
         /// Length of each dot product.
         k: u32,
-        /// A's stride between batches (0: shared).
+        /// Batches at the inner level (the batch index is `outer * inner_batches + inner`).
+        inner_batches: u32,
+        /// A's stride between inner batches (0: shared).
         a_batch_stride: u32,
-        /// B's stride between batches (0: shared).
+        /// B's stride between inner batches (0: shared).
         b_batch_stride: u32,
+        /// A's stride between outer batches (0: shared).
+        a_outer_stride: u32,
+        /// B's stride between outer batches (0: shared).
+        b_outer_stride: u32,
         /// A's row stride.
         a_row_stride: u32,
         /// A's column stride.

@@ -55,6 +55,14 @@ pub enum Activation {
         /// `approximate = "tanh"`.
         tanh: bool,
     },
+    /// The largest integer not above `x`.
+    Floor,
+    /// The smallest integer not below `x`.
+    Ceil,
+    /// The nearest integer, halves to even (ONNX's Round).
+    Round,
+    /// `x` without its fractional part (a cast of a computed value to an integer type).
+    Trunc,
 }
 
 /// How a reduction combines the values along its axes.
@@ -194,6 +202,10 @@ impl Activation {
                 let inner = (2.0 / std::f32::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
                 0.5 * x * (1.0 + inner.tanh())
             }
+            Activation::Floor => x.floor(),
+            Activation::Ceil => x.ceil(),
+            Activation::Round => x.round_ties_even(),
+            Activation::Trunc => x.trunc(),
         }
     }
 

@@ -168,8 +168,8 @@ pub fn import_onnx_with(bytes: &[u8], options: &ImportOptions) -> Result<Graph, 
             known.insert(output);
             continue;
         }
-        if matches!(op_type, "Min" | "Max" | "Sum") && inputs.len() > 2 {
-            for part in variadic(&name, op_type, &inputs, &output) {
+        if matches!(op_type, "Min" | "Max" | "Sum") && inputs.len() > 2 || op_type == "Mean" && inputs.len() > 1 {
+            for part in variadic(&name, op_type, &inputs, &output, &mut initializers) {
                 known.insert(part.output.clone());
                 record_shape(&part, &mut shapes, &initializers)?;
                 nodes.push(part);
@@ -226,8 +226,10 @@ pub fn import_onnx_with(bytes: &[u8], options: &ImportOptions) -> Result<Graph, 
         check_arity(&name, &op, &inputs)?;
         known.insert(output.clone());
         let node = Node { name, op, inputs, output };
-        record_shape(&node, &mut shapes, &initializers)?;
-        nodes.push(node);
+        for part in with_integer_semantics(node, &mut integer) {
+            record_shape(&part, &mut shapes, &initializers)?;
+            nodes.push(part);
+        }
     }
     if !unsupported.is_empty() {
         return Err(ModelError::UnsupportedOps(unsupported));
@@ -241,6 +243,32 @@ pub fn import_onnx_with(bytes: &[u8], options: &ImportOptions) -> Result<Graph, 
     let mut graph = Graph { input, output, nodes, initializers };
     super::fold::simplify(&mut graph)?;
     Ok(graph)
+}
+
+/// `node`, followed by a truncation where it divides integers that the graph computes (a cast
+/// to an integer type, then arithmetic on it): values stay f32, and ONNX's integer division
+/// rounds toward zero. Notes in `integer` which computed values hold integers.
+fn with_integer_semantics(node: Node, integer: &mut HashSet<String>) -> Vec<Node> {
+    use super::ir::{Activation, BinaryOp};
+    let integer_inputs = node.inputs.iter().all(|i| integer.contains(i));
+    let holds_integers = match &node.op {
+        Op::Activation(Activation::Trunc | Activation::Floor | Activation::Ceil | Activation::Round) => true,
+        Op::Activation(Activation::Neg | Activation::Abs | Activation::Identity) => integer_inputs,
+        Op::Binary(BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Min | BinaryOp::Max) => integer_inputs,
+        // Ops that move values without changing them keep their input's type.
+        Op::Identity | Op::Reshape { .. } | Op::Transpose { .. } | Op::Slice { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. }
+        | Op::Expand { .. } | Op::Tile { .. } | Op::Concat { .. } | Op::Flatten { .. } => integer_inputs,
+        _ => false,
+    };
+    if holds_integers {
+        integer.insert(node.output.clone());
+    }
+    if !(holds_integers && node.op == Op::Binary(BinaryOp::Div)) {
+        return vec![node];
+    }
+    let quotient = format!("{}::quotient", node.output);
+    let truncate = Node { name: format!("{}:truncate", node.name), op: Op::Activation(Activation::Trunc), inputs: vec![quotient.clone()], output: node.output.clone() };
+    vec![Node { output: quotient, ..node }, truncate]
 }
 
 /// Notes `node`'s output shape where all its inputs' shapes are known at import.

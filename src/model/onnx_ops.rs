@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use super::attributes::Attributes;
 use super::error::{ModelError, UnsupportedOp};
 use super::ir::{Activation, BinaryOp, Conv2d, NearestRounding, Node, Op, PadMode, Pool2d, ReduceOp, ResizeCoordinates};
+use super::constant_fold::is_integer_type;
 use super::onnx_pb::tensor_proto::DataType;
 use crate::tensor::Tensor;
 
@@ -88,7 +89,7 @@ pub(super) fn parse_op(
         "Div" => Op::Binary(BinaryOp::Div),
         "Pow" => Op::Binary(BinaryOp::Pow),
         // More than two inputs are chained at import (see `variadic`).
-        "Min" | "Max" | "Sum" if inputs.iter().filter(|i| !i.is_empty()).count() == 1 => Op::Identity,
+        "Min" | "Max" | "Sum" | "Mean" if inputs.iter().filter(|i| !i.is_empty()).count() == 1 => Op::Identity,
         "Min" => Op::Binary(BinaryOp::Min),
         "Max" => Op::Binary(BinaryOp::Max),
         "Sum" => Op::Binary(BinaryOp::Add),
@@ -99,6 +100,9 @@ pub(super) fn parse_op(
         "Neg" => Op::Activation(Activation::Neg),
         "Abs" => Op::Activation(Activation::Abs),
         "Reciprocal" => Op::Activation(Activation::Reciprocal),
+        "Floor" => Op::Activation(Activation::Floor),
+        "Ceil" => Op::Activation(Activation::Ceil),
+        "Round" => Op::Activation(Activation::Round),
         "Erf" => Op::Activation(Activation::Erf),
         "Gelu" => match attrs.string("approximate").as_deref() {
             None | Some("none") => Op::Activation(Activation::Gelu { tanh: false }),
@@ -151,10 +155,13 @@ pub(super) fn parse_op(
         "MatMul" => Op::MatMul,
         "Softmax" => Op::Softmax { axis: attrs.int("axis", -1) },
         "Identity" | "Dropout" => Op::Identity,
-        // A cast of a computed value between float types leaves the f32 values as they are.
+        // A cast of a computed value between float types leaves the f32 values as they are; to
+        // an integer type it drops the fraction (the values stay f32, exact up to 2^24).
         "Cast" => match attrs.int("to", 0) as i32 {
             to if to == DataType::Float as i32 || to == DataType::Double as i32 || to == DataType::Float16 as i32 => Op::Identity,
-            to => return Err(attrs.unsupported("to", format!("a cast of a computed value to element type {to}: only float types are supported"))),
+            to if to == DataType::Bool as i32 => return Err(attrs.unsupported("to", "a cast of a computed value to bool is not supported")),
+            to if is_integer_type(to) => Op::Activation(Activation::Trunc),
+            to => return Err(attrs.unsupported("to", format!("a cast of a computed value to element type {to}: float and integer types are supported"))),
         },
         "Transpose" => {
             let perm = attrs.ints("perm").ok_or_else(|| attrs.unsupported("perm", "is required (reversing every axis of a computed value is not supported)"))?;
@@ -364,18 +371,26 @@ pub(super) fn check_arity(node: &str, op: &Op, inputs: &[String]) -> Result<(), 
 
 /// A Min, Max or Sum of more than two inputs as a chain of binary nodes, the last writing the
 /// node's output.
-pub(super) fn variadic(name: &str, op_type: &str, inputs: &[String], output: &str) -> Vec<Node> {
+pub(super) fn variadic(name: &str, op_type: &str, inputs: &[String], output: &str, initializers: &mut HashMap<String, Tensor>) -> Vec<Node> {
     let op = match op_type {
         "Min" => BinaryOp::Min,
         "Max" => BinaryOp::Max,
         _ => BinaryOp::Add,
     };
+    let mean = op_type == "Mean";
     let mut nodes: Vec<Node> = Vec::new();
     let mut accumulated = inputs[0].clone();
     for (k, next) in inputs[1..].iter().enumerate() {
-        let out = if k + 2 == inputs.len() { output.to_string() } else { format!("{name}::partial{k}") };
+        let last = k + 2 == inputs.len() && !mean;
+        let out = if last { output.to_string() } else { format!("{name}::partial{k}") };
         nodes.push(Node { name: format!("{name}:{k}"), op: Op::Binary(op), inputs: vec![accumulated, next.clone()], output: out.clone() });
         accumulated = out;
+    }
+    if mean {
+        // The sum over the count.
+        let scale = format!("{name}::reciprocal_count");
+        initializers.insert(scale.clone(), Tensor::new(vec![], vec![1.0 / inputs.len() as f32]).expect("a scalar"));
+        nodes.push(Node { name: format!("{name}:mean"), op: Op::Binary(BinaryOp::Mul), inputs: vec![accumulated, scale], output: output.into() });
     }
     nodes
 }

@@ -188,3 +188,45 @@ fn max_min_and_sum_of_several_inputs_chain_into_binary_nodes() {
     }
     assert!(relative_error(&run_gpu(&graph, &x), &reference) <= 1e-6);
 }
+
+#[test]
+fn mean_of_several_inputs_is_their_sum_over_the_count() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let initializers = vec![float_initializer("a", &[1, 3], &mut rng), float_initializer("b", &[2, 1], &mut rng)];
+    let nodes = vec![node("y", "Mean", &["x", "a", "b"], vec![])];
+    let graph = import_onnx(&model(input(&[Some(2), Some(3)]), nodes, initializers, "y")).unwrap();
+    let x = Tensor::new(vec![2, 3], vec![0.5, -0.5, 0.0, 1.0, -1.0, 0.25]).unwrap();
+    let (a, b) = (&graph.initializers["a"], &graph.initializers["b"]);
+    let want: Vec<f32> = (0..6).map(|i| (x.data()[i] + a.data()[i % 3] + b.data()[i / 3]) / 3.0).collect();
+    let reference = run_reference(&graph, &x).unwrap();
+    for (got, want) in reference.data().iter().zip(&want) {
+        assert!((got - want).abs() <= 1e-6, "{got} vs {want}");
+    }
+    assert!(relative_error(&run_gpu(&graph, &x), &reference) <= 1e-6);
+}
+
+#[test]
+fn a_computed_value_cast_to_an_integer_type_truncates_and_divides_as_integers() {
+    // y = Cast<int64>(x * 10) / 3, then back to float: ONNX's integer division rounds toward zero.
+    let ten = pb::TensorProto { name: Some("ten".into()), dims: vec![], data_type: Some(DataType::Float as i32), float_data: vec![10.0], ..Default::default() };
+    let nodes = vec![
+        node("scaled", "Mul", &["x", "ten"], vec![]),
+        node("whole", "Cast", &["scaled"], vec![int("to", DataType::Int64 as i64)]),
+        int64_constant("three", &[], &[3]),
+        node("quotient", "Div", &["whole", "three"], vec![]),
+        node("y", "Cast", &["quotient"], vec![int("to", DataType::Float as i64)]),
+    ];
+    let graph = import_onnx(&model(input(&[Some(1), Some(6)]), nodes, vec![ten], "y")).unwrap();
+    let x = Tensor::new(vec![1, 6], vec![0.57, -0.57, 0.31, -0.99, 0.05, 0.2]).unwrap();
+    // 5.7 -> 5 -> 1; -5.7 -> -5 -> -1; 3.1 -> 3 -> 1; -9.9 -> -9 -> -3; 0.5 -> 0 -> 0; 2 -> 2 -> 0.
+    let want = [1.0, -1.0, 1.0, -3.0, 0.0, 0.0];
+    assert_eq!(run_reference(&graph, &x).unwrap().data(), want);
+    assert_eq!(run_gpu(&graph, &x).data(), want);
+}
+
+#[test]
+fn a_computed_value_cast_to_bool_is_refused_naming_the_node_and_attribute() {
+    let nodes = vec![node("y", "Cast", &["x"], vec![int("to", DataType::Bool as i64)])];
+    let error = import_onnx(&model(input(&[Some(1), Some(6)]), nodes, vec![], "y")).unwrap_err();
+    assert!(matches!(&error, ModelError::UnsupportedAttribute { node, attribute, .. } if node == "y" && attribute == "to"), "{error:?}");
+}

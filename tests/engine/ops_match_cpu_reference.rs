@@ -71,15 +71,28 @@ impl Builder {
         output
     }
     /// Runs the graph (output = last node) on GPU and CPU and compares.
-    fn check(mut self, input_shape: &[usize]) {
-        let input = random(&mut self.rng, input_shape);
-        let output = self.nodes.last().unwrap().output.clone();
-        let graph = Graph {
+    /// The graph built so far, its output the last node's.
+    fn graph(&self) -> Graph {
+        Graph {
             input: GraphInput { name: "x".into(), dims: vec![] },
-            output,
-            nodes: self.nodes,
-            initializers: self.initializers,
-        };
+            output: self.nodes.last().unwrap().output.clone(),
+            nodes: self.nodes.clone(),
+            initializers: self.initializers.clone(),
+        }
+    }
+    /// Runs the graph on a random input of `input_shape` with every kernel set and compares
+    /// with the CPU reference.
+    fn check(self, input_shape: &[usize]) {
+        self.check_kernel_sets(input_shape, 3);
+    }
+    /// As `check`, without f16 storage: for functions with steps (rounding), whose output
+    /// jumps where f16 storage moves a value across an integer.
+    fn check_f32_storage(self, input_shape: &[usize]) {
+        self.check_kernel_sets(input_shape, 2);
+    }
+    fn check_kernel_sets(mut self, input_shape: &[usize], sets: usize) {
+        let input = random(&mut self.rng, input_shape);
+        let graph = self.graph();
         let want = run_reference(&graph, &input).expect("reference runs");
         let ops = graph.nodes.iter().map(|n| &n.op).collect::<Vec<_>>();
         let kernel_sets: [(&str, ChooseLibrary, f32); 3] = [
@@ -87,7 +100,7 @@ impl Builder {
             ("the kernels without subgroup variants", |gpu| &gpu.library_without_subgroups, TOLERANCE),
             ("f16 storage", |gpu| &gpu.library_with_f16_storage, F16_TOLERANCE),
         ];
-        for (kernels, library, tolerance) in kernel_sets {
+        for (kernels, library, tolerance) in kernel_sets.into_iter().take(sets) {
             let err = relative_error(&run_gpu_with(&graph, &input, library), &want);
             assert!(err <= tolerance, "relative error {err} with {kernels} for {ops:?}");
         }
@@ -241,6 +254,14 @@ fn unary_functions_standalone_and_fused_into_a_convolution() {
         let c = b.node(conv([1, 1], [0; 4], [1, 1], 1), vec![x(), w]);
         b.node(Op::Activation(a), vec![c]);
         b.check(&[2, 3, 5, 7]);
+    }
+    // Rounding, on values spread over several integers.
+    for (i, a) in [Activation::Floor, Activation::Ceil, Activation::Round, Activation::Trunc].into_iter().enumerate() {
+        let mut b = Builder::new(160 + i as u64);
+        let spread = b.filled(&[], 3.7);
+        let scaled = b.node(Op::Binary(BinaryOp::Mul), vec![x(), spread]);
+        b.node(Op::Activation(a), vec![scaled]);
+        b.check_f32_storage(&[2, 3, 5, 7]);
     }
     // Where the function needs positive inputs: |x| + 0.5.
     for (i, a) in [Activation::Log, Activation::Sqrt, Activation::Reciprocal].into_iter().enumerate() {
@@ -585,6 +606,31 @@ fn matmul_batched_and_plain() {
     let w = b.constant(&[3, 9, 4]);
     b.node(Op::MatMul, vec![x(), w]);
     b.check(&[3, 5, 9]);
+}
+
+#[test]
+fn matmul_broadcasts_batch_axes_that_alternate_between_its_operands() {
+    // [2, 1, 5, 6] x [1, 3, 6, 4]: A steps over the outer axis, B over the inner one.
+    let mut b = Builder::new(62);
+    let w = b.constant(&[1, 3, 6, 4]);
+    b.node(Op::MatMul, vec![x(), w]);
+    b.check(&[2, 1, 5, 6]);
+    // [4, 2, 1, 3, 5] x [3, 5, 2]: A's two outer axes merge into one level.
+    let mut b = Builder::new(63);
+    let w = b.constant(&[3, 5, 2]);
+    b.node(Op::MatMul, vec![x(), w]);
+    b.check(&[4, 2, 1, 3, 5]);
+}
+
+#[test]
+fn matmul_with_three_alternating_broadcast_groups_is_refused_by_the_compiler() {
+    use bevy_p2p_inference::gpu::compile;
+    let mut b = Builder::new(64);
+    let w = b.constant(&[1, 3, 1, 5, 2]);
+    b.node(Op::MatMul, vec![x(), w]);
+    let graph = b.graph();
+    let error = compile(&graph, &[2, 1, 4, 3, 5]).unwrap_err();
+    assert!(matches!(error, bevy_p2p_inference::gpu::CompileError::Unsupported { .. }), "{error:?}");
 }
 
 #[test]
