@@ -20,6 +20,7 @@ pub mod onnx_pb;
 mod proto_tensor;
 mod reference;
 pub mod shape;
+mod staged;
 
 pub use asset::{Model, OnnxLoader, PlanLoader};
 pub use error::{ExternalDataProblem, ModelError, UnsupportedOp};
@@ -27,3 +28,4 @@ pub use external_data::{external_data_locations, ExternalFiles};
 pub use onnx::{import_onnx, import_onnx_for_input, import_onnx_with, ImportOptions, MIN_OPSET};
 pub use plan::{PartitionPlan, PlanError, ValidatedPlan};
 pub use reference::run_reference;
+pub use staged::{StagedModel, StagingError};

@@ -79,6 +79,10 @@ pub enum InferenceError {
     /// The GPU could not run the model on this input (wrong shape, limits, readback).
     #[error(transparent)]
     Gpu(#[from] GpuError),
+    /// A split model could not be cut into its plan's stages for this input's batch (a model
+    /// exported with a dynamic batch is cut again for each batch).
+    #[error(transparent)]
+    Staging(#[from] crate::model::StagingError),
     /// The render side's submission thread died while it held the request.
     #[error("the submission thread stopped while it held the request: {0}")]
     SubmissionThreadLost(String),

@@ -193,3 +193,23 @@ fn models_from_the_dynamo_exporter_match_onnx_runtime() {
         check(name);
     }
 }
+
+#[test]
+fn a_split_model_with_a_dynamic_batch_is_cut_again_for_each_batch() {
+    use bevy_p2p_inference::model::plan::propose_plan;
+    use bevy_p2p_inference::model::StagedModel;
+    use bevy_p2p_inference::tensor::TransferDtype;
+    use bevy_p2p_inference::Model;
+    let model = Model::from_onnx_bytes(&model_bytes("tests/fixtures/zoo/gpt2_tiny_dynamic_batch.onnx")).unwrap();
+    assert!(model.needs_input_shape());
+    let plan = propose_plan(model.graph(), &[1, 8], 2, TransferDtype::F32).unwrap();
+    let mut staged = StagedModel::new(model, plan).unwrap();
+    // The stored input has batch 2; the stages cut at load are for batch 1.
+    let input = fixture("zoo/gpt2_tiny_dynamic_batch_input.npy");
+    let batch = input.shape()[0];
+    assert_ne!(batch, 1);
+    assert!(!std::sync::Arc::ptr_eq(&staged.stage(0, 1).unwrap(), &staged.stage(0, batch).unwrap()), "a graph per batch");
+    let output = (0..staged.stage_count()).fold(input, |activation, stage| run_gpu(&staged.stage(stage, batch).unwrap(), &activation));
+    let err = relative_error(&output, &fixture("zoo/gpt2_tiny_dynamic_batch_ort.npy"));
+    assert!(err <= MAX_RELATIVE_ERROR, "staged at batch {batch}: relative error {err}");
+}

@@ -8,9 +8,10 @@ use bevy::prelude::*;
 
 use super::PeerSessionPlugin;
 use crate::model::ir::Graph;
-use crate::model::{Model, PartitionPlan};
+use crate::model::{Model, PartitionPlan, StagedModel};
 use crate::net::PeerUuid;
 use crate::schedule::pipeline::{assign_stages, Pipeline, PipelineAction, RequestId, StageAssignment, WorkerSpeed};
+use crate::schedule::InferenceError;
 use crate::tensor::TransferDtype;
 
 /// Where the session is.
@@ -58,7 +59,8 @@ pub struct Distributed {
     pub(super) phase: Phase,
     pub(super) model: Handle<Model>,
     pub(super) plan: Handle<PartitionPlan>,
-    pub(super) stages: Vec<Arc<Graph>>,
+    /// The model cut into the plan's stages, once both have loaded.
+    pub(super) staged: Option<StagedModel>,
     pub(super) input_dtypes: Vec<TransferDtype>,
     pub(super) pipeline: Pipeline,
     pub(super) assignment: StageAssignment,
@@ -84,7 +86,7 @@ impl Distributed {
             phase: Phase::Loading,
             model: Handle::default(),
             plan: Handle::default(),
-            stages: Vec::new(),
+            staged: None,
             input_dtypes: Vec::new(),
             workers: HashMap::new(),
             tracked: HashMap::new(),
@@ -112,10 +114,21 @@ impl Distributed {
         (self.pipeline.in_flight(), self.pipeline.waiting())
     }
 
+    /// How many stages the model is cut into (0 until it has loaded).
+    pub(super) fn stage_count(&self) -> usize {
+        self.staged.as_ref().map_or(0, StagedModel::stage_count)
+    }
+
+    /// Stage `stage`'s graph for an input whose batch (first axis) is `batch`.
+    pub(super) fn stage_graph(&mut self, stage: usize, batch: usize) -> Result<Arc<Graph>, InferenceError> {
+        let staged = self.staged.as_mut().expect("stages run only once the model is cut");
+        Ok(staged.stage(stage, batch)?)
+    }
+
     /// Places the stages on the workers known now.
     pub(super) fn reassign(&mut self) {
         let workers: Vec<WorkerSpeed> = self.workers.iter().map(|(&peer, &calibration_us)| WorkerSpeed { peer, calibration_us }).collect();
-        self.assignment = assign_stages(self.stages.len(), &workers);
+        self.assignment = assign_stages(self.stage_count(), &workers);
     }
 
     /// Forgets a worker (lost, or it refused a frame) and re-runs what it held elsewhere.

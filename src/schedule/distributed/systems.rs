@@ -11,7 +11,7 @@ use super::state::{Phase, ServedStage, Tracked};
 use super::{Distributed, PeerRole, PeerSessionEvent, PeerSessionPlugin, SessionProblem};
 use crate::job::{JobOutcome, JobTag, StageJob};
 use crate::model::ir::Graph;
-use crate::model::{Model, PartitionPlan};
+use crate::model::{Model, PartitionPlan, StagedModel, StagingError};
 use crate::net::session::{PeerSession, SessionConfig};
 use crate::net::{Capabilities, Direction, LinkSettings, LinkState, Permissions, SendError, SessionEvent};
 use crate::render::GpuCapabilities;
@@ -28,7 +28,8 @@ pub(super) fn load_assets(mut state: ResMut<Distributed>, server: Res<AssetServe
 /// Once the model and the plan are loaded: validates the plan, builds the stage graphs, and
 /// hands the warm-up runs to the GPU. Every stage block (and the whole model, which is what gets
 /// timed) is compiled and run once before joining, so that no frame later stalls on pipeline
-/// creation. Stage graphs leave the batch open; batch 1 is used.
+/// creation, at batch 1. Stage graphs leave the batch open, except those of a model exported
+/// with a dynamic batch, which [`StagedModel`] cuts again for each batch a request brings.
 pub(super) fn prepare_stages(
     mut state: ResMut<Distributed>,
     models: Res<Assets<Model>>,
@@ -55,21 +56,27 @@ pub(super) fn prepare_stages(
     }
     let (Some(model), Some(plan)) = (models.get(&state.model), plans.get(&state.plan)) else { return };
     let graph = model.graph().clone();
-    let validated = match plan.validate(&graph) {
-        Ok(validated) => validated,
-        Err(error) => {
+    let staged = match StagedModel::new(model.clone(), plan.clone()) {
+        Ok(staged) => staged,
+        Err(StagingError::Plan { error, .. }) => {
             problems.write(SessionProblem::PlanDoesNotFit(error));
+            state.phase = Phase::Failed;
+            return;
+        }
+        Err(StagingError::Model(error)) => {
+            problems.write(SessionProblem::ModelLoad(error.to_string()));
             state.phase = Phase::Failed;
             return;
         }
     };
     state.pipeline = crate::schedule::pipeline::Pipeline::new(state.settings.max_in_flight);
-    state.input_dtypes = validated.stages.iter().map(|s| s.input_dtype).collect();
-    state.stages = validated.stage_graphs(&graph).into_iter().map(Arc::new).collect();
+    state.input_dtypes = staged.input_dtypes().to_vec();
+    let stages = staged.declared_stages();
+    state.staged = Some(staged);
     state.reassign();
     let batch_one = |g: &Graph| -> Vec<usize> { g.input.dims.iter().map(|d| d.unwrap_or(1)).collect() };
     let started = Instant::now();
-    let graphs: Vec<Arc<Graph>> = std::iter::once(graph).chain(state.stages.iter().cloned()).collect();
+    let graphs: Vec<Arc<Graph>> = std::iter::once(graph).chain(stages).collect();
     let model = state.model.id();
     state.phase = Phase::Calibrating { pending: graphs.len() };
     for graph in graphs {
@@ -77,6 +84,11 @@ pub(super) fn prepare_stages(
         let entity = commands.spawn_empty().id();
         queue.push(StageJob { tag: JobTag::Calibration, entity, model, graph, input, started });
     }
+}
+
+/// The batch of a stage's input tensor (its first axis).
+fn batch_of_tensor(tensor: &Tensor) -> usize {
+    tensor.shape().first().copied().unwrap_or(1)
 }
 
 /// Takes this frame's outcomes with tags matching `wanted` out of the shared list.
@@ -204,6 +216,7 @@ pub(super) fn handle_session_events(
     session: Option<Res<PeerSession>>,
     mut events: MessageReader<PeerSessionEvent>,
     mut queue: ResMut<JobQueue>,
+    mut problems: MessageWriter<SessionProblem>,
 ) {
     let now = Instant::now();
     for PeerSessionEvent(event) in events.read() {
@@ -222,9 +235,17 @@ pub(super) fn handle_session_events(
             SessionEvent::Tensor(received) => match received.direction {
                 Direction::StageInput => {
                     let stage = received.shared.stage as usize;
-                    if stage == 0 || stage >= state.stages.len() {
+                    if stage == 0 || stage >= state.stage_count() {
                         continue;
                     }
+                    let graph = match state.stage_graph(stage, batch_of_tensor(&received.shared.tensor)) {
+                        Ok(graph) => graph,
+                        Err(error) => {
+                            let (request, stage) = (received.shared.request, received.shared.stage);
+                            problems.write(SessionProblem::ServedStageFailed { request, stage, error });
+                            continue;
+                        }
+                    };
                     let ticket = state.next_ticket;
                     state.next_ticket += 1;
                     state.served.insert(ticket, ServedStage { from: received.from, request: received.shared.request, stage: received.shared.stage });
@@ -232,7 +253,7 @@ pub(super) fn handle_session_events(
                         tag: JobTag::ServedStage { ticket },
                         entity: Entity::PLACEHOLDER,
                         model: state.model.id(),
-                        graph: state.stages[stage].clone(),
+                        graph,
                         input: received.shared.tensor.clone(),
                         started: now,
                     });
@@ -276,11 +297,20 @@ pub(super) fn advance_pipeline(
     while let Some(action) = state.actions.pop() {
         match action {
             PipelineAction::Run { request, stage, executor: Executor::Local, input } => {
+                let graph = match state.stage_graph(stage, batch_of_tensor(&input)) {
+                    Ok(graph) => graph,
+                    Err(error) => {
+                        if let Some(tracked) = state.tracked.remove(&request) {
+                            fail(&mut commands, tracked.entity, error);
+                        }
+                        continue;
+                    }
+                };
                 queue.push(StageJob {
                     tag: JobTag::PipelineStage { request, stage },
                     entity: state.tracked.get(&request).map_or(Entity::PLACEHOLDER, |t| t.entity),
                     model: state.model.id(),
-                    graph: state.stages[stage].clone(),
+                    graph,
                     input,
                     started: now,
                 });
@@ -322,7 +352,7 @@ type UnclaimedRequest = (Without<Submitted>, Without<SplitRequest>, Without<Infe
 
 /// Marks requests for the split model so that the single-peer path leaves them to the pipeline.
 pub(super) fn claim_requests(mut commands: Commands, mut state: ResMut<Distributed>, requests: Query<(Entity, &InferenceRequest), UnclaimedRequest>) {
-    if state.settings.role != PeerRole::Coordinator || state.stages.is_empty() {
+    if state.settings.role != PeerRole::Coordinator || state.stage_count() == 0 {
         return;
     }
     for (entity, request) in &requests {
