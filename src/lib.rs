@@ -33,6 +33,8 @@ pub mod render;
 pub mod schedule;
 pub mod tensor;
 pub mod testing;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use diagnostics::{InferenceDiagnosticsPlugin, InferenceHistory};
 pub use model::{Model, ModelError};

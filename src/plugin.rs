@@ -48,7 +48,7 @@ impl Plugin for P2pInferencePlugin {
                 results,
                 kernels: self.kernels,
                 #[cfg(feature = "fault-injection")]
-                panic_submission_thread: fault_injection.panic_submission_thread.clone(),
+                fault_injection: fault_injection.clone(),
             });
     }
 }

@@ -20,6 +20,7 @@ pub fn headless_plugins() -> impl PluginGroup {
 #[derive(Resource, Clone, Default)]
 pub struct FaultInjection {
     pub(crate) panic_submission_thread: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    broken_shader: std::sync::Arc<std::sync::Mutex<Option<crate::gpu::KernelFamily>>>,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -29,6 +30,17 @@ impl FaultInjection {
     /// the render world.
     pub fn panic_submission_thread(&self) {
         self.panic_submission_thread.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Makes the shader of `family` invalid when the kernel library is built (with the first
+    /// request): the device refuses its kernels, and requests that need them fail with
+    /// [`crate::gpu::GpuError::Refused`] naming the kernel.
+    pub fn break_shader(&self, family: crate::gpu::KernelFamily) {
+        *self.broken_shader.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(family);
+    }
+
+    pub(crate) fn broken_shader(&self) -> Option<crate::gpu::KernelFamily> {
+        *self.broken_shader.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -9,6 +9,7 @@ use wgpu::util::DeviceExt;
 
 use super::compile::compile;
 use super::dispatch_grid::{grid_1d, CompileError};
+use super::kernel::Kernel;
 use super::program::{Operand, Program};
 use super::library::{CastPipelines, KernelLibrary, PipelineAndLayout};
 use super::params::CastParams;
@@ -30,6 +31,9 @@ pub enum GpuError {
         /// The adapter's limit.
         limit: u64,
     },
+    /// The device refused a kernel, a buffer or a bind group the block needs.
+    #[error(transparent)]
+    Refused(#[from] super::device_check::DeviceRefusal),
     /// Mapping the result for reading failed.
     #[error("reading the result back failed: {0}")]
     Readback(String),
@@ -115,6 +119,11 @@ impl GpuBlock {
             output_shape[0] = batch;
         }
         Ok(Self { full, slice, runs, rest, input_shape: input_shape.to_vec(), output_shape })
+    }
+
+    /// Every kernel the block dispatches.
+    pub fn kernels(&self) -> std::collections::HashSet<Kernel> {
+        std::iter::once(&self.full).chain(&self.rest).flat_map(|part| part.program.dispatches.iter().map(|d| d.kernel)).collect()
     }
 
     /// The output's shape.

@@ -11,7 +11,9 @@
 //! asynchronously over later frames.
 
 use std::collections::HashMap;
+use std::task::Poll;
 
+use super::device_check::{DeviceCheck, DeviceRefusal};
 use super::kernel::Kernel;
 use super::precision::StoragePrecision;
 
@@ -67,6 +69,9 @@ pub struct KernelLibrary {
     pub(super) storage: StoragePrecision,
     /// Present when tensors are stored in half precision.
     pub(super) casts: Option<CastPipelines>,
+    /// Whether the device accepted each kernel's shader and pipeline (and the casts').
+    checks: HashMap<Kernel, DeviceCheck>,
+    cast_check: DeviceCheck,
 }
 
 impl KernelLibrary {
@@ -79,6 +84,17 @@ impl KernelLibrary {
 
     /// [`Self::new`] with the given options, as far as the device offers what they ask for.
     pub fn with_options(device: &wgpu::Device, options: KernelOptions) -> Self {
+        Self::build(device, options, None)
+    }
+
+    /// [`Self::with_options`] with the shader of `family` made invalid, so that the device
+    /// refuses its kernels (to test that refusals fail requests; feature `fault-injection`).
+    #[cfg(feature = "fault-injection")]
+    pub fn with_broken_family(device: &wgpu::Device, options: KernelOptions, family: super::KernelFamily) -> Self {
+        Self::build(device, options, Some(family))
+    }
+
+    fn build(device: &wgpu::Device, options: KernelOptions, broken: Option<super::KernelFamily>) -> Self {
         let features = device.features();
         let subgroups = options.subgroups && features.contains(wgpu::Features::SUBGROUP);
         let storage = match options.storage {
@@ -96,24 +112,55 @@ impl KernelLibrary {
         let prelude = storage.wgsl_prelude();
         let mut modules = HashMap::new();
         let mut pipelines = HashMap::new();
+        let mut device_checks = HashMap::new();
         for kernel in Kernel::ALL {
             let (family, entry) = kernel.entry();
             let entry = kernel.subgroup_entry().filter(|_| subgroups).unwrap_or(entry);
-            let module = modules.entry(family).or_insert_with(|| {
-                let variants = if subgroups { family.subgroup_source() } else { "" };
-                let source = format!("{prelude}{COMMON}\n{}\n{variants}", family.source());
-                shader_module(device, checks, family.label(), source)
+            // A shader the device refuses fails the check of the first kernel built from it,
+            // and each later kernel's pipeline on it.
+            let what = format!("the '{entry}' kernel ({} shaders)", family.label());
+            let (pipeline, check) = DeviceCheck::around(device, what, || {
+                let module = modules.entry(family).or_insert_with(|| {
+                    let variants = if subgroups { family.subgroup_source() } else { "" };
+                    let mut source = format!("{prelude}{COMMON}\n{}\n{variants}", family.source());
+                    if broken == Some(family) {
+                        source.push_str("\nthis is not WGSL;\n");
+                    }
+                    shader_module(device, checks, family.label(), source)
+                });
+                build_pipeline(device, module, entry, kernel.input_bindings() as u32)
             });
-            pipelines.insert(kernel, build_pipeline(device, module, entry, kernel.input_bindings() as u32));
+            pipelines.insert(kernel, pipeline);
+            device_checks.insert(kernel, check);
         }
-        let casts = (storage != StoragePrecision::F32).then(|| {
-            let cast = |label: &str, from: &str, to: &str| {
-                let source = format!("{prelude}alias cast_from = {from};\nalias cast_to = {to};\n{COMMON}\n{CAST}");
-                build_pipeline(device, &shader_module(device, checks, label, source), "convert", 1)
-            };
-            CastPipelines { into_storage: cast("cast into storage", "f32", "elem"), out_of_storage: cast("cast out of storage", "elem", "f32") }
-        });
-        Self { pipelines, subgroups, storage, casts }
+        let (casts, cast_check) = if storage == StoragePrecision::F32 {
+            (None, DeviceCheck::passed("the casts"))
+        } else {
+            let (casts, check) = DeviceCheck::around(device, "the half-precision casts (cast shader)", || {
+                let cast = |label: &str, from: &str, to: &str| {
+                    let source = format!("{prelude}alias cast_from = {from};\nalias cast_to = {to};\n{COMMON}\n{CAST}");
+                    build_pipeline(device, &shader_module(device, checks, label, source), "convert", 1)
+                };
+                CastPipelines { into_storage: cast("cast into storage", "f32", "elem"), out_of_storage: cast("cast out of storage", "elem", "f32") }
+            });
+            (Some(casts), check)
+        };
+        Self { pipelines, subgroups, storage, casts, checks: device_checks, cast_check }
+    }
+
+    /// Whether the device accepted every one of `kernels` (and the casts, where tensors are
+    /// stored in half precision): pending until it has said (in a browser, after the page's
+    /// next task), then the first refusal, if any.
+    pub fn check(&self, kernels: impl IntoIterator<Item = Kernel>) -> Poll<Result<(), DeviceRefusal>> {
+        let mut pending = false;
+        for check in kernels.into_iter().filter_map(|k| self.checks.get(&k)).chain([&self.cast_check]) {
+            match check.poll() {
+                Poll::Ready(Err(refusal)) => return Poll::Ready(Err(refusal)),
+                Poll::Ready(Ok(())) => {}
+                Poll::Pending => pending = true,
+            }
+        }
+        if pending { Poll::Pending } else { Poll::Ready(Ok(())) }
     }
 
     /// Whether the kernels that have subgroup variants use them.

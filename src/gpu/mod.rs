@@ -4,6 +4,7 @@
 //! integration lives in the `render` module.
 
 pub mod compile;
+mod device_check;
 mod dispatch_grid;
 mod engine;
 pub mod kernel;
@@ -18,6 +19,7 @@ mod slots;
 mod timing;
 
 pub use compile::{compile, CompileError};
+pub use device_check::{DeviceCheck, DeviceRefusal};
 pub use program::{Dispatch, Operand, Program};
 pub use kernel::{Kernel, KernelFamily};
 pub use params::KernelParams;

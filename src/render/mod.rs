@@ -59,9 +59,9 @@ pub(crate) struct RenderInferencePlugin {
     pub results: Sender<JobOutcome>,
     /// Which kernels run the blocks.
     pub kernels: KernelOptions,
-    /// Set to make the submission thread panic on its next job (feature `fault-injection`).
+    /// The main world's test hooks (feature `fault-injection`).
     #[cfg(feature = "fault-injection")]
-    pub panic_submission_thread: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub fault_injection: crate::testing::FaultInjection,
 }
 
 impl Plugin for RenderInferencePlugin {
@@ -75,7 +75,7 @@ impl Plugin for RenderInferencePlugin {
         let mut state = GpuInference::new(self.jobs.clone(), self.results.clone(), self.kernels);
         #[cfg(feature = "fault-injection")]
         {
-            state.panic_submission_thread = self.panic_submission_thread.clone();
+            state.fault_injection = self.fault_injection.clone();
         }
         render_app
             .insert_resource(state)

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use bevy::asset::AssetId;
 use bevy::prelude::*;
@@ -12,7 +13,7 @@ use super::readback::{InFlight, OutstandingMaps, ResultRoute};
 use super::submission::{lock, SubmissionPool};
 #[cfg(not(target_arch = "wasm32"))]
 use super::submission_thread::{SubmissionThread, ThreadEnd};
-use crate::gpu::{GpuBlock, GpuError, KernelLibrary, KernelOptions, ResidentWeights};
+use crate::gpu::{DeviceCheck, DeviceRefusal, GpuBlock, GpuError, KernelLibrary, KernelOptions, ResidentWeights};
 use crate::job::{JobOutcome, StageJob};
 use crate::model::ir::Graph;
 use crate::model::Model;
@@ -45,8 +46,15 @@ pub(super) struct GpuInference {
     /// Built with the first block.
     pub library: Option<KernelLibrary>,
     weights: HashMap<GraphKey, ResidentGraph>,
-    /// Compiled blocks by graph and input shape.
+    /// Compiled blocks by graph and input shape, once the device has accepted them.
     pub blocks: HashMap<BlockKey, GpuBlock>,
+    /// Compiled blocks whose kernels, buffers or bind groups the device has yet to accept (in a
+    /// browser its verdict comes after the page's next task); nothing is recorded for them.
+    unchecked: HashMap<BlockKey, (GpuBlock, DeviceCheck)>,
+    /// Blocks the device refused: later jobs for them fail at once.
+    refused: HashMap<BlockKey, DeviceRefusal>,
+    /// Jobs waiting for their block's check.
+    pub waiting: Vec<StageJob>,
     /// Jobs from the main world: the submission thread's to take while it runs, else this
     /// world's.
     pub jobs: Receiver<StageJob>,
@@ -64,7 +72,7 @@ pub(super) struct GpuInference {
     pub submission_thread: Option<SubmissionThread>,
     /// Shared with the main world's `FaultInjection` resource.
     #[cfg(feature = "fault-injection")]
-    pub panic_submission_thread: Arc<std::sync::atomic::AtomicBool>,
+    pub fault_injection: crate::testing::FaultInjection,
 }
 
 impl GpuInference {
@@ -76,6 +84,9 @@ impl GpuInference {
             library: None,
             weights: HashMap::new(),
             blocks: HashMap::new(),
+            unchecked: HashMap::new(),
+            refused: HashMap::new(),
+            waiting: Vec::new(),
             jobs,
             #[cfg(not(target_arch = "wasm32"))]
             to_record: crossbeam_channel::unbounded(),
@@ -85,7 +96,7 @@ impl GpuInference {
             #[cfg(not(target_arch = "wasm32"))]
             submission_thread: None,
             #[cfg(feature = "fault-injection")]
-            panic_submission_thread: Arc::default(),
+            fault_injection: Default::default(),
         }
     }
 
@@ -126,29 +137,76 @@ impl GpuInference {
         if released.is_empty() {
             return;
         }
-        self.blocks.retain(|(graph, _), _| !released.iter().any(|(key, _)| key == graph));
+        let live = |(graph, _): &BlockKey| !released.iter().any(|(key, _)| key == graph);
+        self.blocks.retain(|key, _| live(key));
+        self.unchecked.retain(|key, _| live(key));
+        self.refused.retain(|key, _| live(key));
         lock(&self.submissions).retain_blocks(&self.blocks);
         drop(released);
     }
 
-    pub fn block_for(&mut self, device: &wgpu::Device, job: &StageJob) -> Result<&GpuBlock, GpuError> {
+    /// Whether `job`'s block is ready to record: compiles it (and uploads the graph's weights)
+    /// the first time, inside a [`DeviceCheck`]; pending until the device has accepted the
+    /// block and the kernels it dispatches, an error if it cannot be built or was refused.
+    pub fn ready_block(&mut self, device: &wgpu::Device, job: &StageJob) -> Poll<Result<(), GpuError>> {
         let key = block_key(job);
-        if !self.blocks.contains_key(&key) {
-            let kernels = self.kernels;
-            let library = self.library.get_or_insert_with(|| KernelLibrary::with_options(device, kernels));
-            let weights = match self.weights.get(&key.0) {
-                Some(resident) => resident.weights.clone(),
-                None => {
-                    let weights = Arc::new(ResidentWeights::upload(device, library, &job.graph)?);
-                    self.weights.insert(key.0, ResidentGraph { graph: job.graph.clone(), weights: weights.clone() });
-                    weights
-                }
-            };
-            let block = GpuBlock::new(device, library, weights, &job.graph, job.input.shape())?;
-
-            self.blocks.insert(key.clone(), block);
+        if self.blocks.contains_key(&key) {
+            return Poll::Ready(Ok(()));
         }
-        Ok(&self.blocks[&key])
+        if let Some(refusal) = self.refused.get(&key) {
+            return Poll::Ready(Err(refusal.clone().into()));
+        }
+        if !self.unchecked.contains_key(&key) {
+            let kernels = self.kernels;
+            #[cfg(feature = "fault-injection")]
+            let broken = self.fault_injection.broken_shader();
+            #[cfg(not(feature = "fault-injection"))]
+            let broken = None;
+            let library = self.library.get_or_insert_with(|| build_library(device, kernels, broken));
+            let what = format!("the block for input {:?} (its weights, buffers and bind groups)", job.input.shape());
+            let (block, check) = DeviceCheck::around(device, what, || -> Result<GpuBlock, GpuError> {
+                let weights = match self.weights.get(&key.0) {
+                    Some(resident) => resident.weights.clone(),
+                    None => {
+                        let weights = Arc::new(ResidentWeights::upload(device, library, &job.graph)?);
+                        self.weights.insert(key.0, ResidentGraph { graph: job.graph.clone(), weights: weights.clone() });
+                        weights
+                    }
+                };
+                GpuBlock::new(device, library, weights, &job.graph, job.input.shape())
+            });
+            if let Err(error) = block {
+                return Poll::Ready(Err(error));
+            }
+            self.unchecked.insert(key.clone(), (block.expect("checked above"), check));
+        }
+        let library = self.library.as_ref().expect("built with the first block");
+        let (block, check) = &self.unchecked[&key];
+        let verdict = match (library.check(block.kernels()), check.poll()) {
+            (Poll::Ready(Err(refusal)), _) | (_, Poll::Ready(Err(refusal))) => Err(refusal),
+            (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => Ok(()),
+            _ => return Poll::Pending,
+        };
+        let (block, _) = self.unchecked.remove(&key).expect("present above");
+        match verdict {
+            Ok(()) => {
+                self.blocks.insert(key, block);
+                Poll::Ready(Ok(()))
+            }
+            Err(refusal) => {
+                error!("{refusal}");
+                self.refused.insert(key, refusal.clone());
+                Poll::Ready(Err(refusal.into()))
+            }
+        }
     }
 }
 
+/// The kernel library, with one shader family made invalid where a test asked for it.
+fn build_library(device: &wgpu::Device, kernels: KernelOptions, broken: Option<crate::gpu::KernelFamily>) -> KernelLibrary {
+    match broken {
+        #[cfg(feature = "fault-injection")]
+        Some(family) => KernelLibrary::with_broken_family(device, kernels, family),
+        _ => KernelLibrary::with_options(device, kernels),
+    }
+}

@@ -1,6 +1,8 @@
 //! The render world's systems: record jobs, submit the frame, arm the next submissions, map
 //! readbacks and poll the device.
 
+use std::task::Poll;
+
 use bevy::prelude::*;
 use bevy::render::renderer::{FlushCommands, RenderContext, RenderDevice};
 
@@ -24,7 +26,7 @@ pub(super) fn start_submission_thread(device: Res<RenderDevice>, queue: Res<bevy
         route: state.route.clone(),
         block_of: block_key,
         #[cfg(feature = "fault-injection")]
-        panic_on_next_job: state.panic_submission_thread.clone(),
+        panic_on_next_job: state.fault_injection.panic_submission_thread.clone(),
     };
     state.submission_thread = match SubmissionThread::start(setup) {
         Ok(thread) => Some(thread),
@@ -38,10 +40,19 @@ pub(super) fn start_submission_thread(device: Res<RenderDevice>, queue: Res<bevy
 pub(super) fn record_jobs(mut ctx: RenderContext, device: Res<RenderDevice>, mut state: ResMut<GpuInference>) {
     let device = device.wgpu_device();
     let state = &mut *state;
-    for job in state.incoming() {
-        if let Err(error) = state.block_for(device, &job) {
-            let _ = state.route.results.send(JobOutcome::of(&job, Err(error.into())));
-            continue;
+    let mut jobs = std::mem::take(&mut state.waiting);
+    jobs.extend(state.incoming());
+    for job in jobs {
+        match state.ready_block(device, &job) {
+            Poll::Pending => {
+                state.waiting.push(job);
+                continue;
+            }
+            Poll::Ready(Err(error)) => {
+                let _ = state.route.results.send(JobOutcome::of(&job, Err(error.into())));
+                continue;
+            }
+            Poll::Ready(Ok(())) => {}
         }
         let key = block_key(&job);
         let block = &state.blocks[&key];

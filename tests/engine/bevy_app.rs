@@ -294,3 +294,25 @@ fn an_observer_on_the_request_entity_sees_its_prediction() {
     let (prediction, _) = update_until_prediction(&mut app, entity, TIMEOUT).unwrap();
     assert_eq!(app.world().resource::<ObservedOnEntity>().0, vec![(entity, prediction.top_k[0].0)]);
 }
+
+#[test]
+fn a_kernel_the_gpu_refuses_fails_the_requests_that_need_it_naming_it_and_others_still_run() {
+    use bevy_p2p_inference::gpu::{GpuError, KernelFamily};
+    let mut app = app();
+    app.world().resource::<FaultInjection>().break_shader(KernelFamily::Recurrent);
+    let lstm = Model::from_onnx_bytes(&model_bytes("tests/fixtures/zoo/lstm_classifier.onnx")).unwrap();
+    let lstm = app.world_mut().resource_mut::<Assets<Model>>().add(lstm);
+    let sequence = fixture("zoo/lstm_classifier_input.npy");
+    let doomed = app.world_mut().spawn(InferenceRequest::new(lstm, sequence)).id();
+    let error = update_until_prediction(&mut app, doomed, TIMEOUT).expect_err("the recurrent kernel was refused");
+    let WaitError::Failed(InferenceError::Gpu(GpuError::Refused(refusal))) = &error else { panic!("{error:?}") };
+    assert!(refusal.what.contains("'recurrent'"), "names the kernel: {refusal:?}");
+    assert!(app.world().get::<InferenceFailed>(doomed).is_some());
+    // The refusal was caught, not left to Bevy's handler (which stops rendering): a model that
+    // needs no recurrent kernel is still predicted.
+    let fashion: Handle<Model> = app.world().resource::<AssetServer>().load("models/fashion_mobilenetv2.onnx");
+    let (inputs, want) = (fixture("fashion_input.npy"), fixture("fashion_ort.npy"));
+    let entity = app.world_mut().spawn(InferenceRequest::new(fashion, batch_row(&inputs, 0))).id();
+    let (prediction, _) = update_until_prediction(&mut app, entity, TIMEOUT).unwrap();
+    assert!(relative_error(&prediction.output, &batch_row(&want, 0)) <= 1e-4);
+}

@@ -1,0 +1,214 @@
+//! The browser side of the web example: the page's query string, fetches, console lines and
+//! the app.
+
+use bevy::asset::AssetMetaCheck;
+use bevy::prelude::*;
+use bevy_p2p_inference::prelude::*;
+use bevy_p2p_inference::web::web_runner;
+use bevy_p2p_inference::headless_plugins;
+use crossbeam_channel::{Receiver, Sender};
+use serde_json::json;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+
+/// The shipped images, classified in turn when no input is given.
+const IMAGES: [&str; 10] = [
+    "t_shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot",
+];
+
+/// What the page's query string asks for.
+#[derive(Resource, Clone, Debug)]
+struct PageOptions {
+    /// The model, relative to the assets folder.
+    model: String,
+    /// A stored float32 `.npy` input to classify, instead of the shipped images.
+    input: Option<String>,
+    /// How many requests to make.
+    requests: usize,
+}
+
+impl PageOptions {
+    fn from_query() -> Self {
+        let search = web_sys::window().and_then(|w| w.location().search().ok()).unwrap_or_default();
+        let params = web_sys::UrlSearchParams::new_with_str(&search).ok();
+        let get = |name: &str| params.as_ref().and_then(|p| p.get(name));
+        Self {
+            model: get("model").unwrap_or_else(|| "models/fashion_mobilenetv2.onnx".into()),
+            input: get("input"),
+            requests: get("requests").and_then(|n| n.parse().ok()).unwrap_or(3),
+        }
+    }
+}
+
+/// Inputs fetched by the page, named.
+#[derive(Resource)]
+struct FetchedInputs(Receiver<Result<(String, Tensor), String>>);
+
+/// Where the requests stand.
+#[derive(Resource, Default)]
+struct Progress {
+    inputs: Vec<(String, Tensor)>,
+    sent: usize,
+    finished: usize,
+    failed: usize,
+    latencies_ms: Vec<f64>,
+}
+
+/// Writes a JSON line to the console (for scripts) and a sentence to the page's status line.
+fn report(line: serde_json::Value, status: &str) {
+    web_sys::console::log_1(&line.to_string().into());
+    set_status(status);
+}
+
+fn set_status(text: &str) {
+    let element = web_sys::window().and_then(|w| w.document()).and_then(|d| d.get_element_by_id("status"));
+    if let Some(element) = element {
+        element.set_text_content(Some(text));
+    }
+}
+
+/// Fetches `url` as bytes.
+async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
+    let window = web_sys::window().ok_or("no window")?;
+    let response = JsFuture::from(window.fetch_with_str(url)).await.map_err(|e| format!("cannot fetch {url}: {e:?}"))?;
+    let response: web_sys::Response = response.dyn_into().map_err(|_| format!("{url}: not a response"))?;
+    if !response.ok() {
+        return Err(format!("cannot fetch {url}: HTTP {}", response.status()));
+    }
+    let buffer = JsFuture::from(response.array_buffer().map_err(|e| format!("{url}: {e:?}"))?).await.map_err(|e| format!("{url}: {e:?}"))?;
+    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+}
+
+/// A float32 `.npy` file as a tensor.
+fn tensor_from_npy(url: &str, bytes: &[u8]) -> Result<Tensor, String> {
+    let npy = npyz::NpyFile::new(bytes).map_err(|e| format!("{url}: {e}"))?;
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let data: Vec<f32> = npy.into_vec().map_err(|e| format!("{url}: {e}"))?;
+    Tensor::new(shape, data).map_err(|e| format!("{url}: {e}"))
+}
+
+/// Fetches the page's inputs in the background; they arrive over `sender`.
+fn fetch_inputs(options: &PageOptions, sender: Sender<Result<(String, Tensor), String>>) {
+    let options = options.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        match &options.input {
+            Some(url) => {
+                let tensor = fetch_bytes(url).await.and_then(|bytes| tensor_from_npy(url, &bytes));
+                let _ = sender.send(tensor.map(|t| (url.clone(), t)));
+            }
+            None => {
+                for name in IMAGES {
+                    let url = format!("assets/images/{name}.png");
+                    let tensor = fetch_bytes(&url).await.and_then(|bytes| Tensor::from_image_bytes(&bytes, 1, 28, 28).map_err(|e| format!("{url}: {e}")));
+                    let _ = sender.send(tensor.map(|t| (name.to_string(), t)));
+                }
+            }
+        }
+    });
+}
+
+/// Starts the app: the page's options, the inputs' fetches, and the web runner.
+pub fn start() {
+    let options = PageOptions::from_query();
+    let (sender, receiver) = crossbeam_channel::unbounded();
+    fetch_inputs(&options, sender);
+    set_status("starting the renderer…");
+    let mut app = App::new();
+    app.add_plugins(headless_plugins().set(AssetPlugin { meta_check: AssetMetaCheck::Never, ..default() }))
+        .add_plugins(P2pInferencePlugin::default())
+        .insert_resource(options)
+        .insert_resource(FetchedInputs(receiver))
+        .init_resource::<Progress>()
+        .add_systems(Update, (take_inputs, send_requests).chain())
+        .add_observer(on_prediction)
+        .add_observer(on_failure)
+        .set_runner(web_runner)
+        .run();
+}
+
+/// The model's handle, loaded once.
+#[derive(Resource)]
+struct ModelHandle(Handle<Model>);
+
+fn take_inputs(fetched: Res<FetchedInputs>, mut progress: ResMut<Progress>) {
+    while let Ok(input) = fetched.0.try_recv() {
+        match input {
+            Ok(input) => progress.inputs.push(input),
+            Err(error) => report(json!({"event": "failed", "error": error}), &error),
+        }
+    }
+}
+
+/// One request in flight at a time, the inputs in turn, until `requests` are sent.
+fn send_requests(
+    mut commands: Commands,
+    options: Res<PageOptions>,
+    mut progress: ResMut<Progress>,
+    assets: Res<AssetServer>,
+    model: Option<Res<ModelHandle>>,
+) {
+    let model = match model {
+        Some(model) => model.0.clone(),
+        None => {
+            let handle: Handle<Model> = assets.load(options.model.clone());
+            commands.insert_resource(ModelHandle(handle.clone()));
+            handle
+        }
+    };
+    let busy = progress.sent > progress.finished + progress.failed;
+    if busy || progress.sent >= options.requests || progress.inputs.is_empty() {
+        return;
+    }
+    let (name, input) = progress.inputs[progress.sent % progress.inputs.len()].clone();
+    commands.spawn((InferenceRequest::new(model, input), InputName(name)));
+    progress.sent += 1;
+    set_status(&format!("request {} of {}…", progress.sent, options.requests));
+}
+
+/// The input a request classifies.
+#[derive(Component)]
+struct InputName(String);
+
+fn on_prediction(ready: On<PredictionReady>, names: Query<&InputName>, options: Res<PageOptions>, mut progress: ResMut<Progress>, mut commands: Commands) {
+    let name = names.get(ready.entity).map(|n| n.0.clone()).unwrap_or_default();
+    let prediction = &ready.prediction;
+    let latency_ms = prediction.latency.as_secs_f64() * 1e3;
+    progress.finished += 1;
+    progress.latencies_ms.push(latency_ms);
+    let (class, probability) = prediction.top_k.first().copied().unwrap_or_default();
+    report(
+        json!({
+            "event": "prediction",
+            "request": progress.finished + progress.failed - 1,
+            "input": name,
+            "top_k": prediction.top_k,
+            "latency_ms": latency_ms,
+            "shape": prediction.output.shape(),
+            "output": prediction.output.data(),
+        }),
+        &format!("{name}: class {class} ({:.1}%) in {latency_ms:.1} ms", probability * 100.0),
+    );
+    commands.entity(ready.entity).despawn();
+    finish_when_done(&options, &progress);
+}
+
+fn on_failure(failed: On<InferenceFailed>, options: Res<PageOptions>, mut progress: ResMut<Progress>, mut commands: Commands) {
+    progress.failed += 1;
+    let error = failed.error.to_string();
+    report(json!({"event": "failed", "error": error}), &format!("inference failed: {error}"));
+    commands.entity(failed.entity).despawn();
+    finish_when_done(&options, &progress);
+}
+
+fn finish_when_done(options: &PageOptions, progress: &Progress) {
+    if progress.finished + progress.failed < options.requests {
+        return;
+    }
+    let mut sorted = progress.latencies_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted.get(sorted.len() / 2).copied();
+    report(
+        json!({"event": "done", "requests": progress.finished, "failed": progress.failed, "median_ms": median}),
+        &format!("done: {} predictions, {} failed, median {:.1} ms", progress.finished, progress.failed, median.unwrap_or(f64::NAN)),
+    );
+}

@@ -1,0 +1,23 @@
+//! The plugin in a browser tab on WebGPU: the page `examples/web/index.html` loads this app
+//! (built for `wasm32-unknown-unknown` and bound by `wasm-bindgen`; `tools/web.sh` does both).
+//!
+//! Without a canvas (`?mode=headless`, the default) it classifies inputs and reports each
+//! prediction as a JSON line on the browser console (`{"event": "prediction" | "failed" |
+//! "done", ...}`), for scripts and tests: `?input=URL.npy` classifies a stored float32 input
+//! (`?requests=N` times), otherwise the shipped images in turn. The page's status line says
+//! what happened, errors included.
+//!
+//! Natively this example only says how to build it for the web.
+
+#[cfg(target_arch = "wasm32")]
+mod browser;
+
+#[cfg(target_arch = "wasm32")]
+fn main() {
+    browser::start();
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() {
+    eprintln!("the web example runs in a browser: `bash tools/web.sh build` builds it, `bash tools/web.sh serve` serves it");
+}
