@@ -79,6 +79,15 @@ struct Args {
     /// Give up (coordinator) or leave (worker) after this many seconds.
     #[arg(long, default_value_t = 120)]
     lifetime_s: u64,
+    /// Coordinator: seconds without an answer before a remote stage is run elsewhere (a browser
+    /// worker on a software WebGPU adapter needs several).
+    #[arg(long, default_value_t = 2.0)]
+    stage_timeout_s: f64,
+    /// Sleep between frames, in microseconds (default: none for a coordinator, 200 for a
+    /// worker). Players that share a machine's cores with browser tabs leave them CPU time with
+    /// a few milliseconds (`tools/web/room.mjs` passes 2000).
+    #[arg(long)]
+    frame_sleep_us: Option<u64>,
     /// Worker: corrupt the first tensor frame it sends (fault injection for tests).
     #[arg(long)]
     tamper_once: bool,
@@ -94,6 +103,7 @@ fn build_app(args: &Args) -> App {
     };
     let mut session = PeerSessionPlugin::new(args.room.clone(), args.key.clone(), role, args.model.clone(), args.plan.clone());
     session.max_in_flight = args.k;
+    session.stage_timeout = Duration::from_secs_f64(args.stage_timeout_s);
     session.expected_peers = if args.role == Role::Coordinator { args.workers } else { 0 };
     app.add_plugins(session);
     app.finish();
@@ -157,6 +167,12 @@ fn report_events_only(app: &mut App) {
     report_events(app);
 }
 
+/// The pause between frames this player takes.
+fn frame_sleep(args: &Args) -> Duration {
+    let default_us = if args.role == Role::Worker { 200 } else { 0 };
+    Duration::from_micros(args.frame_sleep_us.unwrap_or(default_us))
+}
+
 fn load_images(dir: &Path) -> Result<Vec<(String, Tensor)>, String> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
@@ -189,6 +205,7 @@ fn run_coordinator(args: &Args) -> Result<(), String> {
     // Wait for the workers.
     loop {
         app.update();
+        std::thread::sleep(frame_sleep(args));
         if let Some(problem) = report_events(&mut app) {
             return Err(problem.to_string());
         }
@@ -214,7 +231,11 @@ fn run_coordinator(args: &Args) -> Result<(), String> {
     for (_, input) in &images {
         let entity = app.world_mut().spawn((InferenceRequest::new(model.clone(), input.clone()), LocalOnly)).id();
         // Report session events meanwhile too: peers keep talking while references run.
-        let (prediction, _) = update_until_prediction_with(&mut app, entity, Duration::from_secs(60), report_events_only)
+        let pause = frame_sleep(args);
+        let (prediction, _) = update_until_prediction_with(&mut app, entity, Duration::from_secs(60), |app| {
+            report_events_only(app);
+            std::thread::sleep(pause);
+        })
             .map_err(|e| format!("single-peer reference: {e}"))?;
         reference_outputs.push(prediction);
     }
@@ -234,6 +255,7 @@ fn run_coordinator(args: &Args) -> Result<(), String> {
     let mut hop_times: Vec<Vec<f64>> = Vec::new();
     while done.iter().any(|d| !d) && Instant::now() < deadline {
         app.update();
+        std::thread::sleep(frame_sleep(args));
         report_events_only(&mut app);
         for (i, (name, split, image)) in pending.iter().enumerate() {
             if done[i] {
@@ -341,7 +363,7 @@ fn run_worker(args: &Args) -> Result<(), String> {
                 alone_since = None;
             }
         }
-        std::thread::sleep(Duration::from_micros(200));
+        std::thread::sleep(frame_sleep(args));
     }
     let served = app.world().resource::<Distributed>().stages_served;
     let rejected = app.world().get_resource::<PeerSession>().map_or(0, |s| s.rejected_total());

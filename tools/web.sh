@@ -4,8 +4,13 @@
 #   tools/web.sh build            # release wasm32 build + wasm-bindgen -> target/web-site/
 #   tools/web.sh page 'QUERY' ... # serves the site on 127.0.0.1 and runs one tab per QUERY in
 #                                 # headless Chromium; prints the tabs' JSON lines
+#   tools/web.sh room [OPTIONS]   # a mixed room (signaling server, native peers, browser tabs)
+#                                 # in a fresh network namespace; options of tools/web/room.mjs
+#                                 # (--coordinator browser, --browser-workers 3, ...)
+#   tools/web.sh demo [OPTIONS]   # build, then room: its last line is the room's result JSON
 #
-# Needs what tools/install-web.sh installs. Cold build on 2 cores: ~5 min (the .wasm is ~30 MB).
+# Needs what tools/install-web.sh installs; room needs root (unshare -n) and iproute2. Cold
+# wasm build on 2 cores: ~7 min (the .wasm is ~34 MB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -18,8 +23,11 @@ build() {
     wasm-bindgen --target web --no-typescript --out-dir "$site/pkg" --out-name web \
         "$target/wasm32-unknown-unknown/release/examples/web.wasm"
     cp examples/web/index.html "$site/"
-    ln -s "$PWD/assets" "$site/assets"
-    ln -s "$PWD/tests/fixtures" "$site/fixtures"
+    # The page loads assets/ over HTTP; the stored test inputs and models are under
+    # assets/fixtures/ as well, so that a page can load them as assets too.
+    mkdir -p "$site/assets"
+    for entry in assets/*; do ln -s "$PWD/$entry" "$site/$entry"; done
+    ln -s "$PWD/tests/fixtures" "$site/assets/fixtures"
 }
 
 case "${1:-}" in
@@ -28,7 +36,27 @@ case "${1:-}" in
         shift
         pages=()
         for query in "$@"; do pages+=(--page "$query"); done
-        node tools/web/drive.mjs --site "$site" "${pages[@]}"
+        node tools/web/page.mjs --site "$site" "${pages[@]}"
         ;;
-    *) sed -n '2,9p' "$0" >&2; exit 2 ;;
+    room | demo)
+        [ "$1" = demo ] && build
+        shift
+        cargo build -q --example signaling --example peer
+        export BEVY_ASSET_ROOT="$PWD"
+        unshare -n bash -s -- "$target/debug/examples" "$site" "$@" <<'INNER'
+set -euo pipefail
+bin=$1
+site=$2
+shift 2
+# WebRTC skips loopback candidates: a veth pair gives the namespace a routable address.
+ip link set lo up
+ip link add v0 type veth peer name v1
+ip addr add 10.99.0.1/24 dev v0
+ip link set v0 up
+ip link set v1 up
+ip route add default dev v0
+node tools/web/room.mjs --site "$site" --bin "$bin" "$@"
+INNER
+        ;;
+    *) sed -n '2,16p' "$0" >&2; exit 2 ;;
 esac

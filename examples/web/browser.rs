@@ -5,38 +5,46 @@ use bevy::asset::AssetMetaCheck;
 use bevy::prelude::*;
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::web::web_runner;
-use bevy_p2p_inference::headless_plugins;
+use bevy_p2p_inference::{headless_plugins, PeerRole};
+
+use crate::room::{self, RoomOptions};
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::json;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
 /// The shipped images, classified in turn when no input is given.
-const IMAGES: [&str; 10] = [
+pub const IMAGES: [&str; 10] = [
     "t_shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot",
 ];
 
 /// What the page's query string asks for.
 #[derive(Resource, Clone, Debug)]
-struct PageOptions {
+pub struct PageOptions {
     /// The model, relative to the assets folder.
-    model: String,
+    pub model: String,
     /// A stored float32 `.npy` input to classify, instead of the shipped images.
     input: Option<String>,
+    /// Only the first rows of that input.
+    rows: Option<usize>,
     /// How many requests to make.
     requests: usize,
+    /// The room to join, if any.
+    room: Option<RoomOptions>,
 }
 
 impl PageOptions {
-    fn from_query() -> Self {
+    fn from_query() -> Result<Self, String> {
         let search = web_sys::window().and_then(|w| w.location().search().ok()).unwrap_or_default();
         let params = web_sys::UrlSearchParams::new_with_str(&search).ok();
         let get = |name: &str| params.as_ref().and_then(|p| p.get(name));
-        Self {
+        Ok(Self {
             model: get("model").unwrap_or_else(|| "models/fashion_mobilenetv2.onnx".into()),
             input: get("input"),
+            rows: get("rows").and_then(|n| n.parse().ok()),
             requests: get("requests").and_then(|n| n.parse().ok()).unwrap_or(3),
-        }
+            room: RoomOptions::from_query(get)?,
+        })
     }
 }
 
@@ -46,8 +54,9 @@ struct FetchedInputs(Receiver<Result<(String, Tensor), String>>);
 
 /// Where the requests stand.
 #[derive(Resource, Default)]
-struct Progress {
-    inputs: Vec<(String, Tensor)>,
+pub struct Progress {
+    /// The inputs fetched so far, named.
+    pub inputs: Vec<(String, Tensor)>,
     sent: usize,
     finished: usize,
     failed: usize,
@@ -55,12 +64,12 @@ struct Progress {
 }
 
 /// Writes a JSON line to the console (for scripts) and a sentence to the page's status line.
-fn report(line: serde_json::Value, status: &str) {
+pub fn report(line: serde_json::Value, status: &str) {
     web_sys::console::log_1(&line.to_string().into());
     set_status(status);
 }
 
-fn set_status(text: &str) {
+pub fn set_status(text: &str) {
     let element = web_sys::window().and_then(|w| w.document()).and_then(|d| d.get_element_by_id("status"));
     if let Some(element) = element {
         element.set_text_content(Some(text));
@@ -87,13 +96,22 @@ fn tensor_from_npy(url: &str, bytes: &[u8]) -> Result<Tensor, String> {
     Tensor::new(shape, data).map_err(|e| format!("{url}: {e}"))
 }
 
+/// The first `rows` rows of `tensor` (all of them without a count).
+fn first_rows(tensor: Tensor, rows: Option<usize>) -> Result<Tensor, String> {
+    let Some(rows) = rows.filter(|&r| r < tensor.shape()[0]) else { return Ok(tensor) };
+    let mut shape = tensor.shape().to_vec();
+    let row: usize = shape[1..].iter().product();
+    shape[0] = rows;
+    Tensor::new(shape, tensor.data()[..rows * row].to_vec()).map_err(|e| e.to_string())
+}
+
 /// Fetches the page's inputs in the background; they arrive over `sender`.
 fn fetch_inputs(options: &PageOptions, sender: Sender<Result<(String, Tensor), String>>) {
     let options = options.clone();
     wasm_bindgen_futures::spawn_local(async move {
         match &options.input {
             Some(url) => {
-                let tensor = fetch_bytes(url).await.and_then(|bytes| tensor_from_npy(url, &bytes));
+                let tensor = fetch_bytes(url).await.and_then(|bytes| tensor_from_npy(url, &bytes)).and_then(|t| first_rows(t, options.rows));
                 let _ = sender.send(tensor.map(|t| (url.clone(), t)));
             }
             None => {
@@ -109,21 +127,36 @@ fn fetch_inputs(options: &PageOptions, sender: Sender<Result<(String, Tensor), S
 
 /// Starts the app: the page's options, the inputs' fetches, and the web runner.
 pub fn start() {
-    let options = PageOptions::from_query();
+    let options = match PageOptions::from_query() {
+        Ok(options) => options,
+        Err(error) => {
+            report(json!({"event": "page_error", "error": error}), &error);
+            return;
+        }
+    };
     let (sender, receiver) = crossbeam_channel::unbounded();
     fetch_inputs(&options, sender);
     set_status("starting the renderer…");
     let mut app = App::new();
     app.add_plugins(headless_plugins().set(AssetPlugin { meta_check: AssetMetaCheck::Never, ..default() }))
         .add_plugins(P2pInferencePlugin::default())
-        .insert_resource(options)
         .insert_resource(FetchedInputs(receiver))
         .init_resource::<Progress>()
-        .add_systems(Update, (take_inputs, send_requests).chain())
-        .add_observer(on_prediction)
-        .add_observer(on_failure)
-        .set_runner(web_runner)
-        .run();
+        .add_systems(Update, take_inputs);
+    match options.room.clone() {
+        None => {
+            app.add_systems(Update, send_requests.after(take_inputs)).add_observer(on_prediction).add_observer(on_failure);
+        }
+        Some(room) => {
+            app.add_plugins(room.plugin(&options.model)).add_systems(Update, room::report_session);
+            match room.role {
+                PeerRole::Worker => app.add_systems(Update, room::worker_watch),
+                PeerRole::Coordinator => app.init_resource::<room::CoordinatorPhase>().add_systems(Update, room::coordinate.after(take_inputs)),
+            };
+            app.insert_resource(room);
+        }
+    }
+    app.insert_resource(options).set_runner(web_runner).run();
 }
 
 /// The model's handle, loaded once.

@@ -7,10 +7,16 @@
 //! (`?requests=N` times), otherwise the shipped images in turn. The page's status line says
 //! what happened, errors included.
 //!
+//! With `?room=ws://…&key=…&role=worker|coordinator` the tab is a player of a split-inference
+//! room, like the native `peer` example, and prints the same JSON lines (`peer_trusted`,
+//! `request`, `summary`, `worker_summary`, …). `tools/web.sh room` runs a mixed room.
+//!
 //! Natively this example only says how to build it for the web.
 
 #[cfg(target_arch = "wasm32")]
 mod browser;
+#[cfg(target_arch = "wasm32")]
+mod room;
 
 #[cfg(target_arch = "wasm32")]
 fn main() {
