@@ -1,0 +1,138 @@
+//! The web example in real headless Chromium: WebGPU on SwiftShader, the same wasm a game
+//! ships, real WebRTC between tabs and native peers. Needs what `tools/install-web.sh` installs
+//! (Chromium, Node and playwright-core, the wasm32 target and the wasm-bindgen CLI); the site is
+//! built once per run by `tools/web.sh build` (a release wasm32 build: ~7 min cold on 2 cores).
+//! Room tests run inside a network namespace each (root, iproute2), like the p2p tests.
+//! On failure a test prints every event the pages and peers logged, browser console included.
+
+#[path = "../p2p/netns.rs"]
+mod netns;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use bevy_p2p_inference::Tensor;
+use netns::{examples_dir, in_namespace, Serial};
+use serde_json::Value;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The web example's site, built once for the whole run.
+fn site() -> PathBuf {
+    static SITE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    SITE.get_or_init(|| {
+        for (tool, what) in [("node", "Node.js"), ("wasm-bindgen", "the wasm-bindgen CLI"), ("/usr/bin/chromium", "Chromium")] {
+            let found = Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
+            if !found {
+                return Err(format!("{what} is missing: run `bash tools/install-web.sh`"));
+            }
+        }
+        if !repo().join("tools/web/node_modules/playwright-core").exists() {
+            return Err("playwright-core is missing: run `bash tools/install-web.sh`".into());
+        }
+        // A release wasm32 build: its lock files (target/release, target/wasm32-*) are not the
+        // ones `cargo test` holds (target/debug).
+        let output = Command::new("bash").arg("tools/web.sh").arg("build").current_dir(repo()).output().map_err(|e| e.to_string())?;
+        if !output.status.success() {
+            return Err(format!("tools/web.sh build failed:\n{}", String::from_utf8_lossy(&output.stderr)));
+        }
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
+        Ok(target.join("web-site"))
+    })
+    .clone()
+    .unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// Runs a node driver from `tools/web/` and returns its stdout lines as JSON values, and the
+/// whole output for failure messages.
+fn node(script: &str, args: &[String]) -> (Vec<Value>, String) {
+    let output = Command::new("node").arg(format!("tools/web/{script}")).args(args).current_dir(repo()).output().expect("cannot run node");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let transcript = format!("exit {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}", output.status);
+    let lines = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    (lines, transcript)
+}
+
+fn fixture(name: &str) -> Tensor {
+    let bytes = std::fs::read(repo().join("tests/fixtures").join(name)).unwrap();
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    let shape = npy.shape().iter().map(|&d| d as usize).collect();
+    Tensor::new(shape, npy.into_vec().unwrap()).unwrap()
+}
+
+#[test]
+fn the_shipped_model_in_a_browser_tab_matches_onnx_runtime() {
+    let _serial = Serial::lock();
+    let rows = 4;
+    let query = format!("input=assets/fixtures/fashion_input.npy&rows={rows}&requests=1");
+    let (events, transcript) = node("page.mjs", &["--site".into(), site().display().to_string(), "--timeout-s".into(), "240".into(), "--page".into(), query]);
+    let prediction = events.iter().find(|e| e["event"] == "prediction").unwrap_or_else(|| panic!("no prediction:\n{transcript}"));
+    let adapter = events.iter().find(|e| e["event"] == "adapter").unwrap_or_else(|| panic!("no WebGPU adapter:\n{transcript}"));
+    assert!(adapter["browser_adapter"].as_str().is_some_and(|a| a.contains("SwiftShader")), "{transcript}");
+    let output: Vec<f32> = prediction["output"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let shape: Vec<usize> = prediction["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    let want = fixture("fashion_ort.npy");
+    let classes = want.shape()[1];
+    assert_eq!(shape, vec![rows, classes], "{transcript}");
+    let want = &want.data()[..rows * classes];
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let error = output.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max) / scale;
+    assert!(error <= 1e-4, "relative error {error} against ONNX Runtime:\n{transcript}");
+    assert!(!events.iter().any(|e| e["event"] == "failed" || e["event"] == "page_error"), "{transcript}");
+}
+
+/// Runs `tools/web/room.mjs` with `args` (in this test's namespace) and returns its result.
+fn room(args: &[&str]) -> (Value, String) {
+    let mut all: Vec<String> = vec!["--site".into(), site().display().to_string(), "--bin".into(), examples_dir().display().to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let (lines, transcript) = node("room.mjs", &all);
+    let result = lines.last().cloned().unwrap_or_else(|| panic!("the room printed no result:\n{transcript}"));
+    assert!(result.get("error").is_none(), "{transcript}");
+    (result, transcript)
+}
+
+fn assert_every_request_matches_single_peer(result: &Value, transcript: &str) {
+    let requests = result["requests"].as_u64().unwrap();
+    assert!(requests >= 10, "{transcript}");
+    assert_eq!(result["matches_single_peer"], requests, "{transcript}");
+    assert_eq!(result["lost"], 0, "{transcript}");
+}
+
+#[test]
+fn a_mixed_room_of_a_native_coordinator_a_browser_worker_and_a_native_worker_matches_single_peer() {
+    // The site is built outside the namespace (the build needs no network, but say so once).
+    site();
+    let _serial = Serial::lock();
+    in_namespace("a_mixed_room_of_a_native_coordinator_a_browser_worker_and_a_native_worker_matches_single_peer", || {
+        let (result, transcript) = room(&["--coordinator", "native", "--browser-workers", "1", "--native-workers", "1", "--rounds", "1"]);
+        assert_every_request_matches_single_peer(&result, &transcript);
+        assert_eq!((result["browser_peers"].as_u64(), result["native_peers"].as_u64()), (Some(1), Some(2)), "{transcript}");
+        assert!(result["browser_adapter"].as_str().is_some_and(|a| a.contains("SwiftShader")), "{transcript}");
+    });
+}
+
+#[test]
+fn a_browser_coordinator_splits_its_requests_across_native_workers() {
+    site();
+    let _serial = Serial::lock();
+    in_namespace("a_browser_coordinator_splits_its_requests_across_native_workers", || {
+        let (result, transcript) = room(&["--coordinator", "browser", "--browser-workers", "0", "--native-workers", "2", "--rounds", "1"]);
+        assert_every_request_matches_single_peer(&result, &transcript);
+        assert_eq!((result["browser_peers"].as_u64(), result["native_peers"].as_u64()), (Some(1), Some(2)), "{transcript}");
+    });
+}
+
+#[test]
+fn a_browser_tab_closed_mid_run_is_declared_lost_within_a_second_and_no_request_is_lost() {
+    site();
+    let _serial = Serial::lock();
+    in_namespace("a_browser_tab_closed_mid_run_is_declared_lost_within_a_second_and_no_request_is_lost", || {
+        let (result, transcript) = room(&["--browser-workers", "1", "--native-workers", "1", "--rounds", "2", "--close-tab-after-requests", "4"]);
+        assert_every_request_matches_single_peer(&result, &transcript);
+        let declared = result["lost_declared_ms"].as_u64().unwrap_or_else(|| panic!("the closed tab was never declared lost:\n{transcript}"));
+        assert!(declared <= 1000, "declared lost after {declared} ms:\n{transcript}");
+    });
+}
