@@ -17,7 +17,7 @@ target="${CARGO_TARGET_DIR:-$PWD/target}"
 site="$target/web-site"
 
 build() {
-    cargo build -q --release --target wasm32-unknown-unknown --example web
+    cargo build -q --release --target wasm32-unknown-unknown --example web --features canvas
     rm -rf "$site"
     mkdir -p "$site"
     wasm-bindgen --target web --no-typescript --out-dir "$site/pkg" --out-name web \

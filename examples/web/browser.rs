@@ -5,7 +5,7 @@ use bevy::asset::AssetMetaCheck;
 use bevy::prelude::*;
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::web::web_runner;
-use bevy_p2p_inference::{headless_plugins, PeerRole};
+use bevy_p2p_inference::{headless_plugins, InferenceSystems, PeerRole};
 
 use crate::room::{self, RoomOptions};
 use crossbeam_channel::{Receiver, Sender};
@@ -31,6 +31,8 @@ pub struct PageOptions {
     requests: usize,
     /// The room to join, if any.
     room: Option<RoomOptions>,
+    /// A game page: the app draws into the page's canvas, with the inspector overlay.
+    game: bool,
 }
 
 impl PageOptions {
@@ -43,7 +45,8 @@ impl PageOptions {
             input: get("input"),
             rows: get("rows").and_then(|n| n.parse().ok()),
             requests: get("requests").and_then(|n| n.parse().ok()).unwrap_or(3),
-            room: RoomOptions::from_query(get)?,
+            room: RoomOptions::from_query(&get)?,
+            game: get("mode").as_deref() == Some("game"),
         })
     }
 }
@@ -138,14 +141,25 @@ pub fn start() {
     fetch_inputs(&options, sender);
     set_status("starting the renderer…");
     let mut app = App::new();
-    app.add_plugins(headless_plugins().set(AssetPlugin { meta_check: AssetMetaCheck::Never, ..default() }))
-        .add_plugins(P2pInferencePlugin::default())
+    let assets = AssetPlugin { meta_check: AssetMetaCheck::Never, ..default() };
+    if options.game {
+        if !crate::game::add_game(&mut app, assets) {
+            report(json!({"event": "page_error", "error": "this build has no canvas: build the web example with --features canvas"}), "this build has no canvas");
+            return;
+        }
+    } else {
+        app.add_plugins(headless(assets));
+    }
+    app.add_plugins(P2pInferencePlugin::default())
         .insert_resource(FetchedInputs(receiver))
         .init_resource::<Progress>()
         .add_systems(Update, take_inputs);
     match options.room.clone() {
         None => {
-            app.add_systems(Update, send_requests.after(take_inputs)).add_observer(on_prediction).add_observer(on_failure);
+            app.add_systems(Update, send_requests.after(take_inputs))
+                .add_systems(Last, despawn_settled.before(InferenceSystems::ReceiveResults))
+                .add_observer(on_prediction)
+                .add_observer(on_failure);
         }
         Some(room) => {
             app.add_plugins(room.plugin(&options.model)).add_systems(Update, room::report_session);
@@ -156,7 +170,22 @@ pub fn start() {
             app.insert_resource(room);
         }
     }
-    app.insert_resource(options).set_runner(web_runner).run();
+    let game = options.game;
+    app.insert_resource(options);
+    if game {
+        // bevy_winit's own web loop, which yields to the browser between frames.
+        app.run();
+    } else {
+        app.set_runner(web_runner).run();
+    }
+}
+
+/// Bevy's plugins without a window (nor bevy_winit, where the build has it).
+fn headless(assets: AssetPlugin) -> impl PluginGroup {
+    let plugins = headless_plugins().set(assets);
+    #[cfg(feature = "canvas")]
+    let plugins = plugins.disable::<bevy::winit::WinitPlugin>();
+    plugins
 }
 
 /// The model's handle, loaded once.
@@ -202,7 +231,7 @@ fn send_requests(
 #[derive(Component)]
 struct InputName(String);
 
-fn on_prediction(ready: On<PredictionReady>, names: Query<&InputName>, options: Res<PageOptions>, mut progress: ResMut<Progress>, mut commands: Commands) {
+fn on_prediction(ready: On<PredictionReady>, names: Query<&InputName>, options: Res<PageOptions>, mut progress: ResMut<Progress>) {
     let name = names.get(ready.entity).map(|n| n.0.clone()).unwrap_or_default();
     let prediction = &ready.prediction;
     let latency_ms = prediction.latency.as_secs_f64() * 1e3;
@@ -221,16 +250,22 @@ fn on_prediction(ready: On<PredictionReady>, names: Query<&InputName>, options: 
         }),
         &format!("{name}: class {class} ({:.1}%) in {latency_ms:.1} ms", probability * 100.0),
     );
-    commands.entity(ready.entity).despawn();
     finish_when_done(&options, &progress);
 }
 
-fn on_failure(failed: On<InferenceFailed>, options: Res<PageOptions>, mut progress: ResMut<Progress>, mut commands: Commands) {
+fn on_failure(failed: On<InferenceFailed>, options: Res<PageOptions>, mut progress: ResMut<Progress>) {
     progress.failed += 1;
     let error = failed.error.to_string();
     report(json!({"event": "failed", "error": error}), &format!("inference failed: {error}"));
-    commands.entity(failed.entity).despawn();
     finish_when_done(&options, &progress);
+}
+
+/// Settled requests go a frame after they settled, once the inference history (which the
+/// overlay shows) has recorded them.
+fn despawn_settled(mut commands: Commands, settled: Query<Entity, (With<InputName>, Or<(With<Prediction>, With<InferenceFailed>)>)>) {
+    for entity in &settled {
+        commands.entity(entity).despawn();
+    }
 }
 
 fn finish_when_done(options: &PageOptions, progress: &Progress) {

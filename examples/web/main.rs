@@ -11,10 +11,15 @@
 //! room, like the native `peer` example, and prints the same JSON lines (`peer_trusted`,
 //! `request`, `summary`, `worker_summary`, …). `tools/web.sh room` runs a mixed room.
 //!
+//! `?mode=game` (built with `--features canvas`) is a game page instead: the app draws into the
+//! page's canvas, classifies the shipped images in rotation and shows the inspector overlay.
+//!
 //! Natively this example only says how to build it for the web.
 
 #[cfg(target_arch = "wasm32")]
 mod browser;
+#[cfg(target_arch = "wasm32")]
+mod game;
 #[cfg(target_arch = "wasm32")]
 mod room;
 

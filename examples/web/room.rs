@@ -37,7 +37,7 @@ pub struct RoomOptions {
 
 impl RoomOptions {
     /// The room options, where the query string names a room.
-    pub fn from_query(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
+    pub fn from_query(get: &impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
         let Some(url) = get("room") else { return Ok(None) };
         let key = get("key").ok_or("a room needs a key (?key=…)")?;
         let role = match get("role").as_deref() {

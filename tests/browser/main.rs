@@ -136,3 +136,24 @@ fn a_browser_tab_closed_mid_run_is_declared_lost_within_a_second_and_no_request_
         assert!(declared <= 1000, "declared lost after {declared} ms:\n{transcript}");
     });
 }
+
+#[test]
+fn the_game_page_draws_its_scene_into_the_canvas_with_the_overlay_over_it() {
+    let _serial = Serial::lock();
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
+    let screenshot = target.join("web-game.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let args = ["--site".into(), site().display().to_string(), "--timeout-s".into(), "240".into(), "--screenshot".into(), screenshot.display().to_string(), "--page".into(), "mode=game&requests=4".into()];
+    let (events, transcript) = node("page.mjs", &args);
+    assert_eq!(events.iter().filter(|e| e["event"] == "prediction").count(), 4, "{transcript}");
+    assert!(!events.iter().any(|e| e["event"] == "failed" || e["event"] == "page_error"), "{transcript}");
+    let image = image::open(&screenshot).unwrap_or_else(|e| panic!("no screenshot ({e}):\n{transcript}")).to_rgb8();
+    // The page is 960x600: the status line on top, the canvas below it, the overlay's window
+    // at the canvas's top left. Right of the overlay the scene's background fills the canvas.
+    let pixel = |x: u32, y: u32| image.get_pixel(x, y).0;
+    let scene = pixel(800, 300);
+    assert_eq!(pixel(900, 450), scene, "the scene fills the canvas");
+    assert_ne!(scene, [0x1e, 0x1f, 0x24], "the canvas shows the page's background: nothing was drawn");
+    assert_ne!(scene, [255, 255, 255], "the canvas is blank");
+    assert_ne!(pixel(250, 100), scene, "the overlay is drawn over the scene");
+}

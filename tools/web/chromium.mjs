@@ -41,6 +41,11 @@ export function launchChromium() {
       "--no-sandbox",
       "--enable-unsafe-webgpu",
       "--use-webgpu-adapter=swiftshader",
+      // Compositing through SwiftShader's Vulkan too: without these a WebGPU canvas loses its
+      // device at the first frame ("A valid external Instance reference no longer exists").
+      "--use-angle=swiftshader",
+      "--use-vulkan=swiftshader",
+      "--enable-features=Vulkan,UseSkiaRenderer",
       "--enable-webgpu-developer-features",
       "--disable-features=WebRtcHideLocalIpsWithMdns",
       "--disable-background-timer-throttling",
