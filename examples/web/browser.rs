@@ -5,7 +5,7 @@ use bevy::asset::AssetMetaCheck;
 use bevy::prelude::*;
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::web::web_runner;
-use bevy_p2p_inference::{headless_plugins, InferenceSystems, PeerRole};
+use bevy_p2p_inference::{headless_plugins, InferenceError, InferenceSystems, PeerRole};
 
 use crate::room::{self, RoomOptions};
 use crossbeam_channel::{Receiver, Sender};
@@ -256,8 +256,18 @@ fn on_prediction(ready: On<PredictionReady>, names: Query<&InputName>, options: 
 fn on_failure(failed: On<InferenceFailed>, options: Res<PageOptions>, mut progress: ResMut<Progress>) {
     progress.failed += 1;
     let error = failed.error.to_string();
-    report(json!({"event": "failed", "error": error}), &format!("inference failed: {error}"));
+    report(json!({"event": "failed", "kind": failure_kind(&failed.error), "error": error}), &format!("inference failed: {error}"));
     finish_when_done(&options, &progress);
+}
+
+/// A stable name for why a request failed, for scripts.
+fn failure_kind(error: &InferenceError) -> &'static str {
+    match error {
+        InferenceError::ModelLoad(_) => "model_load",
+        InferenceError::Model(_) => "model",
+        InferenceError::Gpu(_) => "gpu",
+        _ => "other",
+    }
 }
 
 /// Settled requests go a frame after they settled, once the inference history (which the

@@ -4,7 +4,7 @@
 use bevy::prelude::*;
 use bevy_p2p_inference::model::plan::PartitionPlan;
 use bevy_p2p_inference::net::session::PeerSession;
-use bevy_p2p_inference::net::{Permissions, SessionEvent};
+use bevy_p2p_inference::net::{FrameError, Permissions, RejectReason, SessionEvent};
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::schedule::distributed::Distributed;
 use bevy_p2p_inference::tensor::TransferDtype;
@@ -89,7 +89,16 @@ pub fn report_session(mut events: MessageReader<PeerSessionEvent>, mut problems:
             SessionEvent::PeerTrusted { peer, capabilities, .. } => json!({"event": "peer_trusted", "peer": peer.to_string(), "adapter": capabilities.adapter}),
             SessionEvent::PeerLost { peer, reason } => json!({"event": "peer_lost", "peer": peer.to_string(), "reason": format!("{reason:?}")}),
             SessionEvent::HandshakeFailed { peer, reason } => json!({"event": "handshake_failed", "peer": peer.to_string(), "reason": format!("{reason:?}")}),
-            SessionEvent::Rejected { peer, reason } => json!({"event": "rejected", "peer": peer.to_string(), "detail": reason.to_string()}),
+            SessionEvent::Rejected { peer, reason } => {
+                let kind = match reason {
+                    RejectReason::Frame(FrameError::BadMac) => "bad_mac",
+                    RejectReason::Frame(_) => "malformed_frame",
+                    RejectReason::Chunk(_) => "bad_chunk",
+                    RejectReason::Untrusted(_) => "untrusted",
+                    RejectReason::NotPermitted(_) => "not_permitted",
+                };
+                json!({"event": "rejected", "peer": peer.to_string(), "reason": kind, "detail": reason.to_string()})
+            }
             SessionEvent::Reconnected { attempt } => json!({"event": "reconnected", "attempt": attempt}),
             SessionEvent::Tensor(_) => continue,
         };

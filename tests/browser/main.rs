@@ -102,15 +102,19 @@ fn assert_every_request_matches_single_peer(result: &Value, transcript: &str) {
 }
 
 #[test]
-fn a_mixed_room_of_a_native_coordinator_a_browser_worker_and_a_native_worker_matches_single_peer() {
+fn a_mixed_room_of_a_native_coordinator_a_browser_worker_and_a_native_worker_matches_single_peer_and_a_wrong_key_tab_stays_out() {
     // The site is built outside the namespace (the build needs no network, but say so once).
     site();
     let _serial = Serial::lock();
-    in_namespace("a_mixed_room_of_a_native_coordinator_a_browser_worker_and_a_native_worker_matches_single_peer", || {
-        let (result, transcript) = room(&["--coordinator", "native", "--browser-workers", "1", "--native-workers", "1", "--rounds", "1"]);
+    in_namespace("a_mixed_room_of_a_native_coordinator_a_browser_worker_and_a_native_worker_matches_single_peer_and_a_wrong_key_tab_stays_out", || {
+        // With a tab holding the wrong room key beside them: it never joins.
+        let (result, transcript) = room(&["--coordinator", "native", "--browser-workers", "1", "--native-workers", "1", "--rounds", "1", "--wrong-key-tab"]);
         assert_every_request_matches_single_peer(&result, &transcript);
         assert_eq!((result["browser_peers"].as_u64(), result["native_peers"].as_u64()), (Some(1), Some(2)), "{transcript}");
         assert!(result["browser_adapter"].as_str().is_some_and(|a| a.contains("SwiftShader")), "{transcript}");
+        let wrong_key = &result["wrong_key_tab"];
+        assert!(wrong_key["refused"].as_u64().is_some_and(|n| n > 0), "the wrong-key tab refused nothing:\n{transcript}");
+        assert_eq!(wrong_key["trusted_peers"], 0, "{transcript}");
     });
 }
 
@@ -156,4 +160,28 @@ fn the_game_page_draws_its_scene_into_the_canvas_with_the_overlay_over_it() {
     assert_ne!(scene, [0x1e, 0x1f, 0x24], "the canvas shows the page's background: nothing was drawn");
     assert_ne!(scene, [255, 255, 255], "the canvas is blank");
     assert_ne!(pixel(250, 100), scene, "the overlay is drawn over the scene");
+}
+
+#[test]
+fn a_page_without_webgpu_says_so_instead_of_going_blank() {
+    let _serial = Serial::lock();
+    let args = ["--site".into(), site().display().to_string(), "--timeout-s".into(), "60".into(), "--without-webgpu".into(), "--page".into(), "requests=1".into()];
+    let (events, transcript) = node("page.mjs", &args);
+    // Chromium without its WebGPU flags on a machine with no GPU: `navigator.gpu` may be there
+    // but offers no adapter.
+    let said_so = events.iter().any(|e| e["event"] == "page_error" && (e["kind"] == "no_webgpu" || e["kind"] == "no_adapter"));
+    assert!(said_so, "{transcript}");
+    assert!(!events.iter().any(|e| e["event"] == "prediction"), "{transcript}");
+}
+
+#[test]
+fn a_page_asking_for_a_missing_model_fails_its_requests_with_the_load_error() {
+    let _serial = Serial::lock();
+    let args = ["--site".into(), site().display().to_string(), "--timeout-s".into(), "120".into(), "--page".into(), "model=models/missing.onnx&requests=2".into()];
+    let (events, transcript) = node("page.mjs", &args);
+    let failed: Vec<&Value> = events.iter().filter(|e| e["event"] == "failed").collect();
+    assert_eq!(failed.len(), 2, "{transcript}");
+    assert!(failed.iter().all(|e| e["kind"] == "model_load"), "{transcript}");
+    let done = events.iter().find(|e| e["event"] == "done").unwrap_or_else(|| panic!("{transcript}"));
+    assert_eq!((done["requests"].as_u64(), done["failed"].as_u64()), (Some(0), Some(2)), "{transcript}");
 }

@@ -31,16 +31,16 @@ export async function serveSite(site, port) {
   return server;
 }
 
-/// Headless Chromium with WebGPU on SwiftShader. The flags turn off what would reach outside
-/// this machine and what would slow background tabs down.
-export function launchChromium() {
+/// Headless Chromium with WebGPU on SwiftShader (or, with `webgpu: false`, without WebGPU, as
+/// a browser that lacks it). The flags turn off what would reach outside this machine and what
+/// would slow background tabs down.
+export function launchChromium({ webgpu = true } = {}) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     headless: true,
     args: [
       "--no-sandbox",
-      "--enable-unsafe-webgpu",
-      "--use-webgpu-adapter=swiftshader",
+      ...(webgpu ? ["--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader"] : ["--disable-blink-features=WebGPU"]),
       // Compositing through SwiftShader's Vulkan too: without these a WebGPU canvas loses its
       // device at the first frame ("A valid external Instance reference no longer exists").
       "--use-angle=swiftshader",

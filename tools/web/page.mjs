@@ -2,17 +2,18 @@
 // JSON line on stdout, with the tab's index added.
 //
 //   node tools/web/page.mjs --site DIR [--port 8088] [--timeout-s 300] [--screenshot FILE]
-//        --page 'QUERY' [--page 'QUERY' ...]
+//        [--without-webgpu] --page 'QUERY' [--page 'QUERY' ...]
 //
 // Exits 0 once every page has logged {"event":"done"}, 1 at the timeout. --screenshot saves
 // the first tab's page then.
 import { serveSite, launchChromium, openTab } from "./chromium.mjs";
 
 const args = process.argv.slice(2);
-const options = { site: null, port: 8088, timeoutS: 300, screenshot: null, pages: [] };
+const options = { site: null, port: 8088, timeoutS: 300, screenshot: null, pages: [], webgpu: true };
 for (let i = 0; i < args.length; i += 2) {
   const value = args[i + 1];
   switch (args[i]) {
+    case "--without-webgpu": options.webgpu = false; i--; break;
     case "--site": options.site = value; break;
     case "--port": options.port = Number(value); break;
     case "--timeout-s": options.timeoutS = Number(value); break;
@@ -28,7 +29,7 @@ if (!options.site || options.pages.length === 0) {
 
 const emit = (object) => process.stdout.write(JSON.stringify(object) + "\n");
 const server = await serveSite(options.site, options.port);
-const browser = await launchChromium();
+const browser = await launchChromium({ webgpu: options.webgpu });
 let done = 0;
 let finish;
 const finished = new Promise((resolve) => { finish = resolve; });

@@ -5,21 +5,24 @@
 //
 //   node tools/web/room.mjs --site DIR --bin DIR [--coordinator native|browser]
 //        [--browser-workers 1] [--native-workers 1] [--rounds 2] [--plan PLAN]
-//        [--close-tab-after-requests N] [--timeout-s 240]
+//        [--close-tab-after-requests N] [--wrong-key-tab] [--timeout-s 240]
 //
 // Every event of every player goes to stderr as a JSON line ({"player": ..., ...}); the last
 // line on stdout is the room's result: {"requests","matches_single_peer","lost",
 // "browser_peers","native_peers","median_ms","p95_ms","browser_adapter"} (and
-// "lost_declared_ms" when a tab was closed mid-run). Exits 1 if the coordinator gave no summary.
+// "lost_declared_ms" when a tab was closed mid-run; with --wrong-key-tab, an extra tab holding
+// the wrong room key: "wrong_key_tab": {"refused": frames or handshakes it refused,
+// "trusted_peers": peers it came to trust}). Exits 1 if the coordinator gave no summary.
 import { spawn } from "node:child_process";
 import readline from "node:readline";
 import { serveSite, launchChromium, openTab } from "./chromium.mjs";
 
 const args = process.argv.slice(2);
-const o = { site: null, bin: null, coordinator: "native", browserWorkers: 1, nativeWorkers: 1, rounds: 2, plan: "plans/fashion_3_int8.plan.ron", closeAfter: null, timeoutS: 240, port: 8088 };
+const o = { site: null, bin: null, coordinator: "native", browserWorkers: 1, nativeWorkers: 1, rounds: 2, plan: "plans/fashion_3_int8.plan.ron", closeAfter: null, wrongKeyTab: false, timeoutS: 240, port: 8088 };
 for (let i = 0; i < args.length; i += 2) {
   const v = args[i + 1];
   switch (args[i]) {
+    case "--wrong-key-tab": o.wrongKeyTab = true; i--; break;
     case "--site": o.site = v; break;
     case "--bin": o.bin = v; break;
     case "--coordinator": o.coordinator = v; break;
@@ -90,7 +93,7 @@ signaling.stderr.resume();
 await new Promise((resolve) => setTimeout(resolve, 500));
 const server = await serveSite(o.site, o.port);
 const browser = await launchChromium();
-const page = (query) => `http://127.0.0.1:${o.port}/index.html?room=${encodeURIComponent(room)}&key=${key}&plan=${encodeURIComponent(o.plan)}&${query}`;
+const page = (query, roomKey = key) => `http://127.0.0.1:${o.port}/index.html?room=${encodeURIComponent(room)}&key=${roomKey}&plan=${encodeURIComponent(o.plan)}&${query}`;
 const onAdapter = (event) => { if (event.event === "adapter" && adapter === null) adapter = event.browser_adapter; };
 
 for (let i = 0; i < o.nativeWorkers; i++) {
@@ -100,6 +103,14 @@ for (let i = 0; i < o.nativeWorkers; i++) {
 }
 for (let i = 0; i < o.browserWorkers; i++) {
   workerTabs.push(await openTab(browser, page("role=worker"), (event) => { onAdapter(event); log(`worker${i}`, event); }));
+}
+const wrongKey = { refused: 0, trusted_peers: 0 };
+if (o.wrongKeyTab) {
+  await openTab(browser, page("role=worker", "not-the-room-key"), (event) => {
+    if (event.event === "handshake_failed" || event.event === "rejected") wrongKey.refused++;
+    if (event.event === "peer_trusted") wrongKey.trusted_peers++;
+    log("wrong-key-tab", event);
+  });
 }
 if (o.coordinator === "native") {
   const child = native("peer", ["--role", "coordinator", "--room", room, "--key", key, "--plan", o.plan, "--workers", String(workers),
@@ -139,5 +150,6 @@ const result = {
   browser_adapter: adapter,
 };
 if (closedAt !== null) result.lost_declared_ms = lostDeclaredMs;
+if (o.wrongKeyTab) result.wrong_key_tab = wrongKey;
 console.log(JSON.stringify(result));
 process.exit(0);
