@@ -269,13 +269,8 @@ fn run_coordinator(args: &Args) -> Result<(), String> {
                 continue;
             }
             let Some(split) = world.get::<Prediction>(*split) else { continue };
-            let whole = &reference_outputs[*image];
             done[i] = true;
-            let same = if all_f32 {
-                split.output.data().iter().zip(whole.output.data()).all(|(a, b)| a.to_bits() == b.to_bits())
-            } else {
-                split.top_k.first().map(|t| t.0) == whole.top_k.first().map(|t| t.0)
-            };
+            let same = split.matches(&reference_outputs[*image], all_f32);
             matches += same as usize;
             let ms = split.latency.as_secs_f64() * 1e3;
             latencies.push(ms);

@@ -21,12 +21,8 @@ unshare -n bash -s -- "$bin" "$@" <<'INNER'
 set -euo pipefail
 bin=$1
 shift
-ip link set lo up
-ip link add v0 type veth peer name v1
-ip addr add 10.99.0.1/24 dev v0
-ip link set v0 up
-ip link set v1 up
-ip route add default dev v0
+# WebRTC skips loopback candidates: a veth pair gives the namespace a routable address.
+source tools/netns-veth.sh
 "$bin/signaling" --port 3536 >/dev/null &
 signaling=$!
 trap 'kill $signaling 2>/dev/null || true' EXIT

@@ -49,12 +49,7 @@ bin=$1
 site=$2
 shift 2
 # WebRTC skips loopback candidates: a veth pair gives the namespace a routable address.
-ip link set lo up
-ip link add v0 type veth peer name v1
-ip addr add 10.99.0.1/24 dev v0
-ip link set v0 up
-ip link set v1 up
-ip route add default dev v0
+source tools/netns-veth.sh
 node tools/web/room.mjs --site "$site" --bin "$bin" "$@"
 INNER
         ;;

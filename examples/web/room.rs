@@ -207,12 +207,7 @@ pub fn coordinate(
                     report(json!({"event": "request_failed", "name": name, "error": error}), "a request failed");
                     continue;
                 };
-                let whole = &references[*image];
-                let same = if all_f32 {
-                    split.output.data().iter().zip(whole.output.data()).all(|(a, b)| a.to_bits() == b.to_bits())
-                } else {
-                    split.top_k.first().map(|t| t.0) == whole.top_k.first().map(|t| t.0)
-                };
+                let same = split.matches(&references[*image], all_f32);
                 matches += same as usize;
                 let ms = split.latency.as_secs_f64() * 1e3;
                 latencies.push(ms);

@@ -57,6 +57,19 @@ pub struct Prediction {
     pub handover: Option<Duration>,
 }
 
+impl Prediction {
+    /// Whether this (split) prediction gave `reference`'s (single-peer) result: bit-identical
+    /// outputs where every cut travels as f32 (`exact`), else the same top class, since f16 and
+    /// int8 cuts round the activations.
+    pub fn matches(&self, reference: &Prediction, exact: bool) -> bool {
+        if exact {
+            self.output.shape() == reference.output.shape() && self.output.data().iter().zip(reference.output.data()).all(|(a, b)| a.to_bits() == b.to_bits())
+        } else {
+            self.top_k.first().map(|t| t.0) == reference.top_k.first().map(|t| t.0)
+        }
+    }
+}
+
 /// Triggered on the request's entity when its [`Prediction`] is ready: observe it on the entity
 /// (`commands.spawn(request).observe(|ready: On<PredictionReady>| ..)`) or globally.
 #[derive(EntityEvent, Clone, Debug)]
