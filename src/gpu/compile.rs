@@ -25,9 +25,39 @@ fn u(v: usize) -> u32 {
 
 /// Compiles `graph` for an input of shape `input_shape`.
 pub fn compile(graph: &Graph, input_shape: &[usize]) -> Result<Program, CompileError> {
+    compile_with(graph, input_shape, true)
+}
+
+/// [`compile`], with or without the kernels that share work through workgroup memory and
+/// barriers (`workgroup_tiles`; see `KernelOptions::workgroup_tiles`).
+pub fn compile_with(graph: &Graph, input_shape: &[usize], workgroup_tiles: bool) -> Result<Program, CompileError> {
     let shapes = infer_shapes(graph, input_shape)?;
-    let steps = plan_steps(graph, &shapes)?;
+    let mut steps = plan_steps(graph, &shapes)?;
+    if !workgroup_tiles {
+        for step in &mut steps {
+            if let Step::Compute { calls, .. } = step {
+                calls.iter_mut().for_each(untiled);
+            }
+        }
+    }
     Ok(assign_slots(graph, &shapes, steps))
+}
+
+/// A call of a tiled 1x1 convolution or a split dot product as its one-invocation-per-output
+/// form (same parameters, another entry point and grid).
+fn untiled((kernel, params, _, grid): &mut super::program::KernelCall) {
+    match (&*kernel, &*params) {
+        (Kernel::ConvPointwise | Kernel::ConvPointwiseBlocked | Kernel::ConvPointwiseNarrow, KernelParams::Conv(p)) => {
+            let (pixels, planes) = ((p.out_height * p.out_width) as usize, (p.batch * p.out_channels) as usize);
+            (*kernel, *grid) = if p.out_channels.is_multiple_of(4) {
+                (Kernel::Conv2dFourChannels, plane_grid(pixels, planes / 4))
+            } else {
+                (Kernel::Conv2d, plane_grid(pixels, planes))
+            };
+        }
+        (Kernel::GemmSplit, KernelParams::Gemm(p)) => (*kernel, *grid) = (Kernel::Gemm, grid_1d(p.total as usize)),
+        _ => {}
+    }
 }
 
 fn plan_steps(graph: &Graph, shapes: &Shapes) -> Result<Vec<Step>, CompileError> {
@@ -444,6 +474,26 @@ mod tests {
         // Column tiles beyond one grid dimension fold into z.
         let (_, [x, _, z]) = pointwise_kernel(64 * 70000, 64);
         assert!(x <= 65535 && x as usize * z as usize >= 70000);
+    }
+
+    #[test]
+    fn without_workgroup_tiles_pointwise_convolutions_and_split_products_take_one_invocation_per_output() {
+        let mut initializers = HashMap::new();
+        initializers.insert("w".to_string(), Tensor::zeros(vec![8, 4, 1, 1]));
+        initializers.insert("fc".to_string(), Tensor::zeros(vec![10, 8 * 4 * 4]));
+        let graph = Graph {
+            input: GraphInput { name: "x".into(), dims: vec![] },
+            output: "y".into(),
+            nodes: vec![
+                node("c", Op::Conv(Conv2d { strides: [1, 1], pads: [0; 4], dilations: [1, 1], groups: 1 }), &["x", "w"]),
+                node("f", Op::Flatten { axis: 1 }, &["c"]),
+                node("y", Op::Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b: true }, &["f", "fc"]),
+            ],
+            initializers,
+        };
+        let kernels = |tiles| compile_with(&graph, &[1, 4, 4, 4], tiles).unwrap().dispatches.iter().map(|d| d.kernel).collect::<Vec<_>>();
+        assert_eq!(kernels(true), [Kernel::ConvPointwiseNarrow, Kernel::GemmSplit]);
+        assert_eq!(kernels(false), [Kernel::Conv2dFourChannels, Kernel::Gemm]);
     }
 
     #[test]

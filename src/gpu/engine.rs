@@ -7,7 +7,7 @@ use std::sync::Arc;
 use thiserror::Error;
 use wgpu::util::DeviceExt;
 
-use super::compile::compile;
+use super::compile::compile_with;
 use super::dispatch_grid::{grid_1d, CompileError};
 use super::kernel::Kernel;
 use super::program::{Operand, Program};
@@ -322,7 +322,7 @@ impl Part {
         graph: &Graph,
         input_shape: &[usize],
     ) -> Result<Self, GpuError> {
-        let program = compile(graph, input_shape)?;
+        let program = compile_with(graph, input_shape, library.workgroup_tiles())?;
         let slots = program
             .slot_sizes
             .iter()

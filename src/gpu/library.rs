@@ -43,11 +43,17 @@ pub struct KernelOptions {
     /// construction (invocation indices, constants and loop counters below the array's
     /// length). Other backends always keep the checks.
     pub bounds_checks: bool,
+    /// Use the kernels that share work through workgroup memory and barriers: tiled 1x1
+    /// convolutions, dot products split across a workgroup (default true). Off, every output
+    /// is one invocation's work. Always off on SwiftShader (Chrome's software WebGPU), which
+    /// runs barriers as coroutine switches: there the tiled kernels made the shipped model 3.8
+    /// times as slow (BENCHMARKS.md, "In the browser").
+    pub workgroup_tiles: bool,
 }
 
 impl Default for KernelOptions {
     fn default() -> Self {
-        Self { subgroups: true, storage: StoragePrecision::F32, loop_guards: false, bounds_checks: false }
+        Self { subgroups: true, storage: StoragePrecision::F32, loop_guards: false, bounds_checks: false, workgroup_tiles: true }
     }
 }
 
@@ -69,6 +75,8 @@ pub struct KernelLibrary {
     pub(super) storage: StoragePrecision,
     /// Present when tensors are stored in half precision.
     pub(super) casts: Option<CastPipelines>,
+    /// Whether blocks use the kernels with workgroup tiles.
+    workgroup_tiles: bool,
     /// Whether the device accepted each kernel's shader and pipeline (and the casts').
     checks: HashMap<Kernel, DeviceCheck>,
     cast_check: DeviceCheck,
@@ -145,7 +153,8 @@ impl KernelLibrary {
             });
             (Some(casts), check)
         };
-        Self { pipelines, subgroups, storage, casts, checks: device_checks, cast_check }
+        let workgroup_tiles = options.workgroup_tiles && !device.adapter_info().name.contains("SwiftShader");
+        Self { pipelines, subgroups, storage, casts, workgroup_tiles, checks: device_checks, cast_check }
     }
 
     /// Whether the device accepted every one of `kernels` (and the casts, where tensors are
@@ -166,6 +175,11 @@ impl KernelLibrary {
     /// Whether the kernels that have subgroup variants use them.
     pub fn uses_subgroups(&self) -> bool {
         self.subgroups
+    }
+
+    /// Whether blocks compiled for this library use the kernels with workgroup tiles.
+    pub fn workgroup_tiles(&self) -> bool {
+        self.workgroup_tiles
     }
 
     /// The element type the kernels store tensors as.

@@ -18,7 +18,7 @@ mod program;
 mod slots;
 mod timing;
 
-pub use compile::{compile, CompileError};
+pub use compile::{compile, compile_with, CompileError};
 pub use device_check::{DeviceCheck, DeviceRefusal};
 pub use program::{Dispatch, Operand, Program};
 pub use kernel::{Kernel, KernelFamily};

@@ -21,6 +21,20 @@ fn shipped_fashion_model_matches_onnx_runtime_on_64_test_images() {
 }
 
 #[test]
+fn the_shipped_and_cifar_models_without_workgroup_tiles_match_onnx_runtime() {
+    // The kernels SwiftShader gets: every output one invocation's work.
+    for (model, input, expected) in [
+        ("assets/models/fashion_mobilenetv2.onnx", "fashion_input.npy", "fashion_ort.npy"),
+        ("assets/models/mobilenetv2_cifar_synthetic.onnx", "cifar_input.npy", "cifar_ort.npy"),
+    ] {
+        let graph = import_onnx(&model_bytes(model)).unwrap();
+        let output = run_gpu_with(&graph, &fixture(input), |gpu| &gpu.library_without_workgroup_tiles);
+        let err = relative_error(&output, &fixture(expected));
+        assert!(err <= MAX_RELATIVE_ERROR, "{model}: relative error {err} > {MAX_RELATIVE_ERROR}");
+    }
+}
+
+#[test]
 fn shipped_fashion_model_classifies_most_fixture_images_correctly() {
     let graph = import_onnx(&model_bytes("assets/models/fashion_mobilenetv2.onnx")).unwrap();
     let predicted = argmax_rows(&run_gpu(&graph, &fixture("fashion_input.npy")));

@@ -83,21 +83,22 @@ impl Builder {
     /// Runs the graph on a random input of `input_shape` with every kernel set and compares
     /// with the CPU reference.
     fn check(self, input_shape: &[usize]) {
-        self.check_kernel_sets(input_shape, 3);
+        self.check_kernel_sets(input_shape, 4);
     }
     /// As `check`, without f16 storage: for functions with steps (rounding), whose output
     /// jumps where f16 storage moves a value across an integer.
     fn check_f32_storage(self, input_shape: &[usize]) {
-        self.check_kernel_sets(input_shape, 2);
+        self.check_kernel_sets(input_shape, 3);
     }
     fn check_kernel_sets(mut self, input_shape: &[usize], sets: usize) {
         let input = random(&mut self.rng, input_shape);
         let graph = self.graph();
         let want = run_reference(&graph, &input).expect("reference runs");
         let ops = graph.nodes.iter().map(|n| &n.op).collect::<Vec<_>>();
-        let kernel_sets: [(&str, ChooseLibrary, f32); 3] = [
+        let kernel_sets: [(&str, ChooseLibrary, f32); 4] = [
             ("the default kernels", |gpu| &gpu.library, TOLERANCE),
             ("the kernels without subgroup variants", |gpu| &gpu.library_without_subgroups, TOLERANCE),
+            ("the kernels without workgroup tiles", |gpu| &gpu.library_without_workgroup_tiles, TOLERANCE),
             ("f16 storage", |gpu| &gpu.library_with_f16_storage, F16_TOLERANCE),
         ];
         for (kernels, library, tolerance) in kernel_sets.into_iter().take(sets) {

@@ -15,6 +15,8 @@ pub struct Gpu {
     pub library_without_subgroups: KernelLibrary,
     /// Storing tensors as f16 where the device offers `SHADER_F16` (f32 where it does not).
     pub library_with_f16_storage: KernelLibrary,
+    /// Without the kernels that share work through workgroup memory (as on SwiftShader).
+    pub library_without_workgroup_tiles: KernelLibrary,
 }
 
 pub fn gpu() -> &'static Mutex<Gpu> {
@@ -23,6 +25,7 @@ pub fn gpu() -> &'static Mutex<Gpu> {
         let (device, queue, info) = request_device().expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
         let library = KernelLibrary::new(&device);
         let library_without_subgroups = KernelLibrary::with_options(&device, KernelOptions { subgroups: false, ..Default::default() });
+        let library_without_workgroup_tiles = KernelLibrary::with_options(&device, KernelOptions { workgroup_tiles: false, ..Default::default() });
         let library_with_f16_storage = KernelLibrary::with_options(&device, KernelOptions { storage: StoragePrecision::F16, ..Default::default() });
         eprintln!(
             "adapter: {} ({:?}), subgroup variants: {}, half-precision storage: {}",
@@ -31,7 +34,7 @@ pub fn gpu() -> &'static Mutex<Gpu> {
             library.uses_subgroups(),
             library_with_f16_storage.storage() == StoragePrecision::F16
         );
-        Mutex::new(Gpu { device, queue, library, library_without_subgroups, library_with_f16_storage })
+        Mutex::new(Gpu { device, queue, library, library_without_subgroups, library_with_f16_storage, library_without_workgroup_tiles })
     })
 }
 
