@@ -19,15 +19,20 @@ struct Activation {
 }
 
 fn activate(v: f32, act: Activation) -> f32 {
+    return activate4(vec4<f32>(v), act).x;
+}
+
+// `activate` on four values at once: the code is read and branched on once for all four.
+fn activate4(v: vec4<f32>, act: Activation) -> vec4<f32> {
     let a = act.a;
     let b = act.b;
     switch act.code {
-        case 1u: { return max(v, 0.0); }
-        case 2u: { return min(max(v, a), b); }
-        case 3u: { return select(a * v, v, v >= 0.0); }
+        case 1u: { return max(v, vec4<f32>(0.0)); }
+        case 2u: { return min(max(v, vec4<f32>(a)), vec4<f32>(b)); }
+        case 3u: { return select(a * v, v, v >= vec4<f32>(0.0)); }
         case 4u: { return 1.0 / (1.0 + exp(-v)); }
-        case 5u: { return clamp(a * v + b, 0.0, 1.0); }
-        case 6u: { return v * clamp(v / 6.0 + 0.5, 0.0, 1.0); }
+        case 5u: { return clamp(a * v + b, vec4<f32>(0.0), vec4<f32>(1.0)); }
+        case 6u: { return v * clamp(v / 6.0 + 0.5, vec4<f32>(0.0), vec4<f32>(1.0)); }
         case 7u: { return tanh(v); }
         case 8u: { return exp(v); }
         case 9u: { return log(v); }
@@ -47,7 +52,7 @@ fn activate(v: f32, act: Activation) -> f32 {
 }
 
 // The error function (WGSL has none): Abramowitz and Stegun 7.1.26, absolute error under 1.5e-7.
-fn erf(x: f32) -> f32 {
+fn erf(x: vec4<f32>) -> vec4<f32> {
     let t = 1.0 / (1.0 + 0.3275911 * abs(x));
     let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
     return sign(x) * (1.0 - poly * exp(-x * x));

@@ -48,6 +48,20 @@ fn epilogue(i: u32, oc: u32, acc: f32) {
     y[i] = elem(activate(v, p.activation));
 }
 
+// The epilogue of `count` (at most 4) outputs at once: output c is y[first + c * stride], of
+// channel oc + c * channel_step. The parameters are read and the activation chosen once.
+fn epilogue4(first: u32, stride: u32, oc: u32, channel_step: u32, acc: vec4<f32>, count: u32) {
+    var v = acc;
+    if (p.has_bias != 0u) {
+        for (var c = 0u; c < count; c++) { v[c] += f32(bias[oc + c * channel_step]); }
+    }
+    if (p.has_residual != 0u) {
+        for (var c = 0u; c < count; c++) { v[c] += f32(residual[first + c * stride]); }
+    }
+    let out = activate4(v, p.activation);
+    for (var c = 0u; c < count; c++) { y[first + c * stride] = elem(out[c]); }
+}
+
 // The spatial kernels run on a plane grid: x covers the OH*OW pixels of one output plane
 // (workgroups of 64), y walks the planes (image n, channel oc) with a stride of the grid height
 // (at most 65535), so an invocation divides only to split its pixel into row and column.
@@ -130,10 +144,7 @@ fn conv2d_four_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
                 }
             }
         }
-        let base = (n * M + oc) * OH * OW + pixel;
-        for (var c = 0u; c < 4u; c++) {
-            epilogue(base + c * OH * OW, oc + c, acc[c]);
-        }
+        epilogue4((n * M + oc) * OH * OW + pixel, OH * OW, oc, 1u, acc, 4u);
     }
 }
 
@@ -168,7 +179,8 @@ fn conv_depthwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 // Depthwise 3x3 convolution with dilation 1 and a column stride of 1 or 2 (MobileNet's): four
 // consecutive outputs of a row per invocation, so that each input value loaded serves every
 // output whose window covers it, each weight is loaded once per row, and the pixel is split
-// into row and column once per four outputs. Grid: quads (rows x ceil(OW/4)) by planes.
+// into row and column once per four outputs. A 1-D grid over every plane's quads (rows x
+// ceil(OW/4)), so that small planes still fill their workgroups.
 
 // Input column `ix` of the row starting at `row`, or the padding's zero.
 fn depthwise_tap(row: u32, ix: i32) -> f32 {
@@ -180,43 +192,42 @@ fn depthwise_tap(row: u32, ix: i32) -> f32 {
 fn conv_depthwise_3x3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let H = p.in_height; let W = p.in_width; let M = p.out_channels; let OH = p.out_height; let OW = p.out_width;
     let quads_per_row = (OW + 3u) / 4u;
-    if (gid.x >= OH * quads_per_row) { return; }
-    let oy = gid.x / quads_per_row;
-    let ox = (gid.x % quads_per_row) * 4u;
+    let quads_per_plane = OH * quads_per_row;
+    let index = linear_index(gid, nwg);
+    if (index >= p.batch * M * quads_per_plane) { return; }
+    let plane = index / quads_per_plane;
+    let quad = index % quads_per_plane;
+    let oy = quad / quads_per_row;
+    let ox = (quad % quads_per_row) * 4u;
     let iy0 = i32(oy * p.stride_y) - i32(p.pad_top);
     let ix = i32(ox * p.stride_x) - i32(p.pad_left);
     let stride_1 = p.stride_x == 1u;
-    for (var plane = gid.y; plane < p.batch * M; plane += nwg.y) {
-        let x_plane = plane * H * W;
-        let w_base = (plane % M) * 9u;
-        var acc = vec4<f32>(0.0);
-        for (var ky = 0u; ky < 3u; ky++) {
-            let iy = iy0 + i32(ky);
-            if (iy < 0 || iy >= i32(H)) { continue; }
-            let row = x_plane + u32(iy) * W;
-            let w0 = load_w(w_base + ky * 3u);
-            let w1 = load_w(w_base + ky * 3u + 1u);
-            let w2 = load_w(w_base + ky * 3u + 2u);
-            let a0 = depthwise_tap(row, ix);
-            let a1 = depthwise_tap(row, ix + 1);
-            let a2 = depthwise_tap(row, ix + 2);
-            let a3 = depthwise_tap(row, ix + 3);
-            let a4 = depthwise_tap(row, ix + 4);
-            let a5 = depthwise_tap(row, ix + 5);
-            if (stride_1) {
-                acc += w0 * vec4<f32>(a0, a1, a2, a3) + w1 * vec4<f32>(a1, a2, a3, a4) + w2 * vec4<f32>(a2, a3, a4, a5);
-            } else {
-                let a6 = depthwise_tap(row, ix + 6);
-                let a7 = depthwise_tap(row, ix + 7);
-                let a8 = depthwise_tap(row, ix + 8);
-                acc += w0 * vec4<f32>(a0, a2, a4, a6) + w1 * vec4<f32>(a1, a3, a5, a7) + w2 * vec4<f32>(a2, a4, a6, a8);
-            }
-        }
-        let base = (plane * OH + oy) * OW + ox;
-        for (var c = 0u; c < 4u; c++) {
-            if (ox + c < OW) { epilogue(base + c, plane % M, acc[c]); }
+    let x_plane = plane * H * W;
+    let w_base = (plane % M) * 9u;
+    var acc = vec4<f32>(0.0);
+    for (var ky = 0u; ky < 3u; ky++) {
+        let iy = iy0 + i32(ky);
+        if (iy < 0 || iy >= i32(H)) { continue; }
+        let row = x_plane + u32(iy) * W;
+        let w0 = load_w(w_base + ky * 3u);
+        let w1 = load_w(w_base + ky * 3u + 1u);
+        let w2 = load_w(w_base + ky * 3u + 2u);
+        let a0 = depthwise_tap(row, ix);
+        let a1 = depthwise_tap(row, ix + 1);
+        let a2 = depthwise_tap(row, ix + 2);
+        let a3 = depthwise_tap(row, ix + 3);
+        let a4 = depthwise_tap(row, ix + 4);
+        let a5 = depthwise_tap(row, ix + 5);
+        if (stride_1) {
+            acc += w0 * vec4<f32>(a0, a1, a2, a3) + w1 * vec4<f32>(a1, a2, a3, a4) + w2 * vec4<f32>(a2, a3, a4, a5);
+        } else {
+            let a6 = depthwise_tap(row, ix + 6);
+            let a7 = depthwise_tap(row, ix + 7);
+            let a8 = depthwise_tap(row, ix + 8);
+            acc += w0 * vec4<f32>(a0, a2, a4, a6) + w1 * vec4<f32>(a1, a3, a5, a7) + w2 * vec4<f32>(a2, a4, a6, a8);
         }
     }
+    epilogue4((plane * OH + oy) * OW + ox, 1u, plane % M, 0u, acc, min(4u, OW - ox));
 }
 
 // The 1x1 convolutions (stride 1, no padding, one group) are one product [M,C] x [C,N*P] over
@@ -365,5 +376,48 @@ fn conv_pointwise_narrow(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
     }
     if (lid.x < 4u) {
         narrow_store(wid, lid.x, partial[0][lid.x]);
+    }
+}
+
+// Without workgroup memory (for devices where barriers are slow, such as SwiftShader): one
+// invocation per 4 output channels by 4 columns, so that each input value loaded serves four
+// channels and each weight four columns. Output channels a multiple of 4. A 1-D grid over
+// channel quads (M/4) by column quads (ceil(N*P/4)), so that narrow products still fill their
+// workgroups.
+@compute @workgroup_size(64)
+fn conv_pointwise_quads(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let C = p.in_channels; let M = p.out_channels; let P = p.out_height * p.out_width; let NP = p.batch * P;
+    let column_quads = (NP + 3u) / 4u;
+    let index = linear_index(gid, nwg);
+    if (index >= M / 4u * column_quads) { return; }
+    let j0 = index % column_quads * 4u;
+    // Columns past the end read column j0 again and are not written.
+    var bases = vec4<u32>(0u);
+    for (var c = 0u; c < 4u; c++) {
+        bases[c] = column_base(select(j0, j0 + c, j0 + c < NP), C, P);
+    }
+    let m = index / column_quads * 4u;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    let w0 = m * C;
+    for (var k = 0u; k < C; k++) {
+        let o = k * P;
+        let xs = vec4<f32>(load_x(bases.x + o), load_x(bases.y + o), load_x(bases.z + o), load_x(bases.w + o));
+        acc0 += load_w(w0 + k) * xs;
+        acc1 += load_w(w0 + C + k) * xs;
+        acc2 += load_w(w0 + 2u * C + k) * xs;
+        acc3 += load_w(w0 + 3u * C + k) * xs;
+    }
+    // Column c's four channels are acc0[c]..acc3[c], P apart in y.
+    let columns = array<vec4<f32>, 4>(
+        vec4<f32>(acc0.x, acc1.x, acc2.x, acc3.x),
+        vec4<f32>(acc0.y, acc1.y, acc2.y, acc3.y),
+        vec4<f32>(acc0.z, acc1.z, acc2.z, acc3.z),
+        vec4<f32>(acc0.w, acc1.w, acc2.w, acc3.w),
+    );
+    for (var c = 0u; c < min(4u, NP - j0); c++) {
+        epilogue4(column_output(j0 + c, m, M, P), P, m, 1u, columns[c], 4u);
     }
 }

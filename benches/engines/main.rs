@@ -8,7 +8,9 @@
 //! BENCH_SECONDS=2 cargo bench --bench engines
 //! BENCH_TORCH=1 cargo bench --bench engines   # adds PyTorch eager on CUDA (tools/bench_torch.py)
 //! BENCH_PROFILE=1 cargo bench --bench engines # adds per-kernel GPU times under the table
+//! BENCH_PROFILE=1 BENCH_PROFILE_DISPATCHES=1 cargo bench --bench engines # and each dispatch's
 //! BENCH_MODELS=ImageNet cargo bench --bench engines   # only the models whose name contains it
+//! BENCH_BATCHES=1 cargo bench --bench engines   # only these batch sizes (comma-separated)
 //! cargo bench --features bench-tract --bench engines   # fills the tract column
 //! ```
 
@@ -111,6 +113,11 @@ fn print_profile(name: &str, batch: usize, profile: &[DispatchTime], whole_ms: f
     for (kernel, count, ms) in by_kernel {
         println!("  {kernel:?}: {count} dispatches, {ms:.3} ms ({:.0}%)", 100.0 * ms / sum);
     }
+    if std::env::var_os("BENCH_PROFILE_DISPATCHES").is_some() {
+        for d in profile {
+            println!("    {:?} {:?}: {:.3} ms", d.kernel, d.workgroups, d.time.as_secs_f64() * 1e3);
+        }
+    }
 }
 
 fn input(batch: usize, chw: &[usize]) -> Tensor {
@@ -165,11 +172,15 @@ fn main() {
     println!("| {} |", header.join(" | "));
     println!("|{}", "---|".repeat(header.len()));
     let only = std::env::var("BENCH_MODELS").unwrap_or_default();
+    let batches: Vec<usize> = match std::env::var("BENCH_BATCHES") {
+        Ok(list) => list.split(',').map(|b| b.trim().parse().expect("BENCH_BATCHES: comma-separated batch sizes")).collect(),
+        Err(_) => vec![1, 64],
+    };
     for (name, path, chw) in MODELS.into_iter().filter(|(name, _, _)| name.contains(only.as_str())) {
         let bytes = std::fs::read(path).unwrap();
         let handle = app.world_mut().resource_mut::<Assets<Model>>().add(Model::from_onnx_bytes(&bytes).unwrap());
         let unpipelined_handle = unpipelined.world_mut().resource_mut::<Assets<Model>>().add(Model::from_onnx_bytes(&bytes).unwrap());
-        for batch in [1, 64] {
+        for &batch in &batches {
             let x = input(batch, chw);
             // A model exported with a dynamic batch has a graph per input shape.
             let graph = import_onnx_for_input(&bytes, x.shape()).unwrap();

@@ -43,16 +43,19 @@ pub fn compile_with(graph: &Graph, input_shape: &[usize], workgroup_tiles: bool)
     Ok(assign_slots(graph, &shapes, steps))
 }
 
-/// A call of a tiled 1x1 convolution or a split dot product as its one-invocation-per-output
-/// form (same parameters, another entry point and grid).
+/// A call of a tiled 1x1 convolution or a split dot product as its form without workgroup
+/// memory (same parameters, another entry point and grid): 1x1 convolutions take 4 channels by
+/// 4 columns per invocation where the channels allow it and the columns fit one grid row,
+/// else one output plane per grid row.
 fn untiled((kernel, params, _, grid): &mut super::program::KernelCall) {
     match (&*kernel, &*params) {
         (Kernel::ConvPointwise | Kernel::ConvPointwiseBlocked | Kernel::ConvPointwiseNarrow, KernelParams::Conv(p)) => {
             let (pixels, planes) = ((p.out_height * p.out_width) as usize, (p.batch * p.out_channels) as usize);
-            (*kernel, *grid) = if p.out_channels.is_multiple_of(4) {
-                (Kernel::Conv2dFourChannels, plane_grid(pixels, planes / 4))
-            } else {
-                (Kernel::Conv2d, plane_grid(pixels, planes))
+            let quads = (pixels * p.batch as usize).div_ceil(4) * p.out_channels as usize / 4;
+            (*kernel, *grid) = match p.out_channels.is_multiple_of(4) {
+                true if quads <= u32::MAX as usize => (Kernel::ConvPointwiseQuads, grid_1d(quads)),
+                true => (Kernel::Conv2dFourChannels, plane_grid(pixels, planes / 4)),
+                false => (Kernel::Conv2d, plane_grid(pixels, planes)),
             };
         }
         (Kernel::GemmSplit, KernelParams::Gemm(p)) => (*kernel, *grid) = (Kernel::Gemm, grid_1d(p.total as usize)),
@@ -377,7 +380,7 @@ fn conv_call(
         let (kernel, workgroups) = pointwise_kernel(x[0] * out[2] * out[3], w[0]);
         (kernel, params, workgroups)
     } else if depthwise && w[2] == 3 && w[3] == 3 && conv.dilations == [1, 1] && matches!(conv.strides[1], 1 | 2) {
-        (Kernel::ConvDepthwise3x3, params, plane_grid(out[2] * out[3].div_ceil(4), out[0] * out[1]))
+        (Kernel::ConvDepthwise3x3, params, grid_1d(out[0] * out[1] * out[2] * out[3].div_ceil(4)))
     } else if depthwise {
         (Kernel::ConvDepthwise, params, plane_grid(out[2] * out[3], out[0] * out[1]))
     } else if (w[0] / conv.groups).is_multiple_of(4) {
@@ -493,7 +496,7 @@ mod tests {
         };
         let kernels = |tiles| compile_with(&graph, &[1, 4, 4, 4], tiles).unwrap().dispatches.iter().map(|d| d.kernel).collect::<Vec<_>>();
         assert_eq!(kernels(true), [Kernel::ConvPointwiseNarrow, Kernel::GemmSplit]);
-        assert_eq!(kernels(false), [Kernel::Conv2dFourChannels, Kernel::Gemm]);
+        assert_eq!(kernels(false), [Kernel::ConvPointwiseQuads, Kernel::Gemm]);
     }
 
     #[test]
@@ -515,7 +518,7 @@ mod tests {
         };
         let program = compile(&graph, &[1, 8, 9, 9]).unwrap();
         assert_eq!(program.dispatches[0].kernel, Kernel::ConvDepthwise3x3, "MobileNet's 3x3 stride-2 case");
-        assert_eq!(program.dispatches[0].workgroups, [1, 8, 1], "5 rows of 2 quads (5 columns) per plane");
+        assert_eq!(program.dispatches[0].workgroups, [2, 1, 1], "8 planes of 5 rows of 2 quads (5 columns)");
         let mut dilated = graph.clone();
         dilated.nodes[0].op = Op::Conv(Conv2d { strides: [1, 1], pads: [2; 4], dilations: [2, 2], groups: 8 });
         assert_eq!(compile(&dilated, &[1, 8, 9, 9]).unwrap().dispatches[0].kernel, Kernel::ConvDepthwise, "dilated: the general kernel");

@@ -142,6 +142,9 @@ pub enum Kernel {
     ConvPointwiseBlocked,
     /// 1x1 convolution with at most a few columns, dot products split across a workgroup.
     ConvPointwiseNarrow,
+    /// 1x1 convolution without workgroup memory: 4 output channels by 4 columns per
+    /// invocation (output channels a multiple of 4).
+    ConvPointwiseQuads,
     /// Broadcasting Add/Mul.
     Binary,
     /// Standalone activation.
@@ -182,7 +185,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, for building the pipeline library.
-    pub const ALL: [Kernel; 25] = [
+    pub const ALL: [Kernel; 26] = [
         Kernel::Conv2d,
         Kernel::Conv2dFourChannels,
         Kernel::ConvDepthwise,
@@ -190,6 +193,7 @@ impl Kernel {
         Kernel::ConvPointwise,
         Kernel::ConvPointwiseBlocked,
         Kernel::ConvPointwiseNarrow,
+        Kernel::ConvPointwiseQuads,
         Kernel::Binary,
         Kernel::Activation,
         Kernel::ChannelAffine,
@@ -221,6 +225,7 @@ impl Kernel {
             Kernel::ConvPointwise => (F::Conv, "conv_pointwise"),
             Kernel::ConvPointwiseBlocked => (F::Conv, "conv_pointwise_blocked"),
             Kernel::ConvPointwiseNarrow => (F::Conv, "conv_pointwise_narrow"),
+            Kernel::ConvPointwiseQuads => (F::Conv, "conv_pointwise_quads"),
             Kernel::Binary => (F::Binary, "binary"),
             Kernel::Activation => (F::Activation, "activation"),
             Kernel::ChannelAffine => (F::ChannelAffine, "channel_affine"),
@@ -261,7 +266,8 @@ impl Kernel {
             | Kernel::ConvDepthwise3x3
             | Kernel::ConvPointwise
             | Kernel::ConvPointwiseBlocked
-            | Kernel::ConvPointwiseNarrow => 4,
+            | Kernel::ConvPointwiseNarrow
+            | Kernel::ConvPointwiseQuads => 4,
             Kernel::Binary | Kernel::Activation | Kernel::ChannelAffine | Kernel::Gemm | Kernel::GemmSplit | Kernel::LayerNorm | Kernel::Select | Kernel::ConvTranspose => 3,
             Kernel::Gather => 2,
             Kernel::Recurrent => 5,
