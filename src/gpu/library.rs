@@ -44,10 +44,11 @@ pub struct KernelOptions {
     /// length). Other backends always keep the checks.
     pub bounds_checks: bool,
     /// Use the kernels that share work through workgroup memory and barriers: tiled 1x1
-    /// convolutions, dot products split across a workgroup (default true). Off, every output
-    /// is one invocation's work. Always off on SwiftShader (Chrome's software WebGPU), which
-    /// runs barriers as coroutine switches: there the tiled kernels made the shipped model 3.8
-    /// times as slow (BENCHMARKS.md, "In the browser").
+    /// convolutions, dot products split across a workgroup (default true). Off, 1x1
+    /// convolutions take 4 channels by 4 columns per invocation and dot products one
+    /// invocation each. Always off on SwiftShader (Chrome's software WebGPU), which runs
+    /// barriers as coroutine switches: there the tiled kernels made the shipped model 12 times
+    /// as slow (BENCHMARKS.md, "In the browser").
     pub workgroup_tiles: bool,
 }
 
