@@ -137,7 +137,10 @@ fn session_event_json(event: &SessionEvent) -> Option<serde_json::Value> {
             json!({"event": "rejected", "peer": peer.to_string(), "reason": reject_code(reason), "detail": reason.to_string()})
         }
         SessionEvent::Reconnected { attempt } => json!({"event": "reconnected", "attempt": attempt}),
-        SessionEvent::Tensor(_) => return None,
+        SessionEvent::SendFailed { tensor, error } => {
+            json!({"event": "send_failed", "peer": tensor.peer.to_string(), "request": tensor.request, "stage": tensor.stage, "detail": error.to_string()})
+        }
+        SessionEvent::Tensor(_) | SessionEvent::TensorSent { .. } => return None,
     })
 }
 
@@ -210,8 +213,8 @@ fn run_coordinator(args: &Args) -> Result<(), String> {
             return Err(problem.to_string());
         }
         let session = app.world().get_resource::<PeerSession>();
-        let trusted = session.map_or(0, |s| s.trusted_with(Permissions::RUN_STAGES).len());
-        let connected = session.map_or(0, |s| s.links().count());
+        let trusted = session.map_or(0, |s| s.links().trusted_with(Permissions::RUN_STAGES).len());
+        let connected = session.map_or(0, |s| s.links().links().count());
         let room_size = args.room_size.unwrap_or(args.workers);
         if trusted >= args.workers && connected >= room_size {
             break;
@@ -348,7 +351,7 @@ fn run_worker(args: &Args) -> Result<(), String> {
                 tampered = true;
             }
             // Leave once the coordinator has been gone for 3 s (a stalled one comes back).
-            let coordinators = session.trusted_with(Permissions::SUBMIT_REQUESTS).len();
+            let coordinators = session.links().trusted_with(Permissions::SUBMIT_REQUESTS).len();
             saw_coordinator |= coordinators > 0;
             if saw_coordinator && coordinators == 0 {
                 if alone_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(3) {

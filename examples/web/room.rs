@@ -100,7 +100,10 @@ pub fn report_session(mut events: MessageReader<PeerSessionEvent>, mut problems:
                 json!({"event": "rejected", "peer": peer.to_string(), "reason": kind, "detail": reason.to_string()})
             }
             SessionEvent::Reconnected { attempt } => json!({"event": "reconnected", "attempt": attempt}),
-            SessionEvent::Tensor(_) => continue,
+            SessionEvent::SendFailed { tensor, error } => {
+                json!({"event": "send_failed", "peer": tensor.peer.to_string(), "request": tensor.request, "stage": tensor.stage, "detail": error.to_string()})
+            }
+            SessionEvent::Tensor(_) | SessionEvent::TensorSent { .. } => continue,
         };
         let status = format!("room: {}", line["event"].as_str().unwrap_or_default().replace('_', " "));
         report(line, &status);
@@ -117,7 +120,7 @@ pub fn worker_watch(session: Option<Res<PeerSession>>, distributed: Res<Distribu
     if *finished {
         return;
     }
-    let coordinators = session.trusted_with(Permissions::SUBMIT_REQUESTS).len();
+    let coordinators = session.links().trusted_with(Permissions::SUBMIT_REQUESTS).len();
     *saw_coordinator |= coordinators > 0;
     let now = time.elapsed_secs_f64();
     if *saw_coordinator && coordinators == 0 {
@@ -158,7 +161,7 @@ pub fn coordinate(
     let model: Handle<Model> = assets.load(page.model.clone());
     match &mut *phase {
         CoordinatorPhase::WaitingForWorkers => {
-            let trusted = session.map_or(0, |s| s.trusted_with(Permissions::RUN_STAGES).len());
+            let trusted = session.map_or(0, |s| s.links().trusted_with(Permissions::RUN_STAGES).len());
             let waiting = (distributed.is_running(), trusted, progress.inputs.len());
             if *last_waiting != Some(waiting) {
                 *last_waiting = Some(waiting);

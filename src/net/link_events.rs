@@ -89,6 +89,33 @@ pub enum SessionEvent {
         /// Rebuilds so far.
         attempt: u32,
     },
+    /// A tensor asked for with [`super::session::PeerSession::send_tensor`] is on the wire.
+    TensorSent {
+        /// What was sent, and to whom.
+        tensor: SentTensor,
+        /// Bytes put on the wire (every chunk's frame).
+        bytes: u64,
+    },
+    /// A tensor asked for with [`super::session::PeerSession::send_tensor`] could not be sent.
+    SendFailed {
+        /// What was to be sent, and to whom.
+        tensor: SentTensor,
+        /// Why not.
+        error: SendError,
+    },
+}
+
+/// Which tensor a send was for: its receiver and its place in a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentTensor {
+    /// The receiver.
+    pub peer: PeerUuid,
+    /// The request it belongs to.
+    pub request: u64,
+    /// The stage it is the input or output of.
+    pub stage: u16,
+    /// Input or output.
+    pub direction: super::codec::Direction,
 }
 
 /// Why a tensor could not be sent.

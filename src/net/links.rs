@@ -15,7 +15,7 @@ use super::auth::{PeerUuid, Permissions, RoomKeys};
 use super::codec::{decode_frame, encode_frame, split_into_chunks, Capabilities, Direction, Hello, Message, ReplayGuard, TensorHeader, MAX_RANK};
 use super::latency::RttStats;
 use super::reassembly::{Reassembler, ReassemblyLimits};
-pub use super::link_events::{HandshakeError, LostReason, RejectReason, SendError, SessionEvent};
+pub use super::link_events::{HandshakeError, LostReason, RejectReason, SendError, SentTensor, SessionEvent};
 use crate::tensor::{encode_values, Tensor, TransferDtype};
 
 /// What this player presents to others and how strict it is with them.

@@ -12,9 +12,11 @@ pub mod links;
 pub mod reassembly;
 #[cfg(feature = "p2p")]
 pub mod session;
+#[cfg(feature = "p2p")]
+mod transport;
 
 pub use auth::{CapabilityToken, PeerUuid, Permissions, RoomKeys};
 pub use codec::{decode_frame, encode_frame, Capabilities, Direction, FrameError, Hello, Message, ReplayGuard, TensorChunk, TensorHeader};
 pub use latency::RttStats;
-pub use links::{HandshakeError, LinkSettings, LinkState, Links, LostReason, OutgoingFrame, PeerLink, ReconnectPolicy, RejectReason, SendError, SessionEvent};
+pub use links::{HandshakeError, LinkSettings, LinkState, Links, LostReason, OutgoingFrame, PeerLink, ReconnectPolicy, RejectReason, SendError, SentTensor, SessionEvent};
 pub use reassembly::{ChunkError, Reassembler, ReassemblyLimits, ReceivedTensor};

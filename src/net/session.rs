@@ -1,19 +1,19 @@
-//! [`PeerSession`]: the thin adapter between a matchbox WebRTC socket and the sans-IO
-//! [`Links`] state machine. Once per frame it reports the socket's peer changes and frames to the
-//! links, ticks them, rebuilds the socket when the [`ReconnectPolicy`] says so, and sends the
-//! frames the links queued. It is a Bevy resource but holds no ECS logic.
+//! [`PeerSession`]: this player's session in a matchbox room, as the game sees it. The socket
+//! side (`super::transport`) runs off the frame, on a thread of its own (in the browser, pumped by
+//! the frame): the game takes the events it produced with [`PeerSession::poll`], asks for sends
+//! with [`PeerSession::send_tensor`], and reads the links' state through [`PeerSession::links`].
+//! It is a Bevy resource but holds no ECS logic.
 
-use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bevy::platform::time::Instant;
 use bevy::prelude::Resource;
-use bevy::tasks::{IoTaskPool, TaskPool};
-use matchbox_socket::{PeerId, PeerState, RtcIceServerConfig, WebRtcSocket};
+use crossbeam_channel::Receiver;
 
-use super::auth::{PeerUuid, Permissions};
-use super::codec::Direction;
-use super::links::{LinkSettings, Links, PeerLink, ReconnectPolicy, SendError, SessionEvent};
+use super::auth::PeerUuid;
+use super::links::{LinkSettings, Links, SendError, SentTensor, SessionEvent};
+use super::transport::{lock, SessionCommand, Transport};
 use crate::tensor::{Tensor, TransferDtype};
 
 /// How to join a room, and the link settings to use with the peers found there.
@@ -46,47 +46,30 @@ impl SessionConfig {
 #[derive(Resource)]
 pub struct PeerSession {
     config: SessionConfig,
-    socket: WebRtcSocket,
-    ids: HashMap<PeerUuid, PeerId>,
-    links: Links,
-    reconnect: ReconnectPolicy,
-}
-
-fn open_socket(url: &str, ice_servers: &[String]) -> WebRtcSocket {
-    let (socket, message_loop) = WebRtcSocket::builder(url)
-        .ice_server(RtcIceServerConfig { urls: ice_servers.to_vec(), username: None, credential: None })
-        .add_reliable_channel()
-        .build();
-    let pool = IoTaskPool::get_or_init(TaskPool::new);
-    pool.spawn(async move {
-        if let Err(error) = message_loop.await {
-            bevy::log::warn!("matchbox message loop ended: {error}");
-        }
-    })
-    .detach();
-    socket
-}
-
-fn uuid(peer: PeerId) -> PeerUuid {
-    PeerUuid(peer.0.into_bytes())
+    links: Arc<Mutex<Links>>,
+    commands: async_channel::Sender<SessionCommand>,
+    events: Receiver<SessionEvent>,
+    #[cfg(not(target_arch = "wasm32"))]
+    transport: Option<std::thread::JoinHandle<()>>,
+    #[cfg(target_arch = "wasm32")]
+    transport: Transport,
 }
 
 impl PeerSession {
     /// Joins the room (the connection is set up in the background).
     pub fn connect(config: SessionConfig) -> Self {
-        let now = Instant::now();
-        Self {
-            socket: open_socket(&config.room_url, &config.ice_servers),
-            links: Links::new(config.link.clone(), now),
-            reconnect: ReconnectPolicy::new(config.expected_peers, config.reconnect_after, now),
-            ids: HashMap::new(),
-            config,
-        }
+        let links = Arc::new(Mutex::new(Links::new(config.link.clone(), Instant::now())));
+        let (commands, command_receiver) = async_channel::unbounded();
+        let (event_sender, events) = crossbeam_channel::unbounded();
+        let transport = Transport::connect(config.clone(), links.clone(), command_receiver, event_sender);
+        #[cfg(not(target_arch = "wasm32"))]
+        let transport = Some(transport.spawn());
+        Self { config, links, commands, events, transport }
     }
 
     /// This peer's id, once the signaling server has assigned one.
     pub fn id(&self) -> Option<PeerUuid> {
-        self.links.own_id()
+        self.links().own_id()
     }
 
     /// The session's configuration.
@@ -96,101 +79,34 @@ impl PeerSession {
 
     /// Messages dropped since joining, from every peer (including peers that have left).
     pub fn rejected_total(&self) -> u64 {
-        self.links.rejected_total()
+        self.links().rejected_total()
     }
 
-    /// Every peer seen, with its link state.
-    pub fn links(&self) -> impl Iterator<Item = (PeerUuid, &PeerLink)> {
-        self.links.links()
+    /// The links to every peer seen, locked while the guard lives (the transport waits for it:
+    /// keep it short).
+    pub fn links(&self) -> MutexGuard<'_, Links> {
+        lock(&self.links)
     }
 
-    /// The link to `peer`.
-    pub fn link(&self, peer: PeerUuid) -> Option<&PeerLink> {
-        self.links.link(peer)
-    }
-
-    /// Trusted peers whose token allows `permissions`.
-    pub fn trusted_with(&self, permissions: Permissions) -> Vec<(PeerUuid, &PeerLink)> {
-        self.links.trusted_with(permissions)
-    }
-
-    /// Handles everything that arrived since the last call, sends due hellos and heartbeats,
-    /// and detects lost peers. Call once per frame.
+    /// Everything the session observed since the last call: peers trusted and lost, rejected
+    /// messages, tensors received, sends done or failed. Call once per frame.
     pub fn poll(&mut self, now: Instant) -> Vec<SessionEvent> {
-        let mut events = Vec::new();
-        if self.links.own_id().is_none()
-            && let Some(id) = self.socket.id()
-        {
-            self.links.set_own_id(uuid(id));
-        }
-        let Ok(changes) = self.socket.try_update_peers() else {
-            let attempt = self.reconnect.rebuilt(now);
-            self.rebuild(attempt, &mut events);
-            return events;
-        };
-        for (peer, state) in changes {
-            match state {
-                PeerState::Connected => {
-                    self.ids.insert(uuid(peer), peer);
-                    self.links.peer_connected(uuid(peer), now);
-                }
-                PeerState::Disconnected => {
-                    self.ids.remove(&uuid(peer));
-                    self.links.peer_disconnected(uuid(peer), &mut events);
-                }
-            }
-        }
-        if self.links.own_id().is_some() {
-            for (peer, packet) in self.socket.channel_mut(0).receive() {
-                self.links.receive(uuid(peer), &packet, now, &mut events);
-            }
-        }
-        self.links.tick(now, &mut events);
-        if self.reconnect.rebuild_due(&events, self.links.trusted_count(), now) {
-            let attempt = self.reconnect.attempts();
-            self.rebuild(attempt, &mut events);
-            return events;
-        }
-        self.flush();
-        events
+        #[cfg(target_arch = "wasm32")]
+        self.transport.pump_from_frame(now);
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = now;
+        self.events.try_iter().collect()
     }
 
-    fn rebuild(&mut self, attempt: u32, events: &mut Vec<SessionEvent>) {
-        self.socket.close();
-        self.socket = open_socket(&self.config.room_url, &self.config.ice_servers);
-        self.links.reset(events);
-        self.ids.clear();
-        events.push(SessionEvent::Reconnected { attempt });
-    }
-
-    /// Sends the frames the links queued; `false` if the socket refused one.
-    fn flush(&mut self) -> bool {
-        let mut all_sent = true;
-        for frame in self.links.drain_outgoing() {
-            let sent = self.ids.get(&frame.to).is_some_and(|&id| self.socket.channel_mut(0).try_send(matchbox_socket::Packet::from(frame.bytes), id).is_ok());
-            all_sent &= sent;
-        }
-        all_sent
-    }
-
-    /// Encodes `tensor` as `dtype`, chunks it and sends it to a trusted peer. `run` is how long
-    /// this peer took for the stage (outputs only). Returns the bytes put on the wire.
-    #[allow(clippy::too_many_arguments)]
-    pub fn send_tensor(
-        &mut self,
-        peer: PeerUuid,
-        request: u64,
-        stage: u16,
-        direction: Direction,
-        tensor: &Tensor,
-        dtype: TransferDtype,
-        run: Duration,
-    ) -> Result<u64, SendError> {
-        let bytes = self.links.send_tensor(peer, request, stage, direction, tensor, dtype, run)?;
-        if !self.flush() {
-            return Err(SendError::SocketClosed);
-        }
-        Ok(bytes)
+    /// Asks the transport to encode `value` as `dtype`, chunk it and send it to a trusted
+    /// peer. `run` is how long this peer took for the stage (outputs only). The outcome comes
+    /// back from [`Self::poll`] as [`SessionEvent::TensorSent`] or [`SessionEvent::SendFailed`];
+    /// an error here means the transport has stopped.
+    pub fn send_tensor(&mut self, tensor: SentTensor, value: Tensor, dtype: TransferDtype, run: Duration) -> Result<(), SendError> {
+        self.commands.try_send(SessionCommand::SendTensor { tensor, value, dtype, run }).map_err(|_| SendError::SocketClosed)?;
+        #[cfg(target_arch = "wasm32")]
+        self.transport.pump_from_frame(Instant::now());
+        Ok(())
     }
 
     /// Fault injection for tests and demos (feature `fault-injection`): flips one bit of the
@@ -198,6 +114,18 @@ impl PeerSession {
     /// tampering peer would.
     #[cfg(feature = "fault-injection")]
     pub fn corrupt_next_tensor_frame(&mut self) {
-        self.links.corrupt_next_tensor_frame();
+        self.links().corrupt_next_tensor_frame();
     }
 }
+
+impl Drop for PeerSession {
+    /// Stops the transport, which closes the socket.
+    fn drop(&mut self) {
+        self.commands.close();
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(thread) = self.transport.take() {
+            let _ = thread.join();
+        }
+    }
+}
+

@@ -99,6 +99,7 @@ mod peers {
         let now = bevy::platform::time::Instant::now();
         let mut table: Vec<PeerRow> = session
             .links()
+            .links()
             .map(|(peer, link)| {
                 let stages = distributed.as_ref().map_or(Vec::new(), |d| {
                     d.assignment().executors.iter().enumerate().filter(|(_, e)| **e == Executor::Peer(peer)).map(|(s, _)| s).collect()

@@ -13,7 +13,7 @@ use crate::job::{JobOutcome, JobTag, StageJob};
 use crate::model::ir::Graph;
 use crate::model::{Model, PartitionPlan, StagedModel, StagingError};
 use crate::net::session::{PeerSession, SessionConfig};
-use crate::net::{Capabilities, Direction, LinkSettings, LinkState, Permissions, SendError, SessionEvent};
+use crate::net::{Capabilities, Direction, LinkSettings, LinkState, Permissions, SendError, SentTensor, SessionEvent};
 use crate::render::GpuCapabilities;
 use crate::schedule::pipeline::{Executor, PipelineAction};
 use crate::schedule::{fail, InferenceFailed, InferenceRequest, JobQueue, LocalOnly, Prediction, PredictionReady, SplitRequest, StageOutcomes, Submitted, TopK};
@@ -189,7 +189,8 @@ pub(super) fn return_served_stages(
                 state.stages_served += 1;
                 let dtype = state.input_dtypes.get(stage as usize + 1).copied().unwrap_or(TransferDtype::F32);
                 let run = outcome.started.elapsed();
-                if let Err(error) = session.send_tensor(from, request, stage, Direction::StageOutput, &output, dtype, run) {
+                let sent = SentTensor { peer: from, request, stage, direction: Direction::StageOutput };
+                if let Err(error) = session.send_tensor(sent, output, dtype, run) {
                     problems.write(SessionProblem::CannotReturnStage { request, stage, error });
                 }
             }
@@ -227,10 +228,28 @@ pub(super) fn handle_session_events(
             }
             SessionEvent::PeerLost { peer, .. } => state.drop_worker(*peer, now),
             // Data from a trusted peer was dropped: whatever it was working on is re-run.
-            SessionEvent::Rejected { peer, .. } if session.as_ref().and_then(|s| s.link(*peer)).is_some_and(|l| l.state == LinkState::Trusted) => {
+            SessionEvent::Rejected { peer, .. } if session.as_ref().is_some_and(|s| s.links().link(*peer).is_some_and(|l| l.state == LinkState::Trusted)) => {
                 let assignment = state.assignment.clone();
                 let reruns = state.pipeline.rerun_peer(*peer, &assignment, now);
                 state.actions.extend(reruns);
+            }
+            SessionEvent::TensorSent { tensor, bytes } => {
+                if let (Direction::StageInput, Some(t)) = (tensor.direction, state.tracked.get_mut(&tensor.request)) {
+                    t.bytes += bytes;
+                }
+            }
+            SessionEvent::SendFailed { tensor, error } => {
+                let (request, stage, error) = (tensor.request, tensor.stage, error.clone());
+                match tensor.direction {
+                    Direction::StageInput => {
+                        problems.write(SessionProblem::CannotSendStage { request, stage: stage as usize, error });
+                        // The peer is gone: drop it and run the stage elsewhere.
+                        state.drop_worker(tensor.peer, now);
+                    }
+                    Direction::StageOutput => {
+                        problems.write(SessionProblem::CannotReturnStage { request, stage, error });
+                    }
+                }
             }
             SessionEvent::Tensor(received) => match received.direction {
                 Direction::StageInput => {
@@ -317,21 +336,12 @@ pub(super) fn advance_pipeline(
             }
             PipelineAction::Run { request, stage, executor: Executor::Peer(peer), input } => {
                 let dtype = state.input_dtypes[stage];
-                let sent = session
-                    .as_deref_mut()
-                    .ok_or(SendError::SocketClosed)
-                    .and_then(|s| s.send_tensor(peer, request, stage as u16, Direction::StageInput, &input, dtype, Duration::ZERO));
-                match sent {
-                    Ok(bytes) => {
-                        if let Some(t) = state.tracked.get_mut(&request) {
-                            t.bytes += bytes;
-                        }
-                    }
-                    Err(error) => {
-                        problems.write(SessionProblem::CannotSendStage { request, stage, error });
-                        // The peer is gone: drop it and run the stage elsewhere.
-                        state.drop_worker(peer, now);
-                    }
+                let sent = SentTensor { peer, request, stage: stage as u16, direction: Direction::StageInput };
+                let queued = session.as_deref_mut().ok_or(SendError::SocketClosed).and_then(|s| s.send_tensor(sent, input, dtype, Duration::ZERO));
+                if let Err(error) = queued {
+                    problems.write(SessionProblem::CannotSendStage { request, stage, error });
+                    // The transport is gone: drop the peer and run the stage elsewhere.
+                    state.drop_worker(peer, now);
                 }
             }
             PipelineAction::Finished { request, output, stages, reruns, in_flight } => {

@@ -1,0 +1,255 @@
+//! The socket side of a [`super::session::PeerSession`]: it owns the matchbox socket and moves
+//! frames between it and the [`Links`] state machine, off the game's frame. Natively it runs on
+//! a thread of its own that sleeps until a frame or a peer change arrives, the game asks for a
+//! send, or the next tick is due ([`TICK`]): heartbeats are answered, MACs checked and tensors
+//! chunked and reassembled as they come, and round-trip times measure the network, not the frame
+//! rate. In the browser (no threads) the game's frame pumps it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bevy::platform::time::Instant;
+use bevy::tasks::{IoTaskPool, TaskPool};
+use crossbeam_channel::Sender;
+use matchbox_socket::{Packet, PeerId, PeerState, RtcIceServerConfig, WebRtcChannel, WebRtcSocket};
+
+use super::auth::PeerUuid;
+use super::links::{Links, ReconnectPolicy, SendError, SentTensor, SessionEvent};
+use super::session::SessionConfig;
+use crate::tensor::{Tensor, TransferDtype};
+
+/// How often the transport ticks the links (hellos, heartbeats, loss, expiry) when nothing
+/// arrives.
+#[cfg(not(target_arch = "wasm32"))]
+const TICK: Duration = Duration::from_millis(5);
+
+/// What the game asks of the transport.
+pub(super) enum SessionCommand {
+    /// Encode, chunk and send a tensor; answered by [`SessionEvent::TensorSent`] or
+    /// [`SessionEvent::SendFailed`].
+    SendTensor {
+        /// Receiver and place in a request.
+        tensor: SentTensor,
+        /// The values.
+        value: Tensor,
+        /// How they travel.
+        dtype: TransferDtype,
+        /// How long this peer took for the stage (outputs only).
+        run: Duration,
+    },
+}
+
+/// Why the transport woke up.
+enum Wake {
+    /// Its tick (or, in the browser, the game's frame).
+    Tick,
+    /// A frame arrived.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    Packet(PeerId, Packet),
+    /// A peer connected or left.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    Peer(PeerId, PeerState),
+    /// The game asked for something.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    Command(SessionCommand),
+    /// The socket's message loop ended.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    SocketClosed,
+    /// The session was dropped.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    Stopped,
+}
+
+/// The matchbox socket and its reliable channel, the links it feeds, and the channels to the
+/// game.
+pub(super) struct Transport {
+    config: SessionConfig,
+    socket: WebRtcSocket,
+    channel: WebRtcChannel,
+    ids: HashMap<PeerUuid, PeerId>,
+    links: Arc<Mutex<Links>>,
+    reconnect: ReconnectPolicy,
+    commands: async_channel::Receiver<SessionCommand>,
+    events: Sender<SessionEvent>,
+}
+
+fn open_socket(url: &str, ice_servers: &[String]) -> (WebRtcSocket, WebRtcChannel) {
+    let (mut socket, message_loop) = WebRtcSocket::builder(url)
+        .ice_server(RtcIceServerConfig { urls: ice_servers.to_vec(), username: None, credential: None })
+        .add_reliable_channel()
+        .build();
+    let pool = IoTaskPool::get_or_init(TaskPool::new);
+    pool.spawn(async move {
+        if let Err(error) = message_loop.await {
+            bevy::log::warn!("matchbox message loop ended: {error}");
+        }
+    })
+    .detach();
+    let channel = socket.take_channel(0).expect("the socket was built with one channel");
+    (socket, channel)
+}
+
+fn uuid(peer: PeerId) -> PeerUuid {
+    PeerUuid(peer.0.into_bytes())
+}
+
+/// Locks the links; a panic while they were locked leaves them usable (every method leaves
+/// them consistent between calls).
+pub(super) fn lock(links: &Mutex<Links>) -> MutexGuard<'_, Links> {
+    links.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Transport {
+    /// Joins the room; the connection is set up in the background.
+    pub(super) fn connect(config: SessionConfig, links: Arc<Mutex<Links>>, commands: async_channel::Receiver<SessionCommand>, events: Sender<SessionEvent>) -> Self {
+        let (socket, channel) = open_socket(&config.room_url, &config.ice_servers);
+        let reconnect = ReconnectPolicy::new(config.expected_peers, config.reconnect_after, Instant::now());
+        Self { config, socket, channel, ids: HashMap::new(), links, reconnect, commands, events }
+    }
+
+    /// Runs the transport on a thread of its own until the session is dropped.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(super) fn spawn(self) -> std::thread::JoinHandle<()> {
+        std::thread::Builder::new()
+            .name("p2p transport".into())
+            .spawn(move || async_io::block_on(self.run()))
+            .expect("the OS refused a thread for the p2p transport")
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    async fn run(mut self) {
+        loop {
+            match self.next_wake().await {
+                Wake::Stopped => break,
+                wake => self.pump(Instant::now(), wake),
+            }
+        }
+        self.socket.close();
+    }
+
+    /// Sleeps until something arrives or the next tick is due.
+    #[cfg(not(target_arch = "wasm32"))]
+    async fn next_wake(&mut self) -> Wake {
+        use futures_lite::future::or;
+        use futures_lite::StreamExt;
+        let Self { socket, channel, commands, .. } = self;
+        let command = async { commands.recv().await.map_or(Wake::Stopped, Wake::Command) };
+        let packet = async { channel.next().await.map_or(Wake::SocketClosed, |(peer, packet)| Wake::Packet(peer, packet)) };
+        let peer = async { socket.next().await.map_or(Wake::SocketClosed, |(peer, state)| Wake::Peer(peer, state)) };
+        let tick = async {
+            async_io::Timer::after(TICK).await;
+            Wake::Tick
+        };
+        or(or(command, packet), or(peer, tick)).await
+    }
+
+    /// Pumps once from the game's frame (in the browser, where there is no thread).
+    #[cfg(target_arch = "wasm32")]
+    pub(super) fn pump_from_frame(&mut self, now: Instant) {
+        self.pump(now, Wake::Tick);
+    }
+
+    /// Handles what woke the transport and everything else that arrived meanwhile, ticks the
+    /// links, rebuilds the socket when the reconnect policy says so, sends what the links
+    /// queued, and hands the events to the game.
+    fn pump(&mut self, now: Instant, wake: Wake) {
+        let mut events = Vec::new();
+        let links = self.links.clone();
+        let mut links = lock(&links);
+        if links.own_id().is_none()
+            && let Some(id) = self.socket.id()
+        {
+            links.set_own_id(uuid(id));
+        }
+        let mut closed = matches!(wake, Wake::SocketClosed);
+        let mut first_packet = None;
+        let mut commands = Vec::new();
+        match wake {
+            Wake::Peer(peer, state) => self.peer_changed(&mut links, peer, state, now, &mut events),
+            Wake::Packet(peer, packet) => first_packet = Some((peer, packet)),
+            Wake::Command(command) => commands.push(command),
+            Wake::Tick | Wake::SocketClosed | Wake::Stopped => {}
+        }
+        match self.socket.try_update_peers() {
+            Ok(changes) => changes.into_iter().for_each(|(peer, state)| self.peer_changed(&mut links, peer, state, now, &mut events)),
+            Err(_) => closed = true,
+        }
+        if closed {
+            let attempt = self.reconnect.rebuilt(now);
+            self.rebuild(&mut links, attempt, &mut events);
+            drop(links);
+            self.publish(events);
+            return;
+        }
+        if links.own_id().is_some() {
+            for (peer, packet) in first_packet.into_iter().chain(self.channel.receive()) {
+                links.receive(uuid(peer), &packet, now, &mut events);
+            }
+        }
+        commands.extend(std::iter::from_fn(|| self.commands.try_recv().ok()));
+        for command in commands {
+            self.command(&mut links, command, &mut events);
+        }
+        links.tick(now, &mut events);
+        if self.reconnect.rebuild_due(&events, links.trusted_count(), now) {
+            let attempt = self.reconnect.attempts();
+            self.rebuild(&mut links, attempt, &mut events);
+        } else {
+            self.flush(&mut links);
+        }
+        drop(links);
+        self.publish(events);
+    }
+
+    fn peer_changed(&mut self, links: &mut Links, peer: PeerId, state: PeerState, now: Instant, events: &mut Vec<SessionEvent>) {
+        match state {
+            PeerState::Connected => {
+                self.ids.insert(uuid(peer), peer);
+                links.peer_connected(uuid(peer), now);
+            }
+            PeerState::Disconnected => {
+                self.ids.remove(&uuid(peer));
+                links.peer_disconnected(uuid(peer), events);
+            }
+        }
+    }
+
+    fn command(&mut self, links: &mut Links, command: SessionCommand, events: &mut Vec<SessionEvent>) {
+        match command {
+            SessionCommand::SendTensor { tensor, value, dtype, run } => {
+                let sent = links.send_tensor(tensor.peer, tensor.request, tensor.stage, tensor.direction, &value, dtype, run);
+                let sent = sent.and_then(|bytes| if self.flush(links) { Ok(bytes) } else { Err(SendError::SocketClosed) });
+                events.push(match sent {
+                    Ok(bytes) => SessionEvent::TensorSent { tensor, bytes },
+                    Err(error) => SessionEvent::SendFailed { tensor, error },
+                });
+            }
+        }
+    }
+
+    fn rebuild(&mut self, links: &mut Links, attempt: u32, events: &mut Vec<SessionEvent>) {
+        self.socket.close();
+        (self.socket, self.channel) = open_socket(&self.config.room_url, &self.config.ice_servers);
+        links.reset(events);
+        self.ids.clear();
+        events.push(SessionEvent::Reconnected { attempt });
+    }
+
+    /// Sends the frames the links queued; `false` if the socket refused one.
+    fn flush(&mut self, links: &mut Links) -> bool {
+        let mut all_sent = true;
+        for frame in links.drain_outgoing() {
+            let sent = self.ids.get(&frame.to).is_some_and(|&id| self.channel.try_send(Packet::from(frame.bytes), id).is_ok());
+            all_sent &= sent;
+        }
+        all_sent
+    }
+
+    fn publish(&self, events: Vec<SessionEvent>) {
+        for event in events {
+            // The game's end is gone only when the session is being dropped.
+            let _ = self.events.send(event);
+        }
+    }
+}
