@@ -27,12 +27,9 @@ pub(crate) enum JobTag {
         /// The stage's index in the plan.
         stage: usize,
     },
-    /// A stage run for another peer; the session maps the ticket back to the peer and request.
+    /// A stage run for another peer; its outcome goes to the job's [`JobReply`].
     #[cfg(feature = "p2p")]
-    ServedStage {
-        /// The session's number for the stage it was asked to run.
-        ticket: u64,
-    },
+    ServedStage,
     /// The calibration run measured before joining a session.
     #[cfg(feature = "p2p")]
     Calibration,
@@ -53,6 +50,31 @@ pub(crate) struct StageJob {
     pub input: Tensor,
     /// When the main world handed it over.
     pub started: Instant,
+    /// Where the outcome goes instead of the main world, if anywhere (a stage served for a
+    /// peer goes back to the network the moment it is read back).
+    pub reply: Option<JobReply>,
+}
+
+impl StageJob {
+    /// Sends `outcome` (this job's) to the job's reply, or else to `main_world`.
+    pub fn deliver(&self, outcome: JobOutcome, main_world: &crossbeam_channel::Sender<JobOutcome>) {
+        match &self.reply {
+            Some(reply) => (reply.0)(outcome),
+            // The main world's end is gone only when the app is.
+            None => drop(main_world.send(outcome)),
+        }
+    }
+}
+
+/// A callback that takes a job's outcome where it is produced (the render side's submission
+/// thread or readback callback), for outcomes that should not wait for the main world's frame.
+#[derive(Clone)]
+pub(crate) struct JobReply(pub std::sync::Arc<dyn Fn(JobOutcome) + Send + Sync>);
+
+impl std::fmt::Debug for JobReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JobReply")
+    }
 }
 
 /// Why the render side could not run a job.

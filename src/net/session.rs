@@ -14,6 +14,7 @@ use crossbeam_channel::Receiver;
 use super::auth::PeerUuid;
 use super::links::{LinkSettings, Links, SendError, SentTensor, SessionEvent};
 use super::transport::{lock, SessionCommand, Transport};
+pub use super::transport::StageInputHandler;
 use crate::tensor::{Tensor, TransferDtype};
 
 /// How to join a room, and the link settings to use with the peers found there.
@@ -109,12 +110,35 @@ impl PeerSession {
         Ok(())
     }
 
+    /// A handle that sends tensors through this session from any thread (a stage's readback
+    /// callback, say); outcomes come back from [`Self::poll`] as for [`Self::send_tensor`].
+    pub fn tensor_sender(&self) -> TensorSender {
+        TensorSender(self.commands.clone())
+    }
+
+    /// Passes every verified stage input through `handler` on the transport's side as it
+    /// arrives (natively, on the transport's thread), so that a served stage starts at once.
+    pub fn serve_stage_inputs(&mut self, handler: StageInputHandler) {
+        let _ = self.commands.try_send(SessionCommand::ServeStageInputs(handler));
+    }
+
     /// Fault injection for tests and demos (feature `fault-injection`): flips one bit of the
     /// next tensor frame after it has been authenticated, as a corrupting network or a
     /// tampering peer would.
     #[cfg(feature = "fault-injection")]
     pub fn corrupt_next_tensor_frame(&mut self) {
         self.links().corrupt_next_tensor_frame();
+    }
+}
+
+/// Sends tensors through a [`PeerSession`] from any thread: see [`PeerSession::tensor_sender`].
+#[derive(Clone)]
+pub struct TensorSender(async_channel::Sender<SessionCommand>);
+
+impl TensorSender {
+    /// As [`PeerSession::send_tensor`].
+    pub fn send(&self, tensor: SentTensor, value: Tensor, dtype: TransferDtype, run: Duration) -> Result<(), SendError> {
+        self.0.try_send(SessionCommand::SendTensor { tensor, value, dtype, run }).map_err(|_| SendError::SocketClosed)
     }
 }
 

@@ -15,7 +15,9 @@ use crossbeam_channel::Sender;
 use matchbox_socket::{Packet, PeerId, PeerState, RtcIceServerConfig, WebRtcChannel, WebRtcSocket};
 
 use super::auth::PeerUuid;
+use super::codec::Direction;
 use super::links::{Links, ReconnectPolicy, SendError, SentTensor, SessionEvent};
+use super::reassembly::ReceivedTensor;
 use super::session::SessionConfig;
 use crate::tensor::{Tensor, TransferDtype};
 
@@ -38,7 +40,14 @@ pub(super) enum SessionCommand {
         /// How long this peer took for the stage (outputs only).
         run: Duration,
     },
+    /// From now on, pass every verified stage input through this handler as it arrives.
+    ServeStageInputs(StageInputHandler),
 }
+
+/// Takes the stage inputs peers send on the transport's side, the moment they are verified,
+/// so that the stage can start without waiting for the game's frame. It returns the tensors it
+/// does not take; those reach the game as [`SessionEvent::Tensor`].
+pub type StageInputHandler = Box<dyn FnMut(ReceivedTensor) -> Option<ReceivedTensor> + Send + Sync>;
 
 /// Why the transport woke up.
 enum Wake {
@@ -72,6 +81,7 @@ pub(super) struct Transport {
     reconnect: ReconnectPolicy,
     commands: async_channel::Receiver<SessionCommand>,
     events: Sender<SessionEvent>,
+    stage_inputs: Option<StageInputHandler>,
 }
 
 fn open_socket(url: &str, ice_servers: &[String]) -> (WebRtcSocket, WebRtcChannel) {
@@ -105,7 +115,7 @@ impl Transport {
     pub(super) fn connect(config: SessionConfig, links: Arc<Mutex<Links>>, commands: async_channel::Receiver<SessionCommand>, events: Sender<SessionEvent>) -> Self {
         let (socket, channel) = open_socket(&config.room_url, &config.ice_servers);
         let reconnect = ReconnectPolicy::new(config.expected_peers, config.reconnect_after, Instant::now());
-        Self { config, socket, channel, ids: HashMap::new(), links, reconnect, commands, events }
+        Self { config, socket, channel, ids: HashMap::new(), links, reconnect, commands, events, stage_inputs: None }
     }
 
     /// Runs the transport on a thread of its own until the session is dropped.
@@ -225,6 +235,7 @@ impl Transport {
                     Err(error) => SessionEvent::SendFailed { tensor, error },
                 });
             }
+            SessionCommand::ServeStageInputs(handler) => self.stage_inputs = Some(handler),
         }
     }
 
@@ -246,8 +257,15 @@ impl Transport {
         all_sent
     }
 
-    fn publish(&self, events: Vec<SessionEvent>) {
+    fn publish(&mut self, events: Vec<SessionEvent>) {
         for event in events {
+            let event = match (event, &mut self.stage_inputs) {
+                (SessionEvent::Tensor(received), Some(handler)) if received.direction == Direction::StageInput => match handler(received) {
+                    Some(untaken) => SessionEvent::Tensor(untaken),
+                    None => continue,
+                },
+                (event, _) => event,
+            };
             // The game's end is gone only when the session is being dropped.
             let _ = self.events.send(event);
         }

@@ -88,7 +88,7 @@ impl<K: Clone + Send + 'static> ResultRoute<K> {
                 .map(|()| read_mapped(&buffer, output_shape))
                 .map_err(|e| GpuError::Readback(e.to_string()).into());
             let reusable = result.is_ok();
-            let _ = results.send(JobOutcome::of(&job, result));
+            job.deliver(JobOutcome::of(&job, result), &results);
             if reusable {
                 let _ = giver.send(ReturnedBuffer::Readback(key, buffer));
             }

@@ -133,7 +133,7 @@ fn run<K: std::hash::Hash + Eq + Clone + Send + 'static>(setup: ThreadSetup<K>, 
                     Ok(false) => break,
                     Err(payload) => {
                         let error = JobError::SubmissionThreadLost(panic_message(payload.as_ref()));
-                        let _ = route.results.send(JobOutcome::of(&job, Err(error)));
+                        job.deliver(JobOutcome::of(&job, Err(error)), &route.results);
                         resume_unwind(payload);
                     }
                 }

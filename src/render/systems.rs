@@ -49,7 +49,7 @@ pub(super) fn record_jobs(mut ctx: RenderContext, device: Res<RenderDevice>, mut
                 continue;
             }
             Poll::Ready(Err(error)) => {
-                let _ = state.route.results.send(JobOutcome::of(&job, Err(error.into())));
+                job.deliver(JobOutcome::of(&job, Err(error.into())), &state.route.results);
                 continue;
             }
             Poll::Ready(Ok(())) => {}

@@ -200,6 +200,7 @@ pub(crate) fn submit_requests(
                 graph,
                 input: request.input.clone(),
                 started: Instant::now(),
+                reply: None,
             });
             commands.entity(entity).insert(Submitted);
         } else if let Some(LoadState::Failed(error)) = server.get_load_state(&request.model) {

@@ -5,13 +5,15 @@
 //!
 //! The session's systems run in [`InferenceSystems::Session`] (in `PreUpdate`, after the
 //! frame's results are received), one job each: prepare the stages, join the room once
-//! calibrated, take local stage results, return stages served for peers, poll the socket,
+//! calibrated, take local stage results, report problems with stages served for peers (which
+//! run and return off the frame: [`stage_server`]), poll the socket,
 //! handle what it reported, and advance the pipeline.
 //!
 //! [`InferenceRequest`]: super::InferenceRequest
 //! [`Prediction`]: super::Prediction
 
 mod problem;
+mod stage_server;
 mod state;
 mod systems;
 
@@ -91,7 +93,7 @@ impl Plugin for PeerSessionPlugin {
             .add_systems(Startup, load_assets)
             .add_systems(
                 PreUpdate,
-                (prepare_stages, join_when_calibrated, take_local_stage_results, return_served_stages, poll_session, handle_session_events, advance_pipeline)
+                (prepare_stages, join_when_calibrated, take_local_stage_results, report_served_stage_problems, poll_session, handle_session_events, advance_pipeline)
                     .chain()
                     .in_set(InferenceSystems::Session),
             )

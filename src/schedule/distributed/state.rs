@@ -2,11 +2,13 @@
 //! requests, the workers and what this peer serves for others.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bevy::prelude::*;
 
-use super::PeerSessionPlugin;
+use crossbeam_channel::{Receiver, Sender};
+
+use super::{PeerSessionPlugin, SessionProblem};
 use crate::model::ir::Graph;
 use crate::model::{Model, PartitionPlan, StagedModel};
 use crate::net::PeerUuid;
@@ -34,16 +36,6 @@ pub(super) struct Tracked {
     pub bytes: u64,
 }
 
-/// A stage this peer runs for another peer, by the ticket its job carries.
-pub(super) struct ServedStage {
-    /// The peer that asked.
-    pub from: PeerUuid,
-    /// Its request.
-    pub request: u64,
-    /// The stage.
-    pub stage: u16,
-}
-
 /// A request's traffic, for the `peer` example's summary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RequestTraffic {
@@ -60,21 +52,22 @@ pub struct Distributed {
     pub(super) model: Handle<Model>,
     pub(super) plan: Handle<PartitionPlan>,
     /// The model cut into the plan's stages, once both have loaded.
-    pub(super) staged: Option<StagedModel>,
+    pub(super) staged: Option<Arc<Mutex<StagedModel>>>,
     pub(super) input_dtypes: Vec<TransferDtype>,
     pub(super) pipeline: Pipeline,
     pub(super) assignment: StageAssignment,
     pub(super) workers: HashMap<PeerUuid, u32>,
     pub(super) tracked: HashMap<RequestId, Tracked>,
     pub(super) next_request: RequestId,
-    pub(super) served: HashMap<u64, ServedStage>,
-    pub(super) next_ticket: u64,
     /// Pipeline actions decided this frame, carried out by `advance_pipeline`.
     pub(super) actions: Vec<PipelineAction>,
     /// Bytes sent per finished request, most recent last.
     pub finished_traffic: Vec<RequestTraffic>,
-    /// Stages this peer ran for other peers.
+    /// Stages this peer ran for other peers (counted when their output is on the wire).
     pub stages_served: u64,
+    /// Problems with stages served for peers, from the transport's and the render side's
+    /// threads.
+    pub(super) served_problems: (Sender<SessionProblem>, Receiver<SessionProblem>),
 }
 
 impl Distributed {
@@ -91,8 +84,7 @@ impl Distributed {
             workers: HashMap::new(),
             tracked: HashMap::new(),
             next_request: 0,
-            served: HashMap::new(),
-            next_ticket: 0,
+            served_problems: crossbeam_channel::unbounded(),
             actions: Vec::new(),
             finished_traffic: Vec::new(),
             stages_served: 0,
@@ -116,13 +108,13 @@ impl Distributed {
 
     /// How many stages the model is cut into (0 until it has loaded).
     pub(super) fn stage_count(&self) -> usize {
-        self.staged.as_ref().map_or(0, StagedModel::stage_count)
+        self.staged.as_ref().map_or(0, |staged| lock(staged).stage_count())
     }
 
     /// Stage `stage`'s graph for an input whose batch (first axis) is `batch`.
-    pub(super) fn stage_graph(&mut self, stage: usize, batch: usize) -> Result<Arc<Graph>, InferenceError> {
-        let staged = self.staged.as_mut().expect("stages run only once the model is cut");
-        Ok(staged.stage(stage, batch)?)
+    pub(super) fn stage_graph(&self, stage: usize, batch: usize) -> Result<Arc<Graph>, InferenceError> {
+        let staged = self.staged.as_ref().expect("stages run only once the model is cut");
+        Ok(lock(staged).stage(stage, batch)?)
     }
 
     /// Places the stages on the workers known now.
@@ -139,4 +131,15 @@ impl Distributed {
         let reruns = self.pipeline.rerun_peer(peer, &assignment, now);
         self.actions.extend(reruns);
     }
+}
+
+/// Locks the staged model; a panic while it was locked leaves it usable (it only caches stage
+/// graphs per batch).
+pub(super) fn lock(staged: &Mutex<StagedModel>) -> std::sync::MutexGuard<'_, StagedModel> {
+    staged.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The batch of a stage's input tensor (its first axis).
+pub(super) fn batch_of_tensor(tensor: &crate::tensor::Tensor) -> usize {
+    tensor.shape().first().copied().unwrap_or(1)
 }

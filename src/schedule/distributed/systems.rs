@@ -1,13 +1,14 @@
 //! The session's systems, in the order they run each frame (see the module doc).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bevy::asset::{LoadState, UntypedAssetId};
 use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
-use super::state::{Phase, ServedStage, Tracked};
+use super::stage_server::StageServer;
+use super::state::{batch_of_tensor, Phase, Tracked};
 use super::{Distributed, PeerRole, PeerSessionEvent, PeerSessionPlugin, SessionProblem};
 use crate::job::{JobOutcome, JobTag, StageJob};
 use crate::model::ir::Graph;
@@ -17,7 +18,7 @@ use crate::net::{Capabilities, Direction, LinkSettings, LinkState, Permissions, 
 use crate::render::GpuCapabilities;
 use crate::schedule::pipeline::{Executor, PipelineAction};
 use crate::schedule::{fail, InferenceFailed, InferenceRequest, JobQueue, LocalOnly, Prediction, PredictionReady, SplitRequest, StageOutcomes, Submitted, TopK};
-use crate::tensor::{Tensor, TransferDtype};
+use crate::tensor::Tensor;
 
 /// Starts loading the model and the plan.
 pub(super) fn load_assets(mut state: ResMut<Distributed>, server: Res<AssetServer>) {
@@ -72,7 +73,7 @@ pub(super) fn prepare_stages(
     state.pipeline = crate::schedule::pipeline::Pipeline::new(state.settings.max_in_flight);
     state.input_dtypes = staged.input_dtypes().to_vec();
     let stages = staged.declared_stages();
-    state.staged = Some(staged);
+    state.staged = Some(Arc::new(Mutex::new(staged)));
     state.reassign();
     let batch_one = |g: &Graph| -> Vec<usize> { g.input.dims.iter().map(|d| d.unwrap_or(1)).collect() };
     let started = Instant::now();
@@ -82,13 +83,8 @@ pub(super) fn prepare_stages(
     for graph in graphs {
         let input = Tensor::zeros(batch_one(&graph));
         let entity = commands.spawn_empty().id();
-        queue.push(StageJob { tag: JobTag::Calibration, entity, model, graph, input, started });
+        queue.push(StageJob { tag: JobTag::Calibration, entity, model, graph, input, started, reply: None });
     }
-}
-
-/// The batch of a stage's input tensor (its first axis).
-fn batch_of_tensor(tensor: &Tensor) -> usize {
-    tensor.shape().first().copied().unwrap_or(1)
 }
 
 /// Takes this frame's outcomes with tags matching `wanted` out of the shared list.
@@ -104,6 +100,7 @@ pub(super) fn join_when_calibrated(
     mut outcomes: ResMut<StageOutcomes>,
     models: Res<Assets<Model>>,
     gpu: Option<Res<GpuCapabilities>>,
+    queue: Res<JobQueue>,
     mut problems: MessageWriter<SessionProblem>,
 ) {
     for outcome in take_outcomes(&mut outcomes, |tag| *tag == JobTag::Calibration) {
@@ -119,7 +116,18 @@ pub(super) fn join_when_calibrated(
         let Some(model) = models.get(&state.model) else { continue };
         let gpu = gpu.as_deref().cloned().unwrap_or_default();
         let config = session_config(&state.settings, model.hash(), gpu, outcome.started.elapsed());
-        commands.insert_resource(PeerSession::connect(config));
+        let mut session = PeerSession::connect(config);
+        let Some(staged) = state.staged.clone() else { continue };
+        let server = StageServer {
+            staged,
+            model: state.model.id(),
+            input_dtypes: state.input_dtypes.clone(),
+            jobs: queue.0.clone(),
+            sender: session.tensor_sender(),
+            problems: state.served_problems.0.clone(),
+        };
+        session.serve_stage_inputs(server.into_handler());
+        commands.insert_resource(session);
         state.phase = Phase::Running;
     }
 }
@@ -173,31 +181,11 @@ pub(super) fn take_local_stage_results(
     }
 }
 
-/// Stages this peer ran for others: the output goes back to the peer that asked.
-pub(super) fn return_served_stages(
-    mut state: ResMut<Distributed>,
-    mut outcomes: ResMut<StageOutcomes>,
-    mut session: Option<ResMut<PeerSession>>,
-    mut problems: MessageWriter<SessionProblem>,
-) {
-    for outcome in take_outcomes(&mut outcomes, |tag| matches!(tag, JobTag::ServedStage { .. })) {
-        let JobTag::ServedStage { ticket } = outcome.tag else { continue };
-        let Some(ServedStage { from, request, stage }) = state.served.remove(&ticket) else { continue };
-        let Some(session) = session.as_deref_mut() else { continue };
-        match outcome.result {
-            Ok(output) => {
-                state.stages_served += 1;
-                let dtype = state.input_dtypes.get(stage as usize + 1).copied().unwrap_or(TransferDtype::F32);
-                let run = outcome.started.elapsed();
-                let sent = SentTensor { peer: from, request, stage, direction: Direction::StageOutput };
-                if let Err(error) = session.send_tensor(sent, output, dtype, run) {
-                    problems.write(SessionProblem::CannotReturnStage { request, stage, error });
-                }
-            }
-            Err(error) => {
-                problems.write(SessionProblem::ServedStageFailed { request, stage, error: error.into() });
-            }
-        }
+/// Reports what went wrong with stages served for peers: they run and return off the frame
+/// (see [`super::stage_server`]), and only their problems come through here.
+pub(super) fn report_served_stage_problems(state: Res<Distributed>, mut problems: MessageWriter<SessionProblem>) {
+    for problem in state.served_problems.1.try_iter() {
+        problems.write(problem);
     }
 }
 
@@ -210,13 +198,12 @@ pub(super) fn poll_session(session: Option<ResMut<PeerSession>>, mut events: Mes
     }
 }
 
-/// Acts on the session's events: workers join and leave the assignment, received stage inputs
-/// become jobs, received stage outputs move the pipeline on.
+/// Acts on the session's events: workers join and leave the assignment, sends are counted or
+/// re-run elsewhere, received stage outputs move the pipeline on.
 pub(super) fn handle_session_events(
     mut state: ResMut<Distributed>,
     session: Option<Res<PeerSession>>,
     mut events: MessageReader<PeerSessionEvent>,
-    mut queue: ResMut<JobQueue>,
     mut problems: MessageWriter<SessionProblem>,
 ) {
     let now = Instant::now();
@@ -233,11 +220,14 @@ pub(super) fn handle_session_events(
                 let reruns = state.pipeline.rerun_peer(*peer, &assignment, now);
                 state.actions.extend(reruns);
             }
-            SessionEvent::TensorSent { tensor, bytes } => {
-                if let (Direction::StageInput, Some(t)) = (tensor.direction, state.tracked.get_mut(&tensor.request)) {
-                    t.bytes += bytes;
+            SessionEvent::TensorSent { tensor, bytes } => match tensor.direction {
+                Direction::StageInput => {
+                    if let Some(t) = state.tracked.get_mut(&tensor.request) {
+                        t.bytes += bytes;
+                    }
                 }
-            }
+                Direction::StageOutput => state.stages_served += 1,
+            },
             SessionEvent::SendFailed { tensor, error } => {
                 let (request, stage, error) = (tensor.request, tensor.stage, error.clone());
                 match tensor.direction {
@@ -252,31 +242,8 @@ pub(super) fn handle_session_events(
                 }
             }
             SessionEvent::Tensor(received) => match received.direction {
-                Direction::StageInput => {
-                    let stage = received.shared.stage as usize;
-                    if stage == 0 || stage >= state.stage_count() {
-                        continue;
-                    }
-                    let graph = match state.stage_graph(stage, batch_of_tensor(&received.shared.tensor)) {
-                        Ok(graph) => graph,
-                        Err(error) => {
-                            let (request, stage) = (received.shared.request, received.shared.stage);
-                            problems.write(SessionProblem::ServedStageFailed { request, stage, error });
-                            continue;
-                        }
-                    };
-                    let ticket = state.next_ticket;
-                    state.next_ticket += 1;
-                    state.served.insert(ticket, ServedStage { from: received.from, request: received.shared.request, stage: received.shared.stage });
-                    queue.push(StageJob {
-                        tag: JobTag::ServedStage { ticket },
-                        entity: Entity::PLACEHOLDER,
-                        model: state.model.id(),
-                        graph,
-                        input: received.shared.tensor.clone(),
-                        started: now,
-                    });
-                }
+                // Taken on the transport's side by the stage server, which starts the stage at once.
+                Direction::StageInput => {}
                 Direction::StageOutput => {
                     let assignment = state.assignment.clone();
                     let (request, stage) = (received.shared.request, received.shared.stage as usize);
@@ -332,6 +299,7 @@ pub(super) fn advance_pipeline(
                     graph,
                     input,
                     started: now,
+                    reply: None,
                 });
             }
             PipelineAction::Run { request, stage, executor: Executor::Peer(peer), input } => {
