@@ -5,6 +5,9 @@
 # requests); its summary is the last line. Needs root (unshare -n) and iproute2.
 #
 #   tools/p2p_demo.sh [--release] [extra coordinator arguments, e.g. --plan plans/fashion_3_f32.plan.ron --k 1]
+#
+# PEER_BIN_DIR=DIR uses the `peer` and `signaling` binaries in DIR instead of building them (a
+# machine without cargo, such as the GPU machine of BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=debug
@@ -14,8 +17,12 @@ if [ "${1:-}" = --release ]; then
     flags=(--release)
     shift
 fi
-cargo build -q "${flags[@]}" --example signaling --example peer >&2
-bin="${CARGO_TARGET_DIR:-$PWD/target}/$profile/examples"
+if [ -n "${PEER_BIN_DIR:-}" ]; then
+    bin=$(realpath "$PEER_BIN_DIR")
+else
+    cargo build -q "${flags[@]}" --example signaling --example peer >&2
+    bin="${CARGO_TARGET_DIR:-$PWD/target}/$profile/examples"
+fi
 export BEVY_ASSET_ROOT="$PWD"
 unshare -n bash -s -- "$bin" "$@" <<'INNER'
 set -euo pipefail
