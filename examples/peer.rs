@@ -253,9 +253,10 @@ fn run_coordinator(args: &Args) -> Result<(), String> {
     let mut latencies = Vec::new();
     let (mut matches, mut lost) = (0, 0);
     let mut done = vec![false; pending.len()];
-    // Per stage: whole hand-over times, and for remote stages the two hops alone.
+    // Per stage: hand-over times (a chain once, at its first stage), transfers, and runs on peers.
     let mut stage_times: Vec<Vec<f64>> = Vec::new();
-    let mut hop_times: Vec<Vec<f64>> = Vec::new();
+    let mut run_times: Vec<Vec<f64>> = Vec::new();
+    let mut transfer_times: Vec<Vec<f64>> = Vec::new();
     while done.iter().any(|d| !d) && Instant::now() < deadline {
         app.update();
         std::thread::sleep(frame_sleep(args));
@@ -285,17 +286,27 @@ fn run_coordinator(args: &Args) -> Result<(), String> {
                         Executor::Local => "local".to_string(),
                         Executor::Peer(peer) => peer.to_string(),
                     };
-                    json!({"stage": s.stage, "remote": s.executor != Executor::Local, "executor": executor, "ms": s.duration.as_secs_f64() * 1e3})
+                    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+                    json!({"stage": s.stage, "remote": s.executor != Executor::Local, "executor": executor, "ms": ms(s.duration), "span": s.span,
+                           "run_ms": s.remote_run.map(ms), "transfers_ms": s.transfers.map(ms)})
                 })
                 .collect();
             for s in &split.stages {
                 if stage_times.len() <= s.stage {
                     stage_times.resize(s.stage + 1, Vec::new());
-                    hop_times.resize(s.stage + 1, Vec::new());
+                    run_times.resize(s.stage + 1, Vec::new());
+                    transfer_times.resize(s.stage + 1, Vec::new());
                 }
-                stage_times[s.stage].push(s.duration.as_secs_f64() * 1e3);
-                if let Some(hops) = s.hops() {
-                    hop_times[s.stage].push(hops.as_secs_f64() * 1e3);
+                // A chain's records share its span: count it once, at its first stage.
+                let first_of_span = split.stages.iter().find(|r| r.duration == s.duration && r.executor != Executor::Local).map(|r| r.stage);
+                if s.executor == Executor::Local || first_of_span == Some(s.stage) {
+                    stage_times[s.stage].push(s.duration.as_secs_f64() * 1e3);
+                    if let Some(transfers) = s.transfers {
+                        transfer_times[s.stage].push(transfers.as_secs_f64() * 1e3);
+                    }
+                }
+                if let Some(run) = s.remote_run {
+                    run_times[s.stage].push(run.as_secs_f64() * 1e3);
                 }
             }
             let (top1, probability) = split.top_k[0];
@@ -314,14 +325,19 @@ fn run_coordinator(args: &Args) -> Result<(), String> {
     let (median, p95) = if latencies.is_empty() { (0.0, 0.0) } else { (quantile(&latencies, 0.5), quantile(&latencies, 0.95)) };
     eprintln!("summary: {} requests in {elapsed:.2} s ({:.1} requests/s with K={})", latencies.len(), latencies.len() as f64 / elapsed, args.k);
     eprintln!("  latency median {median:.2} ms, p95 {p95:.2} ms");
-    for (stage, (times, hops)) in stage_times.iter_mut().zip(&mut hop_times).enumerate() {
-        times.sort_by(f64::total_cmp);
-        hops.sort_by(f64::total_cmp);
-        if !times.is_empty() {
-            eprint!("  stage {stage} (hand-over to output back): median {:.2} ms, p95 {:.2} ms", quantile(times, 0.5), quantile(times, 0.95));
+    for (stage, ((times, runs), transfers)) in stage_times.iter_mut().zip(&mut run_times).zip(&mut transfer_times).enumerate() {
+        for list in [&mut *times, &mut *runs, &mut *transfers] {
+            list.sort_by(f64::total_cmp);
         }
-        if !hops.is_empty() {
-            eprint!("; of which the two hops: median {:.2} ms, p95 {:.2} ms", quantile(hops, 0.5), quantile(hops, 0.95));
+        eprint!("  stage {stage}:");
+        if !times.is_empty() {
+            eprint!(" hand-over to output back (a chain: its whole span) median {:.2} ms, p95 {:.2} ms;", quantile(times, 0.5), quantile(times, 0.95));
+        }
+        if !transfers.is_empty() {
+            eprint!(" of which transfers median {:.2} ms, p95 {:.2} ms;", quantile(transfers, 0.5), quantile(transfers, 0.95));
+        }
+        if !runs.is_empty() {
+            eprint!(" run on its peer median {:.2} ms, p95 {:.2} ms", quantile(runs, 0.5), quantile(runs, 0.95));
         }
         eprintln!();
     }

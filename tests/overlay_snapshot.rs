@@ -34,6 +34,8 @@ fn history() -> InferenceHistory {
             executor,
             duration: Duration::from_micros(ms),
             remote_run: (executor != Executor::Local).then(|| Duration::from_micros(ms * 3 / 4)),
+            transfers: (executor != Executor::Local).then(|| Duration::from_micros(ms / 4)),
+            span: 1,
         };
         history.push(HistoryEntry {
             id: 0,

@@ -24,7 +24,8 @@ fn tensor_frames(values: &[f32], dtype: TransferDtype) -> Vec<Vec<u8>> {
         shape: vec![values.len() as u32],
         params,
         total_bytes: bytes.len() as u32,
-        run_us: 0,
+        onward: None,
+        trace: Vec::new(),
     };
     split_into_chunks(header, &bytes)
         .into_iter()

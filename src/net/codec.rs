@@ -13,15 +13,21 @@ use crate::tensor::TransferDtype;
 use crate::tensor::quant::QuantParams;
 
 /// The protocol version written in every frame and in the handshake.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// The largest frame sent or accepted (matchbox silently drops messages over 64 KiB).
 pub const MAX_FRAME_BYTES: usize = 60 * 1024;
 /// Bytes of the fixed frame header.
 pub const FRAME_HEADER_BYTES: usize = 16;
 /// Bytes of the MAC.
 pub const TAG_BYTES: usize = 32;
+/// The most stages one tensor header may route onward or report timings of.
+pub const MAX_ROUTE: usize = 8;
+/// The largest encoded tensor header: its fixed fields (69 bytes at most), an owner and
+/// [`MAX_ROUTE`] peers onward (16 bytes each, two counts) and [`MAX_ROUTE`] stage timings (6
+/// bytes each).
+const MAX_TENSOR_HEADER_BYTES: usize = 69 + 1 + 16 + 1 + 16 * MAX_ROUTE + 1 + 6 * MAX_ROUTE;
 /// The largest tensor payload carried by one chunk.
-pub const MAX_CHUNK_PAYLOAD: usize = MAX_FRAME_BYTES - FRAME_HEADER_BYTES - TAG_BYTES - 128;
+pub const MAX_CHUNK_PAYLOAD: usize = MAX_FRAME_BYTES - FRAME_HEADER_BYTES - TAG_BYTES - MAX_TENSOR_HEADER_BYTES;
 /// The most dimensions a tensor on the wire may have.
 pub const MAX_RANK: usize = 8;
 const MAGIC: [u8; 2] = *b"BP";
@@ -107,10 +113,33 @@ pub struct Hello {
 /// Whether a tensor is a stage's input (to be run) or its output (coming back).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
-    /// Input of `stage`, sent by the requester to the peer that runs it.
+    /// Input of `stage`, sent by the requester (or, in a chain, by the peer that ran the stage
+    /// before) to the peer that runs it.
     StageInput,
     /// Output of `stage`, sent back to the requester.
     StageOutput,
+}
+
+/// Where a chained stage input's output goes: on to the peers of the following stages, and
+/// from the last of them back to the request's owner, without passing through the owner in
+/// between.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Onward {
+    /// The peer that owns the request and receives the last stage's output.
+    pub owner: PeerUuid,
+    /// The peers that run the stages after this one, in order (at most [`MAX_ROUTE`]); empty
+    /// when this stage is the chain's last.
+    pub route: Vec<PeerUuid>,
+}
+
+/// How long a stage took on the peer that ran it, from its input arriving to its output being
+/// read back: carried along a chain so that the owner can tell transfers from compute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StageTiming {
+    /// The stage.
+    pub stage: u16,
+    /// Microseconds it took.
+    pub run_us: u32,
 }
 
 /// Describes the tensor a chunk belongs to; identical in every chunk of one tensor.
@@ -130,10 +159,12 @@ pub struct TensorHeader {
     pub params: QuantParams,
     /// Bytes of the whole payload across all chunks.
     pub total_bytes: u32,
-    /// For a stage output: microseconds the stage took on the peer that ran it, from its input
-    /// arriving to its output being read back (so the requester can tell hops from compute);
-    /// 0 for inputs.
-    pub run_us: u32,
+    /// For a stage input: where its output goes, when that is not back to the sender.
+    pub onward: Option<Onward>,
+    /// The stages already run for this tensor on remote peers, with their times: for an output,
+    /// every stage of its chain (one, unchained); for a chained input, the chain's stages so
+    /// far (at most [`MAX_ROUTE`]).
+    pub trace: Vec<StageTiming>,
 }
 
 impl TensorHeader {
@@ -423,7 +454,22 @@ fn write_chunk(w: &mut Writer, chunk: &TensorChunk) {
     w.u32(h.params.scale.to_bits());
     w.u32(h.params.zero_point as u32);
     w.u32(h.total_bytes);
-    w.u32(h.run_us);
+    match &h.onward {
+        None => w.u8(0),
+        Some(onward) => {
+            w.u8(1);
+            w.bytes(&onward.owner.0);
+            w.u8(onward.route.len() as u8);
+            for peer in &onward.route {
+                w.bytes(&peer.0);
+            }
+        }
+    }
+    w.u8(h.trace.len() as u8);
+    for timing in &h.trace {
+        w.u16(timing.stage);
+        w.u32(timing.run_us);
+    }
     w.u16(chunk.index);
     w.u16(chunk.count);
     w.u32(chunk.payload.len() as u32);
@@ -451,149 +497,31 @@ fn read_chunk(r: &mut Reader) -> Result<TensorChunk, FrameError> {
     let shape = (0..rank).map(|_| r.u32()).collect::<Result<Vec<_>, _>>()?;
     let params = QuantParams { scale: f32::from_bits(r.u32()?), zero_point: r.u32()? as i32 };
     let total_bytes = r.u32()?;
-    let run_us = r.u32()?;
+    let onward = match r.u8()? {
+        0 => None,
+        1 => {
+            let owner = PeerUuid(r.array()?);
+            let hops = r.u8()? as usize;
+            if hops > MAX_ROUTE {
+                return Err(r.malformed(format!("a route of {hops} peers exceeds {MAX_ROUTE}")));
+            }
+            let route = (0..hops).map(|_| r.array().map(PeerUuid)).collect::<Result<Vec<_>, _>>()?;
+            Some(Onward { owner, route })
+        }
+        other => return Err(r.malformed(format!("onward flag {other}"))),
+    };
+    let timings = r.u8()? as usize;
+    if timings > MAX_ROUTE {
+        return Err(r.malformed(format!("{timings} stage timings exceed {MAX_ROUTE}")));
+    }
+    let trace = (0..timings).map(|_| Ok(StageTiming { stage: r.u16()?, run_us: r.u32()? })).collect::<Result<Vec<_>, FrameError>>()?;
     let index = r.u16()?;
     let count = r.u16()?;
     let len = r.u32()? as usize;
     let payload = r.take(len)?.to_vec();
-    Ok(TensorChunk { header: TensorHeader { request, stage, direction, dtype, shape, params, total_bytes, run_us }, index, count, payload })
+    Ok(TensorChunk { header: TensorHeader { request, stage, direction, dtype, shape, params, total_bytes, onward, trace }, index, count, payload })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const A: PeerUuid = PeerUuid([0xa; 16]);
-    const B: PeerUuid = PeerUuid([0xb; 16]);
-
-    fn keys() -> RoomKeys {
-        RoomKeys::derive("room key")
-    }
-
-    fn chunk() -> TensorChunk {
-        TensorChunk {
-            header: TensorHeader {
-                request: 7,
-                stage: 2,
-                direction: Direction::StageInput,
-                dtype: TransferDtype::Int8,
-                shape: vec![1, 32, 4, 4],
-                params: QuantParams { scale: 0.02, zero_point: -3 },
-                total_bytes: 512,
-                run_us: 1500,
-            },
-            index: 0,
-            count: 1,
-            payload: (0..=255).cycle().take(512).collect(),
-        }
-    }
-
-    fn hello() -> Hello {
-        Hello {
-            model_hash: [9; 32],
-            capabilities: Capabilities {
-                adapter: "llvmpipe".into(),
-                backend: "Vulkan".into(),
-                shader_f16: true,
-                subgroup_sizes: (8, 8),
-                max_storage_binding: 128 << 20,
-                calibration_us: 1234,
-            },
-            token: keys().issue_token(A, Permissions::RUN_STAGES),
-            acknowledged: false,
-        }
-    }
-
-    #[test]
-    fn every_message_kind_round_trips() {
-        for (seq, message) in [Message::Hello(hello()), Message::Ping { nonce: 3 }, Message::Pong { nonce: 4 }, Message::Tensor(chunk())]
-            .into_iter()
-            .enumerate()
-        {
-            let frame = encode_frame(&keys(), A, B, seq as u64, &message);
-            assert_eq!(decode_frame(&keys(), A, B, &frame), Ok((seq as u64, message)));
-        }
-    }
-
-    #[test]
-    fn any_flipped_bit_is_rejected() {
-        let frame = encode_frame(&keys(), A, B, 1, &Message::Tensor(chunk()));
-        for byte in 0..frame.len() {
-            let mut bad = frame.clone();
-            bad[byte] ^= 0x10;
-            assert!(decode_frame(&keys(), A, B, &bad).is_err(), "flip in byte {byte} accepted");
-        }
-    }
-
-    #[test]
-    fn frames_from_another_room_or_peer_are_rejected() {
-        let frame = encode_frame(&RoomKeys::derive("other room"), A, B, 1, &Message::Ping { nonce: 1 });
-        assert_eq!(decode_frame(&keys(), A, B, &frame), Err(FrameError::BadMac));
-        let frame = encode_frame(&keys(), A, B, 1, &Message::Ping { nonce: 1 });
-        assert_eq!(decode_frame(&keys(), B, A, &frame), Err(FrameError::BadMac), "reflected");
-    }
-
-    #[test]
-    fn truncated_oversize_and_foreign_frames_are_rejected_by_kind() {
-        let frame = encode_frame(&keys(), A, B, 1, &Message::Ping { nonce: 1 });
-        assert_eq!(decode_frame(&keys(), A, B, &frame[..20]), Err(FrameError::TooShort(20)));
-        assert!(matches!(decode_frame(&keys(), A, B, &frame[..frame.len() - 1]), Err(FrameError::LengthMismatch { .. })));
-        assert_eq!(decode_frame(&keys(), A, B, &vec![0; MAX_FRAME_BYTES + 1]), Err(FrameError::Oversize(MAX_FRAME_BYTES + 1)));
-        let mut other = frame.clone();
-        other[0] = b'X';
-        assert_eq!(decode_frame(&keys(), A, B, &other), Err(FrameError::BadMagic));
-        let mut future = frame.clone();
-        future[2] = 9;
-        assert_eq!(decode_frame(&keys(), A, B, &future), Err(FrameError::UnsupportedVersion(9)));
-    }
-
-    #[test]
-    fn an_authenticated_but_malformed_body_is_rejected_not_trusted() {
-        // A peer holding the room key sends a tensor chunk claiming rank 200.
-        let mut body = Writer::default();
-        body.u64(1);
-        body.u16(0);
-        body.u8(0);
-        body.u8(0);
-        body.u8(200);
-        let mut frame = Vec::new();
-        frame.extend_from_slice(&MAGIC);
-        frame.extend_from_slice(&[PROTOCOL_VERSION, 4]);
-        frame.extend_from_slice(&5u64.to_le_bytes());
-        frame.extend_from_slice(&(body.0.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&body.0);
-        let tag = keys().frame_tag(A, B, &frame);
-        frame.extend_from_slice(&tag);
-        assert!(matches!(decode_frame(&keys(), A, B, &frame), Err(FrameError::Malformed { kind: "tensor", .. })));
-    }
-
-    #[test]
-    fn a_replayed_or_duplicated_frame_is_rejected_after_authentication() {
-        let frames: Vec<Vec<u8>> = (1..=3).map(|seq| encode_frame(&keys(), A, B, seq, &Message::Ping { nonce: seq })).collect();
-        let mut guard = ReplayGuard::default();
-        for frame in &frames[..2] {
-            let (seq, _) = decode_frame(&keys(), A, B, frame).unwrap();
-            guard.accept(seq).unwrap();
-        }
-        let (seq, _) = decode_frame(&keys(), A, B, &frames[0]).unwrap();
-        assert_eq!(guard.accept(seq), Err(FrameError::Replay { got: 1, last: 2 }));
-        let (seq, _) = decode_frame(&keys(), A, B, &frames[1]).unwrap();
-        assert_eq!(guard.accept(seq), Err(FrameError::Replay { got: 2, last: 2 }));
-        let (seq, _) = decode_frame(&keys(), A, B, &frames[2]).unwrap();
-        assert_eq!(guard.accept(seq), Ok(()));
-    }
-
-    #[test]
-    fn chunks_of_a_large_payload_each_fit_a_frame() {
-        let payload = vec![7u8; MAX_CHUNK_PAYLOAD * 3 + 5];
-        let header = TensorHeader { total_bytes: payload.len() as u32, ..chunk().header };
-        let chunks = split_into_chunks(header, &payload);
-        assert_eq!(chunks.len(), 4);
-        for c in &chunks {
-            let header = TensorHeader { shape: vec![u32::MAX; MAX_RANK], ..c.header.clone() };
-            let frame = encode_frame(&keys(), A, B, u64::MAX, &Message::Tensor(TensorChunk { header, ..c.clone() }));
-            assert!(frame.len() <= MAX_FRAME_BYTES, "{} bytes", frame.len());
-        }
-        assert_eq!(chunks.iter().flat_map(|c| c.payload.clone()).collect::<Vec<_>>(), payload);
-    }
-}
+#[path = "codec_tests.rs"]
+mod tests;

@@ -105,8 +105,9 @@ pub enum SessionEvent {
     },
 }
 
-/// Which tensor a send was for: its receiver and its place in a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A tensor to send: its receiver, its place in a request, and where a stage input's output
+/// goes next.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentTensor {
     /// The receiver.
     pub peer: PeerUuid,
@@ -116,6 +117,23 @@ pub struct SentTensor {
     pub stage: u16,
     /// Input or output.
     pub direction: super::codec::Direction,
+    /// For a stage input: where its output goes, when that is not back to the sender.
+    pub onward: Option<super::codec::Onward>,
+    /// The remote stages already run for it, with their times (see
+    /// [`super::codec::TensorHeader::trace`]).
+    pub trace: Vec<super::codec::StageTiming>,
+}
+
+impl SentTensor {
+    /// For a stage input passed along a chain (the output of the stage before): the same
+    /// tensor as that stage's output, back to the chain's owner, for when the next peer cannot
+    /// be reached. `None` for anything else.
+    pub fn back_to_owner(&self) -> Option<SentTensor> {
+        let onward = self.onward.as_ref()?;
+        let stage = self.stage.checked_sub(1).filter(|_| self.direction == super::codec::Direction::StageInput)?;
+        let direction = super::codec::Direction::StageOutput;
+        Some(SentTensor { peer: onward.owner, request: self.request, stage, direction, onward: None, trace: self.trace.clone() })
+    }
 }
 
 /// Why a tensor could not be sent.
@@ -127,8 +145,8 @@ pub enum SendError {
     /// The transport did not take a frame (its message loop has stopped).
     #[error("the socket is closed")]
     SocketClosed,
-    /// The tensor has too many dimensions or values for the wire format.
+    /// The tensor has too many dimensions or values, or its route too many stages, for the
+    /// wire format.
     #[error("the tensor is too large for the wire format")]
     TooLarge,
 }
-

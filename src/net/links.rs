@@ -12,7 +12,7 @@ use std::time::Duration;
 use bevy::platform::time::Instant;
 
 use super::auth::{PeerUuid, Permissions, RoomKeys};
-use super::codec::{decode_frame, encode_frame, split_into_chunks, Capabilities, Direction, Hello, Message, ReplayGuard, TensorHeader, MAX_RANK};
+use super::codec::{decode_frame, encode_frame, split_into_chunks, Capabilities, Direction, Hello, Message, ReplayGuard, TensorHeader, MAX_RANK, MAX_ROUTE};
 use super::latency::RttStats;
 use super::reassembly::{Reassembler, ReassemblyLimits};
 pub use super::link_events::{HandshakeError, LostReason, RejectReason, SendError, SentTensor, SessionEvent};
@@ -352,15 +352,26 @@ impl Links {
                 }
             }
             Message::Tensor(chunk) => {
-                let needed = match chunk.header.direction {
-                    Direction::StageInput => Permissions::SUBMIT_REQUESTS,
-                    Direction::StageOutput => Permissions::RUN_STAGES,
+                // A stage input comes from a peer that may submit requests, or, passed along a
+                // chain, from a peer that runs stages on behalf of an owner this player trusts
+                // to submit them.
+                let forwarded_for = match (&chunk.header.direction, &chunk.header.onward) {
+                    (Direction::StageInput, Some(onward)) if onward.owner != from => Some(onward.owner),
+                    _ => None,
+                };
+                let needed = match (chunk.header.direction, forwarded_for) {
+                    (Direction::StageInput, None) => Permissions::SUBMIT_REQUESTS,
+                    (Direction::StageInput, Some(_)) | (Direction::StageOutput, _) => Permissions::RUN_STAGES,
                 };
                 let ours = match chunk.header.direction {
                     Direction::StageInput => Permissions::RUN_STAGES,
                     Direction::StageOutput => Permissions::SUBMIT_REQUESTS,
                 };
-                if !link.permissions().contains(needed) || !self.settings.permissions.contains(ours) {
+                let owner_may_submit = forwarded_for.is_none_or(|owner| {
+                    self.links.get(&owner).is_some_and(|o| o.state == LinkState::Trusted && o.permissions().contains(Permissions::SUBMIT_REQUESTS))
+                });
+                let link = self.links.get_mut(&from).expect("inserted above");
+                if !link.permissions().contains(needed) || !self.settings.permissions.contains(ours) || !owner_may_submit {
                     return reject(link, events, RejectReason::NotPermitted("tensor"));
                 }
                 match self.reassembler.push(from, chunk, now) {
@@ -443,36 +454,29 @@ impl Links {
         true
     }
 
-    /// Encodes `tensor` as `dtype`, chunks it and queues the chunks for a trusted peer. `run` is
-    /// how long this peer took for the stage (outputs only). Returns the bytes queued.
-    #[allow(clippy::too_many_arguments)]
-    pub fn send_tensor(
-        &mut self,
-        peer: PeerUuid,
-        request: u64,
-        stage: u16,
-        direction: Direction,
-        tensor: &Tensor,
-        dtype: TransferDtype,
-        run: Duration,
-    ) -> Result<u64, SendError> {
+    /// Encodes `value` as `dtype`, chunks it and queues the chunks for `tensor`'s peer, which
+    /// must be trusted. Returns the bytes queued.
+    pub fn send_tensor(&mut self, tensor: &SentTensor, value: &Tensor, dtype: TransferDtype) -> Result<u64, SendError> {
+        let peer = tensor.peer;
         if self.links.get(&peer).is_none_or(|l| l.state != LinkState::Trusted) {
             return Err(SendError::NotTrusted);
         }
-        if tensor.shape().len() > MAX_RANK || tensor.shape().iter().any(|&d| d > u32::MAX as usize) {
+        let route = tensor.onward.as_ref().map_or(0, |o| o.route.len());
+        if value.shape().len() > MAX_RANK || value.shape().iter().any(|&d| d > u32::MAX as usize) || route > MAX_ROUTE || tensor.trace.len() > MAX_ROUTE {
             return Err(SendError::TooLarge);
         }
-        let (payload, params) = encode_values(tensor.data(), dtype);
+        let (payload, params) = encode_values(value.data(), dtype);
         let total_bytes = u32::try_from(payload.len()).map_err(|_| SendError::TooLarge)?;
         let header = TensorHeader {
-            request,
-            stage,
-            direction,
+            request: tensor.request,
+            stage: tensor.stage,
+            direction: tensor.direction,
             dtype,
-            shape: tensor.shape().iter().map(|&d| d as u32).collect(),
+            shape: value.shape().iter().map(|&d| d as u32).collect(),
             params,
             total_bytes,
-            run_us: run.as_micros().min(u32::MAX as u128) as u32,
+            onward: tensor.onward.clone(),
+            trace: tensor.trace.clone(),
         };
         let before = self.links[&peer].bytes_out;
         for chunk in split_into_chunks(header, &payload) {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use bevy::platform::time::Instant;
 
 use super::*;
-use crate::net::codec::FrameError;
+use crate::net::codec::{FrameError, Onward, StageTiming};
 use crate::net::ReceivedTensor;
 
 const KEY: &str = "room key";
@@ -242,6 +242,11 @@ fn a_disconnected_peer_is_reported_lost_once() {
     assert_eq!(events, vec![SessionEvent::PeerLost { peer: B, reason: LostReason::Disconnected }]);
 }
 
+/// A tensor for `peer`: request `request`'s `stage`, not chained.
+fn to(peer: PeerUuid, request: u64, stage: u16, direction: Direction) -> SentTensor {
+    SentTensor { peer, request, stage, direction, onward: None, trace: Vec::new() }
+}
+
 fn stage_input(values: usize) -> Tensor {
     Tensor::new(vec![1, values], (0..values).map(|i| i as f32 * 0.5).collect()).expect("shape fits")
 }
@@ -251,7 +256,7 @@ fn a_stage_input_reaches_a_worker_whole_and_a_worker_may_not_send_one() {
     let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
     room.run(Duration::from_millis(200));
     let tensor = stage_input(40_000);
-    let bytes = room.player(1).links.send_tensor(B, 9, 1, Direction::StageInput, &tensor, TransferDtype::F32, Duration::ZERO).expect("trusted");
+    let bytes = room.player(1).links.send_tensor(&to(B, 9, 1, Direction::StageInput), &tensor, TransferDtype::F32).expect("trusted");
     assert!(bytes > 160_000, "{bytes} bytes for 160 kB of values");
     room.step();
     let received: Vec<&ReceivedTensor> = room.player(2).events.iter().filter_map(|e| if let SessionEvent::Tensor(t) = e { Some(t) } else { None }).collect();
@@ -259,15 +264,42 @@ fn a_stage_input_reaches_a_worker_whole_and_a_worker_may_not_send_one() {
     assert_eq!((received[0].from, received[0].shared.request, received[0].shared.stage), (A, 9, 1));
     assert_eq!(received[0].shared.tensor, tensor);
 
-    room.player(2).links.send_tensor(A, 1, 1, Direction::StageInput, &stage_input(10), TransferDtype::F32, Duration::ZERO).expect("queued");
+    room.player(2).links.send_tensor(&to(A, 1, 1, Direction::StageInput), &stage_input(10), TransferDtype::F32).expect("queued");
     room.step();
     assert!(rejections(&room.player(1).events).contains(&RejectReason::NotPermitted("tensor")));
 }
 
 #[test]
+fn a_worker_may_pass_a_chained_stage_input_on_only_for_an_owner_the_receiver_trusts_to_submit() {
+    let mut room = Room::new(&[(1, coordinator()), (2, worker()), (3, worker())]);
+    room.run(Duration::from_millis(200));
+    let chained = |owner| SentTensor { onward: Some(Onward { owner, route: Vec::new() }), ..to(C, 4, 2, Direction::StageInput) };
+    room.player(2).links.send_tensor(&chained(A), &stage_input(6), TransferDtype::F32).expect("trusted");
+    room.step();
+    let received: Vec<&ReceivedTensor> = room.player(3).events.iter().filter_map(|e| if let SessionEvent::Tensor(t) = e { Some(t) } else { None }).collect();
+    assert_eq!(received.len(), 1, "{:?}", room.player(3).events);
+    assert_eq!((received[0].from, received[0].header.onward.as_ref().map(|o| o.owner)), (B, Some(A)));
+    // Owned by a worker, or by itself: as if the worker submitted it.
+    for owner in [C, B] {
+        room.player(3).events.clear();
+        room.player(2).links.send_tensor(&chained(owner), &stage_input(6), TransferDtype::F32).expect("trusted");
+        room.step();
+        assert_eq!(rejections(&room.player(3).events), [RejectReason::NotPermitted("tensor")], "owner {owner}");
+    }
+}
+
+#[test]
+fn a_chained_input_whose_next_peer_is_unreachable_goes_back_to_its_owner_as_the_stage_before_s_output() {
+    let timing = StageTiming { stage: 1, run_us: 250 };
+    let forward = SentTensor { onward: Some(Onward { owner: A, route: vec![] }), trace: vec![timing], ..to(C, 4, 2, Direction::StageInput) };
+    assert_eq!(forward.back_to_owner(), Some(SentTensor { trace: vec![timing], ..to(A, 4, 1, Direction::StageOutput) }));
+    assert_eq!(to(C, 4, 2, Direction::StageInput).back_to_owner(), None, "not chained");
+}
+
+#[test]
 fn a_tensor_for_a_peer_that_is_not_trusted_is_refused_before_it_is_sent() {
     let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
-    let sent = room.player(1).links.send_tensor(B, 0, 1, Direction::StageInput, &stage_input(4), TransferDtype::Int8, Duration::ZERO);
+    let sent = room.player(1).links.send_tensor(&to(B, 0, 1, Direction::StageInput), &stage_input(4), TransferDtype::Int8);
     assert_eq!(sent, Err(SendError::NotTrusted));
 }
 
@@ -277,7 +309,7 @@ fn a_tensor_frame_corrupted_in_transit_is_rejected() {
     let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
     room.run(Duration::from_millis(200));
     room.player(1).links.corrupt_next_tensor_frame();
-    room.player(1).links.send_tensor(B, 3, 1, Direction::StageInput, &stage_input(8), TransferDtype::F16, Duration::ZERO).expect("trusted");
+    room.player(1).links.send_tensor(&to(B, 3, 1, Direction::StageInput), &stage_input(8), TransferDtype::F16).expect("trusted");
     room.step();
     assert!(matches!(rejections(&room.player(2).events)[..], [RejectReason::Frame(_)]), "{:?}", room.player(2).events);
     assert!(!room.player(2).events.iter().any(|e| matches!(e, SessionEvent::Tensor(_))));

@@ -218,7 +218,8 @@ mod tests {
             shape: vec![1, values as u32],
             params,
             total_bytes: bytes.len() as u32,
-            run_us: 0,
+            onward: None,
+            trace: Vec::new(),
         };
         (data, split_into_chunks(header, &bytes))
     }

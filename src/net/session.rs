@@ -99,12 +99,12 @@ impl PeerSession {
         self.events.try_iter().collect()
     }
 
-    /// Asks the transport to encode `value` as `dtype`, chunk it and send it to a trusted
-    /// peer. `run` is how long this peer took for the stage (outputs only). The outcome comes
+    /// Asks the transport to encode `value` as `dtype`, chunk it and send it as `tensor` says
+    /// (to a trusted peer). The outcome comes
     /// back from [`Self::poll`] as [`SessionEvent::TensorSent`] or [`SessionEvent::SendFailed`];
     /// an error here means the transport has stopped.
-    pub fn send_tensor(&mut self, tensor: SentTensor, value: Tensor, dtype: TransferDtype, run: Duration) -> Result<(), SendError> {
-        self.commands.try_send(SessionCommand::SendTensor { tensor, value, dtype, run }).map_err(|_| SendError::SocketClosed)?;
+    pub fn send_tensor(&mut self, tensor: SentTensor, value: Tensor, dtype: TransferDtype) -> Result<(), SendError> {
+        self.commands.try_send(SessionCommand::SendTensor { tensor, value, dtype }).map_err(|_| SendError::SocketClosed)?;
         #[cfg(target_arch = "wasm32")]
         self.transport.pump_from_frame(Instant::now());
         Ok(())
@@ -137,8 +137,8 @@ pub struct TensorSender(async_channel::Sender<SessionCommand>);
 
 impl TensorSender {
     /// As [`PeerSession::send_tensor`].
-    pub fn send(&self, tensor: SentTensor, value: Tensor, dtype: TransferDtype, run: Duration) -> Result<(), SendError> {
-        self.0.try_send(SessionCommand::SendTensor { tensor, value, dtype, run }).map_err(|_| SendError::SocketClosed)
+    pub fn send(&self, tensor: SentTensor, value: Tensor, dtype: TransferDtype) -> Result<(), SendError> {
+        self.0.try_send(SessionCommand::SendTensor { tensor, value, dtype }).map_err(|_| SendError::SocketClosed)
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+#[cfg(not(target_arch = "wasm32"))]
 use std::time::Duration;
 
 use bevy::platform::time::Instant;
@@ -37,8 +38,6 @@ pub(super) enum SessionCommand {
         value: Tensor,
         /// How they travel.
         dtype: TransferDtype,
-        /// How long this peer took for the stage (outputs only).
-        run: Duration,
     },
     /// From now on, pass every verified stage input through this handler as it arrives.
     ServeStageInputs(StageInputHandler),
@@ -227,8 +226,16 @@ impl Transport {
 
     fn command(&mut self, links: &mut Links, command: SessionCommand, events: &mut Vec<SessionEvent>) {
         match command {
-            SessionCommand::SendTensor { tensor, value, dtype, run } => {
-                let sent = links.send_tensor(tensor.peer, tensor.request, tensor.stage, tensor.direction, &value, dtype, run);
+            SessionCommand::SendTensor { tensor, value, dtype } => {
+                // A chain's next peer that is not (yet, or no longer) trusted here: the output
+                // goes back to the chain's owner, which moves the request on from there.
+                let (tensor, sent) = match (links.send_tensor(&tensor, &value, dtype), tensor.back_to_owner()) {
+                    (Err(SendError::NotTrusted), Some(back)) => {
+                        let sent = links.send_tensor(&back, &value, dtype);
+                        (back, sent)
+                    }
+                    (sent, _) => (tensor, sent),
+                };
                 let sent = sent.and_then(|bytes| if self.flush(links) { Ok(bytes) } else { Err(SendError::SocketClosed) });
                 events.push(match sent {
                     Ok(bytes) => SessionEvent::TensorSent { tensor, bytes },

@@ -1,6 +1,8 @@
 //! The coordinator's bookkeeping for split requests, as plain logic: which executor runs each
-//! stage, up to K requests in flight, and re-running a stage when its peer is lost or its
-//! result is rejected, so that no request is lost.
+//! stage, up to K requests in flight, chains of remote stages (each peer sends its output
+//! straight to the next stage's peer, and only the last one's comes back), and re-running from
+//! the last input the coordinator holds when a peer of a chain is lost or its result is
+//! rejected, so that no request is lost.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -10,6 +12,7 @@ use bevy::platform::time::Instant;
 use thiserror::Error;
 
 use crate::net::auth::PeerUuid;
+use crate::net::codec::{StageTiming, MAX_ROUTE};
 use crate::tensor::Tensor;
 
 /// The coordinator's id for a request, also carried on the wire.
@@ -77,6 +80,9 @@ pub enum PipelineAction {
         executor: Executor,
         /// The stage's input.
         input: Tensor,
+        /// For a remote stage that starts a chain: the peers of the stages after it, to which
+        /// each output goes on directly; the last one's output comes back. Empty otherwise.
+        onward: Vec<PeerUuid>,
     },
     /// The last stage finished: the request's output.
     Finished {
@@ -100,18 +106,17 @@ pub struct StageRecord {
     pub stage: usize,
     /// Who ran it.
     pub executor: Executor,
-    /// From handing the input over to the output being back at the coordinator.
+    /// From handing the input over to the output being back at the coordinator. The stages of
+    /// a chain are one hand-over and one result: each of their records holds the chain's span.
     pub duration: Duration,
-    /// For a remote stage, the part of `duration` spent on the peer that ran it, as it
-    /// reported; the rest is the two hops.
+    /// For a remote stage, the time it took on the peer that ran it, as that peer reported.
     pub remote_run: Option<Duration>,
-}
-
-impl StageRecord {
-    /// Time spent travelling to and from the peer (both hops), for remote stages.
-    pub fn hops(&self) -> Option<Duration> {
-        self.remote_run.map(|run| self.duration.saturating_sub(run))
-    }
+    /// For a remote stage, the part of `duration` not spent running the stages it covers
+    /// (its own, or its chain's): the transfers between the peers and the waits around them.
+    /// `None` where a peer did not report its run time.
+    pub transfers: Option<Duration>,
+    /// How many stages `duration` covers: 1, or the length of the stage's chain.
+    pub span: usize,
 }
 
 /// A stage result that does not match what the coordinator is waiting for.
@@ -132,15 +137,43 @@ pub enum StaleResult {
     },
 }
 
+/// A request in flight: the hand-over it waits for covers stages `stage..=last`, run by
+/// `executors` (one per stage, a chain when there are several).
 struct Active {
     stage: usize,
-    executor: Executor,
+    last: usize,
+    executors: Vec<Executor>,
     input: Tensor,
     stage_started: Instant,
     admitted: Instant,
-    remote_run: Option<Duration>,
+    remote_runs: HashMap<usize, Duration>,
     records: Vec<StageRecord>,
     reruns: u32,
+}
+
+impl Active {
+    /// Hands `input` over for `stage` on `assignment`: a remote stage followed only by remote
+    /// stages starts a chain to the end.
+    fn hand_over(&mut self, request: RequestId, stage: usize, input: Tensor, assignment: &StageAssignment, now: Instant) -> PipelineAction {
+        let executors = &assignment.executors;
+        let chained = executors[stage] != Executor::Local && executors[stage..].iter().all(|e| *e != Executor::Local);
+        // A chain's last output carries a timing per stage: at most MAX_ROUTE stages.
+        self.last = if chained { (executors.len() - 1).min(stage + MAX_ROUTE - 1) } else { stage };
+        self.stage = stage;
+        self.executors = executors[stage..=self.last].to_vec();
+        self.input = input.clone();
+        self.stage_started = now;
+        self.remote_runs.clear();
+        let onward = self.executors[1..].iter().filter_map(|e| match e {
+            Executor::Peer(peer) => Some(*peer),
+            Executor::Local => None,
+        });
+        PipelineAction::Run { request, stage, executor: self.executors[0], input, onward: onward.collect() }
+    }
+
+    fn executor_of(&self, stage: usize) -> Option<Executor> {
+        stage.checked_sub(self.stage).and_then(|i| self.executors.get(i)).copied()
+    }
 }
 
 /// Requests waiting and in flight on the coordinator.
@@ -176,15 +209,26 @@ impl Pipeline {
         let mut actions = Vec::new();
         while self.active.len() < self.max_in_flight {
             let Some((request, input)) = self.waiting.pop_front() else { break };
-            let executor = assignment.executors[0];
-            actions.push(PipelineAction::Run { request, stage: 0, executor, input: input.clone() });
-            self.active.insert(request, Active { stage: 0, executor, input, stage_started: now, admitted: now, remote_run: None, records: Vec::new(), reruns: 0 });
+            let mut active = Active {
+                stage: 0,
+                last: 0,
+                executors: Vec::new(),
+                input: input.clone(),
+                stage_started: now,
+                admitted: now,
+                remote_runs: HashMap::new(),
+                records: Vec::new(),
+                reruns: 0,
+            };
+            actions.push(active.hand_over(request, 0, input, assignment, now));
+            self.active.insert(request, active);
         }
         actions
     }
 
-    /// A stage's output arrived from `from`: the next stage starts, or the request finishes
-    /// (and a waiting request takes its slot).
+    /// `stage`'s output arrived from `from`: the next stage starts, or the request finishes
+    /// (and a waiting request takes its slot). Within a chain, an output from before its end
+    /// (a peer that could not pass it on) moves the request on from there.
     pub fn stage_finished(
         &mut self,
         request: RequestId,
@@ -195,46 +239,54 @@ impl Pipeline {
         now: Instant,
     ) -> Result<Vec<PipelineAction>, StaleResult> {
         let active = self.active.get_mut(&request).ok_or(StaleResult::UnknownRequest(request))?;
-        if active.stage != stage || active.executor != from {
+        if stage > active.last || active.executor_of(stage) != Some(from) {
             return Err(StaleResult::Unexpected { request, stage, from });
         }
-        let remote_run = active.remote_run.take();
-        active.records.push(StageRecord { stage, executor: from, duration: now - active.stage_started, remote_run });
+        let span = now - active.stage_started;
+        let runs: Option<Vec<Duration>> = (active.stage..=stage).map(|s| active.remote_runs.get(&s).copied()).collect();
+        let transfers = match (from, &runs) {
+            (Executor::Peer(_), Some(runs)) => Some(span.saturating_sub(runs.iter().sum())),
+            _ => None,
+        };
+        for s in active.stage..=stage {
+            let remote_run = active.remote_runs.get(&s).copied();
+            let executor = active.executor_of(s).expect("within the hand-over");
+            active.records.push(StageRecord { stage: s, executor, duration: span, remote_run, transfers, span: stage + 1 - active.stage });
+        }
         let mut actions = Vec::new();
         if stage + 1 == assignment.executors.len() {
             let done = self.active.remove(&request).expect("present");
             actions.push(PipelineAction::Finished { request, output, stages: done.records, reruns: done.reruns, in_flight: now - done.admitted });
             actions.extend(self.start_waiting(assignment, now));
         } else {
-            active.stage = stage + 1;
-            active.executor = assignment.executors[stage + 1];
-            active.input = output.clone();
-            active.stage_started = now;
-            actions.push(PipelineAction::Run { request, stage: stage + 1, executor: active.executor, input: output });
+            actions.push(active.hand_over(request, stage + 1, output, assignment, now));
         }
         Ok(actions)
     }
 
-    /// Notes how long `from` says it took for `stage` of `request`, before its output is passed
-    /// to [`Self::stage_finished`]; ignored unless that is where the request is now.
-    pub fn note_remote_run(&mut self, request: RequestId, stage: usize, from: Executor, run: Duration) {
-        if let Some(active) = self.active.get_mut(&request)
-            && active.stage == stage
-            && active.executor == from
-        {
-            active.remote_run = Some(run);
+    /// Notes the run times the peers report for the stages of `request` they ran (an output's
+    /// trace), before the output is passed to [`Self::stage_finished`]; times of stages outside
+    /// the hand-over the request waits for are ignored.
+    pub fn note_remote_runs(&mut self, request: RequestId, trace: &[StageTiming]) {
+        if let Some(active) = self.active.get_mut(&request) {
+            for timing in trace {
+                let stage = timing.stage as usize;
+                if (active.stage..=active.last).contains(&stage) {
+                    active.remote_runs.insert(stage, Duration::from_micros(timing.run_us as u64));
+                }
+            }
         }
     }
 
-    /// Re-runs, on the current assignment, every stage in flight on `peer` (lost, or it sent
-    /// data that was rejected).
+    /// Re-runs, on the current assignment, every hand-over in flight that `peer` has a stage
+    /// of (lost, or it sent data that was rejected), from the input this coordinator holds.
     pub fn rerun_peer(&mut self, peer: PeerUuid, assignment: &StageAssignment, now: Instant) -> Vec<PipelineAction> {
-        self.rerun_where(|a| a.executor == Executor::Peer(peer), assignment, now)
+        self.rerun_where(|a| a.executors.contains(&Executor::Peer(peer)), assignment, now)
     }
 
-    /// Re-runs every remote stage that has waited longer than `timeout`.
+    /// Re-runs every remote hand-over that has waited longer than `timeout`.
     pub fn rerun_overdue(&mut self, timeout: Duration, assignment: &StageAssignment, now: Instant) -> Vec<PipelineAction> {
-        self.rerun_where(|a| a.executor != Executor::Local && now - a.stage_started > timeout, assignment, now)
+        self.rerun_where(|a| a.executors[0] != Executor::Local && now - a.stage_started > timeout, assignment, now)
     }
 
     fn rerun_where(&mut self, affected: impl Fn(&Active) -> bool, assignment: &StageAssignment, now: Instant) -> Vec<PipelineAction> {
@@ -243,10 +295,9 @@ impl Pipeline {
         ids.sort();
         for request in ids {
             let active = self.active.get_mut(&request).expect("listed above");
-            active.executor = assignment.executors[active.stage];
-            active.stage_started = now;
             active.reruns += 1;
-            actions.push(PipelineAction::Run { request, stage: active.stage, executor: active.executor, input: active.input.clone() });
+            let (stage, input) = (active.stage, active.input.clone());
+            actions.push(active.hand_over(request, stage, input, assignment, now));
         }
         actions
     }
@@ -274,8 +325,16 @@ mod tests {
         assert_eq!(assign_stages(3, &[WorkerSpeed { peer: W1, calibration_us: 1 }]).executors, [Executor::Local, Executor::Peer(W1), Executor::Peer(W1)]);
     }
 
+    fn run(request: RequestId, stage: usize, executor: Executor, input: Tensor, onward: &[PeerUuid]) -> PipelineAction {
+        PipelineAction::Run { request, stage, executor, input, onward: onward.to_vec() }
+    }
+
+    fn timings(runs: &[(u16, u32)]) -> Vec<StageTiming> {
+        runs.iter().map(|&(stage, run_us)| StageTiming { stage, run_us }).collect()
+    }
+
     #[test]
-    fn at_most_k_requests_are_in_flight_and_finishing_one_starts_the_next() {
+    fn remote_stages_run_as_one_chain_and_finishing_a_request_starts_the_next() {
         let a = three_stages();
         let now = Instant::now();
         let mut p = Pipeline::new(2);
@@ -285,20 +344,22 @@ mod tests {
         assert_eq!(p.start_waiting(&a, now).len(), 2);
         assert_eq!((p.in_flight(), p.waiting()), (2, 1));
         let next = p.stage_finished(0, 0, Executor::Local, t(10.0), &a, now).unwrap();
-        assert_eq!(next, vec![PipelineAction::Run { request: 0, stage: 1, executor: Executor::Peer(W1), input: t(10.0) }]);
-        p.note_remote_run(0, 1, Executor::Peer(W1), Duration::from_millis(1));
-        let later = now + Duration::from_millis(3);
-        p.stage_finished(0, 1, Executor::Peer(W1), t(11.0), &a, later).unwrap();
+        assert_eq!(next, vec![run(0, 1, Executor::Peer(W1), t(10.0), &[W2])], "stage 1's output goes on to W2, not back");
+        p.note_remote_runs(0, &timings(&[(1, 1000), (2, 1500)]));
+        let later = now + Duration::from_millis(4);
         let done = p.stage_finished(0, 2, Executor::Peer(W2), t(12.0), &a, later).unwrap();
-        assert!(matches!(&done[0], PipelineAction::Finished { request: 0, stages, reruns: 0, .. } if stages.len() == 3));
-        let PipelineAction::Finished { stages, .. } = &done[0] else { unreachable!() };
-        assert_eq!(stages[1].hops(), Some(Duration::from_millis(2)), "3 ms at the coordinator, 1 ms on the worker");
-        assert_eq!(stages[2].hops(), None, "stage 2 reported no run time");
+        let PipelineAction::Finished { request: 0, stages, reruns: 0, .. } = &done[0] else { panic!("{done:?}") };
+        assert_eq!(stages.len(), 3);
+        for record in &stages[1..] {
+            assert_eq!((record.duration, record.span, record.transfers), (Duration::from_millis(4), 2, Some(Duration::from_micros(1500))), "4 ms span, 2.5 ms of runs");
+        }
+        assert_eq!(stages[2].remote_run, Some(Duration::from_micros(1500)));
+        assert_eq!(stages[0].transfers, None, "local");
         assert!(matches!(&done[1], PipelineAction::Run { request: 2, stage: 0, .. }));
     }
 
     #[test]
-    fn results_from_the_wrong_peer_or_stage_are_refused() {
+    fn results_from_the_wrong_peer_or_stage_are_refused_and_a_chain_cut_short_goes_on_from_its_output() {
         let a = three_stages();
         let now = Instant::now();
         let mut p = Pipeline::new(2);
@@ -308,23 +369,25 @@ mod tests {
         assert!(matches!(p.stage_finished(0, 1, Executor::Peer(W2), t(2.0), &a, now), Err(StaleResult::Unexpected { .. })));
         assert!(matches!(p.stage_finished(0, 2, Executor::Peer(W1), t(2.0), &a, now), Err(StaleResult::Unexpected { .. })));
         assert_eq!(p.stage_finished(9, 0, Executor::Local, t(2.0), &a, now), Err(StaleResult::UnknownRequest(9)));
+        // W1 could not reach W2 and sent stage 1's output back: stage 2 goes to W2 from here.
+        let next = p.stage_finished(0, 1, Executor::Peer(W1), t(2.0), &a, now).unwrap();
+        assert_eq!(next, vec![run(0, 2, Executor::Peer(W2), t(2.0), &[])]);
     }
 
     #[test]
-    fn a_lost_peer_s_stages_rerun_elsewhere_from_the_kept_input() {
+    fn losing_any_peer_of_a_chain_reruns_the_chain_elsewhere_from_the_kept_input() {
         let a = three_stages();
         let now = Instant::now();
         let mut p = Pipeline::new(2);
         p.submit(0, t(0.0));
         p.start_waiting(&a, now);
         p.stage_finished(0, 0, Executor::Local, t(5.0), &a, now).unwrap();
-        let without_w1 = assign_stages(3, &[WorkerSpeed { peer: W2, calibration_us: 900 }]);
-        let rerun = p.rerun_peer(W1, &without_w1, now);
-        assert_eq!(rerun, vec![PipelineAction::Run { request: 0, stage: 1, executor: Executor::Peer(W2), input: t(5.0) }]);
+        let without_w2 = assign_stages(3, &[WorkerSpeed { peer: W1, calibration_us: 500 }]);
+        let rerun = p.rerun_peer(W2, &without_w2, now);
+        assert_eq!(rerun, vec![run(0, 1, Executor::Peer(W1), t(5.0), &[W1])], "W2 ran the chain's second stage");
         // A late answer from the lost peer no longer counts.
-        assert!(p.stage_finished(0, 1, Executor::Peer(W1), t(6.0), &without_w1, now).is_err());
-        p.stage_finished(0, 1, Executor::Peer(W2), t(6.0), &without_w1, now).unwrap();
-        let done = p.stage_finished(0, 2, Executor::Peer(W2), t(7.0), &without_w1, now).unwrap();
+        assert!(p.stage_finished(0, 2, Executor::Peer(W2), t(6.0), &without_w2, now).is_err());
+        let done = p.stage_finished(0, 2, Executor::Peer(W1), t(7.0), &without_w2, now).unwrap();
         assert!(matches!(&done[0], PipelineAction::Finished { output, reruns: 1, .. } if *output == t(7.0)));
     }
 

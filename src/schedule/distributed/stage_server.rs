@@ -4,6 +4,7 @@
 //! it is read back. Failures reach the main world as [`SessionProblem`]s.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bevy::asset::AssetId;
 use bevy::platform::time::Instant;
@@ -15,7 +16,8 @@ use super::SessionProblem;
 use crate::job::{JobOutcome, JobReply, JobTag, StageJob};
 use crate::model::{Model, StagedModel};
 use crate::net::session::{StageInputHandler, TensorSender};
-use crate::net::{Direction, ReceivedTensor, SentTensor};
+use crate::net::codec::{Onward, StageTiming, TensorHeader};
+use crate::net::{Direction, PeerUuid, ReceivedTensor, SentTensor};
 use crate::schedule::InferenceError;
 use crate::tensor::TransferDtype;
 
@@ -49,6 +51,7 @@ impl StageServer {
             return Some(received);
         }
         let (from, request, stage) = (received.from, received.shared.request, received.shared.stage);
+        let header = received.header.clone();
         let index = stage as usize;
         let batch = batch_of_tensor(&received.shared.tensor);
         let graph = {
@@ -70,8 +73,8 @@ impl StageServer {
         let reply = move |outcome: JobOutcome| {
             let problem = match outcome.result {
                 Ok(output) => {
-                    let sent = SentTensor { peer: from, request, stage, direction: Direction::StageOutput };
-                    match sender.send(sent, output, dtype, outcome.started.elapsed()) {
+                    let sent = next_hop(from, &header, outcome.started.elapsed());
+                    match sender.send(sent, output, dtype) {
                         Ok(()) => return,
                         Err(error) => SessionProblem::CannotReturnStage { request, stage, error },
                     }
@@ -92,5 +95,67 @@ impl StageServer {
         // The render side's end is gone only when the app is.
         let _ = self.jobs.send(job);
         None
+    }
+}
+
+/// Where the output of the stage whose input came from `from` with `header` goes, `run` after
+/// the input arrived: on to the next peer of its chain, back to the chain's owner, or (not
+/// chained) back to `from`. Its trace gains this stage's time.
+pub(super) fn next_hop(from: PeerUuid, header: &TensorHeader, run: Duration) -> SentTensor {
+    let mut trace = header.trace.clone();
+    trace.push(StageTiming { stage: header.stage, run_us: run.as_micros().min(u32::MAX as u128) as u32 });
+    let (request, stage) = (header.request, header.stage);
+    match &header.onward {
+        Some(Onward { owner, route }) => match route.split_first() {
+            Some((next, rest)) => {
+                let onward = Some(Onward { owner: *owner, route: rest.to_vec() });
+                SentTensor { peer: *next, request, stage: stage + 1, direction: Direction::StageInput, onward, trace }
+            }
+            None => SentTensor { peer: *owner, request, stage, direction: Direction::StageOutput, onward: None, trace },
+        },
+        None => SentTensor { peer: from, request, stage, direction: Direction::StageOutput, onward: None, trace },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::quant::QuantParams;
+
+    const OWNER: PeerUuid = PeerUuid([1; 16]);
+    const W1: PeerUuid = PeerUuid([2; 16]);
+    const W2: PeerUuid = PeerUuid([3; 16]);
+
+    fn input(stage: u16, onward: Option<Onward>, trace: Vec<StageTiming>) -> TensorHeader {
+        TensorHeader {
+            request: 5,
+            stage,
+            direction: Direction::StageInput,
+            dtype: TransferDtype::F32,
+            shape: vec![1, 4],
+            params: QuantParams::NONE,
+            total_bytes: 16,
+            onward,
+            trace,
+        }
+    }
+
+    #[test]
+    fn an_unchained_stage_returns_its_output_to_the_sender_with_its_time() {
+        let sent = next_hop(OWNER, &input(1, None, vec![]), Duration::from_micros(300));
+        let trace = vec![StageTiming { stage: 1, run_us: 300 }];
+        assert_eq!(sent, SentTensor { peer: OWNER, request: 5, stage: 1, direction: Direction::StageOutput, onward: None, trace });
+    }
+
+    #[test]
+    fn a_chained_stage_passes_its_output_on_as_the_next_stage_s_input_and_the_last_returns_it_to_the_owner() {
+        let chain = Some(Onward { owner: OWNER, route: vec![W2] });
+        let forwarded = next_hop(OWNER, &input(1, chain, vec![]), Duration::from_micros(300));
+        let first = StageTiming { stage: 1, run_us: 300 };
+        let onward = Some(Onward { owner: OWNER, route: vec![] });
+        assert_eq!(forwarded, SentTensor { peer: W2, request: 5, stage: 2, direction: Direction::StageInput, onward: onward.clone(), trace: vec![first] });
+        let back = next_hop(W1, &input(2, onward, vec![first]), Duration::from_micros(400));
+        let trace = vec![first, StageTiming { stage: 2, run_us: 400 }];
+        assert_eq!(back, SentTensor { peer: OWNER, request: 5, stage: 2, direction: Direction::StageOutput, onward: None, trace });
     }
 }

@@ -14,6 +14,7 @@ use crate::job::{JobOutcome, JobTag, StageJob};
 use crate::model::ir::Graph;
 use crate::model::{Model, PartitionPlan, StagedModel, StagingError};
 use crate::net::session::{PeerSession, SessionConfig};
+use crate::net::codec::Onward;
 use crate::net::{Capabilities, Direction, LinkSettings, LinkState, Permissions, SendError, SentTensor, SessionEvent};
 use crate::render::GpuCapabilities;
 use crate::schedule::pipeline::{Executor, PipelineAction};
@@ -250,8 +251,7 @@ pub(super) fn handle_session_events(
                     if let Some(t) = state.tracked.get_mut(&request) {
                         t.bytes += received.header.total_bytes as u64;
                     }
-                    let run = Duration::from_micros(received.header.run_us as u64);
-                    state.pipeline.note_remote_run(request, stage, Executor::Peer(received.from), run);
+                    state.pipeline.note_remote_runs(request, &received.header.trace);
                     if let Ok(next) = state.pipeline.stage_finished(request, stage, Executor::Peer(received.from), received.shared.tensor.clone(), &assignment, now) {
                         state.actions.extend(next);
                     }
@@ -282,7 +282,7 @@ pub(super) fn advance_pipeline(
     state.actions.extend(admitted);
     while let Some(action) = state.actions.pop() {
         match action {
-            PipelineAction::Run { request, stage, executor: Executor::Local, input } => {
+            PipelineAction::Run { request, stage, executor: Executor::Local, input, .. } => {
                 let graph = match state.stage_graph(stage, batch_of_tensor(&input)) {
                     Ok(graph) => graph,
                     Err(error) => {
@@ -302,10 +302,13 @@ pub(super) fn advance_pipeline(
                     reply: None,
                 });
             }
-            PipelineAction::Run { request, stage, executor: Executor::Peer(peer), input } => {
+            PipelineAction::Run { request, stage, executor: Executor::Peer(peer), input, onward } => {
                 let dtype = state.input_dtypes[stage];
-                let sent = SentTensor { peer, request, stage: stage as u16, direction: Direction::StageInput };
-                let queued = session.as_deref_mut().ok_or(SendError::SocketClosed).and_then(|s| s.send_tensor(sent, input, dtype, Duration::ZERO));
+                let own = session.as_deref().and_then(PeerSession::id);
+                // A chain needs this peer's id as its owner; until it has one, stages go one at a time.
+                let onward = own.filter(|_| !onward.is_empty()).map(|owner| Onward { owner, route: onward });
+                let sent = SentTensor { peer, request, stage: stage as u16, direction: Direction::StageInput, onward, trace: Vec::new() };
+                let queued = session.as_deref_mut().ok_or(SendError::SocketClosed).and_then(|s| s.send_tensor(sent, input, dtype));
                 if let Err(error) = queued {
                     problems.write(SessionProblem::CannotSendStage { request, stage, error });
                     // The transport is gone: drop the peer and run the stage elsewhere.

@@ -1,0 +1,138 @@
+//! Tests of the wire codec.
+
+use super::*;
+
+const A: PeerUuid = PeerUuid([0xa; 16]);
+const B: PeerUuid = PeerUuid([0xb; 16]);
+
+fn keys() -> RoomKeys {
+    RoomKeys::derive("room key")
+}
+
+fn chunk() -> TensorChunk {
+    TensorChunk {
+        header: TensorHeader {
+            request: 7,
+            stage: 2,
+            direction: Direction::StageInput,
+            dtype: TransferDtype::Int8,
+            shape: vec![1, 32, 4, 4],
+            params: QuantParams { scale: 0.02, zero_point: -3 },
+            total_bytes: 512,
+            onward: Some(Onward { owner: A, route: vec![B] }),
+            trace: vec![StageTiming { stage: 1, run_us: 1500 }],
+        },
+        index: 0,
+        count: 1,
+        payload: (0..=255).cycle().take(512).collect(),
+    }
+}
+
+fn hello() -> Hello {
+    Hello {
+        model_hash: [9; 32],
+        capabilities: Capabilities {
+            adapter: "llvmpipe".into(),
+            backend: "Vulkan".into(),
+            shader_f16: true,
+            subgroup_sizes: (8, 8),
+            max_storage_binding: 128 << 20,
+            calibration_us: 1234,
+        },
+        token: keys().issue_token(A, Permissions::RUN_STAGES),
+        acknowledged: false,
+    }
+}
+
+#[test]
+fn every_message_kind_round_trips() {
+    for (seq, message) in [Message::Hello(hello()), Message::Ping { nonce: 3 }, Message::Pong { nonce: 4 }, Message::Tensor(chunk())]
+        .into_iter()
+        .enumerate()
+    {
+        let frame = encode_frame(&keys(), A, B, seq as u64, &message);
+        assert_eq!(decode_frame(&keys(), A, B, &frame), Ok((seq as u64, message)));
+    }
+}
+
+#[test]
+fn any_flipped_bit_is_rejected() {
+    let frame = encode_frame(&keys(), A, B, 1, &Message::Tensor(chunk()));
+    for byte in 0..frame.len() {
+        let mut bad = frame.clone();
+        bad[byte] ^= 0x10;
+        assert!(decode_frame(&keys(), A, B, &bad).is_err(), "flip in byte {byte} accepted");
+    }
+}
+
+#[test]
+fn frames_from_another_room_or_peer_are_rejected() {
+    let frame = encode_frame(&RoomKeys::derive("other room"), A, B, 1, &Message::Ping { nonce: 1 });
+    assert_eq!(decode_frame(&keys(), A, B, &frame), Err(FrameError::BadMac));
+    let frame = encode_frame(&keys(), A, B, 1, &Message::Ping { nonce: 1 });
+    assert_eq!(decode_frame(&keys(), B, A, &frame), Err(FrameError::BadMac), "reflected");
+}
+
+#[test]
+fn truncated_oversize_and_foreign_frames_are_rejected_by_kind() {
+    let frame = encode_frame(&keys(), A, B, 1, &Message::Ping { nonce: 1 });
+    assert_eq!(decode_frame(&keys(), A, B, &frame[..20]), Err(FrameError::TooShort(20)));
+    assert!(matches!(decode_frame(&keys(), A, B, &frame[..frame.len() - 1]), Err(FrameError::LengthMismatch { .. })));
+    assert_eq!(decode_frame(&keys(), A, B, &vec![0; MAX_FRAME_BYTES + 1]), Err(FrameError::Oversize(MAX_FRAME_BYTES + 1)));
+    let mut other = frame.clone();
+    other[0] = b'X';
+    assert_eq!(decode_frame(&keys(), A, B, &other), Err(FrameError::BadMagic));
+    let mut future = frame.clone();
+    future[2] = 9;
+    assert_eq!(decode_frame(&keys(), A, B, &future), Err(FrameError::UnsupportedVersion(9)));
+}
+
+#[test]
+fn an_authenticated_but_malformed_body_is_rejected_not_trusted() {
+    // A peer holding the room key sends a tensor chunk claiming rank 200.
+    let mut body = Writer::default();
+    body.u64(1);
+    body.u16(0);
+    body.u8(0);
+    body.u8(0);
+    body.u8(200);
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&MAGIC);
+    frame.extend_from_slice(&[PROTOCOL_VERSION, 4]);
+    frame.extend_from_slice(&5u64.to_le_bytes());
+    frame.extend_from_slice(&(body.0.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&body.0);
+    let tag = keys().frame_tag(A, B, &frame);
+    frame.extend_from_slice(&tag);
+    assert!(matches!(decode_frame(&keys(), A, B, &frame), Err(FrameError::Malformed { kind: "tensor", .. })));
+}
+
+#[test]
+fn a_replayed_or_duplicated_frame_is_rejected_after_authentication() {
+    let frames: Vec<Vec<u8>> = (1..=3).map(|seq| encode_frame(&keys(), A, B, seq, &Message::Ping { nonce: seq })).collect();
+    let mut guard = ReplayGuard::default();
+    for frame in &frames[..2] {
+        let (seq, _) = decode_frame(&keys(), A, B, frame).unwrap();
+        guard.accept(seq).unwrap();
+    }
+    let (seq, _) = decode_frame(&keys(), A, B, &frames[0]).unwrap();
+    assert_eq!(guard.accept(seq), Err(FrameError::Replay { got: 1, last: 2 }));
+    let (seq, _) = decode_frame(&keys(), A, B, &frames[1]).unwrap();
+    assert_eq!(guard.accept(seq), Err(FrameError::Replay { got: 2, last: 2 }));
+    let (seq, _) = decode_frame(&keys(), A, B, &frames[2]).unwrap();
+    assert_eq!(guard.accept(seq), Ok(()));
+}
+
+#[test]
+fn chunks_of_a_large_payload_each_fit_a_frame() {
+    let payload = vec![7u8; MAX_CHUNK_PAYLOAD * 3 + 5];
+    let header = TensorHeader { total_bytes: payload.len() as u32, ..chunk().header };
+    let chunks = split_into_chunks(header, &payload);
+    assert_eq!(chunks.len(), 4);
+    for c in &chunks {
+        let header = TensorHeader { shape: vec![u32::MAX; MAX_RANK], ..c.header.clone() };
+        let frame = encode_frame(&keys(), A, B, u64::MAX, &Message::Tensor(TensorChunk { header, ..c.clone() }));
+        assert!(frame.len() <= MAX_FRAME_BYTES, "{} bytes", frame.len());
+    }
+    assert_eq!(chunks.iter().flat_map(|c| c.payload.clone()).collect::<Vec<_>>(), payload);
+}
