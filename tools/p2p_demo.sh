@@ -7,7 +7,8 @@
 #   tools/p2p_demo.sh [--release] [extra coordinator arguments, e.g. --plan plans/fashion_3_f32.plan.ron --k 1]
 #
 # PEER_BIN_DIR=DIR uses the `peer` and `signaling` binaries in DIR instead of building them (a
-# machine without cargo, such as the GPU machine of BENCHMARKS.md).
+# machine without cargo, such as the GPU machine of BENCHMARKS.md). P2P_WORKERS=N starts N
+# workers (default 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=debug
@@ -24,10 +25,11 @@ else
     bin="${CARGO_TARGET_DIR:-$PWD/target}/$profile/examples"
 fi
 export BEVY_ASSET_ROOT="$PWD"
-unshare -n bash -s -- "$bin" "$@" <<'INNER'
+unshare -n bash -s -- "$bin" "${P2P_WORKERS:-2}" "$@" <<'INNER'
 set -euo pipefail
 bin=$1
-shift
+workers=$2
+shift 2
 # WebRTC skips loopback candidates: a veth pair gives the namespace a routable address.
 source tools/netns-veth.sh
 "$bin/signaling" --port 3536 >/dev/null &
@@ -41,10 +43,11 @@ for arg in "$@"; do
     case "$prev${prev:+ }$arg" in --plan\ *) plan=$arg ;; esac
     prev=$arg
 done
-"$bin/peer" --role worker --room "$room" --key demo-room-key --plan "$plan" >&2 &
-worker1=$!
-"$bin/peer" --role worker --room "$room" --key demo-room-key --plan "$plan" >&2 &
-worker2=$!
-"$bin/peer" --role coordinator --room "$room" --key demo-room-key "$@"
-wait $worker1 $worker2 || true
+pids=()
+for _ in $(seq "$workers"); do
+    "$bin/peer" --role worker --room "$room" --key demo-room-key --plan "$plan" >&2 &
+    pids+=($!)
+done
+"$bin/peer" --role coordinator --room "$room" --key demo-room-key --workers "$workers" "$@"
+wait "${pids[@]}" || true
 INNER

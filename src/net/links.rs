@@ -14,9 +14,9 @@ use bevy::platform::time::Instant;
 use super::auth::{PeerUuid, Permissions, RoomKeys};
 use super::codec::{decode_frame, encode_frame, split_into_chunks, Capabilities, Direction, Hello, Message, ReplayGuard, TensorHeader, MAX_RANK, MAX_ROUTE};
 use super::latency::RttStats;
-use super::reassembly::{Reassembler, ReassemblyLimits};
+use super::reassembly::{ReceivedTensor, Reassembler, ReassemblyLimits};
 pub use super::link_events::{HandshakeError, LostReason, RejectReason, SendError, SentTensor, SessionEvent};
-use crate::tensor::{encode_values, Tensor, TransferDtype};
+use crate::tensor::{decode_values, encode_values, SharedTensor, Tensor, TransferDtype};
 
 /// What this player presents to others and how strict it is with them.
 #[derive(Clone, Debug)]
@@ -461,23 +461,7 @@ impl Links {
         if self.links.get(&peer).is_none_or(|l| l.state != LinkState::Trusted) {
             return Err(SendError::NotTrusted);
         }
-        let route = tensor.onward.as_ref().map_or(0, |o| o.route.len());
-        if value.shape().len() > MAX_RANK || value.shape().iter().any(|&d| d > u32::MAX as usize) || route > MAX_ROUTE || tensor.trace.len() > MAX_ROUTE {
-            return Err(SendError::TooLarge);
-        }
-        let (payload, params) = encode_values(value.data(), dtype);
-        let total_bytes = u32::try_from(payload.len()).map_err(|_| SendError::TooLarge)?;
-        let header = TensorHeader {
-            request: tensor.request,
-            stage: tensor.stage,
-            direction: tensor.direction,
-            dtype,
-            shape: value.shape().iter().map(|&d| d as u32).collect(),
-            params,
-            total_bytes,
-            onward: tensor.onward.clone(),
-            trace: tensor.trace.clone(),
-        };
+        let (header, payload) = encode_tensor(tensor, value, dtype)?;
         let before = self.links[&peer].bytes_out;
         for chunk in split_into_chunks(header, &payload) {
             if !self.send(peer, &Message::Tensor(chunk)) {
@@ -487,6 +471,21 @@ impl Links {
         Ok(self.links[&peer].bytes_out - before)
     }
 
+    /// `tensor` as this player would receive it had it sent it to itself (a chain whose next
+    /// stage is its own): encoded as `dtype` and decoded, so that its values are rounded as on
+    /// the wire, without a frame.
+    pub fn loop_back(&self, tensor: &SentTensor, value: &Tensor, dtype: TransferDtype) -> Result<ReceivedTensor, SendError> {
+        let (header, payload) = encode_tensor(tensor, value, dtype)?;
+        let data = decode_values(&payload, value.len(), dtype, header.params).expect("values decode as they were encoded");
+        let tensor_back = Tensor::new(value.shape().to_vec(), data).expect("the same shape");
+        Ok(ReceivedTensor {
+            from: tensor.peer,
+            direction: header.direction,
+            shared: SharedTensor { request: header.request, stage: header.stage, tensor: tensor_back, dtype },
+            header,
+        })
+    }
+
     /// Fault injection for tests and demos (feature `fault-injection`): flips one bit of the
     /// next tensor frame after it has been authenticated, as a corrupting network or a
     /// tampering peer would.
@@ -494,6 +493,28 @@ impl Links {
     pub fn corrupt_next_tensor_frame(&mut self) {
         self.corrupt_next_tensor = true;
     }
+}
+
+/// The header and payload of `value` sent as `tensor` says, encoded as `dtype`.
+fn encode_tensor(tensor: &SentTensor, value: &Tensor, dtype: TransferDtype) -> Result<(TensorHeader, Vec<u8>), SendError> {
+    let route = tensor.onward.as_ref().map_or(0, |o| o.route.len());
+    if value.shape().len() > MAX_RANK || value.shape().iter().any(|&d| d > u32::MAX as usize) || route > MAX_ROUTE || tensor.trace.len() > MAX_ROUTE {
+        return Err(SendError::TooLarge);
+    }
+    let (payload, params) = encode_values(value.data(), dtype);
+    let total_bytes = u32::try_from(payload.len()).map_err(|_| SendError::TooLarge)?;
+    let header = TensorHeader {
+        request: tensor.request,
+        stage: tensor.stage,
+        direction: tensor.direction,
+        dtype,
+        shape: value.shape().iter().map(|&d| d as u32).collect(),
+        params,
+        total_bytes,
+        onward: tensor.onward.clone(),
+        trace: tensor.trace.clone(),
+    };
+    Ok((header, payload))
 }
 
 /// When to rebuild the transport: matchbox's connection setup occasionally hangs, so while fewer

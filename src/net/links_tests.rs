@@ -297,6 +297,19 @@ fn a_chained_input_whose_next_peer_is_unreachable_goes_back_to_its_owner_as_the_
 }
 
 #[test]
+fn a_tensor_looped_back_to_its_sender_comes_in_rounded_as_the_wire_would_round_it() {
+    let room = Room::new(&[(2, worker())]);
+    let value = stage_input(64);
+    let chained = SentTensor { onward: Some(Onward { owner: A, route: vec![] }), ..to(B, 4, 2, Direction::StageInput) };
+    let received = room.players[0].links.loop_back(&chained, &value, TransferDtype::Int8).expect("fits the wire");
+    let (bytes, params) = encode_values(value.data(), TransferDtype::Int8);
+    let rounded = decode_values(&bytes, value.len(), TransferDtype::Int8, params).unwrap();
+    assert_eq!(received.shared.tensor.data(), &rounded[..]);
+    assert_ne!(received.shared.tensor, value, "int8 rounds");
+    assert_eq!((received.from, received.direction, received.header.onward), (B, Direction::StageInput, chained.onward));
+}
+
+#[test]
 fn a_tensor_for_a_peer_that_is_not_trusted_is_refused_before_it_is_sent() {
     let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
     let sent = room.player(1).links.send_tensor(&to(B, 0, 1, Direction::StageInput), &stage_input(4), TransferDtype::Int8);
