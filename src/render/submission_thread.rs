@@ -87,6 +87,19 @@ impl SubmissionThread {
     }
 }
 
+impl Drop for SubmissionThread {
+    /// Stops the thread and waits for it, so that it has let go of the device before the app
+    /// (or the process) goes on tearing down: a driver that is unloaded while a thread still
+    /// polls its device can crash the process at exit.
+    fn drop(&mut self) {
+        let (wake, _) = crossbeam_channel::bounded(1);
+        drop(std::mem::replace(&mut self.wake, wake));
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
 /// How the submission thread ended.
 pub(super) enum ThreadEnd {
     /// The main world's job sender is gone: the app is shutting down.
