@@ -48,6 +48,9 @@ for _ in $(seq "$workers"); do
     "$bin/peer" --role worker --room "$room" --key demo-room-key --plan "$plan" >&2 &
     pids+=($!)
 done
+# The workers join first, so that they have met one another when the coordinator starts: a
+# chain through a worker that has not yet met the next one falls back to one stage at a time.
+sleep 1
 "$bin/peer" --role coordinator --room "$room" --key demo-room-key --workers "$workers" "$@"
 wait "${pids[@]}" || true
 INNER

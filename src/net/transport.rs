@@ -227,10 +227,10 @@ impl Transport {
     fn command(&mut self, links: &mut Links, command: SessionCommand, events: &mut Vec<SessionEvent>) {
         match command {
             // A chain's next stage that is this player's own: straight back in, as if received.
-            SessionCommand::SendTensor { tensor, value, dtype } if links.own_id() == Some(tensor.peer) => events.push(match links.loop_back(&tensor, &value, dtype) {
-                Ok(received) => SessionEvent::Tensor(received),
-                Err(error) => SessionEvent::SendFailed { tensor, error },
-            }),
+            SessionCommand::SendTensor { tensor, value, dtype } if links.own_id() == Some(tensor.peer) => match links.loop_back(&tensor, &value, dtype) {
+                Ok(received) => events.extend([SessionEvent::Tensor(received), SessionEvent::TensorSent { tensor, bytes: 0 }]),
+                Err(error) => events.push(SessionEvent::SendFailed { tensor, error }),
+            },
             SessionCommand::SendTensor { tensor, value, dtype } => {
                 // A chain's next peer that is not (yet, or no longer) trusted here: the output
                 // goes back to the chain's owner, which moves the request on from there.

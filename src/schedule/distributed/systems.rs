@@ -221,14 +221,14 @@ pub(super) fn handle_session_events(
                 let reruns = state.pipeline.rerun_peer(*peer, &assignment, now);
                 state.actions.extend(reruns);
             }
-            SessionEvent::TensorSent { tensor, bytes } => match tensor.direction {
-                Direction::StageInput => {
-                    if let Some(t) = state.tracked.get_mut(&tensor.request) {
-                        t.bytes += bytes;
-                    }
+            // A tensor with a trace carries the output of a stage this peer ran for another
+            // (passed on along a chain, or back); one without is this coordinator's own input.
+            SessionEvent::TensorSent { tensor, .. } if !tensor.trace.is_empty() => state.stages_served += 1,
+            SessionEvent::TensorSent { tensor, bytes } => {
+                if let Some(t) = state.tracked.get_mut(&tensor.request) {
+                    t.bytes += bytes;
                 }
-                Direction::StageOutput => state.stages_served += 1,
-            },
+            }
             SessionEvent::SendFailed { tensor, error } => {
                 let (request, stage, error) = (tensor.request, tensor.stage, error.clone());
                 match tensor.direction {
