@@ -5,43 +5,16 @@
 //! It is a Bevy resource but holds no ECS logic.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use bevy::platform::time::Instant;
 use bevy::prelude::Resource;
 use crossbeam_channel::Receiver;
 
 use super::auth::PeerUuid;
-use super::links::{LinkSettings, Links, SendError, SentTensor, SessionEvent};
+use super::links::{Links, SendError, SentTensor, SessionEvent};
 use super::transport::{lock, SessionCommand, Transport};
-pub use super::transport::StageInputHandler;
+pub use super::transport::{SessionConfig, StageInputHandler};
 use crate::tensor::{Tensor, TransferDtype};
-
-/// How to join a room, and the link settings to use with the peers found there.
-#[derive(Clone, Debug)]
-pub struct SessionConfig {
-    /// Matchbox room URL, e.g. `ws://127.0.0.1:3536/inference`.
-    pub room_url: String,
-    /// STUN/TURN server URLs for ICE. Empty by default: host candidates only, which reach
-    /// peers on the same machine or network and contact no outside server. Players behind
-    /// different NATs need a STUN (or TURN) server here.
-    pub ice_servers: Vec<String>,
-    /// Rebuild the socket when fewer than [`Self::expected_peers`] have become trusted this
-    /// long after joining or after the last one did (matchbox's connection setup occasionally
-    /// hangs). Once all expected peers were trusted, the socket is never rebuilt.
-    pub reconnect_after: Duration,
-    /// Peers this one waits for before considering the session complete (0: no expectation).
-    pub expected_peers: usize,
-    /// Handshake, heartbeats, limits.
-    pub link: LinkSettings,
-}
-
-impl SessionConfig {
-    /// A configuration for `room_url` with the link settings' defaults and an 8 s reconnect.
-    pub fn new(room_url: impl Into<String>, link: LinkSettings) -> Self {
-        Self { room_url: room_url.into(), ice_servers: Vec::new(), reconnect_after: Duration::from_secs(8), expected_peers: 0, link }
-    }
-}
 
 /// This player's session in a matchbox room.
 #[derive(Resource)]

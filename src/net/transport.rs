@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-#[cfg(not(target_arch = "wasm32"))]
 use std::time::Duration;
 
 use bevy::platform::time::Instant;
@@ -17,15 +16,40 @@ use matchbox_socket::{Packet, PeerId, PeerState, RtcIceServerConfig, WebRtcChann
 
 use super::auth::PeerUuid;
 use super::codec::Direction;
-use super::links::{Links, ReconnectPolicy, SendError, SentTensor, SessionEvent};
+use super::links::{LinkSettings, Links, ReconnectPolicy, SendError, SentTensor, SessionEvent};
 use super::reassembly::ReceivedTensor;
-use super::session::SessionConfig;
 use crate::tensor::{Tensor, TransferDtype};
 
 /// How often the transport ticks the links (hellos, heartbeats, loss, expiry) when nothing
 /// arrives.
 #[cfg(not(target_arch = "wasm32"))]
 const TICK: Duration = Duration::from_millis(5);
+
+/// How to join a room, and the link settings to use with the peers found there.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Matchbox room URL, e.g. `ws://127.0.0.1:3536/inference`.
+    pub room_url: String,
+    /// STUN/TURN server URLs for ICE. Empty by default: host candidates only, which reach
+    /// peers on the same machine or network and contact no outside server. Players behind
+    /// different NATs need a STUN (or TURN) server here.
+    pub ice_servers: Vec<String>,
+    /// Rebuild the socket when fewer than [`Self::expected_peers`] have become trusted this
+    /// long after joining or after the last one did (matchbox's connection setup occasionally
+    /// hangs). Once all expected peers were trusted, the socket is never rebuilt.
+    pub reconnect_after: Duration,
+    /// Peers this one waits for before considering the session complete (0: no expectation).
+    pub expected_peers: usize,
+    /// Handshake, heartbeats, limits.
+    pub link: LinkSettings,
+}
+
+impl SessionConfig {
+    /// A configuration for `room_url` with the link settings' defaults and an 8 s reconnect.
+    pub fn new(room_url: impl Into<String>, link: LinkSettings) -> Self {
+        Self { room_url: room_url.into(), ice_servers: Vec::new(), reconnect_after: Duration::from_secs(8), expected_peers: 0, link }
+    }
+}
 
 /// What the game asks of the transport.
 pub(super) enum SessionCommand {
