@@ -136,3 +136,27 @@ fn chunks_of_a_large_payload_each_fit_a_frame() {
     }
     assert_eq!(chunks.iter().flat_map(|c| c.payload.clone()).collect::<Vec<_>>(), payload);
 }
+
+#[test]
+fn a_route_or_a_trace_longer_than_the_limit_is_malformed() {
+    let mut long_route = chunk();
+    long_route.header.onward = Some(Onward { owner: A, route: vec![B; MAX_ROUTE + 1] });
+    let mut long_trace = chunk();
+    long_trace.header.trace = vec![StageTiming { stage: 1, run_us: 1 }; MAX_ROUTE + 1];
+    for chunk in [long_route, long_trace] {
+        let frame = encode_frame(&keys(), A, B, 1, &Message::Tensor(chunk));
+        assert!(matches!(decode_frame(&keys(), A, B, &frame), Err(FrameError::Malformed { .. })));
+    }
+}
+
+#[test]
+fn the_longest_header_still_fits_a_full_chunk_in_a_frame() {
+    let mut c = chunk();
+    c.header.shape = vec![u32::MAX; MAX_RANK];
+    c.header.onward = Some(Onward { owner: A, route: vec![B; MAX_ROUTE] });
+    c.header.trace = vec![StageTiming { stage: 1, run_us: 1 }; MAX_ROUTE];
+    c.payload = vec![1; MAX_CHUNK_PAYLOAD];
+    let frame = encode_frame(&keys(), A, B, 1, &Message::Tensor(c.clone()));
+    assert!(frame.len() <= MAX_FRAME_BYTES, "{} bytes", frame.len());
+    assert_eq!(decode_frame(&keys(), A, B, &frame), Ok((1, Message::Tensor(c))));
+}
