@@ -38,7 +38,7 @@ impl Plugin for P2pInferencePlugin {
             .register_asset_loader(PlanLoader)
             .insert_resource(JobQueue(jobs))
             .init_resource::<StageOutcomes>()
-            .insert_resource(JobResults(results_rx))
+            .insert_resource(JobResults { receiver: results_rx, sender: results.clone() })
             .insert_resource(TopK(self.top_k))
             .add_systems(PreUpdate, receive_results.in_set(InferenceSystems::ReceiveResults))
             .add_systems(Last, receive_results.in_set(InferenceSystems::ReceiveResults))

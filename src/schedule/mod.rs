@@ -167,7 +167,14 @@ pub(crate) struct StageOutcomes(pub Vec<JobOutcome>);
 
 /// The receiving end of finished jobs.
 #[derive(Resource)]
-pub(crate) struct JobResults(pub Receiver<JobOutcome>);
+pub(crate) struct JobResults {
+    /// Where the render side's outcomes arrive.
+    pub receiver: Receiver<JobOutcome>,
+    /// The same channel's sending end, for job replies that also hand the outcome to the main
+    /// world (a local stage whose output goes on to other peers by itself).
+    #[cfg_attr(not(feature = "p2p"), allow(dead_code))]
+    pub sender: Sender<JobOutcome>,
+}
 
 /// How many classes [`Prediction::top_k`] lists.
 #[derive(Resource, Clone, Copy)]
@@ -216,7 +223,7 @@ pub(crate) fn fail(commands: &mut Commands, entity: Entity, error: InferenceErro
 }
 
 pub(crate) fn receive_results(mut commands: Commands, results: Res<JobResults>, top_k: Res<TopK>, mut stages: ResMut<StageOutcomes>) {
-    for outcome in results.0.try_iter() {
+    for outcome in results.receiver.try_iter() {
         if outcome.tag != JobTag::Request {
             stages.0.push(outcome);
             continue;

@@ -80,8 +80,10 @@ pub enum PipelineAction {
         executor: Executor,
         /// The stage's input.
         input: Tensor,
-        /// For a remote stage that starts a chain: the peers of the stages after it, to which
-        /// each output goes on directly; the last one's output comes back. Empty otherwise.
+        /// The peers of the chain that this stage's output goes on to directly, stage after
+        /// stage; the last one's output comes back. For a remote stage, the rest of its chain;
+        /// for a local stage followed by a chain, that chain, which its output should start
+        /// the moment it is read back (else [`Pipeline::keep_local_output`]). Empty otherwise.
         onward: Vec<PeerUuid>,
     },
     /// The last stage finished: the request's output.
@@ -149,26 +151,40 @@ struct Active {
     remote_runs: HashMap<usize, Duration>,
     records: Vec<StageRecord>,
     reruns: u32,
+    /// The chain a local stage's output was told to go on to by itself, once it is read back.
+    passed_on: Option<Vec<Executor>>,
 }
 
 impl Active {
     /// Hands `input` over for `stage` on `assignment`: a remote stage followed only by remote
-    /// stages starts a chain to the end.
-    fn hand_over(&mut self, request: RequestId, stage: usize, input: Tensor, assignment: &StageAssignment, now: Instant) -> PipelineAction {
+    /// stages starts a chain to the end, and a local stage followed by such a chain passes its
+    /// output on to it by itself. `None` where the hand-over was already made that way.
+    fn hand_over(&mut self, request: RequestId, stage: usize, input: Tensor, assignment: &StageAssignment, now: Instant) -> Option<PipelineAction> {
         let executors = &assignment.executors;
-        let chained = executors[stage] != Executor::Local && executors[stage..].iter().all(|e| *e != Executor::Local);
+        let remote_from = |s: usize| s < executors.len() && executors[s..].iter().all(|e| *e != Executor::Local);
         // A chain's last output carries a timing per stage: at most MAX_ROUTE stages.
-        self.last = if chained { (executors.len() - 1).min(stage + MAX_ROUTE - 1) } else { stage };
+        let chain_end = |s: usize| (executors.len() - 1).min(s + MAX_ROUTE - 1);
+        self.last = if remote_from(stage) { chain_end(stage) } else { stage };
+        let handed = executors[stage..=self.last].to_vec();
+        let already_sent = self.passed_on.take().is_some_and(|chain| chain == handed);
         self.stage = stage;
-        self.executors = executors[stage..=self.last].to_vec();
+        self.executors = handed;
         self.input = input.clone();
         self.stage_started = now;
         self.remote_runs.clear();
-        let onward = self.executors[1..].iter().filter_map(|e| match e {
+        let next_chain = match self.executors[0] {
+            Executor::Local if remote_from(stage + 1) => executors[stage + 1..=chain_end(stage + 1)].to_vec(),
+            Executor::Local => Vec::new(),
+            Executor::Peer(_) => self.executors[1..].to_vec(),
+        };
+        if self.executors[0] == Executor::Local && !next_chain.is_empty() {
+            self.passed_on = Some(next_chain.clone());
+        }
+        let onward = next_chain.iter().filter_map(|e| match e {
             Executor::Peer(peer) => Some(*peer),
             Executor::Local => None,
         });
-        PipelineAction::Run { request, stage, executor: self.executors[0], input, onward: onward.collect() }
+        (!already_sent).then(|| PipelineAction::Run { request, stage, executor: self.executors[0], input, onward: onward.collect() })
     }
 
     fn executor_of(&self, stage: usize) -> Option<Executor> {
@@ -219,8 +235,9 @@ impl Pipeline {
                 remote_runs: HashMap::new(),
                 records: Vec::new(),
                 reruns: 0,
+                passed_on: None,
             };
-            actions.push(active.hand_over(request, 0, input, assignment, now));
+            actions.extend(active.hand_over(request, 0, input, assignment, now));
             self.active.insert(request, active);
         }
         actions
@@ -259,7 +276,7 @@ impl Pipeline {
             actions.push(PipelineAction::Finished { request, output, stages: done.records, reruns: done.reruns, in_flight: now - done.admitted });
             actions.extend(self.start_waiting(assignment, now));
         } else {
-            actions.push(active.hand_over(request, stage + 1, output, assignment, now));
+            actions.extend(active.hand_over(request, stage + 1, output, assignment, now));
         }
         Ok(actions)
     }
@@ -275,6 +292,14 @@ impl Pipeline {
                     active.remote_runs.insert(stage, Duration::from_micros(timing.run_us as u64));
                 }
             }
+        }
+    }
+
+    /// The output of `request`'s local stage could not be passed on by itself: the next
+    /// hand-over is made as an action when the output arrives.
+    pub fn keep_local_output(&mut self, request: RequestId) {
+        if let Some(active) = self.active.get_mut(&request) {
+            active.passed_on = None;
         }
     }
 
@@ -297,7 +322,7 @@ impl Pipeline {
             let active = self.active.get_mut(&request).expect("listed above");
             active.reruns += 1;
             let (stage, input) = (active.stage, active.input.clone());
-            actions.push(active.hand_over(request, stage, input, assignment, now));
+            actions.extend(active.hand_over(request, stage, input, assignment, now));
         }
         actions
     }
@@ -341,10 +366,12 @@ mod tests {
         for r in 0..3 {
             p.submit(r, t(r as f32));
         }
-        assert_eq!(p.start_waiting(&a, now).len(), 2);
+        let started = p.start_waiting(&a, now);
+        assert_eq!(started[0], run(0, 0, Executor::Local, t(0.0), &[W1, W2]), "stage 0's output starts the chain by itself");
+        assert_eq!(started.len(), 2);
         assert_eq!((p.in_flight(), p.waiting()), (2, 1));
         let next = p.stage_finished(0, 0, Executor::Local, t(10.0), &a, now).unwrap();
-        assert_eq!(next, vec![run(0, 1, Executor::Peer(W1), t(10.0), &[W2])], "stage 1's output goes on to W2, not back");
+        assert_eq!(next, vec![], "already on its way to W1, whose output goes on to W2, not back");
         p.note_remote_runs(0, &timings(&[(1, 1000), (2, 1500)]));
         let later = now + Duration::from_millis(4);
         let done = p.stage_finished(0, 2, Executor::Peer(W2), t(12.0), &a, later).unwrap();
@@ -356,6 +383,22 @@ mod tests {
         assert_eq!(stages[2].remote_run, Some(Duration::from_micros(1500)));
         assert_eq!(stages[0].transfers, None, "local");
         assert!(matches!(&done[1], PipelineAction::Run { request: 2, stage: 0, .. }));
+    }
+
+    #[test]
+    fn a_local_output_that_could_not_go_on_by_itself_or_whose_chain_changed_is_handed_over_again() {
+        let a = three_stages();
+        let now = Instant::now();
+        let mut p = Pipeline::new(2);
+        p.submit(0, t(0.0));
+        p.submit(1, t(1.0));
+        p.start_waiting(&a, now);
+        p.keep_local_output(0);
+        let next = p.stage_finished(0, 0, Executor::Local, t(5.0), &a, now).unwrap();
+        assert_eq!(next, vec![run(0, 1, Executor::Peer(W1), t(5.0), &[W2])]);
+        let without_w2 = assign_stages(3, &[WorkerSpeed { peer: W1, calibration_us: 500 }]);
+        let next = p.stage_finished(1, 0, Executor::Local, t(6.0), &without_w2, now).unwrap();
+        assert_eq!(next, vec![run(1, 1, Executor::Peer(W1), t(6.0), &[W1])], "the chain it was sent to has lost W2");
     }
 
     #[test]

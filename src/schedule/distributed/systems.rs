@@ -10,15 +10,15 @@ use bevy::prelude::*;
 use super::stage_server::StageServer;
 use super::state::{batch_of_tensor, Phase, Tracked};
 use super::{Distributed, PeerRole, PeerSessionEvent, PeerSessionPlugin, SessionProblem};
-use crate::job::{JobOutcome, JobTag, StageJob};
+use crate::job::{JobOutcome, JobReply, JobTag, StageJob};
 use crate::model::ir::Graph;
 use crate::model::{Model, PartitionPlan, StagedModel, StagingError};
 use crate::net::session::{PeerSession, SessionConfig};
 use crate::net::codec::Onward;
-use crate::net::{Capabilities, Direction, LinkSettings, LinkState, Permissions, SendError, SentTensor, SessionEvent};
+use crate::net::{Capabilities, Direction, LinkSettings, LinkState, PeerUuid, Permissions, SendError, SentTensor, SessionEvent};
 use crate::render::GpuCapabilities;
 use crate::schedule::pipeline::{Executor, PipelineAction};
-use crate::schedule::{fail, InferenceFailed, InferenceRequest, JobQueue, LocalOnly, Prediction, PredictionReady, SplitRequest, StageOutcomes, Submitted, TopK};
+use crate::schedule::{fail, InferenceFailed, InferenceRequest, JobQueue, JobResults, LocalOnly, Prediction, PredictionReady, SplitRequest, StageOutcomes, Submitted, TopK};
 use crate::tensor::Tensor;
 
 /// Starts loading the model and the plan.
@@ -270,6 +270,7 @@ pub(super) fn advance_pipeline(
     mut state: ResMut<Distributed>,
     mut session: Option<ResMut<PeerSession>>,
     mut queue: ResMut<JobQueue>,
+    results: Res<JobResults>,
     mut problems: MessageWriter<SessionProblem>,
     top_k: Res<TopK>,
 ) {
@@ -282,7 +283,7 @@ pub(super) fn advance_pipeline(
     state.actions.extend(admitted);
     while let Some(action) = state.actions.pop() {
         match action {
-            PipelineAction::Run { request, stage, executor: Executor::Local, input, .. } => {
+            PipelineAction::Run { request, stage, executor: Executor::Local, input, onward } => {
                 let graph = match state.stage_graph(stage, batch_of_tensor(&input)) {
                     Ok(graph) => graph,
                     Err(error) => {
@@ -292,6 +293,13 @@ pub(super) fn advance_pipeline(
                         continue;
                     }
                 };
+                let reply = match pass_on(&onward, request, stage, state, session.as_deref(), &results) {
+                    Some(reply) => Some(reply),
+                    None => {
+                        state.pipeline.keep_local_output(request);
+                        None
+                    }
+                };
                 queue.push(StageJob {
                     tag: JobTag::PipelineStage { request, stage },
                     entity: state.tracked.get(&request).map_or(Entity::PLACEHOLDER, |t| t.entity),
@@ -299,7 +307,7 @@ pub(super) fn advance_pipeline(
                     graph,
                     input,
                     started: now,
-                    reply: None,
+                    reply,
                 });
             }
             PipelineAction::Run { request, stage, executor: Executor::Peer(peer), input, onward } => {
@@ -326,6 +334,25 @@ pub(super) fn advance_pipeline(
             }
         }
     }
+}
+
+/// For a local stage whose output starts the chain `onward`: a job reply that sends the output
+/// to the chain's first peer the moment it is read back, then hands the outcome to the main
+/// world as usual. `None` where there is no such chain, or no session to send it through.
+fn pass_on(onward: &[PeerUuid], request: u64, stage: usize, state: &Distributed, session: Option<&PeerSession>, results: &JobResults) -> Option<JobReply> {
+    let (&first, route) = onward.split_first()?;
+    let session = session?;
+    let owner = session.id()?;
+    let dtype = *state.input_dtypes.get(stage + 1)?;
+    let next = SentTensor { peer: first, request, stage: (stage + 1) as u16, direction: Direction::StageInput, onward: Some(Onward { owner, route: route.to_vec() }), trace: Vec::new() };
+    let (sender, main_world) = (session.tensor_sender(), results.sender.clone());
+    Some(JobReply(Arc::new(move |outcome: JobOutcome| {
+        if let Ok(output) = &outcome.result {
+            // A failure comes back as a `SendFailed` event, which re-runs the chain elsewhere.
+            let _ = sender.send(next.clone(), output.clone(), dtype);
+        }
+        let _ = main_world.send(outcome);
+    })))
 }
 
 /// Requests neither handed out, failed, claimed by the pipeline, nor pinned to this peer.
