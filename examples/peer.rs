@@ -291,15 +291,16 @@ fn run_coordinator(args: &Args) -> Result<(), String> {
                            "run_ms": s.remote_run.map(ms), "transfers_ms": s.transfers.map(ms)})
                 })
                 .collect();
-            for s in &split.stages {
+            let mut span_start = 0;
+            for (index, s) in split.stages.iter().enumerate() {
                 if stage_times.len() <= s.stage {
                     stage_times.resize(s.stage + 1, Vec::new());
                     run_times.resize(s.stage + 1, Vec::new());
                     transfer_times.resize(s.stage + 1, Vec::new());
                 }
                 // A chain's records share its span: count it once, at its first stage.
-                let first_of_span = split.stages.iter().find(|r| r.duration == s.duration && r.executor != Executor::Local).map(|r| r.stage);
-                if s.executor == Executor::Local || first_of_span == Some(s.stage) {
+                if index == span_start {
+                    span_start += s.span.max(1);
                     stage_times[s.stage].push(s.duration.as_secs_f64() * 1e3);
                     if let Some(transfers) = s.transfers {
                         transfer_times[s.stage].push(transfers.as_secs_f64() * 1e3);

@@ -77,7 +77,7 @@ impl PeerSession {
     /// back from [`Self::poll`] as [`SessionEvent::TensorSent`] or [`SessionEvent::SendFailed`];
     /// an error here means the transport has stopped.
     pub fn send_tensor(&mut self, tensor: SentTensor, value: Tensor, dtype: TransferDtype) -> Result<(), SendError> {
-        self.commands.try_send(SessionCommand::SendTensor { tensor, value, dtype }).map_err(|_| SendError::SocketClosed)?;
+        self.tensor_sender().send(tensor, value, dtype)?;
         #[cfg(target_arch = "wasm32")]
         self.transport.pump_from_frame(Instant::now());
         Ok(())

@@ -44,12 +44,9 @@ impl StageServer {
         Box::new(move |received| self.serve(received))
     }
 
-    /// Starts the stage `received` is the input of, or returns a tensor that is not a stage
-    /// input. Stage 0 (which only the owner runs) and stages past the plan are dropped.
+    /// Starts the stage `received` (a stage input: the transport passes no other tensor) is the
+    /// input of. Stage 0 (which only the owner runs) and stages past the plan are dropped.
     fn serve(&self, received: ReceivedTensor) -> Option<ReceivedTensor> {
-        if received.direction != Direction::StageInput {
-            return Some(received);
-        }
         let (from, request, stage) = (received.from, received.shared.request, received.shared.stage);
         let header = received.header.clone();
         let index = stage as usize;

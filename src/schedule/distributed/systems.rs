@@ -293,13 +293,10 @@ pub(super) fn advance_pipeline(
                         continue;
                     }
                 };
-                let reply = match pass_on(&onward, request, stage, state, session.as_deref(), &results) {
-                    Some(reply) => Some(reply),
-                    None => {
-                        state.pipeline.keep_local_output(request);
-                        None
-                    }
-                };
+                let reply = pass_on(&onward, request, stage, state, session.as_deref(), &results);
+                if reply.is_none() {
+                    state.pipeline.keep_local_output(request);
+                }
                 queue.push(StageJob {
                     tag: JobTag::PipelineStage { request, stage },
                     entity: state.tracked.get(&request).map_or(Entity::PLACEHOLDER, |t| t.entity),
