@@ -196,6 +196,44 @@ fn load_images(dir: &Path) -> Result<Vec<(String, Tensor)>, String> {
         .collect()
 }
 
+/// One stage's times over the coordinator's requests, in milliseconds.
+#[derive(Default)]
+struct StageSamples {
+    span: Vec<f64>,
+    transfers: Vec<f64>,
+    network: Vec<f64>,
+    queue: Vec<f64>,
+    gpu: Vec<f64>,
+    returned: Vec<f64>,
+}
+
+impl StageSamples {
+    /// Adds `record`'s times; a chain's span and transfers only at its first stage.
+    fn push(&mut self, record: &bevy_p2p_inference::schedule::pipeline::StageRecord, first_of_span: bool) {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        if first_of_span {
+            self.span.push(ms(record.duration));
+            self.transfers.extend(record.transfers.map(ms));
+        }
+        self.network.extend(record.hop.network.map(ms));
+        self.queue.extend(record.hop.queue().map(ms));
+        self.gpu.extend(record.hop.gpu.map(ms));
+        self.returned.extend(record.returned.map(ms));
+    }
+
+    /// Each list with what it measures.
+    fn lists(&mut self) -> [(&'static str, &mut Vec<f64>); 6] {
+        [
+            ("hand-over to output back (a chain: its whole span)", &mut self.span),
+            ("of which transfers", &mut self.transfers),
+            ("input's network hop", &mut self.network),
+            ("queue", &mut self.queue),
+            ("GPU", &mut self.gpu),
+            ("output's network hop back", &mut self.returned),
+        ]
+    }
+}
+
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
@@ -254,9 +292,7 @@ fn run_coordinator(args: &Args) -> Result<(), String> {
     let (mut matches, mut lost) = (0, 0);
     let mut done = vec![false; pending.len()];
     // Per stage: hand-over times (a chain once, at its first stage), transfers, and runs on peers.
-    let mut stage_times: Vec<Vec<f64>> = Vec::new();
-    let mut run_times: Vec<Vec<f64>> = Vec::new();
-    let mut transfer_times: Vec<Vec<f64>> = Vec::new();
+    let mut samples: Vec<StageSamples> = Vec::new();
     while done.iter().any(|d| !d) && Instant::now() < deadline {
         app.update();
         std::thread::sleep(frame_sleep(args));
@@ -288,27 +324,21 @@ fn run_coordinator(args: &Args) -> Result<(), String> {
                     };
                     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
                     json!({"stage": s.stage, "remote": s.executor != Executor::Local, "executor": executor, "ms": ms(s.duration), "span": s.span,
-                           "run_ms": s.remote_run.map(ms), "transfers_ms": s.transfers.map(ms)})
+                           "transfers_ms": s.transfers.map(ms), "network_ms": s.hop.network.map(ms), "run_ms": s.hop.run.map(ms),
+                           "queue_ms": s.hop.queue().map(ms), "gpu_ms": s.hop.gpu.map(ms), "returned_ms": s.returned.map(ms)})
                 })
                 .collect();
             let mut span_start = 0;
             for (index, s) in split.stages.iter().enumerate() {
-                if stage_times.len() <= s.stage {
-                    stage_times.resize(s.stage + 1, Vec::new());
-                    run_times.resize(s.stage + 1, Vec::new());
-                    transfer_times.resize(s.stage + 1, Vec::new());
+                if samples.len() <= s.stage {
+                    samples.resize_with(s.stage + 1, StageSamples::default);
                 }
                 // A chain's records share its span: count it once, at its first stage.
-                if index == span_start {
+                let first_of_span = index == span_start;
+                if first_of_span {
                     span_start += s.span.max(1);
-                    stage_times[s.stage].push(s.duration.as_secs_f64() * 1e3);
-                    if let Some(transfers) = s.transfers {
-                        transfer_times[s.stage].push(transfers.as_secs_f64() * 1e3);
-                    }
                 }
-                if let Some(run) = s.remote_run {
-                    run_times[s.stage].push(run.as_secs_f64() * 1e3);
-                }
+                samples[s.stage].push(s, first_of_span);
             }
             let (top1, probability) = split.top_k[0];
             println!(
@@ -326,19 +356,13 @@ fn run_coordinator(args: &Args) -> Result<(), String> {
     let (median, p95) = if latencies.is_empty() { (0.0, 0.0) } else { (quantile(&latencies, 0.5), quantile(&latencies, 0.95)) };
     eprintln!("summary: {} requests in {elapsed:.2} s ({:.1} requests/s with K={})", latencies.len(), latencies.len() as f64 / elapsed, args.k);
     eprintln!("  latency median {median:.2} ms, p95 {p95:.2} ms");
-    for (stage, ((times, runs), transfers)) in stage_times.iter_mut().zip(&mut run_times).zip(&mut transfer_times).enumerate() {
-        for list in [&mut *times, &mut *runs, &mut *transfers] {
-            list.sort_by(f64::total_cmp);
-        }
+    for (stage, samples) in samples.iter_mut().enumerate() {
         eprint!("  stage {stage}:");
-        if !times.is_empty() {
-            eprint!(" hand-over to output back (a chain: its whole span) median {:.2} ms, p95 {:.2} ms;", quantile(times, 0.5), quantile(times, 0.95));
-        }
-        if !transfers.is_empty() {
-            eprint!(" of which transfers median {:.2} ms, p95 {:.2} ms;", quantile(transfers, 0.5), quantile(transfers, 0.95));
-        }
-        if !runs.is_empty() {
-            eprint!(" run on its peer median {:.2} ms, p95 {:.2} ms", quantile(runs, 0.5), quantile(runs, 0.95));
+        for (what, list) in samples.lists() {
+            if !list.is_empty() {
+                list.sort_by(f64::total_cmp);
+                eprint!(" {what} median {:.3} ms, p95 {:.3} ms;", quantile(list, 0.5), quantile(list, 0.95));
+            }
         }
         eprintln!();
     }

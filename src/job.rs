@@ -103,11 +103,14 @@ pub(crate) struct JobOutcome {
     pub finished: Instant,
     /// The output, or why there is none.
     pub result: Result<Tensor, JobError>,
+    /// The job's GPU time, from timestamps around its compute passes, where the device can
+    /// write them.
+    pub gpu: Option<std::time::Duration>,
 }
 
 impl JobOutcome {
     /// The outcome of `job`, finished now.
     pub fn of(job: &StageJob, result: Result<Tensor, JobError>) -> Self {
-        Self { tag: job.tag, entity: job.entity, started: job.started, finished: Instant::now(), result }
+        Self { tag: job.tag, entity: job.entity, started: job.started, finished: Instant::now(), result, gpu: None }
     }
 }

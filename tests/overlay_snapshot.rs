@@ -8,7 +8,7 @@ use bevy_p2p_inference::diagnostics::{HistoryEntry, InferenceHistory};
 use bevy_p2p_inference::model::{import_onnx, run_reference};
 use bevy_p2p_inference::net::PeerUuid;
 use bevy_p2p_inference::overlay::widgets::{overlay_ui, PeerRow, ThumbnailCache};
-use bevy_p2p_inference::schedule::pipeline::{Executor, StageRecord};
+use bevy_p2p_inference::schedule::pipeline::{Executor, HopTiming, StageRecord};
 use bevy_p2p_inference::Tensor;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
@@ -29,12 +29,18 @@ fn history() -> InferenceHistory {
         let bytes = std::fs::read(path(&format!("assets/images/{image}.png"))).unwrap();
         let input = Tensor::from_image_bytes(&bytes, 1, 28, 28).unwrap();
         let output = run_reference(&graph, &input).unwrap();
-        let stage = |stage, executor, ms: u64| StageRecord {
+        let remote = |executor| executor != Executor::Local;
+        let stage = |stage, executor, us: u64| StageRecord {
             stage,
             executor,
-            duration: Duration::from_micros(ms),
-            remote_run: (executor != Executor::Local).then(|| Duration::from_micros(ms * 3 / 4)),
-            transfers: (executor != Executor::Local).then(|| Duration::from_micros(ms / 4)),
+            duration: Duration::from_micros(us),
+            hop: HopTiming {
+                network: remote(executor).then(|| Duration::from_micros(us / 8)),
+                run: Some(Duration::from_micros(us * 3 / 4)),
+                gpu: Some(Duration::from_micros(us / 4)),
+            },
+            returned: (stage == 2).then(|| Duration::from_micros(us / 8)),
+            transfers: remote(executor).then(|| Duration::from_micros(us / 4)),
             span: 1,
         };
         history.push(HistoryEntry {
@@ -78,8 +84,13 @@ fn the_overlay_renders_predictions_peers_and_stages_without_a_display() {
     harness.run();
     harness.fit_contents();
 
-    for label in ["Ankle boot", "Bag", "Sneaker", "Predictions", "Peers", "Stages", "Latency", "worker", "trusted", "llvmpipe (Vulkan)"] {
+    let hop_columns = ["network", "queue", "GPU", "back"];
+    for label in ["Ankle boot", "Bag", "Sneaker", "Predictions", "Peers", "Stages", "Latency", "worker", "trusted", "llvmpipe (Vulkan)"].iter().chain(&hop_columns) {
         assert!(harness.query_all_by_label(label).next().is_some(), "the overlay shows no '{label}'");
+    }
+    // Stage 1's input took 1200 / 8 µs on the network; stage 0 queued 900 * 3 / 4 - 900 / 4 µs.
+    for hop in ["0.15", "0.45"] {
+        assert!(harness.query_all_by_label(hop).next().is_some(), "the stages table shows no hop of {hop} ms");
     }
     let image = harness.render().expect("offscreen rendering (needs a wgpu adapter, e.g. lavapipe)");
     let background = *image.get_pixel(image.width() - 1, image.height() - 1);

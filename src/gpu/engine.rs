@@ -14,6 +14,7 @@ use super::program::{Operand, Program};
 use super::library::{CastPipelines, KernelLibrary, PipelineAndLayout};
 use super::params::CastParams;
 use super::precision::StoragePrecision;
+use super::timing::{GpuClock, RequestTimestamps};
 use crate::model::ir::Graph;
 use crate::tensor::Tensor;
 
@@ -173,11 +174,12 @@ impl GpuBlock {
         (self.input_shape.iter().product::<usize>() * 4) as u64
     }
 
-    /// A mappable buffer that receives the output.
+    /// A mappable buffer that receives the output, with room behind it for the request's
+    /// timestamps (see [`Self::encode_timed`]).
     pub fn create_readback(&self, device: &wgpu::Device) -> wgpu::Buffer {
         device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("request readback"),
-            size: self.output_bytes(),
+            size: self.output_bytes() + 8 * self.timestamps() as u64,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })
@@ -193,6 +195,20 @@ impl GpuBlock {
     /// Compute passes per request (one per batch slice).
     pub fn passes(&self) -> u32 {
         (self.runs + self.rest.is_some() as usize) as u32
+    }
+
+    /// Timestamps per request: a begin and an end per compute pass.
+    pub fn timestamps(&self) -> u32 {
+        2 * self.passes()
+    }
+
+    /// [`Self::encode`], stamping the beginning and end of each compute pass into `stamps` and
+    /// copying the resolved timestamps behind the output in `readback`, so that one map of it
+    /// brings back both (read them with [`read_timed`]).
+    pub fn encode_timed(&self, library: &KernelLibrary, encoder: &mut wgpu::CommandEncoder, input: &wgpu::Buffer, readback: &wgpu::Buffer, stamps: &RequestTimestamps) {
+        self.encode_with_timestamps(library, encoder, input, readback, Some(&stamps.queries));
+        encoder.resolve_query_set(&stamps.queries, 0..stamps.count, &stamps.resolved, 0);
+        encoder.copy_buffer_to_buffer(&stamps.resolved, 0, readback, self.output_bytes(), 8 * stamps.count as u64);
     }
 
     /// [`Self::encode`], optionally writing a begin and an end timestamp around each compute
@@ -467,11 +483,26 @@ impl GpuBlock {
     }
 }
 
-/// Reads a mapped readback buffer into a tensor and unmaps it.
+/// Reads a mapped readback buffer's output into a tensor and unmaps it.
 pub fn read_mapped(buffer: &wgpu::Buffer, shape: Vec<usize>) -> Tensor {
-    let data: Vec<f32> = bytemuck::cast_slice(&buffer.slice(..).get_mapped_range()).to_vec();
+    read_timed(buffer, shape, None).0
+}
+
+/// Reads a mapped readback buffer's output into a tensor and, given the clock of the device
+/// that ran it, the GPU time of the request recorded with [`GpuBlock::encode_timed`] (the sum
+/// over its compute passes of end minus begin); then unmaps it.
+pub fn read_timed(buffer: &wgpu::Buffer, shape: Vec<usize>, clock: Option<GpuClock>) -> (Tensor, Option<std::time::Duration>) {
+    let values: usize = shape.iter().product();
+    let mapped = buffer.slice(..).get_mapped_range();
+    let (output, stamps) = mapped.split_at(4 * values);
+    let data: Vec<f32> = bytemuck::cast_slice(output).to_vec();
+    let gpu = clock.map(|clock| {
+        let ticks: Vec<u64> = stamps.chunks_exact(8).map(|t| u64::from_le_bytes(t.try_into().expect("eight bytes"))).collect();
+        clock.passes(&ticks)
+    });
+    drop(mapped);
     buffer.unmap();
-    Tensor::new(shape, data).expect("readback is sized from the output shape")
+    (Tensor::new(shape, data).expect("readback is sized from the output shape"), gpu)
 }
 
 /// Runs a block to completion, blocking the calling thread: for tests, tools and benchmarks

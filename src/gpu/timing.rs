@@ -46,7 +46,7 @@ pub fn gpu_time(device: &wgpu::Device, queue: &wgpu::Queue, library: &KernelLibr
         let readback = block.create_readback(device);
         block.encode_with_timestamps(library, encoder, &upload, &readback, Some(queries));
     })?;
-    Ok(ticks.chunks(2).map(|pair| ticks_to_duration(queue, pair[1].saturating_sub(pair[0]))).sum())
+    Ok(GpuClock { nanos_per_tick: queue.get_timestamp_period() }.passes(&ticks))
 }
 
 /// Per-dispatch GPU times of one run of `block` (its first batch slice when split), each
@@ -66,7 +66,58 @@ pub fn profile_dispatches(device: &wgpu::Device, queue: &wgpu::Queue, library: &
 }
 
 fn ticks_to_duration(queue: &wgpu::Queue, ticks: u64) -> Duration {
-    Duration::from_nanos((ticks as f64 * queue.get_timestamp_period() as f64) as u64)
+    GpuClock { nanos_per_tick: queue.get_timestamp_period() }.duration(ticks)
+}
+
+/// Turns a device's timestamp ticks into time; there is one only for a device with
+/// `Features::TIMESTAMP_QUERY` (a Bevy app's render device has it where the adapter offers it).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GpuClock {
+    nanos_per_tick: f32,
+}
+
+impl GpuClock {
+    /// The clock of `device`, whose queue is `queue`, if it can write timestamps.
+    pub fn of(device: &wgpu::Device, queue: &wgpu::Queue) -> Option<Self> {
+        device.features().contains(wgpu::Features::TIMESTAMP_QUERY).then(|| Self { nanos_per_tick: queue.get_timestamp_period() })
+    }
+
+    fn duration(&self, ticks: u64) -> Duration {
+        Duration::from_nanos((ticks as f64 * self.nanos_per_tick as f64) as u64)
+    }
+
+    /// The sum of end minus begin over `ticks` taken as (begin, end) pairs.
+    pub(super) fn passes(&self, ticks: &[u64]) -> Duration {
+        ticks.chunks_exact(2).map(|pair| self.duration(pair[1].saturating_sub(pair[0]))).sum()
+    }
+}
+
+/// The query set one request of a block writes its timestamps into, and the buffer they are
+/// resolved into before [`GpuBlock::encode_timed`] copies them behind the output: for timing
+/// requests inside an app, where nothing may wait for the GPU.
+pub struct RequestTimestamps {
+    pub(super) queries: wgpu::QuerySet,
+    pub(super) resolved: wgpu::Buffer,
+    pub(super) count: u32,
+}
+
+impl RequestTimestamps {
+    /// Timestamps for one request of `block`, on a device with `Features::TIMESTAMP_QUERY`;
+    /// `None` for a block split into more passes than a query set can stamp.
+    pub fn new(device: &wgpu::Device, block: &GpuBlock) -> Option<Self> {
+        let count = block.timestamps();
+        if count > wgpu::QUERY_SET_MAX_QUERIES {
+            return None;
+        }
+        let queries = device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("request timestamps"), ty: wgpu::QueryType::Timestamp, count });
+        let resolved = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("resolved request timestamps"),
+            size: (count as u64 * 8).next_multiple_of(wgpu::QUERY_RESOLVE_BUFFER_ALIGNMENT),
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        Some(Self { queries, resolved, count })
+    }
 }
 
 /// Records `record` with a fresh query set of `count` timestamps, submits, waits, and returns

@@ -13,7 +13,7 @@ use crate::tensor::TransferDtype;
 use crate::tensor::quant::QuantParams;
 
 /// The protocol version written in every frame and in the handshake.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 /// The largest frame sent or accepted (matchbox silently drops messages over 64 KiB).
 pub const MAX_FRAME_BYTES: usize = 60 * 1024;
 /// Bytes of the fixed frame header.
@@ -23,9 +23,9 @@ pub const TAG_BYTES: usize = 32;
 /// The most stages one tensor header may route onward or report timings of.
 pub const MAX_ROUTE: usize = 8;
 /// The largest encoded tensor header: its fixed fields (69 bytes at most), an owner and
-/// [`MAX_ROUTE`] peers onward (16 bytes each, two counts) and [`MAX_ROUTE`] stage timings (6
+/// [`MAX_ROUTE`] peers onward (16 bytes each, two counts) and [`MAX_ROUTE`] stage timings (14
 /// bytes each).
-const MAX_TENSOR_HEADER_BYTES: usize = 69 + 1 + 16 + 1 + 16 * MAX_ROUTE + 1 + 6 * MAX_ROUTE;
+const MAX_TENSOR_HEADER_BYTES: usize = 69 + 1 + 16 + 1 + 16 * MAX_ROUTE + 1 + 14 * MAX_ROUTE;
 /// The largest tensor payload carried by one chunk.
 pub const MAX_CHUNK_PAYLOAD: usize = MAX_FRAME_BYTES - FRAME_HEADER_BYTES - TAG_BYTES - MAX_TENSOR_HEADER_BYTES;
 /// The most dimensions a tensor on the wire may have.
@@ -132,15 +132,32 @@ pub struct Onward {
     pub route: Vec<PeerUuid>,
 }
 
-/// How long a stage took on the peer that ran it, from its input arriving to its output being
-/// read back: carried along a chain so that the owner can tell transfers from compute.
+/// How a stage went on the peer that ran it: carried along a chain so that the owner can tell
+/// the network, the queue and the GPU apart, hop by hop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StageTiming {
     /// The stage.
     pub stage: u16,
-    /// Microseconds it took.
+    /// Microseconds from its input arriving (verified and decoded) to its output being read
+    /// back.
     pub run_us: u32,
+    /// Microseconds of `run_us` the GPU spent on it, from timestamp queries, where that peer's
+    /// device writes them.
+    pub gpu_us: Option<u32>,
+    /// Microseconds its input's transfer into that peer took, as it estimated it (see
+    /// [`crate::net::TransferTiming::estimate`]); `None` before its link's first round trip.
+    pub network_us: Option<u32>,
 }
+
+impl StageTiming {
+    /// Microseconds of `duration`, saturating at the largest a timing holds.
+    pub fn micros(duration: std::time::Duration) -> u32 {
+        duration.as_micros().min(NOT_MEASURED as u128 - 1) as u32
+    }
+}
+
+/// The wire value of a timing that was not measured.
+const NOT_MEASURED: u32 = u32::MAX;
 
 /// Describes the tensor a chunk belongs to; identical in every chunk of one tensor.
 #[derive(Clone, Debug, PartialEq)]
@@ -469,6 +486,8 @@ fn write_chunk(w: &mut Writer, chunk: &TensorChunk) {
     for timing in &h.trace {
         w.u16(timing.stage);
         w.u32(timing.run_us);
+        w.u32(timing.gpu_us.unwrap_or(NOT_MEASURED));
+        w.u32(timing.network_us.unwrap_or(NOT_MEASURED));
     }
     w.u16(chunk.index);
     w.u16(chunk.count);
@@ -514,7 +533,10 @@ fn read_chunk(r: &mut Reader) -> Result<TensorChunk, FrameError> {
     if timings > MAX_ROUTE {
         return Err(r.malformed(format!("{timings} stage timings exceed {MAX_ROUTE}")));
     }
-    let trace = (0..timings).map(|_| Ok(StageTiming { stage: r.u16()?, run_us: r.u32()? })).collect::<Result<Vec<_>, FrameError>>()?;
+    let measured = |us: u32| (us != NOT_MEASURED).then_some(us);
+    let trace = (0..timings)
+        .map(|_| Ok(StageTiming { stage: r.u16()?, run_us: r.u32()?, gpu_us: measured(r.u32()?), network_us: measured(r.u32()?) }))
+        .collect::<Result<Vec<_>, FrameError>>()?;
     let index = r.u16()?;
     let count = r.u16()?;
     let len = r.u32()? as usize;

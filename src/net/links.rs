@@ -14,7 +14,7 @@ use bevy::platform::time::Instant;
 use super::auth::{PeerUuid, Permissions, RoomKeys};
 use super::codec::{decode_frame, encode_frame, split_into_chunks, Capabilities, Direction, Hello, Message, ReplayGuard, TensorHeader, MAX_RANK, MAX_ROUTE};
 use super::latency::RttStats;
-use super::reassembly::{ReceivedTensor, Reassembler, ReassemblyLimits};
+use super::reassembly::{ReceivedTensor, Reassembler, ReassemblyLimits, TransferTiming};
 pub use super::link_events::{HandshakeError, LostReason, RejectReason, SendError, SentTensor, SessionEvent};
 use crate::tensor::{decode_values, encode_values, SharedTensor, Tensor, TransferDtype};
 
@@ -375,7 +375,10 @@ impl Links {
                     return reject(link, events, RejectReason::NotPermitted("tensor"));
                 }
                 match self.reassembler.push(from, chunk, now) {
-                    Ok(Some(tensor)) => events.push(SessionEvent::Tensor(tensor)),
+                    Ok(Some(mut tensor)) => {
+                        tensor.transfer.link_rtt = link.rtt.median();
+                        events.push(SessionEvent::Tensor(tensor));
+                    }
                     Ok(None) => {}
                     Err(error) => reject(link, events, error.into()),
                 }
@@ -483,6 +486,8 @@ impl Links {
             direction: header.direction,
             shared: SharedTensor { request: header.request, stage: header.stage, tensor: tensor_back, dtype },
             header,
+            // Nothing travels.
+            transfer: TransferTiming { receiving: Duration::ZERO, link_rtt: Some(Duration::ZERO) },
         })
     }
 

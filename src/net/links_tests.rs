@@ -290,7 +290,7 @@ fn a_worker_may_pass_a_chained_stage_input_on_only_for_an_owner_the_receiver_tru
 
 #[test]
 fn a_chained_input_whose_next_peer_is_unreachable_goes_back_to_its_owner_as_the_stage_before_s_output() {
-    let timing = StageTiming { stage: 1, run_us: 250 };
+    let timing = StageTiming { stage: 1, run_us: 250, gpu_us: None, network_us: Some(40) };
     let forward = SentTensor { onward: Some(Onward { owner: A, route: vec![] }), trace: vec![timing], ..to(C, 4, 2, Direction::StageInput) };
     assert_eq!(forward.back_to_owner(), Some(SentTensor { trace: vec![timing], ..to(A, 4, 1, Direction::StageOutput) }));
     assert_eq!(to(C, 4, 2, Direction::StageInput).back_to_owner(), None, "not chained");

@@ -89,6 +89,28 @@ pub struct ReceivedTensor {
     pub header: TensorHeader,
     /// The decoded activation.
     pub shared: SharedTensor,
+    /// How its transfer went, as this player measured it.
+    pub transfer: TransferTiming,
+}
+
+/// How a tensor's transfer went, as its receiver measured it on its own clock (the sender's
+/// is another, so the one-way latency can only be estimated).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransferTiming {
+    /// From its first chunk arriving to its last one, verified and decoded.
+    pub receiving: Duration,
+    /// The link's median heartbeat round trip to the sender when it arrived; `None` before the
+    /// link's first sample.
+    pub link_rtt: Option<Duration>,
+}
+
+impl TransferTiming {
+    /// The transfer's estimated time from send to verified: half the link's round trip (the
+    /// one-way latency up to the first chunk) plus the receiving time; `None` before the
+    /// link's first round trip.
+    pub fn estimate(&self) -> Option<Duration> {
+        Some(self.link_rtt? / 2 + self.receiving)
+    }
 }
 
 type Key = (PeerUuid, u64, u16, Direction);
@@ -170,6 +192,7 @@ impl Reassembler {
             direction: header.direction,
             shared: SharedTensor { request: header.request, stage: header.stage, tensor, dtype: header.dtype },
             header,
+            transfer: TransferTiming { receiving: now.saturating_duration_since(partial.started), link_rtt: None },
         }))
     }
 

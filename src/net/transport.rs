@@ -216,8 +216,10 @@ impl Transport {
             return;
         }
         if links.own_id().is_some() {
+            // Each packet is stamped as it is handled, so that a tensor's receiving time
+            // covers its chunks' arrival and checks rather than one wake-up's batch.
             for (peer, packet) in first_packet.into_iter().chain(self.channel.receive()) {
-                links.receive(uuid(peer), &packet, now, &mut events);
+                links.receive(uuid(peer), &packet, Instant::now(), &mut events);
             }
         }
         commands.extend(std::iter::from_fn(|| self.commands.try_recv().ok()));

@@ -1,11 +1,13 @@
 //! The overlay's widgets as plain egui functions, usable from a game's own egui UI.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use bevy_egui::egui;
 use egui_plot::{Line, Plot, PlotPoints};
 
 use crate::diagnostics::{HistoryEntry, InferenceHistory};
+use crate::schedule::pipeline::{HopTiming, StageRecord};
 
 /// One row of the peers table.
 #[derive(Clone, Debug, PartialEq)]
@@ -119,29 +121,66 @@ pub fn peers_ui(ui: &mut egui::Ui, rows: &[PeerRow]) {
     });
 }
 
-/// Per-stage times of the last `count` split predictions.
+/// One stage of a split prediction as the stages table shows it: where it ran and where its
+/// time went, in milliseconds (`None` where it was not measured or does not apply).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HopRow {
+    /// The stage.
+    pub stage: usize,
+    /// Who ran it: "local" or the peer's short id.
+    pub executor: String,
+    /// Its input's transfer to the peer that ran it (see [`HopTiming::network`]).
+    pub network_ms: Option<f64>,
+    /// Its run's part off the GPU (see [`HopTiming::queue`]).
+    pub queue_ms: Option<f64>,
+    /// Its GPU time, from timestamp queries.
+    pub gpu_ms: Option<f64>,
+    /// Its output's transfer back to this player, for the last stage of a remote hand-over.
+    pub back_ms: Option<f64>,
+}
+
+impl HopRow {
+    /// The row of `record`.
+    pub fn of(record: &StageRecord) -> Self {
+        let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+        let hop: HopTiming = record.hop;
+        Self {
+            stage: record.stage,
+            executor: record.executor.to_string(),
+            network_ms: ms(hop.network),
+            queue_ms: ms(hop.queue()),
+            gpu_ms: ms(hop.gpu),
+            back_ms: ms(record.returned),
+        }
+    }
+}
+
+/// Where the time of the last `count` split predictions went, hop by hop: each stage's input
+/// transfer, queue and GPU time and the last output's transfer back, under the time to result.
 pub fn stages_ui(ui: &mut egui::Ui, history: &InferenceHistory, count: usize) {
-    ui.label("CPU-side timing: from handing a stage its input to its output reaching this peer's main world (hops included); GPU timestamp queries are not used.");
     let split: Vec<&HistoryEntry> = history.entries().rev().filter(|e| !e.stages.is_empty()).take(count).collect();
     if split.is_empty() {
         ui.label("No split predictions yet: every request ran whole on this peer.");
         return;
     }
+    ui.label("ms per hop. network: half the link's RTT plus receiving; queue: run minus GPU; GPU: timestamp queries.");
+    let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
     egui::Grid::new("inference stages").striped(true).show(ui, |ui| {
-        ui.strong("request");
-        ui.strong("stages (who: ms)");
-        ui.strong("reruns");
+        for title in ["request", "stage", "who", "network", "queue", "GPU", "back"] {
+            ui.strong(title);
+        }
         ui.end_row();
         for entry in split {
-            ui.label(format!("#{}", entry.id));
-            let stages: Vec<String> = entry
-                .stages
-                .iter()
-                .map(|s| format!("{} {}: {:.1}", s.stage, s.executor, s.duration.as_secs_f64() * 1e3))
-                .collect();
-            ui.label(stages.join("  "));
-            ui.label(entry.reruns.to_string());
-            ui.end_row();
+            let result = format!("#{}: {:.2} ms to result, {} reruns", entry.id, entry.latency.as_secs_f64() * 1e3, entry.reruns);
+            for (index, row) in entry.stages.iter().map(HopRow::of).enumerate() {
+                ui.label(if index == 0 { result.as_str() } else { "" });
+                ui.label(row.stage.to_string());
+                ui.label(row.executor);
+                for value in [row.network_ms, row.queue_ms, row.gpu_ms, row.back_ms] {
+                    ui.label(cell(value));
+                }
+                ui.end_row();
+            }
         }
     });
 }
@@ -163,4 +202,29 @@ pub fn overlay_ui(ui: &mut egui::Ui, history: &InferenceHistory, peers: &[PeerRo
     egui::CollapsingHeader::new("Peers").default_open(true).show(ui, |ui| peers_ui(ui, peers));
     egui::CollapsingHeader::new("Stages").default_open(true).show(ui, |ui| stages_ui(ui, history, 5));
     egui::CollapsingHeader::new("Latency").default_open(true).show(ui, |ui| latency_plot_ui(ui, history));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::pipeline::Executor;
+
+    #[test]
+    fn a_hop_row_splits_a_remote_stage_into_network_queue_gpu_and_the_way_back() {
+        let micros = |us| Some(Duration::from_micros(us));
+        let record = StageRecord {
+            stage: 2,
+            executor: Executor::Local,
+            duration: Duration::from_micros(2000),
+            hop: HopTiming { network: micros(300), run: micros(900), gpu: micros(250) },
+            returned: micros(350),
+            transfers: micros(1100),
+            span: 1,
+        };
+        let row = HopRow::of(&record);
+        assert_eq!((row.stage, row.executor.as_str()), (2, "local"));
+        assert_eq!([row.network_ms, row.queue_ms, row.gpu_ms, row.back_ms], [Some(0.3), Some(0.65), Some(0.25), Some(0.35)]);
+        let unmeasured = HopRow::of(&StageRecord { hop: HopTiming { gpu: None, ..record.hop }, ..record });
+        assert_eq!((unmeasured.queue_ms, unmeasured.gpu_ms), (None, None), "no queue without a GPU time to take off the run");
+    }
 }

@@ -84,6 +84,7 @@ impl Plugin for RenderInferencePlugin {
             .add_systems(RenderGraph, arm_submissions.after(submit_recorded))
             // Readbacks are mapped once their commands have been submitted.
             .add_systems(Render, (map_readbacks, poll_device).chain().in_set(RenderSystems::Cleanup));
+        render_app.add_systems(bevy::render::RenderStartup, systems::read_gpu_clock);
         #[cfg(not(target_arch = "wasm32"))]
         render_app.add_systems(bevy::render::RenderStartup, systems::start_submission_thread);
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
-use crate::gpu::{read_mapped, GpuError};
+use crate::gpu::{read_timed, GpuClock, GpuError};
 use crate::job::{JobOutcome, StageJob};
 
 /// A request whose commands have been recorded, with the buffers it reads from and writes to.
@@ -26,6 +26,8 @@ pub(super) struct InFlight<K> {
     pub readback: wgpu::Buffer,
     /// The output's shape.
     pub output_shape: Vec<usize>,
+    /// The device's clock, where the commands time the block's passes.
+    pub clock: Option<GpuClock>,
 }
 
 /// A buffer a finished request gives back, sent from its map callback to the submission pool.
@@ -80,15 +82,19 @@ impl<K: Clone + Send + 'static> ResultRoute<K> {
     /// readback's callback sends the outcome to the main world; both buffers go back to the
     /// pool for the block's next request, the upload buffer mapped for writing again.
     pub fn map(&self, request: InFlight<K>) {
-        let InFlight { job, block, upload, readback, output_shape } = request;
+        let InFlight { job, block, upload, readback, output_shape, clock } = request;
         let (results, giver, buffer, key) = (self.results.clone(), self.giver.clone(), readback.clone(), block.clone());
         let outstanding = self.outstanding.register();
         readback.slice(..).map_async(wgpu::MapMode::Read, move |mapped| {
-            let result = mapped
-                .map(|()| read_mapped(&buffer, output_shape))
-                .map_err(|e| GpuError::Readback(e.to_string()).into());
+            let (result, gpu) = match mapped {
+                Ok(()) => {
+                    let (output, gpu) = read_timed(&buffer, output_shape, clock);
+                    (Ok(output), gpu)
+                }
+                Err(e) => (Err(GpuError::Readback(e.to_string()).into()), None),
+            };
             let reusable = result.is_ok();
-            job.deliver(JobOutcome::of(&job, result), &results);
+            job.deliver(JobOutcome { gpu, ..JobOutcome::of(&job, result) }, &results);
             if reusable {
                 let _ = giver.send(ReturnedBuffer::Readback(key, buffer));
             }

@@ -13,7 +13,7 @@ use super::readback::{InFlight, OutstandingMaps, ResultRoute};
 use super::submission::{lock, SubmissionPool};
 #[cfg(not(target_arch = "wasm32"))]
 use super::submission_thread::{SubmissionThread, ThreadEnd};
-use crate::gpu::{DeviceCheck, DeviceRefusal, GpuBlock, GpuError, KernelLibrary, KernelOptions, ResidentWeights};
+use crate::gpu::{DeviceCheck, DeviceRefusal, GpuBlock, GpuClock, GpuError, KernelLibrary, KernelOptions, ResidentWeights};
 use crate::job::{JobOutcome, StageJob};
 use crate::model::ir::Graph;
 use crate::model::Model;
@@ -67,6 +67,9 @@ pub(super) struct GpuInference {
     pub submissions: Arc<Mutex<SubmissionPool<BlockKey>>>,
     /// Where outcomes and returned buffers go.
     pub route: ResultRoute<BlockKey>,
+    /// The render device's timestamp clock, where it can write timestamps: requests are then
+    /// timed on the GPU.
+    pub clock: Option<GpuClock>,
     /// The submission thread, while it runs.
     #[cfg(not(target_arch = "wasm32"))]
     pub submission_thread: Option<SubmissionThread>,
@@ -93,6 +96,7 @@ impl GpuInference {
             recorded: Vec::new(),
             submissions: Arc::new(Mutex::new(submissions)),
             route,
+            clock: None,
             #[cfg(not(target_arch = "wasm32"))]
             submission_thread: None,
             #[cfg(feature = "fault-injection")]

@@ -18,7 +18,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::readback::{InFlight, ReturnedBuffer};
-use crate::gpu::{GpuBlock, KernelLibrary};
+use crate::gpu::{GpuBlock, GpuClock, KernelLibrary, RequestTimestamps};
 use crate::job::StageJob;
 
 /// A request's GPU objects for one block, recorded and ready to submit.
@@ -31,6 +31,8 @@ pub(super) struct ArmedSubmission {
     pub commands: wgpu::CommandBuffer,
     /// The output's shape.
     pub output_shape: Vec<usize>,
+    /// The device's clock, where the commands time the block's passes (see [`record_request`]).
+    pub clock: Option<GpuClock>,
 }
 
 impl ArmedSubmission {
@@ -38,7 +40,7 @@ impl ArmedSubmission {
     /// commands, then map the returned request's buffers.
     pub fn start<K>(self, job: StageJob, block: K) -> (wgpu::CommandBuffer, InFlight<K>) {
         GpuBlock::fill_upload(&self.upload, &job.input);
-        let request = InFlight { job, block, upload: self.upload, readback: self.readback, output_shape: self.output_shape };
+        let request = InFlight { job, block, upload: self.upload, readback: self.readback, output_shape: self.output_shape, clock: self.clock };
         (self.commands, request)
     }
 }
@@ -126,14 +128,38 @@ impl<K: std::hash::Hash + Eq + Clone> SubmissionPool<K> {
 /// Records submissions for the buffers `pool`'s blocks gave back (and new ones for a block with
 /// none ready), without holding the pool's lock while recording, so that the
 /// [`super::submission_thread::SubmissionThread`] never waits for it.
-pub(super) fn arm<K: std::hash::Hash + Eq + Clone>(pool: &Mutex<SubmissionPool<K>>, device: &wgpu::Device, library: &KernelLibrary, blocks: &HashMap<K, GpuBlock>) {
+pub(super) fn arm<K: std::hash::Hash + Eq + Clone>(pool: &Mutex<SubmissionPool<K>>, device: &wgpu::Device, library: &KernelLibrary, blocks: &HashMap<K, GpuBlock>, clock: Option<GpuClock>) {
     let unarmed = lock(pool).unarmed(blocks);
     for (key, buffers) in unarmed {
         let Some(block) = blocks.get(&key) else { continue };
         let (upload, readback) = buffers.unwrap_or_else(|| (block.create_upload(device), block.create_readback(device)));
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("armed request") });
-        block.encode(library, &mut encoder, &upload, &readback);
-        let armed = ArmedSubmission { upload, readback, commands: encoder.finish(), output_shape: block.output_shape().to_vec() };
+        let clock = record_request(device, library, block, &mut encoder, &upload, &readback, clock);
+        let armed = ArmedSubmission { upload, readback, commands: encoder.finish(), output_shape: block.output_shape().to_vec(), clock };
         lock(pool).armed.entry(key).or_default().push(armed);
+    }
+}
+
+/// Records one request of `block` into `encoder`, timing its passes on a device with a
+/// `clock` (with a fresh query set: it is not reused before the request is done). Returns the
+/// clock its readback's timestamps are read with, if they were recorded.
+pub(super) fn record_request(
+    device: &wgpu::Device,
+    library: &KernelLibrary,
+    block: &GpuBlock,
+    encoder: &mut wgpu::CommandEncoder,
+    upload: &wgpu::Buffer,
+    readback: &wgpu::Buffer,
+    clock: Option<GpuClock>,
+) -> Option<GpuClock> {
+    match clock.and_then(|clock| Some((clock, RequestTimestamps::new(device, block)?))) {
+        Some((clock, stamps)) => {
+            block.encode_timed(library, encoder, upload, readback, &stamps);
+            Some(clock)
+        }
+        None => {
+            block.encode(library, encoder, upload, readback);
+            None
+        }
     }
 }

@@ -8,10 +8,10 @@ use bevy::render::renderer::{FlushCommands, RenderContext, RenderDevice};
 
 use super::readback::InFlight;
 use super::state::{block_key, GpuInference};
-use super::submission::{arm, lock};
+use super::submission::{arm, lock, record_request};
 #[cfg(not(target_arch = "wasm32"))]
 use super::submission_thread::{SubmissionThread, ThreadSetup};
-use crate::gpu::GpuBlock;
+use crate::gpu::{GpuBlock, GpuClock};
 use crate::job::JobOutcome;
 
 /// Starts the submission thread on the render device (again after a device was recovered).
@@ -35,6 +35,12 @@ pub(super) fn start_submission_thread(device: Res<RenderDevice>, queue: Res<bevy
             None
         }
     };
+}
+
+/// Reads the render device's timestamp clock (again after a device was recovered), so that
+/// requests are timed on the GPU where it can write timestamps.
+pub(super) fn read_gpu_clock(device: Res<RenderDevice>, queue: Res<bevy::render::renderer::RenderQueue>, mut state: ResMut<GpuInference>) {
+    state.clock = GpuClock::of(device.wgpu_device(), &queue);
 }
 
 pub(super) fn record_jobs(mut ctx: RenderContext, device: Res<RenderDevice>, mut state: ResMut<GpuInference>) {
@@ -68,8 +74,8 @@ pub(super) fn record_jobs(mut ctx: RenderContext, device: Res<RenderDevice>, mut
             None => {
                 let (upload, readback) = (block.create_upload(device), block.create_readback(device));
                 GpuBlock::fill_upload(&upload, &job.input);
-                block.encode(library, ctx.command_encoder(), &upload, &readback);
-                InFlight { job, block: key, upload, readback, output_shape: block.output_shape().to_vec() }
+                let clock = record_request(device, library, block, ctx.command_encoder(), &upload, &readback, state.clock);
+                InFlight { job, block: key, upload, readback, output_shape: block.output_shape().to_vec(), clock }
             }
         };
         state.recorded.push(request);
@@ -88,7 +94,7 @@ pub(super) fn submit_recorded(mut flush: FlushCommands) {
 pub(super) fn arm_submissions(device: Res<RenderDevice>, mut state: ResMut<GpuInference>) {
     state.release_unused_graphs();
     if let Some(library) = &state.library {
-        arm(&state.submissions, device.wgpu_device(), library, &state.blocks);
+        arm(&state.submissions, device.wgpu_device(), library, &state.blocks, state.clock);
     }
 }
 

@@ -111,14 +111,45 @@ pub struct StageRecord {
     /// From handing the input over to the output being back at the coordinator. The stages of
     /// a chain are one hand-over and one result: each of their records holds the chain's span.
     pub duration: Duration,
-    /// For a remote stage, the time it took on the peer that ran it, as that peer reported.
-    pub remote_run: Option<Duration>,
+    /// How the stage's own time went where it ran: its input's transfer there, its queue and
+    /// its GPU time, as far as they were measured.
+    pub hop: HopTiming,
+    /// For the last stage of a remote hand-over, the estimated transfer of its output back to
+    /// this player (see [`crate::net::TransferTiming::estimate`]).
+    pub returned: Option<Duration>,
     /// For a remote stage, the part of `duration` not spent running the stages it covers
     /// (its own, or its chain's): the transfers between the peers and the waits around them.
     /// `None` where a peer did not report its run time.
     pub transfers: Option<Duration>,
     /// How many stages `duration` covers: 1, or the length of the stage's chain.
     pub span: usize,
+}
+
+/// One stage's own time on the player that ran it (the hop into it included), as that player
+/// measured it; a part is `None` where it was not measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct HopTiming {
+    /// The estimated transfer of the stage's input into the peer that ran it, from send to
+    /// verified (see [`crate::net::TransferTiming::estimate`]); `None` for a local stage.
+    pub network: Option<Duration>,
+    /// From the input being ready where the stage ran to its output being read back there.
+    pub run: Option<Duration>,
+    /// The GPU's part of `run`, from timestamps around the stage's compute passes.
+    pub gpu: Option<Duration>,
+}
+
+impl HopTiming {
+    /// The part of `run` not spent on the GPU: waiting to be submitted, the input's upload and
+    /// the output's copy and readback.
+    pub fn queue(&self) -> Option<Duration> {
+        Some(self.run?.saturating_sub(self.gpu?))
+    }
+
+    /// What a peer reported of a stage it ran.
+    fn reported(timing: &StageTiming) -> Self {
+        let micros = |us: u32| Duration::from_micros(us as u64);
+        Self { network: timing.network_us.map(micros), run: Some(micros(timing.run_us)), gpu: timing.gpu_us.map(micros) }
+    }
 }
 
 /// A stage result that does not match what the coordinator is waiting for.
@@ -148,7 +179,10 @@ struct Active {
     input: Tensor,
     stage_started: Instant,
     admitted: Instant,
-    remote_runs: HashMap<usize, Duration>,
+    /// How the stages of the hand-over went where they ran, as reported so far.
+    hops: HashMap<usize, HopTiming>,
+    /// The hand-over's output's transfer back, where it came from a peer.
+    returned: Option<Duration>,
     records: Vec<StageRecord>,
     reruns: u32,
     /// The chain a local stage's output was told to go on to by itself, once it is read back.
@@ -171,7 +205,8 @@ impl Active {
         self.executors = handed;
         self.input = input.clone();
         self.stage_started = now;
-        self.remote_runs.clear();
+        self.hops.clear();
+        self.returned = None;
         let next_chain = match self.executors[0] {
             Executor::Local if remote_from(stage + 1) => executors[stage + 1..=chain_end(stage + 1)].to_vec(),
             Executor::Local => Vec::new(),
@@ -232,7 +267,8 @@ impl Pipeline {
                 input: input.clone(),
                 stage_started: now,
                 admitted: now,
-                remote_runs: HashMap::new(),
+                hops: HashMap::new(),
+                returned: None,
                 records: Vec::new(),
                 reruns: 0,
                 passed_on: None,
@@ -260,16 +296,24 @@ impl Pipeline {
             return Err(StaleResult::Unexpected { request, stage, from });
         }
         let span = now - active.stage_started;
-        let runs: Option<Vec<Duration>> = (active.stage..=stage).map(|s| active.remote_runs.get(&s).copied()).collect();
-        let transfers = match (from, &runs) {
-            (Executor::Peer(_), Some(runs)) => Some(span.saturating_sub(runs.iter().sum())),
-            _ => None,
+        let hop = |s: usize| active.hops.get(&s).copied().unwrap_or_default();
+        let runs: Option<Duration> = (active.stage..=stage).map(|s| hop(s).run).sum();
+        let transfers = match from {
+            Executor::Peer(_) => runs.map(|runs| span.saturating_sub(runs)),
+            Executor::Local => None,
         };
-        for s in active.stage..=stage {
-            let remote_run = active.remote_runs.get(&s).copied();
-            let executor = active.executor_of(s).expect("within the hand-over");
-            active.records.push(StageRecord { stage: s, executor, duration: span, remote_run, transfers, span: stage + 1 - active.stage });
-        }
+        let records: Vec<StageRecord> = (active.stage..=stage)
+            .map(|s| StageRecord {
+                stage: s,
+                executor: active.executor_of(s).expect("within the hand-over"),
+                duration: span,
+                hop: hop(s),
+                returned: if s == stage { active.returned } else { None },
+                transfers,
+                span: stage + 1 - active.stage,
+            })
+            .collect();
+        active.records.extend(records);
         let mut actions = Vec::new();
         if stage + 1 == assignment.executors.len() {
             let done = self.active.remove(&request).expect("present");
@@ -281,17 +325,28 @@ impl Pipeline {
         Ok(actions)
     }
 
-    /// Notes the run times the peers report for the stages of `request` they ran (an output's
-    /// trace), before the output is passed to [`Self::stage_finished`]; times of stages outside
-    /// the hand-over the request waits for are ignored.
-    pub fn note_remote_runs(&mut self, request: RequestId, trace: &[StageTiming]) {
+    /// Notes how the stages of `request` went on the peers that ran them (an output's trace)
+    /// and how its transfer back went (`returned`), before the output is passed to
+    /// [`Self::stage_finished`]; timings of stages outside the hand-over the request waits for
+    /// are ignored.
+    pub fn note_remote_runs(&mut self, request: RequestId, trace: &[StageTiming], returned: Option<Duration>) {
         if let Some(active) = self.active.get_mut(&request) {
             for timing in trace {
                 let stage = timing.stage as usize;
                 if (active.stage..=active.last).contains(&stage) {
-                    active.remote_runs.insert(stage, Duration::from_micros(timing.run_us as u64));
+                    active.hops.insert(stage, HopTiming::reported(timing));
                 }
             }
+            active.returned = returned;
+        }
+    }
+
+    /// Notes how `request`'s `stage` went on this player's GPU (`run` from the job's hand-over
+    /// to its readback, `gpu` of it on the GPU), before its output is passed to
+    /// [`Self::stage_finished`].
+    pub fn note_local_run(&mut self, request: RequestId, stage: usize, run: Duration, gpu: Option<Duration>) {
+        if let Some(active) = self.active.get_mut(&request).filter(|a| a.executor_of(stage) == Some(Executor::Local)) {
+            active.hops.insert(stage, HopTiming { network: None, run: Some(run), gpu });
         }
     }
 
@@ -355,7 +410,7 @@ mod tests {
     }
 
     fn timings(runs: &[(u16, u32)]) -> Vec<StageTiming> {
-        runs.iter().map(|&(stage, run_us)| StageTiming { stage, run_us }).collect()
+        runs.iter().map(|&(stage, run_us)| StageTiming { stage, run_us, gpu_us: Some(run_us / 4), network_us: Some(200) }).collect()
     }
 
     #[test]
@@ -370,9 +425,10 @@ mod tests {
         assert_eq!(started[0], run(0, 0, Executor::Local, t(0.0), &[W1, W2]), "stage 0's output starts the chain by itself");
         assert_eq!(started.len(), 2);
         assert_eq!((p.in_flight(), p.waiting()), (2, 1));
+        p.note_local_run(0, 0, Duration::from_micros(700), Some(Duration::from_micros(300)));
         let next = p.stage_finished(0, 0, Executor::Local, t(10.0), &a, now).unwrap();
         assert_eq!(next, vec![], "already on its way to W1, whose output goes on to W2, not back");
-        p.note_remote_runs(0, &timings(&[(1, 1000), (2, 1500)]));
+        p.note_remote_runs(0, &timings(&[(1, 1000), (2, 1500)]), Some(Duration::from_micros(250)));
         let later = now + Duration::from_millis(4);
         let done = p.stage_finished(0, 2, Executor::Peer(W2), t(12.0), &a, later).unwrap();
         let PipelineAction::Finished { request: 0, stages, reruns: 0, .. } = &done[0] else { panic!("{done:?}") };
@@ -380,7 +436,11 @@ mod tests {
         for record in &stages[1..] {
             assert_eq!((record.duration, record.span, record.transfers), (Duration::from_millis(4), 2, Some(Duration::from_micros(1500))), "4 ms span, 2.5 ms of runs");
         }
-        assert_eq!(stages[2].remote_run, Some(Duration::from_micros(1500)));
+        let micros = |us| Some(Duration::from_micros(us));
+        assert_eq!(stages[0].hop, HopTiming { network: None, run: micros(700), gpu: micros(300) });
+        assert_eq!(stages[0].hop.queue(), micros(400));
+        assert_eq!(stages[2].hop, HopTiming { network: micros(200), run: micros(1500), gpu: micros(375) });
+        assert_eq!(stages.iter().map(|s| s.returned).collect::<Vec<_>>(), [None, None, micros(250)], "only the chain's last output came back");
         assert_eq!(stages[0].transfers, None, "local");
         assert!(matches!(&done[1], PipelineAction::Run { request: 2, stage: 0, .. }));
     }

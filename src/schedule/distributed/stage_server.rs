@@ -4,7 +4,6 @@
 //! it is read back. Failures reach the main world as [`SessionProblem`]s.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bevy::asset::AssetId;
 use bevy::platform::time::Instant;
@@ -49,6 +48,7 @@ impl StageServer {
     fn serve(&self, received: ReceivedTensor) -> Option<ReceivedTensor> {
         let (from, request, stage) = (received.from, received.shared.request, received.shared.stage);
         let header = received.header.clone();
+        let network_us = received.transfer.estimate().map(StageTiming::micros);
         let index = stage as usize;
         let batch = batch_of_tensor(&received.shared.tensor);
         let graph = {
@@ -70,7 +70,9 @@ impl StageServer {
         let reply = move |outcome: JobOutcome| {
             let problem = match outcome.result {
                 Ok(output) => {
-                    let sent = next_hop(from, &header, outcome.started.elapsed());
+                    let run = outcome.finished.saturating_duration_since(outcome.started);
+                    let timing = StageTiming { stage: header.stage, run_us: StageTiming::micros(run), gpu_us: outcome.gpu.map(StageTiming::micros), network_us };
+                    let sent = next_hop(from, &header, timing);
                     match sender.send(sent, output, dtype) {
                         Ok(()) => return,
                         Err(error) => SessionProblem::CannotReturnStage { request, stage, error },
@@ -95,12 +97,12 @@ impl StageServer {
     }
 }
 
-/// Where the output of the stage whose input came from `from` with `header` goes, `run` after
-/// the input arrived: on to the next peer of its chain, back to the chain's owner, or (not
-/// chained) back to `from`. Its trace gains this stage's time.
-pub(super) fn next_hop(from: PeerUuid, header: &TensorHeader, run: Duration) -> SentTensor {
+/// Where the output of the stage whose input came from `from` with `header` goes, once it ran
+/// as `timing` says: on to the next peer of its chain, back to the chain's owner, or (not
+/// chained) back to `from`. Its trace gains `timing`.
+pub(super) fn next_hop(from: PeerUuid, header: &TensorHeader, timing: StageTiming) -> SentTensor {
     let mut trace = header.trace.clone();
-    trace.push(StageTiming { stage: header.stage, run_us: run.as_micros().min(u32::MAX as u128) as u32 });
+    trace.push(timing);
     let (request, stage) = (header.request, header.stage);
     match &header.onward {
         Some(Onward { owner, route }) => match route.split_first() {
@@ -139,20 +141,22 @@ mod tests {
 
     #[test]
     fn an_unchained_stage_returns_its_output_to_the_sender_with_its_time() {
-        let sent = next_hop(OWNER, &input(1, None, vec![]), Duration::from_micros(300));
-        let trace = vec![StageTiming { stage: 1, run_us: 300 }];
+        let timing = StageTiming { stage: 1, run_us: 300, gpu_us: Some(120), network_us: Some(90) };
+        let sent = next_hop(OWNER, &input(1, None, vec![]), timing);
+        let trace = vec![timing];
         assert_eq!(sent, SentTensor { peer: OWNER, request: 5, stage: 1, direction: Direction::StageOutput, onward: None, trace });
     }
 
     #[test]
     fn a_chained_stage_passes_its_output_on_as_the_next_stage_s_input_and_the_last_returns_it_to_the_owner() {
         let chain = Some(Onward { owner: OWNER, route: vec![W2] });
-        let forwarded = next_hop(OWNER, &input(1, chain, vec![]), Duration::from_micros(300));
-        let first = StageTiming { stage: 1, run_us: 300 };
+        let first = StageTiming { stage: 1, run_us: 300, gpu_us: Some(120), network_us: Some(90) };
+        let forwarded = next_hop(OWNER, &input(1, chain, vec![]), first);
         let onward = Some(Onward { owner: OWNER, route: vec![] });
         assert_eq!(forwarded, SentTensor { peer: W2, request: 5, stage: 2, direction: Direction::StageInput, onward: onward.clone(), trace: vec![first] });
-        let back = next_hop(W1, &input(2, onward, vec![first]), Duration::from_micros(400));
-        let trace = vec![first, StageTiming { stage: 2, run_us: 400 }];
+        let second = StageTiming { stage: 2, run_us: 400, gpu_us: None, network_us: Some(80) };
+        let back = next_hop(W1, &input(2, onward, vec![first]), second);
+        let trace = vec![first, second];
         assert_eq!(back, SentTensor { peer: OWNER, request: 5, stage: 2, direction: Direction::StageOutput, onward: None, trace });
     }
 }

@@ -165,6 +165,8 @@ pub(super) fn take_local_stage_results(
         let JobTag::PipelineStage { request, stage } = outcome.tag else { continue };
         match outcome.result {
             Ok(output) => {
+                let run = outcome.finished.saturating_duration_since(outcome.started);
+                state.pipeline.note_local_run(request, stage, run, outcome.gpu);
                 let assignment = state.assignment.clone();
                 match state.pipeline.stage_finished(request, stage, Executor::Local, output, &assignment, now) {
                     Ok(next) => state.actions.extend(next),
@@ -251,7 +253,7 @@ pub(super) fn handle_session_events(
                     if let Some(t) = state.tracked.get_mut(&request) {
                         t.bytes += received.header.total_bytes as u64;
                     }
-                    state.pipeline.note_remote_runs(request, &received.header.trace);
+                    state.pipeline.note_remote_runs(request, &received.header.trace, received.transfer.estimate());
                     if let Ok(next) = state.pipeline.stage_finished(request, stage, Executor::Peer(received.from), received.shared.tensor.clone(), &assignment, now) {
                         state.actions.extend(next);
                     }
