@@ -24,6 +24,13 @@ pub enum RejectReason {
     /// The peer's token does not allow what the message asks.
     #[error("the peer's token does not allow sending a {0}")]
     NotPermitted(&'static str),
+    /// The peer was refused (its handshake failed); its frames are dropped unread.
+    #[error("a frame from a refused peer")]
+    Refused,
+    /// The peer sent more frames than its per-second budget: this one and the rest of the
+    /// flood are dropped unread (only its first frame is reported).
+    #[error("more than {0} frames per second")]
+    Flooding(u32),
 }
 
 /// Why a handshake failed.

@@ -14,6 +14,7 @@ use bevy::platform::time::Instant;
 use super::auth::{PeerUuid, Permissions, RoomKeys};
 use super::codec::{decode_frame, encode_frame, split_into_chunks, Capabilities, Direction, Hello, Message, ReplayGuard, TensorHeader, MAX_RANK, MAX_ROUTE};
 use super::latency::RttStats;
+use super::rate_limit::{FrameAdmission, FrameBudget};
 use super::reassembly::{ReceivedTensor, Reassembler, ReassemblyLimits, TransferTiming};
 pub use super::link_events::{HandshakeError, LostReason, RejectReason, SendError, SentTensor, SessionEvent};
 use crate::tensor::{decode_values, encode_values, SharedTensor, Tensor, TransferDtype};
@@ -39,11 +40,15 @@ pub struct LinkSettings {
     pub hello_retry: Duration,
     /// Limits on tensors being received.
     pub limits: ReassemblyLimits,
+    /// Frames a peer may send per second (and at once, after a second of quiet); more are
+    /// dropped before their MAC is checked.
+    pub max_frames_per_second: u32,
 }
 
 impl LinkSettings {
     /// Settings with the defaults used by the examples: 100 ms heartbeat, lost after 800 ms of
-    /// silence, 5 s handshake timeout, hellos repeated every 250 ms.
+    /// silence, 5 s handshake timeout, hellos repeated every 250 ms, at most 20,000 frames per
+    /// second from each peer.
     pub fn new(room_key: impl Into<String>, permissions: Permissions, model_hash: [u8; 32], capabilities: Capabilities) -> Self {
         Self {
             room_key: room_key.into(),
@@ -55,6 +60,7 @@ impl LinkSettings {
             handshake_timeout: Duration::from_secs(5),
             hello_retry: Duration::from_millis(250),
             limits: ReassemblyLimits::default(),
+            max_frames_per_second: 20_000,
         }
     }
 }
@@ -94,10 +100,11 @@ pub struct PeerLink {
     last_ping: Instant,
     replay: ReplayGuard,
     pings: HashMap<u64, Instant>,
+    budget: FrameBudget,
 }
 
 impl PeerLink {
-    fn new(now: Instant) -> Self {
+    fn new(now: Instant, frames_per_second: u32) -> Self {
         Self {
             state: LinkState::Handshaking,
             hello: None,
@@ -113,6 +120,7 @@ impl PeerLink {
             last_ping: now,
             replay: ReplayGuard::default(),
             pings: HashMap::new(),
+            budget: FrameBudget::new(frames_per_second, now),
         }
     }
 
@@ -219,7 +227,7 @@ impl Links {
     /// The transport connected `peer`: a handshake starts.
     pub fn peer_connected(&mut self, peer: PeerUuid, now: Instant) {
         self.connected.insert(peer);
-        self.links.insert(peer, PeerLink::new(now));
+        self.links.insert(peer, PeerLink::new(now, self.settings.max_frames_per_second));
     }
 
     /// The transport lost `peer`.
@@ -292,13 +300,25 @@ impl Links {
             }
             // Declared lost for silence but still connected and talking again (a long stall on
             // its side): start a fresh handshake instead of ignoring it forever.
-            self.links.insert(from, PeerLink::new(now));
+            self.links.insert(from, PeerLink::new(now, self.settings.max_frames_per_second));
         }
         let link = self.links.get_mut(&from).expect("inserted above");
         let reject = |link: &mut PeerLink, events: &mut Vec<SessionEvent>, reason: RejectReason| {
             link.rejected += 1;
             events.push(SessionEvent::Rejected { peer: from, reason });
         };
+        // Checked before the MAC, so that neither a refused peer nor a flood costs one.
+        if link.state == LinkState::Refused {
+            return reject(link, events, RejectReason::Refused);
+        }
+        match link.budget.admit(now) {
+            FrameAdmission::Admitted => {}
+            FrameAdmission::FloodStarted => return reject(link, events, RejectReason::Flooding(self.settings.max_frames_per_second)),
+            FrameAdmission::Flooding => {
+                link.rejected += 1;
+                return;
+            }
+        }
         let (sequence, message) = match decode_frame(&self.keys, from, own, frame) {
             Ok(decoded) => decoded,
             Err(error) => return reject(link, events, error.into()),
@@ -308,9 +328,6 @@ impl Links {
         }
         link.last_heard = now;
         link.bytes_in += frame.len() as u64;
-        if link.state == LinkState::Refused {
-            return reject(link, events, RejectReason::Untrusted(message.kind_name()));
-        }
         match message {
             Message::Hello(hello) => {
                 // A hello that does not acknowledge ours means ours was lost (or the peer

@@ -169,8 +169,10 @@ fn a_peer_without_the_room_key_is_never_trusted_and_times_out() {
     room.run(Duration::from_secs(6));
     let events = &room.player(1).events;
     assert!(trusted(events).is_empty());
-    assert!(rejections(events).iter().all(|r| *r == RejectReason::Frame(FrameError::BadMac)));
-    assert!(!rejections(events).is_empty());
+    let refused_at = events.iter().position(|e| matches!(e, SessionEvent::HandshakeFailed { .. })).expect("refused");
+    assert!(rejections(&events[..refused_at]).iter().all(|r| *r == RejectReason::Frame(FrameError::BadMac)));
+    assert!(!rejections(&events[..refused_at]).is_empty());
+    assert!(rejections(&events[refused_at..]).iter().all(|r| *r == RejectReason::Refused), "once refused, its frames are not even authenticated");
     assert!(events.contains(&SessionEvent::HandshakeFailed { peer: B, reason: HandshakeError::Timeout(Duration::from_secs(5)) }));
     assert_eq!(room.player(1).links.link(B).map(|l| l.state), Some(LinkState::Refused));
 }
@@ -184,11 +186,13 @@ fn a_peer_running_another_model_is_refused_and_what_it_sends_next_is_rejected() 
     let events = room.player(1).events.clone();
     assert!(events.contains(&SessionEvent::HandshakeFailed { peer: B, reason: HandshakeError::ModelMismatch }));
     assert!(trusted(&events).is_empty());
-    // A refused peer's frames are authenticated (it holds the room key) but not acted on.
+    // A refused peer's frames are dropped unread, whether they would authenticate or not.
     let ping = encode_frame(&RoomKeys::derive(KEY), B, A, 1_000, &Message::Ping { nonce: 1 });
+    let forged = encode_frame(&RoomKeys::derive("not the key"), B, A, 1_001, &Message::Ping { nonce: 2 });
     let (now, mut events) = (room.now, Vec::new());
     room.player(1).links.receive(B, &ping, now, &mut events);
-    assert_eq!(rejections(&events), vec![RejectReason::Untrusted("ping")]);
+    room.player(1).links.receive(B, &forged, now, &mut events);
+    assert_eq!(rejections(&events), vec![RejectReason::Refused, RejectReason::Refused]);
     assert_eq!(room.player(1).links.link(B).map(|l| l.state), Some(LinkState::Refused));
 }
 
@@ -219,6 +223,27 @@ fn a_peer_lost_for_silence_that_talks_again_is_trusted_again_after_a_new_handsha
     assert_eq!(room.player(1).links.link(B).map(|l| l.state), Some(LinkState::Trusted));
     let replays = rejections(&room.player(1).events).into_iter().filter(|r| matches!(r, RejectReason::Frame(FrameError::Replay { .. }))).count();
     assert_eq!(replays, 0, "the worker's sequence numbers carried on");
+}
+
+#[test]
+fn a_flood_of_frames_beyond_the_per_second_budget_is_dropped_unread_and_reported_once() {
+    let mut limited = coordinator();
+    limited.max_frames_per_second = 50;
+    let mut room = Room::new(&[(1, limited), (2, worker())]);
+    room.run(Duration::from_secs(1));
+    let now = room.now;
+    let mut events = Vec::new();
+    let keys = RoomKeys::derive(KEY);
+    for sequence in 0..200 {
+        let ping = encode_frame(&keys, B, A, 1_000_000 + sequence, &Message::Ping { nonce: sequence });
+        room.player(1).links.receive(B, &ping, now, &mut events);
+    }
+    assert_eq!(rejections(&events), vec![RejectReason::Flooding(50)]);
+    let rejected = room.player(1).links.link(B).map(|l| l.rejected);
+    assert!(rejected.is_some_and(|r| (140..=160).contains(&r)), "about 150 of 200 frames dropped: {rejected:?}");
+    room.player(1).links.drain_outgoing();
+    room.run(Duration::from_secs(1));
+    assert_eq!(room.player(1).links.link(B).map(|l| l.state), Some(LinkState::Trusted), "the peer is not refused for it");
 }
 
 #[test]

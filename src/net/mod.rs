@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod codec;
 pub mod latency;
+mod rate_limit;
 mod link_events;
 pub mod links;
 pub mod reassembly;

@@ -19,13 +19,16 @@ pub struct ReassemblyLimits {
     pub max_tensor_bytes: usize,
     /// Most partially received tensors per peer.
     pub max_in_flight_per_peer: usize,
+    /// Most bytes the partially received tensors of all peers together may declare: what many
+    /// identities in one room can make this player hold at once.
+    pub max_partial_bytes: usize,
     /// A partial tensor older than this is dropped.
     pub timeout: Duration,
 }
 
 impl Default for ReassemblyLimits {
     fn default() -> Self {
-        Self { max_tensor_bytes: 64 << 20, max_in_flight_per_peer: 8, timeout: Duration::from_secs(5) }
+        Self { max_tensor_bytes: 64 << 20, max_in_flight_per_peer: 8, max_partial_bytes: 256 << 20, timeout: Duration::from_secs(5) }
     }
 }
 
@@ -43,6 +46,15 @@ pub enum ChunkError {
     /// The peer already has [`ReassemblyLimits::max_in_flight_per_peer`] partial tensors.
     #[error("too many tensors in flight from this peer ({0})")]
     TooManyInFlight(usize),
+    /// The partial tensors of all peers would declare more than
+    /// [`ReassemblyLimits::max_partial_bytes`].
+    #[error("a {bytes}-byte tensor would take the partial tensors past their {budget}-byte budget")]
+    OverBudget {
+        /// Bytes the new tensor declares.
+        bytes: usize,
+        /// The budget.
+        budget: usize,
+    },
     /// The chunk index or count is impossible.
     #[error("chunk {index} of {count} is out of range")]
     BadIndex {
@@ -68,6 +80,12 @@ pub enum ChunkError {
     /// The values could not be decoded.
     #[error(transparent)]
     Values(#[from] DecodeValuesError),
+    /// A value is NaN or infinite: no stage's input or output may be.
+    #[error("value {index} is not finite")]
+    NonFinite {
+        /// The first such value's position.
+        index: usize,
+    },
 }
 
 struct Partial {
@@ -147,15 +165,20 @@ impl Reassembler {
         if header.total_bytes as usize > self.limits.max_tensor_bytes {
             return Err(ChunkError::Oversize { bytes: header.total_bytes as u64, limit: self.limits.max_tensor_bytes });
         }
-        let values = header.values().ok_or(ChunkError::Oversize { bytes: u64::MAX, limit: self.limits.max_tensor_bytes })?;
-        let expected = values as u64 * header.dtype.bytes_per_value() as u64;
-        if expected != header.total_bytes as u64 {
-            return Err(ChunkError::PayloadSize { declared: header.total_bytes as u64, got: expected });
+        let oversize = ChunkError::Oversize { bytes: u64::MAX, limit: self.limits.max_tensor_bytes };
+        let values = header.values().ok_or(oversize.clone())?;
+        let expected = values.checked_mul(header.dtype.bytes_per_value()).ok_or(oversize)?;
+        if expected != header.total_bytes as usize {
+            return Err(ChunkError::PayloadSize { declared: header.total_bytes as u64, got: expected as u64 });
         }
         if !self.partial.contains_key(&key) {
             let in_flight = self.partial.keys().filter(|k| k.0 == key.0).count();
             if in_flight >= self.limits.max_in_flight_per_peer {
                 return Err(ChunkError::TooManyInFlight(in_flight));
+            }
+            let held: usize = self.partial.values().map(|p| p.header.total_bytes as usize).sum();
+            if held + expected > self.limits.max_partial_bytes {
+                return Err(ChunkError::OverBudget { bytes: expected, budget: self.limits.max_partial_bytes });
             }
             self.partial.insert(
                 key,
@@ -185,6 +208,9 @@ impl Reassembler {
         }
         let bytes: Vec<u8> = partial.chunks.into_iter().flatten().flatten().collect();
         let data = decode_values(&bytes, values, header.dtype, header.params)?;
+        if let Some(index) = data.iter().position(|v| !v.is_finite()) {
+            return Err(ChunkError::NonFinite { index });
+        }
         let shape: Vec<usize> = header.shape.iter().map(|&d| d as usize).collect();
         let tensor = Tensor::new(shape, data).expect("the value count was checked against the shape");
         Ok(Some(ReceivedTensor {
@@ -316,5 +342,44 @@ mod tests {
         assert_eq!(r.push(PeerUuid([2; 16]), c, now), Ok(None), "another peer is unaffected");
         assert_eq!(r.expire(now + Duration::from_millis(150)).len(), 3);
         assert_eq!(r.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_shape_whose_byte_count_overflows_is_oversize_rather_than_a_panic() {
+        let mut r = Reassembler::new(ReassemblyLimits::default());
+        let (_, chunks) = chunks_of(100, TransferDtype::F32);
+        let mut c = chunks[0].clone();
+        c.header.shape = vec![1 << 31, 1 << 31, 1 << 31];
+        assert!(matches!(r.push(P, c.clone(), Instant::now()), Err(ChunkError::Oversize { .. })));
+        c.header.shape = vec![1 << 31, 1 << 31];
+        assert!(matches!(r.push(P, c, Instant::now()), Err(ChunkError::Oversize { .. } | ChunkError::PayloadSize { .. })));
+    }
+
+    #[test]
+    fn the_partial_tensors_of_all_peers_share_one_byte_budget() {
+        let (_, chunks) = chunks_of(40_000, TransferDtype::F32);
+        let limits = ReassemblyLimits { max_partial_bytes: 2 * 160_000 + 1000, ..Default::default() };
+        let mut r = Reassembler::new(limits);
+        let now = Instant::now();
+        for peer in 1..=2 {
+            assert_eq!(r.push(PeerUuid([peer; 16]), chunks[0].clone(), now), Ok(None));
+        }
+        assert_eq!(r.push(PeerUuid([3; 16]), chunks[0].clone(), now), Err(ChunkError::OverBudget { bytes: 160_000, budget: limits.max_partial_bytes }));
+        r.forget_peer(PeerUuid([1; 16]));
+        assert_eq!(r.push(PeerUuid([3; 16]), chunks[0].clone(), now), Ok(None), "a finished or dropped tensor frees its share");
+    }
+
+    #[test]
+    fn a_tensor_with_a_nan_or_an_infinity_is_rejected() {
+        for bad in [f32::NAN, f32::INFINITY] {
+            let mut data = vec![0.5f32; 64];
+            data[17] = bad;
+            let (bytes, params) = encode_values(&data, TransferDtype::F32);
+            let (_, chunks) = chunks_of(64, TransferDtype::F32);
+            let mut c = chunks[0].clone();
+            (c.payload, c.header.params) = (bytes, params);
+            let mut r = Reassembler::new(ReassemblyLimits::default());
+            assert_eq!(r.push(P, c, Instant::now()), Err(ChunkError::NonFinite { index: 17 }));
+        }
     }
 }

@@ -99,6 +99,13 @@ pub enum InferenceError {
     /// The render side's submission thread died while it held the request.
     #[error("the submission thread stopped while it held the request: {0}")]
     SubmissionThreadLost(String),
+    /// A split request was re-run as often as the session allows
+    /// ([`crate::PeerSessionPlugin::max_reruns`]) without a result.
+    #[error("abandoned after {reruns} reruns without a result")]
+    Abandoned {
+        /// How often it was re-run.
+        reruns: u32,
+    },
 }
 
 impl From<JobError> for InferenceError {

@@ -86,6 +86,13 @@ pub enum PipelineAction {
         /// the moment it is read back (else [`Pipeline::keep_local_output`]). Empty otherwise.
         onward: Vec<PeerUuid>,
     },
+    /// The request was given up: it was re-run as often as allowed without a result.
+    Abandoned {
+        /// The request.
+        request: RequestId,
+        /// How often it was re-run.
+        reruns: u32,
+    },
     /// The last stage finished: the request's output.
     Finished {
         /// The request.
@@ -230,14 +237,49 @@ impl Active {
 /// Requests waiting and in flight on the coordinator.
 pub struct Pipeline {
     max_in_flight: usize,
+    max_reruns: u32,
     waiting: VecDeque<(RequestId, Tensor)>,
     active: HashMap<RequestId, Active>,
 }
 
 impl Pipeline {
-    /// A pipeline keeping at most `max_in_flight` requests (K) in flight.
-    pub fn new(max_in_flight: usize) -> Self {
-        Self { max_in_flight: max_in_flight.max(1), waiting: VecDeque::new(), active: HashMap::new() }
+    /// A pipeline keeping at most `max_in_flight` requests (K) in flight, each re-run at most
+    /// `max_reruns` times before it is abandoned.
+    pub fn new(max_in_flight: usize, max_reruns: u32) -> Self {
+        Self { max_in_flight: max_in_flight.max(1), max_reruns, waiting: VecDeque::new(), active: HashMap::new() }
+    }
+
+    /// Drops `request` (its stage failed where nothing else can run it) and lets a waiting
+    /// request take its slot.
+    pub fn abort(&mut self, request: RequestId, assignment: &StageAssignment, now: Instant) -> Vec<PipelineAction> {
+        match self.active.remove(&request) {
+            Some(_) => self.start_waiting(assignment, now),
+            None => {
+                self.waiting.retain(|(id, _)| *id != request);
+                Vec::new()
+            }
+        }
+    }
+
+    /// The peers of every remote hand-over that has waited longer than `timeout` (those
+    /// [`Self::rerun_overdue`] re-runs), once per hand-over they belong to.
+    pub fn overdue_peers(&self, timeout: Duration, now: Instant) -> Vec<PeerUuid> {
+        let mut peers: Vec<PeerUuid> = self
+            .active
+            .values()
+            .filter(|a| a.executors[0] != Executor::Local && now - a.stage_started > timeout)
+            .flat_map(|a| {
+                let mut chain: Vec<PeerUuid> = a.executors.iter().filter_map(|e| match e {
+                    Executor::Peer(peer) => Some(*peer),
+                    Executor::Local => None,
+                }).collect();
+                chain.sort();
+                chain.dedup();
+                chain
+            })
+            .collect();
+        peers.sort();
+        peers
     }
 
     /// Queues a request.
@@ -373,11 +415,22 @@ impl Pipeline {
         let mut actions = Vec::new();
         let mut ids: Vec<RequestId> = self.active.iter().filter(|(_, a)| affected(a)).map(|(id, _)| *id).collect();
         ids.sort();
+        let mut abandoned = false;
         for request in ids {
             let active = self.active.get_mut(&request).expect("listed above");
+            if active.reruns >= self.max_reruns {
+                let reruns = active.reruns;
+                self.active.remove(&request);
+                actions.push(PipelineAction::Abandoned { request, reruns });
+                abandoned = true;
+                continue;
+            }
             active.reruns += 1;
             let (stage, input) = (active.stage, active.input.clone());
             actions.extend(active.hand_over(request, stage, input, assignment, now));
+        }
+        if abandoned {
+            actions.extend(self.start_waiting(assignment, now));
         }
         actions
     }
@@ -417,7 +470,7 @@ mod tests {
     fn remote_stages_run_as_one_chain_and_finishing_a_request_starts_the_next() {
         let a = three_stages();
         let now = Instant::now();
-        let mut p = Pipeline::new(2);
+        let mut p = Pipeline::new(2, 3);
         for r in 0..3 {
             p.submit(r, t(r as f32));
         }
@@ -449,7 +502,7 @@ mod tests {
     fn a_local_output_that_could_not_go_on_by_itself_or_whose_chain_changed_is_handed_over_again() {
         let a = three_stages();
         let now = Instant::now();
-        let mut p = Pipeline::new(2);
+        let mut p = Pipeline::new(2, 3);
         p.submit(0, t(0.0));
         p.submit(1, t(1.0));
         p.start_waiting(&a, now);
@@ -465,7 +518,7 @@ mod tests {
     fn results_from_the_wrong_peer_or_stage_are_refused_and_a_chain_cut_short_goes_on_from_its_output() {
         let a = three_stages();
         let now = Instant::now();
-        let mut p = Pipeline::new(2);
+        let mut p = Pipeline::new(2, 3);
         p.submit(0, t(0.0));
         p.start_waiting(&a, now);
         p.stage_finished(0, 0, Executor::Local, t(1.0), &a, now).unwrap();
@@ -481,7 +534,7 @@ mod tests {
     fn losing_any_peer_of_a_chain_reruns_the_chain_elsewhere_from_the_kept_input() {
         let a = three_stages();
         let now = Instant::now();
-        let mut p = Pipeline::new(2);
+        let mut p = Pipeline::new(2, 3);
         p.submit(0, t(0.0));
         p.start_waiting(&a, now);
         p.stage_finished(0, 0, Executor::Local, t(5.0), &a, now).unwrap();
@@ -498,7 +551,7 @@ mod tests {
     fn overdue_remote_stages_are_rerun_but_local_ones_wait() {
         let a = three_stages();
         let start = Instant::now();
-        let mut p = Pipeline::new(2);
+        let mut p = Pipeline::new(2, 3);
         p.submit(0, t(0.0));
         p.submit(1, t(1.0));
         p.start_waiting(&a, start);
@@ -507,5 +560,49 @@ mod tests {
         let rerun = p.rerun_overdue(Duration::from_secs(2), &a, later);
         assert_eq!(rerun.len(), 1, "request 1 is still on the local GPU");
         assert!(matches!(rerun[0], PipelineAction::Run { request: 0, stage: 1, .. }));
+    }
+
+    #[test]
+    fn a_request_rerun_more_often_than_allowed_is_abandoned_and_frees_its_slot() {
+        let a = three_stages();
+        let start = Instant::now();
+        let mut p = Pipeline::new(1, 2);
+        p.submit(0, t(0.0));
+        p.submit(1, t(1.0));
+        p.start_waiting(&a, start);
+        p.stage_finished(0, 0, Executor::Local, t(5.0), &a, start).unwrap();
+        for reruns in 1..=2 {
+            let rerun = p.rerun_peer(W1, &a, start);
+            assert!(matches!(rerun[..], [PipelineAction::Run { request: 0, stage: 1, .. }]), "rerun {reruns}: {rerun:?}");
+        }
+        let given_up = p.rerun_peer(W1, &a, start);
+        assert_eq!(given_up[0], PipelineAction::Abandoned { request: 0, reruns: 2 });
+        assert_eq!(given_up[1], run(1, 0, Executor::Local, t(1.0), &[W1, W2]), "the waiting request takes the slot");
+        assert_eq!((p.in_flight(), p.waiting()), (1, 0));
+    }
+
+    #[test]
+    fn an_aborted_request_frees_its_slot_for_a_waiting_one() {
+        let a = three_stages();
+        let now = Instant::now();
+        let mut p = Pipeline::new(1, 3);
+        p.submit(0, t(0.0));
+        p.submit(1, t(1.0));
+        p.start_waiting(&a, now);
+        assert_eq!(p.abort(0, &a, now), vec![run(1, 0, Executor::Local, t(1.0), &[W1, W2])]);
+        assert_eq!((p.in_flight(), p.waiting()), (1, 0));
+        assert_eq!(p.abort(7, &a, now), vec![], "an unknown request changes nothing");
+    }
+
+    #[test]
+    fn the_peers_of_an_overdue_chain_are_named_once() {
+        let a = three_stages();
+        let start = Instant::now();
+        let mut p = Pipeline::new(2, 3);
+        p.submit(0, t(0.0));
+        p.start_waiting(&a, start);
+        p.stage_finished(0, 0, Executor::Local, t(5.0), &a, start).unwrap();
+        assert_eq!(p.overdue_peers(Duration::from_secs(2), start + Duration::from_secs(1)), vec![]);
+        assert_eq!(p.overdue_peers(Duration::from_secs(2), start + Duration::from_secs(3)), vec![W1, W2]);
     }
 }

@@ -56,13 +56,20 @@ pub struct PeerSessionPlugin {
     pub expected_peers: usize,
     /// A remote stage without an answer for this long is re-run elsewhere (default 2 s).
     pub stage_timeout: Duration,
+    /// A request re-run this often without a result (lost peers, rejected data, timeouts)
+    /// fails with [`crate::InferenceError::Abandoned`] (default 4).
+    pub max_reruns: u32,
+    /// A worker whose stages time out this often in a row is excluded from the session
+    /// (default 3): it may answer heartbeats, but it gets no more work.
+    pub max_timeouts: u32,
     /// STUN/TURN server URLs for ICE. Empty by default: host candidates only, which reach peers
     /// on the same machine or network and contact no outside server.
     pub ice_servers: Vec<String>,
 }
 
 impl PeerSessionPlugin {
-    /// A session with K = 2, a 2 s stage timeout and no STUN server.
+    /// A session with K = 2, a 2 s stage timeout, at most 4 reruns per request, workers
+    /// excluded after 3 timeouts in a row, and no STUN server.
     pub fn new(room_url: impl Into<String>, room_key: impl Into<String>, role: PeerRole, model: impl Into<String>, plan: impl Into<String>) -> Self {
         Self {
             room_url: room_url.into(),
@@ -73,6 +80,8 @@ impl PeerSessionPlugin {
             max_in_flight: 2,
             expected_peers: 0,
             stage_timeout: Duration::from_secs(2),
+            max_reruns: 4,
+            max_timeouts: 3,
             ice_servers: Vec::new(),
         }
     }

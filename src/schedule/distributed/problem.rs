@@ -45,6 +45,15 @@ pub enum SessionProblem {
         /// Why.
         error: InferenceError,
     },
+    /// A worker's stages timed out `timeouts` times in a row: it gets no more work in this
+    /// session, and what it held runs elsewhere.
+    #[error("peer {peer} timed out {timeouts} times in a row and is excluded")]
+    PeerExcluded {
+        /// The worker.
+        peer: crate::net::PeerUuid,
+        /// Its timeouts in a row.
+        timeouts: u32,
+    },
     /// A stage input could not be sent to its peer; the stage runs elsewhere.
     #[error("cannot send stage {stage} of request {request}: {error}; running it elsewhere")]
     CannotSendStage {

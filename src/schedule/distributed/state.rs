@@ -1,7 +1,7 @@
 //! [`Distributed`]: the session's main-world state: the model's stages, the pipeline of split
 //! requests, the workers and what this peer serves for others.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use bevy::prelude::*;
@@ -57,6 +57,10 @@ pub struct Distributed {
     pub(super) pipeline: Pipeline,
     pub(super) assignment: StageAssignment,
     pub(super) workers: HashMap<PeerUuid, u32>,
+    /// Timeouts in a row, per worker.
+    pub(super) timeouts: HashMap<PeerUuid, u32>,
+    /// Workers excluded for timing out too often: they get no more work in this session.
+    pub(super) excluded: HashSet<PeerUuid>,
     pub(super) tracked: HashMap<RequestId, Tracked>,
     pub(super) next_request: RequestId,
     /// Pipeline actions decided this frame, carried out by `advance_pipeline`.
@@ -73,7 +77,7 @@ pub struct Distributed {
 impl Distributed {
     pub(super) fn new(settings: PeerSessionPlugin) -> Self {
         Self {
-            pipeline: Pipeline::new(settings.max_in_flight),
+            pipeline: Pipeline::new(settings.max_in_flight, settings.max_reruns),
             assignment: assign_stages(0, &[]),
             settings,
             phase: Phase::Loading,
@@ -82,6 +86,8 @@ impl Distributed {
             staged: None,
             input_dtypes: Vec::new(),
             workers: HashMap::new(),
+            timeouts: HashMap::new(),
+            excluded: HashSet::new(),
             tracked: HashMap::new(),
             next_request: 0,
             served_problems: crossbeam_channel::unbounded(),
@@ -121,6 +127,21 @@ impl Distributed {
     pub(super) fn reassign(&mut self) {
         let workers: Vec<WorkerSpeed> = self.workers.iter().map(|(&peer, &calibration_us)| WorkerSpeed { peer, calibration_us }).collect();
         self.assignment = assign_stages(self.stage_count(), &workers);
+    }
+
+    /// Counts a timeout against each of `late` (the workers of hand-overs that timed out);
+    /// returns those that reached [`PeerSessionPlugin::max_timeouts`] in a row, now excluded.
+    pub(super) fn count_timeouts(&mut self, late: &[PeerUuid], now: bevy::platform::time::Instant) -> Vec<(PeerUuid, u32)> {
+        let mut excluded = Vec::new();
+        for &peer in late {
+            let count = self.timeouts.entry(peer).or_default();
+            *count += 1;
+            if *count >= self.settings.max_timeouts && self.excluded.insert(peer) {
+                excluded.push((peer, *count));
+                self.drop_worker(peer, now);
+            }
+        }
+        excluded
     }
 
     /// Forgets a worker (lost, or it refused a frame) and re-runs what it held elsewhere.

@@ -18,7 +18,7 @@ use crate::net::codec::Onward;
 use crate::net::{Capabilities, Direction, LinkSettings, LinkState, PeerUuid, Permissions, SendError, SentTensor, SessionEvent};
 use crate::render::GpuCapabilities;
 use crate::schedule::pipeline::{Executor, PipelineAction};
-use crate::schedule::{fail, InferenceFailed, InferenceRequest, JobQueue, JobResults, LocalOnly, Prediction, PredictionReady, SplitRequest, StageOutcomes, Submitted, TopK};
+use crate::schedule::{fail, InferenceError, InferenceFailed, InferenceRequest, JobQueue, JobResults, LocalOnly, Prediction, PredictionReady, SplitRequest, StageOutcomes, Submitted, TopK};
 use crate::tensor::Tensor;
 
 /// Starts loading the model and the plan.
@@ -71,7 +71,7 @@ pub(super) fn prepare_stages(
             return;
         }
     };
-    state.pipeline = crate::schedule::pipeline::Pipeline::new(state.settings.max_in_flight);
+    state.pipeline = crate::schedule::pipeline::Pipeline::new(state.settings.max_in_flight, state.settings.max_reruns);
     state.input_dtypes = staged.input_dtypes().to_vec();
     let stages = staged.declared_stages();
     state.staged = Some(Arc::new(Mutex::new(staged)));
@@ -176,6 +176,9 @@ pub(super) fn take_local_stage_results(
                 }
             }
             Err(error) => {
+                let assignment = state.assignment.clone();
+                let next = state.pipeline.abort(request, &assignment, now);
+                state.actions.extend(next);
                 if let Some(tracked) = state.tracked.remove(&request) {
                     fail(&mut commands, tracked.entity, error.into());
                 }
@@ -212,7 +215,7 @@ pub(super) fn handle_session_events(
     let now = Instant::now();
     for PeerSessionEvent(event) in events.read() {
         match event {
-            SessionEvent::PeerTrusted { peer, capabilities, permissions } if permissions.contains(Permissions::RUN_STAGES) => {
+            SessionEvent::PeerTrusted { peer, capabilities, permissions } if permissions.contains(Permissions::RUN_STAGES) && !state.excluded.contains(peer) => {
                 state.workers.insert(*peer, capabilities.calibration_us);
                 state.reassign();
             }
@@ -253,6 +256,7 @@ pub(super) fn handle_session_events(
                     if let Some(t) = state.tracked.get_mut(&request) {
                         t.bytes += received.header.total_bytes as u64;
                     }
+                    state.timeouts.remove(&received.from);
                     state.pipeline.note_remote_runs(request, &received.header.trace, received.transfer.estimate());
                     if let Ok(next) = state.pipeline.stage_finished(request, stage, Executor::Peer(received.from), received.shared.tensor.clone(), &assignment, now) {
                         state.actions.extend(next);
@@ -279,8 +283,13 @@ pub(super) fn advance_pipeline(
     let now = Instant::now();
     let state = &mut *state;
     let assignment = state.assignment.clone();
+    let late = state.pipeline.overdue_peers(state.settings.stage_timeout, now);
     let overdue = state.pipeline.rerun_overdue(state.settings.stage_timeout, &assignment, now);
     state.actions.extend(overdue);
+    for (peer, timeouts) in state.count_timeouts(&late, now) {
+        problems.write(SessionProblem::PeerExcluded { peer, timeouts });
+    }
+    let assignment = state.assignment.clone();
     let admitted = state.pipeline.start_waiting(&assignment, now);
     state.actions.extend(admitted);
     while let Some(action) = state.actions.pop() {
@@ -289,6 +298,8 @@ pub(super) fn advance_pipeline(
                 let graph = match state.stage_graph(stage, batch_of_tensor(&input)) {
                     Ok(graph) => graph,
                     Err(error) => {
+                        let next = state.pipeline.abort(request, &assignment, now);
+                        state.actions.extend(next);
                         if let Some(tracked) = state.tracked.remove(&request) {
                             fail(&mut commands, tracked.entity, error);
                         }
@@ -320,6 +331,11 @@ pub(super) fn advance_pipeline(
                     problems.write(SessionProblem::CannotSendStage { request, stage, error });
                     // The transport is gone: drop the peer and run the stage elsewhere.
                     state.drop_worker(peer, now);
+                }
+            }
+            PipelineAction::Abandoned { request, reruns } => {
+                if let Some(tracked) = state.tracked.remove(&request) {
+                    fail(&mut commands, tracked.entity, InferenceError::Abandoned { reruns });
                 }
             }
             PipelineAction::Finished { request, output, stages, reruns, in_flight } => {
