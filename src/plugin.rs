@@ -16,11 +16,15 @@ pub struct P2pInferencePlugin {
     /// default; `StoragePrecision::F16` halves the memory tensors take (on an H100 it is not
     /// faster: BENCHMARKS.md).
     pub kernels: KernelOptions,
+    /// The most compiled blocks (a graph for one input shape, with its activation buffers)
+    /// the GPU keeps (default 32); the least recently used beyond it are dropped and compiled
+    /// again if asked for, so that inputs of ever new shapes cannot fill GPU memory.
+    pub max_compiled_blocks: usize,
 }
 
 impl Default for P2pInferencePlugin {
     fn default() -> Self {
-        Self { top_k: 3, kernels: KernelOptions::default() }
+        Self { top_k: 3, kernels: KernelOptions::default(), max_compiled_blocks: 32 }
     }
 }
 
@@ -47,6 +51,7 @@ impl Plugin for P2pInferencePlugin {
                 jobs: jobs_rx,
                 results,
                 kernels: self.kernels,
+                max_blocks: self.max_compiled_blocks,
                 #[cfg(feature = "fault-injection")]
                 fault_injection: fault_injection.clone(),
             });

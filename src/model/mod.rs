@@ -28,4 +28,4 @@ pub use external_data::{external_data_locations, ExternalFiles};
 pub use onnx::{import_onnx, import_onnx_for_input, import_onnx_with, ImportOptions, MIN_OPSET};
 pub use plan::{PartitionPlan, PlanError, ValidatedPlan};
 pub use reference::run_reference;
-pub use staged::{StagedModel, StagingError};
+pub use staged::{BoundaryShapes, StagedModel, StagingError};

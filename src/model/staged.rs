@@ -8,6 +8,7 @@ use thiserror::Error;
 
 use super::ir::Graph;
 use super::plan::{PartitionPlan, PlanError};
+use super::shape::infer_shapes;
 use super::{Model, ModelError};
 use crate::tensor::TransferDtype;
 
@@ -25,6 +26,9 @@ pub enum StagingError {
         /// Why it does not fit.
         error: PlanError,
     },
+    /// Shape inference gave no shape for the value a cut passes on.
+    #[error("no shape was inferred for '{0}', which a cut passes on")]
+    NoCutShape(String),
 }
 
 /// A model and its partition plan, with each stage's graph per batch: the stages a split
@@ -40,6 +44,34 @@ pub struct StagedModel {
     /// The stages for every batch, where the graph leaves the batch open; else by batch.
     any_batch: Option<Vec<Arc<Graph>>>,
     by_batch: HashMap<usize, Vec<Arc<Graph>>>,
+    /// What crosses each cut, by batch.
+    boundaries: HashMap<usize, Arc<BoundaryShapes>>,
+}
+
+/// The shapes of the tensors that cross a staged model's cuts for one batch: each stage's
+/// input and the last stage's output. A tensor a peer sends across a cut must have exactly
+/// its boundary's shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BoundaryShapes {
+    inputs: Vec<Vec<usize>>,
+    output: Vec<usize>,
+}
+
+impl BoundaryShapes {
+    /// The shape of stage `stage`'s input (`None` past the last stage).
+    pub fn stage_input(&self, stage: usize) -> Option<&[usize]> {
+        self.inputs.get(stage).map(Vec::as_slice)
+    }
+
+    /// The shape of stage `stage`'s output: the next stage's input, or the model's output
+    /// (`None` past the last stage).
+    pub fn stage_output(&self, stage: usize) -> Option<&[usize]> {
+        match stage + 1 {
+            next if next < self.inputs.len() => Some(&self.inputs[next]),
+            next if next == self.inputs.len() => Some(&self.output),
+            _ => None,
+        }
+    }
 }
 
 impl StagedModel {
@@ -49,7 +81,7 @@ impl StagedModel {
         let batch = graph.input.dims.first().copied().flatten().unwrap_or(1);
         let (input_dtypes, stages) = cut(&graph, &plan, batch)?;
         let (any_batch, by_batch) = if model.needs_input_shape() { (None, HashMap::from([(batch, stages)])) } else { (Some(stages), HashMap::new()) };
-        Ok(Self { model, plan, input_dtypes, any_batch, by_batch })
+        Ok(Self { model, plan, input_dtypes, any_batch, by_batch, boundaries: HashMap::new() })
     }
 
     /// How many stages the plan has.
@@ -76,15 +108,43 @@ impl StagedModel {
             return Ok(stages[stage].clone());
         }
         if !self.by_batch.contains_key(&batch) {
-            let mut shape: Vec<usize> = self.model.graph().input.dims.iter().map(|d| d.unwrap_or(1)).collect();
-            if let Some(first) = shape.first_mut() {
-                *first = batch;
-            }
+            let shape = self.input_shape(batch);
             let graph = self.model.graph_for(&shape)?;
             let (_, stages) = cut(&graph, &self.plan, batch)?;
             self.by_batch.insert(batch, stages);
         }
         Ok(self.by_batch[&batch][stage].clone())
+    }
+
+    /// The shapes crossing the cuts for inputs of batch `batch` (inferred once per batch).
+    pub fn boundary_shapes(&mut self, batch: usize) -> Result<Arc<BoundaryShapes>, StagingError> {
+        if let Some(shapes) = self.boundaries.get(&batch) {
+            return Ok(shapes.clone());
+        }
+        let shape = self.input_shape(batch);
+        let graph = self.model.graph_for(&shape)?;
+        let values = infer_shapes(&graph, &shape)?;
+        let missing = |name: &str| StagingError::NoCutShape(name.to_string());
+        let mut inputs = Vec::with_capacity(self.stage_count());
+        for stage in 0..self.stage_count() {
+            let input = &self.stage(stage, batch)?.input.name;
+            let shape = if stage == 0 { shape.clone() } else { values.get(input).cloned().ok_or_else(|| missing(input))? };
+            inputs.push(shape);
+        }
+        let output = values.get(&graph.output).cloned().ok_or_else(|| missing(&graph.output))?;
+        let shapes = Arc::new(BoundaryShapes { inputs, output });
+        self.boundaries.insert(batch, shapes.clone());
+        Ok(shapes)
+    }
+
+    /// The model's input shape for batch `batch`, its symbolic dimensions taken as 1 (as the
+    /// stages are cut).
+    fn input_shape(&self, batch: usize) -> Vec<usize> {
+        let mut shape: Vec<usize> = self.model.graph().input.dims.iter().map(|d| d.unwrap_or(1)).collect();
+        if let Some(first) = shape.first_mut() {
+            *first = batch;
+        }
+        shape
     }
 }
 

@@ -34,6 +34,7 @@
 
 mod capabilities;
 mod readback;
+mod recency;
 mod state;
 mod submission;
 #[cfg(not(target_arch = "wasm32"))]
@@ -59,6 +60,8 @@ pub(crate) struct RenderInferencePlugin {
     pub results: Sender<JobOutcome>,
     /// Which kernels run the blocks.
     pub kernels: KernelOptions,
+    /// The most compiled blocks kept (see [`crate::P2pInferencePlugin::max_compiled_blocks`]).
+    pub max_blocks: usize,
     /// The main world's test hooks (feature `fault-injection`).
     #[cfg(feature = "fault-injection")]
     pub fault_injection: crate::testing::FaultInjection,
@@ -72,7 +75,7 @@ impl Plugin for RenderInferencePlugin {
             return;
         };
         #[allow(unused_mut)]
-        let mut state = GpuInference::new(self.jobs.clone(), self.results.clone(), self.kernels);
+        let mut state = GpuInference::new(self.jobs.clone(), self.results.clone(), self.kernels, self.max_blocks);
         #[cfg(feature = "fault-injection")]
         {
             state.fault_injection = self.fault_injection.clone();

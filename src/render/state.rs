@@ -10,6 +10,7 @@ use bevy::prelude::*;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::readback::{InFlight, OutstandingMaps, ResultRoute};
+use super::recency::Recency;
 use super::submission::{lock, SubmissionPool};
 #[cfg(not(target_arch = "wasm32"))]
 use super::submission_thread::{SubmissionThread, ThreadEnd};
@@ -53,6 +54,10 @@ pub(super) struct GpuInference {
     unchecked: HashMap<BlockKey, (GpuBlock, DeviceCheck)>,
     /// Blocks the device refused: later jobs for them fail at once.
     refused: HashMap<BlockKey, DeviceRefusal>,
+    /// When each block (ready or refused) was last asked for.
+    recency: Recency<BlockKey>,
+    /// The most blocks (ready or refused) kept: the least recently used go beyond it.
+    max_blocks: usize,
     /// Jobs waiting for their block's check.
     pub waiting: Vec<StageJob>,
     /// Jobs from the main world: the submission thread's to take while it runs, else this
@@ -79,7 +84,7 @@ pub(super) struct GpuInference {
 }
 
 impl GpuInference {
-    pub fn new(jobs: Receiver<StageJob>, results: Sender<JobOutcome>, kernels: KernelOptions) -> Self {
+    pub fn new(jobs: Receiver<StageJob>, results: Sender<JobOutcome>, kernels: KernelOptions, max_blocks: usize) -> Self {
         let submissions = SubmissionPool::new();
         let route = ResultRoute { results, giver: submissions.giver(), outstanding: OutstandingMaps::default() };
         Self {
@@ -89,6 +94,8 @@ impl GpuInference {
             blocks: HashMap::new(),
             unchecked: HashMap::new(),
             refused: HashMap::new(),
+            recency: Recency::new(),
+            max_blocks: max_blocks.max(1),
             waiting: Vec::new(),
             jobs,
             #[cfg(not(target_arch = "wasm32"))]
@@ -145,6 +152,7 @@ impl GpuInference {
         self.blocks.retain(|key, _| live(key));
         self.unchecked.retain(|key, _| live(key));
         self.refused.retain(|key, _| live(key));
+        self.recency.retain(live);
         lock(&self.submissions).retain_blocks(&self.blocks);
         drop(released);
     }
@@ -155,9 +163,11 @@ impl GpuInference {
     pub fn ready_block(&mut self, device: &wgpu::Device, job: &StageJob) -> Poll<Result<(), GpuError>> {
         let key = block_key(job);
         if self.blocks.contains_key(&key) {
+            self.recency.touch(&key);
             return Poll::Ready(Ok(()));
         }
         if let Some(refusal) = self.refused.get(&key) {
+            self.recency.touch(&key);
             return Poll::Ready(Err(refusal.clone().into()));
         }
         if !self.unchecked.contains_key(&key) {
@@ -192,6 +202,15 @@ impl GpuInference {
             _ => return Poll::Pending,
         };
         let (block, _) = self.unchecked.remove(&key).expect("present above");
+        self.recency.touch(&key);
+        let evicted = self.recency.evict_beyond(self.max_blocks);
+        if !evicted.is_empty() {
+            for old in &evicted {
+                self.blocks.remove(old);
+                self.refused.remove(old);
+            }
+            lock(&self.submissions).retain_blocks(&self.blocks);
+        }
         match verdict {
             Ok(()) => {
                 self.blocks.insert(key, block);

@@ -287,6 +287,11 @@ impl Pipeline {
         self.waiting.push_back((request, input));
     }
 
+    /// The batch (first axis) of `request`'s input, while it is in flight.
+    pub fn batch_of(&self, request: RequestId) -> Option<usize> {
+        self.active.get(&request).map(|a| a.input.shape().first().copied().unwrap_or(1))
+    }
+
     /// Requests in flight.
     pub fn in_flight(&self) -> usize {
         self.active.len()

@@ -316,3 +316,22 @@ fn a_kernel_the_gpu_refuses_fails_the_requests_that_need_it_naming_it_and_others
     let (prediction, _) = update_until_prediction(&mut app, entity, TIMEOUT).unwrap();
     assert!(relative_error(&prediction.output, &batch_row(&want, 0)) <= 1e-4);
 }
+
+#[test]
+fn with_room_for_one_compiled_block_inputs_of_alternating_shapes_still_get_their_predictions() {
+    let mut app = app_with(P2pInferencePlugin { max_compiled_blocks: 1, ..default() });
+    let model: Handle<Model> = app.world().resource::<AssetServer>().load("models/fashion_mobilenetv2.onnx");
+    let (inputs, want) = (fixture("fashion_input.npy"), fixture("fashion_ort.npy"));
+    let rows = |n: usize| {
+        let per_row: usize = inputs.shape()[1..].iter().product();
+        let shape: Vec<usize> = std::iter::once(n).chain(inputs.shape()[1..].iter().copied()).collect();
+        (Tensor::new(shape.clone(), inputs.data()[..n * per_row].to_vec()).unwrap(), argmax_rows(&Tensor::new(vec![n, 10], want.data()[..n * 10].to_vec()).unwrap()))
+    };
+    // Each batch evicts the other's block; coming back to it compiles it again.
+    for batch in [1, 2, 1, 2] {
+        let (input, classes) = rows(batch);
+        let entity = app.world_mut().spawn(InferenceRequest::new(model.clone(), input)).id();
+        let got = update_until_prediction(&mut app, entity, TIMEOUT).unwrap().0.output;
+        assert_eq!(argmax_rows(&got), classes, "batch {batch}");
+    }
+}

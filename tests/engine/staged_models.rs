@@ -4,7 +4,7 @@
 use bevy_p2p_inference::model::plan::propose_plan;
 use bevy_p2p_inference::tensor::TransferDtype;
 use bevy_p2p_inference::tensor::quant::{decode_values, encode_values};
-use bevy_p2p_inference::model::{import_onnx, PartitionPlan, PlanError};
+use bevy_p2p_inference::model::{import_onnx, run_reference, Model, PartitionPlan, PlanError, StagedModel};
 use bevy_p2p_inference::Tensor;
 
 use crate::support::*;
@@ -65,4 +65,23 @@ fn a_shipped_plan_does_not_fit_another_model() {
     let graph = import_onnx(&model_bytes("assets/models/mobilenetv2_cifar_synthetic.onnx")).unwrap();
     let err = shipped_plan("fashion_3_int8.plan.ron").validate(&graph).unwrap_err();
     assert!(matches!(err, PlanError::UnknownNode { stage: 0, .. }), "{err}");
+}
+
+#[test]
+fn the_shapes_at_the_cuts_are_those_the_stages_produce_for_each_batch() {
+    let bytes = model_bytes("assets/models/fashion_mobilenetv2.onnx");
+    let model = Model::from_onnx_bytes(&bytes).unwrap();
+    let mut staged = StagedModel::new(model, shipped_plan("fashion_3_int8.plan.ron")).unwrap();
+    for batch in [1, 3] {
+        let shapes = staged.boundary_shapes(batch).unwrap();
+        let mut activation = Tensor::new(vec![batch, 1, 28, 28], vec![0.25; batch * 28 * 28]).unwrap();
+        assert_eq!(shapes.stage_input(0), Some(activation.shape()));
+        for stage in 0..staged.stage_count() {
+            assert_eq!(shapes.stage_input(stage), Some(activation.shape()), "stage {stage}'s input at batch {batch}");
+            activation = run_reference(&staged.stage(stage, batch).unwrap(), &activation).unwrap();
+            assert_eq!(shapes.stage_output(stage), Some(activation.shape()), "stage {stage}'s output at batch {batch}");
+        }
+        assert_eq!(activation.shape(), [batch, 10]);
+        assert_eq!(shapes.stage_output(staged.stage_count()), None);
+    }
 }

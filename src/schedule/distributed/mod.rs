@@ -59,6 +59,9 @@ pub struct PeerSessionPlugin {
     /// A request re-run this often without a result (lost peers, rejected data, timeouts)
     /// fails with [`crate::InferenceError::Abandoned`] (default 4).
     pub max_reruns: u32,
+    /// Stages this player runs at once for any one peer (default 8); more are dropped, so that
+    /// no peer can fill this GPU's queue.
+    pub max_served_per_peer: usize,
     /// A worker whose stages time out this often in a row is excluded from the session
     /// (default 3): it may answer heartbeats, but it gets no more work.
     pub max_timeouts: u32,
@@ -81,6 +84,7 @@ impl PeerSessionPlugin {
             expected_peers: 0,
             stage_timeout: Duration::from_secs(2),
             max_reruns: 4,
+            max_served_per_peer: 8,
             max_timeouts: 3,
             ice_servers: Vec::new(),
         }

@@ -54,6 +54,34 @@ pub enum SessionProblem {
         /// Its timeouts in a row.
         timeouts: u32,
     },
+    /// A peer sent a stage's input or output whose shape is not the one the plan puts at that
+    /// cut for the request's batch: it is dropped (an output's stage runs again elsewhere).
+    #[error("peer {peer} sent stage {stage} of request {request} with shape {got:?}, not {expected:?}")]
+    WrongShape {
+        /// The sender.
+        peer: crate::net::PeerUuid,
+        /// The request (the sender's own id for a stage input, this player's for an output).
+        request: u64,
+        /// The stage.
+        stage: u16,
+        /// The shape at that cut.
+        expected: Vec<usize>,
+        /// The shape received.
+        got: Vec<usize>,
+    },
+    /// A peer already has its quota of stages running on this GPU: its next stage input is
+    /// dropped.
+    #[error("peer {peer} already has {quota} stages running here; its stage {stage} of request {request} is dropped")]
+    OverQuota {
+        /// The peer.
+        peer: crate::net::PeerUuid,
+        /// Its request.
+        request: u64,
+        /// The stage.
+        stage: u16,
+        /// Its quota.
+        quota: usize,
+    },
     /// A stage input could not be sent to its peer; the stage runs elsewhere.
     #[error("cannot send stage {stage} of request {request}: {error}; running it elsewhere")]
     CannotSendStage {

@@ -3,7 +3,8 @@
 //! GPU job at once, and the job's reply sends the output back to the peer that asked the moment
 //! it is read back. Failures reach the main world as [`SessionProblem`]s.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bevy::asset::AssetId;
 use bevy::platform::time::Instant;
@@ -35,6 +36,52 @@ pub(super) struct StageServer {
     pub sender: TensorSender,
     /// The main world's end of problems.
     pub problems: Sender<SessionProblem>,
+    /// How many stages each peer has running here.
+    pub quota: StageQuota,
+}
+
+/// Counts each peer's stages running on this GPU, up to a quota per peer.
+#[derive(Clone)]
+pub(super) struct StageQuota {
+    per_peer: usize,
+    running: Arc<Mutex<HashMap<PeerUuid, usize>>>,
+}
+
+/// One of a peer's stages counted against its quota until dropped (with the job's reply,
+/// whether it ran or not).
+pub(super) struct QuotaSlot {
+    peer: PeerUuid,
+    running: Arc<Mutex<HashMap<PeerUuid, usize>>>,
+}
+
+impl StageQuota {
+    /// A quota of `per_peer` stages at once.
+    pub fn new(per_peer: usize) -> Self {
+        Self { per_peer, running: Arc::default() }
+    }
+
+    /// A slot for one more of `peer`'s stages, unless it has its quota running.
+    pub fn take(&self, peer: PeerUuid) -> Option<QuotaSlot> {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = running.entry(peer).or_default();
+        if *count >= self.per_peer {
+            return None;
+        }
+        *count += 1;
+        Some(QuotaSlot { peer, running: self.running.clone() })
+    }
+}
+
+impl Drop for QuotaSlot {
+    fn drop(&mut self) {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = running.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                running.remove(&self.peer);
+            }
+        }
+    }
 }
 
 impl StageServer {
@@ -56,6 +103,12 @@ impl StageServer {
             if index == 0 || index >= staged.stage_count() {
                 return None;
             }
+            let got = received.shared.tensor.shape();
+            let expected = staged.boundary_shapes(batch).ok().and_then(|shapes| shapes.stage_input(index).map(<[usize]>::to_vec));
+            if let Some(expected) = expected.filter(|expected| expected != got) {
+                let _ = self.problems.send(SessionProblem::WrongShape { peer: from, request, stage, expected, got: got.to_vec() });
+                return None;
+            }
             staged.stage(index, batch)
         };
         let graph = match graph {
@@ -65,9 +118,14 @@ impl StageServer {
                 return None;
             }
         };
+        let Some(slot) = self.quota.take(from) else {
+            let _ = self.problems.send(SessionProblem::OverQuota { peer: from, request, stage, quota: self.quota.per_peer });
+            return None;
+        };
         let dtype = self.input_dtypes.get(index + 1).copied().unwrap_or(TransferDtype::F32);
         let (sender, problems) = (self.sender.clone(), self.problems.clone());
         let reply = move |outcome: JobOutcome| {
+            let _running = &slot;
             let problem = match outcome.result {
                 Ok(output) => {
                     let run = outcome.finished.saturating_duration_since(outcome.started);
@@ -137,6 +195,17 @@ mod tests {
             onward,
             trace,
         }
+    }
+
+    #[test]
+    fn a_peer_gets_its_quota_of_running_stages_and_a_finished_one_makes_room() {
+        let quota = StageQuota::new(2);
+        let first = quota.take(OWNER).expect("room for one");
+        let _second = quota.take(OWNER).expect("room for two");
+        assert!(quota.take(OWNER).is_none(), "a third is over the quota");
+        assert!(quota.take(W1).is_some(), "another peer has its own quota");
+        drop(first);
+        assert!(quota.take(OWNER).is_some(), "a finished stage makes room");
     }
 
     #[test]

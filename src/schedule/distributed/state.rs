@@ -123,6 +123,14 @@ impl Distributed {
         Ok(lock(staged).stage(stage, batch)?)
     }
 
+    /// The shape stage `stage`'s output must have for `request` (`None` for a request not in
+    /// flight or a stage past the plan).
+    pub(super) fn expected_output(&self, request: RequestId, stage: usize) -> Option<Vec<usize>> {
+        let batch = self.pipeline.batch_of(request)?;
+        let shapes = lock(self.staged.as_ref()?).boundary_shapes(batch).ok()?;
+        shapes.stage_output(stage).map(<[usize]>::to_vec)
+    }
+
     /// Places the stages on the workers known now.
     pub(super) fn reassign(&mut self) {
         let workers: Vec<WorkerSpeed> = self.workers.iter().map(|(&peer, &calibration_us)| WorkerSpeed { peer, calibration_us }).collect();

@@ -7,7 +7,7 @@ use bevy::asset::{LoadState, UntypedAssetId};
 use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
-use super::stage_server::StageServer;
+use super::stage_server::{StageQuota, StageServer};
 use super::state::{batch_of_tensor, Phase, Tracked};
 use super::{Distributed, PeerRole, PeerSessionEvent, PeerSessionPlugin, SessionProblem};
 use crate::job::{JobOutcome, JobReply, JobTag, StageJob};
@@ -65,7 +65,7 @@ pub(super) fn prepare_stages(
             state.phase = Phase::Failed;
             return;
         }
-        Err(StagingError::Model(error)) => {
+        Err(error @ (StagingError::Model(_) | StagingError::NoCutShape(_))) => {
             problems.write(SessionProblem::ModelLoad(error.to_string()));
             state.phase = Phase::Failed;
             return;
@@ -126,6 +126,7 @@ pub(super) fn join_when_calibrated(
             jobs: queue.0.clone(),
             sender: session.tensor_sender(),
             problems: state.served_problems.0.clone(),
+            quota: StageQuota::new(state.settings.max_served_per_peer),
         };
         session.serve_stage_inputs(server.into_handler());
         commands.insert_resource(session);
@@ -253,6 +254,14 @@ pub(super) fn handle_session_events(
                 Direction::StageOutput => {
                     let assignment = state.assignment.clone();
                     let (request, stage) = (received.shared.request, received.shared.stage as usize);
+                    let got = received.shared.tensor.shape();
+                    if let Some(expected) = state.expected_output(request, stage).filter(|expected| expected != got) {
+                        let peer = received.from;
+                        problems.write(SessionProblem::WrongShape { peer, request, stage: stage as u16, expected, got: got.to_vec() });
+                        let reruns = state.pipeline.rerun_peer(peer, &assignment, now);
+                        state.actions.extend(reruns);
+                        continue;
+                    }
                     if let Some(t) = state.tracked.get_mut(&request) {
                         t.bytes += received.header.total_bytes as u64;
                     }
