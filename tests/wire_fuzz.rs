@@ -7,7 +7,9 @@ use std::time::Instant;
 use bevy_p2p_inference::tensor::TransferDtype;
 use bevy_p2p_inference::tensor::quant::encode_values;
 use bevy_p2p_inference::net::codec::split_into_chunks;
-use bevy_p2p_inference::net::{decode_frame, encode_frame, Direction, Message, PeerUuid, Reassembler, ReassemblyLimits, RoomKeys, TensorHeader};
+use bevy_p2p_inference::net::codec::{Onward, TensorChunk};
+use bevy_p2p_inference::net::{decode_frame, encode_frame, seal_frame, Direction, Message, PeerUuid, Reassembler, ReassemblyLimits, RoomKeys, TensorHeader};
+use bevy_p2p_inference::tensor::quant::QuantParams;
 use proptest::prelude::*;
 
 const A: PeerUuid = PeerUuid([0xa; 16]);
@@ -67,6 +69,67 @@ proptest! {
             if let Ok(Some(received)) = reassembler.push(A, chunk, now) {
                 prop_assert_eq!(received.shared.tensor.data(), &values[..]);
             }
+        }
+    }
+
+    /// A peer holding the room key may authenticate any body: whatever it sends, decoding
+    /// returns a message or an error.
+    #[test]
+    fn an_authenticated_body_of_any_kind_and_content_never_panics(kind in 0u8..8, body in proptest::collection::vec(any::<u8>(), 0..4_000)) {
+        let keys = RoomKeys::derive("fuzz room");
+        let frame = seal_frame(&keys, A, B, 7, kind, &body);
+        let _ = decode_frame(&keys, A, B, &frame);
+    }
+
+    /// The same peer mutating a real tensor chunk's body: what still decodes goes through the
+    /// reassembler, which never panics and never holds more than its byte budget.
+    #[test]
+    fn an_authenticated_mutated_chunk_never_panics_the_reassembler(
+        values in proptest::collection::vec(-10.0f32..10.0, 1..5_000),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..), 1..6),
+    ) {
+        let keys = RoomKeys::derive("fuzz room");
+        let frame = tensor_frames(&values, TransferDtype::F32).remove(0);
+        let mut body = frame[16..frame.len() - 32].to_vec();
+        for (at, xor) in flips {
+            let i = at.index(body.len());
+            body[i] ^= xor;
+        }
+        let limits = ReassemblyLimits { max_tensor_bytes: 1 << 20, max_partial_bytes: 2 << 20, ..Default::default() };
+        let mut reassembler = Reassembler::new(limits);
+        if let Ok((_, Message::Tensor(chunk))) = decode_frame(&keys, A, B, &seal_frame(&keys, A, B, 7, 4, &body)) {
+            let _ = reassembler.push(A, chunk, Instant::now());
+        }
+        prop_assert!(reassembler.held_bytes() <= limits.max_partial_bytes);
+    }
+
+    /// Chunks with arbitrary headers from many peers: the reassembler answers each with a
+    /// tensor, nothing yet or an error, and all of them together stay within the byte budget.
+    #[test]
+    fn chunks_with_arbitrary_headers_stay_within_the_reassembler_s_limits(
+        chunks in proptest::collection::vec(
+            (0u8..6, proptest::collection::vec(any::<u32>(), 0..9), any::<u32>(), 0u8..3, any::<u16>(), any::<u16>(), proptest::collection::vec(any::<u8>(), 0..64), any::<bool>()),
+            1..40,
+        ),
+    ) {
+        let limits = ReassemblyLimits { max_tensor_bytes: 1 << 20, max_partial_bytes: 3 << 20, ..Default::default() };
+        let mut reassembler = Reassembler::new(limits);
+        let now = Instant::now();
+        for (peer, shape, total_bytes, dtype, index, count, payload, chained) in chunks {
+            let dtype = [TransferDtype::F32, TransferDtype::F16, TransferDtype::Int8][dtype as usize];
+            let header = TensorHeader {
+                request: peer as u64,
+                stage: 1,
+                direction: Direction::StageInput,
+                dtype,
+                shape,
+                params: QuantParams { scale: 0.1, zero_point: 0 },
+                total_bytes,
+                onward: chained.then(|| Onward { owner: A, route: vec![B] }),
+                trace: Vec::new(),
+            };
+            let _ = reassembler.push(PeerUuid([peer; 16]), TensorChunk { header, index, count, payload }, now);
+            prop_assert!(reassembler.held_bytes() <= limits.max_partial_bytes);
         }
     }
 }

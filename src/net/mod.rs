@@ -17,7 +17,7 @@ pub mod session;
 mod transport;
 
 pub use auth::{CapabilityToken, PeerUuid, Permissions, RoomKeys};
-pub use codec::{decode_frame, encode_frame, Capabilities, Direction, FrameError, Hello, Message, ReplayGuard, TensorChunk, TensorHeader};
+pub use codec::{decode_frame, encode_frame, seal_frame, Capabilities, Direction, FrameError, Hello, Message, ReplayGuard, TensorChunk, TensorHeader};
 pub use latency::RttStats;
 pub use links::{HandshakeError, LinkSettings, LinkState, Links, LostReason, OutgoingFrame, PeerLink, ReconnectPolicy, RejectReason, SendError, SentTensor, SessionEvent};
 pub use reassembly::{ChunkError, Reassembler, ReassemblyLimits, ReceivedTensor, TransferTiming};

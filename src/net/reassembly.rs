@@ -176,8 +176,7 @@ impl Reassembler {
             if in_flight >= self.limits.max_in_flight_per_peer {
                 return Err(ChunkError::TooManyInFlight(in_flight));
             }
-            let held: usize = self.partial.values().map(|p| p.header.total_bytes as usize).sum();
-            if held + expected > self.limits.max_partial_bytes {
+            if self.held_bytes() + expected > self.limits.max_partial_bytes {
                 return Err(ChunkError::OverBudget { bytes: expected, budget: self.limits.max_partial_bytes });
             }
             self.partial.insert(
@@ -244,6 +243,11 @@ impl Reassembler {
     /// Partial tensors held.
     pub fn in_flight(&self) -> usize {
         self.partial.len()
+    }
+
+    /// Bytes the partial tensors held declare (at most [`ReassemblyLimits::max_partial_bytes`]).
+    pub fn held_bytes(&self) -> usize {
+        self.partial.values().map(|p| p.header.total_bytes as usize).sum()
     }
 }
 
