@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 use bevy_p2p_inference::prelude::*;
+use bevy_p2p_inference::net::RoomKey;
 use bevy_p2p_inference::{InferenceOverlayPlugin, PeerRole, PeerSessionPlugin};
 use clap::Parser;
 
@@ -61,7 +62,14 @@ fn main() -> AppExit {
         .add_systems(Update, request_next)
         .add_systems(Last, remove_finished);
     if let Some(room) = args.room {
-        let mut session = PeerSessionPlugin::new(room, args.key, PeerRole::Coordinator, MODEL, args.plan);
+        let key = match RoomKey::from_text(&args.key, &room) {
+            Ok(key) => key,
+            Err(error) => {
+                eprintln!("--key: {error}");
+                return AppExit::error();
+            }
+        };
+        let mut session = PeerSessionPlugin::new(room, key, PeerRole::Coordinator, MODEL, args.plan);
         session.stage_timeout = Duration::from_secs(2);
         app.add_plugins(session);
     }

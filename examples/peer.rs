@@ -30,7 +30,7 @@ use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::schedule::distributed::Distributed;
 use bevy_p2p_inference::schedule::pipeline::Executor;
 use bevy_p2p_inference::{headless_plugins, update_until_prediction_with, LocalOnly, PeerRole, PeerSessionEvent, PeerSessionPlugin, SessionProblem};
-use bevy_p2p_inference::net::{FrameError, RejectReason, SessionEvent};
+use bevy_p2p_inference::net::{FrameError, RejectReason, RoomKey, SessionEvent};
 use clap::{Parser, ValueEnum};
 use serde_json::json;
 
@@ -51,7 +51,8 @@ struct Args {
     /// Matchbox room URL.
     #[arg(long)]
     room: String,
-    /// The room key.
+    /// The room key: 64 hex digits (`cargo run --example room_key` makes one), or a
+    /// passphrase, stretched with Argon2id for this room.
     #[arg(long)]
     key: String,
     /// The model, relative to assets/.
@@ -93,7 +94,8 @@ struct Args {
     tamper_once: bool,
 }
 
-fn build_app(args: &Args) -> App {
+fn build_app(args: &Args) -> Result<App, String> {
+    let key = RoomKey::from_text(&args.key, &args.room).map_err(|e| format!("--key: {e}"))?;
     let mut app = App::new();
     app.add_plugins(headless_plugins().set(bevy::log::LogPlugin { level: bevy::log::Level::ERROR, ..default() }));
     app.add_plugins(P2pInferencePlugin::default());
@@ -101,14 +103,14 @@ fn build_app(args: &Args) -> App {
         Role::Coordinator => PeerRole::Coordinator,
         Role::Worker => PeerRole::Worker,
     };
-    let mut session = PeerSessionPlugin::new(args.room.clone(), args.key.clone(), role, args.model.clone(), args.plan.clone());
+    let mut session = PeerSessionPlugin::new(args.room.clone(), key, role, args.model.clone(), args.plan.clone());
     session.max_in_flight = args.k;
     session.stage_timeout = Duration::from_secs_f64(args.stage_timeout_s);
     session.expected_peers = if args.role == Role::Coordinator { args.workers } else { 0 };
     app.add_plugins(session);
     app.finish();
     app.cleanup();
-    app
+    Ok(app)
 }
 
 /// A stable name for why a message was dropped.
@@ -243,7 +245,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 
 fn run_coordinator(args: &Args) -> Result<(), String> {
     let images = load_images(&args.images)?;
-    let mut app = build_app(args);
+    let mut app = build_app(args)?;
     let deadline = Instant::now() + Duration::from_secs(args.lifetime_s);
     // Wait for the workers.
     loop {
@@ -378,7 +380,7 @@ fn run_coordinator(args: &Args) -> Result<(), String> {
 }
 
 fn run_worker(args: &Args) -> Result<(), String> {
-    let mut app = build_app(args);
+    let mut app = build_app(args)?;
     let deadline = Instant::now() + Duration::from_secs(args.lifetime_s);
     let mut tampered = !args.tamper_once;
     let mut saw_coordinator = false;

@@ -21,7 +21,7 @@ fi
 if [ -n "${PEER_BIN_DIR:-}" ]; then
     bin=$(realpath "$PEER_BIN_DIR")
 else
-    cargo build -q "${flags[@]}" --example signaling --example peer >&2
+    cargo build -q "${flags[@]}" --example signaling --example peer --example room_key >&2
     bin="${CARGO_TARGET_DIR:-$PWD/target}/$profile/examples"
 fi
 export BEVY_ASSET_ROOT="$PWD"
@@ -37,6 +37,8 @@ signaling=$!
 trap 'kill $signaling 2>/dev/null || true' EXIT
 sleep 0.5
 room=ws://127.0.0.1:3536/demo
+# A fresh 256-bit room key for this run, shared by its players only.
+key=$("$bin/room_key")
 plan=plans/fashion_3_int8.plan.ron
 prev=""
 for arg in "$@"; do
@@ -45,12 +47,12 @@ for arg in "$@"; do
 done
 pids=()
 for _ in $(seq "$workers"); do
-    "$bin/peer" --role worker --room "$room" --key demo-room-key --plan "$plan" >&2 &
+    "$bin/peer" --role worker --room "$room" --key "$key" --plan "$plan" >&2 &
     pids+=($!)
 done
 # The workers join first, so that they have met one another when the coordinator starts: a
 # chain through a worker that has not yet met the next one falls back to one stage at a time.
 sleep 1
-"$bin/peer" --role coordinator --room "$room" --key demo-room-key --workers "$workers" "$@"
+"$bin/peer" --role coordinator --room "$room" --key "$key" --workers "$workers" "$@"
 wait "${pids[@]}" || true
 INNER

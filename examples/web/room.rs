@@ -4,7 +4,7 @@
 use bevy::prelude::*;
 use bevy_p2p_inference::model::plan::PartitionPlan;
 use bevy_p2p_inference::net::session::PeerSession;
-use bevy_p2p_inference::net::{FrameError, Permissions, RejectReason, SessionEvent};
+use bevy_p2p_inference::net::{FrameError, Permissions, RejectReason, RoomKey, SessionEvent};
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::schedule::distributed::Distributed;
 use bevy_p2p_inference::tensor::TransferDtype;
@@ -20,7 +20,7 @@ pub struct RoomOptions {
     /// Matchbox room URL.
     pub url: String,
     /// The room key.
-    pub key: String,
+    pub key: RoomKey,
     /// Coordinator or worker.
     pub role: PeerRole,
     /// The partition plan, relative to the assets folder.
@@ -40,6 +40,7 @@ impl RoomOptions {
     pub fn from_query(get: &impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
         let Some(url) = get("room") else { return Ok(None) };
         let key = get("key").ok_or("a room needs a key (?key=…)")?;
+        let key = RoomKey::from_text(&key, &url).map_err(|e| format!("?key=…: {e}"))?;
         let role = match get("role").as_deref() {
             Some("coordinator") => PeerRole::Coordinator,
             Some("worker") | None => PeerRole::Worker,
@@ -96,6 +97,8 @@ pub fn report_session(mut events: MessageReader<PeerSessionEvent>, mut problems:
                     RejectReason::Chunk(_) => "bad_chunk",
                     RejectReason::Untrusted(_) => "untrusted",
                     RejectReason::NotPermitted(_) => "not_permitted",
+                    RejectReason::Refused => "refused",
+                    RejectReason::Flooding(_) => "flooding",
                 };
                 json!({"event": "rejected", "peer": peer.to_string(), "reason": kind, "detail": reason.to_string()})
             }

@@ -1,7 +1,11 @@
 //! Keys derived from the room key, and capability tokens naming what a peer may do.
 
+use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use super::room_key::RoomKey;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -46,9 +50,10 @@ impl Permissions {
     }
 }
 
-/// The keys of one room, derived from its shared room key: one authenticates every frame,
-/// the other signs capability tokens. Peers without the room key can do neither.
-#[derive(Clone)]
+/// The keys of one room, derived from its [`RoomKey`] with HKDF-SHA256: one authenticates
+/// every frame, the other signs capability tokens. Peers without the room key can do neither.
+/// Wiped from memory when dropped.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct RoomKeys {
     frame: [u8; 32],
     token: [u8; 32],
@@ -60,19 +65,14 @@ impl std::fmt::Debug for RoomKeys {
     }
 }
 
-fn derive(secret: &[u8], label: &[u8]) -> [u8; 32] {
-    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(label);
-    mac.finalize().into_bytes().into()
-}
-
 impl RoomKeys {
-    /// Derives the room's keys from the room key (any length; use a long random one).
-    pub fn derive(room_key: &str) -> Self {
-        Self {
-            frame: derive(room_key.as_bytes(), b"bevy_p2p_inference/v1/frame"),
-            token: derive(room_key.as_bytes(), b"bevy_p2p_inference/v1/token"),
-        }
+    /// Derives the room's keys from its room key.
+    pub fn derive(room_key: &RoomKey) -> Self {
+        let hkdf = Hkdf::<Sha256>::new(Some(b"bevy_p2p_inference/v3"), room_key.bytes());
+        let mut keys = Self { frame: [0; 32], token: [0; 32] };
+        hkdf.expand(b"frame", &mut keys.frame).expect("32 bytes is a valid HKDF-SHA256 length");
+        hkdf.expand(b"token", &mut keys.token).expect("32 bytes is a valid HKDF-SHA256 length");
+        keys
     }
 
     /// The MAC of a frame sent from `sender` to `receiver`.
@@ -137,10 +137,10 @@ mod tests {
 
     #[test]
     fn a_token_verifies_only_in_its_room_for_its_peer_with_its_permissions() {
-        let room = RoomKeys::derive("correct horse");
+        let room = RoomKeys::derive(&RoomKey::from_bytes([1; 32]));
         let token = room.issue_token(A, Permissions::RUN_STAGES);
         assert!(room.verify_token(A, &token));
-        assert!(!RoomKeys::derive("wrong key").verify_token(A, &token));
+        assert!(!RoomKeys::derive(&RoomKey::from_bytes([2; 32])).verify_token(A, &token));
         assert!(!room.verify_token(B, &token), "a token presented by another peer");
         let widened = CapabilityToken { permissions: Permissions::COORDINATOR, ..token };
         assert!(!room.verify_token(A, &widened), "permissions changed after signing");
@@ -148,7 +148,7 @@ mod tests {
 
     #[test]
     fn a_frame_tag_binds_sender_receiver_and_bytes() {
-        let room = RoomKeys::derive("k");
+        let room = RoomKeys::derive(&RoomKey::from_bytes([1; 32]));
         let tag = room.frame_tag(A, B, b"hello");
         assert!(room.verify_frame(A, B, b"hello", &tag));
         assert!(!room.verify_frame(B, A, b"hello", &tag), "reflected back to its sender");

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bevy::platform::time::Instant;
 
 use super::auth::{PeerUuid, Permissions, RoomKeys};
+use super::room_key::RoomKey;
 use super::codec::{decode_frame, encode_frame, split_into_chunks, Capabilities, Direction, Hello, Message, ReplayGuard, TensorHeader, MAX_RANK, MAX_ROUTE};
 use super::latency::RttStats;
 use super::rate_limit::{FrameAdmission, FrameBudget};
@@ -23,7 +24,7 @@ use crate::tensor::{decode_values, encode_values, SharedTensor, Tensor, Transfer
 #[derive(Clone, Debug)]
 pub struct LinkSettings {
     /// The room's shared secret; frames and tokens are authenticated with keys derived from it.
-    pub room_key: String,
+    pub room_key: RoomKey,
     /// What this peer's token lets it do.
     pub permissions: Permissions,
     /// SHA-256 of the model this peer runs; peers with another model are not trusted.
@@ -49,9 +50,9 @@ impl LinkSettings {
     /// Settings with the defaults used by the examples: 100 ms heartbeat, lost after 800 ms of
     /// silence, 5 s handshake timeout, hellos repeated every 250 ms, at most 20,000 frames per
     /// second from each peer.
-    pub fn new(room_key: impl Into<String>, permissions: Permissions, model_hash: [u8; 32], capabilities: Capabilities) -> Self {
+    pub fn new(room_key: RoomKey, permissions: Permissions, model_hash: [u8; 32], capabilities: Capabilities) -> Self {
         Self {
-            room_key: room_key.into(),
+            room_key,
             permissions,
             model_hash,
             capabilities,

@@ -6,9 +6,9 @@ use bevy::platform::time::Instant;
 
 use super::*;
 use crate::net::codec::{FrameError, Onward, StageTiming};
-use crate::net::ReceivedTensor;
+use crate::net::{ReceivedTensor, RoomKey};
 
-const KEY: &str = "room key";
+const KEY: RoomKey = RoomKey::from_bytes([0x4b; 32]);
 const MODEL: [u8; 32] = [7; 32];
 const STEP: Duration = Duration::from_millis(20);
 
@@ -95,11 +95,11 @@ impl Room {
 }
 
 fn coordinator() -> LinkSettings {
-    LinkSettings::new(KEY, Permissions::COORDINATOR, MODEL, capabilities("coordinator gpu"))
+    LinkSettings::new(KEY.clone(), Permissions::COORDINATOR, MODEL, capabilities("coordinator gpu"))
 }
 
 fn worker() -> LinkSettings {
-    LinkSettings::new(KEY, Permissions::RUN_STAGES, MODEL, capabilities("worker gpu"))
+    LinkSettings::new(KEY.clone(), Permissions::RUN_STAGES, MODEL, capabilities("worker gpu"))
 }
 
 fn trusted(events: &[SessionEvent]) -> Vec<(PeerUuid, Permissions)> {
@@ -164,7 +164,7 @@ fn a_lost_hello_is_repeated_until_the_other_side_acknowledges_it() {
 #[test]
 fn a_peer_without_the_room_key_is_never_trusted_and_times_out() {
     let mut stranger = worker();
-    stranger.room_key = "another key".into();
+    stranger.room_key = RoomKey::from_bytes([0x4c; 32]);
     let mut room = Room::new(&[(1, coordinator()), (2, stranger)]);
     room.run(Duration::from_secs(6));
     let events = &room.player(1).events;
@@ -187,8 +187,8 @@ fn a_peer_running_another_model_is_refused_and_what_it_sends_next_is_rejected() 
     assert!(events.contains(&SessionEvent::HandshakeFailed { peer: B, reason: HandshakeError::ModelMismatch }));
     assert!(trusted(&events).is_empty());
     // A refused peer's frames are dropped unread, whether they would authenticate or not.
-    let ping = encode_frame(&RoomKeys::derive(KEY), B, A, 1_000, &Message::Ping { nonce: 1 });
-    let forged = encode_frame(&RoomKeys::derive("not the key"), B, A, 1_001, &Message::Ping { nonce: 2 });
+    let ping = encode_frame(&RoomKeys::derive(&KEY), B, A, 1_000, &Message::Ping { nonce: 1 });
+    let forged = encode_frame(&RoomKeys::derive(&RoomKey::from_bytes([0x4c; 32])), B, A, 1_001, &Message::Ping { nonce: 2 });
     let (now, mut events) = (room.now, Vec::new());
     room.player(1).links.receive(B, &ping, now, &mut events);
     room.player(1).links.receive(B, &forged, now, &mut events);
@@ -233,7 +233,7 @@ fn a_flood_of_frames_beyond_the_per_second_budget_is_dropped_unread_and_reported
     room.run(Duration::from_secs(1));
     let now = room.now;
     let mut events = Vec::new();
-    let keys = RoomKeys::derive(KEY);
+    let keys = RoomKeys::derive(&KEY);
     for sequence in 0..200 {
         let ping = encode_frame(&keys, B, A, 1_000_000 + sequence, &Message::Ping { nonce: sequence });
         room.player(1).links.receive(B, &ping, now, &mut events);

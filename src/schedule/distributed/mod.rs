@@ -22,7 +22,7 @@ use std::time::Duration;
 use bevy::prelude::*;
 
 use super::InferenceSystems;
-use crate::net::SessionEvent;
+use crate::net::{RoomKey, SessionEvent};
 pub use problem::SessionProblem;
 pub use state::{Distributed, RequestTraffic};
 
@@ -41,8 +41,9 @@ pub enum PeerRole {
 pub struct PeerSessionPlugin {
     /// Matchbox room URL, e.g. `ws://127.0.0.1:3536/my-room`.
     pub room_url: String,
-    /// The room's shared secret; frames and tokens are authenticated with keys derived from it.
-    pub room_key: String,
+    /// The room's shared secret ([`RoomKey::generate`], or a passphrase through
+    /// [`RoomKey::from_text`]); frames and tokens are authenticated with keys derived from it.
+    pub room_key: RoomKey,
     /// This player's role.
     pub role: PeerRole,
     /// Asset path of the model to split.
@@ -73,10 +74,10 @@ pub struct PeerSessionPlugin {
 impl PeerSessionPlugin {
     /// A session with K = 2, a 2 s stage timeout, at most 4 reruns per request, workers
     /// excluded after 3 timeouts in a row, and no STUN server.
-    pub fn new(room_url: impl Into<String>, room_key: impl Into<String>, role: PeerRole, model: impl Into<String>, plan: impl Into<String>) -> Self {
+    pub fn new(room_url: impl Into<String>, room_key: RoomKey, role: PeerRole, model: impl Into<String>, plan: impl Into<String>) -> Self {
         Self {
             room_url: room_url.into(),
-            room_key: room_key.into(),
+            room_key,
             role,
             model: model.into(),
             plan: plan.into(),

@@ -169,7 +169,8 @@ pub(super) fn take_local_stage_results(
                 let run = outcome.finished.saturating_duration_since(outcome.started);
                 state.pipeline.note_local_run(request, stage, run, outcome.gpu);
                 let assignment = state.assignment.clone();
-                match state.pipeline.stage_finished(request, stage, Executor::Local, output, &assignment, now) {
+                // As of its readback, when a chain it starts was sent its output.
+                match state.pipeline.stage_finished(request, stage, Executor::Local, output, &assignment, outcome.finished) {
                     Ok(next) => state.actions.extend(next),
                     Err(stale) => {
                         problems.write(SessionProblem::StaleResult(stale));

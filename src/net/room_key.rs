@@ -1,0 +1,131 @@
+//! [`RoomKey`]: the secret every player of a room holds: 256 bits, drawn at random or
+//! stretched from a passphrase, wiped from memory when dropped and never printed.
+
+use argon2::Argon2;
+use thiserror::Error;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+/// Bytes of a room key.
+pub const ROOM_KEY_BYTES: usize = 32;
+
+/// Why a room key could not be made.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum RoomKeyError {
+    /// The operating system (or the browser) gave no random bytes.
+    #[error("no randomness for a new room key: {0}")]
+    NoRandomness(String),
+    /// The text is not 64 hex digits.
+    #[error("a room key is {} hex digits", 2 * ROOM_KEY_BYTES)]
+    NotHex,
+    /// The passphrase is empty.
+    #[error("an empty passphrase")]
+    EmptyPassphrase,
+    /// Argon2id refused its input.
+    #[error("stretching the passphrase failed: {0}")]
+    Stretching(String),
+}
+
+/// A room's shared secret. Every frame's MAC and every token is keyed by sub-keys derived from
+/// it, so anyone who holds it is a member of the room. Make one with [`Self::generate`] and
+/// hand its [`Self::to_hex`] text to the other players out of band; a human passphrase only
+/// goes through [`Self::from_passphrase`], which makes each guess cost an Argon2id run.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+pub struct RoomKey([u8; ROOM_KEY_BYTES]);
+
+impl std::fmt::Debug for RoomKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RoomKey(..)")
+    }
+}
+
+impl RoomKey {
+    /// A fresh key from the operating system's (or the browser's) random generator.
+    pub fn generate() -> Result<Self, RoomKeyError> {
+        let mut key = [0; ROOM_KEY_BYTES];
+        getrandom::getrandom(&mut key).map_err(|e| RoomKeyError::NoRandomness(e.to_string()))?;
+        Ok(Self(key))
+    }
+
+    /// A key made elsewhere (a game's own key exchange, a secret store).
+    pub const fn from_bytes(bytes: [u8; ROOM_KEY_BYTES]) -> Self {
+        Self(bytes)
+    }
+
+    /// The key as 64 lowercase hex digits, to hand to the other players; wiped when dropped.
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        Zeroizing::new(self.0.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// Parses [`Self::to_hex`]'s text (either case).
+    pub fn from_hex(text: &str) -> Result<Self, RoomKeyError> {
+        let text = text.trim().as_bytes();
+        if text.len() != 2 * ROOM_KEY_BYTES {
+            return Err(RoomKeyError::NotHex);
+        }
+        let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8).ok_or(RoomKeyError::NotHex);
+        let mut key = [0; ROOM_KEY_BYTES];
+        for (byte, pair) in key.iter_mut().zip(text.chunks_exact(2)) {
+            *byte = digit(pair[0])? << 4 | digit(pair[1])?;
+        }
+        Ok(Self(key))
+    }
+
+    /// Stretches a passphrase with Argon2id (19 MiB, two passes), salted with the room's name,
+    /// so that every player who types it for that room gets the same key, and guessing it from
+    /// a recorded frame costs an Argon2id run per guess instead of one HMAC.
+    pub fn from_passphrase(passphrase: &str, room: &str) -> Result<Self, RoomKeyError> {
+        if passphrase.is_empty() {
+            return Err(RoomKeyError::EmptyPassphrase);
+        }
+        // Argon2 wants at least 8 bytes of salt: the room's name under a fixed label.
+        let salt = format!("bevy_p2p_inference room {room}");
+        let mut key = [0; ROOM_KEY_BYTES];
+        Argon2::default().hash_password_into(passphrase.as_bytes(), salt.as_bytes(), &mut key).map_err(|e| RoomKeyError::Stretching(e.to_string()))?;
+        Ok(Self(key))
+    }
+
+    /// What a player typed or pasted for the room at `room_url`: a [`Self::to_hex`] key as it
+    /// is, anything else as a passphrase for the room named by the URL's last path segment.
+    pub fn from_text(text: &str, room_url: &str) -> Result<Self, RoomKeyError> {
+        Self::from_hex(text).or_else(|_| Self::from_passphrase(text, room_name(room_url)))
+    }
+
+    pub(super) fn bytes(&self) -> &[u8; ROOM_KEY_BYTES] {
+        &self.0
+    }
+}
+
+/// The room's name in a matchbox room URL (`ws://host:port/name` → `name`).
+fn room_name(url: &str) -> &str {
+    let path = url.split(['?', '#']).next().unwrap_or(url).trim_end_matches('/');
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_key_is_random_and_survives_its_hex_form() {
+        let (a, b) = (RoomKey::generate().unwrap(), RoomKey::generate().unwrap());
+        assert_ne!(a, b);
+        assert_eq!(a.to_hex().len(), 64);
+        assert_eq!(RoomKey::from_hex(&a.to_hex()).unwrap(), a);
+        assert_eq!(RoomKey::from_hex(&a.to_hex().to_uppercase()).unwrap(), a);
+        assert_eq!(RoomKey::from_hex("00ff"), Err(RoomKeyError::NotHex));
+        assert_eq!(RoomKey::from_hex(&"g".repeat(64)), Err(RoomKeyError::NotHex));
+        assert_eq!(format!("{a:?}"), "RoomKey(..)", "never printed");
+    }
+
+    #[test]
+    fn a_passphrase_gives_one_key_per_room_and_a_hex_text_is_taken_as_a_key() {
+        let demo = RoomKey::from_text("correct horse", "ws://127.0.0.1:3536/demo").unwrap();
+        assert_eq!(demo, RoomKey::from_passphrase("correct horse", "demo").unwrap());
+        assert_eq!(demo, RoomKey::from_text("correct horse", "wss://example.org/demo/").unwrap(), "the room's name, not the host, salts it");
+        assert_ne!(demo, RoomKey::from_text("correct horse", "ws://127.0.0.1:3536/other").unwrap());
+        assert_ne!(demo, RoomKey::from_text("correct horsf", "ws://127.0.0.1:3536/demo").unwrap());
+        let key = RoomKey::generate().unwrap();
+        assert_eq!(RoomKey::from_text(&key.to_hex(), "ws://127.0.0.1:3536/demo").unwrap(), key);
+        assert_eq!(RoomKey::from_passphrase("", "demo"), Err(RoomKeyError::EmptyPassphrase));
+    }
+}
