@@ -14,7 +14,6 @@ use super::program::{Operand, Program};
 use super::library::{CastPipelines, KernelLibrary, PipelineAndLayout};
 use super::params::CastParams;
 use super::precision::StoragePrecision;
-use super::timing::{GpuClock, RequestTimestamps};
 use crate::model::ir::Graph;
 use crate::tensor::Tensor;
 
@@ -202,14 +201,6 @@ impl GpuBlock {
         2 * self.passes()
     }
 
-    /// [`Self::encode`], stamping the beginning and end of each compute pass into `stamps` and
-    /// copying the resolved timestamps behind the output in `readback`, so that one map of it
-    /// brings back both (read them with [`read_timed`]).
-    pub fn encode_timed(&self, library: &KernelLibrary, encoder: &mut wgpu::CommandEncoder, input: &wgpu::Buffer, readback: &wgpu::Buffer, stamps: &RequestTimestamps) {
-        self.encode_with_timestamps(library, encoder, input, readback, Some(&stamps.queries));
-        encoder.resolve_query_set(&stamps.queries, 0..stamps.count, &stamps.resolved, 0);
-        encoder.copy_buffer_to_buffer(&stamps.resolved, 0, readback, self.output_bytes(), 8 * stamps.count as u64);
-    }
 
     /// [`Self::encode`], optionally writing a begin and an end timestamp around each compute
     /// pass into `queries` (indices 2i and 2i+1 for pass i; see [`Self::passes`]).
@@ -485,24 +476,16 @@ impl GpuBlock {
 
 /// Reads a mapped readback buffer's output into a tensor and unmaps it.
 pub fn read_mapped(buffer: &wgpu::Buffer, shape: Vec<usize>) -> Tensor {
-    read_timed(buffer, shape, None).0
+    let tensor = read_output(&buffer.slice(..).get_mapped_range(), shape);
+    buffer.unmap();
+    tensor
 }
 
-/// Reads a mapped readback buffer's output into a tensor and, given the clock of the device
-/// that ran it, the GPU time of the request recorded with [`GpuBlock::encode_timed`] (the sum
-/// over its compute passes of end minus begin); then unmaps it.
-pub fn read_timed(buffer: &wgpu::Buffer, shape: Vec<usize>, clock: Option<GpuClock>) -> (Tensor, Option<std::time::Duration>) {
+/// The output at the start of a mapped readback buffer's bytes.
+pub(super) fn read_output(mapped: &[u8], shape: Vec<usize>) -> Tensor {
     let values: usize = shape.iter().product();
-    let mapped = buffer.slice(..).get_mapped_range();
-    let (output, stamps) = mapped.split_at(4 * values);
-    let data: Vec<f32> = bytemuck::cast_slice(output).to_vec();
-    let gpu = clock.map(|clock| {
-        let ticks: Vec<u64> = stamps.chunks_exact(8).map(|t| u64::from_le_bytes(t.try_into().expect("eight bytes"))).collect();
-        clock.passes(&ticks)
-    });
-    drop(mapped);
-    buffer.unmap();
-    (Tensor::new(shape, data).expect("readback is sized from the output shape"), gpu)
+    let data: Vec<f32> = bytemuck::cast_slice(&mapped[..4 * values]).to_vec();
+    Tensor::new(shape, data).expect("readback is sized from the output shape")
 }
 
 /// Runs a block to completion, blocking the calling thread: for tests, tools and benchmarks

@@ -8,7 +8,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::kernel::Kernel;
-use super::engine::{map_blocking, GpuBlock};
+use super::engine::{map_blocking, read_output, GpuBlock};
 use super::library::KernelLibrary;
 use crate::tensor::Tensor;
 
@@ -157,4 +157,31 @@ fn with_queries(
     let ticks = bytemuck::cast_slice::<u8, u64>(&readable.slice(..).get_mapped_range())[..count as usize].to_vec();
     readable.unmap();
     Ok(ticks)
+}
+
+impl GpuBlock {
+    /// [`Self::encode`], stamping the beginning and end of each compute pass into `stamps` and
+    /// copying the resolved timestamps behind the output in `readback`, so that one map of it
+    /// brings back both (read them with [`read_timed`]).
+    pub fn encode_timed(&self, library: &KernelLibrary, encoder: &mut wgpu::CommandEncoder, input: &wgpu::Buffer, readback: &wgpu::Buffer, stamps: &RequestTimestamps) {
+        self.encode_with_timestamps(library, encoder, input, readback, Some(&stamps.queries));
+        encoder.resolve_query_set(&stamps.queries, 0..stamps.count, &stamps.resolved, 0);
+        encoder.copy_buffer_to_buffer(&stamps.resolved, 0, readback, self.output_bytes(), 8 * stamps.count as u64);
+    }
+}
+
+/// Reads a mapped readback buffer's output into a tensor and, given the clock of the device
+/// that ran it, the GPU time of the request recorded with [`GpuBlock::encode_timed`] (the sum
+/// over its compute passes of end minus begin); then unmaps it.
+pub fn read_timed(buffer: &wgpu::Buffer, shape: Vec<usize>, clock: Option<GpuClock>) -> (Tensor, Option<Duration>) {
+    let values: usize = shape.iter().product();
+    let mapped = buffer.slice(..).get_mapped_range();
+    let output = read_output(&mapped, shape);
+    let gpu = clock.map(|clock| {
+        let ticks: Vec<u64> = mapped[4 * values..].chunks_exact(8).map(|t| u64::from_le_bytes(t.try_into().expect("eight bytes"))).collect();
+        clock.passes(&ticks)
+    });
+    drop(mapped);
+    buffer.unmap();
+    (output, gpu)
 }

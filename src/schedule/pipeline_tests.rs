@@ -1,0 +1,169 @@
+//! The pipeline's hand-overs, chains, reruns and records, driven by hand.
+
+use super::*;
+
+const W1: PeerUuid = PeerUuid([1; 16]);
+const W2: PeerUuid = PeerUuid([2; 16]);
+
+fn t(v: f32) -> Tensor {
+    Tensor::new(vec![1], vec![v]).unwrap()
+}
+
+fn three_stages() -> StageAssignment {
+    assign_stages(3, &[WorkerSpeed { peer: W2, calibration_us: 900 }, WorkerSpeed { peer: W1, calibration_us: 500 }])
+}
+
+#[test]
+fn stage_zero_is_local_and_faster_workers_come_first() {
+    assert_eq!(three_stages().executors, [Executor::Local, Executor::Peer(W1), Executor::Peer(W2)]);
+    assert_eq!(assign_stages(3, &[]).executors, [Executor::Local; 3]);
+    assert_eq!(assign_stages(3, &[WorkerSpeed { peer: W1, calibration_us: 1 }]).executors, [Executor::Local, Executor::Peer(W1), Executor::Peer(W1)]);
+}
+
+fn run(request: RequestId, stage: usize, executor: Executor, input: Tensor, onward: &[PeerUuid]) -> PipelineAction {
+    PipelineAction::Run { request, stage, executor, input, onward: onward.to_vec() }
+}
+
+fn timings(runs: &[(u16, u32)]) -> Vec<StageTiming> {
+    runs.iter().map(|&(stage, run_us)| StageTiming { stage, run_us, gpu_us: Some(run_us / 4), network_us: Some(200) }).collect()
+}
+
+#[test]
+fn remote_stages_run_as_one_chain_and_finishing_a_request_starts_the_next() {
+    let a = three_stages();
+    let now = Instant::now();
+    let mut p = Pipeline::new(2, 3);
+    for r in 0..3 {
+        p.submit(r, t(r as f32));
+    }
+    let started = p.start_waiting(&a, now);
+    assert_eq!(started[0], run(0, 0, Executor::Local, t(0.0), &[W1, W2]), "stage 0's output starts the chain by itself");
+    assert_eq!(started.len(), 2);
+    assert_eq!((p.in_flight(), p.waiting()), (2, 1));
+    p.note_local_run(0, 0, Duration::from_micros(700), Some(Duration::from_micros(300)));
+    let next = p.stage_finished(0, 0, Executor::Local, t(10.0), &a, now).unwrap();
+    assert_eq!(next, vec![], "already on its way to W1, whose output goes on to W2, not back");
+    p.note_remote_runs(0, &timings(&[(1, 1000), (2, 1500)]), Some(Duration::from_micros(250)));
+    let later = now + Duration::from_millis(4);
+    let done = p.stage_finished(0, 2, Executor::Peer(W2), t(12.0), &a, later).unwrap();
+    let PipelineAction::Finished { request: 0, stages, reruns: 0, .. } = &done[0] else { panic!("{done:?}") };
+    assert_eq!(stages.len(), 3);
+    for record in &stages[1..] {
+        assert_eq!((record.duration, record.span, record.transfers), (Duration::from_millis(4), 2, Some(Duration::from_micros(1500))), "4 ms span, 2.5 ms of runs");
+    }
+    let micros = |us| Some(Duration::from_micros(us));
+    assert_eq!(stages[0].hop, HopTiming { network: None, run: micros(700), gpu: micros(300) });
+    assert_eq!(stages[0].hop.queue(), micros(400));
+    assert_eq!(stages[2].hop, HopTiming { network: micros(200), run: micros(1500), gpu: micros(375) });
+    assert_eq!(stages.iter().map(|s| s.returned).collect::<Vec<_>>(), [None, None, micros(250)], "only the chain's last output came back");
+    assert_eq!(stages[0].transfers, None, "local");
+    assert!(matches!(&done[1], PipelineAction::Run { request: 2, stage: 0, .. }));
+}
+
+#[test]
+fn a_local_output_that_could_not_go_on_by_itself_or_whose_chain_changed_is_handed_over_again() {
+    let a = three_stages();
+    let now = Instant::now();
+    let mut p = Pipeline::new(2, 3);
+    p.submit(0, t(0.0));
+    p.submit(1, t(1.0));
+    p.start_waiting(&a, now);
+    p.keep_local_output(0);
+    let next = p.stage_finished(0, 0, Executor::Local, t(5.0), &a, now).unwrap();
+    assert_eq!(next, vec![run(0, 1, Executor::Peer(W1), t(5.0), &[W2])]);
+    let without_w2 = assign_stages(3, &[WorkerSpeed { peer: W1, calibration_us: 500 }]);
+    let next = p.stage_finished(1, 0, Executor::Local, t(6.0), &without_w2, now).unwrap();
+    assert_eq!(next, vec![run(1, 1, Executor::Peer(W1), t(6.0), &[W1])], "the chain it was sent to has lost W2");
+}
+
+#[test]
+fn results_from_the_wrong_peer_or_stage_are_refused_and_a_chain_cut_short_goes_on_from_its_output() {
+    let a = three_stages();
+    let now = Instant::now();
+    let mut p = Pipeline::new(2, 3);
+    p.submit(0, t(0.0));
+    p.start_waiting(&a, now);
+    p.stage_finished(0, 0, Executor::Local, t(1.0), &a, now).unwrap();
+    assert!(matches!(p.stage_finished(0, 1, Executor::Peer(W2), t(2.0), &a, now), Err(StaleResult::Unexpected { .. })));
+    assert!(matches!(p.stage_finished(0, 2, Executor::Peer(W1), t(2.0), &a, now), Err(StaleResult::Unexpected { .. })));
+    assert_eq!(p.stage_finished(9, 0, Executor::Local, t(2.0), &a, now), Err(StaleResult::UnknownRequest(9)));
+    // W1 could not reach W2 and sent stage 1's output back: stage 2 goes to W2 from here.
+    let next = p.stage_finished(0, 1, Executor::Peer(W1), t(2.0), &a, now).unwrap();
+    assert_eq!(next, vec![run(0, 2, Executor::Peer(W2), t(2.0), &[])]);
+}
+
+#[test]
+fn losing_any_peer_of_a_chain_reruns_the_chain_elsewhere_from_the_kept_input() {
+    let a = three_stages();
+    let now = Instant::now();
+    let mut p = Pipeline::new(2, 3);
+    p.submit(0, t(0.0));
+    p.start_waiting(&a, now);
+    p.stage_finished(0, 0, Executor::Local, t(5.0), &a, now).unwrap();
+    let without_w2 = assign_stages(3, &[WorkerSpeed { peer: W1, calibration_us: 500 }]);
+    let rerun = p.rerun_peer(W2, &without_w2, now);
+    assert_eq!(rerun, vec![run(0, 1, Executor::Peer(W1), t(5.0), &[W1])], "W2 ran the chain's second stage");
+    // A late answer from the lost peer no longer counts.
+    assert!(p.stage_finished(0, 2, Executor::Peer(W2), t(6.0), &without_w2, now).is_err());
+    let done = p.stage_finished(0, 2, Executor::Peer(W1), t(7.0), &without_w2, now).unwrap();
+    assert!(matches!(&done[0], PipelineAction::Finished { output, reruns: 1, .. } if *output == t(7.0)));
+}
+
+#[test]
+fn overdue_remote_stages_are_rerun_but_local_ones_wait() {
+    let a = three_stages();
+    let start = Instant::now();
+    let mut p = Pipeline::new(2, 3);
+    p.submit(0, t(0.0));
+    p.submit(1, t(1.0));
+    p.start_waiting(&a, start);
+    p.stage_finished(0, 0, Executor::Local, t(5.0), &a, start).unwrap();
+    let later = start + Duration::from_secs(3);
+    let rerun = p.rerun_overdue(Duration::from_secs(2), &a, later);
+    assert_eq!(rerun.len(), 1, "request 1 is still on the local GPU");
+    assert!(matches!(rerun[0], PipelineAction::Run { request: 0, stage: 1, .. }));
+}
+
+#[test]
+fn a_request_rerun_more_often_than_allowed_is_abandoned_and_frees_its_slot() {
+    let a = three_stages();
+    let start = Instant::now();
+    let mut p = Pipeline::new(1, 2);
+    p.submit(0, t(0.0));
+    p.submit(1, t(1.0));
+    p.start_waiting(&a, start);
+    p.stage_finished(0, 0, Executor::Local, t(5.0), &a, start).unwrap();
+    for reruns in 1..=2 {
+        let rerun = p.rerun_peer(W1, &a, start);
+        assert!(matches!(rerun[..], [PipelineAction::Run { request: 0, stage: 1, .. }]), "rerun {reruns}: {rerun:?}");
+    }
+    let given_up = p.rerun_peer(W1, &a, start);
+    assert_eq!(given_up[0], PipelineAction::Abandoned { request: 0, reruns: 2 });
+    assert_eq!(given_up[1], run(1, 0, Executor::Local, t(1.0), &[W1, W2]), "the waiting request takes the slot");
+    assert_eq!((p.in_flight(), p.waiting()), (1, 0));
+}
+
+#[test]
+fn an_aborted_request_frees_its_slot_for_a_waiting_one() {
+    let a = three_stages();
+    let now = Instant::now();
+    let mut p = Pipeline::new(1, 3);
+    p.submit(0, t(0.0));
+    p.submit(1, t(1.0));
+    p.start_waiting(&a, now);
+    assert_eq!(p.abort(0, &a, now), vec![run(1, 0, Executor::Local, t(1.0), &[W1, W2])]);
+    assert_eq!((p.in_flight(), p.waiting()), (1, 0));
+    assert_eq!(p.abort(7, &a, now), vec![], "an unknown request changes nothing");
+}
+
+#[test]
+fn the_peers_of_an_overdue_chain_are_named_once() {
+    let a = three_stages();
+    let start = Instant::now();
+    let mut p = Pipeline::new(2, 3);
+    p.submit(0, t(0.0));
+    p.start_waiting(&a, start);
+    p.stage_finished(0, 0, Executor::Local, t(5.0), &a, start).unwrap();
+    assert_eq!(p.overdue_peers(Duration::from_secs(2), start + Duration::from_secs(1)), vec![]);
+    assert_eq!(p.overdue_peers(Duration::from_secs(2), start + Duration::from_secs(3)), vec![W1, W2]);
+}
