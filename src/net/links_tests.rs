@@ -5,7 +5,8 @@ use std::time::Duration;
 use bevy::platform::time::Instant;
 
 use super::*;
-use crate::net::codec::{FrameError, Onward, StageTiming};
+use crate::net::codec::{seal_frame, FrameError, Hello, Onward, StageTiming, TensorChunk};
+use crate::net::reassembly::ChunkError;
 use crate::net::{ReceivedTensor, RoomKey};
 
 const KEY: RoomKey = RoomKey::from_bytes([0x4b; 32]);
@@ -383,4 +384,79 @@ fn the_transport_is_rebuilt_only_while_expected_peers_are_missing() {
     assert!(!policy.rebuild_due(&[], 2, start + Duration::from_secs(26)));
     assert!(!policy.rebuild_due(&[], 1, start + Duration::from_secs(60)));
     assert_eq!(policy.attempts(), 2);
+}
+
+/// A worker that holds the room key and turns hostile: it signs whatever it likes.
+struct Hostile {
+    keys: RoomKeys,
+    sequence: u64,
+}
+
+impl Hostile {
+    fn frame(&mut self, message: &Message) -> Vec<u8> {
+        self.sequence += 1;
+        encode_frame(&self.keys, B, A, self.sequence, message)
+    }
+
+    fn output(&mut self, shape: Vec<u32>, total_bytes: u32, payload: Vec<u8>) -> Vec<u8> {
+        let header = TensorHeader {
+            request: 3,
+            stage: 1,
+            direction: Direction::StageOutput,
+            dtype: TransferDtype::F32,
+            shape,
+            params: crate::tensor::quant::QuantParams::NONE,
+            total_bytes,
+            onward: None,
+            trace: Vec::new(),
+        };
+        self.frame(&Message::Tensor(TensorChunk { header, index: 0, count: 1, payload }))
+    }
+}
+
+#[test]
+fn a_key_holding_worker_that_sends_nans_oversize_headers_garbage_replays_and_stolen_tokens_is_rejected_each_time() {
+    let mut room = Room::new(&[(1, coordinator()), (2, worker()), (3, worker())]);
+    room.run(Duration::from_millis(300));
+    let thief = PeerUuid([4; 16]);
+    let mut hostile = Hostile { keys: RoomKeys::derive(&KEY), sequence: 1 << 40 };
+    let now = room.now;
+    let nan = hostile.output(vec![1, 2], 8, [1.0f32, f32::NAN].iter().flat_map(|v| v.to_le_bytes()).collect());
+    let oversize = hostile.output(vec![1 << 20, 1 << 20], u32::MAX, Vec::new());
+    let garbage = {
+        hostile.sequence += 1;
+        seal_frame(&hostile.keys, B, A, hostile.sequence, 4, &[0xff; 40])
+    };
+    let stolen = {
+        let token = room.player(1).links.link(B).and_then(|l| l.hello.clone()).expect("B's hello").token;
+        // Another identity presents B's token.
+        hostile.sequence += 1;
+        let hello = Hello { model_hash: MODEL, capabilities: capabilities("thief"), token, acknowledged: true };
+        encode_frame(&hostile.keys, thief, A, hostile.sequence, &Message::Hello(hello))
+    };
+    let mut events = Vec::new();
+    let links = &mut room.player(1).links;
+    links.receive(B, &nan, now, &mut events);
+    links.receive(B, &oversize, now, &mut events);
+    links.receive(B, &garbage, now, &mut events);
+    links.receive(B, &nan, now, &mut events);
+    links.peer_connected(thief, now);
+    links.receive(thief, &stolen, now, &mut events);
+    assert!(matches!(
+        rejections(&events)[..],
+        [
+            RejectReason::Chunk(ChunkError::NonFinite { index: 1 }),
+            RejectReason::Chunk(ChunkError::Oversize { .. }),
+            RejectReason::Frame(FrameError::Malformed { .. }),
+            RejectReason::Frame(FrameError::Replay { .. }),
+        ]
+    ), "{events:?}");
+    assert!(events.contains(&SessionEvent::HandshakeFailed { peer: thief, reason: HandshakeError::InvalidToken }));
+    assert!(!events.iter().any(|e| matches!(e, SessionEvent::Tensor(_))), "nothing it sent was taken");
+
+    // Nothing is left broken: an honest worker's tensor still arrives whole.
+    room.player(1).events.clear();
+    room.player(3).links.send_tensor(&to(A, 4, 1, Direction::StageOutput), &stage_input(1000), TransferDtype::F32).expect("trusted");
+    room.step();
+    assert!(room.player(1).events.iter().any(|e| matches!(e, SessionEvent::Tensor(t) if t.shared.request == 4)));
 }
