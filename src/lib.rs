@@ -31,6 +31,7 @@ pub mod overlay;
 mod plugin;
 pub mod render;
 pub mod schedule;
+pub mod secret;
 pub mod tensor;
 pub mod testing;
 #[cfg(target_arch = "wasm32")]

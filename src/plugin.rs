@@ -3,6 +3,7 @@
 use bevy::prelude::*;
 
 use crate::gpu::KernelOptions;
+use crate::secret::SecretKey;
 use crate::render::RenderInferencePlugin;
 use crate::model::{Model, OnnxLoader, PartitionPlan, PlanLoader};
 use crate::schedule::{receive_results, submit_requests, InferenceSystems, JobQueue, JobResults, StageOutcomes, TopK};
@@ -20,11 +21,14 @@ pub struct P2pInferencePlugin {
     /// the GPU keeps (default 32); the least recently used beyond it are dropped and compiled
     /// again if asked for, so that inputs of ever new shapes cannot fill GPU memory.
     pub max_compiled_blocks: usize,
+    /// The key `.onnx.sealed` models are opened with (see [`crate::model::seal_model`]);
+    /// `None`: sealed models fail to load with [`crate::model::SealError::NoKey`].
+    pub model_key: Option<SecretKey>,
 }
 
 impl Default for P2pInferencePlugin {
     fn default() -> Self {
-        Self { top_k: 3, kernels: KernelOptions::default(), max_compiled_blocks: 32 }
+        Self { top_k: 3, kernels: KernelOptions::default(), max_compiled_blocks: 32, model_key: None }
     }
 }
 
@@ -37,7 +41,7 @@ impl Plugin for P2pInferencePlugin {
         #[cfg(feature = "fault-injection")]
         app.insert_resource(fault_injection.clone());
         app.init_asset::<Model>()
-            .register_asset_loader(OnnxLoader)
+            .register_asset_loader(OnnxLoader { key: self.model_key.clone() })
             .init_asset::<PartitionPlan>()
             .register_asset_loader(PlanLoader)
             .insert_resource(JobQueue(jobs))

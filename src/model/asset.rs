@@ -12,6 +12,9 @@ use super::ir::Graph;
 use super::external_data::{external_data_locations, ExternalFiles};
 use super::onnx::{import_onnx_with, ImportOptions};
 use super::plan::{PartitionPlan, PlanError};
+use super::sealed::{is_sealed, open_sealed, SealError};
+use crate::secret::SecretKey;
+use zeroize::Zeroizing;
 
 /// An imported model: the simplified graph IR, shared with the render world without copying.
 ///
@@ -130,9 +133,12 @@ impl AssetLoader for PlanLoader {
     }
 }
 
-/// Loads `.onnx` files as [`Model`] assets.
+/// Loads `.onnx` files (and `.onnx.sealed` ones, with [`Self::key`]) as [`Model`] assets.
 #[derive(Default, TypePath)]
-pub struct OnnxLoader;
+pub struct OnnxLoader {
+    /// The key sealed models are opened with ([`crate::P2pInferencePlugin::model_key`]).
+    pub key: Option<SecretKey>,
+}
 
 /// Why an `.onnx` asset failed to load.
 #[derive(Debug, Error)]
@@ -143,6 +149,9 @@ pub enum OnnxLoadError {
     /// The file could not be imported.
     #[error(transparent)]
     Import(#[from] ModelError),
+    /// The file is sealed and did not open.
+    #[error(transparent)]
+    Sealed(#[from] SealError),
     /// An external data file the model names could not be read.
     #[error("cannot read the model's external data '{location}': {reason}")]
     ExternalData {
@@ -164,8 +173,11 @@ impl AssetLoader for OnnxLoader {
         _settings: &(),
         load_context: &mut LoadContext<'_>,
     ) -> Result<Model, OnnxLoadError> {
-        let mut bytes = Vec::new();
+        let mut bytes = Zeroizing::new(Vec::new());
         reader.read_to_end(&mut bytes).await?;
+        if is_sealed(&bytes) {
+            bytes = open_sealed(&bytes, self.key.as_ref().ok_or(SealError::NoKey)?)?;
+        }
         // Initializers stored beside the model (`model.onnx.data`) are read from the same source.
         let mut external_files = ExternalFiles::new();
         for location in external_data_locations(&bytes)? {
@@ -177,6 +189,6 @@ impl AssetLoader for OnnxLoader {
     }
 
     fn extensions(&self) -> &[&str] {
-        &["onnx"]
+        &["onnx", "onnx.sealed"]
     }
 }

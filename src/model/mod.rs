@@ -19,6 +19,7 @@ pub mod plan;
 pub mod onnx_pb;
 mod proto_tensor;
 mod reference;
+mod sealed;
 pub mod shape;
 mod staged;
 
@@ -28,4 +29,5 @@ pub use external_data::{external_data_locations, ExternalFiles};
 pub use onnx::{import_onnx, import_onnx_for_input, import_onnx_with, ImportOptions, MIN_OPSET};
 pub use plan::{PartitionPlan, PlanError, ValidatedPlan};
 pub use reference::run_reference;
+pub use sealed::{is_sealed, open_sealed, seal_model, SealError};
 pub use staged::{BoundaryShapes, StagedModel, StagingError};

@@ -20,6 +20,6 @@ mod transport;
 pub use auth::{CapabilityToken, PeerUuid, Permissions, RoomKeys};
 pub use codec::{decode_frame, encode_frame, seal_frame, Capabilities, Direction, FrameError, Hello, Message, ReplayGuard, TensorChunk, TensorHeader};
 pub use latency::RttStats;
-pub use room_key::{RoomKey, RoomKeyError, ROOM_KEY_BYTES};
+pub use room_key::{RoomKey, RoomKeyError};
 pub use links::{HandshakeError, LinkSettings, LinkState, Links, LostReason, OutgoingFrame, PeerLink, ReconnectPolicy, RejectReason, SendError, SentTensor, SessionEvent};
 pub use reassembly::{ChunkError, Reassembler, ReassemblyLimits, ReceivedTensor, TransferTiming};

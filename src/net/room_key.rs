@@ -1,22 +1,17 @@
-//! [`RoomKey`]: the secret every player of a room holds: 256 bits, drawn at random or
-//! stretched from a passphrase, wiped from memory when dropped and never printed.
+//! [`RoomKey`]: the secret every player of a room holds: a [`SecretKey`] drawn at random, or
+//! stretched from a passphrase for the room.
 
 use argon2::Argon2;
 use thiserror::Error;
-use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-/// Bytes of a room key.
-pub const ROOM_KEY_BYTES: usize = 32;
+use crate::secret::{SecretKey, SecretKeyError, SECRET_KEY_BYTES};
 
 /// Why a room key could not be made.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum RoomKeyError {
-    /// The operating system (or the browser) gave no random bytes.
-    #[error("no randomness for a new room key: {0}")]
-    NoRandomness(String),
-    /// The text is not 64 hex digits.
-    #[error("a room key is {} hex digits", 2 * ROOM_KEY_BYTES)]
-    NotHex,
+    /// No random or hex key.
+    #[error(transparent)]
+    Key(#[from] SecretKeyError),
     /// The passphrase is empty.
     #[error("an empty passphrase")]
     EmptyPassphrase,
@@ -29,8 +24,9 @@ pub enum RoomKeyError {
 /// it, so anyone who holds it is a member of the room. Make one with [`Self::generate`] and
 /// hand its [`Self::to_hex`] text to the other players out of band; a human passphrase only
 /// goes through [`Self::from_passphrase`], which makes each guess cost an Argon2id run.
-#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
-pub struct RoomKey([u8; ROOM_KEY_BYTES]);
+/// Wiped from memory when dropped; prints as `RoomKey(..)`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RoomKey(SecretKey);
 
 impl std::fmt::Debug for RoomKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -39,35 +35,24 @@ impl std::fmt::Debug for RoomKey {
 }
 
 impl RoomKey {
-    /// A fresh key from the operating system's (or the browser's) random generator.
+    /// A fresh random key.
     pub fn generate() -> Result<Self, RoomKeyError> {
-        let mut key = [0; ROOM_KEY_BYTES];
-        getrandom::getrandom(&mut key).map_err(|e| RoomKeyError::NoRandomness(e.to_string()))?;
-        Ok(Self(key))
+        Ok(Self(SecretKey::generate()?))
     }
 
     /// A key made elsewhere (a game's own key exchange, a secret store).
-    pub const fn from_bytes(bytes: [u8; ROOM_KEY_BYTES]) -> Self {
-        Self(bytes)
+    pub const fn from_bytes(bytes: [u8; SECRET_KEY_BYTES]) -> Self {
+        Self(SecretKey::from_bytes(bytes))
     }
 
-    /// The key as 64 lowercase hex digits, to hand to the other players; wiped when dropped.
-    pub fn to_hex(&self) -> Zeroizing<String> {
-        Zeroizing::new(self.0.iter().map(|b| format!("{b:02x}")).collect())
+    /// The key as 64 hex digits, to hand to the other players; wiped when dropped.
+    pub fn to_hex(&self) -> zeroize::Zeroizing<String> {
+        self.0.to_hex()
     }
 
-    /// Parses [`Self::to_hex`]'s text (either case).
+    /// Parses [`Self::to_hex`]'s text.
     pub fn from_hex(text: &str) -> Result<Self, RoomKeyError> {
-        let text = text.trim().as_bytes();
-        if text.len() != 2 * ROOM_KEY_BYTES {
-            return Err(RoomKeyError::NotHex);
-        }
-        let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8).ok_or(RoomKeyError::NotHex);
-        let mut key = [0; ROOM_KEY_BYTES];
-        for (byte, pair) in key.iter_mut().zip(text.chunks_exact(2)) {
-            *byte = digit(pair[0])? << 4 | digit(pair[1])?;
-        }
-        Ok(Self(key))
+        Ok(Self(SecretKey::from_hex(text)?))
     }
 
     /// Stretches a passphrase with Argon2id (19 MiB, two passes), salted with the room's name,
@@ -79,9 +64,9 @@ impl RoomKey {
         }
         // Argon2 wants at least 8 bytes of salt: the room's name under a fixed label.
         let salt = format!("bevy_p2p_inference room {room}");
-        let mut key = [0; ROOM_KEY_BYTES];
-        Argon2::default().hash_password_into(passphrase.as_bytes(), salt.as_bytes(), &mut key).map_err(|e| RoomKeyError::Stretching(e.to_string()))?;
-        Ok(Self(key))
+        let mut key = zeroize::Zeroizing::new([0; SECRET_KEY_BYTES]);
+        Argon2::default().hash_password_into(passphrase.as_bytes(), salt.as_bytes(), &mut *key).map_err(|e| RoomKeyError::Stretching(e.to_string()))?;
+        Ok(Self::from_bytes(*key))
     }
 
     /// What a player typed or pasted for the room at `room_url`: a [`Self::to_hex`] key as it
@@ -90,8 +75,8 @@ impl RoomKey {
         Self::from_hex(text).or_else(|_| Self::from_passphrase(text, room_name(room_url)))
     }
 
-    pub(super) fn bytes(&self) -> &[u8; ROOM_KEY_BYTES] {
-        &self.0
+    pub(super) fn bytes(&self) -> &[u8; SECRET_KEY_BYTES] {
+        self.0.bytes()
     }
 }
 
@@ -106,18 +91,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_generated_key_is_random_and_survives_its_hex_form() {
-        let (a, b) = (RoomKey::generate().unwrap(), RoomKey::generate().unwrap());
-        assert_ne!(a, b);
-        assert_eq!(a.to_hex().len(), 64);
-        assert_eq!(RoomKey::from_hex(&a.to_hex()).unwrap(), a);
-        assert_eq!(RoomKey::from_hex(&a.to_hex().to_uppercase()).unwrap(), a);
-        assert_eq!(RoomKey::from_hex("00ff"), Err(RoomKeyError::NotHex));
-        assert_eq!(RoomKey::from_hex(&"g".repeat(64)), Err(RoomKeyError::NotHex));
-        assert_eq!(format!("{a:?}"), "RoomKey(..)", "never printed");
-    }
-
-    #[test]
     fn a_passphrase_gives_one_key_per_room_and_a_hex_text_is_taken_as_a_key() {
         let demo = RoomKey::from_text("correct horse", "ws://127.0.0.1:3536/demo").unwrap();
         assert_eq!(demo, RoomKey::from_passphrase("correct horse", "demo").unwrap());
@@ -127,5 +100,6 @@ mod tests {
         let key = RoomKey::generate().unwrap();
         assert_eq!(RoomKey::from_text(&key.to_hex(), "ws://127.0.0.1:3536/demo").unwrap(), key);
         assert_eq!(RoomKey::from_passphrase("", "demo"), Err(RoomKeyError::EmptyPassphrase));
+        assert_eq!(format!("{key:?}"), "RoomKey(..)");
     }
 }

@@ -335,3 +335,33 @@ fn with_room_for_one_compiled_block_inputs_of_alternating_shapes_still_get_their
         assert_eq!(argmax_rows(&got), classes, "batch {batch}");
     }
 }
+
+#[test]
+fn a_sealed_model_loads_with_its_key_and_fails_to_load_with_another() {
+    use bevy::asset::io::AssetSourceBuilder;
+    use bevy_p2p_inference::model::seal_model;
+    use bevy_p2p_inference::secret::SecretKey;
+
+    let key = SecretKey::generate().unwrap();
+    let dir = std::env::temp_dir().join(format!("bevy_p2p_inference_sealed_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sealed = seal_model(&model_bytes("assets/models/fashion_mobilenetv2.onnx"), &key).unwrap();
+    std::fs::write(dir.join("fashion.onnx.sealed"), sealed).unwrap();
+    let image = std::fs::read(format!("{}/assets/images/ankle_boot.png", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let input = Tensor::from_image_bytes(&image, 1, 28, 28).unwrap();
+    for (model_key, opens) in [(key.clone(), true), (SecretKey::generate().unwrap(), false)] {
+        let mut app = App::new();
+        app.register_asset_source("sealed", AssetSourceBuilder::platform_default(dir.to_str().unwrap(), None));
+        app.add_plugins((headless_plugins(), P2pInferencePlugin { model_key: Some(model_key), ..default() }));
+        app.finish();
+        app.cleanup();
+        let model: Handle<Model> = app.world().resource::<AssetServer>().load("sealed://fashion.onnx.sealed");
+        let entity = app.world_mut().spawn(InferenceRequest::new(model, input.clone())).id();
+        let result = update_until_prediction(&mut app, entity, TIMEOUT);
+        match opens {
+            true => assert_eq!(result.unwrap().0.top_k[0].0, 9, "an ankle boot is class 9"),
+            false => assert!(matches!(result, Err(WaitError::Failed(InferenceError::ModelLoad(_)))), "{result:?}"),
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
