@@ -109,6 +109,14 @@ impl PeerSession {
 pub struct TensorSender(async_channel::Sender<SessionCommand>);
 
 impl TensorSender {
+    /// A sender whose session is gone: every send fails with [`SendError::SocketClosed`]. For
+    /// tests of what hands tensors to a session.
+    #[cfg(test)]
+    pub(crate) fn closed() -> Self {
+        let (sender, _) = async_channel::bounded(1);
+        Self(sender)
+    }
+
     /// As [`PeerSession::send_tensor`].
     pub fn send(&self, tensor: SentTensor, value: Tensor, dtype: TransferDtype) -> Result<(), SendError> {
         self.0.try_send(SessionCommand::SendTensor { tensor, value, dtype }).map_err(|_| SendError::SocketClosed)

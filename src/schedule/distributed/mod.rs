@@ -63,6 +63,10 @@ pub struct PeerSessionPlugin {
     /// Stages this player runs at once for any one peer (default 8); more are dropped, so that
     /// no peer can fill this GPU's queue.
     pub max_served_per_peer: usize,
+    /// The largest batch (first axis) of a stage input this player runs for a peer (default
+    /// 64); a larger one is dropped, so that no peer can make it cut and compile its model for
+    /// ever new batches.
+    pub max_served_batch: usize,
     /// A worker whose stages time out this often in a row is excluded from the session
     /// (default 3): it may answer heartbeats, but it gets no more work.
     pub max_timeouts: u32,
@@ -86,6 +90,7 @@ impl PeerSessionPlugin {
             stage_timeout: Duration::from_secs(2),
             max_reruns: 4,
             max_served_per_peer: 8,
+            max_served_batch: 64,
             max_timeouts: 3,
             ice_servers: Vec::new(),
         }

@@ -82,6 +82,21 @@ pub enum SessionProblem {
         /// Its quota.
         quota: usize,
     },
+    /// A peer sent a stage input of a batch larger than this player serves
+    /// ([`super::PeerSessionPlugin::max_served_batch`]): it is dropped.
+    #[error("peer {peer} sent stage {stage} of request {request} with a batch of {batch}, over the {limit} served")]
+    BatchTooLarge {
+        /// The peer.
+        peer: crate::net::PeerUuid,
+        /// Its request.
+        request: u64,
+        /// The stage.
+        stage: u16,
+        /// The batch it sent.
+        batch: usize,
+        /// The largest batch served.
+        limit: usize,
+    },
     /// A stage input could not be sent to its peer; the stage runs elsewhere.
     #[error("cannot send stage {stage} of request {request}: {error}; running it elsewhere")]
     CannotSendStage {

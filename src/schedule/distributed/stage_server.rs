@@ -38,6 +38,8 @@ pub(super) struct StageServer {
     pub problems: Sender<SessionProblem>,
     /// How many stages each peer has running here.
     pub quota: StageQuota,
+    /// The largest batch served.
+    pub max_batch: usize,
 }
 
 /// Counts each peer's stages running on this GPU, up to a quota per peer.
@@ -98,6 +100,10 @@ impl StageServer {
         let network_us = received.transfer.estimate().map(StageTiming::micros);
         let index = stage as usize;
         let batch = batch_of_tensor(&received.shared.tensor);
+        if batch > self.max_batch {
+            let _ = self.problems.send(SessionProblem::BatchTooLarge { peer: from, request, stage, batch, limit: self.max_batch });
+            return None;
+        }
         let graph = {
             let mut staged = lock(&self.staged);
             if index == 0 || index >= staged.stage_count() {
@@ -177,6 +183,7 @@ pub(super) fn next_hop(from: PeerUuid, header: &TensorHeader, timing: StageTimin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::StagedModel;
     use crate::tensor::quant::QuantParams;
 
     const OWNER: PeerUuid = PeerUuid([1; 16]);
@@ -195,6 +202,66 @@ mod tests {
             onward,
             trace,
         }
+    }
+
+    /// A stage server for the shipped model cut three ways, with a quota of one stage per peer
+    /// and batches up to 2; the jobs it starts and the problems it reports.
+    fn server() -> (StageServer, crossbeam_channel::Receiver<StageJob>, crossbeam_channel::Receiver<SessionProblem>) {
+        let path = |p: &str| format!("{}/assets/{p}", env!("CARGO_MANIFEST_DIR"));
+        let model = Model::from_onnx_bytes(&std::fs::read(path("models/fashion_mobilenetv2.onnx")).unwrap()).unwrap();
+        let plan = crate::model::PartitionPlan::from_ron(&std::fs::read_to_string(path("plans/fashion_3_int8.plan.ron")).unwrap()).unwrap();
+        let staged = StagedModel::new(model, plan).unwrap();
+        let input_dtypes = staged.input_dtypes().to_vec();
+        let (jobs, started) = crossbeam_channel::unbounded();
+        let (problems, reported) = crossbeam_channel::unbounded();
+        let server = StageServer {
+            staged: Arc::new(Mutex::new(staged)),
+            model: AssetId::default(),
+            input_dtypes,
+            jobs,
+            sender: TensorSender::closed(),
+            problems,
+            quota: StageQuota::new(1),
+            max_batch: 2,
+        };
+        (server, started, reported)
+    }
+
+    fn stage_one_input(shape: Vec<usize>) -> ReceivedTensor {
+        let tensor = crate::tensor::Tensor::zeros(shape.clone());
+        let mut header = input(1, None, vec![]);
+        header.shape = shape.iter().map(|&d| d as u32).collect();
+        ReceivedTensor {
+            from: OWNER,
+            direction: Direction::StageInput,
+            shared: crate::tensor::SharedTensor { request: 5, stage: 1, tensor, dtype: TransferDtype::F32 },
+            header,
+            transfer: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_stage_input_of_the_wrong_shape_or_too_large_a_batch_or_over_the_quota_is_dropped_and_reported() {
+        let (server, started, reported) = server();
+        let boundary = lock(&server.staged).boundary_shapes(1).unwrap().stage_input(1).unwrap().to_vec();
+        let mut wrong = boundary.clone();
+        wrong[1] += 1;
+        assert!(server.serve(stage_one_input(wrong.clone())).is_none());
+        assert_eq!(reported.try_recv(), Ok(SessionProblem::WrongShape { peer: OWNER, request: 5, stage: 1, expected: boundary.clone(), got: wrong }));
+        let mut batch_of_three = boundary.clone();
+        batch_of_three[0] = 3;
+        server.serve(stage_one_input(batch_of_three));
+        assert_eq!(reported.try_recv(), Ok(SessionProblem::BatchTooLarge { peer: OWNER, request: 5, stage: 1, batch: 3, limit: 2 }));
+        assert!(started.is_empty(), "nothing reached the GPU");
+
+        server.serve(stage_one_input(boundary.clone()));
+        let running = started.try_recv().expect("a stage of the right shape starts");
+        assert_eq!(running.input.shape(), &boundary[..]);
+        server.serve(stage_one_input(boundary.clone()));
+        assert!(matches!(reported.try_recv(), Ok(SessionProblem::OverQuota { peer: OWNER, quota: 1, .. })));
+        drop(running);
+        server.serve(stage_one_input(boundary));
+        assert!(started.try_recv().is_ok(), "the finished stage made room");
     }
 
     #[test]

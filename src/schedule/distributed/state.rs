@@ -89,7 +89,7 @@ impl Distributed {
             timeouts: HashMap::new(),
             excluded: HashSet::new(),
             tracked: HashMap::new(),
-            next_request: 0,
+            next_request: first_request_id(),
             served_problems: crossbeam_channel::unbounded(),
             actions: Vec::new(),
             finished_traffic: Vec::new(),
@@ -162,6 +162,18 @@ impl Distributed {
     }
 }
 
+/// Where a session's request ids start: at random, so that ids from an earlier session (a
+/// late or replayed stage output) do not name this session's requests. Counting from 0 where
+/// no randomness is to be had only weakens that.
+fn first_request_id() -> RequestId {
+    let mut bytes = [0; 8];
+    match crate::secret::random_bytes(&mut bytes) {
+        // Leaves room to count up without wrapping.
+        Ok(()) => u64::from_le_bytes(bytes) >> 1,
+        Err(_) => 0,
+    }
+}
+
 /// Locks the staged model; a panic while it was locked leaves it usable (it only caches stage
 /// graphs per batch).
 pub(super) fn lock(staged: &Mutex<StagedModel>) -> std::sync::MutexGuard<'_, StagedModel> {
@@ -171,4 +183,33 @@ pub(super) fn lock(staged: &Mutex<StagedModel>) -> std::sync::MutexGuard<'_, Sta
 /// The batch of a stage's input tensor (its first axis).
 pub(super) fn batch_of_tensor(tensor: &crate::tensor::Tensor) -> usize {
     tensor.shape().first().copied().unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::StagedModel;
+    use crate::net::RoomKey;
+    use crate::schedule::distributed::PeerRole;
+    use crate::tensor::Tensor;
+
+    #[test]
+    fn a_stage_output_must_have_the_shape_of_the_next_cut_for_the_request_s_batch() {
+        let path = |p: &str| format!("{}/assets/{p}", env!("CARGO_MANIFEST_DIR"));
+        let model = Model::from_onnx_bytes(&std::fs::read(path("models/fashion_mobilenetv2.onnx")).unwrap()).unwrap();
+        let plan = PartitionPlan::from_ron(&std::fs::read_to_string(path("plans/fashion_3_int8.plan.ron")).unwrap()).unwrap();
+        let settings = PeerSessionPlugin::new("ws://127.0.0.1:3536/test", RoomKey::from_bytes([1; 32]), PeerRole::Coordinator, "m", "p");
+        let mut state = Distributed::new(settings);
+        state.staged = Some(Arc::new(Mutex::new(StagedModel::new(model, plan).unwrap())));
+        state.reassign();
+        state.pipeline.submit(7, Tensor::zeros(vec![2, 1, 28, 28]));
+        let assignment = state.assignment.clone();
+        state.pipeline.start_waiting(&assignment, bevy::platform::time::Instant::now());
+
+        let boundaries = lock(state.staged.as_ref().unwrap()).boundary_shapes(2).unwrap();
+        assert_eq!(state.expected_output(7, 0).as_deref(), boundaries.stage_input(1));
+        assert_eq!(state.expected_output(7, 2), Some(vec![2, 10]), "the last stage's is the model's output");
+        assert_eq!(state.expected_output(7, 3), None, "past the plan");
+        assert_eq!(state.expected_output(8, 0), None, "a request not in flight");
+    }
 }

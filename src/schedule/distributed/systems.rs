@@ -127,6 +127,7 @@ pub(super) fn join_when_calibrated(
             sender: session.tensor_sender(),
             problems: state.served_problems.0.clone(),
             quota: StageQuota::new(state.settings.max_served_per_peer),
+            max_batch: state.settings.max_served_batch,
         };
         session.serve_stage_inputs(server.into_handler());
         commands.insert_resource(session);
@@ -393,7 +394,7 @@ pub(super) fn claim_requests(mut commands: Commands, mut state: ResMut<Distribut
             continue;
         }
         let id = state.next_request;
-        state.next_request += 1;
+        state.next_request = state.next_request.wrapping_add(1);
         state.pipeline.submit(id, request.input.clone());
         state.tracked.insert(id, Tracked { entity, bytes: 0 });
         commands.entity(entity).insert((SplitRequest, Submitted));
