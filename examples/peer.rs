@@ -92,6 +92,14 @@ struct Args {
     /// Worker: corrupt the first tensor frame it sends (fault injection for tests).
     #[arg(long)]
     tamper_once: bool,
+    /// Worker: return a wrong (shifted) output for every stage it runs (fault injection for
+    /// tests: a lying peer).
+    #[arg(long)]
+    wrong_results: bool,
+    /// Coordinator: run the remote stages of every N-th split request again on its own GPU
+    /// and compare (0: never).
+    #[arg(long, default_value_t = 0)]
+    spot_check_every: u32,
 }
 
 fn build_app(args: &Args) -> Result<App, String> {
@@ -107,7 +115,11 @@ fn build_app(args: &Args) -> Result<App, String> {
     session.max_in_flight = args.k;
     session.stage_timeout = Duration::from_secs_f64(args.stage_timeout_s);
     session.expected_peers = if args.role == Role::Coordinator { args.workers } else { 0 };
+    session.spot_check_every = args.spot_check_every;
     app.add_plugins(session);
+    if args.wrong_results {
+        app.world().resource::<bevy_p2p_inference::testing::FaultInjection>().serve_wrong_results();
+    }
     app.finish();
     app.cleanup();
     Ok(app)
@@ -161,7 +173,13 @@ fn report_events(app: &mut App) -> Option<SessionProblem> {
     let problems: Vec<SessionProblem> = world.resource_mut::<Messages<SessionProblem>>().drain().collect();
     let mut fatal = None;
     for problem in problems {
-        println!("{}", json!({"event": "problem", "detail": problem.to_string()}));
+        let line = match &problem {
+            SessionProblem::ResultMismatch { request, peers } => {
+                json!({"event": "result_mismatch", "request": request, "peers": peers.iter().map(|p| p.to_string()).collect::<Vec<_>>()})
+            }
+            _ => json!({"event": "problem", "detail": problem.to_string()}),
+        };
+        println!("{line}");
         if matches!(problem, SessionProblem::ModelLoad(_) | SessionProblem::PlanLoad(_) | SessionProblem::PlanDoesNotFit(_)) {
             fatal = Some(problem);
         }

@@ -30,6 +30,14 @@ pub(crate) enum JobTag {
     /// A stage run for another peer; its outcome goes to the job's [`JobReply`].
     #[cfg(feature = "p2p")]
     ServedStage,
+    /// A stage run again on this GPU to check a peer's result.
+    #[cfg(feature = "p2p")]
+    SpotCheck {
+        /// The coordinator's id for the request.
+        request: u64,
+        /// The stage's index in the plan.
+        stage: usize,
+    },
     /// The calibration run measured before joining a session.
     #[cfg(feature = "p2p")]
     Calibration,

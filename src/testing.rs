@@ -20,6 +20,7 @@ pub fn headless_plugins() -> impl PluginGroup {
 #[derive(Resource, Clone, Default)]
 pub struct FaultInjection {
     pub(crate) panic_submission_thread: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) wrong_served_results: std::sync::Arc<std::sync::atomic::AtomicBool>,
     broken_shader: std::sync::Arc<std::sync::Mutex<Option<crate::gpu::KernelFamily>>>,
 }
 
@@ -30,6 +31,13 @@ impl FaultInjection {
     /// the render world.
     pub fn panic_submission_thread(&self) {
         self.panic_submission_thread.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Makes every stage this player runs for a peer from now on return a wrong but
+    /// well-formed output (every value shifted by one): a key-holding peer that lies, for the
+    /// spot checks to catch.
+    pub fn serve_wrong_results(&self) {
+        self.wrong_served_results.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Makes the shader of `family` invalid when the kernel library is built (with the first

@@ -105,7 +105,21 @@ pub enum PipelineAction {
         reruns: u32,
         /// From admission into the pipeline (stage 0 starting) to the output arriving.
         in_flight: Duration,
+        /// The hand-over that produced the output: its first stage, its input and who ran its
+        /// stages (for a spot check of remote stages).
+        last_handover: Handover,
     },
+}
+
+/// One hand-over of a request: stages `stage..stage + executors.len()` run from `input`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Handover {
+    /// Its first stage.
+    pub stage: usize,
+    /// The first stage's input, as this player held it.
+    pub input: Tensor,
+    /// Who ran each of its stages.
+    pub executors: Vec<Executor>,
 }
 
 /// How one stage of a request went.
@@ -364,7 +378,8 @@ impl Pipeline {
         let mut actions = Vec::new();
         if stage + 1 == assignment.executors.len() {
             let done = self.active.remove(&request).expect("present");
-            actions.push(PipelineAction::Finished { request, output, stages: done.records, reruns: done.reruns, in_flight: now - done.admitted });
+            let last_handover = Handover { stage: done.stage, input: done.input, executors: done.executors };
+            actions.push(PipelineAction::Finished { request, output, stages: done.records, reruns: done.reruns, in_flight: now - done.admitted, last_handover });
             actions.extend(self.start_waiting(assignment, now));
         } else {
             actions.extend(active.hand_over(request, stage + 1, output, assignment, now));

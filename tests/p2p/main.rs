@@ -203,6 +203,22 @@ fn a_tampered_chunk_is_rejected_and_the_request_still_completes() {
 }
 
 #[test]
+fn a_worker_returning_wrong_results_is_caught_by_spot_checks_and_costs_no_request() {
+    let _serial = Serial::lock();
+    in_namespace("a_worker_returning_wrong_results_is_caught_by_spot_checks_and_costs_no_request", || {
+        let _server = signaling();
+        let _liar = Process::worker(KEY, F32_PLAN, "150", &["--wrong-results"]);
+        let _honest = Process::worker(KEY, F32_PLAN, "150", &[]);
+        let (events, err) = Process::coordinator(F32_PLAN, "1", &["--spot-check-every", "1"]).finish(Duration::from_secs(170));
+        let json = summary(&events, &err);
+        let mismatches = events_of(&events, "result_mismatch");
+        assert!(!mismatches.is_empty(), "no spot check caught the lying worker:\n{events:?}");
+        assert_eq!(json["lost"], 0, "{json}");
+        assert_eq!(json["matches_single_peer"], 10, "a caught request gets this GPU's output: {json}\n{events:?}");
+    });
+}
+
+#[test]
 fn a_peer_with_the_wrong_room_key_never_runs_a_stage() {
     let _serial = Serial::lock();
     in_namespace("a_peer_with_the_wrong_room_key_never_runs_a_stage", || {

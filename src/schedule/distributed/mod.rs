@@ -13,6 +13,7 @@
 //! [`Prediction`]: super::Prediction
 
 mod problem;
+mod spot_check;
 mod stage_server;
 mod state;
 mod systems;
@@ -67,6 +68,10 @@ pub struct PeerSessionPlugin {
     /// 64); a larger one is dropped, so that no peer can make it cut and compile its model for
     /// ever new batches.
     pub max_served_batch: usize,
+    /// Every so many split requests (0: never, the default), the remote stages of one are run
+    /// again on this GPU and compared with the peers' result before it is delivered; a
+    /// mismatch excludes the peers that ran them and delivers this GPU's result.
+    pub spot_check_every: u32,
     /// A worker whose stages time out this often in a row is excluded from the session
     /// (default 3): it may answer heartbeats, but it gets no more work.
     pub max_timeouts: u32,
@@ -91,6 +96,7 @@ impl PeerSessionPlugin {
             max_reruns: 4,
             max_served_per_peer: 8,
             max_served_batch: 64,
+            spot_check_every: 0,
             max_timeouts: 3,
             ice_servers: Vec::new(),
         }
@@ -112,7 +118,7 @@ impl Plugin for PeerSessionPlugin {
             .add_systems(Startup, load_assets)
             .add_systems(
                 PreUpdate,
-                (prepare_stages, join_when_calibrated, take_local_stage_results, report_served_stage_problems, poll_session, handle_session_events, advance_pipeline)
+                (prepare_stages, join_when_calibrated, take_local_stage_results, continue_spot_checks, report_served_stage_problems, poll_session, handle_session_events, advance_pipeline)
                     .chain()
                     .in_set(InferenceSystems::Session),
             )

@@ -97,6 +97,24 @@ pub enum SessionProblem {
         /// The largest batch served.
         limit: usize,
     },
+    /// A spot check found the peers' output for a request different from this GPU's: the
+    /// peers that ran the checked stages (which of them lied cannot be told) are excluded, and
+    /// the request gets this GPU's output.
+    #[error("request {request}: peers {peers:?} returned an output this GPU does not agree with; they are excluded")]
+    ResultMismatch {
+        /// This coordinator's request.
+        request: u64,
+        /// The peers that ran the checked stages.
+        peers: Vec<crate::net::PeerUuid>,
+    },
+    /// This GPU could not run a spot check's stages; the peers' output is delivered unchecked.
+    #[error("request {request}: the spot check failed on this GPU: {error}")]
+    SpotCheckFailed {
+        /// This coordinator's request.
+        request: u64,
+        /// Why.
+        error: InferenceError,
+    },
     /// A stage input could not be sent to its peer; the stage runs elsewhere.
     #[error("cannot send stage {stage} of request {request}: {error}; running it elsewhere")]
     CannotSendStage {

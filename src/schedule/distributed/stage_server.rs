@@ -40,6 +40,9 @@ pub(super) struct StageServer {
     pub quota: StageQuota,
     /// The largest batch served.
     pub max_batch: usize,
+    /// Set by [`crate::testing::FaultInjection::serve_wrong_results`].
+    #[cfg(feature = "fault-injection")]
+    pub wrong_results: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Counts each peer's stages running on this GPU, up to a quota per peer.
@@ -130,10 +133,17 @@ impl StageServer {
         };
         let dtype = self.input_dtypes.get(index + 1).copied().unwrap_or(TransferDtype::F32);
         let (sender, problems) = (self.sender.clone(), self.problems.clone());
+        #[cfg(feature = "fault-injection")]
+        let lie = self.wrong_results.clone();
         let reply = move |outcome: JobOutcome| {
             let _running = &slot;
             let problem = match outcome.result {
                 Ok(output) => {
+                    #[cfg(feature = "fault-injection")]
+                    let output = match lie.load(std::sync::atomic::Ordering::Acquire) {
+                        true => crate::tensor::Tensor::new(output.shape().to_vec(), output.data().iter().map(|v| v + 1.0).collect()).expect("the same shape"),
+                        false => output,
+                    };
                     let run = outcome.finished.saturating_duration_since(outcome.started);
                     let timing = StageTiming { stage: header.stage, run_us: StageTiming::micros(run), gpu_us: outcome.gpu.map(StageTiming::micros), network_us };
                     let sent = next_hop(from, &header, timing);
@@ -223,6 +233,8 @@ mod tests {
             problems,
             quota: StageQuota::new(1),
             max_batch: 2,
+            #[cfg(feature = "fault-injection")]
+            wrong_results: Default::default(),
         };
         (server, started, reported)
     }

@@ -8,6 +8,7 @@ use bevy::prelude::*;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::spot_check::SpotCheck;
 use super::{PeerSessionPlugin, SessionProblem};
 use crate::model::ir::Graph;
 use crate::model::{Model, PartitionPlan, StagedModel};
@@ -59,8 +60,13 @@ pub struct Distributed {
     pub(super) workers: HashMap<PeerUuid, u32>,
     /// Timeouts in a row, per worker.
     pub(super) timeouts: HashMap<PeerUuid, u32>,
-    /// Workers excluded for timing out too often: they get no more work in this session.
+    /// Workers excluded for timing out too often or failing a spot check: they get no more
+    /// work in this session.
     pub(super) excluded: HashSet<PeerUuid>,
+    /// Requests whose remote stages this GPU is running again before they are delivered.
+    pub(super) checks: HashMap<RequestId, SpotCheck>,
+    /// Split requests finished, for [`PeerSessionPlugin::spot_check_every`].
+    finished: u64,
     pub(super) tracked: HashMap<RequestId, Tracked>,
     pub(super) next_request: RequestId,
     /// Pipeline actions decided this frame, carried out by `advance_pipeline`.
@@ -88,6 +94,8 @@ impl Distributed {
             workers: HashMap::new(),
             timeouts: HashMap::new(),
             excluded: HashSet::new(),
+            checks: HashMap::new(),
+            finished: 0,
             tracked: HashMap::new(),
             next_request: first_request_id(),
             served_problems: crossbeam_channel::unbounded(),
@@ -144,12 +152,26 @@ impl Distributed {
         for &peer in late {
             let count = self.timeouts.entry(peer).or_default();
             *count += 1;
-            if *count >= self.settings.max_timeouts && self.excluded.insert(peer) {
+            if *count >= self.settings.max_timeouts && !self.excluded.contains(&peer) {
                 excluded.push((peer, *count));
-                self.drop_worker(peer, now);
+                self.exclude(peer, now);
             }
         }
         excluded
+    }
+
+    /// Gives `peer` no more work in this session and re-runs what it holds elsewhere.
+    pub(super) fn exclude(&mut self, peer: PeerUuid, now: bevy::platform::time::Instant) {
+        if self.excluded.insert(peer) {
+            self.drop_worker(peer, now);
+        }
+    }
+
+    /// Counts a finished split request; whether it is one to spot-check.
+    pub(super) fn spot_check_due(&mut self) -> bool {
+        self.finished += 1;
+        let every = self.settings.spot_check_every as u64;
+        every > 0 && self.finished % every == 0
     }
 
     /// Forgets a worker (lost, or it refused a frame) and re-runs what it held elsewhere.

@@ -7,6 +7,7 @@ use bevy::asset::{LoadState, UntypedAssetId};
 use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
+use super::spot_check::{as_sent, outputs_agree, SpotCheck};
 use super::stage_server::{StageQuota, StageServer};
 use super::state::{batch_of_tensor, Phase, Tracked};
 use super::{Distributed, PeerRole, PeerSessionEvent, PeerSessionPlugin, SessionProblem};
@@ -17,9 +18,9 @@ use crate::net::session::{PeerSession, SessionConfig};
 use crate::net::codec::Onward;
 use crate::net::{Capabilities, Direction, LinkSettings, LinkState, PeerUuid, Permissions, SendError, SentTensor, SessionEvent};
 use crate::render::GpuCapabilities;
-use crate::schedule::pipeline::{Executor, PipelineAction};
+use crate::schedule::pipeline::{Executor, Handover, PipelineAction};
 use crate::schedule::{fail, InferenceError, InferenceFailed, InferenceRequest, JobQueue, JobResults, LocalOnly, Prediction, PredictionReady, SplitRequest, StageOutcomes, Submitted, TopK};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TransferDtype};
 
 /// Starts loading the model and the plan.
 pub(super) fn load_assets(mut state: ResMut<Distributed>, server: Res<AssetServer>) {
@@ -103,6 +104,7 @@ pub(super) fn join_when_calibrated(
     gpu: Option<Res<GpuCapabilities>>,
     queue: Res<JobQueue>,
     mut problems: MessageWriter<SessionProblem>,
+    #[cfg(feature = "fault-injection")] faults: Res<crate::testing::FaultInjection>,
 ) {
     for outcome in take_outcomes(&mut outcomes, |tag| *tag == JobTag::Calibration) {
         commands.entity(outcome.entity).despawn();
@@ -128,6 +130,8 @@ pub(super) fn join_when_calibrated(
             problems: state.served_problems.0.clone(),
             quota: StageQuota::new(state.settings.max_served_per_peer),
             max_batch: state.settings.max_served_batch,
+            #[cfg(feature = "fault-injection")]
+            wrong_results: faults.wrong_served_results.clone(),
         };
         session.serve_stage_inputs(server.into_handler());
         commands.insert_resource(session);
@@ -349,16 +353,88 @@ pub(super) fn advance_pipeline(
                     fail(&mut commands, tracked.entity, InferenceError::Abandoned { reruns });
                 }
             }
-            PipelineAction::Finished { request, output, stages, reruns, in_flight } => {
+            PipelineAction::Finished { request, output, stages, reruns, in_flight, last_handover } => {
                 let Some(tracked) = state.tracked.remove(&request) else { continue };
                 state.finished_traffic.push(super::RequestTraffic { bytes: tracked.bytes });
-                let prediction = Prediction { top_k: output.top_k(0, top_k.0), output, latency: in_flight, stages, reruns, handover: None };
-                if let Ok(mut entity) = commands.get_entity(tracked.entity) {
-                    entity.insert(prediction.clone());
-                    commands.trigger(PredictionReady { entity: tracked.entity, prediction });
+                let peers = SpotCheck::peers_of(&last_handover.executors);
+                if !peers.is_empty() && state.spot_check_due() {
+                    let Handover { stage, input, executors } = last_handover;
+                    let input = as_sent(&input, state.input_dtypes[stage]);
+                    if let Ok(graph) = state.stage_graph(stage, batch_of_tensor(&input)) {
+                        let last = stage + executors.len() - 1;
+                        let exact = state.input_dtypes[stage..=last].iter().all(|d| *d == TransferDtype::F32);
+                        let check = SpotCheck { entity: tracked.entity, claimed: output, peers, last, exact, stages, reruns, in_flight, started: now };
+                        queue.push(spot_check_job(&state, request, stage, check.entity, graph, input, now));
+                        state.checks.insert(request, check);
+                        continue;
+                    }
                 }
+                deliver(&mut commands, tracked.entity, Prediction { top_k: output.top_k(0, top_k.0), output, latency: in_flight, stages, reruns, handover: None });
             }
         }
+    }
+}
+
+/// Runs the next stage of each spot check on this GPU; once its last stage is back, delivers
+/// the prediction if this GPU agrees with the peers, or else excludes them and delivers its
+/// own output.
+pub(super) fn continue_spot_checks(
+    mut commands: Commands,
+    mut state: ResMut<Distributed>,
+    mut outcomes: ResMut<StageOutcomes>,
+    mut queue: ResMut<JobQueue>,
+    mut problems: MessageWriter<SessionProblem>,
+    top_k: Res<TopK>,
+) {
+    let now = Instant::now();
+    for outcome in take_outcomes(&mut outcomes, |tag| matches!(tag, JobTag::SpotCheck { .. })) {
+        let JobTag::SpotCheck { request, stage } = outcome.tag else { continue };
+        let Some(check) = state.checks.get(&request) else { continue };
+        let local = match outcome.result {
+            Ok(local) if stage < check.last => {
+                let input = as_sent(&local, state.input_dtypes[stage + 1]);
+                match state.stage_graph(stage + 1, batch_of_tensor(&input)) {
+                    Ok(graph) => {
+                        queue.push(spot_check_job(&state, request, stage + 1, check.entity, graph, input, now));
+                        continue;
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+            Ok(local) => Ok(local),
+            Err(error) => Err(error.into()),
+        };
+        let check = state.checks.remove(&request).expect("present above");
+        let output = match local {
+            Ok(local) if outputs_agree(&check.claimed, &local, check.exact) => check.claimed,
+            Ok(local) => {
+                problems.write(SessionProblem::ResultMismatch { request, peers: check.peers.clone() });
+                for &peer in &check.peers {
+                    state.exclude(peer, now);
+                }
+                local
+            }
+            Err(error) => {
+                problems.write(SessionProblem::SpotCheckFailed { request, error });
+                check.claimed
+            }
+        };
+        let latency = check.in_flight + now.saturating_duration_since(check.started);
+        let prediction = Prediction { top_k: output.top_k(0, top_k.0), output, latency, stages: check.stages, reruns: check.reruns, handover: None };
+        deliver(&mut commands, check.entity, prediction);
+    }
+}
+
+/// The job that runs `stage` of `request` again on this GPU for a spot check.
+fn spot_check_job(state: &Distributed, request: u64, stage: usize, entity: Entity, graph: Arc<Graph>, input: Tensor, now: Instant) -> StageJob {
+    StageJob { tag: JobTag::SpotCheck { request, stage }, entity, model: state.model.id(), graph, input, started: now, reply: None }
+}
+
+/// Puts `prediction` on `entity` and triggers [`PredictionReady`].
+fn deliver(commands: &mut Commands, entity: Entity, prediction: Prediction) {
+    if let Ok(mut target) = commands.get_entity(entity) {
+        target.insert(prediction.clone());
+        commands.trigger(PredictionReady { entity, prediction });
     }
 }
 
