@@ -134,6 +134,7 @@ fn reject_code(reason: &RejectReason) -> &'static str {
         RejectReason::Chunk(_) => "bad_chunk",
         RejectReason::Untrusted(_) => "untrusted",
         RejectReason::NotPermitted(_) => "not_permitted",
+        RejectReason::Unsealed(_) => "unsealed",
         RejectReason::Refused => "refused",
         RejectReason::Flooding(_) => "flooding",
     }

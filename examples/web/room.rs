@@ -97,6 +97,7 @@ pub fn report_session(mut events: MessageReader<PeerSessionEvent>, mut problems:
                     RejectReason::Chunk(_) => "bad_chunk",
                     RejectReason::Untrusted(_) => "untrusted",
                     RejectReason::NotPermitted(_) => "not_permitted",
+                    RejectReason::Unsealed(_) => "unsealed",
                     RejectReason::Refused => "refused",
                     RejectReason::Flooding(_) => "flooding",
                 };

@@ -6,6 +6,7 @@ use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::room_key::RoomKey;
+use super::seal::{TensorCipher, SESSION_NONCE_BYTES};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -57,6 +58,7 @@ impl Permissions {
 pub struct RoomKeys {
     frame: [u8; 32],
     token: [u8; 32],
+    seal: [u8; 32],
 }
 
 impl std::fmt::Debug for RoomKeys {
@@ -69,10 +71,22 @@ impl RoomKeys {
     /// Derives the room's keys from its room key.
     pub fn derive(room_key: &RoomKey) -> Self {
         let hkdf = Hkdf::<Sha256>::new(Some(b"bevy_p2p_inference/v3"), room_key.bytes());
-        let mut keys = Self { frame: [0; 32], token: [0; 32] };
+        let mut keys = Self { frame: [0; 32], token: [0; 32], seal: [0; 32] };
         hkdf.expand(b"frame", &mut keys.frame).expect("32 bytes is a valid HKDF-SHA256 length");
         hkdf.expand(b"token", &mut keys.token).expect("32 bytes is a valid HKDF-SHA256 length");
+        hkdf.expand(b"seal", &mut keys.seal).expect("32 bytes is a valid HKDF-SHA256 length");
         keys
+    }
+
+    /// The cipher of the tensor payloads `sender` sends `receiver` in the session where their
+    /// hellos carried `sender_nonce` and `receiver_nonce`.
+    pub fn tensor_cipher(&self, sender: PeerUuid, receiver: PeerUuid, sender_nonce: &[u8; SESSION_NONCE_BYTES], receiver_nonce: &[u8; SESSION_NONCE_BYTES]) -> TensorCipher {
+        let salt = [&sender_nonce[..], &receiver_nonce[..]].concat();
+        let hkdf = Hkdf::<Sha256>::new(Some(&salt), &self.seal);
+        let mut key = zeroize::Zeroizing::new([0; 32]);
+        let info = [&b"tensor"[..], &sender.0, &receiver.0].concat();
+        hkdf.expand(&info, &mut *key).expect("32 bytes is a valid HKDF-SHA256 length");
+        TensorCipher::new(&key)
     }
 
     /// The MAC of a frame sent from `sender` to `receiver`.

@@ -9,11 +9,12 @@
 use thiserror::Error;
 
 use super::auth::{CapabilityToken, PeerUuid, Permissions, RoomKeys};
+use super::seal::{SEAL_TAG_BYTES, SESSION_NONCE_BYTES};
 use crate::tensor::TransferDtype;
 use crate::tensor::quant::QuantParams;
 
 /// The protocol version written in every frame and in the handshake.
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 /// The largest frame sent or accepted (matchbox silently drops messages over 64 KiB).
 pub const MAX_FRAME_BYTES: usize = 60 * 1024;
 /// Bytes of the fixed frame header.
@@ -108,6 +109,9 @@ pub struct Hello {
     pub token: CapabilityToken,
     /// The sender has received and accepted the receiver's hello.
     pub acknowledged: bool,
+    /// The sender's nonce for this session: with the receiver's, it keys the tensor payloads
+    /// between them (see [`crate::net::TensorCipher`]).
+    pub session_nonce: [u8; SESSION_NONCE_BYTES],
 }
 
 /// Whether a tensor is a stage's input (to be run) or its output (coming back).
@@ -336,9 +340,11 @@ pub fn decode_frame(keys: &RoomKeys, sender: PeerUuid, receiver: PeerUuid, frame
     Ok((sequence, message))
 }
 
-/// Splits an encoded tensor payload into chunks that each fit a frame.
+/// Splits an encoded tensor payload into chunks that each fit a frame once sealed (see
+/// [`crate::net::TensorCipher`]).
 pub fn split_into_chunks(header: TensorHeader, payload: &[u8]) -> Vec<TensorChunk> {
-    let pieces: Vec<&[u8]> = if payload.is_empty() { vec![&[][..]] } else { payload.chunks(MAX_CHUNK_PAYLOAD).collect() };
+    let piece = MAX_CHUNK_PAYLOAD - SEAL_TAG_BYTES;
+    let pieces: Vec<&[u8]> = if payload.is_empty() { vec![&[][..]] } else { payload.chunks(piece).collect() };
     let count = pieces.len() as u16;
     pieces
         .into_iter()
@@ -442,6 +448,7 @@ fn write_hello(w: &mut Writer, hello: &Hello) {
     w.u8(hello.token.permissions.bits());
     w.bytes(&hello.token.tag);
     w.u8(hello.acknowledged as u8);
+    w.bytes(&hello.session_nonce);
 }
 
 fn read_hello(r: &mut Reader) -> Result<Hello, FrameError> {
@@ -455,7 +462,7 @@ fn read_hello(r: &mut Reader) -> Result<Hello, FrameError> {
         calibration_us: r.u32()?,
     };
     let token = CapabilityToken { peer: PeerUuid(r.array()?), permissions: Permissions::from_bits(r.u8()?), tag: r.array()? };
-    Ok(Hello { model_hash, capabilities, token, acknowledged: r.bool()? })
+    Ok(Hello { model_hash, capabilities, token, acknowledged: r.bool()?, session_nonce: r.array()? })
 }
 
 fn write_chunk(w: &mut Writer, chunk: &TensorChunk) {

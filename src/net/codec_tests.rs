@@ -42,6 +42,7 @@ fn hello() -> Hello {
         },
         token: keys().issue_token(A, Permissions::RUN_STAGES),
         acknowledged: false,
+        session_nonce: [0x5e; 16],
     }
 }
 

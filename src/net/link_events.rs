@@ -24,6 +24,10 @@ pub enum RejectReason {
     /// The peer's token does not allow what the message asks.
     #[error("the peer's token does not allow sending a {0}")]
     NotPermitted(&'static str),
+    /// A tensor chunk's payload did not open under the link's session key (sealed for another
+    /// session or link, or changed by someone holding the room key).
+    #[error(transparent)]
+    Unsealed(#[from] super::seal::Unsealed),
     /// The peer was refused (its handshake failed); its frames are dropped unread.
     #[error("a frame from a refused peer")]
     Refused,

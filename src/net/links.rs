@@ -13,9 +13,10 @@ use bevy::platform::time::Instant;
 
 use super::auth::{PeerUuid, Permissions, RoomKeys};
 use super::room_key::RoomKey;
-use super::codec::{decode_frame, encode_frame, split_into_chunks, Capabilities, Direction, Hello, Message, ReplayGuard, TensorHeader, MAX_RANK, MAX_ROUTE};
+use super::codec::{decode_frame, encode_frame, split_into_chunks, Capabilities, Direction, Hello, Message, ReplayGuard, TensorChunk, TensorHeader, MAX_RANK, MAX_ROUTE};
 use super::latency::RttStats;
 use super::rate_limit::{FrameAdmission, FrameBudget};
+use super::seal::{session_nonce, TensorCipher, Unsealed, SESSION_NONCE_BYTES};
 use super::reassembly::{ReceivedTensor, Reassembler, ReassemblyLimits, TransferTiming};
 pub use super::link_events::{HandshakeError, LostReason, RejectReason, SendError, SentTensor, SessionEvent};
 use crate::tensor::{decode_values, encode_values, SharedTensor, Tensor, TransferDtype};
@@ -102,6 +103,15 @@ pub struct PeerLink {
     replay: ReplayGuard,
     pings: HashMap<u64, Instant>,
     budget: FrameBudget,
+    /// The tensor ciphers of this session, once the peer is trusted.
+    ciphers: Option<LinkCiphers>,
+}
+
+/// The ciphers of a link's tensor payloads, one per direction.
+#[derive(Clone, Debug)]
+struct LinkCiphers {
+    sending: TensorCipher,
+    receiving: TensorCipher,
 }
 
 impl PeerLink {
@@ -122,6 +132,7 @@ impl PeerLink {
             replay: ReplayGuard::default(),
             pings: HashMap::new(),
             budget: FrameBudget::new(frames_per_second, now),
+            ciphers: None,
         }
     }
 
@@ -154,6 +165,8 @@ pub struct Links {
     connected: HashSet<PeerUuid>,
     links: HashMap<PeerUuid, PeerLink>,
     send_sequences: HashMap<PeerUuid, u64>,
+    /// This player's nonce for this session, sent in its hellos.
+    session_nonce: [u8; SESSION_NONCE_BYTES],
     reassembler: Reassembler,
     next_nonce: u64,
     last_tick: Instant,
@@ -174,6 +187,7 @@ impl Links {
             connected: HashSet::new(),
             links: HashMap::new(),
             send_sequences: HashMap::new(),
+            session_nonce: session_nonce(),
             next_nonce: 0,
             last_tick: now,
             rejected_total: 0,
@@ -191,6 +205,11 @@ impl Links {
     /// This player's id, once the transport has one.
     pub fn own_id(&self) -> Option<PeerUuid> {
         self.own
+    }
+
+    /// This player's nonce for this session (see [`TensorCipher`]).
+    pub fn session_nonce(&self) -> [u8; SESSION_NONCE_BYTES] {
+        self.session_nonce
     }
 
     /// Sets this player's id (the signaling server assigns it). Frames are handled from then on.
@@ -351,6 +370,10 @@ impl Links {
                     return;
                 }
                 link.state = LinkState::Trusted;
+                link.ciphers = Some(LinkCiphers {
+                    sending: self.keys.tensor_cipher(own, from, &self.session_nonce, &hello.session_nonce),
+                    receiving: self.keys.tensor_cipher(from, own, &hello.session_nonce, &self.session_nonce),
+                });
                 events.push(SessionEvent::PeerTrusted {
                     peer: from,
                     capabilities: hello.capabilities.clone(),
@@ -392,6 +415,11 @@ impl Links {
                 if !link.permissions().contains(needed) || !self.settings.permissions.contains(ours) || !owner_may_submit {
                     return reject(link, events, RejectReason::NotPermitted("tensor"));
                 }
+                let opened = link.ciphers.as_ref().ok_or(Unsealed).and_then(|c| c.receiving.open(sequence, &chunk.payload));
+                let chunk = match opened {
+                    Ok(payload) => TensorChunk { payload, ..chunk },
+                    Err(unsealed) => return reject(link, events, unsealed.into()),
+                };
                 match self.reassembler.push(from, chunk, now) {
                     Ok(Some(mut tensor)) => {
                         tensor.transfer.link_rtt = link.rtt.median();
@@ -445,6 +473,7 @@ impl Links {
                 capabilities: self.settings.capabilities.clone(),
                 token: self.keys.issue_token(own, self.settings.permissions),
                 acknowledged,
+                session_nonce: self.session_nonce,
             };
             self.send(peer, &Message::Hello(hello));
         }
@@ -462,6 +491,17 @@ impl Links {
         // accepting this side's frames.
         let sequence = self.send_sequences.entry(peer).or_insert(0);
         *sequence += 1;
+        // A tensor's payload is sealed for the peer; without a session key (not trusted yet)
+        // it is not sent at all.
+        let sealed;
+        let message = match message {
+            Message::Tensor(chunk) => {
+                let Some(ciphers) = &link.ciphers else { return false };
+                sealed = Message::Tensor(TensorChunk { payload: ciphers.sending.seal(*sequence, &chunk.payload), ..chunk.clone() });
+                &sealed
+            }
+            other => other,
+        };
         #[allow(unused_mut)]
         let mut frame = encode_frame(&self.keys, own, peer, *sequence, message);
         #[cfg(feature = "fault-injection")]

@@ -7,7 +7,7 @@ use bevy::platform::time::Instant;
 use super::*;
 use crate::net::codec::{seal_frame, FrameError, Hello, Onward, StageTiming, TensorChunk};
 use crate::net::reassembly::ChunkError;
-use crate::net::{ReceivedTensor, RoomKey};
+use crate::net::{ReceivedTensor, RoomKey, TensorCipher, Unsealed};
 
 const KEY: RoomKey = RoomKey::from_bytes([0x4b; 32]);
 const MODEL: [u8; 32] = [7; 32];
@@ -386,13 +386,21 @@ fn the_transport_is_rebuilt_only_while_expected_peers_are_missing() {
     assert_eq!(policy.attempts(), 2);
 }
 
-/// A worker that holds the room key and turns hostile: it signs whatever it likes.
+/// A worker that holds the room key and turns hostile: it signs and seals whatever it likes.
 struct Hostile {
     keys: RoomKeys,
+    cipher: TensorCipher,
     sequence: u64,
 }
 
 impl Hostile {
+    /// Worker B of `room` (player 2), talking to the coordinator A (player 1).
+    fn in_room(room: &mut Room) -> Self {
+        let (b, a) = (room.player(2).links.session_nonce(), room.player(1).links.session_nonce());
+        let keys = RoomKeys::derive(&KEY);
+        Self { cipher: keys.tensor_cipher(B, A, &b, &a), keys, sequence: 1 << 40 }
+    }
+
     fn frame(&mut self, message: &Message) -> Vec<u8> {
         self.sequence += 1;
         encode_frame(&self.keys, B, A, self.sequence, message)
@@ -410,6 +418,7 @@ impl Hostile {
             onward: None,
             trace: Vec::new(),
         };
+        let payload = self.cipher.seal(self.sequence + 1, &payload);
         self.frame(&Message::Tensor(TensorChunk { header, index: 0, count: 1, payload }))
     }
 }
@@ -419,7 +428,7 @@ fn a_key_holding_worker_that_sends_nans_oversize_headers_garbage_replays_and_sto
     let mut room = Room::new(&[(1, coordinator()), (2, worker()), (3, worker())]);
     room.run(Duration::from_millis(300));
     let thief = PeerUuid([4; 16]);
-    let mut hostile = Hostile { keys: RoomKeys::derive(&KEY), sequence: 1 << 40 };
+    let mut hostile = Hostile::in_room(&mut room);
     let now = room.now;
     let nan = hostile.output(vec![1, 2], 8, [1.0f32, f32::NAN].iter().flat_map(|v| v.to_le_bytes()).collect());
     let oversize = hostile.output(vec![1 << 20, 1 << 20], u32::MAX, Vec::new());
@@ -431,7 +440,7 @@ fn a_key_holding_worker_that_sends_nans_oversize_headers_garbage_replays_and_sto
         let token = room.player(1).links.link(B).and_then(|l| l.hello.clone()).expect("B's hello").token;
         // Another identity presents B's token.
         hostile.sequence += 1;
-        let hello = Hello { model_hash: MODEL, capabilities: capabilities("thief"), token, acknowledged: true };
+        let hello = Hello { model_hash: MODEL, capabilities: capabilities("thief"), token, acknowledged: true, session_nonce: [9; 16] };
         encode_frame(&hostile.keys, thief, A, hostile.sequence, &Message::Hello(hello))
     };
     let mut events = Vec::new();
@@ -459,4 +468,24 @@ fn a_key_holding_worker_that_sends_nans_oversize_headers_garbage_replays_and_sto
     room.player(3).links.send_tensor(&to(A, 4, 1, Direction::StageOutput), &stage_input(1000), TransferDtype::F32).expect("trusted");
     room.step();
     assert!(room.player(1).events.iter().any(|e| matches!(e, SessionEvent::Tensor(t) if t.shared.request == 4)));
+}
+
+#[test]
+fn tensor_payloads_are_sealed_on_the_wire_and_a_chunk_sealed_for_another_session_does_not_open() {
+    let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
+    room.run(Duration::from_millis(300));
+    let values = Tensor::new(vec![1, 64], vec![0.75; 64]).unwrap();
+    room.player(1).links.send_tensor(&to(B, 1, 1, Direction::StageInput), &values, TransferDtype::F32).expect("trusted");
+    let frames = room.step();
+    let plain: Vec<u8> = 0.75f32.to_le_bytes().repeat(8);
+    assert!(frames.iter().all(|f| !f.bytes.windows(plain.len()).any(|w| w == plain)), "the values are not readable on the wire");
+    assert!(room.player(2).events.iter().any(|e| matches!(e, SessionEvent::Tensor(t) if t.shared.tensor == values)));
+
+    // The same worker, its chunk sealed with a nonce of an earlier session.
+    let mut hostile = Hostile::in_room(&mut room);
+    hostile.cipher = RoomKeys::derive(&KEY).tensor_cipher(B, A, &[0; 16], &room.player(1).links.session_nonce());
+    let old_session = hostile.output(vec![1, 2], 8, [1.0f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect());
+    let (now, mut events) = (room.now, Vec::new());
+    room.player(1).links.receive(B, &old_session, now, &mut events);
+    assert_eq!(rejections(&events), vec![RejectReason::Unsealed(Unsealed)]);
 }
