@@ -12,138 +12,15 @@ use std::time::Duration;
 use bevy::platform::time::Instant;
 
 use super::auth::{PeerUuid, Permissions, RoomKeys};
-use super::room_key::RoomKey;
-use super::codec::{decode_frame, encode_frame, split_into_chunks, Capabilities, Direction, Hello, Message, ReplayGuard, TensorChunk, TensorHeader, MAX_RANK, MAX_ROUTE};
-use super::latency::RttStats;
-use super::rate_limit::{FrameAdmission, FrameBudget};
-use super::seal::{session_nonce, TensorCipher, Unsealed, SESSION_NONCE_BYTES};
-use super::reassembly::{ReceivedTensor, Reassembler, ReassemblyLimits, TransferTiming};
+use super::codec::{decode_frame, encode_frame, split_into_chunks, Direction, Hello, Message, TensorChunk, TensorHeader, MAX_RANK, MAX_ROUTE};
+use super::peer_link::LinkCiphers;
+pub use super::peer_link::{LinkSettings, LinkState, PeerLink};
+use super::rate_limit::FrameAdmission;
+pub use super::reconnect::ReconnectPolicy;
+use super::seal::{session_nonce, Unsealed, SESSION_NONCE_BYTES};
+use super::reassembly::{ReceivedTensor, Reassembler, TransferTiming};
 pub use super::link_events::{HandshakeError, LostReason, RejectReason, SendError, SentTensor, SessionEvent};
 use crate::tensor::{decode_values, encode_values, SharedTensor, Tensor, TransferDtype};
-
-/// What this player presents to others and how strict it is with them.
-#[derive(Clone, Debug)]
-pub struct LinkSettings {
-    /// The room's shared secret; frames and tokens are authenticated with keys derived from it.
-    pub room_key: RoomKey,
-    /// What this peer's token lets it do.
-    pub permissions: Permissions,
-    /// SHA-256 of the model this peer runs; peers with another model are not trusted.
-    pub model_hash: [u8; 32],
-    /// What this peer tells others about itself.
-    pub capabilities: Capabilities,
-    /// Interval between heartbeat pings to each trusted peer.
-    pub heartbeat: Duration,
-    /// A peer not heard from for this long is declared lost.
-    pub lost_after: Duration,
-    /// A connected peer that has not completed the handshake in this time is given up on.
-    pub handshake_timeout: Duration,
-    /// Interval between repeated hellos until the other side acknowledges.
-    pub hello_retry: Duration,
-    /// Limits on tensors being received.
-    pub limits: ReassemblyLimits,
-    /// Frames a peer may send per second (and at once, after a second of quiet); more are
-    /// dropped before their MAC is checked.
-    pub max_frames_per_second: u32,
-}
-
-impl LinkSettings {
-    /// Settings with the defaults used by the examples: 100 ms heartbeat, lost after 800 ms of
-    /// silence, 5 s handshake timeout, hellos repeated every 250 ms, at most 20,000 frames per
-    /// second from each peer.
-    pub fn new(room_key: RoomKey, permissions: Permissions, model_hash: [u8; 32], capabilities: Capabilities) -> Self {
-        Self {
-            room_key,
-            permissions,
-            model_hash,
-            capabilities,
-            heartbeat: Duration::from_millis(100),
-            lost_after: Duration::from_millis(800),
-            handshake_timeout: Duration::from_secs(5),
-            hello_retry: Duration::from_millis(250),
-            limits: ReassemblyLimits::default(),
-            max_frames_per_second: 20_000,
-        }
-    }
-}
-
-/// Where a link to a peer stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LinkState {
-    /// Connected; hellos are being exchanged.
-    Handshaking,
-    /// The peer presented a valid token for the same model and protocol.
-    Trusted,
-    /// The handshake failed or timed out; everything it sends is dropped.
-    Refused,
-}
-
-/// What this peer knows about another one.
-#[derive(Clone, Debug)]
-pub struct PeerLink {
-    /// Handshake state.
-    pub state: LinkState,
-    /// The peer's hello, once accepted.
-    pub hello: Option<Hello>,
-    /// Round-trip times from heartbeats.
-    pub rtt: RttStats,
-    /// When a valid frame last arrived from the peer.
-    pub last_heard: Instant,
-    /// Payload bytes received from the peer (accepted frames).
-    pub bytes_in: u64,
-    /// Bytes sent to the peer.
-    pub bytes_out: u64,
-    /// Frames or chunks from the peer that were dropped.
-    pub rejected: u64,
-    connected_at: Instant,
-    they_acknowledged: bool,
-    owe_hello: bool,
-    last_hello: Option<Instant>,
-    last_ping: Instant,
-    replay: ReplayGuard,
-    pings: HashMap<u64, Instant>,
-    budget: FrameBudget,
-    /// The tensor ciphers of this session, once the peer is trusted.
-    ciphers: Option<LinkCiphers>,
-}
-
-/// The ciphers of a link's tensor payloads, one per direction.
-#[derive(Clone, Debug)]
-struct LinkCiphers {
-    sending: TensorCipher,
-    receiving: TensorCipher,
-}
-
-impl PeerLink {
-    fn new(now: Instant, frames_per_second: u32) -> Self {
-        Self {
-            state: LinkState::Handshaking,
-            hello: None,
-            rtt: RttStats::default(),
-            last_heard: now,
-            bytes_in: 0,
-            bytes_out: 0,
-            rejected: 0,
-            connected_at: now,
-            they_acknowledged: false,
-            owe_hello: false,
-            last_hello: None,
-            last_ping: now,
-            replay: ReplayGuard::default(),
-            pings: HashMap::new(),
-            budget: FrameBudget::new(frames_per_second, now),
-            ciphers: None,
-        }
-    }
-
-    /// The peer's permissions, once trusted.
-    pub fn permissions(&self) -> Permissions {
-        match (&self.hello, self.state) {
-            (Some(hello), LinkState::Trusted) => hello.token.permissions,
-            _ => Permissions::NONE,
-        }
-    }
-}
 
 /// A frame for the transport to deliver.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -578,55 +455,6 @@ fn encode_tensor(tensor: &SentTensor, value: &Tensor, dtype: TransferDtype) -> R
         trace: tensor.trace.clone(),
     };
     Ok((header, payload))
-}
-
-/// When to rebuild the transport: matchbox's connection setup occasionally hangs, so while fewer
-/// than the expected peers have become trusted, a rebuild is due once none has for a while. Only
-/// the initial connection is retried: once every expected peer was trusted, a missing one is a
-/// lost peer, handled by the scheduler, not a stalled socket.
-#[derive(Clone, Debug)]
-pub struct ReconnectPolicy {
-    /// Peers to wait for (0: no expectation, never rebuild).
-    pub expected_peers: usize,
-    /// How long without a new trusted peer before a rebuild.
-    pub reconnect_after: Duration,
-    last_progress: Instant,
-    reached_expected: bool,
-    attempts: u32,
-}
-
-impl ReconnectPolicy {
-    /// Starts counting from `now`.
-    pub fn new(expected_peers: usize, reconnect_after: Duration, now: Instant) -> Self {
-        Self { expected_peers, reconnect_after, last_progress: now, reached_expected: false, attempts: 0 }
-    }
-
-    /// Takes this frame's events and the number of trusted peers; returns whether to rebuild
-    /// the transport now (and then counts the attempt and starts waiting again).
-    pub fn rebuild_due(&mut self, events: &[SessionEvent], trusted: usize, now: Instant) -> bool {
-        if events.iter().any(|e| matches!(e, SessionEvent::PeerTrusted { .. })) {
-            self.last_progress = now;
-        }
-        self.reached_expected |= trusted >= self.expected_peers;
-        if self.reached_expected || now - self.last_progress <= self.reconnect_after {
-            return false;
-        }
-        self.rebuilt(now);
-        true
-    }
-
-    /// Counts a rebuild (due, or forced by a transport error) and starts waiting again.
-    pub fn rebuilt(&mut self, now: Instant) -> u32 {
-        self.attempts += 1;
-        self.last_progress = now;
-        self.reached_expected = false;
-        self.attempts
-    }
-
-    /// Rebuilds so far.
-    pub fn attempts(&self) -> u32 {
-        self.attempts
-    }
 }
 
 #[cfg(test)]

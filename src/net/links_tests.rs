@@ -7,7 +7,7 @@ use bevy::platform::time::Instant;
 use super::*;
 use crate::net::codec::{seal_frame, FrameError, Hello, Onward, StageTiming, TensorChunk};
 use crate::net::reassembly::ChunkError;
-use crate::net::{ReceivedTensor, RoomKey, TensorCipher, Unsealed};
+use crate::net::{Capabilities, ReceivedTensor, RoomKey, TensorCipher, Unsealed};
 
 const KEY: RoomKey = RoomKey::from_bytes([0x4b; 32]);
 const MODEL: [u8; 32] = [7; 32];

@@ -7,7 +7,9 @@
 pub mod auth;
 pub mod codec;
 pub mod latency;
+mod peer_link;
 mod rate_limit;
+mod reconnect;
 mod room_key;
 mod seal;
 mod link_events;
