@@ -30,7 +30,8 @@ use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::schedule::distributed::Distributed;
 use bevy_p2p_inference::schedule::pipeline::Executor;
 use bevy_p2p_inference::{headless_plugins, update_until_prediction_with, LocalOnly, PeerRole, PeerSessionEvent, PeerSessionPlugin, SessionProblem};
-use bevy_p2p_inference::net::{FrameError, RejectReason, RoomKey, SessionEvent};
+use bevy_p2p_inference::net::{FrameError, OwnerKey, OwnerPublicKey, RejectReason, RoomAuthority, RoomKey, RoomOwner, SessionEvent};
+use bevy_p2p_inference::secret::SecretKey;
 use clap::{Parser, ValueEnum};
 use serde_json::json;
 
@@ -100,6 +101,31 @@ struct Args {
     /// and compare (0: never).
     #[arg(long, default_value_t = 0)]
     spot_check_every: u32,
+    /// Own the room: the owner key's secret, 64 hex digits (`room_key --owner` makes a pair).
+    /// This player grants the others' tokens; without `--owner-key` or `--owner` the room is
+    /// open.
+    #[arg(long, conflicts_with = "owner")]
+    owner_key: Option<String>,
+    /// Join a room owned by this public key (64 hex digits): peers are trusted only with the
+    /// owner's tokens.
+    #[arg(long)]
+    owner: Option<String>,
+    /// Coordinator that owns the room: revoke a worker once this many requests have finished
+    /// (its stages then run elsewhere).
+    #[arg(long)]
+    revoke_after: Option<usize>,
+}
+
+/// The room's authority as the arguments say.
+fn authority(args: &Args) -> Result<RoomAuthority, String> {
+    if let Some(secret) = &args.owner_key {
+        let seed = SecretKey::from_hex(secret).map_err(|e| format!("--owner-key: {e}"))?;
+        return Ok(RoomAuthority::Owner(RoomOwner::new(OwnerKey::from_secret(&seed))));
+    }
+    if let Some(public) = &args.owner {
+        return Ok(RoomAuthority::Member(OwnerPublicKey::from_hex(public).map_err(|e| format!("--owner: {e}"))?));
+    }
+    Ok(RoomAuthority::Open)
 }
 
 fn build_app(args: &Args) -> Result<App, String> {
@@ -112,6 +138,7 @@ fn build_app(args: &Args) -> Result<App, String> {
         Role::Worker => PeerRole::Worker,
     };
     let mut session = PeerSessionPlugin::new(args.room.clone(), key, role, args.model.clone(), args.plan.clone());
+    session.authority = authority(args)?;
     session.max_in_flight = args.k;
     session.stage_timeout = Duration::from_secs_f64(args.stage_timeout_s);
     session.expected_peers = if args.role == Role::Coordinator { args.workers } else { 0 };
@@ -137,6 +164,7 @@ fn reject_code(reason: &RejectReason) -> &'static str {
         RejectReason::Unsealed(_) => "unsealed",
         RejectReason::Refused => "refused",
         RejectReason::Flooding(_) => "flooding",
+        RejectReason::Token(_) => "token",
     }
 }
 
@@ -316,10 +344,15 @@ fn run_coordinator(args: &Args) -> Result<(), String> {
     let mut done = vec![false; pending.len()];
     // Per stage: hand-over times (a chain once, at its first stage), transfers, and runs on peers.
     let mut samples: Vec<StageSamples> = Vec::new();
+    let mut revoke_after = args.revoke_after;
     while done.iter().any(|d| !d) && Instant::now() < deadline {
         app.update();
         std::thread::sleep(frame_sleep(args));
         report_events_only(&mut app);
+        if revoke_after.is_some_and(|n| done.iter().filter(|d| **d).count() >= n) {
+            revoke_after = None;
+            revoke_a_worker(&mut app)?;
+        }
         for (i, (name, split, image)) in pending.iter().enumerate() {
             if done[i] {
                 continue;
@@ -395,6 +428,15 @@ fn run_coordinator(args: &Args) -> Result<(), String> {
         json!({"event": "summary", "requests": pending.len(), "matches_single_peer": matches, "lost": lost,
                "median_ms": median, "p95_ms": p95, "bytes_per_request": bytes_per_request})
     );
+    Ok(())
+}
+
+/// Revokes the first trusted worker (as the room's owner) and reports it.
+fn revoke_a_worker(app: &mut App) -> Result<(), String> {
+    let mut session = app.world_mut().resource_mut::<PeerSession>();
+    let worker = session.links().trusted_with(Permissions::RUN_STAGES).first().map(|(id, _)| *id).ok_or("no worker to revoke")?;
+    session.revoke(worker).map_err(|e| format!("--revoke-after: {e}"))?;
+    println!("{}", json!({"event": "revoked", "peer": worker.to_string()}));
     Ok(())
 }
 

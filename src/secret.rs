@@ -44,27 +44,30 @@ impl SecretKey {
 
     /// The key as 64 lowercase hex digits; wiped when dropped.
     pub fn to_hex(&self) -> Zeroizing<String> {
-        Zeroizing::new(self.0.iter().map(|b| format!("{b:02x}")).collect())
+        Zeroizing::new(to_hex(&self.0))
     }
 
     /// Parses [`Self::to_hex`]'s text (either case, surrounding blanks ignored).
     pub fn from_hex(text: &str) -> Result<Self, SecretKeyError> {
-        let text = text.trim().as_bytes();
-        if text.len() != 2 * SECRET_KEY_BYTES {
-            return Err(SecretKeyError::NotHex);
-        }
-        let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8).ok_or(SecretKeyError::NotHex);
-        let mut key = [0; SECRET_KEY_BYTES];
-        for (byte, pair) in key.iter_mut().zip(text.chunks_exact(2)) {
-            *byte = digit(pair[0])? << 4 | digit(pair[1])?;
-        }
-        Ok(Self(key))
+        parse_hex(text).map(Self).ok_or(SecretKeyError::NotHex)
     }
 
     /// The key's bytes, for the crate's ciphers and key derivations.
     pub(crate) fn bytes(&self) -> &[u8; SECRET_KEY_BYTES] {
         &self.0
     }
+}
+
+/// 32 bytes from 64 hex digits (either case, surrounding blanks ignored).
+pub(crate) fn parse_hex(text: &str) -> Option<[u8; SECRET_KEY_BYTES]> {
+    let mut bytes = [0; SECRET_KEY_BYTES];
+    hex::decode_to_slice(text.trim(), &mut bytes).ok()?;
+    Some(bytes)
+}
+
+/// `bytes` as lowercase hex digits.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    hex::encode(bytes)
 }
 
 /// Fills `bytes` from the operating system's (or the browser's) random generator.

@@ -1,4 +1,4 @@
-//! Keys derived from the room key, and capability tokens naming what a peer may do.
+//! Keys derived from the room key, peers' ids on the wire, and what a peer may do.
 
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
@@ -21,7 +21,8 @@ impl std::fmt::Display for PeerUuid {
     }
 }
 
-/// What a peer is allowed to ask of others, carried in its [`CapabilityToken`].
+/// What a peer is allowed to ask of others: claimed in its hello, granted by the room's owner in
+/// its [`super::CapabilityToken`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Permissions(u8);
 
@@ -40,6 +41,11 @@ impl Permissions {
         self.0 & other.0 == other.0
     }
 
+    /// The permissions in both.
+    pub fn intersection(self, other: Permissions) -> Permissions {
+        Permissions(self.0 & other.0)
+    }
+
     /// The wire byte.
     pub fn bits(self) -> u8 {
         self.0
@@ -52,12 +58,11 @@ impl Permissions {
 }
 
 /// The keys of one room, derived from its [`RoomKey`] with HKDF-SHA256: one authenticates
-/// every frame, the other signs capability tokens. Peers without the room key can do neither.
-/// Wiped from memory when dropped.
+/// every frame, the other is the root of the tensor ciphers. Peers without the room key can do
+/// neither. Wiped from memory when dropped.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct RoomKeys {
     frame: [u8; 32],
-    token: [u8; 32],
     seal: [u8; 32],
 }
 
@@ -71,9 +76,8 @@ impl RoomKeys {
     /// Derives the room's keys from its room key.
     pub fn derive(room_key: &RoomKey) -> Self {
         let hkdf = Hkdf::<Sha256>::new(Some(b"bevy_p2p_inference/v3"), room_key.bytes());
-        let mut keys = Self { frame: [0; 32], token: [0; 32], seal: [0; 32] };
+        let mut keys = Self { frame: [0; 32], seal: [0; 32] };
         hkdf.expand(b"frame", &mut keys.frame).expect("32 bytes is a valid HKDF-SHA256 length");
-        hkdf.expand(b"token", &mut keys.token).expect("32 bytes is a valid HKDF-SHA256 length");
         hkdf.expand(b"seal", &mut keys.seal).expect("32 bytes is a valid HKDF-SHA256 length");
         keys
     }
@@ -106,40 +110,6 @@ impl RoomKeys {
         mac.update(frame);
         mac.verify_slice(tag).is_ok()
     }
-
-    /// Signs a token granting `permissions` to `peer`.
-    pub fn issue_token(&self, peer: PeerUuid, permissions: Permissions) -> CapabilityToken {
-        CapabilityToken { peer, permissions, tag: self.token_tag(peer, permissions) }
-    }
-
-    fn token_tag(&self, peer: PeerUuid, permissions: Permissions) -> [u8; 32] {
-        let mut mac = HmacSha256::new_from_slice(&self.token).expect("32-byte key");
-        mac.update(&peer.0);
-        mac.update(&[permissions.bits()]);
-        mac.finalize().into_bytes().into()
-    }
-
-    /// Whether `token` was signed with this room's key for the peer that presents it.
-    pub fn verify_token(&self, presenter: PeerUuid, token: &CapabilityToken) -> bool {
-        if token.peer != presenter {
-            return false;
-        }
-        let mut mac = HmacSha256::new_from_slice(&self.token).expect("32-byte key");
-        mac.update(&token.peer.0);
-        mac.update(&[token.permissions.bits()]);
-        mac.verify_slice(&token.tag).is_ok()
-    }
-}
-
-/// A signed statement of what one peer may do, presented in its handshake.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CapabilityToken {
-    /// The peer the token was issued to.
-    pub peer: PeerUuid,
-    /// What it may do.
-    pub permissions: Permissions,
-    /// HMAC-SHA256 over peer and permissions with the room's token key.
-    pub tag: [u8; 32],
 }
 
 #[cfg(test)]
@@ -148,17 +118,6 @@ mod tests {
 
     const A: PeerUuid = PeerUuid([1; 16]);
     const B: PeerUuid = PeerUuid([2; 16]);
-
-    #[test]
-    fn a_token_verifies_only_in_its_room_for_its_peer_with_its_permissions() {
-        let room = RoomKeys::derive(&RoomKey::from_bytes([1; 32]));
-        let token = room.issue_token(A, Permissions::RUN_STAGES);
-        assert!(room.verify_token(A, &token));
-        assert!(!RoomKeys::derive(&RoomKey::from_bytes([2; 32])).verify_token(A, &token));
-        assert!(!room.verify_token(B, &token), "a token presented by another peer");
-        let widened = CapabilityToken { permissions: Permissions::COORDINATOR, ..token };
-        assert!(!room.verify_token(A, &widened), "permissions changed after signing");
-    }
 
     #[test]
     fn a_frame_tag_binds_sender_receiver_and_bytes() {
@@ -175,5 +134,7 @@ mod tests {
         assert!(Permissions::COORDINATOR.contains(Permissions::RUN_STAGES));
         assert!(!Permissions::RUN_STAGES.contains(Permissions::SUBMIT_REQUESTS));
         assert_eq!(Permissions::from_bits(0xff), Permissions::COORDINATOR);
+        assert_eq!(Permissions::COORDINATOR.intersection(Permissions::RUN_STAGES), Permissions::RUN_STAGES);
+        assert_eq!(Permissions::SUBMIT_REQUESTS.intersection(Permissions::RUN_STAGES), Permissions::NONE);
     }
 }

@@ -8,13 +8,16 @@
 
 use thiserror::Error;
 
-use super::auth::{CapabilityToken, PeerUuid, Permissions, RoomKeys};
-use super::seal::{SEAL_TAG_BYTES, SESSION_NONCE_BYTES};
+use super::auth::{PeerUuid, RoomKeys};
+pub use super::hello::{Capabilities, Hello};
+use super::hello::{read_hello, write_hello};
+use super::seal::SEAL_TAG_BYTES;
+use super::token::IdentityKey;
 use crate::tensor::TransferDtype;
 use crate::tensor::quant::QuantParams;
 
 /// The protocol version written in every frame and in the handshake.
-pub const PROTOCOL_VERSION: u8 = 4;
+pub const PROTOCOL_VERSION: u8 = 5;
 /// The largest frame sent or accepted (matchbox silently drops messages over 64 KiB).
 pub const MAX_FRAME_BYTES: usize = 60 * 1024;
 /// Bytes of the fixed frame header.
@@ -79,39 +82,6 @@ pub enum FrameError {
         /// What is wrong.
         reason: String,
     },
-}
-
-/// What a peer says about itself in the handshake.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Capabilities {
-    /// Adapter name (e.g. "llvmpipe", "NVIDIA H100").
-    pub adapter: String,
-    /// Graphics backend (e.g. "Vulkan").
-    pub backend: String,
-    /// The adapter offers `SHADER_F16`.
-    pub shader_f16: bool,
-    /// Subgroup sizes (min, max), or (0, 0) without subgroup support.
-    pub subgroup_sizes: (u32, u32),
-    /// `max_storage_buffer_binding_size`.
-    pub max_storage_binding: u64,
-    /// Microseconds the calibration block took on this peer (lower is faster).
-    pub calibration_us: u32,
-}
-
-/// The handshake message, sent until the other side acknowledges it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Hello {
-    /// SHA-256 of the model both peers must run.
-    pub model_hash: [u8; 32],
-    /// The sender's capabilities.
-    pub capabilities: Capabilities,
-    /// The sender's signed permissions.
-    pub token: CapabilityToken,
-    /// The sender has received and accepted the receiver's hello.
-    pub acknowledged: bool,
-    /// The sender's nonce for this session: with the receiver's, it keys the tensor payloads
-    /// between them (see [`crate::net::TensorCipher`]).
-    pub session_nonce: [u8; SESSION_NONCE_BYTES],
 }
 
 /// Whether a tensor is a stage's input (to be run) or its output (coming back).
@@ -225,6 +195,11 @@ pub enum Message {
     },
     /// A chunk of a shared tensor.
     Tensor(TensorChunk),
+    /// From the room's owner: the player with this identity is revoked; refuse it.
+    Revoke {
+        /// The revoked player's identity key.
+        identity: IdentityKey,
+    },
 }
 
 impl Message {
@@ -234,6 +209,7 @@ impl Message {
             Message::Ping { .. } => 2,
             Message::Pong { .. } => 3,
             Message::Tensor(_) => 4,
+            Message::Revoke { .. } => 5,
         }
     }
 
@@ -249,6 +225,7 @@ fn kind_name(kind: u8) -> &'static str {
         2 => "ping",
         3 => "pong",
         4 => "tensor",
+        5 => "revoke",
         _ => "unknown",
     }
 }
@@ -280,6 +257,7 @@ pub fn encode_frame(keys: &RoomKeys, sender: PeerUuid, receiver: PeerUuid, seque
         Message::Hello(hello) => write_hello(&mut body, hello),
         Message::Ping { nonce } | Message::Pong { nonce } => body.u64(*nonce),
         Message::Tensor(chunk) => write_chunk(&mut body, chunk),
+        Message::Revoke { identity } => body.bytes(&identity.0),
     }
     let frame = seal_frame(keys, sender, receiver, sequence, message.kind(), &body.0);
     debug_assert!(frame.len() <= MAX_FRAME_BYTES, "callers chunk tensors to fit a frame");
@@ -334,6 +312,7 @@ pub fn decode_frame(keys: &RoomKeys, sender: PeerUuid, receiver: PeerUuid, frame
         2 => Message::Ping { nonce: body.u64()? },
         3 => Message::Pong { nonce: body.u64()? },
         4 => Message::Tensor(read_chunk(&mut body)?),
+        5 => Message::Revoke { identity: IdentityKey(body.array()?) },
         other => return Err(FrameError::UnknownKind(other)),
     };
     body.finish()?;
@@ -354,41 +333,41 @@ pub fn split_into_chunks(header: TensorHeader, payload: &[u8]) -> Vec<TensorChun
 }
 
 #[derive(Default)]
-struct Writer(Vec<u8>);
+pub(super) struct Writer(Vec<u8>);
 
 impl Writer {
-    fn u8(&mut self, v: u8) {
+    pub(super) fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
-    fn u16(&mut self, v: u16) {
+    pub(super) fn u16(&mut self, v: u16) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn u32(&mut self, v: u32) {
+    pub(super) fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn u64(&mut self, v: u64) {
+    pub(super) fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn bytes(&mut self, v: &[u8]) {
+    pub(super) fn bytes(&mut self, v: &[u8]) {
         self.0.extend_from_slice(v);
     }
-    fn text(&mut self, v: &str) {
+    pub(super) fn text(&mut self, v: &str) {
         let v = &v.as_bytes()[..v.len().min(MAX_TEXT)];
         self.u16(v.len() as u16);
         self.bytes(v);
     }
 }
 
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     bytes: &'a [u8],
     kind: &'static str,
 }
 
 impl<'a> Reader<'a> {
-    fn malformed(&self, reason: impl Into<String>) -> FrameError {
+    pub(super) fn malformed(&self, reason: impl Into<String>) -> FrameError {
         FrameError::Malformed { kind: self.kind, reason: reason.into() }
     }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
         if self.bytes.len() < n {
             return Err(self.malformed(format!("needs {n} more bytes, {} left", self.bytes.len())));
         }
@@ -396,29 +375,29 @@ impl<'a> Reader<'a> {
         self.bytes = rest;
         Ok(head)
     }
-    fn u8(&mut self) -> Result<u8, FrameError> {
+    pub(super) fn u8(&mut self) -> Result<u8, FrameError> {
         Ok(self.take(1)?[0])
     }
-    fn u16(&mut self) -> Result<u16, FrameError> {
+    pub(super) fn u16(&mut self) -> Result<u16, FrameError> {
         Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
     }
-    fn u32(&mut self) -> Result<u32, FrameError> {
+    pub(super) fn u32(&mut self) -> Result<u32, FrameError> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
-    fn u64(&mut self) -> Result<u64, FrameError> {
+    pub(super) fn u64(&mut self) -> Result<u64, FrameError> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], FrameError> {
+    pub(super) fn array<const N: usize>(&mut self) -> Result<[u8; N], FrameError> {
         Ok(self.take(N)?.try_into().expect("N bytes"))
     }
-    fn bool(&mut self) -> Result<bool, FrameError> {
+    pub(super) fn bool(&mut self) -> Result<bool, FrameError> {
         match self.u8()? {
             0 => Ok(false),
             1 => Ok(true),
             other => Err(self.malformed(format!("{other} is not a boolean"))),
         }
     }
-    fn text(&mut self) -> Result<String, FrameError> {
+    pub(super) fn text(&mut self) -> Result<String, FrameError> {
         let len = self.u16()? as usize;
         if len > MAX_TEXT {
             return Err(self.malformed(format!("text of {len} bytes is longer than {MAX_TEXT}")));
@@ -432,37 +411,6 @@ impl<'a> Reader<'a> {
             Err(self.malformed(format!("{} trailing bytes", self.bytes.len())))
         }
     }
-}
-
-fn write_hello(w: &mut Writer, hello: &Hello) {
-    w.bytes(&hello.model_hash);
-    let c = &hello.capabilities;
-    w.text(&c.adapter);
-    w.text(&c.backend);
-    w.u8(c.shader_f16 as u8);
-    w.u32(c.subgroup_sizes.0);
-    w.u32(c.subgroup_sizes.1);
-    w.u64(c.max_storage_binding);
-    w.u32(c.calibration_us);
-    w.bytes(&hello.token.peer.0);
-    w.u8(hello.token.permissions.bits());
-    w.bytes(&hello.token.tag);
-    w.u8(hello.acknowledged as u8);
-    w.bytes(&hello.session_nonce);
-}
-
-fn read_hello(r: &mut Reader) -> Result<Hello, FrameError> {
-    let model_hash = r.array()?;
-    let capabilities = Capabilities {
-        adapter: r.text()?,
-        backend: r.text()?,
-        shader_f16: r.bool()?,
-        subgroup_sizes: (r.u32()?, r.u32()?),
-        max_storage_binding: r.u64()?,
-        calibration_us: r.u32()?,
-    };
-    let token = CapabilityToken { peer: PeerUuid(r.array()?), permissions: Permissions::from_bits(r.u8()?), tag: r.array()? };
-    Ok(Hello { model_hash, capabilities, token, acknowledged: r.bool()?, session_nonce: r.array()? })
 }
 
 fn write_chunk(w: &mut Writer, chunk: &TensorChunk) {

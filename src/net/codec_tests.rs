@@ -1,7 +1,7 @@
 //! Tests of the wire codec.
 
 use super::*;
-use crate::net::RoomKey;
+use crate::net::{CapabilityToken, OwnerKey, Permissions, PlayerIdentity, RoomKey, TokenHolder};
 
 const A: PeerUuid = PeerUuid([0xa; 16]);
 const B: PeerUuid = PeerUuid([0xb; 16]);
@@ -40,15 +40,26 @@ fn hello() -> Hello {
             max_storage_binding: 128 << 20,
             calibration_us: 1234,
         },
-        token: keys().issue_token(A, Permissions::RUN_STAGES),
+        permissions: Permissions::RUN_STAGES,
+        identity: PlayerIdentity::generate().unwrap().public(),
+        token: Some(token(A)),
+        proof: Some([0x70; 64]),
+        grant: None,
         acknowledged: false,
         session_nonce: [0x5e; 16],
     }
 }
 
+fn token(peer: PeerUuid) -> CapabilityToken {
+    let holder = TokenHolder { identity: PlayerIdentity::generate().unwrap().public(), peer, session_nonce: [3; 16] };
+    OwnerKey::generate().unwrap().issue(holder, Permissions::RUN_STAGES, 1_700_000_000_000)
+}
+
 #[test]
 fn every_message_kind_round_trips() {
-    for (seq, message) in [Message::Hello(hello()), Message::Ping { nonce: 3 }, Message::Pong { nonce: 4 }, Message::Tensor(chunk())]
+    let granting = Hello { token: None, grant: Some(token(B)), acknowledged: true, ..hello() };
+    let revoke = Message::Revoke { identity: PlayerIdentity::generate().unwrap().public() };
+    for (seq, message) in [Message::Hello(hello()), Message::Hello(granting), Message::Ping { nonce: 3 }, Message::Pong { nonce: 4 }, Message::Tensor(chunk()), revoke]
         .into_iter()
         .enumerate()
     {

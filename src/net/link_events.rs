@@ -35,14 +35,17 @@ pub enum RejectReason {
     /// flood are dropped unread (only its first frame is reported).
     #[error("more than {0} frames per second")]
     Flooding(u32),
+    /// A trusted peer's renewed token, or the owner's grant for this player, did not verify.
+    #[error(transparent)]
+    Token(#[from] super::token::TokenError),
 }
 
 /// Why a handshake failed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum HandshakeError {
-    /// The token's signature or peer does not verify (wrong room key).
-    #[error("invalid capability token")]
-    InvalidToken,
+    /// The peer's proof of identity or its token does not verify, or the owner revoked it.
+    #[error(transparent)]
+    Token(#[from] super::token::TokenError),
     /// The peer runs another model.
     #[error("the peer runs a different model")]
     ModelMismatch,
@@ -58,6 +61,21 @@ pub enum LostReason {
     Disconnected,
     /// No frame for `LinkSettings::lost_after`.
     Silent,
+    /// The room's owner revoked the peer (this player is the owner, or the owner said so).
+    Revoked,
+    /// The peer's token expired without the owner renewing it.
+    TokenExpired,
+}
+
+/// Why a peer could not be revoked.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeError {
+    /// Only the room's owner revokes.
+    #[error("only the room's owner can revoke a player")]
+    NotOwner,
+    /// No handshake with the peer has been seen, so its identity is unknown.
+    #[error("no hello from that peer yet")]
+    UnknownPeer,
 }
 
 /// Something the session observed, for the scheduler and the overlay.

@@ -1,7 +1,8 @@
 //! [`Links`]: the per-peer link state machine, sans IO. Frames and `now` go in; events and
 //! outgoing frames come out. It runs the handshake (protocol version, model hash, capabilities,
-//! signed token; hellos repeated until acknowledged, refused on a bad token, another model or a
-//! timeout), heartbeats and round-trip times, loss on silence, re-handshake when a peer declared
+//! a proof of identity over the receiver's fresh nonce and, in an owned room, the owner's token;
+//! hellos repeated until acknowledged, refused on a bad proof or token, another model or a
+//! timeout), the owner's grants, renewals and revocations, heartbeats and round-trip times, loss on silence, re-handshake when a peer declared
 //! lost talks again, replay protection, permissions and reassembly of chunked tensors. The
 //! transport (a matchbox socket, or another `Links` in a test) only moves bytes: see
 //! `session.rs` for the adapter.
@@ -13,13 +14,15 @@ use bevy::platform::time::Instant;
 
 use super::auth::{PeerUuid, Permissions, RoomKeys};
 use super::codec::{decode_frame, encode_frame, split_into_chunks, Direction, Hello, Message, TensorChunk, TensorHeader, MAX_RANK, MAX_ROUTE};
+use super::credentials::{Admission, Credentials};
 use super::peer_link::LinkCiphers;
 pub use super::peer_link::{LinkSettings, LinkState, PeerLink};
 use super::rate_limit::FrameAdmission;
 pub use super::reconnect::ReconnectPolicy;
 use super::seal::{session_nonce, Unsealed, SESSION_NONCE_BYTES};
 use super::reassembly::{ReceivedTensor, Reassembler, TransferTiming};
-pub use super::link_events::{HandshakeError, LostReason, RejectReason, SendError, SentTensor, SessionEvent};
+pub use super::link_events::{HandshakeError, LostReason, RejectReason, RevokeError, SendError, SentTensor, SessionEvent};
+use super::token::IdentityKey;
 use crate::tensor::{decode_values, encode_values, SharedTensor, Tensor, TransferDtype};
 
 /// A frame for the transport to deliver.
@@ -37,6 +40,7 @@ pub struct OutgoingFrame {
 pub struct Links {
     settings: LinkSettings,
     keys: RoomKeys,
+    credentials: Credentials,
     own: Option<PeerUuid>,
     /// Peers the transport reports connected (a link may have been dropped for silence).
     connected: HashSet<PeerUuid>,
@@ -58,6 +62,7 @@ impl Links {
     pub fn new(settings: LinkSettings, now: Instant) -> Self {
         Self {
             keys: RoomKeys::derive(&settings.room_key),
+            credentials: Credentials::new(settings.authority.clone(), now),
             reassembler: Reassembler::new(settings.limits),
             settings,
             own: None,
@@ -231,36 +236,17 @@ impl Links {
                 // restarted its handshake): send ours again.
                 link.they_acknowledged = hello.acknowledged;
                 link.owe_hello |= !hello.acknowledged;
-                if link.state == LinkState::Trusted {
-                    return;
-                }
-                let failure = if !self.keys.verify_token(from, &hello.token) {
-                    Some(HandshakeError::InvalidToken)
-                } else if hello.model_hash != self.settings.model_hash {
-                    Some(HandshakeError::ModelMismatch)
-                } else {
-                    None
-                };
-                if let Some(reason) = failure {
-                    link.state = LinkState::Refused;
-                    events.push(SessionEvent::HandshakeFailed { peer: from, reason });
-                    return;
-                }
-                link.state = LinkState::Trusted;
-                link.ciphers = Some(LinkCiphers {
-                    sending: self.keys.tensor_cipher(own, from, &self.session_nonce, &hello.session_nonce),
-                    receiving: self.keys.tensor_cipher(from, own, &hello.session_nonce, &self.session_nonce),
-                });
-                events.push(SessionEvent::PeerTrusted {
-                    peer: from,
-                    capabilities: hello.capabilities.clone(),
-                    permissions: hello.token.permissions,
-                });
-                link.hello = Some(hello);
-                // Tell the peer right away that its hello was accepted.
-                link.owe_hello = true;
+                link.their_nonce = Some(hello.session_nonce);
+                self.handle_hello(from, own, hello, now, events);
             }
             other if link.state != LinkState::Trusted => reject(link, events, RejectReason::Untrusted(other.kind_name())),
+            Message::Revoke { identity } => {
+                if !link.hello.as_ref().is_some_and(|h| self.credentials.is_owner_identity(h.identity)) {
+                    return reject(link, events, RejectReason::NotPermitted("revoke"));
+                }
+                self.credentials.revoke(identity);
+                self.refuse_identity(identity, events);
+            }
             Message::Ping { nonce } => {
                 self.send(from, &Message::Pong { nonce });
             }
@@ -313,6 +299,8 @@ impl Links {
         let Some(own) = self.own else { return };
         let mut lost = Vec::new();
         let mut due_hellos = Vec::new();
+        let renew_before = self.credentials.owner().map(|o| o.token_lifetime.as_millis() as u64 / 2);
+        let unix_ms = self.credentials.unix_ms(now);
         let mut due_pings = Vec::new();
         for (&peer, link) in &mut self.links {
             match link.state {
@@ -320,15 +308,26 @@ impl Links {
                     link.state = LinkState::Refused;
                     events.push(SessionEvent::HandshakeFailed { peer, reason: HandshakeError::Timeout(self.settings.handshake_timeout) });
                 }
-                LinkState::Trusted if now - link.last_heard > self.settings.lost_after => lost.push(peer),
+                LinkState::Trusted if now - link.last_heard > self.settings.lost_after => lost.push((peer, LostReason::Silent)),
+                LinkState::Trusted if link.hello.as_ref().and_then(|h| self.credentials.expired(h, now)).is_some() => {
+                    lost.push((peer, LostReason::TokenExpired));
+                }
                 _ => {}
+            }
+            // The owner renews a token when half its time is left.
+            if let (Some(grant), Some(renew_before), Some(hello)) = (link.grant, renew_before, &link.hello) {
+                if unix_ms + renew_before >= grant.expires_at_ms && link.state == LinkState::Trusted {
+                    link.grant = self.credentials.grant(peer, hello, grant.permissions, now);
+                    link.owe_hello = true;
+                }
             }
             let retry_due = !(link.state == LinkState::Trusted && link.they_acknowledged)
                 && link.last_hello.is_none_or(|t| now - t >= self.settings.hello_retry);
             if link.state != LinkState::Refused && (link.owe_hello || retry_due) {
                 link.owe_hello = false;
                 link.last_hello = Some(now);
-                due_hellos.push((peer, link.state == LinkState::Trusted));
+                let proof = self.credentials.proof(own, peer, link.their_nonce.as_ref());
+                due_hellos.push((peer, link.state == LinkState::Trusted, proof, link.grant));
             }
             if link.state == LinkState::Trusted && now - link.last_ping >= self.settings.heartbeat {
                 link.last_ping = now;
@@ -339,16 +338,20 @@ impl Links {
                 due_pings.push((peer, nonce));
             }
         }
-        for peer in lost {
+        for (peer, reason) in lost {
             self.links.remove(&peer);
             self.reassembler.forget_peer(peer);
-            events.push(SessionEvent::PeerLost { peer, reason: LostReason::Silent });
+            events.push(SessionEvent::PeerLost { peer, reason });
         }
-        for (peer, acknowledged) in due_hellos {
+        for (peer, acknowledged, proof, grant) in due_hellos {
             let hello = Hello {
                 model_hash: self.settings.model_hash,
                 capabilities: self.settings.capabilities.clone(),
-                token: self.keys.issue_token(own, self.settings.permissions),
+                permissions: self.settings.permissions,
+                identity: self.credentials.identity(),
+                token: self.credentials.own_token(),
+                proof,
+                grant,
                 acknowledged,
                 session_nonce: self.session_nonce,
             };
@@ -356,6 +359,113 @@ impl Links {
         }
         for (peer, nonce) in due_pings {
             self.send(peer, &Message::Ping { nonce });
+        }
+    }
+
+    /// A hello from `from`: trusts it, refuses it or waits (see [`Credentials::admit`]); from a
+    /// trusted peer, takes its renewed token, and from the owner, this player's grant.
+    fn handle_hello(&mut self, from: PeerUuid, own: PeerUuid, hello: Hello, now: Instant, events: &mut Vec<SessionEvent>) {
+        let admission = self.credentials.admit(from, &hello, own, &self.session_nonce, now);
+        let link = self.links.get_mut(&from).expect("the caller's link");
+        if link.state == LinkState::Trusted {
+            if link.hello.as_ref().is_some_and(|held| held.token != hello.token) {
+                match admission {
+                    Admission::Admit(_) => link.hello = Some(hello.clone()),
+                    Admission::Refuse(error) => {
+                        link.rejected += 1;
+                        events.push(SessionEvent::Rejected { peer: from, reason: error.into() });
+                    }
+                    Admission::Wait => {}
+                }
+            }
+            return self.take_grant(from, own, &hello, now, events);
+        }
+        let permissions = match admission {
+            _ if hello.model_hash != self.settings.model_hash => {
+                link.state = LinkState::Refused;
+                return events.push(SessionEvent::HandshakeFailed { peer: from, reason: HandshakeError::ModelMismatch });
+            }
+            Admission::Refuse(error) => {
+                link.state = LinkState::Refused;
+                return events.push(SessionEvent::HandshakeFailed { peer: from, reason: error.into() });
+            }
+            // A proven peer still waiting for its token is not timed out meanwhile.
+            Admission::Wait if hello.proof.is_some() => {
+                link.connected_at = now;
+                return;
+            }
+            Admission::Wait => return,
+            Admission::Admit(permissions) => permissions,
+        };
+        link.state = LinkState::Trusted;
+        link.permissions = permissions;
+        link.grant = self.credentials.grant(from, &hello, permissions, now);
+        link.ciphers = Some(LinkCiphers {
+            sending: self.keys.tensor_cipher(own, from, &self.session_nonce, &hello.session_nonce),
+            receiving: self.keys.tensor_cipher(from, own, &hello.session_nonce, &self.session_nonce),
+        });
+        events.push(SessionEvent::PeerTrusted { peer: from, capabilities: hello.capabilities.clone(), permissions });
+        link.hello = Some(hello.clone());
+        // Tell the peer right away that its hello was accepted (and, from the owner, its grant).
+        link.owe_hello = true;
+        self.take_grant(from, own, &hello, now, events);
+    }
+
+    /// This player's token in `hello` from the trusted owner: kept if valid and newer, and
+    /// then shown to every peer.
+    fn take_grant(&mut self, from: PeerUuid, own: PeerUuid, hello: &Hello, now: Instant, events: &mut Vec<SessionEvent>) {
+        let Some(grant) = hello.grant.filter(|_| self.credentials.is_owner_identity(hello.identity)) else { return };
+        match self.credentials.accept_grant(grant, own, self.session_nonce, now) {
+            Ok(true) => {
+                for link in self.links.values_mut() {
+                    link.owe_hello = true;
+                    if link.state == LinkState::Handshaking {
+                        link.connected_at = now;
+                    }
+                }
+            }
+            Ok(false) => {}
+            Err(error) => {
+                if let Some(link) = self.links.get_mut(&from) {
+                    link.rejected += 1;
+                }
+                events.push(SessionEvent::Rejected { peer: from, reason: error.into() });
+            }
+        }
+    }
+
+    /// The room's owner revokes `peer`: its frames are dropped unread from now on, every other
+    /// player is told to refuse it too, and it is reported lost (so that its work runs
+    /// elsewhere). It lasts for this session; a player that rejoins under a new identity must be
+    /// revoked again (or the room key changed).
+    pub fn revoke(&mut self, peer: PeerUuid, events: &mut Vec<SessionEvent>) -> Result<(), RevokeError> {
+        if self.credentials.owner().is_none() {
+            return Err(RevokeError::NotOwner);
+        }
+        let identity = self.links.get(&peer).and_then(|l| l.hello.as_ref()).map(|h| h.identity).ok_or(RevokeError::UnknownPeer)?;
+        self.credentials.revoke(identity);
+        self.refuse_identity(identity, events);
+        let mut told: Vec<PeerUuid> = self.links.iter().filter(|(_, l)| l.state == LinkState::Trusted).map(|(id, _)| *id).collect();
+        told.sort();
+        for other in told {
+            self.send(other, &Message::Revoke { identity });
+        }
+        Ok(())
+    }
+
+    /// Refuses every link whose peer presented `identity`, reporting trusted ones lost.
+    fn refuse_identity(&mut self, identity: IdentityKey, events: &mut Vec<SessionEvent>) {
+        let mut revoked: Vec<PeerUuid> = self.links.iter().filter(|(_, l)| l.hello.as_ref().is_some_and(|h| h.identity == identity)).map(|(id, _)| *id).collect();
+        revoked.sort();
+        for peer in revoked {
+            let link = self.links.get_mut(&peer).expect("listed above");
+            let was_trusted = link.state == LinkState::Trusted;
+            link.state = LinkState::Refused;
+            link.ciphers = None;
+            self.reassembler.forget_peer(peer);
+            if was_trusted {
+                events.push(SessionEvent::PeerLost { peer, reason: LostReason::Revoked });
+            }
         }
     }
 

@@ -7,7 +7,7 @@ use bevy::platform::time::Instant;
 use super::*;
 use crate::net::codec::{seal_frame, FrameError, Hello, Onward, StageTiming, TensorChunk};
 use crate::net::reassembly::ChunkError;
-use crate::net::{Capabilities, ReceivedTensor, RoomKey, TensorCipher, Unsealed};
+use crate::net::{Capabilities, ReceivedTensor, RoomKey, TensorCipher, TokenError, Unsealed};
 
 const KEY: RoomKey = RoomKey::from_bytes([0x4b; 32]);
 const MODEL: [u8; 32] = [7; 32];
@@ -133,7 +133,7 @@ const B: PeerUuid = PeerUuid([2; 16]);
 const C: PeerUuid = PeerUuid([3; 16]);
 
 #[test]
-fn peers_with_the_room_key_and_the_same_model_trust_each_other_with_their_tokens_permissions() {
+fn in_an_open_room_peers_with_the_room_key_and_the_same_model_trust_each_other_with_the_permissions_they_claim() {
     let mut room = Room::new(&[(1, coordinator()), (2, worker()), (3, worker())]);
     room.run(Duration::from_millis(200));
     assert_eq!(sorted(trusted(&room.player(1).events)), vec![(B, Permissions::RUN_STAGES), (C, Permissions::RUN_STAGES)]);
@@ -437,10 +437,10 @@ fn a_key_holding_worker_that_sends_nans_oversize_headers_garbage_replays_and_sto
         seal_frame(&hostile.keys, B, A, hostile.sequence, 4, &[0xff; 40])
     };
     let stolen = {
-        let token = room.player(1).links.link(B).and_then(|l| l.hello.clone()).expect("B's hello").token;
-        // Another identity presents B's token.
+        // Another peer presents B's hello: B's identity, its proof over A's nonce.
+        let hello = room.player(1).links.link(B).and_then(|l| l.hello.clone()).expect("B's hello");
         hostile.sequence += 1;
-        let hello = Hello { model_hash: MODEL, capabilities: capabilities("thief"), token, acknowledged: true, session_nonce: [9; 16] };
+        let hello = Hello { capabilities: capabilities("thief"), ..hello };
         encode_frame(&hostile.keys, thief, A, hostile.sequence, &Message::Hello(hello))
     };
     let mut events = Vec::new();
@@ -460,7 +460,7 @@ fn a_key_holding_worker_that_sends_nans_oversize_headers_garbage_replays_and_sto
             RejectReason::Frame(FrameError::Replay { .. }),
         ]
     ), "{events:?}");
-    assert!(events.contains(&SessionEvent::HandshakeFailed { peer: thief, reason: HandshakeError::InvalidToken }));
+    assert!(events.contains(&SessionEvent::HandshakeFailed { peer: thief, reason: HandshakeError::Token(TokenError::BadProof) }));
     assert!(!events.iter().any(|e| matches!(e, SessionEvent::Tensor(_))), "nothing it sent was taken");
 
     // Nothing is left broken: an honest worker's tensor still arrives whole.
@@ -489,3 +489,6 @@ fn tensor_payloads_are_sealed_on_the_wire_and_a_chunk_sealed_for_another_session
     room.player(1).links.receive(B, &old_session, now, &mut events);
     assert_eq!(rejections(&events), vec![RejectReason::Unsealed(Unsealed)]);
 }
+
+#[path = "links_authority_tests.rs"]
+mod authority;

@@ -6,12 +6,15 @@
 
 pub mod auth;
 pub mod codec;
+mod credentials;
+mod hello;
 pub mod latency;
 mod peer_link;
 mod rate_limit;
 mod reconnect;
 mod room_key;
 mod seal;
+mod token;
 mod link_events;
 pub mod links;
 pub mod reassembly;
@@ -20,10 +23,12 @@ pub mod session;
 #[cfg(feature = "p2p")]
 mod transport;
 
-pub use auth::{CapabilityToken, PeerUuid, Permissions, RoomKeys};
+pub use auth::{PeerUuid, Permissions, RoomKeys};
+pub use credentials::{RoomAuthority, RoomOwner};
+pub use token::{CapabilityToken, IdentityKey, OwnerKey, OwnerPublicKey, PlayerIdentity, TokenError, TokenHolder, TOKEN_BYTES};
 pub use codec::{decode_frame, encode_frame, seal_frame, Capabilities, Direction, FrameError, Hello, Message, ReplayGuard, TensorChunk, TensorHeader};
 pub use latency::RttStats;
 pub use room_key::{RoomKey, RoomKeyError};
 pub use seal::{TensorCipher, Unsealed, SEAL_TAG_BYTES, SESSION_NONCE_BYTES};
-pub use links::{HandshakeError, LinkSettings, LinkState, Links, LostReason, OutgoingFrame, PeerLink, ReconnectPolicy, RejectReason, SendError, SentTensor, SessionEvent};
+pub use links::{HandshakeError, RevokeError, LinkSettings, LinkState, Links, LostReason, OutgoingFrame, PeerLink, ReconnectPolicy, RejectReason, SendError, SentTensor, SessionEvent};
 pub use reassembly::{ChunkError, Reassembler, ReassemblyLimits, ReceivedTensor, TransferTiming};

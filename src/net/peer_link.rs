@@ -8,18 +8,23 @@ use bevy::platform::time::Instant;
 
 use super::auth::Permissions;
 use super::codec::{Capabilities, Hello, ReplayGuard};
+use super::credentials::RoomAuthority;
 use super::latency::RttStats;
 use super::rate_limit::FrameBudget;
 use super::reassembly::ReassemblyLimits;
 use super::room_key::RoomKey;
-use super::seal::TensorCipher;
+use super::seal::{TensorCipher, SESSION_NONCE_BYTES};
+use super::token::CapabilityToken;
 
 /// What this player presents to others and how strict it is with them.
 #[derive(Clone, Debug)]
 pub struct LinkSettings {
-    /// The room's shared secret; frames and tokens are authenticated with keys derived from it.
+    /// The room's shared secret; frames are authenticated and tensors sealed with keys derived
+    /// from it.
     pub room_key: RoomKey,
-    /// What this peer's token lets it do.
+    /// Who decides what each player may do (default: an open room, see [`RoomAuthority`]).
+    pub authority: RoomAuthority,
+    /// What this peer asks to do (its token, in an owned room, may grant less).
     pub permissions: Permissions,
     /// SHA-256 of the model this peer runs; peers with another model are not trusted.
     pub model_hash: [u8; 32],
@@ -43,10 +48,11 @@ pub struct LinkSettings {
 impl LinkSettings {
     /// Settings with the defaults used by the examples: 100 ms heartbeat, lost after 800 ms of
     /// silence, 5 s handshake timeout, hellos repeated every 250 ms, at most 20,000 frames per
-    /// second from each peer.
+    /// second from each peer, in an open room.
     pub fn new(room_key: RoomKey, permissions: Permissions, model_hash: [u8; 32], capabilities: Capabilities) -> Self {
         Self {
             room_key,
+            authority: RoomAuthority::Open,
             permissions,
             model_hash,
             capabilities,
@@ -65,9 +71,11 @@ impl LinkSettings {
 pub enum LinkState {
     /// Connected; hellos are being exchanged.
     Handshaking,
-    /// The peer presented a valid token for the same model and protocol.
+    /// The peer proved its identity (and presented a valid token, in an owned room) for the
+    /// same model and protocol.
     Trusted,
-    /// The handshake failed or timed out; everything it sends is dropped.
+    /// The handshake failed or timed out, or the peer was revoked; everything it sends is
+    /// dropped.
     Refused,
 }
 
@@ -98,6 +106,12 @@ pub struct PeerLink {
     pub(super) budget: FrameBudget,
     /// The tensor ciphers of this session, once the peer is trusted.
     pub(super) ciphers: Option<LinkCiphers>,
+    /// The peer's session nonce, from its latest hello (what this player's proofs sign).
+    pub(super) their_nonce: Option<[u8; SESSION_NONCE_BYTES]>,
+    /// What the peer may do, once trusted.
+    pub(super) permissions: Permissions,
+    /// The owner's side: the token granted to the peer, sent in every hello to it.
+    pub(super) grant: Option<CapabilityToken>,
 }
 
 /// The ciphers of a link's tensor payloads, one per direction.
@@ -126,13 +140,16 @@ impl PeerLink {
             pings: HashMap::new(),
             budget: FrameBudget::new(frames_per_second, now),
             ciphers: None,
+            their_nonce: None,
+            permissions: Permissions::NONE,
+            grant: None,
         }
     }
 
     /// The peer's permissions, once trusted.
     pub fn permissions(&self) -> Permissions {
-        match (&self.hello, self.state) {
-            (Some(hello), LinkState::Trusted) => hello.token.permissions,
+        match self.state {
+            LinkState::Trusted => self.permissions,
             _ => Permissions::NONE,
         }
     }

@@ -11,7 +11,7 @@ use bevy::prelude::Resource;
 use crossbeam_channel::Receiver;
 
 use super::auth::PeerUuid;
-use super::links::{Links, SendError, SentTensor, SessionEvent};
+use super::links::{Links, RevokeError, SendError, SentTensor, SessionEvent};
 use super::transport::{lock, SessionCommand, Transport};
 pub use super::transport::{SessionConfig, StageInputHandler};
 use crate::tensor::{Tensor, TransferDtype};
@@ -23,6 +23,8 @@ pub struct PeerSession {
     links: Arc<Mutex<Links>>,
     commands: async_channel::Sender<SessionCommand>,
     events: Receiver<SessionEvent>,
+    /// Events of the game's own calls ([`Self::revoke`]), delivered with the next poll.
+    own_events: Vec<SessionEvent>,
     #[cfg(not(target_arch = "wasm32"))]
     transport: Option<std::thread::JoinHandle<()>>,
     #[cfg(target_arch = "wasm32")]
@@ -38,7 +40,7 @@ impl PeerSession {
         let transport = Transport::connect(config.clone(), links.clone(), command_receiver, event_sender);
         #[cfg(not(target_arch = "wasm32"))]
         let transport = Some(transport.spawn());
-        Self { config, links, commands, events, transport }
+        Self { config, links, commands, events, own_events: Vec::new(), transport }
     }
 
     /// This peer's id, once the signaling server has assigned one.
@@ -69,7 +71,19 @@ impl PeerSession {
         self.transport.pump_from_frame(now);
         #[cfg(not(target_arch = "wasm32"))]
         let _ = now;
-        self.events.try_iter().collect()
+        let mut events = std::mem::take(&mut self.own_events);
+        events.extend(self.events.try_iter());
+        events
+    }
+
+    /// As the room's owner, revokes `peer` (see [`Links::revoke`]): the next [`Self::poll`]
+    /// reports it lost, so that its work runs elsewhere, and every other player is told to
+    /// refuse it.
+    pub fn revoke(&mut self, peer: PeerUuid) -> Result<(), RevokeError> {
+        let mut events = Vec::new();
+        lock(&self.links).revoke(peer, &mut events)?;
+        self.own_events.extend(events);
+        Ok(())
     }
 
     /// Asks the transport to encode `value` as `dtype`, chunk it and send it as `tensor` says

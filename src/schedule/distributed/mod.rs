@@ -23,7 +23,7 @@ use std::time::Duration;
 use bevy::prelude::*;
 
 use super::InferenceSystems;
-use crate::net::{RoomKey, SessionEvent};
+use crate::net::{RoomAuthority, RoomKey, SessionEvent};
 pub use problem::SessionProblem;
 pub use state::{Distributed, RequestTraffic};
 
@@ -43,8 +43,12 @@ pub struct PeerSessionPlugin {
     /// Matchbox room URL, e.g. `ws://127.0.0.1:3536/my-room`.
     pub room_url: String,
     /// The room's shared secret ([`RoomKey::generate`], or a passphrase through
-    /// [`RoomKey::from_text`]); frames and tokens are authenticated with keys derived from it.
+    /// [`RoomKey::from_text`]); frames are authenticated and tensors sealed with keys derived
+    /// from it.
     pub room_key: RoomKey,
+    /// Who decides what each player may do: an open room (the default), this player as the
+    /// room's owner, or a member of a room whose owner's public key is given.
+    pub authority: RoomAuthority,
     /// This player's role.
     pub role: PeerRole,
     /// Asset path of the model to split.
@@ -81,12 +85,13 @@ pub struct PeerSessionPlugin {
 }
 
 impl PeerSessionPlugin {
-    /// A session with K = 2, a 2 s stage timeout, at most 4 reruns per request, workers
+    /// A session in an open room with K = 2, a 2 s stage timeout, at most 4 reruns per request, workers
     /// excluded after 3 timeouts in a row, and no STUN server.
     pub fn new(room_url: impl Into<String>, room_key: RoomKey, role: PeerRole, model: impl Into<String>, plan: impl Into<String>) -> Self {
         Self {
             room_url: room_url.into(),
             room_key,
+            authority: RoomAuthority::Open,
             role,
             model: model.into(),
             plan: plan.into(),

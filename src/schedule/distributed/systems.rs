@@ -152,7 +152,9 @@ fn session_config(settings: &PeerSessionPlugin, model_hash: [u8; 32], gpu: GpuCa
         PeerRole::Coordinator => Permissions::COORDINATOR,
         PeerRole::Worker => Permissions::RUN_STAGES,
     };
-    let mut config = SessionConfig::new(settings.room_url.clone(), LinkSettings::new(settings.room_key.clone(), permissions, model_hash, capabilities));
+    let mut link = LinkSettings::new(settings.room_key.clone(), permissions, model_hash, capabilities);
+    link.authority = settings.authority.clone();
+    let mut config = SessionConfig::new(settings.room_url.clone(), link);
     config.expected_peers = settings.expected_peers;
     config.ice_servers = settings.ice_servers.clone();
     config
