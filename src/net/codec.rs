@@ -6,20 +6,16 @@
 //! tag    = HMAC-SHA256(frame key, sender uuid | receiver uuid | frame up to the tag)
 //! ```
 
-use thiserror::Error;
-
 use super::auth::{PeerUuid, RoomKeys};
 pub use super::hello::{Capabilities, Hello};
+use super::wire::{Reader, Writer};
+pub use super::wire::{FrameError, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use super::hello::{read_hello, write_hello};
 use super::seal::SEAL_TAG_BYTES;
 use super::token::IdentityKey;
 use crate::tensor::TransferDtype;
 use crate::tensor::quant::QuantParams;
 
-/// The protocol version written in every frame and in the handshake.
-pub const PROTOCOL_VERSION: u8 = 5;
-/// The largest frame sent or accepted (matchbox silently drops messages over 64 KiB).
-pub const MAX_FRAME_BYTES: usize = 60 * 1024;
 /// Bytes of the fixed frame header.
 pub const FRAME_HEADER_BYTES: usize = 16;
 /// Bytes of the MAC.
@@ -35,54 +31,6 @@ pub const MAX_CHUNK_PAYLOAD: usize = MAX_FRAME_BYTES - FRAME_HEADER_BYTES - TAG_
 /// The most dimensions a tensor on the wire may have.
 pub const MAX_RANK: usize = 8;
 const MAGIC: [u8; 2] = *b"BP";
-const MAX_TEXT: usize = 256;
-
-/// Why a received frame was dropped.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
-pub enum FrameError {
-    /// Shorter than a header and a tag.
-    #[error("frame of {0} bytes is too short")]
-    TooShort(usize),
-    /// Longer than [`MAX_FRAME_BYTES`].
-    #[error("frame of {0} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")]
-    Oversize(usize),
-    /// Not one of our frames.
-    #[error("bad magic bytes")]
-    BadMagic,
-    /// Written by another protocol version.
-    #[error("protocol version {0} is not supported (this peer speaks {PROTOCOL_VERSION})")]
-    UnsupportedVersion(u8),
-    /// The declared body length does not match the frame.
-    #[error("declared body length {declared} does not match the frame's {actual}")]
-    LengthMismatch {
-        /// Length in the header.
-        declared: usize,
-        /// Length present.
-        actual: usize,
-    },
-    /// The MAC does not verify: tampered, or sent without the room key.
-    #[error("authentication failed (tampered frame or wrong room key)")]
-    BadMac,
-    /// The sequence number is not newer than the last one accepted from this peer.
-    #[error("replayed frame: sequence {got} after {last}")]
-    Replay {
-        /// Sequence received.
-        got: u64,
-        /// Last sequence accepted.
-        last: u64,
-    },
-    /// The message kind is unknown.
-    #[error("unknown message kind {0}")]
-    UnknownKind(u8),
-    /// The body does not parse.
-    #[error("malformed {kind} body: {reason}")]
-    Malformed {
-        /// Message kind.
-        kind: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-}
 
 /// Whether a tensor is a stage's input (to be run) or its output (coming back).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -306,7 +254,7 @@ pub fn decode_frame(keys: &RoomKeys, sender: PeerUuid, receiver: PeerUuid, frame
     if !keys.verify_frame(sender, receiver, signed, tag) {
         return Err(FrameError::BadMac);
     }
-    let mut body = Reader { bytes: &signed[FRAME_HEADER_BYTES..], kind: kind_name(kind) };
+    let mut body = Reader::new(&signed[FRAME_HEADER_BYTES..], kind_name(kind));
     let message = match kind {
         1 => Message::Hello(read_hello(&mut body)?),
         2 => Message::Ping { nonce: body.u64()? },
@@ -330,87 +278,6 @@ pub fn split_into_chunks(header: TensorHeader, payload: &[u8]) -> Vec<TensorChun
         .enumerate()
         .map(|(i, piece)| TensorChunk { header: header.clone(), index: i as u16, count, payload: piece.to_vec() })
         .collect()
-}
-
-#[derive(Default)]
-pub(super) struct Writer(Vec<u8>);
-
-impl Writer {
-    pub(super) fn u8(&mut self, v: u8) {
-        self.0.push(v);
-    }
-    pub(super) fn u16(&mut self, v: u16) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    pub(super) fn u32(&mut self, v: u32) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    pub(super) fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    pub(super) fn bytes(&mut self, v: &[u8]) {
-        self.0.extend_from_slice(v);
-    }
-    pub(super) fn text(&mut self, v: &str) {
-        let v = &v.as_bytes()[..v.len().min(MAX_TEXT)];
-        self.u16(v.len() as u16);
-        self.bytes(v);
-    }
-}
-
-pub(super) struct Reader<'a> {
-    bytes: &'a [u8],
-    kind: &'static str,
-}
-
-impl<'a> Reader<'a> {
-    pub(super) fn malformed(&self, reason: impl Into<String>) -> FrameError {
-        FrameError::Malformed { kind: self.kind, reason: reason.into() }
-    }
-    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
-        if self.bytes.len() < n {
-            return Err(self.malformed(format!("needs {n} more bytes, {} left", self.bytes.len())));
-        }
-        let (head, rest) = self.bytes.split_at(n);
-        self.bytes = rest;
-        Ok(head)
-    }
-    pub(super) fn u8(&mut self) -> Result<u8, FrameError> {
-        Ok(self.take(1)?[0])
-    }
-    pub(super) fn u16(&mut self) -> Result<u16, FrameError> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
-    }
-    pub(super) fn u32(&mut self) -> Result<u32, FrameError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
-    }
-    pub(super) fn u64(&mut self) -> Result<u64, FrameError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
-    }
-    pub(super) fn array<const N: usize>(&mut self) -> Result<[u8; N], FrameError> {
-        Ok(self.take(N)?.try_into().expect("N bytes"))
-    }
-    pub(super) fn bool(&mut self) -> Result<bool, FrameError> {
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            other => Err(self.malformed(format!("{other} is not a boolean"))),
-        }
-    }
-    pub(super) fn text(&mut self) -> Result<String, FrameError> {
-        let len = self.u16()? as usize;
-        if len > MAX_TEXT {
-            return Err(self.malformed(format!("text of {len} bytes is longer than {MAX_TEXT}")));
-        }
-        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| self.malformed("text is not UTF-8"))
-    }
-    fn finish(&self) -> Result<(), FrameError> {
-        if self.bytes.is_empty() {
-            Ok(())
-        } else {
-            Err(self.malformed(format!("{} trailing bytes", self.bytes.len())))
-        }
-    }
 }
 
 fn write_chunk(w: &mut Writer, chunk: &TensorChunk) {

@@ -9,7 +9,7 @@
 //! ```
 
 use super::auth::{PeerUuid, Permissions};
-use super::codec::{FrameError, Reader, Writer};
+use super::wire::{FrameError, Reader, Writer};
 use super::seal::SESSION_NONCE_BYTES;
 use super::token::{CapabilityToken, IdentityKey, TokenHolder};
 

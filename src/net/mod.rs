@@ -15,6 +15,7 @@ mod reconnect;
 mod room_key;
 mod seal;
 mod token;
+mod wire;
 mod link_events;
 pub mod links;
 pub mod reassembly;
