@@ -37,8 +37,10 @@ signaling=$!
 trap 'kill $signaling 2>/dev/null || true' EXIT
 sleep 0.5
 room=ws://127.0.0.1:3536/demo
-# A fresh 256-bit room key for this run, shared by its players only.
+# A fresh 256-bit room key for this run, shared by its players only, and a fresh owner's key
+# pair: the coordinator owns the room and grants the workers their tokens.
 key=$("$bin/room_key")
+owner=($("$bin/room_key" --owner))
 plan=plans/fashion_3_int8.plan.ron
 prev=""
 for arg in "$@"; do
@@ -47,12 +49,13 @@ for arg in "$@"; do
 done
 pids=()
 for _ in $(seq "$workers"); do
-    "$bin/peer" --role worker --room "$room" --key "$key" --plan "$plan" >&2 &
+    "$bin/peer" --role worker --room "$room" --key "$key" --owner "${owner[1]}" --plan "$plan" >&2 &
     pids+=($!)
 done
-# The workers join first, so that they have met one another when the coordinator starts: a
-# chain through a worker that has not yet met the next one falls back to one stage at a time.
+# The workers join first, so that they are connected when the coordinator starts; they trust
+# one another once it has granted their tokens, while it runs its single-peer references (a
+# chain through a worker that has not yet met the next one falls back to one stage at a time).
 sleep 1
-"$bin/peer" --role coordinator --room "$room" --key "$key" --workers "$workers" "$@"
+"$bin/peer" --role coordinator --room "$room" --key "$key" --owner-key "${owner[0]}" --workers "$workers" "$@"
 wait "${pids[@]}" || true
 INNER

@@ -16,6 +16,11 @@ use serde_json::Value;
 
 const ROOM: &str = "ws://127.0.0.1:3536/test";
 const KEY: &str = "test-room-key";
+/// The room's owner (the coordinator) signs every worker's token with this key
+/// (`room_key --owner` made the pair)...
+const OWNER_SECRET: &str = "1c07862bd8ef01e4282258fdd3dd07bc8e45ad0f99411786d3fc9bcc651f24dd";
+/// ...and the workers accept only tokens that this public key verifies.
+const OWNER_PUBLIC: &str = "0e2784f5423b59d991385c2d4c728678e901d8b623e401002ef4020654274aa9";
 const F32_PLAN: &str = "plans/fashion_3_f32.plan.ron";
 const INT8_PLAN: &str = "plans/fashion_3_int8.plan.ron";
 
@@ -69,15 +74,17 @@ impl Process {
         Process { child, lines, seen: Vec::new() }
     }
 
-    /// A worker that leaves when the coordinator does, or after `lifetime_s`.
+    /// A worker that leaves when the coordinator does, or after `lifetime_s`; a member of the
+    /// room the coordinator owns.
     fn worker(key: &str, plan: &str, lifetime_s: &str, extra: &[&str]) -> Process {
-        let mut args = vec!["--role", "worker", "--room", ROOM, "--key", key, "--plan", plan, "--lifetime-s", lifetime_s];
+        let mut args = vec!["--role", "worker", "--room", ROOM, "--key", key, "--plan", plan, "--lifetime-s", lifetime_s, "--owner", OWNER_PUBLIC];
         args.extend_from_slice(extra);
         Process::spawn("peer", &args)
     }
 
+    /// The coordinator, which owns the room.
     fn coordinator(plan: &str, rounds: &str, extra: &[&str]) -> Process {
-        let mut args = vec!["--role", "coordinator", "--room", ROOM, "--key", KEY, "--plan", plan, "--rounds", rounds, "--lifetime-s", "150"];
+        let mut args = vec!["--role", "coordinator", "--room", ROOM, "--key", KEY, "--plan", plan, "--rounds", rounds, "--lifetime-s", "150", "--owner-key", OWNER_SECRET];
         args.extend_from_slice(extra);
         Process::spawn("peer", &args)
     }
@@ -266,5 +273,35 @@ fn a_killed_worker_is_declared_lost_within_a_second_and_no_request_is_lost() {
         assert_eq!(json["requests"], 40, "{json}");
         assert_eq!(json["lost"], 0, "{json}");
         assert_eq!(json["matches_single_peer"], 40, "{json}");
+    });
+}
+
+#[test]
+fn a_worker_revoked_by_the_owner_is_refused_by_everyone_and_no_request_is_lost() {
+    let _serial = Serial::lock();
+    in_namespace("a_worker_revoked_by_the_owner_is_refused_by_everyone_and_no_request_is_lost", || {
+        let _server = signaling();
+        let w1 = Process::worker(KEY, INT8_PLAN, "150", &[]);
+        let w2 = Process::worker(KEY, INT8_PLAN, "150", &[]);
+        let (events, err) = Process::coordinator(INT8_PLAN, "2", &["--revoke-after", "3"]).finish(Duration::from_secs(170));
+        let json = summary(&events, &err);
+        let revoked = events_of(&events, "revoked");
+        assert_eq!(revoked.len(), 1, "{events:?}");
+        let peer = &revoked[0]["peer"];
+        assert!(events_of(&events, "peer_lost").iter().any(|e| e["peer"] == *peer && e["reason"] == "Revoked"), "{events:?}");
+        assert_eq!(json["lost"], 0, "{json}");
+        assert_eq!(json["matches_single_peer"], 20, "{json}\n{events:?}");
+        // After the revocation (3 requests done, at most K = 2 in flight), no stage ran on the
+        // revoked worker.
+        let requests = events_of(&events, "request");
+        let after: Vec<_> = requests.iter().skip(3 + 2).filter(|r| r["stages"].as_array().is_some_and(|s| s.iter().any(|s| s["executor"] == *peer))).collect();
+        assert!(after.is_empty(), "stages ran on the revoked worker: {after:?}");
+        // The other worker was told: it reports the revoked one lost, as revoked.
+        let mut told = false;
+        for worker in [w1, w2] {
+            let (worker_events, _) = worker.finish(Duration::from_secs(60));
+            told |= events_of(&worker_events, "peer_lost").iter().any(|e| e["reason"] == "Revoked");
+        }
+        assert!(told, "no worker heard of the revocation");
     });
 }
