@@ -100,6 +100,7 @@ pub fn report_session(mut events: MessageReader<PeerSessionEvent>, mut problems:
                     RejectReason::Unsealed(_) => "unsealed",
                     RejectReason::Refused => "refused",
                     RejectReason::Flooding(_) => "flooding",
+                    RejectReason::Token(_) => "token",
                 };
                 json!({"event": "rejected", "peer": peer.to_string(), "reason": kind, "detail": reason.to_string()})
             }
