@@ -163,6 +163,12 @@ impl Credentials {
         Ok(newer)
     }
 
+    /// Drops this player's token: it was bound to a peer id this player no longer has (the
+    /// transport was rebuilt), and the owner grants a new one at the next handshake.
+    pub(super) fn forget_own_token(&mut self) {
+        self.own_token = None;
+    }
+
     /// Whether a trusted peer's `hello` no longer holds: its token has expired.
     pub(super) fn expired(&self, hello: &Hello, now: Instant) -> Option<TokenError> {
         let token = hello.token.filter(|_| matches!(self.authority, RoomAuthority::Member(_)) && !self.is_owner_identity(hello.identity))?;

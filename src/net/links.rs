@@ -149,6 +149,7 @@ impl Links {
             events.push(SessionEvent::PeerLost { peer, reason: LostReason::Disconnected });
         }
         self.own = None;
+        self.credentials.forget_own_token();
         self.links.clear();
         self.connected.clear();
         self.send_sequences.clear();

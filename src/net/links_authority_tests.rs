@@ -177,3 +177,25 @@ fn only_the_owner_may_revoke_a_member() {
     assert_eq!(rejections(&events), vec![RejectReason::NotPermitted("revoke")]);
     assert_eq!(room.player(1).links.link(C).map(|l| l.state), Some(LinkState::Trusted));
 }
+
+#[test]
+fn a_member_whose_transport_is_rebuilt_under_a_new_peer_id_is_granted_a_new_token() {
+    let mut room = owned_room(Duration::from_secs(600));
+    room.run(Duration::from_millis(400));
+    let (now, mut events) = (room.now, Vec::new());
+    let renamed = PeerUuid([5; 16]);
+    let b = room.player(2);
+    b.links.reset(&mut events);
+    b.links.set_own_id(renamed);
+    b.id = renamed;
+    b.events.clear();
+    for other in [A, C] {
+        b.links.peer_connected(other, now);
+    }
+    for other in [1, 3] {
+        room.player(other).links.peer_connected(renamed, now);
+    }
+    room.run(Duration::from_millis(400));
+    assert!(trusted(&room.player(3).events).contains(&(renamed, Permissions::RUN_STAGES)), "{:?}", room.player(3).events);
+    assert_eq!(sorted(trusted(&room.player(5).events)), vec![(A, Permissions::COORDINATOR), (C, Permissions::RUN_STAGES)]);
+}
