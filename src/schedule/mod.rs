@@ -55,6 +55,10 @@ pub struct Prediction {
     /// polls the map while the request is in flight, and results are taken at the start and the
     /// end of every frame). `None` for a split request.
     pub handover: Option<Duration>,
+    /// For a request run whole on this peer: its GPU time, from timestamps around its compute
+    /// passes, where the device writes them. `None` otherwise (a split request's are in
+    /// [`Self::stages`]).
+    pub gpu: Option<Duration>,
 }
 
 impl Prediction {
@@ -245,6 +249,7 @@ pub(crate) fn receive_results(mut commands: Commands, results: Res<JobResults>, 
                     stages: Vec::new(),
                     reruns: 0,
                     handover: Some(outcome.finished.elapsed()),
+                    gpu: outcome.gpu,
                 };
                 entity_commands.insert(prediction.clone());
                 commands.trigger(PredictionReady { entity: outcome.entity, prediction });

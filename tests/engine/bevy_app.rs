@@ -46,6 +46,9 @@ fn a_request_for_the_shipped_model_gets_the_prediction_the_cpu_reference_compute
     assert!(relative_error(&prediction.output, &reference) <= 1e-4, "{:?} vs {:?}", prediction.output.data(), reference.data());
     let handover = prediction.handover.expect("a request run whole reports its readback-to-main-world handover");
     assert!(handover <= prediction.latency, "handover {handover:?} exceeds the whole latency {:?}", prediction.latency);
+    // Lavapipe writes timestamps: the GPU time is measured, and within the request's latency.
+    let gpu = prediction.gpu.expect("a request run whole reports its GPU time");
+    assert!(gpu > std::time::Duration::ZERO && gpu <= prediction.latency, "GPU {gpu:?} against latency {:?}", prediction.latency);
     assert_eq!(prediction.top_k.len(), 3);
     assert_eq!(prediction.top_k[0].0, 9, "an ankle boot is class 9");
 }

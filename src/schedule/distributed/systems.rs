@@ -371,7 +371,7 @@ pub(super) fn advance_pipeline(
                         continue;
                     }
                 }
-                deliver(&mut commands, tracked.entity, Prediction { top_k: output.top_k(0, top_k.0), output, latency: in_flight, stages, reruns, handover: None });
+                deliver(&mut commands, tracked.entity, Prediction { top_k: output.top_k(0, top_k.0), output, latency: in_flight, stages, reruns, handover: None, gpu: None });
             }
         }
     }
@@ -422,7 +422,7 @@ pub(super) fn continue_spot_checks(
             }
         };
         let latency = check.in_flight + now.saturating_duration_since(check.started);
-        let prediction = Prediction { top_k: output.top_k(0, top_k.0), output, latency, stages: check.stages, reruns: check.reruns, handover: None };
+        let prediction = Prediction { top_k: output.top_k(0, top_k.0), output, latency, stages: check.stages, reruns: check.reruns, handover: None, gpu: None };
         deliver(&mut commands, check.entity, prediction);
     }
 }
