@@ -62,6 +62,12 @@ pub struct Prediction {
 }
 
 impl Prediction {
+    /// The prediction of a request split across peers: `output` with its `top_k` classes, and
+    /// the split's records.
+    pub(crate) fn split(output: Tensor, top_k: usize, latency: Duration, stages: Vec<pipeline::StageRecord>, reruns: u32) -> Self {
+        Self { top_k: output.top_k(0, top_k), output, latency, stages, reruns, handover: None, gpu: None }
+    }
+
     /// Whether this (split) prediction gave `reference`'s (single-peer) result: bit-identical
     /// outputs where every cut travels as f32 (`exact`), else the same top class, since f16 and
     /// int8 cuts round the activations.
@@ -233,13 +239,24 @@ pub(crate) fn fail(commands: &mut Commands, entity: Entity, error: InferenceErro
     commands.trigger(failed);
 }
 
+/// Puts `prediction` on `entity` and triggers [`PredictionReady`] (where the entity still
+/// exists): [`fail`]'s counterpart.
+pub(crate) fn deliver(commands: &mut Commands, entity: Entity, prediction: Prediction) {
+    if let Ok(mut target) = commands.get_entity(entity) {
+        target.insert(prediction.clone());
+        commands.trigger(PredictionReady { entity, prediction });
+    }
+}
+
 pub(crate) fn receive_results(mut commands: Commands, results: Res<JobResults>, top_k: Res<TopK>, mut stages: ResMut<StageOutcomes>) {
     for outcome in results.receiver.try_iter() {
         if outcome.tag != JobTag::Request {
             stages.0.push(outcome);
             continue;
         }
-        let Ok(mut entity_commands) = commands.get_entity(outcome.entity) else { continue };
+        if commands.get_entity(outcome.entity).is_err() {
+            continue;
+        }
         match outcome.result {
             Ok(output) => {
                 let prediction = Prediction {
@@ -251,8 +268,7 @@ pub(crate) fn receive_results(mut commands: Commands, results: Res<JobResults>, 
                     handover: Some(outcome.finished.elapsed()),
                     gpu: outcome.gpu,
                 };
-                entity_commands.insert(prediction.clone());
-                commands.trigger(PredictionReady { entity: outcome.entity, prediction });
+                deliver(&mut commands, outcome.entity, prediction);
             }
             Err(error) => fail(&mut commands, outcome.entity, error.into()),
         }

@@ -19,7 +19,7 @@ use crate::net::codec::Onward;
 use crate::net::{Capabilities, Direction, LinkSettings, LinkState, PeerUuid, Permissions, SendError, SentTensor, SessionEvent};
 use crate::render::GpuCapabilities;
 use crate::schedule::pipeline::{Executor, Handover, PipelineAction};
-use crate::schedule::{fail, InferenceError, InferenceFailed, InferenceRequest, JobQueue, JobResults, LocalOnly, Prediction, PredictionReady, SplitRequest, StageOutcomes, Submitted, TopK};
+use crate::schedule::{deliver, fail, InferenceError, InferenceFailed, InferenceRequest, JobQueue, JobResults, LocalOnly, Prediction, SplitRequest, StageOutcomes, Submitted, TopK};
 use crate::tensor::{Tensor, TransferDtype};
 
 /// Starts loading the model and the plan.
@@ -371,7 +371,7 @@ pub(super) fn advance_pipeline(
                         continue;
                     }
                 }
-                deliver(&mut commands, tracked.entity, Prediction { top_k: output.top_k(0, top_k.0), output, latency: in_flight, stages, reruns, handover: None, gpu: None });
+                deliver(&mut commands, tracked.entity, Prediction::split(output, top_k.0, in_flight, stages, reruns));
             }
         }
     }
@@ -422,22 +422,13 @@ pub(super) fn continue_spot_checks(
             }
         };
         let latency = check.in_flight + now.saturating_duration_since(check.started);
-        let prediction = Prediction { top_k: output.top_k(0, top_k.0), output, latency, stages: check.stages, reruns: check.reruns, handover: None, gpu: None };
-        deliver(&mut commands, check.entity, prediction);
+        deliver(&mut commands, check.entity, Prediction::split(output, top_k.0, latency, check.stages, check.reruns));
     }
 }
 
 /// The job that runs `stage` of `request` again on this GPU for a spot check.
 fn spot_check_job(state: &Distributed, request: u64, stage: usize, entity: Entity, graph: Arc<Graph>, input: Tensor, now: Instant) -> StageJob {
     StageJob { tag: JobTag::SpotCheck { request, stage }, entity, model: state.model.id(), graph, input, started: now, reply: None }
-}
-
-/// Puts `prediction` on `entity` and triggers [`PredictionReady`].
-fn deliver(commands: &mut Commands, entity: Entity, prediction: Prediction) {
-    if let Ok(mut target) = commands.get_entity(entity) {
-        target.insert(prediction.clone());
-        commands.trigger(PredictionReady { entity, prediction });
-    }
 }
 
 /// For a local stage whose output starts the chain `onward`: a job reply that sends the output
