@@ -95,20 +95,21 @@ impl RoomKeys {
 
     /// The MAC of a frame sent from `sender` to `receiver`.
     pub fn frame_tag(&self, sender: PeerUuid, receiver: PeerUuid, frame: &[u8]) -> [u8; 32] {
-        let mut mac = HmacSha256::new_from_slice(&self.frame).expect("32-byte key");
-        mac.update(&sender.0);
-        mac.update(&receiver.0);
-        mac.update(frame);
-        mac.finalize().into_bytes().into()
+        self.frame_mac(sender, receiver, frame).finalize().into_bytes().into()
     }
 
     /// Checks a frame's MAC in constant time.
     pub fn verify_frame(&self, sender: PeerUuid, receiver: PeerUuid, frame: &[u8], tag: &[u8]) -> bool {
+        self.frame_mac(sender, receiver, frame).verify_slice(tag).is_ok()
+    }
+
+    /// HMAC-SHA256 under the frame key over sender, receiver and frame, not yet finalized.
+    fn frame_mac(&self, sender: PeerUuid, receiver: PeerUuid, frame: &[u8]) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.frame).expect("32-byte key");
         mac.update(&sender.0);
         mac.update(&receiver.0);
         mac.update(frame);
-        mac.verify_slice(tag).is_ok()
+        mac
     }
 }
 

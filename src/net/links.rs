@@ -2,8 +2,9 @@
 //! outgoing frames come out. It runs the handshake (protocol version, model hash, capabilities,
 //! a proof of identity over the receiver's fresh nonce and, in an owned room, the owner's token;
 //! hellos repeated until acknowledged, refused on a bad proof or token, another model or a
-//! timeout), the owner's grants, renewals and revocations, heartbeats and round-trip times, loss on silence, re-handshake when a peer declared
-//! lost talks again, replay protection, permissions and reassembly of chunked tensors. The
+//! timeout), the owner's grants, renewals and revocations, heartbeats and round-trip times,
+//! loss on silence, re-handshake when a peer declared lost talks again, replay protection,
+//! permissions and reassembly of chunked tensors. The
 //! transport (a matchbox socket, or another `Links` in a test) only moves bytes: see
 //! `session.rs` for the adapter.
 
@@ -206,17 +207,13 @@ impl Links {
             self.links.insert(from, PeerLink::new(now, self.settings.max_frames_per_second));
         }
         let link = self.links.get_mut(&from).expect("inserted above");
-        let reject = |link: &mut PeerLink, events: &mut Vec<SessionEvent>, reason: RejectReason| {
-            link.rejected += 1;
-            events.push(SessionEvent::Rejected { peer: from, reason });
-        };
         // Checked before the MAC, so that neither a refused peer nor a flood costs one.
         if link.state == LinkState::Refused {
-            return reject(link, events, RejectReason::Refused);
+            return link.reject(from, RejectReason::Refused, events);
         }
         match link.budget.admit(now) {
             FrameAdmission::Admitted => {}
-            FrameAdmission::FloodStarted => return reject(link, events, RejectReason::Flooding(self.settings.max_frames_per_second)),
+            FrameAdmission::FloodStarted => return link.reject(from, RejectReason::Flooding(self.settings.max_frames_per_second), events),
             FrameAdmission::Flooding => {
                 link.rejected += 1;
                 return;
@@ -224,10 +221,10 @@ impl Links {
         }
         let (sequence, message) = match decode_frame(&self.keys, from, own, frame) {
             Ok(decoded) => decoded,
-            Err(error) => return reject(link, events, error.into()),
+            Err(error) => return link.reject(from, error.into(), events),
         };
         if let Err(replay) = link.replay.accept(sequence) {
-            return reject(link, events, replay.into());
+            return link.reject(from, replay.into(), events);
         }
         link.last_heard = now;
         link.bytes_in += frame.len() as u64;
@@ -240,10 +237,10 @@ impl Links {
                 link.their_nonce = Some(hello.session_nonce);
                 self.handle_hello(from, own, hello, now, events);
             }
-            other if link.state != LinkState::Trusted => reject(link, events, RejectReason::Untrusted(other.kind_name())),
+            other if link.state != LinkState::Trusted => link.reject(from, RejectReason::Untrusted(other.kind_name()), events),
             Message::Revoke { identity } => {
                 if !link.hello.as_ref().is_some_and(|h| self.credentials.is_owner_identity(h.identity)) {
-                    return reject(link, events, RejectReason::NotPermitted("revoke"));
+                    return link.reject(from, RejectReason::NotPermitted("revoke"), events);
                 }
                 self.credentials.revoke(identity);
                 self.refuse_identity(identity, events);
@@ -277,12 +274,12 @@ impl Links {
                 });
                 let link = self.links.get_mut(&from).expect("inserted above");
                 if !link.permissions().contains(needed) || !self.settings.permissions.contains(ours) || !owner_may_submit {
-                    return reject(link, events, RejectReason::NotPermitted("tensor"));
+                    return link.reject(from, RejectReason::NotPermitted("tensor"), events);
                 }
                 let opened = link.ciphers.as_ref().ok_or(Unsealed).and_then(|c| c.receiving.open(sequence, &chunk.payload));
                 let chunk = match opened {
                     Ok(payload) => TensorChunk { payload, ..chunk },
-                    Err(unsealed) => return reject(link, events, unsealed.into()),
+                    Err(unsealed) => return link.reject(from, unsealed.into(), events),
                 };
                 match self.reassembler.push(from, chunk, now) {
                     Ok(Some(mut tensor)) => {
@@ -290,7 +287,7 @@ impl Links {
                         events.push(SessionEvent::Tensor(tensor));
                     }
                     Ok(None) => {}
-                    Err(error) => reject(link, events, error.into()),
+                    Err(error) => link.reject(from, error.into(), events),
                 }
             }
         }
@@ -372,10 +369,7 @@ impl Links {
             if link.hello.as_ref().is_some_and(|held| held.token != hello.token) {
                 match admission {
                     Admission::Admit(_) => link.hello = Some(hello.clone()),
-                    Admission::Refuse(error) => {
-                        link.rejected += 1;
-                        events.push(SessionEvent::Rejected { peer: from, reason: error.into() });
-                    }
+                    Admission::Refuse(error) => link.reject(from, error.into(), events),
                     Admission::Wait => {}
                 }
             }
@@ -426,12 +420,7 @@ impl Links {
                 }
             }
             Ok(false) => {}
-            Err(error) => {
-                if let Some(link) = self.links.get_mut(&from) {
-                    link.rejected += 1;
-                }
-                events.push(SessionEvent::Rejected { peer: from, reason: error.into() });
-            }
+            Err(error) => self.links.get_mut(&from).expect("the caller's link").reject(from, error.into(), events),
         }
     }
 

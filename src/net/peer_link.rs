@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use bevy::platform::time::Instant;
 
-use super::auth::Permissions;
+use super::auth::{PeerUuid, Permissions};
 use super::codec::{Capabilities, Hello, ReplayGuard};
 use super::credentials::RoomAuthority;
 use super::latency::RttStats;
+use super::link_events::{RejectReason, SessionEvent};
 use super::rate_limit::FrameBudget;
 use super::reassembly::ReassemblyLimits;
 use super::room_key::RoomKey;
@@ -144,6 +145,12 @@ impl PeerLink {
             permissions: Permissions::NONE,
             grant: None,
         }
+    }
+
+    /// Counts a message from `peer` (this link's) that was dropped, and reports it.
+    pub(super) fn reject(&mut self, peer: PeerUuid, reason: RejectReason, events: &mut Vec<SessionEvent>) {
+        self.rejected += 1;
+        events.push(SessionEvent::Rejected { peer, reason });
     }
 
     /// The peer's permissions, once trusted.
