@@ -30,7 +30,7 @@ use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::schedule::distributed::Distributed;
 use bevy_p2p_inference::schedule::pipeline::Executor;
 use bevy_p2p_inference::{headless_plugins, update_until_prediction_with, LocalOnly, PeerRole, PeerSessionEvent, PeerSessionPlugin, SessionProblem};
-use bevy_p2p_inference::net::{FrameError, OwnerKey, OwnerPublicKey, RejectReason, RoomAuthority, RoomKey, RoomOwner, SessionEvent};
+use bevy_p2p_inference::net::{OwnerKey, OwnerPublicKey, RoomAuthority, RoomKey, RoomOwner, SessionEvent};
 use bevy_p2p_inference::secret::SecretKey;
 use clap::{Parser, ValueEnum};
 use serde_json::json;
@@ -152,22 +152,6 @@ fn build_app(args: &Args) -> Result<App, String> {
     Ok(app)
 }
 
-/// A stable name for why a message was dropped.
-fn reject_code(reason: &RejectReason) -> &'static str {
-    match reason {
-        RejectReason::Frame(FrameError::BadMac) => "bad_mac",
-        RejectReason::Frame(FrameError::Replay { .. }) => "replay",
-        RejectReason::Frame(_) => "malformed_frame",
-        RejectReason::Chunk(_) => "bad_chunk",
-        RejectReason::Untrusted(_) => "untrusted",
-        RejectReason::NotPermitted(_) => "not_permitted",
-        RejectReason::Unsealed(_) => "unsealed",
-        RejectReason::Refused => "refused",
-        RejectReason::Flooding(_) => "flooding",
-        RejectReason::Token(_) => "token",
-    }
-}
-
 /// One session event as a JSON line (`None` for received tensors, which are not reported).
 fn session_event_json(event: &SessionEvent) -> Option<serde_json::Value> {
     Some(match event {
@@ -179,7 +163,7 @@ fn session_event_json(event: &SessionEvent) -> Option<serde_json::Value> {
             json!({"event": "handshake_failed", "peer": peer.to_string(), "reason": format!("{reason:?}")})
         }
         SessionEvent::Rejected { peer, reason } => {
-            json!({"event": "rejected", "peer": peer.to_string(), "reason": reject_code(reason), "detail": reason.to_string()})
+            json!({"event": "rejected", "peer": peer.to_string(), "reason": reason.code(), "detail": reason.to_string()})
         }
         SessionEvent::Reconnected { attempt } => json!({"event": "reconnected", "attempt": attempt}),
         SessionEvent::SendFailed { tensor, error } => {

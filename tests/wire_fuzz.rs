@@ -8,7 +8,7 @@ use bevy_p2p_inference::tensor::TransferDtype;
 use bevy_p2p_inference::tensor::quant::encode_values;
 use bevy_p2p_inference::net::codec::split_into_chunks;
 use bevy_p2p_inference::net::codec::{Onward, TensorChunk};
-use bevy_p2p_inference::net::{decode_frame, encode_frame, seal_frame, Direction, Message, PeerUuid, Reassembler, ReassemblyLimits, RoomKey, RoomKeys, TensorHeader};
+use bevy_p2p_inference::net::{decode_frame, encode_frame, seal_frame, Direction, Message, PeerUuid, Reassembler, ReassemblyLimits, LinkKeys, TensorHeader};
 use bevy_p2p_inference::tensor::quant::QuantParams;
 use proptest::prelude::*;
 
@@ -16,7 +16,7 @@ const A: PeerUuid = PeerUuid([0xa; 16]);
 const B: PeerUuid = PeerUuid([0xb; 16]);
 
 fn tensor_frames(values: &[f32], dtype: TransferDtype) -> Vec<Vec<u8>> {
-    let keys = RoomKeys::derive(&RoomKey::from_bytes([0xf; 32]));
+    let keys = LinkKeys::from_secret(&[0xf; 32]);
     let (bytes, params) = encode_values(values, dtype);
     let header = TensorHeader {
         request: 1,
@@ -41,13 +41,13 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic_and_never_authenticate(bytes in proptest::collection::vec(any::<u8>(), 0..70_000)) {
-        let keys = RoomKeys::derive(&RoomKey::from_bytes([0xf; 32]));
+        let keys = LinkKeys::from_secret(&[0xf; 32]);
         prop_assert!(decode_frame(&keys, A, B, &bytes).is_err());
     }
 
     #[test]
     fn a_mutated_frame_is_rejected(values in proptest::collection::vec(-10.0f32..10.0, 1..20_000), at in any::<prop::sample::Index>(), xor in 1u8..) {
-        let keys = RoomKeys::derive(&RoomKey::from_bytes([0xf; 32]));
+        let keys = LinkKeys::from_secret(&[0xf; 32]);
         let mut frame = tensor_frames(&values, TransferDtype::F32).remove(0);
         let i = at.index(frame.len());
         frame[i] ^= xor;
@@ -59,7 +59,7 @@ proptest! {
         values in proptest::collection::vec(-10.0f32..10.0, 1..40_000),
         order in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
     ) {
-        let keys = RoomKeys::derive(&RoomKey::from_bytes([0xf; 32]));
+        let keys = LinkKeys::from_secret(&[0xf; 32]);
         let frames = tensor_frames(&values, TransferDtype::F32);
         let mut reassembler = Reassembler::new(ReassemblyLimits::default());
         let now = Instant::now();
@@ -76,7 +76,7 @@ proptest! {
     /// returns a message or an error.
     #[test]
     fn an_authenticated_body_of_any_kind_and_content_never_panics(kind in 0u8..8, body in proptest::collection::vec(any::<u8>(), 0..4_000)) {
-        let keys = RoomKeys::derive(&RoomKey::from_bytes([0xf; 32]));
+        let keys = LinkKeys::from_secret(&[0xf; 32]);
         let frame = seal_frame(&keys, A, B, 7, kind, &body);
         let _ = decode_frame(&keys, A, B, &frame);
     }
@@ -88,7 +88,7 @@ proptest! {
         values in proptest::collection::vec(-10.0f32..10.0, 1..5_000),
         flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..), 1..6),
     ) {
-        let keys = RoomKeys::derive(&RoomKey::from_bytes([0xf; 32]));
+        let keys = LinkKeys::from_secret(&[0xf; 32]);
         let frame = tensor_frames(&values, TransferDtype::F32).remove(0);
         let mut body = frame[16..frame.len() - 32].to_vec();
         for (at, xor) in flips {

@@ -4,7 +4,7 @@
 use bevy::prelude::*;
 use bevy_p2p_inference::model::plan::PartitionPlan;
 use bevy_p2p_inference::net::session::PeerSession;
-use bevy_p2p_inference::net::{FrameError, Permissions, RejectReason, RoomKey, SessionEvent};
+use bevy_p2p_inference::net::{Permissions, RoomKey, SessionEvent};
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::schedule::distributed::Distributed;
 use bevy_p2p_inference::tensor::TransferDtype;
@@ -91,18 +91,7 @@ pub fn report_session(mut events: MessageReader<PeerSessionEvent>, mut problems:
             SessionEvent::PeerLost { peer, reason } => json!({"event": "peer_lost", "peer": peer.to_string(), "reason": format!("{reason:?}")}),
             SessionEvent::HandshakeFailed { peer, reason } => json!({"event": "handshake_failed", "peer": peer.to_string(), "reason": format!("{reason:?}")}),
             SessionEvent::Rejected { peer, reason } => {
-                let kind = match reason {
-                    RejectReason::Frame(FrameError::BadMac) => "bad_mac",
-                    RejectReason::Frame(_) => "malformed_frame",
-                    RejectReason::Chunk(_) => "bad_chunk",
-                    RejectReason::Untrusted(_) => "untrusted",
-                    RejectReason::NotPermitted(_) => "not_permitted",
-                    RejectReason::Unsealed(_) => "unsealed",
-                    RejectReason::Refused => "refused",
-                    RejectReason::Flooding(_) => "flooding",
-                    RejectReason::Token(_) => "token",
-                };
-                json!({"event": "rejected", "peer": peer.to_string(), "reason": kind, "detail": reason.to_string()})
+                json!({"event": "rejected", "peer": peer.to_string(), "reason": reason.code(), "detail": reason.to_string()})
             }
             SessionEvent::Reconnected { attempt } => json!({"event": "reconnected", "attempt": attempt}),
             SessionEvent::SendFailed { tensor, error } => {

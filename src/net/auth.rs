@@ -1,11 +1,10 @@
-//! Keys derived from the room key, peers' ids on the wire, and what a peer may do.
+//! Each link's keys ([`LinkKeys`]), peers' ids on the wire, and what a peer may do.
 
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use super::room_key::RoomKey;
 use super::seal::{TensorCipher, SESSION_NONCE_BYTES};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -57,25 +56,27 @@ impl Permissions {
     }
 }
 
-/// The keys of one room, derived from its [`RoomKey`] with HKDF-SHA256: one authenticates
-/// every frame, the other is the root of the tensor ciphers. Peers without the room key can do
-/// neither. Wiped from memory when dropped.
+/// The keys of one link in one session, derived with HKDF-SHA256 from the secret its two
+/// players agreed on in their key exchange (see [`super::LinkKeyExchange`]): one authenticates
+/// every frame between them, the other is the root of their tensor ciphers. Only the two
+/// players, and only if both hold the room key, have them; a recorded session's keys are gone
+/// with it. Wiped from memory when dropped.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct RoomKeys {
+pub struct LinkKeys {
     frame: [u8; 32],
     seal: [u8; 32],
 }
 
-impl std::fmt::Debug for RoomKeys {
+impl std::fmt::Debug for LinkKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RoomKeys(..)")
+        f.write_str("LinkKeys(..)")
     }
 }
 
-impl RoomKeys {
-    /// Derives the room's keys from its room key.
-    pub fn derive(room_key: &RoomKey) -> Self {
-        let hkdf = Hkdf::<Sha256>::new(Some(b"bevy_p2p_inference/v3"), room_key.bytes());
+impl LinkKeys {
+    /// The keys of a link whose key exchange agreed on `secret`.
+    pub fn from_secret(secret: &[u8; 32]) -> Self {
+        let hkdf = Hkdf::<Sha256>::new(Some(b"bevy_p2p_inference/v6 link"), secret);
         let mut keys = Self { frame: [0; 32], seal: [0; 32] };
         hkdf.expand(b"frame", &mut keys.frame).expect("32 bytes is a valid HKDF-SHA256 length");
         hkdf.expand(b"seal", &mut keys.seal).expect("32 bytes is a valid HKDF-SHA256 length");
@@ -122,7 +123,7 @@ mod tests {
 
     #[test]
     fn a_frame_tag_binds_sender_receiver_and_bytes() {
-        let room = RoomKeys::derive(&RoomKey::from_bytes([1; 32]));
+        let room = LinkKeys::from_secret(&[1; 32]);
         let tag = room.frame_tag(A, B, b"hello");
         assert!(room.verify_frame(A, B, b"hello", &tag));
         assert!(!room.verify_frame(B, A, b"hello", &tag), "reflected back to its sender");

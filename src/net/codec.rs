@@ -3,13 +3,14 @@
 //!
 //! ```text
 //! frame  = magic "BP" | version u8 | kind u8 | sequence u64 | body_len u32 | body | tag [32]
-//! tag    = HMAC-SHA256(frame key, sender uuid | receiver uuid | frame up to the tag)
+//! tag    = HMAC-SHA256(the link's frame key, sender uuid | receiver uuid | frame up to the tag)
 //! ```
 
-use super::auth::{PeerUuid, RoomKeys};
+use super::auth::{LinkKeys, PeerUuid};
 pub use super::hello::{Capabilities, Hello};
 use super::wire::{Reader, Writer};
 pub use super::wire::{FrameError, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use super::wire::MAGIC;
 use super::hello::{read_hello, write_hello};
 use super::seal::SEAL_TAG_BYTES;
 use super::token::IdentityKey;
@@ -30,7 +31,6 @@ const MAX_TENSOR_HEADER_BYTES: usize = 69 + 1 + 16 + 1 + 16 * MAX_ROUTE + 1 + 14
 pub const MAX_CHUNK_PAYLOAD: usize = MAX_FRAME_BYTES - FRAME_HEADER_BYTES - TAG_BYTES - MAX_TENSOR_HEADER_BYTES;
 /// The most dimensions a tensor on the wire may have.
 pub const MAX_RANK: usize = 8;
-const MAGIC: [u8; 2] = *b"BP";
 
 /// Whether a tensor is a stage's input (to be run) or its output (coming back).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -199,7 +199,7 @@ impl ReplayGuard {
 }
 
 /// Encodes and authenticates `message` as one frame from `sender` to `receiver`.
-pub fn encode_frame(keys: &RoomKeys, sender: PeerUuid, receiver: PeerUuid, sequence: u64, message: &Message) -> Vec<u8> {
+pub fn encode_frame(keys: &LinkKeys, sender: PeerUuid, receiver: PeerUuid, sequence: u64, message: &Message) -> Vec<u8> {
     let mut body = Writer::default();
     match message {
         Message::Hello(hello) => write_hello(&mut body, hello),
@@ -215,7 +215,7 @@ pub fn encode_frame(keys: &RoomKeys, sender: PeerUuid, receiver: PeerUuid, seque
 /// Frames and authenticates an encoded message body of kind `kind` (what [`encode_frame`]
 /// does once it has encoded a message). Public so that tests can play a peer that holds the
 /// room key and sends bodies no honest peer would: anyone with the key can.
-pub fn seal_frame(keys: &RoomKeys, sender: PeerUuid, receiver: PeerUuid, sequence: u64, kind: u8, body: &[u8]) -> Vec<u8> {
+pub fn seal_frame(keys: &LinkKeys, sender: PeerUuid, receiver: PeerUuid, sequence: u64, kind: u8, body: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + body.len() + TAG_BYTES);
     frame.extend_from_slice(&MAGIC);
     frame.push(PROTOCOL_VERSION);
@@ -230,7 +230,7 @@ pub fn seal_frame(keys: &RoomKeys, sender: PeerUuid, receiver: PeerUuid, sequenc
 
 /// Checks a frame's size, header and MAC, then parses its body. Returns the sequence number
 /// (for the caller's replay check) and the message.
-pub fn decode_frame(keys: &RoomKeys, sender: PeerUuid, receiver: PeerUuid, frame: &[u8]) -> Result<(u64, Message), FrameError> {
+pub fn decode_frame(keys: &LinkKeys, sender: PeerUuid, receiver: PeerUuid, frame: &[u8]) -> Result<(u64, Message), FrameError> {
     if frame.len() > MAX_FRAME_BYTES {
         return Err(FrameError::Oversize(frame.len()));
     }

@@ -1,13 +1,13 @@
 //! Tests of the wire codec.
 
 use super::*;
-use crate::net::{CapabilityToken, OwnerKey, Permissions, PlayerIdentity, RoomKey, TokenHolder};
+use crate::net::{CapabilityToken, OwnerKey, Permissions, PlayerIdentity, TokenHolder};
 
 const A: PeerUuid = PeerUuid([0xa; 16]);
 const B: PeerUuid = PeerUuid([0xb; 16]);
 
-fn keys() -> RoomKeys {
-    RoomKeys::derive(&RoomKey::from_bytes([1; 32]))
+fn keys() -> LinkKeys {
+    LinkKeys::from_secret(&[1; 32])
 }
 
 fn chunk() -> TensorChunk {
@@ -80,7 +80,7 @@ fn any_flipped_bit_is_rejected() {
 
 #[test]
 fn frames_from_another_room_or_peer_are_rejected() {
-    let frame = encode_frame(&RoomKeys::derive(&RoomKey::from_bytes([2; 32])), A, B, 1, &Message::Ping { nonce: 1 });
+    let frame = encode_frame(&LinkKeys::from_secret(&[2; 32]), A, B, 1, &Message::Ping { nonce: 1 });
     assert_eq!(decode_frame(&keys(), A, B, &frame), Err(FrameError::BadMac));
     let frame = encode_frame(&keys(), A, B, 1, &Message::Ping { nonce: 1 });
     assert_eq!(decode_frame(&keys(), B, A, &frame), Err(FrameError::BadMac), "reflected");

@@ -21,6 +21,12 @@ pub enum RejectReason {
     /// The peer has not completed the handshake (or was refused) and sent something else.
     #[error("a {0} message from a peer that is not trusted")]
     Untrusted(&'static str),
+    /// A key-exchange message that does not parse or that SPAKE2 refuses.
+    #[error(transparent)]
+    KeyExchange(#[from] super::pake::ExchangeError),
+    /// An authenticated frame before the link's key exchange agreed its keys.
+    #[error("an authenticated frame before the key exchange")]
+    BeforeKeyExchange,
     /// The peer's token does not allow what the message asks.
     #[error("the peer's token does not allow sending a {0}")]
     NotPermitted(&'static str),
@@ -40,12 +46,36 @@ pub enum RejectReason {
     Token(#[from] super::token::TokenError),
 }
 
+impl RejectReason {
+    /// A stable name for the reason, for logs and machine-read reports (JSON lines).
+    pub fn code(&self) -> &'static str {
+        match self {
+            RejectReason::Frame(FrameError::BadMac) => "bad_mac",
+            RejectReason::Frame(FrameError::Replay { .. }) => "replay",
+            RejectReason::Frame(_) => "malformed_frame",
+            RejectReason::Chunk(_) => "bad_chunk",
+            RejectReason::KeyExchange(_) => "key_exchange",
+            RejectReason::BeforeKeyExchange => "before_key_exchange",
+            RejectReason::Untrusted(_) => "untrusted",
+            RejectReason::NotPermitted(_) => "not_permitted",
+            RejectReason::Unsealed(_) => "unsealed",
+            RejectReason::Refused => "refused",
+            RejectReason::Flooding(_) => "flooding",
+            RejectReason::Token(_) => "token",
+        }
+    }
+}
+
 /// Why a handshake failed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum HandshakeError {
     /// The peer's proof of identity or its token does not verify, or the owner revoked it.
     #[error(transparent)]
     Token(#[from] super::token::TokenError),
+    /// The peer's first authenticated frame does not verify under the keys of the key exchange:
+    /// it does not hold the room key.
+    #[error("the peer does not hold the room key")]
+    WrongRoomKey,
     /// The peer runs another model.
     #[error("the peer runs a different model")]
     ModelMismatch,

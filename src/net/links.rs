@@ -1,5 +1,7 @@
 //! [`Links`]: the per-peer link state machine, sans IO. Frames and `now` go in; events and
-//! outgoing frames come out. It runs the handshake (protocol version, model hash, capabilities,
+//! outgoing frames come out. It runs the key exchange that gives each link its keys (see
+//! `pake.rs`; a peer without the room key is refused at its first authenticated frame), the
+//! handshake (protocol version, model hash, capabilities,
 //! a proof of identity over the receiver's fresh nonce and, in an owned room, the owner's token;
 //! hellos repeated until acknowledged, refused on a bad proof or token, another model or a
 //! timeout), the owner's grants, renewals and revocations, heartbeats and round-trip times,
@@ -13,9 +15,10 @@ use std::time::Duration;
 
 use bevy::platform::time::Instant;
 
-use super::auth::{PeerUuid, Permissions, RoomKeys};
-use super::codec::{decode_frame, encode_frame, split_into_chunks, Direction, Hello, Message, TensorChunk, TensorHeader, MAX_RANK, MAX_ROUTE};
+use super::auth::{LinkKeys, PeerUuid, Permissions};
+use super::codec::{decode_frame, encode_frame, split_into_chunks, Direction, FrameError, Hello, Message, TensorChunk, TensorHeader, MAX_RANK, MAX_ROUTE};
 use super::credentials::{Admission, Credentials};
+use super::pake::{is_exchange_frame, ExchangeStep, LinkKeyExchange};
 use super::peer_link::LinkCiphers;
 pub use super::peer_link::{LinkSettings, LinkState, PeerLink};
 use super::rate_limit::FrameAdmission;
@@ -40,7 +43,9 @@ pub struct OutgoingFrame {
 /// delivers [`Links::drain_outgoing`].
 pub struct Links {
     settings: LinkSettings,
-    keys: RoomKeys,
+    /// Each connected peer's key exchange, kept while the transport keeps it connected (a link
+    /// re-created after silence goes on with its keys).
+    exchanges: HashMap<PeerUuid, LinkKeyExchange>,
     credentials: Credentials,
     own: Option<PeerUuid>,
     /// Peers the transport reports connected (a link may have been dropped for silence).
@@ -62,7 +67,7 @@ impl Links {
     /// No peers yet; this player's own id comes with [`Self::set_own_id`].
     pub fn new(settings: LinkSettings, now: Instant) -> Self {
         Self {
-            keys: RoomKeys::derive(&settings.room_key),
+            exchanges: HashMap::new(),
             credentials: Credentials::new(settings.authority.clone(), now),
             reassembler: Reassembler::new(settings.limits),
             settings,
@@ -127,15 +132,46 @@ impl Links {
         self.links.values().filter(|l| l.state == LinkState::Trusted).count()
     }
 
-    /// The transport connected `peer`: a handshake starts.
+    /// The keys of the link to `peer`, once its key exchange has agreed them: for tools that
+    /// speak for this player (tests that play a hostile member, fuzzers).
+    pub fn link_keys(&self, peer: PeerUuid) -> Option<&LinkKeys> {
+        self.exchanges.get(&peer).and_then(LinkKeyExchange::keys)
+    }
+
+    /// The transport connected `peer`: a key exchange and a handshake start.
     pub fn peer_connected(&mut self, peer: PeerUuid, now: Instant) {
         self.connected.insert(peer);
         self.links.insert(peer, PeerLink::new(now, self.settings.max_frames_per_second));
+        self.exchanges.remove(&peer);
+        self.start_exchange(peer, now);
+    }
+
+    /// Begins the key exchange with `peer` if there is none (and this player has its id).
+    fn start_exchange(&mut self, peer: PeerUuid, now: Instant) {
+        let (Some(own), Some(link)) = (self.own, self.links.get_mut(&peer)) else { return };
+        if self.exchanges.contains_key(&peer) {
+            return;
+        }
+        self.exchanges.insert(peer, LinkKeyExchange::new(&self.settings.room_key, own, peer));
+        link.last_hello = Some(now);
+        self.flush_exchange(peer);
+    }
+
+    /// Queues the key-exchange frames for `peer`.
+    fn flush_exchange(&mut self, peer: PeerUuid) {
+        let Some(exchange) = self.exchanges.get_mut(&peer) else { return };
+        for bytes in exchange.drain_outgoing() {
+            if let Some(link) = self.links.get_mut(&peer) {
+                link.bytes_out += bytes.len() as u64;
+            }
+            self.outgoing.push(OutgoingFrame { to: peer, bytes });
+        }
     }
 
     /// The transport lost `peer`.
     pub fn peer_disconnected(&mut self, peer: PeerUuid, events: &mut Vec<SessionEvent>) {
         self.connected.remove(&peer);
+        self.exchanges.remove(&peer);
         if self.links.remove(&peer).is_some() {
             self.reassembler.forget_peer(peer);
             events.push(SessionEvent::PeerLost { peer, reason: LostReason::Disconnected });
@@ -152,6 +188,7 @@ impl Links {
         self.own = None;
         self.credentials.forget_own_token();
         self.links.clear();
+        self.exchanges.clear();
         self.connected.clear();
         self.send_sequences.clear();
         self.outgoing.clear();
@@ -219,8 +256,21 @@ impl Links {
                 return;
             }
         }
-        let (sequence, message) = match decode_frame(&self.keys, from, own, frame) {
+        if is_exchange_frame(frame) {
+            return self.handle_exchange(from, own, frame, now, events);
+        }
+        let Some(keys) = self.exchanges.get(&from).and_then(LinkKeyExchange::keys) else {
+            return link.reject(from, RejectReason::BeforeKeyExchange, events);
+        };
+        let (sequence, message) = match decode_frame(keys, from, own, frame) {
             Ok(decoded) => decoded,
+            // The first authenticated frame after the exchange does not verify: the two sides
+            // agreed on different keys, so the peer does not hold the room key. One guess per
+            // connection, and no more.
+            Err(FrameError::BadMac) if link.state == LinkState::Handshaking => {
+                link.state = LinkState::Refused;
+                return events.push(SessionEvent::HandshakeFailed { peer: from, reason: HandshakeError::WrongRoomKey });
+            }
             Err(error) => return link.reject(from, error.into(), events),
         };
         if let Err(replay) = link.replay.accept(sequence) {
@@ -293,8 +343,43 @@ impl Links {
         }
     }
 
+    /// A key-exchange frame from `from`. When the peer began the link again (a new start after
+    /// keys were agreed), the link starts over under the new keys.
+    fn handle_exchange(&mut self, from: PeerUuid, own: PeerUuid, frame: &[u8], now: Instant, events: &mut Vec<SessionEvent>) {
+        let exchange = self.exchanges.entry(from).or_insert_with(|| LinkKeyExchange::new(&self.settings.room_key, own, from));
+        let step = exchange.receive(frame);
+        self.flush_exchange(from);
+        let link = self.links.get_mut(&from).expect("the caller's link");
+        match step {
+            Ok(ExchangeStep::Agreed { restarted }) => {
+                if restarted {
+                    let was_trusted = link.state == LinkState::Trusted;
+                    *link = PeerLink { rejected: link.rejected, ..PeerLink::new(now, self.settings.max_frames_per_second) };
+                    self.reassembler.forget_peer(from);
+                    if was_trusted {
+                        events.push(SessionEvent::PeerLost { peer: from, reason: LostReason::Disconnected });
+                    }
+                }
+                self.links.get_mut(&from).expect("the caller's link").owe_hello = true;
+            }
+            Ok(ExchangeStep::Repeated) => {}
+            Err(error) => link.reject(from, error.into(), events),
+        }
+    }
+
     fn housekeeping(&mut self, now: Instant, events: &mut Vec<SessionEvent>) {
         let Some(own) = self.own else { return };
+        let mut peers: Vec<PeerUuid> = self.links.keys().copied().collect();
+        peers.sort();
+        for peer in peers {
+            self.start_exchange(peer, now);
+            let (Some(link), Some(exchange)) = (self.links.get_mut(&peer), self.exchanges.get_mut(&peer)) else { continue };
+            if exchange.awaits_answer() && link.state != LinkState::Refused && link.last_hello.is_none_or(|t| now - t >= self.settings.hello_retry) {
+                link.last_hello = Some(now);
+                exchange.repeat_start();
+                self.flush_exchange(peer);
+            }
+        }
         let mut lost = Vec::new();
         let mut due_hellos = Vec::new();
         let renew_before = self.credentials.owner().map(|o| o.token_lifetime.as_millis() as u64 / 2);
@@ -321,7 +406,8 @@ impl Links {
             }
             let retry_due = !(link.state == LinkState::Trusted && link.they_acknowledged)
                 && link.last_hello.is_none_or(|t| now - t >= self.settings.hello_retry);
-            if link.state != LinkState::Refused && (link.owe_hello || retry_due) {
+            let keyed = self.exchanges.get(&peer).is_some_and(|e| e.keys().is_some());
+            if keyed && link.state != LinkState::Refused && (link.owe_hello || retry_due) {
                 link.owe_hello = false;
                 link.last_hello = Some(now);
                 let proof = self.credentials.proof(own, peer, link.their_nonce.as_ref());
@@ -395,9 +481,10 @@ impl Links {
         link.state = LinkState::Trusted;
         link.permissions = permissions;
         link.grant = self.credentials.grant(from, &hello, permissions, now);
+        let keys = self.exchanges.get(&from).and_then(LinkKeyExchange::keys).expect("a hello is authenticated under the link's keys");
         link.ciphers = Some(LinkCiphers {
-            sending: self.keys.tensor_cipher(own, from, &self.session_nonce, &hello.session_nonce),
-            receiving: self.keys.tensor_cipher(from, own, &hello.session_nonce, &self.session_nonce),
+            sending: keys.tensor_cipher(own, from, &self.session_nonce, &hello.session_nonce),
+            receiving: keys.tensor_cipher(from, own, &hello.session_nonce, &self.session_nonce),
         });
         events.push(SessionEvent::PeerTrusted { peer: from, capabilities: hello.capabilities.clone(), permissions });
         link.hello = Some(hello.clone());
@@ -461,7 +548,7 @@ impl Links {
 
     /// Queues `message` for `peer`; `false` if there is no link to it (or no own id yet).
     fn send(&mut self, peer: PeerUuid, message: &Message) -> bool {
-        let (Some(own), Some(link)) = (self.own, self.links.get_mut(&peer)) else {
+        let (Some(own), Some(link), Some(keys)) = (self.own, self.links.get_mut(&peer), self.exchanges.get(&peer).and_then(LinkKeyExchange::keys)) else {
             return false;
         };
         // Sequence numbers survive a link being re-created, so the peer's replay guard keeps
@@ -480,7 +567,7 @@ impl Links {
             other => other,
         };
         #[allow(unused_mut)]
-        let mut frame = encode_frame(&self.keys, own, peer, *sequence, message);
+        let mut frame = encode_frame(keys, own, peer, *sequence, message);
         #[cfg(feature = "fault-injection")]
         if self.corrupt_next_tensor && matches!(message, Message::Tensor(_)) {
             self.corrupt_next_tensor = false;

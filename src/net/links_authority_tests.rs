@@ -57,14 +57,14 @@ fn intruder_hello(room: &mut Room, intruder: &PlayerIdentity, token: Option<Capa
         acknowledged: true,
         session_nonce: [9; 16],
     };
-    encode_frame(&RoomKeys::derive(&KEY), THIEF, B, 1, &Message::Hello(hello))
+    let keys = room.exchange_keys_as_stranger(2, THIEF, &KEY);
+    encode_frame(&keys, THIEF, B, 1, &Message::Hello(hello))
 }
 
 /// What worker B makes of `frame` from the intruder.
 fn handshake_at_b(room: &mut Room, frame: &[u8]) -> Vec<SessionEvent> {
     let (now, mut events) = (room.now, Vec::new());
     let b = &mut room.player(2).links;
-    b.peer_connected(THIEF, now);
     b.receive(THIEF, frame, now, &mut events);
     events
 }
@@ -171,7 +171,8 @@ fn only_the_owner_may_revoke_a_member() {
     let mut room = owned_room(Duration::from_secs(600));
     room.run(Duration::from_millis(400));
     let c_identity = room.player(2).links.link(C).and_then(|l| l.hello.as_ref()).map(|h| h.identity).expect("C's hello");
-    let forged = encode_frame(&RoomKeys::derive(&KEY), B, A, 1 << 40, &Message::Revoke { identity: c_identity });
+    let keys = room.player(2).links.link_keys(A).expect("linked").clone();
+    let forged = encode_frame(&keys, B, A, 1 << 40, &Message::Revoke { identity: c_identity });
     let (now, mut events) = (room.now, Vec::new());
     room.player(1).links.receive(B, &forged, now, &mut events);
     assert_eq!(rejections(&events), vec![RejectReason::NotPermitted("revoke")]);

@@ -7,7 +7,7 @@ use bevy::platform::time::Instant;
 use super::*;
 use crate::net::codec::{seal_frame, FrameError, Hello, Onward, StageTiming, TensorChunk};
 use crate::net::reassembly::ChunkError;
-use crate::net::{Capabilities, ReceivedTensor, RoomKey, TensorCipher, TokenError, Unsealed};
+use crate::net::{Capabilities, LinkKeyExchange, ReceivedTensor, RoomKey, TensorCipher, TokenError, Unsealed};
 
 const KEY: RoomKey = RoomKey::from_bytes([0x4b; 32]);
 const MODEL: [u8; 32] = [7; 32];
@@ -93,6 +93,25 @@ impl Room {
             self.step();
         }
     }
+
+    /// Connects `stranger`, who is not a player of the room, to player `id`, and runs the
+    /// stranger's side of their key exchange with `room_key`: the link's keys as the stranger
+    /// holds them. Frames from the player to anyone else meanwhile are dropped.
+    fn exchange_keys_as_stranger(&mut self, id: u8, stranger: PeerUuid, room_key: &RoomKey) -> LinkKeys {
+        let now = self.now;
+        let player = self.player(id);
+        player.links.peer_connected(stranger, now);
+        let mut exchange = LinkKeyExchange::new(room_key, stranger, player.id);
+        for _ in 0..2 {
+            for frame in player.links.drain_outgoing().into_iter().filter(|f| f.to == stranger) {
+                let _ = exchange.receive(&frame.bytes);
+            }
+            for bytes in exchange.drain_outgoing() {
+                player.links.receive(stranger, &bytes, now, &mut player.events);
+            }
+        }
+        exchange.keys().expect("the exchange finished").clone()
+    }
 }
 
 fn coordinator() -> LinkSettings {
@@ -163,19 +182,52 @@ fn a_lost_hello_is_repeated_until_the_other_side_acknowledges_it() {
 }
 
 #[test]
-fn a_peer_without_the_room_key_is_never_trusted_and_times_out() {
+fn a_peer_without_the_room_key_is_refused_at_its_first_authenticated_frame() {
     let mut stranger = worker();
     stranger.room_key = RoomKey::from_bytes([0x4c; 32]);
     let mut room = Room::new(&[(1, coordinator()), (2, stranger)]);
     room.run(Duration::from_secs(6));
-    let events = &room.player(1).events;
-    assert!(trusted(events).is_empty());
-    let refused_at = events.iter().position(|e| matches!(e, SessionEvent::HandshakeFailed { .. })).expect("refused");
-    assert!(rejections(&events[..refused_at]).iter().all(|r| *r == RejectReason::Frame(FrameError::BadMac)));
-    assert!(!rejections(&events[..refused_at]).is_empty());
-    assert!(rejections(&events[refused_at..]).iter().all(|r| *r == RejectReason::Refused), "once refused, its frames are not even authenticated");
-    assert!(events.contains(&SessionEvent::HandshakeFailed { peer: B, reason: HandshakeError::Timeout(Duration::from_secs(5)) }));
-    assert_eq!(room.player(1).links.link(B).map(|l| l.state), Some(LinkState::Refused));
+    // The answering side's first hello reaches the starter, which refuses it; the starter then
+    // sends nothing authenticated, and the answering side times out.
+    for (player, peer, reason) in [(1, B, HandshakeError::WrongRoomKey), (2, A, HandshakeError::Timeout(Duration::from_secs(5)))] {
+        let events = &room.player(player).events;
+        assert!(trusted(events).is_empty());
+        let failures: Vec<&SessionEvent> = events.iter().filter(|e| matches!(e, SessionEvent::HandshakeFailed { .. })).collect();
+        assert_eq!(failures, vec![&SessionEvent::HandshakeFailed { peer, reason }]);
+        let refused_at = events.iter().position(|e| matches!(e, SessionEvent::HandshakeFailed { .. })).expect("refused");
+        assert!(rejections(&events[..refused_at]).is_empty(), "the key exchange itself went through");
+        assert!(rejections(&events[refused_at..]).iter().all(|r| *r == RejectReason::Refused), "once refused, its frames are not even authenticated");
+        assert_eq!(room.player(player).links.link(peer).map(|l| l.state), Some(LinkState::Refused));
+    }
+}
+
+#[test]
+fn an_authenticated_frame_before_the_key_exchange_is_dropped() {
+    let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
+    let (now, mut events) = (room.now, Vec::new());
+    let early = encode_frame(&LinkKeys::from_secret(&[1; 32]), B, A, 1, &Message::Ping { nonce: 1 });
+    room.player(1).links.receive(B, &early, now, &mut events);
+    assert_eq!(rejections(&events), vec![RejectReason::BeforeKeyExchange]);
+    room.run(Duration::from_millis(200));
+    assert_eq!(trusted(&room.player(1).events), vec![(B, Permissions::RUN_STAGES)], "the handshake is not disturbed");
+}
+
+#[test]
+fn a_peer_that_begins_the_link_again_is_handshaken_anew_under_new_keys() {
+    let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
+    room.run(Duration::from_millis(200));
+    let old_keys = room.player(2).links.link_keys(A).expect("linked").frame_tag(A, B, b"frame");
+    // A's transport reports B connected again (B's side saw nothing): A starts a new exchange.
+    let now = room.now;
+    room.player(1).links.peer_connected(B, now);
+    room.player(1).events.clear();
+    room.run(Duration::from_millis(300));
+    assert_eq!(room.player(2).events.iter().filter(|e| matches!(e, SessionEvent::PeerLost { .. })).count(), 1, "B lost the old link");
+    assert_eq!(trusted(&room.player(1).events), vec![(B, Permissions::RUN_STAGES)]);
+    assert_eq!(room.player(2).links.link(A).map(|l| l.state), Some(LinkState::Trusted));
+    assert_ne!(room.player(2).links.link_keys(A).expect("linked").frame_tag(A, B, b"frame"), old_keys);
+    let rejected = rejections(&room.player(1).events);
+    assert!(rejected.iter().all(|r| *r == RejectReason::BeforeKeyExchange), "only what B sent under the old keys before the new start reached it: {rejected:?}");
 }
 
 #[test]
@@ -188,8 +240,9 @@ fn a_peer_running_another_model_is_refused_and_what_it_sends_next_is_rejected() 
     assert!(events.contains(&SessionEvent::HandshakeFailed { peer: B, reason: HandshakeError::ModelMismatch }));
     assert!(trusted(&events).is_empty());
     // A refused peer's frames are dropped unread, whether they would authenticate or not.
-    let ping = encode_frame(&RoomKeys::derive(&KEY), B, A, 1_000, &Message::Ping { nonce: 1 });
-    let forged = encode_frame(&RoomKeys::derive(&RoomKey::from_bytes([0x4c; 32])), B, A, 1_001, &Message::Ping { nonce: 2 });
+    let keys = room.player(2).links.link_keys(A).expect("their key exchange went through").clone();
+    let ping = encode_frame(&keys, B, A, 1_000, &Message::Ping { nonce: 1 });
+    let forged = encode_frame(&LinkKeys::from_secret(&[0x4c; 32]), B, A, 1_001, &Message::Ping { nonce: 2 });
     let (now, mut events) = (room.now, Vec::new());
     room.player(1).links.receive(B, &ping, now, &mut events);
     room.player(1).links.receive(B, &forged, now, &mut events);
@@ -234,7 +287,7 @@ fn a_flood_of_frames_beyond_the_per_second_budget_is_dropped_unread_and_reported
     room.run(Duration::from_secs(1));
     let now = room.now;
     let mut events = Vec::new();
-    let keys = RoomKeys::derive(&KEY);
+    let keys = room.player(2).links.link_keys(A).expect("linked").clone();
     for sequence in 0..200 {
         let ping = encode_frame(&keys, B, A, 1_000_000 + sequence, &Message::Ping { nonce: sequence });
         room.player(1).links.receive(B, &ping, now, &mut events);
@@ -388,7 +441,7 @@ fn the_transport_is_rebuilt_only_while_expected_peers_are_missing() {
 
 /// A worker that holds the room key and turns hostile: it signs and seals whatever it likes.
 struct Hostile {
-    keys: RoomKeys,
+    keys: LinkKeys,
     cipher: TensorCipher,
     sequence: u64,
 }
@@ -397,7 +450,7 @@ impl Hostile {
     /// Worker B of `room` (player 2), talking to the coordinator A (player 1).
     fn in_room(room: &mut Room) -> Self {
         let (b, a) = (room.player(2).links.session_nonce(), room.player(1).links.session_nonce());
-        let keys = RoomKeys::derive(&KEY);
+        let keys = room.player(2).links.link_keys(A).expect("B's link to A has its keys").clone();
         Self { cipher: keys.tensor_cipher(B, A, &b, &a), keys, sequence: 1 << 40 }
     }
 
@@ -440,16 +493,16 @@ fn a_key_holding_worker_that_sends_nans_oversize_headers_garbage_replays_and_sto
         // Another peer presents B's hello: B's identity, its proof over A's nonce.
         let hello = room.player(1).links.link(B).and_then(|l| l.hello.clone()).expect("B's hello");
         hostile.sequence += 1;
-        let hello = Hello { capabilities: capabilities("thief"), ..hello };
-        encode_frame(&hostile.keys, thief, A, hostile.sequence, &Message::Hello(hello))
+        Message::Hello(Hello { capabilities: capabilities("thief"), ..hello })
     };
     let mut events = Vec::new();
+    let thief_keys = room.exchange_keys_as_stranger(1, thief, &KEY);
+    let stolen = encode_frame(&thief_keys, thief, A, 1, &stolen);
     let links = &mut room.player(1).links;
     links.receive(B, &nan, now, &mut events);
     links.receive(B, &oversize, now, &mut events);
     links.receive(B, &garbage, now, &mut events);
     links.receive(B, &nan, now, &mut events);
-    links.peer_connected(thief, now);
     links.receive(thief, &stolen, now, &mut events);
     assert!(matches!(
         rejections(&events)[..],
@@ -483,7 +536,7 @@ fn tensor_payloads_are_sealed_on_the_wire_and_a_chunk_sealed_for_another_session
 
     // The same worker, its chunk sealed with a nonce of an earlier session.
     let mut hostile = Hostile::in_room(&mut room);
-    hostile.cipher = RoomKeys::derive(&KEY).tensor_cipher(B, A, &[0; 16], &room.player(1).links.session_nonce());
+    hostile.cipher = hostile.keys.tensor_cipher(B, A, &[0; 16], &room.player(1).links.session_nonce());
     let old_session = hostile.output(vec![1, 2], 8, [1.0f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect());
     let (now, mut events) = (room.now, Vec::new());
     room.player(1).links.receive(B, &old_session, now, &mut events);

@@ -9,6 +9,7 @@ pub mod codec;
 mod credentials;
 mod hello;
 pub mod latency;
+mod pake;
 mod peer_link;
 mod rate_limit;
 mod reconnect;
@@ -24,7 +25,8 @@ pub mod session;
 #[cfg(feature = "p2p")]
 mod transport;
 
-pub use auth::{PeerUuid, Permissions, RoomKeys};
+pub use auth::{LinkKeys, PeerUuid, Permissions};
+pub use pake::{ExchangeError, ExchangeStep, LinkKeyExchange, EXCHANGE_KIND};
 pub use credentials::{RoomAuthority, RoomOwner};
 pub use token::{CapabilityToken, IdentityKey, OwnerKey, OwnerPublicKey, PlayerIdentity, TokenError, TokenHolder, TOKEN_BYTES};
 pub use codec::{decode_frame, encode_frame, seal_frame, Capabilities, Direction, FrameError, Hello, Message, ReplayGuard, TensorChunk, TensorHeader};

@@ -20,8 +20,8 @@ pub enum RoomKeyError {
     Stretching(String),
 }
 
-/// A room's shared secret. Every frame's MAC and every token is keyed by sub-keys derived from
-/// it, so anyone who holds it is a member of the room. Make one with [`Self::generate`] and
+/// A room's shared secret. Every link's keys come from a key exchange (SPAKE2) that succeeds
+/// only between two holders of it, so anyone who holds it is a member of the room. Make one with [`Self::generate`] and
 /// hand its [`Self::to_hex`] text to the other players out of band; a human passphrase only
 /// goes through [`Self::from_passphrase`], which makes each guess cost an Argon2id run.
 /// Wiped from memory when dropped; prints as `RoomKey(..)`.
@@ -75,8 +75,13 @@ impl RoomKey {
         Self::from_hex(text).or_else(|_| Self::from_passphrase(text, room_name(room_url)))
     }
 
-    pub(super) fn bytes(&self) -> &[u8; SECRET_KEY_BYTES] {
-        self.0.bytes()
+    /// The password of every link's key exchange, derived from the key with HKDF-SHA256 (so
+    /// that the key itself is used for one thing only).
+    pub(super) fn exchange_password(&self) -> zeroize::Zeroizing<[u8; SECRET_KEY_BYTES]> {
+        let hkdf = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"bevy_p2p_inference/v6"), self.0.bytes());
+        let mut password = zeroize::Zeroizing::new([0; SECRET_KEY_BYTES]);
+        hkdf.expand(b"link key exchange", &mut *password).expect("32 bytes is a valid HKDF-SHA256 length");
+        password
     }
 }
 

@@ -67,14 +67,14 @@ pub(super) fn session_nonce() -> [u8; SESSION_NONCE_BYTES] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::{PeerUuid, RoomKey, RoomKeys};
+    use crate::net::{LinkKeys, PeerUuid};
 
     const A: PeerUuid = PeerUuid([1; 16]);
     const B: PeerUuid = PeerUuid([2; 16]);
 
     #[test]
     fn a_payload_opens_only_in_its_direction_session_and_frame() {
-        let keys = RoomKeys::derive(&RoomKey::from_bytes([5; 32]));
+        let keys = LinkKeys::from_secret(&[5; 32]);
         let (na, nb) = ([1; SESSION_NONCE_BYTES], [2; SESSION_NONCE_BYTES]);
         let a_to_b = keys.tensor_cipher(A, B, &na, &nb);
         let sealed = a_to_b.seal(7, b"activations");
@@ -84,7 +84,7 @@ mod tests {
         assert_eq!(a_to_b.open(8, &sealed), Err(Unsealed), "another frame's nonce");
         assert_eq!(keys.tensor_cipher(B, A, &nb, &na).open(7, &sealed), Err(Unsealed), "the other direction");
         assert_eq!(keys.tensor_cipher(A, B, &na, &[3; SESSION_NONCE_BYTES]).open(7, &sealed), Err(Unsealed), "another session");
-        let other_room = RoomKeys::derive(&RoomKey::from_bytes([6; 32]));
-        assert_eq!(other_room.tensor_cipher(A, B, &na, &nb).open(7, &sealed), Err(Unsealed), "another room");
+        let other_link = LinkKeys::from_secret(&[6; 32]);
+        assert_eq!(other_link.tensor_cipher(A, B, &na, &nb).open(7, &sealed), Err(Unsealed), "another link's keys");
     }
 }

@@ -64,6 +64,7 @@ pub struct Prediction {
 impl Prediction {
     /// The prediction of a request split across peers: `output` with its `top_k` classes, and
     /// the split's records.
+    #[cfg(feature = "p2p")]
     pub(crate) fn split(output: Tensor, top_k: usize, latency: Duration, stages: Vec<pipeline::StageRecord>, reruns: u32) -> Self {
         Self { top_k: output.top_k(0, top_k), output, latency, stages, reruns, handover: None, gpu: None }
     }

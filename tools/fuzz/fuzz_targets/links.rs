@@ -1,6 +1,8 @@
 //! Fuzzes one player's link state machine (A) with frames from two peers: B, which completed an
-//! honest handshake with A first and then turns hostile (it holds the room key and its session's
-//! tensor key, so it can send anything a member can), and C, which never completes one. Each
+//! honest key exchange and handshake with A first and then turns hostile (it holds the link's
+//! keys and its session's tensor key, so it can send anything a member can), and C, which never
+//! completes either (its "authenticated" frames are under B's keys; its raw frames may be
+//! key-exchange frames, kind 6). Each
 //! record of the input is raw bytes, an authenticated body of any kind, or a sealed tensor chunk
 //! with fuzzed header fields, delivered to A, with time advancing and A ticking between records.
 //! Whatever arrives, A must not panic, and must never hand out a tensor from C.
@@ -15,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use bevy_p2p_inference::net::codec::TensorChunk;
-use bevy_p2p_inference::net::{encode_frame, seal_frame, Capabilities, Direction, LinkSettings, LinkState, Links, Message, PeerUuid, Permissions, RoomKey, RoomKeys, SessionEvent, TensorHeader};
+use bevy_p2p_inference::net::{encode_frame, seal_frame, Capabilities, Direction, LinkSettings, LinkState, Links, Message, PeerUuid, Permissions, RoomKey, SessionEvent, TensorHeader};
 use bevy_p2p_inference::tensor::quant::QuantParams;
 use bevy_p2p_inference::tensor::TransferDtype;
 use libfuzzer_sys::fuzz_target;
@@ -84,9 +86,9 @@ fn chunk(bytes: &[u8]) -> Option<TensorChunk> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let keys = RoomKeys::derive(&KEY);
     let mut now = Instant::now();
     let (mut a, b) = handshake(&mut now);
+    let keys = b.link_keys(A).expect("the honest key exchange").clone();
     let cipher = keys.tensor_cipher(B, A, &b.session_nonce(), &a.session_nonce());
     let mut events = Vec::new();
     let mut sequence = 1u64 << 40;
