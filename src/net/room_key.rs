@@ -21,8 +21,8 @@ pub enum RoomKeyError {
 }
 
 /// A room's shared secret. Every link's keys come from a key exchange (SPAKE2) that succeeds
-/// only between two holders of it, so anyone who holds it is a member of the room. Make one with [`Self::generate`] and
-/// hand its [`Self::to_hex`] text to the other players out of band; a human passphrase only
+/// only between two holders of it, so anyone who holds it is a member of the room. Make one
+/// with [`Self::generate`] and hand its [`Self::to_hex`] text to the other players out of band; a human passphrase only
 /// goes through [`Self::from_passphrase`], which makes each guess cost an Argon2id run.
 /// Wiped from memory when dropped; prints as `RoomKey(..)`.
 #[derive(Clone, PartialEq, Eq)]
@@ -56,8 +56,9 @@ impl RoomKey {
     }
 
     /// Stretches a passphrase with Argon2id (19 MiB, two passes), salted with the room's name,
-    /// so that every player who types it for that room gets the same key, and guessing it from
-    /// a recorded frame costs an Argon2id run per guess instead of one HMAC.
+    /// so that every player who types it for that room gets the same key. Nothing on the wire
+    /// lets a guess be tested offline (each link's keys come from a SPAKE2 exchange); the
+    /// stretching protects the passphrase where the key itself is stored.
     pub fn from_passphrase(passphrase: &str, room: &str) -> Result<Self, RoomKeyError> {
         if passphrase.is_empty() {
             return Err(RoomKeyError::EmptyPassphrase);
