@@ -69,7 +69,7 @@ fn main() -> AppExit {
                 return AppExit::error();
             }
         };
-        let mut session = PeerSessionPlugin::new(room, key, PeerRole::Coordinator, MODEL, args.plan);
+        let mut session = PeerSessionPlugin::new(room, key, PeerRole::Player, MODEL, args.plan);
         session.stage_timeout = Duration::from_secs(2);
         app.add_plugins(session);
     }

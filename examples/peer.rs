@@ -1,12 +1,17 @@
 //! One player of a split-inference room, headless.
 //!
-//! The coordinator classifies a folder of images (default: the shipped test images), first whole
-//! on its own GPU (the single-peer reference), then split across the room. Workers run the stages
-//! they are sent until the coordinator leaves (or `--lifetime-s` passes).
+//! A coordinator classifies a folder of images (default: the shipped test images), first whole
+//! on its own GPU (the single-peer reference), then split across the room, and leaves. Workers
+//! (dedicated servers) run the stages they are sent until no one asks any more (or
+//! `--lifetime-s` passes). A player does both: it classifies its images split across the room
+//! while it runs the other players' stages, and stays, serving, until it has had nothing to
+//! run for 3 s.
 //!
 //! Standard output is JSON lines, one event per line, for scripts and tests: `{"event":
 //! "peer_trusted" | "peer_lost" | "handshake_failed" | "rejected" | "reconnected" | "problem" |
-//! "request" | "summary" | "worker_summary", ...}`. A readable summary goes to standard error.
+//! "request" | "summary" | "worker_summary", ...}` (a player prints both summaries: its requests'
+//! when they are done, what it served when it leaves). A readable summary goes to standard
+//! error.
 //!
 //! ```text
 //! cargo run --example signaling &
@@ -38,15 +43,19 @@ use serde_json::json;
 /// This process's role.
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
 enum Role {
+    /// Asks (and serves while it does), then leaves.
     Coordinator,
+    /// Only serves.
     Worker,
+    /// Asks and serves, and stays until it has had nothing to serve for a while.
+    Player,
 }
 
 /// Command-line arguments.
 #[derive(Parser)]
 #[command(about = "A player of a split-inference room")]
 struct Args {
-    /// Coordinator or worker.
+    /// Coordinator, worker or player.
     #[arg(long, value_enum)]
     role: Role,
     /// Matchbox room URL.
@@ -134,14 +143,14 @@ fn build_app(args: &Args) -> Result<App, String> {
     app.add_plugins(headless_plugins().set(bevy::log::LogPlugin { level: bevy::log::Level::ERROR, ..default() }));
     app.add_plugins(P2pInferencePlugin::default());
     let role = match args.role {
-        Role::Coordinator => PeerRole::Coordinator,
-        Role::Worker => PeerRole::Worker,
+        Role::Coordinator | Role::Player => PeerRole::Player,
+        Role::Worker => PeerRole::Server,
     };
     let mut session = PeerSessionPlugin::new(args.room.clone(), key, role, args.model.clone(), args.plan.clone());
     session.authority = authority(args)?;
     session.max_in_flight = args.k;
     session.stage_timeout = Duration::from_secs_f64(args.stage_timeout_s);
-    session.expected_peers = if args.role == Role::Coordinator { args.workers } else { 0 };
+    session.expected_peers = if args.role == Role::Worker { 0 } else { args.workers };
     session.spot_check_every = args.spot_check_every;
     app.add_plugins(session);
     if args.wrong_results {
@@ -207,7 +216,7 @@ fn report_events_only(app: &mut App) {
 
 /// The pause between frames this player takes.
 fn frame_sleep(args: &Args) -> Duration {
-    let default_us = if args.role == Role::Worker { 200 } else { 0 };
+    let default_us = if args.role == Role::Coordinator { 0 } else { 200 };
     Duration::from_micros(args.frame_sleep_us.unwrap_or(default_us))
 }
 
@@ -274,7 +283,9 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
-fn run_coordinator(args: &Args) -> Result<(), String> {
+/// Classifies the images, single-peer and then split across the room, and prints the summary;
+/// returns the app, still in the room.
+fn run_coordinator(args: &Args) -> Result<App, String> {
     let images = load_images(&args.images)?;
     let mut app = build_app(args)?;
     let deadline = Instant::now() + Duration::from_secs(args.lifetime_s);
@@ -324,7 +335,7 @@ fn run_coordinator(args: &Args) -> Result<(), String> {
     }
     let started = Instant::now();
     let mut latencies = Vec::new();
-    let (mut matches, mut lost) = (0, 0);
+    let (mut matches, mut lost, mut served_by_others) = (0, 0, 0);
     let mut done = vec![false; pending.len()];
     // Per stage: hand-over times (a chain once, at its first stage), transfers, and runs on peers.
     let mut samples: Vec<StageSamples> = Vec::new();
@@ -351,6 +362,7 @@ fn run_coordinator(args: &Args) -> Result<(), String> {
             let Some(split) = world.get::<Prediction>(*split) else { continue };
             done[i] = true;
             let same = split.matches(&reference_outputs[*image], all_f32);
+            served_by_others += split.stages.iter().filter(|s| s.executor != Executor::Local).count();
             matches += same as usize;
             let ms = split.latency.as_secs_f64() * 1e3;
             latencies.push(ms);
@@ -410,9 +422,10 @@ fn run_coordinator(args: &Args) -> Result<(), String> {
     println!(
         "{}",
         json!({"event": "summary", "requests": pending.len(), "matches_single_peer": matches, "lost": lost,
-               "median_ms": median, "p95_ms": p95, "bytes_per_request": bytes_per_request})
+               "served_by_others": served_by_others, "median_ms": median, "p95_ms": p95, "bytes_per_request": bytes_per_request,
+               "latencies_ms": latencies})
     );
-    Ok(())
+    Ok(app)
 }
 
 /// Revokes the first trusted worker (as the room's owner) and reports it.
@@ -424,12 +437,23 @@ fn revoke_a_worker(app: &mut App) -> Result<(), String> {
     Ok(())
 }
 
-fn run_worker(args: &Args) -> Result<(), String> {
-    let mut app = build_app(args)?;
+/// When a serving player leaves.
+#[derive(Clone, Copy, PartialEq)]
+enum Leave {
+    /// Once no player that asks has been there for 3 s (a stalled one comes back).
+    WhenNoOneAsks,
+    /// Once it has had no stage to run for 3 s.
+    WhenIdle,
+}
+
+/// Runs the stages the others send until `leave` says so (or `--lifetime-s` passes), then
+/// prints what it served.
+fn serve(mut app: App, args: &Args, leave: Leave) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(args.lifetime_s);
     let mut tampered = !args.tamper_once;
     let mut saw_coordinator = false;
     let mut alone_since: Option<Instant> = None;
+    let mut last_served = (0, Instant::now());
     while Instant::now() < deadline {
         app.update();
         if let Some(problem) = report_events(&mut app) {
@@ -440,16 +464,22 @@ fn run_worker(args: &Args) -> Result<(), String> {
                 session.corrupt_next_tensor_frame();
                 tampered = true;
             }
-            // Leave once the coordinator has been gone for 3 s (a stalled one comes back).
             let coordinators = session.links().trusted_with(Permissions::SUBMIT_REQUESTS).len();
             saw_coordinator |= coordinators > 0;
-            if saw_coordinator && coordinators == 0 {
+            if leave == Leave::WhenNoOneAsks && saw_coordinator && coordinators == 0 {
                 if alone_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(3) {
                     break;
                 }
             } else {
                 alone_since = None;
             }
+        }
+        let served = app.world().resource::<Distributed>().stages_served;
+        if served != last_served.0 {
+            last_served = (served, Instant::now());
+        }
+        if leave == Leave::WhenIdle && last_served.1.elapsed() > Duration::from_secs(3) {
+            break;
         }
         std::thread::sleep(frame_sleep(args));
     }
@@ -462,8 +492,9 @@ fn run_worker(args: &Args) -> Result<(), String> {
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.role {
-        Role::Coordinator => run_coordinator(&args),
-        Role::Worker => run_worker(&args),
+        Role::Coordinator => run_coordinator(&args).map(drop),
+        Role::Worker => build_app(&args).and_then(|app| serve(app, &args, Leave::WhenNoOneAsks)),
+        Role::Player => run_coordinator(&args).and_then(|app| serve(app, &args, Leave::WhenIdle)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,13 @@
 # requests); its summary is the last line. Needs root (unshare -n) and iproute2.
 #
 #   tools/p2p_demo.sh [--release] [extra coordinator arguments, e.g. --plan plans/fashion_3_f32.plan.ron --k 1]
+#   tools/p2p_demo.sh [--release] --players N [extra player arguments, e.g. --rounds 2]
+#
+# With --players N, N equal players run instead: each classifies the images split across the
+# others while it runs their stages (the first one owns the room). Their own JSON lines go to
+# standard error; the last line is one JSON object over all of them: {"players", "requests",
+# "matches_single_peer", "lost", "served_by_others" (stages of a player's requests that another
+# player ran), "median_ms", "p95_ms"}.
 #
 # PEER_BIN_DIR=DIR uses the `peer` and `signaling` binaries in DIR instead of building them (a
 # machine without cargo, such as the GPU machine of BENCHMARKS.md). P2P_WORKERS=N starts N
@@ -18,6 +25,11 @@ if [ "${1:-}" = --release ]; then
     flags=(--release)
     shift
 fi
+players=0
+if [ "${1:-}" = --players ]; then
+    players=$2
+    shift 2
+fi
 if [ -n "${PEER_BIN_DIR:-}" ]; then
     bin=$(realpath "$PEER_BIN_DIR")
 else
@@ -25,11 +37,12 @@ else
     bin="${CARGO_TARGET_DIR:-$PWD/target}/$profile/examples"
 fi
 export BEVY_ASSET_ROOT="$PWD"
-unshare -n bash -s -- "$bin" "${P2P_WORKERS:-2}" "$@" <<'INNER'
+unshare -n bash -s -- "$bin" "${P2P_WORKERS:-2}" "$players" "$@" <<'INNER'
 set -euo pipefail
 bin=$1
 workers=$2
-shift 2
+players=$3
+shift 3
 # WebRTC skips loopback candidates: a veth pair gives the namespace a routable address.
 source tools/netns-veth.sh
 "$bin/signaling" --port 3536 >/dev/null &
@@ -47,6 +60,38 @@ for arg in "$@"; do
     case "$prev${prev:+ }$arg" in --plan\ *) plan=$arg ;; esac
     prev=$arg
 done
+if [ "$players" -gt 0 ]; then
+    out=$(mktemp -d)
+    pids=()
+    for i in $(seq "$players"); do
+        if [ "$i" = 1 ]; then authority=(--owner-key "${owner[0]}"); else authority=(--owner "${owner[1]}"); fi
+        "$bin/peer" --role player --room "$room" --key "$key" "${authority[@]}" --workers $((players - 1)) "$@" >"$out/player$i.jsonl" &
+        pids+=($!)
+    done
+    status=0
+    wait "${pids[@]}" || status=$?
+    cat "$out"/player*.jsonl >&2
+    python3 - "$players" "$out"/player*.jsonl <<'PY'
+import json, math, sys
+players, files = int(sys.argv[1]), sys.argv[2:]
+summaries = []
+for path in files:
+    for line in open(path):
+        if line.startswith("{") and json.loads(line).get("event") == "summary":
+            summaries.append(json.loads(line))
+if len(summaries) != players:
+    sys.exit(f"only {len(summaries)} of {players} players printed a summary")
+latencies = sorted(ms for s in summaries for ms in s["latencies_ms"])
+def quantile(q):
+    return latencies[min(len(latencies), max(1, math.ceil(q * len(latencies)))) - 1] if latencies else 0.0
+def total(key):
+    return sum(s[key] for s in summaries)
+print(json.dumps({"players": players, "requests": total("requests"), "matches_single_peer": total("matches_single_peer"),
+                  "lost": total("lost"), "served_by_others": total("served_by_others"),
+                  "median_ms": quantile(0.5), "p95_ms": quantile(0.95)}))
+PY
+    exit $status
+fi
 pids=()
 for _ in $(seq "$workers"); do
     "$bin/peer" --role worker --room "$room" --key "$key" --owner "${owner[1]}" --plan "$plan" >&2 &

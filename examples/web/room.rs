@@ -42,8 +42,8 @@ impl RoomOptions {
         let key = get("key").ok_or("a room needs a key (?key=…)")?;
         let key = RoomKey::from_text(&key, &url).map_err(|e| format!("?key=…: {e}"))?;
         let role = match get("role").as_deref() {
-            Some("coordinator") => PeerRole::Coordinator,
-            Some("worker") | None => PeerRole::Worker,
+            Some("coordinator") => PeerRole::Player,
+            Some("worker") | None => PeerRole::Server,
             Some(other) => return Err(format!("unknown role '{other}' (coordinator or worker)")),
         };
         let number = |name: &str, default: usize| get(name).and_then(|v| v.parse().ok()).unwrap_or(default);
@@ -64,7 +64,7 @@ impl RoomOptions {
         let mut session = PeerSessionPlugin::new(self.url.clone(), self.key.clone(), self.role, model, self.plan.clone());
         session.max_in_flight = self.k;
         session.stage_timeout = Duration::from_secs_f64(self.stage_timeout_s);
-        session.expected_peers = if self.role == PeerRole::Coordinator { self.workers } else { 0 };
+        session.expected_peers = if self.role.asks() { self.workers } else { 0 };
         session
     }
 }

@@ -131,7 +131,9 @@ impl TransferTiming {
     }
 }
 
-type Key = (PeerUuid, u64, u16, Direction);
+/// A tensor being received: its sender, the request's owner (request ids are unique per owner
+/// only, and a chain passes on several owners' requests), request, stage and direction.
+type Key = (PeerUuid, PeerUuid, u64, u16, Direction);
 
 /// Collects chunks into tensors.
 pub struct Reassembler {
@@ -149,7 +151,8 @@ impl Reassembler {
     /// that breaks a rule is dropped with its reason and its tensor is discarded.
     pub fn push(&mut self, from: PeerUuid, chunk: TensorChunk, now: Instant) -> Result<Option<ReceivedTensor>, ChunkError> {
         let h = &chunk.header;
-        let key = (from, h.request, h.stage, h.direction);
+        let owner = h.onward.as_ref().map_or(from, |onward| onward.owner);
+        let key = (from, owner, h.request, h.stage, h.direction);
         let result = self.accept(key, chunk, now);
         if result.is_err() {
             self.partial.remove(&key);
@@ -221,14 +224,15 @@ impl Reassembler {
         }))
     }
 
-    /// Drops partial tensors older than the timeout; returns what was dropped.
+    /// Drops partial tensors older than the timeout; returns what was dropped (sender, request,
+    /// stage).
     pub fn expire(&mut self, now: Instant) -> Vec<(PeerUuid, u64, u16)> {
         let timeout = self.limits.timeout;
         let mut dropped = Vec::new();
         self.partial.retain(|key, p| {
             let keep = now.duration_since(p.started) < timeout;
             if !keep {
-                dropped.push((key.0, key.1, key.2));
+                dropped.push((key.0, key.2, key.3));
             }
             keep
         });
@@ -275,6 +279,29 @@ mod tests {
             trace: Vec::new(),
         };
         (data, split_into_chunks(header, &bytes))
+    }
+
+    #[test]
+    fn the_same_request_id_of_two_owners_passed_along_one_chain_is_kept_apart() {
+        let (data, chunks) = chunks_of(MAX_CHUNK_PAYLOAD / 2, TransferDtype::F32);
+        let for_owner = |owner: u8, chunk: &TensorChunk| {
+            let onward = Some(crate::net::codec::Onward { owner: PeerUuid([owner; 16]), route: Vec::new() });
+            TensorChunk { header: TensorHeader { onward, ..chunk.header.clone() }, ..chunk.clone() }
+        };
+        let mut r = Reassembler::new(ReassemblyLimits::default());
+        let now = Instant::now();
+        // Both owners' chunks interleave, all but the last of each first.
+        let (last, rest) = chunks.split_last().expect("chunks");
+        for chunk in rest {
+            assert_eq!(r.push(P, for_owner(7, chunk), now), Ok(None));
+            assert_eq!(r.push(P, for_owner(8, chunk), now), Ok(None));
+        }
+        assert_eq!(r.in_flight(), 2);
+        for owner in [7, 8] {
+            let got = r.push(P, for_owner(owner, last), now).unwrap().expect("whole");
+            assert_eq!(got.header.onward.map(|o| o.owner), Some(PeerUuid([owner; 16])));
+            assert_eq!(got.shared.tensor.data(), &data[..]);
+        }
     }
 
     #[test]

@@ -39,8 +39,26 @@ impl std::fmt::Display for Executor {
 /// Which executor runs each stage of the plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StageAssignment {
-    /// One executor per stage.
+    /// One executor per stage (for requests whose turn is the first; see [`Self::for_request`]).
     pub executors: Vec<Executor>,
+    /// The workers, fastest first.
+    workers: Vec<PeerUuid>,
+}
+
+impl StageAssignment {
+    /// The executors of `request`'s stages. Where there are more workers than remote stages,
+    /// the workers take turns request by request (the request id picks the first), so that
+    /// every worker present, a player that has just joined included, gets work; otherwise
+    /// [`Self::executors`].
+    pub fn for_request(&self, request: RequestId) -> Vec<Executor> {
+        let remote = self.executors.len().saturating_sub(1);
+        if self.workers.len() <= remote {
+            return self.executors.clone();
+        }
+        let turn = (request % self.workers.len() as u64) as usize;
+        let workers = &self.workers;
+        (0..self.executors.len()).map(|s| if s == 0 { Executor::Local } else { Executor::Peer(workers[(turn + s - 1) % workers.len()]) }).collect()
+    }
 }
 
 /// A worker that may run stages, with its measured calibration time (lower is faster).
@@ -53,7 +71,8 @@ pub struct WorkerSpeed {
 }
 
 /// Stage 0 runs where the request is (it reads the request's input); later stages go to the
-/// workers, fastest first, in turn. Without workers every stage is local.
+/// workers, fastest first, in turn (and, with more workers than stages, a request's turn picks
+/// the first: [`StageAssignment::for_request`]). Without workers every stage is local.
 pub fn assign_stages(stages: usize, workers: &[WorkerSpeed]) -> StageAssignment {
     let mut by_speed = workers.to_vec();
     by_speed.sort_by_key(|w| (w.calibration_us, w.peer));
@@ -64,7 +83,7 @@ pub fn assign_stages(stages: usize, workers: &[WorkerSpeed]) -> StageAssignment 
             _ => Executor::Peer(by_speed[(s - 1) % by_speed.len()].peer),
         })
         .collect();
-    StageAssignment { executors }
+    StageAssignment { executors, workers: by_speed.iter().map(|w| w.peer).collect() }
 }
 
 /// What the coordinator must do next.
@@ -215,7 +234,7 @@ impl Active {
     /// stages starts a chain to the end, and a local stage followed by such a chain passes its
     /// output on to it by itself. `None` where the hand-over was already made that way.
     fn hand_over(&mut self, request: RequestId, stage: usize, input: Tensor, assignment: &StageAssignment, now: Instant) -> Option<PipelineAction> {
-        let executors = &assignment.executors;
+        let executors = &assignment.for_request(request);
         let remote_from = |s: usize| s < executors.len() && executors[s..].iter().all(|e| *e != Executor::Local);
         // A chain's last output carries a timing per stage: at most MAX_ROUTE stages.
         let chain_end = |s: usize| (executors.len() - 1).min(s + MAX_ROUTE - 1);

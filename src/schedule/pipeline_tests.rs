@@ -20,6 +20,20 @@ fn stage_zero_is_local_and_faster_workers_come_first() {
     assert_eq!(assign_stages(3, &[WorkerSpeed { peer: W1, calibration_us: 1 }]).executors, [Executor::Local, Executor::Peer(W1), Executor::Peer(W1)]);
 }
 
+#[test]
+fn with_more_workers_than_remote_stages_every_worker_gets_requests_in_turn() {
+    const W3: PeerUuid = PeerUuid([3; 16]);
+    let speeds = [WorkerSpeed { peer: W1, calibration_us: 500 }, WorkerSpeed { peer: W2, calibration_us: 600 }, WorkerSpeed { peer: W3, calibration_us: 700 }];
+    let two_stages = assign_stages(2, &speeds);
+    let remote_of = |request: RequestId| two_stages.for_request(request)[1];
+    assert_eq!((0..6).map(remote_of).collect::<Vec<_>>(), [W1, W2, W3, W1, W2, W3].map(Executor::Peer));
+    // A chain of two remote stages over three workers: consecutive workers, every one in turn.
+    let three_stages = assign_stages(3, &speeds);
+    assert_eq!(three_stages.for_request(2), [Executor::Local, Executor::Peer(W3), Executor::Peer(W1)]);
+    // As many workers as remote stages: every request the same, fastest first.
+    assert_eq!(assign_stages(3, &speeds[..2]).for_request(1), [Executor::Local, Executor::Peer(W1), Executor::Peer(W2)]);
+}
+
 fn run(request: RequestId, stage: usize, executor: Executor, input: Tensor, onward: &[PeerUuid]) -> PipelineAction {
     PipelineAction::Run { request, stage, executor, input, onward: onward.to_vec() }
 }

@@ -1,7 +1,8 @@
 //! [`PeerSessionPlugin`]: splits requests for one model across the players of a matchbox room
-//! according to a partition plan. Coordinators own requests and run stage 0; workers run the
-//! stages they are sent. User code does not change: requests are still [`InferenceRequest`]s
-//! and results still [`Prediction`]s.
+//! according to a partition plan. Every player is equal: each owns the requests its game makes
+//! (it runs their stage 0 and schedules the rest over the players present now) and runs the
+//! stages the others send it. A [`PeerRole`] only restricts that. User code does not change:
+//! requests are still [`InferenceRequest`]s and results still [`Prediction`]s.
 //!
 //! The session's systems run in [`InferenceSystems::Session`] (in `PreUpdate`, after the
 //! frame's results are received), one job each: prepare the stages, join the room once
@@ -23,17 +24,44 @@ use std::time::Duration;
 use bevy::prelude::*;
 
 use super::InferenceSystems;
-use crate::net::{RoomAuthority, RoomKey, SessionEvent};
+use crate::net::{Permissions, RoomAuthority, RoomKey, SessionEvent};
 pub use problem::SessionProblem;
 pub use state::{Distributed, RequestTraffic};
 
-/// Whether this player owns requests or only runs stages for others.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a player does in the session: by default both ask and serve; a role only restricts it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PeerRole {
-    /// Owns requests, runs stage 0 and hands later stages to workers.
-    Coordinator,
-    /// Runs the stages coordinators send it.
-    Worker,
+    /// Asks for predictions (its requests are split across the room) and runs the stages the
+    /// others send it: every player of a game.
+    #[default]
+    Player,
+    /// Only runs the stages the others send it (a dedicated server); its own requests, if any,
+    /// run whole on its GPU.
+    Server,
+    /// Only asks: its requests are split across the room, and it runs no stage for anyone (a
+    /// spectator, or a device whose GPU should not work for others).
+    Spectator,
+}
+
+impl PeerRole {
+    /// What a player in this role asks the others to let it do.
+    pub fn permissions(self) -> Permissions {
+        match self {
+            PeerRole::Player => Permissions::COORDINATOR,
+            PeerRole::Server => Permissions::RUN_STAGES,
+            PeerRole::Spectator => Permissions::SUBMIT_REQUESTS,
+        }
+    }
+
+    /// Whether its game's requests are split across the room.
+    pub fn asks(self) -> bool {
+        self.permissions().contains(Permissions::SUBMIT_REQUESTS)
+    }
+
+    /// Whether it runs stages for the others.
+    pub fn serves(self) -> bool {
+        self.permissions().contains(Permissions::RUN_STAGES)
+    }
 }
 
 /// Joins a matchbox room and splits requests for [`Self::model`] across its players, as the

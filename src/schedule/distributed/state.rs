@@ -220,7 +220,7 @@ mod tests {
         let path = |p: &str| format!("{}/assets/{p}", env!("CARGO_MANIFEST_DIR"));
         let model = Model::from_onnx_bytes(&std::fs::read(path("models/fashion_mobilenetv2.onnx")).unwrap()).unwrap();
         let plan = PartitionPlan::from_ron(&std::fs::read_to_string(path("plans/fashion_3_int8.plan.ron")).unwrap()).unwrap();
-        let settings = PeerSessionPlugin::new("ws://127.0.0.1:3536/test", RoomKey::from_bytes([1; 32]), PeerRole::Coordinator, "m", "p");
+        let settings = PeerSessionPlugin::new("ws://127.0.0.1:3536/test", RoomKey::from_bytes([1; 32]), PeerRole::Player, "m", "p");
         let mut state = Distributed::new(settings);
         state.staged = Some(Arc::new(Mutex::new(StagedModel::new(model, plan).unwrap())));
         state.reassign();

@@ -10,7 +10,7 @@ use bevy::prelude::*;
 use super::spot_check::{as_sent, outputs_agree, SpotCheck};
 use super::stage_server::{StageQuota, StageServer};
 use super::state::{batch_of_tensor, Phase, Tracked};
-use super::{Distributed, PeerRole, PeerSessionEvent, PeerSessionPlugin, SessionProblem};
+use super::{Distributed, PeerSessionEvent, PeerSessionPlugin, SessionProblem};
 use crate::job::{JobOutcome, JobReply, JobTag, StageJob};
 use crate::model::ir::Graph;
 use crate::model::{Model, PartitionPlan, StagedModel, StagingError};
@@ -133,7 +133,9 @@ pub(super) fn join_when_calibrated(
             #[cfg(feature = "fault-injection")]
             wrong_results: faults.wrong_served_results.clone(),
         };
-        session.serve_stage_inputs(server.into_handler());
+        if state.settings.role.serves() {
+            session.serve_stage_inputs(server.into_handler());
+        }
         commands.insert_resource(session);
         state.phase = Phase::Running;
     }
@@ -148,11 +150,7 @@ fn session_config(settings: &PeerSessionPlugin, model_hash: [u8; 32], gpu: GpuCa
         max_storage_binding: gpu.max_storage_binding,
         calibration_us: calibration.as_micros().min(u32::MAX as u128) as u32,
     };
-    let permissions = match settings.role {
-        PeerRole::Coordinator => Permissions::COORDINATOR,
-        PeerRole::Worker => Permissions::RUN_STAGES,
-    };
-    let mut link = LinkSettings::new(settings.room_key.clone(), permissions, model_hash, capabilities);
+    let mut link = LinkSettings::new(settings.room_key.clone(), settings.role.permissions(), model_hash, capabilities);
     link.authority = settings.authority.clone();
     let mut config = SessionConfig::new(settings.room_url.clone(), link);
     config.expected_peers = settings.expected_peers;
@@ -455,7 +453,7 @@ type UnclaimedRequest = (Without<Submitted>, Without<SplitRequest>, Without<Infe
 
 /// Marks requests for the split model so that the single-peer path leaves them to the pipeline.
 pub(super) fn claim_requests(mut commands: Commands, mut state: ResMut<Distributed>, requests: Query<(Entity, &InferenceRequest), UnclaimedRequest>) {
-    if state.settings.role != PeerRole::Coordinator || state.stage_count() == 0 {
+    if !state.settings.role.asks() || state.stage_count() == 0 {
         return;
     }
     for (entity, request) in &requests {
