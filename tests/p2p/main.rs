@@ -82,6 +82,15 @@ impl Process {
         Process::spawn("peer", &args)
     }
 
+    /// A player that asks (`rounds` over the images, with `others` other players to wait for)
+    /// and serves; the owner of the room if `owner`.
+    fn player(owner: bool, others: &str, rounds: &str) -> Process {
+        let authority = if owner { ["--owner-key", OWNER_SECRET] } else { ["--owner", OWNER_PUBLIC] };
+        let mut args = vec!["--role", "player", "--room", ROOM, "--key", KEY, "--plan", INT8_PLAN, "--rounds", rounds, "--workers", others, "--lifetime-s", "150"];
+        args.extend_from_slice(&authority);
+        Process::spawn("peer", &args)
+    }
+
     /// The coordinator, which owns the room.
     fn coordinator(plan: &str, rounds: &str, extra: &[&str]) -> Process {
         let mut args = vec!["--role", "coordinator", "--room", ROOM, "--key", KEY, "--plan", plan, "--rounds", rounds, "--lifetime-s", "150", "--owner-key", OWNER_SECRET];
@@ -310,5 +319,29 @@ fn a_worker_revoked_by_the_owner_is_refused_by_everyone_and_no_request_is_lost()
             told |= events_of(&worker_events, "peer_lost").iter().any(|e| e["reason"] == "Revoked");
         }
         assert!(told, "no worker heard of the revocation");
+    });
+}
+
+#[test]
+fn players_each_asking_and_serving_and_one_joining_mid_run_all_get_single_peer_results() {
+    let _serial = Serial::lock();
+    in_namespace("players_each_asking_and_serving_and_one_joining_mid_run_all_get_single_peer_results", || {
+        let _server = signaling();
+        // Two players start; each splits its requests over the other (and itself).
+        let mut first = Process::player(true, "1", "3");
+        let second = Process::player(false, "1", "3");
+        // A third joins once the first has results: from then on it serves the others' stages.
+        let started = first.wait_for_line(Duration::from_secs(120), |l| l.is_event("request"));
+        assert!(started.is_some(), "the first player got no result");
+        let late = Process::player(false, "2", "1");
+        for (name, player, requests) in [("first", first, 30), ("second", second, 30), ("late", late, 10)] {
+            let (events, err) = player.finish(Duration::from_secs(170));
+            let summary = events_of(&events, "summary").first().copied().cloned().unwrap_or_else(|| panic!("{name} printed no summary:\n{err}"));
+            assert_eq!(summary["lost"], 0, "{name}: {summary}");
+            assert_eq!(summary["matches_single_peer"], requests, "{name}: int8 cuts keep every top-1: {summary}");
+            assert!(summary["served_by_others"].as_u64() > Some(0), "{name}'s stages all ran at home: {summary}");
+            let served = events.last().filter(|e| e["event"] == "worker_summary").unwrap_or_else(|| panic!("{name} printed no worker summary:\n{err}"));
+            assert!(served["stages_served"].as_u64() > Some(0), "{name} served no one: {served}");
+        }
     });
 }
