@@ -28,6 +28,7 @@ fn tensor_frames(values: &[f32], dtype: TransferDtype) -> Vec<Vec<u8>> {
         total_bytes: bytes.len() as u32,
         onward: None,
         trace: Vec::new(),
+        shared: None,
     };
     split_into_chunks(header, &bytes)
         .into_iter()
@@ -127,6 +128,7 @@ proptest! {
                 total_bytes,
                 onward: chained.then(|| Onward { owner: A, route: vec![B] }),
                 trace: Vec::new(),
+                shared: None,
             };
             let _ = reassembler.push(PeerUuid([peer; 16]), TensorChunk { header, index, count, payload }, now);
             prop_assert!(reassembler.held_bytes() <= limits.max_partial_bytes);

@@ -24,15 +24,17 @@ pub const TAG_BYTES: usize = 32;
 /// The most stages one tensor header may route onward or report timings of.
 pub const MAX_ROUTE: usize = 8;
 /// The largest encoded tensor header: its fixed fields (69 bytes at most), an owner and
-/// [`MAX_ROUTE`] peers onward (16 bytes each, two counts) and [`MAX_ROUTE`] stage timings (14
-/// bytes each).
-const MAX_TENSOR_HEADER_BYTES: usize = 69 + 1 + 16 + 1 + 16 * MAX_ROUTE + 1 + 14 * MAX_ROUTE;
+/// [`MAX_ROUTE`] peers onward (16 bytes each, two counts), [`MAX_ROUTE`] stage timings (14
+/// bytes each)
+/// and, for a shared tensor, its owner and name (two length bytes).
+const MAX_TENSOR_HEADER_BYTES: usize = 69 + 1 + 16 + 1 + 16 * MAX_ROUTE + 1 + 14 * MAX_ROUTE + 1 + 16 + 2 + MAX_SHARED_NAME;
 /// The largest tensor payload carried by one chunk.
 pub const MAX_CHUNK_PAYLOAD: usize = MAX_FRAME_BYTES - FRAME_HEADER_BYTES - TAG_BYTES - MAX_TENSOR_HEADER_BYTES;
 /// The most dimensions a tensor on the wire may have.
 pub const MAX_RANK: usize = 8;
 
-/// Whether a tensor is a stage's input (to be run) or its output (coming back).
+/// Whether a tensor is a stage's input (to be run), its output (coming back), or the value of a
+/// tensor a player shares with the room.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
     /// Input of `stage`, sent by the requester (or, in a chain, by the peer that ran the stage
@@ -40,6 +42,22 @@ pub enum Direction {
     StageInput,
     /// Output of `stage`, sent back to the requester.
     StageOutput,
+    /// A new value of a tensor its owner shares with every player (its version in the
+    /// header's `request`, its owner and name in [`TensorHeader::shared`]).
+    Shared,
+}
+
+/// The longest name of a shared tensor, in bytes.
+pub const MAX_SHARED_NAME: usize = 64;
+
+/// Which shared tensor a value is of: the player that owns it and the name it shares it under.
+/// Only the owner may send values of it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SharedKey {
+    /// The player that publishes it.
+    pub owner: PeerUuid,
+    /// Its name (at most [`MAX_SHARED_NAME`] bytes).
+    pub name: String,
 }
 
 /// Where a chained stage input's output goes: on to the peers of the following stages, and
@@ -104,6 +122,8 @@ pub struct TensorHeader {
     /// every stage of its chain (one, unchained); for a chained input, the chain's stages so
     /// far (at most [`MAX_ROUTE`]).
     pub trace: Vec<StageTiming>,
+    /// For a shared tensor ([`Direction::Shared`], and only then): whose it is and its name.
+    pub shared: Option<SharedKey>,
 }
 
 impl TensorHeader {
@@ -287,6 +307,7 @@ fn write_chunk(w: &mut Writer, chunk: &TensorChunk) {
     w.u8(match h.direction {
         Direction::StageInput => 0,
         Direction::StageOutput => 1,
+        Direction::Shared => 2,
     });
     w.u8(match h.dtype {
         TransferDtype::F32 => 0,
@@ -318,6 +339,14 @@ fn write_chunk(w: &mut Writer, chunk: &TensorChunk) {
         w.u32(timing.gpu_us.unwrap_or(NOT_MEASURED));
         w.u32(timing.network_us.unwrap_or(NOT_MEASURED));
     }
+    match &h.shared {
+        None => w.u8(0),
+        Some(key) => {
+            w.u8(1);
+            w.bytes(&key.owner.0);
+            w.text(&key.name);
+        }
+    }
     w.u16(chunk.index);
     w.u16(chunk.count);
     w.u32(chunk.payload.len() as u32);
@@ -330,6 +359,7 @@ fn read_chunk(r: &mut Reader) -> Result<TensorChunk, FrameError> {
     let direction = match r.u8()? {
         0 => Direction::StageInput,
         1 => Direction::StageOutput,
+        2 => Direction::Shared,
         other => return Err(r.malformed(format!("direction {other}"))),
     };
     let dtype = match r.u8()? {
@@ -366,11 +396,26 @@ fn read_chunk(r: &mut Reader) -> Result<TensorChunk, FrameError> {
     let trace = (0..timings)
         .map(|_| Ok(StageTiming { stage: r.u16()?, run_us: r.u32()?, gpu_us: measured(r.u32()?), network_us: measured(r.u32()?) }))
         .collect::<Result<Vec<_>, FrameError>>()?;
+    let shared = match r.u8()? {
+        0 => None,
+        1 => {
+            let owner = PeerUuid(r.array()?);
+            let name = r.text()?;
+            if name.len() > MAX_SHARED_NAME {
+                return Err(r.malformed(format!("a shared tensor name of {} bytes exceeds {MAX_SHARED_NAME}", name.len())));
+            }
+            Some(SharedKey { owner, name })
+        }
+        other => return Err(r.malformed(format!("shared flag {other}"))),
+    };
+    if shared.is_some() != (direction == Direction::Shared) {
+        return Err(r.malformed("a shared tensor's key goes with its direction, and only with it"));
+    }
     let index = r.u16()?;
     let count = r.u16()?;
     let len = r.u32()? as usize;
     let payload = r.take(len)?.to_vec();
-    Ok(TensorChunk { header: TensorHeader { request, stage, direction, dtype, shape, params, total_bytes, onward, trace }, index, count, payload })
+    Ok(TensorChunk { header: TensorHeader { request, stage, direction, dtype, shape, params, total_bytes, onward, trace, shared }, index, count, payload })
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ fn chunk() -> TensorChunk {
             total_bytes: 512,
             onward: Some(Onward { owner: A, route: vec![B] }),
             trace: vec![StageTiming { stage: 1, run_us: 1500, gpu_us: Some(900), network_us: None }],
+            shared: None,
         },
         index: 0,
         count: 1,
@@ -59,12 +60,31 @@ fn token(peer: PeerUuid) -> CapabilityToken {
 fn every_message_kind_round_trips() {
     let granting = Hello { token: None, grant: Some(token(B)), acknowledged: true, ..hello() };
     let revoke = Message::Revoke { identity: PlayerIdentity::generate().unwrap().public() };
-    for (seq, message) in [Message::Hello(hello()), Message::Hello(granting), Message::Ping { nonce: 3 }, Message::Pong { nonce: 4 }, Message::Tensor(chunk()), revoke]
+    let shared = Message::Tensor(shared_chunk(SharedKey { owner: A, name: "prédiction".repeat(5) }));
+    for (seq, message) in [Message::Hello(hello()), Message::Hello(granting), Message::Ping { nonce: 3 }, Message::Pong { nonce: 4 }, Message::Tensor(chunk()), shared, revoke]
         .into_iter()
         .enumerate()
     {
         let frame = encode_frame(&keys(), A, B, seq as u64, &message);
         assert_eq!(decode_frame(&keys(), A, B, &frame), Ok((seq as u64, message)));
+    }
+}
+
+/// A value of the shared tensor `key`, version 12.
+fn shared_chunk(key: SharedKey) -> TensorChunk {
+    let header = TensorHeader { request: 12, stage: 0, direction: Direction::Shared, onward: None, trace: Vec::new(), shared: Some(key), ..chunk().header };
+    TensorChunk { header, ..chunk() }
+}
+
+#[test]
+fn a_shared_tensor_key_goes_only_with_the_shared_direction_and_within_its_length() {
+    let key = SharedKey { owner: A, name: "prediction".into() };
+    let stage_with_key = TensorChunk { header: TensorHeader { shared: Some(key.clone()), ..chunk().header }, ..chunk() };
+    let shared_without_key = TensorChunk { header: TensorHeader { shared: None, ..shared_chunk(key).header }, ..chunk() };
+    let too_long = shared_chunk(SharedKey { owner: A, name: "n".repeat(MAX_SHARED_NAME + 1) });
+    for chunk in [stage_with_key, shared_without_key, too_long] {
+        let frame = encode_frame(&keys(), A, B, 1, &Message::Tensor(chunk));
+        assert!(matches!(decode_frame(&keys(), A, B, &frame), Err(FrameError::Malformed { kind: "tensor", .. })));
     }
 }
 

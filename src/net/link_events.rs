@@ -27,6 +27,9 @@ pub enum RejectReason {
     /// An authenticated frame before the link's key exchange agreed its keys.
     #[error("an authenticated frame before the key exchange")]
     BeforeKeyExchange,
+    /// A value of a shared tensor from a player that does not own it.
+    #[error("a value of {0:?}, which another player owns")]
+    NotOwner(String),
     /// The peer's token does not allow what the message asks.
     #[error("the peer's token does not allow sending a {0}")]
     NotPermitted(&'static str),
@@ -58,6 +61,7 @@ impl RejectReason {
             RejectReason::BeforeKeyExchange => "before_key_exchange",
             RejectReason::Untrusted(_) => "untrusted",
             RejectReason::NotPermitted(_) => "not_permitted",
+            RejectReason::NotOwner(_) => "not_owner",
             RejectReason::Unsealed(_) => "unsealed",
             RejectReason::Refused => "refused",
             RejectReason::Flooding(_) => "flooding",
@@ -181,6 +185,9 @@ pub struct SentTensor {
     /// The remote stages already run for it, with their times (see
     /// [`super::codec::TensorHeader::trace`]).
     pub trace: Vec<super::codec::StageTiming>,
+    /// For a shared tensor's value: whose it is and its name (see
+    /// [`super::codec::TensorHeader::shared`]).
+    pub shared: Option<super::codec::SharedKey>,
 }
 
 impl SentTensor {
@@ -191,7 +198,7 @@ impl SentTensor {
         let onward = self.onward.as_ref()?;
         let stage = self.stage.checked_sub(1).filter(|_| self.direction == super::codec::Direction::StageInput)?;
         let direction = super::codec::Direction::StageOutput;
-        Some(SentTensor { peer: onward.owner, request: self.request, stage, direction, onward: None, trace: self.trace.clone() })
+        Some(SentTensor { peer: onward.owner, request: self.request, stage, direction, onward: None, trace: self.trace.clone(), shared: None })
     }
 }
 
@@ -208,4 +215,8 @@ pub enum SendError {
     /// wire format.
     #[error("the tensor is too large for the wire format")]
     TooLarge,
+    /// A shared tensor's value without its key, a key on anything else, or a name longer than
+    /// [`super::codec::MAX_SHARED_NAME`] bytes.
+    #[error("a shared tensor's key is missing, misplaced or too long")]
+    InvalidSharedKey,
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bevy::platform::time::Instant;
 
 use super::auth::{LinkKeys, PeerUuid, Permissions};
-use super::codec::{decode_frame, encode_frame, split_into_chunks, Direction, FrameError, Hello, Message, TensorChunk, TensorHeader, MAX_RANK, MAX_ROUTE};
+use super::codec::{decode_frame, encode_frame, split_into_chunks, Direction, FrameError, Hello, Message, TensorChunk, TensorHeader, MAX_RANK, MAX_ROUTE, MAX_SHARED_NAME};
 use super::credentials::{Admission, Credentials};
 use super::pake::{is_exchange_frame, ExchangeStep, LinkKeyExchange};
 use super::peer_link::LinkCiphers;
@@ -311,14 +311,21 @@ impl Links {
                     (Direction::StageInput, Some(onward)) if onward.owner != from => Some(onward.owner),
                     _ => None,
                 };
+                // A shared tensor's value needs no permission, only its owner's hand.
                 let needed = match (chunk.header.direction, forwarded_for) {
                     (Direction::StageInput, None) => Permissions::SUBMIT_REQUESTS,
                     (Direction::StageInput, Some(_)) | (Direction::StageOutput, _) => Permissions::RUN_STAGES,
+                    (Direction::Shared, _) => Permissions::NONE,
                 };
                 let ours = match chunk.header.direction {
                     Direction::StageInput => Permissions::RUN_STAGES,
                     Direction::StageOutput => Permissions::SUBMIT_REQUESTS,
+                    Direction::Shared => Permissions::NONE,
                 };
+                if let Some(key) = chunk.header.shared.as_ref().filter(|key| key.owner != from) {
+                    let name = key.name.clone();
+                    return self.links.get_mut(&from).expect("inserted above").reject(from, RejectReason::NotOwner(name), events);
+                }
                 let owner_may_submit = forwarded_for.is_none_or(|owner| {
                     self.links.get(&owner).is_some_and(|o| o.state == LinkState::Trusted && o.permissions().contains(Permissions::SUBMIT_REQUESTS))
                 });
@@ -628,6 +635,10 @@ fn encode_tensor(tensor: &SentTensor, value: &Tensor, dtype: TransferDtype) -> R
     if value.shape().len() > MAX_RANK || value.shape().iter().any(|&d| d > u32::MAX as usize) || route > MAX_ROUTE || tensor.trace.len() > MAX_ROUTE {
         return Err(SendError::TooLarge);
     }
+    let shared_name_fits = tensor.shared.as_ref().is_none_or(|key| key.name.len() <= MAX_SHARED_NAME);
+    if tensor.shared.is_some() != (tensor.direction == Direction::Shared) || !shared_name_fits {
+        return Err(SendError::InvalidSharedKey);
+    }
     let (payload, params) = encode_values(value.data(), dtype);
     let total_bytes = u32::try_from(payload.len()).map_err(|_| SendError::TooLarge)?;
     let header = TensorHeader {
@@ -640,6 +651,7 @@ fn encode_tensor(tensor: &SentTensor, value: &Tensor, dtype: TransferDtype) -> R
         total_bytes,
         onward: tensor.onward.clone(),
         trace: tensor.trace.clone(),
+        shared: tensor.shared.clone(),
     };
     Ok((header, payload))
 }

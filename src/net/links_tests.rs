@@ -5,7 +5,7 @@ use std::time::Duration;
 use bevy::platform::time::Instant;
 
 use super::*;
-use crate::net::codec::{seal_frame, FrameError, Hello, Onward, StageTiming, TensorChunk};
+use crate::net::codec::{seal_frame, FrameError, Hello, Onward, SharedKey, StageTiming, TensorChunk};
 use crate::net::reassembly::ChunkError;
 use crate::net::{Capabilities, LinkKeyExchange, ReceivedTensor, RoomKey, TensorCipher, TokenError, Unsealed};
 
@@ -321,9 +321,37 @@ fn a_disconnected_peer_is_reported_lost_once() {
     assert_eq!(events, vec![SessionEvent::PeerLost { peer: B, reason: LostReason::Disconnected }]);
 }
 
+#[test]
+fn a_shared_tensor_s_value_reaches_every_player_from_its_owner_only() {
+    let mut room = Room::new(&[(1, coordinator()), (2, worker()), (3, worker())]);
+    room.run(Duration::from_millis(300));
+    let value = stage_input(10);
+    let shared = |owner: PeerUuid, to: PeerUuid| SentTensor { shared: Some(SharedKey { owner, name: "prediction".into() }), ..self::to(to, 4, 0, Direction::Shared) };
+    // B shares its own tensor with A and C: both take it, whatever their permissions.
+    for to in [A, C] {
+        room.player(2).links.send_tensor(&shared(B, to), &value, TransferDtype::F32).expect("trusted");
+    }
+    room.step();
+    for player in [1, 3] {
+        let got: Vec<&ReceivedTensor> = room.player(player).events.iter().filter_map(|e| if let SessionEvent::Tensor(t) = e { Some(t) } else { None }).collect();
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].direction, got[0].header.shared.clone(), &got[0].shared.tensor), (Direction::Shared, Some(SharedKey { owner: B, name: "prediction".into() }), &value));
+    }
+    // B sends a value of C's tensor: A refuses it, naming the tensor.
+    room.player(1).events.clear();
+    room.player(2).links.send_tensor(&shared(C, A), &value, TransferDtype::F32).expect("trusted");
+    room.step();
+    assert_eq!(rejections(&room.player(1).events), vec![RejectReason::NotOwner("prediction".into())]);
+    assert!(!room.player(1).events.iter().any(|e| matches!(e, SessionEvent::Tensor(_))));
+    // A key on a stage's tensor, or none on a shared one, is not sent at all.
+    let keyed_stage = SentTensor { shared: Some(SharedKey { owner: B, name: "x".into() }), ..to(A, 4, 1, Direction::StageOutput) };
+    assert_eq!(room.player(2).links.send_tensor(&keyed_stage, &value, TransferDtype::F32), Err(SendError::InvalidSharedKey));
+    assert_eq!(room.player(2).links.send_tensor(&to(A, 4, 0, Direction::Shared), &value, TransferDtype::F32), Err(SendError::InvalidSharedKey));
+}
+
 /// A tensor for `peer`: request `request`'s `stage`, not chained.
 fn to(peer: PeerUuid, request: u64, stage: u16, direction: Direction) -> SentTensor {
-    SentTensor { peer, request, stage, direction, onward: None, trace: Vec::new() }
+    SentTensor { peer, request, stage, direction, onward: None, trace: Vec::new(), shared: None }
 }
 
 fn stage_input(values: usize) -> Tensor {
@@ -470,6 +498,7 @@ impl Hostile {
             total_bytes,
             onward: None,
             trace: Vec::new(),
+            shared: None,
         };
         let payload = self.cipher.seal(self.sequence + 1, &payload);
         self.frame(&Message::Tensor(TensorChunk { header, index: 0, count: 1, payload }))

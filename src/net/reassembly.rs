@@ -151,7 +151,7 @@ impl Reassembler {
     /// that breaks a rule is dropped with its reason and its tensor is discarded.
     pub fn push(&mut self, from: PeerUuid, chunk: TensorChunk, now: Instant) -> Result<Option<ReceivedTensor>, ChunkError> {
         let h = &chunk.header;
-        let owner = h.onward.as_ref().map_or(from, |onward| onward.owner);
+        let owner = h.onward.as_ref().map(|onward| onward.owner).or(h.shared.as_ref().map(|key| key.owner)).unwrap_or(from);
         let key = (from, owner, h.request, h.stage, h.direction);
         let result = self.accept(key, chunk, now);
         if result.is_err() {
@@ -277,6 +277,7 @@ mod tests {
             total_bytes: bytes.len() as u32,
             onward: None,
             trace: Vec::new(),
+            shared: None,
         };
         (data, split_into_chunks(header, &bytes))
     }

@@ -14,6 +14,7 @@
 //! [`Prediction`]: super::Prediction
 
 mod problem;
+pub mod shared;
 mod spot_check;
 mod stage_server;
 mod state;
@@ -26,6 +27,7 @@ use bevy::prelude::*;
 use super::InferenceSystems;
 use crate::net::{Permissions, RoomAuthority, RoomKey, SessionEvent};
 pub use problem::SessionProblem;
+pub use shared::{PublishedTensor, RemoteTensor, RemoteTensorChanged, SharedTensorRules, SharedTensors};
 pub use state::{Distributed, RequestTraffic};
 
 /// What a player does in the session: by default both ask and serve; a role only restricts it.
@@ -107,6 +109,8 @@ pub struct PeerSessionPlugin {
     /// A worker whose stages time out this often in a row is excluded from the session
     /// (default 3): it may answer heartbeats, but it gets no more work.
     pub max_timeouts: u32,
+    /// What this player accepts of the tensors the others share (see [`PublishedTensor`]).
+    pub shared_tensors: SharedTensorRules,
     /// STUN/TURN server URLs for ICE. Empty by default: host candidates only, which reach peers
     /// on the same machine or network and contact no outside server.
     pub ice_servers: Vec<String>,
@@ -131,6 +135,7 @@ impl PeerSessionPlugin {
             max_served_batch: 64,
             spot_check_every: 0,
             max_timeouts: 3,
+            shared_tensors: SharedTensorRules::default(),
             ice_servers: Vec::new(),
         }
     }
@@ -147,6 +152,7 @@ impl Plugin for PeerSessionPlugin {
         app.add_message::<PeerSessionEvent>()
             .add_message::<SessionProblem>()
             .insert_resource(Distributed::new(self.clone()))
+            .insert_resource(SharedTensors::new(self.shared_tensors.clone()))
             .configure_sets(PreUpdate, InferenceSystems::Session.after(InferenceSystems::ReceiveResults))
             .add_systems(Startup, load_assets)
             .add_systems(
@@ -155,6 +161,7 @@ impl Plugin for PeerSessionPlugin {
                     .chain()
                     .in_set(InferenceSystems::Session),
             )
+            .add_systems(PreUpdate, (shared::publish_shared_tensors, shared::exchange_shared_tensors).chain().after(poll_session).in_set(InferenceSystems::Session))
             .add_systems(PostUpdate, claim_requests.before(InferenceSystems::SubmitRequests));
     }
 }

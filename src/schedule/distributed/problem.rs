@@ -3,7 +3,8 @@
 use bevy::prelude::Message;
 
 use crate::model::PlanError;
-use crate::net::SendError;
+use super::shared::SharedRefusal;
+use crate::net::{PeerUuid, SendError};
 use crate::schedule::pipeline::StaleResult;
 use crate::schedule::InferenceError;
 
@@ -125,4 +126,28 @@ pub enum SessionProblem {
         /// Why.
         error: SendError,
     },
+    /// A value of another player's shared tensor was not taken.
+    #[error("a value of {name:?} from {peer} was refused: {reason}")]
+    SharedTensorRefused {
+        /// The player that sent it.
+        peer: PeerUuid,
+        /// The tensor's name.
+        name: String,
+        /// Why.
+        reason: SharedRefusal,
+    },
+    /// A value of this player's shared tensor could not be sent to a player.
+    #[error("cannot share {name:?} with {peer}: {error}")]
+    CannotShare {
+        /// The player.
+        peer: PeerUuid,
+        /// The tensor's name.
+        name: String,
+        /// Why.
+        error: SendError,
+    },
+    /// A [`super::PublishedTensor`]'s name is longer than [`crate::net::MAX_SHARED_NAME`]
+    /// bytes; it is not shared.
+    #[error("the shared tensor name {0:?} is longer than the wire allows")]
+    SharedNameTooLong(String),
 }

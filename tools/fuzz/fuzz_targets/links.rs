@@ -52,7 +52,8 @@ fn handshake(now: &mut Instant) -> (Links, Links) {
     b.peer_connected(A, *now);
     let mut events = Vec::new();
     for _ in 0..10 {
-        for frame in a.drain_outgoing() {
+        // A's frames to C (which never answers) are not B's.
+        for frame in a.drain_outgoing().into_iter().filter(|f| f.to == B) {
             b.receive(A, &frame.bytes, *now, &mut events);
         }
         for frame in b.drain_outgoing() {
@@ -81,6 +82,7 @@ fn chunk(bytes: &[u8]) -> Option<TensorChunk> {
         total_bytes: u32_at(15),
         onward: None,
         trace: Vec::new(),
+        shared: None,
     };
     Some(TensorChunk { header, index: u16::from_le_bytes([fields[19], fields[20]]), count: u16::from_le_bytes([fields[21], fields[22]]), payload: payload.to_vec() })
 }
