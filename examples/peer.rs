@@ -10,7 +10,8 @@
 //! Standard output is JSON lines, one event per line, for scripts and tests: `{"event":
 //! "peer_trusted" | "peer_lost" | "handshake_failed" | "rejected" | "reconnected" | "problem" |
 //! "request" | "summary" | "worker_summary", ...}` (a player prints both summaries: its requests'
-//! when they are done, what it served when it leaves). A readable summary goes to standard
+//! when they are done, what it served and the last value of each shared tensor it received
+//! when it leaves). A readable summary goes to standard
 //! error.
 //!
 //! ```text
@@ -34,7 +35,7 @@ use bevy_p2p_inference::net::Permissions;
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::schedule::distributed::Distributed;
 use bevy_p2p_inference::schedule::pipeline::Executor;
-use bevy_p2p_inference::{headless_plugins, update_until_prediction_with, LocalOnly, PeerRole, PeerSessionEvent, PeerSessionPlugin, SessionProblem};
+use bevy_p2p_inference::{headless_plugins, update_until_prediction_with, LocalOnly, PeerRole, PeerSessionEvent, PeerSessionPlugin, PublishedTensor, RemoteTensor, RemoteTensorChanged, SessionProblem, SharedTensors};
 use bevy_p2p_inference::net::{OwnerKey, OwnerPublicKey, RoomAuthority, RoomKey, RoomOwner, SessionEvent};
 use bevy_p2p_inference::secret::SecretKey;
 use clap::{Parser, ValueEnum};
@@ -123,6 +124,10 @@ struct Args {
     /// (its stages then run elsewhere).
     #[arg(long)]
     revoke_after: Option<usize>,
+    /// Share each prediction's output with the room as the shared tensor "prediction" (f32),
+    /// the latest replacing the one before.
+    #[arg(long)]
+    share_predictions: bool,
 }
 
 /// The room's authority as the arguments say.
@@ -152,13 +157,24 @@ fn build_app(args: &Args) -> Result<App, String> {
     session.stage_timeout = Duration::from_secs_f64(args.stage_timeout_s);
     session.expected_peers = if args.role == Role::Worker { 0 } else { args.workers };
     session.spot_check_every = args.spot_check_every;
-    app.add_plugins(session);
+    app.add_plugins(session).init_resource::<SeenShared>().add_observer(record_shared);
     if args.wrong_results {
         app.world().resource::<bevy_p2p_inference::testing::FaultInjection>().serve_wrong_results();
     }
     app.finish();
     app.cleanup();
     Ok(app)
+}
+
+/// The latest value of every other player's shared tensor that arrived, by (owner, name):
+/// kept after its owner leaves (when the session despawns its entity), for the summary.
+#[derive(Resource, Default)]
+struct SeenShared(std::collections::BTreeMap<(String, String), (u64, Vec<f32>)>);
+
+fn record_shared(changed: On<RemoteTensorChanged>, tensors: Query<&RemoteTensor>, mut seen: ResMut<SeenShared>) {
+    if let Ok(value) = tensors.get(changed.entity) {
+        seen.0.insert((value.key.owner.to_string(), value.key.name.clone()), (value.version, value.tensor.data().to_vec()));
+    }
 }
 
 /// One session event as a JSON line (`None` for received tensors, which are not reported).
@@ -340,6 +356,8 @@ fn run_coordinator(args: &Args) -> Result<App, String> {
     // Per stage: hand-over times (a chain once, at its first stage), transfers, and runs on peers.
     let mut samples: Vec<StageSamples> = Vec::new();
     let mut revoke_after = args.revoke_after;
+    let mut published = None;
+    let mut published_entity: Option<Entity> = None;
     while done.iter().any(|d| !d) && Instant::now() < deadline {
         app.update();
         std::thread::sleep(frame_sleep(args));
@@ -362,6 +380,7 @@ fn run_coordinator(args: &Args) -> Result<App, String> {
             let Some(split) = world.get::<Prediction>(*split) else { continue };
             done[i] = true;
             let same = split.matches(&reference_outputs[*image], all_f32);
+            let output = split.output.clone();
             served_by_others += split.stages.iter().filter(|s| s.executor != Executor::Local).count();
             matches += same as usize;
             let ms = split.latency.as_secs_f64() * 1e3;
@@ -398,6 +417,16 @@ fn run_coordinator(args: &Args) -> Result<App, String> {
                 json!({"event": "request", "name": name, "latency_ms": ms, "top1": top1, "probability": probability,
                        "matches_single_peer": same, "reruns": split.reruns, "stages": stages})
             );
+            if args.share_predictions {
+                let shared = PublishedTensor { name: "prediction".into(), tensor: output, dtype: TransferDtype::F32 };
+                published = Some(shared.tensor.data().to_vec());
+                match published_entity {
+                    Some(entity) => {
+                        app.world_mut().entity_mut(entity).insert(shared);
+                    }
+                    None => published_entity = Some(app.world_mut().spawn(shared).id()),
+                }
+            }
         }
     }
     lost += done.iter().filter(|d| !**d).count();
@@ -421,7 +450,8 @@ fn run_coordinator(args: &Args) -> Result<App, String> {
     eprintln!("  bytes per request: {bytes_per_request}");
     println!(
         "{}",
-        json!({"event": "summary", "requests": pending.len(), "matches_single_peer": matches, "lost": lost,
+        json!({"event": "summary", "id": app.world().get_resource::<PeerSession>().and_then(PeerSession::id).map(|id| id.to_string()),
+               "published": published, "requests": pending.len(), "matches_single_peer": matches, "lost": lost,
                "served_by_others": served_by_others, "median_ms": median, "p95_ms": p95, "bytes_per_request": bytes_per_request,
                "latencies_ms": latencies})
     );
@@ -485,7 +515,19 @@ fn serve(mut app: App, args: &Args, leave: Leave) -> Result<(), String> {
     }
     let served = app.world().resource::<Distributed>().stages_served;
     let rejected = app.world().get_resource::<PeerSession>().map_or(0, |s| s.rejected_total());
-    println!("{}", json!({"event": "worker_summary", "stages_served": served, "rejected": rejected, "saw_coordinator": saw_coordinator}));
+    let shared_updates = app.world().resource::<SharedTensors>().updates_received;
+    let shared: Vec<serde_json::Value> = app
+        .world()
+        .resource::<SeenShared>()
+        .0
+        .iter()
+        .map(|((owner, name), (version, values))| json!({"owner": owner, "name": name, "version": version, "values": values}))
+        .collect();
+    println!(
+        "{}",
+        json!({"event": "worker_summary", "stages_served": served, "rejected": rejected, "saw_coordinator": saw_coordinator,
+               "shared_updates": shared_updates, "shared": shared})
+    );
     Ok(())
 }
 

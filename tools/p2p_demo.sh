@@ -11,7 +11,8 @@
 # others while it runs their stages (the first one owns the room). Their own JSON lines go to
 # standard error; the last line is one JSON object over all of them: {"players", "requests",
 # "matches_single_peer", "lost", "served_by_others" (stages of a player's requests that another
-# player ran), "median_ms", "p95_ms"}.
+# player ran), "shared_updates" (values of the others' shared predictions each player took),
+# "median_ms", "p95_ms"}.
 #
 # PEER_BIN_DIR=DIR uses the `peer` and `signaling` binaries in DIR instead of building them (a
 # machine without cargo, such as the GPU machine of BENCHMARKS.md). P2P_WORKERS=N starts N
@@ -65,7 +66,7 @@ if [ "$players" -gt 0 ]; then
     pids=()
     for i in $(seq "$players"); do
         if [ "$i" = 1 ]; then authority=(--owner-key "${owner[0]}"); else authority=(--owner "${owner[1]}"); fi
-        "$bin/peer" --role player --room "$room" --key "$key" "${authority[@]}" --workers $((players - 1)) "$@" >"$out/player$i.jsonl" &
+        "$bin/peer" --role player --room "$room" --key "$key" "${authority[@]}" --workers $((players - 1)) --share-predictions "$@" >"$out/player$i.jsonl" &
         pids+=($!)
     done
     status=0
@@ -74,11 +75,14 @@ if [ "$players" -gt 0 ]; then
     python3 - "$players" "$out"/player*.jsonl <<'PY'
 import json, math, sys
 players, files = int(sys.argv[1]), sys.argv[2:]
-summaries = []
+summaries, served = [], []
 for path in files:
     for line in open(path):
-        if line.startswith("{") and json.loads(line).get("event") == "summary":
-            summaries.append(json.loads(line))
+        event = json.loads(line) if line.startswith("{") else {}
+        if event.get("event") == "summary":
+            summaries.append(event)
+        if event.get("event") == "worker_summary":
+            served.append(event)
 if len(summaries) != players:
     sys.exit(f"only {len(summaries)} of {players} players printed a summary")
 latencies = sorted(ms for s in summaries for ms in s["latencies_ms"])
@@ -88,6 +92,7 @@ def total(key):
     return sum(s[key] for s in summaries)
 print(json.dumps({"players": players, "requests": total("requests"), "matches_single_peer": total("matches_single_peer"),
                   "lost": total("lost"), "served_by_others": total("served_by_others"),
+                  "shared_updates": sum(s["shared_updates"] for s in served),
                   "median_ms": quantile(0.5), "p95_ms": quantile(0.95)}))
 PY
     exit $status

@@ -86,7 +86,7 @@ impl Process {
     /// and serves; the owner of the room if `owner`.
     fn player(owner: bool, others: &str, rounds: &str) -> Process {
         let authority = if owner { ["--owner-key", OWNER_SECRET] } else { ["--owner", OWNER_PUBLIC] };
-        let mut args = vec!["--role", "player", "--room", ROOM, "--key", KEY, "--plan", INT8_PLAN, "--rounds", rounds, "--workers", others, "--lifetime-s", "150"];
+        let mut args = vec!["--role", "player", "--room", ROOM, "--key", KEY, "--plan", INT8_PLAN, "--rounds", rounds, "--workers", others, "--lifetime-s", "150", "--share-predictions"];
         args.extend_from_slice(&authority);
         Process::spawn("peer", &args)
     }
@@ -334,6 +334,7 @@ fn players_each_asking_and_serving_and_one_joining_mid_run_all_get_single_peer_r
         let started = first.wait_for_line(Duration::from_secs(120), |l| l.is_event("request"));
         assert!(started.is_some(), "the first player got no result");
         let late = Process::player(false, "2", "1");
+        let mut summaries = Vec::new();
         for (name, player, requests) in [("first", first, 30), ("second", second, 30), ("late", late, 10)] {
             let (events, err) = player.finish(Duration::from_secs(170));
             let summary = events_of(&events, "summary").first().copied().cloned().unwrap_or_else(|| panic!("{name} printed no summary:\n{err}"));
@@ -342,6 +343,16 @@ fn players_each_asking_and_serving_and_one_joining_mid_run_all_get_single_peer_r
             assert!(summary["served_by_others"].as_u64() > Some(0), "{name}'s stages all ran at home: {summary}");
             let served = events.last().filter(|e| e["event"] == "worker_summary").unwrap_or_else(|| panic!("{name} printed no worker summary:\n{err}"));
             assert!(served["stages_served"].as_u64() > Some(0), "{name} served no one: {served}");
+            summaries.push((name, summary, served.clone()));
+        }
+        // Each player shared its latest prediction; every other player holds exactly that value
+        // (f32: bit for bit), the late one included.
+        for (owner_name, owner, _) in &summaries {
+            for (holder_name, _, served) in summaries.iter().filter(|(n, _, _)| n != owner_name) {
+                let held = served["shared"].as_array().and_then(|s| s.iter().find(|v| v["owner"] == owner["id"] && v["name"] == "prediction"));
+                let held = held.unwrap_or_else(|| panic!("{holder_name} holds no prediction of {owner_name}: {served}"));
+                assert_eq!(held["values"], owner["published"], "{holder_name}'s copy of {owner_name}'s prediction");
+            }
         }
     });
 }
