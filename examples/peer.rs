@@ -35,7 +35,8 @@ use bevy_p2p_inference::net::Permissions;
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::schedule::distributed::Distributed;
 use bevy_p2p_inference::schedule::pipeline::Executor;
-use bevy_p2p_inference::{headless_plugins, update_until_prediction_with, LocalOnly, PeerRole, PeerSessionEvent, PeerSessionPlugin, PublishedTensor, RemoteTensor, RemoteTensorChanged, SessionProblem, SharedTensors};
+use bevy_p2p_inference::{headless_plugins, update_until_prediction_with, LocalOnly, PeerRole, PeerSessionEvent, PeerSessionPlugin, CollectiveFailed, CollectiveRequest, CollectiveResult, PublishedTensor, RemoteTensor, RemoteTensorChanged, SessionProblem, SharedTensors};
+use bevy_p2p_inference::net::{CollectiveOp, Reduction};
 use bevy_p2p_inference::net::{OwnerKey, OwnerPublicKey, RoomAuthority, RoomKey, RoomOwner, SessionEvent};
 use bevy_p2p_inference::secret::SecretKey;
 use clap::{Parser, ValueEnum};
@@ -128,6 +129,14 @@ struct Args {
     /// the latest replacing the one before.
     #[arg(long)]
     share_predictions: bool,
+    /// Player: once its requests are done, average its last prediction's class probabilities
+    /// with every other player's (an all-reduce, the collective "ensemble") and print the
+    /// result.
+    #[arg(long)]
+    ensemble: bool,
+    /// Seconds a collective may wait for the other players' parts.
+    #[arg(long, default_value_t = 60)]
+    collective_timeout_s: u64,
 }
 
 /// The room's authority as the arguments say.
@@ -157,6 +166,7 @@ fn build_app(args: &Args) -> Result<App, String> {
     session.stage_timeout = Duration::from_secs_f64(args.stage_timeout_s);
     session.expected_peers = if args.role == Role::Worker { 0 } else { args.workers };
     session.spot_check_every = args.spot_check_every;
+    session.collective_timeout = Duration::from_secs(args.collective_timeout_s);
     app.add_plugins(session).init_resource::<SeenShared>().add_observer(record_shared);
     if args.wrong_results {
         app.world().resource::<bevy_p2p_inference::testing::FaultInjection>().serve_wrong_results();
@@ -300,8 +310,8 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// Classifies the images, single-peer and then split across the room, and prints the summary;
-/// returns the app, still in the room.
-fn run_coordinator(args: &Args) -> Result<App, String> {
+/// returns the app, still in the room, and the last prediction's output.
+fn run_coordinator(args: &Args) -> Result<(App, Option<Tensor>), String> {
     let images = load_images(&args.images)?;
     let mut app = build_app(args)?;
     let deadline = Instant::now() + Duration::from_secs(args.lifetime_s);
@@ -357,6 +367,7 @@ fn run_coordinator(args: &Args) -> Result<App, String> {
     let mut samples: Vec<StageSamples> = Vec::new();
     let mut revoke_after = args.revoke_after;
     let mut published = None;
+    let mut last_output = None;
     let mut published_entity: Option<Entity> = None;
     while done.iter().any(|d| !d) && Instant::now() < deadline {
         app.update();
@@ -381,6 +392,7 @@ fn run_coordinator(args: &Args) -> Result<App, String> {
             done[i] = true;
             let same = split.matches(&reference_outputs[*image], all_f32);
             let output = split.output.clone();
+            last_output = Some(output.clone());
             served_by_others += split.stages.iter().filter(|s| s.executor != Executor::Local).count();
             matches += same as usize;
             let ms = split.latency.as_secs_f64() * 1e3;
@@ -455,7 +467,7 @@ fn run_coordinator(args: &Args) -> Result<App, String> {
                "served_by_others": served_by_others, "median_ms": median, "p95_ms": p95, "bytes_per_request": bytes_per_request,
                "latencies_ms": latencies})
     );
-    Ok(app)
+    Ok((app, last_output))
 }
 
 /// Revokes the first trusted worker (as the room's owner) and reports it.
@@ -465,6 +477,37 @@ fn revoke_a_worker(app: &mut App) -> Result<(), String> {
     session.revoke(worker).map_err(|e| format!("--revoke-after: {e}"))?;
     println!("{}", json!({"event": "revoked", "peer": worker.to_string()}));
     Ok(())
+}
+
+/// The ensemble: every player's last class probabilities averaged by an all-reduce; prints
+/// `{"event": "ensemble", "members", "top1", "values"}` (or `"ensemble_failed"`).
+fn ensemble(mut app: App, args: &Args, last: Option<Tensor>) -> Result<App, String> {
+    let logits = last.ok_or("no prediction to ensemble")?;
+    let largest = logits.data().iter().copied().fold(f32::MIN, f32::max);
+    let exp: Vec<f32> = logits.data().iter().map(|v| (v - largest).exp()).collect();
+    let total: f32 = exp.iter().sum();
+    let probabilities = Tensor::new(logits.shape().to_vec(), exp.iter().map(|v| v / total).collect()).map_err(|e| e.to_string())?;
+    let op = CollectiveOp::AllReduce(Reduction::Mean);
+    let request = app.world_mut().spawn(CollectiveRequest { name: "ensemble".into(), op, input: Some(probabilities), dtype: TransferDtype::F32 }).id();
+    let deadline = Instant::now() + Duration::from_secs(args.collective_timeout_s + 5);
+    while Instant::now() < deadline {
+        app.update();
+        report_events_only(&mut app);
+        std::thread::sleep(frame_sleep(args));
+        let world = app.world();
+        if let Some(result) = world.get::<CollectiveResult>(request) {
+            let values = result.output.data();
+            let top1 = (0..values.len()).max_by(|&a, &b| values[a].total_cmp(&values[b])).unwrap_or(0);
+            println!("{}", json!({"event": "ensemble", "members": result.members.len(), "top1": top1, "values": values}));
+            return Ok(app);
+        }
+        if let Some(failed) = world.get::<CollectiveFailed>(request) {
+            println!("{}", json!({"event": "ensemble_failed", "error": failed.error.to_string()}));
+            return Ok(app);
+        }
+    }
+    println!("{}", json!({"event": "ensemble_failed", "error": "no result in time"}));
+    Ok(app)
 }
 
 /// When a serving player leaves.
@@ -536,7 +579,9 @@ fn main() -> ExitCode {
     let result = match args.role {
         Role::Coordinator => run_coordinator(&args).map(drop),
         Role::Worker => build_app(&args).and_then(|app| serve(app, &args, Leave::WhenNoOneAsks)),
-        Role::Player => run_coordinator(&args).and_then(|app| serve(app, &args, Leave::WhenIdle)),
+        Role::Player => run_coordinator(&args)
+            .and_then(|(app, last)| if args.ensemble { ensemble(app, &args, last) } else { Ok(app) })
+            .and_then(|app| serve(app, &args, Leave::WhenIdle)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -29,6 +29,7 @@ fn tensor_frames(values: &[f32], dtype: TransferDtype) -> Vec<Vec<u8>> {
         onward: None,
         trace: Vec::new(),
         shared: None,
+        collective: None,
     };
     split_into_chunks(header, &bytes)
         .into_iter()
@@ -129,6 +130,7 @@ proptest! {
                 onward: chained.then(|| Onward { owner: A, route: vec![B] }),
                 trace: Vec::new(),
                 shared: None,
+                collective: None,
             };
             let _ = reassembler.push(PeerUuid([peer; 16]), TensorChunk { header, index, count, payload }, now);
             prop_assert!(reassembler.held_bytes() <= limits.max_partial_bytes);

@@ -12,7 +12,8 @@
 # standard error; the last line is one JSON object over all of them: {"players", "requests",
 # "matches_single_peer", "lost", "served_by_others" (stages of a player's requests that another
 # player ran), "shared_updates" (values of the others' shared predictions each player took),
-# "median_ms", "p95_ms"}.
+# "allreduce_identical" (every player's ensemble, an all-reduce of the players' last class
+# probabilities, has every player as a member and the same bits), "median_ms", "p95_ms"}.
 #
 # PEER_BIN_DIR=DIR uses the `peer` and `signaling` binaries in DIR instead of building them (a
 # machine without cargo, such as the GPU machine of BENCHMARKS.md). P2P_WORKERS=N starts N
@@ -66,7 +67,7 @@ if [ "$players" -gt 0 ]; then
     pids=()
     for i in $(seq "$players"); do
         if [ "$i" = 1 ]; then authority=(--owner-key "${owner[0]}"); else authority=(--owner "${owner[1]}"); fi
-        "$bin/peer" --role player --room "$room" --key "$key" "${authority[@]}" --workers $((players - 1)) --share-predictions "$@" >"$out/player$i.jsonl" &
+        "$bin/peer" --role player --room "$room" --key "$key" "${authority[@]}" --workers $((players - 1)) --share-predictions --ensemble "$@" >"$out/player$i.jsonl" &
         pids+=($!)
     done
     status=0
@@ -75,7 +76,7 @@ if [ "$players" -gt 0 ]; then
     python3 - "$players" "$out"/player*.jsonl <<'PY'
 import json, math, sys
 players, files = int(sys.argv[1]), sys.argv[2:]
-summaries, served = [], []
+summaries, served, ensembles = [], [], []
 for path in files:
     for line in open(path):
         event = json.loads(line) if line.startswith("{") else {}
@@ -83,6 +84,8 @@ for path in files:
             summaries.append(event)
         if event.get("event") == "worker_summary":
             served.append(event)
+        if event.get("event") in ("ensemble", "ensemble_failed"):
+            ensembles.append(event)
 if len(summaries) != players:
     sys.exit(f"only {len(summaries)} of {players} players printed a summary")
 latencies = sorted(ms for s in summaries for ms in s["latencies_ms"])
@@ -93,6 +96,7 @@ def total(key):
 print(json.dumps({"players": players, "requests": total("requests"), "matches_single_peer": total("matches_single_peer"),
                   "lost": total("lost"), "served_by_others": total("served_by_others"),
                   "shared_updates": sum(s["shared_updates"] for s in served),
+                  "allreduce_identical": len(ensembles) == players and all(e.get("members") == players and e.get("values") == ensembles[0].get("values") for e in ensembles),
                   "median_ms": quantile(0.5), "p95_ms": quantile(0.95)}))
 PY
     exit $status

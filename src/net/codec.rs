@@ -12,6 +12,8 @@ use super::wire::{Reader, Writer};
 pub use super::wire::{FrameError, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use super::wire::MAGIC;
 use super::hello::{read_hello, write_hello};
+use super::collective_tag::{read_tag, write_tag, MAX_TAG_BYTES};
+pub use super::collective_tag::{CollectiveOp, CollectiveTag, Reduction, MAX_MEMBERS};
 use super::seal::SEAL_TAG_BYTES;
 use super::token::IdentityKey;
 use crate::tensor::TransferDtype;
@@ -26,8 +28,8 @@ pub const MAX_ROUTE: usize = 8;
 /// The largest encoded tensor header: its fixed fields (69 bytes at most), an owner and
 /// [`MAX_ROUTE`] peers onward (16 bytes each, two counts), [`MAX_ROUTE`] stage timings (14
 /// bytes each)
-/// and, for a shared tensor, its owner and name (two length bytes).
-const MAX_TENSOR_HEADER_BYTES: usize = 69 + 1 + 16 + 1 + 16 * MAX_ROUTE + 1 + 14 * MAX_ROUTE + 1 + 16 + 2 + MAX_SHARED_NAME;
+/// for a shared tensor, its owner and name (two length bytes), and for a collective, its tag.
+const MAX_TENSOR_HEADER_BYTES: usize = 69 + 1 + 16 + 1 + 16 * MAX_ROUTE + 1 + 14 * MAX_ROUTE + 1 + 16 + 2 + MAX_SHARED_NAME + 1 + MAX_TAG_BYTES;
 /// The largest tensor payload carried by one chunk.
 pub const MAX_CHUNK_PAYLOAD: usize = MAX_FRAME_BYTES - FRAME_HEADER_BYTES - TAG_BYTES - MAX_TENSOR_HEADER_BYTES;
 /// The most dimensions a tensor on the wire may have.
@@ -45,12 +47,16 @@ pub enum Direction {
     /// A new value of a tensor its owner shares with every player (its version in the
     /// header's `request`, its owner and name in [`TensorHeader::shared`]).
     Shared,
+    /// A player's part in a collective (its sender and the collective's name in
+    /// [`TensorHeader::shared`], the collective in [`TensorHeader::collective`]).
+    Collective,
 }
 
 /// The longest name of a shared tensor, in bytes.
 pub const MAX_SHARED_NAME: usize = 64;
 
-/// Which shared tensor a value is of: the player that owns it and the name it shares it under.
+/// Which shared tensor a value is of: the player that owns it and the name it shares it under
+/// (or, for a collective's contribution, the player contributing and the collective's name).
 /// Only the owner may send values of it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SharedKey {
@@ -122,8 +128,12 @@ pub struct TensorHeader {
     /// every stage of its chain (one, unchained); for a chained input, the chain's stages so
     /// far (at most [`MAX_ROUTE`]).
     pub trace: Vec<StageTiming>,
-    /// For a shared tensor ([`Direction::Shared`], and only then): whose it is and its name.
+    /// For a shared tensor or a collective's contribution ([`Direction::Shared`] or
+    /// [`Direction::Collective`], and only then): whose it is and its name.
     pub shared: Option<SharedKey>,
+    /// For a collective's contribution ([`Direction::Collective`], and only then): the
+    /// collective.
+    pub collective: Option<CollectiveTag>,
 }
 
 impl TensorHeader {
@@ -308,6 +318,7 @@ fn write_chunk(w: &mut Writer, chunk: &TensorChunk) {
         Direction::StageInput => 0,
         Direction::StageOutput => 1,
         Direction::Shared => 2,
+        Direction::Collective => 3,
     });
     w.u8(match h.dtype {
         TransferDtype::F32 => 0,
@@ -347,6 +358,13 @@ fn write_chunk(w: &mut Writer, chunk: &TensorChunk) {
             w.text(&key.name);
         }
     }
+    match &h.collective {
+        None => w.u8(0),
+        Some(tag) => {
+            w.u8(1);
+            write_tag(w, tag);
+        }
+    }
     w.u16(chunk.index);
     w.u16(chunk.count);
     w.u32(chunk.payload.len() as u32);
@@ -360,6 +378,7 @@ fn read_chunk(r: &mut Reader) -> Result<TensorChunk, FrameError> {
         0 => Direction::StageInput,
         1 => Direction::StageOutput,
         2 => Direction::Shared,
+        3 => Direction::Collective,
         other => return Err(r.malformed(format!("direction {other}"))),
     };
     let dtype = match r.u8()? {
@@ -408,14 +427,19 @@ fn read_chunk(r: &mut Reader) -> Result<TensorChunk, FrameError> {
         }
         other => return Err(r.malformed(format!("shared flag {other}"))),
     };
-    if shared.is_some() != (direction == Direction::Shared) {
-        return Err(r.malformed("a shared tensor's key goes with its direction, and only with it"));
+    let collective = match r.u8()? {
+        0 => None,
+        1 => Some(read_tag(r)?),
+        other => return Err(r.malformed(format!("collective flag {other}"))),
+    };
+    if shared.is_some() != matches!(direction, Direction::Shared | Direction::Collective) || collective.is_some() != (direction == Direction::Collective) {
+        return Err(r.malformed("a shared tensor's key and a collective's tag go with their directions, and only with them"));
     }
     let index = r.u16()?;
     let count = r.u16()?;
     let len = r.u32()? as usize;
     let payload = r.take(len)?.to_vec();
-    Ok(TensorChunk { header: TensorHeader { request, stage, direction, dtype, shape, params, total_bytes, onward, trace, shared }, index, count, payload })
+    Ok(TensorChunk { header: TensorHeader { request, stage, direction, dtype, shape, params, total_bytes, onward, trace, shared, collective }, index, count, payload })
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ fn chunk() -> TensorChunk {
             onward: Some(Onward { owner: A, route: vec![B] }),
             trace: vec![StageTiming { stage: 1, run_us: 1500, gpu_us: Some(900), network_us: None }],
             shared: None,
+            collective: None,
         },
         index: 0,
         count: 1,

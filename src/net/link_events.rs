@@ -185,9 +185,12 @@ pub struct SentTensor {
     /// The remote stages already run for it, with their times (see
     /// [`super::codec::TensorHeader::trace`]).
     pub trace: Vec<super::codec::StageTiming>,
-    /// For a shared tensor's value: whose it is and its name (see
-    /// [`super::codec::TensorHeader::shared`]).
+    /// For a shared tensor's value or a collective's contribution: whose it is and its name
+    /// (see [`super::codec::TensorHeader::shared`]).
     pub shared: Option<super::codec::SharedKey>,
+    /// For a collective's contribution: the collective (see
+    /// [`super::codec::TensorHeader::collective`]).
+    pub collective: Option<super::codec::CollectiveTag>,
 }
 
 impl SentTensor {
@@ -198,7 +201,7 @@ impl SentTensor {
         let onward = self.onward.as_ref()?;
         let stage = self.stage.checked_sub(1).filter(|_| self.direction == super::codec::Direction::StageInput)?;
         let direction = super::codec::Direction::StageOutput;
-        Some(SentTensor { peer: onward.owner, request: self.request, stage, direction, onward: None, trace: self.trace.clone(), shared: None })
+        Some(SentTensor { peer: onward.owner, request: self.request, stage, direction, onward: None, trace: self.trace.clone(), shared: None, collective: None })
     }
 }
 
@@ -215,8 +218,10 @@ pub enum SendError {
     /// wire format.
     #[error("the tensor is too large for the wire format")]
     TooLarge,
-    /// A shared tensor's value without its key, a key on anything else, or a name longer than
-    /// [`super::codec::MAX_SHARED_NAME`] bytes.
-    #[error("a shared tensor's key is missing, misplaced or too long")]
+    /// A shared tensor's value or a collective's contribution without its key (or a
+    /// contribution without its tag), a key or tag on anything else, a name longer than
+    /// [`super::codec::MAX_SHARED_NAME`] bytes, or more than [`super::codec::MAX_MEMBERS`]
+    /// members.
+    #[error("a shared tensor's key or a collective's tag is missing, misplaced or too long")]
     InvalidSharedKey,
 }

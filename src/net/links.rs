@@ -16,7 +16,7 @@ use std::time::Duration;
 use bevy::platform::time::Instant;
 
 use super::auth::{LinkKeys, PeerUuid, Permissions};
-use super::codec::{decode_frame, encode_frame, split_into_chunks, Direction, FrameError, Hello, Message, TensorChunk, TensorHeader, MAX_RANK, MAX_ROUTE, MAX_SHARED_NAME};
+use super::codec::{decode_frame, encode_frame, split_into_chunks, Direction, FrameError, Hello, Message, TensorChunk, TensorHeader, MAX_MEMBERS, MAX_RANK, MAX_ROUTE, MAX_SHARED_NAME};
 use super::credentials::{Admission, Credentials};
 use super::pake::{is_exchange_frame, ExchangeStep, LinkKeyExchange};
 use super::peer_link::LinkCiphers;
@@ -311,16 +311,17 @@ impl Links {
                     (Direction::StageInput, Some(onward)) if onward.owner != from => Some(onward.owner),
                     _ => None,
                 };
-                // A shared tensor's value needs no permission, only its owner's hand.
+                // A shared tensor's value and a collective's contribution need no permission,
+                // only their owner's hand.
                 let needed = match (chunk.header.direction, forwarded_for) {
                     (Direction::StageInput, None) => Permissions::SUBMIT_REQUESTS,
                     (Direction::StageInput, Some(_)) | (Direction::StageOutput, _) => Permissions::RUN_STAGES,
-                    (Direction::Shared, _) => Permissions::NONE,
+                    (Direction::Shared | Direction::Collective, _) => Permissions::NONE,
                 };
                 let ours = match chunk.header.direction {
                     Direction::StageInput => Permissions::RUN_STAGES,
                     Direction::StageOutput => Permissions::SUBMIT_REQUESTS,
-                    Direction::Shared => Permissions::NONE,
+                    Direction::Shared | Direction::Collective => Permissions::NONE,
                 };
                 if let Some(key) = chunk.header.shared.as_ref().filter(|key| key.owner != from) {
                     let name = key.name.clone();
@@ -636,7 +637,9 @@ fn encode_tensor(tensor: &SentTensor, value: &Tensor, dtype: TransferDtype) -> R
         return Err(SendError::TooLarge);
     }
     let shared_name_fits = tensor.shared.as_ref().is_none_or(|key| key.name.len() <= MAX_SHARED_NAME);
-    if tensor.shared.is_some() != (tensor.direction == Direction::Shared) || !shared_name_fits {
+    let members_fit = tensor.collective.as_ref().is_none_or(|tag| tag.members.len() <= MAX_MEMBERS);
+    let keyed = matches!(tensor.direction, Direction::Shared | Direction::Collective);
+    if tensor.shared.is_some() != keyed || tensor.collective.is_some() != (tensor.direction == Direction::Collective) || !shared_name_fits || !members_fit {
         return Err(SendError::InvalidSharedKey);
     }
     let (payload, params) = encode_values(value.data(), dtype);
@@ -652,6 +655,7 @@ fn encode_tensor(tensor: &SentTensor, value: &Tensor, dtype: TransferDtype) -> R
         onward: tensor.onward.clone(),
         trace: tensor.trace.clone(),
         shared: tensor.shared.clone(),
+        collective: tensor.collective.clone(),
     };
     Ok((header, payload))
 }

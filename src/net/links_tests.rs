@@ -351,7 +351,7 @@ fn a_shared_tensor_s_value_reaches_every_player_from_its_owner_only() {
 
 /// A tensor for `peer`: request `request`'s `stage`, not chained.
 fn to(peer: PeerUuid, request: u64, stage: u16, direction: Direction) -> SentTensor {
-    SentTensor { peer, request, stage, direction, onward: None, trace: Vec::new(), shared: None }
+    SentTensor { peer, request, stage, direction, onward: None, trace: Vec::new(), shared: None, collective: None }
 }
 
 fn stage_input(values: usize) -> Tensor {
@@ -499,6 +499,7 @@ impl Hostile {
             onward: None,
             trace: Vec::new(),
             shared: None,
+            collective: None,
         };
         let payload = self.cipher.seal(self.sequence + 1, &payload);
         self.frame(&Message::Tensor(TensorChunk { header, index: 0, count: 1, payload }))

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod codec;
+mod collective_tag;
 mod credentials;
 mod hello;
 pub mod latency;
@@ -30,6 +31,7 @@ pub use pake::{ExchangeError, ExchangeStep, LinkKeyExchange, EXCHANGE_KIND};
 pub use credentials::{RoomAuthority, RoomOwner};
 pub use token::{CapabilityToken, IdentityKey, OwnerKey, OwnerPublicKey, PlayerIdentity, TokenError, TokenHolder, TOKEN_BYTES};
 pub use codec::{decode_frame, encode_frame, seal_frame, Capabilities, Direction, FrameError, Hello, Message, ReplayGuard, SharedKey, TensorChunk, TensorHeader, MAX_SHARED_NAME};
+pub use codec::{CollectiveOp, CollectiveTag, Reduction, MAX_MEMBERS};
 pub use latency::RttStats;
 pub use room_key::{RoomKey, RoomKeyError};
 pub use seal::{TensorCipher, Unsealed, SEAL_TAG_BYTES, SESSION_NONCE_BYTES};

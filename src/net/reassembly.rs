@@ -278,6 +278,7 @@ mod tests {
             onward: None,
             trace: Vec::new(),
             shared: None,
+            collective: None,
         };
         (data, split_into_chunks(header, &bytes))
     }

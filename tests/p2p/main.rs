@@ -86,7 +86,7 @@ impl Process {
     /// and serves; the owner of the room if `owner`.
     fn player(owner: bool, others: &str, rounds: &str) -> Process {
         let authority = if owner { ["--owner-key", OWNER_SECRET] } else { ["--owner", OWNER_PUBLIC] };
-        let mut args = vec!["--role", "player", "--room", ROOM, "--key", KEY, "--plan", INT8_PLAN, "--rounds", rounds, "--workers", others, "--lifetime-s", "150", "--share-predictions"];
+        let mut args = vec!["--role", "player", "--room", ROOM, "--key", KEY, "--plan", INT8_PLAN, "--rounds", rounds, "--workers", others, "--lifetime-s", "150", "--share-predictions", "--ensemble"];
         args.extend_from_slice(&authority);
         Process::spawn("peer", &args)
     }
@@ -323,9 +323,9 @@ fn a_worker_revoked_by_the_owner_is_refused_by_everyone_and_no_request_is_lost()
 }
 
 #[test]
-fn players_each_asking_and_serving_and_one_joining_mid_run_all_get_single_peer_results() {
+fn players_ask_and_serve_one_joins_mid_run_and_all_share_predictions_and_one_bit_identical_ensemble() {
     let _serial = Serial::lock();
-    in_namespace("players_each_asking_and_serving_and_one_joining_mid_run_all_get_single_peer_results", || {
+    in_namespace("players_ask_and_serve_one_joins_mid_run_and_all_share_predictions_and_one_bit_identical_ensemble", || {
         let _server = signaling();
         // Two players start; each splits its requests over the other (and itself).
         let mut first = Process::player(true, "1", "3");
@@ -343,12 +343,31 @@ fn players_each_asking_and_serving_and_one_joining_mid_run_all_get_single_peer_r
             assert!(summary["served_by_others"].as_u64() > Some(0), "{name}'s stages all ran at home: {summary}");
             let served = events.last().filter(|e| e["event"] == "worker_summary").unwrap_or_else(|| panic!("{name} printed no worker summary:\n{err}"));
             assert!(served["stages_served"].as_u64() > Some(0), "{name} served no one: {served}");
-            summaries.push((name, summary, served.clone()));
+            let ensemble = events_of(&events, "ensemble").first().copied().cloned().unwrap_or_else(|| panic!("{name} has no ensemble:\n{events:?}"));
+            assert_eq!(ensemble["members"], 3, "{name}: {ensemble}");
+            summaries.push((name, summary, served.clone(), ensemble));
+        }
+        // The ensemble (an all-reduce of the players' class probabilities) is the same bits on
+        // every player, and the mean of their last predictions' probabilities, worked out here.
+        let softmax = |logits: &[f64]| {
+            let largest = logits.iter().copied().fold(f64::MIN, f64::max);
+            let exp: Vec<f64> = logits.iter().map(|v| (v - largest).exp()).collect();
+            exp.iter().map(|v| v / exp.iter().sum::<f64>()).collect::<Vec<f64>>()
+        };
+        let floats = |v: &Value| v.as_array().expect("numbers").iter().map(|x| x.as_f64().expect("a number")).collect::<Vec<f64>>();
+        let probabilities: Vec<Vec<f64>> = summaries.iter().map(|(_, summary, ..)| softmax(&floats(&summary["published"]))).collect();
+        let ensemble = floats(&summaries[0].3["values"]);
+        for (name, .., other) in &summaries {
+            assert_eq!(other["values"], summaries[0].3["values"], "{name}'s ensemble differs from the first's");
+        }
+        for (class, &got) in ensemble.iter().enumerate() {
+            let expected = probabilities.iter().map(|p| p[class]).sum::<f64>() / 3.0;
+            assert!((got - expected).abs() < 1e-5, "class {class}: {got} against {expected}");
         }
         // Each player shared its latest prediction; every other player holds exactly that value
         // (f32: bit for bit), the late one included.
-        for (owner_name, owner, _) in &summaries {
-            for (holder_name, _, served) in summaries.iter().filter(|(n, _, _)| n != owner_name) {
+        for (owner_name, owner, ..) in &summaries {
+            for (holder_name, _, served, _) in summaries.iter().filter(|(n, ..)| n != owner_name) {
                 let held = served["shared"].as_array().and_then(|s| s.iter().find(|v| v["owner"] == owner["id"] && v["name"] == "prediction"));
                 let held = held.unwrap_or_else(|| panic!("{holder_name} holds no prediction of {owner_name}: {served}"));
                 assert_eq!(held["values"], owner["published"], "{holder_name}'s copy of {owner_name}'s prediction");

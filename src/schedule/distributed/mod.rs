@@ -13,6 +13,7 @@
 //! [`InferenceRequest`]: super::InferenceRequest
 //! [`Prediction`]: super::Prediction
 
+pub mod collective;
 mod problem;
 pub mod shared;
 mod spot_check;
@@ -27,6 +28,7 @@ use bevy::prelude::*;
 use super::InferenceSystems;
 use crate::net::{Permissions, RoomAuthority, RoomKey, SessionEvent};
 pub use problem::SessionProblem;
+pub use collective::{CollectiveDone, CollectiveError, CollectiveFailed, CollectiveFailedEvent, CollectiveRequest, CollectiveResult, Collectives};
 pub use shared::{PublishedTensor, RemoteTensor, RemoteTensorChanged, SharedTensorRules, SharedTensors};
 pub use state::{Distributed, RequestTraffic};
 
@@ -111,6 +113,9 @@ pub struct PeerSessionPlugin {
     pub max_timeouts: u32,
     /// What this player accepts of the tensors the others share (see [`PublishedTensor`]).
     pub shared_tensors: SharedTensorRules,
+    /// A collective still missing parts after this long fails (default 10 s; see
+    /// [`CollectiveRequest`]).
+    pub collective_timeout: Duration,
     /// STUN/TURN server URLs for ICE. Empty by default: host candidates only, which reach peers
     /// on the same machine or network and contact no outside server.
     pub ice_servers: Vec<String>,
@@ -136,6 +141,7 @@ impl PeerSessionPlugin {
             spot_check_every: 0,
             max_timeouts: 3,
             shared_tensors: SharedTensorRules::default(),
+            collective_timeout: Duration::from_secs(10),
             ice_servers: Vec::new(),
         }
     }
@@ -153,6 +159,7 @@ impl Plugin for PeerSessionPlugin {
             .add_message::<SessionProblem>()
             .insert_resource(Distributed::new(self.clone()))
             .insert_resource(SharedTensors::new(self.shared_tensors.clone()))
+            .insert_resource(Collectives::new(self.collective_timeout))
             .configure_sets(PreUpdate, InferenceSystems::Session.after(InferenceSystems::ReceiveResults))
             .add_systems(Startup, load_assets)
             .add_systems(
@@ -161,7 +168,13 @@ impl Plugin for PeerSessionPlugin {
                     .chain()
                     .in_set(InferenceSystems::Session),
             )
-            .add_systems(PreUpdate, (shared::publish_shared_tensors, shared::exchange_shared_tensors).chain().after(poll_session).in_set(InferenceSystems::Session))
+            .add_systems(
+                PreUpdate,
+                (shared::publish_shared_tensors, shared::exchange_shared_tensors, collective::start_collectives, collective::advance_collectives)
+                    .chain()
+                    .after(poll_session)
+                    .in_set(InferenceSystems::Session),
+            )
             .add_systems(PostUpdate, claim_requests.before(InferenceSystems::SubmitRequests));
     }
 }

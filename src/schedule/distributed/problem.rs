@@ -150,4 +150,15 @@ pub enum SessionProblem {
     /// bytes; it is not shared.
     #[error("the shared tensor name {0:?} is longer than the wire allows")]
     SharedNameTooLong(String),
+    /// A part for a collective that this player has finished, or beyond the parts it keeps
+    /// for collectives it has not started yet.
+    #[error("a part of collective {name:?} round {round} from {peer} was refused")]
+    CollectivePartRefused {
+        /// The player that sent it.
+        peer: PeerUuid,
+        /// The collective's name.
+        name: String,
+        /// Its round.
+        round: u64,
+    },
 }

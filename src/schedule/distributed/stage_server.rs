@@ -182,11 +182,11 @@ pub(super) fn next_hop(from: PeerUuid, header: &TensorHeader, timing: StageTimin
         Some(Onward { owner, route }) => match route.split_first() {
             Some((next, rest)) => {
                 let onward = Some(Onward { owner: *owner, route: rest.to_vec() });
-                SentTensor { peer: *next, request, stage: stage + 1, direction: Direction::StageInput, onward, trace, shared: None }
+                SentTensor { peer: *next, request, stage: stage + 1, direction: Direction::StageInput, onward, trace, shared: None, collective: None }
             }
-            None => SentTensor { peer: *owner, request, stage, direction: Direction::StageOutput, onward: None, trace, shared: None },
+            None => SentTensor { peer: *owner, request, stage, direction: Direction::StageOutput, onward: None, trace, shared: None, collective: None },
         },
-        None => SentTensor { peer: from, request, stage, direction: Direction::StageOutput, onward: None, trace, shared: None },
+        None => SentTensor { peer: from, request, stage, direction: Direction::StageOutput, onward: None, trace, shared: None, collective: None },
     }
 }
 
@@ -212,6 +212,7 @@ mod tests {
             onward,
             trace,
             shared: None,
+            collective: None,
         }
     }
 
@@ -293,7 +294,7 @@ mod tests {
         let timing = StageTiming { stage: 1, run_us: 300, gpu_us: Some(120), network_us: Some(90) };
         let sent = next_hop(OWNER, &input(1, None, vec![]), timing);
         let trace = vec![timing];
-        assert_eq!(sent, SentTensor { peer: OWNER, request: 5, stage: 1, direction: Direction::StageOutput, onward: None, trace, shared: None });
+        assert_eq!(sent, SentTensor { peer: OWNER, request: 5, stage: 1, direction: Direction::StageOutput, onward: None, trace, shared: None, collective: None });
     }
 
     #[test]
@@ -302,10 +303,10 @@ mod tests {
         let first = StageTiming { stage: 1, run_us: 300, gpu_us: Some(120), network_us: Some(90) };
         let forwarded = next_hop(OWNER, &input(1, chain, vec![]), first);
         let onward = Some(Onward { owner: OWNER, route: vec![] });
-        assert_eq!(forwarded, SentTensor { peer: W2, request: 5, stage: 2, direction: Direction::StageInput, onward: onward.clone(), trace: vec![first], shared: None });
+        assert_eq!(forwarded, SentTensor { peer: W2, request: 5, stage: 2, direction: Direction::StageInput, onward: onward.clone(), trace: vec![first], shared: None, collective: None });
         let second = StageTiming { stage: 2, run_us: 400, gpu_us: None, network_us: Some(80) };
         let back = next_hop(W1, &input(2, onward, vec![first]), second);
         let trace = vec![first, second];
-        assert_eq!(back, SentTensor { peer: OWNER, request: 5, stage: 2, direction: Direction::StageOutput, onward: None, trace, shared: None });
+        assert_eq!(back, SentTensor { peer: OWNER, request: 5, stage: 2, direction: Direction::StageOutput, onward: None, trace, shared: None, collective: None });
     }
 }

@@ -235,8 +235,8 @@ pub(super) fn handle_session_events(
             }
             // A tensor with a trace carries the output of a stage this peer ran for another
             // (passed on along a chain, or back); one without is this coordinator's own input.
-            // A shared tensor's value is the shared tensors' business.
-            SessionEvent::TensorSent { tensor, .. } | SessionEvent::SendFailed { tensor, .. } if tensor.direction == Direction::Shared => {}
+            // Shared tensors' values and collectives' contributions are their own business.
+            SessionEvent::TensorSent { tensor, .. } | SessionEvent::SendFailed { tensor, .. } if matches!(tensor.direction, Direction::Shared | Direction::Collective) => {}
             SessionEvent::TensorSent { tensor, .. } if !tensor.trace.is_empty() => state.stages_served += 1,
             SessionEvent::TensorSent { tensor, bytes } => {
                 if let Some(t) = state.tracked.get_mut(&tensor.request) {
@@ -254,13 +254,13 @@ pub(super) fn handle_session_events(
                     Direction::StageOutput => {
                         problems.write(SessionProblem::CannotReturnStage { request, stage, error });
                     }
-                    Direction::Shared => {}
+                    Direction::Shared | Direction::Collective => {}
                 }
             }
             SessionEvent::Tensor(received) => match received.direction {
                 // Taken on the transport's side by the stage server, which starts the stage at
                 // once; shared tensors' values by the shared tensors.
-                Direction::StageInput | Direction::Shared => {}
+                Direction::StageInput | Direction::Shared | Direction::Collective => {}
                 Direction::StageOutput => {
                     let assignment = state.assignment.clone();
                     let (request, stage) = (received.shared.request, received.shared.stage as usize);
@@ -344,7 +344,7 @@ pub(super) fn advance_pipeline(
                 let own = session.as_deref().and_then(PeerSession::id);
                 // A chain needs this peer's id as its owner; until it has one, stages go one at a time.
                 let onward = own.filter(|_| !onward.is_empty()).map(|owner| Onward { owner, route: onward });
-                let sent = SentTensor { peer, request, stage: stage as u16, direction: Direction::StageInput, onward, trace: Vec::new(), shared: None };
+                let sent = SentTensor { peer, request, stage: stage as u16, direction: Direction::StageInput, onward, trace: Vec::new(), shared: None, collective: None };
                 let queued = session.as_deref_mut().ok_or(SendError::SocketClosed).and_then(|s| s.send_tensor(sent, input, dtype));
                 if let Err(error) = queued {
                     problems.write(SessionProblem::CannotSendStage { request, stage, error });
@@ -441,7 +441,7 @@ fn pass_on(onward: &[PeerUuid], request: u64, stage: usize, state: &Distributed,
     let session = session?;
     let owner = session.id()?;
     let dtype = *state.input_dtypes.get(stage + 1)?;
-    let next = SentTensor { peer: first, request, stage: (stage + 1) as u16, direction: Direction::StageInput, onward: Some(Onward { owner, route: route.to_vec() }), trace: Vec::new(), shared: None };
+    let next = SentTensor { peer: first, request, stage: (stage + 1) as u16, direction: Direction::StageInput, onward: Some(Onward { owner, route: route.to_vec() }), trace: Vec::new(), shared: None, collective: None };
     let (sender, main_world) = (session.tensor_sender(), results.sender.clone());
     Some(JobReply(Arc::new(move |outcome: JobOutcome| {
         if let Ok(output) = &outcome.result {

@@ -83,6 +83,7 @@ fn chunk(bytes: &[u8]) -> Option<TensorChunk> {
         onward: None,
         trace: Vec::new(),
         shared: None,
+        collective: None,
     };
     Some(TensorChunk { header, index: u16::from_le_bytes([fields[19], fields[20]]), count: u16::from_le_bytes([fields[21], fields[22]]), payload: payload.to_vec() })
 }

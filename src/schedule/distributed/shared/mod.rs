@@ -196,6 +196,7 @@ pub(super) fn exchange_shared_tensors(
             onward: None,
             trace: Vec::new(),
             shared: Some(SharedKey { owner, name: name.clone() }),
+            collective: None,
         };
         if let Err(error) = session.send_tensor(sent, tensor.clone(), *dtype) {
             shared.outbox.failed(peer, &name, version);

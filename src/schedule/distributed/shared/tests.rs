@@ -42,6 +42,7 @@ fn value(owner: PeerUuid, name: &str, version: u64, tensor: Tensor) -> PeerSessi
         onward: None,
         trace: Vec::new(),
         shared: Some(key(owner, name)),
+        collective: None,
     };
     let shared = crate::tensor::SharedTensor { request: version, stage: 0, tensor, dtype: TransferDtype::F32 };
     PeerSessionEvent(SessionEvent::Tensor(ReceivedTensor { from: owner, direction: Direction::Shared, header, shared, transfer: TransferTiming::default() }))
