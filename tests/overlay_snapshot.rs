@@ -7,7 +7,7 @@ use std::time::Duration;
 use bevy_p2p_inference::diagnostics::{HistoryEntry, InferenceHistory};
 use bevy_p2p_inference::model::{import_onnx, run_reference};
 use bevy_p2p_inference::net::PeerUuid;
-use bevy_p2p_inference::overlay::widgets::{overlay_ui, PeerRow, ThumbnailCache};
+use bevy_p2p_inference::overlay::widgets::{overlay_ui, OverlayView, PeerRow, SharedRow, ThumbnailCache};
 use bevy_p2p_inference::schedule::pipeline::{Executor, HopTiming, StageRecord};
 use bevy_p2p_inference::Tensor;
 use egui_kittest::kittest::Queryable;
@@ -59,7 +59,7 @@ fn history() -> InferenceHistory {
 fn peers() -> Vec<PeerRow> {
     vec![PeerRow {
         id: "5ea117".into(),
-        role: "worker".into(),
+        role: "player".into(),
         adapter: "llvmpipe (Vulkan)".into(),
         rtt_ms: Some((0.31, 0.52, 0.04)),
         last_heard_ms: 42.0,
@@ -72,20 +72,25 @@ fn peers() -> Vec<PeerRow> {
 }
 
 #[test]
-fn the_overlay_renders_predictions_peers_and_stages_without_a_display() {
+fn the_overlay_renders_predictions_peers_shared_tensors_and_stages_without_a_display() {
     let history = history();
     let peers = peers();
+    let shared = vec![
+        SharedRow { owner: "you".into(), name: "prediction".into(), version: None, shape: vec![1, 10], top: Some((7, 9.25)) },
+        SharedRow { owner: "5ea117".into(), name: "prediction".into(), version: Some(12), shape: vec![1, 10], top: Some((8, 7.5)) },
+    ];
     let names: Vec<String> = CLASSES.iter().map(|s| s.to_string()).collect();
     let mut thumbnails = ThumbnailCache::default();
     let mut harness = Harness::builder()
         .with_size((800.0, 700.0))
         .wgpu()
-        .build_ui(|ui| overlay_ui(ui, &history, &peers, &names, &mut thumbnails));
+        .build_ui(|ui| overlay_ui(ui, OverlayView { history: &history, peers: &peers, shared: &shared, class_names: &names }, &mut thumbnails));
     harness.run();
     harness.fit_contents();
 
     let hop_columns = ["network", "queue", "GPU", "back"];
-    for label in ["Ankle boot", "Bag", "Sneaker", "Predictions", "Peers", "Stages", "Latency", "worker", "trusted", "llvmpipe (Vulkan)"].iter().chain(&hop_columns) {
+    let labels = ["Ankle boot", "Bag", "Sneaker", "Predictions", "Peers", "Shared tensors", "Stages", "Latency", "player", "trusted", "llvmpipe (Vulkan)", "Sneaker (9.250)", "Bag (7.500)"];
+    for label in labels.iter().chain(&hop_columns) {
         assert!(harness.query_all_by_label(label).next().is_some(), "the overlay shows no '{label}'");
     }
     // Stage 1's input took 1200 / 8 µs on the network; stage 0 queued 900 * 3 / 4 - 900 / 4 µs.

@@ -1,5 +1,5 @@
 //! [`InferenceOverlayPlugin`]: a debug overlay (bevy_egui) showing recent predictions, the peers
-//! of the session and per-stage timings; one key toggles it. The widgets are in [`widgets`].
+//! of the session, the tensors shared in it and per-stage timings; one key toggles it. The widgets are in [`widgets`].
 
 pub mod widgets;
 
@@ -7,7 +7,7 @@ use bevy::prelude::*;
 use bevy_egui::{egui, EguiContexts, EguiPlugin, EguiPrimaryContextPass};
 
 use crate::diagnostics::{InferenceDiagnosticsPlugin, InferenceHistory};
-use widgets::{overlay_ui, PeerRow, ThumbnailCache};
+use widgets::{overlay_ui, OverlayView, PeerRow, SharedRow, ThumbnailCache};
 
 /// Adds the inspector overlay (and [`InferenceDiagnosticsPlugin`] and `EguiPlugin` if absent).
 #[derive(Clone, Debug)]
@@ -41,6 +41,10 @@ pub struct InferenceOverlay {
 #[derive(Resource, Default, Clone, Debug)]
 pub struct PeerRows(pub Vec<PeerRow>);
 
+/// The shared tensors table as last built from the session's components (empty without one).
+#[derive(Resource, Default, Clone, Debug)]
+pub struct SharedRows(pub Vec<SharedRow>);
+
 impl Plugin for InferenceOverlayPlugin {
     fn build(&self, app: &mut App) {
         if !app.is_plugin_added::<EguiPlugin>() {
@@ -51,10 +55,11 @@ impl Plugin for InferenceOverlayPlugin {
         }
         app.insert_resource(InferenceOverlay { visible: self.visible, toggle: self.toggle, class_names: self.class_names.clone() })
             .init_resource::<PeerRows>()
+            .init_resource::<SharedRows>()
             .add_systems(Update, toggle_overlay)
             .add_systems(EguiPrimaryContextPass, draw_overlay);
         #[cfg(feature = "p2p")]
-        app.add_systems(Update, peers::collect_peer_rows);
+        app.add_systems(Update, (peers::collect_peer_rows, peers::collect_shared_rows));
     }
 }
 
@@ -69,6 +74,7 @@ fn draw_overlay(
     overlay: Res<InferenceOverlay>,
     history: Res<InferenceHistory>,
     peers: Res<PeerRows>,
+    shared: Res<SharedRows>,
     mut thumbnails: Local<ThumbnailCache>,
 ) -> Result {
     if !overlay.visible {
@@ -76,7 +82,8 @@ fn draw_overlay(
     }
     let ctx = contexts.ctx_mut()?;
     egui::Window::new("Inference").default_width(460.0).show(ctx, |ui| {
-        overlay_ui(ui, &history, &peers.0, &overlay.class_names, &mut thumbnails);
+        let view = OverlayView { history: &history, peers: &peers.0, shared: &shared.0, class_names: &overlay.class_names };
+        overlay_ui(ui, view, &mut thumbnails);
         ui.small(format!("{} predictions so far; {:?} hides this", history.total(), overlay.toggle));
     });
     Ok(())
@@ -86,7 +93,9 @@ fn draw_overlay(
 mod peers {
     use bevy::prelude::*;
 
-    use super::{PeerRow, PeerRows};
+    use super::{PeerRow, PeerRows, SharedRow, SharedRows};
+    use crate::schedule::distributed::{PublishedTensor, RemoteTensor};
+    use crate::tensor::Tensor;
     use crate::net::session::PeerSession;
     use crate::net::LinkState;
     use crate::net::Permissions;
@@ -106,8 +115,9 @@ mod peers {
                 });
                 let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
                 let role = match (link.state, link.permissions()) {
-                    (LinkState::Trusted, p) if p.contains(Permissions::SUBMIT_REQUESTS) => "coordinator",
-                    (LinkState::Trusted, _) => "worker",
+                    (LinkState::Trusted, Permissions::COORDINATOR) => "player",
+                    (LinkState::Trusted, p) if p.contains(Permissions::RUN_STAGES) => "server",
+                    (LinkState::Trusted, _) => "spectator",
                     _ => "?",
                 };
                 PeerRow {
@@ -134,5 +144,25 @@ mod peers {
             .collect();
         table.sort_by(|a, b| a.id.cmp(&b.id));
         rows.0 = table;
+    }
+
+    /// Rebuilds the shared tensors table: this player's own, then the others', by owner and name.
+    pub(super) fn collect_shared_rows(published: Query<&PublishedTensor>, remote: Query<&RemoteTensor>, mut rows: ResMut<SharedRows>) {
+        let top = |t: &Tensor| t.data().iter().copied().enumerate().max_by(|a, b| a.1.total_cmp(&b.1));
+        let mut own: Vec<SharedRow> = published
+            .iter()
+            .map(|p| SharedRow { owner: "you".into(), name: p.name.clone(), version: None, shape: p.tensor.shape().to_vec(), top: top(&p.tensor) })
+            .collect();
+        own.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut others: Vec<&RemoteTensor> = remote.iter().collect();
+        others.sort_by(|a, b| a.key.cmp(&b.key));
+        own.extend(others.into_iter().map(|r| SharedRow {
+            owner: r.key.owner.to_string(),
+            name: r.key.name.clone(),
+            version: Some(r.version),
+            shape: r.tensor.shape().to_vec(),
+            top: top(&r.tensor),
+        }));
+        rows.0 = own;
     }
 }

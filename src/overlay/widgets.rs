@@ -14,7 +14,8 @@ use crate::schedule::pipeline::{HopTiming, StageRecord};
 pub struct PeerRow {
     /// Short peer id.
     pub id: String,
-    /// "coordinator", "worker" or "?" before the handshake.
+    /// "player" (asks and serves), "server" (only serves), "spectator" (only asks), or "?"
+    /// before the handshake.
     pub role: String,
     /// Adapter name and backend.
     pub adapter: String,
@@ -32,6 +33,34 @@ pub struct PeerRow {
     pub auth: String,
     /// Messages from the peer that were dropped.
     pub rejected: u64,
+}
+
+/// One row of the shared tensors table: a tensor this player shares, or another player's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SharedRow {
+    /// "you", or the owner's short id.
+    pub owner: String,
+    /// The name it is shared under.
+    pub name: String,
+    /// The owner's version of the value held (`None` for this player's own).
+    pub version: Option<u64>,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Its largest value and where: for a classifier's output, the top class.
+    pub top: Option<(usize, f32)>,
+}
+
+/// What the overlay shows.
+#[derive(Clone, Copy, Debug)]
+pub struct OverlayView<'a> {
+    /// Recent predictions.
+    pub history: &'a InferenceHistory,
+    /// The peers of the session.
+    pub peers: &'a [PeerRow],
+    /// The tensors shared in the session.
+    pub shared: &'a [SharedRow],
+    /// Class names (index = class).
+    pub class_names: &'a [String],
 }
 
 /// egui textures of input thumbnails, by history entry id.
@@ -196,10 +225,36 @@ pub fn latency_plot_ui(ui: &mut egui::Ui, history: &InferenceHistory) {
         .show(ui, |plot| plot.line(Line::new("end to end", PlotPoints::from(points))));
 }
 
-/// Everything: predictions, peers, stages and the latency plot, in collapsible sections.
-pub fn overlay_ui(ui: &mut egui::Ui, history: &InferenceHistory, peers: &[PeerRow], class_names: &[String], thumbnails: &mut ThumbnailCache) {
+/// The shared tensors table: owner, name, version, shape and top value (a class name where
+/// `class_names` has one).
+pub fn shared_ui(ui: &mut egui::Ui, rows: &[SharedRow], class_names: &[String]) {
+    if rows.is_empty() {
+        ui.label("No shared tensors");
+        return;
+    }
+    egui::Grid::new("inference shared tensors").striped(true).show(ui, |ui| {
+        for title in ["owner", "name", "version", "shape", "top"] {
+            ui.strong(title);
+        }
+        ui.end_row();
+        for row in rows {
+            ui.label(&row.owner);
+            ui.label(&row.name);
+            ui.label(row.version.map_or("-".to_string(), |v| v.to_string()));
+            ui.label(format!("{:?}", row.shape));
+            ui.label(row.top.map_or("-".to_string(), |(i, v)| format!("{} ({v:.3})", class_name(class_names, i))));
+            ui.end_row();
+        }
+    });
+}
+
+/// Everything: predictions, peers, shared tensors, stages and the latency plot, in collapsible
+/// sections.
+pub fn overlay_ui(ui: &mut egui::Ui, view: OverlayView, thumbnails: &mut ThumbnailCache) {
+    let OverlayView { history, peers, shared, class_names } = view;
     egui::CollapsingHeader::new("Predictions").default_open(true).show(ui, |ui| predictions_ui(ui, history, class_names, thumbnails, 3));
     egui::CollapsingHeader::new("Peers").default_open(true).show(ui, |ui| peers_ui(ui, peers));
+    egui::CollapsingHeader::new("Shared tensors").default_open(true).show(ui, |ui| shared_ui(ui, shared, class_names));
     egui::CollapsingHeader::new("Stages").default_open(true).show(ui, |ui| stages_ui(ui, history, 5));
     egui::CollapsingHeader::new("Latency").default_open(true).show(ui, |ui| latency_plot_ui(ui, history));
 }
