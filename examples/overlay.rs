@@ -1,6 +1,10 @@
 //! A windowed demo of the inspector overlay: classifies the shipped images in rotation and shows
 //! the predictions, the peers and the stage timings (F3 toggles the overlay). With `--room` it
-//! joins a room as coordinator and splits the model by `--plan` across the workers there.
+//! is a player of a small game: it joins the room, splits its requests by `--plan` across the
+//! other players while it runs their stages, shares its latest prediction with them (the overlay
+//! lists every player's), and every `--ensemble-every` predictions averages its class
+//! probabilities with theirs (an all-reduce: every player prints the same ensemble). Start it
+//! in several windows (or with `peer --role player` processes) on one room.
 //!
 //! ```text
 //! cargo run --release --features window --example overlay
@@ -11,8 +15,9 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 use bevy_p2p_inference::prelude::*;
-use bevy_p2p_inference::net::RoomKey;
-use bevy_p2p_inference::{InferenceOverlayPlugin, PeerRole, PeerSessionPlugin};
+use bevy_p2p_inference::net::{CollectiveOp, Reduction, RoomKey};
+use bevy_p2p_inference::tensor::TransferDtype;
+use bevy_p2p_inference::{CollectiveDone, CollectiveFailedEvent, CollectiveRequest, InferenceOverlayPlugin, PeerRole, PeerSessionPlugin, PublishedTensor};
 use clap::Parser;
 
 const CLASSES: [&str; 10] = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
@@ -22,7 +27,7 @@ const MODEL: &str = "models/fashion_mobilenetv2.onnx";
 #[derive(Parser)]
 #[command(about = "Classify the shipped images in rotation with the inspector overlay")]
 struct Args {
-    /// Join this matchbox room as coordinator.
+    /// Join this matchbox room as a player.
     #[arg(long)]
     room: Option<String>,
     /// The room key.
@@ -34,6 +39,18 @@ struct Args {
     /// Seconds between requests.
     #[arg(long, default_value_t = 0.5)]
     interval: f32,
+    /// In a room: run the ensemble every this many predictions.
+    #[arg(long, default_value_t = 10)]
+    ensemble_every: usize,
+}
+
+/// In a room: the entity sharing this player's latest prediction, and the predictions since
+/// the last ensemble.
+#[derive(Resource)]
+struct Sharing {
+    prediction: Option<Entity>,
+    since_ensemble: usize,
+    ensemble_every: usize,
 }
 
 /// The shipped images as input tensors, and the rotation timer.
@@ -71,7 +88,19 @@ fn main() -> AppExit {
         };
         let mut session = PeerSessionPlugin::new(room, key, PeerRole::Player, MODEL, args.plan);
         session.stage_timeout = Duration::from_secs(2);
-        app.add_plugins(session);
+        app.add_plugins(session)
+            .insert_resource(Sharing { prediction: None, since_ensemble: 0, ensemble_every: args.ensemble_every.max(1) })
+            .add_systems(PostUpdate, share_predictions)
+            .add_observer(|done: On<CollectiveDone>, mut commands: Commands| {
+                let values = done.result.output.data();
+                let top = (0..values.len()).max_by(|&a, &b| values[a].total_cmp(&values[b])).unwrap_or(0);
+                info!("ensemble of {} players: {} ({:.3})", done.result.members.len(), CLASSES.get(top).unwrap_or(&"?"), values[top]);
+                commands.entity(done.entity).despawn();
+            })
+            .add_observer(|failed: On<CollectiveFailedEvent>, mut commands: Commands| {
+                warn!("ensemble failed: {}", failed.error);
+                commands.entity(failed.entity).despawn();
+            });
     }
     app.run()
 }
@@ -87,6 +116,27 @@ fn request_next(mut commands: Commands, time: Res<Time>, mut rotation: ResMut<Ro
         let input = rotation.images[rotation.next % rotation.images.len()].clone();
         rotation.next += 1;
         commands.spawn(InferenceRequest::new(rotation.model.clone(), input));
+    }
+}
+
+/// Shares each new prediction's output as "prediction", and every `ensemble_every` predictions
+/// asks the room for the ensemble of the players' class probabilities.
+fn share_predictions(mut commands: Commands, mut sharing: ResMut<Sharing>, ready: Query<&Prediction, Added<Prediction>>) {
+    for prediction in &ready {
+        let shared = PublishedTensor { name: "prediction".into(), tensor: prediction.output.clone(), dtype: TransferDtype::F32 };
+        match sharing.prediction {
+            Some(entity) => {
+                commands.entity(entity).insert(shared);
+            }
+            None => sharing.prediction = Some(commands.spawn(shared).id()),
+        }
+        sharing.since_ensemble += 1;
+        if sharing.since_ensemble >= sharing.ensemble_every {
+            sharing.since_ensemble = 0;
+            let probabilities = prediction.output.softmax_rows();
+            let op = CollectiveOp::AllReduce(Reduction::Mean);
+            commands.spawn(CollectiveRequest { name: "ensemble".into(), op, input: Some(probabilities), dtype: TransferDtype::F32 });
+        }
     }
 }
 

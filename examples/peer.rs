@@ -482,11 +482,7 @@ fn revoke_a_worker(app: &mut App) -> Result<(), String> {
 /// The ensemble: every player's last class probabilities averaged by an all-reduce; prints
 /// `{"event": "ensemble", "members", "top1", "values"}` (or `"ensemble_failed"`).
 fn ensemble(mut app: App, args: &Args, last: Option<Tensor>) -> Result<App, String> {
-    let logits = last.ok_or("no prediction to ensemble")?;
-    let largest = logits.data().iter().copied().fold(f32::MIN, f32::max);
-    let exp: Vec<f32> = logits.data().iter().map(|v| (v - largest).exp()).collect();
-    let total: f32 = exp.iter().sum();
-    let probabilities = Tensor::new(logits.shape().to_vec(), exp.iter().map(|v| v / total).collect()).map_err(|e| e.to_string())?;
+    let probabilities = last.ok_or("no prediction to ensemble")?.softmax_rows();
     let op = CollectiveOp::AllReduce(Reduction::Mean);
     let request = app.world_mut().spawn(CollectiveRequest { name: "ensemble".into(), op, input: Some(probabilities), dtype: TransferDtype::F32 }).id();
     let deadline = Instant::now() + Duration::from_secs(args.collective_timeout_s + 5);

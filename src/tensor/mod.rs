@@ -120,13 +120,27 @@ impl Tensor {
         let Some(logits) = self.data.get(row * classes..(row + 1) * classes) else {
             return Vec::new();
         };
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let exp: Vec<f32> = logits.iter().map(|v| (v - max).exp()).collect();
-        let sum: f32 = exp.iter().sum();
+        let probabilities = softmax(logits);
         let mut order: Vec<usize> = (0..classes).collect();
         order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-        order.into_iter().take(k).map(|i| (i, exp[i] / sum)).collect()
+        order.into_iter().take(k).map(|i| (i, probabilities[i])).collect()
     }
+
+    /// The softmax of every row along the last axis: a classifier's logits as class
+    /// probabilities, of the same shape.
+    pub fn softmax_rows(&self) -> Tensor {
+        let classes = self.shape.last().copied().unwrap_or(1).max(1);
+        let data = self.data.chunks(classes).flat_map(softmax).collect();
+        Tensor::new(self.shape.clone(), data).expect("the same shape")
+    }
+}
+
+/// The softmax of `logits`.
+fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = logits.iter().map(|v| (v - max).exp()).collect();
+    let sum: f32 = exp.iter().sum();
+    exp.into_iter().map(|v| v / sum).collect()
 }
 
 /// An activation between two blocks of a request: what crosses a cut, locally or between
@@ -153,6 +167,19 @@ mod tests {
             Tensor::new(vec![2, 3], vec![0.0; 5]),
             Err(TensorError::LengthMismatch { expected: 6, got: 5, .. })
         ));
+    }
+
+    #[test]
+    fn softmax_rows_gives_each_row_probabilities_that_sum_to_one_in_logit_order() {
+        let logits = Tensor::new(vec![2, 3], vec![1.0, 2.0, 3.0, 0.0, 0.0, 0.0]).unwrap();
+        let probabilities = logits.softmax_rows();
+        assert_eq!(probabilities.shape(), &[2, 3]);
+        let p = probabilities.data();
+        let e = [1f32.exp(), 2f32.exp(), 3f32.exp()];
+        for (i, &expected) in e.iter().enumerate() {
+            assert!((p[i] - expected / e.iter().sum::<f32>()).abs() < 1e-6);
+        }
+        assert!(p[3..].iter().all(|&v| (v - 1.0 / 3.0).abs() < 1e-6));
     }
 
     #[test]
