@@ -36,7 +36,7 @@ use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::schedule::distributed::Distributed;
 use bevy_p2p_inference::schedule::pipeline::Executor;
 use bevy_p2p_inference::{headless_plugins, update_until_prediction_with, LocalOnly, PeerRole, PeerSessionEvent, PeerSessionPlugin, CollectiveFailed, CollectiveRequest, CollectiveResult, PublishedTensor, RemoteTensor, RemoteTensorChanged, SessionProblem, SharedTensors};
-use bevy_p2p_inference::net::{CollectiveOp, Reduction};
+use bevy_p2p_inference::net::{CollectiveOp, Direction, Reduction, SentTensor, SharedKey};
 use bevy_p2p_inference::net::{OwnerKey, OwnerPublicKey, RoomAuthority, RoomKey, RoomOwner, SessionEvent};
 use bevy_p2p_inference::secret::SecretKey;
 use clap::{Parser, ValueEnum};
@@ -134,6 +134,10 @@ struct Args {
     /// result.
     #[arg(long)]
     ensemble: bool,
+    /// Once its first request is done, send every other player a value of that player's own
+    /// shared tensor "prediction" as if this one owned it (a test aid: it must be refused).
+    #[arg(long)]
+    forge_shared_once: bool,
     /// Seconds a collective may wait for the other players' parts.
     #[arg(long, default_value_t = 60)]
     collective_timeout_s: u64,
@@ -366,6 +370,7 @@ fn run_coordinator(args: &Args) -> Result<(App, Option<Tensor>), String> {
     // Per stage: hand-over times (a chain once, at its first stage), transfers, and runs on peers.
     let mut samples: Vec<StageSamples> = Vec::new();
     let mut revoke_after = args.revoke_after;
+    let mut forge = args.forge_shared_once;
     let mut published = None;
     let mut last_output = None;
     let mut published_entity: Option<Entity> = None;
@@ -376,6 +381,10 @@ fn run_coordinator(args: &Args) -> Result<(App, Option<Tensor>), String> {
         if revoke_after.is_some_and(|n| done.iter().filter(|d| **d).count() >= n) {
             revoke_after = None;
             revoke_a_worker(&mut app)?;
+        }
+        if forge && done.iter().any(|d| *d) {
+            forge = false;
+            forge_shared_value(&mut app)?;
         }
         for (i, (name, split, image)) in pending.iter().enumerate() {
             if done[i] {
@@ -468,6 +477,28 @@ fn run_coordinator(args: &Args) -> Result<(App, Option<Tensor>), String> {
                "latencies_ms": latencies})
     );
     Ok((app, last_output))
+}
+
+/// Sends every trusted peer a value of its own shared tensor "prediction", as if this player
+/// owned it (a test aid: each must refuse it), and reports it.
+fn forge_shared_value(app: &mut App) -> Result<(), String> {
+    let mut session = app.world_mut().resource_mut::<PeerSession>();
+    let victims: Vec<_> = session.links().trusted_with(Permissions::NONE).iter().map(|(id, _)| *id).collect();
+    for &victim in &victims {
+        let forged = SentTensor {
+            peer: victim,
+            request: u64::MAX,
+            stage: 0,
+            direction: Direction::Shared,
+            onward: None,
+            trace: Vec::new(),
+            shared: Some(SharedKey { owner: victim, name: "prediction".into() }),
+            collective: None,
+        };
+        session.send_tensor(forged, Tensor::zeros(vec![1, 10]), TransferDtype::F32).map_err(|e| format!("--forge-shared-once: {e}"))?;
+    }
+    println!("{}", json!({"event": "forged", "peers": victims.iter().map(|p| p.to_string()).collect::<Vec<_>>()}));
+    Ok(())
 }
 
 /// Revokes the first trusted worker (as the room's owner) and reports it.

@@ -85,9 +85,15 @@ impl Process {
     /// A player that asks (`rounds` over the images, with `others` other players to wait for)
     /// and serves; the owner of the room if `owner`.
     fn player(owner: bool, others: &str, rounds: &str) -> Process {
+        Process::player_with(owner, others, rounds, &[])
+    }
+
+    /// [`Self::player`] with `extra` arguments.
+    fn player_with(owner: bool, others: &str, rounds: &str, extra: &[&str]) -> Process {
         let authority = if owner { ["--owner-key", OWNER_SECRET] } else { ["--owner", OWNER_PUBLIC] };
         let mut args = vec!["--role", "player", "--room", ROOM, "--key", KEY, "--plan", INT8_PLAN, "--rounds", rounds, "--workers", others, "--lifetime-s", "150", "--share-predictions", "--ensemble"];
         args.extend_from_slice(&authority);
+        args.extend_from_slice(extra);
         Process::spawn("peer", &args)
     }
 
@@ -373,5 +379,42 @@ fn players_ask_and_serve_one_joins_mid_run_and_all_share_predictions_and_one_bit
                 assert_eq!(held["values"], owner["published"], "{holder_name}'s copy of {owner_name}'s prediction");
             }
         }
+    });
+}
+
+#[test]
+fn a_player_that_leaves_mid_run_costs_nothing_and_a_forged_shared_value_is_refused() {
+    let _serial = Serial::lock();
+    in_namespace("a_player_that_leaves_mid_run_costs_nothing_and_a_forged_shared_value_is_refused", || {
+        let _server = signaling();
+        let mut first = Process::player(true, "2", "3");
+        let mut leaver = Process::player(false, "2", "3");
+        // Once it has a result, the forger sends every peer it trusts a value of that peer's own
+        // shared tensor.
+        let forger = Process::player_with(false, "2", "3", &["--forge-shared-once"]);
+        let started = first.wait_for_line(Duration::from_secs(120), |l| l.is_event("request"));
+        assert!(started.is_some(), "the first player got no result");
+        leaver.kill();
+        let mut results = Vec::new();
+        for (name, player) in [("first", first), ("forger", forger)] {
+            let (events, err) = player.finish(Duration::from_secs(170));
+            let summary = events_of(&events, "summary").first().copied().cloned().unwrap_or_else(|| panic!("{name} printed no summary:\n{err}"));
+            assert_eq!(summary["lost"], 0, "{name}: the leaver's stages ran elsewhere: {summary}");
+            assert_eq!(summary["matches_single_peer"], 30, "{name}: {summary}");
+            // The ensemble is over the players still there.
+            let ensemble = events_of(&events, "ensemble").first().copied().cloned().unwrap_or_else(|| panic!("{name} has no ensemble:\n{events:?}"));
+            assert_eq!(ensemble["members"], 2, "{name}: {ensemble}");
+            results.push(events);
+        }
+        let forged = events_of(&results[1], "forged").first().copied().cloned().expect("the forger sent its values");
+        assert!(forged["peers"].as_array().is_some_and(|p| !p.is_empty()), "{forged}");
+        let refused = events_of(&results[0], "rejected").into_iter().filter(|e| e["reason"] == "not_owner").count();
+        assert_eq!(refused, 1, "the first player refused the forged value of its own tensor once: {:?}", results[0]);
+        // Shared values still flow: the forger holds the first player's last prediction as it
+        // was published.
+        let first_summary = events_of(&results[0], "summary")[0].clone();
+        let served = results[1].last().expect("the forger's worker summary");
+        let held = served["shared"].as_array().and_then(|s| s.iter().find(|v| v["owner"] == first_summary["id"])).expect("the first player's prediction");
+        assert_eq!(held["values"], first_summary["published"]);
     });
 }
