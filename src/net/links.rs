@@ -16,18 +16,16 @@ use std::time::Duration;
 use bevy::platform::time::Instant;
 
 use super::auth::{LinkKeys, PeerUuid, Permissions};
-use super::codec::{decode_frame, encode_frame, split_into_chunks, Direction, FrameError, Hello, Message, TensorChunk, TensorHeader, MAX_MEMBERS, MAX_RANK, MAX_ROUTE, MAX_SHARED_NAME};
-use super::credentials::{Admission, Credentials};
-use super::pake::{is_exchange_frame, ExchangeStep, LinkKeyExchange};
-use super::peer_link::LinkCiphers;
+use super::codec::{decode_frame, Direction, FrameError, Hello, Message, TensorChunk};
+use super::credentials::Credentials;
+use super::pake::{is_exchange_frame, LinkKeyExchange};
 pub use super::peer_link::{LinkSettings, LinkState, PeerLink};
 use super::rate_limit::FrameAdmission;
 pub use super::reconnect::ReconnectPolicy;
 use super::seal::{session_nonce, Unsealed, SESSION_NONCE_BYTES};
-use super::reassembly::{ReceivedTensor, Reassembler, TransferTiming};
+use super::reassembly::Reassembler;
 pub use super::link_events::{HandshakeError, LostReason, RejectReason, RevokeError, SendError, SentTensor, SessionEvent};
-use super::token::IdentityKey;
-use crate::tensor::{decode_values, encode_values, SharedTensor, Tensor, TransferDtype};
+
 
 /// A frame for the transport to deliver.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,28 +142,6 @@ impl Links {
         self.links.insert(peer, PeerLink::new(now, self.settings.max_frames_per_second));
         self.exchanges.remove(&peer);
         self.start_exchange(peer, now);
-    }
-
-    /// Begins the key exchange with `peer` if there is none (and this player has its id).
-    fn start_exchange(&mut self, peer: PeerUuid, now: Instant) {
-        let (Some(own), Some(link)) = (self.own, self.links.get_mut(&peer)) else { return };
-        if self.exchanges.contains_key(&peer) {
-            return;
-        }
-        self.exchanges.insert(peer, LinkKeyExchange::new(&self.settings.room_key, own, peer));
-        link.last_hello = Some(now);
-        self.flush_exchange(peer);
-    }
-
-    /// Queues the key-exchange frames for `peer`.
-    fn flush_exchange(&mut self, peer: PeerUuid) {
-        let Some(exchange) = self.exchanges.get_mut(&peer) else { return };
-        for bytes in exchange.drain_outgoing() {
-            if let Some(link) = self.links.get_mut(&peer) {
-                link.bytes_out += bytes.len() as u64;
-            }
-            self.outgoing.push(OutgoingFrame { to: peer, bytes });
-        }
     }
 
     /// The transport lost `peer`.
@@ -351,30 +327,6 @@ impl Links {
         }
     }
 
-    /// A key-exchange frame from `from`. When the peer began the link again (a new start after
-    /// keys were agreed), the link starts over under the new keys.
-    fn handle_exchange(&mut self, from: PeerUuid, own: PeerUuid, frame: &[u8], now: Instant, events: &mut Vec<SessionEvent>) {
-        let exchange = self.exchanges.entry(from).or_insert_with(|| LinkKeyExchange::new(&self.settings.room_key, own, from));
-        let step = exchange.receive(frame);
-        self.flush_exchange(from);
-        let link = self.links.get_mut(&from).expect("the caller's link");
-        match step {
-            Ok(ExchangeStep::Agreed { restarted }) => {
-                if restarted {
-                    let was_trusted = link.state == LinkState::Trusted;
-                    *link = PeerLink { rejected: link.rejected, ..PeerLink::new(now, self.settings.max_frames_per_second) };
-                    self.reassembler.forget_peer(from);
-                    if was_trusted {
-                        events.push(SessionEvent::PeerLost { peer: from, reason: LostReason::Disconnected });
-                    }
-                }
-                self.links.get_mut(&from).expect("the caller's link").owe_hello = true;
-            }
-            Ok(ExchangeStep::Repeated) => {}
-            Err(error) => link.reject(from, error.into(), events),
-        }
-    }
-
     fn housekeeping(&mut self, now: Instant, events: &mut Vec<SessionEvent>) {
         let Some(own) = self.own else { return };
         let mut peers: Vec<PeerUuid> = self.links.keys().copied().collect();
@@ -454,211 +406,14 @@ impl Links {
         }
     }
 
-    /// A hello from `from`: trusts it, refuses it or waits (see [`Credentials::admit`]); from a
-    /// trusted peer, takes its renewed token, and from the owner, this player's grant.
-    fn handle_hello(&mut self, from: PeerUuid, own: PeerUuid, hello: Hello, now: Instant, events: &mut Vec<SessionEvent>) {
-        let admission = self.credentials.admit(from, &hello, own, &self.session_nonce, now);
-        let link = self.links.get_mut(&from).expect("the caller's link");
-        if link.state == LinkState::Trusted {
-            if link.hello.as_ref().is_some_and(|held| held.token != hello.token) {
-                match admission {
-                    Admission::Admit(_) => link.hello = Some(hello.clone()),
-                    Admission::Refuse(error) => link.reject(from, error.into(), events),
-                    Admission::Wait => {}
-                }
-            }
-            return self.take_grant(from, own, &hello, now, events);
-        }
-        let permissions = match admission {
-            _ if hello.model_hash != self.settings.model_hash => {
-                link.state = LinkState::Refused;
-                return events.push(SessionEvent::HandshakeFailed { peer: from, reason: HandshakeError::ModelMismatch });
-            }
-            Admission::Refuse(error) => {
-                link.state = LinkState::Refused;
-                return events.push(SessionEvent::HandshakeFailed { peer: from, reason: error.into() });
-            }
-            // A proven peer still waiting for its token is not timed out meanwhile.
-            Admission::Wait if hello.proof.is_some() => {
-                link.connected_at = now;
-                return;
-            }
-            Admission::Wait => return,
-            Admission::Admit(permissions) => permissions,
-        };
-        link.state = LinkState::Trusted;
-        link.permissions = permissions;
-        link.grant = self.credentials.grant(from, &hello, permissions, now);
-        let keys = self.exchanges.get(&from).and_then(LinkKeyExchange::keys).expect("a hello is authenticated under the link's keys");
-        link.ciphers = Some(LinkCiphers {
-            sending: keys.tensor_cipher(own, from, &self.session_nonce, &hello.session_nonce),
-            receiving: keys.tensor_cipher(from, own, &hello.session_nonce, &self.session_nonce),
-        });
-        events.push(SessionEvent::PeerTrusted { peer: from, capabilities: hello.capabilities.clone(), permissions });
-        link.hello = Some(hello.clone());
-        // Tell the peer right away that its hello was accepted (and, from the owner, its grant).
-        link.owe_hello = true;
-        self.take_grant(from, own, &hello, now, events);
-    }
-
-    /// This player's token in `hello` from the trusted owner: kept if valid and newer, and
-    /// then shown to every peer.
-    fn take_grant(&mut self, from: PeerUuid, own: PeerUuid, hello: &Hello, now: Instant, events: &mut Vec<SessionEvent>) {
-        let Some(grant) = hello.grant.filter(|_| self.credentials.is_owner_identity(hello.identity)) else { return };
-        match self.credentials.accept_grant(grant, own, self.session_nonce, now) {
-            Ok(true) => {
-                for link in self.links.values_mut() {
-                    link.owe_hello = true;
-                    if link.state == LinkState::Handshaking {
-                        link.connected_at = now;
-                    }
-                }
-            }
-            Ok(false) => {}
-            Err(error) => self.links.get_mut(&from).expect("the caller's link").reject(from, error.into(), events),
-        }
-    }
-
-    /// The room's owner revokes `peer`: its frames are dropped unread from now on, every other
-    /// player is told to refuse it too, and it is reported lost (so that its work runs
-    /// elsewhere). It lasts for this session; a player that rejoins under a new identity must be
-    /// revoked again (or the room key changed).
-    pub fn revoke(&mut self, peer: PeerUuid, events: &mut Vec<SessionEvent>) -> Result<(), RevokeError> {
-        if self.credentials.owner().is_none() {
-            return Err(RevokeError::NotOwner);
-        }
-        let identity = self.links.get(&peer).and_then(|l| l.hello.as_ref()).map(|h| h.identity).ok_or(RevokeError::UnknownPeer)?;
-        self.credentials.revoke(identity);
-        self.refuse_identity(identity, events);
-        let mut told: Vec<PeerUuid> = self.links.iter().filter(|(_, l)| l.state == LinkState::Trusted).map(|(id, _)| *id).collect();
-        told.sort();
-        for other in told {
-            self.send(other, &Message::Revoke { identity });
-        }
-        Ok(())
-    }
-
-    /// Refuses every link whose peer presented `identity`, reporting trusted ones lost.
-    fn refuse_identity(&mut self, identity: IdentityKey, events: &mut Vec<SessionEvent>) {
-        let mut revoked: Vec<PeerUuid> = self.links.iter().filter(|(_, l)| l.hello.as_ref().is_some_and(|h| h.identity == identity)).map(|(id, _)| *id).collect();
-        revoked.sort();
-        for peer in revoked {
-            let link = self.links.get_mut(&peer).expect("listed above");
-            let was_trusted = link.state == LinkState::Trusted;
-            link.state = LinkState::Refused;
-            link.ciphers = None;
-            self.reassembler.forget_peer(peer);
-            if was_trusted {
-                events.push(SessionEvent::PeerLost { peer, reason: LostReason::Revoked });
-            }
-        }
-    }
-
-    /// Queues `message` for `peer`; `false` if there is no link to it (or no own id yet).
-    fn send(&mut self, peer: PeerUuid, message: &Message) -> bool {
-        let (Some(own), Some(link), Some(keys)) = (self.own, self.links.get_mut(&peer), self.exchanges.get(&peer).and_then(LinkKeyExchange::keys)) else {
-            return false;
-        };
-        // Sequence numbers survive a link being re-created, so the peer's replay guard keeps
-        // accepting this side's frames.
-        let sequence = self.send_sequences.entry(peer).or_insert(0);
-        *sequence += 1;
-        // A tensor's payload is sealed for the peer; without a session key (not trusted yet)
-        // it is not sent at all.
-        let sealed;
-        let message = match message {
-            Message::Tensor(chunk) => {
-                let Some(ciphers) = &link.ciphers else { return false };
-                sealed = Message::Tensor(TensorChunk { payload: ciphers.sending.seal(*sequence, &chunk.payload), ..chunk.clone() });
-                &sealed
-            }
-            other => other,
-        };
-        #[allow(unused_mut)]
-        let mut frame = encode_frame(keys, own, peer, *sequence, message);
-        #[cfg(feature = "fault-injection")]
-        if self.corrupt_next_tensor && matches!(message, Message::Tensor(_)) {
-            self.corrupt_next_tensor = false;
-            let middle = frame.len() / 2;
-            frame[middle] ^= 0x01;
-        }
-        link.bytes_out += frame.len() as u64;
-        self.outgoing.push(OutgoingFrame { to: peer, bytes: frame });
-        true
-    }
-
-    /// Encodes `value` as `dtype`, chunks it and queues the chunks for `tensor`'s peer, which
-    /// must be trusted. Returns the bytes queued.
-    pub fn send_tensor(&mut self, tensor: &SentTensor, value: &Tensor, dtype: TransferDtype) -> Result<u64, SendError> {
-        let peer = tensor.peer;
-        if self.links.get(&peer).is_none_or(|l| l.state != LinkState::Trusted) {
-            return Err(SendError::NotTrusted);
-        }
-        let (header, payload) = encode_tensor(tensor, value, dtype)?;
-        let before = self.links[&peer].bytes_out;
-        for chunk in split_into_chunks(header, &payload) {
-            if !self.send(peer, &Message::Tensor(chunk)) {
-                return Err(SendError::SocketClosed);
-            }
-        }
-        Ok(self.links[&peer].bytes_out - before)
-    }
-
-    /// `tensor` as this player would receive it had it sent it to itself (a chain whose next
-    /// stage is its own): encoded as `dtype` and decoded, so that its values are rounded as on
-    /// the wire, without a frame.
-    pub fn loop_back(&self, tensor: &SentTensor, value: &Tensor, dtype: TransferDtype) -> Result<ReceivedTensor, SendError> {
-        let (header, payload) = encode_tensor(tensor, value, dtype)?;
-        let data = decode_values(&payload, value.len(), dtype, header.params).expect("values decode as they were encoded");
-        let tensor_back = Tensor::new(value.shape().to_vec(), data).expect("the same shape");
-        Ok(ReceivedTensor {
-            from: tensor.peer,
-            direction: header.direction,
-            shared: SharedTensor { request: header.request, stage: header.stage, tensor: tensor_back, dtype },
-            header,
-            // Nothing travels.
-            transfer: TransferTiming { receiving: Duration::ZERO, link_rtt: Some(Duration::ZERO) },
-        })
-    }
-
-    /// Fault injection for tests and demos (feature `fault-injection`): flips one bit of the
-    /// next tensor frame after it has been authenticated, as a corrupting network or a
-    /// tampering peer would.
-    #[cfg(feature = "fault-injection")]
-    pub fn corrupt_next_tensor_frame(&mut self) {
-        self.corrupt_next_tensor = true;
-    }
 }
 
-/// The header and payload of `value` sent as `tensor` says, encoded as `dtype`.
-fn encode_tensor(tensor: &SentTensor, value: &Tensor, dtype: TransferDtype) -> Result<(TensorHeader, Vec<u8>), SendError> {
-    let route = tensor.onward.as_ref().map_or(0, |o| o.route.len());
-    if value.shape().len() > MAX_RANK || value.shape().iter().any(|&d| d > u32::MAX as usize) || route > MAX_ROUTE || tensor.trace.len() > MAX_ROUTE {
-        return Err(SendError::TooLarge);
-    }
-    let shared_name_fits = tensor.shared.as_ref().is_none_or(|key| key.name.len() <= MAX_SHARED_NAME);
-    let members_fit = tensor.collective.as_ref().is_none_or(|tag| tag.members.len() <= MAX_MEMBERS);
-    let keyed = matches!(tensor.direction, Direction::Shared | Direction::Collective);
-    if tensor.shared.is_some() != keyed || tensor.collective.is_some() != (tensor.direction == Direction::Collective) || !shared_name_fits || !members_fit {
-        return Err(SendError::InvalidSharedKey);
-    }
-    let (payload, params) = encode_values(value.data(), dtype);
-    let total_bytes = u32::try_from(payload.len()).map_err(|_| SendError::TooLarge)?;
-    let header = TensorHeader {
-        request: tensor.request,
-        stage: tensor.stage,
-        direction: tensor.direction,
-        dtype,
-        shape: value.shape().iter().map(|&d| d as u32).collect(),
-        params,
-        total_bytes,
-        onward: tensor.onward.clone(),
-        trace: tensor.trace.clone(),
-        shared: tensor.shared.clone(),
-        collective: tensor.collective.clone(),
-    };
-    Ok((header, payload))
-}
+#[path = "links_exchange.rs"]
+mod exchange;
+#[path = "links_send.rs"]
+mod send;
+#[path = "links_trust.rs"]
+mod trust;
 
 #[cfg(test)]
 #[path = "links_tests.rs"]

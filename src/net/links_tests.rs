@@ -5,7 +5,8 @@ use std::time::Duration;
 use bevy::platform::time::Instant;
 
 use super::*;
-use crate::net::codec::{seal_frame, FrameError, Hello, Onward, SharedKey, StageTiming, TensorChunk};
+use crate::net::codec::{encode_frame, seal_frame, FrameError, Hello, Onward, SharedKey, StageTiming, TensorChunk, TensorHeader};
+use crate::tensor::{decode_values, encode_values, Tensor, TransferDtype};
 use crate::net::reassembly::ChunkError;
 use crate::net::{Capabilities, LinkKeyExchange, ReceivedTensor, RoomKey, TensorCipher, TokenError, Unsealed};
 
