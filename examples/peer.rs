@@ -584,6 +584,10 @@ fn serve(mut app: App, args: &Args, leave: Leave) -> Result<(), String> {
         std::thread::sleep(frame_sleep(args));
     }
     let served = app.world().resource::<Distributed>().stages_served;
+    let first_work_ms = match app.world().resource::<Distributed>().first_work {
+        (Some(trusted), Some(served)) => Some(served.saturating_duration_since(trusted).as_secs_f64() * 1e3),
+        _ => None,
+    };
     let rejected = app.world().get_resource::<PeerSession>().map_or(0, |s| s.rejected_total());
     let shared_updates = app.world().resource::<SharedTensors>().updates_received;
     let shared: Vec<serde_json::Value> = app
@@ -595,7 +599,7 @@ fn serve(mut app: App, args: &Args, leave: Leave) -> Result<(), String> {
         .collect();
     println!(
         "{}",
-        json!({"event": "worker_summary", "stages_served": served, "rejected": rejected, "saw_coordinator": saw_coordinator,
+        json!({"event": "worker_summary", "stages_served": served, "first_stage_after_trust_ms": first_work_ms, "rejected": rejected, "saw_coordinator": saw_coordinator,
                "shared_updates": shared_updates, "shared": shared})
     );
     Ok(())

@@ -349,6 +349,7 @@ fn players_ask_and_serve_one_joins_mid_run_and_all_share_predictions_and_one_bit
             assert!(summary["served_by_others"].as_u64() > Some(0), "{name}'s stages all ran at home: {summary}");
             let served = events.last().filter(|e| e["event"] == "worker_summary").unwrap_or_else(|| panic!("{name} printed no worker summary:\n{err}"));
             assert!(served["stages_served"].as_u64() > Some(0), "{name} served no one: {served}");
+            eprintln!("{name}: first stage for another player {} ms after an asker trusted it", served["first_stage_after_trust_ms"]);
             let ensemble = events_of(&events, "ensemble").first().copied().cloned().unwrap_or_else(|| panic!("{name} has no ensemble:\n{events:?}"));
             assert_eq!(ensemble["members"], 3, "{name}: {ensemble}");
             summaries.push((name, summary, served.clone(), ensemble));

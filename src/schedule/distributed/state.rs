@@ -75,6 +75,9 @@ pub struct Distributed {
     pub finished_traffic: Vec<RequestTraffic>,
     /// Stages this peer ran for other peers (counted when their output is on the wire).
     pub stages_served: u64,
+    /// When the first player that asks trusted this one, and when this one's first stage for
+    /// another player was on the wire: how soon a player that joins gets work.
+    pub first_work: (Option<bevy::platform::time::Instant>, Option<bevy::platform::time::Instant>),
     /// Problems with stages served for peers, from the transport's and the render side's
     /// threads.
     pub(super) served_problems: (Sender<SessionProblem>, Receiver<SessionProblem>),
@@ -102,6 +105,7 @@ impl Distributed {
             actions: Vec::new(),
             finished_traffic: Vec::new(),
             stages_served: 0,
+            first_work: (None, None),
         }
     }
 

@@ -222,9 +222,14 @@ pub(super) fn handle_session_events(
     let now = Instant::now();
     for PeerSessionEvent(event) in events.read() {
         match event {
-            SessionEvent::PeerTrusted { peer, capabilities, permissions } if permissions.contains(Permissions::RUN_STAGES) && !state.excluded.contains(peer) => {
-                state.workers.insert(*peer, capabilities.calibration_us);
-                state.reassign();
+            SessionEvent::PeerTrusted { peer, capabilities, permissions } => {
+                if permissions.contains(Permissions::SUBMIT_REQUESTS) {
+                    state.first_work.0.get_or_insert(now);
+                }
+                if permissions.contains(Permissions::RUN_STAGES) && !state.excluded.contains(peer) {
+                    state.workers.insert(*peer, capabilities.calibration_us);
+                    state.reassign();
+                }
             }
             SessionEvent::PeerLost { peer, .. } => state.drop_worker(*peer, now),
             // Data from a trusted peer was dropped: whatever it was working on is re-run.
@@ -237,7 +242,10 @@ pub(super) fn handle_session_events(
             // (passed on along a chain, or back); one without is this coordinator's own input.
             // Shared tensors' values and collectives' contributions are their own business.
             SessionEvent::TensorSent { tensor, .. } | SessionEvent::SendFailed { tensor, .. } if matches!(tensor.direction, Direction::Shared | Direction::Collective) => {}
-            SessionEvent::TensorSent { tensor, .. } if !tensor.trace.is_empty() => state.stages_served += 1,
+            SessionEvent::TensorSent { tensor, .. } if !tensor.trace.is_empty() => {
+                state.stages_served += 1;
+                state.first_work.1.get_or_insert(now);
+            }
             SessionEvent::TensorSent { tensor, bytes } => {
                 if let Some(t) = state.tracked.get_mut(&tensor.request) {
                     t.bytes += bytes;
