@@ -3,8 +3,8 @@
 //! is a player of a small game: it joins the room, splits its requests by `--plan` across the
 //! other players while it runs their stages, shares its latest prediction with them (the overlay
 //! lists every player's), and every `--ensemble-every` predictions averages its class
-//! probabilities with theirs (an all-reduce: every player prints the same ensemble). Start it
-//! in several windows (or with `peer --role player` processes) on one room.
+//! probabilities with theirs (an all-reduce: every player logs the same ensemble). Start it
+//! in several windows on one room: every member of a collective must run it.
 //!
 //! ```text
 //! cargo run --release --features window --example overlay
