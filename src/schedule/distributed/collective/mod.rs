@@ -1,9 +1,10 @@
 //! Collectives over the room: broadcast, all-gather, all-reduce and scatter of tensors. A game
 //! puts a [`CollectiveRequest`] on an entity; every player of the room puts one with the same
 //! name and operation on one of its own (the n-th request of a name on each player is one
-//! collective: its round). The members are this player and every player it trusts when its
-//! request starts; every member must count the same ones, or the collective fails with a
-//! [`CollectiveError::Disagreement`] naming the player.
+//! collective: its round). The members are this player and every player that asks (a
+//! [`super::PeerRole::Player`] or `Spectator`: a dedicated `Server` takes no part) that it
+//! trusts when its request starts; every member must count the same ones, or the collective
+//! fails with a [`CollectiveError::Disagreement`] naming the player.
 //!
 //! Each member sends its part to the members that need it, over the session's links (sealed,
 //! authenticated, as the request's dtype; a player's own part is rounded the same way, so that
@@ -28,7 +29,7 @@ pub use run::{CollectiveError, CollectiveRun, Part};
 use super::spot_check::as_sent;
 use super::{PeerSessionEvent, SessionProblem};
 use crate::net::session::PeerSession;
-use crate::net::{CollectiveOp, CollectiveTag, Direction, PeerUuid, SentTensor, SessionEvent, SharedKey, MAX_SHARED_NAME};
+use crate::net::{CollectiveOp, CollectiveTag, Direction, PeerUuid, Permissions, SentTensor, SessionEvent, SharedKey, MAX_SHARED_NAME};
 use crate::tensor::{Tensor, TransferDtype};
 
 /// Asks the room for a collective (see the module documentation).
@@ -127,7 +128,7 @@ pub(super) fn start_collectives(
             fail(&mut commands, entity, CollectiveError::BadInput("a collective's name is longer than the wire allows"));
             continue;
         }
-        let mut members: Vec<PeerUuid> = session.links().trusted_with(crate::net::Permissions::NONE).iter().map(|(id, _)| *id).collect();
+        let mut members: Vec<PeerUuid> = session.links().trusted_with(Permissions::SUBMIT_REQUESTS).iter().map(|(id, _)| *id).collect();
         members.push(own);
         let input = request.input.as_ref().map(|t| as_sent(t, request.dtype));
         let (run, parts) = match CollectiveRun::start(request.op, own, members, input) {
