@@ -337,7 +337,7 @@ fn run_coordinator(args: &Args) -> Result<(App, Option<Tensor>), String> {
             return Err(format!("only {trusted} of {} workers and {connected} of {room_size} peers joined in time", args.workers));
         }
     }
-    eprintln!("assignment: {:?}", app.world().resource::<Distributed>().assignment().executors);
+    eprintln!("placement: {:?}", app.world().resource::<Distributed>().assignment().shares());
     // The session is running, so the plan has loaded.
     let plan: Handle<PartitionPlan> = app.world().resource::<AssetServer>().load(args.plan.clone());
     let all_f32 = app.world().resource::<Assets<PartitionPlan>>().get(&plan).is_some_and(|p| p.cuts.iter().all(|d| *d == TransferDtype::F32));

@@ -63,7 +63,8 @@ fn peers() -> Vec<PeerRow> {
         adapter: "llvmpipe (Vulkan)".into(),
         rtt_ms: Some((0.31, 0.52, 0.04)),
         last_heard_ms: 42.0,
-        stages: vec![1, 2],
+        planned_share: Some(0.5),
+        measured: Some((12.5, 0.3)),
         bytes_in: 38_000,
         bytes_out: 64_000,
         auth: "trusted".into(),
@@ -89,7 +90,7 @@ fn the_overlay_renders_predictions_peers_shared_tensors_and_stages_without_a_dis
     harness.fit_contents();
 
     let hop_columns = ["network", "queue", "GPU", "back"];
-    let labels = ["Ankle boot", "Bag", "Sneaker", "Predictions", "Peers", "Shared tensors", "Stages", "Latency", "player", "trusted", "llvmpipe (Vulkan)", "Sneaker (9.250)", "Bag (7.500)"];
+    let labels = ["Ankle boot", "Bag", "Sneaker", "Predictions", "Peers", "Shared tensors", "Stages", "Latency", "player", "trusted", "llvmpipe (Vulkan)", "Sneaker (9.250)", "Bag (7.500)", "50%", "12.5 GFLOP/s, 30%"];
     for label in labels.iter().chain(&hop_columns) {
         assert!(harness.query_all_by_label(label).next().is_some(), "the overlay shows no '{label}'");
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+use super::cost::graph_cost;
 use super::ir::Graph;
 use super::plan::{PartitionPlan, PlanError};
 use super::shape::infer_shapes;
@@ -46,6 +47,8 @@ pub struct StagedModel {
     by_batch: HashMap<usize, Vec<Arc<Graph>>>,
     /// What crosses each cut, by batch.
     boundaries: HashMap<usize, Arc<BoundaryShapes>>,
+    /// Each stage's floating-point operations, by batch.
+    flops: HashMap<usize, Vec<u64>>,
 }
 
 /// The shapes of the tensors that cross a staged model's cuts for one batch: each stage's
@@ -81,7 +84,7 @@ impl StagedModel {
         let batch = graph.input.dims.first().copied().flatten().unwrap_or(1);
         let (input_dtypes, stages) = cut(&graph, &plan, batch)?;
         let (any_batch, by_batch) = if model.needs_input_shape() { (None, HashMap::from([(batch, stages)])) } else { (Some(stages), HashMap::new()) };
-        Ok(Self { model, plan, input_dtypes, any_batch, by_batch, boundaries: HashMap::new() })
+        Ok(Self { model, plan, input_dtypes, any_batch, by_batch, boundaries: HashMap::new(), flops: HashMap::new() })
     }
 
     /// How many stages the plan has.
@@ -135,6 +138,24 @@ impl StagedModel {
         let shapes = Arc::new(BoundaryShapes { inputs, output });
         self.boundaries.insert(batch, shapes.clone());
         Ok(shapes)
+    }
+
+    /// Each stage's floating-point operations for inputs of batch `batch` (counted once per
+    /// batch): what the scheduler divides measured times by.
+    pub fn stage_flops(&mut self, batch: usize) -> Result<Vec<u64>, StagingError> {
+        if let Some(flops) = self.flops.get(&batch) {
+            return Ok(flops.clone());
+        }
+        let shapes = self.boundary_shapes(batch)?;
+        let mut flops = Vec::with_capacity(self.stage_count());
+        for stage in 0..self.stage_count() {
+            let graph = self.stage(stage, batch)?;
+            let input = shapes.stage_input(stage).unwrap_or_default();
+            let values = infer_shapes(&graph, input)?;
+            flops.push(graph_cost(&graph, &values).0);
+        }
+        self.flops.insert(batch, flops.clone());
+        Ok(flops)
     }
 
     /// The model's input shape for batch `batch`, its symbolic dimensions taken as 1 (as the

@@ -102,17 +102,17 @@ mod peers {
     use crate::schedule::distributed::Distributed;
     use crate::schedule::pipeline::Executor;
 
-    /// Rebuilds the peers table from the session and the current stage assignment.
+    /// Rebuilds the peers table from the session, the current placement and the measured speeds.
     pub(super) fn collect_peer_rows(session: Option<Res<PeerSession>>, distributed: Option<Res<Distributed>>, mut rows: ResMut<PeerRows>) {
         let Some(session) = session else { return };
         let now = bevy::platform::time::Instant::now();
+        let measured = distributed.as_ref().map_or(Vec::new(), |d| d.measured_speeds());
         let mut table: Vec<PeerRow> = session
             .links()
             .links()
             .map(|(peer, link)| {
-                let stages = distributed.as_ref().map_or(Vec::new(), |d| {
-                    d.assignment().executors.iter().enumerate().filter(|(_, e)| **e == Executor::Peer(peer)).map(|(s, _)| s).collect()
-                });
+                let planned_share = distributed.as_ref().and_then(|d| d.assignment().shares().iter().find(|(p, _)| *p == peer).map(|(_, share)| *share));
+                let measured = measured.iter().find(|m| m.executor == Executor::Peer(peer) && m.samples > 0).map(|m| (m.flops_per_s / 1e9, m.share));
                 let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
                 let role = match (link.state, link.permissions()) {
                     (LinkState::Trusted, Permissions::COORDINATOR) => "player",
@@ -129,7 +129,8 @@ mod peers {
                         _ => None,
                     },
                     last_heard_ms: ms(now.saturating_duration_since(link.last_heard)),
-                    stages,
+                    planned_share,
+                    measured,
                     bytes_in: link.bytes_in,
                     bytes_out: link.bytes_out,
                     auth: match link.state {

@@ -23,8 +23,12 @@ pub struct PeerRow {
     pub rtt_ms: Option<(f64, f64, f64)>,
     /// Milliseconds since a valid frame arrived.
     pub last_heard_ms: f64,
-    /// Stages assigned to the peer.
-    pub stages: Vec<usize>,
+    /// The part of this player's remote stage runs placed on the peer (0 to 1; `None` for a
+    /// peer that runs none of them).
+    pub planned_share: Option<f64>,
+    /// The peer's speed as measured from the stages it returned, in GFLOP/s, and its part of
+    /// the stage work done recently for this player (0 to 1); `None` until measured.
+    pub measured: Option<(f64, f64)>,
     /// Bytes received from and sent to the peer.
     pub bytes_in: u64,
     /// Bytes sent to the peer.
@@ -124,14 +128,15 @@ pub fn predictions_ui(ui: &mut egui::Ui, history: &InferenceHistory, class_names
     }
 }
 
-/// The peers table: role, adapter, RTT, last heard, stages, traffic and trust.
+/// The peers table: role, adapter, RTT, last heard, placed and measured share, traffic and
+/// trust.
 pub fn peers_ui(ui: &mut egui::Ui, rows: &[PeerRow]) {
     if rows.is_empty() {
         ui.label("No peers (single-player)");
         return;
     }
     egui::Grid::new("inference peers").striped(true).show(ui, |ui| {
-        for title in ["peer", "role", "adapter", "RTT med / p95 / jitter", "last heard", "stages", "in / out", "auth", "rejected"] {
+        for title in ["peer", "role", "adapter", "RTT med / p95 / jitter", "last heard", "placed", "measured", "in / out", "auth", "rejected"] {
             ui.strong(title);
         }
         ui.end_row();
@@ -141,7 +146,8 @@ pub fn peers_ui(ui: &mut egui::Ui, rows: &[PeerRow]) {
             ui.label(&row.adapter);
             ui.label(row.rtt_ms.map_or("-".to_string(), |(m, p, j)| format!("{m:.2} / {p:.2} / {j:.2} ms")));
             ui.label(format!("{:.0} ms ago", row.last_heard_ms));
-            ui.label(if row.stages.is_empty() { "-".to_string() } else { format!("{:?}", row.stages) });
+            ui.label(row.planned_share.map_or("-".to_string(), |share| format!("{:.0}%", share * 100.0)));
+            ui.label(row.measured.map_or("-".to_string(), |(gflops, share)| format!("{gflops:.1} GFLOP/s, {:.0}%", share * 100.0)));
             ui.label(format!("{} / {} KiB", row.bytes_in / 1024, row.bytes_out / 1024));
             ui.label(&row.auth);
             ui.label(row.rejected.to_string());

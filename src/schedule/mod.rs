@@ -3,6 +3,7 @@
 
 #[cfg(feature = "p2p")]
 pub mod distributed;
+pub mod capacity;
 pub mod pipeline;
 
 use std::time::Duration;

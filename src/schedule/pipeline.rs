@@ -36,54 +36,88 @@ impl std::fmt::Display for Executor {
     }
 }
 
-/// Which executor runs each stage of the plan.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How many turns a [`StageAssignment`]'s table holds: divisible by 2 to 6, so that up to six
+/// equally fast workers get exactly equal turns.
+const TURNS: usize = 60;
+
+/// Which executor runs each stage of the plan: stage 0 where the request is (it reads the
+/// request's input), every later stage on a worker picked from a table of turns in which each
+/// worker appears in proportion to its speed (and at least once, so that a slow worker keeps
+/// being measured). Without workers every stage is local.
+#[derive(Clone, Debug, PartialEq)]
 pub struct StageAssignment {
-    /// One executor per stage (for requests whose turn is the first; see [`Self::for_request`]).
-    pub executors: Vec<Executor>,
-    /// The workers, fastest first.
-    workers: Vec<PeerUuid>,
+    stages: usize,
+    /// The workers with their share of the turns, fastest first.
+    shares: Vec<(PeerUuid, f64)>,
+    /// The turns: worker after worker, interleaved by smooth weighted round robin.
+    turns: Vec<PeerUuid>,
 }
 
 impl StageAssignment {
-    /// The executors of `request`'s stages. Where there are more workers than remote stages,
-    /// the workers take turns request by request (the request id picks the first), so that
-    /// every worker present, a player that has just joined included, gets work; otherwise
-    /// [`Self::executors`].
-    pub fn for_request(&self, request: RequestId) -> Vec<Executor> {
-        let remote = self.executors.len().saturating_sub(1);
-        if self.workers.len() <= remote {
-            return self.executors.clone();
-        }
-        let turn = (request % self.workers.len() as u64) as usize;
-        let workers = &self.workers;
-        (0..self.executors.len()).map(|s| if s == 0 { Executor::Local } else { Executor::Peer(workers[(turn + s - 1) % workers.len()]) }).collect()
+    /// How many stages the plan has.
+    pub fn stage_count(&self) -> usize {
+        self.stages
+    }
+
+    /// The workers with their planned share of the remote stage runs (0 to 1), fastest first.
+    pub fn shares(&self) -> &[(PeerUuid, f64)] {
+        &self.shares
+    }
+
+    /// The executors of `request`'s stages on its `attempt`-th run (0 for the first; a rerun
+    /// moves on to other turns, so that it does not go back to the same workers).
+    pub fn for_request(&self, request: RequestId, attempt: u32) -> Vec<Executor> {
+        let remote = self.stages.saturating_sub(1) as u64;
+        let turn = request.wrapping_add(attempt as u64) % TURNS as u64;
+        (0..self.stages)
+            .map(|s| match s {
+                0 => Executor::Local,
+                _ if self.turns.is_empty() => Executor::Local,
+                _ => Executor::Peer(self.turns[((turn * remote + s as u64 - 1) % TURNS as u64) as usize]),
+            })
+            .collect()
     }
 }
 
-/// A worker that may run stages, with its measured calibration time (lower is faster).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A worker that may run stages, with its speed (any unit, the same for all: only the ratios
+/// matter).
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct WorkerSpeed {
     /// The worker.
     pub peer: PeerUuid,
-    /// Microseconds its calibration block took.
-    pub calibration_us: u32,
+    /// How fast it is, e.g. its measured FLOP/s.
+    pub speed: f64,
 }
 
-/// Stage 0 runs where the request is (it reads the request's input); later stages go to the
-/// workers, fastest first, in turn (and, with more workers than stages, a request's turn picks
-/// the first: [`StageAssignment::for_request`]). Without workers every stage is local.
+/// Places `stages` stages on `workers` in proportion to their speeds (see [`StageAssignment`]).
+/// A worker without a positive, finite speed counts as the slowest one.
 pub fn assign_stages(stages: usize, workers: &[WorkerSpeed]) -> StageAssignment {
-    let mut by_speed = workers.to_vec();
-    by_speed.sort_by_key(|w| (w.calibration_us, w.peer));
-    let executors = (0..stages)
-        .map(|s| match s {
-            0 => Executor::Local,
-            _ if by_speed.is_empty() => Executor::Local,
-            _ => Executor::Peer(by_speed[(s - 1) % by_speed.len()].peer),
-        })
-        .collect();
-    StageAssignment { executors, workers: by_speed.iter().map(|w| w.peer).collect() }
+    let slowest = workers.iter().map(|w| w.speed).filter(|s| s.is_finite() && *s > 0.0).fold(f64::INFINITY, f64::min);
+    let speed = |w: &WorkerSpeed| if w.speed.is_finite() && w.speed > 0.0 { w.speed } else if slowest.is_finite() { slowest } else { 1.0 };
+    let mut by_speed: Vec<(PeerUuid, f64)> = workers.iter().map(|w| (w.peer, speed(w))).collect();
+    by_speed.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    by_speed.dedup_by_key(|w| w.0);
+    let total: f64 = by_speed.iter().map(|w| w.1).sum();
+    // Integer weights (thousandths of the total), so that equal speeds tie exactly; every
+    // worker gets at least one turn.
+    let weights: Vec<i64> = by_speed.iter().map(|w| ((w.1 / total * 1000.0).round() as i64).max((1000 + TURNS as i64 - 1) / TURNS as i64)).collect();
+    let weight_sum: i64 = weights.iter().sum();
+    let mut credit = vec![0_i64; weights.len()];
+    let turns = match by_speed.is_empty() {
+        true => Vec::new(),
+        false => (0..TURNS)
+            .map(|_| {
+                for (c, w) in credit.iter_mut().zip(&weights) {
+                    *c += w;
+                }
+                let best = (0..credit.len()).fold(0, |best, i| if credit[i] > credit[best] { i } else { best });
+                credit[best] -= weight_sum;
+                by_speed[best].0
+            })
+            .collect(),
+    };
+    let shares = by_speed.iter().map(|&(peer, _)| (peer, turns.iter().filter(|p| **p == peer).count() as f64 / TURNS as f64)).collect();
+    StageAssignment { stages, shares, turns }
 }
 
 /// What the coordinator must do next.
@@ -211,8 +245,11 @@ pub enum StaleResult {
 }
 
 /// A request in flight: the hand-over it waits for covers stages `stage..=last`, run by
-/// `executors` (one per stage, a chain when there are several).
+/// `executors` (one per stage, a chain when there are several), on its `route`.
 struct Active {
+    /// Who runs each of its stages: fixed when it is admitted, so that a request in flight
+    /// finishes on the assignment it started with; chosen again only when it is re-run.
+    route: Vec<Executor>,
     stage: usize,
     last: usize,
     executors: Vec<Executor>,
@@ -230,11 +267,12 @@ struct Active {
 }
 
 impl Active {
-    /// Hands `input` over for `stage` on `assignment`: a remote stage followed only by remote
-    /// stages starts a chain to the end, and a local stage followed by such a chain passes its
-    /// output on to it by itself. `None` where the hand-over was already made that way.
-    fn hand_over(&mut self, request: RequestId, stage: usize, input: Tensor, assignment: &StageAssignment, now: Instant) -> Option<PipelineAction> {
-        let executors = &assignment.for_request(request);
+    /// Hands `input` over for `stage` on the request's route: a remote stage followed only by
+    /// remote stages starts a chain to the end, and a local stage followed by such a chain
+    /// passes its output on to it by itself. `None` where the hand-over was already made that
+    /// way.
+    fn hand_over(&mut self, request: RequestId, stage: usize, input: Tensor, now: Instant) -> Option<PipelineAction> {
+        let executors = &self.route.clone();
         let remote_from = |s: usize| s < executors.len() && executors[s..].iter().all(|e| *e != Executor::Local);
         // A chain's last output carries a timing per stage: at most MAX_ROUTE stages.
         let chain_end = |s: usize| (executors.len() - 1).min(s + MAX_ROUTE - 1);
@@ -341,6 +379,7 @@ impl Pipeline {
         while self.active.len() < self.max_in_flight {
             let Some((request, input)) = self.waiting.pop_front() else { break };
             let mut active = Active {
+                route: assignment.for_request(request, 0),
                 stage: 0,
                 last: 0,
                 executors: Vec::new(),
@@ -353,7 +392,7 @@ impl Pipeline {
                 reruns: 0,
                 passed_on: None,
             };
-            actions.extend(active.hand_over(request, 0, input, assignment, now));
+            actions.extend(active.hand_over(request, 0, input, now));
             self.active.insert(request, active);
         }
         actions
@@ -395,13 +434,13 @@ impl Pipeline {
             .collect();
         active.records.extend(records);
         let mut actions = Vec::new();
-        if stage + 1 == assignment.executors.len() {
+        if stage + 1 == active.route.len() {
             let done = self.active.remove(&request).expect("present");
             let last_handover = Handover { stage: done.stage, input: done.input, executors: done.executors };
             actions.push(PipelineAction::Finished { request, output, stages: done.records, reruns: done.reruns, in_flight: now - done.admitted, last_handover });
             actions.extend(self.start_waiting(assignment, now));
         } else {
-            actions.extend(active.hand_over(request, stage + 1, output, assignment, now));
+            actions.extend(active.hand_over(request, stage + 1, output, now));
         }
         Ok(actions)
     }
@@ -440,9 +479,19 @@ impl Pipeline {
     }
 
     /// Re-runs, on the current assignment, every hand-over in flight that `peer` has a stage
-    /// of (lost, or it sent data that was rejected), from the input this coordinator holds.
+    /// of (lost, or it sent data that was rejected), from the input this coordinator holds;
+    /// requests whose later stages it was to run are routed again on the current assignment.
     pub fn rerun_peer(&mut self, peer: PeerUuid, assignment: &StageAssignment, now: Instant) -> Vec<PipelineAction> {
-        self.rerun_where(|a| a.executors.contains(&Executor::Peer(peer)), assignment, now)
+        let gone = Executor::Peer(peer);
+        for (&request, active) in self.active.iter_mut().filter(|(_, a)| !a.executors.contains(&gone)) {
+            if active.route[active.stage..].contains(&gone) {
+                let mut route = assignment.for_request(request, active.reruns);
+                // The stages before the one it waits for stay as they ran.
+                route[..=active.stage].copy_from_slice(&active.route[..=active.stage]);
+                active.route = route;
+            }
+        }
+        self.rerun_where(|a| a.executors.contains(&gone), assignment, now)
     }
 
     /// Re-runs every remote hand-over that has waited longer than `timeout`.
@@ -465,8 +514,9 @@ impl Pipeline {
                 continue;
             }
             active.reruns += 1;
+            active.route = assignment.for_request(request, active.reruns);
             let (stage, input) = (active.stage, active.input.clone());
-            actions.extend(active.hand_over(request, stage, input, assignment, now));
+            actions.extend(active.hand_over(request, stage, input, now));
         }
         if abandoned {
             actions.extend(self.start_waiting(assignment, now));

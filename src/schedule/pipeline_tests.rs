@@ -1,5 +1,7 @@
 //! The pipeline's hand-overs, chains, reruns and records, driven by hand.
 
+use std::collections::HashMap;
+
 use super::*;
 
 const W1: PeerUuid = PeerUuid([1; 16]);
@@ -10,28 +12,61 @@ fn t(v: f32) -> Tensor {
 }
 
 fn three_stages() -> StageAssignment {
-    assign_stages(3, &[WorkerSpeed { peer: W2, calibration_us: 900 }, WorkerSpeed { peer: W1, calibration_us: 500 }])
+    assign_stages(3, &[WorkerSpeed { peer: W2, speed: 1.0 }, WorkerSpeed { peer: W1, speed: 1.0 }])
+}
+
+fn worker(peer: PeerUuid, speed: f64) -> WorkerSpeed {
+    WorkerSpeed { peer, speed }
+}
+
+/// How often each worker runs a remote stage over `requests` consecutive requests.
+fn remote_runs(assignment: &StageAssignment, requests: std::ops::Range<RequestId>) -> HashMap<PeerUuid, usize> {
+    let mut runs = HashMap::new();
+    for request in requests {
+        for executor in assignment.for_request(request, 0).into_iter().skip(1) {
+            let Executor::Peer(peer) = executor else { panic!("a remote stage ran locally") };
+            *runs.entry(peer).or_default() += 1;
+        }
+    }
+    runs
 }
 
 #[test]
-fn stage_zero_is_local_and_faster_workers_come_first() {
-    assert_eq!(three_stages().executors, [Executor::Local, Executor::Peer(W1), Executor::Peer(W2)]);
-    assert_eq!(assign_stages(3, &[]).executors, [Executor::Local; 3]);
-    assert_eq!(assign_stages(3, &[WorkerSpeed { peer: W1, calibration_us: 1 }]).executors, [Executor::Local, Executor::Peer(W1), Executor::Peer(W1)]);
+fn stage_zero_is_local_and_equal_workers_alternate_over_the_remote_stages() {
+    assert_eq!(three_stages().for_request(0, 0), [Executor::Local, Executor::Peer(W1), Executor::Peer(W2)]);
+    assert_eq!(three_stages().for_request(7, 0), [Executor::Local, Executor::Peer(W1), Executor::Peer(W2)]);
+    assert_eq!(assign_stages(3, &[]).for_request(5, 0), [Executor::Local; 3]);
+    assert_eq!(assign_stages(3, &[worker(W1, 1.0)]).for_request(5, 0), [Executor::Local, Executor::Peer(W1), Executor::Peer(W1)]);
+    assert_eq!(three_stages().shares(), [(W1, 0.5), (W2, 0.5)]);
 }
 
 #[test]
 fn with_more_workers_than_remote_stages_every_worker_gets_requests_in_turn() {
     const W3: PeerUuid = PeerUuid([3; 16]);
-    let speeds = [WorkerSpeed { peer: W1, calibration_us: 500 }, WorkerSpeed { peer: W2, calibration_us: 600 }, WorkerSpeed { peer: W3, calibration_us: 700 }];
+    let speeds = [worker(W1, 1.0), worker(W2, 1.0), worker(W3, 1.0)];
     let two_stages = assign_stages(2, &speeds);
-    let remote_of = |request: RequestId| two_stages.for_request(request)[1];
+    let remote_of = |request: RequestId| two_stages.for_request(request, 0)[1];
     assert_eq!((0..6).map(remote_of).collect::<Vec<_>>(), [W1, W2, W3, W1, W2, W3].map(Executor::Peer));
-    // A chain of two remote stages over three workers: consecutive workers, every one in turn.
     let three_stages = assign_stages(3, &speeds);
-    assert_eq!(three_stages.for_request(2), [Executor::Local, Executor::Peer(W3), Executor::Peer(W1)]);
-    // As many workers as remote stages: every request the same, fastest first.
-    assert_eq!(assign_stages(3, &speeds[..2]).for_request(1), [Executor::Local, Executor::Peer(W1), Executor::Peer(W2)]);
+    assert_eq!(remote_runs(&three_stages, 0..60).values().collect::<Vec<_>>(), [&40; 3], "120 remote stages, 40 each");
+    // A rerun moves on to other turns.
+    assert_ne!(three_stages.for_request(2, 0), three_stages.for_request(2, 1));
+}
+
+#[test]
+fn workers_get_remote_stages_in_proportion_to_their_speed_and_the_slowest_at_least_one_turn() {
+    const W3: PeerUuid = PeerUuid([3; 16]);
+    let desktop_and_phone = assign_stages(2, &[worker(W1, 10.0), worker(W2, 1.0)]);
+    let runs = remote_runs(&desktop_and_phone, 0..600);
+    assert_eq!((runs[&W1], runs[&W2]), (550, 50), "11 parts: 10 to the desktop, 1 to the phone");
+    let one_slowed = assign_stages(3, &[worker(W1, 1.0), worker(W2, 1.0), worker(W3, 0.1)]);
+    let shares = one_slowed.shares();
+    assert_eq!(shares.iter().map(|s| s.0).collect::<Vec<_>>(), [W1, W2, W3], "fastest first");
+    assert!(shares[2].1 < 0.06 && shares[2].1 > 0.0, "{shares:?}");
+    let crawling = assign_stages(3, &[worker(W1, 1e6), worker(W3, 1.0)]);
+    assert_eq!(crawling.shares()[1], (W3, 1.0 / 60.0), "kept at one turn, so that it is still measured");
+    let unknown = assign_stages(2, &[worker(W1, 4.0), worker(W2, f64::NAN)]);
+    assert_eq!(unknown.shares()[1], (W2, 0.5), "a speed that is not a number counts as the slowest known");
 }
 
 fn run(request: RequestId, stage: usize, executor: Executor, input: Tensor, onward: &[PeerUuid]) -> PipelineAction {
@@ -75,7 +110,7 @@ fn remote_stages_run_as_one_chain_and_finishing_a_request_starts_the_next() {
 }
 
 #[test]
-fn a_local_output_that_could_not_go_on_by_itself_or_whose_chain_changed_is_handed_over_again() {
+fn a_local_output_that_could_not_go_on_by_itself_is_handed_over_and_a_request_in_flight_keeps_its_route() {
     let a = three_stages();
     let now = Instant::now();
     let mut p = Pipeline::new(2, 3);
@@ -85,9 +120,11 @@ fn a_local_output_that_could_not_go_on_by_itself_or_whose_chain_changed_is_hande
     p.keep_local_output(0);
     let next = p.stage_finished(0, 0, Executor::Local, t(5.0), &a, now).unwrap();
     assert_eq!(next, vec![run(0, 1, Executor::Peer(W1), t(5.0), &[W2])]);
-    let without_w2 = assign_stages(3, &[WorkerSpeed { peer: W1, calibration_us: 500 }]);
-    let next = p.stage_finished(1, 0, Executor::Local, t(6.0), &without_w2, now).unwrap();
-    assert_eq!(next, vec![run(1, 1, Executor::Peer(W1), t(6.0), &[W1])], "the chain it was sent to has lost W2");
+    // The workers' speeds changed and the stages were placed again: request 1 finishes on the
+    // route it started with, whose chain its local stage has already started.
+    let replanned = assign_stages(3, &[worker(W2, 5.0), worker(W1, 1.0)]);
+    let next = p.stage_finished(1, 0, Executor::Local, t(6.0), &replanned, now).unwrap();
+    assert_eq!(next, vec![], "already on its way to W1 and W2");
 }
 
 #[test]
@@ -114,7 +151,7 @@ fn losing_any_peer_of_a_chain_reruns_the_chain_elsewhere_from_the_kept_input() {
     p.submit(0, t(0.0));
     p.start_waiting(&a, now);
     p.stage_finished(0, 0, Executor::Local, t(5.0), &a, now).unwrap();
-    let without_w2 = assign_stages(3, &[WorkerSpeed { peer: W1, calibration_us: 500 }]);
+    let without_w2 = assign_stages(3, &[worker(W1, 1.0)]);
     let rerun = p.rerun_peer(W2, &without_w2, now);
     assert_eq!(rerun, vec![run(0, 1, Executor::Peer(W1), t(5.0), &[W1])], "W2 ran the chain's second stage");
     // A late answer from the lost peer no longer counts.

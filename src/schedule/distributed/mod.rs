@@ -68,6 +68,18 @@ impl PeerRole {
     }
 }
 
+/// How a player spreads the remote stages of its requests over the workers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// In proportion to each worker's speed as this player measures it from the stages that
+    /// come back (its calibration is only the prior): a worker twice as fast gets twice the
+    /// stages, and one slowed down gets fewer as soon as its results come back later.
+    #[default]
+    Measured,
+    /// Equal turns for every worker, whatever its speed (for comparison).
+    Equal,
+}
+
 /// Joins a matchbox room and splits requests for [`Self::model`] across its players, as the
 /// plan at [`Self::plan`] says.
 #[derive(Clone, Debug)]
@@ -111,6 +123,12 @@ pub struct PeerSessionPlugin {
     /// A worker whose stages time out this often in a row is excluded from the session
     /// (default 3): it may answer heartbeats, but it gets no more work.
     pub max_timeouts: u32,
+    /// How the remote stages are spread over the workers (default: by measured speed).
+    pub placement: Placement,
+    /// The stages are placed again when a worker joins or leaves, or when a worker's measured
+    /// speed has moved by more than this fraction from the speed they were placed by (default
+    /// 0.25). Requests in flight finish where they were placed.
+    pub replan_drift: f64,
     /// What this player accepts of the tensors the others share (see [`PublishedTensor`]).
     pub shared_tensors: SharedTensorRules,
     /// A collective still missing parts after this long fails (default 10 s; see
@@ -140,6 +158,8 @@ impl PeerSessionPlugin {
             max_served_batch: 64,
             spot_check_every: 0,
             max_timeouts: 3,
+            placement: Placement::Measured,
+            replan_drift: 0.25,
             shared_tensors: SharedTensorRules::default(),
             collective_timeout: Duration::from_secs(10),
             ice_servers: Vec::new(),

@@ -9,11 +9,12 @@ use bevy::prelude::*;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::spot_check::SpotCheck;
-use super::{PeerSessionPlugin, SessionProblem};
+use super::{Placement, PeerSessionPlugin, SessionProblem};
 use crate::model::ir::Graph;
 use crate::model::{Model, PartitionPlan, StagedModel};
 use crate::net::PeerUuid;
-use crate::schedule::pipeline::{assign_stages, Pipeline, PipelineAction, RequestId, StageAssignment, WorkerSpeed};
+use crate::schedule::capacity::{Capacity, MeasuredSpeed};
+use crate::schedule::pipeline::{assign_stages, Executor, Pipeline, PipelineAction, RequestId, StageAssignment, StageRecord, WorkerSpeed};
 use crate::schedule::InferenceError;
 use crate::tensor::TransferDtype;
 
@@ -57,7 +58,14 @@ pub struct Distributed {
     pub(super) input_dtypes: Vec<TransferDtype>,
     pub(super) pipeline: Pipeline,
     pub(super) assignment: StageAssignment,
-    pub(super) workers: HashMap<PeerUuid, u32>,
+    /// The players that run stages for this one.
+    pub(super) workers: HashSet<PeerUuid>,
+    /// How fast each executor is, as measured from the stages that came back.
+    pub(super) capacity: Capacity,
+    /// The speed each worker was placed by, for [`PeerSessionPlugin::replan_drift`].
+    placed_at: HashMap<PeerUuid, f64>,
+    /// How often the stages were placed again after a speed drifted.
+    pub replans: u64,
     /// Timeouts in a row, per worker.
     pub(super) timeouts: HashMap<PeerUuid, u32>,
     /// Workers excluded for timing out too often or failing a spot check: they get no more
@@ -94,7 +102,10 @@ impl Distributed {
             plan: Handle::default(),
             staged: None,
             input_dtypes: Vec::new(),
-            workers: HashMap::new(),
+            workers: HashSet::new(),
+            capacity: Capacity::default(),
+            placed_at: HashMap::new(),
+            replans: 0,
             timeouts: HashMap::new(),
             excluded: HashSet::new(),
             checks: HashMap::new(),
@@ -143,10 +154,59 @@ impl Distributed {
         shapes.stage_output(stage).map(<[usize]>::to_vec)
     }
 
-    /// Places the stages on the workers known now.
+    /// Every executor's measured speed and share of the stage work, this player first.
+    pub fn measured_speeds(&self) -> Vec<MeasuredSpeed> {
+        self.capacity.speeds()
+    }
+
+    /// Places the stages on the workers known now, by their speeds (see [`Placement`]).
     pub(super) fn reassign(&mut self) {
-        let workers: Vec<WorkerSpeed> = self.workers.iter().map(|(&peer, &calibration_us)| WorkerSpeed { peer, calibration_us }).collect();
+        let speed = |peer: PeerUuid| match self.settings.placement {
+            Placement::Measured => self.capacity.speed(Executor::Peer(peer)).unwrap_or(f64::NAN),
+            Placement::Equal => 1.0,
+        };
+        let workers: Vec<WorkerSpeed> = self.workers.iter().map(|&peer| WorkerSpeed { peer, speed: speed(peer) }).collect();
+        self.placed_at = workers.iter().map(|w| (w.peer, w.speed)).collect();
         self.assignment = assign_stages(self.stage_count(), &workers);
+    }
+
+    /// A worker joined, with the calibration time its hello claims: the prior of its speed.
+    pub(super) fn add_worker(&mut self, peer: PeerUuid, calibration: std::time::Duration) {
+        if let Some(flops) = self.model_flops() {
+            self.capacity.set_prior(Executor::Peer(peer), flops, calibration);
+        }
+        self.workers.insert(peer);
+        self.reassign();
+    }
+
+    /// This player calibrated in `calibration`: the prior of its own speed.
+    pub(super) fn set_own_prior(&mut self, calibration: std::time::Duration) {
+        if let Some(flops) = self.model_flops() {
+            self.capacity.set_prior(Executor::Local, flops, calibration);
+        }
+    }
+
+    /// The whole model's FLOPs at batch 1 (what calibration runs).
+    fn model_flops(&self) -> Option<u64> {
+        let flops = lock(self.staged.as_ref()?).stage_flops(1).ok()?;
+        Some(flops.iter().sum())
+    }
+
+    /// Measures the executors of a finished request's stages (its output's batch is
+    /// `batch`); places the stages again if a worker's speed drifted past
+    /// [`PeerSessionPlugin::replan_drift`].
+    pub(super) fn measure(&mut self, records: &[StageRecord], batch: usize) {
+        let Some(flops) = self.staged.as_ref().and_then(|staged| lock(staged).stage_flops(batch).ok()) else { return };
+        self.capacity.observe_request(records, &flops);
+        let drift = self.settings.replan_drift;
+        let drifted = self.placed_at.iter().any(|(&peer, &placed)| {
+            let now = self.capacity.speed(Executor::Peer(peer)).unwrap_or(placed);
+            !placed.is_finite() || (now / placed - 1.0).abs() > drift
+        });
+        if drifted && self.settings.placement == Placement::Measured {
+            self.replans += 1;
+            self.reassign();
+        }
     }
 
     /// Counts a timeout against each of `late` (the workers of hand-overs that timed out);
@@ -154,12 +214,16 @@ impl Distributed {
     pub(super) fn count_timeouts(&mut self, late: &[PeerUuid], now: bevy::platform::time::Instant) -> Vec<(PeerUuid, u32)> {
         let mut excluded = Vec::new();
         for &peer in late {
+            self.capacity.observe_timeout(Executor::Peer(peer));
             let count = self.timeouts.entry(peer).or_default();
             *count += 1;
             if *count >= self.settings.max_timeouts && !self.excluded.contains(&peer) {
                 excluded.push((peer, *count));
                 self.exclude(peer, now);
             }
+        }
+        if !late.is_empty() {
+            self.reassign();
         }
         excluded
     }
@@ -181,6 +245,7 @@ impl Distributed {
     /// Forgets a worker (lost, or it refused a frame) and re-runs what it held elsewhere.
     pub(super) fn drop_worker(&mut self, peer: PeerUuid, now: bevy::platform::time::Instant) {
         self.workers.remove(&peer);
+        self.capacity.forget(Executor::Peer(peer));
         self.reassign();
         let assignment = self.assignment.clone();
         let reruns = self.pipeline.rerun_peer(peer, &assignment, now);

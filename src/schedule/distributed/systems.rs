@@ -118,7 +118,9 @@ pub(super) fn join_when_calibrated(
         }
         let Some(model) = models.get(&state.model) else { continue };
         let gpu = gpu.as_deref().cloned().unwrap_or_default();
-        let config = session_config(&state.settings, model.hash(), gpu, outcome.started.elapsed());
+        let calibration = outcome.started.elapsed();
+        state.set_own_prior(calibration);
+        let config = session_config(&state.settings, model.hash(), gpu, calibration);
         let mut session = PeerSession::connect(config);
         let Some(staged) = state.staged.clone() else { continue };
         let server = StageServer {
@@ -227,8 +229,7 @@ pub(super) fn handle_session_events(
                     state.first_work.0.get_or_insert(now);
                 }
                 if permissions.contains(Permissions::RUN_STAGES) && !state.excluded.contains(peer) {
-                    state.workers.insert(*peer, capabilities.calibration_us);
-                    state.reassign();
+                    state.add_worker(*peer, Duration::from_micros(capabilities.calibration_us as u64));
                 }
             }
             SessionEvent::PeerLost { peer, .. } => state.drop_worker(*peer, now),
@@ -367,6 +368,7 @@ pub(super) fn advance_pipeline(
             }
             PipelineAction::Finished { request, output, stages, reruns, in_flight, last_handover } => {
                 let Some(tracked) = state.tracked.remove(&request) else { continue };
+                state.measure(&stages, batch_of_tensor(&output));
                 state.finished_traffic.push(super::RequestTraffic { bytes: tracked.bytes });
                 let peers = SpotCheck::peers_of(&last_handover.executors);
                 if !peers.is_empty() && state.spot_check_due() {

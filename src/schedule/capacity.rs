@@ -1,0 +1,179 @@
+//! [`Capacity`]: how fast each executor runs stage work, measured by the player that asks from
+//! the stages it gets back, as plain logic. A peer's own word (the calibration time in its
+//! hello) is only the prior: every finished request replaces it bit by bit with what this
+//! player saw.
+//!
+//! What counts for a stage is its time as this player saw it: a local stage's run (queue and
+//! GPU), and for a remote hand-over the whole span from sending its input to its output being
+//! back, split over the stages it covers by their reported runs (the transfers, which the
+//! reports cannot hide, are shared equally). A peer that under-reports its runs only moves time
+//! onto the other stages of its own chain; a peer alone on a hand-over is measured by the
+//! requester's clock alone.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::pipeline::{Executor, StageRecord};
+
+/// How fast one executor runs stage work, as measured (or, before any work came back, as its
+/// calibration claims).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MeasuredSpeed {
+    /// The executor.
+    pub executor: Executor,
+    /// Floating-point operations per second of stage work, transfers included.
+    pub flops_per_s: f64,
+    /// Stage runs measured so far (0: the speed is the calibration prior).
+    pub samples: u32,
+    /// Its part of the stage work done recently (FLOPs, decayed), between 0 and 1.
+    pub share: f64,
+}
+
+/// One executor's smoothed time per FLOP and recent work.
+#[derive(Clone, Copy, Debug)]
+struct Estimate {
+    seconds_per_flop: f64,
+    samples: u32,
+    work: f64,
+}
+
+/// The measured speed of every executor this player has given work to or heard a prior for.
+#[derive(Clone, Debug)]
+pub struct Capacity {
+    smoothing: f64,
+    decay: f64,
+    estimates: HashMap<Executor, Estimate>,
+}
+
+impl Default for Capacity {
+    /// Each measurement moves the estimate a fifth of the way; recent work halves in weight
+    /// every ~35 stage runs.
+    fn default() -> Self {
+        Self::new(0.2, 0.98)
+    }
+}
+
+impl Capacity {
+    /// A capacity table where a measurement moves an executor's estimate by `smoothing` of the
+    /// difference (0 < smoothing <= 1) and past work weighs `decay` per stage run measured.
+    pub fn new(smoothing: f64, decay: f64) -> Self {
+        Self { smoothing: smoothing.clamp(f64::MIN_POSITIVE, 1.0), decay: decay.clamp(0.0, 1.0), estimates: HashMap::new() }
+    }
+
+    /// Sets `executor`'s prior: it ran `flops` in `took` when it calibrated. Ignored once work
+    /// of its has been measured, or when either is zero.
+    pub fn set_prior(&mut self, executor: Executor, flops: u64, took: Duration) {
+        let Some(seconds_per_flop) = per_flop(flops, took) else { return };
+        let estimate = self.estimates.entry(executor).or_insert(Estimate { seconds_per_flop, samples: 0, work: 0.0 });
+        if estimate.samples == 0 {
+            estimate.seconds_per_flop = seconds_per_flop;
+        }
+    }
+
+    /// `executor` ran `flops` of stage work in `took`, as this player saw it.
+    pub fn observe(&mut self, executor: Executor, flops: u64, took: Duration) {
+        let Some(observed) = per_flop(flops, took) else { return };
+        for estimate in self.estimates.values_mut() {
+            estimate.work *= self.decay;
+        }
+        let smoothing = self.smoothing;
+        let estimate = self.estimates.entry(executor).or_insert(Estimate { seconds_per_flop: observed, samples: 0, work: 0.0 });
+        estimate.seconds_per_flop = match estimate.samples {
+            // The prior, if any, weighs like one measurement.
+            0 => (estimate.seconds_per_flop + observed) / 2.0,
+            _ => estimate.seconds_per_flop + smoothing * (observed - estimate.seconds_per_flop),
+        };
+        estimate.samples += 1;
+        estimate.work += flops as f64;
+    }
+
+    /// `executor` let a hand-over time out: its estimate is halved in speed, so that it gets
+    /// less work until it proves faster.
+    pub fn observe_timeout(&mut self, executor: Executor) {
+        if let Some(estimate) = self.estimates.get_mut(&executor) {
+            estimate.seconds_per_flop *= 2.0;
+            estimate.samples = estimate.samples.max(1);
+        }
+    }
+
+    /// Forgets `executor` (it left).
+    pub fn forget(&mut self, executor: Executor) {
+        self.estimates.remove(&executor);
+    }
+
+    /// Notes every stage of a finished request: `flops[s]` is stage `s`'s work at the
+    /// request's batch.
+    pub fn observe_request(&mut self, records: &[StageRecord], flops: &[u64]) {
+        for (executor, work, took) in stage_times(records, flops) {
+            self.observe(executor, work, took);
+        }
+    }
+
+    /// `executor`'s speed (FLOP/s), if known.
+    pub fn speed(&self, executor: Executor) -> Option<f64> {
+        self.estimates.get(&executor).map(|e| 1.0 / e.seconds_per_flop)
+    }
+
+    /// Every known executor's speed and share, local first, then peers by id.
+    pub fn speeds(&self) -> Vec<MeasuredSpeed> {
+        let total: f64 = self.estimates.values().map(|e| e.work).sum();
+        let mut speeds: Vec<MeasuredSpeed> = self
+            .estimates
+            .iter()
+            .map(|(&executor, e)| MeasuredSpeed {
+                executor,
+                flops_per_s: 1.0 / e.seconds_per_flop,
+                samples: e.samples,
+                share: if total > 0.0 { e.work / total } else { 0.0 },
+            })
+            .collect();
+        speeds.sort_by_key(|s| executor_order(s.executor));
+        speeds
+    }
+}
+
+/// Local first, then peers by id.
+pub(crate) fn executor_order(executor: Executor) -> (u8, [u8; 16]) {
+    match executor {
+        Executor::Local => (0, [0; 16]),
+        Executor::Peer(peer) => (1, peer.0),
+    }
+}
+
+fn per_flop(flops: u64, took: Duration) -> Option<f64> {
+    (flops > 0 && !took.is_zero()).then(|| took.as_secs_f64() / flops as f64)
+}
+
+/// What each stage of a finished request cost its executor, as this player saw it: a local
+/// stage its run; the stages of a remote hand-over the hand-over's span, each its reported run
+/// plus an equal part of the rest (or an equal part of the span where a run went unreported).
+pub fn stage_times(records: &[StageRecord], flops: &[u64]) -> Vec<(Executor, u64, Duration)> {
+    let work = |s: usize| flops.get(s).copied().unwrap_or(0);
+    let mut times = Vec::with_capacity(records.len());
+    let mut i = 0;
+    while i < records.len() {
+        let record = &records[i];
+        if record.executor == Executor::Local {
+            times.push((Executor::Local, work(record.stage), record.hop.run.unwrap_or(record.duration)));
+            i += 1;
+            continue;
+        }
+        let chain = &records[i..(i + record.span.max(1)).min(records.len())];
+        let span = record.duration;
+        let runs: Option<Vec<Duration>> = chain.iter().map(|r| r.hop.run.map(|run| run.min(span))).collect();
+        let n = chain.len() as u32;
+        match runs {
+            Some(runs) if runs.iter().sum::<Duration>() <= span => {
+                let rest = (span - runs.iter().sum::<Duration>()) / n;
+                times.extend(chain.iter().zip(runs).map(|(r, run)| (r.executor, work(r.stage), run + rest)));
+            }
+            _ => times.extend(chain.iter().map(|r| (r.executor, work(r.stage), span / n))),
+        }
+        i += chain.len();
+    }
+    times
+}
+
+#[cfg(test)]
+#[path = "capacity_tests.rs"]
+mod tests;

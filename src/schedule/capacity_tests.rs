@@ -1,0 +1,109 @@
+//! Measured speeds: priors, smoothing, shares and what a stage cost as the requester saw it.
+
+use std::time::Duration;
+
+use super::*;
+use crate::net::PeerUuid;
+use crate::schedule::pipeline::HopTiming;
+
+const FAST: Executor = Executor::Peer(PeerUuid([1; 16]));
+const SLOW: Executor = Executor::Peer(PeerUuid([2; 16]));
+
+fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+fn record(stage: usize, executor: Executor, duration: Duration, run: Option<Duration>, span: usize) -> StageRecord {
+    StageRecord { stage, executor, duration, hop: HopTiming { network: None, run, gpu: None }, returned: None, transfers: None, span }
+}
+
+#[test]
+fn a_calibration_prior_gives_way_to_measurements() {
+    let mut capacity = Capacity::default();
+    // It claims 1 GFLOP in 1 ms (1 TFLOP/s); it takes 10 ms.
+    capacity.set_prior(SLOW, 1_000_000_000, ms(1));
+    assert_eq!(capacity.speed(SLOW), Some(1e12));
+    for _ in 0..30 {
+        capacity.observe(SLOW, 1_000_000_000, ms(10));
+    }
+    let measured = capacity.speed(SLOW).unwrap();
+    assert!((measured - 1e11).abs() / 1e11 < 0.01, "{measured:e} FLOP/s");
+    capacity.set_prior(SLOW, 1_000_000_000, ms(1));
+    assert_eq!(capacity.speed(SLOW), Some(measured), "a prior no longer counts once work was measured");
+}
+
+#[test]
+fn one_outlier_moves_the_estimate_a_fifth_of_the_way() {
+    let mut capacity = Capacity::default();
+    for _ in 0..10 {
+        capacity.observe(FAST, 1_000_000, ms(1));
+    }
+    capacity.observe(FAST, 1_000_000, ms(6));
+    let seconds_per_flop = 1.0 / capacity.speed(FAST).unwrap();
+    assert!((seconds_per_flop - 2e-9).abs() < 1e-12, "1 ms + (6 - 1) ms / 5 per MFLOP: {seconds_per_flop:e}");
+}
+
+#[test]
+fn shares_are_the_parts_of_recent_work_and_sum_to_one() {
+    let mut capacity = Capacity::new(0.2, 1.0);
+    capacity.set_prior(SLOW, 100, ms(1));
+    for _ in 0..9 {
+        capacity.observe(FAST, 1000, ms(1));
+    }
+    capacity.observe(SLOW, 1000, ms(10));
+    let speeds = capacity.speeds();
+    assert_eq!(speeds.iter().map(|s| (s.executor, s.samples, s.share)).collect::<Vec<_>>(), [(FAST, 9, 0.9), (SLOW, 1, 0.1)]);
+    capacity.forget(SLOW);
+    assert_eq!(capacity.speeds().len(), 1);
+}
+
+#[test]
+fn a_timeout_halves_the_speed() {
+    let mut capacity = Capacity::default();
+    capacity.observe(SLOW, 1000, ms(1));
+    capacity.observe_timeout(SLOW);
+    assert_eq!(capacity.speed(SLOW), Some(5e5));
+    capacity.observe_timeout(FAST);
+    assert_eq!(capacity.speed(FAST), None, "nothing known, nothing halved");
+}
+
+#[test]
+fn zero_work_or_zero_time_measures_nothing() {
+    let mut capacity = Capacity::default();
+    capacity.observe(FAST, 0, ms(1));
+    capacity.observe(FAST, 10, Duration::ZERO);
+    capacity.set_prior(SLOW, 0, ms(1));
+    assert!(capacity.speeds().is_empty());
+}
+
+#[test]
+fn a_chain_s_span_is_split_by_reported_runs_and_the_transfers_shared_equally() {
+    let flops = [10, 20, 30];
+    let records = [
+        record(0, Executor::Local, ms(3), Some(ms(2)), 1),
+        record(1, FAST, ms(12), Some(ms(2)), 2),
+        record(2, SLOW, ms(12), Some(ms(6)), 2),
+    ];
+    assert_eq!(stage_times(&records, &flops), [(Executor::Local, 10, ms(2)), (FAST, 20, ms(4)), (SLOW, 30, ms(8))], "4 ms of transfers, 2 each");
+}
+
+#[test]
+fn runs_that_were_not_reported_or_claim_more_than_the_span_split_it_equally() {
+    let flops = [10, 20, 30];
+    let unreported = [record(1, FAST, ms(10), None, 2), record(2, SLOW, ms(10), Some(ms(1)), 2)];
+    assert_eq!(stage_times(&unreported, &flops), [(FAST, 20, ms(5)), (SLOW, 30, ms(5))]);
+    let inflated = [record(1, FAST, ms(10), Some(ms(9)), 2), record(2, SLOW, ms(10), Some(ms(9)), 2)];
+    assert_eq!(stage_times(&inflated, &flops), [(FAST, 20, ms(5)), (SLOW, 30, ms(5))]);
+    let alone = [record(1, SLOW, ms(10), Some(ms(1)), 1)];
+    assert_eq!(stage_times(&alone, &flops), [(SLOW, 20, ms(10))], "a peer alone on a hand-over is measured by the requester's clock");
+}
+
+#[test]
+fn a_request_s_records_update_every_executor_that_ran_it() {
+    let mut capacity = Capacity::default();
+    let records = [record(0, Executor::Local, ms(1), Some(ms(1)), 1), record(1, SLOW, ms(10), Some(ms(9)), 1)];
+    capacity.observe_request(&records, &[1_000_000, 1_000_000]);
+    let close = |got: Option<f64>, want: f64| got.is_some_and(|got| (got - want).abs() <= want * 1e-9);
+    assert!(close(capacity.speed(Executor::Local), 1e9), "{:?}", capacity.speed(Executor::Local));
+    assert!(close(capacity.speed(SLOW), 1e8), "{:?}", capacity.speed(SLOW));
+}
