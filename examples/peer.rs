@@ -33,7 +33,7 @@ use bevy_p2p_inference::tensor::TransferDtype;
 use bevy_p2p_inference::net::session::PeerSession;
 use bevy_p2p_inference::net::Permissions;
 use bevy_p2p_inference::prelude::*;
-use bevy_p2p_inference::schedule::distributed::Distributed;
+use bevy_p2p_inference::schedule::distributed::{Distributed, Placement};
 use bevy_p2p_inference::schedule::pipeline::Executor;
 use bevy_p2p_inference::{headless_plugins, update_until_prediction_with, LocalOnly, PeerRole, PeerSessionEvent, PeerSessionPlugin, CollectiveFailed, CollectiveRequest, CollectiveResult, PublishedTensor, RemoteTensor, RemoteTensorChanged, SessionProblem, SharedTensors};
 use bevy_p2p_inference::net::{CollectiveOp, Direction, Reduction, SentTensor, SharedKey};
@@ -138,9 +138,24 @@ struct Args {
     /// shared tensor "prediction" as if this one owned it (a test aid: it must be refused).
     #[arg(long)]
     forge_shared_once: bool,
+    /// Make this player slow on purpose (a test aid): every stage it runs for a peer waits this
+    /// many milliseconds before it reaches the GPU.
+    #[arg(long)]
+    slow_stage_ms: Option<u64>,
+    /// How a player spreads its remote stages over the workers: by their measured speed, or in
+    /// equal turns (for comparison).
+    #[arg(long, value_enum, default_value = "measured")]
+    placement: PlacementArg,
     /// Seconds a collective may wait for the other players' parts.
     #[arg(long, default_value_t = 60)]
     collective_timeout_s: u64,
+}
+
+/// [`Placement`] on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum PlacementArg {
+    Measured,
+    Equal,
 }
 
 /// The room's authority as the arguments say.
@@ -171,9 +186,16 @@ fn build_app(args: &Args) -> Result<App, String> {
     session.expected_peers = if args.role == Role::Worker { 0 } else { args.workers };
     session.spot_check_every = args.spot_check_every;
     session.collective_timeout = Duration::from_secs(args.collective_timeout_s);
+    session.placement = match args.placement {
+        PlacementArg::Measured => Placement::Measured,
+        PlacementArg::Equal => Placement::Equal,
+    };
     app.add_plugins(session).init_resource::<SeenShared>().add_observer(record_shared);
     if args.wrong_results {
         app.world().resource::<bevy_p2p_inference::testing::FaultInjection>().serve_wrong_results();
+    }
+    if let Some(ms) = args.slow_stage_ms {
+        app.world().resource::<bevy_p2p_inference::testing::FaultInjection>().slow_served_stages(Duration::from_millis(ms));
     }
     app.finish();
     app.cleanup();
@@ -469,11 +491,26 @@ fn run_coordinator(args: &Args) -> Result<(App, Option<Tensor>), String> {
         eprintln!();
     }
     eprintln!("  bytes per request: {bytes_per_request}");
+    let distributed = app.world().resource::<Distributed>();
+    let executor_name = |executor: Executor| match executor {
+        Executor::Local => "local".to_string(),
+        Executor::Peer(peer) => peer.to_string(),
+    };
+    let measured: Vec<serde_json::Value> = distributed
+        .measured_speeds()
+        .iter()
+        .map(|m| json!({"executor": executor_name(m.executor), "gflops": m.flops_per_s / 1e9, "share": m.share, "samples": m.samples}))
+        .collect();
+    let placed: Vec<serde_json::Value> = distributed.assignment().shares().iter().map(|(peer, share)| json!({"peer": peer.to_string(), "share": share})).collect();
+    for m in distributed.measured_speeds() {
+        eprintln!("  {}: measured {:.2} GFLOP/s over {} stage runs, {:.1}% of the stage work", executor_name(m.executor), m.flops_per_s / 1e9, m.samples, m.share * 100.0);
+    }
     println!(
         "{}",
         json!({"event": "summary", "id": app.world().get_resource::<PeerSession>().and_then(PeerSession::id).map(|id| id.to_string()),
                "published": published, "requests": pending.len(), "matches_single_peer": matches, "lost": lost,
                "served_by_others": served_by_others, "median_ms": median, "p95_ms": p95, "bytes_per_request": bytes_per_request,
+               "requests_per_s": latencies.len() as f64 / elapsed, "measured": measured, "placed": placed, "replans": distributed.replans,
                "latencies_ms": latencies})
     );
     Ok((app, last_output))

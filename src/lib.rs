@@ -44,7 +44,7 @@ pub use overlay::InferenceOverlayPlugin;
 pub use plugin::P2pInferencePlugin;
 pub use testing::{headless_plugins, update_until_prediction, update_until_prediction_with, WaitError};
 #[cfg(feature = "p2p")]
-pub use schedule::distributed::{CollectiveDone, CollectiveError, CollectiveFailed, CollectiveFailedEvent, CollectiveRequest, CollectiveResult, Collectives, PeerRole, PeerSessionEvent, PeerSessionPlugin, PublishedTensor, RemoteTensor, RemoteTensorChanged, SessionProblem, SharedTensorRules, SharedTensors};
+pub use schedule::distributed::{CollectiveDone, CollectiveError, CollectiveFailed, CollectiveFailedEvent, CollectiveRequest, CollectiveResult, Collectives, PeerRole, PeerSessionEvent, Placement, PeerSessionPlugin, PublishedTensor, RemoteTensor, RemoteTensorChanged, SessionProblem, SharedTensorRules, SharedTensors};
 pub use schedule::{LocalOnly, SplitRequest};
 pub use schedule::{InferenceError, InferenceFailed, InferenceRequest, InferenceSystems, Prediction, PredictionReady, Submitted};
 pub use tensor::{SharedTensor, Tensor, TensorError};

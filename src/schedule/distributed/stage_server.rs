@@ -43,6 +43,9 @@ pub(super) struct StageServer {
     /// Set by [`crate::testing::FaultInjection::serve_wrong_results`].
     #[cfg(feature = "fault-injection")]
     pub wrong_results: Arc<std::sync::atomic::AtomicBool>,
+    /// Set by [`crate::testing::FaultInjection::slow_served_stages`].
+    #[cfg(feature = "fault-injection")]
+    pub delay_us: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Counts each peer's stages running on this GPU, up to a quota per peer.
@@ -165,6 +168,15 @@ impl StageServer {
             started: Instant::now(),
             reply: Some(JobReply(Arc::new(reply))),
         };
+        #[cfg(all(feature = "fault-injection", not(target_arch = "wasm32")))]
+        if let delay @ 1.. = self.delay_us.load(std::sync::atomic::Ordering::Acquire) {
+            let jobs = self.jobs.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_micros(delay));
+                let _ = jobs.send(job);
+            });
+            return None;
+        }
         // The render side's end is gone only when the app is.
         let _ = self.jobs.send(job);
         None
@@ -237,6 +249,8 @@ mod tests {
             max_batch: 2,
             #[cfg(feature = "fault-injection")]
             wrong_results: Default::default(),
+            #[cfg(feature = "fault-injection")]
+            delay_us: Default::default(),
         };
         (server, started, reported)
     }

@@ -134,6 +134,8 @@ pub(super) fn join_when_calibrated(
             max_batch: state.settings.max_served_batch,
             #[cfg(feature = "fault-injection")]
             wrong_results: faults.wrong_served_results.clone(),
+            #[cfg(feature = "fault-injection")]
+            delay_us: faults.served_stage_delay_us.clone(),
         };
         if state.settings.role.serves() {
             session.serve_stage_inputs(server.into_handler());
