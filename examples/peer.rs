@@ -636,7 +636,7 @@ fn serve(mut app: App, args: &Args, leave: Leave) -> Result<(), String> {
         .collect();
     println!(
         "{}",
-        json!({"event": "worker_summary", "stages_served": served, "first_stage_after_trust_ms": first_work_ms, "rejected": rejected, "saw_coordinator": saw_coordinator,
+        json!({"event": "worker_summary", "id": app.world().get_resource::<PeerSession>().and_then(PeerSession::id).map(|id| id.to_string()), "stages_served": served, "first_stage_after_trust_ms": first_work_ms, "rejected": rejected, "saw_coordinator": saw_coordinator,
                "shared_updates": shared_updates, "shared": shared})
     );
     Ok(())

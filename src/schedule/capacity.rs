@@ -29,10 +29,13 @@ pub struct MeasuredSpeed {
     pub share: f64,
 }
 
-/// One executor's smoothed time per FLOP and recent work.
-#[derive(Clone, Copy, Debug)]
+/// One executor's smoothed time per FLOP, its prior and its recent work.
+#[derive(Clone, Copy, Debug, Default)]
 struct Estimate {
-    seconds_per_flop: f64,
+    /// Seconds per FLOP as measured, once any work came back.
+    measured: Option<f64>,
+    /// Seconds per FLOP its calibration claims.
+    prior: Option<f64>,
     samples: u32,
     work: f64,
 }
@@ -60,13 +63,14 @@ impl Capacity {
         Self { smoothing: smoothing.clamp(f64::MIN_POSITIVE, 1.0), decay: decay.clamp(0.0, 1.0), estimates: HashMap::new() }
     }
 
-    /// Sets `executor`'s prior: it ran `flops` in `took` when it calibrated. Ignored once work
-    /// of its has been measured, or when either is zero.
+    /// Sets `executor`'s prior: it ran `flops` in `took` when it calibrated (ignored when either
+    /// is zero). Until its own work is measured, its speed is this prior scaled the way this
+    /// player's own calibration compares with its own measured speed: calibrations include
+    /// one-off costs (compiling kernels), so only their ratios are believed, and only until
+    /// work comes back.
     pub fn set_prior(&mut self, executor: Executor, flops: u64, took: Duration) {
-        let Some(seconds_per_flop) = per_flop(flops, took) else { return };
-        let estimate = self.estimates.entry(executor).or_insert(Estimate { seconds_per_flop, samples: 0, work: 0.0 });
-        if estimate.samples == 0 {
-            estimate.seconds_per_flop = seconds_per_flop;
+        if let Some(prior) = per_flop(flops, took) {
+            self.estimates.entry(executor).or_default().prior = Some(prior);
         }
     }
 
@@ -77,28 +81,39 @@ impl Capacity {
             estimate.work *= self.decay;
         }
         let smoothing = self.smoothing;
-        let estimate = self.estimates.entry(executor).or_insert(Estimate { seconds_per_flop: observed, samples: 0, work: 0.0 });
-        estimate.seconds_per_flop = match estimate.samples {
-            // The prior, if any, weighs like one measurement.
-            0 => (estimate.seconds_per_flop + observed) / 2.0,
-            _ => estimate.seconds_per_flop + smoothing * (observed - estimate.seconds_per_flop),
-        };
+        let estimate = self.estimates.entry(executor).or_default();
+        estimate.measured = Some(match estimate.measured {
+            None => observed,
+            Some(before) => before + smoothing * (observed - before),
+        });
         estimate.samples += 1;
         estimate.work += flops as f64;
     }
 
-    /// `executor` let a hand-over time out: its estimate is halved in speed, so that it gets
-    /// less work until it proves faster.
+    /// `executor` let a hand-over time out: its speed is halved, so that it gets less work
+    /// until it proves faster.
     pub fn observe_timeout(&mut self, executor: Executor) {
-        if let Some(estimate) = self.estimates.get_mut(&executor) {
-            estimate.seconds_per_flop *= 2.0;
-            estimate.samples = estimate.samples.max(1);
-        }
+        let Some(seconds_per_flop) = self.seconds_per_flop(executor) else { return };
+        let estimate = self.estimates.entry(executor).or_default();
+        estimate.measured = Some(seconds_per_flop * 2.0);
+        estimate.samples = estimate.samples.max(1);
     }
 
     /// Forgets `executor` (it left).
     pub fn forget(&mut self, executor: Executor) {
         self.estimates.remove(&executor);
+    }
+
+    fn seconds_per_flop(&self, executor: Executor) -> Option<f64> {
+        let estimate = self.estimates.get(&executor)?;
+        if let Some(measured) = estimate.measured {
+            return Some(measured);
+        }
+        let prior = estimate.prior?;
+        match self.estimates.get(&Executor::Local) {
+            Some(Estimate { measured: Some(own_measured), prior: Some(own_prior), .. }) => Some(prior * own_measured / own_prior),
+            _ => Some(prior),
+        }
     }
 
     /// Notes every stage of a finished request: `flops[s]` is stage `s`'s work at the
@@ -111,7 +126,7 @@ impl Capacity {
 
     /// `executor`'s speed (FLOP/s), if known.
     pub fn speed(&self, executor: Executor) -> Option<f64> {
-        self.estimates.get(&executor).map(|e| 1.0 / e.seconds_per_flop)
+        self.seconds_per_flop(executor).map(|s| 1.0 / s)
     }
 
     /// Every known executor's speed and share, local first, then peers by id.
@@ -120,11 +135,13 @@ impl Capacity {
         let mut speeds: Vec<MeasuredSpeed> = self
             .estimates
             .iter()
-            .map(|(&executor, e)| MeasuredSpeed {
-                executor,
-                flops_per_s: 1.0 / e.seconds_per_flop,
-                samples: e.samples,
-                share: if total > 0.0 { e.work / total } else { 0.0 },
+            .filter_map(|(&executor, e)| {
+                Some(MeasuredSpeed {
+                    executor,
+                    flops_per_s: self.speed(executor)?,
+                    samples: e.samples,
+                    share: if total > 0.0 { e.work / total } else { 0.0 },
+                })
             })
             .collect();
         speeds.sort_by_key(|s| executor_order(s.executor));
