@@ -138,10 +138,10 @@ struct Args {
     /// shared tensor "prediction" as if this one owned it (a test aid: it must be refused).
     #[arg(long)]
     forge_shared_once: bool,
-    /// Make this player slow on purpose (a test aid): every stage it runs for a peer waits this
-    /// many milliseconds before it reaches the GPU.
+    /// Make this player slow on purpose (a test aid): every stage it runs for a peer takes this
+    /// many times as long.
     #[arg(long)]
-    slow_stage_ms: Option<u64>,
+    slowdown: Option<u32>,
     /// How a player spreads its remote stages over the workers: by their measured speed, or in
     /// equal turns (for comparison).
     #[arg(long, value_enum, default_value = "measured")]
@@ -194,8 +194,8 @@ fn build_app(args: &Args) -> Result<App, String> {
     if args.wrong_results {
         app.world().resource::<bevy_p2p_inference::testing::FaultInjection>().serve_wrong_results();
     }
-    if let Some(ms) = args.slow_stage_ms {
-        app.world().resource::<bevy_p2p_inference::testing::FaultInjection>().slow_served_stages(Duration::from_millis(ms));
+    if let Some(factor) = args.slowdown {
+        app.world().resource::<bevy_p2p_inference::testing::FaultInjection>().slow_served_stages(factor);
     }
     app.finish();
     app.cleanup();

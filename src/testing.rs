@@ -21,7 +21,7 @@ pub fn headless_plugins() -> impl PluginGroup {
 pub struct FaultInjection {
     pub(crate) panic_submission_thread: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub(crate) wrong_served_results: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    pub(crate) served_stage_delay_us: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) served_stage_slowdown: std::sync::Arc<std::sync::atomic::AtomicU32>,
     broken_shader: std::sync::Arc<std::sync::Mutex<Option<crate::gpu::KernelFamily>>>,
 }
 
@@ -42,11 +42,11 @@ impl FaultInjection {
     }
 
     /// Makes this player slow on purpose, for tests and demos of capacity-aware scheduling:
-    /// every stage it runs for a peer from now on waits `delay` before it reaches the GPU (the
-    /// wait counts in the run time it reports). Natively only; zero turns it off.
-    pub fn slow_served_stages(&self, delay: std::time::Duration) {
-        let micros = delay.as_micros().min(u64::MAX as u128) as u64;
-        self.served_stage_delay_us.store(micros, std::sync::atomic::Ordering::Release);
+    /// every stage it runs for a peer from now on takes `factor` times as long (its output is
+    /// held back for `factor - 1` times its run, and the run it reports includes the wait).
+    /// Natively only; 0 or 1 turns it off.
+    pub fn slow_served_stages(&self, factor: u32) {
+        self.served_stage_slowdown.store(factor, std::sync::atomic::Ordering::Release);
     }
 
     /// Makes the shader of `family` invalid when the kernel library is built (with the first

@@ -45,7 +45,7 @@ pub(super) struct StageServer {
     pub wrong_results: Arc<std::sync::atomic::AtomicBool>,
     /// Set by [`crate::testing::FaultInjection::slow_served_stages`].
     #[cfg(feature = "fault-injection")]
-    pub delay_us: Arc<std::sync::atomic::AtomicU64>,
+    pub slowdown: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// Counts each peer's stages running on this GPU, up to a quota per peer.
@@ -138,8 +138,11 @@ impl StageServer {
         let (sender, problems) = (self.sender.clone(), self.problems.clone());
         #[cfg(feature = "fault-injection")]
         let lie = self.wrong_results.clone();
+        #[cfg(all(feature = "fault-injection", not(target_arch = "wasm32")))]
+        let slowdown = self.slowdown.load(std::sync::atomic::Ordering::Acquire);
+        let slot = Arc::new(slot);
         let reply = move |outcome: JobOutcome| {
-            let _running = &slot;
+            let running = slot.clone();
             let problem = match outcome.result {
                 Ok(output) => {
                     #[cfg(feature = "fault-injection")]
@@ -148,8 +151,26 @@ impl StageServer {
                         false => output,
                     };
                     let run = outcome.finished.saturating_duration_since(outcome.started);
+                    #[cfg(all(feature = "fault-injection", not(target_arch = "wasm32")))]
+                    let (run, held) = match slowdown {
+                        factor @ 2.. => (run * factor, Some(run * (factor - 1))),
+                        _ => (run, None),
+                    };
                     let timing = StageTiming { stage: header.stage, run_us: StageTiming::micros(run), gpu_us: outcome.gpu.map(StageTiming::micros), network_us };
                     let sent = next_hop(from, &header, timing);
+                    #[cfg(all(feature = "fault-injection", not(target_arch = "wasm32")))]
+                    if let Some(held) = held {
+                        let (sender, problems) = (sender.clone(), problems.clone());
+                        std::thread::spawn(move || {
+                            let _running = running;
+                            std::thread::sleep(held);
+                            if let Err(error) = sender.send(sent, output, dtype) {
+                                let _ = problems.send(SessionProblem::CannotReturnStage { request, stage, error });
+                            }
+                        });
+                        return;
+                    }
+                    drop(running);
                     match sender.send(sent, output, dtype) {
                         Ok(()) => return,
                         Err(error) => SessionProblem::CannotReturnStage { request, stage, error },
@@ -168,15 +189,6 @@ impl StageServer {
             started: Instant::now(),
             reply: Some(JobReply(Arc::new(reply))),
         };
-        #[cfg(all(feature = "fault-injection", not(target_arch = "wasm32")))]
-        if let delay @ 1.. = self.delay_us.load(std::sync::atomic::Ordering::Acquire) {
-            let jobs = self.jobs.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(std::time::Duration::from_micros(delay));
-                let _ = jobs.send(job);
-            });
-            return None;
-        }
         // The render side's end is gone only when the app is.
         let _ = self.jobs.send(job);
         None
@@ -250,7 +262,7 @@ mod tests {
             #[cfg(feature = "fault-injection")]
             wrong_results: Default::default(),
             #[cfg(feature = "fault-injection")]
-            delay_us: Default::default(),
+            slowdown: Default::default(),
         };
         (server, started, reported)
     }

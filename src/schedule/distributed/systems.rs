@@ -135,7 +135,7 @@ pub(super) fn join_when_calibrated(
             #[cfg(feature = "fault-injection")]
             wrong_results: faults.wrong_served_results.clone(),
             #[cfg(feature = "fault-injection")]
-            delay_us: faults.served_stage_delay_us.clone(),
+            slowdown: faults.served_stage_slowdown.clone(),
         };
         if state.settings.role.serves() {
             session.serve_stage_inputs(server.into_handler());
