@@ -17,7 +17,8 @@
 #
 # PEER_BIN_DIR=DIR uses the `peer` and `signaling` binaries in DIR instead of building them (a
 # machine without cargo, such as the GPU machine of BENCHMARKS.md). P2P_WORKERS=N starts N
-# workers (default 2).
+# workers (default 2); P2P_SLOWDOWN=F makes the last of them F times slower on purpose (a test
+# aid, see `peer --slowdown`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=debug
@@ -39,12 +40,13 @@ else
     bin="${CARGO_TARGET_DIR:-$PWD/target}/$profile/examples"
 fi
 export BEVY_ASSET_ROOT="$PWD"
-unshare -n bash -s -- "$bin" "${P2P_WORKERS:-2}" "$players" "$@" <<'INNER'
+unshare -n bash -s -- "$bin" "${P2P_WORKERS:-2}" "$players" "${P2P_SLOWDOWN:-1}" "$@" <<'INNER'
 set -euo pipefail
 bin=$1
 workers=$2
 players=$3
-shift 3
+slowdown=$4
+shift 4
 # WebRTC skips loopback candidates: a veth pair gives the namespace a routable address.
 source tools/netns-veth.sh
 "$bin/signaling" --port 3536 >/dev/null &
@@ -102,8 +104,10 @@ PY
     exit $status
 fi
 pids=()
-for _ in $(seq "$workers"); do
-    "$bin/peer" --role worker --room "$room" --key "$key" --owner "${owner[1]}" --plan "$plan" >&2 &
+for i in $(seq "$workers"); do
+    slow=()
+    if [ "$i" = "$workers" ] && [ "$slowdown" -gt 1 ]; then slow=(--slowdown "$slowdown"); fi
+    "$bin/peer" --role worker --room "$room" --key "$key" --owner "${owner[1]}" --plan "$plan" "${slow[@]}" >&2 &
     pids+=($!)
 done
 # The workers join first, so that they are connected when the coordinator starts; they trust
