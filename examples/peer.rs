@@ -223,8 +223,8 @@ fn session_event_json(event: &SessionEvent) -> Option<serde_json::Value> {
         SessionEvent::HandshakeFailed { peer, reason } => {
             json!({"event": "handshake_failed", "peer": peer.to_string(), "reason": format!("{reason:?}")})
         }
-        SessionEvent::Rejected { peer, reason } => {
-            json!({"event": "rejected", "peer": peer.to_string(), "reason": reason.code(), "detail": reason.to_string()})
+        SessionEvent::Rejected { peer, reason, lost_output } => {
+            json!({"event": "rejected", "peer": peer.to_string(), "reason": reason.code(), "detail": reason.to_string(), "lost_output": lost_output})
         }
         SessionEvent::Reconnected { attempt } => json!({"event": "reconnected", "attempt": attempt}),
         SessionEvent::SendFailed { tensor, error } => {

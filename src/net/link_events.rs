@@ -144,6 +144,9 @@ pub enum SessionEvent {
         peer: PeerUuid,
         /// Why.
         reason: RejectReason,
+        /// The request a stage output was for, where its frame verified (so its header is the
+        /// sender's own) and the output was lost all the same; `None` for anything else.
+        lost_output: Option<u64>,
     },
     /// A whole tensor arrived from a trusted peer, within its permissions.
     Tensor(ReceivedTensor),

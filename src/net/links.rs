@@ -306,14 +306,17 @@ impl Links {
                 let owner_may_submit = forwarded_for.is_none_or(|owner| {
                     self.links.get(&owner).is_some_and(|o| o.state == LinkState::Trusted && o.permissions().contains(Permissions::SUBMIT_REQUESTS))
                 });
+                // Past the MAC the header is the sender's own: a stage output it sent but that
+                // is dropped here names the one request to run again.
+                let lost_output = (chunk.header.direction == Direction::StageOutput).then_some(chunk.header.request);
                 let link = self.links.get_mut(&from).expect("inserted above");
                 if !link.permissions().contains(needed) || !self.settings.permissions.contains(ours) || !owner_may_submit {
-                    return link.reject(from, RejectReason::NotPermitted("tensor"), events);
+                    return link.reject_output(from, lost_output, RejectReason::NotPermitted("tensor"), events);
                 }
                 let opened = link.ciphers.as_ref().ok_or(Unsealed).and_then(|c| c.receiving.open(sequence, &chunk.payload));
                 let chunk = match opened {
                     Ok(payload) => TensorChunk { payload, ..chunk },
-                    Err(unsealed) => return link.reject(from, unsealed.into(), events),
+                    Err(unsealed) => return link.reject_output(from, lost_output, unsealed.into(), events),
                 };
                 match self.reassembler.push(from, chunk, now) {
                     Ok(Some(mut tensor)) => {
@@ -321,7 +324,7 @@ impl Links {
                         events.push(SessionEvent::Tensor(tensor));
                     }
                     Ok(None) => {}
-                    Err(error) => link.reject(from, error.into(), events),
+                    Err(error) => link.reject_output(from, lost_output, error.into(), events),
                 }
             }
         }

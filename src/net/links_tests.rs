@@ -544,6 +544,16 @@ fn a_key_holding_worker_that_sends_nans_oversize_headers_garbage_replays_and_sto
             RejectReason::Frame(FrameError::Replay { .. }),
         ]
     ), "{events:?}");
+    // Only the answers whose frames verified name the request they lose (for it alone to be
+    // run again); garbage and a replay name nothing.
+    let lost: Vec<Option<u64>> = events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Rejected { lost_output, .. } => Some(*lost_output),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lost, [Some(3), Some(3), None, None]);
     assert!(events.contains(&SessionEvent::HandshakeFailed { peer: thief, reason: HandshakeError::Token(TokenError::BadProof) }));
     assert!(!events.iter().any(|e| matches!(e, SessionEvent::Tensor(_))), "nothing it sent was taken");
 
@@ -572,6 +582,8 @@ fn tensor_payloads_are_sealed_on_the_wire_and_a_chunk_sealed_for_another_session
     let (now, mut events) = (room.now, Vec::new());
     room.player(1).links.receive(B, &old_session, now, &mut events);
     assert_eq!(rejections(&events), vec![RejectReason::Unsealed(Unsealed)]);
+    // Its frame verified, so the header is the worker's own: the one request to run again.
+    assert!(matches!(events[..], [SessionEvent::Rejected { peer: B, lost_output: Some(3), .. }]), "{events:?}");
 }
 
 #[path = "links_authority_tests.rs"]

@@ -149,8 +149,14 @@ impl PeerLink {
 
     /// Counts a message from `peer` (this link's) that was dropped, and reports it.
     pub(super) fn reject(&mut self, peer: PeerUuid, reason: RejectReason, events: &mut Vec<SessionEvent>) {
+        self.reject_output(peer, None, reason, events);
+    }
+
+    /// Counts a message from `peer` that was dropped, naming the request whose stage output it
+    /// carried (see [`SessionEvent::Rejected`]), and reports it.
+    pub(super) fn reject_output(&mut self, peer: PeerUuid, lost_output: Option<u64>, reason: RejectReason, events: &mut Vec<SessionEvent>) {
         self.rejected += 1;
-        events.push(SessionEvent::Rejected { peer, reason });
+        events.push(SessionEvent::Rejected { peer, reason, lost_output });
     }
 
     /// The peer's permissions, once trusted.

@@ -491,17 +491,26 @@ impl Pipeline {
                 active.route = route;
             }
         }
-        self.rerun_where(|a| a.executors.contains(&gone), assignment, now)
+        self.rerun_where(|_, a| a.executors.contains(&gone), assignment, now)
+    }
+
+    /// Re-runs `request` where `peer` was running it and what it sent back for it was dropped
+    /// (a chunk that did not open, broke a reassembly rule or was not permitted). Nothing where
+    /// the request is not in `peer`'s hands: a peer cannot have another's work re-run by naming
+    /// it.
+    pub fn rerun_request(&mut self, request: RequestId, peer: PeerUuid, assignment: &StageAssignment, now: Instant) -> Vec<PipelineAction> {
+        let held = Executor::Peer(peer);
+        self.rerun_where(|id, a| id == request && a.executors.contains(&held), assignment, now)
     }
 
     /// Re-runs every remote hand-over that has waited longer than `timeout`.
     pub fn rerun_overdue(&mut self, timeout: Duration, assignment: &StageAssignment, now: Instant) -> Vec<PipelineAction> {
-        self.rerun_where(|a| a.executors[0] != Executor::Local && now - a.stage_started > timeout, assignment, now)
+        self.rerun_where(|_, a| a.executors[0] != Executor::Local && now - a.stage_started > timeout, assignment, now)
     }
 
-    fn rerun_where(&mut self, affected: impl Fn(&Active) -> bool, assignment: &StageAssignment, now: Instant) -> Vec<PipelineAction> {
+    fn rerun_where(&mut self, affected: impl Fn(RequestId, &Active) -> bool, assignment: &StageAssignment, now: Instant) -> Vec<PipelineAction> {
         let mut actions = Vec::new();
-        let mut ids: Vec<RequestId> = self.active.iter().filter(|(_, a)| affected(a)).map(|(id, _)| *id).collect();
+        let mut ids: Vec<RequestId> = self.active.iter().filter(|(id, a)| affected(**id, a)).map(|(id, _)| *id).collect();
         ids.sort();
         let mut abandoned = false;
         for request in ids {

@@ -161,6 +161,27 @@ fn losing_any_peer_of_a_chain_reruns_the_chain_elsewhere_from_the_kept_input() {
 }
 
 #[test]
+fn a_dropped_answer_reruns_only_its_own_request_and_only_from_the_peer_holding_it() {
+    let a = three_stages();
+    let now = Instant::now();
+    let mut p = Pipeline::new(2, 3);
+    p.submit(0, t(0.0));
+    p.submit(1, t(1.0));
+    p.start_waiting(&a, now);
+    p.stage_finished(0, 0, Executor::Local, t(5.0), &a, now).unwrap();
+    p.stage_finished(1, 0, Executor::Local, t(6.0), &a, now).unwrap();
+    // Both requests are on the chain W1 → W2; W2's answer for request 1 did not open.
+    let rerun = p.rerun_request(1, W2, &a, now);
+    assert_eq!(rerun.len(), 1, "request 0 is untouched: {rerun:?}");
+    assert!(matches!(rerun[0], PipelineAction::Run { request: 1, stage: 1, .. }));
+    // A peer that does not hold a request cannot have it re-run by naming it.
+    const STRANGER: PeerUuid = PeerUuid([9; 16]);
+    assert_eq!(p.rerun_request(0, STRANGER, &a, now), vec![]);
+    assert_eq!(p.rerun_request(7, W1, &a, now), vec![], "no such request");
+    assert_eq!(p.in_flight(), 2);
+}
+
+#[test]
 fn overdue_remote_stages_are_rerun_but_local_ones_wait() {
     let a = three_stages();
     let start = Instant::now();

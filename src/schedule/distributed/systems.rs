@@ -235,10 +235,12 @@ pub(super) fn handle_session_events(
                 }
             }
             SessionEvent::PeerLost { peer, .. } => state.drop_worker(*peer, now),
-            // Data from a trusted peer was dropped: whatever it was working on is re-run.
-            SessionEvent::Rejected { peer, .. } if session.as_ref().is_some_and(|s| s.links().link(*peer).is_some_and(|l| l.state == LinkState::Trusted)) => {
+            // A trusted peer's answer was dropped: that one request is re-run. Anything else
+            // dropped names no request (its frame did not verify); a lost answer among it is
+            // re-run when its stage is overdue.
+            SessionEvent::Rejected { peer, lost_output: Some(request), .. } if session.as_ref().is_some_and(|s| s.links().link(*peer).is_some_and(|l| l.state == LinkState::Trusted)) => {
                 let assignment = state.assignment.clone();
-                let reruns = state.pipeline.rerun_peer(*peer, &assignment, now);
+                let reruns = state.pipeline.rerun_request(*request, *peer, &assignment, now);
                 state.actions.extend(reruns);
             }
             // A tensor with a trace carries the output of a stage this peer ran for another
