@@ -4,6 +4,7 @@
 #[cfg(feature = "p2p")]
 pub mod distributed;
 pub mod capacity;
+pub mod frame_budget;
 pub mod pipeline;
 
 use std::time::Duration;

@@ -7,7 +7,8 @@
 //! The session's systems run in [`InferenceSystems::Session`] (in `PreUpdate`, after the
 //! frame's results are received), one job each: prepare the stages, join the room once
 //! calibrated, take local stage results, report problems with stages served for peers (which
-//! run and return off the frame: [`stage_server`]), poll the socket,
+//! run and return off the frame: [`stage_server`]), start the served stages that waited for
+//! this frame's budget ([`serve_budget`]), poll the socket,
 //! handle what it reported, and advance the pipeline.
 //!
 //! [`InferenceRequest`]: super::InferenceRequest
@@ -16,6 +17,7 @@
 pub mod collective;
 mod problem;
 pub mod shared;
+mod serve_budget;
 mod spot_check;
 mod stage_server;
 mod state;
@@ -28,6 +30,7 @@ use bevy::prelude::*;
 use super::InferenceSystems;
 use crate::net::{Permissions, RoomAuthority, RoomKey, SessionEvent};
 pub use problem::SessionProblem;
+pub use serve_budget::{BudgetGate, ServeBudget, ServeBudgetReport};
 pub use collective::{CollectiveDone, CollectiveError, CollectiveFailed, CollectiveFailedEvent, CollectiveRequest, CollectiveResult, Collectives};
 pub use shared::{PublishedTensor, RemoteTensor, RemoteTensorChanged, SharedTensorRules, SharedTensors};
 pub use state::{Distributed, RequestTraffic};
@@ -129,6 +132,11 @@ pub struct PeerSessionPlugin {
     /// speed has moved by more than this fraction from the speed they were placed by (default
     /// 0.25). Requests in flight finish where they were placed.
     pub replan_drift: f64,
+    /// How much GPU time this player gives the others' stages per frame (default: none set,
+    /// every stage starts as it arrives). With a budget, stages beyond it wait for the next
+    /// frames, and past [`ServeBudget::max_waiting`] are handed back to their owners, which run
+    /// them elsewhere once they are overdue ([`SessionProblem::OverBudget`]).
+    pub serve_budget: Option<ServeBudget>,
     /// What this player accepts of the tensors the others share (see [`PublishedTensor`]).
     pub shared_tensors: SharedTensorRules,
     /// A collective still missing parts after this long fails (default 10 s; see
@@ -160,6 +168,7 @@ impl PeerSessionPlugin {
             max_timeouts: 3,
             placement: Placement::Measured,
             replan_drift: 0.25,
+            serve_budget: None,
             shared_tensors: SharedTensorRules::default(),
             collective_timeout: Duration::from_secs(10),
             ice_servers: Vec::new(),
@@ -184,7 +193,7 @@ impl Plugin for PeerSessionPlugin {
             .add_systems(Startup, load_assets)
             .add_systems(
                 PreUpdate,
-                (prepare_stages, join_when_calibrated, take_local_stage_results, continue_spot_checks, report_served_stage_problems, poll_session, handle_session_events, advance_pipeline)
+                (prepare_stages, join_when_calibrated, take_local_stage_results, continue_spot_checks, report_served_stage_problems, release_budgeted_stages, poll_session, handle_session_events, advance_pipeline)
                     .chain()
                     .in_set(InferenceSystems::Session),
             )

@@ -83,6 +83,20 @@ pub enum SessionProblem {
         /// Its quota.
         quota: usize,
     },
+    /// This player's GPU budget for the others' stages ([`super::ServeBudget`]) is spent and
+    /// as many stages as it holds already wait for it: a peer's stage input is handed back
+    /// (dropped here; its owner runs it elsewhere once it is overdue).
+    #[error("the serving budget is spent and {waiting} stages wait; stage {stage} of request {request} from peer {peer} is handed back")]
+    OverBudget {
+        /// The peer.
+        peer: crate::net::PeerUuid,
+        /// Its request.
+        request: u64,
+        /// The stage.
+        stage: u16,
+        /// Stages waiting for the budget.
+        waiting: usize,
+    },
     /// A peer sent a stage input of a batch larger than this player serves
     /// ([`super::PeerSessionPlugin::max_served_batch`]): it is dropped.
     #[error("peer {peer} sent stage {stage} of request {request} with a batch of {batch}, over the {limit} served")]

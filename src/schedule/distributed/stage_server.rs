@@ -4,6 +4,7 @@
 //! it is read back. Failures reach the main world as [`SessionProblem`]s.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bevy::asset::AssetId;
@@ -11,6 +12,7 @@ use bevy::platform::time::Instant;
 use bevy::prelude::Entity;
 use crossbeam_channel::Sender;
 
+use super::serve_budget::{BudgetGate, Gated};
 use super::state::{batch_of_tensor, lock};
 use super::SessionProblem;
 use crate::job::{JobOutcome, JobReply, JobTag, StageJob};
@@ -40,6 +42,8 @@ pub(super) struct StageServer {
     pub quota: StageQuota,
     /// The largest batch served.
     pub max_batch: usize,
+    /// The GPU budget the stages wait for, if this player has one.
+    pub budget: Option<BudgetGate>,
     /// Set by [`crate::testing::FaultInjection::serve_wrong_results`].
     #[cfg(feature = "fault-injection")]
     pub wrong_results: Arc<std::sync::atomic::AtomicBool>,
@@ -180,17 +184,31 @@ impl StageServer {
             };
             let _ = problems.send(problem);
         };
-        let job = StageJob {
+        let now = Instant::now();
+        let mut job = StageJob {
             tag: JobTag::ServedStage,
             entity: Entity::PLACEHOLDER,
             model: self.model,
             graph,
             input: received.shared.tensor,
-            started: Instant::now(),
-            reply: Some(JobReply(Arc::new(reply))),
+            started: now,
+            reply: None,
         };
-        // The render side's end is gone only when the app is.
-        let _ = self.jobs.send(job);
+        let Some(gate) = &self.budget else {
+            job.reply = Some(JobReply(Arc::new(reply)));
+            // The render side's end is gone only when the app is.
+            let _ = self.jobs.send(job);
+            return None;
+        };
+        let (key, charge, settling) = ((stage, batch), Arc::new(AtomicU64::new(0)), gate.clone());
+        let charged = charge.clone();
+        job.reply = Some(JobReply(Arc::new(move |outcome: JobOutcome| {
+            settling.settle(key, &charged, &outcome);
+            reply(outcome);
+        })));
+        if let Gated::HandedBack(waiting) = gate.offer(key, job, charge, now) {
+            let _ = self.problems.send(SessionProblem::OverBudget { peer: from, request, stage, waiting });
+        }
         None
     }
 }
@@ -216,8 +234,11 @@ pub(super) fn next_hop(from: PeerUuid, header: &TensorHeader, timing: StageTimin
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::model::StagedModel;
+    use crate::schedule::distributed::{ServeBudget, ServeBudgetReport};
     use crate::tensor::quant::QuantParams;
 
     const OWNER: PeerUuid = PeerUuid([1; 16]);
@@ -259,6 +280,7 @@ mod tests {
             problems,
             quota: StageQuota::new(1),
             max_batch: 2,
+            budget: None,
             #[cfg(feature = "fault-injection")]
             wrong_results: Default::default(),
             #[cfg(feature = "fault-injection")]
@@ -302,6 +324,31 @@ mod tests {
         drop(running);
         server.serve(stage_one_input(boundary));
         assert!(started.try_recv().is_ok(), "the finished stage made room");
+    }
+
+    #[test]
+    fn with_a_serving_budget_a_stage_past_it_waits_for_a_later_frame_and_one_more_is_handed_back() {
+        let (mut server, started, reported) = server();
+        server.quota = StageQuota::new(8);
+        // A frame long enough that the bucket does not refill while the test runs.
+        let frame = Duration::from_secs(1000);
+        let budget = ServeBudget { gpu_per_frame: Duration::from_millis(2), frame, max_waiting: 1 };
+        let gate = BudgetGate::new(budget, server.jobs.clone(), Instant::now());
+        server.budget = Some(gate.clone());
+        let boundary = lock(&server.staged).boundary_shapes(1).unwrap().stage_input(1).unwrap().to_vec();
+        for _ in 0..3 {
+            server.serve(stage_one_input(boundary.clone()));
+        }
+        let first = started.try_recv().expect("the budget starts full");
+        assert!(started.is_empty(), "the second waits for the budget");
+        assert_eq!(reported.try_recv(), Ok(SessionProblem::OverBudget { peer: OWNER, request: 5, stage: 1, waiting: 1 }));
+        // It ran in 1 ms: settled, and reported.
+        let reply = first.reply.clone().expect("a served stage replies");
+        let outcome = JobOutcome { gpu: Some(Duration::from_millis(1)), ..JobOutcome::of(&first, Ok(crate::tensor::Tensor::zeros(vec![1]))) };
+        (reply.0)(outcome);
+        assert_eq!(gate.report(), ServeBudgetReport { stages: 1, gpu: Duration::from_millis(1), waited: 1, handed_back: 1 });
+        gate.release(Instant::now() + frame);
+        assert!(started.try_recv().is_ok(), "a frame later the waiting stage starts");
     }
 
     #[test]

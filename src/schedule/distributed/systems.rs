@@ -10,7 +10,7 @@ use bevy::prelude::*;
 use super::spot_check::{as_sent, outputs_agree, SpotCheck};
 use super::stage_server::{StageQuota, StageServer};
 use super::state::{batch_of_tensor, Phase, Tracked};
-use super::{Distributed, PeerSessionEvent, PeerSessionPlugin, SessionProblem};
+use super::{BudgetGate, Distributed, PeerSessionEvent, PeerSessionPlugin, SessionProblem};
 use crate::job::{JobOutcome, JobReply, JobTag, StageJob};
 use crate::model::ir::Graph;
 use crate::model::{Model, PartitionPlan, StagedModel, StagingError};
@@ -132,11 +132,15 @@ pub(super) fn join_when_calibrated(
             problems: state.served_problems.0.clone(),
             quota: StageQuota::new(state.settings.max_served_per_peer),
             max_batch: state.settings.max_served_batch,
+            budget: state.settings.serve_budget.map(|budget| BudgetGate::new(budget, queue.0.clone(), Instant::now())),
             #[cfg(feature = "fault-injection")]
             wrong_results: faults.wrong_served_results.clone(),
             #[cfg(feature = "fault-injection")]
             slowdown: faults.served_stage_slowdown.clone(),
         };
+        if let Some(gate) = &server.budget {
+            commands.insert_resource(gate.clone());
+        }
         if state.settings.role.serves() {
             session.serve_stage_inputs(server.into_handler());
         }
@@ -203,6 +207,13 @@ pub(super) fn take_local_stage_results(
 pub(super) fn report_served_stage_problems(state: Res<Distributed>, mut problems: MessageWriter<SessionProblem>) {
     for problem in state.served_problems.1.try_iter() {
         problems.write(problem);
+    }
+}
+
+/// Starts the others' stages that waited for this frame's serving budget, if there is one.
+pub(super) fn release_budgeted_stages(gate: Option<Res<BudgetGate>>) {
+    if let Some(gate) = gate {
+        gate.release(Instant::now());
     }
 }
 
