@@ -33,7 +33,7 @@ use bevy_p2p_inference::tensor::TransferDtype;
 use bevy_p2p_inference::net::session::PeerSession;
 use bevy_p2p_inference::net::Permissions;
 use bevy_p2p_inference::prelude::*;
-use bevy_p2p_inference::schedule::distributed::{Distributed, Placement};
+use bevy_p2p_inference::schedule::distributed::{BudgetGate, Distributed, Placement, ServeBudget};
 use bevy_p2p_inference::schedule::pipeline::Executor;
 use bevy_p2p_inference::{headless_plugins, update_until_prediction_with, LocalOnly, PeerRole, PeerSessionEvent, PeerSessionPlugin, CollectiveFailed, CollectiveRequest, CollectiveResult, PublishedTensor, RemoteTensor, RemoteTensorChanged, SessionProblem, SharedTensors};
 use bevy_p2p_inference::net::{CollectiveOp, Direction, Reduction, SentTensor, SharedKey};
@@ -142,6 +142,13 @@ struct Args {
     /// many times as long.
     #[arg(long)]
     slowdown: Option<u32>,
+    /// GPU time per frame this player gives the others' stages (default: no budget, each
+    /// starts as it arrives); the rest wait for later frames.
+    #[arg(long)]
+    serve_budget_ms: Option<f64>,
+    /// The frame `--serve-budget-ms` is per, in milliseconds (a 60 fps frame by default).
+    #[arg(long, default_value_t = 1000.0 / 60.0)]
+    budget_frame_ms: f64,
     /// How a player spreads its remote stages over the workers: by their measured speed, or in
     /// equal turns (for comparison).
     #[arg(long, value_enum, default_value = "measured")]
@@ -190,6 +197,11 @@ fn build_app(args: &Args) -> Result<App, String> {
         PlacementArg::Measured => Placement::Measured,
         PlacementArg::Equal => Placement::Equal,
     };
+    session.serve_budget = args.serve_budget_ms.map(|ms| ServeBudget {
+        gpu_per_frame: Duration::from_secs_f64(ms / 1e3),
+        frame: Duration::from_secs_f64(args.budget_frame_ms / 1e3),
+        ..ServeBudget::per_frame_at_60_fps(Duration::ZERO)
+    });
     app.add_plugins(session).init_resource::<SeenShared>().add_observer(record_shared);
     if args.wrong_results {
         app.world().resource::<bevy_p2p_inference::testing::FaultInjection>().serve_wrong_results();
@@ -627,6 +639,11 @@ fn serve(mut app: App, args: &Args, leave: Leave) -> Result<(), String> {
     };
     let rejected = app.world().get_resource::<PeerSession>().map_or(0, |s| s.rejected_total());
     let shared_updates = app.world().resource::<SharedTensors>().updates_received;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let budget = app.world().get_resource::<BudgetGate>().map(|gate| {
+        let r = gate.report();
+        json!({"stages": r.stages, "gpu_ms": ms(r.gpu), "longest_ms": ms(r.longest), "span_ms": ms(r.span), "waited": r.waited, "handed_back": r.handed_back})
+    });
     let shared: Vec<serde_json::Value> = app
         .world()
         .resource::<SeenShared>()
@@ -637,7 +654,7 @@ fn serve(mut app: App, args: &Args, leave: Leave) -> Result<(), String> {
     println!(
         "{}",
         json!({"event": "worker_summary", "id": app.world().get_resource::<PeerSession>().and_then(PeerSession::id).map(|id| id.to_string()), "stages_served": served, "first_stage_after_trust_ms": first_work_ms, "rejected": rejected, "saw_coordinator": saw_coordinator,
-               "shared_updates": shared_updates, "shared": shared})
+               "shared_updates": shared_updates, "shared": shared, "serve_budget": budget})
     );
     Ok(())
 }

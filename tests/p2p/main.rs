@@ -238,6 +238,34 @@ fn a_worker_slowed_tenfold_gets_a_small_measured_share_and_every_request_still_m
 }
 
 #[test]
+fn a_serving_player_spends_no_more_gpu_time_on_others_than_its_frame_budget_and_every_request_still_matches() {
+    let _serial = Serial::lock();
+    in_namespace("a_serving_player_spends_no_more_gpu_time_on_others_than_its_frame_budget_and_every_request_still_matches", || {
+        let _server = signaling();
+        // 5 ms of every 50 ms frame: a tenth of its GPU time.
+        let (budget_ms, frame_ms) = (5.0, 50.0);
+        let worker = Process::worker(KEY, F32_PLAN, "150", &["--serve-budget-ms", "5", "--budget-frame-ms", "50"]);
+        let (events, err) = Process::coordinator(F32_PLAN, "2", &["--workers", "1", "--stage-timeout-s", "30"]).finish(Duration::from_secs(170));
+        let json = summary(&events, &err);
+        assert_eq!((json["requests"].as_u64(), json["matches_single_peer"].as_u64(), json["lost"].as_u64()), (Some(20), Some(20), Some(0)), "{json}");
+        let (worker_events, worker_err) = worker.finish(Duration::from_secs(30));
+        let served = events_of(&worker_events, "worker_summary").last().copied().unwrap_or_else(|| panic!("no summary from the worker:\n{worker_err}"));
+        let budget = &served["serve_budget"];
+        eprintln!("served under the budget: {budget}");
+        let ms = |field: &str| budget[field].as_f64().unwrap_or_else(|| panic!("no {field}: {served}"));
+        assert_eq!(budget["stages"], served["stages_served"], "every stage it served went through the budget: {served}");
+        assert!(budget["stages"].as_u64() >= Some(20), "{served}");
+        assert!(budget["waited"].as_u64() > Some(0), "no stage ever waited for the budget: {served}");
+        assert_eq!(budget["handed_back"], 0, "{served}");
+        // Its GPU time for the others: at most the budget's rate over the time it served, the
+        // frame's budget it started with, and the two stages (K = 2) that may start on the
+        // last of its credit.
+        let allowed = ms("span_ms") * budget_ms / frame_ms + budget_ms + 2.0 * ms("longest_ms");
+        assert!(ms("gpu_ms") <= allowed, "{:.1} ms of GPU time for others over {:.0} ms, {allowed:.1} ms allowed: {served}", ms("gpu_ms"), ms("span_ms"));
+    });
+}
+
+#[test]
 fn a_tampered_chunk_is_rejected_and_the_request_still_completes() {
     let _serial = Serial::lock();
     in_namespace("a_tampered_chunk_is_rejected_and_the_request_still_completes", || {

@@ -43,6 +43,10 @@ pub struct ServeBudgetReport {
     /// Their GPU time together (their timestamps' span where the GPU writes them, else the
     /// time from their start to their read-back).
     pub gpu: Duration,
+    /// The GPU time of the longest of them.
+    pub longest: Duration,
+    /// From the first one's start to the last one's read-back.
+    pub span: Duration,
     /// Stages that had to wait for a later frame.
     pub waited: u64,
     /// Stages handed back because too many waited.
@@ -62,6 +66,7 @@ pub(super) struct GatedStage {
 pub struct BudgetGate {
     budget: Arc<Mutex<FrameBudget<GatedStage>>>,
     report: Arc<Mutex<ServeBudgetReport>>,
+    first_started: Arc<Mutex<Option<Instant>>>,
     jobs: Sender<StageJob>,
 }
 
@@ -77,7 +82,7 @@ impl BudgetGate {
     /// A gate for `budget` in front of the render side's queue `jobs`.
     pub(super) fn new(budget: ServeBudget, jobs: Sender<StageJob>, now: Instant) -> Self {
         let bucket = FrameBudget::new(budget.gpu_per_frame, budget.frame, budget.max_waiting, now);
-        Self { budget: Arc::new(Mutex::new(bucket)), report: Arc::default(), jobs }
+        Self { budget: Arc::new(Mutex::new(bucket)), report: Arc::default(), first_started: Arc::default(), jobs }
     }
 
     /// What the budget let through so far.
@@ -129,6 +134,9 @@ impl BudgetGate {
         let mut report = held(&self.report);
         report.stages += 1;
         report.gpu += gpu;
+        report.longest = report.longest.max(gpu);
+        let first = *held(&self.first_started).get_or_insert(outcome.started);
+        report.span = report.span.max(outcome.finished.saturating_duration_since(first));
     }
 }
 

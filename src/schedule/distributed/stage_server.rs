@@ -238,7 +238,7 @@ mod tests {
 
     use super::*;
     use crate::model::StagedModel;
-    use crate::schedule::distributed::{ServeBudget, ServeBudgetReport};
+    use crate::schedule::distributed::ServeBudget;
     use crate::tensor::quant::QuantParams;
 
     const OWNER: PeerUuid = PeerUuid([1; 16]);
@@ -346,7 +346,8 @@ mod tests {
         let reply = first.reply.clone().expect("a served stage replies");
         let outcome = JobOutcome { gpu: Some(Duration::from_millis(1)), ..JobOutcome::of(&first, Ok(crate::tensor::Tensor::zeros(vec![1]))) };
         (reply.0)(outcome);
-        assert_eq!(gate.report(), ServeBudgetReport { stages: 1, gpu: Duration::from_millis(1), waited: 1, handed_back: 1 });
+        let report = gate.report();
+        assert_eq!((report.stages, report.gpu, report.longest, report.waited, report.handed_back), (1, Duration::from_millis(1), Duration::from_millis(1), 1, 1));
         gate.release(Instant::now() + frame);
         assert!(started.try_recv().is_ok(), "a frame later the waiting stage starts");
     }
