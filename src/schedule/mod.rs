@@ -3,6 +3,7 @@
 
 #[cfg(feature = "p2p")]
 pub mod distributed;
+pub mod batch_split;
 pub mod capacity;
 pub mod frame_budget;
 pub mod pipeline;

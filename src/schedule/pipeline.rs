@@ -309,7 +309,8 @@ impl Active {
 pub struct Pipeline {
     max_in_flight: usize,
     max_reruns: u32,
-    waiting: VecDeque<(RequestId, Tensor)>,
+    /// Each with the worker its remote stages are pinned to, if any (a slice of a split batch).
+    waiting: VecDeque<(RequestId, Tensor, Option<PeerUuid>)>,
     active: HashMap<RequestId, Active>,
 }
 
@@ -326,7 +327,7 @@ impl Pipeline {
         match self.active.remove(&request) {
             Some(_) => self.start_waiting(assignment, now),
             None => {
-                self.waiting.retain(|(id, _)| *id != request);
+                self.waiting.retain(|(id, _, _)| *id != request);
                 Vec::new()
             }
         }
@@ -355,7 +356,14 @@ impl Pipeline {
 
     /// Queues a request.
     pub fn submit(&mut self, request: RequestId, input: Tensor) {
-        self.waiting.push_back((request, input));
+        self.waiting.push_back((request, input, None));
+    }
+
+    /// Queues `request` with all its remote stages on `worker` (a slice of a split batch, see
+    /// [`super::batch_split`]); should the worker be gone when it starts, or the request be
+    /// re-run, its stages are placed as any other request's.
+    pub fn submit_to(&mut self, request: RequestId, input: Tensor, worker: PeerUuid) {
+        self.waiting.push_back((request, input, Some(worker)));
     }
 
     /// The batch (first axis) of `request`'s input, while it is in flight.
@@ -377,9 +385,13 @@ impl Pipeline {
     pub fn start_waiting(&mut self, assignment: &StageAssignment, now: Instant) -> Vec<PipelineAction> {
         let mut actions = Vec::new();
         while self.active.len() < self.max_in_flight {
-            let Some((request, input)) = self.waiting.pop_front() else { break };
+            let Some((request, input, pinned)) = self.waiting.pop_front() else { break };
+            let mut route = assignment.for_request(request, 0);
+            if let Some(worker) = pinned.filter(|w| assignment.shares().iter().any(|(peer, _)| peer == w)) {
+                route[1..].fill(Executor::Peer(worker));
+            }
             let mut active = Active {
-                route: assignment.for_request(request, 0),
+                route,
                 stage: 0,
                 last: 0,
                 executors: Vec::new(),

@@ -182,6 +182,18 @@ fn a_dropped_answer_reruns_only_its_own_request_and_only_from_the_peer_holding_i
 }
 
 #[test]
+fn a_slice_pinned_to_a_worker_runs_all_its_remote_stages_there_unless_the_worker_is_gone() {
+    let a = three_stages();
+    let now = Instant::now();
+    let mut p = Pipeline::new(2, 3);
+    p.submit_to(0, t(0.0), W2);
+    p.submit_to(1, t(1.0), PeerUuid([9; 16]));
+    let started = p.start_waiting(&a, now);
+    assert_eq!(started[0], run(0, 0, Executor::Local, t(0.0), &[W2, W2]), "both remote stages on W2");
+    assert_eq!(started[1], run(1, 0, Executor::Local, t(1.0), &[W1, W2]), "a worker not placed: the usual route");
+}
+
+#[test]
 fn overdue_remote_stages_are_rerun_but_local_ones_wait() {
     let a = three_stages();
     let start = Instant::now();
