@@ -79,6 +79,10 @@ struct Args {
     /// Coordinator: rounds over the images.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Coordinator: classify the images as batches of this many rows (the images over and
+    /// over) instead of one at a time; a batch may be split across the workers.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Requests in flight (K).
     #[arg(long, default_value_t = 2)]
     k: usize,
@@ -304,6 +308,17 @@ fn load_images(dir: &Path) -> Result<Vec<(String, Tensor)>, String> {
         .collect()
 }
 
+/// `images` as one request of `batch` rows (the images over and over), or as they are for a
+/// batch of one.
+fn batched(images: Vec<(String, Tensor)>, batch: usize) -> Result<Vec<(String, Tensor)>, String> {
+    if batch <= 1 {
+        return Ok(images);
+    }
+    let rows: Vec<Tensor> = images.iter().cycle().take(batch).map(|(_, image)| image.clone()).collect();
+    let stacked = Tensor::stack_rows(&rows).map_err(|e| format!("--batch: {e}"))?;
+    Ok(vec![(format!("batch{batch}"), stacked)])
+}
+
 /// One stage's times over the coordinator's requests, in milliseconds.
 #[derive(Default)]
 struct StageSamples {
@@ -350,7 +365,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 /// Classifies the images, single-peer and then split across the room, and prints the summary;
 /// returns the app, still in the room, and the last prediction's output.
 fn run_coordinator(args: &Args) -> Result<(App, Option<Tensor>), String> {
-    let images = load_images(&args.images)?;
+    let images = batched(load_images(&args.images)?, args.batch)?;
     let mut app = build_app(args)?;
     let deadline = Instant::now() + Duration::from_secs(args.lifetime_s);
     // Wait for the workers.

@@ -120,6 +120,10 @@ pub enum InferenceError {
         /// How often it was re-run.
         reruns: u32,
     },
+    /// The slices of a request whose batch was split across players came back with outputs
+    /// that do not stack (their shapes past the batch axis differ).
+    #[error("the slices of a split batch do not stack: {0}")]
+    SlicesDisagree(crate::tensor::TensorError),
 }
 
 impl From<JobError> for InferenceError {

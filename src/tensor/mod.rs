@@ -37,6 +37,19 @@ pub enum TensorError {
     /// An image could not be decoded.
     #[error("cannot decode image: {0}")]
     Image(String),
+    /// Rows asked for past the tensor's first axis.
+    #[error("rows {start}..{end} of a tensor of {rows}")]
+    RowsOutOfRange {
+        /// The first row asked for.
+        start: usize,
+        /// One past the last.
+        end: usize,
+        /// Rows the tensor has.
+        rows: usize,
+    },
+    /// Tensors put together along their first axis whose other axes differ (or none given).
+    #[error("cannot stack rows of shapes {0:?}")]
+    RowShapesDiffer(Vec<Vec<usize>>),
 }
 
 impl Tensor {
@@ -126,6 +139,31 @@ impl Tensor {
         order.into_iter().take(k).map(|i| (i, probabilities[i])).collect()
     }
 
+    /// Rows `rows` of the first axis (a slice of a batch), as a tensor of their own.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Result<Tensor, TensorError> {
+        let total = self.shape.first().copied().unwrap_or(0);
+        if rows.start > rows.end || rows.end > total {
+            return Err(TensorError::RowsOutOfRange { start: rows.start, end: rows.end, rows: total });
+        }
+        let per_row: usize = self.shape[1..].iter().product();
+        let mut shape = self.shape.clone();
+        shape[0] = rows.len();
+        Tensor::new(shape, self.data[rows.start * per_row..rows.end * per_row].to_vec())
+    }
+
+    /// `parts` one after the other along the first axis (the slices of a batch put back
+    /// together); their other axes must agree.
+    pub fn stack_rows(parts: &[Tensor]) -> Result<Tensor, TensorError> {
+        let shapes = || parts.iter().map(|p| p.shape.clone()).collect();
+        let Some(first) = parts.first().filter(|f| !f.shape.is_empty()) else { return Err(TensorError::RowShapesDiffer(shapes())) };
+        if parts.iter().any(|p| p.shape.is_empty() || p.shape[1..] != first.shape[1..]) {
+            return Err(TensorError::RowShapesDiffer(shapes()));
+        }
+        let mut shape = first.shape.clone();
+        shape[0] = parts.iter().map(|p| p.shape[0]).sum();
+        Tensor::new(shape, parts.iter().flat_map(|p| p.data.iter().copied()).collect())
+    }
+
     /// The softmax of every row along the last axis: a classifier's logits as class
     /// probabilities, of the same shape.
     pub fn softmax_rows(&self) -> Tensor {
@@ -167,6 +205,19 @@ mod tests {
             Tensor::new(vec![2, 3], vec![0.0; 5]),
             Err(TensorError::LengthMismatch { expected: 6, got: 5, .. })
         ));
+    }
+
+    #[test]
+    fn a_batch_cut_into_row_slices_and_stacked_again_is_the_same_tensor() {
+        let batch = Tensor::new(vec![5, 2, 1], (0..10).map(|v| v as f32).collect()).unwrap();
+        let parts = [batch.rows(0..3).unwrap(), batch.rows(3..3).unwrap(), batch.rows(3..5).unwrap()];
+        assert_eq!(parts[0].shape(), &[3, 2, 1]);
+        assert_eq!(parts[2].data(), &[6.0, 7.0, 8.0, 9.0]);
+        assert_eq!(Tensor::stack_rows(&parts), Ok(batch.clone()));
+        assert_eq!(batch.rows(4..6), Err(TensorError::RowsOutOfRange { start: 4, end: 6, rows: 5 }));
+        let other = Tensor::zeros(vec![1, 3, 1]);
+        assert!(matches!(Tensor::stack_rows(&[batch, other]), Err(TensorError::RowShapesDiffer(_))));
+        assert!(matches!(Tensor::stack_rows(&[]), Err(TensorError::RowShapesDiffer(_))));
     }
 
     #[test]

@@ -208,6 +208,27 @@ fn three_peers_with_f32_cuts_give_bit_identical_results_to_a_single_peer() {
 }
 
 #[test]
+fn a_batch_of_64_split_across_three_workers_equals_the_single_peer_result() {
+    let _serial = Serial::lock();
+    in_namespace("a_batch_of_64_split_across_three_workers_equals_the_single_peer_result", || {
+        let _server = signaling();
+        let _workers: Vec<Process> = (0..3).map(|_| Process::worker(KEY, F32_PLAN, "150", &[])).collect();
+        let (events, err) = Process::coordinator(F32_PLAN, "2", &["--workers", "3", "--batch", "64", "--stage-timeout-s", "30"]).finish(Duration::from_secs(170));
+        let json = summary(&events, &err);
+        // f32 cuts: bit-identical to the whole batch run on the coordinator's GPU.
+        assert_eq!((json["requests"].as_u64(), json["matches_single_peer"].as_u64(), json["lost"].as_u64()), (Some(2), Some(2), Some(0)), "{json}");
+        for request in events_of(&events, "request") {
+            let stages = request["stages"].as_array().expect("stage records");
+            let mut workers: Vec<&str> = stages.iter().filter(|s| s["remote"] == true).filter_map(|s| s["executor"].as_str()).collect();
+            workers.sort();
+            workers.dedup();
+            assert_eq!(workers.len(), 3, "the batch's slices ran on every worker: {request}");
+            assert_eq!(stages.iter().filter(|s| s["stage"] == 0).count(), 3, "one slice per worker, each with its own stage 0: {request}");
+        }
+    });
+}
+
+#[test]
 fn a_worker_slowed_tenfold_gets_a_small_measured_share_and_every_request_still_matches() {
     let _serial = Serial::lock();
     in_namespace("a_worker_slowed_tenfold_gets_a_small_measured_share_and_every_request_still_matches", || {

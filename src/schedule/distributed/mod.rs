@@ -19,6 +19,7 @@ mod problem;
 pub mod shared;
 mod serve_budget;
 mod spot_check;
+mod split_batches;
 mod stage_server;
 mod state;
 mod systems;
@@ -132,6 +133,11 @@ pub struct PeerSessionPlugin {
     /// speed has moved by more than this fraction from the speed they were placed by (default
     /// 0.25). Requests in flight finish where they were placed.
     pub replan_drift: f64,
+    /// Whether a request with a batch of more than one row may be split across the workers,
+    /// a slice of rows each in proportion to their measured speed, where that is predicted to
+    /// finish before running it whole as a chain (default: yes; see
+    /// [`crate::schedule::batch_split`]).
+    pub batch_split: bool,
     /// How much GPU time this player gives the others' stages per frame (default: none set,
     /// every stage starts as it arrives). With a budget, stages beyond it wait for the next
     /// frames, and past [`ServeBudget::max_waiting`] are handed back to their owners, which run
@@ -169,6 +175,7 @@ impl PeerSessionPlugin {
             placement: Placement::Measured,
             replan_drift: 0.25,
             serve_budget: None,
+            batch_split: true,
             shared_tensors: SharedTensorRules::default(),
             collective_timeout: Duration::from_secs(10),
             ice_servers: Vec::new(),

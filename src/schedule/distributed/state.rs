@@ -9,6 +9,7 @@ use bevy::prelude::*;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::spot_check::SpotCheck;
+use super::split_batches::{SlicePart, SplitBatches};
 use super::{Placement, PeerSessionPlugin, SessionProblem};
 use crate::model::ir::Graph;
 use crate::model::{Model, PartitionPlan, StagedModel};
@@ -36,6 +37,8 @@ pub(super) struct Tracked {
     pub entity: Entity,
     /// Bytes on the wire for it so far.
     pub bytes: u64,
+    /// Which slice of a split batch it is, if it is one.
+    pub part: Option<SlicePart>,
 }
 
 /// A request's traffic, for the `peer` example's summary.
@@ -76,6 +79,8 @@ pub struct Distributed {
     /// Split requests finished, for [`PeerSessionPlugin::spot_check_every`].
     finished: u64,
     pub(super) tracked: HashMap<RequestId, Tracked>,
+    /// Requests whose batch was split, until all their slices are in.
+    pub(super) splits: SplitBatches,
     pub(super) next_request: RequestId,
     /// Pipeline actions decided this frame, carried out by `advance_pipeline`.
     pub(super) actions: Vec<PipelineAction>,
@@ -111,6 +116,7 @@ impl Distributed {
             checks: HashMap::new(),
             finished: 0,
             tracked: HashMap::new(),
+            splits: SplitBatches::default(),
             next_request: first_request_id(),
             served_problems: crossbeam_channel::unbounded(),
             actions: Vec::new(),

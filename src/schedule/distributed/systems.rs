@@ -9,7 +9,7 @@ use bevy::prelude::*;
 
 use super::spot_check::{as_sent, outputs_agree, SpotCheck};
 use super::stage_server::{StageQuota, StageServer};
-use super::state::{batch_of_tensor, Phase, Tracked};
+use super::state::{batch_of_tensor, Phase};
 use super::{BudgetGate, Distributed, PeerSessionEvent, PeerSessionPlugin, SessionProblem};
 use crate::job::{JobOutcome, JobReply, JobTag, StageJob};
 use crate::model::ir::Graph;
@@ -19,7 +19,7 @@ use crate::net::codec::Onward;
 use crate::net::{Capabilities, Direction, LinkSettings, LinkState, PeerUuid, Permissions, SendError, SentTensor, SessionEvent};
 use crate::render::GpuCapabilities;
 use crate::schedule::pipeline::{Executor, Handover, PipelineAction};
-use crate::schedule::{deliver, fail, InferenceError, InferenceFailed, InferenceRequest, JobQueue, JobResults, LocalOnly, Prediction, SplitRequest, StageOutcomes, Submitted, TopK};
+use crate::schedule::{deliver, InferenceError, InferenceFailed, InferenceRequest, JobQueue, JobResults, LocalOnly, Prediction, SplitRequest, StageOutcomes, Submitted, TopK};
 use crate::tensor::{Tensor, TransferDtype};
 
 /// Starts loading the model and the plan.
@@ -195,7 +195,7 @@ pub(super) fn take_local_stage_results(
                 let next = state.pipeline.abort(request, &assignment, now);
                 state.actions.extend(next);
                 if let Some(tracked) = state.tracked.remove(&request) {
-                    fail(&mut commands, tracked.entity, error.into());
+                    state.fail_tracked(&mut commands, tracked, error.into());
                 }
             }
         }
@@ -344,7 +344,7 @@ pub(super) fn advance_pipeline(
                         let next = state.pipeline.abort(request, &assignment, now);
                         state.actions.extend(next);
                         if let Some(tracked) = state.tracked.remove(&request) {
-                            fail(&mut commands, tracked.entity, error);
+                            state.fail_tracked(&mut commands, tracked, error);
                         }
                         continue;
                     }
@@ -378,13 +378,17 @@ pub(super) fn advance_pipeline(
             }
             PipelineAction::Abandoned { request, reruns } => {
                 if let Some(tracked) = state.tracked.remove(&request) {
-                    fail(&mut commands, tracked.entity, InferenceError::Abandoned { reruns });
+                    state.fail_tracked(&mut commands, tracked, InferenceError::Abandoned { reruns });
                 }
             }
             PipelineAction::Finished { request, output, stages, reruns, in_flight, last_handover } => {
                 let Some(tracked) = state.tracked.remove(&request) else { continue };
                 state.measure(&stages, batch_of_tensor(&output));
                 state.finished_traffic.push(super::RequestTraffic { bytes: tracked.bytes });
+                if let Some(part) = tracked.part {
+                    state.finish_slice(&mut commands, part, output, stages, reruns, in_flight, top_k.0);
+                    continue;
+                }
                 let peers = SpotCheck::peers_of(&last_handover.executors);
                 if !peers.is_empty() && state.spot_check_due() {
                     let Handover { stage, input, executors } = last_handover;
@@ -481,7 +485,7 @@ fn pass_on(onward: &[PeerUuid], request: u64, stage: usize, state: &Distributed,
 type UnclaimedRequest = (Without<Submitted>, Without<SplitRequest>, Without<InferenceFailed>, Without<LocalOnly>);
 
 /// Marks requests for the split model so that the single-peer path leaves them to the pipeline.
-pub(super) fn claim_requests(mut commands: Commands, mut state: ResMut<Distributed>, requests: Query<(Entity, &InferenceRequest), UnclaimedRequest>) {
+pub(super) fn claim_requests(mut commands: Commands, mut state: ResMut<Distributed>, session: Option<Res<PeerSession>>, requests: Query<(Entity, &InferenceRequest), UnclaimedRequest>) {
     if !state.settings.role.asks() || state.stage_count() == 0 {
         return;
     }
@@ -489,10 +493,7 @@ pub(super) fn claim_requests(mut commands: Commands, mut state: ResMut<Distribut
         if request.model.id() != state.model.id() {
             continue;
         }
-        let id = state.next_request;
-        state.next_request = state.next_request.wrapping_add(1);
-        state.pipeline.submit(id, request.input.clone());
-        state.tracked.insert(id, Tracked { entity, bytes: 0 });
+        state.admit(entity, &request.input, session.as_deref());
         commands.entity(entity).insert((SplitRequest, Submitted));
     }
 }
