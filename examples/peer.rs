@@ -83,6 +83,10 @@ struct Args {
     /// over) instead of one at a time; a batch may be split across the workers.
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Coordinator: never split a batch across the workers (run it whole as a chain), for
+    /// comparison.
+    #[arg(long)]
+    no_batch_split: bool,
     /// Requests in flight (K).
     #[arg(long, default_value_t = 2)]
     k: usize,
@@ -196,6 +200,7 @@ fn build_app(args: &Args) -> Result<App, String> {
     session.stage_timeout = Duration::from_secs_f64(args.stage_timeout_s);
     session.expected_peers = if args.role == Role::Worker { 0 } else { args.workers };
     session.spot_check_every = args.spot_check_every;
+    session.batch_split = !args.no_batch_split;
     session.collective_timeout = Duration::from_secs(args.collective_timeout_s);
     session.placement = match args.placement {
         PlacementArg::Measured => Placement::Measured,
