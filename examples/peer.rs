@@ -83,10 +83,10 @@ struct Args {
     /// over) instead of one at a time; a batch may be split across the workers.
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Coordinator: never split a batch across the workers (run it whole as a chain), for
-    /// comparison.
+    /// Coordinator: let a batch be split across the workers in slices of rows
+    /// (`PeerSessionPlugin::batch_split`); without it a batch runs whole as a chain.
     #[arg(long)]
-    no_batch_split: bool,
+    batch_split: bool,
     /// Requests in flight (K).
     #[arg(long, default_value_t = 2)]
     k: usize,
@@ -200,7 +200,7 @@ fn build_app(args: &Args) -> Result<App, String> {
     session.stage_timeout = Duration::from_secs_f64(args.stage_timeout_s);
     session.expected_peers = if args.role == Role::Worker { 0 } else { args.workers };
     session.spot_check_every = args.spot_check_every;
-    session.batch_split = !args.no_batch_split;
+    session.batch_split = args.batch_split;
     session.collective_timeout = Duration::from_secs(args.collective_timeout_s);
     session.placement = match args.placement {
         PlacementArg::Measured => Placement::Measured,
@@ -623,8 +623,13 @@ fn serve(mut app: App, args: &Args, leave: Leave) -> Result<(), String> {
     let mut saw_coordinator = false;
     let mut alone_since: Option<Instant> = None;
     let mut last_served = (0, Instant::now());
+    let mut first_served: Option<Instant> = None;
+    // Each frame's start and how long its update took, for the frame times while serving.
+    let mut frames: Vec<(Instant, f64)> = Vec::new();
     while Instant::now() < deadline {
+        let frame = Instant::now();
         app.update();
+        frames.push((frame, frame.elapsed().as_secs_f64() * 1e3));
         if let Some(problem) = report_events(&mut app) {
             return Err(problem.to_string());
         }
@@ -646,6 +651,7 @@ fn serve(mut app: App, args: &Args, leave: Leave) -> Result<(), String> {
         let served = app.world().resource::<Distributed>().stages_served;
         if served != last_served.0 {
             last_served = (served, Instant::now());
+            first_served.get_or_insert(last_served.1);
         }
         if leave == Leave::WhenIdle && last_served.1.elapsed() > Duration::from_secs(3) {
             break;
@@ -660,6 +666,9 @@ fn serve(mut app: App, args: &Args, leave: Leave) -> Result<(), String> {
     let rejected = app.world().get_resource::<PeerSession>().map_or(0, |s| s.rejected_total());
     let shared_updates = app.world().resource::<SharedTensors>().updates_received;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mut serving: Vec<f64> = frames.iter().filter(|(at, _)| first_served.is_some_and(|first| *at >= first && *at <= last_served.1)).map(|(_, ms)| *ms).collect();
+    serving.sort_by(f64::total_cmp);
+    let frame_ms = (!serving.is_empty()).then(|| json!({"frames": serving.len(), "p50": quantile(&serving, 0.5), "p99": quantile(&serving, 0.99), "max": serving[serving.len() - 1]}));
     let budget = app.world().get_resource::<BudgetGate>().map(|gate| {
         let r = gate.report();
         json!({"stages": r.stages, "gpu_ms": ms(r.gpu), "longest_ms": ms(r.longest), "span_ms": ms(r.span), "waited": r.waited, "handed_back": r.handed_back})
@@ -674,7 +683,7 @@ fn serve(mut app: App, args: &Args, leave: Leave) -> Result<(), String> {
     println!(
         "{}",
         json!({"event": "worker_summary", "id": app.world().get_resource::<PeerSession>().and_then(PeerSession::id).map(|id| id.to_string()), "stages_served": served, "first_stage_after_trust_ms": first_work_ms, "rejected": rejected, "saw_coordinator": saw_coordinator,
-               "shared_updates": shared_updates, "shared": shared, "serve_budget": budget})
+               "shared_updates": shared_updates, "shared": shared, "serve_budget": budget, "frame_ms_while_serving": frame_ms})
     );
     Ok(())
 }

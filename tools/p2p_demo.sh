@@ -18,7 +18,8 @@
 # PEER_BIN_DIR=DIR uses the `peer` and `signaling` binaries in DIR instead of building them (a
 # machine without cargo, such as the GPU machine of BENCHMARKS.md). P2P_WORKERS=N starts N
 # workers (default 2); P2P_SLOWDOWN=F makes the last of them F times slower on purpose (a test
-# aid, see `peer --slowdown`).
+# aid, see `peer --slowdown`); P2P_WORKER_ARGS="..." gives every worker more arguments (e.g.
+# "--serve-budget-ms 2").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=debug
@@ -40,13 +41,14 @@ else
     bin="${CARGO_TARGET_DIR:-$PWD/target}/$profile/examples"
 fi
 export BEVY_ASSET_ROOT="$PWD"
-unshare -n bash -s -- "$bin" "${P2P_WORKERS:-2}" "$players" "${P2P_SLOWDOWN:-1}" "$@" <<'INNER'
+unshare -n bash -s -- "$bin" "${P2P_WORKERS:-2}" "$players" "${P2P_SLOWDOWN:-1}" "${P2P_WORKER_ARGS:-}" "$@" <<'INNER'
 set -euo pipefail
 bin=$1
 workers=$2
 players=$3
 slowdown=$4
-shift 4
+read -r -a worker_args <<< "$5"
+shift 5
 # WebRTC skips loopback candidates: a veth pair gives the namespace a routable address.
 source tools/netns-veth.sh
 "$bin/signaling" --port 3536 >/dev/null &
@@ -107,7 +109,7 @@ pids=()
 for i in $(seq "$workers"); do
     slow=()
     if [ "$i" = "$workers" ] && [ "$slowdown" -gt 1 ]; then slow=(--slowdown "$slowdown"); fi
-    "$bin/peer" --role worker --room "$room" --key "$key" --owner "${owner[1]}" --plan "$plan" "${slow[@]}" >&2 &
+    "$bin/peer" --role worker --room "$room" --key "$key" --owner "${owner[1]}" --plan "$plan" "${slow[@]}" "${worker_args[@]}" >&2 &
     pids+=($!)
 done
 # The workers join first, so that they are connected when the coordinator starts; they trust

@@ -42,31 +42,38 @@ pub struct RemoteWork {
     pub hop_s: f64,
 }
 
-/// The rows of a batch of `batch` for each of `workers`, in proportion to their speeds
-/// (largest remainder); a worker that would get no row is left out. Empty if no worker has a
-/// usable speed.
+/// Slices are whole blocks of this many rows (the last may be shorter): each new slice size
+/// makes its worker cut and compile the model's stages for that batch, so sizes that follow
+/// every drift of the measured speeds would keep the workers compiling.
+pub const ROWS_PER_BLOCK: usize = 8;
+
+/// The rows of a batch of `batch` for each of `workers`, in blocks of [`ROWS_PER_BLOCK`] in
+/// proportion to their speeds (largest remainder), the last block cut to the batch; a worker
+/// that would get no block is left out. Empty if no worker has a usable speed.
 pub fn split_rows(batch: usize, workers: &[WorkerSpeed]) -> Vec<BatchSlice> {
     let usable: Vec<&WorkerSpeed> = workers.iter().filter(|w| w.speed.is_finite() && w.speed > 0.0).collect();
     let total: f64 = usable.iter().map(|w| w.speed).sum();
     if usable.is_empty() || batch == 0 {
         return Vec::new();
     }
-    let exact: Vec<f64> = usable.iter().map(|w| batch as f64 * w.speed / total).collect();
-    let mut rows: Vec<usize> = exact.iter().map(|e| e.floor() as usize).collect();
+    let blocks = batch.div_ceil(ROWS_PER_BLOCK);
+    let exact: Vec<f64> = usable.iter().map(|w| blocks as f64 * w.speed / total).collect();
+    let mut shares: Vec<usize> = exact.iter().map(|e| e.floor() as usize).collect();
     let mut by_remainder: Vec<usize> = (0..usable.len()).collect();
-    by_remainder.sort_by(|&a, &b| (exact[b] - rows[b] as f64).total_cmp(&(exact[a] - rows[a] as f64)).then(a.cmp(&b)));
-    let short = batch - rows.iter().sum::<usize>();
+    by_remainder.sort_by(|&a, &b| (exact[b] - shares[b] as f64).total_cmp(&(exact[a] - shares[a] as f64)).then(a.cmp(&b)));
+    let short = blocks - shares.iter().sum::<usize>();
     for &i in by_remainder.iter().take(short) {
-        rows[i] += 1;
+        shares[i] += 1;
     }
     let mut start = 0;
     usable
         .iter()
-        .zip(rows)
+        .zip(shares)
         .filter(|(_, n)| *n > 0)
         .map(|(w, n)| {
-            let slice = BatchSlice { worker: w.peer, rows: start..start + n };
-            start += n;
+            let end = (start + n * ROWS_PER_BLOCK).min(batch);
+            let slice = BatchSlice { worker: w.peer, rows: start..end };
+            start = end;
             slice
         })
         .collect()

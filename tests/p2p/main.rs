@@ -213,7 +213,7 @@ fn a_batch_of_64_split_across_three_workers_equals_the_single_peer_result() {
     in_namespace("a_batch_of_64_split_across_three_workers_equals_the_single_peer_result", || {
         let _server = signaling();
         let _workers: Vec<Process> = (0..3).map(|_| Process::worker(KEY, F32_PLAN, "150", &[])).collect();
-        let (events, err) = Process::coordinator(F32_PLAN, "2", &["--workers", "3", "--batch", "64", "--stage-timeout-s", "30"]).finish(Duration::from_secs(170));
+        let (events, err) = Process::coordinator(F32_PLAN, "2", &["--workers", "3", "--batch", "64", "--batch-split", "--stage-timeout-s", "30"]).finish(Duration::from_secs(170));
         let json = summary(&events, &err);
         // f32 cuts: bit-identical to the whole batch run on the coordinator's GPU.
         assert_eq!((json["requests"].as_u64(), json["matches_single_peer"].as_u64(), json["lost"].as_u64()), (Some(2), Some(2), Some(0)), "{json}");

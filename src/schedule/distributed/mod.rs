@@ -135,8 +135,10 @@ pub struct PeerSessionPlugin {
     pub replan_drift: f64,
     /// Whether a request with a batch of more than one row may be split across the workers,
     /// a slice of rows each in proportion to their measured speed, where that is predicted to
-    /// finish before running it whole as a chain (default: yes; see
-    /// [`crate::schedule::batch_split`]).
+    /// finish before running it whole as a chain (see [`crate::schedule::batch_split`]).
+    /// Off by default: where transfers cost more than compute (a fast GPU, a small model) a
+    /// split was measured slower than a chain (BENCHMARKS.md), and the prediction does not
+    /// yet weigh the owner's uplink that the slices share.
     pub batch_split: bool,
     /// How much GPU time this player gives the others' stages per frame (default: none set,
     /// every stage starts as it arrives). With a budget, stages beyond it wait for the next
@@ -175,7 +177,7 @@ impl PeerSessionPlugin {
             placement: Placement::Measured,
             replan_drift: 0.25,
             serve_budget: None,
-            batch_split: true,
+            batch_split: false,
             shared_tensors: SharedTensorRules::default(),
             collective_timeout: Duration::from_secs(10),
             ice_servers: Vec::new(),

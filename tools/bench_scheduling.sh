@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The scheduling benchmarks of BENCHMARKS.md (issue 18), each a `tools/p2p_demo.sh` run in a
+# network namespace of its own:
+#   slow_measured / slow_equal   three workers, the last slowed tenfold (`--slowdown 10`),
+#                                stages placed by measured speed or in equal turns;
+#   batch64_split / _chain / _one  batches of 64 over three workers split into slices
+#                                (`--batch-split`), over three workers as one chain, and over one;
+#   flood / flood_budget         one worker flooded by a coordinator with K = 4, without and
+#                                with a serving budget of 2 ms per 60 fps frame (its frame
+#                                times while serving are in its worker summary).
+# Prints one line per run: its name, the coordinator's summary and the workers' summaries
+# (JSON); every run's full output is kept in OUTDIR.
+#
+#   tools/bench_scheduling.sh [--release] OUTDIR     # BENCH_ROUNDS=N rounds over the images (5)
+#
+# PEER_BIN_DIR=DIR uses prebuilt binaries, as for `tools/p2p_demo.sh`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+release=()
+if [ "${1:-}" = --release ]; then
+    release=(--release)
+    shift
+fi
+out=${1:?usage: tools/bench_scheduling.sh [--release] OUTDIR}
+mkdir -p "$out"
+rounds=${BENCH_ROUNDS:-5}
+f32=(--plan plans/fashion_3_f32.plan.ron --rounds "$rounds" --stage-timeout-s 30)
+
+bench() {
+    local name=$1
+    shift
+    env "$@" >"$out/$name.out" 2>"$out/$name.err" || echo "$name: exit status $?" >&2
+    echo "$name $(grep -h '"event":"summary"' "$out/$name.out" | tail -1) $(grep -h '"event":"worker_summary"' "$out/$name.err" | tr '\n' ' ')"
+}
+
+bench slow_measured P2P_WORKERS=3 P2P_SLOWDOWN=10 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --placement measured
+bench slow_equal P2P_WORKERS=3 P2P_SLOWDOWN=10 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --placement equal
+bench batch64_split P2P_WORKERS=3 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --batch 64 --batch-split
+bench batch64_chain P2P_WORKERS=3 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --batch 64
+bench batch64_one P2P_WORKERS=1 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --batch 64
+bench flood P2P_WORKERS=1 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --k 4
+bench flood_budget P2P_WORKERS=1 P2P_WORKER_ARGS="--serve-budget-ms 2" tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --k 4
