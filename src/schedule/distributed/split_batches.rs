@@ -3,12 +3,11 @@
 //! worker, and the slices' outputs are stacked back into the request's prediction once all of
 //! them are in. A slice that fails fails the request; the others are then dropped as they come.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use bevy::prelude::*;
 
-use super::state::{lock, Tracked};
+use super::state::{lock, SlicePart, SplitBatch, Tracked};
 use super::Distributed;
 use crate::net::session::PeerSession;
 use crate::net::PeerUuid;
@@ -16,28 +15,6 @@ use crate::schedule::batch_split::{plan_batch, BatchPlan, BatchSlice, RemoteWork
 use crate::schedule::pipeline::{Executor, RequestId, StageRecord, WorkerSpeed};
 use crate::schedule::{deliver, fail, InferenceError, Prediction};
 use crate::tensor::Tensor;
-
-/// Which slice of which split request a pipeline request is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct SlicePart {
-    /// The split request (the id of its first slice).
-    pub batch: RequestId,
-    /// The slice's place among them.
-    pub index: usize,
-}
-
-/// A split request's slices as they come back.
-pub(super) struct SplitBatch {
-    entity: Entity,
-    parts: Vec<Option<Tensor>>,
-    stages: Vec<StageRecord>,
-    reruns: u32,
-    latency: Duration,
-}
-
-/// The split requests in flight, by the id of their first slice.
-#[derive(Default)]
-pub(super) struct SplitBatches(HashMap<RequestId, SplitBatch>);
 
 impl Distributed {
     /// How `input`'s batch runs: split where [`plan_batch`] predicts it finishes first over

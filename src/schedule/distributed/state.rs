@@ -9,7 +9,6 @@ use bevy::prelude::*;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::spot_check::SpotCheck;
-use super::split_batches::{SlicePart, SplitBatches};
 use super::{Placement, PeerSessionPlugin, SessionProblem};
 use crate::model::ir::Graph;
 use crate::model::{Model, PartitionPlan, StagedModel};
@@ -17,7 +16,7 @@ use crate::net::PeerUuid;
 use crate::schedule::capacity::{Capacity, MeasuredSpeed};
 use crate::schedule::pipeline::{assign_stages, Executor, Pipeline, PipelineAction, RequestId, StageAssignment, StageRecord, WorkerSpeed};
 use crate::schedule::InferenceError;
-use crate::tensor::TransferDtype;
+use crate::tensor::{Tensor, TransferDtype};
 
 /// Where the session is.
 pub(super) enum Phase {
@@ -40,6 +39,33 @@ pub(super) struct Tracked {
     /// Which slice of a split batch it is, if it is one.
     pub part: Option<SlicePart>,
 }
+
+/// Which slice of which split request a pipeline request is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct SlicePart {
+    /// The split request (the id of its first slice).
+    pub batch: RequestId,
+    /// The slice's place among them.
+    pub index: usize,
+}
+
+/// A split request's slices as they come back.
+pub(super) struct SplitBatch {
+    /// The request's entity.
+    pub entity: Entity,
+    /// Each slice's output, once in.
+    pub parts: Vec<Option<Tensor>>,
+    /// The slices' stage records so far.
+    pub stages: Vec<StageRecord>,
+    /// The slices' reruns so far.
+    pub reruns: u32,
+    /// The slowest slice's time in flight so far.
+    pub latency: std::time::Duration,
+}
+
+/// The split requests in flight, by the id of their first slice.
+#[derive(Default)]
+pub(super) struct SplitBatches(pub HashMap<RequestId, SplitBatch>);
 
 /// A request's traffic, for the `peer` example's summary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
