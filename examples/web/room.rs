@@ -90,8 +90,8 @@ pub fn report_session(mut events: MessageReader<PeerSessionEvent>, mut problems:
             SessionEvent::PeerTrusted { peer, capabilities, .. } => json!({"event": "peer_trusted", "peer": peer.to_string(), "adapter": capabilities.adapter}),
             SessionEvent::PeerLost { peer, reason } => json!({"event": "peer_lost", "peer": peer.to_string(), "reason": format!("{reason:?}")}),
             SessionEvent::HandshakeFailed { peer, reason } => json!({"event": "handshake_failed", "peer": peer.to_string(), "reason": format!("{reason:?}")}),
-            SessionEvent::Rejected { peer, reason } => {
-                json!({"event": "rejected", "peer": peer.to_string(), "reason": reason.code(), "detail": reason.to_string()})
+            SessionEvent::Rejected { peer, reason, lost_output } => {
+                json!({"event": "rejected", "peer": peer.to_string(), "reason": reason.code(), "detail": reason.to_string(), "lost_output": lost_output})
             }
             SessionEvent::Reconnected { attempt } => json!({"event": "reconnected", "attempt": attempt}),
             SessionEvent::SendFailed { tensor, error } => {

@@ -47,8 +47,9 @@ pub(super) struct StageServer {
     /// Set by [`crate::testing::FaultInjection::serve_wrong_results`].
     #[cfg(feature = "fault-injection")]
     pub wrong_results: Arc<std::sync::atomic::AtomicBool>,
-    /// Set by [`crate::testing::FaultInjection::slow_served_stages`].
-    #[cfg(feature = "fault-injection")]
+    /// Set by [`crate::testing::FaultInjection::slow_served_stages`] (natively: a browser tab
+    /// has no thread to hold an output back on).
+    #[cfg(all(feature = "fault-injection", not(target_arch = "wasm32")))]
     pub slowdown: Arc<std::sync::atomic::AtomicU32>,
 }
 

@@ -135,7 +135,7 @@ pub(super) fn join_when_calibrated(
             budget: state.settings.serve_budget.map(|budget| BudgetGate::new(budget, queue.0.clone(), Instant::now())),
             #[cfg(feature = "fault-injection")]
             wrong_results: faults.wrong_served_results.clone(),
-            #[cfg(feature = "fault-injection")]
+            #[cfg(all(feature = "fault-injection", not(target_arch = "wasm32")))]
             slowdown: faults.served_stage_slowdown.clone(),
         };
         if let Some(gate) = &server.budget {
