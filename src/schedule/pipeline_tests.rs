@@ -69,6 +69,15 @@ fn workers_get_remote_stages_in_proportion_to_their_speed_and_the_slowest_at_lea
     assert_eq!(unknown.shares()[1], (W2, 0.5), "a speed that is not a number counts as the slowest known");
 }
 
+/// `pipeline` with requests 0..`requests` (request r's input `t(r)`) submitted and started.
+fn started(mut pipeline: Pipeline, requests: u32, assignment: &StageAssignment, now: Instant) -> Pipeline {
+    for r in 0..requests {
+        pipeline.submit(r as RequestId, t(r as f32));
+    }
+    pipeline.start_waiting(assignment, now);
+    pipeline
+}
+
 fn run(request: RequestId, stage: usize, executor: Executor, input: Tensor, onward: &[PeerUuid]) -> PipelineAction {
     PipelineAction::Run { request, stage, executor, input, onward: onward.to_vec() }
 }
@@ -113,10 +122,7 @@ fn remote_stages_run_as_one_chain_and_finishing_a_request_starts_the_next() {
 fn a_local_output_that_could_not_go_on_by_itself_is_handed_over_and_a_request_in_flight_keeps_its_route() {
     let a = three_stages();
     let now = Instant::now();
-    let mut p = Pipeline::new(2, 3);
-    p.submit(0, t(0.0));
-    p.submit(1, t(1.0));
-    p.start_waiting(&a, now);
+    let mut p = started(Pipeline::new(2, 3), 2, &a, now);
     p.keep_local_output(0);
     let next = p.stage_finished(0, 0, Executor::Local, t(5.0), &a, now).unwrap();
     assert_eq!(next, vec![run(0, 1, Executor::Peer(W1), t(5.0), &[W2])]);
@@ -131,9 +137,7 @@ fn a_local_output_that_could_not_go_on_by_itself_is_handed_over_and_a_request_in
 fn results_from_the_wrong_peer_or_stage_are_refused_and_a_chain_cut_short_goes_on_from_its_output() {
     let a = three_stages();
     let now = Instant::now();
-    let mut p = Pipeline::new(2, 3);
-    p.submit(0, t(0.0));
-    p.start_waiting(&a, now);
+    let mut p = started(Pipeline::new(2, 3), 1, &a, now);
     p.stage_finished(0, 0, Executor::Local, t(1.0), &a, now).unwrap();
     assert!(matches!(p.stage_finished(0, 1, Executor::Peer(W2), t(2.0), &a, now), Err(StaleResult::Unexpected { .. })));
     assert!(matches!(p.stage_finished(0, 2, Executor::Peer(W1), t(2.0), &a, now), Err(StaleResult::Unexpected { .. })));
@@ -147,9 +151,7 @@ fn results_from_the_wrong_peer_or_stage_are_refused_and_a_chain_cut_short_goes_o
 fn losing_any_peer_of_a_chain_reruns_the_chain_elsewhere_from_the_kept_input() {
     let a = three_stages();
     let now = Instant::now();
-    let mut p = Pipeline::new(2, 3);
-    p.submit(0, t(0.0));
-    p.start_waiting(&a, now);
+    let mut p = started(Pipeline::new(2, 3), 1, &a, now);
     p.stage_finished(0, 0, Executor::Local, t(5.0), &a, now).unwrap();
     let without_w2 = assign_stages(3, &[worker(W1, 1.0)]);
     let rerun = p.rerun_peer(W2, &without_w2, now);
@@ -164,10 +166,7 @@ fn losing_any_peer_of_a_chain_reruns_the_chain_elsewhere_from_the_kept_input() {
 fn a_dropped_answer_reruns_only_its_own_request_and_only_from_the_peer_holding_it() {
     let a = three_stages();
     let now = Instant::now();
-    let mut p = Pipeline::new(2, 3);
-    p.submit(0, t(0.0));
-    p.submit(1, t(1.0));
-    p.start_waiting(&a, now);
+    let mut p = started(Pipeline::new(2, 3), 2, &a, now);
     p.stage_finished(0, 0, Executor::Local, t(5.0), &a, now).unwrap();
     p.stage_finished(1, 0, Executor::Local, t(6.0), &a, now).unwrap();
     // Both requests are on the chain W1 → W2; W2's answer for request 1 did not open.
@@ -197,10 +196,7 @@ fn a_slice_pinned_to_a_worker_runs_all_its_remote_stages_there_unless_the_worker
 fn overdue_remote_stages_are_rerun_but_local_ones_wait() {
     let a = three_stages();
     let start = Instant::now();
-    let mut p = Pipeline::new(2, 3);
-    p.submit(0, t(0.0));
-    p.submit(1, t(1.0));
-    p.start_waiting(&a, start);
+    let mut p = started(Pipeline::new(2, 3), 2, &a, start);
     p.stage_finished(0, 0, Executor::Local, t(5.0), &a, start).unwrap();
     let later = start + Duration::from_secs(3);
     let rerun = p.rerun_overdue(Duration::from_secs(2), &a, later);
@@ -212,10 +208,7 @@ fn overdue_remote_stages_are_rerun_but_local_ones_wait() {
 fn a_request_rerun_more_often_than_allowed_is_abandoned_and_frees_its_slot() {
     let a = three_stages();
     let start = Instant::now();
-    let mut p = Pipeline::new(1, 2);
-    p.submit(0, t(0.0));
-    p.submit(1, t(1.0));
-    p.start_waiting(&a, start);
+    let mut p = started(Pipeline::new(1, 2), 2, &a, start);
     p.stage_finished(0, 0, Executor::Local, t(5.0), &a, start).unwrap();
     for reruns in 1..=2 {
         let rerun = p.rerun_peer(W1, &a, start);
@@ -231,10 +224,7 @@ fn a_request_rerun_more_often_than_allowed_is_abandoned_and_frees_its_slot() {
 fn an_aborted_request_frees_its_slot_for_a_waiting_one() {
     let a = three_stages();
     let now = Instant::now();
-    let mut p = Pipeline::new(1, 3);
-    p.submit(0, t(0.0));
-    p.submit(1, t(1.0));
-    p.start_waiting(&a, now);
+    let mut p = started(Pipeline::new(1, 3), 2, &a, now);
     assert_eq!(p.abort(0, &a, now), vec![run(1, 0, Executor::Local, t(1.0), &[W1, W2])]);
     assert_eq!((p.in_flight(), p.waiting()), (1, 0));
     assert_eq!(p.abort(7, &a, now), vec![], "an unknown request changes nothing");
@@ -244,9 +234,7 @@ fn an_aborted_request_frees_its_slot_for_a_waiting_one() {
 fn the_peers_of_an_overdue_chain_are_named_once() {
     let a = three_stages();
     let start = Instant::now();
-    let mut p = Pipeline::new(2, 3);
-    p.submit(0, t(0.0));
-    p.start_waiting(&a, start);
+    let mut p = started(Pipeline::new(2, 3), 1, &a, start);
     p.stage_finished(0, 0, Executor::Local, t(5.0), &a, start).unwrap();
     assert_eq!(p.overdue_peers(Duration::from_secs(2), start + Duration::from_secs(1)), vec![]);
     assert_eq!(p.overdue_peers(Duration::from_secs(2), start + Duration::from_secs(3)), vec![W1, W2]);

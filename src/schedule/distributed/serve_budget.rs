@@ -4,13 +4,14 @@
 //! releases the waiting ones every frame, and each stage's reply settles what it really took.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bevy::platform::time::Instant;
 use bevy::prelude::Resource;
 use crossbeam_channel::Sender;
 
+use super::state::lock;
 use crate::job::{JobOutcome, StageJob};
 use crate::schedule::frame_budget::{Admission, CostKey, FrameBudget};
 
@@ -65,9 +66,16 @@ pub(super) struct GatedStage {
 #[derive(Clone, Resource)]
 pub struct BudgetGate {
     budget: Arc<Mutex<FrameBudget<GatedStage>>>,
-    report: Arc<Mutex<ServeBudgetReport>>,
-    first_started: Arc<Mutex<Option<Instant>>>,
+    metered: Arc<Mutex<Metered>>,
     jobs: Sender<StageJob>,
+}
+
+/// What the gate has let through, and since when.
+#[derive(Default)]
+struct Metered {
+    report: ServeBudgetReport,
+    /// When the first stage started, for [`ServeBudgetReport::span`].
+    first_started: Option<Instant>,
 }
 
 /// What became of a stage offered to the gate.
@@ -82,18 +90,18 @@ impl BudgetGate {
     /// A gate for `budget` in front of the render side's queue `jobs`.
     pub(super) fn new(budget: ServeBudget, jobs: Sender<StageJob>, now: Instant) -> Self {
         let bucket = FrameBudget::new(budget.gpu_per_frame, budget.frame, budget.max_waiting, now);
-        Self { budget: Arc::new(Mutex::new(bucket)), report: Arc::default(), first_started: Arc::default(), jobs }
+        Self { budget: Arc::new(Mutex::new(bucket)), metered: Arc::default(), jobs }
     }
 
     /// What the budget let through so far.
     pub fn report(&self) -> ServeBudgetReport {
-        *held(&self.report)
+        lock(&self.metered).report
     }
 
-    /// Offers the stage `job` of `key`, whose reply is already wrapped by [`Self::settling`]
-    /// with `charge`.
+    /// Offers the stage `job` of `key`, whose reply already calls [`Self::settle`] with
+    /// `charge` (where its charge is written once it starts).
     pub(super) fn offer(&self, key: CostKey, job: StageJob, charge: Arc<AtomicU64>, now: Instant) -> Gated {
-        let mut budget = held(&self.budget);
+        let mut budget = lock(&self.budget);
         match budget.offer(key, GatedStage { job, charge }, now) {
             Admission::Start { job, charged } => {
                 drop(budget);
@@ -101,11 +109,11 @@ impl BudgetGate {
                 Gated::Accepted
             }
             Admission::Queued => {
-                held(&self.report).waited += 1;
+                lock(&self.metered).report.waited += 1;
                 Gated::Accepted
             }
             Admission::Refused(_) => {
-                held(&self.report).handed_back += 1;
+                lock(&self.metered).report.handed_back += 1;
                 Gated::HandedBack(budget.waiting())
             }
         }
@@ -113,7 +121,7 @@ impl BudgetGate {
 
     /// Starts the waiting stages whose turn has come (once a frame).
     pub(super) fn release(&self, now: Instant) {
-        let started = held(&self.budget).release(now);
+        let started = lock(&self.budget).release(now);
         for (stage, charged) in started {
             self.start(stage, charged, now);
         }
@@ -130,17 +138,13 @@ impl BudgetGate {
     /// Settles the stage of `key` that was charged what `charge` holds once `outcome` is in.
     pub(super) fn settle(&self, key: CostKey, charge: &AtomicU64, outcome: &JobOutcome) {
         let gpu = outcome.gpu.unwrap_or_else(|| outcome.finished.saturating_duration_since(outcome.started));
-        held(&self.budget).settle(key, Duration::from_nanos(charge.load(Ordering::Acquire)), gpu);
-        let mut report = held(&self.report);
+        lock(&self.budget).settle(key, Duration::from_nanos(charge.load(Ordering::Acquire)), gpu);
+        let mut metered = lock(&self.metered);
+        let first = *metered.first_started.get_or_insert(outcome.started);
+        let report = &mut metered.report;
         report.stages += 1;
         report.gpu += gpu;
         report.longest = report.longest.max(gpu);
-        let first = *held(&self.first_started).get_or_insert(outcome.started);
         report.span = report.span.max(outcome.finished.saturating_duration_since(first));
     }
-}
-
-/// Locks `mutex`; a panic while it was held leaves counters and a bucket that are still usable.
-fn held<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use bevy::asset::AssetId;
 use bevy::platform::time::Instant;
@@ -75,7 +75,7 @@ impl StageQuota {
 
     /// A slot for one more of `peer`'s stages, unless it has its quota running.
     pub fn take(&self, peer: PeerUuid) -> Option<QuotaSlot> {
-        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut running = lock(&self.running);
         let count = running.entry(peer).or_default();
         if *count >= self.per_peer {
             return None;
@@ -87,7 +87,7 @@ impl StageQuota {
 
 impl Drop for QuotaSlot {
     fn drop(&mut self) {
-        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut running = lock(&self.running);
         if let Some(count) = running.get_mut(&self.peer) {
             *count -= 1;
             if *count == 0 {

@@ -297,10 +297,11 @@ fn first_request_id() -> RequestId {
     }
 }
 
-/// Locks the staged model; a panic while it was locked leaves it usable (it only caches stage
-/// graphs per batch).
-pub(super) fn lock(staged: &Mutex<StagedModel>) -> std::sync::MutexGuard<'_, StagedModel> {
-    staged.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Locks state the session shares across threads (the staged model, a stage quota, a serving
+/// budget); a panic while it was locked leaves it usable (caches of stage graphs, counters and
+/// a bucket of GPU time, each consistent after every step).
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The batch of a stage's input tensor (its first axis).
