@@ -161,6 +161,10 @@ struct Args {
     /// equal turns (for comparison).
     #[arg(long, value_enum, default_value = "measured")]
     placement: PlacementArg,
+    /// Never copy a straggling hand-over to an idle worker (`PeerSessionPlugin::work_stealing`
+    /// off, for comparison): a straggler is re-run only at the stage timeout.
+    #[arg(long)]
+    no_work_stealing: bool,
     /// Seconds a collective may wait for the other players' parts.
     #[arg(long, default_value_t = 60)]
     collective_timeout_s: u64,
@@ -201,6 +205,9 @@ fn build_app(args: &Args) -> Result<App, String> {
     session.expected_peers = if args.role == Role::Worker { 0 } else { args.workers };
     session.spot_check_every = args.spot_check_every;
     session.batch_split = args.batch_split;
+    if args.no_work_stealing {
+        session.work_stealing = None;
+    }
     session.collective_timeout = Duration::from_secs(args.collective_timeout_s);
     session.placement = match args.placement {
         PlacementArg::Measured => Placement::Measured,
@@ -543,6 +550,7 @@ fn run_coordinator(args: &Args) -> Result<(App, Option<Tensor>), String> {
                "published": published, "requests": pending.len(), "matches_single_peer": matches, "lost": lost,
                "served_by_others": served_by_others, "median_ms": median, "p95_ms": p95, "bytes_per_request": bytes_per_request,
                "requests_per_s": latencies.len() as f64 / elapsed, "measured": measured, "placed": placed, "replans": distributed.replans,
+               "stolen": {"copied": distributed.stolen.copied, "won": distributed.stolen.won},
                "latencies_ms": latencies})
     );
     Ok((app, last_output))

@@ -90,6 +90,25 @@ impl Capacity {
         estimate.work += flops as f64;
     }
 
+    /// `executor` held `flops` of stage work for `waited` without an answer before another
+    /// worker's copy of it came back (see [`super::pipeline::StealPolicy`]): a lower bound on
+    /// its time. Its estimate moves towards it where it is slower than the estimate, as a
+    /// measurement would; the work counts for nothing in its share.
+    pub fn observe_at_least(&mut self, executor: Executor, flops: u64, waited: Duration) {
+        let Some(observed) = per_flop(flops, waited) else { return };
+        let current = self.seconds_per_flop(executor);
+        if current.is_some_and(|current| current >= observed) {
+            return;
+        }
+        let smoothing = self.smoothing;
+        let estimate = self.estimates.entry(executor).or_default();
+        estimate.measured = Some(match current {
+            None => observed,
+            Some(before) => before + smoothing * (observed - before),
+        });
+        estimate.samples += 1;
+    }
+
     /// `executor` let a hand-over time out: its speed is halved, so that it gets less work
     /// until it proves faster.
     pub fn observe_timeout(&mut self, executor: Executor) {

@@ -123,3 +123,23 @@ fn a_request_s_records_update_every_executor_that_ran_it() {
     assert!(close(capacity.speed(Executor::Local), 1e9), "{:?}", capacity.speed(Executor::Local));
     assert!(close(capacity.speed(SLOW), 1e8), "{:?}", capacity.speed(SLOW));
 }
+
+#[test]
+fn a_straggler_outpaced_by_a_copy_is_measured_no_faster_than_its_wait_and_gets_no_share() {
+    let mut capacity = Capacity::default();
+    capacity.observe(FAST, 1_000_000, ms(1));
+    capacity.observe(SLOW, 1_000_000, ms(1));
+    let shares = |capacity: &Capacity| capacity.speeds().iter().map(|s| (s.executor, s.share)).collect::<Vec<_>>();
+    let delivered = shares(&capacity);
+    // It held 1 MFLOP for 101 ms: a fifth of the way from 1 ms to 101 ms, 21 ms.
+    capacity.observe_at_least(SLOW, 1_000_000, ms(101));
+    assert!(close(capacity.speed(SLOW), 1_000_000.0 / 0.021));
+    // A wait shorter than its estimate says nothing.
+    capacity.observe_at_least(SLOW, 1_000_000, ms(5));
+    assert!(close(capacity.speed(SLOW), 1_000_000.0 / 0.021));
+    assert_eq!(shares(&capacity), delivered, "only the work it delivered counts");
+    // An executor never measured takes the wait as its first estimate.
+    const NEW: Executor = Executor::Peer(PeerUuid([3; 16]));
+    capacity.observe_at_least(NEW, 1_000_000, ms(40));
+    assert!(close(capacity.speed(NEW), 1_000_000.0 / 0.040));
+}

@@ -15,6 +15,9 @@ use crate::net::auth::PeerUuid;
 use crate::net::codec::{StageTiming, MAX_ROUTE};
 use crate::tensor::Tensor;
 
+mod steal;
+pub use steal::StealPolicy;
+
 /// The coordinator's id for a request, also carried on the wire.
 pub type RequestId = u64;
 
@@ -25,6 +28,16 @@ pub enum Executor {
     Local,
     /// Another player's GPU.
     Peer(PeerUuid),
+}
+
+impl Executor {
+    /// The peer, for a remote executor.
+    pub fn peer(self) -> Option<PeerUuid> {
+        match self {
+            Executor::Local => None,
+            Executor::Peer(peer) => Some(peer),
+        }
+    }
 }
 
 impl std::fmt::Display for Executor {
@@ -146,6 +159,23 @@ pub enum PipelineAction {
         /// How often it was re-run.
         reruns: u32,
     },
+    /// A hand-over's copy on another worker (see [`StealPolicy`]) came back first: the
+    /// executors it was taken from had held it for `waited` without an answer, a lower bound on
+    /// their time for its stages (their answer, should it come, is stale).
+    Outpaced {
+        /// The request.
+        request: RequestId,
+        /// The hand-over's first stage.
+        stage: usize,
+        /// Who held each of its stages.
+        executors: Vec<Executor>,
+        /// Who ran the copy (where it was also one of `executors`, its part was not late).
+        by: PeerUuid,
+        /// How long they held it.
+        waited: Duration,
+        /// The batch of the hand-over's input.
+        batch: usize,
+    },
     /// The last stage finished: the request's output.
     Finished {
         /// The request.
@@ -264,6 +294,8 @@ struct Active {
     reruns: u32,
     /// The chain a local stage's output was told to go on to by itself, once it is read back.
     passed_on: Option<Vec<Executor>>,
+    /// A copy of the hand-over taken by an idle worker, while it waits.
+    stolen: Option<steal::StolenCopy>,
 }
 
 impl Active {
@@ -285,6 +317,7 @@ impl Active {
         self.stage_started = now;
         self.hops.clear();
         self.returned = None;
+        self.stolen = None;
         let next_chain = match self.executors[0] {
             Executor::Local if remote_from(stage + 1) => executors[stage + 1..=chain_end(stage + 1)].to_vec(),
             Executor::Local => Vec::new(),
@@ -403,6 +436,7 @@ impl Pipeline {
                 records: Vec::new(),
                 reruns: 0,
                 passed_on: None,
+                stolen: None,
             };
             actions.extend(active.hand_over(request, 0, input, now));
             self.active.insert(request, active);
@@ -423,6 +457,12 @@ impl Pipeline {
         now: Instant,
     ) -> Result<Vec<PipelineAction>, StaleResult> {
         let active = self.active.get_mut(&request).ok_or(StaleResult::UnknownRequest(request))?;
+        // The copy's answer: the thief's output of the hand-over's last stage (where the thief
+        // also runs that stage of the chain, the chain's answer can only come later).
+        let outpaced = match active.stolen.as_ref().and_then(|copy| copy.executor_of(active.stage, stage)) {
+            Some(thief) if thief == from && stage == active.last => Some(active.take_stolen(now)),
+            _ => None,
+        };
         if stage > active.last || active.executor_of(stage) != Some(from) {
             return Err(StaleResult::Unexpected { request, stage, from });
         }
@@ -445,7 +485,9 @@ impl Pipeline {
             })
             .collect();
         active.records.extend(records);
-        let mut actions = Vec::new();
+        let batch = active.input.shape().first().copied().unwrap_or(1);
+        let outpaced = outpaced.zip(from.peer()).map(|((executors, waited), by)| PipelineAction::Outpaced { request, stage: active.stage, executors, by, waited, batch });
+        let mut actions: Vec<PipelineAction> = outpaced.into_iter().collect();
         if stage + 1 == active.route.len() {
             let done = self.active.remove(&request).expect("present");
             let last_handover = Handover { stage: done.stage, input: done.input, executors: done.executors };
@@ -495,6 +537,9 @@ impl Pipeline {
     /// requests whose later stages it was to run are routed again on the current assignment.
     pub fn rerun_peer(&mut self, peer: PeerUuid, assignment: &StageAssignment, now: Instant) -> Vec<PipelineAction> {
         let gone = Executor::Peer(peer);
+        for active in self.active.values_mut() {
+            active.settle_copy_without(gone, now);
+        }
         for (&request, active) in self.active.iter_mut().filter(|(_, a)| !a.executors.contains(&gone)) {
             if active.route[active.stage..].contains(&gone) {
                 let mut route = assignment.for_request(request, active.reruns);

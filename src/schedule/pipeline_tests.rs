@@ -239,3 +239,109 @@ fn the_peers_of_an_overdue_chain_are_named_once() {
     assert_eq!(p.overdue_peers(Duration::from_secs(2), start + Duration::from_secs(1)), vec![]);
     assert_eq!(p.overdue_peers(Duration::from_secs(2), start + Duration::from_secs(3)), vec![W1, W2]);
 }
+
+/// Request 0 of a three-stage pipeline over W1 (chain of stages 1 and 2) with W2 idle: stage 0
+/// done at `now`, so that its chain waits on W1.
+fn waiting_on_w1(now: Instant) -> (Pipeline, StageAssignment) {
+    let only_w1 = assign_stages(3, &[worker(W1, 1.0)]);
+    let mut p = started(Pipeline::new(1, 3), 1, &only_w1, now);
+    p.stage_finished(0, 0, Executor::Local, t(5.0), &only_w1, now).unwrap();
+    (p, assign_stages(3, &[worker(W1, 1.0), worker(W2, 1.0)]))
+}
+
+const TEN_MS: Option<Duration> = Some(Duration::from_millis(10));
+
+#[test]
+fn a_hand_over_late_by_three_times_a_copy_s_time_is_copied_once_to_another_worker() {
+    let now = Instant::now();
+    let (mut p, both) = waiting_on_w1(now);
+    let policy = StealPolicy { margin: 3.0, min_wait: Duration::from_millis(20) };
+    let predicted = |stage: usize, executors: &[Executor], batch: usize| {
+        assert!(stage >= 1 && stage + executors.len() <= 3 && batch == 1, "{stage} {executors:?} {batch}");
+        TEN_MS
+    };
+    // A copy on idle W2 takes 10 ms: worth it once W1 is 3 × 10 ms late.
+    assert_eq!(p.steal_from_stragglers(&policy, &both, predicted, now + Duration::from_millis(39)), vec![], "29 ms late");
+    let copied = p.steal_from_stragglers(&policy, &both, predicted, now + Duration::from_millis(40));
+    assert_eq!(copied, vec![run(0, 1, Executor::Peer(W2), t(5.0), &[W2])], "W2 runs the whole chain from the kept input");
+    assert_eq!(p.steal_from_stragglers(&policy, &both, predicted, now + Duration::from_millis(90)), vec![], "copied once");
+    // Without a prediction (nothing measured yet) nothing is copied.
+    let (mut p, both) = waiting_on_w1(now);
+    assert_eq!(p.steal_from_stragglers(&policy, &both, |_, _, _| None, now + Duration::from_secs(1)), vec![]);
+    // A fast GPU's jitter is no straggler: under min_wait nothing is copied.
+    assert_eq!(p.steal_from_stragglers(&policy, &both, |_, _, _| Some(Duration::from_micros(100)), now + Duration::from_millis(19)), vec![]);
+}
+
+#[test]
+fn the_copy_that_comes_back_first_is_used_once_and_the_straggler_is_reported_with_its_wait() {
+    let now = Instant::now();
+    let (mut p, both) = waiting_on_w1(now);
+    p.steal_from_stragglers(&StealPolicy::default(), &both, |_, _, _| TEN_MS, now + Duration::from_millis(100));
+    let back = now + Duration::from_millis(140);
+    let done = p.stage_finished(0, 2, Executor::Peer(W2), t(7.0), &both, back).unwrap();
+    assert_eq!(done[0], PipelineAction::Outpaced { request: 0, stage: 1, executors: vec![Executor::Peer(W1); 2], by: W2, waited: Duration::from_millis(140), batch: 1 });
+    let PipelineAction::Finished { output, stages, reruns: 0, last_handover, .. } = &done[1] else { panic!("{done:?}") };
+    assert_eq!(*output, t(7.0));
+    assert_eq!(stages[1..].iter().map(|s| (s.executor, s.duration)).collect::<Vec<_>>(), [(Executor::Peer(W2), Duration::from_millis(40)); 2], "the copy's own span");
+    assert_eq!(last_handover.executors, [Executor::Peer(W2); 2]);
+    // The straggler's answer comes after: stale, not used a second time.
+    assert_eq!(p.stage_finished(0, 2, Executor::Peer(W1), t(7.0), &both, back), Err(StaleResult::UnknownRequest(0)));
+}
+
+#[test]
+fn when_the_straggler_answers_first_the_copy_is_stale_and_nothing_is_outpaced() {
+    let now = Instant::now();
+    let (mut p, both) = waiting_on_w1(now);
+    p.steal_from_stragglers(&StealPolicy::default(), &both, |_, _, _| TEN_MS, now + Duration::from_millis(100));
+    let done = p.stage_finished(0, 2, Executor::Peer(W1), t(7.0), &both, now + Duration::from_millis(120)).unwrap();
+    assert!(matches!(&done[..], [PipelineAction::Finished { .. }]), "{done:?}");
+    assert!(p.stage_finished(0, 2, Executor::Peer(W2), t(7.0), &both, now + Duration::from_millis(130)).is_err());
+}
+
+#[test]
+fn a_copy_goes_where_it_would_finish_before_the_straggler_has_waited_and_goes_on_if_the_straggler_leaves() {
+    let now = Instant::now();
+    let late = now + Duration::from_secs(1);
+    let only = |peer| assign_stages(3, &[worker(peer, 1.0)]);
+    // Request 0 takes 10 ms on W1, which holds all of it; W2 takes 400 ms for anything, and is
+    // handed request 1 when request 0 has waited 500 ms.
+    let predict = |_: usize, executors: &[Executor], _: usize| Some(Duration::from_millis(if executors.contains(&Executor::Peer(W2)) { 400 } else { 10 }));
+    let mut p = Pipeline::new(2, 3);
+    p.submit(0, t(0.0));
+    p.start_waiting(&only(W1), now);
+    p.stage_finished(0, 0, Executor::Local, t(5.0), &only(W1), now).unwrap();
+    let handed = now + Duration::from_millis(500);
+    p.submit(1, t(1.0));
+    p.start_waiting(&only(W2), handed);
+    p.stage_finished(1, 0, Executor::Local, t(6.0), &only(W2), handed).unwrap();
+    let both = assign_stages(3, &[worker(W1, 1.0), worker(W2, 1.0)]);
+    assert_eq!(p.steal_from_stragglers(&StealPolicy::default(), &both, predict, handed), vec![], "W2 would finish a copy in 800 ms; W1 is 490 ms late");
+    // Two seconds on, both are late: each is copied to the other worker.
+    let copied = p.steal_from_stragglers(&StealPolicy::default(), &both, predict, handed + Duration::from_secs(2));
+    assert_eq!(copied, vec![run(0, 1, Executor::Peer(W2), t(5.0), &[W2]), run(1, 1, Executor::Peer(W1), t(6.0), &[W1])]);
+    // A worker known to be slow is copied from at once, long before it is late.
+    let slow_w2 = |_: usize, executors: &[Executor], _: usize| Some(Duration::from_millis(if executors.contains(&Executor::Peer(W2)) { 5000 } else { 100 }));
+    let mut p = Pipeline::new(1, 3);
+    p.submit(0, t(0.0));
+    p.start_waiting(&only(W2), now);
+    p.stage_finished(0, 0, Executor::Local, t(5.0), &only(W2), now).unwrap();
+    let copied = p.steal_from_stragglers(&StealPolicy::default(), &both, slow_w2, now + Duration::from_millis(100));
+    assert_eq!(copied, vec![run(0, 1, Executor::Peer(W1), t(5.0), &[W1])]);
+    // A chain over both workers straggles: either may run the whole chain's copy (the one
+    // that holds all of a hand-over never does).
+    let mut p = started(Pipeline::new(1, 3), 1, &both, now);
+    p.stage_finished(0, 0, Executor::Local, t(5.0), &both, now).unwrap();
+    assert_eq!(p.steal_from_stragglers(&StealPolicy::default(), &both, |_, _, _| TEN_MS, late), vec![run(0, 1, Executor::Peer(W1), t(5.0), &[W1])]);
+    // With W1 alone busy, W2 copies; then W1 leaves: the copy goes on, nothing is re-run.
+    let (mut p, both) = waiting_on_w1(now);
+    assert_eq!(p.steal_from_stragglers(&StealPolicy::default(), &both, |_, _, _| TEN_MS, late).len(), 1);
+    let without_w1 = assign_stages(3, &[worker(W2, 1.0)]);
+    assert_eq!(p.rerun_peer(W1, &without_w1, late), vec![]);
+    let done = p.stage_finished(0, 2, Executor::Peer(W2), t(7.0), &without_w1, late).unwrap();
+    assert!(matches!(&done[..], [PipelineAction::Finished { reruns: 0, .. }]), "{done:?}");
+    // Had the thief left instead, the straggler's answer would still count.
+    let (mut p, both) = waiting_on_w1(now);
+    p.steal_from_stragglers(&StealPolicy::default(), &both, |_, _, _| TEN_MS, late);
+    assert_eq!(p.rerun_peer(W2, &assign_stages(3, &[worker(W1, 1.0)]), late), vec![]);
+    assert!(p.stage_finished(0, 2, Executor::Peer(W1), t(7.0), &both, late).is_ok());
+}

@@ -259,6 +259,34 @@ fn a_worker_slowed_tenfold_gets_a_small_measured_share_and_every_request_still_m
 }
 
 #[test]
+fn work_is_stolen_from_a_stalled_worker_and_every_request_still_matches_without_a_rerun() {
+    let _serial = Serial::lock();
+    in_namespace("work_is_stolen_from_a_stalled_worker_and_every_request_still_matches_without_a_rerun", || {
+        let _server = signaling();
+        let _fast = Process::worker(KEY, F32_PLAN, "150", &[]);
+        // Holds every output back for 49 times its run: each of its hand-overs straggles far
+        // past what its calibration predicts, but long before the 30 s stage timeout.
+        let stalled = Process::worker(KEY, F32_PLAN, "150", &["--slowdown", "50"]);
+        let (events, err) = Process::coordinator(F32_PLAN, "2", &["--workers", "2", "--stage-timeout-s", "30"]).finish(Duration::from_secs(170));
+        let json = summary(&events, &err);
+        assert_eq!((json["requests"].as_u64(), json["matches_single_peer"].as_u64(), json["lost"].as_u64()), (Some(20), Some(20), Some(0)), "{json}");
+        let stolen = &json["stolen"];
+        eprintln!("stolen {stolen}; measured {}; placed {}", json["measured"], json["placed"]);
+        assert!(stolen["copied"].as_u64() >= Some(1) && stolen["won"].as_u64() >= Some(1), "no straggling hand-over was taken over: {json}");
+        assert!(stolen["won"].as_u64() <= stolen["copied"].as_u64(), "{json}");
+        for request in events_of(&events, "request") {
+            assert_eq!(request["reruns"], 0, "a request waited for the stage timeout instead: {request}");
+        }
+        let (stalled_events, stalled_err) = stalled.finish(Duration::from_secs(30));
+        let stalled_id = events_of(&stalled_events, "worker_summary").last().map(|s| s["id"].clone()).unwrap_or_else(|| panic!("no summary from the stalled worker:\n{stalled_err}"));
+        let measured = json["measured"].as_array().expect("measured speeds");
+        let gflops = |id: &Value| measured.iter().find(|m| m["executor"] == *id).and_then(|m| m["gflops"].as_f64());
+        let fast = measured.iter().find(|m| m["executor"] != stalled_id && m["executor"] != "local").expect("the fast worker was measured");
+        assert!(fast["gflops"].as_f64() > gflops(&stalled_id), "the stalled worker was not measured slower for what it held: {json}");
+    });
+}
+
+#[test]
 fn a_serving_player_spends_no_more_gpu_time_on_others_than_its_frame_budget_and_every_request_still_matches() {
     let _serial = Serial::lock();
     in_namespace("a_serving_player_spends_no_more_gpu_time_on_others_than_its_frame_budget_and_every_request_still_matches", || {

@@ -29,12 +29,13 @@ use std::time::Duration;
 use bevy::prelude::*;
 
 use super::InferenceSystems;
+use super::pipeline::StealPolicy;
 use crate::net::{Permissions, RoomAuthority, RoomKey, SessionEvent};
 pub use problem::SessionProblem;
 pub use serve_budget::{BudgetGate, ServeBudget, ServeBudgetReport};
 pub use collective::{CollectiveDone, CollectiveError, CollectiveFailed, CollectiveFailedEvent, CollectiveRequest, CollectiveResult, Collectives};
 pub use shared::{PublishedTensor, RemoteTensor, RemoteTensorChanged, SharedTensorRules, SharedTensors};
-pub use state::{Distributed, RequestTraffic};
+pub use state::{Distributed, RequestTraffic, StolenWork};
 
 /// What a player does in the session: by default both ask and serve; a role only restricts it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -140,6 +141,11 @@ pub struct PeerSessionPlugin {
     /// split was measured slower than a chain (BENCHMARKS.md), and the prediction does not
     /// yet weigh the owner's uplink that the slices share.
     pub batch_split: bool,
+    /// When another worker is predicted to finish a remote hand-over well before its own
+    /// workers (they are late, or measured slow), it is copied there and the first answer is
+    /// used (default: [`StealPolicy::default`]; `None`: never, a late hand-over is re-run only
+    /// at [`Self::stage_timeout`]). The straggler's copy still runs where it is.
+    pub work_stealing: Option<StealPolicy>,
     /// How much GPU time this player gives the others' stages per frame (default: none set,
     /// every stage starts as it arrives). With a budget, stages beyond it wait for the next
     /// frames, and past [`ServeBudget::max_waiting`] are handed back to their owners, which run
@@ -178,6 +184,7 @@ impl PeerSessionPlugin {
             replan_drift: 0.25,
             serve_budget: None,
             batch_split: false,
+            work_stealing: Some(StealPolicy::default()),
             shared_tensors: SharedTensorRules::default(),
             collective_timeout: Duration::from_secs(10),
             ice_servers: Vec::new(),

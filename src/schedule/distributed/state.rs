@@ -75,6 +75,16 @@ pub struct RequestTraffic {
     pub bytes: u64,
 }
 
+/// How work stealing went for this player's requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StolenWork {
+    /// Straggling hand-overs copied to an idle worker.
+    pub copied: u64,
+    /// Copies that came back before the straggler's answer (which, should it come, is
+    /// dropped).
+    pub won: u64,
+}
+
 /// State of the split: the model's stages, the pipeline, the request map.
 #[derive(Resource)]
 pub struct Distributed {
@@ -95,6 +105,9 @@ pub struct Distributed {
     placed_at: HashMap<PeerUuid, f64>,
     /// How often the stages were placed again after a speed drifted.
     pub replans: u64,
+    /// Hand-overs copied to an idle worker because they straggled, and how often such a copy
+    /// came back first (see [`PeerSessionPlugin::work_stealing`]).
+    pub stolen: StolenWork,
     /// Timeouts in a row, per worker.
     pub(super) timeouts: HashMap<PeerUuid, u32>,
     /// Workers excluded for timing out too often or failing a spot check: they get no more
@@ -137,6 +150,7 @@ impl Distributed {
             capacity: Capacity::default(),
             placed_at: HashMap::new(),
             replans: 0,
+            stolen: StolenWork::default(),
             timeouts: HashMap::new(),
             excluded: HashSet::new(),
             checks: HashMap::new(),
@@ -230,6 +244,12 @@ impl Distributed {
     pub(super) fn measure(&mut self, records: &[StageRecord], batch: usize) {
         let Some(flops) = self.staged.as_ref().and_then(|staged| lock(staged).stage_flops(batch).ok()) else { return };
         self.capacity.observe_request(records, &flops);
+        self.replan_if_drifted();
+    }
+
+    /// Places the stages again if a worker's speed drifted past
+    /// [`PeerSessionPlugin::replan_drift`] from the speed it was placed by.
+    fn replan_if_drifted(&mut self) {
         let drift = self.settings.replan_drift;
         let drifted = self.placed_at.iter().any(|(&peer, &placed)| {
             let now = self.capacity.speed(Executor::Peer(peer)).unwrap_or(placed);
@@ -239,6 +259,20 @@ impl Distributed {
             self.replans += 1;
             self.reassign();
         }
+    }
+
+    /// A copy of the hand-over from `stage` came back from `by` before `executors` answered,
+    /// after they held it for `waited` (at `batch`): a lower bound on the time of those of
+    /// them other than `by`, shared over their stages by their work.
+    pub(super) fn note_outpaced(&mut self, stage: usize, executors: &[Executor], by: PeerUuid, waited: std::time::Duration, batch: usize) {
+        self.stolen.won += 1;
+        let Some(flops) = self.staged.as_ref().and_then(|staged| lock(staged).stage_flops(batch).ok()) else { return };
+        let late: Vec<(Executor, u64)> = (stage..).zip(executors).filter(|(_, e)| **e != Executor::Peer(by)).map(|(s, &e)| (e, flops.get(s).copied().unwrap_or(0))).collect();
+        let total: u64 = late.iter().map(|(_, work)| work).sum();
+        for (executor, work) in late.into_iter().filter(|_| total > 0) {
+            self.capacity.observe_at_least(executor, work, waited.mul_f64(work as f64 / total as f64));
+        }
+        self.replan_if_drifted();
     }
 
     /// Counts a timeout against each of `late` (the workers of hand-overs that timed out);
@@ -295,6 +329,14 @@ fn first_request_id() -> RequestId {
         Ok(()) => u64::from_le_bytes(bytes) >> 1,
         Err(_) => 0,
     }
+}
+
+/// How long the hand-over from `stage` on `executors` should take at `batch`, from their
+/// measured speeds in `capacity` (transfers included); `None` until every one has a speed.
+pub(super) fn predicted_handover(staged: &Mutex<StagedModel>, capacity: &Capacity, stage: usize, executors: &[Executor], batch: usize) -> Option<std::time::Duration> {
+    let flops = lock(staged).stage_flops(batch).ok()?;
+    let seconds = executors.iter().enumerate().map(|(i, &e)| Some(*flops.get(stage + i)? as f64 / capacity.speed(e)?)).sum::<Option<f64>>()?;
+    std::time::Duration::try_from_secs_f64(seconds).ok()
 }
 
 /// Locks state the session shares across threads (the staged model, a stage quota, a serving

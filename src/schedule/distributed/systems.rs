@@ -9,7 +9,7 @@ use bevy::prelude::*;
 
 use super::spot_check::{as_sent, outputs_agree, SpotCheck};
 use super::stage_server::{StageQuota, StageServer};
-use super::state::{batch_of_tensor, Phase};
+use super::state::{batch_of_tensor, predicted_handover, Phase};
 use super::{BudgetGate, Distributed, PeerSessionEvent, PeerSessionPlugin, SessionProblem};
 use crate::job::{JobOutcome, JobReply, JobTag, StageJob};
 use crate::model::ir::Graph;
@@ -329,6 +329,13 @@ pub(super) fn advance_pipeline(
     let late = state.pipeline.overdue_peers(state.settings.stage_timeout, now);
     let overdue = state.pipeline.rerun_overdue(state.settings.stage_timeout, &assignment, now);
     state.actions.extend(overdue);
+    if let Some(policy) = state.settings.work_stealing {
+        let (pipeline, staged, capacity) = (&mut state.pipeline, &state.staged, &state.capacity);
+        let predict = |stage: usize, executors: &[Executor], batch: usize| predicted_handover(staged.as_deref()?, capacity, stage, executors, batch);
+        let copies = pipeline.steal_from_stragglers(&policy, &assignment, predict, now);
+        state.stolen.copied += copies.len() as u64;
+        state.actions.extend(copies);
+    }
     for (peer, timeouts) in state.count_timeouts(&late, now) {
         problems.write(SessionProblem::PeerExcluded { peer, timeouts });
     }
@@ -375,6 +382,9 @@ pub(super) fn advance_pipeline(
                     // The transport is gone: drop the peer and run the stage elsewhere.
                     state.drop_worker(peer, now);
                 }
+            }
+            PipelineAction::Outpaced { request: _, stage, executors, by, waited, batch } => {
+                state.note_outpaced(stage, &executors, by, waited, batch);
             }
             PipelineAction::Abandoned { request, reruns } => {
                 if let Some(tracked) = state.tracked.remove(&request) {

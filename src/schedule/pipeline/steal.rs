@@ -1,0 +1,143 @@
+//! Work stealing: a remote hand-over that another worker is predicted to finish far sooner
+//! (it is late, past what its executors' measured speeds predict, or they are known to be
+//! slow) is copied to the worker predicted to finish it first. Whichever copy comes back first moves the
+//! request on; the other is a [`super::StaleResult`] and is dropped, so that a result that
+//! arrives twice is used once. The straggler's wait is reported
+//! ([`super::PipelineAction::Outpaced`]) so that its measured speed drops without it ever
+//! answering.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bevy::platform::time::Instant;
+
+use super::{Active, Executor, Pipeline, PipelineAction, StageAssignment};
+use crate::net::auth::PeerUuid;
+
+/// When a remote hand-over is copied to another worker.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StealPolicy {
+    /// A copy is made where it is predicted to finish this many times sooner than the
+    /// hand-over's expected rest: before its predicted time, what is left of it; after, how
+    /// late it is already.
+    pub margin: f64,
+    /// No hand-over is copied before it has waited this long, so that jitter on a fast GPU
+    /// never doubles work.
+    pub min_wait: Duration,
+}
+
+impl Default for StealPolicy {
+    /// Twice as soon, and not before 100 ms.
+    fn default() -> Self {
+        Self { margin: 2.0, min_wait: Duration::from_millis(100) }
+    }
+}
+
+impl StealPolicy {
+    /// Whether a hand-over predicted to take `predicted` that has waited `waited` is worth a
+    /// copy that would finish in `copy`.
+    pub fn is_worth_copying(&self, waited: Duration, predicted: Duration, copy: Duration) -> bool {
+        waited >= self.min_wait && self.margin * copy.as_secs_f64() <= predicted.abs_diff(waited).as_secs_f64()
+    }
+}
+
+/// A copy of a hand-over given to an idle worker: it runs all of the hand-over's stages.
+pub(super) struct StolenCopy {
+    thief: PeerUuid,
+    stages: usize,
+    at: Instant,
+}
+
+impl StolenCopy {
+    /// Who runs `stage` of the copy of a hand-over that starts at `first`.
+    pub(super) fn executor_of(&self, first: usize, stage: usize) -> Option<Executor> {
+        stage.checked_sub(first).filter(|i| *i < self.stages).map(|_| Executor::Peer(self.thief))
+    }
+}
+
+impl Active {
+    /// The copy came back first: it becomes the hand-over, and the executors it was taken from
+    /// are returned with how long they held it.
+    pub(super) fn take_stolen(&mut self, now: Instant) -> (Vec<Executor>, Duration) {
+        let copy = self.stolen.take().expect("a copy was found");
+        let thief = vec![Executor::Peer(copy.thief); copy.stages];
+        self.route[self.stage..=self.last].copy_from_slice(&thief);
+        let holders = std::mem::replace(&mut self.executors, thief);
+        let waited = now - self.stage_started;
+        self.stage_started = copy.at;
+        (holders, waited)
+    }
+
+    /// `gone` left: a copy it held is dropped; a hand-over it held whose copy is on another
+    /// worker goes on as that copy, so that it is not re-run.
+    pub(super) fn settle_copy_without(&mut self, gone: Executor, now: Instant) {
+        let Some(copy) = &self.stolen else { return };
+        if Executor::Peer(copy.thief) == gone {
+            self.stolen = None;
+        } else if self.executors.contains(&gone) {
+            self.take_stolen(now);
+        }
+    }
+}
+
+impl Pipeline {
+    /// Copies remote hand-overs, oldest first, to the worker of `assignment` predicted to
+    /// finish a copy first, where [`StealPolicy::is_worth_copying`]: a worker's finish is its
+    /// part of the predicted rest of the hand-overs it holds for this pipeline (none of those
+    /// already late), plus the whole copy (it runs all of the hand-over's stages). `predict` gives the time of
+    /// stages from a first one on the executors given, at a batch (`None` where that is not
+    /// known yet: then nothing is copied). The worker that holds all of a hand-over never takes
+    /// its copy; a hand-over is copied at most once.
+    pub fn steal_from_stragglers(
+        &mut self,
+        policy: &StealPolicy,
+        assignment: &StageAssignment,
+        predict: impl Fn(usize, &[Executor], usize) -> Option<Duration>,
+        now: Instant,
+    ) -> Vec<PipelineAction> {
+        let batch_of = |a: &Active| a.input.shape().first().copied().unwrap_or(1);
+        // What each worker has yet to do for this pipeline, as predicted.
+        let mut load: HashMap<PeerUuid, Duration> = assignment.shares().iter().map(|(peer, _)| (*peer, Duration::ZERO)).collect();
+        let mut candidates = Vec::new();
+        for (&request, a) in &self.active {
+            let predicted = predict(a.stage, &a.executors, batch_of(a));
+            if a.executors[0] == Executor::Local {
+                continue;
+            }
+            if let Some(copy) = &a.stolen {
+                let rest = predict(a.stage, &vec![Executor::Peer(copy.thief); copy.stages], batch_of(a)).unwrap_or_default().saturating_sub(now - copy.at);
+                *load.entry(copy.thief).or_default() += rest;
+            } else if let Some(predicted) = predicted {
+                candidates.push((a.stage_started, request, predicted));
+            }
+            // The rest of a hand-over not late yet, shared over its executors by their stages'
+            // predicted times.
+            let rest = predicted.unwrap_or_default().saturating_sub(now - a.stage_started);
+            let parts: Vec<f64> = (0..a.executors.len()).map(|i| predict(a.stage + i, &a.executors[i..=i], batch_of(a)).unwrap_or_default().as_secs_f64()).collect();
+            let total: f64 = parts.iter().sum();
+            for (executor, part) in a.executors.iter().zip(parts).filter(|_| total > 0.0 && !rest.is_zero()) {
+                *load.entry(executor.peer().expect("a remote hand-over")).or_default() += rest.mul_f64(part / total);
+            }
+        }
+        candidates.sort_by_key(|&(started, request, _)| (started, request));
+        let mut actions = Vec::new();
+        for (_, request, predicted) in candidates {
+            let active = self.active.get_mut(&request).expect("listed above");
+            let (stages, batch, waited) = (active.executors.len(), active.input.shape().first().copied().unwrap_or(1), now - active.stage_started);
+            let holds_all = |peer: PeerUuid| active.executors.iter().all(|e| *e == Executor::Peer(peer));
+            let finish = |peer: PeerUuid| Some(load[&peer] + predict(active.stage, &vec![Executor::Peer(peer); stages], batch)?);
+            let best = assignment
+                .shares()
+                .iter()
+                .filter(|(peer, _)| !holds_all(*peer))
+                .filter_map(|(peer, _)| Some((finish(*peer)?, active.executors.contains(&Executor::Peer(*peer)), *peer)))
+                .min_by_key(|&(finish, in_chain, _)| (finish, in_chain));
+            let Some((finish, _, thief)) = best.filter(|(finish, _, _)| policy.is_worth_copying(waited, predicted, *finish)) else { continue };
+            *load.get_mut(&thief).expect("a worker of the assignment") = finish;
+            active.stolen = Some(StolenCopy { thief, stages, at: now });
+            let (stage, input) = (active.stage, active.input.clone());
+            actions.push(PipelineAction::Run { request, stage, executor: Executor::Peer(thief), input, onward: vec![thief; stages - 1] });
+        }
+        actions
+    }
+}
