@@ -7,11 +7,15 @@
 #                                (`--batch-split`), over three workers as one chain, and over one;
 #   flood / flood_budget         one worker flooded by a coordinator with K = 4, without and
 #                                with a serving budget of 2 ms per 60 fps frame (its frame
-#                                times while serving are in its worker summary).
+#                                times while serving are in its worker summary);
+#   stalled_steal / _nosteal     three workers, the last holding every output back 50 times its
+#                                run (`--slowdown 50`), with and without work stealing.
 # Prints one line per run: its name, the coordinator's summary and the workers' summaries
 # (JSON); every run's full output is kept in OUTDIR.
 #
 #   tools/bench_scheduling.sh [--release] OUTDIR     # BENCH_ROUNDS=N rounds over the images (5)
+#
+# BENCH_ONLY="name ..." runs only the runs named.
 #
 # PEER_BIN_DIR=DIR uses prebuilt binaries, as for `tools/p2p_demo.sh`.
 set -euo pipefail
@@ -29,6 +33,7 @@ f32=(--plan plans/fashion_3_f32.plan.ron --rounds "$rounds" --stage-timeout-s 30
 bench() {
     local name=$1
     shift
+    if [ -n "${BENCH_ONLY:-}" ] && [[ " $BENCH_ONLY " != *" $name "* ]]; then return; fi
     env "$@" >"$out/$name.out" 2>"$out/$name.err" || echo "$name: exit status $?" >&2
     echo "$name $(grep -h '"event":"summary"' "$out/$name.out" | tail -1) $(grep -h '"event":"worker_summary"' "$out/$name.err" | tr '\n' ' ')"
 }
@@ -40,3 +45,5 @@ bench batch64_chain P2P_WORKERS=3 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" 
 bench batch64_one P2P_WORKERS=1 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --batch 64
 bench flood P2P_WORKERS=1 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --k 4
 bench flood_budget P2P_WORKERS=1 P2P_WORKER_ARGS="--serve-budget-ms 2" tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --k 4
+bench stalled_steal P2P_WORKERS=3 P2P_SLOWDOWN=50 tools/p2p_demo.sh "${release[@]}" "${f32[@]}"
+bench stalled_nosteal P2P_WORKERS=3 P2P_SLOWDOWN=50 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --no-work-stealing
