@@ -255,7 +255,7 @@ const TEN_MS: Option<Duration> = Some(Duration::from_millis(10));
 fn a_hand_over_late_by_three_times_a_copy_s_time_is_copied_once_to_another_worker() {
     let now = Instant::now();
     let (mut p, both) = waiting_on_w1(now);
-    let policy = StealPolicy { margin: 3.0, min_wait: Duration::from_millis(20) };
+    let policy = StealPolicy { margin: 3.0, min_wait: Duration::from_millis(20), max_copies: 1 };
     let predicted = |stage: usize, executors: &[Executor], batch: usize| {
         assert!(stage >= 1 && stage + executors.len() <= 3 && batch == 1, "{stage} {executors:?} {batch}");
         TEN_MS
@@ -316,9 +316,14 @@ fn a_copy_goes_where_it_would_finish_before_the_straggler_has_waited_and_goes_on
     p.stage_finished(1, 0, Executor::Local, t(6.0), &only(W2), handed).unwrap();
     let both = assign_stages(3, &[worker(W1, 1.0), worker(W2, 1.0)]);
     assert_eq!(p.steal_from_stragglers(&StealPolicy::default(), &both, predict, handed), vec![], "W2 would finish a copy in 800 ms; W1 is 490 ms late");
-    // Two seconds on, both are late: each is copied to the other worker.
-    let copied = p.steal_from_stragglers(&StealPolicy::default(), &both, predict, handed + Duration::from_secs(2));
-    assert_eq!(copied, vec![run(0, 1, Executor::Peer(W2), t(5.0), &[W2]), run(1, 1, Executor::Peer(W1), t(6.0), &[W1])]);
+    // Two seconds on, both are late: each is copied to the other worker, the older first, and
+    // the other only as many copies are allowed at once.
+    let two_seconds_on = handed + Duration::from_secs(2);
+    let copied = p.steal_from_stragglers(&StealPolicy::default(), &both, predict, two_seconds_on);
+    assert_eq!(copied, vec![run(0, 1, Executor::Peer(W2), t(5.0), &[W2])], "one copy at a time by default");
+    let two_copies = StealPolicy { max_copies: 2, ..StealPolicy::default() };
+    let copied = p.steal_from_stragglers(&two_copies, &both, predict, two_seconds_on);
+    assert_eq!(copied, vec![run(1, 1, Executor::Peer(W1), t(6.0), &[W1])]);
     // A worker known to be slow is copied from at once, long before it is late.
     let slow_w2 = |_: usize, executors: &[Executor], _: usize| Some(Duration::from_millis(if executors.contains(&Executor::Peer(W2)) { 5000 } else { 100 }));
     let mut p = Pipeline::new(1, 3);

@@ -24,12 +24,16 @@ pub struct StealPolicy {
     /// No hand-over is copied before it has waited this long, so that jitter on a fast GPU
     /// never doubles work.
     pub min_wait: Duration,
+    /// Copies in flight at once, at most. Copies add work: where every worker is late because
+    /// all are overloaded (players sharing one machine, say), more copies would only make each
+    /// slower and every hand-over later.
+    pub max_copies: usize,
 }
 
 impl Default for StealPolicy {
-    /// Twice as soon, and not before 100 ms.
+    /// Twice as soon, not before 100 ms, one copy at a time.
     fn default() -> Self {
-        Self { margin: 2.0, min_wait: Duration::from_millis(100) }
+        Self { margin: 2.0, min_wait: Duration::from_millis(100), max_copies: 1 }
     }
 }
 
@@ -87,7 +91,8 @@ impl Pipeline {
     /// already late), plus the whole copy (it runs all of the hand-over's stages). `predict` gives the time of
     /// stages from a first one on the executors given, at a batch (`None` where that is not
     /// known yet: then nothing is copied). The worker that holds all of a hand-over never takes
-    /// its copy; a hand-over is copied at most once.
+    /// its copy; a hand-over is copied at most once, and at most [`StealPolicy::max_copies`]
+    /// copies are in flight.
     pub fn steal_from_stragglers(
         &mut self,
         policy: &StealPolicy,
@@ -120,8 +125,12 @@ impl Pipeline {
             }
         }
         candidates.sort_by_key(|&(started, request, _)| (started, request));
+        let mut copies = self.active.values().filter(|a| a.stolen.is_some()).count();
         let mut actions = Vec::new();
         for (_, request, predicted) in candidates {
+            if copies >= policy.max_copies {
+                break;
+            }
             let active = self.active.get_mut(&request).expect("listed above");
             let (stages, batch, waited) = (active.executors.len(), active.input.shape().first().copied().unwrap_or(1), now - active.stage_started);
             let holds_all = |peer: PeerUuid| active.executors.iter().all(|e| *e == Executor::Peer(peer));
@@ -135,6 +144,7 @@ impl Pipeline {
             let Some((finish, _, thief)) = best.filter(|(finish, _, _)| policy.is_worth_copying(waited, predicted, *finish)) else { continue };
             *load.get_mut(&thief).expect("a worker of the assignment") = finish;
             active.stolen = Some(StolenCopy { thief, stages, at: now });
+            copies += 1;
             let (stage, input) = (active.stage, active.input.clone());
             actions.push(PipelineAction::Run { request, stage, executor: Executor::Peer(thief), input, onward: vec![thief; stages - 1] });
         }
