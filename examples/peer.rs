@@ -161,8 +161,8 @@ struct Args {
     /// equal turns (for comparison).
     #[arg(long, value_enum, default_value = "measured")]
     placement: PlacementArg,
-    /// Never copy a straggling hand-over to an idle worker (`PeerSessionPlugin::work_stealing`
-    /// off, for comparison): a straggler is re-run only at the stage timeout.
+    /// Never copy a late hand-over to another worker (`PeerSessionPlugin::work_stealing` off,
+    /// for comparison): a straggler is re-run only at the stage timeout.
     #[arg(long)]
     no_work_stealing: bool,
     /// Seconds a collective may wait for the other players' parts.

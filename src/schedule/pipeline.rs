@@ -294,7 +294,7 @@ struct Active {
     reruns: u32,
     /// The chain a local stage's output was told to go on to by itself, once it is read back.
     passed_on: Option<Vec<Executor>>,
-    /// A copy of the hand-over taken by an idle worker, while it waits.
+    /// A copy of the hand-over run by another worker (see [`StealPolicy`]), while it waits.
     stolen: Option<steal::StolenCopy>,
 }
 
@@ -326,11 +326,13 @@ impl Active {
         if self.executors[0] == Executor::Local && !next_chain.is_empty() {
             self.passed_on = Some(next_chain.clone());
         }
-        let onward = next_chain.iter().filter_map(|e| match e {
-            Executor::Peer(peer) => Some(*peer),
-            Executor::Local => None,
-        });
+        let onward = next_chain.iter().filter_map(|e| e.peer());
         (!already_sent).then(|| PipelineAction::Run { request, stage, executor: self.executors[0], input, onward: onward.collect() })
+    }
+
+    /// The batch (first axis) of the hand-over's input.
+    fn batch(&self) -> usize {
+        self.input.shape().first().copied().unwrap_or(1)
     }
 
     fn executor_of(&self, stage: usize) -> Option<Executor> {
@@ -374,10 +376,7 @@ impl Pipeline {
             .values()
             .filter(|a| a.executors[0] != Executor::Local && now - a.stage_started > timeout)
             .flat_map(|a| {
-                let mut chain: Vec<PeerUuid> = a.executors.iter().filter_map(|e| match e {
-                    Executor::Peer(peer) => Some(*peer),
-                    Executor::Local => None,
-                }).collect();
+                let mut chain: Vec<PeerUuid> = a.executors.iter().filter_map(|e| e.peer()).collect();
                 chain.sort();
                 chain.dedup();
                 chain
@@ -401,7 +400,7 @@ impl Pipeline {
 
     /// The batch (first axis) of `request`'s input, while it is in flight.
     pub fn batch_of(&self, request: RequestId) -> Option<usize> {
-        self.active.get(&request).map(|a| a.input.shape().first().copied().unwrap_or(1))
+        self.active.get(&request).map(Active::batch)
     }
 
     /// Requests in flight.
@@ -485,7 +484,7 @@ impl Pipeline {
             })
             .collect();
         active.records.extend(records);
-        let batch = active.input.shape().first().copied().unwrap_or(1);
+        let batch = active.batch();
         let outpaced = outpaced.zip(from.peer()).map(|((executors, waited), by)| PipelineAction::Outpaced { request, stage: active.stage, executors, by, waited, batch });
         let mut actions: Vec<PipelineAction> = outpaced.into_iter().collect();
         if stage + 1 == active.route.len() {

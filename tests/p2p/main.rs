@@ -168,6 +168,12 @@ fn summary<'a>(events: &'a [Value], stderr: &str) -> &'a Value {
     events.last().filter(|e| e["event"] == "summary").unwrap_or_else(|| panic!("the coordinator printed no summary\nevents: {events:?}\nstderr:\n{stderr}"))
 }
 
+/// The coordinator's summary says all of its `requests` requests matched single-peer and none
+/// was lost.
+fn assert_every_request_matched(json: &Value, requests: u64) {
+    assert_eq!((json["requests"].as_u64(), json["matches_single_peer"].as_u64(), json["lost"].as_u64()), (Some(requests), Some(requests), Some(0)), "{json}");
+}
+
 /// Whether a peer's messages were dropped for failing authentication.
 fn rejected_for_bad_mac(events: &[Value]) -> bool {
     events_of(events, "rejected").iter().any(|e| e["reason"] == "bad_mac")
@@ -219,7 +225,7 @@ fn a_batch_of_64_split_across_three_workers_equals_the_single_peer_result() {
         let (events, err) = Process::coordinator(F32_PLAN, "2", &["--workers", "3", "--batch", "64", "--batch-split", "--stage-timeout-s", "30"]).finish(Duration::from_secs(170));
         let json = summary(&events, &err);
         // f32 cuts: bit-identical to the whole batch run on the coordinator's GPU.
-        assert_eq!((json["requests"].as_u64(), json["matches_single_peer"].as_u64(), json["lost"].as_u64()), (Some(2), Some(2), Some(0)), "{json}");
+        assert_every_request_matched(json, 2);
         for request in events_of(&events, "request") {
             let stages = request["stages"].as_array().expect("stage records");
             let mut workers: Vec<&str> = stages.iter().filter(|s| s["remote"] == true).filter_map(|s| s["executor"].as_str()).collect();
@@ -241,7 +247,7 @@ fn a_worker_slowed_tenfold_gets_a_small_measured_share_and_every_request_still_m
         let slow = Process::worker(KEY, F32_PLAN, "150", &["--slowdown", "10"]);
         let (events, err) = Process::coordinator(F32_PLAN, "3", &["--workers", "3", "--stage-timeout-s", "30"]).finish(Duration::from_secs(170));
         let json = summary(&events, &err);
-        assert_eq!((json["requests"].as_u64(), json["matches_single_peer"].as_u64(), json["lost"].as_u64()), (Some(30), Some(30), Some(0)), "{json}");
+        assert_every_request_matched(json, 30);
         let (slow_events, slow_err) = slow.finish(Duration::from_secs(30));
         let slow_id = events_of(&slow_events, "worker_summary").last().map(|s| s["id"].clone()).unwrap_or_else(|| panic!("no summary from the slow worker:\n{slow_err}"));
         let measured = json["measured"].as_array().expect("measured speeds");
@@ -272,7 +278,7 @@ fn work_is_stolen_from_a_stalled_worker_and_every_request_still_matches_without_
         let stalled = Process::worker(KEY, F32_PLAN, "150", &["--slowdown", "50"]);
         let (events, err) = Process::coordinator(F32_PLAN, "2", &["--workers", "2", "--stage-timeout-s", "30"]).finish(Duration::from_secs(170));
         let json = summary(&events, &err);
-        assert_eq!((json["requests"].as_u64(), json["matches_single_peer"].as_u64(), json["lost"].as_u64()), (Some(20), Some(20), Some(0)), "{json}");
+        assert_every_request_matched(json, 20);
         let stolen = &json["stolen"];
         eprintln!("stolen {stolen}; measured {}; placed {}", json["measured"], json["placed"]);
         assert!(stolen["copied"].as_u64() >= Some(1) && stolen["won"].as_u64() >= Some(1), "no straggling hand-over was taken over: {json}");
@@ -299,7 +305,7 @@ fn a_serving_player_spends_no_more_gpu_time_on_others_than_its_frame_budget_and_
         let worker = Process::worker(KEY, F32_PLAN, "150", &["--serve-budget-ms", "5", "--budget-frame-ms", "50"]);
         let (events, err) = Process::coordinator(F32_PLAN, "2", &["--workers", "1", "--stage-timeout-s", "30"]).finish(Duration::from_secs(170));
         let json = summary(&events, &err);
-        assert_eq!((json["requests"].as_u64(), json["matches_single_peer"].as_u64(), json["lost"].as_u64()), (Some(20), Some(20), Some(0)), "{json}");
+        assert_every_request_matched(json, 20);
         let (worker_events, worker_err) = worker.finish(Duration::from_secs(30));
         let served = events_of(&worker_events, "worker_summary").last().copied().unwrap_or_else(|| panic!("no summary from the worker:\n{worker_err}"));
         let budget = &served["serve_budget"];
@@ -454,7 +460,7 @@ fn players_ask_and_serve_one_joins_mid_run_and_all_share_predictions_and_one_bit
         for (name, player, requests) in [("first", first, 30), ("second", second, 30), ("late", late, 10)] {
             let (events, err) = player.finish(Duration::from_secs(170));
             let summary = events_of(&events, "summary").first().copied().cloned().unwrap_or_else(|| panic!("{name} printed no summary:\n{err}"));
-            assert_eq!(summary["lost"], 0, "{name}: {summary}\nfailed: {:?}\nDBG {:?}", events_of(&events, "request_failed"), events.iter().filter(|e| e["event"] != "request" && e["event"] != "shared").collect::<Vec<_>>());
+            assert_eq!(summary["lost"], 0, "{name}: {summary}\nfailed: {:?}", events_of(&events, "request_failed"));
             assert_eq!(summary["matches_single_peer"], requests, "{name}: int8 cuts keep every top-1: {summary}");
             assert!(summary["served_by_others"].as_u64() > Some(0), "{name}'s stages all ran at home: {summary}");
             let served = events.last().filter(|e| e["event"] == "worker_summary").unwrap_or_else(|| panic!("{name} printed no worker summary:\n{err}"));

@@ -33,10 +33,7 @@ pub(super) struct SpotCheck {
 impl SpotCheck {
     /// The peers among `executors`, each once.
     pub fn peers_of(executors: &[Executor]) -> Vec<PeerUuid> {
-        let mut peers: Vec<PeerUuid> = executors.iter().filter_map(|e| match e {
-            Executor::Peer(peer) => Some(*peer),
-            Executor::Local => None,
-        }).collect();
+        let mut peers: Vec<PeerUuid> = executors.iter().filter_map(|e| e.peer()).collect();
         peers.sort();
         peers.dedup();
         peers

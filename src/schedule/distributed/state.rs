@@ -78,7 +78,7 @@ pub struct RequestTraffic {
 /// How work stealing went for this player's requests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StolenWork {
-    /// Straggling hand-overs copied to an idle worker.
+    /// Remote hand-overs copied to another worker predicted to finish them sooner.
     pub copied: u64,
     /// Copies that came back before the straggler's answer (which, should it come, is
     /// dropped).
@@ -105,8 +105,8 @@ pub struct Distributed {
     placed_at: HashMap<PeerUuid, f64>,
     /// How often the stages were placed again after a speed drifted.
     pub replans: u64,
-    /// Hand-overs copied to an idle worker because they straggled, and how often such a copy
-    /// came back first (see [`PeerSessionPlugin::work_stealing`]).
+    /// Hand-overs copied to another worker predicted to finish them sooner, and how often such
+    /// a copy came back first (see [`PeerSessionPlugin::work_stealing`]).
     pub stolen: StolenWork,
     /// Timeouts in a row, per worker.
     pub(super) timeouts: HashMap<PeerUuid, u32>,

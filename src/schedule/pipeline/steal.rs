@@ -1,8 +1,8 @@
 //! Work stealing: a remote hand-over that another worker is predicted to finish far sooner
 //! (it is late, past what its executors' measured speeds predict, or they are known to be
-//! slow) is copied to the worker predicted to finish it first. Whichever copy comes back first moves the
-//! request on; the other is a [`super::StaleResult`] and is dropped, so that a result that
-//! arrives twice is used once. The straggler's wait is reported
+//! slow) is copied to the worker predicted to finish it first. Whichever copy comes back first
+//! moves the request on; the other is a [`super::StaleResult`] and is dropped, so that a result
+//! that arrives twice is used once. The straggler's wait is reported
 //! ([`super::PipelineAction::Outpaced`]) so that its measured speed drops without it ever
 //! answering.
 
@@ -45,7 +45,7 @@ impl StealPolicy {
     }
 }
 
-/// A copy of a hand-over given to an idle worker: it runs all of the hand-over's stages.
+/// A copy of a hand-over given to another worker: it runs all of the hand-over's stages.
 pub(super) struct StolenCopy {
     thief: PeerUuid,
     stages: usize,
@@ -53,6 +53,11 @@ pub(super) struct StolenCopy {
 }
 
 impl StolenCopy {
+    /// Who runs each of the copy's stages: the thief, all of them.
+    fn executors(&self) -> Vec<Executor> {
+        vec![Executor::Peer(self.thief); self.stages]
+    }
+
     /// Who runs `stage` of the copy of a hand-over that starts at `first`.
     pub(super) fn executor_of(&self, first: usize, stage: usize) -> Option<Executor> {
         stage.checked_sub(first).filter(|i| *i < self.stages).map(|_| Executor::Peer(self.thief))
@@ -64,7 +69,7 @@ impl Active {
     /// are returned with how long they held it.
     pub(super) fn take_stolen(&mut self, now: Instant) -> (Vec<Executor>, Duration) {
         let copy = self.stolen.take().expect("a copy was found");
-        let thief = vec![Executor::Peer(copy.thief); copy.stages];
+        let thief = copy.executors();
         self.route[self.stage..=self.last].copy_from_slice(&thief);
         let holders = std::mem::replace(&mut self.executors, thief);
         let waited = now - self.stage_started;
@@ -88,9 +93,9 @@ impl Pipeline {
     /// Copies remote hand-overs, oldest first, to the worker of `assignment` predicted to
     /// finish a copy first, where [`StealPolicy::is_worth_copying`]: a worker's finish is its
     /// part of the predicted rest of the hand-overs it holds for this pipeline (none of those
-    /// already late), plus the whole copy (it runs all of the hand-over's stages). `predict` gives the time of
-    /// stages from a first one on the executors given, at a batch (`None` where that is not
-    /// known yet: then nothing is copied). The worker that holds all of a hand-over never takes
+    /// already late), plus the whole copy (it runs all of the hand-over's stages). `predict`
+    /// gives the time of stages from a first one on the executors given, at a batch (`None`
+    /// where that is not known yet: then nothing is copied). The worker that holds all of a hand-over never takes
     /// its copy; a hand-over is copied at most once, and at most [`StealPolicy::max_copies`]
     /// copies are in flight.
     pub fn steal_from_stragglers(
@@ -100,17 +105,13 @@ impl Pipeline {
         predict: impl Fn(usize, &[Executor], usize) -> Option<Duration>,
         now: Instant,
     ) -> Vec<PipelineAction> {
-        let batch_of = |a: &Active| a.input.shape().first().copied().unwrap_or(1);
         // What each worker has yet to do for this pipeline, as predicted.
         let mut load: HashMap<PeerUuid, Duration> = assignment.shares().iter().map(|(peer, _)| (*peer, Duration::ZERO)).collect();
         let mut candidates = Vec::new();
-        for (&request, a) in &self.active {
-            let predicted = predict(a.stage, &a.executors, batch_of(a));
-            if a.executors[0] == Executor::Local {
-                continue;
-            }
+        for (&request, a) in self.active.iter().filter(|(_, a)| a.executors[0] != Executor::Local) {
+            let predicted = predict(a.stage, &a.executors, a.batch());
             if let Some(copy) = &a.stolen {
-                let rest = predict(a.stage, &vec![Executor::Peer(copy.thief); copy.stages], batch_of(a)).unwrap_or_default().saturating_sub(now - copy.at);
+                let rest = predict(a.stage, &copy.executors(), a.batch()).unwrap_or_default().saturating_sub(now - copy.at);
                 *load.entry(copy.thief).or_default() += rest;
             } else if let Some(predicted) = predicted {
                 candidates.push((a.stage_started, request, predicted));
@@ -118,7 +119,7 @@ impl Pipeline {
             // The rest of a hand-over not late yet, shared over its executors by their stages'
             // predicted times.
             let rest = predicted.unwrap_or_default().saturating_sub(now - a.stage_started);
-            let parts: Vec<f64> = (0..a.executors.len()).map(|i| predict(a.stage + i, &a.executors[i..=i], batch_of(a)).unwrap_or_default().as_secs_f64()).collect();
+            let parts: Vec<f64> = (0..a.executors.len()).map(|i| predict(a.stage + i, &a.executors[i..=i], a.batch()).unwrap_or_default().as_secs_f64()).collect();
             let total: f64 = parts.iter().sum();
             for (executor, part) in a.executors.iter().zip(parts).filter(|_| total > 0.0 && !rest.is_zero()) {
                 *load.entry(executor.peer().expect("a remote hand-over")).or_default() += rest.mul_f64(part / total);
@@ -132,7 +133,7 @@ impl Pipeline {
                 break;
             }
             let active = self.active.get_mut(&request).expect("listed above");
-            let (stages, batch, waited) = (active.executors.len(), active.input.shape().first().copied().unwrap_or(1), now - active.stage_started);
+            let (stages, batch, waited) = (active.executors.len(), active.batch(), now - active.stage_started);
             let holds_all = |peer: PeerUuid| active.executors.iter().all(|e| *e == Executor::Peer(peer));
             let finish = |peer: PeerUuid| Some(load[&peer] + predict(active.stage, &vec![Executor::Peer(peer); stages], batch)?);
             let best = assignment
