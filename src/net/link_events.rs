@@ -99,6 +99,10 @@ pub enum LostReason {
     Revoked,
     /// The peer's token expired without the owner renewing it.
     TokenExpired,
+    /// The peer dropped its link to this player (it found this player silent, or started
+    /// over): what was sent to it meanwhile may have been dropped unread. Its hello that said
+    /// so starts a new handshake, and it is trusted again at once where it still may be.
+    Reset,
 }
 
 /// Why a peer could not be revoked.

@@ -256,6 +256,14 @@ impl Links {
         link.bytes_in += frame.len() as u64;
         match message {
             Message::Hello(hello) => {
+                // A trusted peer that had acknowledged this player and no longer does dropped
+                // the link on its side: report it lost, so that the work it held runs again,
+                // and take this hello as a new handshake.
+                if link.state == LinkState::Trusted && link.they_acknowledged && !hello.acknowledged {
+                    link.restart_handshake(now);
+                    self.reassembler.forget_peer(from);
+                    events.push(SessionEvent::PeerLost { peer: from, reason: LostReason::Reset });
+                }
                 // A hello that does not acknowledge ours means ours was lost (or the peer
                 // restarted its handshake): send ours again.
                 link.they_acknowledged = hello.acknowledged;

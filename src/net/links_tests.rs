@@ -272,10 +272,17 @@ fn a_peer_lost_for_silence_that_talks_again_is_trusted_again_after_a_new_handsha
     room.run(Duration::from_millis(1000));
     assert!(room.player(1).events.contains(&SessionEvent::PeerLost { peer: B, reason: LostReason::Silent }));
     room.player(1).events.clear();
+    room.player(2).events.clear();
     room.player(2).muted = false;
     room.run(Duration::from_millis(600));
     assert_eq!(trusted(&room.player(1).events), vec![(B, Permissions::RUN_STAGES)]);
     assert_eq!(room.player(1).links.link(B).map(|l| l.state), Some(LinkState::Trusted));
+    // The worker never found the coordinator silent, but the coordinator dropped its link and
+    // with it whatever the worker sent meanwhile: the worker learns so from its new hello.
+    let worker_events = &room.player(2).events;
+    assert_eq!(worker_events.iter().filter(|e| matches!(e, SessionEvent::PeerLost { .. })).collect::<Vec<_>>(), vec![&SessionEvent::PeerLost { peer: A, reason: LostReason::Reset }]);
+    assert_eq!(trusted(worker_events).len(), 1, "trusted again: {worker_events:?}");
+    assert_eq!(room.player(2).links.link(A).map(|l| l.state), Some(LinkState::Trusted));
     let replays = rejections(&room.player(1).events).into_iter().filter(|r| matches!(r, RejectReason::Frame(FrameError::Replay { .. }))).count();
     assert_eq!(replays, 0, "the worker's sequence numbers carried on");
 }

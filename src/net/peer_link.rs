@@ -147,6 +147,19 @@ impl PeerLink {
         }
     }
 
+    /// Starts the handshake over (the peer dropped this link on its side): trust, its hello,
+    /// ciphers and grant are forgotten; the replay guard, budget and statistics are kept.
+    pub(super) fn restart_handshake(&mut self, now: Instant) {
+        self.state = LinkState::Handshaking;
+        self.hello = None;
+        self.connected_at = now;
+        self.they_acknowledged = false;
+        self.last_hello = None;
+        self.ciphers = None;
+        self.permissions = Permissions::NONE;
+        self.grant = None;
+    }
+
     /// Counts a message from `peer` (this link's) that was dropped, and reports it.
     pub(super) fn reject(&mut self, peer: PeerUuid, reason: RejectReason, events: &mut Vec<SessionEvent>) {
         self.reject_output(peer, None, reason, events);

@@ -109,6 +109,26 @@ impl Capacity {
         estimate.samples += 1;
     }
 
+    /// A chain that held `stages` (each stage's executor and work) for `waited` without an
+    /// answer was outpaced by a copy: one of its members stalled, and the others are not to
+    /// blame. The member predicted to take longest (or one never measured) is the straggler:
+    /// its work took at least `waited` less the others' predicted time
+    /// ([`Self::observe_at_least`]); the others' estimates are kept.
+    pub fn observe_outpaced(&mut self, stages: &[(Executor, u64)], waited: Duration) {
+        let mut members: Vec<(Executor, u64)> = Vec::new();
+        for &(executor, flops) in stages {
+            match members.iter_mut().find(|(e, _)| *e == executor) {
+                Some((_, work)) => *work += flops,
+                None => members.push((executor, flops)),
+            }
+        }
+        let predicted = |(executor, flops): (Executor, u64)| self.seconds_per_flop(executor).map(|s| Duration::from_secs_f64(s * flops as f64));
+        let blamed = members.iter().copied().max_by_key(|&member| (predicted(member).is_none(), predicted(member)));
+        let Some(blamed) = blamed else { return };
+        let others: Duration = members.iter().filter(|m| m.0 != blamed.0).filter_map(|&m| predicted(m)).sum();
+        self.observe_at_least(blamed.0, blamed.1, waited.saturating_sub(others));
+    }
+
     /// `executor` let a hand-over time out: its speed is halved, so that it gets less work
     /// until it proves faster.
     pub fn observe_timeout(&mut self, executor: Executor) {

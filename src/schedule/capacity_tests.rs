@@ -143,3 +143,22 @@ fn a_straggler_outpaced_by_a_copy_is_measured_no_faster_than_its_wait_and_gets_n
     capacity.observe_at_least(NEW, 1_000_000, ms(40));
     assert!(close(capacity.speed(NEW), 1_000_000.0 / 0.040));
 }
+
+#[test]
+fn an_outpaced_chain_blames_only_the_member_predicted_slowest_less_the_others_time() {
+    const OTHER: Executor = Executor::Peer(PeerUuid([4; 16]));
+    let mut capacity = Capacity::default();
+    capacity.observe(FAST, 1_000_000, ms(1));
+    capacity.observe(SLOW, 1_000_000, ms(10));
+    capacity.observe(OTHER, 1_000_000, ms(1));
+    // FAST ran two stages (2 ms predicted), SLOW one (10 ms): SLOW stalled, and took at least
+    // 112 ms - 2 ms = 110 ms: a fifth of the way from 10 ms, 30 ms.
+    capacity.observe_outpaced(&[(FAST, 1_000_000), (SLOW, 1_000_000), (FAST, 1_000_000)], ms(112));
+    assert!(close(capacity.speed(SLOW), 1_000_000.0 / 0.030), "{:?}", capacity.speed(SLOW));
+    assert!(close(capacity.speed(FAST), 1e9), "the member that kept its pace is not blamed");
+    // A member never measured is the one suspected.
+    const NEW: Executor = Executor::Peer(PeerUuid([3; 16]));
+    capacity.observe_outpaced(&[(OTHER, 1_000_000), (NEW, 1_000_000)], ms(41));
+    assert!(close(capacity.speed(NEW), 1_000_000.0 / 0.040));
+    assert!(close(capacity.speed(OTHER), 1e9));
+}

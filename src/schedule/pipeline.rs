@@ -296,6 +296,9 @@ struct Active {
     passed_on: Option<Vec<Executor>>,
     /// A copy of the hand-over run by another worker (see [`StealPolicy`]), while it waits.
     stolen: Option<steal::StolenCopy>,
+    /// The workers the hand-over was copied to so far: a copy that is late itself is copied
+    /// again, to a worker not tried yet.
+    copied_to: Vec<PeerUuid>,
 }
 
 impl Active {
@@ -318,6 +321,7 @@ impl Active {
         self.hops.clear();
         self.returned = None;
         self.stolen = None;
+        self.copied_to.clear();
         let next_chain = match self.executors[0] {
             Executor::Local if remote_from(stage + 1) => executors[stage + 1..=chain_end(stage + 1)].to_vec(),
             Executor::Local => Vec::new(),
@@ -436,6 +440,7 @@ impl Pipeline {
                 reruns: 0,
                 passed_on: None,
                 stolen: None,
+                copied_to: Vec::new(),
             };
             actions.extend(active.hand_over(request, 0, input, now));
             self.active.insert(request, active);

@@ -350,3 +350,25 @@ fn a_copy_goes_where_it_would_finish_before_the_straggler_has_waited_and_goes_on
     assert_eq!(p.rerun_peer(W2, &assign_stages(3, &[worker(W1, 1.0)]), late), vec![]);
     assert!(p.stage_finished(0, 2, Executor::Peer(W1), t(7.0), &both, late).is_ok());
 }
+
+#[test]
+fn a_copy_that_is_late_itself_is_copied_again_to_a_worker_not_tried_yet_and_used_once() {
+    let now = Instant::now();
+    let both = assign_stages(3, &[worker(W1, 1.0), worker(W2, 1.0)]);
+    let mut p = started(Pipeline::new(1, 3), 1, &both, now);
+    p.stage_finished(0, 0, Executor::Local, t(5.0), &both, now).unwrap();
+    // Nothing measured apart yet: the chain over both workers is copied to W1, which holds a
+    // part of it. W1 is the one that stalled, so its copy is late too.
+    let late = now + Duration::from_secs(1);
+    assert_eq!(p.steal_from_stragglers(&StealPolicy::default(), &both, |_, _, _| TEN_MS, late), vec![run(0, 1, Executor::Peer(W1), t(5.0), &[W1])]);
+    let copy_late = late + Duration::from_millis(99);
+    assert_eq!(p.steal_from_stragglers(&StealPolicy::default(), &both, |_, _, _| TEN_MS, copy_late), vec![], "the copy has waited under min_wait");
+    let copy_late = late + Duration::from_millis(100);
+    assert_eq!(p.steal_from_stragglers(&StealPolicy::default(), &both, |_, _, _| TEN_MS, copy_late), vec![run(0, 1, Executor::Peer(W2), t(5.0), &[W2])], "copied again, in the same place");
+    assert_eq!(p.steal_from_stragglers(&StealPolicy::default(), &both, |_, _, _| TEN_MS, copy_late + Duration::from_secs(1)), vec![], "every worker was tried");
+    // W2's copy answers first; the chain's and W1's copy's answers come after and are stale.
+    let back = copy_late + Duration::from_millis(30);
+    let done = p.stage_finished(0, 2, Executor::Peer(W2), t(7.0), &both, back).unwrap();
+    assert!(matches!(&done[..], [PipelineAction::Outpaced { by: W2, .. }, PipelineAction::Finished { reruns: 0, .. }]), "{done:?}");
+    assert_eq!(p.stage_finished(0, 2, Executor::Peer(W1), t(7.0), &both, back), Err(StaleResult::UnknownRequest(0)));
+}

@@ -262,16 +262,13 @@ impl Distributed {
     }
 
     /// A copy of the hand-over from `stage` came back from `by` before `executors` answered,
-    /// after they held it for `waited` (at `batch`): a lower bound on the time of those of
-    /// them other than `by`, shared over their stages by their work.
+    /// after they held it for `waited` (at `batch`): the one of them (other than `by`) that
+    /// stalled is measured no faster than that ([`Capacity::observe_outpaced`]).
     pub(super) fn note_outpaced(&mut self, stage: usize, executors: &[Executor], by: PeerUuid, waited: std::time::Duration, batch: usize) {
         self.stolen.won += 1;
         let Some(flops) = self.staged.as_ref().and_then(|staged| lock(staged).stage_flops(batch).ok()) else { return };
         let late: Vec<(Executor, u64)> = (stage..).zip(executors).filter(|(_, e)| **e != Executor::Peer(by)).map(|(s, &e)| (e, flops.get(s).copied().unwrap_or(0))).collect();
-        let total: u64 = late.iter().map(|(_, work)| work).sum();
-        for (executor, work) in late.into_iter().filter(|_| total > 0) {
-            self.capacity.observe_at_least(executor, work, waited.mul_f64(work as f64 / total as f64));
-        }
+        self.capacity.observe_outpaced(&late, waited);
         self.replan_if_drifted();
     }
 

@@ -95,9 +95,10 @@ impl Pipeline {
     /// part of the predicted rest of the hand-overs it holds for this pipeline (none of those
     /// already late), plus the whole copy (it runs all of the hand-over's stages). `predict`
     /// gives the time of stages from a first one on the executors given, at a batch (`None`
-    /// where that is not known yet: then nothing is copied). The worker that holds all of a hand-over never takes
-    /// its copy; a hand-over is copied at most once, and at most [`StealPolicy::max_copies`]
-    /// copies are in flight.
+    /// where that is not known yet: then nothing is copied). The worker that holds all of a
+    /// hand-over never takes its copy, and no worker takes the same hand-over's copy twice. A
+    /// copy that is late itself by the same rule (its thief stalled too) gives its place to a
+    /// copy on a worker not tried yet; at most [`StealPolicy::max_copies`] copies are in flight.
     pub fn steal_from_stragglers(
         &mut self,
         policy: &StealPolicy,
@@ -107,12 +108,15 @@ impl Pipeline {
     ) -> Vec<PipelineAction> {
         // What each worker has yet to do for this pipeline, as predicted.
         let mut load: HashMap<PeerUuid, Duration> = assignment.shares().iter().map(|(peer, _)| (*peer, Duration::ZERO)).collect();
+        // Hand-overs (or their copies) that may be copied: since when they waited, and how long
+        // they were predicted to take.
         let mut candidates = Vec::new();
         for (&request, a) in self.active.iter().filter(|(_, a)| a.executors[0] != Executor::Local) {
             let predicted = predict(a.stage, &a.executors, a.batch());
             if let Some(copy) = &a.stolen {
-                let rest = predict(a.stage, &copy.executors(), a.batch()).unwrap_or_default().saturating_sub(now - copy.at);
-                *load.entry(copy.thief).or_default() += rest;
+                let predicted_copy = predict(a.stage, &copy.executors(), a.batch());
+                *load.entry(copy.thief).or_default() += predicted_copy.unwrap_or_default().saturating_sub(now - copy.at);
+                candidates.extend(predicted_copy.map(|p| (copy.at, request, p)));
             } else if let Some(predicted) = predicted {
                 candidates.push((a.stage_started, request, predicted));
             }
@@ -128,24 +132,26 @@ impl Pipeline {
         candidates.sort_by_key(|&(started, request, _)| (started, request));
         let mut copies = self.active.values().filter(|a| a.stolen.is_some()).count();
         let mut actions = Vec::new();
-        for (_, request, predicted) in candidates {
-            if copies >= policy.max_copies {
-                break;
-            }
+        for (started, request, predicted) in candidates {
             let active = self.active.get_mut(&request).expect("listed above");
-            let (stages, batch, waited) = (active.executors.len(), active.batch(), now - active.stage_started);
+            // A late copy is replaced in its own place; a new copy needs a free one.
+            if active.stolen.is_none() && copies >= policy.max_copies {
+                continue;
+            }
+            let (stages, batch, waited) = (active.executors.len(), active.batch(), now - started);
             let holds_all = |peer: PeerUuid| active.executors.iter().all(|e| *e == Executor::Peer(peer));
             let finish = |peer: PeerUuid| Some(load[&peer] + predict(active.stage, &vec![Executor::Peer(peer); stages], batch)?);
             let best = assignment
                 .shares()
                 .iter()
-                .filter(|(peer, _)| !holds_all(*peer))
+                .filter(|(peer, _)| !holds_all(*peer) && !active.copied_to.contains(peer))
                 .filter_map(|(peer, _)| Some((finish(*peer)?, active.executors.contains(&Executor::Peer(*peer)), *peer)))
                 .min_by_key(|&(finish, in_chain, _)| (finish, in_chain));
             let Some((finish, _, thief)) = best.filter(|(finish, _, _)| policy.is_worth_copying(waited, predicted, *finish)) else { continue };
             *load.get_mut(&thief).expect("a worker of the assignment") = finish;
+            copies += active.stolen.is_none() as usize;
             active.stolen = Some(StolenCopy { thief, stages, at: now });
-            copies += 1;
+            active.copied_to.push(thief);
             let (stage, input) = (active.stage, active.input.clone());
             actions.push(PipelineAction::Run { request, stage, executor: Executor::Peer(thief), input, onward: vec![thief; stages - 1] });
         }
