@@ -100,9 +100,14 @@ impl Process {
         Process::spawn("peer", &args)
     }
 
-    /// The coordinator, which owns the room.
+    /// The coordinator, which owns the room, for at most 150 s.
     fn coordinator(plan: &str, rounds: &str, extra: &[&str]) -> Process {
-        let mut args = vec!["--role", "coordinator", "--room", ROOM, "--key", KEY, "--plan", plan, "--rounds", rounds, "--lifetime-s", "150", "--owner-key", OWNER_SECRET];
+        Process::coordinator_for("150", plan, rounds, extra)
+    }
+
+    /// [`Self::coordinator`] for at most `lifetime_s`.
+    fn coordinator_for(lifetime_s: &str, plan: &str, rounds: &str, extra: &[&str]) -> Process {
+        let mut args = vec!["--role", "coordinator", "--room", ROOM, "--key", KEY, "--plan", plan, "--rounds", rounds, "--lifetime-s", lifetime_s, "--owner-key", OWNER_SECRET];
         args.extend_from_slice(extra);
         Process::spawn("peer", &args)
     }
@@ -223,8 +228,12 @@ fn a_batch_of_64_split_across_three_workers_equals_the_single_peer_result() {
     let _serial = Serial::lock();
     in_namespace("a_batch_of_64_split_across_three_workers_equals_the_single_peer_result", || {
         let _server = signaling();
-        let _workers: Vec<Process> = (0..3).map(|_| Process::worker(KEY, F32_PLAN, "150", &[])).collect();
-        let (events, err) = Process::coordinator(F32_PLAN, "2", &["--workers", "3", "--batch", "64", "--batch-split", "--stage-timeout-s", "30"]).finish(Duration::from_secs(170));
+        // A slice of 21 rows takes lavapipe seconds per stage, and four processes share two
+        // cores: a CI machine has taken 42 s for one request. Stages are re-run only after a
+        // minute, and the run may take five.
+        let _workers: Vec<Process> = (0..3).map(|_| Process::worker(KEY, F32_PLAN, "300", &[])).collect();
+        let coordinator = Process::coordinator_for("300", F32_PLAN, "2", &["--workers", "3", "--batch", "64", "--batch-split", "--stage-timeout-s", "60"]);
+        let (events, err) = coordinator.finish(Duration::from_secs(320));
         let json = summary(&events, &err);
         // f32 cuts: bit-identical to the whole batch run on the coordinator's GPU.
         assert_every_request_matched(&events, json, 2);
