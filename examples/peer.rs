@@ -34,7 +34,7 @@ use bevy_p2p_inference::net::session::PeerSession;
 use bevy_p2p_inference::net::Permissions;
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::schedule::distributed::{BudgetGate, Distributed, Placement, ServeBudget};
-use bevy_p2p_inference::schedule::pipeline::Executor;
+use bevy_p2p_inference::schedule::pipeline::{Executor, Routing};
 use bevy_p2p_inference::{headless_plugins, update_until_prediction_with, LocalOnly, PeerRole, PeerSessionEvent, PeerSessionPlugin, CollectiveFailed, CollectiveRequest, CollectiveResult, PublishedTensor, RemoteTensor, RemoteTensorChanged, SessionProblem, SharedTensors};
 use bevy_p2p_inference::net::{CollectiveOp, Direction, Reduction, SentTensor, SharedKey};
 use bevy_p2p_inference::net::{OwnerKey, OwnerPublicKey, RoomAuthority, RoomKey, RoomOwner, SessionEvent};
@@ -161,6 +161,10 @@ struct Args {
     /// equal turns (for comparison).
     #[arg(long, value_enum, default_value = "measured")]
     placement: PlacementArg,
+    /// How a request's remote stages go over the workers: a worker each, as a chain, or all
+    /// on one worker.
+    #[arg(long, value_enum, default_value = "per-stage")]
+    routing: RoutingArg,
     /// Never copy a late hand-over to another worker (`PeerSessionPlugin::work_stealing` off,
     /// for comparison): a straggler is re-run only at the stage timeout.
     #[arg(long)]
@@ -175,6 +179,13 @@ struct Args {
 enum PlacementArg {
     Measured,
     Equal,
+}
+
+/// [`Routing`] on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum RoutingArg {
+    PerStage,
+    PerRequest,
 }
 
 /// The room's authority as the arguments say.
@@ -212,6 +223,10 @@ fn build_app(args: &Args) -> Result<App, String> {
     session.placement = match args.placement {
         PlacementArg::Measured => Placement::Measured,
         PlacementArg::Equal => Placement::Equal,
+    };
+    session.routing = match args.routing {
+        RoutingArg::PerStage => Routing::PerStage,
+        RoutingArg::PerRequest => Routing::PerRequest,
     };
     session.serve_budget = args.serve_budget_ms.map(|ms| ServeBudget {
         gpu_per_frame: Duration::from_secs_f64(ms / 1e3),

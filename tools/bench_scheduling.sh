@@ -5,11 +5,16 @@
 #                                stages placed by measured speed or in equal turns;
 #   batch64_split / _chain / _one  batches of 64 over three workers split into slices
 #                                (`--batch-split`), over three workers as one chain, and over one;
+#   batch64_per_request          batches of 64 over three workers, each request's remote stages
+#                                on one worker (`--routing per-request`);
+#   routed_per_stage / _per_request  single images over three workers (K = 3), each remote stage
+#                                on a worker of its own or each request's on one worker;
 #   flood / flood_budget         one worker flooded by a coordinator with K = 4, without and
 #                                with a serving budget of 2 ms per 60 fps frame (its frame
 #                                times while serving are in its worker summary);
 #   stalled_steal / _nosteal     three workers, the last holding every output back 50 times its
-#                                run (`--slowdown 50`), with and without work stealing.
+#                                run (`--slowdown 50`; BENCH_STALL=N for another factor), with
+#                                and without work stealing.
 # Prints one line per run: its name, the coordinator's summary and the workers' summaries
 # (JSON); every run's full output is kept in OUTDIR.
 #
@@ -42,8 +47,11 @@ bench slow_measured P2P_WORKERS=3 P2P_SLOWDOWN=10 tools/p2p_demo.sh "${release[@
 bench slow_equal P2P_WORKERS=3 P2P_SLOWDOWN=10 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --placement equal
 bench batch64_split P2P_WORKERS=3 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --batch 64 --batch-split
 bench batch64_chain P2P_WORKERS=3 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --batch 64
+bench batch64_per_request P2P_WORKERS=3 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --batch 64 --routing per-request
+bench routed_per_stage P2P_WORKERS=3 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --k 3
+bench routed_per_request P2P_WORKERS=3 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --k 3 --routing per-request
 bench batch64_one P2P_WORKERS=1 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --batch 64
 bench flood P2P_WORKERS=1 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --k 4
 bench flood_budget P2P_WORKERS=1 P2P_WORKER_ARGS="--serve-budget-ms 2" tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --k 4
-bench stalled_steal P2P_WORKERS=3 P2P_SLOWDOWN=50 tools/p2p_demo.sh "${release[@]}" "${f32[@]}"
-bench stalled_nosteal P2P_WORKERS=3 P2P_SLOWDOWN=50 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --no-work-stealing
+bench stalled_steal P2P_WORKERS=3 P2P_SLOWDOWN=${BENCH_STALL:-50} tools/p2p_demo.sh "${release[@]}" "${f32[@]}"
+bench stalled_nosteal P2P_WORKERS=3 P2P_SLOWDOWN=${BENCH_STALL:-50} tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --no-work-stealing

@@ -53,10 +53,24 @@ impl std::fmt::Display for Executor {
 /// equally fast workers get exactly equal turns.
 const TURNS: usize = 60;
 
+/// How a request's remote stages are spread over the workers' turns (see [`StageAssignment`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Routing {
+    /// Every remote stage takes a turn of its own: a request's remote stages run as a chain
+    /// over several workers, each passing its output on to the next.
+    #[default]
+    PerStage,
+    /// A request takes one turn for all of its remote stages: they run on one worker, with no
+    /// hop between workers, and requests go to the workers in proportion to their speeds.
+    /// Where transfers cost more than compute (a fast GPU), this saves a hop per stage.
+    PerRequest,
+}
+
 /// Which executor runs each stage of the plan: stage 0 where the request is (it reads the
 /// request's input), every later stage on a worker picked from a table of turns in which each
 /// worker appears in proportion to its speed (and at least once, so that a slow worker keeps
-/// being measured). Without workers every stage is local.
+/// being measured), a turn per stage or per request ([`Routing`]). Without workers every stage
+/// is local.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StageAssignment {
     stages: usize,
@@ -64,6 +78,7 @@ pub struct StageAssignment {
     shares: Vec<(PeerUuid, f64)>,
     /// The turns: worker after worker, interleaved by smooth weighted round robin.
     turns: Vec<PeerUuid>,
+    routing: Routing,
 }
 
 impl StageAssignment {
@@ -77,16 +92,25 @@ impl StageAssignment {
         &self.shares
     }
 
+    /// The same workers and turns, with `routing`.
+    pub fn routed(self, routing: Routing) -> Self {
+        Self { routing, ..self }
+    }
+
     /// The executors of `request`'s stages on its `attempt`-th run (0 for the first; a rerun
     /// moves on to other turns, so that it does not go back to the same workers).
     pub fn for_request(&self, request: RequestId, attempt: u32) -> Vec<Executor> {
         let remote = self.stages.saturating_sub(1) as u64;
         let turn = request.wrapping_add(attempt as u64) % TURNS as u64;
+        let turn_of = |stage: u64| match self.routing {
+            Routing::PerStage => (turn * remote + stage - 1) % TURNS as u64,
+            Routing::PerRequest => turn,
+        };
         (0..self.stages)
             .map(|s| match s {
                 0 => Executor::Local,
                 _ if self.turns.is_empty() => Executor::Local,
-                _ => Executor::Peer(self.turns[((turn * remote + s as u64 - 1) % TURNS as u64) as usize]),
+                _ => Executor::Peer(self.turns[turn_of(s as u64) as usize]),
             })
             .collect()
     }
@@ -130,7 +154,7 @@ pub fn assign_stages(stages: usize, workers: &[WorkerSpeed]) -> StageAssignment 
             .collect(),
     };
     let shares = by_speed.iter().map(|&(peer, _)| (peer, turns.iter().filter(|p| **p == peer).count() as f64 / TURNS as f64)).collect();
-    StageAssignment { stages, shares, turns }
+    StageAssignment { stages, shares, turns, routing: Routing::default() }
 }
 
 /// What the coordinator must do next.

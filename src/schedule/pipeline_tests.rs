@@ -69,6 +69,24 @@ fn workers_get_remote_stages_in_proportion_to_their_speed_and_the_slowest_at_lea
     assert_eq!(unknown.shares()[1], (W2, 0.5), "a speed that is not a number counts as the slowest known");
 }
 
+#[test]
+fn routed_per_request_every_remote_stage_of_a_request_runs_on_one_worker_and_requests_follow_the_speeds() {
+    const W3: PeerUuid = PeerUuid([3; 16]);
+    let four_stages = assign_stages(4, &[worker(W1, 2.0), worker(W2, 1.0), worker(W3, 1.0)]).routed(Routing::PerRequest);
+    for request in 0..60 {
+        let route = four_stages.for_request(request, 0);
+        assert_eq!(route[0], Executor::Local);
+        assert!(route[2..].iter().all(|e| *e == route[1]), "request {request}: {route:?}");
+    }
+    let runs = remote_runs(&four_stages, 0..60);
+    assert_eq!((runs[&W1], runs[&W2], runs[&W3]), (90, 45, 45), "180 remote stages, by speed 2 : 1 : 1");
+    // A rerun moves on to the next turn: another worker.
+    assert_ne!(four_stages.for_request(5, 0)[1], four_stages.for_request(5, 1)[1]);
+    // Per stage (the default), the same request's stages go to different workers.
+    let per_stage = assign_stages(4, &[worker(W1, 2.0), worker(W2, 1.0), worker(W3, 1.0)]);
+    assert!((0..60).any(|r| per_stage.for_request(r, 0)[1] != per_stage.for_request(r, 0)[2]));
+}
+
 /// `pipeline` with requests 0..`requests` (request r's input `t(r)`) submitted and started.
 fn started(mut pipeline: Pipeline, requests: u32, assignment: &StageAssignment, now: Instant) -> Pipeline {
     for r in 0..requests {

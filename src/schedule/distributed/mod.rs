@@ -29,7 +29,7 @@ use std::time::Duration;
 use bevy::prelude::*;
 
 use super::InferenceSystems;
-use super::pipeline::StealPolicy;
+use super::pipeline::{Routing, StealPolicy};
 use crate::net::{Permissions, RoomAuthority, RoomKey, SessionEvent};
 pub use problem::SessionProblem;
 pub use serve_budget::{BudgetGate, ServeBudget, ServeBudgetReport};
@@ -130,6 +130,9 @@ pub struct PeerSessionPlugin {
     pub max_timeouts: u32,
     /// How the remote stages are spread over the workers (default: by measured speed).
     pub placement: Placement,
+    /// Whether a request's remote stages take a worker each, as a chain (the default), or all
+    /// run on one worker ([`Routing::PerRequest`]).
+    pub routing: Routing,
     /// The stages are placed again when a worker joins or leaves, or when a worker's measured
     /// speed has moved by more than this fraction from the speed they were placed by (default
     /// 0.25). Requests in flight finish where they were placed.
@@ -181,6 +184,7 @@ impl PeerSessionPlugin {
             spot_check_every: 0,
             max_timeouts: 3,
             placement: Placement::Measured,
+            routing: Routing::PerStage,
             replan_drift: 0.25,
             serve_budget: None,
             batch_split: false,

@@ -213,7 +213,7 @@ impl Distributed {
         };
         let workers: Vec<WorkerSpeed> = self.workers.iter().map(|&peer| WorkerSpeed { peer, speed: speed(peer) }).collect();
         self.placed_at = workers.iter().map(|w| (w.peer, w.speed)).collect();
-        self.assignment = assign_stages(self.stage_count(), &workers);
+        self.assignment = assign_stages(self.stage_count(), &workers).routed(self.settings.routing);
     }
 
     /// A worker joined, with the calibration time its hello claims: the prior of its speed.
