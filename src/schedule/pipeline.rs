@@ -54,15 +54,15 @@ impl std::fmt::Display for Executor {
 const TURNS: usize = 60;
 
 /// How a request's remote stages are spread over the workers' turns (see [`StageAssignment`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Routing {
     /// Every remote stage takes a turn of its own: a request's remote stages run as a chain
     /// over several workers, each passing its output on to the next.
-    #[default]
     PerStage,
     /// A request takes one turn for all of its remote stages: they run on one worker, with no
     /// hop between workers, and requests go to the workers in proportion to their speeds.
-    /// Where transfers cost more than compute (a fast GPU), this saves a hop per stage.
+    /// Where transfers cost more than compute (a fast GPU) this saves a hop per stage; where
+    /// compute is everything (lavapipe) it costs nothing (BENCHMARKS.md).
     PerRequest,
 }
 
@@ -126,7 +126,8 @@ pub struct WorkerSpeed {
     pub speed: f64,
 }
 
-/// Places `stages` stages on `workers` in proportion to their speeds (see [`StageAssignment`]).
+/// Places `stages` stages on `workers` in proportion to their speeds (see [`StageAssignment`]),
+/// a turn per stage ([`StageAssignment::routed`] for another [`Routing`]).
 /// A worker without a positive, finite speed counts as the slowest one.
 pub fn assign_stages(stages: usize, workers: &[WorkerSpeed]) -> StageAssignment {
     let slowest = workers.iter().map(|w| w.speed).filter(|s| s.is_finite() && *s > 0.0).fold(f64::INFINITY, f64::min);
@@ -154,7 +155,7 @@ pub fn assign_stages(stages: usize, workers: &[WorkerSpeed]) -> StageAssignment 
             .collect(),
     };
     let shares = by_speed.iter().map(|&(peer, _)| (peer, turns.iter().filter(|p| **p == peer).count() as f64 / TURNS as f64)).collect();
-    StageAssignment { stages, shares, turns, routing: Routing::default() }
+    StageAssignment { stages, shares, turns, routing: Routing::PerStage }
 }
 
 /// What the coordinator must do next.

@@ -199,7 +199,8 @@ fn three_peers_with_f32_cuts_give_bit_identical_results_to_a_single_peer() {
         let _server = signaling();
         let _w1 = Process::worker(KEY, F32_PLAN, "150", &[]);
         let _w2 = Process::worker(KEY, F32_PLAN, "150", &[]);
-        let (events, err) = Process::coordinator(F32_PLAN, "2", &[]).finish(Duration::from_secs(170));
+        // Each remote stage on a worker of its own: the chain's hop from worker to worker.
+        let (events, err) = Process::coordinator(F32_PLAN, "2", &["--routing", "per-stage"]).finish(Duration::from_secs(170));
         let json = summary(&events, &err);
         assert_eq!(json["requests"], 20, "{json}");
         assert_eq!(json["matches_single_peer"], 20, "{json}\n{events:?}");
