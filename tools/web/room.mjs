@@ -132,6 +132,14 @@ if (o.coordinator === "native") {
 const timer = setTimeout(() => { log("room", { event: "timeout", seconds: o.timeoutS }); finish(); }, o.timeoutS * 1000);
 await finished;
 clearTimeout(timer);
+// A fast run can end before the wrong-key tab has loaded its page; the workers are still in
+// the room, so it is given up to a minute more to try them and be refused.
+if (o.wrongKeyTab) {
+  const deadline = Date.now() + 60_000;
+  while (wrongKey.refused === 0 && wrongKey.trusted_peers === 0 && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
 for (const child of children) child.kill("SIGTERM");
 await browser.close();
 server.close();
