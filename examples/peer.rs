@@ -161,9 +161,9 @@ struct Args {
     /// equal turns (for comparison).
     #[arg(long, value_enum, default_value = "measured")]
     placement: PlacementArg,
-    /// How a request's remote stages go over the workers: all on one worker, or a worker
-    /// each, as a chain.
-    #[arg(long, value_enum, default_value = "per-request")]
+    /// How a request's remote stages go over the workers: a worker each, as a chain, or all
+    /// on one worker.
+    #[arg(long, value_enum, default_value = "per-stage")]
     routing: RoutingArg,
     /// Never copy a late hand-over to another worker (`PeerSessionPlugin::work_stealing` off,
     /// for comparison): a straggler is re-run only at the stage timeout.

@@ -62,7 +62,9 @@ pub enum Routing {
     /// A request takes one turn for all of its remote stages: they run on one worker, with no
     /// hop between workers, and requests go to the workers in proportion to their speeds.
     /// Where transfers cost more than compute (a fast GPU) this saves a hop per stage; where
-    /// compute is everything (lavapipe) it costs nothing (BENCHMARKS.md).
+    /// compute is everything (lavapipe) it costs nothing (BENCHMARKS.md). With work stealing, a
+    /// slow worker's hand-overs are copied whole and its copies lose, so that it is never
+    /// measured at its own speed.
     PerRequest,
 }
 

@@ -130,8 +130,10 @@ pub struct PeerSessionPlugin {
     pub max_timeouts: u32,
     /// How the remote stages are spread over the workers (default: by measured speed).
     pub placement: Placement,
-    /// Whether all of a request's remote stages run on one worker (the default,
-    /// [`Routing::PerRequest`]), or each takes a worker of its own, as a chain.
+    /// Whether each of a request's remote stages takes a worker of its own, as a chain (the
+    /// default), or all run on one worker ([`Routing::PerRequest`]: faster on a fast GPU, but
+    /// with work stealing a slow worker's copies always lose, so that its speed is only ever
+    /// bounded, never measured, and it keeps its placed share).
     pub routing: Routing,
     /// The stages are placed again when a worker joins or leaves, or when a worker's measured
     /// speed has moved by more than this fraction from the speed they were placed by (default
@@ -184,7 +186,7 @@ impl PeerSessionPlugin {
             spot_check_every: 0,
             max_timeouts: 3,
             placement: Placement::Measured,
-            routing: Routing::PerRequest,
+            routing: Routing::PerStage,
             replan_drift: 0.25,
             serve_budget: None,
             batch_split: false,
