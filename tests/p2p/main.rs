@@ -240,11 +240,14 @@ fn a_batch_of_64_split_across_three_workers_equals_the_single_peer_result() {
         assert_every_request_matched(&events, json, 2);
         for request in events_of(&events, "request") {
             let stages = request["stages"].as_array().expect("stage records");
+            assert_eq!(stages.iter().filter(|s| s["stage"] == 0).count(), 3, "one slice per worker, each with its own stage 0: {request}");
             let mut workers: Vec<&str> = stages.iter().filter(|s| s["remote"] == true).filter_map(|s| s["executor"].as_str()).collect();
             workers.sort();
             workers.dedup();
-            assert_eq!(workers.len(), 3, "the batch's slices ran on every worker: {request}");
-            assert_eq!(stages.iter().filter(|s| s["stage"] == 0).count(), 3, "one slice per worker, each with its own stage 0: {request}");
+            // A slice re-run (its worker was lost, or dropped this player's link) runs elsewhere.
+            if request["reruns"] == 0 {
+                assert_eq!(workers.len(), 3, "the batch's slices ran on every worker: {request}");
+            }
         }
     });
 }
@@ -342,13 +345,18 @@ fn a_tampered_chunk_is_rejected_and_the_request_still_completes() {
         let _server = signaling();
         let _w1 = Process::worker(KEY, INT8_PLAN, "150", &["--tamper-once"]);
         let _w2 = Process::worker(KEY, INT8_PLAN, "150", &["--tamper-once"]);
-        let (events, err) = Process::coordinator(INT8_PLAN, "1", &[]).finish(Duration::from_secs(170));
+        // Each request's remote stages on one worker, so that every worker's tensor frames go
+        // to the coordinator (per stage, a worker's first frame may be a hop to the other).
+        let (events, err) = Process::coordinator(INT8_PLAN, "1", &["--routing", "per-request"]).finish(Duration::from_secs(170));
         let json = summary(&events, &err);
         assert!(rejected_for_bad_mac(&events), "the corrupted frame was not reported as failing authentication:\n{events:?}");
         assert_eq!(json["lost"], 0, "{json}");
         assert_eq!(json["matches_single_peer"], 10, "int8 cuts keep every top-1: {json}\n{events:?}");
         let reruns: Vec<u64> = events_of(&events, "request").iter().filter_map(|r| r["reruns"].as_u64()).collect();
-        assert!(reruns.iter().any(|&n| n == 1 || n == 2), "no request was re-run: {reruns:?}");
+        // The answer dropped names no request: once late, it is copied to the other worker
+        // (work stealing) or, at the stage timeout, re-run.
+        let copies_won = json["stolen"]["won"].as_u64().unwrap_or(0);
+        assert!(reruns.iter().any(|&n| n == 1 || n == 2) || copies_won > 0, "the dropped answer was neither copied nor re-run: reruns {reruns:?}, {json}");
     });
 }
 
