@@ -40,6 +40,14 @@ impl Executor {
     }
 }
 
+/// The peers among `executors`, each once, in order of their ids.
+pub fn peers_of(executors: &[Executor]) -> Vec<PeerUuid> {
+    let mut peers: Vec<PeerUuid> = executors.iter().filter_map(|e| e.peer()).collect();
+    peers.sort();
+    peers.dedup();
+    peers
+}
+
 impl std::fmt::Display for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -406,12 +414,7 @@ impl Pipeline {
             .active
             .values()
             .filter(|a| a.executors[0] != Executor::Local && now - a.stage_started > timeout)
-            .flat_map(|a| {
-                let mut chain: Vec<PeerUuid> = a.executors.iter().filter_map(|e| e.peer()).collect();
-                chain.sort();
-                chain.dedup();
-                chain
-            })
+            .flat_map(|a| peers_of(&a.executors))
             .collect();
         peers.sort();
         peers

@@ -6,7 +6,7 @@
 use bevy::prelude::Entity;
 
 use crate::net::PeerUuid;
-use crate::schedule::pipeline::{Executor, StageRecord};
+use crate::schedule::pipeline::StageRecord;
 use crate::tensor::quant::{decode_values, encode_values};
 use crate::tensor::{Tensor, TransferDtype};
 
@@ -28,16 +28,6 @@ pub(super) struct SpotCheck {
     pub in_flight: std::time::Duration,
     /// When the check started.
     pub started: bevy::platform::time::Instant,
-}
-
-impl SpotCheck {
-    /// The peers among `executors`, each once.
-    pub fn peers_of(executors: &[Executor]) -> Vec<PeerUuid> {
-        let mut peers: Vec<PeerUuid> = executors.iter().filter_map(|e| e.peer()).collect();
-        peers.sort();
-        peers.dedup();
-        peers
-    }
 }
 
 /// `tensor` as the wire carries it as `dtype`: what the peer of the next stage received.

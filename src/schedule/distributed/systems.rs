@@ -18,7 +18,7 @@ use crate::net::session::{PeerSession, SessionConfig};
 use crate::net::codec::Onward;
 use crate::net::{Capabilities, Direction, LinkSettings, LinkState, PeerUuid, Permissions, SendError, SentTensor, SessionEvent};
 use crate::render::GpuCapabilities;
-use crate::schedule::pipeline::{Executor, Handover, PipelineAction};
+use crate::schedule::pipeline::{peers_of, Executor, Handover, PipelineAction};
 use crate::schedule::{deliver, InferenceError, InferenceFailed, InferenceRequest, JobQueue, JobResults, LocalOnly, Prediction, SplitRequest, StageOutcomes, Submitted, TopK};
 use crate::tensor::{Tensor, TransferDtype};
 
@@ -399,7 +399,7 @@ pub(super) fn advance_pipeline(
                     state.finish_slice(&mut commands, part, output, stages, reruns, in_flight, top_k.0);
                     continue;
                 }
-                let peers = SpotCheck::peers_of(&last_handover.executors);
+                let peers = peers_of(&last_handover.executors);
                 if !peers.is_empty() && state.spot_check_due() {
                     let Handover { stage, input, executors } = last_handover;
                     let input = as_sent(&input, state.input_dtypes[stage]);
