@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example infer -- --model M.onnx --input X.npy --output Y.npy [--repeat N]
+//!     [--gpu-per-frame-ms B]   # run each request across frames, at most B ms of GPU time per frame
 //! cargo run --release --example infer -- --check M.onnx   # does it import and compile? which ops?
 //! ```
 
@@ -39,6 +40,10 @@ struct Args {
     /// Also run N more times and print latency (median, p95) to stderr.
     #[arg(long, default_value_t = 0)]
     repeat: usize,
+    /// Run each request across frames in layer slices of at most this much GPU time
+    /// (`SliceAcrossFrames`), and print the GPU time each frame spent on it.
+    #[arg(long, value_name = "MS")]
+    gpu_per_frame_ms: Option<f64>,
 }
 
 fn read_input(path: &PathBuf) -> Result<Tensor, String> {
@@ -118,11 +123,21 @@ fn run(args: Args) -> Result<(), String> {
     let handle = app.world_mut().resource_mut::<Assets<Model>>().add(model);
     let timeout = Duration::from_secs(600);
     let mut latencies = Vec::new();
+    // Per run: the most GPU time one frame spent on it, and the frames it was spread over.
+    let mut per_frame = Vec::new();
     let mut output = None;
     for _ in 0..=args.repeat {
-        let entity = app.world_mut().spawn(InferenceRequest::new(handle.clone(), input.clone())).id();
+        let request = InferenceRequest::new(handle.clone(), input.clone());
+        let entity = match args.gpu_per_frame_ms {
+            Some(ms) => app.world_mut().spawn((request, SliceAcrossFrames { gpu_per_frame: Duration::from_secs_f64(ms / 1e3) })).id(),
+            None => app.world_mut().spawn(request).id(),
+        };
         let (prediction, _) = update_until_prediction(&mut app, entity, timeout).map_err(|e| e.to_string())?;
         latencies.push(prediction.latency);
+        per_frame.push(match prediction.slices.as_slice() {
+            [] => (prediction.gpu, 1),
+            slices => (slices.iter().filter_map(|s| s.gpu).max(), slices.len()),
+        });
         output = Some(prediction.output);
         app.world_mut().despawn(entity);
     }
@@ -139,6 +154,19 @@ fn run(args: Args) -> Result<(), String> {
             pick(0.95).as_secs_f64() * 1e3,
             latencies[0].as_secs_f64() * 1e3
         );
+        let mut gpu: Vec<Duration> = per_frame[1..].iter().filter_map(|(gpu, _)| *gpu).collect();
+        gpu.sort();
+        let frames: Vec<usize> = per_frame[1..].iter().map(|(_, frames)| *frames).collect();
+        if let (Some(median), Some(max)) = (gpu.get(gpu.len() / 2), gpu.last()) {
+            eprintln!(
+                "GPU time per frame: median {:.3} ms, max {:.3} ms; frames per request {}..{} (first run {})",
+                median.as_secs_f64() * 1e3,
+                max.as_secs_f64() * 1e3,
+                frames.iter().min().unwrap_or(&1),
+                frames.iter().max().unwrap_or(&1),
+                per_frame[0].1
+            );
+        }
     }
     Ok(())
 }

@@ -76,6 +76,10 @@ struct Args {
     /// Coordinator: folder of PNG images to classify.
     #[arg(long, default_value = "assets/images")]
     images: PathBuf,
+    /// Coordinator: what each image is decoded and resized to, CxHxW (the model's input
+    /// without its batch; channels 1 or 3): 3x224x224 for an ImageNet-shaped model.
+    #[arg(long, default_value = "1x28x28", value_parser = parse_image_shape)]
+    image_shape: ImageShape,
     /// Coordinator: rounds over the images.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -315,7 +319,23 @@ fn frame_sleep(args: &Args) -> Duration {
     Duration::from_micros(args.frame_sleep_us.unwrap_or(default_us))
 }
 
-fn load_images(dir: &Path) -> Result<Vec<(String, Tensor)>, String> {
+/// The shape images are decoded to: channels, height, width.
+#[derive(Clone, Copy, Debug)]
+struct ImageShape {
+    channels: usize,
+    height: usize,
+    width: usize,
+}
+
+fn parse_image_shape(text: &str) -> Result<ImageShape, String> {
+    let dims: Vec<usize> = text.split('x').map(|d| d.parse::<usize>().map_err(|e| format!("'{d}' in '{text}': {e}"))).collect::<Result<_, _>>()?;
+    match dims[..] {
+        [channels @ (1 | 3), height, width] if height > 0 && width > 0 => Ok(ImageShape { channels, height, width }),
+        _ => Err(format!("'{text}' is not CxHxW with 1 or 3 channels")),
+    }
+}
+
+fn load_images(dir: &Path, shape: ImageShape) -> Result<Vec<(String, Tensor)>, String> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -329,7 +349,7 @@ fn load_images(dir: &Path) -> Result<Vec<(String, Tensor)>, String> {
         .into_iter()
         .map(|p| {
             let bytes = std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-            let tensor = Tensor::from_image_bytes(&bytes, 1, 28, 28).map_err(|e| format!("{}: {e}", p.display()))?;
+            let tensor = Tensor::from_image_bytes(&bytes, shape.channels, shape.height, shape.width).map_err(|e| format!("{}: {e}", p.display()))?;
             Ok((p.file_stem().unwrap_or_default().to_string_lossy().into_owned(), tensor))
         })
         .collect()
@@ -392,7 +412,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 /// Classifies the images, single-peer and then split across the room, and prints the summary;
 /// returns the app, still in the room, and the last prediction's output.
 fn run_coordinator(args: &Args) -> Result<(App, Option<Tensor>), String> {
-    let images = batched(load_images(&args.images)?, args.batch)?;
+    let images = batched(load_images(&args.images, args.image_shape)?, args.batch)?;
     let mut app = build_app(args)?;
     let deadline = Instant::now() + Duration::from_secs(args.lifetime_s);
     // Wait for the workers.

@@ -19,6 +19,12 @@ use crate::tensor::Tensor;
 pub(crate) enum JobTag {
     /// A whole request run on this peer (its entity holds the request).
     Request,
+    /// One layer slice of a request run across frames on this peer (its entity holds the
+    /// request).
+    LayerSlice {
+        /// The slice's index.
+        slice: usize,
+    },
     /// A stage of a request this peer coordinates.
     #[cfg(feature = "p2p")]
     PipelineStage {

@@ -321,6 +321,13 @@ pub fn stage_costs(graph: &Graph, plan: &ValidatedPlan, input_shape: &[usize]) -
         .collect())
 }
 
+/// How many stages `graph` can be cut into at most: one more than the places where exactly
+/// one value crosses.
+pub fn most_stages(graph: &Graph) -> usize {
+    let n = graph.nodes.len();
+    crossing_values(graph).iter().take(n.saturating_sub(1)).filter(|values| values.len() == 1).count() + 1
+}
+
 /// Proposes cuts for `stages` stages: the smallest possible largest-stage FLOPs, and among
 /// the plans within 10% of it, the fewest bytes crossing the cuts. Every cut gets `dtype`.
 pub fn propose_plan(graph: &Graph, input_shape: &[usize], stages: usize, dtype: TransferDtype) -> Result<PartitionPlan, PlanError> {
@@ -514,5 +521,6 @@ mod tests {
         assert_eq!(p.cuts, [TransferDtype::Int8; 2]);
         p.validate(&g).unwrap();
         assert_eq!(propose_plan(&g, &[1, 4], 4, TransferDtype::Int8), Err(PlanError::TooManyStages { stages: 4, candidates: 2 }));
+        assert_eq!(most_stages(&g), 3);
     }
 }

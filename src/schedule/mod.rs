@@ -6,7 +6,9 @@ pub mod distributed;
 pub mod batch_split;
 pub mod capacity;
 pub mod frame_budget;
+pub mod layer_slices;
 pub mod pipeline;
+pub(crate) mod sliced;
 
 use std::time::Duration;
 
@@ -22,6 +24,7 @@ pub(crate) use crate::job::{JobOutcome, JobTag, StageJob};
 use crate::job::JobError;
 use crate::model::{Model, ModelError};
 use crate::tensor::Tensor;
+use layer_slices::{LayerSliceRecord, SliceAcrossFrames};
 
 /// Asks for one inference: spawn it on any entity; a [`Prediction`] is added when it is done.
 #[derive(Component, Clone, Debug)]
@@ -62,6 +65,9 @@ pub struct Prediction {
     /// passes, where the device writes them. `None` otherwise (a split request's are in
     /// [`Self::stages`]).
     pub gpu: Option<Duration>,
+    /// For a request run across frames ([`SliceAcrossFrames`]): how each layer slice ran
+    /// (empty otherwise). [`Self::gpu`] is then the slices' GPU time together.
+    pub slices: Vec<LayerSliceRecord>,
 }
 
 impl Prediction {
@@ -69,7 +75,7 @@ impl Prediction {
     /// the split's records.
     #[cfg(feature = "p2p")]
     pub(crate) fn split(output: Tensor, top_k: usize, latency: Duration, stages: Vec<pipeline::StageRecord>, reruns: u32) -> Self {
-        Self { top_k: output.top_k(0, top_k), output, latency, stages, reruns, handover: None, gpu: None }
+        Self { top_k: output.top_k(0, top_k), output, latency, stages, reruns, handover: None, gpu: None, slices: Vec::new() }
     }
 
     /// Whether this (split) prediction gave `reference`'s (single-peer) result: bit-identical
@@ -205,8 +211,9 @@ pub(crate) struct JobResults {
 #[derive(Resource, Clone, Copy)]
 pub(crate) struct TopK(pub usize);
 
-/// Requests for the single-peer path: not yet handed out, not failed, not split.
-type SinglePeerRequest = (Without<Submitted>, Without<InferenceFailed>, Without<SplitRequest>);
+/// Requests for the single-peer path: not yet handed out, not failed, not split across
+/// players or frames.
+type SinglePeerRequest = (Without<Submitted>, Without<InferenceFailed>, Without<SplitRequest>, Without<SliceAcrossFrames>);
 
 pub(crate) fn submit_requests(
     mut commands: Commands,
@@ -275,6 +282,7 @@ pub(crate) fn receive_results(mut commands: Commands, results: Res<JobResults>, 
                     reruns: 0,
                     handover: Some(outcome.finished.elapsed()),
                     gpu: outcome.gpu,
+                    slices: Vec::new(),
                 };
                 deliver(&mut commands, outcome.entity, prediction);
             }

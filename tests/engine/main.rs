@@ -7,6 +7,7 @@ mod bevy_app;
 mod exporter_patterns;
 mod gpu_timing;
 mod half_precision;
+mod layer_slices;
 mod model_zoo;
 mod models_match_onnx_runtime;
 mod ops_match_cpu_reference;
