@@ -6,7 +6,7 @@ use crate::gpu::KernelOptions;
 use crate::secret::SecretKey;
 use crate::render::RenderInferencePlugin;
 use crate::model::{Model, OnnxLoader, PartitionPlan, PlanLoader};
-use crate::schedule::sliced::{receive_layer_slices, submit_layer_slices, LayerSlicer};
+use crate::schedule::sliced::{receive_layer_slices, start_layer_slices, submit_layer_slices, LayerSlicer};
 use crate::schedule::{receive_results, submit_requests, InferenceSystems, JobQueue, JobResults, StageOutcomes, TopK};
 
 /// Runs [`crate::InferenceRequest`]s on the GPU and reports [`crate::Prediction`]s.
@@ -52,7 +52,7 @@ impl Plugin for P2pInferencePlugin {
             .init_resource::<LayerSlicer>()
             .add_systems(PreUpdate, (receive_results, receive_layer_slices).chain().in_set(InferenceSystems::ReceiveResults))
             .add_systems(Last, (receive_results, receive_layer_slices).chain().in_set(InferenceSystems::ReceiveResults))
-            .add_systems(PostUpdate, (submit_requests, submit_layer_slices).in_set(InferenceSystems::SubmitRequests))
+            .add_systems(PostUpdate, (submit_requests, (start_layer_slices, submit_layer_slices).chain()).in_set(InferenceSystems::SubmitRequests))
             .add_plugins(RenderInferencePlugin {
                 jobs: jobs_rx,
                 results,

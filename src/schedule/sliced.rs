@@ -73,26 +73,22 @@ pub(crate) struct SlicedRun {
     /// Each finished slice's GPU time (or, where the device writes no timestamps, its time
     /// from hand-over to read-back), for the next cut.
     timed: Vec<Duration>,
-    /// When the first slice was handed over.
+    /// When the request's model was cut (its first slice is handed over in the same frame).
     started: Instant,
 }
 
 /// Sliced requests not yet handed out, failed or claimed by the peer session.
 type NewSlicedRequest = (Without<Submitted>, Without<InferenceFailed>, Without<SplitRequest>);
 
-/// Cuts new sliced requests' models, and hands each sliced request's next slice to the render
-/// side where its input is back: at most one slice per request per frame.
-pub(crate) fn submit_layer_slices(
+/// Cuts new sliced requests' models; their first slice is handed over by
+/// [`submit_layer_slices`], which runs after this.
+pub(crate) fn start_layer_slices(
     mut commands: Commands,
     new: Query<(Entity, &InferenceRequest, &SliceAcrossFrames), NewSlicedRequest>,
-    mut runs: Query<(Entity, &mut SlicedRun)>,
     models: Res<Assets<Model>>,
     server: Res<AssetServer>,
     mut slicer: ResMut<LayerSlicer>,
-    mut queue: ResMut<JobQueue>,
-    mut frame: Local<u64>,
 ) {
-    *frame += 1;
     for (entity, request, sliced) in &new {
         let Some(model) = models.get(&request.model) else {
             if let Some(LoadState::Failed(error)) = server.get_load_state(&request.model) {
@@ -117,10 +113,15 @@ pub(crate) fn submit_layer_slices(
                 continue;
             }
         };
-        let mut run = SlicedRun { key, slices, ready: Some(request.input.clone()), records: Vec::new(), timed: Vec::new(), started: Instant::now() };
-        hand_over(entity, &mut run, &mut queue, *frame);
+        let run = SlicedRun { key, slices, ready: Some(request.input.clone()), records: Vec::new(), timed: Vec::new(), started: Instant::now() };
         commands.entity(entity).insert((run, Submitted));
     }
+}
+
+/// Hands each sliced request's next slice to the render side where its input is back: at
+/// most one slice per request per frame.
+pub(crate) fn submit_layer_slices(mut runs: Query<(Entity, &mut SlicedRun)>, mut queue: ResMut<JobQueue>, mut frame: Local<u64>) {
+    *frame += 1;
     for (entity, mut run) in &mut runs {
         hand_over(entity, &mut run, &mut queue, *frame);
     }
