@@ -5,6 +5,8 @@
 #                                stages placed by measured speed or in equal turns;
 #   batch64_split / _chain / _one  batches of 64 over three workers split into slices
 #                                (`--batch-split`), over three workers as one chain, and over one;
+#   imagenet64_split / _chain / _one  the same for the ImageNet-shaped MobileNetV2 (synthetic
+#                                weights, 3x224x224 inputs, f32 cuts);
 #   batch64_per_request          batches of 64 over three workers, each request's remote stages
 #                                on one worker (`--routing per-request`);
 #   routed_per_stage / _per_request  single images over three workers (K = 3), each remote stage
@@ -47,6 +49,10 @@ bench slow_measured P2P_WORKERS=3 P2P_SLOWDOWN=10 tools/p2p_demo.sh "${release[@
 bench slow_equal P2P_WORKERS=3 P2P_SLOWDOWN=10 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --placement equal
 bench batch64_split P2P_WORKERS=3 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --batch 64 --batch-split
 bench batch64_chain P2P_WORKERS=3 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --batch 64
+imagenet=(--model models/mobilenetv2_imagenet_synthetic.onnx --plan plans/imagenet_3_f32.plan.ron --image-shape 3x224x224 --rounds "$rounds" --stage-timeout-s 30 --batch 64)
+bench imagenet64_split P2P_WORKERS=3 tools/p2p_demo.sh "${release[@]}" "${imagenet[@]}" --batch-split
+bench imagenet64_chain P2P_WORKERS=3 tools/p2p_demo.sh "${release[@]}" "${imagenet[@]}"
+bench imagenet64_one P2P_WORKERS=1 tools/p2p_demo.sh "${release[@]}" "${imagenet[@]}"
 bench batch64_per_request P2P_WORKERS=3 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --batch 64 --routing per-request
 bench routed_per_stage P2P_WORKERS=3 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --k 3
 bench routed_per_request P2P_WORKERS=3 tools/p2p_demo.sh "${release[@]}" "${f32[@]}" --k 3 --routing per-request

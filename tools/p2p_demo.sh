@@ -61,9 +61,13 @@ room=ws://127.0.0.1:3536/demo
 key=$("$bin/room_key")
 owner=($("$bin/room_key" --owner))
 plan=plans/fashion_3_int8.plan.ron
+model=models/fashion_mobilenetv2.onnx
 prev=""
 for arg in "$@"; do
-    case "$prev${prev:+ }$arg" in --plan\ *) plan=$arg ;; esac
+    case "$prev${prev:+ }$arg" in
+        --plan\ *) plan=$arg ;;
+        --model\ *) model=$arg ;;
+    esac
     prev=$arg
 done
 if [ "$players" -gt 0 ]; then
@@ -109,7 +113,7 @@ pids=()
 for i in $(seq "$workers"); do
     slow=()
     if [ "$i" = "$workers" ] && [ "$slowdown" -gt 1 ]; then slow=(--slowdown "$slowdown"); fi
-    "$bin/peer" --role worker --room "$room" --key "$key" --owner "${owner[1]}" --plan "$plan" "${slow[@]}" "${worker_args[@]}" >&2 &
+    "$bin/peer" --role worker --room "$room" --key "$key" --owner "${owner[1]}" --model "$model" --plan "$plan" "${slow[@]}" "${worker_args[@]}" >&2 &
     pids+=($!)
 done
 # The workers join first, so that they are connected when the coordinator starts; they trust
