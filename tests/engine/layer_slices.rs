@@ -35,14 +35,15 @@ fn a_request_sliced_across_frames_gives_the_whole_model_s_result_one_slice_per_f
     let mut app = app();
     let model: Handle<Model> = app.world().resource::<AssetServer>().load("models/fashion_mobilenetv2.onnx");
     let input = first_row(&fixture("fashion_input.npy"));
-    // The model run whole, twice: the second on a compiled block, for its GPU time.
-    let mut whole = None;
-    for _ in 0..2 {
+    // The model run whole three times: the slower of the last two (on a compiled block) is its
+    // GPU time, so that a lucky run on a busy CPU does not make the budget too tight.
+    let mut whole = Vec::new();
+    for _ in 0..3 {
         let entity = app.world_mut().spawn(InferenceRequest::new(model.clone(), input.clone())).id();
-        whole = Some(update_until_prediction(&mut app, entity, TIMEOUT).unwrap().0);
+        whole.push(update_until_prediction(&mut app, entity, TIMEOUT).unwrap().0);
     }
-    let whole = whole.unwrap();
-    let whole_gpu = whole.gpu.expect("lavapipe writes timestamps");
+    let whole_gpu = whole[1..].iter().map(|p| p.gpu.expect("lavapipe writes timestamps")).max().unwrap();
+    let whole = whole.pop().unwrap();
     let budget = whole_gpu / 3;
 
     let mut sliced = Vec::new();
