@@ -10,6 +10,7 @@ pub mod layer_slices;
 pub mod pipeline;
 pub(crate) mod sliced;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bevy::platform::time::Instant;
@@ -22,6 +23,7 @@ use thiserror::Error;
 use crate::gpu::GpuError;
 pub(crate) use crate::job::{JobOutcome, JobTag, StageJob};
 use crate::job::JobError;
+use crate::model::ir::Graph;
 use crate::model::{Model, ModelError};
 use crate::tensor::Tensor;
 use layer_slices::{LayerSliceRecord, SliceAcrossFrames};
@@ -223,29 +225,31 @@ pub(crate) fn submit_requests(
     mut queue: ResMut<JobQueue>,
 ) {
     for (entity, request) in &requests {
-        if let Some(model) = models.get(&request.model) {
-            // A model exported with dynamic axes has one graph per input shape.
-            let graph = match model.graph_for(request.input.shape()) {
-                Ok(graph) => graph,
-                Err(error) => {
-                    fail(&mut commands, entity, InferenceError::Model(error));
-                    continue;
-                }
-            };
-            queue.push(StageJob {
-                tag: JobTag::Request,
-                entity,
-                model: request.model.id(),
-                graph,
-                input: request.input.clone(),
-                started: Instant::now(),
-                reply: None,
-            });
-            commands.entity(entity).insert(Submitted);
-        } else if let Some(LoadState::Failed(error)) = server.get_load_state(&request.model) {
-            fail(&mut commands, entity, InferenceError::ModelLoad(error.to_string()));
-        }
+        let Some(graph) = request_graph(&mut commands, entity, request, &models, &server) else { continue };
+        queue.push(StageJob {
+            tag: JobTag::Request,
+            entity,
+            model: request.model.id(),
+            graph,
+            input: request.input.clone(),
+            started: Instant::now(),
+            reply: None,
+        });
+        commands.entity(entity).insert(Submitted);
     }
+}
+
+/// The graph `request` (on `entity`) runs: `None` while its model loads, or after failing the
+/// request because the model failed to load or has no graph for the input's shape.
+pub(crate) fn request_graph(commands: &mut Commands, entity: Entity, request: &InferenceRequest, models: &Assets<Model>, server: &AssetServer) -> Option<Arc<Graph>> {
+    let Some(model) = models.get(&request.model) else {
+        if let Some(LoadState::Failed(error)) = server.get_load_state(&request.model) {
+            fail(commands, entity, InferenceError::ModelLoad(error.to_string()));
+        }
+        return None;
+    };
+    // A model exported with dynamic axes has one graph per input shape.
+    model.graph_for(request.input.shape()).map_err(|error| fail(commands, entity, InferenceError::Model(error))).ok()
 }
 
 pub(crate) fn fail(commands: &mut Commands, entity: Entity, error: InferenceError) {

@@ -7,21 +7,27 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bevy::asset::{AssetId, LoadState};
+use bevy::asset::AssetId;
 use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
 use super::layer_slices::{cut_into_slices, LayerSlice, LayerSliceRecord, SliceAcrossFrames, SliceCounter};
-use super::{deliver, fail, InferenceError, InferenceFailed, InferenceRequest, JobQueue, Prediction, SplitRequest, StageOutcomes, Submitted, TopK};
+use super::{deliver, fail, request_graph, InferenceError, InferenceFailed, InferenceRequest, JobQueue, Prediction, SplitRequest, StageOutcomes, Submitted, TopK};
 use crate::job::{JobTag, StageJob};
 use crate::model::ir::Graph;
 use crate::model::plan::{most_stages, PlanError};
 use crate::model::{Model, StagingError};
 use crate::tensor::Tensor;
 
-/// What a model's slices are kept by: the model, its graph for the input shape (by address;
-/// the graph is held, so the address stays its own), the input shape and the budget.
-type SliceKey = (AssetId<Model>, usize, Vec<usize>, Duration);
+/// What a model's slices are kept by: one graph of one model, for one input shape and budget.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct SliceKey {
+    model: AssetId<Model>,
+    /// The graph's address (the graph is held by [`SlicedModel`], so the address stays its own).
+    graph: usize,
+    input_shape: Vec<usize>,
+    budget: Duration,
+}
 
 /// One model's slices for one input shape and budget, and how many slices it needs.
 struct SlicedModel {
@@ -41,11 +47,11 @@ pub(crate) struct LayerSlicer {
 impl LayerSlicer {
     /// The slices the next request of `key` runs in (cut again when the count changed).
     fn slices(&mut self, key: &SliceKey, graph: &Arc<Graph>) -> Result<Arc<[LayerSlice]>, PlanError> {
-        let model = self.models.entry(key.clone()).or_insert_with(|| SlicedModel { _graph: graph.clone(), counter: SliceCounter::new(key.3, most_stages(graph)), cut: None });
+        let model = self.models.entry(key.clone()).or_insert_with(|| SlicedModel { _graph: graph.clone(), counter: SliceCounter::new(key.budget, most_stages(graph)), cut: None });
         match &model.cut {
             Some(cut) if cut.len() == model.counter.count() => Ok(cut.clone()),
             _ => {
-                let cut: Arc<[LayerSlice]> = cut_into_slices(graph, &key.2, model.counter.count())?.into();
+                let cut: Arc<[LayerSlice]> = cut_into_slices(graph, &key.input_shape, model.counter.count())?.into();
                 model.cut = Some(cut.clone());
                 Ok(cut)
             }
@@ -90,25 +96,12 @@ pub(crate) fn start_layer_slices(
     mut slicer: ResMut<LayerSlicer>,
 ) {
     for (entity, request, sliced) in &new {
-        let Some(model) = models.get(&request.model) else {
-            if let Some(LoadState::Failed(error)) = server.get_load_state(&request.model) {
-                fail(&mut commands, entity, InferenceError::ModelLoad(error.to_string()));
-            }
-            continue;
-        };
-        let shape = request.input.shape().to_vec();
-        let graph = match model.graph_for(&shape) {
-            Ok(graph) => graph,
-            Err(error) => {
-                fail(&mut commands, entity, InferenceError::Model(error));
-                continue;
-            }
-        };
-        let key = (request.model.id(), Arc::as_ptr(&graph) as usize, shape, sliced.gpu_per_frame);
+        let Some(graph) = request_graph(&mut commands, entity, request, &models, &server) else { continue };
+        let key = SliceKey { model: request.model.id(), graph: Arc::as_ptr(&graph) as usize, input_shape: request.input.shape().to_vec(), budget: sliced.gpu_per_frame };
         let slices = match slicer.slices(&key, &graph) {
             Ok(slices) => slices,
             Err(error) => {
-                let batch = key.2.first().copied().unwrap_or(1);
+                let batch = key.input_shape.first().copied().unwrap_or(1);
                 fail(&mut commands, entity, InferenceError::Staging(StagingError::Plan { batch, error }));
                 continue;
             }
@@ -133,7 +126,7 @@ fn hand_over(entity: Entity, run: &mut SlicedRun, queue: &mut JobQueue, frame: u
     let slice = run.records.len();
     let Some(next) = run.slices.get(slice) else { return };
     run.records.push(LayerSliceRecord { nodes: next.nodes.clone(), flops: next.flops, gpu: None, frame });
-    queue.push(StageJob { tag: JobTag::LayerSlice { slice }, entity, model: run.key.0, graph: next.graph.clone(), input, started: Instant::now(), reply: None });
+    queue.push(StageJob { tag: JobTag::LayerSlice { slice }, entity, model: run.key.model, graph: next.graph.clone(), input, started: Instant::now(), reply: None });
 }
 
 /// Takes finished slices: the next slice's input, or (after the last) the prediction.

@@ -14,18 +14,6 @@ use crate::support::*;
 /// Generous: lavapipe is slow.
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-fn app() -> App {
-    app_with(P2pInferencePlugin::default())
-}
-
-fn app_with(plugin: P2pInferencePlugin) -> App {
-    let mut app = App::new();
-    app.add_plugins((headless_plugins(), plugin));
-    app.finish();
-    app.cleanup();
-    app
-}
-
 /// Row `i` of a batched fixture, as a batch of one.
 fn batch_row(batch: &Tensor, i: usize) -> Tensor {
     let shape: Vec<usize> = std::iter::once(1).chain(batch.shape()[1..].iter().copied()).collect();

@@ -6,25 +6,12 @@ use std::time::Duration;
 use bevy::prelude::*;
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::schedule::layer_slices::FIRST_SLICES;
-use bevy_p2p_inference::{headless_plugins, update_until_prediction, InferenceError, WaitError};
+use bevy_p2p_inference::{update_until_prediction, InferenceError, WaitError};
 
-use crate::support::fixture;
+use crate::support::{app, fixture};
 
 /// Generous: lavapipe is slow.
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-fn app() -> App {
-    let mut app = App::new();
-    app.add_plugins((headless_plugins(), P2pInferencePlugin::default()));
-    app.finish();
-    app.cleanup();
-    app
-}
-
-fn first_row(batch: &Tensor) -> Tensor {
-    let len: usize = batch.shape()[1..].iter().product();
-    Tensor::new(std::iter::once(1).chain(batch.shape()[1..].iter().copied()).collect(), batch.data()[..len].to_vec()).unwrap()
-}
 
 fn bits(tensor: &Tensor) -> Vec<u32> {
     tensor.data().iter().map(|v| v.to_bits()).collect()
@@ -34,7 +21,7 @@ fn bits(tensor: &Tensor) -> Vec<u32> {
 fn a_request_sliced_across_frames_gives_the_whole_model_s_result_one_slice_per_frame_each_within_the_budget() {
     let mut app = app();
     let model: Handle<Model> = app.world().resource::<AssetServer>().load("models/fashion_mobilenetv2.onnx");
-    let input = first_row(&fixture("fashion_input.npy"));
+    let input = fixture("fashion_input.npy").rows(0..1).unwrap();
     // The model run whole three times: the slower of the last two (on a compiled block) is its
     // GPU time, so that a lucky run on a busy CPU does not make the budget too tight.
     let mut whole = Vec::new();

@@ -97,3 +97,17 @@ pub fn argmax_rows(t: &Tensor) -> Vec<usize> {
         .map(|row| row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0)
         .collect()
 }
+
+/// A headless Bevy app with the inference plugin, ready to update.
+pub fn app() -> bevy::prelude::App {
+    app_with(bevy_p2p_inference::P2pInferencePlugin::default())
+}
+
+/// [`app`] with this configuration of the plugin.
+pub fn app_with(plugin: bevy_p2p_inference::P2pInferencePlugin) -> bevy::prelude::App {
+    let mut app = bevy::prelude::App::new();
+    app.add_plugins((bevy_p2p_inference::headless_plugins(), plugin));
+    app.finish();
+    app.cleanup();
+    app
+}
