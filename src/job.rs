@@ -12,6 +12,7 @@ use thiserror::Error;
 use crate::gpu::GpuError;
 use crate::model::ir::Graph;
 use crate::model::Model;
+use crate::tensor::preprocess::PreprocessPlan;
 use crate::tensor::Tensor;
 
 /// What a job is for, so that its outcome reaches the right place in the main world.
@@ -61,7 +62,7 @@ pub(crate) struct StageJob {
     /// The graph to run: a whole model or one stage of it.
     pub graph: Arc<Graph>,
     /// Its input.
-    pub input: Tensor,
+    pub input: JobInput,
     /// When the main world handed it over.
     pub started: Instant,
     /// Where the outcome goes instead of the main world, if anywhere (a stage served for a
@@ -78,6 +79,51 @@ impl StageJob {
             None => drop(main_world.send(outcome)),
         }
     }
+}
+
+/// A job's input: a tensor from the CPU, or a texture already on the GPU.
+#[derive(Clone, Debug)]
+pub(crate) enum JobInput {
+    /// Uploaded into the block's input.
+    Tensor(Tensor),
+    /// Preprocessed on the GPU into the block's input.
+    Image(ImageJobInput),
+}
+
+impl JobInput {
+    /// The shape of the tensor the block takes.
+    pub fn shape(&self) -> Vec<usize> {
+        match self {
+            JobInput::Tensor(tensor) => tensor.shape().to_vec(),
+            JobInput::Image(image) => image.plan.output_shape(),
+        }
+    }
+
+    /// The tensor, for an input from the CPU (native only: the submission thread's question).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    pub fn tensor(&self) -> Option<&Tensor> {
+        match self {
+            JobInput::Tensor(tensor) => Some(tensor),
+            JobInput::Image(_) => None,
+        }
+    }
+}
+
+impl From<Tensor> for JobInput {
+    fn from(tensor: Tensor) -> Self {
+        JobInput::Tensor(tensor)
+    }
+}
+
+/// An image asset's texture, preprocessed on the GPU into a block's input.
+#[derive(Clone, Debug)]
+pub(crate) struct ImageJobInput {
+    /// The image (its texture in the render world's `RenderAssets<GpuImage>`).
+    pub image: AssetId<bevy::image::Image>,
+    /// The preprocessing, checked against the image's size when the job was made.
+    pub plan: PreprocessPlan,
+    /// Frames the render world has waited for the texture.
+    pub frames_waited: u32,
 }
 
 /// A callback that takes a job's outcome where it is produced (the render side's submission

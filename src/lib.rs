@@ -45,14 +45,18 @@ pub use plugin::P2pInferencePlugin;
 pub use testing::{headless_plugins, update_until_prediction, update_until_prediction_with, WaitError};
 #[cfg(feature = "p2p")]
 pub use schedule::distributed::{CollectiveDone, CollectiveError, CollectiveFailed, CollectiveFailedEvent, CollectiveRequest, CollectiveResult, Collectives, PeerRole, PeerSessionEvent, Placement, PeerSessionPlugin, PublishedTensor, RemoteTensor, RemoteTensorChanged, SessionProblem, SharedTensorRules, SharedTensors};
+pub use render::{GpuTransfers, TransferTotals};
+pub use schedule::image_request::ImageInferenceRequest;
 pub use schedule::layer_slices::{LayerSliceRecord, SliceAcrossFrames};
 pub use schedule::{LocalOnly, SplitRequest};
 pub use schedule::{InferenceError, InferenceFailed, InferenceRequest, InferenceSystems, Prediction, PredictionReady, Submitted};
+pub use tensor::preprocess::{ChannelOrder, ImagePreprocessing, ImageSize, Resize, ResizeFilter, ResizeTo, TensorLayout};
 pub use tensor::{SharedTensor, Tensor, TensorError};
 
 /// The types a game needs.
 pub mod prelude {
     pub use crate::{
-        InferenceFailed, InferenceRequest, Model, P2pInferencePlugin, Prediction, PredictionReady, SliceAcrossFrames, Tensor,
+        ImageInferenceRequest, ImagePreprocessing, InferenceFailed, InferenceRequest, Model, P2pInferencePlugin, Prediction, PredictionReady, SliceAcrossFrames,
+        Tensor,
     };
 }

@@ -4,7 +4,8 @@ use bevy::prelude::*;
 
 use crate::gpu::KernelOptions;
 use crate::secret::SecretKey;
-use crate::render::RenderInferencePlugin;
+use crate::render::{GpuTransfers, RenderInferencePlugin};
+use crate::schedule::image_request::submit_image_requests;
 use crate::model::{Model, OnnxLoader, PartitionPlan, PlanLoader};
 use crate::schedule::sliced::{receive_layer_slices, start_layer_slices, submit_layer_slices, LayerSlicer};
 use crate::schedule::{receive_results, submit_requests, InferenceSystems, JobQueue, JobResults, StageOutcomes, TopK};
@@ -41,6 +42,7 @@ impl Plugin for P2pInferencePlugin {
         let fault_injection = crate::testing::FaultInjection::default();
         #[cfg(feature = "fault-injection")]
         app.insert_resource(fault_injection.clone());
+        let transfers = GpuTransfers::default();
         app.init_asset::<Model>()
             .register_asset_loader(OnnxLoader { key: self.model_key.clone() })
             .init_asset::<PartitionPlan>()
@@ -49,13 +51,15 @@ impl Plugin for P2pInferencePlugin {
             .init_resource::<StageOutcomes>()
             .insert_resource(JobResults { receiver: results_rx, sender: results.clone() })
             .insert_resource(TopK(self.top_k))
+            .insert_resource(transfers.clone())
             .init_resource::<LayerSlicer>()
             .add_systems(PreUpdate, (receive_results, receive_layer_slices).chain().in_set(InferenceSystems::ReceiveResults))
             .add_systems(Last, (receive_results, receive_layer_slices).chain().in_set(InferenceSystems::ReceiveResults))
-            .add_systems(PostUpdate, (submit_requests, (start_layer_slices, submit_layer_slices).chain()).in_set(InferenceSystems::SubmitRequests))
+            .add_systems(PostUpdate, (submit_requests, submit_image_requests, (start_layer_slices, submit_layer_slices).chain()).in_set(InferenceSystems::SubmitRequests))
             .add_plugins(RenderInferencePlugin {
                 jobs: jobs_rx,
                 results,
+                transfers,
                 kernels: self.kernels,
                 max_blocks: self.max_compiled_blocks,
                 #[cfg(feature = "fault-injection")]

@@ -34,6 +34,9 @@ pub enum GpuError {
     /// The device refused a kernel, a buffer or a bind group the block needs.
     #[error(transparent)]
     Refused(#[from] super::device_check::DeviceRefusal),
+    /// A texture could not be preprocessed into the block's input.
+    #[error(transparent)]
+    ImageInput(#[from] super::image_input::ImageInputError),
     /// Mapping the result for reading failed.
     #[error("reading the result back failed: {0}")]
     Readback(String),

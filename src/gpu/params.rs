@@ -550,6 +550,49 @@ pub enum KernelParams {
     Pad(PadParams),
 }
 
+kernel_params! {
+    /// A texture preprocessed into a model's input (`shaders/image_input.wgsl`), made from a
+    /// [`crate::tensor::preprocess::PreprocessPlan`].
+    ImageInputParams {
+        /// The texture's columns.
+        source_width: u32,
+        /// The texture's rows.
+        source_height: u32,
+        /// Columns after resizing.
+        resized_width: u32,
+        /// Rows after resizing.
+        resized_height: u32,
+        /// The output's columns.
+        output_width: u32,
+        /// The output's rows.
+        output_height: u32,
+        /// The crop's first column in the resized image.
+        crop_x: u32,
+        /// The crop's first row in the resized image.
+        crop_y: u32,
+        /// 0 bilinear, 1 area.
+        area: u32,
+        /// 0 RGB, 1 BGR, 2 grey, 3 RGBA.
+        channels: u32,
+        /// 0 NCHW, 1 NHWC.
+        nhwc: u32,
+        /// 1 where the texture is sRGB (its texels are encoded again after loading).
+        srgb: u32,
+        /// 1 where the texture has one channel (grey is that channel).
+        single_channel: u32,
+        /// Multiplies each value first.
+        scale: f32,
+        /// Aligns `mean` to 16 bytes, as WGSL does.
+        pad0: u32,
+        /// Aligns `mean` to 16 bytes, as WGSL does.
+        pad1: u32,
+        /// Subtracted per channel.
+        mean: [f32; 4],
+        /// Divides per channel.
+        deviation: [f32; 4],
+    }
+}
+
 impl KernelParams {
     /// The bytes bound at binding 0.
     pub fn bytes(&self) -> &[u8] {

@@ -64,6 +64,10 @@ fn every_family_binds_its_parameter_struct_with_the_rust_layout() {
     let module = naga::front::wgsl::parse_str(&cast).expect("cast.wgsl parses");
     assert_eq!(binding_zero_type(&module), "CastParams");
     assert_eq!(wgsl_struct(&module, "CastParams"), (owned(CastParams::LAYOUT), size_of::<CastParams>()));
+    let image_input = crate::gpu::image_input::SHADER;
+    let module = naga::front::wgsl::parse_str(image_input).expect("image_input.wgsl parses");
+    assert_eq!(binding_zero_type(&module), "ImageInputParams");
+    assert_eq!(wgsl_struct(&module, "ImageInputParams"), (owned(ImageInputParams::LAYOUT), size_of::<ImageInputParams>()));
 }
 
 #[test]

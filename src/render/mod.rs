@@ -33,6 +33,7 @@
 //! why and records every job itself from then on.
 
 mod capabilities;
+mod image_jobs;
 mod readback;
 mod recency;
 mod state;
@@ -40,6 +41,7 @@ mod submission;
 #[cfg(not(target_arch = "wasm32"))]
 mod submission_thread;
 mod systems;
+mod transfers;
 
 use bevy::prelude::*;
 use bevy::render::renderer::{RenderGraph, RenderGraphSystems};
@@ -47,6 +49,7 @@ use bevy::render::{Render, RenderApp, RenderSystems};
 use crossbeam_channel::{Receiver, Sender};
 
 pub use capabilities::GpuCapabilities;
+pub use transfers::{GpuTransfers, TransferTotals};
 use crate::gpu::KernelOptions;
 use crate::job::{JobOutcome, StageJob};
 use state::GpuInference;
@@ -58,6 +61,8 @@ pub(crate) struct RenderInferencePlugin {
     pub jobs: Receiver<StageJob>,
     /// Outcomes for the main world.
     pub results: Sender<JobOutcome>,
+    /// The transfer counts, also a main-world resource.
+    pub transfers: GpuTransfers,
     /// Which kernels run the blocks.
     pub kernels: KernelOptions,
     /// The most compiled blocks kept (see [`crate::P2pInferencePlugin::max_compiled_blocks`]).
@@ -75,7 +80,7 @@ impl Plugin for RenderInferencePlugin {
             return;
         };
         #[allow(unused_mut)]
-        let mut state = GpuInference::new(self.jobs.clone(), self.results.clone(), self.kernels, self.max_blocks);
+        let mut state = GpuInference::new(self.jobs.clone(), self.results.clone(), self.transfers.clone(), self.kernels, self.max_blocks);
         #[cfg(feature = "fault-injection")]
         {
             state.fault_injection = self.fault_injection.clone();

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
+use super::transfers::GpuTransfers;
 use crate::gpu::{read_timed, GpuClock, GpuError};
 use crate::job::{JobOutcome, StageJob};
 
@@ -20,8 +21,9 @@ pub(super) struct InFlight<K> {
     pub job: StageJob,
     /// Which block's pool its buffers go back to.
     pub block: K,
-    /// Holds the input; mapped for writing again once the request's copy has run.
-    pub upload: wgpu::Buffer,
+    /// Holds an input uploaded from the CPU; mapped for writing again once the request's copy
+    /// has run. `None` for an input preprocessed from a texture on the GPU.
+    pub upload: Option<wgpu::Buffer>,
     /// Receives the output.
     pub readback: wgpu::Buffer,
     /// The output's shape.
@@ -75,6 +77,8 @@ pub(super) struct ResultRoute<K> {
     pub giver: Sender<ReturnedBuffer<K>>,
     /// Counted while the maps are outstanding.
     pub outstanding: OutstandingMaps,
+    /// Counts each request's input and output transfers.
+    pub transfers: GpuTransfers,
 }
 
 impl<K: Clone + Send + 'static> ResultRoute<K> {
@@ -83,11 +87,17 @@ impl<K: Clone + Send + 'static> ResultRoute<K> {
     /// pool for the block's next request, the upload buffer mapped for writing again.
     pub fn map(&self, request: InFlight<K>) {
         let InFlight { job, block, upload, readback, output_shape, clock } = request;
+        match &upload {
+            Some(upload) => self.transfers.count_upload(upload.size()),
+            None => self.transfers.count_image_input(),
+        }
+        let (transfers, output_bytes) = (self.transfers.clone(), 4 * output_shape.iter().product::<usize>() as u64);
         let (results, giver, buffer, key) = (self.results.clone(), self.giver.clone(), readback.clone(), block.clone());
         let outstanding = self.outstanding.register();
         readback.slice(..).map_async(wgpu::MapMode::Read, move |mapped| {
             let (result, gpu) = match mapped {
                 Ok(()) => {
+                    transfers.count_readback(output_bytes);
                     let (output, gpu) = read_timed(&buffer, output_shape, clock);
                     (Ok(output), gpu)
                 }
@@ -101,6 +111,7 @@ impl<K: Clone + Send + 'static> ResultRoute<K> {
             drop(outstanding);
         });
         // A failed map only costs the reuse.
+        let Some(upload) = upload else { return };
         let (giver, buffer) = (self.giver.clone(), upload.clone());
         let outstanding = self.outstanding.register();
         upload.slice(..).map_async(wgpu::MapMode::Write, move |mapped| {

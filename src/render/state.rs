@@ -14,7 +14,8 @@ use super::recency::Recency;
 use super::submission::{lock, SubmissionPool};
 #[cfg(not(target_arch = "wasm32"))]
 use super::submission_thread::{SubmissionThread, ThreadEnd};
-use crate::gpu::{DeviceCheck, DeviceRefusal, GpuBlock, GpuClock, GpuError, KernelLibrary, KernelOptions, ResidentWeights};
+use super::transfers::GpuTransfers;
+use crate::gpu::{DeviceCheck, DeviceRefusal, GpuBlock, GpuClock, GpuError, ImageInputKernel, KernelLibrary, KernelOptions, ResidentWeights};
 use crate::job::{JobOutcome, StageJob};
 use crate::model::ir::Graph;
 use crate::model::Model;
@@ -30,7 +31,7 @@ pub(super) fn graph_key(job: &StageJob) -> GraphKey {
 }
 
 pub(super) fn block_key(job: &StageJob) -> BlockKey {
-    (graph_key(job), job.input.shape().to_vec())
+    (graph_key(job), job.input.shape())
 }
 
 /// A graph's resident weights, and the graph itself: held so that its address, part of the
@@ -46,6 +47,8 @@ pub(super) struct GpuInference {
     kernels: KernelOptions,
     /// Built with the first block.
     pub library: Option<KernelLibrary>,
+    /// Built with the first job whose input is a texture.
+    pub image_input: Option<ImageInputKernel>,
     weights: HashMap<GraphKey, ResidentGraph>,
     /// Compiled blocks by graph and input shape, once the device has accepted them.
     pub blocks: HashMap<BlockKey, GpuBlock>,
@@ -84,12 +87,13 @@ pub(super) struct GpuInference {
 }
 
 impl GpuInference {
-    pub fn new(jobs: Receiver<StageJob>, results: Sender<JobOutcome>, kernels: KernelOptions, max_blocks: usize) -> Self {
+    pub fn new(jobs: Receiver<StageJob>, results: Sender<JobOutcome>, transfers: GpuTransfers, kernels: KernelOptions, max_blocks: usize) -> Self {
         let submissions = SubmissionPool::new();
-        let route = ResultRoute { results, giver: submissions.giver(), outstanding: OutstandingMaps::default() };
+        let route = ResultRoute { results, giver: submissions.giver(), outstanding: OutstandingMaps::default(), transfers };
         Self {
             kernels,
             library: None,
+            image_input: None,
             weights: HashMap::new(),
             blocks: HashMap::new(),
             unchecked: HashMap::new(),
@@ -177,7 +181,8 @@ impl GpuInference {
             #[cfg(not(feature = "fault-injection"))]
             let broken = None;
             let library = self.library.get_or_insert_with(|| build_library(device, kernels, broken));
-            let what = format!("the block for input {:?} (its weights, buffers and bind groups)", job.input.shape());
+            let shape = job.input.shape();
+            let what = format!("the block for input {shape:?} (its weights, buffers and bind groups)");
             let (block, check) = DeviceCheck::around(device, what, || -> Result<GpuBlock, GpuError> {
                 let weights = match self.weights.get(&key.0) {
                     Some(resident) => resident.weights.clone(),
@@ -187,7 +192,7 @@ impl GpuInference {
                         weights
                     }
                 };
-                GpuBlock::new(device, library, weights, &job.graph, job.input.shape())
+                GpuBlock::new(device, library, weights, &job.graph, &shape)
             });
             if let Err(error) = block {
                 return Poll::Ready(Err(error));

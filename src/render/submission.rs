@@ -20,6 +20,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::readback::{InFlight, ReturnedBuffer};
 use crate::gpu::{GpuBlock, GpuClock, KernelLibrary, RequestTimestamps};
 use crate::job::StageJob;
+use crate::tensor::Tensor;
 
 /// A request's GPU objects for one block, recorded and ready to submit.
 pub(super) struct ArmedSubmission {
@@ -36,11 +37,11 @@ pub(super) struct ArmedSubmission {
 }
 
 impl ArmedSubmission {
-    /// Fills the upload buffer with `job`'s input: what is left is to submit the returned
+    /// Fills the upload buffer with `input` (`job`'s): what is left is to submit the returned
     /// commands, then map the returned request's buffers.
-    pub fn start<K>(self, job: StageJob, block: K) -> (wgpu::CommandBuffer, InFlight<K>) {
-        GpuBlock::fill_upload(&self.upload, &job.input);
-        let request = InFlight { job, block, upload: self.upload, readback: self.readback, output_shape: self.output_shape, clock: self.clock };
+    pub fn start<K>(self, job: StageJob, input: &Tensor, block: K) -> (wgpu::CommandBuffer, InFlight<K>) {
+        GpuBlock::fill_upload(&self.upload, input);
+        let request = InFlight { job, block, upload: Some(self.upload), readback: self.readback, output_shape: self.output_shape, clock: self.clock };
         (self.commands, request)
     }
 }

@@ -130,10 +130,15 @@ fn run<K: std::hash::Hash + Eq + Clone + Send + 'static>(setup: ThreadSetup<K>, 
                         panic!("injected fault: the submission thread panics");
                     }
                     let block = block_of(&job);
-                    let armed = lock(pool).take(&block);
+                    // A texture input is preprocessed by the render world, which holds the
+                    // textures.
+                    let armed = match job.input.tensor() {
+                        Some(input) => lock(pool).take(&block).map(|armed| (armed, input)),
+                        None => None,
+                    };
                     match armed {
-                        Some(armed) => {
-                            let (commands, request) = armed.start(job.clone(), block);
+                        Some((armed, input)) => {
+                            let (commands, request) = armed.start(job.clone(), input, block);
                             queue.submit([commands]);
                             route.map(request);
                             true

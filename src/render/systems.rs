@@ -4,15 +4,18 @@
 use std::task::Poll;
 
 use bevy::prelude::*;
+use bevy::render::render_asset::RenderAssets;
 use bevy::render::renderer::{FlushCommands, RenderContext, RenderDevice};
+use bevy::render::texture::GpuImage;
 
+use super::image_jobs::{record_image_job, ImageRecording};
 use super::readback::InFlight;
 use super::state::{block_key, GpuInference};
 use super::submission::{arm, lock, record_request};
 #[cfg(not(target_arch = "wasm32"))]
 use super::submission_thread::{SubmissionThread, ThreadSetup};
 use crate::gpu::{GpuBlock, GpuClock};
-use crate::job::JobOutcome;
+use crate::job::{JobInput, JobOutcome};
 
 /// Starts the submission thread on the render device (again after a device was recovered).
 #[cfg(not(target_arch = "wasm32"))]
@@ -43,7 +46,7 @@ pub(super) fn read_gpu_clock(device: Res<RenderDevice>, queue: Res<bevy::render:
     state.clock = GpuClock::of(device.wgpu_device(), &queue);
 }
 
-pub(super) fn record_jobs(mut ctx: RenderContext, device: Res<RenderDevice>, mut state: ResMut<GpuInference>) {
+pub(super) fn record_jobs(mut ctx: RenderContext, device: Res<RenderDevice>, images: Res<RenderAssets<GpuImage>>, mut state: ResMut<GpuInference>) {
     let device = device.wgpu_device();
     let state = &mut *state;
     let mut jobs = std::mem::take(&mut state.waiting);
@@ -61,21 +64,33 @@ pub(super) fn record_jobs(mut ctx: RenderContext, device: Res<RenderDevice>, mut
             Poll::Ready(Ok(())) => {}
         }
         let key = block_key(&job);
+        let input = match &job.input {
+            JobInput::Tensor(tensor) => tensor.clone(),
+            JobInput::Image(image) => {
+                let image = image.clone();
+                match record_image_job(state, device, &images, ctx.command_encoder(), job, image, key) {
+                    ImageRecording::Recorded(request) => state.recorded.push(request),
+                    ImageRecording::Waiting(job) => state.waiting.push(job),
+                    ImageRecording::Failed => {}
+                }
+                continue;
+            }
+        };
         let block = &state.blocks[&key];
         let library = state.library.as_ref().expect("built with the block");
         // Taken in its own statement, so that the pool's lock is released before recording.
         let armed = lock(&state.submissions).take(&key);
         let request = match armed {
             Some(armed) => {
-                let (commands, request) = armed.start(job, key);
+                let (commands, request) = armed.start(job, &input, key);
                 ctx.add_command_buffer(commands);
                 request
             }
             None => {
                 let (upload, readback) = (block.create_upload(device), block.create_readback(device));
-                GpuBlock::fill_upload(&upload, &job.input);
+                GpuBlock::fill_upload(&upload, &input);
                 let clock = record_request(device, library, block, ctx.command_encoder(), &upload, &readback, state.clock);
-                InFlight { job, block: key, upload, readback, output_shape: block.output_shape().to_vec(), clock }
+                InFlight { job, block: key, upload: Some(upload), readback, output_shape: block.output_shape().to_vec(), clock }
             }
         };
         state.recorded.push(request);

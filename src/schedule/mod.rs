@@ -6,6 +6,7 @@ pub mod distributed;
 pub mod batch_split;
 pub mod capacity;
 pub mod frame_budget;
+pub mod image_request;
 pub mod layer_slices;
 pub mod pipeline;
 pub(crate) mod sliced;
@@ -128,6 +129,14 @@ pub enum InferenceError {
         /// How often it was re-run.
         reruns: u32,
     },
+    /// An image request's image could not be preprocessed into the model's input (a texture
+    /// format it cannot read, a size the preprocessing does not fit, an image that never
+    /// reached the GPU).
+    #[error(transparent)]
+    ImageInput(#[from] crate::gpu::ImageInputError),
+    /// An image request's image failed to load, or is not an asset (any more).
+    #[error("the image failed to load: {0}")]
+    ImageLoad(String),
     /// The slices of a request whose batch was split across players came back with outputs
     /// that do not stack (their shapes past the batch axis differ).
     #[error("the slices of a split batch do not stack: {0}")]
@@ -137,6 +146,7 @@ pub enum InferenceError {
 impl From<JobError> for InferenceError {
     fn from(error: JobError) -> Self {
         match error {
+            JobError::Gpu(GpuError::ImageInput(error)) => InferenceError::ImageInput(error),
             JobError::Gpu(error) => InferenceError::Gpu(error),
             JobError::SubmissionThreadLost(reason) => InferenceError::SubmissionThreadLost(reason),
         }
@@ -231,7 +241,7 @@ pub(crate) fn submit_requests(
             entity,
             model: request.model.id(),
             graph,
-            input: request.input.clone(),
+            input: request.input.clone().into(),
             started: Instant::now(),
             reply: None,
         });
@@ -242,14 +252,21 @@ pub(crate) fn submit_requests(
 /// The graph `request` (on `entity`) runs: `None` while its model loads, or after failing the
 /// request because the model failed to load or has no graph for the input's shape.
 pub(crate) fn request_graph(commands: &mut Commands, entity: Entity, request: &InferenceRequest, models: &Assets<Model>, server: &AssetServer) -> Option<Arc<Graph>> {
-    let Some(model) = models.get(&request.model) else {
-        if let Some(LoadState::Failed(error)) = server.get_load_state(&request.model) {
+    model_graph(commands, entity, &request.model, request.input.shape(), models, server)
+}
+
+/// The graph of `model` for an input of `shape`, for the request on `entity`: `None` while the
+/// model loads, or after failing the request because the model failed to load or has no graph
+/// for the shape.
+pub(crate) fn model_graph(commands: &mut Commands, entity: Entity, model: &Handle<Model>, shape: &[usize], models: &Assets<Model>, server: &AssetServer) -> Option<Arc<Graph>> {
+    let Some(loaded) = models.get(model) else {
+        if let Some(LoadState::Failed(error)) = server.get_load_state(model) {
             fail(commands, entity, InferenceError::ModelLoad(error.to_string()));
         }
         return None;
     };
     // A model exported with dynamic axes has one graph per input shape.
-    model.graph_for(request.input.shape()).map_err(|error| fail(commands, entity, InferenceError::Model(error))).ok()
+    loaded.graph_for(shape).map_err(|error| fail(commands, entity, InferenceError::Model(error))).ok()
 }
 
 pub(crate) fn fail(commands: &mut Commands, entity: Entity, error: InferenceError) {

@@ -126,7 +126,7 @@ fn hand_over(entity: Entity, run: &mut SlicedRun, queue: &mut JobQueue, frame: u
     let slice = run.records.len();
     let Some(next) = run.slices.get(slice) else { return };
     run.records.push(LayerSliceRecord { nodes: next.nodes.clone(), flops: next.flops, gpu: None, frame });
-    queue.push(StageJob { tag: JobTag::LayerSlice { slice }, entity, model: run.key.model, graph: next.graph.clone(), input, started: Instant::now(), reply: None });
+    queue.push(StageJob { tag: JobTag::LayerSlice { slice }, entity, model: run.key.model, graph: next.graph.clone(), input: input.into(), started: Instant::now(), reply: None });
 }
 
 /// Takes finished slices: the next slice's input, or (after the last) the prediction.

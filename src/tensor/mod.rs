@@ -1,7 +1,8 @@
 //! Dense tensors that flow into, between and out of model blocks, and how they travel between
-//! peers: transfer dtypes and int8/f16 quantization. The bottom of the crate: it imports no other
+//! peers: transfer dtypes and int8/f16 quantization; and how an image becomes a model's input. The bottom of the crate: it imports no other
 //! module of it.
 
+pub mod preprocess;
 pub mod quant;
 mod transfer;
 

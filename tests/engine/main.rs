@@ -7,6 +7,8 @@ mod bevy_app;
 mod exporter_patterns;
 mod gpu_timing;
 mod half_precision;
+mod image_input;
+mod image_requests;
 mod layer_slices;
 mod model_zoo;
 mod models_match_onnx_runtime;

@@ -191,7 +191,7 @@ impl StageServer {
             entity: Entity::PLACEHOLDER,
             model: self.model,
             graph,
-            input: received.shared.tensor,
+            input: received.shared.tensor.into(),
             started: now,
             reply: None,
         };
@@ -319,7 +319,7 @@ mod tests {
 
         server.serve(stage_one_input(boundary.clone()));
         let running = started.try_recv().expect("a stage of the right shape starts");
-        assert_eq!(running.input.shape(), &boundary[..]);
+        assert_eq!(running.input.shape(), boundary);
         server.serve(stage_one_input(boundary.clone()));
         assert!(matches!(reported.try_recv(), Ok(SessionProblem::OverQuota { peer: OWNER, quota: 1, .. })));
         drop(running);

@@ -85,7 +85,7 @@ pub(super) fn prepare_stages(
     for graph in graphs {
         let input = Tensor::zeros(batch_one(&graph));
         let entity = commands.spawn_empty().id();
-        queue.push(StageJob { tag: JobTag::Calibration, entity, model, graph, input, started, reply: None });
+        queue.push(StageJob { tag: JobTag::Calibration, entity, model, graph, input: input.into(), started, reply: None });
     }
 }
 
@@ -365,7 +365,7 @@ pub(super) fn advance_pipeline(
                     entity: state.tracked.get(&request).map_or(Entity::PLACEHOLDER, |t| t.entity),
                     model: state.model.id(),
                     graph,
-                    input,
+                    input: input.into(),
                     started: now,
                     reply,
                 });
@@ -469,7 +469,7 @@ pub(super) fn continue_spot_checks(
 
 /// The job that runs `stage` of `request` again on this GPU for a spot check.
 fn spot_check_job(state: &Distributed, request: u64, stage: usize, entity: Entity, graph: Arc<Graph>, input: Tensor, now: Instant) -> StageJob {
-    StageJob { tag: JobTag::SpotCheck { request, stage }, entity, model: state.model.id(), graph, input, started: now, reply: None }
+    StageJob { tag: JobTag::SpotCheck { request, stage }, entity, model: state.model.id(), graph, input: input.into(), started: now, reply: None }
 }
 
 /// For a local stage whose output starts the chain `onward`: a job reply that sends the output

@@ -1,0 +1,232 @@
+//! Textures into model inputs on the GPU: the `image_input` kernel reads a texture (a render
+//! target, an image asset) and writes the preprocessed f32 tensor a block takes as its input,
+//! so that the pixels never leave the GPU. What it computes is
+//! [`crate::tensor::preprocess`]'s CPU reference.
+
+use std::task::Poll;
+
+use thiserror::Error;
+use wgpu::util::DeviceExt;
+
+use super::device_check::{DeviceCheck, DeviceRefusal};
+use super::engine::{map_blocking, read_mapped, GpuError};
+use super::params::ImageInputParams;
+use crate::tensor::preprocess::{ChannelOrder, ImageSize, PreprocessError, PreprocessPlan, ResizeFilter, TensorLayout};
+use crate::tensor::Tensor;
+
+/// The kernel's source.
+pub(crate) const SHADER: &str = include_str!("../../shaders/image_input.wgsl");
+
+/// Output pixels per workgroup along each axis.
+const TILE: u32 = 8;
+
+/// Why a texture cannot be preprocessed into a model's input.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum ImageInputError {
+    /// The texture's texels are not floating-point values a shader can load (depth, stencil,
+    /// integer or multi-planar formats).
+    #[error("a {format:?} texture cannot be read as colour values: use an unorm, snorm or float colour format")]
+    UnsupportedFormat {
+        /// The texture's format.
+        format: wgpu::TextureFormat,
+    },
+    /// The texture has fewer channels than the preprocessing reads.
+    #[error("a {format:?} texture has {has} channel(s); {channels:?} needs {needs}")]
+    TooFewChannels {
+        /// The texture's format.
+        format: wgpu::TextureFormat,
+        /// Its channels.
+        has: u8,
+        /// The channels asked for.
+        channels: ChannelOrder,
+        /// How many those need.
+        needs: u32,
+    },
+    /// The texture cannot be bound for reading by a compute shader as a single 2D image.
+    #[error("the texture cannot be read by a shader: {0}")]
+    NotReadable(&'static str),
+    /// The preprocessing does not fit the image's size.
+    #[error(transparent)]
+    Preprocess(#[from] PreprocessError),
+    /// The image asset never reached the render world.
+    #[error("the image was not on the GPU after {frames} frames")]
+    NotOnGpu {
+        /// How many frames the request waited.
+        frames: u32,
+    },
+    /// The image's size on the GPU is not the size the request was planned for (it was
+    /// replaced between the request being handed over and recorded).
+    #[error("the image is {now:?} on the GPU, not the {planned:?} it was when requested")]
+    SizeChanged {
+        /// The size the request was planned for.
+        planned: ImageSize,
+        /// The size on the GPU.
+        now: ImageSize,
+    },
+}
+
+/// How the kernel reads a texture of one format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextureReading {
+    /// The texture is sRGB: loading linearises its texels, and the kernel encodes them again
+    /// so that the model sees the values as stored (as a readback of the texture would).
+    pub srgb: bool,
+    /// The texture has one channel: grey is that channel.
+    pub single_channel: bool,
+}
+
+impl TextureReading {
+    /// How a texture of `format` is read for `channels`, or why it cannot be.
+    pub fn of(format: wgpu::TextureFormat, channels: ChannelOrder) -> Result<Self, ImageInputError> {
+        if format.is_depth_stencil_format() || format.is_multi_planar_format() {
+            return Err(ImageInputError::UnsupportedFormat { format });
+        }
+        match format.sample_type(None, None) {
+            Some(wgpu::TextureSampleType::Float { .. }) => {}
+            _ => return Err(ImageInputError::UnsupportedFormat { format }),
+        }
+        let has = format.components();
+        let needs = channels.source_channels_needed();
+        if (has as u32) < needs {
+            return Err(ImageInputError::TooFewChannels { format, has, channels, needs });
+        }
+        Ok(Self { srgb: format.is_srgb(), single_channel: has == 1 })
+    }
+
+    /// Checks a texture described by `usage`, `dimension`, `layers` and `samples` for binding
+    /// as a single 2D image.
+    pub fn check_binding(usage: wgpu::TextureUsages, dimension: wgpu::TextureDimension, layers: u32, samples: u32) -> Result<(), ImageInputError> {
+        if !usage.contains(wgpu::TextureUsages::TEXTURE_BINDING) {
+            return Err(ImageInputError::NotReadable("its usage lacks TEXTURE_BINDING"));
+        }
+        if dimension != wgpu::TextureDimension::D2 || layers != 1 {
+            return Err(ImageInputError::NotReadable("it is not a single 2D image (a 1D, 3D, array or cube texture)"));
+        }
+        if samples != 1 {
+            return Err(ImageInputError::NotReadable("it is multisampled"));
+        }
+        Ok(())
+    }
+}
+
+impl ImageInputParams {
+    /// The kernel's parameters for `plan` over a texture read as `reading` says.
+    pub fn new(plan: &PreprocessPlan, reading: TextureReading) -> Self {
+        Self {
+            source_width: plan.source.width,
+            source_height: plan.source.height,
+            resized_width: plan.resized.width,
+            resized_height: plan.resized.height,
+            output_width: plan.output.width,
+            output_height: plan.output.height,
+            crop_x: plan.crop_offset[0],
+            crop_y: plan.crop_offset[1],
+            area: (plan.filter == ResizeFilter::Area) as u32,
+            channels: match plan.channels {
+                ChannelOrder::Rgb => 0,
+                ChannelOrder::Bgr => 1,
+                ChannelOrder::Gray => 2,
+                ChannelOrder::Rgba => 3,
+            },
+            nhwc: (plan.layout == TensorLayout::Nhwc) as u32,
+            srgb: reading.srgb as u32,
+            single_channel: reading.single_channel as u32,
+            scale: plan.scale,
+            pad0: 0,
+            pad1: 0,
+            mean: plan.mean,
+            deviation: plan.std,
+        }
+    }
+}
+
+/// The `image_input` kernel's pipeline, built once per device.
+pub struct ImageInputKernel {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+    check: DeviceCheck,
+}
+
+impl ImageInputKernel {
+    /// Compiles the kernel; the device's verdict on it comes from [`Self::check`].
+    pub fn new(device: &wgpu::Device) -> Self {
+        let ((pipeline, layout), check) = DeviceCheck::around(device, "the image_input kernel", || {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some("image_input"), source: wgpu::ShaderSource::Wgsl(SHADER.into()) });
+            let entry = |binding: u32, ty: wgpu::BindingType| wgpu::BindGroupLayoutEntry { binding, visibility: wgpu::ShaderStages::COMPUTE, ty, count: None };
+            let storage = |read_only| wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Storage { read_only }, has_dynamic_offset: false, min_binding_size: None };
+            let texture = wgpu::BindingType::Texture {
+                // Unfilterable: the kernel loads texels, so rgba32float textures bind too.
+                sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                view_dimension: wgpu::TextureViewDimension::D2,
+                multisampled: false,
+            };
+            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("image_input"),
+                entries: &[entry(0, storage(true)), entry(1, texture), entry(2, storage(false))],
+            });
+            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: Some("image_input"), bind_group_layouts: &[Some(&layout)], immediate_size: 0 });
+            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some("image_input"),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+            (pipeline, layout)
+        });
+        Self { pipeline, layout, check }
+    }
+
+    /// The device's verdict on the kernel, pending until known.
+    pub fn check(&self) -> Poll<Result<(), DeviceRefusal>> {
+        self.check.poll()
+    }
+
+    /// Records the preprocessing of the texture behind `view` (read as `reading` says) by
+    /// `plan` into `encoder`, and returns the buffer that will hold the tensor: a block's input
+    /// buffer, copied from on the GPU like an upload.
+    pub fn encode(&self, device: &wgpu::Device, encoder: &mut wgpu::CommandEncoder, view: &wgpu::TextureView, plan: &PreprocessPlan, reading: TextureReading) -> wgpu::Buffer {
+        let params = ImageInputParams::new(plan, reading);
+        let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("image_input params"), contents: bytemuck::bytes_of(&params), usage: wgpu::BufferUsages::STORAGE });
+        let output = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("image input tensor"),
+            size: (plan.output_len() * 4) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("image_input"),
+            layout: &self.layout,
+            entries: &[
+                wgpu::BindGroupEntry { binding: 0, resource: params.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 1, resource: wgpu::BindingResource::TextureView(view) },
+                wgpu::BindGroupEntry { binding: 2, resource: output.as_entire_binding() },
+            ],
+        });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("image_input"), timestamp_writes: None });
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(plan.output.width.div_ceil(TILE), plan.output.height.div_ceil(TILE), 1);
+        drop(pass);
+        output
+    }
+
+    /// Preprocesses the texture behind `view` and reads the tensor back, blocking the calling
+    /// thread: for tests and tools that own a device. Inside a Bevy app the tensor stays on the
+    /// GPU and goes straight into the model.
+    pub fn run_blocking(&self, device: &wgpu::Device, queue: &wgpu::Queue, view: &wgpu::TextureView, plan: &PreprocessPlan, reading: TextureReading) -> Result<Tensor, GpuError> {
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("image_input run_blocking") });
+        let output = self.encode(device, &mut encoder, view, plan, reading);
+        let readback = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("image input readback"),
+            size: output.size(),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        encoder.copy_buffer_to_buffer(&output, 0, &readback, 0, output.size());
+        queue.submit([encoder.finish()]);
+        map_blocking(device, &readback).map_err(GpuError::Readback)?;
+        Ok(read_mapped(&readback, plan.output_shape()))
+    }
+}
