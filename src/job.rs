@@ -12,6 +12,7 @@ use thiserror::Error;
 use crate::gpu::GpuError;
 use crate::model::ir::Graph;
 use crate::model::Model;
+use crate::tensor::output_mapping::OutputMapping;
 use crate::tensor::preprocess::PreprocessPlan;
 use crate::tensor::Tensor;
 
@@ -65,6 +66,8 @@ pub(crate) struct StageJob {
     pub input: JobInput,
     /// When the main world handed it over.
     pub started: Instant,
+    /// A texture the output is written into on the GPU, if any.
+    pub output_image: Option<Box<ImageJobOutput>>,
     /// Where the outcome goes instead of the main world, if anywhere (a stage served for a
     /// peer goes back to the network the moment it is read back).
     pub reply: Option<JobReply>,
@@ -122,6 +125,19 @@ pub(crate) struct ImageJobInput {
     pub image: AssetId<bevy::image::Image>,
     /// The preprocessing, checked against the image's size when the job was made.
     pub plan: PreprocessPlan,
+    /// Frames the render world has waited for the texture.
+    pub frames_waited: u32,
+}
+
+/// A texture a job's output is written into on the GPU.
+#[derive(Clone, Debug)]
+pub(crate) struct ImageJobOutput {
+    /// The image (its texture in the render world's `RenderAssets<GpuImage>`).
+    pub image: AssetId<bevy::image::Image>,
+    /// How the output maps to colours.
+    pub mapping: OutputMapping,
+    /// Whether the output tensor is also read back to the CPU.
+    pub read_back: bool,
     /// Frames the render world has waited for the texture.
     pub frames_waited: u32,
 }

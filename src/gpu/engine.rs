@@ -37,6 +37,9 @@ pub enum GpuError {
     /// A texture could not be preprocessed into the block's input.
     #[error(transparent)]
     ImageInput(#[from] super::image_input::ImageInputError),
+    /// The block's output could not be written into a texture.
+    #[error(transparent)]
+    ImageOutput(#[from] super::image_output::ImageOutputError),
     /// Mapping the result for reading failed.
     #[error("reading the result back failed: {0}")]
     Readback(String),

@@ -593,6 +593,37 @@ kernel_params! {
     }
 }
 
+kernel_params! {
+    /// A model output written as an RGBA image (`shaders/image_output.wgsl`), made from a
+    /// [`crate::tensor::output_mapping::OutputMapping`] and the target texture's format.
+    ImageOutputParams {
+        /// The image's columns.
+        width: u32,
+        /// The image's rows.
+        height: u32,
+        /// The tensor's channels (classes for a colour map).
+        channels: u32,
+        /// 0 NCHW, 1 NHWC.
+        nhwc: u32,
+        /// 0 colours, 1 class colours.
+        classes: u32,
+        /// For colours: 0 RGB, 1 BGR, 2 grey, 3 RGBA.
+        order: u32,
+        /// 0 rgba8, 1 bgra8, 2 rgba16float, 3 rgba32float.
+        texel_format: u32,
+        /// 1 where the texture is sRGB.
+        srgb: u32,
+        /// u32 words per padded row of the copy.
+        row_words: u32,
+        /// Multiplies each value (colours).
+        scale: f32,
+        /// Added after scaling (colours).
+        offset: f32,
+        /// Pads the struct to 16 bytes.
+        pad0: u32,
+    }
+}
+
 impl KernelParams {
     /// The bytes bound at binding 0.
     pub fn bytes(&self) -> &[u8] {

@@ -68,6 +68,9 @@ fn every_family_binds_its_parameter_struct_with_the_rust_layout() {
     let module = naga::front::wgsl::parse_str(image_input).expect("image_input.wgsl parses");
     assert_eq!(binding_zero_type(&module), "ImageInputParams");
     assert_eq!(wgsl_struct(&module, "ImageInputParams"), (owned(ImageInputParams::LAYOUT), size_of::<ImageInputParams>()));
+    let module = naga::front::wgsl::parse_str(crate::gpu::image_output::SHADER).expect("image_output.wgsl parses");
+    assert_eq!(binding_zero_type(&module), "ImageOutputParams");
+    assert_eq!(wgsl_struct(&module, "ImageOutputParams"), (owned(ImageOutputParams::LAYOUT), size_of::<ImageOutputParams>()));
 }
 
 #[test]

@@ -33,7 +33,6 @@
 //! why and records every job itself from then on.
 
 mod capabilities;
-mod image_jobs;
 mod readback;
 mod recency;
 mod state;
@@ -41,6 +40,7 @@ mod submission;
 #[cfg(not(target_arch = "wasm32"))]
 mod submission_thread;
 mod systems;
+mod texture_jobs;
 mod transfers;
 
 use bevy::prelude::*;

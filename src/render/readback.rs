@@ -97,7 +97,9 @@ impl<K: Clone + Send + 'static> ResultRoute<K> {
         readback.slice(..).map_async(wgpu::MapMode::Read, move |mapped| {
             let (result, gpu) = match mapped {
                 Ok(()) => {
-                    transfers.count_readback(output_bytes);
+                    if output_bytes > 0 {
+                        transfers.count_readback(output_bytes);
+                    }
                     let (output, gpu) = read_timed(&buffer, output_shape, clock);
                     (Ok(output), gpu)
                 }

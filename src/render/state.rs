@@ -15,7 +15,7 @@ use super::submission::{lock, SubmissionPool};
 #[cfg(not(target_arch = "wasm32"))]
 use super::submission_thread::{SubmissionThread, ThreadEnd};
 use super::transfers::GpuTransfers;
-use crate::gpu::{DeviceCheck, DeviceRefusal, GpuBlock, GpuClock, GpuError, ImageInputKernel, KernelLibrary, KernelOptions, ResidentWeights};
+use crate::gpu::{DeviceCheck, DeviceRefusal, GpuBlock, GpuClock, GpuError, ImageInputKernel, ImageOutputKernel, KernelLibrary, KernelOptions, ResidentWeights};
 use crate::job::{JobOutcome, StageJob};
 use crate::model::ir::Graph;
 use crate::model::Model;
@@ -49,6 +49,8 @@ pub(super) struct GpuInference {
     pub library: Option<KernelLibrary>,
     /// Built with the first job whose input is a texture.
     pub image_input: Option<ImageInputKernel>,
+    /// Built with the first job whose output goes into a texture.
+    pub image_output: Option<ImageOutputKernel>,
     weights: HashMap<GraphKey, ResidentGraph>,
     /// Compiled blocks by graph and input shape, once the device has accepted them.
     pub blocks: HashMap<BlockKey, GpuBlock>,
@@ -94,6 +96,7 @@ impl GpuInference {
             kernels,
             library: None,
             image_input: None,
+            image_output: None,
             weights: HashMap::new(),
             blocks: HashMap::new(),
             unchecked: HashMap::new(),

@@ -130,11 +130,11 @@ fn run<K: std::hash::Hash + Eq + Clone + Send + 'static>(setup: ThreadSetup<K>, 
                         panic!("injected fault: the submission thread panics");
                     }
                     let block = block_of(&job);
-                    // A texture input is preprocessed by the render world, which holds the
-                    // textures.
-                    let armed = match job.input.tensor() {
-                        Some(input) => lock(pool).take(&block).map(|armed| (armed, input)),
-                        None => None,
+                    // A job that reads or writes a texture is recorded by the render world,
+                    // which holds the textures.
+                    let armed = match (job.input.tensor(), &job.output_image) {
+                        (Some(input), None) => lock(pool).take(&block).map(|armed| (armed, input)),
+                        _ => None,
                     };
                     match armed {
                         Some((armed, input)) => {

@@ -8,7 +8,7 @@ use bevy::render::render_asset::RenderAssets;
 use bevy::render::renderer::{FlushCommands, RenderContext, RenderDevice};
 use bevy::render::texture::GpuImage;
 
-use super::image_jobs::{record_image_job, ImageRecording};
+use super::texture_jobs::{record_texture_job, TextureRecording};
 use super::readback::InFlight;
 use super::state::{block_key, GpuInference};
 use super::submission::{arm, lock, record_request};
@@ -64,14 +64,13 @@ pub(super) fn record_jobs(mut ctx: RenderContext, device: Res<RenderDevice>, ima
             Poll::Ready(Ok(())) => {}
         }
         let key = block_key(&job);
-        let input = match &job.input {
-            JobInput::Tensor(tensor) => tensor.clone(),
-            JobInput::Image(image) => {
-                let image = image.clone();
-                match record_image_job(state, device, &images, ctx.command_encoder(), job, image, key) {
-                    ImageRecording::Recorded(request) => state.recorded.push(request),
-                    ImageRecording::Waiting(job) => state.waiting.push(job),
-                    ImageRecording::Failed => {}
+        let input = match (&job.input, &job.output_image) {
+            (JobInput::Tensor(tensor), None) => tensor.clone(),
+            _ => {
+                match record_texture_job(state, device, &images, ctx.command_encoder(), job, key) {
+                    TextureRecording::Recorded(request) => state.recorded.push(request),
+                    TextureRecording::Waiting(job) => state.waiting.push(job),
+                    TextureRecording::Failed => {}
                 }
                 continue;
             }

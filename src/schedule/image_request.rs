@@ -1,8 +1,10 @@
-//! Requests on an image that is already on the GPU (a camera's render target, an image asset):
-//! the render side preprocesses its texture into the model's input with the `image_input`
-//! kernel, so that the pixels are never read back or uploaded. The result arrives like any
-//! request's: a [`Prediction`](super::Prediction) and a [`PredictionReady`](super::PredictionReady)
-//! on the entity, or [`InferenceFailed`].
+//! Images on the GPU in and out of requests. An [`ImageInferenceRequest`] runs a model on an
+//! image that is already on the GPU (a camera's render target, an image asset): the render side
+//! preprocesses its texture into the model's input with the `image_input` kernel, so that the
+//! pixels are never read back or uploaded. [`OutputToImage`] on a request writes its output
+//! into a texture with the `image_output` kernel instead of reading it back. The result arrives
+//! like any request's: a [`Prediction`](super::Prediction) and a
+//! [`PredictionReady`](super::PredictionReady) on the entity, or [`InferenceFailed`].
 
 use bevy::asset::{LoadState, RenderAssetUsages};
 use bevy::image::Image;
@@ -10,8 +12,9 @@ use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
 use super::{fail, model_graph, InferenceError, InferenceFailed, JobQueue, JobTag, StageJob, Submitted};
-use crate::gpu::{ImageInputError, TextureReading};
-use crate::job::{ImageJobInput, JobInput};
+use crate::gpu::{ImageInputError, ImageOutputError, TextureReading, TextureWriting};
+use crate::job::{ImageJobInput, ImageJobOutput, JobInput};
+use crate::tensor::output_mapping::OutputMapping;
 use crate::model::Model;
 use crate::tensor::preprocess::{ImagePreprocessing, ImageSize, PreprocessPlan};
 
@@ -37,29 +40,81 @@ impl ImageInferenceRequest {
     }
 }
 
+/// Put next to an [`ImageInferenceRequest`] or an [`InferenceRequest`](super::InferenceRequest):
+/// the output is written into `image` on the GPU, mapped to colours as `mapping` says, and is
+/// there for anything rendered after the request's [`PredictionReady`](super::PredictionReady)
+/// (the same or the next frame). The output is read back only with `read_back`; without it
+/// [`Prediction::output`](super::Prediction::output) is empty. Such a request runs whole on this
+/// player, in one frame (a peer session does not split it; [`SliceAcrossFrames`](super::SliceAcrossFrames)
+/// does not slice it).
+#[derive(Component, Clone, Debug)]
+pub struct OutputToImage {
+    /// The texture written: rgba8unorm(-srgb), bgra8unorm(-srgb), rgba16float or rgba32float,
+    /// with `COPY_DST` usage, the output image's size.
+    pub image: Handle<Image>,
+    /// How the output maps to colours.
+    pub mapping: OutputMapping,
+    /// Also read the output tensor back into the prediction.
+    pub read_back: bool,
+}
+
+impl OutputToImage {
+    /// Writes the output into `image` as `mapping` says, without reading it back.
+    pub fn new(image: Handle<Image>, mapping: OutputMapping) -> Self {
+        Self { image, mapping, read_back: false }
+    }
+}
+
 /// Image requests not yet handed out or failed.
 type PendingImageRequest = (Without<Submitted>, Without<InferenceFailed>);
+
+/// `handle`'s image for the request on `entity`: `None` while it loads, or after failing the
+/// request because it failed to load or names no image.
+fn loaded_image<'a>(commands: &mut Commands, entity: Entity, handle: &Handle<Image>, images: &'a Assets<Image>, server: &AssetServer) -> Option<&'a Image> {
+    if let Some(image) = images.get(handle) {
+        return Some(image);
+    }
+    match server.get_load_state(handle) {
+        Some(LoadState::Loading | LoadState::NotLoaded) => {}
+        Some(LoadState::Failed(error)) => fail(commands, entity, InferenceError::ImageLoad(error.to_string())),
+        Some(LoadState::Loaded) | None => fail(commands, entity, InferenceError::ImageLoad("the handle names no image asset".into())),
+    }
+    None
+}
+
+/// The job output for `output` on the request on `entity`: `Some(None)` without one,
+/// `Some(Some(..))` once its texture is loaded and can be written, `None` while it loads or
+/// after failing the request.
+pub(crate) fn output_target(commands: &mut Commands, entity: Entity, output: Option<&OutputToImage>, images: &Assets<Image>, server: &AssetServer) -> Option<Option<Box<ImageJobOutput>>> {
+    let Some(output) = output else { return Some(None) };
+    let image = loaded_image(commands, entity, &output.image, images, server)?;
+    let texture = &image.texture_descriptor;
+    let checked = TextureWriting::check_target(texture.usage, texture.dimension, texture.size.depth_or_array_layers, texture.sample_count)
+        .and_then(|()| TextureWriting::of(texture.format).map(drop))
+        .and_then(|()| match image.asset_usage.contains(RenderAssetUsages::RENDER_WORLD) {
+            true => Ok(()),
+            false => Err(ImageOutputError::NotWritable("its asset usage lacks RENDER_WORLD, so it never reaches the GPU")),
+        });
+    if let Err(error) = checked {
+        fail(commands, entity, error.into());
+        return None;
+    }
+    Some(Some(Box::new(ImageJobOutput { image: output.image.id(), mapping: output.mapping.clone(), read_back: output.read_back, frames_waited: 0 })))
+}
 
 /// Hands image requests whose model and image are loaded to the render side, after checking
 /// that the image's texture can be preprocessed as the request says and that the model takes
 /// the result.
 pub(crate) fn submit_image_requests(
     mut commands: Commands,
-    requests: Query<(Entity, &ImageInferenceRequest), PendingImageRequest>,
+    requests: Query<(Entity, &ImageInferenceRequest, Option<&OutputToImage>), PendingImageRequest>,
     models: Res<Assets<Model>>,
     images: Res<Assets<Image>>,
     server: Res<AssetServer>,
     mut queue: ResMut<JobQueue>,
 ) {
-    for (entity, request) in &requests {
-        let Some(image) = images.get(&request.image) else {
-            match server.get_load_state(&request.image) {
-                Some(LoadState::Loading | LoadState::NotLoaded) => {}
-                Some(LoadState::Failed(error)) => fail(&mut commands, entity, InferenceError::ImageLoad(error.to_string())),
-                Some(LoadState::Loaded) | None => fail(&mut commands, entity, InferenceError::ImageLoad("the handle names no image asset".into())),
-            }
-            continue;
-        };
+    for (entity, request, output) in &requests {
+        let Some(image) = loaded_image(&mut commands, entity, &request.image, &images, &server) else { continue };
         let plan = match texture_input(image, &request.preprocessing) {
             Ok(plan) => plan,
             Err(error) => {
@@ -67,6 +122,7 @@ pub(crate) fn submit_image_requests(
                 continue;
             }
         };
+        let Some(output_image) = output_target(&mut commands, entity, output, &images, &server) else { continue };
         let Some(graph) = model_graph(&mut commands, entity, &request.model, &plan.output_shape(), &models, &server) else { continue };
         queue.push(StageJob {
             tag: JobTag::Request,
@@ -75,6 +131,7 @@ pub(crate) fn submit_image_requests(
             graph,
             input: JobInput::Image(ImageJobInput { image: request.image.id(), plan, frames_waited: 0 }),
             started: Instant::now(),
+            output_image,
             reply: None,
         });
         commands.entity(entity).insert(Submitted);

@@ -134,6 +134,10 @@ pub enum InferenceError {
     /// reached the GPU).
     #[error(transparent)]
     ImageInput(#[from] crate::gpu::ImageInputError),
+    /// A request's output could not be written into its [`OutputToImage`] texture (a format
+    /// the kernel does not write, an output that is not an image of the texture's size).
+    #[error(transparent)]
+    ImageOutput(#[from] crate::gpu::ImageOutputError),
     /// An image request's image failed to load, or is not an asset (any more).
     #[error("the image failed to load: {0}")]
     ImageLoad(String),
@@ -147,6 +151,7 @@ impl From<JobError> for InferenceError {
     fn from(error: JobError) -> Self {
         match error {
             JobError::Gpu(GpuError::ImageInput(error)) => InferenceError::ImageInput(error),
+            JobError::Gpu(GpuError::ImageOutput(error)) => InferenceError::ImageOutput(error),
             JobError::Gpu(error) => InferenceError::Gpu(error),
             JobError::SubmissionThreadLost(reason) => InferenceError::SubmissionThreadLost(reason),
         }
@@ -225,16 +230,20 @@ pub(crate) struct TopK(pub usize);
 
 /// Requests for the single-peer path: not yet handed out, not failed, not split across
 /// players or frames.
-type SinglePeerRequest = (Without<Submitted>, Without<InferenceFailed>, Without<SplitRequest>, Without<SliceAcrossFrames>);
+/// A request with [`image_request::OutputToImage`] runs whole in one frame even with
+/// [`SliceAcrossFrames`].
+type SinglePeerRequest = (Without<Submitted>, Without<InferenceFailed>, Without<SplitRequest>, Or<(Without<SliceAcrossFrames>, With<image_request::OutputToImage>)>);
 
 pub(crate) fn submit_requests(
     mut commands: Commands,
-    requests: Query<(Entity, &InferenceRequest), SinglePeerRequest>,
+    requests: Query<(Entity, &InferenceRequest, Option<&image_request::OutputToImage>), SinglePeerRequest>,
     models: Res<Assets<Model>>,
+    images: Res<Assets<bevy::image::Image>>,
     server: Res<AssetServer>,
     mut queue: ResMut<JobQueue>,
 ) {
-    for (entity, request) in &requests {
+    for (entity, request, output) in &requests {
+        let Some(output_image) = image_request::output_target(&mut commands, entity, output, &images, &server) else { continue };
         let Some(graph) = request_graph(&mut commands, entity, request, &models, &server) else { continue };
         queue.push(StageJob {
             tag: JobTag::Request,
@@ -243,6 +252,7 @@ pub(crate) fn submit_requests(
             graph,
             input: request.input.clone().into(),
             started: Instant::now(),
+            output_image,
             reply: None,
         });
         commands.entity(entity).insert(Submitted);

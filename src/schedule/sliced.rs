@@ -84,7 +84,7 @@ pub(crate) struct SlicedRun {
 }
 
 /// Sliced requests not yet handed out, failed or claimed by the peer session.
-type NewSlicedRequest = (Without<Submitted>, Without<InferenceFailed>, Without<SplitRequest>);
+type NewSlicedRequest = (Without<Submitted>, Without<InferenceFailed>, Without<SplitRequest>, Without<super::image_request::OutputToImage>);
 
 /// Cuts new sliced requests' models; their first slice is handed over by
 /// [`submit_layer_slices`], which runs after this.
@@ -126,7 +126,7 @@ fn hand_over(entity: Entity, run: &mut SlicedRun, queue: &mut JobQueue, frame: u
     let slice = run.records.len();
     let Some(next) = run.slices.get(slice) else { return };
     run.records.push(LayerSliceRecord { nodes: next.nodes.clone(), flops: next.flops, gpu: None, frame });
-    queue.push(StageJob { tag: JobTag::LayerSlice { slice }, entity, model: run.key.model, graph: next.graph.clone(), input: input.into(), started: Instant::now(), reply: None });
+    queue.push(StageJob { tag: JobTag::LayerSlice { slice }, entity, model: run.key.model, graph: next.graph.clone(), input: input.into(), started: Instant::now(), output_image: None, reply: None });
 }
 
 /// Takes finished slices: the next slice's input, or (after the last) the prediction.

@@ -2,6 +2,7 @@
 //! peers: transfer dtypes and int8/f16 quantization; and how an image becomes a model's input. The bottom of the crate: it imports no other
 //! module of it.
 
+pub mod output_mapping;
 pub mod preprocess;
 pub mod quant;
 mod transfer;

@@ -193,6 +193,7 @@ impl StageServer {
             graph,
             input: received.shared.tensor.into(),
             started: now,
+            output_image: None,
             reply: None,
         };
         let Some(gate) = &self.budget else {

@@ -85,7 +85,7 @@ pub(super) fn prepare_stages(
     for graph in graphs {
         let input = Tensor::zeros(batch_one(&graph));
         let entity = commands.spawn_empty().id();
-        queue.push(StageJob { tag: JobTag::Calibration, entity, model, graph, input: input.into(), started, reply: None });
+        queue.push(StageJob { tag: JobTag::Calibration, entity, model, graph, input: input.into(), started, output_image: None, reply: None });
     }
 }
 
@@ -367,6 +367,7 @@ pub(super) fn advance_pipeline(
                     graph,
                     input: input.into(),
                     started: now,
+                    output_image: None,
                     reply,
                 });
             }
@@ -469,7 +470,7 @@ pub(super) fn continue_spot_checks(
 
 /// The job that runs `stage` of `request` again on this GPU for a spot check.
 fn spot_check_job(state: &Distributed, request: u64, stage: usize, entity: Entity, graph: Arc<Graph>, input: Tensor, now: Instant) -> StageJob {
-    StageJob { tag: JobTag::SpotCheck { request, stage }, entity, model: state.model.id(), graph, input: input.into(), started: now, reply: None }
+    StageJob { tag: JobTag::SpotCheck { request, stage }, entity, model: state.model.id(), graph, input: input.into(), started: now, output_image: None, reply: None }
 }
 
 /// For a local stage whose output starts the chain `onward`: a job reply that sends the output
@@ -491,8 +492,9 @@ fn pass_on(onward: &[PeerUuid], request: u64, stage: usize, state: &Distributed,
     })))
 }
 
-/// Requests neither handed out, failed, claimed by the pipeline, nor pinned to this peer.
-type UnclaimedRequest = (Without<Submitted>, Without<SplitRequest>, Without<InferenceFailed>, Without<LocalOnly>);
+/// Requests neither handed out, failed, claimed by the pipeline, nor pinned to this peer (by
+/// [`LocalOnly`], or by an output written into a texture here).
+type UnclaimedRequest = (Without<Submitted>, Without<SplitRequest>, Without<InferenceFailed>, Without<LocalOnly>, Without<crate::schedule::image_request::OutputToImage>);
 
 /// Marks requests for the split model so that the single-peer path leaves them to the pipeline.
 pub(super) fn claim_requests(mut commands: Commands, mut state: ResMut<Distributed>, session: Option<Res<PeerSession>>, requests: Query<(Entity, &InferenceRequest), UnclaimedRequest>) {
