@@ -1,13 +1,13 @@
 //! Requests on an image that is already on the GPU: preprocessed there, with no input uploaded,
 //! giving the prediction of the same pixels read back and sent as a tensor; and images the
-//! preprocessing cannot take failing with a typed error.
+//! preprocessing cannot take failing with a typed error; outputs written into textures.
 
 use std::time::Duration;
 
 use bevy::asset::RenderAssetUsages;
 use bevy::image::Image;
 use bevy::prelude::*;
-use bevy_p2p_inference::gpu::ImageInputError;
+use bevy_p2p_inference::gpu::{ImageInputError, ImageOutputError};
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::tensor::preprocess::{ChannelOrder, ImageSize, PreprocessError, ResizeFilter, RgbaImage};
 use bevy_p2p_inference::{update_until_prediction, GpuTransfers, InferenceError, TransferTotals, WaitError};
@@ -108,4 +108,130 @@ fn images_the_preprocessing_or_the_model_cannot_take_fail_with_a_typed_error() {
         }
         assert!(app.world().get::<Prediction>(entity).is_none());
     }
+}
+
+/// The zoo's small U-Net (two classes per pixel, exported for a batch of two) declared for a
+/// batch of one, as a game would export it.
+fn unet_batch_one() -> Model {
+    use bevy_p2p_inference::model::onnx_pb::{tensor_shape_proto::dimension::Value as Dim, type_proto::Value, ModelProto};
+    use prost::Message;
+    let bytes = std::fs::read(format!("{}/tests/fixtures/zoo/unet_small.onnx", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let mut proto = ModelProto::decode(&bytes[..]).unwrap();
+    let graph = proto.graph.as_mut().unwrap();
+    for value in graph.input.iter_mut().chain(graph.output.iter_mut()) {
+        if let Some(Value::TensorType(tensor)) = value.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+            tensor.shape.as_mut().unwrap().dim[0].value = Some(Dim::DimValue(1));
+        }
+    }
+    Model::from_onnx_bytes(&proto.encode_to_vec()).unwrap()
+}
+
+/// Bevy's own readback of `image`'s texture (rgba8, `width` texels a row), once the frame's
+/// commands have run: the rows without their copy padding.
+fn read_texture(app: &mut App, image: Handle<Image>, width: usize) -> Vec<[u8; 4]> {
+    use bevy::render::gpu_readback::{Readback, ReadbackComplete};
+    #[derive(Resource, Default)]
+    struct Read(Option<Vec<u8>>);
+    app.init_resource::<Read>();
+    let reader = app
+        .world_mut()
+        .spawn(Readback::texture(image))
+        .observe(|done: On<ReadbackComplete>, mut read: ResMut<Read>| read.0 = Some(done.data.clone()))
+        .id();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let bytes = loop {
+        app.update();
+        if let Some(bytes) = app.world_mut().resource_mut::<Read>().0.take() {
+            break bytes;
+        }
+        assert!(std::time::Instant::now() < deadline, "no readback");
+    };
+    app.world_mut().despawn(reader);
+    let row = (width * 4).next_multiple_of(256);
+    bytes.chunks(row).flat_map(|r| r[..width * 4].chunks_exact(4).map(|t| [t[0], t[1], t[2], t[3]]).collect::<Vec<_>>()).collect()
+}
+
+#[test]
+fn a_segmentation_of_an_image_is_written_into_a_texture_as_a_colour_map_without_leaving_the_gpu() {
+    use bevy::render::render_resource::{TextureFormat as F, TextureUsages};
+    use bevy_p2p_inference::model::run_reference;
+    use bevy_p2p_inference::tensor::preprocess::TensorLayout;
+    use rand::{Rng, SeedableRng};
+
+    let mut app = app();
+    let model = app.world_mut().resource_mut::<Assets<Model>>().add(unet_batch_one());
+    // A 64x64 input of smooth colour gradients, so that the two classes both cover areas.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(31);
+    let phase: [f32; 3] = std::array::from_fn(|_| rng.random_range(0.0..6.0));
+    let size = ImageSize { width: 64, height: 64 };
+    let pixels: Vec<u8> = (0..64 * 64)
+        .flat_map(|i| {
+            let (x, y) = ((i % 64) as f32 / 9.0, (i / 64) as f32 / 7.0);
+            let channel = |c: usize| ((x * (c as f32 + 1.0) + y + phase[c]).sin() * 127.5 + 127.5) as u8;
+            [channel(0), channel(1), channel(2), 255]
+        })
+        .collect();
+    let mut images = app.world_mut().resource_mut::<Assets<Image>>();
+    let source = images.add(texture_image(size, pixels.clone(), F::Rgba8UnormSrgb));
+    let mut target = texture_image(size, vec![0; 64 * 64 * 4], F::Rgba8Unorm);
+    target.texture_descriptor.usage |= TextureUsages::COPY_SRC;
+    let target = images.add(target);
+
+    let palette = vec![[1.0, 0.2, 0.0, 1.0], [0.0, 0.4, 1.0, 1.0]];
+    let mapping = OutputMapping::ClassColours { palette: palette.clone(), layout: TensorLayout::Nchw };
+    let before = totals(&app);
+    let request = app
+        .world_mut()
+        .spawn((ImageInferenceRequest::new(model.clone(), source, ImagePreprocessing::default()), OutputToImage { image: target.clone(), mapping, read_back: true }))
+        .id();
+    let (prediction, _) = update_until_prediction(&mut app, request, TIMEOUT).unwrap();
+    let after = totals(&app);
+    assert_eq!(after.tensor_uploads, before.tensor_uploads, "nothing uploaded");
+    assert_eq!(after.readback_bytes - before.readback_bytes, 4 * 2 * 64 * 64, "only the asked-for output read back");
+
+    // The same pixels through the CPU reference: preprocessing, model, colour map.
+    let input = ImagePreprocessing::default().apply(&RgbaImage::from_rgba8(size, &pixels).unwrap()).unwrap();
+    let graph = app.world().resource::<Assets<Model>>().get(&model).unwrap().graph().clone();
+    let reference = run_reference(&graph, &input).unwrap();
+    assert!(relative_error(&prediction.output, &reference) <= 1e-4);
+    let texels = read_texture(&mut app, target, 64);
+    let classes: Vec<usize> = (0..64 * 64).map(|i| usize::from(reference.data()[64 * 64 + i] > reference.data()[i])).collect();
+    assert!(classes.contains(&0) && classes.contains(&1), "both classes appear");
+    let mut compared = 0;
+    for (i, texel) in texels.iter().enumerate() {
+        // Pixels whose two logits are closer than the GPU's rounding may go either way.
+        if (reference.data()[64 * 64 + i] - reference.data()[i]).abs() < 1e-3 {
+            continue;
+        }
+        let want = palette[classes[i]].map(|v| (v * 255.0).round() as u8);
+        assert_eq!(*texel, want, "pixel {i}");
+        compared += 1;
+    }
+    assert!(compared > 64 * 64 * 9 / 10, "{compared} pixels compared");
+}
+
+#[test]
+fn without_read_back_the_output_stays_on_the_gpu_and_the_prediction_is_empty() {
+    use bevy::render::render_resource::TextureFormat as F;
+    let mut app = app();
+    let model = app.world_mut().resource_mut::<Assets<Model>>().add(unet_batch_one());
+    let size = ImageSize { width: 64, height: 64 };
+    let mut images = app.world_mut().resource_mut::<Assets<Image>>();
+    let source = images.add(texture_image(size, vec![90; 64 * 64 * 4], F::Rgba8Unorm));
+    let target = images.add(texture_image(size, vec![0; 64 * 64 * 4], F::Rgba8Unorm));
+    let wrong_size = images.add(texture_image(ImageSize { width: 32, height: 32 }, vec![0; 32 * 32 * 4], F::Rgba8Unorm));
+    let colour_map = OutputMapping::ClassColours { palette: vec![[0.0; 4], [1.0; 4]], layout: bevy_p2p_inference::tensor::preprocess::TensorLayout::Nchw };
+
+    let before = totals(&app);
+    let request = app.world_mut().spawn((ImageInferenceRequest::new(model.clone(), source.clone(), ImagePreprocessing::default()), OutputToImage::new(target, colour_map.clone()))).id();
+    let (prediction, _) = update_until_prediction(&mut app, request, TIMEOUT).unwrap();
+    assert_eq!(prediction.output.shape(), &[0]);
+    assert_eq!(totals(&app).readback_bytes, before.readback_bytes, "nothing read back");
+
+    let request = app.world_mut().spawn((ImageInferenceRequest::new(model, source, ImagePreprocessing::default()), OutputToImage::new(wrong_size, colour_map))).id();
+    let result = update_until_prediction(&mut app, request, TIMEOUT);
+    assert!(
+        matches!(result, Err(WaitError::Failed(InferenceError::ImageOutput(ImageOutputError::SizeDiffers { .. })))),
+        "{result:?}"
+    );
 }

@@ -8,6 +8,7 @@ mod exporter_patterns;
 mod gpu_timing;
 mod half_precision;
 mod image_input;
+mod image_output;
 mod image_requests;
 mod layer_slices;
 mod model_zoo;
