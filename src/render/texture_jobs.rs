@@ -12,7 +12,7 @@ use super::readback::InFlight;
 use super::state::{BlockKey, GpuInference};
 use super::submission::record_request;
 use crate::gpu::image_output::output_params;
-use crate::gpu::{DeviceRefusal, GpuBlock, GpuError, ImageInputError, ImageInputKernel, ImageOutputError, ImageOutputKernel, TextureReading};
+use crate::gpu::{DeviceRefusal, GpuBlock, GpuError, RequestTimestamps, ImageInputError, ImageInputKernel, ImageOutputError, ImageOutputKernel, TextureReading};
 use crate::job::{JobError, JobInput, JobOutcome, StageJob};
 use crate::tensor::preprocess::ImageSize;
 
@@ -134,29 +134,38 @@ pub(super) fn record_texture_job(
     let (readback, output_shape, clock) = match &job.output_image {
         Some(output) => {
             let Some((image, params)) = target.zip(writing) else { return TextureRecording::Waiting(job) };
+            // The block's output stays in a storage buffer, its timestamps (where the device
+            // writes them) behind it.
+            let stamps = state.clock.and_then(|clock| Some((clock, RequestTimestamps::new(device, block)?)));
+            let stamp_bytes = if stamps.is_some() { 8 * block.timestamps() as u64 } else { 0 };
             let result = device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("request output"),
-                size: block.output_bytes(),
+                size: block.output_bytes() + stamp_bytes,
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             });
-            block.encode(library, encoder, &input, &result);
+            match &stamps {
+                Some((_, stamps)) => block.encode_timed(library, encoder, &input, &result, stamps),
+                None => block.encode(library, encoder, &input, &result),
+            }
             let kernel = state.image_output.as_ref().expect("checked above");
             kernel.encode(device, encoder, &result, &params, &output.mapping, &image.texture);
-            // Read back only what is asked for; else four bytes, so that the map tells when
-            // the GPU is done.
-            let (bytes, shape) = match output.read_back {
-                true => (block.output_bytes(), block.output_shape().to_vec()),
-                false => (4, vec![0]),
+            // Read back only what is asked for and the timestamps; with neither, four bytes, so
+            // that the map tells when the GPU is done.
+            let (from, shape) = match output.read_back {
+                true => (0, block.output_shape().to_vec()),
+                false => (block.output_bytes(), vec![0]),
             };
+            let bytes = (block.output_bytes() + stamp_bytes - from).max(4);
+            let from = from.min(block.output_bytes() + stamp_bytes - bytes);
             let readback = device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("request readback"),
                 size: bytes,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            encoder.copy_buffer_to_buffer(&result, 0, &readback, 0, bytes);
-            (readback, shape, None)
+            encoder.copy_buffer_to_buffer(&result, from, &readback, 0, bytes);
+            (readback, shape, stamps.map(|(clock, _)| clock))
         }
         None => {
             let readback = block.create_readback(device);
