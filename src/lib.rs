@@ -46,7 +46,9 @@ pub use testing::{headless_plugins, update_until_prediction, update_until_predic
 #[cfg(feature = "p2p")]
 pub use schedule::distributed::{CollectiveDone, CollectiveError, CollectiveFailed, CollectiveFailedEvent, CollectiveRequest, CollectiveResult, Collectives, PeerRole, PeerSessionEvent, Placement, PeerSessionPlugin, PublishedTensor, RemoteTensor, RemoteTensorChanged, SessionProblem, SharedTensorRules, SharedTensors};
 pub use render::{GpuTransfers, TransferTotals};
+pub use schedule::continuous::{ContinuousInference, ContinuousRun, ContinuousRuns};
 pub use schedule::image_request::{ImageInferenceRequest, OutputToImage};
+pub use schedule::run_cadence::Cadence;
 pub use schedule::layer_slices::{LayerSliceRecord, SliceAcrossFrames};
 pub use schedule::{LocalOnly, SplitRequest};
 pub use schedule::{InferenceError, InferenceFailed, InferenceRequest, InferenceSystems, Prediction, PredictionReady, Submitted};
@@ -57,7 +59,7 @@ pub use tensor::{SharedTensor, Tensor, TensorError};
 /// The types a game needs.
 pub mod prelude {
     pub use crate::{
-        ImageInferenceRequest, ImagePreprocessing, InferenceFailed, OutputMapping, OutputToImage, InferenceRequest, Model, P2pInferencePlugin, Prediction, PredictionReady, SliceAcrossFrames,
+        ContinuousInference, ImageInferenceRequest, ImagePreprocessing, InferenceFailed, OutputMapping, OutputToImage, InferenceRequest, Model, P2pInferencePlugin, Prediction, PredictionReady, SliceAcrossFrames,
         Tensor,
     };
 }

@@ -5,6 +5,7 @@ use bevy::prelude::*;
 use crate::gpu::KernelOptions;
 use crate::secret::SecretKey;
 use crate::render::{GpuTransfers, RenderInferencePlugin};
+use crate::schedule::continuous::{forward_run_failure, forward_run_prediction, start_continuous_runs};
 use crate::schedule::image_request::submit_image_requests;
 use crate::model::{Model, OnnxLoader, PartitionPlan, PlanLoader};
 use crate::schedule::sliced::{receive_layer_slices, start_layer_slices, submit_layer_slices, LayerSlicer};
@@ -56,6 +57,9 @@ impl Plugin for P2pInferencePlugin {
             .add_systems(PreUpdate, (receive_results, receive_layer_slices).chain().in_set(InferenceSystems::ReceiveResults))
             .add_systems(Last, (receive_results, receive_layer_slices).chain().in_set(InferenceSystems::ReceiveResults))
             .add_systems(PostUpdate, (submit_requests, submit_image_requests, (start_layer_slices, submit_layer_slices).chain()).in_set(InferenceSystems::SubmitRequests))
+            .add_systems(PostUpdate, start_continuous_runs.before(InferenceSystems::SubmitRequests))
+            .add_observer(forward_run_prediction)
+            .add_observer(forward_run_failure)
             .add_plugins(RenderInferencePlugin {
                 jobs: jobs_rx,
                 results,

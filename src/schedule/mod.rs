@@ -5,10 +5,12 @@
 pub mod distributed;
 pub mod batch_split;
 pub mod capacity;
+pub mod continuous;
 pub mod frame_budget;
 pub mod image_request;
 pub mod layer_slices;
 pub mod pipeline;
+pub mod run_cadence;
 pub(crate) mod sliced;
 
 use std::sync::Arc;

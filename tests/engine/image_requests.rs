@@ -238,3 +238,68 @@ fn without_read_back_the_output_stays_on_the_gpu_and_the_prediction_is_empty() {
         "{result:?}"
     );
 }
+
+/// `name` from the shipped images scaled up three times, as the RGBA bytes of an 84x84 image.
+fn shipped_image_84(name: &str) -> Vec<u8> {
+    let path = format!("{}/assets/images/{name}.png", env!("CARGO_MANIFEST_DIR"));
+    image::open(path).unwrap().resize_exact(84, 84, image::imageops::FilterType::Nearest).to_rgba8().into_raw()
+}
+
+#[test]
+fn a_continuous_inference_follows_what_the_image_shows_with_at_most_k_runs_in_flight() {
+    use bevy::render::render_resource::TextureFormat as F;
+    use bevy_p2p_inference::{ContinuousRun, ContinuousRuns};
+
+    #[derive(Resource, Default)]
+    struct Seen(Vec<usize>);
+    let mut app = app();
+    app.init_resource::<Seen>();
+    let model: Handle<Model> = app.world().resource::<AssetServer>().load("models/fashion_mobilenetv2.onnx");
+    let size = ImageSize { width: 84, height: 84 };
+    let image = app.world_mut().resource_mut::<Assets<Image>>().add(texture_image(size, shipped_image_84("ankle_boot"), F::Rgba8UnormSrgb));
+    let camera = app
+        .world_mut()
+        .spawn(ContinuousInference::new(model, image.clone(), fashion()).every(2).in_flight(1))
+        .observe(|ready: On<PredictionReady>, mut seen: ResMut<Seen>| seen.0.push(ready.prediction.top_k[0].0))
+        .id();
+
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut swapped = false;
+    while app.world().resource::<Seen>().0.iter().rev().take(2).filter(|class| **class == 7).count() < 2 {
+        app.update();
+        let in_flight = app.world_mut().query::<&ContinuousRun>().iter(app.world()).count();
+        assert!(in_flight <= 1, "{in_flight} runs in flight");
+        // Once it has seen the ankle boot three times, the scene shows a sneaker.
+        if !swapped && app.world().resource::<Seen>().0.len() >= 3 {
+            let mut images = app.world_mut().resource_mut::<Assets<Image>>();
+            images.get_mut(&image).unwrap().data = Some(shipped_image_84("sneaker"));
+            swapped = true;
+        }
+        assert!(std::time::Instant::now() < deadline, "saw {:?}", app.world().resource::<Seen>().0);
+    }
+    let seen = &app.world().resource::<Seen>().0;
+    assert!(seen[..3].iter().all(|class| *class == 9), "an ankle boot is class 9: {seen:?}");
+    assert_eq!(seen.last(), Some(&7), "a sneaker is class 7");
+    let runs = app.world().get::<ContinuousRuns>(camera).unwrap();
+    assert_eq!(runs.finished as usize, seen.len());
+    assert!(runs.started >= runs.finished && runs.started <= runs.finished + 1);
+    assert!(app.world().get::<Prediction>(camera).is_some(), "the latest prediction is on the entity");
+}
+
+#[test]
+fn a_continuous_inference_whose_run_fails_stops_with_the_error() {
+    use bevy::render::render_resource::TextureFormat as F;
+    use bevy_p2p_inference::ContinuousRuns;
+
+    let mut app = app();
+    let model: Handle<Model> = app.world().resource::<AssetServer>().load("models/fashion_mobilenetv2.onnx");
+    let size = ImageSize { width: 30, height: 30 };
+    let image = app.world_mut().resource_mut::<Assets<Image>>().add(texture_image(size, vec![0; 30 * 30 * 4], F::R32Uint));
+    let camera = app.world_mut().spawn(ContinuousInference::new(model, image, fashion())).id();
+    for _ in 0..10 {
+        app.update();
+    }
+    let failed = app.world().get::<InferenceFailed>(camera).expect("the failure is on the entity");
+    assert!(matches!(failed.error, InferenceError::ImageInput(ImageInputError::UnsupportedFormat { .. })), "{:?}", failed.error);
+    assert_eq!(app.world().get::<ContinuousRuns>(camera).unwrap().started, 1, "no run after the failure");
+}
