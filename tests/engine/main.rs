@@ -13,5 +13,6 @@ mod image_requests;
 mod layer_slices;
 mod model_zoo;
 mod models_match_onnx_runtime;
+mod render_target;
 mod ops_match_cpu_reference;
 mod staged_models;
