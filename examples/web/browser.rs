@@ -5,6 +5,7 @@ use bevy::asset::AssetMetaCheck;
 use bevy::prelude::*;
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::web::web_runner;
+use bevy_p2p_inference::tensor::preprocess::{ChannelOrder, ResizeFilter};
 use bevy_p2p_inference::{headless_plugins, InferenceError, InferenceSystems, PeerRole};
 
 use crate::room::{self, RoomOptions};
@@ -33,6 +34,10 @@ pub struct PageOptions {
     room: Option<RoomOptions>,
     /// A game page: the app draws into the page's canvas, with the inspector overlay.
     game: bool,
+    /// `?source=texture`: each image goes to the GPU as a texture and the request reads it
+    /// there (`ImageInferenceRequest`, preprocessed by the `image_input` kernel), instead of
+    /// as a tensor.
+    texture: bool,
 }
 
 impl PageOptions {
@@ -47,6 +52,7 @@ impl PageOptions {
             requests: get("requests").and_then(|n| n.parse().ok()).unwrap_or(3),
             room: RoomOptions::from_query(&get)?,
             game: get("mode").as_deref() == Some("game"),
+            texture: get("source").as_deref() == Some("texture"),
         })
     }
 }
@@ -207,6 +213,7 @@ fn send_requests(
     options: Res<PageOptions>,
     mut progress: ResMut<Progress>,
     assets: Res<AssetServer>,
+    mut images: ResMut<Assets<Image>>,
     model: Option<Res<ModelHandle>>,
 ) {
     let model = match model {
@@ -222,9 +229,30 @@ fn send_requests(
         return;
     }
     let (name, input) = progress.inputs[progress.sent % progress.inputs.len()].clone();
-    commands.spawn((InferenceRequest::new(model, input), InputName(name)));
+    match (options.texture, grey_texture(&input)) {
+        (true, Some(texture)) => {
+            let preprocessing = ImagePreprocessing::resized(28, 28, ResizeFilter::Area, ChannelOrder::Gray);
+            commands.spawn((ImageInferenceRequest::new(model, images.add(texture), preprocessing), InputName(name)));
+        }
+        _ => {
+            commands.spawn((InferenceRequest::new(model, input), InputName(name)));
+        }
+    }
     progress.sent += 1;
     set_status(&format!("request {} of {}…", progress.sent, options.requests));
+}
+
+/// A `[1, 1, H, W]` image tensor of values in `[0, 1]` as an 8-bit sRGB texture (grey in each
+/// colour channel, as the PNG it was decoded from stores it).
+fn grey_texture(input: &Tensor) -> Option<Image> {
+    use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat};
+    let [1, 1, height, width] = input.shape() else { return None };
+    let rgba: Vec<u8> = input.data().iter().flat_map(|v| {
+        let byte = (v * 255.0).round().clamp(0.0, 255.0) as u8;
+        [byte, byte, byte, 255]
+    }).collect();
+    let size = Extent3d { width: *width as u32, height: *height as u32, depth_or_array_layers: 1 };
+    Some(Image::new(size, TextureDimension::D2, rgba, TextureFormat::Rgba8UnormSrgb, Default::default()))
 }
 
 /// The input a request classifies.

@@ -4,7 +4,8 @@
 //! Without a canvas (`?mode=headless`, the default) it classifies inputs and reports each
 //! prediction as a JSON line on the browser console (`{"event": "prediction" | "failed" |
 //! "done", ...}`), for scripts and tests: `?input=URL.npy` classifies a stored float32 input
-//! (`?requests=N` times), otherwise the shipped images in turn. The page's status line says
+//! (`?requests=N` times), otherwise the shipped images in turn (`?source=texture`: each as a
+//! texture on the GPU, read there by an `ImageInferenceRequest`). The page's status line says
 //! what happened, errors included.
 //!
 //! With `?room=ws://…&key=…&role=worker|coordinator` the tab is a player of a split-inference

@@ -84,6 +84,34 @@ fn the_shipped_model_in_a_browser_tab_matches_onnx_runtime() {
     assert!(!events.iter().any(|e| e["event"] == "failed" || e["event"] == "page_error"), "{transcript}");
 }
 
+/// The page's predictions by input name, for `query`.
+fn predictions_by_input(query: &str) -> (std::collections::BTreeMap<String, Vec<f32>>, String) {
+    let args = ["--site".into(), site().display().to_string(), "--timeout-s".into(), "240".into(), "--page".into(), query.to_string()];
+    let (events, transcript) = node("page.mjs", &args);
+    assert!(!events.iter().any(|e| e["event"] == "failed" || e["event"] == "page_error"), "{transcript}");
+    let outputs = events
+        .iter()
+        .filter(|e| e["event"] == "prediction")
+        .map(|e| (e["input"].as_str().unwrap().to_string(), e["output"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()))
+        .collect();
+    (outputs, transcript)
+}
+
+#[test]
+fn images_read_as_textures_on_the_gpu_in_a_browser_tab_give_their_tensors_predictions() {
+    let _serial = Serial::lock();
+    // The image_input kernel compiled by Chrome's WGSL compiler (Tint) and run on WebGPU.
+    let (from_textures, transcript) = predictions_by_input("source=texture&requests=10");
+    let (from_tensors, _) = predictions_by_input("requests=10");
+    assert_eq!(from_textures.len(), 10, "{transcript}");
+    for (name, want) in &from_tensors {
+        let got = &from_textures[name];
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let error = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max) / scale;
+        assert!(error <= 1e-4, "{name}: relative error {error}:\n{transcript}");
+    }
+}
+
 /// Runs `tools/web/room.mjs` with `args` (in this test's namespace) and returns its result.
 fn room(args: &[&str]) -> (Value, String) {
     let mut all: Vec<String> = vec!["--site".into(), site().display().to_string(), "--bin".into(), examples_dir().display().to_string()];
