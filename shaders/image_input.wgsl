@@ -116,7 +116,7 @@ fn select_channels(rgba: vec4<f32>) -> vec4<f32> {
 }
 
 @compute @workgroup_size(8, 8, 1)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn image_input(@builtin(global_invocation_id) gid: vec3<u32>) {
     let x = gid.x;
     let y_row = gid.y;
     if x >= p.output_width || y_row >= p.output_height {

@@ -71,7 +71,7 @@ fn rgba_of(col: u32, row: u32) -> vec4<f32> {
 }
 
 @compute @workgroup_size(8, 8, 1)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn image_output(@builtin(global_invocation_id) gid: vec3<u32>) {
     let col = gid.x;
     let row = gid.y;
     if col >= p.width || row >= p.height {

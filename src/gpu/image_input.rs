@@ -10,6 +10,7 @@ use wgpu::util::DeviceExt;
 
 use super::device_check::{DeviceCheck, DeviceRefusal};
 use super::engine::{map_blocking, read_mapped, GpuError};
+use super::library::{compute_pipeline, storage_entry};
 use super::params::ImageInputParams;
 use crate::tensor::preprocess::{ChannelOrder, ImageSize, PreprocessError, PreprocessPlan, ResizeFilter, TensorLayout};
 use crate::tensor::Tensor;
@@ -86,7 +87,8 @@ impl TextureReading {
             _ => return Err(ImageInputError::UnsupportedFormat { format }),
         }
         let has = format.components();
-        let needs = channels.source_channels_needed();
+        // As many source channels as it keeps (a grey model can read a one-channel image).
+        let needs = channels.count() as u32;
         if (has as u32) < needs {
             return Err(ImageInputError::TooFewChannels { format, has, channels, needs });
         }
@@ -152,28 +154,18 @@ impl ImageInputKernel {
     pub fn new(device: &wgpu::Device) -> Self {
         let ((pipeline, layout), check) = DeviceCheck::around(device, "the image_input kernel", || {
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some("image_input"), source: wgpu::ShaderSource::Wgsl(SHADER.into()) });
-            let entry = |binding: u32, ty: wgpu::BindingType| wgpu::BindGroupLayoutEntry { binding, visibility: wgpu::ShaderStages::COMPUTE, ty, count: None };
-            let storage = |read_only| wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Storage { read_only }, has_dynamic_offset: false, min_binding_size: None };
-            let texture = wgpu::BindingType::Texture {
-                // Unfilterable: the kernel loads texels, so rgba32float textures bind too.
-                sample_type: wgpu::TextureSampleType::Float { filterable: false },
-                view_dimension: wgpu::TextureViewDimension::D2,
-                multisampled: false,
+            let texture = wgpu::BindGroupLayoutEntry {
+                binding: 1,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Texture {
+                    // Unfilterable: the kernel loads texels, so rgba32float textures bind too.
+                    sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                    view_dimension: wgpu::TextureViewDimension::D2,
+                    multisampled: false,
+                },
+                count: None,
             };
-            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some("image_input"),
-                entries: &[entry(0, storage(true)), entry(1, texture), entry(2, storage(false))],
-            });
-            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: Some("image_input"), bind_group_layouts: &[Some(&layout)], immediate_size: 0 });
-            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some("image_input"),
-                layout: Some(&pipeline_layout),
-                module: &module,
-                entry_point: Some("main"),
-                compilation_options: Default::default(),
-                cache: None,
-            });
-            (pipeline, layout)
+            compute_pipeline(device, &module, "image_input", &[storage_entry(0, true), texture, storage_entry(2, false)])
         });
         Self { pipeline, layout, check }
     }

@@ -9,6 +9,7 @@ use thiserror::Error;
 use wgpu::util::DeviceExt;
 
 use super::device_check::{DeviceCheck, DeviceRefusal};
+use super::library::{compute_pipeline, storage_entry};
 use super::params::ImageOutputParams;
 use crate::tensor::output_mapping::{OutputMapping, OutputMappingError};
 use crate::tensor::preprocess::{ChannelOrder, ImageSize, TensorLayout};
@@ -138,26 +139,8 @@ impl ImageOutputKernel {
     pub fn new(device: &wgpu::Device) -> Self {
         let ((pipeline, layout), check) = DeviceCheck::around(device, "the image_output kernel", || {
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some("image_output"), source: wgpu::ShaderSource::Wgsl(SHADER.into()) });
-            let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
-                binding,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Storage { read_only }, has_dynamic_offset: false, min_binding_size: None },
-                count: None,
-            };
-            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some("image_output"),
-                entries: &[storage(0, true), storage(1, true), storage(2, true), storage(3, false)],
-            });
-            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: Some("image_output"), bind_group_layouts: &[Some(&layout)], immediate_size: 0 });
-            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some("image_output"),
-                layout: Some(&pipeline_layout),
-                module: &module,
-                entry_point: Some("main"),
-                compilation_options: Default::default(),
-                cache: None,
-            });
-            (pipeline, layout)
+            // The parameters, the output tensor and the palette, then the packed texels.
+            compute_pipeline(device, &module, "image_output", &[storage_entry(0, true), storage_entry(1, true), storage_entry(2, true), storage_entry(3, false)])
         });
         Self { pipeline, layout, check }
     }

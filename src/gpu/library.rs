@@ -200,7 +200,13 @@ fn shader_module(device: &wgpu::Device, checks: wgpu::ShaderRuntimeChecks, label
 /// The pipeline of `entry`, whose bindings are the parameters, `inputs` read-only buffers and
 /// the output.
 fn build_pipeline(device: &wgpu::Device, module: &wgpu::ShaderModule, entry: &str, inputs: u32) -> PipelineAndLayout {
-    let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
+    let entries: Vec<_> = (0..=inputs).map(|b| storage_entry(b, true)).chain([storage_entry(inputs + 1, false)]).collect();
+    compute_pipeline(device, module, entry, &entries)
+}
+
+/// A compute shader's storage buffer binding.
+pub(super) fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
         binding,
         visibility: wgpu::ShaderStages::COMPUTE,
         ty: wgpu::BindingType::Buffer {
@@ -209,9 +215,12 @@ fn build_pipeline(device: &wgpu::Device, module: &wgpu::ShaderModule, entry: &st
             min_binding_size: None,
         },
         count: None,
-    };
-    let entries: Vec<_> = (0..=inputs).map(|b| storage(b, true)).chain([storage(inputs + 1, false)]).collect();
-    let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(entry), entries: &entries });
+    }
+}
+
+/// The pipeline of `entry` in `module`, with one bind group of `entries`, and that group's layout.
+pub(super) fn compute_pipeline(device: &wgpu::Device, module: &wgpu::ShaderModule, entry: &str, entries: &[wgpu::BindGroupLayoutEntry]) -> PipelineAndLayout {
+    let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(entry), entries });
     let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
         label: Some(entry),
         bind_group_layouts: &[Some(&layout)],

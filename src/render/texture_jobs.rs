@@ -5,6 +5,8 @@
 
 use std::task::Poll;
 
+use bevy::asset::AssetId;
+use bevy::image::Image;
 use bevy::render::render_asset::RenderAssets;
 use bevy::render::texture::GpuImage;
 
@@ -67,30 +69,18 @@ pub(super) fn record_texture_job(
     // The textures, once the render world has them.
     let source = match &mut job.input {
         JobInput::Tensor(_) => None,
-        JobInput::Image(input) => match images.get(input.image) {
-            Some(image) => Some(image),
-            None => {
-                input.frames_waited += 1;
-                let frames = input.frames_waited;
-                return match frames > MAX_FRAMES_WITHOUT_TEXTURE {
-                    true => fail(state, &job, ImageInputError::NotOnGpu { frames }.into()),
-                    false => TextureRecording::Waiting(job),
-                };
-            }
+        JobInput::Image(input) => match on_gpu(images, input.image, &mut input.frames_waited) {
+            Ok(Some(image)) => Some(image),
+            Ok(None) => return TextureRecording::Waiting(job),
+            Err(frames) => return fail(state, &job, ImageInputError::NotOnGpu { frames }.into()),
         },
     };
     let target = match job.output_image.as_deref_mut() {
         None => None,
-        Some(output) => match images.get(output.image) {
-            Some(image) => Some(image),
-            None => {
-                output.frames_waited += 1;
-                let frames = output.frames_waited;
-                return match frames > MAX_FRAMES_WITHOUT_TEXTURE {
-                    true => fail(state, &job, ImageOutputError::NotOnGpu { frames }.into()),
-                    false => TextureRecording::Waiting(job),
-                };
-            }
+        Some(output) => match on_gpu(images, output.image, &mut output.frames_waited) {
+            Ok(Some(image)) => Some(image),
+            Ok(None) => return TextureRecording::Waiting(job),
+            Err(frames) => return fail(state, &job, ImageOutputError::NotOnGpu { frames }.into()),
         },
     };
 
@@ -174,6 +164,19 @@ pub(super) fn record_texture_job(
         }
     };
     TextureRecording::Recorded(InFlight { job, block: key, upload, readback, output_shape, clock })
+}
+
+/// `image`'s texture once the render world has it; `Ok(None)` while the job still waits for it
+/// (counted in `frames_waited`), `Err(frames)` once it has waited too long.
+fn on_gpu<'a>(images: &'a RenderAssets<GpuImage>, image: AssetId<Image>, frames_waited: &mut u32) -> Result<Option<&'a GpuImage>, u32> {
+    if let Some(texture) = images.get(image) {
+        return Ok(Some(texture));
+    }
+    *frames_waited += 1;
+    match *frames_waited > MAX_FRAMES_WITHOUT_TEXTURE {
+        true => Err(*frames_waited),
+        false => Ok(None),
+    }
 }
 
 /// How `image`'s texture is read, after checking that it is still the `planned` size and can

@@ -203,15 +203,6 @@ impl ChannelOrder {
         }
     }
 
-    /// How many channels of the source it reads (a grey model can read a one-channel image).
-    pub fn source_channels_needed(self) -> u32 {
-        match self {
-            ChannelOrder::Gray => 1,
-            ChannelOrder::Rgb | ChannelOrder::Bgr => 3,
-            ChannelOrder::Rgba => 4,
-        }
-    }
-
     /// The values of an RGBA sample in this order (the unused ones last).
     pub fn select(self, rgba: [f32; 4]) -> [f32; 4] {
         let [r, g, b, a] = rgba;

@@ -20,9 +20,7 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 /// The shipped ankle boot scaled up three times (each pixel a 3x3 block), as the RGBA bytes
 /// of an 84x84 sRGB image.
 fn ankle_boot_84() -> (ImageSize, Vec<u8>) {
-    let path = format!("{}/assets/images/ankle_boot.png", env!("CARGO_MANIFEST_DIR"));
-    let decoded = image::open(path).unwrap().resize_exact(84, 84, image::imageops::FilterType::Nearest).to_rgba8();
-    (ImageSize { width: 84, height: 84 }, decoded.into_raw())
+    (ImageSize { width: 84, height: 84 }, shipped_image_84("ankle_boot"))
 }
 
 /// An image asset as a game's render target would be: on the GPU, readable by shaders.
@@ -126,31 +124,6 @@ fn unet_batch_one() -> Model {
     Model::from_onnx_bytes(&proto.encode_to_vec()).unwrap()
 }
 
-/// Bevy's own readback of `image`'s texture (rgba8, `width` texels a row), once the frame's
-/// commands have run: the rows without their copy padding.
-fn read_texture(app: &mut App, image: Handle<Image>, width: usize) -> Vec<[u8; 4]> {
-    use bevy::render::gpu_readback::{Readback, ReadbackComplete};
-    #[derive(Resource, Default)]
-    struct Read(Option<Vec<u8>>);
-    app.init_resource::<Read>();
-    let reader = app
-        .world_mut()
-        .spawn(Readback::texture(image))
-        .observe(|done: On<ReadbackComplete>, mut read: ResMut<Read>| read.0 = Some(done.data.clone()))
-        .id();
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    let bytes = loop {
-        app.update();
-        if let Some(bytes) = app.world_mut().resource_mut::<Read>().0.take() {
-            break bytes;
-        }
-        assert!(std::time::Instant::now() < deadline, "no readback");
-    };
-    app.world_mut().despawn(reader);
-    let row = (width * 4).next_multiple_of(256);
-    bytes.chunks(row).flat_map(|r| r[..width * 4].chunks_exact(4).map(|t| [t[0], t[1], t[2], t[3]]).collect::<Vec<_>>()).collect()
-}
-
 #[test]
 fn a_segmentation_of_an_image_is_written_into_a_texture_as_a_colour_map_without_leaving_the_gpu() {
     use bevy::render::render_resource::{TextureFormat as F, TextureUsages};
@@ -195,7 +168,7 @@ fn a_segmentation_of_an_image_is_written_into_a_texture_as_a_colour_map_without_
     let reference = run_reference(&graph, &input).unwrap();
     assert!(relative_error(&prediction.output, &reference) <= 1e-4);
     assert!(prediction.gpu.is_some());
-    let texels = read_texture(&mut app, target, 64);
+    let texels: Vec<[u8; 4]> = read_texture(&mut app, target, 64).chunks_exact(4).map(|t| [t[0], t[1], t[2], t[3]]).collect();
     let classes: Vec<usize> = (0..64 * 64).map(|i| usize::from(reference.data()[64 * 64 + i] > reference.data()[i])).collect();
     assert!(classes.contains(&0) && classes.contains(&1), "both classes appear");
     let mut compared = 0;

@@ -7,7 +7,6 @@ use bevy::camera::visibility::RenderLayers;
 use bevy::camera::RenderTarget;
 use bevy::image::Image;
 use bevy::prelude::*;
-use bevy::render::gpu_readback::{Readback, ReadbackComplete};
 use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat, TextureUsages};
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::tensor::preprocess::{ChannelOrder, ImageSize, ResizeFilter, RgbaImage};
@@ -47,25 +46,6 @@ fn scene(app: &mut App) -> Handle<Image> {
     target
 }
 
-/// The render target's texels, read back by Bevy.
-fn read_back(app: &mut App, target: Handle<Image>) -> Vec<u8> {
-    #[derive(Resource, Default)]
-    struct Read(Option<Vec<u8>>);
-    app.init_resource::<Read>();
-    let reader = app.world_mut().spawn(Readback::texture(target)).observe(|done: On<ReadbackComplete>, mut read: ResMut<Read>| read.0 = Some(done.data.clone())).id();
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    let padded = loop {
-        app.update();
-        if let Some(bytes) = app.world_mut().resource_mut::<Read>().0.take() {
-            break bytes;
-        }
-        assert!(std::time::Instant::now() < deadline, "no readback");
-    };
-    app.world_mut().despawn(reader);
-    let row = (SIZE as usize * 4).next_multiple_of(256);
-    padded.chunks(row).take(SIZE as usize).flat_map(|r| r[..SIZE as usize * 4].to_vec()).collect()
-}
-
 #[test]
 fn a_render_target_gives_the_prediction_of_the_same_target_read_back_and_uploaded() {
     let mut app = app();
@@ -73,7 +53,7 @@ fn a_render_target_gives_the_prediction_of_the_same_target_read_back_and_uploade
     let model: Handle<Model> = app.world().resource::<AssetServer>().load("models/fashion_mobilenetv2.onnx");
     // Until the camera has drawn the (still) scene: its pipelines compile over the first frames.
     let deadline = std::time::Instant::now() + TIMEOUT;
-    while read_back(&mut app, target.clone()).chunks(4).filter(|t| t[1] > 64).count() < 500 {
+    while read_texture(&mut app, target.clone(), SIZE as usize).chunks(4).filter(|t| t[1] > 64).count() < 500 {
         assert!(std::time::Instant::now() < deadline, "the camera never drew the garment");
     }
     let preprocessing = ImagePreprocessing::resized(28, 28, ResizeFilter::Area, ChannelOrder::Gray);
@@ -82,7 +62,7 @@ fn a_render_target_gives_the_prediction_of_the_same_target_read_back_and_uploade
     let (from_target, _) = update_until_prediction(&mut app, on_gpu, TIMEOUT).unwrap();
     assert_eq!(app.world().resource::<GpuTransfers>().totals().tensor_uploads, uploads, "no input uploaded");
 
-    let texels = read_back(&mut app, target);
+    let texels = read_texture(&mut app, target, SIZE as usize);
     let input = preprocessing.apply(&RgbaImage::from_rgba8(ImageSize { width: SIZE, height: SIZE }, &texels).unwrap()).unwrap();
     let uploaded = app.world_mut().spawn(InferenceRequest::new(model, input)).id();
     let (from_tensor, _) = update_until_prediction(&mut app, uploaded, TIMEOUT).unwrap();
