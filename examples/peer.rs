@@ -27,7 +27,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use bevy::asset::RenderAssetUsages;
 use bevy::prelude::*;
+use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat};
 use bevy_p2p_inference::model::plan::PartitionPlan;
 use bevy_p2p_inference::tensor::TransferDtype;
 use bevy_p2p_inference::net::session::PeerSession;
@@ -35,7 +37,7 @@ use bevy_p2p_inference::net::Permissions;
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::schedule::distributed::{BudgetGate, Distributed, Placement, ServeBudget};
 use bevy_p2p_inference::schedule::pipeline::{Executor, Routing};
-use bevy_p2p_inference::{headless_plugins, update_until_prediction_with, LocalOnly, PeerRole, PeerSessionEvent, PeerSessionPlugin, CollectiveFailed, CollectiveRequest, CollectiveResult, PublishedTensor, RemoteTensor, RemoteTensorChanged, SessionProblem, SharedTensors};
+use bevy_p2p_inference::{headless_plugins, update_until_prediction_with, ChannelOrder, GpuTransfers, ImageInferenceRequest, ImagePreprocessing, LocalOnly, ResizeFilter, PeerRole, PeerSessionEvent, PeerSessionPlugin, CollectiveFailed, CollectiveRequest, CollectiveResult, PublishedTensor, RemoteTensor, RemoteTensorChanged, SessionProblem, SharedTensors};
 use bevy_p2p_inference::net::{CollectiveOp, Direction, Reduction, SentTensor, SharedKey};
 use bevy_p2p_inference::net::{OwnerKey, OwnerPublicKey, RoomAuthority, RoomKey, RoomOwner, SessionEvent};
 use bevy_p2p_inference::secret::SecretKey;
@@ -80,6 +82,12 @@ struct Args {
     /// without its batch; channels 1 or 3): 3x224x224 for an ImageNet-shaped model.
     #[arg(long, default_value = "1x28x28", value_parser = parse_image_shape)]
     image_shape: ImageShape,
+    /// Coordinator: send each image to the GPU as a texture, read there by an
+    /// `ImageInferenceRequest` (stage 0 runs on this player's GPU, on the image, and its
+    /// activation travels), instead of a tensor from the CPU; the references are image
+    /// requests run whole here.
+    #[arg(long, conflicts_with = "batch")]
+    image_requests: bool,
     /// Coordinator: rounds over the images.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -335,6 +343,52 @@ fn parse_image_shape(text: &str) -> Result<ImageShape, String> {
     }
 }
 
+/// What a request classifies: a tensor from the CPU, or an image texture on the GPU.
+#[derive(Clone)]
+enum RequestInput {
+    Tensor(Tensor),
+    Texture(Handle<Image>, ImagePreprocessing),
+}
+
+impl RequestInput {
+    /// The image `tensor` (`[1, C, H, W]`, values in `[0, 1]`) as `--image-requests` says: a
+    /// texture of its pixels, preprocessed on the GPU into the same tensor.
+    fn new(tensor: Tensor, as_texture: bool, textures: &mut Assets<Image>) -> Result<Self, String> {
+        if !as_texture {
+            return Ok(RequestInput::Tensor(tensor));
+        }
+        let &[1, channels @ (1 | 3), height, width] = tensor.shape() else { return Err(format!("--image-requests takes one image per request, not {:?}", tensor.shape())) };
+        let plane = height * width;
+        let byte = |v: f32| (v * 255.0).round().clamp(0.0, 255.0) as u8;
+        let data = tensor.data();
+        let rgba: Vec<u8> = (0..plane)
+            .flat_map(|i| {
+                let [r, g, b] = match channels {
+                    1 => [data[i]; 3],
+                    _ => [data[i], data[plane + i], data[2 * plane + i]],
+                };
+                [byte(r), byte(g), byte(b), 255]
+            })
+            .collect();
+        let size = Extent3d { width: width as u32, height: height as u32, depth_or_array_layers: 1 };
+        let texture = textures.add(Image::new(size, TextureDimension::D2, rgba, TextureFormat::Rgba8Unorm, RenderAssetUsages::RENDER_WORLD));
+        let order = if channels == 1 { ChannelOrder::Gray } else { ChannelOrder::Rgb };
+        Ok(RequestInput::Texture(texture, ImagePreprocessing::resized(width as u32, height as u32, ResizeFilter::Area, order)))
+    }
+
+    /// Spawns a request of `model` on this input, pinned to this player with `local_only`.
+    fn spawn(&self, world: &mut World, model: &Handle<Model>, local_only: bool) -> Entity {
+        let mut request = match self {
+            RequestInput::Tensor(tensor) => world.spawn(InferenceRequest::new(model.clone(), tensor.clone())),
+            RequestInput::Texture(image, preprocessing) => world.spawn(ImageInferenceRequest::new(model.clone(), image.clone(), preprocessing.clone())),
+        };
+        if local_only {
+            request.insert(LocalOnly);
+        }
+        request.id()
+    }
+}
+
 fn load_images(dir: &Path, shape: ImageShape) -> Result<Vec<(String, Tensor)>, String> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
@@ -412,8 +466,12 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 /// Classifies the images, single-peer and then split across the room, and prints the summary;
 /// returns the app, still in the room, and the last prediction's output.
 fn run_coordinator(args: &Args) -> Result<(App, Option<Tensor>), String> {
-    let images = batched(load_images(&args.images, args.image_shape)?, args.batch)?;
     let mut app = build_app(args)?;
+    let mut textures = app.world_mut().resource_mut::<Assets<Image>>();
+    let images: Vec<(String, RequestInput)> = batched(load_images(&args.images, args.image_shape)?, args.batch)?
+        .into_iter()
+        .map(|(name, tensor)| Ok((name, RequestInput::new(tensor, args.image_requests, &mut textures)?)))
+        .collect::<Result<_, String>>()?;
     let deadline = Instant::now() + Duration::from_secs(args.lifetime_s);
     // Wait for the workers.
     loop {
@@ -442,7 +500,7 @@ fn run_coordinator(args: &Args) -> Result<(App, Option<Tensor>), String> {
     // carries much GPU work (on a software rasterizer it runs on the frame's CPU time).
     let mut reference_outputs = Vec::new();
     for (_, input) in &images {
-        let entity = app.world_mut().spawn((InferenceRequest::new(model.clone(), input.clone()), LocalOnly)).id();
+        let entity = input.spawn(app.world_mut(), &model, true);
         // Report session events meanwhile too: peers keep talking while references run.
         let pause = frame_sleep(args);
         let (prediction, _) = update_until_prediction_with(&mut app, entity, Duration::from_secs(60), |app| {
@@ -455,11 +513,12 @@ fn run_coordinator(args: &Args) -> Result<(App, Option<Tensor>), String> {
     let mut pending = Vec::new();
     for round in 0..args.rounds {
         for (i, (name, input)) in images.iter().enumerate() {
-            let split = app.world_mut().spawn(InferenceRequest::new(model.clone(), input.clone())).id();
+            let split = input.spawn(app.world_mut(), &model, false);
             pending.push((format!("{name}#{round}"), split, i));
         }
     }
     let started = Instant::now();
+    let transfers_before = app.world().resource::<GpuTransfers>().totals();
     let mut latencies = Vec::new();
     let (mut matches, mut lost, mut served_by_others) = (0, 0, 0);
     let mut done = vec![false; pending.len()];
@@ -558,6 +617,9 @@ fn run_coordinator(args: &Args) -> Result<(App, Option<Tensor>), String> {
     let traffic = &app.world().resource::<Distributed>().finished_traffic;
     let bytes_per_request = traffic.iter().map(|t| t.bytes).sum::<u64>() / traffic.len().max(1) as u64;
     let (median, p95) = if latencies.is_empty() { (0.0, 0.0) } else { (quantile(&latencies, 0.5), quantile(&latencies, 0.95)) };
+    // What this GPU moved while the split requests ran (it serves nothing for the workers).
+    let (now, before) = (app.world().resource::<GpuTransfers>().totals(), transfers_before);
+    let transfers = json!({"tensor_uploads": now.tensor_uploads - before.tensor_uploads, "image_inputs": now.image_inputs - before.image_inputs, "readbacks": now.readbacks - before.readbacks});
     eprintln!("summary: {} requests in {elapsed:.2} s ({:.1} requests/s with K={})", latencies.len(), latencies.len() as f64 / elapsed, args.k);
     eprintln!("  latency median {median:.2} ms, p95 {p95:.2} ms");
     for (stage, samples) in samples.iter_mut().enumerate() {
@@ -591,7 +653,7 @@ fn run_coordinator(args: &Args) -> Result<(App, Option<Tensor>), String> {
                "published": published, "requests": pending.len(), "matches_single_peer": matches, "lost": lost,
                "served_by_others": served_by_others, "median_ms": median, "p95_ms": p95, "bytes_per_request": bytes_per_request,
                "requests_per_s": latencies.len() as f64 / elapsed, "measured": measured, "placed": placed, "replans": distributed.replans,
-               "stolen": {"copied": distributed.stolen.copied, "won": distributed.stolen.won},
+               "stolen": {"copied": distributed.stolen.copied, "won": distributed.stolen.won}, "transfers": transfers,
                "latencies_ms": latencies})
     );
     Ok((app, last_output))

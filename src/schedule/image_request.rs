@@ -21,8 +21,9 @@ use crate::tensor::preprocess::{ImagePreprocessing, ImageSize, PreprocessPlan};
 /// Asks for one inference on an image, preprocessed on the GPU as the model wants it: spawn it
 /// on any entity; a [`Prediction`](super::Prediction) is added when it is done. The image is
 /// read as it is when the request is recorded on the render side (the frame it is spawned in,
-/// where the model and image are loaded). It runs on this player's GPU: a peer session does not
-/// split image requests.
+/// where the model and image are loaded). In a peer session, a request for the split model runs
+/// its stage 0 here, on the image, when the pipeline admits it (the image is read then), and
+/// its activation travels to the players of the later stages like any request's.
 #[derive(Component, Clone, Debug)]
 pub struct ImageInferenceRequest {
     /// The model to run.
@@ -114,27 +115,34 @@ pub(crate) fn submit_image_requests(
     mut queue: ResMut<JobQueue>,
 ) {
     for (entity, request, output) in &requests {
-        let Some(image) = loaded_image(&mut commands, entity, &request.image, &images, &server) else { continue };
-        let plan = match texture_input(image, &request.preprocessing) {
-            Ok(plan) => plan,
-            Err(error) => {
-                fail(&mut commands, entity, error.into());
-                continue;
-            }
-        };
+        let Some(input) = image_job_input(&mut commands, entity, request, &images, &server) else { continue };
         let Some(output_image) = output_target(&mut commands, entity, output, &images, &server) else { continue };
-        let Some(graph) = model_graph(&mut commands, entity, &request.model, &plan.output_shape(), &models, &server) else { continue };
+        let Some(graph) = model_graph(&mut commands, entity, &request.model, &input.plan.output_shape(), &models, &server) else { continue };
         queue.push(StageJob {
             tag: JobTag::Request,
             entity,
             model: request.model.id(),
             graph,
-            input: JobInput::Image(ImageJobInput { image: request.image.id(), plan, frames_waited: 0 }),
+            input: JobInput::Image(input),
             started: Instant::now(),
             output_image,
             reply: None,
         });
         commands.entity(entity).insert(Submitted);
+    }
+}
+
+/// What the render side reads for `request` (on `entity`): its image's texture with the
+/// preprocessing checked against it; `None` while the image loads, or after failing the request
+/// because it cannot be preprocessed so.
+pub(crate) fn image_job_input(commands: &mut Commands, entity: Entity, request: &ImageInferenceRequest, images: &Assets<Image>, server: &AssetServer) -> Option<ImageJobInput> {
+    let image = loaded_image(commands, entity, &request.image, images, server)?;
+    match texture_input(image, &request.preprocessing) {
+        Ok(plan) => Some(ImageJobInput { image: request.image.id(), plan, frames_waited: 0 }),
+        Err(error) => {
+            fail(commands, entity, error.into());
+            None
+        }
     }
 }
 

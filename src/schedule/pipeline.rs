@@ -15,7 +15,9 @@ use crate::net::auth::PeerUuid;
 use crate::net::codec::{StageTiming, MAX_ROUTE};
 use crate::tensor::Tensor;
 
+mod stage_input;
 mod steal;
+pub use stage_input::StageInput;
 pub use steal::StealPolicy;
 
 /// The coordinator's id for a request, also carried on the wire.
@@ -179,8 +181,9 @@ pub enum PipelineAction {
         stage: usize,
         /// Where.
         executor: Executor,
-        /// The stage's input.
-        input: Tensor,
+        /// The stage's input (a request's own input on this GPU runs here, whatever `executor`
+        /// says).
+        input: StageInput,
         /// The peers of the chain that this stage's output goes on to directly, stage after
         /// stage; the last one's output comes back. For a remote stage, the rest of its chain;
         /// for a local stage followed by a chain, that chain, which its output should start
@@ -235,7 +238,7 @@ pub struct Handover {
     /// Its first stage.
     pub stage: usize,
     /// The first stage's input, as this player held it.
-    pub input: Tensor,
+    pub input: StageInput,
     /// Who ran each of its stages.
     pub executors: Vec<Executor>,
 }
@@ -318,7 +321,7 @@ struct Active {
     stage: usize,
     last: usize,
     executors: Vec<Executor>,
-    input: Tensor,
+    input: StageInput,
     stage_started: Instant,
     admitted: Instant,
     /// How the stages of the hand-over went where they ran, as reported so far.
@@ -341,7 +344,7 @@ impl Active {
     /// remote stages starts a chain to the end, and a local stage followed by such a chain
     /// passes its output on to it by itself. `None` where the hand-over was already made that
     /// way.
-    fn hand_over(&mut self, request: RequestId, stage: usize, input: Tensor, now: Instant) -> Option<PipelineAction> {
+    fn hand_over(&mut self, request: RequestId, stage: usize, input: StageInput, now: Instant) -> Option<PipelineAction> {
         let executors = &self.route.clone();
         let remote_from = |s: usize| s < executors.len() && executors[s..].iter().all(|e| *e != Executor::Local);
         // A chain's last output carries a timing per stage: at most MAX_ROUTE stages.
@@ -371,7 +374,7 @@ impl Active {
 
     /// The batch (first axis) of the hand-over's input.
     fn batch(&self) -> usize {
-        self.input.shape().first().copied().unwrap_or(1)
+        self.input.batch()
     }
 
     fn executor_of(&self, stage: usize) -> Option<Executor> {
@@ -384,7 +387,7 @@ pub struct Pipeline {
     max_in_flight: usize,
     max_reruns: u32,
     /// Each with the worker its remote stages are pinned to, if any (a slice of a split batch).
-    waiting: VecDeque<(RequestId, Tensor, Option<PeerUuid>)>,
+    waiting: VecDeque<(RequestId, StageInput, Option<PeerUuid>)>,
     active: HashMap<RequestId, Active>,
 }
 
@@ -422,14 +425,21 @@ impl Pipeline {
 
     /// Queues a request.
     pub fn submit(&mut self, request: RequestId, input: Tensor) {
-        self.waiting.push_back((request, input, None));
+        self.waiting.push_back((request, input.into(), None));
+    }
+
+    /// Queues a request whose input only this player can read (an image on its GPU, which
+    /// its stage 0 reads there): `shape` is the tensor stage 0 takes. Its later stages are
+    /// placed as any other request's, and their inputs travel as usual.
+    pub fn submit_on_this_gpu(&mut self, request: RequestId, shape: Vec<usize>) {
+        self.waiting.push_back((request, StageInput::OnThisGpu { shape }, None));
     }
 
     /// Queues `request` with all its remote stages on `worker` (a slice of a split batch, see
     /// [`super::batch_split`]); should the worker be gone when it starts, or the request be
     /// re-run, its stages are placed as any other request's.
     pub fn submit_to(&mut self, request: RequestId, input: Tensor, worker: PeerUuid) {
-        self.waiting.push_back((request, input, Some(worker)));
+        self.waiting.push_back((request, input.into(), Some(worker)));
     }
 
     /// The batch (first axis) of `request`'s input, while it is in flight.
@@ -528,7 +538,7 @@ impl Pipeline {
             actions.push(PipelineAction::Finished { request, output, stages: done.records, reruns: done.reruns, in_flight: now - done.admitted, last_handover });
             actions.extend(self.start_waiting(assignment, now));
         } else {
-            actions.extend(active.hand_over(request, stage + 1, output, now));
+            actions.extend(active.hand_over(request, stage + 1, output.into(), now));
         }
         Ok(actions)
     }

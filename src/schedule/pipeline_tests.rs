@@ -97,7 +97,7 @@ fn started(mut pipeline: Pipeline, requests: u32, assignment: &StageAssignment, 
 }
 
 fn run(request: RequestId, stage: usize, executor: Executor, input: Tensor, onward: &[PeerUuid]) -> PipelineAction {
-    PipelineAction::Run { request, stage, executor, input, onward: onward.to_vec() }
+    PipelineAction::Run { request, stage, executor, input: input.into(), onward: onward.to_vec() }
 }
 
 fn timings(runs: &[(u16, u32)]) -> Vec<StageTiming> {
@@ -178,6 +178,22 @@ fn losing_any_peer_of_a_chain_reruns_the_chain_elsewhere_from_the_kept_input() {
     assert!(p.stage_finished(0, 2, Executor::Peer(W2), t(6.0), &without_w2, now).is_err());
     let done = p.stage_finished(0, 2, Executor::Peer(W1), t(7.0), &without_w2, now).unwrap();
     assert!(matches!(&done[0], PipelineAction::Finished { output, reruns: 1, .. } if *output == t(7.0)));
+}
+
+#[test]
+fn a_request_whose_input_is_on_this_gpu_starts_here_and_is_rerun_from_its_first_activation() {
+    let a = three_stages();
+    let now = Instant::now();
+    let mut p = Pipeline::new(2, 3);
+    p.submit_on_this_gpu(0, vec![1, 1, 28, 28]);
+    let started = p.start_waiting(&a, now);
+    let on_gpu = StageInput::OnThisGpu { shape: vec![1, 1, 28, 28] };
+    assert_eq!(started, vec![PipelineAction::Run { request: 0, stage: 0, executor: Executor::Local, input: on_gpu, onward: vec![W1, W2] }]);
+    assert_eq!(p.batch_of(0), Some(1));
+    p.stage_finished(0, 0, Executor::Local, t(5.0), &a, now).unwrap();
+    // W2 is lost mid-chain: the chain runs again from stage 0's output, not from the image.
+    let rerun = p.rerun_peer(W2, &assign_stages(3, &[worker(W1, 1.0)]), now);
+    assert_eq!(rerun, vec![run(0, 1, Executor::Peer(W1), t(5.0), &[W1])]);
 }
 
 #[test]

@@ -225,6 +225,26 @@ fn three_peers_with_f32_cuts_give_bit_identical_results_to_a_single_peer() {
 }
 
 #[test]
+fn image_requests_run_stage_0_on_the_image_here_and_split_bit_identically_to_a_single_peer() {
+    let _serial = Serial::lock();
+    in_namespace("image_requests_run_stage_0_on_the_image_here_and_split_bit_identically_to_a_single_peer", || {
+        let _server = signaling();
+        let _w1 = Process::worker(KEY, F32_PLAN, "150", &[]);
+        let _w2 = Process::worker(KEY, F32_PLAN, "150", &[]);
+        // The references are the same image requests run whole on the coordinator.
+        let (events, err) = Process::coordinator(F32_PLAN, "1", &["--image-requests"]).finish(Duration::from_secs(170));
+        let json = summary(&events, &err);
+        assert_every_request_matched(&events, json, 10);
+        let requests = events_of(&events, "request");
+        let executors = |r: &Value| r["stages"].as_array().map(|s| s.iter().map(|s| s["remote"].as_bool()).collect::<Vec<_>>());
+        assert!(requests.iter().all(|r| executors(r) == Some(vec![Some(false), Some(true), Some(true)])), "stage 0 here, on the image; 1 and 2 on the workers: {requests:?}");
+        // Each image was read on this GPU and no tensor went up to it; what came back is stage 0's
+        // activation, to travel.
+        assert_eq!(json["transfers"], serde_json::json!({"tensor_uploads": 0, "image_inputs": 10, "readbacks": 10}), "{json}");
+    });
+}
+
+#[test]
 fn a_batch_of_64_split_across_three_workers_equals_the_single_peer_result() {
     let _serial = Serial::lock();
     in_namespace("a_batch_of_64_split_across_three_workers_equals_the_single_peer_result", || {

@@ -9,12 +9,14 @@
 //! calibrated, take local stage results, report problems with stages served for peers (which
 //! run and return off the frame: [`stage_server`]), start the served stages that waited for
 //! this frame's budget ([`serve_budget`]), poll the socket,
-//! handle what it reported, and advance the pipeline.
+//! handle what it reported, and advance the pipeline. Image requests for the split model run
+//! their stage 0 here, on the image, and the activation travels ([`image_requests`]).
 //!
 //! [`InferenceRequest`]: super::InferenceRequest
 //! [`Prediction`]: super::Prediction
 
 pub mod collective;
+mod image_requests;
 mod problem;
 pub mod shared;
 mod serve_budget;
@@ -226,6 +228,6 @@ impl Plugin for PeerSessionPlugin {
                     .after(poll_session)
                     .in_set(InferenceSystems::Session),
             )
-            .add_systems(PostUpdate, claim_requests.before(InferenceSystems::SubmitRequests));
+            .add_systems(PostUpdate, (claim_requests, image_requests::claim_image_requests).before(InferenceSystems::SubmitRequests));
     }
 }

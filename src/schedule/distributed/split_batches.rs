@@ -53,7 +53,7 @@ impl Distributed {
             BatchPlan::Pipeline => {
                 self.next_request = first.wrapping_add(1);
                 self.pipeline.submit(first, input.clone());
-                self.tracked.insert(first, Tracked { entity, bytes: 0, part: None });
+                self.tracked.insert(first, Tracked { entity, bytes: 0, part: None, image: None });
                 return;
             }
         };
@@ -62,7 +62,7 @@ impl Distributed {
             self.next_request = id.wrapping_add(1);
             let slice = input.rows(rows).expect("the slices cover the batch");
             self.pipeline.submit_to(id, slice, worker);
-            self.tracked.insert(id, Tracked { entity, bytes: 0, part: Some(SlicePart { batch: first, index }) });
+            self.tracked.insert(id, Tracked { entity, bytes: 0, part: Some(SlicePart { batch: first, index }), image: None });
         }
         let batch = SplitBatch { entity, parts: vec![None; slices.len()], stages: Vec::new(), reruns: 0, latency: Duration::ZERO };
         self.splits.0.insert(first, batch);

@@ -10,11 +10,12 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::spot_check::SpotCheck;
 use super::{Placement, PeerSessionPlugin, SessionProblem};
+use crate::job::{ImageJobInput, JobInput};
 use crate::model::ir::Graph;
 use crate::model::{Model, PartitionPlan, StagedModel};
 use crate::net::PeerUuid;
 use crate::schedule::capacity::{Capacity, MeasuredSpeed};
-use crate::schedule::pipeline::{assign_stages, Executor, Pipeline, PipelineAction, RequestId, StageAssignment, StageRecord, WorkerSpeed};
+use crate::schedule::pipeline::{assign_stages, Executor, Pipeline, PipelineAction, RequestId, StageAssignment, StageInput, StageRecord, WorkerSpeed};
 use crate::schedule::InferenceError;
 use crate::tensor::{Tensor, TransferDtype};
 
@@ -38,6 +39,8 @@ pub(super) struct Tracked {
     pub bytes: u64,
     /// Which slice of a split batch it is, if it is one.
     pub part: Option<SlicePart>,
+    /// The image its stage 0 reads on this GPU, for an image request.
+    pub image: Option<ImageJobInput>,
 }
 
 /// Which slice of which split request a pipeline request is.
@@ -184,6 +187,18 @@ impl Distributed {
     /// How many stages the model is cut into (0 until it has loaded).
     pub(super) fn stage_count(&self) -> usize {
         self.staged.as_ref().map_or(0, |staged| lock(staged).stage_count())
+    }
+
+    /// What the render side runs `request`'s stage on: the tensor, or the request's image on
+    /// this GPU.
+    pub(super) fn job_input(&self, request: RequestId, input: StageInput) -> Result<JobInput, InferenceError> {
+        match input {
+            StageInput::Tensor(tensor) => Ok(JobInput::Tensor(tensor)),
+            StageInput::OnThisGpu { .. } => match self.tracked.get(&request).and_then(|t| t.image.clone()) {
+                Some(image) => Ok(JobInput::Image(image)),
+                None => Err(InferenceError::ImageLoad("the request's image is no longer held".into())),
+            },
+        }
     }
 
     /// Stage `stage`'s graph for an input whose batch (first axis) is `batch`.

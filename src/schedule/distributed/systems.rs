@@ -18,7 +18,7 @@ use crate::net::session::{PeerSession, SessionConfig};
 use crate::net::codec::Onward;
 use crate::net::{Capabilities, Direction, LinkSettings, LinkState, PeerUuid, Permissions, SendError, SentTensor, SessionEvent};
 use crate::render::GpuCapabilities;
-use crate::schedule::pipeline::{peers_of, Executor, Handover, PipelineAction};
+use crate::schedule::pipeline::{peers_of, Executor, Handover, PipelineAction, StageInput};
 use crate::schedule::{deliver, InferenceError, InferenceFailed, InferenceRequest, JobQueue, JobResults, LocalOnly, Prediction, SplitRequest, StageOutcomes, Submitted, TopK};
 use crate::tensor::{Tensor, TransferDtype};
 
@@ -344,46 +344,50 @@ pub(super) fn advance_pipeline(
     state.actions.extend(admitted);
     while let Some(action) = state.actions.pop() {
         match action {
-            PipelineAction::Run { request, stage, executor: Executor::Local, input, onward } => {
-                let graph = match state.stage_graph(stage, batch_of_tensor(&input)) {
-                    Ok(graph) => graph,
-                    Err(error) => {
-                        let next = state.pipeline.abort(request, &assignment, now);
-                        state.actions.extend(next);
-                        if let Some(tracked) = state.tracked.remove(&request) {
-                            state.fail_tracked(&mut commands, tracked, error);
-                        }
-                        continue;
+            PipelineAction::Run { request, stage, executor, input, onward } => match (executor, input) {
+                (Executor::Peer(peer), StageInput::Tensor(input)) => {
+                    let dtype = state.input_dtypes[stage];
+                    let own = session.as_deref().and_then(PeerSession::id);
+                    // A chain needs this peer's id as its owner; until it has one, stages go one at a time.
+                    let onward = own.filter(|_| !onward.is_empty()).map(|owner| Onward { owner, route: onward });
+                    let sent = SentTensor { peer, request, stage: stage as u16, direction: Direction::StageInput, onward, trace: Vec::new(), shared: None, collective: None };
+                    let queued = session.as_deref_mut().ok_or(SendError::SocketClosed).and_then(|s| s.send_tensor(sent, input, dtype));
+                    if let Err(error) = queued {
+                        problems.write(SessionProblem::CannotSendStage { request, stage, error });
+                        // The transport is gone: drop the peer and run the stage elsewhere.
+                        state.drop_worker(peer, now);
                     }
-                };
-                let reply = pass_on(&onward, request, stage, state, session.as_deref(), &results);
-                if reply.is_none() {
-                    state.pipeline.keep_local_output(request);
                 }
-                queue.push(StageJob {
-                    tag: JobTag::PipelineStage { request, stage },
-                    entity: state.tracked.get(&request).map_or(Entity::PLACEHOLDER, |t| t.entity),
-                    model: state.model.id(),
-                    graph,
-                    input: input.into(),
-                    started: now,
-                    output_image: None,
-                    reply,
-                });
-            }
-            PipelineAction::Run { request, stage, executor: Executor::Peer(peer), input, onward } => {
-                let dtype = state.input_dtypes[stage];
-                let own = session.as_deref().and_then(PeerSession::id);
-                // A chain needs this peer's id as its owner; until it has one, stages go one at a time.
-                let onward = own.filter(|_| !onward.is_empty()).map(|owner| Onward { owner, route: onward });
-                let sent = SentTensor { peer, request, stage: stage as u16, direction: Direction::StageInput, onward, trace: Vec::new(), shared: None, collective: None };
-                let queued = session.as_deref_mut().ok_or(SendError::SocketClosed).and_then(|s| s.send_tensor(sent, input, dtype));
-                if let Err(error) = queued {
-                    problems.write(SessionProblem::CannotSendStage { request, stage, error });
-                    // The transport is gone: drop the peer and run the stage elsewhere.
-                    state.drop_worker(peer, now);
+                // A local stage, or one that reads the request's own input on this GPU.
+                (_, input) => {
+                    let job = state.stage_graph(stage, input.batch()).and_then(|graph| Ok((graph, state.job_input(request, input)?)));
+                    let (graph, input) = match job {
+                        Ok(job) => job,
+                        Err(error) => {
+                            let next = state.pipeline.abort(request, &assignment, now);
+                            state.actions.extend(next);
+                            if let Some(tracked) = state.tracked.remove(&request) {
+                                state.fail_tracked(&mut commands, tracked, error);
+                            }
+                            continue;
+                        }
+                    };
+                    let reply = pass_on(&onward, request, stage, state, session.as_deref(), &results);
+                    if reply.is_none() {
+                        state.pipeline.keep_local_output(request);
+                    }
+                    queue.push(StageJob {
+                        tag: JobTag::PipelineStage { request, stage },
+                        entity: state.tracked.get(&request).map_or(Entity::PLACEHOLDER, |t| t.entity),
+                        model: state.model.id(),
+                        graph,
+                        input,
+                        started: now,
+                        output_image: None,
+                        reply,
+                    });
                 }
-            }
+            },
             PipelineAction::Outpaced { request: _, stage, executors, by, waited, batch } => {
                 state.note_outpaced(stage, &executors, by, waited, batch);
             }
@@ -401,9 +405,10 @@ pub(super) fn advance_pipeline(
                     continue;
                 }
                 let peers = peers_of(&last_handover.executors);
-                if !peers.is_empty() && state.spot_check_due() {
-                    let Handover { stage, input, executors } = last_handover;
-                    let input = as_sent(&input, state.input_dtypes[stage]);
+                // (A remote hand-over's input is a tensor: only stage 0 reads a request's own input.)
+                let Handover { stage, input, executors } = last_handover;
+                if let Some(input) = input.tensor().filter(|_| !peers.is_empty() && state.spot_check_due()) {
+                    let input = as_sent(input, state.input_dtypes[stage]);
                     if let Ok(graph) = state.stage_graph(stage, batch_of_tensor(&input)) {
                         let last = stage + executors.len() - 1;
                         let exact = state.input_dtypes[stage..=last].iter().all(|d| *d == TransferDtype::F32);

@@ -111,7 +111,9 @@ impl Pipeline {
         // Hand-overs (or their copies) that may be copied: since when they waited, and how long
         // they were predicted to take.
         let mut candidates = Vec::new();
-        for (&request, a) in self.active.iter().filter(|(_, a)| a.executors[0] != Executor::Local) {
+        // Only a tensor can be copied to another worker (a request's own input on this GPU
+        // starts a local hand-over anyway).
+        for (&request, a) in self.active.iter().filter(|(_, a)| a.executors[0] != Executor::Local && a.input.tensor().is_some()) {
             let predicted = predict(a.stage, &a.executors, a.batch());
             if let Some(copy) = &a.stolen {
                 let predicted_copy = predict(a.stage, &copy.executors(), a.batch());
