@@ -66,8 +66,8 @@ pub(crate) struct StageJob {
     pub input: JobInput,
     /// When the main world handed it over.
     pub started: Instant,
-    /// A texture the output is written into on the GPU, if any.
-    pub output_image: Option<Box<ImageJobOutput>>,
+    /// Where its output goes: read back, written into a texture, reduced to its top classes.
+    pub output: JobOutput,
     /// Where the outcome goes instead of the main world, if anywhere (a stage served for a
     /// peer goes back to the network the moment it is read back).
     pub reply: Option<JobReply>,
@@ -129,6 +129,35 @@ pub(crate) struct ImageJobInput {
     pub frames_waited: u32,
 }
 
+/// Where a job's output goes: by default it is read back whole; it may also be written into a
+/// texture, and what is read back may be less (its top classes, or nothing).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct JobOutput {
+    /// A texture the output is written into on the GPU, if any.
+    pub image: Option<Box<ImageJobOutput>>,
+    /// What of it is read back to the CPU.
+    pub read_back: ReadBack,
+}
+
+impl JobOutput {
+    /// Whether the output is only read back whole (no kernel runs after the block).
+    pub fn read_back_whole_only(&self) -> bool {
+        self.image.is_none() && self.read_back == ReadBack::Whole
+    }
+}
+
+/// What of a job's output is read back to the CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum ReadBack {
+    /// The whole output tensor.
+    #[default]
+    Whole,
+    /// Only the top `k` classes of its first batch row, taken on the GPU.
+    TopK(u32),
+    /// Nothing (an output written into a texture): only that the GPU is done.
+    Nothing,
+}
+
 /// A texture a job's output is written into on the GPU.
 #[derive(Clone, Debug)]
 pub(crate) struct ImageJobOutput {
@@ -136,8 +165,6 @@ pub(crate) struct ImageJobOutput {
     pub image: AssetId<bevy::image::Image>,
     /// How the output maps to colours.
     pub mapping: OutputMapping,
-    /// Whether the output tensor is also read back to the CPU.
-    pub read_back: bool,
     /// Frames the render world has waited for the texture.
     pub frames_waited: u32,
 }
@@ -177,8 +204,10 @@ pub(crate) struct JobOutcome {
     pub started: Instant,
     /// When the result was read back (or the job failed) on the render side.
     pub finished: Instant,
-    /// The output, or why there is none.
+    /// The output, or why there is none (an empty tensor where it was not read back).
     pub result: Result<Tensor, JobError>,
+    /// The top classes of the first batch row, where only they were read back.
+    pub top_k: Option<Vec<(usize, f32)>>,
     /// The job's GPU time, from timestamps around its compute passes, where the device can
     /// write them.
     pub gpu: Option<std::time::Duration>,
@@ -187,6 +216,6 @@ pub(crate) struct JobOutcome {
 impl JobOutcome {
     /// The outcome of `job`, finished now.
     pub fn of(job: &StageJob, result: Result<Tensor, JobError>) -> Self {
-        Self { tag: job.tag, entity: job.entity, started: job.started, finished: Instant::now(), result, gpu: None }
+        Self { tag: job.tag, entity: job.entity, started: job.started, finished: Instant::now(), result, top_k: None, gpu: None }
     }
 }

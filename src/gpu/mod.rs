@@ -19,6 +19,7 @@ mod precision;
 mod program;
 mod slots;
 mod timing;
+pub mod top_k;
 
 pub use compile::{compile, compile_with, CompileError};
 pub use device_check::{DeviceCheck, DeviceRefusal};
@@ -27,7 +28,8 @@ pub use kernel::{Kernel, KernelFamily};
 pub use params::KernelParams;
 pub use image_input::{ImageInputError, ImageInputKernel, TextureReading};
 pub use image_output::{ImageOutputError, ImageOutputKernel, TextureWriting};
+pub use top_k::TopKKernel;
 pub use engine::{read_mapped, request_device, run_blocking, GpuBlock, GpuError, ResidentWeights};
 pub use library::{KernelLibrary, KernelOptions};
 pub use precision::StoragePrecision;
-pub use timing::{gpu_time, profile_dispatches, read_timed, DispatchTime, GpuClock, RequestTimestamps, TimingError};
+pub use timing::{gpu_time, profile_dispatches, read_timed, read_timed_scores, DispatchTime, GpuClock, RequestTimestamps, TimingError};

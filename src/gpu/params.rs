@@ -27,7 +27,7 @@ macro_rules! kernel_params {
 
 #[path = "params_image.rs"]
 mod image;
-pub use image::{ImageInputParams, ImageOutputParams};
+pub use image::{ClassScore, ImageInputParams, ImageOutputParams, TopKParams};
 
 kernel_params! {
     /// An activation as the kernels apply it (WGSL `Activation` in `common.wgsl`): a code and up

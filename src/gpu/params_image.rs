@@ -1,5 +1,6 @@
-//! The parameters of the kernels at a model's edges with textures: `image_input` (a texture
-//! into a model's input) and `image_output` (a model's output into a texture).
+//! The parameters of the kernels at a model's edges: `image_input` (a texture into a model's
+//! input), `image_output` (a model's output into a texture) and `top_k` (a classifier's output
+//! down to what is read back).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -74,5 +75,30 @@ kernel_params! {
         offset: f32,
         /// Pads the struct to 16 bytes.
         pad0: u32,
+    }
+}
+
+kernel_params! {
+    /// A classifier's top k taken on the GPU (`shaders/top_k.wgsl`), so that only k classes
+    /// are read back.
+    TopKParams {
+        /// The logits of the first batch row.
+        count: u32,
+        /// The classes wanted.
+        k: u32,
+        /// Pads the struct to 16 bytes.
+        pad0: u32,
+        /// Pads the struct to 16 bytes.
+        pad1: u32,
+    }
+}
+
+kernel_params! {
+    /// One class of a top k as the `top_k` kernel writes it (WGSL `ClassScore`).
+    ClassScore {
+        /// The class (`u32::MAX` where a round found none: fewer classes than k were numbers).
+        class_index: u32,
+        /// Its softmax probability over the row.
+        probability: f32,
     }
 }

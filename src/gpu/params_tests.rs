@@ -71,6 +71,10 @@ fn every_family_binds_its_parameter_struct_with_the_rust_layout() {
     let module = naga::front::wgsl::parse_str(crate::gpu::image_output::SHADER).expect("image_output.wgsl parses");
     assert_eq!(binding_zero_type(&module), "ImageOutputParams");
     assert_eq!(wgsl_struct(&module, "ImageOutputParams"), (owned(ImageOutputParams::LAYOUT), size_of::<ImageOutputParams>()));
+    let module = naga::front::wgsl::parse_str(crate::gpu::top_k::SHADER).expect("top_k.wgsl parses");
+    assert_eq!(binding_zero_type(&module), "TopKParams");
+    assert_eq!(wgsl_struct(&module, "TopKParams"), (owned(TopKParams::LAYOUT), size_of::<TopKParams>()));
+    assert_eq!(wgsl_struct(&module, "ClassScore"), (owned(ClassScore::LAYOUT), size_of::<ClassScore>()));
 }
 
 #[test]

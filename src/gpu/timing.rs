@@ -10,6 +10,8 @@ use thiserror::Error;
 use super::kernel::Kernel;
 use super::engine::{map_blocking, read_output, GpuBlock};
 use super::library::KernelLibrary;
+use super::params::ClassScore;
+use super::top_k::classes_of;
 use crate::tensor::Tensor;
 
 /// Why a timing could not be taken.
@@ -174,11 +176,24 @@ impl GpuBlock {
 /// that ran it, the GPU time of the request recorded with [`GpuBlock::encode_timed`] (the sum
 /// over its compute passes of end minus begin); then unmaps it.
 pub fn read_timed(buffer: &wgpu::Buffer, shape: Vec<usize>, clock: Option<GpuClock>) -> (Tensor, Option<Duration>) {
-    let values: usize = shape.iter().product();
+    let bytes = 4 * shape.iter().product::<usize>();
+    read_timed_with(buffer, bytes, clock, |mapped| read_output(mapped, shape))
+}
+
+/// [`read_timed`] for a readback of `k` [`ClassScore`]s (see [`super::top_k`]) ahead of the
+/// timestamps: the classes found, best first.
+pub fn read_timed_scores(buffer: &wgpu::Buffer, k: u32, clock: Option<GpuClock>) -> (Vec<(usize, f32)>, Option<Duration>) {
+    let bytes = k as usize * size_of::<ClassScore>();
+    read_timed_with(buffer, bytes, clock, |mapped| classes_of(bytemuck::cast_slice(&mapped[..bytes])))
+}
+
+/// Decodes the first `payload` bytes of a mapped readback buffer with `decode`, and the
+/// timestamps behind them with `clock`; then unmaps it.
+fn read_timed_with<T>(buffer: &wgpu::Buffer, payload: usize, clock: Option<GpuClock>, decode: impl FnOnce(&[u8]) -> T) -> (T, Option<Duration>) {
     let mapped = buffer.slice(..).get_mapped_range();
-    let output = read_output(&mapped, shape);
+    let output = decode(&mapped);
     let gpu = clock.map(|clock| {
-        let ticks: Vec<u64> = mapped[4 * values..].chunks_exact(8).map(|t| u64::from_le_bytes(t.try_into().expect("eight bytes"))).collect();
+        let ticks: Vec<u64> = mapped[payload..].chunks_exact(8).map(|t| u64::from_le_bytes(t.try_into().expect("eight bytes"))).collect();
         clock.passes(&ticks)
     });
     drop(mapped);

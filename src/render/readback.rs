@@ -12,7 +12,8 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 
 use super::transfers::GpuTransfers;
-use crate::gpu::{read_timed, GpuClock, GpuError};
+use crate::gpu::{read_timed, read_timed_scores, GpuClock, GpuError};
+use crate::tensor::Tensor;
 use crate::job::{JobOutcome, StageJob};
 
 /// A request whose commands have been recorded, with the buffers it reads from and writes to.
@@ -24,12 +25,30 @@ pub(super) struct InFlight<K> {
     /// Holds an input uploaded from the CPU; mapped for writing again once the request's copy
     /// has run. `None` for an input preprocessed from a texture on the GPU.
     pub upload: Option<wgpu::Buffer>,
-    /// Receives the output.
+    /// Receives what is read back of the output.
     pub readback: wgpu::Buffer,
-    /// The output's shape.
-    pub output_shape: Vec<usize>,
+    /// What that is.
+    pub reading: OutputReading,
     /// The device's clock, where the commands time the block's passes.
     pub clock: Option<GpuClock>,
+}
+
+/// What a request's readback buffer holds, ahead of its timestamps.
+pub(super) enum OutputReading {
+    /// The output tensor, of this shape (`[0]`: none of it, only that the GPU is done).
+    Tensor(Vec<usize>),
+    /// The top `k` classes of its first batch row, as [`crate::gpu::params::ClassScore`]s.
+    TopK(u32),
+}
+
+impl OutputReading {
+    /// The bytes read back ahead of the timestamps.
+    fn bytes(&self) -> u64 {
+        match self {
+            OutputReading::Tensor(shape) => 4 * shape.iter().product::<usize>() as u64,
+            OutputReading::TopK(k) => crate::gpu::top_k::scores_bytes(*k),
+        }
+    }
 }
 
 /// A buffer a finished request gives back, sent from its map callback to the submission pool.
@@ -86,27 +105,35 @@ impl<K: Clone + Send + 'static> ResultRoute<K> {
     /// readback's callback sends the outcome to the main world; both buffers go back to the
     /// pool for the block's next request, the upload buffer mapped for writing again.
     pub fn map(&self, request: InFlight<K>) {
-        let InFlight { job, block, upload, readback, output_shape, clock } = request;
+        let InFlight { job, block, upload, readback, reading, clock } = request;
         match &upload {
             Some(upload) => self.transfers.count_upload(upload.size()),
             None => self.transfers.count_image_input(),
         }
-        let (transfers, output_bytes) = (self.transfers.clone(), 4 * output_shape.iter().product::<usize>() as u64);
+        let (transfers, output_bytes) = (self.transfers.clone(), reading.bytes());
         let (results, giver, buffer, key) = (self.results.clone(), self.giver.clone(), readback.clone(), block.clone());
         let outstanding = self.outstanding.register();
         readback.slice(..).map_async(wgpu::MapMode::Read, move |mapped| {
-            let (result, gpu) = match mapped {
+            let (result, top_k, gpu) = match mapped {
                 Ok(()) => {
                     if output_bytes > 0 {
                         transfers.count_readback(output_bytes);
                     }
-                    let (output, gpu) = read_timed(&buffer, output_shape, clock);
-                    (Ok(output), gpu)
+                    match reading {
+                        OutputReading::Tensor(shape) => {
+                            let (output, gpu) = read_timed(&buffer, shape, clock);
+                            (Ok(output), None, gpu)
+                        }
+                        OutputReading::TopK(k) => {
+                            let (classes, gpu) = read_timed_scores(&buffer, k, clock);
+                            (Ok(Tensor::zeros(vec![0])), Some(classes), gpu)
+                        }
+                    }
                 }
-                Err(e) => (Err(GpuError::Readback(e.to_string()).into()), None),
+                Err(e) => (Err(GpuError::Readback(e.to_string()).into()), None, None),
             };
             let reusable = result.is_ok();
-            job.deliver(JobOutcome { gpu, ..JobOutcome::of(&job, result) }, &results);
+            job.deliver(JobOutcome { gpu, top_k, ..JobOutcome::of(&job, result) }, &results);
             if reusable {
                 let _ = giver.send(ReturnedBuffer::Readback(key, buffer));
             }

@@ -15,7 +15,7 @@ use super::submission::{lock, SubmissionPool};
 #[cfg(not(target_arch = "wasm32"))]
 use super::submission_thread::{SubmissionThread, ThreadEnd};
 use super::transfers::GpuTransfers;
-use crate::gpu::{DeviceCheck, DeviceRefusal, GpuBlock, GpuClock, GpuError, ImageInputKernel, ImageOutputKernel, KernelLibrary, KernelOptions, ResidentWeights};
+use crate::gpu::{DeviceCheck, DeviceRefusal, GpuBlock, GpuClock, GpuError, ImageInputKernel, ImageOutputKernel, KernelLibrary, KernelOptions, ResidentWeights, TopKKernel};
 use crate::job::{JobOutcome, StageJob};
 use crate::model::ir::Graph;
 use crate::model::Model;
@@ -51,6 +51,8 @@ pub(super) struct GpuInference {
     pub image_input: Option<ImageInputKernel>,
     /// Built with the first job whose output goes into a texture.
     pub image_output: Option<ImageOutputKernel>,
+    /// Built with the first job that reads back only its output's top classes.
+    pub top_k: Option<TopKKernel>,
     weights: HashMap<GraphKey, ResidentGraph>,
     /// Compiled blocks by graph and input shape, once the device has accepted them.
     pub blocks: HashMap<BlockKey, GpuBlock>,
@@ -97,6 +99,7 @@ impl GpuInference {
             library: None,
             image_input: None,
             image_output: None,
+            top_k: None,
             weights: HashMap::new(),
             blocks: HashMap::new(),
             unchecked: HashMap::new(),

@@ -17,7 +17,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::readback::{InFlight, ReturnedBuffer};
+use super::readback::{InFlight, OutputReading, ReturnedBuffer};
 use crate::gpu::{GpuBlock, GpuClock, KernelLibrary, RequestTimestamps};
 use crate::job::StageJob;
 use crate::tensor::Tensor;
@@ -41,7 +41,7 @@ impl ArmedSubmission {
     /// commands, then map the returned request's buffers.
     pub fn start<K>(self, job: StageJob, input: &Tensor, block: K) -> (wgpu::CommandBuffer, InFlight<K>) {
         GpuBlock::fill_upload(&self.upload, input);
-        let request = InFlight { job, block, upload: Some(self.upload), readback: self.readback, output_shape: self.output_shape, clock: self.clock };
+        let request = InFlight { job, block, upload: Some(self.upload), readback: self.readback, reading: OutputReading::Tensor(self.output_shape), clock: self.clock };
         (self.commands, request)
     }
 }

@@ -130,10 +130,10 @@ fn run<K: std::hash::Hash + Eq + Clone + Send + 'static>(setup: ThreadSetup<K>, 
                         panic!("injected fault: the submission thread panics");
                     }
                     let block = block_of(&job);
-                    // A job that reads or writes a texture is recorded by the render world,
-                    // which holds the textures.
-                    let armed = match (job.input.tensor(), &job.output_image) {
-                        (Some(input), None) => lock(pool).take(&block).map(|armed| (armed, input)),
+                    // A job that reads or writes a texture, or reads back less than its output,
+                    // is recorded by the render world, which holds the textures and kernels.
+                    let armed = match (job.input.tensor(), job.output.read_back_whole_only()) {
+                        (Some(input), true) => lock(pool).take(&block).map(|armed| (armed, input)),
                         _ => None,
                     };
                     match armed {

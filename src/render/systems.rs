@@ -9,7 +9,7 @@ use bevy::render::renderer::{FlushCommands, RenderContext, RenderDevice};
 use bevy::render::texture::GpuImage;
 
 use super::texture_jobs::{record_texture_job, TextureRecording};
-use super::readback::InFlight;
+use super::readback::{InFlight, OutputReading};
 use super::state::{block_key, GpuInference};
 use super::submission::{arm, lock, record_request};
 #[cfg(not(target_arch = "wasm32"))]
@@ -64,8 +64,8 @@ pub(super) fn record_jobs(mut ctx: RenderContext, device: Res<RenderDevice>, ima
             Poll::Ready(Ok(())) => {}
         }
         let key = block_key(&job);
-        let input = match (&job.input, &job.output_image) {
-            (JobInput::Tensor(tensor), None) => tensor.clone(),
+        let input = match (&job.input, job.output.read_back_whole_only()) {
+            (JobInput::Tensor(tensor), true) => tensor.clone(),
             _ => {
                 match record_texture_job(state, device, &images, ctx.command_encoder(), job, key) {
                     TextureRecording::Recorded(request) => state.recorded.push(request),
@@ -89,7 +89,7 @@ pub(super) fn record_jobs(mut ctx: RenderContext, device: Res<RenderDevice>, ima
                 let (upload, readback) = (block.create_upload(device), block.create_readback(device));
                 GpuBlock::fill_upload(&upload, &input);
                 let clock = record_request(device, library, block, ctx.command_encoder(), &upload, &readback, state.clock);
-                InFlight { job, block: key, upload: Some(upload), readback, output_shape: block.output_shape().to_vec(), clock }
+                InFlight { job, block: key, upload: Some(upload), readback, reading: OutputReading::Tensor(block.output_shape().to_vec()), clock }
             }
         };
         state.recorded.push(request);

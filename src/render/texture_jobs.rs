@@ -1,6 +1,7 @@
-//! Recording a job that reads or writes a texture: the `image_input` kernel preprocesses an
-//! image's texture into the block's input buffer, and the `image_output` kernel writes the
-//! block's output into a texture, in the same command encoder as the block, so that neither
+//! Recording a job that reads or writes a texture, or reads back less than its output: the
+//! `image_input` kernel preprocesses an image's texture into the block's input buffer, the
+//! `image_output` kernel writes the block's output into a texture, and the `top_k` kernel
+//! reduces it to its top classes, in the same command encoder as the block, so that none of it
 //! leaves the GPU. Only what is asked for is read back.
 
 use std::task::Poll;
@@ -10,12 +11,13 @@ use bevy::image::Image;
 use bevy::render::render_asset::RenderAssets;
 use bevy::render::texture::GpuImage;
 
-use super::readback::InFlight;
+use super::readback::{InFlight, OutputReading};
 use super::state::{BlockKey, GpuInference};
 use super::submission::record_request;
 use crate::gpu::image_output::output_params;
-use crate::gpu::{DeviceRefusal, GpuBlock, GpuError, RequestTimestamps, ImageInputError, ImageInputKernel, ImageOutputError, ImageOutputKernel, TextureReading};
-use crate::job::{JobError, JobInput, JobOutcome, StageJob};
+use crate::gpu::{DeviceRefusal, GpuBlock, GpuError, RequestTimestamps, ImageInputError, ImageInputKernel, ImageOutputError, ImageOutputKernel, TextureReading, TopKKernel};
+use crate::gpu::top_k::scores_bytes;
+use crate::job::{JobError, JobInput, JobOutcome, ReadBack, StageJob};
 use crate::tensor::preprocess::ImageSize;
 
 /// Frames a job waits for its images to reach the render world before it fails (the main
@@ -57,8 +59,11 @@ pub(super) fn record_texture_job(
     if reads_texture {
         ready = kernel_ready(state.image_input.get_or_insert_with(|| ImageInputKernel::new(device)).check());
     }
-    if job.output_image.is_some() && ready == Ok(true) {
+    if job.output.image.is_some() && ready == Ok(true) {
         ready = kernel_ready(state.image_output.get_or_insert_with(|| ImageOutputKernel::new(device)).check());
+    }
+    if matches!(job.output.read_back, ReadBack::TopK(_)) && ready == Ok(true) {
+        ready = kernel_ready(state.top_k.get_or_insert_with(|| TopKKernel::new(device)).check());
     }
     match ready {
         Ok(true) => {}
@@ -75,7 +80,7 @@ pub(super) fn record_texture_job(
             Err(frames) => return fail(state, &job, ImageInputError::NotOnGpu { frames }.into()),
         },
     };
-    let target = match job.output_image.as_deref_mut() {
+    let target = match job.output.image.as_deref_mut() {
         None => None,
         Some(output) => match on_gpu(images, output.image, &mut output.frames_waited) {
             Ok(Some(image)) => Some(image),
@@ -93,7 +98,7 @@ pub(super) fn record_texture_job(
         },
         _ => None,
     };
-    let writing = match (&job.output_image, target) {
+    let writing = match (&job.output.image, target) {
         (Some(output), Some(image)) => match output_params(&image.texture, block.output_shape(), &output.mapping) {
             Ok(params) => Some(params),
             Err(error) => return fail(state, &job, error.into()),
@@ -121,49 +126,63 @@ pub(super) fn record_texture_job(
             (Some(upload.clone()), upload)
         }
     };
-    let (readback, output_shape, clock) = match &job.output_image {
-        Some(output) => {
-            let Some((image, params)) = target.zip(writing) else { return TextureRecording::Waiting(job) };
-            // The block's output stays in a storage buffer, its timestamps (where the device
-            // writes them) behind it.
-            let stamps = state.clock.and_then(|clock| Some((clock, RequestTimestamps::new(device, block)?)));
-            let stamp_bytes = if stamps.is_some() { 8 * block.timestamps() as u64 } else { 0 };
-            let result = device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("request output"),
-                size: block.output_bytes() + stamp_bytes,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
-                mapped_at_creation: false,
-            });
-            match &stamps {
-                Some((_, stamps)) => block.encode_timed(library, encoder, &input, &result, stamps),
-                None => block.encode(library, encoder, &input, &result),
-            }
-            let kernel = state.image_output.as_ref().expect("checked above");
-            kernel.encode(device, encoder, &result, &params, &output.mapping, &image.texture);
-            // Read back only what is asked for and the timestamps; with neither, four bytes, so
-            // that the map tells when the GPU is done.
-            let (from, shape) = match output.read_back {
-                true => (0, block.output_shape().to_vec()),
-                false => (block.output_bytes(), vec![0]),
-            };
-            let bytes = (block.output_bytes() + stamp_bytes - from).max(4);
-            let from = from.min(block.output_bytes() + stamp_bytes - bytes);
-            let readback = device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("request readback"),
+    if job.output.read_back_whole_only() {
+        let readback = block.create_readback(device);
+        let clock = record_request(device, library, block, encoder, &input, &readback, state.clock);
+        let reading = OutputReading::Tensor(block.output_shape().to_vec());
+        return TextureRecording::Recorded(InFlight { job, block: key, upload, readback, reading, clock });
+    }
+    // The block's output stays in a storage buffer, its timestamps (where the device writes
+    // them) behind it.
+    let stamps = state.clock.and_then(|clock| Some((clock, RequestTimestamps::new(device, block)?)));
+    let stamp_bytes = if stamps.is_some() { 8 * block.timestamps() as u64 } else { 0 };
+    let result = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("request output"),
+        size: block.output_bytes() + stamp_bytes,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    match &stamps {
+        Some((_, stamps)) => block.encode_timed(library, encoder, &input, &result, stamps),
+        None => block.encode(library, encoder, &input, &result),
+    }
+    if let (Some(output), Some((image, params))) = (&job.output.image, target.zip(writing)) {
+        let kernel = state.image_output.as_ref().expect("checked above");
+        kernel.encode(device, encoder, &result, &params, &output.mapping, &image.texture);
+    }
+    // Read back only what is asked for, and the timestamps; with neither, four bytes, so that
+    // the map tells when the GPU is done.
+    let (payload, reading) = match job.output.read_back {
+        ReadBack::Whole => (Some((result.clone(), block.output_bytes())), OutputReading::Tensor(block.output_shape().to_vec())),
+        ReadBack::Nothing => (None, OutputReading::Tensor(vec![0])),
+        ReadBack::TopK(k) => {
+            let bytes = scores_bytes(k);
+            let scores = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("request top k"),
                 size: bytes,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             });
-            encoder.copy_buffer_to_buffer(&result, from, &readback, 0, bytes);
-            (readback, shape, stamps.map(|(clock, _)| clock))
-        }
-        None => {
-            let readback = block.create_readback(device);
-            let clock = record_request(device, library, block, encoder, &input, &readback, state.clock);
-            (readback, block.output_shape().to_vec(), clock)
+            let classes = block.output_shape().last().copied().unwrap_or(0) as u32;
+            state.top_k.as_ref().expect("checked above").encode(device, encoder, &result, classes, k, &scores);
+            (Some((scores, bytes)), OutputReading::TopK(k))
         }
     };
-    TextureRecording::Recorded(InFlight { job, block: key, upload, readback, output_shape, clock })
+    let payload_bytes = payload.as_ref().map_or(0, |(_, bytes)| *bytes);
+    let readback = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("request readback"),
+        size: (payload_bytes + stamp_bytes).max(4),
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    if let Some((buffer, bytes)) = payload {
+        encoder.copy_buffer_to_buffer(&buffer, 0, &readback, 0, bytes);
+    }
+    if stamp_bytes > 0 {
+        encoder.copy_buffer_to_buffer(&result, block.output_bytes(), &readback, payload_bytes, stamp_bytes);
+    }
+    let clock = stamps.map(|(clock, _)| clock);
+    TextureRecording::Recorded(InFlight { job, block: key, upload, readback, reading, clock })
 }
 
 /// `image`'s texture once the render world has it; `Ok(None)` while the job still waits for it

@@ -11,6 +11,7 @@ use bevy::image::Image;
 use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
+use super::read_back::{job_output, ReadBackTopK};
 use super::{fail, model_graph, InferenceError, InferenceFailed, JobQueue, JobTag, StageJob, Submitted};
 use crate::gpu::{ImageInputError, ImageOutputError, TextureReading, TextureWriting};
 use crate::job::{ImageJobInput, ImageJobOutput, JobInput};
@@ -100,7 +101,7 @@ pub(crate) fn output_target(commands: &mut Commands, entity: Entity, output: Opt
         fail(commands, entity, error.into());
         return None;
     }
-    Some(Some(Box::new(ImageJobOutput { image: output.image.id(), mapping: output.mapping.clone(), read_back: output.read_back, frames_waited: 0 })))
+    Some(Some(Box::new(ImageJobOutput { image: output.image.id(), mapping: output.mapping.clone(), frames_waited: 0 })))
 }
 
 /// Hands image requests whose model and image are loaded to the render side, after checking
@@ -108,15 +109,15 @@ pub(crate) fn output_target(commands: &mut Commands, entity: Entity, output: Opt
 /// the result.
 pub(crate) fn submit_image_requests(
     mut commands: Commands,
-    requests: Query<(Entity, &ImageInferenceRequest, Option<&OutputToImage>), PendingImageRequest>,
+    requests: Query<(Entity, &ImageInferenceRequest, Option<&OutputToImage>, Option<&ReadBackTopK>), PendingImageRequest>,
     models: Res<Assets<Model>>,
     images: Res<Assets<Image>>,
     server: Res<AssetServer>,
     mut queue: ResMut<JobQueue>,
 ) {
-    for (entity, request, output) in &requests {
+    for (entity, request, image_output, top_k) in &requests {
         let Some(input) = image_job_input(&mut commands, entity, request, &images, &server) else { continue };
-        let Some(output_image) = output_target(&mut commands, entity, output, &images, &server) else { continue };
+        let Some(output) = job_output(&mut commands, entity, image_output, top_k, &images, &server) else { continue };
         let Some(graph) = model_graph(&mut commands, entity, &request.model, &input.plan.output_shape(), &models, &server) else { continue };
         queue.push(StageJob {
             tag: JobTag::Request,
@@ -125,7 +126,7 @@ pub(crate) fn submit_image_requests(
             graph,
             input: JobInput::Image(input),
             started: Instant::now(),
-            output_image,
+            output,
             reply: None,
         });
         commands.entity(entity).insert(Submitted);

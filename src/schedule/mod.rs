@@ -10,6 +10,7 @@ pub mod frame_budget;
 pub mod image_request;
 pub mod layer_slices;
 pub mod pipeline;
+pub mod read_back;
 pub mod run_cadence;
 pub(crate) mod sliced;
 
@@ -238,14 +239,14 @@ type SinglePeerRequest = (Without<Submitted>, Without<InferenceFailed>, Without<
 
 pub(crate) fn submit_requests(
     mut commands: Commands,
-    requests: Query<(Entity, &InferenceRequest, Option<&image_request::OutputToImage>), SinglePeerRequest>,
+    requests: Query<(Entity, &InferenceRequest, Option<&image_request::OutputToImage>, Option<&read_back::ReadBackTopK>), SinglePeerRequest>,
     models: Res<Assets<Model>>,
     images: Res<Assets<bevy::image::Image>>,
     server: Res<AssetServer>,
     mut queue: ResMut<JobQueue>,
 ) {
-    for (entity, request, output) in &requests {
-        let Some(output_image) = image_request::output_target(&mut commands, entity, output, &images, &server) else { continue };
+    for (entity, request, image_output, top_k) in &requests {
+        let Some(output) = read_back::job_output(&mut commands, entity, image_output, top_k, &images, &server) else { continue };
         let Some(graph) = request_graph(&mut commands, entity, request, &models, &server) else { continue };
         queue.push(StageJob {
             tag: JobTag::Request,
@@ -254,7 +255,7 @@ pub(crate) fn submit_requests(
             graph,
             input: request.input.clone().into(),
             started: Instant::now(),
-            output_image,
+            output,
             reply: None,
         });
         commands.entity(entity).insert(Submitted);
@@ -308,7 +309,7 @@ pub(crate) fn receive_results(mut commands: Commands, results: Res<JobResults>, 
         match outcome.result {
             Ok(output) => {
                 let prediction = Prediction {
-                    top_k: output.top_k(0, top_k.0),
+                    top_k: outcome.top_k.unwrap_or_else(|| output.top_k(0, top_k.0)),
                     output,
                     latency: outcome.started.elapsed(),
                     stages: Vec::new(),

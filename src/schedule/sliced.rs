@@ -13,7 +13,7 @@ use bevy::prelude::*;
 
 use super::layer_slices::{cut_into_slices, LayerSlice, LayerSliceRecord, SliceAcrossFrames, SliceCounter};
 use super::{deliver, fail, request_graph, InferenceError, InferenceFailed, InferenceRequest, JobQueue, Prediction, SplitRequest, StageOutcomes, Submitted, TopK};
-use crate::job::{JobTag, StageJob};
+use crate::job::{JobOutput, JobTag, StageJob};
 use crate::model::ir::Graph;
 use crate::model::plan::{most_stages, PlanError};
 use crate::model::{Model, StagingError};
@@ -126,7 +126,7 @@ fn hand_over(entity: Entity, run: &mut SlicedRun, queue: &mut JobQueue, frame: u
     let slice = run.records.len();
     let Some(next) = run.slices.get(slice) else { return };
     run.records.push(LayerSliceRecord { nodes: next.nodes.clone(), flops: next.flops, gpu: None, frame });
-    queue.push(StageJob { tag: JobTag::LayerSlice { slice }, entity, model: run.key.model, graph: next.graph.clone(), input: input.into(), started: Instant::now(), output_image: None, reply: None });
+    queue.push(StageJob { tag: JobTag::LayerSlice { slice }, entity, model: run.key.model, graph: next.graph.clone(), input: input.into(), started: Instant::now(), output: JobOutput::default(), reply: None });
 }
 
 /// Takes finished slices: the next slice's input, or (after the last) the prediction.

@@ -16,3 +16,4 @@ mod models_match_onnx_runtime;
 mod render_target;
 mod ops_match_cpu_reference;
 mod staged_models;
+mod top_k;

@@ -15,7 +15,7 @@ use crossbeam_channel::Sender;
 use super::serve_budget::{BudgetGate, Gated};
 use super::state::{batch_of_tensor, lock};
 use super::SessionProblem;
-use crate::job::{JobOutcome, JobReply, JobTag, StageJob};
+use crate::job::{JobOutcome, JobOutput, JobReply, JobTag, StageJob};
 use crate::model::{Model, StagedModel};
 use crate::net::session::{StageInputHandler, TensorSender};
 use crate::net::codec::{Onward, StageTiming, TensorHeader};
@@ -193,7 +193,7 @@ impl StageServer {
             graph,
             input: received.shared.tensor.into(),
             started: now,
-            output_image: None,
+            output: JobOutput::default(),
             reply: None,
         };
         let Some(gate) = &self.budget else {

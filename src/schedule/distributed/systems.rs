@@ -11,7 +11,7 @@ use super::spot_check::{as_sent, outputs_agree, SpotCheck};
 use super::stage_server::{StageQuota, StageServer};
 use super::state::{batch_of_tensor, predicted_handover, Phase};
 use super::{BudgetGate, Distributed, PeerSessionEvent, PeerSessionPlugin, SessionProblem};
-use crate::job::{JobOutcome, JobReply, JobTag, StageJob};
+use crate::job::{JobOutcome, JobOutput, JobReply, JobTag, StageJob};
 use crate::model::ir::Graph;
 use crate::model::{Model, PartitionPlan, StagedModel, StagingError};
 use crate::net::session::{PeerSession, SessionConfig};
@@ -85,7 +85,7 @@ pub(super) fn prepare_stages(
     for graph in graphs {
         let input = Tensor::zeros(batch_one(&graph));
         let entity = commands.spawn_empty().id();
-        queue.push(StageJob { tag: JobTag::Calibration, entity, model, graph, input: input.into(), started, output_image: None, reply: None });
+        queue.push(StageJob { tag: JobTag::Calibration, entity, model, graph, input: input.into(), started, output: JobOutput::default(), reply: None });
     }
 }
 
@@ -383,7 +383,7 @@ pub(super) fn advance_pipeline(
                         graph,
                         input,
                         started: now,
-                        output_image: None,
+                        output: JobOutput::default(),
                         reply,
                     });
                 }
@@ -475,7 +475,7 @@ pub(super) fn continue_spot_checks(
 
 /// The job that runs `stage` of `request` again on this GPU for a spot check.
 fn spot_check_job(state: &Distributed, request: u64, stage: usize, entity: Entity, graph: Arc<Graph>, input: Tensor, now: Instant) -> StageJob {
-    StageJob { tag: JobTag::SpotCheck { request, stage }, entity, model: state.model.id(), graph, input: input.into(), started: now, output_image: None, reply: None }
+    StageJob { tag: JobTag::SpotCheck { request, stage }, entity, model: state.model.id(), graph, input: input.into(), started: now, output: JobOutput::default(), reply: None }
 }
 
 /// For a local stage whose output starts the chain `onward`: a job reply that sends the output
