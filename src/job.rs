@@ -135,15 +135,26 @@ pub(crate) struct ImageJobInput {
 pub(crate) struct JobOutput {
     /// A texture the output is written into on the GPU, if any.
     pub image: Option<Box<ImageJobOutput>>,
+    /// A storage buffer the output is copied into on the GPU, if any.
+    pub buffer: Option<BufferJobOutput>,
     /// What of it is read back to the CPU.
     pub read_back: ReadBack,
 }
 
 impl JobOutput {
-    /// Whether the output is only read back whole (no kernel runs after the block).
+    /// Whether the output is only read back whole (nothing runs after the block).
     pub fn read_back_whole_only(&self) -> bool {
-        self.image.is_none() && self.read_back == ReadBack::Whole
+        self.image.is_none() && self.buffer.is_none() && self.read_back == ReadBack::Whole
     }
+}
+
+/// A storage buffer a job's output is copied into on the GPU.
+#[derive(Clone, Debug)]
+pub(crate) struct BufferJobOutput {
+    /// The buffer (its GPU buffer in the render world's `RenderAssets<GpuShaderBuffer>`).
+    pub buffer: AssetId<bevy::render::storage::ShaderBuffer>,
+    /// Frames the render world has waited for the buffer.
+    pub frames_waited: u32,
 }
 
 /// What of a job's output is read back to the CPU.

@@ -48,7 +48,7 @@ pub use schedule::distributed::{CollectiveDone, CollectiveError, CollectiveFaile
 pub use render::{GpuTransfers, TransferTotals};
 pub use schedule::continuous::{ContinuousInference, ContinuousRun, ContinuousRuns};
 pub use schedule::image_request::{ImageInferenceRequest, OutputToImage};
-pub use schedule::read_back::ReadBackTopK;
+pub use schedule::request_output::{OutputToBuffer, ReadBackTopK};
 pub use schedule::run_cadence::Cadence;
 pub use schedule::layer_slices::{LayerSliceRecord, SliceAcrossFrames};
 pub use schedule::{LocalOnly, SplitRequest};
@@ -60,7 +60,7 @@ pub use tensor::{SharedTensor, Tensor, TensorError};
 /// The types a game needs.
 pub mod prelude {
     pub use crate::{
-        ContinuousInference, ImageInferenceRequest, ImagePreprocessing, InferenceFailed, OutputMapping, OutputToImage, InferenceRequest, Model, P2pInferencePlugin, Prediction, PredictionReady, ReadBackTopK, SliceAcrossFrames,
+        ContinuousInference, ImageInferenceRequest, ImagePreprocessing, InferenceFailed, OutputMapping, OutputToBuffer, OutputToImage, InferenceRequest, Model, P2pInferencePlugin, Prediction, PredictionReady, ReadBackTopK, SliceAcrossFrames,
         Tensor,
     };
 }

@@ -40,6 +40,9 @@ pub enum GpuError {
     /// The block's output could not be written into a texture.
     #[error(transparent)]
     ImageOutput(#[from] super::image_output::ImageOutputError),
+    /// The block's output could not be copied into a storage buffer.
+    #[error(transparent)]
+    BufferOutput(#[from] super::buffer_output::BufferOutputError),
     /// Mapping the result for reading failed.
     #[error("reading the result back failed: {0}")]
     Readback(String),

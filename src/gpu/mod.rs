@@ -3,6 +3,7 @@
 //! over pooled buffers, timing, and a blocking host API for tools, tests and benchmarks. The Bevy
 //! integration lives in the `render` module.
 
+pub mod buffer_output;
 pub mod compile;
 mod device_check;
 mod dispatch_grid;
@@ -29,6 +30,7 @@ pub use params::KernelParams;
 pub use image_input::{ImageInputError, ImageInputKernel, TextureReading};
 pub use image_output::{ImageOutputError, ImageOutputKernel, TextureWriting};
 pub use top_k::TopKKernel;
+pub use buffer_output::BufferOutputError;
 pub use engine::{read_mapped, request_device, run_blocking, GpuBlock, GpuError, ResidentWeights};
 pub use library::{KernelLibrary, KernelOptions};
 pub use precision::StoragePrecision;

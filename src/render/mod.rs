@@ -33,6 +33,7 @@
 //! why and records every job itself from then on.
 
 mod capabilities;
+mod edge_jobs;
 mod readback;
 mod recency;
 mod state;
@@ -40,7 +41,6 @@ mod submission;
 #[cfg(not(target_arch = "wasm32"))]
 mod submission_thread;
 mod systems;
-mod texture_jobs;
 mod transfers;
 
 use bevy::prelude::*;

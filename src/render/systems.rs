@@ -4,11 +4,9 @@
 use std::task::Poll;
 
 use bevy::prelude::*;
-use bevy::render::render_asset::RenderAssets;
 use bevy::render::renderer::{FlushCommands, RenderContext, RenderDevice};
-use bevy::render::texture::GpuImage;
 
-use super::texture_jobs::{record_texture_job, TextureRecording};
+use super::edge_jobs::{record_edge_job, JobAssets, EdgeRecording};
 use super::readback::{InFlight, OutputReading};
 use super::state::{block_key, GpuInference};
 use super::submission::{arm, lock, record_request};
@@ -46,7 +44,7 @@ pub(super) fn read_gpu_clock(device: Res<RenderDevice>, queue: Res<bevy::render:
     state.clock = GpuClock::of(device.wgpu_device(), &queue);
 }
 
-pub(super) fn record_jobs(mut ctx: RenderContext, device: Res<RenderDevice>, images: Res<RenderAssets<GpuImage>>, mut state: ResMut<GpuInference>) {
+pub(super) fn record_jobs(mut ctx: RenderContext, device: Res<RenderDevice>, assets: JobAssets, mut state: ResMut<GpuInference>) {
     let device = device.wgpu_device();
     let state = &mut *state;
     let mut jobs = std::mem::take(&mut state.waiting);
@@ -67,10 +65,10 @@ pub(super) fn record_jobs(mut ctx: RenderContext, device: Res<RenderDevice>, ima
         let input = match (&job.input, job.output.read_back_whole_only()) {
             (JobInput::Tensor(tensor), true) => tensor.clone(),
             _ => {
-                match record_texture_job(state, device, &images, ctx.command_encoder(), job, key) {
-                    TextureRecording::Recorded(request) => state.recorded.push(request),
-                    TextureRecording::Waiting(job) => state.waiting.push(job),
-                    TextureRecording::Failed => {}
+                match record_edge_job(state, device, &assets, ctx.command_encoder(), job, key) {
+                    EdgeRecording::Recorded(request) => state.recorded.push(request),
+                    EdgeRecording::Waiting(job) => state.waiting.push(job),
+                    EdgeRecording::Failed => {}
                 }
                 continue;
             }

@@ -11,7 +11,7 @@ use bevy::image::Image;
 use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
-use super::read_back::{job_output, ReadBackTopK};
+use super::request_output::{job_output, OutputAssets, OutputRequest};
 use super::{fail, model_graph, InferenceError, InferenceFailed, JobQueue, JobTag, StageJob, Submitted};
 use crate::gpu::{ImageInputError, ImageOutputError, TextureReading, TextureWriting};
 use crate::job::{ImageJobInput, ImageJobOutput, JobInput};
@@ -109,16 +109,15 @@ pub(crate) fn output_target(commands: &mut Commands, entity: Entity, output: Opt
 /// the result.
 pub(crate) fn submit_image_requests(
     mut commands: Commands,
-    requests: Query<(Entity, &ImageInferenceRequest, Option<&OutputToImage>, Option<&ReadBackTopK>), PendingImageRequest>,
+    requests: Query<(Entity, &ImageInferenceRequest, OutputRequest), PendingImageRequest>,
     models: Res<Assets<Model>>,
-    images: Res<Assets<Image>>,
-    server: Res<AssetServer>,
+    outputs: OutputAssets,
     mut queue: ResMut<JobQueue>,
 ) {
-    for (entity, request, image_output, top_k) in &requests {
-        let Some(input) = image_job_input(&mut commands, entity, request, &images, &server) else { continue };
-        let Some(output) = job_output(&mut commands, entity, image_output, top_k, &images, &server) else { continue };
-        let Some(graph) = model_graph(&mut commands, entity, &request.model, &input.plan.output_shape(), &models, &server) else { continue };
+    for (entity, request, output) in &requests {
+        let Some(input) = image_job_input(&mut commands, entity, request, &outputs.images, &outputs.server) else { continue };
+        let Some(output) = job_output(&mut commands, entity, &output, &outputs) else { continue };
+        let Some(graph) = model_graph(&mut commands, entity, &request.model, &input.plan.output_shape(), &models, &outputs.server) else { continue };
         queue.push(StageJob {
             tag: JobTag::Request,
             entity,

@@ -10,7 +10,7 @@ pub mod frame_budget;
 pub mod image_request;
 pub mod layer_slices;
 pub mod pipeline;
-pub mod read_back;
+pub mod request_output;
 pub mod run_cadence;
 pub(crate) mod sliced;
 
@@ -141,6 +141,11 @@ pub enum InferenceError {
     /// the kernel does not write, an output that is not an image of the texture's size).
     #[error(transparent)]
     ImageOutput(#[from] crate::gpu::ImageOutputError),
+    /// A request's output could not be copied into its
+    /// [`OutputToBuffer`](request_output::OutputToBuffer) buffer (one without `COPY_DST`,
+    /// smaller than the output, or that never reached the GPU).
+    #[error(transparent)]
+    BufferOutput(#[from] crate::gpu::BufferOutputError),
     /// An image request's image failed to load, or is not an asset (any more).
     #[error("the image failed to load: {0}")]
     ImageLoad(String),
@@ -155,6 +160,7 @@ impl From<JobError> for InferenceError {
         match error {
             JobError::Gpu(GpuError::ImageInput(error)) => InferenceError::ImageInput(error),
             JobError::Gpu(GpuError::ImageOutput(error)) => InferenceError::ImageOutput(error),
+            JobError::Gpu(GpuError::BufferOutput(error)) => InferenceError::BufferOutput(error),
             JobError::Gpu(error) => InferenceError::Gpu(error),
             JobError::SubmissionThreadLost(reason) => InferenceError::SubmissionThreadLost(reason),
         }
@@ -233,21 +239,20 @@ pub(crate) struct TopK(pub usize);
 
 /// Requests for the single-peer path: not yet handed out, not failed, not split across
 /// players or frames.
-/// A request with [`image_request::OutputToImage`] runs whole in one frame even with
+/// A request whose output goes into a texture or a buffer runs whole in one frame even with
 /// [`SliceAcrossFrames`].
-type SinglePeerRequest = (Without<Submitted>, Without<InferenceFailed>, Without<SplitRequest>, Or<(Without<SliceAcrossFrames>, With<image_request::OutputToImage>)>);
+type SinglePeerRequest = (Without<Submitted>, Without<InferenceFailed>, Without<SplitRequest>, Or<(Without<SliceAcrossFrames>, With<image_request::OutputToImage>, With<request_output::OutputToBuffer>)>);
 
 pub(crate) fn submit_requests(
     mut commands: Commands,
-    requests: Query<(Entity, &InferenceRequest, Option<&image_request::OutputToImage>, Option<&read_back::ReadBackTopK>), SinglePeerRequest>,
+    requests: Query<(Entity, &InferenceRequest, request_output::OutputRequest), SinglePeerRequest>,
     models: Res<Assets<Model>>,
-    images: Res<Assets<bevy::image::Image>>,
-    server: Res<AssetServer>,
+    outputs: request_output::OutputAssets,
     mut queue: ResMut<JobQueue>,
 ) {
-    for (entity, request, image_output, top_k) in &requests {
-        let Some(output) = read_back::job_output(&mut commands, entity, image_output, top_k, &images, &server) else { continue };
-        let Some(graph) = request_graph(&mut commands, entity, request, &models, &server) else { continue };
+    for (entity, request, output) in &requests {
+        let Some(output) = request_output::job_output(&mut commands, entity, &output, &outputs) else { continue };
+        let Some(graph) = request_graph(&mut commands, entity, request, &models, &outputs.server) else { continue };
         queue.push(StageJob {
             tag: JobTag::Request,
             entity,

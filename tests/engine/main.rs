@@ -4,6 +4,7 @@ mod support;
 
 mod bad_input;
 mod bevy_app;
+mod buffer_output;
 mod exporter_patterns;
 mod gpu_timing;
 mod half_precision;

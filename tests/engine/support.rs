@@ -115,14 +115,26 @@ pub fn app_with(plugin: bevy_p2p_inference::P2pInferencePlugin) -> bevy::prelude
 /// Bevy's own readback of `image`'s texture (four bytes a texel, `width` texels a row), once the
 /// frame's commands have run: the rows without their copy padding.
 pub fn read_texture(app: &mut bevy::prelude::App, image: bevy::prelude::Handle<bevy::image::Image>, width: usize) -> Vec<u8> {
+    let padded = read_back(app, bevy::render::gpu_readback::Readback::texture(image));
+    let row = (width * 4).next_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as usize);
+    padded.chunks(row).flat_map(|r| r[..width * 4].to_vec()).collect()
+}
+
+/// Bevy's own readback of `buffer`, once the frame's commands have run.
+pub fn read_buffer(app: &mut bevy::prelude::App, buffer: bevy::prelude::Handle<bevy::render::storage::ShaderBuffer>) -> Vec<u8> {
+    read_back(app, bevy::render::gpu_readback::Readback::buffer(buffer))
+}
+
+/// The bytes Bevy reads back for `readback`.
+fn read_back(app: &mut bevy::prelude::App, readback: bevy::render::gpu_readback::Readback) -> Vec<u8> {
     use bevy::prelude::*;
-    use bevy::render::gpu_readback::{Readback, ReadbackComplete};
+    use bevy::render::gpu_readback::ReadbackComplete;
     #[derive(Resource, Default)]
     struct Read(Option<Vec<u8>>);
     app.init_resource::<Read>();
-    let reader = app.world_mut().spawn(Readback::texture(image)).observe(|done: On<ReadbackComplete>, mut read: ResMut<Read>| read.0 = Some(done.data.clone())).id();
+    let reader = app.world_mut().spawn(readback).observe(|done: On<ReadbackComplete>, mut read: ResMut<Read>| read.0 = Some(done.data.clone())).id();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let padded = loop {
+    let bytes = loop {
         app.update();
         if let Some(bytes) = app.world_mut().resource_mut::<Read>().0.take() {
             break bytes;
@@ -130,6 +142,5 @@ pub fn read_texture(app: &mut bevy::prelude::App, image: bevy::prelude::Handle<b
         assert!(std::time::Instant::now() < deadline, "no readback");
     };
     app.world_mut().despawn(reader);
-    let row = (width * 4).next_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as usize);
-    padded.chunks(row).flat_map(|r| r[..width * 4].to_vec()).collect()
+    bytes
 }

@@ -11,11 +11,12 @@ use super::state::Tracked;
 use super::Distributed;
 use crate::job::ImageJobInput;
 use crate::schedule::image_request::{image_job_input, ImageInferenceRequest, OutputToImage};
+use crate::schedule::request_output::OutputToBuffer;
 use crate::schedule::{InferenceFailed, LocalOnly, SplitRequest, Submitted};
 
 /// Image requests neither handed out, failed, claimed by the pipeline, nor pinned to this
-/// player (by [`LocalOnly`], or by an output written into a texture here).
-type UnclaimedImageRequest = (Without<Submitted>, Without<SplitRequest>, Without<InferenceFailed>, Without<LocalOnly>, Without<OutputToImage>);
+/// player (by [`LocalOnly`], or by an output kept on this GPU).
+type UnclaimedImageRequest = (Without<Submitted>, Without<SplitRequest>, Without<InferenceFailed>, Without<LocalOnly>, Without<OutputToImage>, Without<OutputToBuffer>);
 
 impl Distributed {
     /// Puts the image request of `entity` into the pipeline: its stage 0 reads `image` here.

@@ -1,14 +1,17 @@
-//! Recording a job that reads or writes a texture, or reads back less than its output: the
-//! `image_input` kernel preprocesses an image's texture into the block's input buffer, the
-//! `image_output` kernel writes the block's output into a texture, and the `top_k` kernel
-//! reduces it to its top classes, in the same command encoder as the block, so that none of it
-//! leaves the GPU. Only what is asked for is read back.
+//! Recording a job that reads a texture, keeps its output on the GPU or reads back less than its
+//! output: the `image_input` kernel preprocesses an image's texture into the block's input
+//! buffer, the `image_output` kernel writes the block's output into a texture, a copy puts it
+//! into a game's storage buffer, and the `top_k` kernel reduces it to its top classes, in the
+//! same command encoder as the block, so that none of it leaves the GPU. Only what is asked for
+//! is read back.
 
 use std::task::Poll;
 
 use bevy::asset::AssetId;
-use bevy::image::Image;
-use bevy::render::render_asset::RenderAssets;
+use bevy::ecs::system::SystemParam;
+use bevy::prelude::Res;
+use bevy::render::render_asset::{RenderAsset, RenderAssets};
+use bevy::render::storage::GpuShaderBuffer;
 use bevy::render::texture::GpuImage;
 
 use super::readback::{InFlight, OutputReading};
@@ -17,6 +20,7 @@ use super::submission::record_request;
 use crate::gpu::image_output::output_params;
 use crate::gpu::{DeviceRefusal, GpuBlock, GpuError, RequestTimestamps, ImageInputError, ImageInputKernel, ImageOutputError, ImageOutputKernel, TextureReading, TopKKernel};
 use crate::gpu::top_k::scores_bytes;
+use crate::gpu::{buffer_output, BufferOutputError};
 use crate::job::{JobError, JobInput, JobOutcome, ReadBack, StageJob};
 use crate::tensor::preprocess::ImageSize;
 
@@ -24,8 +28,9 @@ use crate::tensor::preprocess::ImageSize;
 /// world saw them loaded, so they are normally there the same frame).
 const MAX_FRAMES_WITHOUT_TEXTURE: u32 = 120;
 
-/// What became of a job that reads or writes a texture.
-pub(super) enum TextureRecording {
+/// What became of a job with work at its edges (a texture read, an output kept on the GPU or
+/// reduced before it is read back).
+pub(super) enum EdgeRecording {
     /// Recorded into the encoder.
     Recorded(InFlight<BlockKey>),
     /// Waiting for a kernel's check or a texture: try again next frame.
@@ -43,17 +48,24 @@ fn kernel_ready(check: Poll<Result<(), DeviceRefusal>>) -> Result<bool, GpuError
     }
 }
 
+/// The render assets a job may read or write.
+#[derive(SystemParam)]
+pub(super) struct JobAssets<'w> {
+    images: Res<'w, RenderAssets<GpuImage>>,
+    buffers: Res<'w, RenderAssets<GpuShaderBuffer>>,
+}
+
 /// Records `job` (whose block, `key`, is ready) into `encoder`: its input uploaded or
 /// preprocessed from its texture, the block, and its output read back or written into its
-/// texture. Everything is checked before anything is recorded.
-pub(super) fn record_texture_job(
+/// texture or buffer. Everything is checked before anything is recorded.
+pub(super) fn record_edge_job(
     state: &mut GpuInference,
     device: &wgpu::Device,
-    images: &RenderAssets<GpuImage>,
+    assets: &JobAssets,
     encoder: &mut wgpu::CommandEncoder,
     mut job: StageJob,
     key: BlockKey,
-) -> TextureRecording {
+) -> EdgeRecording {
     let reads_texture = matches!(job.input, JobInput::Image(_));
     let mut ready = Ok(true);
     if reads_texture {
@@ -67,25 +79,33 @@ pub(super) fn record_texture_job(
     }
     match ready {
         Ok(true) => {}
-        Ok(false) => return TextureRecording::Waiting(job),
+        Ok(false) => return EdgeRecording::Waiting(job),
         Err(error) => return fail(state, &job, error),
     }
 
     // The textures, once the render world has them.
     let source = match &mut job.input {
         JobInput::Tensor(_) => None,
-        JobInput::Image(input) => match on_gpu(images, input.image, &mut input.frames_waited) {
+        JobInput::Image(input) => match on_gpu(&assets.images, input.image, &mut input.frames_waited) {
             Ok(Some(image)) => Some(image),
-            Ok(None) => return TextureRecording::Waiting(job),
+            Ok(None) => return EdgeRecording::Waiting(job),
             Err(frames) => return fail(state, &job, ImageInputError::NotOnGpu { frames }.into()),
         },
     };
     let target = match job.output.image.as_deref_mut() {
         None => None,
-        Some(output) => match on_gpu(images, output.image, &mut output.frames_waited) {
+        Some(output) => match on_gpu(&assets.images, output.image, &mut output.frames_waited) {
             Ok(Some(image)) => Some(image),
-            Ok(None) => return TextureRecording::Waiting(job),
+            Ok(None) => return EdgeRecording::Waiting(job),
             Err(frames) => return fail(state, &job, ImageOutputError::NotOnGpu { frames }.into()),
+        },
+    };
+    let buffer = match job.output.buffer.as_mut() {
+        None => None,
+        Some(output) => match on_gpu(&assets.buffers, output.buffer, &mut output.frames_waited) {
+            Ok(Some(buffer)) => Some(&buffer.buffer),
+            Ok(None) => return EdgeRecording::Waiting(job),
+            Err(frames) => return fail(state, &job, BufferOutputError::NotOnGpu { frames }.into()),
         },
     };
 
@@ -105,11 +125,16 @@ pub(super) fn record_texture_job(
         },
         _ => None,
     };
+    if let Some(buffer) = buffer {
+        if let Err(error) = buffer_output::check_target(buffer.usage(), buffer.size(), block.output_bytes()) {
+            return fail(state, &job, error.into());
+        }
+    }
 
     let library = state.library.as_ref().expect("built with the block");
     let (upload, input) = match &job.input {
         JobInput::Image(input) => {
-            let Some((image, reading)) = source.zip(reading) else { return TextureRecording::Waiting(job) };
+            let Some((image, reading)) = source.zip(reading) else { return EdgeRecording::Waiting(job) };
             let view = image.texture.create_view(&wgpu::TextureViewDescriptor {
                 label: Some("image input"),
                 dimension: Some(wgpu::TextureViewDimension::D2),
@@ -130,7 +155,7 @@ pub(super) fn record_texture_job(
         let readback = block.create_readback(device);
         let clock = record_request(device, library, block, encoder, &input, &readback, state.clock);
         let reading = OutputReading::Tensor(block.output_shape().to_vec());
-        return TextureRecording::Recorded(InFlight { job, block: key, upload, readback, reading, clock });
+        return EdgeRecording::Recorded(InFlight { job, block: key, upload, readback, reading, clock });
     }
     // The block's output stays in a storage buffer, its timestamps (where the device writes
     // them) behind it.
@@ -149,6 +174,9 @@ pub(super) fn record_texture_job(
     if let (Some(output), Some((image, params))) = (&job.output.image, target.zip(writing)) {
         let kernel = state.image_output.as_ref().expect("checked above");
         kernel.encode(device, encoder, &result, &params, &output.mapping, &image.texture);
+    }
+    if let Some(buffer) = buffer {
+        encoder.copy_buffer_to_buffer(&result, 0, buffer, 0, block.output_bytes());
     }
     // Read back only what is asked for, and the timestamps; with neither, four bytes, so that
     // the map tells when the GPU is done.
@@ -182,14 +210,14 @@ pub(super) fn record_texture_job(
         encoder.copy_buffer_to_buffer(&result, block.output_bytes(), &readback, payload_bytes, stamp_bytes);
     }
     let clock = stamps.map(|(clock, _)| clock);
-    TextureRecording::Recorded(InFlight { job, block: key, upload, readback, reading, clock })
+    EdgeRecording::Recorded(InFlight { job, block: key, upload, readback, reading, clock })
 }
 
-/// `image`'s texture once the render world has it; `Ok(None)` while the job still waits for it
-/// (counted in `frames_waited`), `Err(frames)` once it has waited too long.
-fn on_gpu<'a>(images: &'a RenderAssets<GpuImage>, image: AssetId<Image>, frames_waited: &mut u32) -> Result<Option<&'a GpuImage>, u32> {
-    if let Some(texture) = images.get(image) {
-        return Ok(Some(texture));
+/// `asset` once the render world has it; `Ok(None)` while the job still waits for it (counted
+/// in `frames_waited`), `Err(frames)` once it has waited too long.
+fn on_gpu<'a, A: RenderAsset>(assets: &'a RenderAssets<A>, asset: AssetId<A::SourceAsset>, frames_waited: &mut u32) -> Result<Option<&'a A>, u32> {
+    if let Some(prepared) = assets.get(asset) {
+        return Ok(Some(prepared));
     }
     *frames_waited += 1;
     match *frames_waited > MAX_FRAMES_WITHOUT_TEXTURE {
@@ -210,7 +238,7 @@ fn check_source(image: &GpuImage, planned: ImageSize, channels: crate::tensor::p
     TextureReading::of(texture.format, channels)
 }
 
-fn fail(state: &GpuInference, job: &StageJob, error: GpuError) -> TextureRecording {
+fn fail(state: &GpuInference, job: &StageJob, error: GpuError) -> EdgeRecording {
     job.deliver(JobOutcome::of(job, Err(JobError::Gpu(error))), &state.route.results);
-    TextureRecording::Failed
+    EdgeRecording::Failed
 }
