@@ -1,10 +1,11 @@
 //! Inference on what a camera renders, without a CPU round trip. A small 3D scene (a card
 //! showing a Fashion-MNIST garment, turning in front of the camera) renders into a texture;
-//! the shipped classifier runs on that texture every few frames (its top-3 printed as they
-//! change), and a small U-Net (the test zoo's, random weights) runs on the same texture and
-//! writes its two-class segmentation into a second texture as a colour map. A 2D camera shows
-//! the scene and the map side by side: into a window with `--window` (feature `window`), else
-//! into a texture that `--screenshot FILE.png` saves after `--frames` frames.
+//! the shipped classifier runs on that texture every few frames, reading back only its top-3
+//! (taken on the GPU), which the inspector overlay lists (and which are printed as they
+//! change); a small U-Net (the test zoo's, random weights) runs on the same texture and writes
+//! its two-class segmentation into a second texture as a colour map. A 2D camera shows the
+//! scene, the map and the overlay side by side: into a window with `--window` (feature
+//! `window`), else into a texture that `--screenshot FILE.png` saves after `--frames` frames.
 //!
 //! `cargo run --release --example render_target -- --frames 240 --screenshot shot.png`
 
@@ -18,7 +19,9 @@ use bevy::render::gpu_readback::{Readback, ReadbackComplete};
 use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat, TextureUsages};
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::tensor::preprocess::{ChannelOrder, ResizeFilter, TensorLayout};
-use bevy_p2p_inference::{headless_plugins, ContinuousInference, OutputMapping, OutputToImage};
+use bevy_egui::{EguiGlobalSettings, PrimaryEguiContext};
+use bevy_p2p_inference::overlay::OverlayPlacement;
+use bevy_p2p_inference::{headless_plugins, ContinuousInference, InferenceOverlayPlugin, OutputMapping, OutputToImage};
 use clap::Parser;
 
 /// Fashion-MNIST class names, in label order; the shipped images are named after them.
@@ -26,6 +29,8 @@ const CLASSES: [&str; 10] = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coa
 const IMAGES: [&str; 10] = ["t_shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot"];
 /// The scene's render target: what the models see.
 const SCENE_SIZE: u32 = 112;
+/// The headless view's size: the scene and the map, 256 pixels each, and the overlay.
+const VIEW: (u32, u32) = (1000, 460);
 /// Seconds each garment is shown.
 const SECONDS_PER_GARMENT: f32 = 1.5;
 
@@ -68,7 +73,11 @@ fn main() -> AppExit {
     } else {
         app.add_plugins(headless_plugins().set(bevy::log::LogPlugin { level: bevy::log::Level::ERROR, ..default() }));
     }
-    app.add_plugins(P2pInferencePlugin::default())
+    let class_names = CLASSES.iter().map(|c| c.to_string()).collect();
+    app.add_plugins((P2pInferencePlugin::default(), InferenceOverlayPlugin { class_names, placement: OverlayPlacement::TopRight, ..default() }))
+        // The overlay goes on the view's camera, not on the first camera (the scene's, which
+        // the models see).
+        .insert_resource(EguiGlobalSettings { auto_create_primary_context: false, ..default() })
         .insert_resource(args)
         .insert_resource(ClearColor(Color::BLACK))
         .add_systems(Startup, setup)
@@ -150,7 +159,7 @@ fn setup(
     // The classifier on the scene, every 5 frames.
     let classifier: Handle<Model> = assets.load("models/fashion_mobilenetv2.onnx");
     let grey_28 = ImagePreprocessing::resized(28, 28, ResizeFilter::Area, ChannelOrder::Gray);
-    commands.spawn((ContinuousInference::new(classifier, scene.clone(), grey_28).every(5).in_flight(1), Name::new("classifier")));
+    commands.spawn((ContinuousInference::new(classifier, scene.clone(), grey_28).every(5).in_flight(1).top_k(3), Name::new("classifier")));
 
     // The U-Net on the scene, its two classes written into `mask` as a colour map.
     let mask = images.add(texture(64, 64, TextureFormat::Rgba8UnormSrgb));
@@ -160,14 +169,16 @@ fn setup(
     commands.spawn((ContinuousInference::new(models.add(unet()), scene.clone(), rgb_64).every(5).with_output(output), Name::new("segmentation")));
 
     // The view: the scene and the map side by side.
+    // The scene and the map on the left of the view, the overlay on the right.
     let side = 256.0;
-    commands.spawn((Sprite { image: scene, custom_size: Some(Vec2::splat(side)), ..default() }, Transform::from_xyz(-side / 2.0 - 4.0, 0.0, 0.0)));
-    commands.spawn((Sprite { image: mask, custom_size: Some(Vec2::splat(side)), ..default() }, Transform::from_xyz(side / 2.0 + 4.0, 0.0, 0.0)));
+    let left = -(VIEW.0 as f32) / 2.0 + 4.0;
+    commands.spawn((Sprite { image: scene, custom_size: Some(Vec2::splat(side)), ..default() }, Transform::from_xyz(left + side / 2.0, 0.0, 0.0)));
+    commands.spawn((Sprite { image: mask, custom_size: Some(Vec2::splat(side)), ..default() }, Transform::from_xyz(left + side * 1.5 + 8.0, 0.0, 0.0)));
     if args.window {
-        commands.spawn(Camera2d);
+        commands.spawn((Camera2d, PrimaryEguiContext));
     } else {
-        let view = images.add(texture(528, 264, TextureFormat::Rgba8UnormSrgb));
-        commands.spawn((Camera2d, RenderTarget::Image(view.clone().into())));
+        let view = images.add(texture(VIEW.0, VIEW.1, TextureFormat::Rgba8UnormSrgb));
+        commands.spawn((Camera2d, PrimaryEguiContext, RenderTarget::Image(view.clone().into())));
         commands.insert_resource(View(view));
     }
 }
@@ -210,7 +221,7 @@ fn finish(mut commands: Commands, args: Res<Args>, view: Option<Res<View>>, mut 
         (Some(path), Some(view)) => {
             let path = path.clone();
             commands.spawn(Readback::texture(view.0.clone())).observe(move |done: On<ReadbackComplete>, mut exit: MessageWriter<AppExit>| {
-                let (width, height) = (528usize, 264usize);
+                let (width, height) = (VIEW.0 as usize, VIEW.1 as usize);
                 let row = (width * 4).next_multiple_of(256);
                 let pixels: Vec<u8> = done.data.chunks(row).take(height).flat_map(|r| r[..width * 4].to_vec()).collect();
                 image::RgbaImage::from_raw(width as u32, height as u32, pixels).expect("a whole view").save(&path).expect("the screenshot is written");

@@ -106,8 +106,10 @@ impl Plugin for InferenceDiagnosticsPlugin {
     }
 }
 
+/// Records each prediction once: a new one, or one that replaced the entity's last (a
+/// [`ContinuousInference`](crate::ContinuousInference)'s runs arrive on its entity).
 fn record_predictions(
-    predictions: Query<(&Prediction, Option<&InferenceRequest>), Added<Prediction>>,
+    predictions: Query<(&Prediction, Option<&InferenceRequest>), Changed<Prediction>>,
     mut history: ResMut<InferenceHistory>,
     mut diagnostics: Diagnostics,
     time: Res<Time<Real>>,

@@ -18,12 +18,24 @@ pub struct InferenceOverlayPlugin {
     pub visible: bool,
     /// Class names for the predictions (index = class); numbers are shown where missing.
     pub class_names: Vec<String>,
+    /// Where its window sits.
+    pub placement: OverlayPlacement,
 }
 
 impl Default for InferenceOverlayPlugin {
     fn default() -> Self {
-        Self { toggle: KeyCode::F3, visible: true, class_names: Vec::new() }
+        Self { toggle: KeyCode::F3, visible: true, class_names: Vec::new(), placement: OverlayPlacement::Floating }
     }
+}
+
+/// Where the overlay's window sits on the screen (or the camera's target).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OverlayPlacement {
+    /// Where egui first puts it (the top left), and wherever the player drags it.
+    #[default]
+    Floating,
+    /// In the top right corner, fixed.
+    TopRight,
 }
 
 /// The overlay's state: whether it is shown and what it labels classes with.
@@ -35,6 +47,8 @@ pub struct InferenceOverlay {
     pub toggle: KeyCode,
     /// Class names.
     pub class_names: Vec<String>,
+    /// Where its window sits.
+    pub placement: OverlayPlacement,
 }
 
 /// The peers table as last built from the session (empty without one).
@@ -53,7 +67,7 @@ impl Plugin for InferenceOverlayPlugin {
         if !app.is_plugin_added::<InferenceDiagnosticsPlugin>() {
             app.add_plugins(InferenceDiagnosticsPlugin::default());
         }
-        app.insert_resource(InferenceOverlay { visible: self.visible, toggle: self.toggle, class_names: self.class_names.clone() })
+        app.insert_resource(InferenceOverlay { visible: self.visible, toggle: self.toggle, class_names: self.class_names.clone(), placement: self.placement })
             .init_resource::<PeerRows>()
             .init_resource::<SharedRows>()
             .add_systems(Update, toggle_overlay)
@@ -81,7 +95,11 @@ fn draw_overlay(
         return Ok(());
     }
     let ctx = contexts.ctx_mut()?;
-    egui::Window::new("Inference").default_width(460.0).show(ctx, |ui| {
+    let mut window = egui::Window::new("Inference").default_width(460.0);
+    if overlay.placement == OverlayPlacement::TopRight {
+        window = window.anchor(egui::Align2::RIGHT_TOP, [-8.0, 8.0]);
+    }
+    window.show(ctx, |ui| {
         let view = OverlayView { history: &history, peers: &peers.0, shared: &shared.0, class_names: &overlay.class_names };
         overlay_ui(ui, view, &mut thumbnails);
         ui.small(format!("{} predictions so far; {:?} hides this", history.total(), overlay.toggle));

@@ -11,6 +11,7 @@ use bevy::image::Image;
 use bevy::prelude::*;
 
 use super::image_request::{ImageInferenceRequest, OutputToImage};
+use super::request_output::ReadBackTopK;
 use super::run_cadence::{Cadence, RunCadence};
 use super::{deliver, fail, InferenceFailed, PredictionReady};
 use crate::model::Model;
@@ -30,6 +31,8 @@ pub struct ContinuousInference {
     pub preprocessing: ImagePreprocessing,
     /// Where each run's output goes on the GPU, if anywhere (a segmentation's colour map).
     pub output: Option<OutputToImage>,
+    /// Read back only each run's top classes, taken on the GPU (a classifier's), if set.
+    pub top_k: Option<ReadBackTopK>,
     /// How often a run starts.
     pub cadence: Cadence,
     /// The most runs in flight at once.
@@ -44,7 +47,7 @@ pub struct ContinuousInference {
 impl ContinuousInference {
     /// Runs `model` on `image` every frame, with up to two runs in flight and no budget.
     pub fn new(model: Handle<Model>, image: Handle<Image>, preprocessing: ImagePreprocessing) -> Self {
-        Self { model, image, preprocessing, output: None, cadence: Cadence::EveryFrames(1), max_in_flight: 2, gpu_per_frame: None, run_now: false }
+        Self { model, image, preprocessing, output: None, top_k: None, cadence: Cadence::EveryFrames(1), max_in_flight: 2, gpu_per_frame: None, run_now: false }
     }
 
     /// Starts a run every `frames` frames.
@@ -65,6 +68,11 @@ impl ContinuousInference {
     /// Writes each run's output into a texture.
     pub fn with_output(self, output: OutputToImage) -> Self {
         Self { output: Some(output), ..self }
+    }
+
+    /// Reads back only each run's top `k` classes, taken on the GPU (see [`ReadBackTopK`]).
+    pub fn top_k(self, k: u32) -> Self {
+        Self { top_k: Some(ReadBackTopK(k)), ..self }
     }
 }
 
@@ -115,6 +123,9 @@ pub(crate) fn start_continuous_runs(mut commands: Commands, mut owners: Query<(E
             let mut run = commands.spawn((request, ContinuousRun { owner }));
             if let Some(output) = &inference.output {
                 run.insert(output.clone());
+            }
+            if let Some(top_k) = inference.top_k {
+                run.insert(top_k);
             }
         }
         if let Some(runs) = fresh {

@@ -219,20 +219,23 @@ fn shipped_image_84(name: &str) -> Vec<u8> {
 }
 
 #[test]
-fn a_continuous_inference_follows_what_the_image_shows_with_at_most_k_runs_in_flight() {
+fn a_continuous_inference_follows_what_the_image_shows_with_at_most_k_runs_in_flight_and_each_run_is_in_the_history() {
     use bevy::render::render_resource::TextureFormat as F;
-    use bevy_p2p_inference::{ContinuousRun, ContinuousRuns};
+    use bevy_p2p_inference::{Cadence, ContinuousRun, ContinuousRuns, InferenceDiagnosticsPlugin, InferenceHistory};
 
     #[derive(Resource, Default)]
     struct Seen(Vec<usize>);
-    let mut app = app();
+    let mut app = App::new();
+    app.add_plugins((bevy_p2p_inference::headless_plugins(), P2pInferencePlugin::default(), InferenceDiagnosticsPlugin::default()));
+    app.finish();
+    app.cleanup();
     app.init_resource::<Seen>();
     let model: Handle<Model> = app.world().resource::<AssetServer>().load("models/fashion_mobilenetv2.onnx");
     let size = ImageSize { width: 84, height: 84 };
     let image = app.world_mut().resource_mut::<Assets<Image>>().add(texture_image(size, shipped_image_84("ankle_boot"), F::Rgba8UnormSrgb));
     let camera = app
         .world_mut()
-        .spawn(ContinuousInference::new(model, image.clone(), fashion()).every(2).in_flight(1))
+        .spawn(ContinuousInference::new(model, image.clone(), fashion()).every(2).in_flight(1).top_k(3))
         .observe(|ready: On<PredictionReady>, mut seen: ResMut<Seen>| seen.0.push(ready.prediction.top_k[0].0))
         .id();
 
@@ -256,7 +259,20 @@ fn a_continuous_inference_follows_what_the_image_shows_with_at_most_k_runs_in_fl
     let runs = app.world().get::<ContinuousRuns>(camera).unwrap();
     assert_eq!(runs.finished as usize, seen.len());
     assert!(runs.started >= runs.finished && runs.started <= runs.finished + 1);
-    assert!(app.world().get::<Prediction>(camera).is_some(), "the latest prediction is on the entity");
+    let latest = app.world().get::<Prediction>(camera).expect("the latest prediction is on the entity");
+    assert_eq!((latest.top_k.len(), latest.output.data().len()), (3, 0), "only the top 3 were read back");
+
+    // No more runs; the one in flight lands, and every run is in the history once.
+    app.world_mut().get_mut::<ContinuousInference>(camera).unwrap().cadence = Cadence::OnDemand;
+    while app.world().get::<ContinuousRuns>(camera).is_some_and(|runs| runs.started > runs.finished) {
+        app.update();
+        assert!(std::time::Instant::now() < deadline, "the last run did not land");
+    }
+    app.update();
+    let seen = app.world().resource::<Seen>().0.clone();
+    let history = app.world().resource::<InferenceHistory>();
+    assert_eq!(history.total() as usize, seen.len());
+    assert_eq!(history.entries().last().map(|e| e.top_k[0].0), seen.last().copied());
 }
 
 #[test]
