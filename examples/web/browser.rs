@@ -38,6 +38,9 @@ pub struct PageOptions {
     /// there (`ImageInferenceRequest`, preprocessed by the `image_input` kernel), instead of
     /// as a tensor.
     texture: bool,
+    /// `?top_k=K`: each request reads back only its top K classes, taken on the GPU by the
+    /// `top_k` kernel (`ReadBackTopK`); its `output` is then empty.
+    top_k: Option<u32>,
 }
 
 impl PageOptions {
@@ -53,6 +56,7 @@ impl PageOptions {
             room: RoomOptions::from_query(&get)?,
             game: get("mode").as_deref() == Some("game"),
             texture: get("source").as_deref() == Some("texture"),
+            top_k: get("top_k").and_then(|k| k.parse().ok()),
         })
     }
 }
@@ -229,14 +233,15 @@ fn send_requests(
         return;
     }
     let (name, input) = progress.inputs[progress.sent % progress.inputs.len()].clone();
-    match (options.texture, grey_texture(&input)) {
+    let mut request = match (options.texture, grey_texture(&input)) {
         (true, Some(texture)) => {
             let preprocessing = ImagePreprocessing::resized(28, 28, ResizeFilter::Area, ChannelOrder::Gray);
-            commands.spawn((ImageInferenceRequest::new(model, images.add(texture), preprocessing), InputName(name)));
+            commands.spawn((ImageInferenceRequest::new(model, images.add(texture), preprocessing), InputName(name)))
         }
-        _ => {
-            commands.spawn((InferenceRequest::new(model, input), InputName(name)));
-        }
+        _ => commands.spawn((InferenceRequest::new(model, input), InputName(name))),
+    };
+    if let Some(k) = options.top_k {
+        request.insert(ReadBackTopK(k));
     }
     progress.sent += 1;
     set_status(&format!("request {} of {}…", progress.sent, options.requests));

@@ -4,7 +4,8 @@
 use bevy::asset::AssetPlugin;
 use bevy::prelude::*;
 
-/// Fashion-MNIST class names, in label order.
+/// Fashion-MNIST class names, in label order (the overlay's labels).
+#[cfg(feature = "canvas")]
 const CLASSES: [&str; 10] = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
 /// Adds the windowed plugins drawing into `#game`, the overlay and the scene; false when this

@@ -155,7 +155,7 @@ pub(super) fn record_edge_job(
         let readback = block.create_readback(device);
         let clock = record_request(device, library, block, encoder, &input, &readback, state.clock);
         let reading = OutputReading::Tensor(block.output_shape().to_vec());
-        return EdgeRecording::Recorded(InFlight { job, block: key, upload, readback, reading, clock });
+        return EdgeRecording::Recorded(InFlight { job, block: key, upload, readback, reading, block_readback: true, clock });
     }
     // The block's output stays in a storage buffer, its timestamps (where the device writes
     // them) behind it.
@@ -210,7 +210,8 @@ pub(super) fn record_edge_job(
         encoder.copy_buffer_to_buffer(&result, block.output_bytes(), &readback, payload_bytes, stamp_bytes);
     }
     let clock = stamps.map(|(clock, _)| clock);
-    EdgeRecording::Recorded(InFlight { job, block: key, upload, readback, reading, clock })
+    // Sized for what this job reads back: not for the block's next request.
+    EdgeRecording::Recorded(InFlight { job, block: key, upload, readback, reading, block_readback: false, clock })
 }
 
 /// `asset` once the render world has it; `Ok(None)` while the job still waits for it (counted

@@ -29,6 +29,10 @@ pub(super) struct InFlight<K> {
     pub readback: wgpu::Buffer,
     /// What that is.
     pub reading: OutputReading,
+    /// Whether the readback buffer is one the block makes for its requests (its output and
+    /// timestamps), so that the pool may give it to the block's next request; one sized for
+    /// less goes when it has been read.
+    pub block_readback: bool,
     /// The device's clock, where the commands time the block's passes.
     pub clock: Option<GpuClock>,
 }
@@ -105,7 +109,7 @@ impl<K: Clone + Send + 'static> ResultRoute<K> {
     /// readback's callback sends the outcome to the main world; both buffers go back to the
     /// pool for the block's next request, the upload buffer mapped for writing again.
     pub fn map(&self, request: InFlight<K>) {
-        let InFlight { job, block, upload, readback, reading, clock } = request;
+        let InFlight { job, block, upload, readback, reading, block_readback, clock } = request;
         match &upload {
             Some(upload) => self.transfers.count_upload(upload.size()),
             None => self.transfers.count_image_input(),
@@ -132,7 +136,7 @@ impl<K: Clone + Send + 'static> ResultRoute<K> {
                 }
                 Err(e) => (Err(GpuError::Readback(e.to_string()).into()), None, None),
             };
-            let reusable = result.is_ok();
+            let reusable = result.is_ok() && block_readback;
             job.deliver(JobOutcome { gpu, top_k, ..JobOutcome::of(&job, result) }, &results);
             if reusable {
                 let _ = giver.send(ReturnedBuffer::Readback(key, buffer));

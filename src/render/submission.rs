@@ -41,7 +41,7 @@ impl ArmedSubmission {
     /// commands, then map the returned request's buffers.
     pub fn start<K>(self, job: StageJob, input: &Tensor, block: K) -> (wgpu::CommandBuffer, InFlight<K>) {
         GpuBlock::fill_upload(&self.upload, input);
-        let request = InFlight { job, block, upload: Some(self.upload), readback: self.readback, reading: OutputReading::Tensor(self.output_shape), clock: self.clock };
+        let request = InFlight { job, block, upload: Some(self.upload), readback: self.readback, reading: OutputReading::Tensor(self.output_shape), block_readback: true, clock: self.clock };
         (self.commands, request)
     }
 }

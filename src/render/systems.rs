@@ -87,7 +87,7 @@ pub(super) fn record_jobs(mut ctx: RenderContext, device: Res<RenderDevice>, ass
                 let (upload, readback) = (block.create_upload(device), block.create_readback(device));
                 GpuBlock::fill_upload(&upload, &input);
                 let clock = record_request(device, library, block, ctx.command_encoder(), &upload, &readback, state.clock);
-                InFlight { job, block: key, upload: Some(upload), readback, reading: OutputReading::Tensor(block.output_shape().to_vec()), clock }
+                InFlight { job, block: key, upload: Some(upload), readback, reading: OutputReading::Tensor(block.output_shape().to_vec()), block_readback: true, clock }
             }
         };
         state.recorded.push(request);

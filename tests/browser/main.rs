@@ -112,6 +112,29 @@ fn images_read_as_textures_on_the_gpu_in_a_browser_tab_give_their_tensors_predic
     }
 }
 
+#[test]
+fn a_top_3_taken_on_the_gpu_in_a_browser_tab_is_the_top_3_of_the_whole_output() {
+    let _serial = Serial::lock();
+    // The top_k kernel compiled by Tint and run on WebGPU, after the image_input kernel: only
+    // the three classes come back.
+    let args = ["--site".into(), site().display().to_string(), "--timeout-s".into(), "240".into(), "--page".into(), "source=texture&top_k=3&requests=10".into()];
+    let (events, transcript) = node("page.mjs", &args);
+    assert!(!events.iter().any(|e| e["event"] == "failed" || e["event"] == "page_error"), "{transcript}");
+    let (whole, _) = predictions_by_input("source=texture&requests=10");
+    let predictions: Vec<&Value> = events.iter().filter(|e| e["event"] == "prediction").collect();
+    assert_eq!(predictions.len(), 10, "{transcript}");
+    for prediction in predictions {
+        let name = prediction["input"].as_str().unwrap();
+        assert_eq!(prediction["output"].as_array().map(Vec::len), Some(0), "{name}: only the classes were read back");
+        let got: Vec<(usize, f32)> = serde_json::from_value(prediction["top_k"].clone()).unwrap();
+        let want = Tensor::new(vec![1, 10], whole[name].clone()).unwrap().top_k(0, 3);
+        assert_eq!(got.iter().map(|c| c.0).collect::<Vec<_>>(), want.iter().map(|c| c.0).collect::<Vec<_>>(), "{name}:\n{transcript}");
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g.1 - w.1).abs() < 1e-5, "{name}: class {} at {} against {}", g.0, g.1, w.1);
+        }
+    }
+}
+
 /// Runs `tools/web/room.mjs` with `args` (in this test's namespace) and returns its result.
 fn room(args: &[&str]) -> (Value, String) {
     let mut all: Vec<String> = vec!["--site".into(), site().display().to_string(), "--bin".into(), examples_dir().display().to_string()];

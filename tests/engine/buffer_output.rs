@@ -27,7 +27,7 @@ fn a_buffer_output_holds_what_a_plain_request_reads_back_and_nothing_is_read_bac
     // Larger than the output: the rest of the buffer is left as it was.
     let buffer = app.world_mut().resource_mut::<Assets<ShaderBuffer>>().add(ShaderBuffer::new(&[0xff; 48], RenderAssetUsages::RENDER_WORLD));
     let before = app.world().resource::<GpuTransfers>().totals();
-    let kept = app.world_mut().spawn((InferenceRequest::new(model, input), OutputToBuffer::new(buffer.clone()))).id();
+    let kept = app.world_mut().spawn((InferenceRequest::new(model.clone(), input.clone()), OutputToBuffer::new(buffer.clone()))).id();
     let (kept, _) = update_until_prediction(&mut app, kept, TIMEOUT).unwrap();
     let after = app.world().resource::<GpuTransfers>().totals();
     assert_eq!((after.readbacks, after.readback_bytes), (before.readbacks, before.readback_bytes), "the output stayed on the GPU");
@@ -37,6 +37,13 @@ fn a_buffer_output_holds_what_a_plain_request_reads_back_and_nothing_is_read_bac
     let values: Vec<f32> = bytemuck::cast_slice(&bytes[..40]).to_vec();
     assert_eq!(values.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), plain.output.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "the same block on the same input");
     assert_eq!(&bytes[40..], &[0xff; 8]);
+
+    // The block's later requests are not handed the kept request's smaller readback buffer.
+    for _ in 0..3 {
+        let again = app.world_mut().spawn(InferenceRequest::new(model.clone(), input.clone())).id();
+        let (again, _) = update_until_prediction(&mut app, again, TIMEOUT).unwrap();
+        assert_eq!(again.output.data(), plain.output.data());
+    }
 }
 
 #[test]
