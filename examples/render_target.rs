@@ -112,22 +112,10 @@ fn garment(name: &str) -> Image {
     Image::new(size, TextureDimension::D2, pixels.into_raw(), TextureFormat::Rgba8UnormSrgb, Default::default())
 }
 
-/// The test zoo's U-Net, exported for a batch of two, declared for a batch of one (its graph
-/// does not depend on the batch).
+/// The test zoo's U-Net, exported with a dynamic batch (it runs on one image).
 fn unet() -> Model {
-    use bevy_p2p_inference::model::onnx_pb::{tensor_shape_proto::dimension::Value as Dim, type_proto::Value, ModelProto};
-    use prost::Message;
-    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/zoo/unet_small.onnx")).expect("the test zoo's U-Net");
-    let mut proto = ModelProto::decode(&bytes[..]).expect("an ONNX model");
-    let graph = proto.graph.as_mut().expect("a graph");
-    for value in graph.input.iter_mut().chain(graph.output.iter_mut()) {
-        if let Some(Value::TensorType(tensor)) = value.r#type.as_mut().and_then(|t| t.value.as_mut()) {
-            if let Some(batch) = tensor.shape.as_mut().and_then(|shape| shape.dim.first_mut()) {
-                batch.value = Some(Dim::DimValue(1));
-            }
-        }
-    }
-    Model::from_onnx_bytes(&proto.encode_to_vec()).expect("the U-Net imports")
+    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/zoo/unet_small_dynamic_batch.onnx")).expect("the test zoo's U-Net");
+    Model::from_onnx_bytes(&bytes).expect("the U-Net imports")
 }
 
 fn setup(

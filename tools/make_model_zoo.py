@@ -177,6 +177,8 @@ MODELS = {
     "vit_tiny_dynamic_batch": vit_tiny,
     "mobilenet_v3_small_dynamo": lambda: torchvision.models.mobilenet_v3_small(num_classes=10, width_mult=0.5),
     "unet_small": SmallUNet,
+    # Batch 1 or any other: the U-Net the render_target and web examples run on one image.
+    "unet_small_dynamic_batch": SmallUNet,
     "lstm_classifier": LstmClassifier,
     "gru_classifier": GruClassifier,
     "bert_tiny": bert_tiny,

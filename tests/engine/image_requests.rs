@@ -108,20 +108,10 @@ fn images_the_preprocessing_or_the_model_cannot_take_fail_with_a_typed_error() {
     }
 }
 
-/// The zoo's small U-Net (two classes per pixel, exported for a batch of two) declared for a
-/// batch of one, as a game would export it.
-fn unet_batch_one() -> Model {
-    use bevy_p2p_inference::model::onnx_pb::{tensor_shape_proto::dimension::Value as Dim, type_proto::Value, ModelProto};
-    use prost::Message;
-    let bytes = std::fs::read(format!("{}/tests/fixtures/zoo/unet_small.onnx", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let mut proto = ModelProto::decode(&bytes[..]).unwrap();
-    let graph = proto.graph.as_mut().unwrap();
-    for value in graph.input.iter_mut().chain(graph.output.iter_mut()) {
-        if let Some(Value::TensorType(tensor)) = value.r#type.as_mut().and_then(|t| t.value.as_mut()) {
-            tensor.shape.as_mut().unwrap().dim[0].value = Some(Dim::DimValue(1));
-        }
-    }
-    Model::from_onnx_bytes(&proto.encode_to_vec()).unwrap()
+/// The zoo's small U-Net (two classes per pixel), exported with a dynamic batch as a game would
+/// export it: it runs on one image.
+fn unet() -> Model {
+    Model::from_onnx_bytes(&model_bytes("tests/fixtures/zoo/unet_small_dynamic_batch.onnx")).unwrap()
 }
 
 #[test]
@@ -132,7 +122,7 @@ fn a_segmentation_of_an_image_is_written_into_a_texture_as_a_colour_map_without_
     use rand::{Rng, SeedableRng};
 
     let mut app = app();
-    let model = app.world_mut().resource_mut::<Assets<Model>>().add(unet_batch_one());
+    let model = app.world_mut().resource_mut::<Assets<Model>>().add(unet());
     // A 64x64 input of smooth colour gradients, so that the two classes both cover areas.
     let mut rng = rand::rngs::StdRng::seed_from_u64(31);
     let phase: [f32; 3] = std::array::from_fn(|_| rng.random_range(0.0..6.0));
@@ -164,7 +154,7 @@ fn a_segmentation_of_an_image_is_written_into_a_texture_as_a_colour_map_without_
 
     // The same pixels through the CPU reference: preprocessing, model, colour map.
     let input = ImagePreprocessing::default().apply(&RgbaImage::from_rgba8(size, &pixels).unwrap()).unwrap();
-    let graph = app.world().resource::<Assets<Model>>().get(&model).unwrap().graph().clone();
+    let graph = app.world().resource::<Assets<Model>>().get(&model).unwrap().graph_for(input.shape()).unwrap();
     let reference = run_reference(&graph, &input).unwrap();
     assert!(relative_error(&prediction.output, &reference) <= 1e-4);
     assert!(prediction.gpu.is_some());
@@ -188,7 +178,7 @@ fn a_segmentation_of_an_image_is_written_into_a_texture_as_a_colour_map_without_
 fn without_read_back_the_output_stays_on_the_gpu_and_the_prediction_is_empty() {
     use bevy::render::render_resource::TextureFormat as F;
     let mut app = app();
-    let model = app.world_mut().resource_mut::<Assets<Model>>().add(unet_batch_one());
+    let model = app.world_mut().resource_mut::<Assets<Model>>().add(unet());
     let size = ImageSize { width: 64, height: 64 };
     let mut images = app.world_mut().resource_mut::<Assets<Image>>();
     let source = images.add(texture_image(size, vec![90; 64 * 64 * 4], F::Rgba8Unorm));

@@ -127,8 +127,9 @@ fn transformers_split_between_their_blocks_and_run_staged_as_they_run_whole() {
 #[test]
 fn a_small_unet_matches_onnx_runtime() {
     // Image to image: InstanceNormalization, MaxPool, ConvTranspose, a bilinear Resize and skip
-    // connections.
+    // connections; and exported with a dynamic batch, as the examples run it on one image.
     check("unet_small");
+    check("unet_small_dynamic_batch");
 }
 
 #[test]
