@@ -47,8 +47,8 @@ pub use testing::{headless_plugins, update_until_prediction, update_until_predic
 pub use schedule::distributed::{CollectiveDone, CollectiveError, CollectiveFailed, CollectiveFailedEvent, CollectiveRequest, CollectiveResult, Collectives, PeerRole, PeerSessionEvent, Placement, PeerSessionPlugin, PublishedTensor, RemoteTensor, RemoteTensorChanged, SessionProblem, SharedTensorRules, SharedTensors};
 pub use render::{GpuTransfers, TransferTotals};
 pub use schedule::continuous::{ContinuousInference, ContinuousRun, ContinuousRuns};
-pub use schedule::image_request::{ImageInferenceRequest, OutputToImage};
-pub use schedule::request_output::{OutputToBuffer, ReadBackTopK};
+pub use schedule::image_request::ImageInferenceRequest;
+pub use schedule::request_output::{OutputToBuffer, OutputToImage, ReadBackTopK};
 pub use schedule::run_cadence::Cadence;
 pub use schedule::layer_slices::{LayerSliceRecord, SliceAcrossFrames};
 pub use schedule::{LocalOnly, SplitRequest};

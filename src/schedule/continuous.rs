@@ -10,8 +10,8 @@ use std::time::Duration;
 use bevy::image::Image;
 use bevy::prelude::*;
 
-use super::image_request::{ImageInferenceRequest, OutputToImage};
-use super::request_output::ReadBackTopK;
+use super::image_request::ImageInferenceRequest;
+use super::request_output::{OutputToImage, ReadBackTopK};
 use super::run_cadence::{Cadence, RunCadence};
 use super::{deliver, fail, InferenceFailed, PredictionReady};
 use crate::model::Model;

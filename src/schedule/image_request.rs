@@ -1,21 +1,19 @@
-//! Images on the GPU in and out of requests. An [`ImageInferenceRequest`] runs a model on an
-//! image that is already on the GPU (a camera's render target, an image asset): the render side
+//! Images on the GPU into requests. An [`ImageInferenceRequest`] runs a model on an image that
+//! is already on the GPU (a camera's render target, an image asset): the render side
 //! preprocesses its texture into the model's input with the `image_input` kernel, so that the
-//! pixels are never read back or uploaded. [`OutputToImage`] on a request writes its output
-//! into a texture with the `image_output` kernel instead of reading it back. The result arrives
-//! like any request's: a [`Prediction`](super::Prediction) and a
+//! pixels are never read back or uploaded (where its output goes: [`super::request_output`]).
+//! The result arrives like any request's: a [`Prediction`](super::Prediction) and a
 //! [`PredictionReady`](super::PredictionReady) on the entity, or [`InferenceFailed`].
 
-use bevy::asset::{LoadState, RenderAssetUsages};
+use bevy::asset::RenderAssetUsages;
 use bevy::image::Image;
 use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
-use super::request_output::{job_output, OutputAssets, OutputRequest};
-use super::{fail, model_graph, InferenceError, InferenceFailed, JobQueue, JobTag, StageJob, Submitted};
-use crate::gpu::{ImageInputError, ImageOutputError, TextureReading, TextureWriting};
-use crate::job::{ImageJobInput, ImageJobOutput, JobInput};
-use crate::tensor::output_mapping::OutputMapping;
+use super::request_output::{job_output, loaded_image, OutputAssets, OutputRequest};
+use super::{fail, model_graph, InferenceFailed, JobQueue, JobTag, StageJob, Submitted};
+use crate::gpu::{ImageInputError, TextureReading};
+use crate::job::{ImageJobInput, JobInput};
 use crate::model::Model;
 use crate::tensor::preprocess::{ImagePreprocessing, ImageSize, PreprocessPlan};
 
@@ -42,67 +40,8 @@ impl ImageInferenceRequest {
     }
 }
 
-/// Put next to an [`ImageInferenceRequest`] or an [`InferenceRequest`](super::InferenceRequest):
-/// the output is written into `image` on the GPU, mapped to colours as `mapping` says, and is
-/// there for anything rendered after the request's [`PredictionReady`](super::PredictionReady)
-/// (the same or the next frame). The output is read back only with `read_back`; without it
-/// [`Prediction::output`](super::Prediction::output) is empty. Such a request runs whole on this
-/// player, in one frame (a peer session does not split it; [`SliceAcrossFrames`](super::SliceAcrossFrames)
-/// does not slice it).
-#[derive(Component, Clone, Debug)]
-pub struct OutputToImage {
-    /// The texture written: rgba8unorm(-srgb), bgra8unorm(-srgb), rgba16float or rgba32float,
-    /// with `COPY_DST` usage, the output image's size.
-    pub image: Handle<Image>,
-    /// How the output maps to colours.
-    pub mapping: OutputMapping,
-    /// Also read the output tensor back into the prediction.
-    pub read_back: bool,
-}
-
-impl OutputToImage {
-    /// Writes the output into `image` as `mapping` says, without reading it back.
-    pub fn new(image: Handle<Image>, mapping: OutputMapping) -> Self {
-        Self { image, mapping, read_back: false }
-    }
-}
-
 /// Image requests not yet handed out or failed.
 type PendingImageRequest = (Without<Submitted>, Without<InferenceFailed>);
-
-/// `handle`'s image for the request on `entity`: `None` while it loads, or after failing the
-/// request because it failed to load or names no image.
-fn loaded_image<'a>(commands: &mut Commands, entity: Entity, handle: &Handle<Image>, images: &'a Assets<Image>, server: &AssetServer) -> Option<&'a Image> {
-    if let Some(image) = images.get(handle) {
-        return Some(image);
-    }
-    match server.get_load_state(handle) {
-        Some(LoadState::Loading | LoadState::NotLoaded) => {}
-        Some(LoadState::Failed(error)) => fail(commands, entity, InferenceError::ImageLoad(error.to_string())),
-        Some(LoadState::Loaded) | None => fail(commands, entity, InferenceError::ImageLoad("the handle names no image asset".into())),
-    }
-    None
-}
-
-/// The job output for `output` on the request on `entity`: `Some(None)` without one,
-/// `Some(Some(..))` once its texture is loaded and can be written, `None` while it loads or
-/// after failing the request.
-pub(crate) fn output_target(commands: &mut Commands, entity: Entity, output: Option<&OutputToImage>, images: &Assets<Image>, server: &AssetServer) -> Option<Option<Box<ImageJobOutput>>> {
-    let Some(output) = output else { return Some(None) };
-    let image = loaded_image(commands, entity, &output.image, images, server)?;
-    let texture = &image.texture_descriptor;
-    let checked = TextureWriting::check_target(texture.usage, texture.dimension, texture.size.depth_or_array_layers, texture.sample_count)
-        .and_then(|()| TextureWriting::of(texture.format).map(drop))
-        .and_then(|()| match image.asset_usage.contains(RenderAssetUsages::RENDER_WORLD) {
-            true => Ok(()),
-            false => Err(ImageOutputError::NotWritable("its asset usage lacks RENDER_WORLD, so it never reaches the GPU")),
-        });
-    if let Err(error) = checked {
-        fail(commands, entity, error.into());
-        return None;
-    }
-    Some(Some(Box::new(ImageJobOutput { image: output.image.id(), mapping: output.mapping.clone(), frames_waited: 0 })))
-}
 
 /// Hands image requests whose model and image are loaded to the render side, after checking
 /// that the image's texture can be preprocessed as the request says and that the model takes

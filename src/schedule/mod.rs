@@ -137,7 +137,8 @@ pub enum InferenceError {
     /// reached the GPU).
     #[error(transparent)]
     ImageInput(#[from] crate::gpu::ImageInputError),
-    /// A request's output could not be written into its [`OutputToImage`] texture (a format
+    /// A request's output could not be written into its
+    /// [`OutputToImage`](request_output::OutputToImage) texture (a format
     /// the kernel does not write, an output that is not an image of the texture's size).
     #[error(transparent)]
     ImageOutput(#[from] crate::gpu::ImageOutputError),
@@ -241,7 +242,7 @@ pub(crate) struct TopK(pub usize);
 /// players or frames.
 /// A request whose output goes into a texture or a buffer runs whole in one frame even with
 /// [`SliceAcrossFrames`].
-type SinglePeerRequest = (Without<Submitted>, Without<InferenceFailed>, Without<SplitRequest>, Or<(Without<SliceAcrossFrames>, With<image_request::OutputToImage>, With<request_output::OutputToBuffer>)>);
+type SinglePeerRequest = (Without<Submitted>, Without<InferenceFailed>, Without<SplitRequest>, Or<(Without<SliceAcrossFrames>, With<request_output::OutputToImage>, With<request_output::OutputToBuffer>)>);
 
 pub(crate) fn submit_requests(
     mut commands: Commands,

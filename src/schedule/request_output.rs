@@ -3,17 +3,17 @@
 //! storage buffer, both on the GPU, and a [`ReadBackTopK`] reduces a classifier's output to its
 //! top classes on the GPU, so that only they are read back.
 
-use bevy::asset::RenderAssetUsages;
+use bevy::asset::{LoadState, RenderAssetUsages};
 use bevy::ecs::query::QueryData;
 use bevy::ecs::system::SystemParam;
 use bevy::image::Image;
 use bevy::prelude::*;
 use bevy::render::storage::ShaderBuffer;
 
-use super::image_request::{output_target, OutputToImage};
 use super::{fail, InferenceError};
-use crate::gpu::BufferOutputError;
-use crate::job::{BufferJobOutput, JobOutput, ReadBack};
+use crate::gpu::{BufferOutputError, ImageOutputError, TextureWriting};
+use crate::job::{BufferJobOutput, ImageJobOutput, JobOutput, ReadBack};
+use crate::tensor::output_mapping::OutputMapping;
 
 /// Put next to an [`InferenceRequest`](super::InferenceRequest) or an
 /// [`ImageInferenceRequest`](super::image_request::ImageInferenceRequest) of a classifier: the
@@ -44,6 +44,66 @@ impl OutputToBuffer {
     pub fn new(buffer: Handle<ShaderBuffer>) -> Self {
         Self { buffer, read_back: false }
     }
+}
+
+/// Put next to an [`ImageInferenceRequest`](super::image_request::ImageInferenceRequest) or an
+/// [`InferenceRequest`](super::InferenceRequest):
+/// the output is written into `image` on the GPU, mapped to colours as `mapping` says, and is
+/// there for anything rendered after the request's [`PredictionReady`](super::PredictionReady)
+/// (the same or the next frame). The output is read back only with `read_back`; without it
+/// [`Prediction::output`](super::Prediction::output) is empty. Such a request runs whole on this
+/// player, in one frame (a peer session does not split it; [`SliceAcrossFrames`](super::SliceAcrossFrames)
+/// does not slice it).
+#[derive(Component, Clone, Debug)]
+pub struct OutputToImage {
+    /// The texture written: rgba8unorm(-srgb), bgra8unorm(-srgb), rgba16float or rgba32float,
+    /// with `COPY_DST` usage, the output image's size.
+    pub image: Handle<Image>,
+    /// How the output maps to colours.
+    pub mapping: OutputMapping,
+    /// Also read the output tensor back into the prediction.
+    pub read_back: bool,
+}
+
+impl OutputToImage {
+    /// Writes the output into `image` as `mapping` says, without reading it back.
+    pub fn new(image: Handle<Image>, mapping: OutputMapping) -> Self {
+        Self { image, mapping, read_back: false }
+    }
+}
+
+/// `handle`'s image for the request on `entity`: `None` while it loads, or after failing the
+/// request because it failed to load or names no image.
+pub(crate) fn loaded_image<'a>(commands: &mut Commands, entity: Entity, handle: &Handle<Image>, images: &'a Assets<Image>, server: &AssetServer) -> Option<&'a Image> {
+    if let Some(image) = images.get(handle) {
+        return Some(image);
+    }
+    match server.get_load_state(handle) {
+        Some(LoadState::Loading | LoadState::NotLoaded) => {}
+        Some(LoadState::Failed(error)) => fail(commands, entity, InferenceError::ImageLoad(error.to_string())),
+        Some(LoadState::Loaded) | None => fail(commands, entity, InferenceError::ImageLoad("the handle names no image asset".into())),
+    }
+    None
+}
+
+/// The job output for `output` on the request on `entity`: `Some(None)` without one,
+/// `Some(Some(..))` once its texture is loaded and can be written, `None` while it loads or
+/// after failing the request.
+pub(crate) fn output_target(commands: &mut Commands, entity: Entity, output: Option<&OutputToImage>, images: &Assets<Image>, server: &AssetServer) -> Option<Option<Box<ImageJobOutput>>> {
+    let Some(output) = output else { return Some(None) };
+    let image = loaded_image(commands, entity, &output.image, images, server)?;
+    let texture = &image.texture_descriptor;
+    let checked = TextureWriting::check_target(texture.usage, texture.dimension, texture.size.depth_or_array_layers, texture.sample_count)
+        .and_then(|()| TextureWriting::of(texture.format).map(drop))
+        .and_then(|()| match image.asset_usage.contains(RenderAssetUsages::RENDER_WORLD) {
+            true => Ok(()),
+            false => Err(ImageOutputError::NotWritable("its asset usage lacks RENDER_WORLD, so it never reaches the GPU")),
+        });
+    if let Err(error) = checked {
+        fail(commands, entity, error.into());
+        return None;
+    }
+    Some(Some(Box::new(ImageJobOutput { image: output.image.id(), mapping: output.mapping.clone(), frames_waited: 0 })))
 }
 
 /// A request's components that say where its output goes.

@@ -13,6 +13,7 @@ use bevy::prelude::*;
 
 use super::layer_slices::{cut_into_slices, LayerSlice, LayerSliceRecord, SliceAcrossFrames, SliceCounter};
 use super::{deliver, fail, request_graph, InferenceError, InferenceFailed, InferenceRequest, JobQueue, Prediction, SplitRequest, StageOutcomes, Submitted, TopK};
+use super::request_output::{OutputToBuffer, OutputToImage};
 use crate::job::{JobOutput, JobTag, StageJob};
 use crate::model::ir::Graph;
 use crate::model::plan::{most_stages, PlanError};
@@ -83,8 +84,9 @@ pub(crate) struct SlicedRun {
     started: Instant,
 }
 
-/// Sliced requests not yet handed out, failed or claimed by the peer session.
-type NewSlicedRequest = (Without<Submitted>, Without<InferenceFailed>, Without<SplitRequest>, Without<super::image_request::OutputToImage>);
+/// Sliced requests not yet handed out, failed or claimed by the peer session (one whose output
+/// stays on the GPU runs whole, in one frame).
+type NewSlicedRequest = (Without<Submitted>, Without<InferenceFailed>, Without<SplitRequest>, Without<OutputToImage>, Without<OutputToBuffer>);
 
 /// Cuts new sliced requests' models; their first slice is handed over by
 /// [`submit_layer_slices`], which runs after this.

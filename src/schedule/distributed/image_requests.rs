@@ -10,8 +10,8 @@ use bevy::prelude::*;
 use super::state::Tracked;
 use super::Distributed;
 use crate::job::ImageJobInput;
-use crate::schedule::image_request::{image_job_input, ImageInferenceRequest, OutputToImage};
-use crate::schedule::request_output::OutputToBuffer;
+use crate::schedule::image_request::{image_job_input, ImageInferenceRequest};
+use crate::schedule::request_output::{OutputToBuffer, OutputToImage};
 use crate::schedule::{InferenceFailed, LocalOnly, SplitRequest, Submitted};
 
 /// Image requests neither handed out, failed, claimed by the pipeline, nor pinned to this

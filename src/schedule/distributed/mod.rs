@@ -10,7 +10,7 @@
 //! run and return off the frame: [`stage_server`]), start the served stages that waited for
 //! this frame's budget ([`serve_budget`]), poll the socket,
 //! handle what it reported, and advance the pipeline. Image requests for the split model run
-//! their stage 0 here, on the image, and the activation travels ([`image_requests`]).
+//! their stage 0 here, on the image, and the activation travels (`image_requests`).
 //!
 //! [`InferenceRequest`]: super::InferenceRequest
 //! [`Prediction`]: super::Prediction
