@@ -41,6 +41,9 @@ pub struct PageOptions {
     /// `?top_k=K`: each request reads back only its top K classes, taken on the GPU by the
     /// `top_k` kernel (`ReadBackTopK`); its `output` is then empty.
     top_k: Option<u32>,
+    /// `?output=texture`: each output is also written into a texture as a colour map, read
+    /// back and compared with the CPU reference (see [`crate::output_texture`]).
+    output_texture: bool,
 }
 
 impl PageOptions {
@@ -57,6 +60,7 @@ impl PageOptions {
             game: get("mode").as_deref() == Some("game"),
             texture: get("source").as_deref() == Some("texture"),
             top_k: get("top_k").and_then(|k| k.parse().ok()),
+            output_texture: get("output").as_deref() == Some("texture"),
         })
     }
 }
@@ -74,6 +78,8 @@ pub struct Progress {
     finished: usize,
     failed: usize,
     latencies_ms: Vec<f64>,
+    /// Output textures still being read back.
+    pub readbacks: usize,
 }
 
 /// Writes a JSON line to the console (for scripts) and a sentence to the page's status line.
@@ -233,39 +239,59 @@ fn send_requests(
         return;
     }
     let (name, input) = progress.inputs[progress.sent % progress.inputs.len()].clone();
-    let mut request = match (options.texture, grey_texture(&input)) {
-        (true, Some(texture)) => {
-            let preprocessing = ImagePreprocessing::resized(28, 28, ResizeFilter::Area, ChannelOrder::Gray);
+    let mut request = match (options.texture, image_texture(&input)) {
+        (true, Some((texture, order))) => {
+            let size = texture.size();
+            let preprocessing = ImagePreprocessing::resized(size.x, size.y, ResizeFilter::Area, order);
             commands.spawn((ImageInferenceRequest::new(model, images.add(texture), preprocessing), InputName(name)))
         }
-        _ => commands.spawn((InferenceRequest::new(model, input), InputName(name))),
+        _ => commands.spawn((InferenceRequest::new(model, input.clone()), InputName(name))),
     };
     if let Some(k) = options.top_k {
         request.insert(ReadBackTopK(k));
+    }
+    if let (true, &[1, _, height, width]) = (options.output_texture, input.shape()) {
+        request.insert(crate::output_texture::output_to_texture(&mut images, width as u32, height as u32));
     }
     progress.sent += 1;
     set_status(&format!("request {} of {}…", progress.sent, options.requests));
 }
 
-/// A `[1, 1, H, W]` image tensor of values in `[0, 1]` as an 8-bit sRGB texture (grey in each
-/// colour channel, as the PNG it was decoded from stores it).
-fn grey_texture(input: &Tensor) -> Option<Image> {
+/// A `[1, C, H, W]` image tensor of values in `[0, 1]` (grey for one channel, RGB for three) as
+/// an 8-bit sRGB texture (grey in each colour channel, as a grey PNG stores it), with the
+/// channels that read it back.
+fn image_texture(input: &Tensor) -> Option<(Image, ChannelOrder)> {
     use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat};
-    let [1, 1, height, width] = input.shape() else { return None };
-    let rgba: Vec<u8> = input.data().iter().flat_map(|v| {
-        let byte = (v * 255.0).round().clamp(0.0, 255.0) as u8;
-        [byte, byte, byte, 255]
-    }).collect();
-    let size = Extent3d { width: *width as u32, height: *height as u32, depth_or_array_layers: 1 };
-    Some(Image::new(size, TextureDimension::D2, rgba, TextureFormat::Rgba8UnormSrgb, Default::default()))
+    let &[1, channels @ (1 | 3), height, width] = input.shape() else { return None };
+    let (plane, data) = (height * width, input.data());
+    let byte = |v: f32| (v * 255.0).round().clamp(0.0, 255.0) as u8;
+    let rgba: Vec<u8> = (0..plane)
+        .flat_map(|i| {
+            let [r, g, b] = if channels == 1 { [data[i]; 3] } else { [data[i], data[plane + i], data[2 * plane + i]] };
+            [byte(r), byte(g), byte(b), 255]
+        })
+        .collect();
+    let size = Extent3d { width: width as u32, height: height as u32, depth_or_array_layers: 1 };
+    let order = if channels == 1 { ChannelOrder::Gray } else { ChannelOrder::Rgb };
+    Some((Image::new(size, TextureDimension::D2, rgba, TextureFormat::Rgba8UnormSrgb, Default::default()), order))
 }
 
 /// The input a request classifies.
 #[derive(Component)]
 struct InputName(String);
 
-fn on_prediction(ready: On<PredictionReady>, names: Query<&InputName>, options: Res<PageOptions>, mut progress: ResMut<Progress>) {
+fn on_prediction(
+    ready: On<PredictionReady>,
+    mut commands: Commands,
+    names: Query<&InputName>,
+    targets: Query<&crate::output_texture::OutputTexture>,
+    options: Res<PageOptions>,
+    mut progress: ResMut<Progress>,
+) {
     let name = names.get(ready.entity).map(|n| n.0.clone()).unwrap_or_default();
+    if let Ok(target) = targets.get(ready.entity) {
+        crate::output_texture::check_output_texture(&mut commands, target, name.clone(), ready.prediction.output.clone(), &mut progress);
+    }
     let prediction = &ready.prediction;
     let latency_ms = prediction.latency.as_secs_f64() * 1e3;
     progress.finished += 1;
@@ -311,8 +337,9 @@ fn despawn_settled(mut commands: Commands, settled: Query<Entity, (With<InputNam
     }
 }
 
-fn finish_when_done(options: &PageOptions, progress: &Progress) {
-    if progress.finished + progress.failed < options.requests {
+/// Reports `done` once every request has settled and every output texture was checked.
+pub fn finish_when_done(options: &PageOptions, progress: &Progress) {
+    if progress.finished + progress.failed < options.requests || progress.readbacks > 0 {
         return;
     }
     let mut sorted = progress.latencies_ms.clone();

@@ -5,8 +5,10 @@
 //! prediction as a JSON line on the browser console (`{"event": "prediction" | "failed" |
 //! "done", ...}`), for scripts and tests: `?input=URL.npy` classifies a stored float32 input
 //! (`?requests=N` times), otherwise the shipped images in turn (`?source=texture`: each as a
-//! texture on the GPU, read there by an `ImageInferenceRequest`). The page's status line says
-//! what happened, errors included.
+//! texture on the GPU, read there by an `ImageInferenceRequest`; `?top_k=K`: only the top K
+//! classes read back; `?output=texture`: the output also written into a texture and checked
+//! against the CPU reference, see `output_texture.rs`). The page's status line says what
+//! happened, errors included.
 //!
 //! With `?room=ws://…&key=…&role=worker|coordinator` the tab is a player of a split-inference
 //! room, like the native `peer` example, and prints the same JSON lines (`peer_trusted`,
@@ -21,6 +23,8 @@
 mod browser;
 #[cfg(target_arch = "wasm32")]
 mod game;
+#[cfg(target_arch = "wasm32")]
+mod output_texture;
 #[cfg(target_arch = "wasm32")]
 mod room;
 

@@ -135,6 +135,41 @@ fn a_top_3_taken_on_the_gpu_in_a_browser_tab_is_the_top_3_of_the_whole_output() 
     }
 }
 
+#[test]
+fn a_segmentation_written_into_a_texture_in_a_browser_tab_is_the_cpu_references_colour_map() {
+    use bevy_p2p_inference::model::run_reference;
+    use bevy_p2p_inference::Model;
+
+    let _serial = Serial::lock();
+    // The zoo's U-Net on an RGB texture (image_input), its two classes written into a texture
+    // (image_output) by Tint-compiled kernels on WebGPU; the page reads the texture back.
+    let zoo = "fixtures/zoo/unet_small_dynamic_batch";
+    let query = format!("model={zoo}.onnx&input=assets/{zoo}_input.npy&rows=1&source=texture&output=texture&requests=2");
+    let args = ["--site".into(), site().display().to_string(), "--timeout-s".into(), "240".into(), "--page".into(), query];
+    let (events, transcript) = node("page.mjs", &args);
+    assert!(!events.iter().any(|e| e["event"] == "failed" || e["event"] == "page_error"), "{transcript}");
+    let textures: Vec<&Value> = events.iter().filter(|e| e["event"] == "output_texture").collect();
+    assert_eq!(textures.len(), 2, "{transcript}");
+    for texture in textures {
+        assert_eq!(texture["texels"], 64 * 64, "{texture}");
+        assert!(texture["max_difference"].as_f64().is_some_and(|d| d <= 0.5 / 255.0), "the texture is not the reference's colour map: {texture}");
+        let classes: Vec<u64> = serde_json::from_value(texture["classes"].clone()).unwrap();
+        assert!(classes.iter().all(|c| *c > 0), "both classes appear: {texture}");
+    }
+
+    // The output read back is the CPU reference's on the texture's 8-bit pixels.
+    let input = fixture("zoo/unet_small_dynamic_batch_input.npy").rows(0..1).unwrap();
+    let pixels = Tensor::new(input.shape().to_vec(), input.data().iter().map(|v| (v * 255.0).round() / 255.0).collect()).unwrap();
+    let model = Model::from_onnx_bytes(&std::fs::read(repo().join(format!("tests/{zoo}.onnx"))).unwrap()).unwrap();
+    let want = run_reference(&model.graph_for(pixels.shape()).unwrap(), &pixels).unwrap();
+    let prediction = events.iter().find(|e| e["event"] == "prediction").unwrap();
+    let got: Vec<f32> = serde_json::from_value(prediction["output"].clone()).unwrap();
+    let scale = want.data().iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let error = got.iter().zip(want.data()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max) / scale;
+    assert_eq!(got.len(), want.len());
+    assert!(error <= 1e-3, "relative error {error} against the CPU reference:\n{transcript}");
+}
+
 /// Runs `tools/web/room.mjs` with `args` (in this test's namespace) and returns its result.
 fn room(args: &[&str]) -> (Value, String) {
     let mut all: Vec<String> = vec!["--site".into(), site().display().to_string(), "--bin".into(), examples_dir().display().to_string()];
