@@ -6,7 +6,7 @@ use bevy::prelude::*;
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::web::web_runner;
 use bevy_p2p_inference::tensor::preprocess::{ChannelOrder, ResizeFilter};
-use bevy_p2p_inference::{headless_plugins, InferenceError, InferenceSystems, PeerRole};
+use bevy_p2p_inference::{headless_plugins, ContinuousRun, InferenceError, InferenceSystems, PeerRole};
 
 use crate::room::{self, RoomOptions};
 use crossbeam_channel::{Receiver, Sender};
@@ -44,6 +44,10 @@ pub struct PageOptions {
     /// `?output=texture`: each output is also written into a texture as a colour map, read
     /// back and compared with the CPU reference (see [`crate::output_texture`]).
     output_texture: bool,
+    /// `?continuous=1` (with `?source=texture`): a `ContinuousInference` on the first image's
+    /// texture (a run every 2 frames, at most 2 in flight) instead of single requests; each run's
+    /// prediction is reported, and `done` after `requests` of them.
+    continuous: bool,
 }
 
 impl PageOptions {
@@ -61,6 +65,7 @@ impl PageOptions {
             texture: get("source").as_deref() == Some("texture"),
             top_k: get("top_k").and_then(|k| k.parse().ok()),
             output_texture: get("output").as_deref() == Some("texture"),
+            continuous: get("continuous").as_deref() == Some("1"),
         })
     }
 }
@@ -239,6 +244,15 @@ fn send_requests(
         return;
     }
     let (name, input) = progress.inputs[progress.sent % progress.inputs.len()].clone();
+    if let (true, Some((texture, order))) = (options.continuous, image_texture(&input)) {
+        // One inference that keeps running: it counts as all the requests.
+        let size = texture.size();
+        let preprocessing = ImagePreprocessing::resized(size.x, size.y, ResizeFilter::Area, order);
+        commands.spawn((ContinuousInference::new(model, images.add(texture), preprocessing).every(2).in_flight(2), InputName(name)));
+        progress.sent = options.requests;
+        set_status("continuous inference running…");
+        return;
+    }
     let mut request = match (options.texture, image_texture(&input)) {
         (true, Some((texture, order))) => {
             let size = texture.size();
@@ -285,9 +299,14 @@ fn on_prediction(
     mut commands: Commands,
     names: Query<&InputName>,
     targets: Query<&crate::output_texture::OutputTexture>,
+    runs: Query<(), With<ContinuousRun>>,
     options: Res<PageOptions>,
     mut progress: ResMut<Progress>,
 ) {
+    // A continuous inference's run: its prediction is reported on the inference's entity.
+    if runs.contains(ready.entity) {
+        return;
+    }
     let name = names.get(ready.entity).map(|n| n.0.clone()).unwrap_or_default();
     if let Ok(target) = targets.get(ready.entity) {
         crate::output_texture::check_output_texture(&mut commands, target, name.clone(), ready.prediction.output.clone(), &mut progress);
@@ -306,6 +325,7 @@ fn on_prediction(
             "latency_ms": latency_ms,
             "shape": prediction.output.shape(),
             "output": prediction.output.data(),
+            "runs_in_flight": options.continuous.then(|| runs.iter().count()),
         }),
         &format!("{name}: class {class} ({:.1}%) in {latency_ms:.1} ms", probability * 100.0),
     );
@@ -331,7 +351,7 @@ fn failure_kind(error: &InferenceError) -> &'static str {
 
 /// Settled requests go a frame after they settled, once the inference history (which the
 /// overlay shows) has recorded them.
-fn despawn_settled(mut commands: Commands, settled: Query<Entity, (With<InputName>, Or<(With<Prediction>, With<InferenceFailed>)>)>) {
+fn despawn_settled(mut commands: Commands, settled: Query<Entity, (With<InputName>, Without<ContinuousInference>, Or<(With<Prediction>, With<InferenceFailed>)>)>) {
     for entity in &settled {
         commands.entity(entity).despawn();
     }

@@ -170,6 +170,23 @@ fn a_segmentation_written_into_a_texture_in_a_browser_tab_is_the_cpu_references_
     assert!(error <= 1e-3, "relative error {error} against the CPU reference:\n{transcript}");
 }
 
+#[test]
+fn a_continuous_inference_on_a_texture_in_a_browser_tab_keeps_giving_the_single_requests_prediction() {
+    let _serial = Serial::lock();
+    let (single, _) = predictions_by_input("source=texture&requests=1");
+    let args = ["--site".into(), site().display().to_string(), "--timeout-s".into(), "240".into(), "--page".into(), "source=texture&continuous=1&requests=6".into()];
+    let (events, transcript) = node("page.mjs", &args);
+    assert!(!events.iter().any(|e| e["event"] == "failed" || e["event"] == "page_error"), "{transcript}");
+    let predictions: Vec<&Value> = events.iter().filter(|e| e["event"] == "prediction").collect();
+    assert!(predictions.len() >= 6, "{transcript}");
+    let want = &single["t_shirt_top"];
+    for prediction in predictions {
+        let got: Vec<f32> = serde_json::from_value(prediction["output"].clone()).unwrap();
+        assert!(got.iter().zip(want).all(|(a, b)| (a - b).abs() <= 1e-5 * b.abs().max(1.0)), "{got:?} against {want:?}");
+        assert!(prediction["runs_in_flight"].as_u64().is_some_and(|n| (1..=2).contains(&n)), "at most 2 runs in flight: {prediction}");
+    }
+}
+
 /// Runs `tools/web/room.mjs` with `args` (in this test's namespace) and returns its result.
 fn room(args: &[&str]) -> (Value, String) {
     let mut all: Vec<String> = vec!["--site".into(), site().display().to_string(), "--bin".into(), examples_dir().display().to_string()];
