@@ -219,7 +219,10 @@ fn three_peers_with_f32_cuts_give_bit_identical_results_to_a_single_peer() {
             }
         }
         let last = requests.last().unwrap()["stages"].as_array().unwrap();
-        assert!(last[1..].iter().all(|s| s["network_ms"].as_f64() > Some(0.0)), "the inputs' hops to the workers: {last:?}");
+        // Each hop from one player to another (measured placement may give a slowed worker's
+        // turn to the other, which then runs both remote stages without a hop between them).
+        let hops: Vec<&Value> = last.windows(2).filter(|pair| pair[0]["executor"] != pair[1]["executor"]).map(|pair| &pair[1]).collect();
+        assert!(!hops.is_empty() && hops.iter().all(|s| s["network_ms"].as_f64() > Some(0.0)), "the inputs' hops to the workers: {last:?}");
         assert!(last[2]["returned_ms"].as_f64() > Some(0.0), "the output's hop back: {last:?}");
     });
 }
