@@ -8,9 +8,10 @@ use std::task::Poll;
 use thiserror::Error;
 use wgpu::util::DeviceExt;
 
-use super::device_check::{DeviceCheck, DeviceRefusal};
+use super::device_check::DeviceRefusal;
+use super::edge_kernel::EdgeKernel;
 use super::engine::{map_blocking, read_mapped, GpuError};
-use super::library::{compute_pipeline, storage_entry};
+use super::library::storage_entry;
 use super::params::ImageInputParams;
 use crate::tensor::preprocess::{ChannelOrder, ImageSize, PreprocessError, PreprocessPlan, ResizeFilter, TensorLayout};
 use crate::tensor::Tensor;
@@ -143,36 +144,28 @@ impl ImageInputParams {
 }
 
 /// The `image_input` kernel's pipeline, built once per device.
-pub struct ImageInputKernel {
-    pipeline: wgpu::ComputePipeline,
-    layout: wgpu::BindGroupLayout,
-    check: DeviceCheck,
-}
+pub struct ImageInputKernel(EdgeKernel);
 
 impl ImageInputKernel {
     /// Compiles the kernel; the device's verdict on it comes from [`Self::check`].
     pub fn new(device: &wgpu::Device) -> Self {
-        let ((pipeline, layout), check) = DeviceCheck::around(device, "the image_input kernel", || {
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some("image_input"), source: wgpu::ShaderSource::Wgsl(SHADER.into()) });
-            let texture = wgpu::BindGroupLayoutEntry {
-                binding: 1,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Texture {
-                    // Unfilterable: the kernel loads texels, so rgba32float textures bind too.
-                    sample_type: wgpu::TextureSampleType::Float { filterable: false },
-                    view_dimension: wgpu::TextureViewDimension::D2,
-                    multisampled: false,
-                },
-                count: None,
-            };
-            compute_pipeline(device, &module, "image_input", &[storage_entry(0, true), texture, storage_entry(2, false)])
-        });
-        Self { pipeline, layout, check }
+        let texture = wgpu::BindGroupLayoutEntry {
+            binding: 1,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Texture {
+                // Unfilterable: the kernel loads texels, so rgba32float textures bind too.
+                sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                view_dimension: wgpu::TextureViewDimension::D2,
+                multisampled: false,
+            },
+            count: None,
+        };
+        Self(EdgeKernel::new(device, "image_input", SHADER, &[storage_entry(0, true), texture, storage_entry(2, false)]))
     }
 
     /// The device's verdict on the kernel, pending until known.
     pub fn check(&self) -> Poll<Result<(), DeviceRefusal>> {
-        self.check.poll()
+        self.0.check()
     }
 
     /// Records the preprocessing of the texture behind `view` (read as `reading` says) by
@@ -187,20 +180,8 @@ impl ImageInputKernel {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("image_input"),
-            layout: &self.layout,
-            entries: &[
-                wgpu::BindGroupEntry { binding: 0, resource: params.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 1, resource: wgpu::BindingResource::TextureView(view) },
-                wgpu::BindGroupEntry { binding: 2, resource: output.as_entire_binding() },
-            ],
-        });
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("image_input"), timestamp_writes: None });
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
-        pass.dispatch_workgroups(plan.output.width.div_ceil(TILE), plan.output.height.div_ceil(TILE), 1);
-        drop(pass);
+        let resources = [params.as_entire_binding(), wgpu::BindingResource::TextureView(view), output.as_entire_binding()];
+        self.0.dispatch(device, encoder, &resources, [plan.output.width.div_ceil(TILE), plan.output.height.div_ceil(TILE), 1]);
         output
     }
 

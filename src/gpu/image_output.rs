@@ -8,8 +8,9 @@ use std::task::Poll;
 use thiserror::Error;
 use wgpu::util::DeviceExt;
 
-use super::device_check::{DeviceCheck, DeviceRefusal};
-use super::library::{compute_pipeline, storage_entry};
+use super::device_check::DeviceRefusal;
+use super::edge_kernel::EdgeKernel;
+use super::library::storage_entry;
 use super::params::ImageOutputParams;
 use crate::tensor::output_mapping::{OutputMapping, OutputMappingError};
 use crate::tensor::preprocess::{ChannelOrder, ImageSize, TensorLayout};
@@ -128,26 +129,18 @@ impl ImageOutputParams {
 }
 
 /// The `image_output` kernel's pipeline, built once per device.
-pub struct ImageOutputKernel {
-    pipeline: wgpu::ComputePipeline,
-    layout: wgpu::BindGroupLayout,
-    check: DeviceCheck,
-}
+pub struct ImageOutputKernel(EdgeKernel);
 
 impl ImageOutputKernel {
     /// Compiles the kernel; the device's verdict on it comes from [`Self::check`].
     pub fn new(device: &wgpu::Device) -> Self {
-        let ((pipeline, layout), check) = DeviceCheck::around(device, "the image_output kernel", || {
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some("image_output"), source: wgpu::ShaderSource::Wgsl(SHADER.into()) });
-            // The parameters, the output tensor and the palette, then the packed texels.
-            compute_pipeline(device, &module, "image_output", &[storage_entry(0, true), storage_entry(1, true), storage_entry(2, true), storage_entry(3, false)])
-        });
-        Self { pipeline, layout, check }
+        // The parameters, the output tensor and the palette, then the packed texels.
+        Self(EdgeKernel::new(device, "image_output", SHADER, &[storage_entry(0, true), storage_entry(1, true), storage_entry(2, true), storage_entry(3, false)]))
     }
 
     /// The device's verdict on the kernel, pending until known.
     pub fn check(&self) -> Poll<Result<(), DeviceRefusal>> {
-        self.check.poll()
+        self.0.check()
     }
 
     /// Records the mapping of `output` (a buffer holding the f32 tensor `params` was made for)
@@ -167,22 +160,8 @@ impl ImageOutputKernel {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("image_output"),
-            layout: &self.layout,
-            entries: &[
-                wgpu::BindGroupEntry { binding: 0, resource: params.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 1, resource: output.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 2, resource: palette.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 3, resource: texels.as_entire_binding() },
-            ],
-        });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("image_output"), timestamp_writes: None });
-            pass.set_pipeline(&self.pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(size.width.div_ceil(TILE), size.height.div_ceil(TILE), 1);
-        }
+        let resources = [params.as_entire_binding(), output.as_entire_binding(), palette.as_entire_binding(), texels.as_entire_binding()];
+        self.0.dispatch(device, encoder, &resources, [size.width.div_ceil(TILE), size.height.div_ceil(TILE), 1]);
         encoder.copy_buffer_to_texture(
             wgpu::TexelCopyBufferInfo { buffer: &texels, layout: wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(row), rows_per_image: None } },
             texture.as_image_copy(),

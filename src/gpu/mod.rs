@@ -7,6 +7,7 @@ pub mod buffer_output;
 pub mod compile;
 mod device_check;
 mod dispatch_grid;
+mod edge_kernel;
 mod engine;
 pub mod image_input;
 pub mod image_output;
