@@ -83,30 +83,26 @@ pub(super) fn record_edge_job(
         Err(error) => return fail(state, &job, error),
     }
 
-    // The textures, once the render world has them.
-    let source = match &mut job.input {
-        JobInput::Tensor(_) => None,
-        JobInput::Image(input) => match on_gpu(&assets.images, input.image, &mut input.frames_waited) {
-            Ok(Some(image)) => Some(image),
-            Ok(None) => return EdgeRecording::Waiting(job),
-            Err(frames) => return fail(state, &job, ImageInputError::NotOnGpu { frames }.into()),
-        },
-    };
-    let target = match job.output.image.as_deref_mut() {
-        None => None,
-        Some(output) => match on_gpu(&assets.images, output.image, &mut output.frames_waited) {
-            Ok(Some(image)) => Some(image),
-            Ok(None) => return EdgeRecording::Waiting(job),
-            Err(frames) => return fail(state, &job, ImageOutputError::NotOnGpu { frames }.into()),
-        },
-    };
-    let buffer = match job.output.buffer.as_mut() {
-        None => None,
-        Some(output) => match on_gpu(&assets.buffers, output.buffer, &mut output.frames_waited) {
-            Ok(Some(buffer)) => Some(&buffer.buffer),
-            Ok(None) => return EdgeRecording::Waiting(job),
-            Err(frames) => return fail(state, &job, BufferOutputError::NotOnGpu { frames }.into()),
-        },
+    // The textures and the buffer, once the render world has them.
+    let found = (|| {
+        let source = match &mut job.input {
+            JobInput::Tensor(_) => None,
+            JobInput::Image(input) => Some(on_gpu(&assets.images, input.image, &mut input.frames_waited, |frames| ImageInputError::NotOnGpu { frames }.into())?),
+        };
+        let target = match job.output.image.as_deref_mut() {
+            None => None,
+            Some(output) => Some(on_gpu(&assets.images, output.image, &mut output.frames_waited, |frames| ImageOutputError::NotOnGpu { frames }.into())?),
+        };
+        let buffer = match job.output.buffer.as_mut() {
+            None => None,
+            Some(output) => Some(&on_gpu(&assets.buffers, output.buffer, &mut output.frames_waited, |frames| BufferOutputError::NotOnGpu { frames }.into())?.buffer),
+        };
+        Ok((source, target, buffer))
+    })();
+    let (source, target, buffer) = match found {
+        Ok(found) => found,
+        Err(NotOnGpuYet::Waiting) => return EdgeRecording::Waiting(job),
+        Err(NotOnGpuYet::GaveUp(error)) => return fail(state, &job, error),
     };
 
     // Checked on the textures themselves: the assets may have changed since the request.
@@ -214,16 +210,24 @@ pub(super) fn record_edge_job(
     EdgeRecording::Recorded(InFlight { job, block: key, upload, readback, reading, block_readback: false, clock })
 }
 
-/// `asset` once the render world has it; `Ok(None)` while the job still waits for it (counted
-/// in `frames_waited`), `Err(frames)` once it has waited too long.
-fn on_gpu<'a, A: RenderAsset>(assets: &'a RenderAssets<A>, asset: AssetId<A::SourceAsset>, frames_waited: &mut u32) -> Result<Option<&'a A>, u32> {
+/// Why a job's texture or buffer is not there to record it with.
+enum NotOnGpuYet {
+    /// The job waits for it (next frame).
+    Waiting,
+    /// The job waited too long: it fails with this error.
+    GaveUp(GpuError),
+}
+
+/// `asset` once the render world has it; [`NotOnGpuYet::Waiting`] while the job still waits
+/// for it (counted in `frames_waited`), else the error `not_on_gpu` makes of the frames waited.
+fn on_gpu<'a, A: RenderAsset>(assets: &'a RenderAssets<A>, asset: AssetId<A::SourceAsset>, frames_waited: &mut u32, not_on_gpu: impl FnOnce(u32) -> GpuError) -> Result<&'a A, NotOnGpuYet> {
     if let Some(prepared) = assets.get(asset) {
-        return Ok(Some(prepared));
+        return Ok(prepared);
     }
     *frames_waited += 1;
     match *frames_waited > MAX_FRAMES_WITHOUT_TEXTURE {
-        true => Err(*frames_waited),
-        false => Ok(None),
+        true => Err(NotOnGpuYet::GaveUp(not_on_gpu(*frames_waited))),
+        false => Err(NotOnGpuYet::Waiting),
     }
 }
 
