@@ -27,9 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use bevy::asset::RenderAssetUsages;
 use bevy::prelude::*;
-use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat};
 use bevy_p2p_inference::model::plan::PartitionPlan;
 use bevy_p2p_inference::tensor::TransferDtype;
 use bevy_p2p_inference::net::session::PeerSession;
@@ -37,11 +35,14 @@ use bevy_p2p_inference::net::Permissions;
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::schedule::distributed::{BudgetGate, Distributed, Placement, ServeBudget};
 use bevy_p2p_inference::schedule::pipeline::{Executor, Routing};
-use bevy_p2p_inference::{headless_plugins, update_until_prediction_with, ChannelOrder, GpuTransfers, ImageInferenceRequest, ImagePreprocessing, LocalOnly, ResizeFilter, PeerRole, PeerSessionEvent, PeerSessionPlugin, CollectiveFailed, CollectiveRequest, CollectiveResult, PublishedTensor, RemoteTensor, RemoteTensorChanged, SessionProblem, SharedTensors};
+use bevy_p2p_inference::{headless_plugins, update_until_prediction_with, GpuTransfers, ImageInferenceRequest, ImagePreprocessing, LocalOnly, PeerRole, PeerSessionEvent, PeerSessionPlugin, CollectiveFailed, CollectiveRequest, CollectiveResult, PublishedTensor, RemoteTensor, RemoteTensorChanged, SessionProblem, SharedTensors};
 use bevy_p2p_inference::net::{CollectiveOp, Direction, Reduction, SentTensor, SharedKey};
 use bevy_p2p_inference::net::{OwnerKey, OwnerPublicKey, RoomAuthority, RoomKey, RoomOwner, SessionEvent};
 use bevy_p2p_inference::secret::SecretKey;
 use clap::{Parser, ValueEnum};
+#[path = "support/image_texture.rs"]
+mod image_texture;
+use image_texture::image_texture;
 use serde_json::json;
 
 /// This process's role.
@@ -357,23 +358,8 @@ impl RequestInput {
         if !as_texture {
             return Ok(RequestInput::Tensor(tensor));
         }
-        let &[1, channels @ (1 | 3), height, width] = tensor.shape() else { return Err(format!("--image-requests takes one image per request, not {:?}", tensor.shape())) };
-        let plane = height * width;
-        let byte = |v: f32| (v * 255.0).round().clamp(0.0, 255.0) as u8;
-        let data = tensor.data();
-        let rgba: Vec<u8> = (0..plane)
-            .flat_map(|i| {
-                let [r, g, b] = match channels {
-                    1 => [data[i]; 3],
-                    _ => [data[i], data[plane + i], data[2 * plane + i]],
-                };
-                [byte(r), byte(g), byte(b), 255]
-            })
-            .collect();
-        let size = Extent3d { width: width as u32, height: height as u32, depth_or_array_layers: 1 };
-        let texture = textures.add(Image::new(size, TextureDimension::D2, rgba, TextureFormat::Rgba8Unorm, RenderAssetUsages::RENDER_WORLD));
-        let order = if channels == 1 { ChannelOrder::Gray } else { ChannelOrder::Rgb };
-        Ok(RequestInput::Texture(texture, ImagePreprocessing::resized(width as u32, height as u32, ResizeFilter::Area, order)))
+        let Some((texture, preprocessing)) = image_texture(&tensor) else { return Err(format!("--image-requests takes one image per request, not {:?}", tensor.shape())) };
+        Ok(RequestInput::Texture(textures.add(texture), preprocessing))
     }
 
     /// Spawns a request of `model` on this input, pinned to this player with `local_only`.

@@ -5,7 +5,7 @@ use bevy::asset::AssetMetaCheck;
 use bevy::prelude::*;
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::web::web_runner;
-use bevy_p2p_inference::tensor::preprocess::{ChannelOrder, ResizeFilter};
+use crate::image_texture::image_texture;
 use bevy_p2p_inference::{headless_plugins, ContinuousRun, InferenceError, InferenceSystems, PeerRole};
 
 use crate::room::{self, RoomOptions};
@@ -244,19 +244,15 @@ fn send_requests(
         return;
     }
     let (name, input) = progress.inputs[progress.sent % progress.inputs.len()].clone();
-    if let (true, Some((texture, order))) = (options.continuous, image_texture(&input)) {
+    if let (true, Some((texture, preprocessing))) = (options.continuous, image_texture(&input)) {
         // One inference that keeps running: it counts as all the requests.
-        let size = texture.size();
-        let preprocessing = ImagePreprocessing::resized(size.x, size.y, ResizeFilter::Area, order);
         commands.spawn((ContinuousInference::new(model, images.add(texture), preprocessing).every(2).in_flight(2), InputName(name)));
         progress.sent = options.requests;
         set_status("continuous inference running…");
         return;
     }
     let mut request = match (options.texture, image_texture(&input)) {
-        (true, Some((texture, order))) => {
-            let size = texture.size();
-            let preprocessing = ImagePreprocessing::resized(size.x, size.y, ResizeFilter::Area, order);
+        (true, Some((texture, preprocessing))) => {
             commands.spawn((ImageInferenceRequest::new(model, images.add(texture), preprocessing), InputName(name)))
         }
         _ => commands.spawn((InferenceRequest::new(model, input.clone()), InputName(name))),
@@ -269,25 +265,6 @@ fn send_requests(
     }
     progress.sent += 1;
     set_status(&format!("request {} of {}…", progress.sent, options.requests));
-}
-
-/// A `[1, C, H, W]` image tensor of values in `[0, 1]` (grey for one channel, RGB for three) as
-/// an 8-bit sRGB texture (grey in each colour channel, as a grey PNG stores it), with the
-/// channels that read it back.
-fn image_texture(input: &Tensor) -> Option<(Image, ChannelOrder)> {
-    use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat};
-    let &[1, channels @ (1 | 3), height, width] = input.shape() else { return None };
-    let (plane, data) = (height * width, input.data());
-    let byte = |v: f32| (v * 255.0).round().clamp(0.0, 255.0) as u8;
-    let rgba: Vec<u8> = (0..plane)
-        .flat_map(|i| {
-            let [r, g, b] = if channels == 1 { [data[i]; 3] } else { [data[i], data[plane + i], data[2 * plane + i]] };
-            [byte(r), byte(g), byte(b), 255]
-        })
-        .collect();
-    let size = Extent3d { width: width as u32, height: height as u32, depth_or_array_layers: 1 };
-    let order = if channels == 1 { ChannelOrder::Gray } else { ChannelOrder::Rgb };
-    Some((Image::new(size, TextureDimension::D2, rgba, TextureFormat::Rgba8UnormSrgb, Default::default()), order))
 }
 
 /// The input a request classifies.

@@ -24,6 +24,9 @@ mod browser;
 #[cfg(target_arch = "wasm32")]
 mod game;
 #[cfg(target_arch = "wasm32")]
+#[path = "../support/image_texture.rs"]
+mod image_texture;
+#[cfg(target_arch = "wasm32")]
 mod output_texture;
 #[cfg(target_arch = "wasm32")]
 mod room;
