@@ -242,7 +242,7 @@ pub(crate) struct TopK(pub usize);
 /// players or frames.
 /// A request whose output goes into a texture or a buffer runs whole in one frame even with
 /// [`SliceAcrossFrames`].
-type SinglePeerRequest = (Without<Submitted>, Without<InferenceFailed>, Without<SplitRequest>, Or<(Without<SliceAcrossFrames>, With<request_output::OutputToImage>, With<request_output::OutputToBuffer>)>);
+type SinglePeerRequest = (Without<Submitted>, Without<InferenceFailed>, Without<SplitRequest>, Or<(Without<SliceAcrossFrames>, request_output::OutputKeptOnGpu)>);
 
 pub(crate) fn submit_requests(
     mut commands: Commands,

@@ -106,6 +106,14 @@ pub(crate) fn output_target(commands: &mut Commands, entity: Entity, output: Opt
     Some(Some(Box::new(ImageJobOutput { image: output.image.id(), mapping: output.mapping.clone(), frames_waited: 0 })))
 }
 
+/// Requests whose output is kept on this GPU (in a texture or a buffer): they run whole here, in
+/// one frame.
+pub(crate) type OutputKeptOnGpu = Or<(With<OutputToImage>, With<OutputToBuffer>)>;
+
+/// Requests whose output is not kept on this GPU: a session may split them and a frame budget
+/// may slice them.
+pub(crate) type OutputNotKeptOnGpu = (Without<OutputToImage>, Without<OutputToBuffer>);
+
 /// A request's components that say where its output goes.
 #[derive(QueryData)]
 pub(crate) struct OutputRequest {

@@ -13,7 +13,7 @@ use bevy::prelude::*;
 
 use super::layer_slices::{cut_into_slices, LayerSlice, LayerSliceRecord, SliceAcrossFrames, SliceCounter};
 use super::{deliver, fail, request_graph, InferenceError, InferenceFailed, InferenceRequest, JobQueue, Prediction, SplitRequest, StageOutcomes, Submitted, TopK};
-use super::request_output::{OutputToBuffer, OutputToImage};
+use super::request_output::OutputNotKeptOnGpu;
 use crate::job::{JobOutput, JobTag, StageJob};
 use crate::model::ir::Graph;
 use crate::model::plan::{most_stages, PlanError};
@@ -86,7 +86,7 @@ pub(crate) struct SlicedRun {
 
 /// Sliced requests not yet handed out, failed or claimed by the peer session (one whose output
 /// stays on the GPU runs whole, in one frame).
-type NewSlicedRequest = (Without<Submitted>, Without<InferenceFailed>, Without<SplitRequest>, Without<OutputToImage>, Without<OutputToBuffer>);
+type NewSlicedRequest = (Without<Submitted>, Without<InferenceFailed>, Without<SplitRequest>, OutputNotKeptOnGpu);
 
 /// Cuts new sliced requests' models; their first slice is handed over by
 /// [`submit_layer_slices`], which runs after this.

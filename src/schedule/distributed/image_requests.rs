@@ -11,18 +11,17 @@ use super::state::Tracked;
 use super::Distributed;
 use crate::job::ImageJobInput;
 use crate::schedule::image_request::{image_job_input, ImageInferenceRequest};
-use crate::schedule::request_output::{OutputToBuffer, OutputToImage};
+use crate::schedule::request_output::OutputNotKeptOnGpu;
 use crate::schedule::{InferenceFailed, LocalOnly, SplitRequest, Submitted};
 
 /// Image requests neither handed out, failed, claimed by the pipeline, nor pinned to this
 /// player (by [`LocalOnly`], or by an output kept on this GPU).
-type UnclaimedImageRequest = (Without<Submitted>, Without<SplitRequest>, Without<InferenceFailed>, Without<LocalOnly>, Without<OutputToImage>, Without<OutputToBuffer>);
+type UnclaimedImageRequest = (Without<Submitted>, Without<SplitRequest>, Without<InferenceFailed>, Without<LocalOnly>, OutputNotKeptOnGpu);
 
 impl Distributed {
     /// Puts the image request of `entity` into the pipeline: its stage 0 reads `image` here.
     fn admit_image(&mut self, entity: Entity, image: ImageJobInput) {
-        let id = self.next_request;
-        self.next_request = id.wrapping_add(1);
+        let id = self.take_request_id();
         self.pipeline.submit_on_this_gpu(id, image.plan.output_shape());
         self.tracked.insert(id, Tracked { entity, bytes: 0, part: None, image: Some(image) });
     }

@@ -51,15 +51,14 @@ impl Distributed {
         let slices = match self.batch_plan(first, input, session) {
             BatchPlan::Split(slices) => slices,
             BatchPlan::Pipeline => {
-                self.next_request = first.wrapping_add(1);
+                let first = self.take_request_id();
                 self.pipeline.submit(first, input.clone());
                 self.tracked.insert(first, Tracked { entity, bytes: 0, part: None, image: None });
                 return;
             }
         };
         for (index, BatchSlice { worker, rows }) in slices.iter().cloned().enumerate() {
-            let id = self.next_request;
-            self.next_request = id.wrapping_add(1);
+            let id = self.take_request_id();
             let slice = input.rows(rows).expect("the slices cover the batch");
             self.pipeline.submit_to(id, slice, worker);
             self.tracked.insert(id, Tracked { entity, bytes: 0, part: Some(SlicePart { batch: first, index }), image: None });

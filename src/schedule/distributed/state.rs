@@ -189,6 +189,13 @@ impl Distributed {
         self.staged.as_ref().map_or(0, |staged| lock(staged).stage_count())
     }
 
+    /// A fresh id for a request this player coordinates.
+    pub(super) fn take_request_id(&mut self) -> RequestId {
+        let id = self.next_request;
+        self.next_request = id.wrapping_add(1);
+        id
+    }
+
     /// What the render side runs `request`'s stage on: the tensor, or the request's image on
     /// this GPU.
     pub(super) fn job_input(&self, request: RequestId, input: StageInput) -> Result<JobInput, InferenceError> {

@@ -18,7 +18,7 @@ use crate::net::session::{PeerSession, SessionConfig};
 use crate::net::codec::Onward;
 use crate::net::{Capabilities, Direction, LinkSettings, LinkState, PeerUuid, Permissions, SendError, SentTensor, SessionEvent};
 use crate::render::GpuCapabilities;
-use crate::schedule::request_output::{OutputToBuffer, OutputToImage};
+use crate::schedule::request_output::OutputNotKeptOnGpu;
 use crate::schedule::pipeline::{peers_of, Executor, Handover, PipelineAction, StageInput};
 use crate::schedule::{deliver, InferenceError, InferenceFailed, InferenceRequest, JobQueue, JobResults, LocalOnly, Prediction, SplitRequest, StageOutcomes, Submitted, TopK};
 use crate::tensor::{Tensor, TransferDtype};
@@ -500,7 +500,7 @@ fn pass_on(onward: &[PeerUuid], request: u64, stage: usize, state: &Distributed,
 
 /// Requests neither handed out, failed, claimed by the pipeline, nor pinned to this peer (by
 /// [`LocalOnly`], or by an output kept on this GPU).
-type UnclaimedRequest = (Without<Submitted>, Without<SplitRequest>, Without<InferenceFailed>, Without<LocalOnly>, Without<OutputToImage>, Without<OutputToBuffer>);
+type UnclaimedRequest = (Without<Submitted>, Without<SplitRequest>, Without<InferenceFailed>, Without<LocalOnly>, OutputNotKeptOnGpu);
 
 /// Marks requests for the split model so that the single-peer path leaves them to the pipeline.
 pub(super) fn claim_requests(mut commands: Commands, mut state: ResMut<Distributed>, session: Option<Res<PeerSession>>, requests: Query<(Entity, &InferenceRequest), UnclaimedRequest>) {
