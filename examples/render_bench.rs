@@ -6,7 +6,7 @@
 //! ImageNet-shaped MobileNetV2 with torchvision's recipe (shorter side 256, center crop 224).
 //! Requests run one after another; prints one JSON line per path.
 //!
-//! `cargo run --release --example render_bench -- --size 512 --requests 30`
+//! `cargo run --release --features scene --example render_bench -- --size 512 --requests 30`
 
 use std::time::{Duration, Instant};
 

@@ -7,7 +7,7 @@
 //! scene, the map and the overlay side by side: into a window with `--window` (feature
 //! `window`), else into a texture that `--screenshot FILE.png` saves after `--frames` frames.
 //!
-//! `cargo run --release --example render_target -- --frames 240 --screenshot shot.png`
+//! `cargo run --release --features scene --example render_target -- --frames 240 --screenshot shot.png`
 
 use std::path::PathBuf;
 

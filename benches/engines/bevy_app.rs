@@ -61,18 +61,50 @@ pub fn end_to_end(app: &mut App, model: &Handle<Model>, x: &Tensor, seconds: f64
 /// A headless app with this crate's plugin; `pipelined` keeps Bevy's default of rendering
 /// frame N on a render thread while the main world runs frame N+1.
 pub fn bench_app(pipelined: bool) -> App {
-    let mut app = App::new();
-    let plugins = headless_plugins().set(bevy::log::LogPlugin { level: bevy::log::Level::ERROR, ..default() });
-    if pipelined {
-        app.add_plugins((plugins, P2pInferencePlugin::default()));
-    } else {
-        app.add_plugins((plugins.disable::<PipelinedRenderingPlugin>(), P2pInferencePlugin::default()));
-    }
+    let mut app = headless_app(pipelined, true);
     app.init_resource::<LastPredictionReady>();
     app.add_observer(|_: On<PredictionReady>, mut last: ResMut<LastPredictionReady>| last.0 = Some(Instant::now()));
+    app
+}
+
+/// The same headless app without this crate's plugin: what Bevy alone costs a frame.
+pub fn bevy_alone_app() -> App {
+    headless_app(true, false)
+}
+
+fn headless_app(pipelined: bool, with_plugin: bool) -> App {
+    let mut app = App::new();
+    let plugins = headless_plugins().set(bevy::log::LogPlugin { level: bevy::log::Level::ERROR, ..default() });
+    match pipelined {
+        true => app.add_plugins(plugins),
+        false => app.add_plugins(plugins.disable::<PipelinedRenderingPlugin>()),
+    };
+    if with_plugin {
+        app.add_plugins(P2pInferencePlugin::default());
+    }
     app.finish();
     app.cleanup();
     app
+}
+
+/// Median and p95 frame time (ms) of each app with nothing to do, sampled in turn for about
+/// `seconds`, so that a change of clocks hits them alike.
+pub fn idle_frames(apps: &mut [&mut App], seconds: f64) -> Vec<Result<(f64, f64), String>> {
+    let mut samples = vec![Vec::new(); apps.len()];
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut round = 0;
+    while Instant::now() < deadline || round < 4 {
+        for (app, samples) in apps.iter_mut().zip(&mut samples) {
+            let t = Instant::now();
+            app.update();
+            // The first rounds are the warm-up.
+            if round >= 3 {
+                samples.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        round += 1;
+    }
+    samples.iter_mut().map(|s| median_p95(s)).collect()
 }
 
 /// Milliseconds per request with `in_flight` requests kept in flight in the app: each

@@ -150,12 +150,15 @@ fn main() {
 
     println!("adapter: {} ({:?}, {})", info.name, info.backend, info.driver_info);
     // What one frame of the headless app costs with no request in flight: the floor under the
-    // end-to-end column, which needs at least two frames (submit, then receive).
-    if let Ok((median, p95)) = time_it(1.0, || {
-        app.update();
-        Ok(())
-    }) {
-        println!("idle frame of the headless Bevy app: {median:.3} ms (p95 {p95:.3})");
+    // end-to-end column, which needs at least two frames (submit, then receive); and the same
+    // app without this crate's plugin, sampled in turn with it.
+    let mut bevy_alone = bevy_alone_app();
+    let idle = idle_frames(&mut [&mut app, &mut bevy_alone], 1.0);
+    drop(bevy_alone);
+    for (what, frame) in ["idle frame of the headless Bevy app", "idle frame of Bevy alone (the same app without this crate's plugin)"].into_iter().zip(idle) {
+        if let Ok((median, p95)) = frame {
+            println!("{what}: {median:.3} ms (p95 {p95:.3})");
+        }
     }
     let with_torch = std::env::var_os("BENCH_TORCH").is_some();
     let with_profile = std::env::var_os("BENCH_PROFILE").is_some();

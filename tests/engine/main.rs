@@ -14,6 +14,9 @@ mod image_requests;
 mod layer_slices;
 mod model_zoo;
 mod models_match_onnx_runtime;
+// Draws a 3D scene into a texture: Bevy's 3D renderer, feature `scene` (the README's test
+// command turns it on).
+#[cfg(feature = "scene")]
 mod render_target;
 mod ops_match_cpu_reference;
 mod staged_models;
