@@ -1,15 +1,18 @@
 //! [`P2pInferencePlugin`]: the one plugin a game adds.
 
+use bevy::ecs::schedule::ScheduleConfigs;
+use bevy::ecs::system::ScheduleSystem;
 use bevy::prelude::*;
 
 use crate::gpu::KernelOptions;
 use crate::secret::SecretKey;
 use crate::render::{GpuTransfers, RenderInferencePlugin};
-use crate::schedule::continuous::{forward_run_failure, forward_run_prediction, start_continuous_runs};
-use crate::schedule::image_request::submit_image_requests;
+use crate::schedule::continuous::{forward_run_failure, forward_run_prediction, start_continuous_runs, ContinuousInference};
+use crate::schedule::image_request::{submit_image_requests, ImageInferenceRequest};
 use crate::model::{Model, OnnxLoader, PartitionPlan, PlanLoader};
-use crate::schedule::sliced::{receive_layer_slices, start_layer_slices, submit_layer_slices, LayerSlicer};
-use crate::schedule::{receive_results, submit_requests, InferenceSystems, JobQueue, JobResults, StageOutcomes, TopK};
+use crate::schedule::sliced::{receive_layer_slices, start_layer_slices, submit_layer_slices, LayerSlicer, SlicedRun};
+use crate::schedule::layer_slices::SliceAcrossFrames;
+use crate::schedule::{receive_results, submit_requests, InferenceRequest, InferenceSystems, JobQueue, JobResults, StageOutcomes, TopK};
 
 /// Runs [`crate::InferenceRequest`]s on the GPU and reports [`crate::Prediction`]s.
 #[derive(Clone, Debug)]
@@ -54,10 +57,20 @@ impl Plugin for P2pInferencePlugin {
             .insert_resource(TopK(self.top_k))
             .insert_resource(transfers.clone())
             .init_resource::<LayerSlicer>()
-            .add_systems(PreUpdate, (receive_results, receive_layer_slices).chain().in_set(InferenceSystems::ReceiveResults))
-            .add_systems(Last, (receive_results, receive_layer_slices).chain().in_set(InferenceSystems::ReceiveResults))
-            .add_systems(PostUpdate, (submit_requests, submit_image_requests, (start_layer_slices, submit_layer_slices).chain()).in_set(InferenceSystems::SubmitRequests))
-            .add_systems(PostUpdate, start_continuous_runs.before(InferenceSystems::SubmitRequests))
+            // Every system here runs only when it has something to do: a game that asks for
+            // nothing pays for the checks, not for the systems (BENCHMARKS.md, idle frame).
+            .add_systems(PreUpdate, receiving().in_set(InferenceSystems::ReceiveResults))
+            .add_systems(Last, receiving().in_set(InferenceSystems::ReceiveResults))
+            .add_systems(
+                PostUpdate,
+                (
+                    submit_requests.run_if(any_with_component::<InferenceRequest>),
+                    submit_image_requests.run_if(any_with_component::<ImageInferenceRequest>),
+                    (start_layer_slices.run_if(any_with_component::<SliceAcrossFrames>), submit_layer_slices.run_if(any_with_component::<SlicedRun>)).chain(),
+                )
+                    .in_set(InferenceSystems::SubmitRequests),
+            )
+            .add_systems(PostUpdate, start_continuous_runs.run_if(any_with_component::<ContinuousInference>).before(InferenceSystems::SubmitRequests))
             .add_observer(forward_run_prediction)
             .add_observer(forward_run_failure)
             .add_plugins(RenderInferencePlugin {
@@ -72,3 +85,12 @@ impl Plugin for P2pInferencePlugin {
     }
 }
 
+
+/// Takes the render side's outcomes into the main world, where there are any.
+fn receiving() -> ScheduleConfigs<ScheduleSystem> {
+    (
+        receive_results.run_if(|results: Res<JobResults>| !results.receiver.is_empty()),
+        receive_layer_slices.run_if(|outcomes: Res<StageOutcomes>| !outcomes.0.is_empty()),
+    )
+        .chain()
+}

@@ -30,11 +30,18 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 
 pack() {
-    local commit=$1 dir=$2 tree
-    tree=$(mktemp -d)/tree
+    local commit=$1 dir=$2 tree worktree=
     mkdir -p "$dir/bin"
     dir=$(realpath "$dir")
-    git worktree add --detach "$tree" "$commit" >&2
+    # This checkout's own commit, unchanged, builds in place (no cold build of the crate in a
+    # new path); any other commit in a worktree.
+    if [ "$(git rev-parse "$commit")" = "$(git rev-parse HEAD)" ] && git diff --quiet HEAD; then
+        tree=$repo
+    else
+        worktree=$(mktemp -d)/tree
+        tree=$worktree
+        git worktree add --detach "$tree" "$commit" >&2
+    fi
     (cd "$tree" && CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}" cargo build -q --release --bench engines --example peer --example signaling --example room_key >&2)
     local out="${CARGO_TARGET_DIR:-$repo/target}/release"
     # The bench binary's name carries a hash: the newest one is this build's.
@@ -43,7 +50,7 @@ pack() {
     strip "$dir/bin/"*
     (cd "$tree" && git archive HEAD tools assets/plans assets/images) | tar -x -C "$dir"
     git -C "$tree" rev-parse --short HEAD >"$dir/commit"
-    git worktree remove --force "$tree"
+    if [ -n "$worktree" ]; then git worktree remove --force "$worktree"; fi
     echo "$dir: $(cat "$dir/commit")" >&2
 }
 

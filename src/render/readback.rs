@@ -70,7 +70,6 @@ pub(super) struct OutstandingMaps(Arc<AtomicUsize>);
 
 impl OutstandingMaps {
     /// Whether some callback has yet to run.
-    #[cfg(not(target_arch = "wasm32"))]
     pub fn any(&self) -> bool {
         self.0.load(Ordering::Acquire) > 0
     }

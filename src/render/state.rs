@@ -121,6 +121,32 @@ impl GpuInference {
         }
     }
 
+    /// Whether a job waits to be recorded by the render world: run condition of `record_jobs`.
+    pub fn has_jobs(state: Res<Self>) -> bool {
+        #[cfg(not(target_arch = "wasm32"))]
+        if !state.to_record.1.is_empty() {
+            return true;
+        }
+        !state.waiting.is_empty() || !state.jobs.is_empty()
+    }
+
+    /// Whether jobs were recorded into this frame: run condition of its submission and of the
+    /// mapping of their readbacks.
+    pub fn has_recorded(state: Res<Self>) -> bool {
+        !state.recorded.is_empty()
+    }
+
+    /// Whether any graph has weights on this GPU: run condition of arming submissions and
+    /// releasing graphs nothing holds any more.
+    pub fn has_graphs(state: Res<Self>) -> bool {
+        !state.weights.is_empty()
+    }
+
+    /// Whether a readback's map callback has yet to run: run condition of polling the device.
+    pub fn has_outstanding_maps(state: Res<Self>) -> bool {
+        state.route.outstanding.any()
+    }
+
     /// Jobs for this frame to record: those the submission thread forwarded, and, where no
     /// thread runs (wasm, or it died), the main world's.
     pub fn incoming(&mut self) -> Vec<StageJob> {
