@@ -42,11 +42,14 @@ pack() {
         tree=$worktree
         git worktree add --detach "$tree" "$commit" >&2
     fi
-    (cd "$tree" && CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}" cargo build -q --release --bench engines --example peer --example signaling --example room_key >&2)
+    # room_key came with the room keys (older builds' demos have none).
+    local examples=(peer signaling)
+    [ -e "$tree/examples/room_key.rs" ] && examples+=(room_key)
+    (cd "$tree" && CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}" cargo build -q --release --bench engines "${examples[@]/#/--example=}" >&2)
     local out="${CARGO_TARGET_DIR:-$repo/target}/release"
     # The bench binary's name carries a hash: the newest one is this build's.
     cp "$(ls -t "$out"/deps/engines-* | grep -v '\.d$' | head -1)" "$dir/bin/engines"
-    for example in peer signaling room_key; do cp "$out/examples/$example" "$dir/bin/"; done
+    for example in "${examples[@]}"; do cp "$out/examples/$example" "$dir/bin/"; done
     strip "$dir/bin/"*
     (cd "$tree" && git archive HEAD tools assets/plans assets/images) | tar -x -C "$dir"
     git -C "$tree" rev-parse --short HEAD >"$dir/commit"

@@ -269,15 +269,11 @@ impl Distributed {
         self.replan_if_drifted();
     }
 
-    /// Places the stages again if a worker's speed drifted past
-    /// [`PeerSessionPlugin::replan_drift`] from the speed it was placed by.
+    /// Places the stages again if a worker's share of the workers' speed drifted past
+    /// [`PeerSessionPlugin::replan_drift`] from the share it was placed by.
     fn replan_if_drifted(&mut self) {
-        let drift = self.settings.replan_drift;
-        let drifted = self.placed_at.iter().any(|(&peer, &placed)| {
-            let now = self.capacity.speed(Executor::Peer(peer)).unwrap_or(placed);
-            !placed.is_finite() || (now / placed - 1.0).abs() > drift
-        });
-        if drifted && self.settings.placement == Placement::Measured {
+        let now = |peer: PeerUuid| self.capacity.speed(Executor::Peer(peer));
+        if self.settings.placement == Placement::Measured && shares_drifted(&self.placed_at, now, self.settings.replan_drift) {
             self.replans += 1;
             self.reassign();
         }
@@ -370,6 +366,20 @@ pub(super) fn batch_of_tensor(tensor: &crate::tensor::Tensor) -> usize {
     tensor.shape().first().copied().unwrap_or(1)
 }
 
+/// Whether a worker's share of the workers' total speed moved by more than `drift` (a
+/// fraction of it) from its share in `placed` (the speeds the stages were placed by), or a
+/// speed was unknown when they were placed. Placement depends only on the ratios of the speeds:
+/// workers that slow down or speed up together (the whole room busier for a moment, a frame
+/// that waited) keep the same placement, and so does a lone worker.
+pub(crate) fn shares_drifted(placed: &HashMap<PeerUuid, f64>, now: impl Fn(PeerUuid) -> Option<f64>, drift: f64) -> bool {
+    if placed.values().any(|speed| !speed.is_finite() || *speed <= 0.0) {
+        return true;
+    }
+    let current: Vec<(f64, f64)> = placed.iter().map(|(&peer, &at)| (at, now(peer).filter(|s| s.is_finite() && *s > 0.0).unwrap_or(at))).collect();
+    let (placed_total, now_total) = current.iter().fold((0.0, 0.0), |(p, n), (at, speed)| (p + at, n + speed));
+    current.iter().any(|(at, speed)| ((speed / now_total) / (at / placed_total) - 1.0).abs() > drift)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,5 +406,39 @@ mod tests {
         assert_eq!(state.expected_output(7, 2), Some(vec![2, 10]), "the last stage's is the model's output");
         assert_eq!(state.expected_output(7, 3), None, "past the plan");
         assert_eq!(state.expected_output(8, 0), None, "a request not in flight");
+    }
+
+    fn peers(n: u8) -> Vec<PeerUuid> {
+        (1..=n).map(|i| PeerUuid([i; 16])).collect()
+    }
+
+    #[test]
+    fn workers_that_slow_down_together_keep_their_placement() {
+        let [a, b] = peers(2)[..] else { unreachable!() };
+        let placed = HashMap::from([(a, 100.0), (b, 50.0)]);
+        let halved = |peer: PeerUuid| Some(if peer == a { 50.0 } else { 25.0 });
+        assert!(!shares_drifted(&placed, halved, 0.25), "both at half speed: the same shares");
+        let alone = HashMap::from([(a, 100.0)]);
+        assert!(!shares_drifted(&alone, |_| Some(10.0), 0.25), "a lone worker has every stage whatever its speed");
+    }
+
+    #[test]
+    fn a_worker_whose_share_moves_past_the_drift_is_placed_again() {
+        let [a, b] = peers(2)[..] else { unreachable!() };
+        let placed = HashMap::from([(a, 100.0), (b, 100.0)]);
+        // a's share 0.5 -> 0.6 (+20 %), b's 0.5 -> 0.4 (-20 %): within 25 %.
+        assert!(!shares_drifted(&placed, |p| Some(if p == a { 150.0 } else { 100.0 }), 0.25));
+        // a's share 0.5 -> 2/3 (+33 %), b's 0.5 -> 1/3 (-33 %): past it.
+        assert!(shares_drifted(&placed, |p| Some(if p == a { 200.0 } else { 100.0 }), 0.25));
+        assert!(shares_drifted(&placed, |p| Some(if p == a { 100.0 } else { 50.0 }), 0.25), "one worker at half speed");
+    }
+
+    #[test]
+    fn a_placement_made_without_a_speed_is_made_again_once_there_is_one() {
+        let [a, b] = peers(2)[..] else { unreachable!() };
+        let placed = HashMap::from([(a, f64::NAN), (b, 100.0)]);
+        assert!(shares_drifted(&placed, |_| Some(100.0), 0.25));
+        let known = HashMap::from([(a, 100.0), (b, 100.0)]);
+        assert!(!shares_drifted(&known, |_| None, 0.25), "no measurement yet: the speeds placed by still hold");
     }
 }
