@@ -106,6 +106,11 @@ impl Pipeline {
         predict: impl Fn(usize, &[Executor], usize) -> Option<Duration>,
         now: Instant,
     ) -> Vec<PipelineAction> {
+        // Nothing is copied before it waited `min_wait`: most frames end here, after one scan.
+        let since = |a: &Active| a.stolen.as_ref().map_or(a.stage_started, |copy| copy.at);
+        if !self.active.values().any(|a| now - since(a) >= policy.min_wait) {
+            return Vec::new();
+        }
         // What each worker has yet to do for this pipeline, as predicted.
         let mut load: HashMap<PeerUuid, Duration> = assignment.shares().iter().map(|(peer, _)| (*peer, Duration::ZERO)).collect();
         // Hand-overs (or their copies) that may be copied: since when they waited, and how long
