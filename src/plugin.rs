@@ -60,6 +60,15 @@ impl Plugin for P2pInferencePlugin {
             // Every system here runs only when it has something to do: a game that asks for
             // nothing pays for the checks, not for the systems (BENCHMARKS.md, idle frame).
             .add_systems(PreUpdate, receiving().in_set(InferenceSystems::ReceiveResults))
+            // Requests made since the last frame's submission (spawned between frames, by an
+            // observer of the last frame's predictions, or in `First`) go to the GPU at the start
+            // of the frame, not at its end; those made in `Update` in `PostUpdate`.
+            .configure_sets(PreUpdate, InferenceSystems::SubmitRequests.after(InferenceSystems::ReceiveResults))
+            .add_systems(
+                PreUpdate,
+                (submit_requests.run_if(any_with_component::<InferenceRequest>), submit_image_requests.run_if(any_with_component::<ImageInferenceRequest>))
+                    .in_set(InferenceSystems::SubmitRequests),
+            )
             .add_systems(Last, receiving().in_set(InferenceSystems::ReceiveResults))
             .add_systems(
                 PostUpdate,

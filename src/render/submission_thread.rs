@@ -22,13 +22,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{select, Receiver, Sender, TryRecvError};
 
 use super::readback::ResultRoute;
 use super::submission::{lock, SubmissionPool};
 use crate::job::{JobError, JobOutcome, StageJob};
 
-/// How long the thread waits for a job between polls while maps are outstanding.
+/// How long the thread waits on the GPU (or, with nothing submitted, for a job) between looks
+/// for new jobs while maps are outstanding.
 const POLL_INTERVAL: Duration = Duration::from_micros(50);
 
 /// How long the thread waits for a job when no map is outstanding; a registered map wakes it.
@@ -119,41 +120,67 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 fn run<K: std::hash::Hash + Eq + Clone + Send + 'static>(setup: ThreadSetup<K>, woken: Receiver<()>) {
     let ThreadSetup { device, queue, jobs, to_record, pool, route, block_of, .. } = &setup;
+    // Submits `job` (or forwards it to the render world); false once the render world is gone.
+    let handle = |job: StageJob| {
+        let handled = catch_unwind(AssertUnwindSafe(|| {
+            #[cfg(feature = "fault-injection")]
+            if setup.panic_on_next_job.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                panic!("injected fault: the submission thread panics");
+            }
+            let block = block_of(&job);
+            // A job that reads or writes a texture, or reads back less than its output, is
+            // recorded by the render world, which holds the textures and kernels.
+            let armed = match (job.input.tensor(), job.output.read_back_whole_only()) {
+                (Some(input), true) => lock(pool).take(&block).map(|armed| (armed, input)),
+                _ => None,
+            };
+            match armed {
+                Some((armed, input)) => {
+                    let (commands, request) = armed.start(job.clone(), input, block);
+                    queue.submit([commands]);
+                    route.map(request);
+                    true
+                }
+                None => to_record.send(job.clone()).is_ok(),
+            }
+        }));
+        match handled {
+            Ok(going_on) => going_on,
+            Err(payload) => {
+                let error = JobError::SubmissionThreadLost(panic_message(payload.as_ref()));
+                job.deliver(JobOutcome::of(&job, Err(error)), &route.results);
+                resume_unwind(payload);
+            }
+        }
+    };
     loop {
+        if route.outstanding.any() {
+            // Maps are outstanding: take a job that is there, else wait on the GPU itself (woken
+            // by the driver the moment the work is done, where a sleep would add the timer's
+            // slack to every request) for at most POLL_INTERVAL, so that new jobs wait no longer.
+            match jobs.try_recv() {
+                Ok(job) => match handle(job) {
+                    true => continue,
+                    false => break,
+                },
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {}
+            }
+            if matches!(woken.try_recv(), Err(TryRecvError::Disconnected)) {
+                break;
+            }
+            let waited = device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(POLL_INTERVAL) });
+            // The GPU has nothing left to run, yet a map waits (for work not submitted yet):
+            // wait for a job or POLL_INTERVAL, as when idle, instead of spinning.
+            if waited.is_err() || !route.outstanding.any() {
+                continue;
+            }
+        }
         let wait = if route.outstanding.any() { POLL_INTERVAL } else { IDLE_WAIT };
         select! {
             recv(jobs) -> job => {
-                let Ok(job) = job else { break };
-                let handled = catch_unwind(AssertUnwindSafe(|| {
-                    #[cfg(feature = "fault-injection")]
-                    if setup.panic_on_next_job.swap(false, std::sync::atomic::Ordering::AcqRel) {
-                        panic!("injected fault: the submission thread panics");
-                    }
-                    let block = block_of(&job);
-                    // A job that reads or writes a texture, or reads back less than its output,
-                    // is recorded by the render world, which holds the textures and kernels.
-                    let armed = match (job.input.tensor(), job.output.read_back_whole_only()) {
-                        (Some(input), true) => lock(pool).take(&block).map(|armed| (armed, input)),
-                        _ => None,
-                    };
-                    match armed {
-                        Some((armed, input)) => {
-                            let (commands, request) = armed.start(job.clone(), input, block);
-                            queue.submit([commands]);
-                            route.map(request);
-                            true
-                        }
-                        None => to_record.send(job.clone()).is_ok(),
-                    }
-                }));
-                match handled {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(payload) => {
-                        let error = JobError::SubmissionThreadLost(panic_message(payload.as_ref()));
-                        job.deliver(JobOutcome::of(&job, Err(error)), &route.results);
-                        resume_unwind(payload);
-                    }
+                if !job.is_ok_and(handle) {
+                    break;
                 }
             }
             recv(woken) -> message => {

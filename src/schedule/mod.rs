@@ -194,8 +194,9 @@ pub struct Submitted;
 /// Where this crate's main-world systems run, for ordering a game's systems around them.
 #[derive(SystemSet, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum InferenceSystems {
-    /// In `PostUpdate`: requests spawned this frame are handed to the render side, which starts
-    /// them at once where their block has commands recorded.
+    /// In `PreUpdate` (after [`Self::ReceiveResults`] and the session) and again in
+    /// `PostUpdate`: requests spawned since are handed to the render side, which starts them at
+    /// once where their block has commands recorded.
     SubmitRequests,
     /// In `PreUpdate` and again in `Last`: finished results become [`Prediction`]s (and
     /// [`PredictionReady`] triggers), so that one the GPU finished during a frame is in the ECS
