@@ -69,7 +69,9 @@ impl Plugin for P2pInferencePlugin {
                 (submit_requests.run_if(any_with_component::<InferenceRequest>), submit_image_requests.run_if(any_with_component::<ImageInferenceRequest>))
                     .in_set(InferenceSystems::SubmitRequests),
             )
+            .add_systems(PostUpdate, receiving().in_set(InferenceSystems::ReceiveResults))
             .add_systems(Last, receiving().in_set(InferenceSystems::ReceiveResults))
+            .configure_sets(PostUpdate, InferenceSystems::ReceiveResults.before(InferenceSystems::SubmitRequests))
             .add_systems(
                 PostUpdate,
                 (

@@ -198,9 +198,10 @@ pub enum InferenceSystems {
     /// `PostUpdate`: requests spawned since are handed to the render side, which starts them at
     /// once where their block has commands recorded.
     SubmitRequests,
-    /// In `PreUpdate` and again in `Last`: finished results become [`Prediction`]s (and
-    /// [`PredictionReady`] triggers), so that one the GPU finished during a frame is in the ECS
-    /// before that frame ends.
+    /// In `PreUpdate`, `PostUpdate` (before [`Self::SubmitRequests`]) and `Last`: finished
+    /// results become [`Prediction`]s (and [`PredictionReady`] triggers), so that one the GPU
+    /// finished during a frame is in the ECS before that frame ends. Each runs only when a
+    /// result is there.
     ReceiveResults,
     /// In `PreUpdate`, after [`Self::ReceiveResults`]: the peer session's systems (feature
     /// `p2p`): stage results, the socket, the pipeline of split requests.
