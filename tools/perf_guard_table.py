@@ -80,7 +80,12 @@ def value(source, engines_text, rows, summary):
     if kind == "cell":
         _, model, batch, column = source
         row = next((r for (name, b), r in rows.items() if model in name and b == batch), None)
-        m = re.match(r"([\d.]+) ms", (row or {}).get(column, ""))
+        text = (row or {}).get(column, "")
+        # A batch's cell rounds its time to 0.1 ms but gives its rate in whole images per second.
+        rate = re.search(r"\((\d+) img/s\)", text)
+        if rate and batch > 1:
+            return batch * 1e3 / float(rate.group(1))
+        m = re.match(r"([\d.]+) ms", text)
         return float(m.group(1)) if m else None
     if summary is None:
         return None
