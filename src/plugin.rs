@@ -10,7 +10,7 @@ use crate::render::{GpuTransfers, RenderInferencePlugin};
 use crate::schedule::continuous::{forward_run_failure, forward_run_prediction, start_continuous_runs, ContinuousInference};
 use crate::schedule::image_request::{submit_image_requests, ImageInferenceRequest};
 use crate::model::{Model, OnnxLoader, PartitionPlan, PlanLoader};
-use crate::schedule::sliced::{receive_layer_slices, start_layer_slices, submit_layer_slices, LayerSlicer, SlicedRun};
+use crate::schedule::sliced::{receive_layer_slices, start_layer_slices, submit_layer_slices, LayerSlicer};
 use crate::schedule::layer_slices::SliceAcrossFrames;
 use crate::schedule::{receive_results, submit_requests, InferenceRequest, InferenceSystems, JobQueue, JobResults, StageOutcomes, TopK};
 
@@ -77,11 +77,17 @@ impl Plugin for P2pInferencePlugin {
                 (
                     submit_requests.run_if(any_with_component::<InferenceRequest>),
                     submit_image_requests.run_if(any_with_component::<ImageInferenceRequest>),
-                    (start_layer_slices.run_if(any_with_component::<SliceAcrossFrames>), submit_layer_slices.run_if(any_with_component::<SlicedRun>)).chain(),
+                    (start_layer_slices.run_if(any_with_component::<SliceAcrossFrames>), submit_layer_slices).chain(),
                 )
                     .in_set(InferenceSystems::SubmitRequests),
             )
-            .add_systems(PostUpdate, start_continuous_runs.run_if(any_with_component::<ContinuousInference>).before(InferenceSystems::SubmitRequests))
+            .add_systems(
+                PostUpdate,
+                start_continuous_runs
+                    .run_if(any_with_component::<ContinuousInference>)
+                    .after(InferenceSystems::ReceiveResults)
+                    .before(InferenceSystems::SubmitRequests),
+            )
             .add_observer(forward_run_prediction)
             .add_observer(forward_run_failure)
             .add_plugins(RenderInferencePlugin {

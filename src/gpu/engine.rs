@@ -36,7 +36,7 @@ pub enum GpuError {
     Refused(#[from] super::device_check::DeviceRefusal),
     /// A texture could not be preprocessed into the block's input.
     #[error(transparent)]
-    ImageInput(#[from] super::image_input::ImageInputError),
+    ImageInput(#[from] super::image_input_error::ImageInputError),
     /// The block's output could not be written into a texture.
     #[error(transparent)]
     ImageOutput(#[from] super::image_output::ImageOutputError),

@@ -5,15 +5,15 @@
 
 use std::task::Poll;
 
-use thiserror::Error;
 use wgpu::util::DeviceExt;
 
 use super::device_check::DeviceRefusal;
 use super::edge_kernel::EdgeKernel;
 use super::engine::{map_blocking, read_mapped, GpuError};
+pub use super::image_input_error::ImageInputError;
 use super::library::storage_entry;
 use super::params::ImageInputParams;
-use crate::tensor::preprocess::{ChannelOrder, ImageSize, PreprocessError, PreprocessPlan, ResizeFilter, TensorLayout};
+use crate::tensor::preprocess::{ChannelOrder, PreprocessPlan, ResizeFilter, TensorLayout};
 use crate::tensor::Tensor;
 
 /// The kernel's source.
@@ -21,51 +21,6 @@ pub(crate) const SHADER: &str = include_str!("../../shaders/image_input.wgsl");
 
 /// Output pixels per workgroup along each axis.
 const TILE: u32 = 8;
-
-/// Why a texture cannot be preprocessed into a model's input.
-#[derive(Debug, Error, Clone, PartialEq)]
-pub enum ImageInputError {
-    /// The texture's texels are not floating-point values a shader can load (depth, stencil,
-    /// integer or multi-planar formats).
-    #[error("a {format:?} texture cannot be read as colour values: use an unorm, snorm or float colour format")]
-    UnsupportedFormat {
-        /// The texture's format.
-        format: wgpu::TextureFormat,
-    },
-    /// The texture has fewer channels than the preprocessing reads.
-    #[error("a {format:?} texture has {has} channel(s); {channels:?} needs {needs}")]
-    TooFewChannels {
-        /// The texture's format.
-        format: wgpu::TextureFormat,
-        /// Its channels.
-        has: u8,
-        /// The channels asked for.
-        channels: ChannelOrder,
-        /// How many those need.
-        needs: u32,
-    },
-    /// The texture cannot be bound for reading by a compute shader as a single 2D image.
-    #[error("the texture cannot be read by a shader: {0}")]
-    NotReadable(&'static str),
-    /// The preprocessing does not fit the image's size.
-    #[error(transparent)]
-    Preprocess(#[from] PreprocessError),
-    /// The image asset never reached the render world.
-    #[error("the image was not on the GPU after {frames} frames")]
-    NotOnGpu {
-        /// How many frames the request waited.
-        frames: u32,
-    },
-    /// The image's size on the GPU is not the size the request was planned for (it was
-    /// replaced between the request being handed over and recorded).
-    #[error("the image is {now:?} on the GPU, not the {planned:?} it was when requested")]
-    SizeChanged {
-        /// The size the request was planned for.
-        planned: ImageSize,
-        /// The size on the GPU.
-        now: ImageSize,
-    },
-}
 
 /// How the kernel reads a texture of one format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

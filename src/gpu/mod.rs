@@ -10,6 +10,7 @@ mod dispatch_grid;
 mod edge_kernel;
 mod engine;
 pub mod image_input;
+mod image_input_error;
 pub mod image_output;
 pub mod kernel;
 mod library;

@@ -90,7 +90,7 @@ impl Plugin for RenderInferencePlugin {
             // Each runs only when it has something to do, so that a frame without inference
             // costs nothing here.
             .add_systems(RenderGraph, record_jobs.run_if(GpuInference::has_jobs).in_set(RenderGraphSystems::Render))
-            .add_systems(RenderGraph, submit_recorded.run_if(GpuInference::has_recorded).in_set(RenderGraphSystems::Submit))
+            .add_systems(RenderGraph, submit_recorded.run_if(GpuInference::has_recorded_or_waiting).in_set(RenderGraphSystems::Submit))
             .add_systems(RenderGraph, arm_submissions.run_if(GpuInference::has_graphs).after(submit_recorded))
             // Readbacks are mapped once their commands have been submitted.
             .add_systems(Render, (map_readbacks.run_if(GpuInference::has_recorded), poll_device.run_if(GpuInference::has_outstanding_maps)).chain().in_set(RenderSystems::Cleanup));

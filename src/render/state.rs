@@ -130,10 +130,15 @@ impl GpuInference {
         !state.waiting.is_empty() || !state.jobs.is_empty()
     }
 
-    /// Whether jobs were recorded into this frame: run condition of its submission and of the
-    /// mapping of their readbacks.
+    /// Whether jobs were recorded into this frame: run condition of mapping their readbacks.
     pub fn has_recorded(state: Res<Self>) -> bool {
         !state.recorded.is_empty()
+    }
+
+    /// Whether jobs were recorded into this frame or wait for their texture (whose recording
+    /// may have opened the frame's command encoder): run condition of the frame's submission.
+    pub fn has_recorded_or_waiting(state: Res<Self>) -> bool {
+        !state.recorded.is_empty() || !state.waiting.is_empty()
     }
 
     /// Whether any graph has weights on this GPU: run condition of arming submissions and

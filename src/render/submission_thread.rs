@@ -120,6 +120,8 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 fn run<K: std::hash::Hash + Eq + Clone + Send + 'static>(setup: ThreadSetup<K>, woken: Receiver<()>) {
     let ThreadSetup { device, queue, jobs, to_record, pool, route, block_of, .. } = &setup;
+    // This thread's latest submission: what it waits on (never on Bevy's frames).
+    let submitted = std::cell::Cell::new(None::<wgpu::SubmissionIndex>);
     // Submits `job` (or forwards it to the render world); false once the render world is gone.
     let handle = |job: StageJob| {
         let handled = catch_unwind(AssertUnwindSafe(|| {
@@ -137,7 +139,7 @@ fn run<K: std::hash::Hash + Eq + Clone + Send + 'static>(setup: ThreadSetup<K>, 
             match armed {
                 Some((armed, input)) => {
                     let (commands, request) = armed.start(job.clone(), input, block);
-                    queue.submit([commands]);
+                    submitted.set(Some(queue.submit([commands])));
                     route.map(request);
                     true
                 }
@@ -154,10 +156,13 @@ fn run<K: std::hash::Hash + Eq + Clone + Send + 'static>(setup: ThreadSetup<K>, 
         }
     };
     loop {
-        if route.outstanding.any() {
-            // Maps are outstanding: take a job that is there, else wait on the GPU itself (woken
-            // by the driver the moment the work is done, where a sleep would add the timer's
-            // slack to every request) for at most POLL_INTERVAL, so that new jobs wait no longer.
+        // Maps are outstanding: take a job that is there, else wait on the GPU for this thread's
+        // latest submission (woken by the driver the moment it is done, where a sleep would add
+        // the timer's slack to every request) for at most POLL_INTERVAL, so that new jobs wait
+        // no longer. The wait holds the device's fence, so Bevy's own submissions may wait as
+        // long; maps of the render world's submissions are polled for as before. Not on Apple
+        // platforms, where wgpu waits in steps of a millisecond.
+        if route.outstanding.any() && !cfg!(target_vendor = "apple") {
             match jobs.try_recv() {
                 Ok(job) => match handle(job) {
                     true => continue,
@@ -169,10 +174,18 @@ fn run<K: std::hash::Hash + Eq + Clone + Send + 'static>(setup: ThreadSetup<K>, 
             if matches!(woken.try_recv(), Err(TryRecvError::Disconnected)) {
                 break;
             }
-            let waited = device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(POLL_INTERVAL) });
-            // The GPU has nothing left to run, yet a map waits (for work not submitted yet):
-            // wait for a job or POLL_INTERVAL, as when idle, instead of spinning.
-            if waited.is_err() || !route.outstanding.any() {
+            // Some(true): still running after POLL_INTERVAL.
+            let waited = submitted.take().map(|index| {
+                let waited = device.poll(wgpu::PollType::Wait { submission_index: Some(index.clone()), timeout: Some(POLL_INTERVAL) });
+                let running = matches!(waited, Err(wgpu::PollError::Timeout));
+                if running {
+                    submitted.set(Some(index));
+                }
+                running
+            });
+            // This thread's work is done, yet a map waits (for the render world's submissions):
+            // wait for a job or POLL_INTERVAL and poll, as before, instead of spinning.
+            if waited == Some(true) || !route.outstanding.any() {
                 continue;
             }
         }

@@ -228,13 +228,14 @@ impl Plugin for PeerSessionPlugin {
                     .after(poll_session)
                     .in_set(InferenceSystems::Session),
             )
-            // Requests are claimed where they may be submitted (PreUpdate and PostUpdate); in
-            // PreUpdate before the session's systems, which start them the same frame.
+            // Requests are claimed where they may be submitted, just before: in PreUpdate after
+            // the session's systems (which prepare the stages and deliver predictions whose
+            // observers may ask again), and in PostUpdate after the results taken there.
             .configure_sets(PreUpdate, InferenceSystems::SubmitRequests.after(InferenceSystems::Session))
+            .add_systems(PreUpdate, (claim_requests, image_requests::claim_image_requests).after(InferenceSystems::Session).before(InferenceSystems::SubmitRequests))
             .add_systems(
-                PreUpdate,
-                (claim_requests, image_requests::claim_image_requests).after(InferenceSystems::ReceiveResults).before(InferenceSystems::Session),
-            )
-            .add_systems(PostUpdate, (claim_requests, image_requests::claim_image_requests).before(InferenceSystems::SubmitRequests));
+                PostUpdate,
+                (claim_requests, image_requests::claim_image_requests).after(InferenceSystems::ReceiveResults).before(InferenceSystems::SubmitRequests),
+            );
     }
 }
