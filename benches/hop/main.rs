@@ -50,6 +50,11 @@ fn trusted_pair() -> (Links, Links, Instant) {
     (requester, player, now)
 }
 
+/// Request `request`'s stage 1 input, for `peer`.
+fn stage_input(peer: PeerUuid, request: u64) -> SentTensor {
+    SentTensor { peer, request, stage: 1, direction: Direction::StageInput, onward: None, trace: Vec::new(), shared: None, collective: None }
+}
+
 /// Median microseconds of `run` over about half a second, after a warm-up.
 fn median_us(mut run: impl FnMut()) -> f64 {
     for _ in 0..50 {
@@ -78,8 +83,7 @@ fn main() {
             let mut frames = Vec::new();
             let send = median_us(|| {
                 request += 1;
-                let sent = SentTensor { peer: b, request, stage: 1, direction: Direction::StageInput, onward: None, trace: Vec::new(), shared: None, collective: None };
-                requester.send_tensor(&sent, &tensor, dtype).expect("trusted");
+                requester.send_tensor(&stage_input(b, request), &tensor, dtype).expect("trusted");
                 frames = requester.drain_outgoing();
             });
             // The frames of one more send, received again and again would be replays: send
@@ -88,8 +92,7 @@ fn main() {
             let mut receive_samples = Vec::new();
             for i in 0..2000 {
                 request += 1;
-                let sent = SentTensor { peer: b, request, stage: 1, direction: Direction::StageInput, onward: None, trace: Vec::new(), shared: None, collective: None };
-                requester.send_tensor(&sent, &tensor, dtype).expect("trusted");
+                requester.send_tensor(&stage_input(b, request), &tensor, dtype).expect("trusted");
                 let frames = requester.drain_outgoing();
                 let mut events = Vec::new();
                 let t = Instant::now();
