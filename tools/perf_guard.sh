@@ -47,11 +47,17 @@ pack() {
     # room_key came with the room keys (older builds' demos have none).
     local examples=(peer signaling)
     [ -e "$tree/examples/room_key.rs" ] && examples+=(room_key)
-    (cd "$tree" && CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}" cargo build -q --release --bench engines "${examples[@]/#/--example=}" >&2)
-    local out="${CARGO_TARGET_DIR:-$repo/target}/release"
-    # The bench binary's name carries a hash: the newest one is this build's.
-    cp "$(ls -t "$out"/deps/engines-* | grep -v '\.d$' | head -1)" "$dir/bin/engines"
-    for example in "${examples[@]}"; do cp "$out/examples/$example" "$dir/bin/"; done
+    # Cargo names each binary it built (or found fresh): the bench's carries a hash, and
+    # another commit's bench may be newer in the same target dir.
+    local built
+    built=$(cd "$tree" && CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}" cargo build -q --release --message-format=json-render-diagnostics --bench engines "${examples[@]/#/--example=}")
+    for target in engines "${examples[@]}"; do
+        cp "$(python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
+        print(m["executable"])' "$target" <<<"$built")" "$dir/bin/$target"
+    done
     strip "$dir/bin/"*
     (cd "$tree" && git archive HEAD tools assets/plans assets/images) | tar -x -C "$dir"
     git -C "$tree" rev-parse --short HEAD >"$dir/commit"
