@@ -64,22 +64,13 @@ impl Plugin for P2pInferencePlugin {
             // observer of the last frame's predictions, or in `First`) go to the GPU at the start
             // of the frame, not at its end; those made in `Update` in `PostUpdate`.
             .configure_sets(PreUpdate, InferenceSystems::SubmitRequests.after(InferenceSystems::ReceiveResults))
-            .add_systems(
-                PreUpdate,
-                (submit_requests.run_if(any_with_component::<InferenceRequest>), submit_image_requests.run_if(any_with_component::<ImageInferenceRequest>))
-                    .in_set(InferenceSystems::SubmitRequests),
-            )
+            .add_systems(PreUpdate, submitting().in_set(InferenceSystems::SubmitRequests))
             .add_systems(PostUpdate, receiving().in_set(InferenceSystems::ReceiveResults))
             .add_systems(Last, receiving().in_set(InferenceSystems::ReceiveResults))
             .configure_sets(PostUpdate, InferenceSystems::ReceiveResults.before(InferenceSystems::SubmitRequests))
             .add_systems(
                 PostUpdate,
-                (
-                    submit_requests.run_if(any_with_component::<InferenceRequest>),
-                    submit_image_requests.run_if(any_with_component::<ImageInferenceRequest>),
-                    (start_layer_slices.run_if(any_with_component::<SliceAcrossFrames>), submit_layer_slices).chain(),
-                )
-                    .in_set(InferenceSystems::SubmitRequests),
+                (submitting(), (start_layer_slices.run_if(any_with_component::<SliceAcrossFrames>), submit_layer_slices).chain()).in_set(InferenceSystems::SubmitRequests),
             )
             .add_systems(
                 PostUpdate,
@@ -102,7 +93,6 @@ impl Plugin for P2pInferencePlugin {
     }
 }
 
-
 /// Takes the render side's outcomes into the main world, where there are any.
 fn receiving() -> ScheduleConfigs<ScheduleSystem> {
     (
@@ -110,4 +100,9 @@ fn receiving() -> ScheduleConfigs<ScheduleSystem> {
         receive_layer_slices.run_if(|outcomes: Res<StageOutcomes>| !outcomes.0.is_empty()),
     )
         .chain()
+}
+
+/// Hands requests (tensors and images) to the render side, where there are any.
+fn submitting() -> ScheduleConfigs<ScheduleSystem> {
+    (submit_requests.run_if(any_with_component::<InferenceRequest>), submit_image_requests.run_if(any_with_component::<ImageInferenceRequest>)).into_configs()
 }
