@@ -204,9 +204,7 @@ pub enum InferenceSystems {
     /// result is there.
     ReceiveResults,
     /// In `PreUpdate`, after [`Self::ReceiveResults`]: the peer session's systems (feature
-    /// `p2p`): stage results, the socket, the pipeline of split requests; its stage results,
-    /// socket and pipeline again in `Last`, so that what arrived during the frame moves on in
-    /// that frame.
+    /// `p2p`): stage results, the socket, the pipeline of split requests.
     Session,
 }
 

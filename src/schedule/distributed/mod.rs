@@ -213,9 +213,7 @@ impl Plugin for PeerSessionPlugin {
             .insert_resource(Distributed::new(self.clone()))
             .insert_resource(SharedTensors::new(self.shared_tensors.clone()))
             .insert_resource(Collectives::new(self.collective_timeout))
-            .init_resource::<systems::SessionInbox>()
             .configure_sets(PreUpdate, InferenceSystems::Session.after(InferenceSystems::ReceiveResults))
-            .configure_sets(Last, InferenceSystems::Session.after(InferenceSystems::ReceiveResults))
             .add_systems(Startup, load_assets)
             .add_systems(
                 PreUpdate,
@@ -223,9 +221,6 @@ impl Plugin for PeerSessionPlugin {
                     .chain()
                     .in_set(InferenceSystems::Session),
             )
-            // Again at the frame's end: what arrived during the frame (a request's last output,
-            // a stage's result) moves the pipeline on in this frame, not at the next one's start.
-            .add_systems(Last, (take_local_stage_results, poll_session, handle_session_events, advance_pipeline).chain().in_set(InferenceSystems::Session))
             .add_systems(
                 PreUpdate,
                 (shared::publish_shared_tensors, shared::exchange_shared_tensors, collective::start_collectives, collective::advance_collectives)

@@ -218,17 +218,11 @@ pub(super) fn release_budgeted_stages(gate: Option<Res<BudgetGate>>) {
     }
 }
 
-/// The session's events not yet acted on by [`handle_session_events`]: it runs twice a frame
-/// (PreUpdate and Last), so it takes them from here, once each, not from the messages.
-#[derive(Resource, Default)]
-pub(super) struct SessionInbox(Vec<SessionEvent>);
-
 /// Lets the session handle what arrived, send what is due and notice lost peers; reports every
 /// event as a [`PeerSessionEvent`].
-pub(super) fn poll_session(session: Option<ResMut<PeerSession>>, mut inbox: ResMut<SessionInbox>, mut events: MessageWriter<PeerSessionEvent>) {
+pub(super) fn poll_session(session: Option<ResMut<PeerSession>>, mut events: MessageWriter<PeerSessionEvent>) {
     let Some(mut session) = session else { return };
     for event in session.poll(Instant::now()) {
-        inbox.0.push(event.clone());
         events.write(PeerSessionEvent(event));
     }
 }
@@ -238,11 +232,11 @@ pub(super) fn poll_session(session: Option<ResMut<PeerSession>>, mut inbox: ResM
 pub(super) fn handle_session_events(
     mut state: ResMut<Distributed>,
     session: Option<Res<PeerSession>>,
-    mut inbox: ResMut<SessionInbox>,
+    mut events: MessageReader<PeerSessionEvent>,
     mut problems: MessageWriter<SessionProblem>,
 ) {
     let now = Instant::now();
-    for event in &std::mem::take(&mut inbox.0) {
+    for PeerSessionEvent(event) in events.read() {
         match event {
             SessionEvent::PeerTrusted { peer, capabilities, permissions } => {
                 if permissions.contains(Permissions::SUBMIT_REQUESTS) {
