@@ -203,8 +203,10 @@ pub enum InferenceSystems {
     /// finished during a frame is in the ECS before that frame ends. Each runs only when a
     /// result is there.
     ReceiveResults,
-    /// In `PreUpdate`, after [`Self::ReceiveResults`]: the peer session's systems (feature
-    /// `p2p`): stage results, the socket, the pipeline of split requests.
+    /// In `PreUpdate`, after [`Self::ReceiveResults`], and again in `Last`: the peer session's
+    /// systems (feature `p2p`): stage results, the socket, the pipeline of split requests, the
+    /// shared tensors and collectives. Its run in `Last` moves on what arrived during the frame
+    /// (a request's last output, a stage's result) in that frame.
     Session,
 }
 

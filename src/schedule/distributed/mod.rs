@@ -9,7 +9,10 @@
 //! calibrated, take local stage results, report problems with stages served for peers (which
 //! run and return off the frame: [`stage_server`]), start the served stages that waited for
 //! this frame's budget ([`serve_budget`]), poll the socket,
-//! handle what it reported, and advance the pipeline. Image requests for the split model run
+//! handle what it reported, and advance the pipeline. They run again in `Last` (stage results,
+//! the socket, its events, the pipeline, shared tensors and collectives), so that what arrived
+//! during the frame moves on in that frame; each poll's events reach this crate's systems through
+//! [`PolledEvents`], and the game through [`PeerSessionEvent`] messages. Image requests for the split model run
 //! their stage 0 here, on the image, and the activation travels (`image_requests`).
 //!
 //! [`InferenceRequest`]: super::InferenceRequest
@@ -205,6 +208,13 @@ impl PeerSessionPlugin {
 #[derive(Message, Clone, Debug)]
 pub struct PeerSessionEvent(pub SessionEvent);
 
+/// The events of the session's latest poll, for this crate's own systems: each of them runs
+/// after every poll (in `PreUpdate` and again in `Last`) and reads the batch here, so that what
+/// a game does with the public [`PeerSessionEvent`]s (draining them, say) cannot take an event
+/// from the pipeline, the shared tensors or the collectives.
+#[derive(Resource, Default, Debug)]
+pub(crate) struct PolledEvents(pub(crate) Vec<SessionEvent>);
+
 impl Plugin for PeerSessionPlugin {
     fn build(&self, app: &mut App) {
         use systems::*;
@@ -213,7 +223,9 @@ impl Plugin for PeerSessionPlugin {
             .insert_resource(Distributed::new(self.clone()))
             .insert_resource(SharedTensors::new(self.shared_tensors.clone()))
             .insert_resource(Collectives::new(self.collective_timeout))
+            .init_resource::<PolledEvents>()
             .configure_sets(PreUpdate, InferenceSystems::Session.after(InferenceSystems::ReceiveResults))
+            .configure_sets(Last, InferenceSystems::Session.after(InferenceSystems::ReceiveResults))
             .add_systems(Startup, load_assets)
             .add_systems(
                 PreUpdate,
@@ -226,6 +238,15 @@ impl Plugin for PeerSessionPlugin {
                 (shared::publish_shared_tensors, shared::exchange_shared_tensors, collective::start_collectives, collective::advance_collectives)
                     .chain()
                     .after(poll_session)
+                    .in_set(InferenceSystems::Session),
+            )
+            // Again at the frame's end: what arrived during the frame (a request's last output,
+            // a stage's result, a shared value) moves on in this frame, not at the next one's
+            // start.
+            .add_systems(
+                Last,
+                (take_local_stage_results, poll_session, (handle_session_events, advance_pipeline).chain(), shared::exchange_shared_tensors, collective::advance_collectives)
+                    .chain()
                     .in_set(InferenceSystems::Session),
             )
             // Requests are claimed where they may be submitted, just before: in PreUpdate after

@@ -10,7 +10,7 @@ use bevy::prelude::*;
 use super::spot_check::{as_sent, outputs_agree, SpotCheck};
 use super::stage_server::{StageQuota, StageServer};
 use super::state::{batch_of_tensor, predicted_handover, Phase};
-use super::{BudgetGate, Distributed, PeerSessionEvent, PeerSessionPlugin, SessionProblem};
+use super::{BudgetGate, Distributed, PeerSessionEvent, PeerSessionPlugin, PolledEvents, SessionProblem};
 use crate::job::{JobOutcome, JobOutput, JobReply, JobTag, StageJob};
 use crate::model::ir::Graph;
 use crate::model::{Model, PartitionPlan, StagedModel, StagingError};
@@ -218,13 +218,13 @@ pub(super) fn release_budgeted_stages(gate: Option<Res<BudgetGate>>) {
     }
 }
 
-/// Lets the session handle what arrived, send what is due and notice lost peers; reports every
-/// event as a [`PeerSessionEvent`].
-pub(super) fn poll_session(session: Option<ResMut<PeerSession>>, mut events: MessageWriter<PeerSessionEvent>) {
+/// Lets the session handle what arrived, send what is due and notice lost peers; keeps the
+/// events for this crate's systems ([`PolledEvents`]) and reports each as a [`PeerSessionEvent`].
+pub(super) fn poll_session(session: Option<ResMut<PeerSession>>, mut polled: ResMut<PolledEvents>, mut events: MessageWriter<PeerSessionEvent>) {
+    polled.0.clear();
     let Some(mut session) = session else { return };
-    for event in session.poll(Instant::now()) {
-        events.write(PeerSessionEvent(event));
-    }
+    polled.0.extend(session.poll(Instant::now()));
+    events.write_batch(polled.0.iter().cloned().map(PeerSessionEvent));
 }
 
 /// Acts on the session's events: workers join and leave the assignment, sends are counted or
@@ -232,11 +232,11 @@ pub(super) fn poll_session(session: Option<ResMut<PeerSession>>, mut events: Mes
 pub(super) fn handle_session_events(
     mut state: ResMut<Distributed>,
     session: Option<Res<PeerSession>>,
-    mut events: MessageReader<PeerSessionEvent>,
+    polled: Res<PolledEvents>,
     mut problems: MessageWriter<SessionProblem>,
 ) {
     let now = Instant::now();
-    for PeerSessionEvent(event) in events.read() {
+    for event in &polled.0 {
         match event {
             SessionEvent::PeerTrusted { peer, capabilities, permissions } => {
                 if permissions.contains(Permissions::SUBMIT_REQUESTS) {

@@ -27,7 +27,7 @@ use bevy::prelude::*;
 pub use run::{CollectiveError, CollectiveRun, Part};
 
 use super::spot_check::as_sent;
-use super::{PeerSessionEvent, SessionProblem};
+use super::{PolledEvents, SessionProblem};
 use crate::net::session::PeerSession;
 use crate::net::{CollectiveOp, CollectiveTag, Direction, PeerUuid, Permissions, SentTensor, SessionEvent, SharedKey, MAX_SHARED_NAME};
 use crate::tensor::{Tensor, TransferDtype};
@@ -179,12 +179,12 @@ pub(super) fn start_collectives(
 pub(super) fn advance_collectives(
     mut commands: Commands,
     mut collectives: ResMut<Collectives>,
-    mut events: MessageReader<PeerSessionEvent>,
+    polled: Res<PolledEvents>,
     mut problems: MessageWriter<SessionProblem>,
 ) {
     let collectives = &mut *collectives;
     let mut failed: Vec<((String, u64), CollectiveError)> = Vec::new();
-    for PeerSessionEvent(event) in events.read() {
+    for event in &polled.0 {
         match event {
             SessionEvent::Tensor(received) if received.direction == Direction::Collective => {
                 let (Some(key), Some(tag)) = (&received.header.shared, &received.header.collective) else { continue };

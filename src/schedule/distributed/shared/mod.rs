@@ -21,7 +21,7 @@ use bevy::prelude::*;
 pub use inbox::{SharedInbox, SharedRefusal, SharedTensorRules};
 pub use outbox::{DueValue, SharedOutbox};
 
-use super::{PeerSessionEvent, SessionProblem};
+use super::{PolledEvents, SessionProblem};
 use crate::net::session::PeerSession;
 use crate::net::{Direction, SendError, SentTensor, SessionEvent, SharedKey, MAX_SHARED_NAME};
 use crate::tensor::{Tensor, TransferDtype};
@@ -129,11 +129,11 @@ pub(super) fn exchange_shared_tensors(
     mut commands: Commands,
     mut shared: ResMut<SharedTensors>,
     mut session: Option<ResMut<PeerSession>>,
-    mut events: MessageReader<PeerSessionEvent>,
+    polled: Res<PolledEvents>,
     mut problems: MessageWriter<SessionProblem>,
 ) {
     let shared = &mut *shared;
-    for PeerSessionEvent(event) in events.read() {
+    for event in &polled.0 {
         match event {
             SessionEvent::PeerTrusted { peer, .. } => shared.outbox.peer_joined(*peer),
             SessionEvent::PeerLost { peer, .. } => {

@@ -12,8 +12,8 @@ const C: PeerUuid = PeerUuid([3; 16]);
 
 fn app(rules: SharedTensorRules) -> App {
     let mut app = App::new();
-    app.add_message::<PeerSessionEvent>()
-        .add_message::<SessionProblem>()
+    app.add_message::<SessionProblem>()
+        .init_resource::<PolledEvents>()
         .insert_resource(SharedTensors::new(rules))
         .init_resource::<Changes>()
         .add_systems(Update, (publish_shared_tensors, exchange_shared_tensors).chain())
@@ -30,7 +30,7 @@ fn key(owner: PeerUuid, name: &str) -> SharedKey {
 }
 
 /// Version `version` of `owner`'s tensor `name`, arriving from `owner`.
-fn value(owner: PeerUuid, name: &str, version: u64, tensor: Tensor) -> PeerSessionEvent {
+fn value(owner: PeerUuid, name: &str, version: u64, tensor: Tensor) -> SessionEvent {
     let header = TensorHeader {
         request: version,
         stage: 0,
@@ -45,7 +45,14 @@ fn value(owner: PeerUuid, name: &str, version: u64, tensor: Tensor) -> PeerSessi
         collective: None,
     };
     let shared = crate::tensor::SharedTensor { request: version, stage: 0, tensor, dtype: TransferDtype::F32 };
-    PeerSessionEvent(SessionEvent::Tensor(ReceivedTensor { from: owner, direction: Direction::Shared, header, shared, transfer: TransferTiming::default() }))
+    SessionEvent::Tensor(ReceivedTensor { from: owner, direction: Direction::Shared, header, shared, transfer: TransferTiming::default() })
+}
+
+/// One frame in which the session's poll brought `events`.
+fn poll(app: &mut App, events: Vec<SessionEvent>) {
+    app.world_mut().resource_mut::<PolledEvents>().0 = events;
+    app.update();
+    app.world_mut().resource_mut::<PolledEvents>().0.clear();
 }
 
 fn probabilities(first: f32) -> Tensor {
@@ -65,11 +72,8 @@ fn problems(app: &mut App) -> Vec<SessionProblem> {
 #[test]
 fn another_player_s_values_become_a_component_per_owner_and_name_with_a_trigger_each() {
     let mut app = app(SharedTensorRules::default().with_shape("prediction", vec![1, 4]));
-    app.world_mut().write_message(value(B, "prediction", 1, probabilities(0.5)));
-    app.world_mut().write_message(value(C, "prediction", 1, probabilities(0.25)));
-    app.update();
-    app.world_mut().write_message(value(B, "prediction", 2, probabilities(0.375)));
-    app.update();
+    poll(&mut app, vec![value(B, "prediction", 1, probabilities(0.5)), value(C, "prediction", 1, probabilities(0.25))]);
+    poll(&mut app, vec![value(B, "prediction", 2, probabilities(0.375))]);
     let held = remote(&mut app);
     assert_eq!(held.len(), 2, "one entity per (owner, name)");
     assert_eq!((held[0].key.clone(), held[0].version, held[0].tensor.clone()), (key(B, "prediction"), 2, probabilities(0.375)));
@@ -83,11 +87,8 @@ fn another_player_s_values_become_a_component_per_owner_and_name_with_a_trigger_
 #[test]
 fn a_stale_or_mis_shaped_value_is_refused_naming_the_player_and_nothing_is_applied() {
     let mut app = app(SharedTensorRules::default().with_shape("prediction", vec![1, 4]));
-    app.world_mut().write_message(value(B, "prediction", 5, probabilities(0.5)));
-    app.update();
-    app.world_mut().write_message(value(B, "prediction", 4, probabilities(0.25)));
-    app.world_mut().write_message(value(B, "prediction", 6, Tensor::zeros(vec![1, 5])));
-    app.update();
+    poll(&mut app, vec![value(B, "prediction", 5, probabilities(0.5))]);
+    poll(&mut app, vec![value(B, "prediction", 4, probabilities(0.25)), value(B, "prediction", 6, Tensor::zeros(vec![1, 5]))]);
     assert_eq!(
         problems(&mut app),
         vec![
@@ -102,11 +103,8 @@ fn a_stale_or_mis_shaped_value_is_refused_naming_the_player_and_nothing_is_appli
 #[test]
 fn a_player_that_leaves_takes_its_tensors_with_it() {
     let mut app = app(SharedTensorRules::default());
-    app.world_mut().write_message(value(B, "prediction", 1, probabilities(0.5)));
-    app.world_mut().write_message(value(C, "prediction", 1, probabilities(0.5)));
-    app.update();
-    app.world_mut().write_message(PeerSessionEvent(SessionEvent::PeerLost { peer: B, reason: crate::net::LostReason::Silent }));
-    app.update();
+    poll(&mut app, vec![value(B, "prediction", 1, probabilities(0.5)), value(C, "prediction", 1, probabilities(0.5))]);
+    poll(&mut app, vec![SessionEvent::PeerLost { peer: B, reason: crate::net::LostReason::Silent }]);
     assert_eq!(remote(&mut app).iter().map(|r| r.key.clone()).collect::<Vec<_>>(), vec![key(C, "prediction")]);
     assert_eq!(app.world().resource::<SharedTensors>().entity(&key(B, "prediction")), None);
 }
