@@ -64,3 +64,26 @@ pub mod prelude {
         Tensor,
     };
 }
+
+/// The guides' Rust examples, compiled by `cargo test --doc` like the README's.
+#[cfg(doctest)]
+mod guides {
+    #[doc = include_str!("../docs/deployment.md")]
+    struct Deployment;
+    #[doc = include_str!("../docs/models.md")]
+    struct Models;
+    #[doc = include_str!("../docs/overlay.md")]
+    struct Overlay;
+    #[doc = include_str!("../docs/requests.md")]
+    struct Requests;
+    #[doc = include_str!("../docs/security.md")]
+    struct Security;
+    #[doc = include_str!("../docs/sessions.md")]
+    struct Sessions;
+    #[doc = include_str!("../docs/shared-tensors.md")]
+    struct SharedTensors;
+    #[doc = include_str!("../docs/textures.md")]
+    struct Textures;
+    #[doc = include_str!("../docs/web.md")]
+    struct Web;
+}
