@@ -7,7 +7,7 @@ use std::time::Duration;
 use bevy::diagnostic::{Diagnostic, DiagnosticPath, Diagnostics, RegisterDiagnostic};
 use bevy::prelude::*;
 
-use crate::schedule::pipeline::StageRecord;
+use crate::schedule::stage_record::StageRecord;
 use crate::schedule::{InferenceRequest, Prediction};
 use crate::tensor::Tensor;
 

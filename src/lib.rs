@@ -4,9 +4,10 @@
 //!
 //! 1. Main world: an [`InferenceRequest`] (a [`Model`] asset handle and an input [`Tensor`]) is
 //!    spawned. Models are imported from ONNX into a graph IR by [`model`].
-//! 2. [`schedule`] turns it into stage jobs (`job`): one job for the whole model, or with a peer
-//!    session (`PeerSessionPlugin`, feature `p2p`) one per stage of the partition plan, placed
-//!    on this player or another.
+//! 2. [`schedule`] turns it into stage jobs (`job`): one job for the whole model; or, with a
+//!    peer session (`session`, feature `p2p`: `PeerSessionPlugin`, its placement, pipeline,
+//!    checks, shared tensors and collectives), one per stage of the partition plan, placed on
+//!    this player or another.
 //! 3. Local jobs go over a channel to the render side ([`render`]): a submission thread submits
 //!    those whose block has commands recorded ahead of time at once; the render world compiles
 //!    and records the rest in the `RenderGraph` schedule. The main world never touches wgpu.
@@ -32,6 +33,8 @@ mod plugin;
 pub mod render;
 pub mod schedule;
 pub mod secret;
+#[cfg(feature = "p2p")]
+pub mod session;
 pub mod tensor;
 pub mod testing;
 #[cfg(target_arch = "wasm32")]
@@ -44,7 +47,7 @@ pub use overlay::InferenceOverlayPlugin;
 pub use plugin::P2pInferencePlugin;
 pub use testing::{headless_plugins, update_until_prediction, update_until_prediction_with, WaitError};
 #[cfg(feature = "p2p")]
-pub use schedule::distributed::{CollectiveDone, CollectiveError, CollectiveFailed, CollectiveFailedEvent, CollectiveRequest, CollectiveResult, Collectives, PeerRole, PeerSessionEvent, Placement, PeerSessionPlugin, PublishedTensor, RemoteTensor, RemoteTensorChanged, SessionProblem, SharedTensorRules, SharedTensors};
+pub use session::{CollectiveDone, CollectiveError, CollectiveFailed, CollectiveFailedEvent, CollectiveRequest, CollectiveResult, Collectives, PeerRole, PeerSessionEvent, Placement, PeerSessionPlugin, PublishedTensor, RemoteTensor, RemoteTensorChanged, SessionProblem, SharedTensorRules, SharedTensors};
 pub use render::{GpuTransfers, TransferTotals};
 pub use schedule::continuous::{ContinuousInference, ContinuousRun, ContinuousRuns};
 pub use schedule::image_request::ImageInferenceRequest;

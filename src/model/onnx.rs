@@ -32,7 +32,7 @@ pub struct ImportOptions<'a> {
     pub input_shape: Option<&'a [usize]>,
     /// Without `input_shape`: fixes every symbolic input dimension to this value.
     pub symbolic_dims_as: Option<usize>,
-    /// The external data files the model's initializers name ([`external_data_locations`]).
+    /// The external data files the model's initializers name ([`external_data_locations`](super::external_data::external_data_locations)).
     pub external_files: Option<&'a ExternalFiles>,
 }
 

@@ -93,7 +93,7 @@ impl Links {
         self.own
     }
 
-    /// This player's nonce for this session (see [`TensorCipher`]).
+    /// This player's nonce for this session (see [`TensorCipher`](super::seal::TensorCipher)).
     pub fn session_nonce(&self) -> [u8; SESSION_NONCE_BYTES] {
         self.session_nonce
     }

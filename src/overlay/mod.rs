@@ -112,13 +112,13 @@ mod peers {
     use bevy::prelude::*;
 
     use super::{PeerRow, PeerRows, SharedRow, SharedRows};
-    use crate::schedule::distributed::{PublishedTensor, RemoteTensor};
+    use crate::session::{PublishedTensor, RemoteTensor};
     use crate::tensor::Tensor;
     use crate::net::session::PeerSession;
     use crate::net::LinkState;
     use crate::net::Permissions;
-    use crate::schedule::distributed::Distributed;
-    use crate::schedule::pipeline::Executor;
+    use crate::session::Distributed;
+    use crate::schedule::stage_record::Executor;
 
     /// Rebuilds the peers table from the session, the current placement and the measured speeds.
     pub(super) fn collect_peer_rows(session: Option<Res<PeerSession>>, distributed: Option<Res<Distributed>>, mut rows: ResMut<PeerRows>) {

@@ -7,7 +7,7 @@ use bevy_egui::egui;
 use egui_plot::{Line, Plot, PlotPoints};
 
 use crate::diagnostics::{HistoryEntry, InferenceHistory};
-use crate::schedule::pipeline::{HopTiming, StageRecord};
+use crate::schedule::stage_record::{HopTiming, StageRecord};
 
 /// One row of the peers table.
 #[derive(Clone, Debug, PartialEq)]
@@ -268,7 +268,7 @@ pub fn overlay_ui(ui: &mut egui::Ui, view: OverlayView, thumbnails: &mut Thumbna
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::pipeline::Executor;
+    use crate::schedule::stage_record::Executor;
 
     #[test]
     fn a_hop_row_splits_a_remote_stage_into_network_queue_gpu_and_the_way_back() {

@@ -1,5 +1,5 @@
 //! The Bevy integration of the engine: render-world systems that compile blocks, record and
-//! submit jobs, and hand results back to the main world. It knows jobs ([`crate::job`]), not
+//! submit jobs, and hand results back to the main world. It knows jobs (the crate's `job` module), not
 //! requests or peers, and no system here waits on the GPU.
 //!
 //! ```text
@@ -18,10 +18,10 @@
 //! ```
 //!
 //! Three threads: the main world, the render world (Bevy's pipelined rendering), and the
-//! [`SubmissionThread`](submission_thread::SubmissionThread) (native only). Channels: `jobs`
+//! submission thread (`submission_thread`, native only). Channels: `jobs`
 //! (main world → submission thread, or the render world on wasm and after the thread died),
 //! `to_record` (submission thread → render world), `outcomes` (map callbacks → main world),
-//! `returned` (map callbacks → the [`SubmissionPool`](submission::SubmissionPool)) and `wake`
+//! `returned` (map callbacks → the submission pool (`submission`)) and `wake`
 //! (render world → submission thread, when it registers maps to poll for).
 //!
 //! A finished request gives its upload buffer (mapped for writing again) and its readback buffer

@@ -1,17 +1,13 @@
 //! Main-world scheduling: requests become stage jobs for the render world, and finished jobs
 //! become predictions. With one peer every request is a single local job.
 
-#[cfg(feature = "p2p")]
-pub mod distributed;
-pub mod batch_split;
-pub mod capacity;
 pub mod continuous;
 pub mod frame_budget;
 pub mod image_request;
 pub mod layer_slices;
-pub mod pipeline;
 pub mod request_output;
 pub mod run_cadence;
+pub mod stage_record;
 pub(crate) mod sliced;
 
 use std::sync::Arc;
@@ -59,7 +55,7 @@ pub struct Prediction {
     /// which keeps K in flight) to the result reaching the main world.
     pub latency: Duration,
     /// Per-stage breakdown when the request was split across peers (empty when it ran whole).
-    pub stages: Vec<pipeline::StageRecord>,
+    pub stages: Vec<stage_record::StageRecord>,
     /// Stage runs repeated because a peer was lost or sent data that was rejected.
     pub reruns: u32,
     /// For a request run whole on this peer: from its result being read back from the GPU to
@@ -80,7 +76,7 @@ impl Prediction {
     /// The prediction of a request split across peers: `output` with its `top_k` classes, and
     /// the split's records.
     #[cfg(feature = "p2p")]
-    pub(crate) fn split(output: Tensor, top_k: usize, latency: Duration, stages: Vec<pipeline::StageRecord>, reruns: u32) -> Self {
+    pub(crate) fn split(output: Tensor, top_k: usize, latency: Duration, stages: Vec<stage_record::StageRecord>, reruns: u32) -> Self {
         Self { top_k: output.top_k(0, top_k), output, latency, stages, reruns, handover: None, gpu: None, slices: Vec::new() }
     }
 

@@ -14,8 +14,9 @@ use crate::job::{ImageJobInput, JobInput};
 use crate::model::ir::Graph;
 use crate::model::{Model, PartitionPlan, StagedModel};
 use crate::net::PeerUuid;
-use crate::schedule::capacity::{Capacity, MeasuredSpeed};
-use crate::schedule::pipeline::{assign_stages, Executor, Pipeline, PipelineAction, RequestId, StageAssignment, StageInput, StageRecord, WorkerSpeed};
+use crate::session::capacity::{Capacity, MeasuredSpeed};
+use crate::session::pipeline::{assign_stages, Pipeline, PipelineAction, RequestId, StageAssignment, StageInput, WorkerSpeed};
+use crate::schedule::stage_record::{Executor, StageRecord};
 use crate::schedule::InferenceError;
 use crate::tensor::{Tensor, TransferDtype};
 
@@ -385,7 +386,7 @@ mod tests {
     use super::*;
     use crate::model::StagedModel;
     use crate::net::RoomKey;
-    use crate::schedule::distributed::PeerRole;
+    use crate::session::PeerRole;
     use crate::tensor::Tensor;
 
     #[test]

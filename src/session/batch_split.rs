@@ -12,7 +12,7 @@
 use std::ops::Range;
 
 use crate::net::PeerUuid;
-use crate::schedule::pipeline::WorkerSpeed;
+use crate::session::pipeline::WorkerSpeed;
 
 /// Rows `rows` of a split batch, run by `worker`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 use bevy::prelude::Entity;
 
 use crate::net::PeerUuid;
-use crate::schedule::pipeline::StageRecord;
+use crate::schedule::stage_record::StageRecord;
 use crate::tensor::quant::{decode_values, encode_values};
 use crate::tensor::{Tensor, TransferDtype};
 

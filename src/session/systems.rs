@@ -19,7 +19,8 @@ use crate::net::codec::Onward;
 use crate::net::{Capabilities, Direction, LinkSettings, LinkState, PeerUuid, Permissions, SendError, SentTensor, SessionEvent};
 use crate::render::GpuCapabilities;
 use crate::schedule::request_output::OutputNotKeptOnGpu;
-use crate::schedule::pipeline::{peers_of, Executor, Handover, PipelineAction, StageInput};
+use crate::session::pipeline::{peers_of, Handover, PipelineAction, StageInput};
+use crate::schedule::stage_record::Executor;
 use crate::schedule::{deliver, InferenceError, InferenceFailed, InferenceRequest, JobQueue, JobResults, LocalOnly, Prediction, SplitRequest, StageOutcomes, Submitted, TopK};
 use crate::tensor::{Tensor, TransferDtype};
 
@@ -73,7 +74,7 @@ pub(super) fn prepare_stages(
             return;
         }
     };
-    state.pipeline = crate::schedule::pipeline::Pipeline::new(state.settings.max_in_flight, state.settings.max_reruns);
+    state.pipeline = crate::session::pipeline::Pipeline::new(state.settings.max_in_flight, state.settings.max_reruns);
     state.input_dtypes = staged.input_dtypes().to_vec();
     let stages = staged.declared_stages();
     state.staged = Some(Arc::new(Mutex::new(staged)));

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::pipeline::{Executor, StageRecord};
+use crate::schedule::stage_record::{Executor, StageRecord};
 
 /// How fast one executor runs stage work, as measured (or, before any work came back, as its
 /// calibration claims).

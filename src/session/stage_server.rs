@@ -240,7 +240,7 @@ mod tests {
 
     use super::*;
     use crate::model::StagedModel;
-    use crate::schedule::distributed::ServeBudget;
+    use crate::session::ServeBudget;
     use crate::tensor::quant::QuantParams;
 
     const OWNER: PeerUuid = PeerUuid([1; 16]);

@@ -5,7 +5,7 @@ use bevy::prelude::Message;
 use crate::model::PlanError;
 use super::shared::SharedRefusal;
 use crate::net::{PeerUuid, SendError};
-use crate::schedule::pipeline::StaleResult;
+use crate::session::pipeline::StaleResult;
 use crate::schedule::InferenceError;
 
 /// Why the session could not start or a stage could not be handled.

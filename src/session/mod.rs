@@ -7,19 +7,21 @@
 //! The session's systems run in [`InferenceSystems::Session`] (in `PreUpdate`, after the
 //! frame's results are received), one job each: prepare the stages, join the room once
 //! calibrated, take local stage results, report problems with stages served for peers (which
-//! run and return off the frame: [`stage_server`]), start the served stages that waited for
-//! this frame's budget ([`serve_budget`]), poll the socket,
-//! handle what it reported, and advance the pipeline. They run again in `Last` (stage results,
+//! run and return off the frame: `stage_server`), start the served stages that waited for
+//! this frame's budget ([`ServeBudget`]), poll the socket, handle what it reported, and advance the pipeline. They run again in `Last` (stage results,
 //! the socket, its events, the pipeline, shared tensors and collectives), so that what arrived
-//! during the frame moves on in that frame; each poll's events reach this crate's systems through
-//! [`PolledEvents`], and the game through [`PeerSessionEvent`] messages. Image requests for the split model run
-//! their stage 0 here, on the image, and the activation travels (`image_requests`).
+//! during the frame moves on in that frame; each poll's events reach this crate's systems
+//! through a resource of their own, and the game through [`PeerSessionEvent`] messages. Image
+//! requests for the split model run their stage 0 here, on the image, and the activation travels (`image_requests`).
 //!
-//! [`InferenceRequest`]: super::InferenceRequest
-//! [`Prediction`]: super::Prediction
+//! [`InferenceRequest`]: crate::InferenceRequest
+//! [`Prediction`]: crate::Prediction
 
 pub mod collective;
+pub mod batch_split;
+pub mod capacity;
 mod image_requests;
+pub mod pipeline;
 mod problem;
 pub mod shared;
 mod serve_budget;
@@ -33,8 +35,8 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 
-use super::InferenceSystems;
-use super::pipeline::{Routing, StealPolicy};
+use crate::schedule::InferenceSystems;
+use pipeline::{Routing, StealPolicy};
 use crate::net::{Permissions, RoomAuthority, RoomKey, SessionEvent};
 pub use problem::SessionProblem;
 pub use serve_budget::{BudgetGate, ServeBudget, ServeBudgetReport};
@@ -146,7 +148,7 @@ pub struct PeerSessionPlugin {
     pub replan_drift: f64,
     /// Whether a request with a batch of more than one row may be split across the workers,
     /// a slice of rows each in proportion to their measured speed, where that is predicted to
-    /// finish before running it whole as a chain (see [`crate::schedule::batch_split`]).
+    /// finish before running it whole as a chain (see [`crate::session::batch_split`]).
     /// Off by default: where transfers cost more than compute (a fast GPU, a small model) a
     /// split was measured slower than a chain (BENCHMARKS.md), and the prediction does not
     /// yet weigh the owner's uplink that the slices share.

@@ -1,4 +1,4 @@
-//! Requests whose batch is split across the workers (see [`crate::schedule::batch_split`]):
+//! Requests whose batch is split across the workers (see [`crate::session::batch_split`]):
 //! each slice of rows is a request of its own in the pipeline, its remote stages pinned to one
 //! worker, and the slices' outputs are stacked back into the request's prediction once all of
 //! them are in. A slice that fails fails the request; the others are then dropped as they come.
@@ -11,8 +11,9 @@ use super::state::{lock, SlicePart, SplitBatch, Tracked};
 use super::Distributed;
 use crate::net::session::PeerSession;
 use crate::net::PeerUuid;
-use crate::schedule::batch_split::{plan_batch, BatchPlan, BatchSlice, RemoteWork};
-use crate::schedule::pipeline::{Executor, RequestId, StageRecord, WorkerSpeed};
+use crate::session::batch_split::{plan_batch, BatchPlan, BatchSlice, RemoteWork};
+use crate::session::pipeline::{RequestId, WorkerSpeed};
+use crate::schedule::stage_record::{Executor, StageRecord};
 use crate::schedule::{deliver, fail, InferenceError, Prediction};
 use crate::tensor::Tensor;
 

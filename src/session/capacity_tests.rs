@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::net::PeerUuid;
-use crate::schedule::pipeline::HopTiming;
+use crate::schedule::stage_record::HopTiming;
 
 const FAST: Executor = Executor::Peer(PeerUuid([1; 16]));
 const SLOW: Executor = Executor::Peer(PeerUuid([2; 16]));
