@@ -33,8 +33,9 @@ use bevy_p2p_inference::tensor::TransferDtype;
 use bevy_p2p_inference::net::session::PeerSession;
 use bevy_p2p_inference::net::Permissions;
 use bevy_p2p_inference::prelude::*;
-use bevy_p2p_inference::schedule::distributed::{BudgetGate, Distributed, Placement, ServeBudget};
-use bevy_p2p_inference::schedule::pipeline::{Executor, Routing};
+use bevy_p2p_inference::session::{BudgetGate, Distributed, Placement, ServeBudget};
+use bevy_p2p_inference::session::pipeline::Routing;
+use bevy_p2p_inference::schedule::stage_record::Executor;
 use bevy_p2p_inference::{headless_plugins, update_until_prediction_with, GpuTransfers, ImageInferenceRequest, ImagePreprocessing, LocalOnly, PeerRole, PeerSessionEvent, PeerSessionPlugin, CollectiveFailed, CollectiveRequest, CollectiveResult, PublishedTensor, RemoteTensor, RemoteTensorChanged, SessionProblem, SharedTensors};
 use bevy_p2p_inference::net::{CollectiveOp, Direction, Reduction, SentTensor, SharedKey};
 use bevy_p2p_inference::net::{OwnerKey, OwnerPublicKey, RoomAuthority, RoomKey, RoomOwner, SessionEvent};
@@ -419,7 +420,7 @@ struct StageSamples {
 
 impl StageSamples {
     /// Adds `record`'s times; a chain's span and transfers only at its first stage.
-    fn push(&mut self, record: &bevy_p2p_inference::schedule::pipeline::StageRecord, first_of_span: bool) {
+    fn push(&mut self, record: &bevy_p2p_inference::schedule::stage_record::StageRecord, first_of_span: bool) {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         if first_of_span {
             self.span.push(ms(record.duration));

@@ -6,7 +6,7 @@ use bevy::prelude::*;
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::web::web_runner;
 use crate::image_texture::image_texture;
-use bevy_p2p_inference::{headless_plugins, ContinuousRun, InferenceError, InferenceSystems, PeerRole};
+use bevy_p2p_inference::{headless_plugins, ContinuousRun, GpuTransfers, InferenceError, InferenceSystems, PeerRole};
 
 use crate::room::{self, RoomOptions};
 use crossbeam_channel::{Receiver, Sender};
@@ -278,6 +278,7 @@ fn on_prediction(
     targets: Query<&crate::output_texture::OutputTexture>,
     runs: Query<(), With<ContinuousRun>>,
     options: Res<PageOptions>,
+    transfers: Res<GpuTransfers>,
     mut progress: ResMut<Progress>,
 ) {
     // A continuous inference's run: its prediction is reported on the inference's entity.
@@ -306,14 +307,14 @@ fn on_prediction(
         }),
         &format!("{name}: class {class} ({:.1}%) in {latency_ms:.1} ms", probability * 100.0),
     );
-    finish_when_done(&options, &progress);
+    finish_when_done(&options, &progress, &transfers);
 }
 
-fn on_failure(failed: On<InferenceFailed>, options: Res<PageOptions>, mut progress: ResMut<Progress>) {
+fn on_failure(failed: On<InferenceFailed>, options: Res<PageOptions>, transfers: Res<GpuTransfers>, mut progress: ResMut<Progress>) {
     progress.failed += 1;
     let error = failed.error.to_string();
     report(json!({"event": "failed", "kind": failure_kind(&failed.error), "error": error}), &format!("inference failed: {error}"));
-    finish_when_done(&options, &progress);
+    finish_when_done(&options, &progress, &transfers);
 }
 
 /// A stable name for why a request failed, for scripts.
@@ -334,8 +335,9 @@ fn despawn_settled(mut commands: Commands, settled: Query<Entity, (With<InputNam
     }
 }
 
-/// Reports `done` once every request has settled and every output texture was checked.
-pub fn finish_when_done(options: &PageOptions, progress: &Progress) {
+/// Reports `done` once every request has settled and every output texture was checked, with
+/// what inference moved between the CPU and the GPU ([`GpuTransfers`]).
+pub fn finish_when_done(options: &PageOptions, progress: &Progress, transfers: &GpuTransfers) {
     if progress.finished + progress.failed < options.requests || progress.readbacks > 0 {
         return;
     }
@@ -343,7 +345,12 @@ pub fn finish_when_done(options: &PageOptions, progress: &Progress) {
     sorted.sort_by(f64::total_cmp);
     let median = sorted.get(sorted.len() / 2).copied();
     report(
-        json!({"event": "done", "requests": progress.finished, "failed": progress.failed, "median_ms": median}),
+        json!({"event": "done", "requests": progress.finished, "failed": progress.failed, "median_ms": median, "transfers": transfer_json(transfers)}),
         &format!("done: {} predictions, {} failed, median {:.1} ms", progress.finished, progress.failed, median.unwrap_or(f64::NAN)),
     );
+}
+
+fn transfer_json(transfers: &GpuTransfers) -> serde_json::Value {
+    let t = transfers.totals();
+    json!({"tensor_uploads": t.tensor_uploads, "tensor_upload_bytes": t.tensor_upload_bytes, "image_inputs": t.image_inputs, "readbacks": t.readbacks, "readback_bytes": t.readback_bytes})
 }

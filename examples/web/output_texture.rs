@@ -9,6 +9,7 @@ use bevy::prelude::*;
 use bevy::render::gpu_readback::{Readback, ReadbackComplete};
 use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat, TextureUsages};
 use bevy_p2p_inference::prelude::*;
+use bevy_p2p_inference::GpuTransfers;
 use bevy_p2p_inference::tensor::preprocess::TensorLayout;
 use serde_json::json;
 
@@ -40,7 +41,7 @@ pub fn output_to_texture(images: &mut Assets<Image>, width: u32, height: u32) ->
 pub fn check_output_texture(commands: &mut Commands, target: &OutputTexture, name: String, output: Tensor, progress: &mut Progress) {
     progress.readbacks += 1;
     let size = target.size;
-    let observer = move |done: On<ReadbackComplete>, mut commands: Commands, options: Res<PageOptions>, mut progress: ResMut<Progress>, mut checked: Local<bool>| {
+    let observer = move |done: On<ReadbackComplete>, mut commands: Commands, options: Res<PageOptions>, transfers: Res<GpuTransfers>, mut progress: ResMut<Progress>, mut checked: Local<bool>| {
         // A readback repeats every frame until its entity goes: the first one counts.
         if std::mem::replace(&mut *checked, true) {
             return;
@@ -66,7 +67,7 @@ pub fn check_output_texture(commands: &mut Commands, target: &OutputTexture, nam
             Err(error) => json!({"event": "failed", "error": error.to_string()}),
         };
         report(line, &format!("{name}: output texture read back"));
-        finish_when_done(&options, &progress);
+        finish_when_done(&options, &progress, &transfers);
     };
     commands.spawn(Readback::texture(target.image.clone())).observe(observer);
 }

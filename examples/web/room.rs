@@ -6,7 +6,8 @@ use bevy_p2p_inference::model::plan::PartitionPlan;
 use bevy_p2p_inference::net::session::PeerSession;
 use bevy_p2p_inference::net::{Permissions, RoomKey, SessionEvent};
 use bevy_p2p_inference::prelude::*;
-use bevy_p2p_inference::schedule::distributed::Distributed;
+use bevy_p2p_inference::schedule::stage_record::Executor;
+use bevy_p2p_inference::session::Distributed;
 use bevy_p2p_inference::tensor::TransferDtype;
 use bevy_p2p_inference::{LocalOnly, PeerRole, PeerSessionEvent, PeerSessionPlugin, SessionProblem};
 use serde_json::json;
@@ -107,10 +108,15 @@ pub fn report_session(mut events: MessageReader<PeerSessionEvent>, mut problems:
     }
 }
 
-/// A browser worker serves stages until the coordinator has been gone for 3 s.
-pub fn worker_watch(session: Option<Res<PeerSession>>, distributed: Res<Distributed>, time: Res<Time<Real>>, mut watch: Local<(bool, Option<f64>, bool)>) {
-    let (saw_coordinator, alone_since, finished) = &mut *watch;
+/// A browser worker says its id once it has one (`joined`: how the room tells its stages from
+/// native players'), and serves stages until the coordinator has been gone for 3 s.
+pub fn worker_watch(session: Option<Res<PeerSession>>, distributed: Res<Distributed>, time: Res<Time<Real>>, mut watch: Local<(bool, Option<f64>, bool, bool)>) {
+    let (saw_coordinator, alone_since, finished, joined) = &mut *watch;
     let Some(session) = session else { return };
+    if let Some(id) = session.id().filter(|_| !*joined) {
+        *joined = true;
+        report(json!({"event": "joined", "id": id.to_string()}), "joined the room");
+    }
     if *finished {
         return;
     }
@@ -208,8 +214,13 @@ pub fn coordinate(
                 matches += same as usize;
                 let ms = split.latency.as_secs_f64() * 1e3;
                 latencies.push(ms);
-                let remote: Vec<bool> = split.stages.iter().map(|s| s.executor != bevy_p2p_inference::schedule::pipeline::Executor::Local).collect();
-                report(json!({"event": "request", "name": name, "latency_ms": ms, "top1": split.top_k[0].0, "matches_single_peer": same, "reruns": split.reruns, "remote_stages": remote}), &format!("{name}: {ms:.0} ms"));
+                let remote: Vec<bool> = split.stages.iter().map(|s| s.executor != Executor::Local).collect();
+                // Who ran each stage, as the `peer` example says it: "local" or the player's id.
+                let executors: Vec<String> = split.stages.iter().map(|s| s.executor.peer().map_or("local".to_string(), |p| p.to_string())).collect();
+                report(
+                    json!({"event": "request", "name": name, "latency_ms": ms, "top1": split.top_k[0].0, "matches_single_peer": same, "reruns": split.reruns, "remote_stages": remote, "executors": executors}),
+                    &format!("{name}: {ms:.0} ms"),
+                );
             }
             latencies.sort_by(f64::total_cmp);
             let quantile = |q: f64| latencies.get(((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len().max(1)) - 1).copied().unwrap_or(0.0);

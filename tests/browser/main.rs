@@ -84,8 +84,15 @@ fn the_shipped_model_in_a_browser_tab_matches_onnx_runtime() {
     assert!(!events.iter().any(|e| e["event"] == "failed" || e["event"] == "page_error"), "{transcript}");
 }
 
-/// The page's predictions by input name, for `query`.
+/// The page's predictions by input name, for `query`, and the transcript.
 fn predictions_by_input(query: &str) -> (std::collections::BTreeMap<String, Vec<f32>>, String) {
+    let (outputs, _, transcript) = page_run(query);
+    (outputs, transcript)
+}
+
+/// The page's predictions by input name, for `query`; what its inference moved between the
+/// CPU and the GPU (its `done` line's `GpuTransfers` totals); and the transcript.
+fn page_run(query: &str) -> (std::collections::BTreeMap<String, Vec<f32>>, Value, String) {
     let args = ["--site".into(), site().display().to_string(), "--timeout-s".into(), "240".into(), "--page".into(), query.to_string()];
     let (events, transcript) = node("page.mjs", &args);
     assert!(!events.iter().any(|e| e["event"] == "failed" || e["event"] == "page_error"), "{transcript}");
@@ -94,16 +101,24 @@ fn predictions_by_input(query: &str) -> (std::collections::BTreeMap<String, Vec<
         .filter(|e| e["event"] == "prediction")
         .map(|e| (e["input"].as_str().unwrap().to_string(), e["output"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()))
         .collect();
-    (outputs, transcript)
+    let done = events.iter().find(|e| e["event"] == "done").unwrap_or_else(|| panic!("the page never finished:\n{transcript}"));
+    (outputs, done["transfers"].clone(), transcript)
 }
 
 #[test]
 fn images_read_as_textures_on_the_gpu_in_a_browser_tab_give_their_tensors_predictions() {
     let _serial = Serial::lock();
     // The image_input kernel compiled by Chrome's WGSL compiler (Tint) and run on WebGPU.
-    let (from_textures, transcript) = predictions_by_input("source=texture&requests=10");
-    let (from_tensors, _) = predictions_by_input("requests=10");
+    let (from_textures, texture_transfers, transcript) = page_run("source=texture&requests=10");
+    let (from_tensors, tensor_transfers, _) = page_run("requests=10");
     assert_eq!(from_textures.len(), 10, "{transcript}");
+    assert_eq!(from_tensors.keys().collect::<Vec<_>>(), from_textures.keys().collect::<Vec<_>>(), "the same ten images both ways");
+    // The textures never came to the CPU: every input was read on the GPU, none uploaded; the
+    // tensors were uploaded. Each output was read back once.
+    let count = |t: &Value, key: &str| t[key].as_u64().unwrap_or_else(|| panic!("no {key} in {t}"));
+    assert_eq!((count(&texture_transfers, "image_inputs"), count(&texture_transfers, "tensor_uploads")), (10, 0), "{texture_transfers}");
+    assert_eq!((count(&tensor_transfers, "image_inputs"), count(&tensor_transfers, "tensor_uploads")), (0, 10), "{tensor_transfers}");
+    assert_eq!((count(&texture_transfers, "readbacks"), count(&tensor_transfers, "readbacks")), (10, 10));
     for (name, want) in &from_tensors {
         let got = &from_textures[name];
         let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));

@@ -210,12 +210,14 @@ fn three_peers_with_f32_cuts_give_bit_identical_results_to_a_single_peer() {
         let remote_stages = requests.iter().filter(|r| remote(r, 1) && remote(r, 2)).count();
         assert_eq!(remote_stages, 20, "every request ran stages 1 and 2 on the workers:\n{requests:?}");
         assert!(json["bytes_per_request"].as_u64() > Some(0));
-        // Every hop is timed: each stage's GPU time (lavapipe writes timestamps) within its
-        // run, and, once the links have measured a round trip, the transfers in and back.
+        // Every hop is timed: each stage's GPU time (lavapipe writes timestamps, measured where
+        // it ran) within its run there, and that run within the span its owner measured from
+        // hand-over to output (a clock of another process: the two are measured independently);
+        // and, once the links have measured a round trip, the transfers in and back.
         for request in &requests {
             for stage in request["stages"].as_array().unwrap() {
-                let (run, gpu, queue) = (stage["run_ms"].as_f64(), stage["gpu_ms"].as_f64(), stage["queue_ms"].as_f64());
-                assert!(matches!((run, gpu, queue), (Some(r), Some(g), Some(q)) if g > 0.0 && (g + q - r).abs() < 1e-3), "{stage}");
+                let (run, gpu, span) = (stage["run_ms"].as_f64(), stage["gpu_ms"].as_f64(), stage["ms"].as_f64());
+                assert!(matches!((run, gpu, span), (Some(r), Some(g), Some(ms)) if 0.0 < g && g <= r + 1e-3 && r <= ms + 1e-3), "{stage}");
             }
         }
         let last = requests.last().unwrap()["stages"].as_array().unwrap();

@@ -1,7 +1,7 @@
 // Opens pages of the web example in headless Chromium and prints every event they log as one
 // JSON line on stdout, with the tab's index added.
 //
-//   node tools/web/page.mjs --site DIR [--port 8088] [--timeout-s 300] [--screenshot FILE]
+//   node tools/web/page.mjs --site DIR [--port PORT (default: a free one)] [--timeout-s 300] [--screenshot FILE]
 //        [--without-webgpu] --page 'QUERY' [--page 'QUERY' ...]
 //
 // Exits 0 once every page has logged {"event":"done"}, 1 at the timeout. --screenshot saves
@@ -9,7 +9,7 @@
 import { serveSite, launchChromium, openTab } from "./chromium.mjs";
 
 const args = process.argv.slice(2);
-const options = { site: null, port: 8088, timeoutS: 300, screenshot: null, pages: [], webgpu: true };
+const options = { site: null, port: 0, timeoutS: 300, screenshot: null, pages: [], webgpu: true };
 for (let i = 0; i < args.length; i += 2) {
   const value = args[i + 1];
   switch (args[i]) {
@@ -29,13 +29,14 @@ if (!options.site || options.pages.length === 0) {
 
 const emit = (object) => process.stdout.write(JSON.stringify(object) + "\n");
 const server = await serveSite(options.site, options.port);
+const port = server.address().port;
 const browser = await launchChromium({ webgpu: options.webgpu });
 let done = 0;
 let finish;
 const finished = new Promise((resolve) => { finish = resolve; });
 const pages = [];
 for (const [tab, query] of options.pages.entries()) {
-  pages.push(await openTab(browser, `http://127.0.0.1:${options.port}/index.html?${query}`, (event) => {
+  pages.push(await openTab(browser, `http://127.0.0.1:${port}/index.html?${query}`, (event) => {
     emit({ tab, ...event });
     if (event.event === "done" && ++done === options.pages.length) finish("done");
   }));

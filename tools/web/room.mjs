@@ -9,10 +9,15 @@
 //
 // Every event of every player goes to stderr as a JSON line ({"player": ..., ...}); the last
 // line on stdout is the room's result: {"requests","matches_single_peer","lost",
-// "browser_peers","native_peers","median_ms","p95_ms","browser_adapter"} (and
+// "browser_peers","native_peers","stages_run":{"browser","native"},"median_ms","p95_ms",
+// "browser_adapter"} (and
 // "lost_declared_ms" when a tab was closed mid-run; with --wrong-key-tab, an extra tab holding
 // the wrong room key: "wrong_key_tab": {"refused": frames or handshakes it refused,
-// "trusted_peers": peers it came to trust}). Exits 1 if the coordinator gave no summary.
+// "trusted_peers": peers it came to trust}). browser_peers and native_peers count the players
+// that ran at least one stage of the coordinator's requests, in a tab or natively, as the
+// coordinator's records of who ran each stage say (a worker tab says its id when it joins);
+// stages_run counts those stages. Exits 1 if the coordinator gave
+// no summary.
 import { spawn } from "node:child_process";
 import readline from "node:readline";
 import { serveSite, launchChromium, openTab } from "./chromium.mjs";
@@ -55,6 +60,9 @@ const children = [];
 let summary = null;
 let adapter = null;
 let requestsSeen = 0;
+// Who ran each of the coordinator's stages, and the ids of the worker tabs.
+const ranStages = new Map();
+const tabIds = new Set();
 let closedAt = null;
 let lostDeclaredMs = null;
 let finish;
@@ -71,6 +79,9 @@ function native(name, extra) {
 function onCoordinatorEvent(player, event) {
   log(player, event);
   if (event.event === "request") {
+    for (const stage of event.executors ?? (event.stages ?? []).map((s) => s.executor)) {
+      ranStages.set(stage, (ranStages.get(stage) ?? 0) + 1);
+    }
     requestsSeen++;
     if (o.closeAfter !== null && requestsSeen === o.closeAfter && closedAt === null) {
       closedAt = Date.now();
@@ -102,7 +113,11 @@ for (let i = 0; i < o.nativeWorkers; i++) {
   child.stderr.resume();
 }
 for (let i = 0; i < o.browserWorkers; i++) {
-  workerTabs.push(await openTab(browser, page("role=worker"), (event) => { onAdapter(event); log(`worker${i}`, event); }));
+  workerTabs.push(await openTab(browser, page("role=worker"), (event) => {
+    onAdapter(event);
+    if (event.event === "joined") tabIds.add(event.id);
+    log(`worker${i}`, event);
+  }));
 }
 const wrongKey = { refused: 0, trusted_peers: 0 };
 if (o.wrongKeyTab) {
@@ -147,12 +162,23 @@ if (summary === null) {
   console.log(JSON.stringify({ error: "the coordinator gave no summary" }));
   process.exit(1);
 }
+// Where each player that ran a stage runs: the coordinator ("local") where it was started, the
+// others in a tab if a worker tab said that id.
+const inBrowser = (executor) => executor === "local" ? o.coordinator === "browser" : tabIds.has(executor);
+const players = { browser: 0, native: 0 };
+const stagesRun = { browser: 0, native: 0 };
+for (const [executor, count] of ranStages) {
+  const where = inBrowser(executor) ? "browser" : "native";
+  players[where]++;
+  stagesRun[where] += count;
+}
 const result = {
   requests: summary.requests,
   matches_single_peer: summary.matches_single_peer,
   lost: summary.lost,
-  browser_peers: o.browserWorkers + (o.coordinator === "browser" ? 1 : 0),
-  native_peers: o.nativeWorkers + (o.coordinator === "native" ? 1 : 0),
+  browser_peers: players.browser,
+  native_peers: players.native,
+  stages_run: stagesRun,
   median_ms: summary.median_ms,
   p95_ms: summary.p95_ms,
   browser_adapter: adapter,
