@@ -78,6 +78,13 @@ fn run(args: Args) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    // Without a desktop session, Mesa's Vulkan device-selection layer only looks for a Wayland
+    // display and prints two "XDG_RUNTIME_DIR is invalid" errors: it is turned off there. Set
+    // before any thread starts.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: the first thing main does, while this is the only thread.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
