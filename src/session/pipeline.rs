@@ -311,13 +311,24 @@ pub struct Pipeline {
     /// Each with the worker its remote stages are pinned to, if any (a slice of a split batch).
     waiting: VecDeque<(RequestId, StageInput, Option<PeerUuid>)>,
     active: HashMap<RequestId, Active>,
+    /// Players that joined and have not been handed a stage yet (see [`Self::welcome`]).
+    newcomers: Vec<PeerUuid>,
 }
 
 impl Pipeline {
     /// A pipeline keeping at most `max_in_flight` requests (K) in flight, each re-run at most
     /// `max_reruns` times before it is abandoned.
     pub fn new(max_in_flight: usize, max_reruns: u32) -> Self {
-        Self { max_in_flight: max_in_flight.max(1), max_reruns, waiting: VecDeque::new(), active: HashMap::new() }
+        Self { max_in_flight: max_in_flight.max(1), max_reruns, waiting: VecDeque::new(), active: HashMap::new(), newcomers: Vec::new() }
+    }
+
+    /// `peer` joined: the next request admitted runs its stage 1 there, even beyond K in
+    /// flight, so that a newcomer serves (and is measured) within a request's first stage of
+    /// joining instead of waiting for a slot and for its turns to come round.
+    pub fn welcome(&mut self, peer: PeerUuid) {
+        if !self.newcomers.contains(&peer) {
+            self.newcomers.push(peer);
+        }
     }
 
     /// Drops `request` (its stage failed where nothing else can run it) and lets a waiting
@@ -382,11 +393,25 @@ impl Pipeline {
     /// Starts waiting requests while fewer than K are in flight.
     pub fn start_waiting(&mut self, assignment: &StageAssignment, now: Instant) -> Vec<PipelineAction> {
         let mut actions = Vec::new();
-        while self.active.len() < self.max_in_flight {
+        // Only newcomers still placed get a welcome (one that left or was excluded does not).
+        self.newcomers.retain(|newcomer| assignment.shares().iter().any(|(peer, _)| peer == newcomer));
+        loop {
+            let beyond_k = self.active.len() >= self.max_in_flight;
+            let welcome = self.newcomers.first().copied().filter(|_| assignment.stages > 1);
+            // Beyond K only for a welcome, which a slice pinned to its worker cannot give.
+            if beyond_k && (welcome.is_none() || self.waiting.front().is_some_and(|(_, _, pinned)| pinned.is_some())) {
+                break;
+            }
             let Some((request, input, pinned)) = self.waiting.pop_front() else { break };
             let mut route = assignment.for_request(request, 0);
             if let Some(worker) = pinned.filter(|w| assignment.shares().iter().any(|(peer, _)| peer == w)) {
                 route[1..].fill(Executor::Peer(worker));
+            } else if let Some(newcomer) = welcome {
+                match assignment.routing {
+                    Routing::PerStage => route[1] = Executor::Peer(newcomer),
+                    Routing::PerRequest => route[1..].fill(Executor::Peer(newcomer)),
+                }
+                self.newcomers.remove(0);
             }
             let mut active = Active {
                 route,

@@ -406,3 +406,53 @@ fn a_copy_that_is_late_itself_is_copied_again_to_a_worker_not_tried_yet_and_used
     assert!(matches!(&done[..], [PipelineAction::Outpaced { by: W2, .. }, PipelineAction::Finished { reruns: 0, .. }]), "{done:?}");
     assert_eq!(p.stage_finished(0, 2, Executor::Peer(W1), t(7.0), &both, back), Err(StaleResult::UnknownRequest(0)));
 }
+
+#[test]
+fn a_newcomer_runs_stage_1_of_the_next_request_at_once_even_with_k_in_flight() {
+    const W3: PeerUuid = PeerUuid([3; 16]);
+    let now = Instant::now();
+    let mut p = Pipeline::new(2, 3);
+    for r in 0..4 {
+        p.submit(r, t(r as f32));
+    }
+    assert_eq!(p.start_waiting(&three_stages(), now).len(), 2, "K = 2 in flight");
+    // W3 joins: request 2 is admitted beyond K, its stage 1 on W3 (stage 2 where its turn says).
+    let with_w3 = assign_stages(3, &[worker(W1, 1.0), worker(W2, 1.0), worker(W3, 1.0)]);
+    p.welcome(W3);
+    let started = p.start_waiting(&with_w3, now);
+    let expected_onward = with_w3.for_request(2, 0)[2].peer().unwrap();
+    assert_eq!(started, vec![run(2, 0, Executor::Local, t(2.0), &[W3, expected_onward])]);
+    assert_eq!((p.in_flight(), p.waiting()), (3, 1));
+    // Welcomed once: request 3 waits for a slot.
+    assert!(p.start_waiting(&with_w3, now).is_empty());
+}
+
+#[test]
+fn a_newcomer_gone_before_its_welcome_gets_none_and_k_holds() {
+    const W3: PeerUuid = PeerUuid([3; 16]);
+    let now = Instant::now();
+    let mut p = Pipeline::new(1, 3);
+    for r in 0..2 {
+        p.submit(r, t(r as f32));
+    }
+    p.welcome(W3);
+    // W3 left (or was excluded) before a request came: the assignment no longer places it.
+    let started = p.start_waiting(&three_stages(), now);
+    assert_eq!(started.len(), 1);
+    assert!(!matches!(&started[0], PipelineAction::Run { onward, .. } if onward.contains(&W3)));
+    assert_eq!((p.in_flight(), p.waiting()), (1, 1));
+}
+
+#[test]
+fn a_slice_pinned_to_its_worker_is_not_admitted_beyond_k_for_a_welcome() {
+    const W3: PeerUuid = PeerUuid([3; 16]);
+    let now = Instant::now();
+    let with_w3 = assign_stages(3, &[worker(W1, 1.0), worker(W2, 1.0), worker(W3, 1.0)]);
+    let mut p = Pipeline::new(1, 3);
+    p.submit(0, t(0.0));
+    p.submit_to(1, t(1.0), W1);
+    assert_eq!(p.start_waiting(&with_w3, now).len(), 1);
+    p.welcome(W3);
+    assert!(p.start_waiting(&with_w3, now).is_empty(), "the pinned slice waits for a slot");
+    assert_eq!((p.in_flight(), p.waiting()), (1, 1));
+}

@@ -246,6 +246,7 @@ impl Distributed {
         }
         self.workers.insert(peer);
         self.reassign();
+        self.pipeline.welcome(peer);
     }
 
     /// This player calibrated in `calibration`: the prior of its own speed.

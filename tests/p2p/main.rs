@@ -450,7 +450,7 @@ fn a_killed_worker_is_declared_lost_within_a_second_and_no_request_is_lost() {
             .expect("the killed worker was never declared lost");
         let detection = noticed.saturating_duration_since(killed);
         eprintln!("killed worker declared lost after {detection:?}");
-        assert!(detection < Duration::from_millis(1500), "declared lost after {detection:?}");
+        assert!(detection < Duration::from_secs(1), "declared lost after {detection:?}");
         let (events, err) = coordinator.finish(Duration::from_secs(170));
         let json = summary(&events, &err);
         assert_eq!(json["requests"], 40, "{json}");
@@ -510,7 +510,13 @@ fn players_ask_and_serve_one_joins_mid_run_and_all_share_predictions_and_one_bit
             assert!(summary["served_by_others"].as_u64() > Some(0), "{name}'s stages all ran at home: {summary}");
             let served = events.last().filter(|e| e["event"] == "worker_summary").unwrap_or_else(|| panic!("{name} printed no worker summary:\n{err}"));
             assert!(served["stages_served"].as_u64() > Some(0), "{name} served no one: {served}");
-            eprintln!("{name}: first stage for another player {} ms after an asker trusted it", served["first_stage_after_trust_ms"]);
+            let first_stage_ms = served["first_stage_after_trust_ms"].as_f64().unwrap_or_else(|| panic!("{name} never timed its first stage: {served}"));
+            eprintln!("{name}: first stage for another player {first_stage_ms:.0} ms after an asker trusted it");
+            // The one that joins mid-run serves within a second of its handshake (the two that
+            // start together also wait for each other to calibrate and join).
+            if name == "late" {
+                assert!(first_stage_ms < 1000.0, "the late player's first stage came {first_stage_ms:.0} ms after it trusted an asker");
+            }
             let ensemble = events_of(&events, "ensemble").first().copied().cloned().unwrap_or_else(|| panic!("{name} has no ensemble:\n{events:?}"));
             assert_eq!(ensemble["members"], 3, "{name}: {ensemble}");
             summaries.push((name, summary, served.clone(), ensemble));
