@@ -177,11 +177,10 @@ fn turn_and_swap_card(time: Res<Time>, mut cards: Query<(&Card, &mut Transform)>
     for (card, mut transform) in &mut cards {
         transform.rotation = Quat::from_rotation_y(0.35 * (t * 1.3).sin()) * Quat::from_rotation_z(0.1 * (t * 0.7).cos());
         let shown = ((t / SECONDS_PER_GARMENT) as usize + 9) % card.garments.len();
-        if let Some(mut material) = materials.get_mut(&card.material) {
-            if material.base_color_texture.as_ref() != Some(&card.garments[shown]) {
+        if let Some(mut material) = materials.get_mut(&card.material)
+            && material.base_color_texture.as_ref() != Some(&card.garments[shown]) {
                 material.base_color_texture = Some(card.garments[shown].clone());
             }
-        }
     }
 }
 

@@ -28,23 +28,23 @@ fn settings(permissions: Permissions) -> LinkSettings {
 fn trusted_pair() -> (Links, Links, Instant) {
     let mut now = Instant::now();
     let (a, b) = (PeerUuid([1; 16]), PeerUuid([2; 16]));
-    let mut requester = Links::new(settings(Permissions::COORDINATOR), now.into());
-    let mut player = Links::new(settings(Permissions::RUN_STAGES), now.into());
+    let mut requester = Links::new(settings(Permissions::COORDINATOR), now);
+    let mut player = Links::new(settings(Permissions::RUN_STAGES), now);
     requester.set_own_id(a);
     player.set_own_id(b);
-    requester.peer_connected(b, now.into());
-    player.peer_connected(a, now.into());
+    requester.peer_connected(b, now);
+    player.peer_connected(a, now);
     let mut events = Vec::new();
     for _ in 0..20 {
         for frame in requester.drain_outgoing() {
-            player.receive(a, &frame.bytes, now.into(), &mut events);
+            player.receive(a, &frame.bytes, now, &mut events);
         }
         for frame in player.drain_outgoing() {
-            requester.receive(b, &frame.bytes, now.into(), &mut events);
+            requester.receive(b, &frame.bytes, now, &mut events);
         }
         now += Duration::from_millis(20);
-        requester.tick(now.into(), &mut events);
-        player.tick(now.into(), &mut events);
+        requester.tick(now, &mut events);
+        player.tick(now, &mut events);
     }
     assert_eq!(events.iter().filter(|e| matches!(e, SessionEvent::PeerTrusted { .. })).count(), 2, "both sides trust each other: {events:?}");
     (requester, player, now)
@@ -97,7 +97,7 @@ fn main() {
                 let mut events = Vec::new();
                 let t = Instant::now();
                 for frame in &frames {
-                    player.receive(a, &frame.bytes, now.into(), &mut events);
+                    player.receive(a, &frame.bytes, now, &mut events);
                 }
                 if i >= 50 {
                     receive_samples.push(t.elapsed().as_secs_f64() * 1e6);

@@ -158,6 +158,7 @@ pub struct TensorChunk {
 
 /// A message between peers.
 #[derive(Clone, Debug, PartialEq)]
+#[expect(clippy::large_enum_variant, reason = "a message is decoded, handled and dropped one at a time; boxing the hello would allocate for every frame's match")]
 pub enum Message {
     /// Handshake.
     Hello(Hello),

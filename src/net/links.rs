@@ -369,12 +369,11 @@ impl Links {
                 _ => {}
             }
             // The owner renews a token when half its time is left.
-            if let (Some(grant), Some(renew_before), Some(hello)) = (link.grant, renew_before, &link.hello) {
-                if unix_ms + renew_before >= grant.expires_at_ms && link.state == LinkState::Trusted {
+            if let (Some(grant), Some(renew_before), Some(hello)) = (link.grant, renew_before, &link.hello)
+                && unix_ms + renew_before >= grant.expires_at_ms && link.state == LinkState::Trusted {
                     link.grant = self.credentials.grant(peer, hello, grant.permissions, now);
                     link.owe_hello = true;
                 }
-            }
             let retry_due = !(link.state == LinkState::Trusted && link.they_acknowledged)
                 && link.last_hello.is_none_or(|t| now - t >= self.settings.hello_retry);
             let keyed = self.exchanges.get(&peer).is_some_and(|e| e.keys().is_some());

@@ -80,7 +80,7 @@ impl LinkKeyExchange {
     pub fn new(room_key: &RoomKey, own: PeerUuid, peer: PeerUuid) -> Self {
         let (low, high) = if own < peer { (own, peer) } else { (peer, own) };
         let mut exchange = Self {
-            password: Password::new(&*room_key.exchange_password()),
+            password: Password::new(*room_key.exchange_password()),
             ids: (Identity::new(&low.0), Identity::new(&high.0)),
             side: Side::Answers { answered: None },
             keys: None,

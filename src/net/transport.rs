@@ -52,6 +52,7 @@ impl SessionConfig {
 }
 
 /// What the game asks of the transport.
+#[expect(clippy::large_enum_variant, reason = "commands pass through a channel one at a time; the tensor variant is the common one")]
 pub(super) enum SessionCommand {
     /// Encode, chunk and send a tensor; answered by [`SessionEvent::TensorSent`] or
     /// [`SessionEvent::SendFailed`].

@@ -121,11 +121,10 @@ pub(super) fn record_edge_job(
         },
         _ => None,
     };
-    if let Some(buffer) = buffer {
-        if let Err(error) = buffer_output::check_target(buffer.usage(), buffer.size(), block.output_bytes()) {
+    if let Some(buffer) = buffer
+        && let Err(error) = buffer_output::check_target(buffer.usage(), buffer.size(), block.output_bytes()) {
             return fail(state, &job, error.into());
         }
-    }
 
     let library = state.library.as_ref().expect("built with the block");
     let (upload, input) = match &job.input {

@@ -71,16 +71,16 @@ impl Distributed {
     /// `tracked`'s request failed with `error`: its entity is told, and a split request's
     /// other slices are dropped as they come.
     pub(super) fn fail_tracked(&mut self, commands: &mut Commands, tracked: Tracked, error: InferenceError) {
-        if let Some(part) = tracked.part {
-            if self.splits.0.remove(&part.batch).is_none() {
+        if let Some(part) = tracked.part
+            && self.splits.0.remove(&part.batch).is_none() {
                 return;
             }
-        }
         fail(commands, tracked.entity, error);
     }
 
     /// A slice's `output` is in, with its records: once every slice is, the outputs stacked in
     /// order are delivered as the request's prediction (its latency the slowest slice's).
+    #[expect(clippy::too_many_arguments, reason = "a slice's whole outcome, each part used once")]
     pub(super) fn finish_slice(&mut self, commands: &mut Commands, part: SlicePart, output: Tensor, stages: Vec<StageRecord>, reruns: u32, latency: Duration, top_k: usize) {
         let Some(batch) = self.splits.0.get_mut(&part.batch) else { return };
         batch.parts[part.index] = Some(output);

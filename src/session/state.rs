@@ -322,7 +322,7 @@ impl Distributed {
     pub(super) fn spot_check_due(&mut self) -> bool {
         self.finished += 1;
         let every = self.settings.spot_check_every as u64;
-        every > 0 && self.finished % every == 0
+        every > 0 && self.finished.is_multiple_of(every)
     }
 
     /// Forgets a worker (lost, or it refused a frame) and re-runs what it held elsewhere.

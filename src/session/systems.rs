@@ -98,6 +98,7 @@ fn take_outcomes(outcomes: &mut StageOutcomes, wanted: impl Fn(&JobTag) -> bool)
 
 /// Counts finished warm-up runs; after the last, joins the room with this GPU's capabilities
 /// and the time the warm-up took.
+#[expect(clippy::too_many_arguments, reason = "a Bevy system: its parameters are what it reads and writes")]
 pub(super) fn join_when_calibrated(
     mut commands: Commands,
     mut state: ResMut<Distributed>,
@@ -415,7 +416,7 @@ pub(super) fn advance_pipeline(
                         let last = stage + executors.len() - 1;
                         let exact = state.input_dtypes[stage..=last].iter().all(|d| *d == TransferDtype::F32);
                         let check = SpotCheck { entity: tracked.entity, claimed: output, peers, last, exact, stages, reruns, in_flight, started: now };
-                        queue.push(spot_check_job(&state, request, stage, check.entity, graph, input, now));
+                        queue.push(spot_check_job(state, request, stage, check.entity, graph, input, now));
                         state.checks.insert(request, check);
                         continue;
                     }

@@ -70,6 +70,9 @@ fn a_request_on_an_image_predicts_what_the_same_pixels_read_back_and_uploaded_pr
     assert_eq!(from_image.top_k[0].0, from_tensor.top_k[0].0);
 }
 
+/// What a bad image request's failure must match.
+type ExpectedError = fn(&InferenceError) -> bool;
+
 #[test]
 fn images_the_preprocessing_or_the_model_cannot_take_fail_with_a_typed_error() {
     use bevy::render::render_resource::TextureFormat as F;
@@ -88,7 +91,7 @@ fn images_the_preprocessing_or_the_model_cannot_take_fail_with_a_typed_error() {
 
     let cropped = ImagePreprocessing { center_crop: Some(ImageSize { width: 28, height: 40 }), ..fashion() };
     let colour = ImagePreprocessing::resized(28, 28, ResizeFilter::Bilinear, ChannelOrder::Rgb);
-    let cases: Vec<(ImageInferenceRequest, fn(&InferenceError) -> bool)> = vec![
+    let cases: Vec<(ImageInferenceRequest, ExpectedError)> = vec![
         (ImageInferenceRequest::new(model.clone(), integer, fashion()), |e| matches!(e, InferenceError::ImageInput(ImageInputError::UnsupportedFormat { format: F::R32Uint }))),
         (ImageInferenceRequest::new(model.clone(), two_channels, colour.clone()), |e| matches!(e, InferenceError::ImageInput(ImageInputError::TooFewChannels { has: 2, needs: 3, .. }))),
         (ImageInferenceRequest::new(model.clone(), rgba.clone(), cropped), |e| matches!(e, InferenceError::ImageInput(ImageInputError::Preprocess(PreprocessError::CropOutside { .. })))),
