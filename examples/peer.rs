@@ -1,7 +1,7 @@
 //! One player of a split-inference room, headless.
 //!
-//! A coordinator classifies a folder of images (default: the shipped test images), first whole
-//! on its own GPU (the single-peer reference), then split across the room, and leaves. Workers
+//! An asker classifies a folder of images (default: the shipped test images), first whole
+//! on its own GPU (the single-peer reference), then split across the room, and leaves. Servers
 //! (dedicated servers) run the stages they are sent until no one asks any more (or
 //! `--lifetime-s` passes). A player does both: it classifies its images split across the room
 //! while it runs the other players' stages, and stays, serving, until it has had nothing to
@@ -9,16 +9,16 @@
 //!
 //! Standard output is JSON lines, one event per line, for scripts and tests: `{"event":
 //! "peer_trusted" | "peer_lost" | "handshake_failed" | "rejected" | "reconnected" | "problem" |
-//! "request" | "summary" | "worker_summary", ...}` (a player prints both summaries: its requests'
+//! "request" | "summary" | "serving_summary" (called "worker_summary" before), ...}` (a player prints both summaries: its requests'
 //! when they are done, what it served and the last value of each shared tensor it received
 //! when it leaves). A readable summary goes to standard
 //! error.
 //!
 //! ```text
 //! cargo run --example signaling &
-//! cargo run --example peer -- --role worker --room ws://127.0.0.1:3536/demo --key secret &
-//! cargo run --example peer -- --role worker --room ws://127.0.0.1:3536/demo --key secret &
-//! cargo run --example peer -- --role coordinator --room ws://127.0.0.1:3536/demo --key secret
+//! cargo run --example peer -- --role server --room ws://127.0.0.1:3536/demo --key secret &
+//! cargo run --example peer -- --role server --room ws://127.0.0.1:3536/demo --key secret &
+//! cargo run --example peer -- --role asker --room ws://127.0.0.1:3536/demo --key secret
 //! ```
 //! WebRTC skips loopback candidates, so run the peers where another interface exists (see
 //! `tools/p2p_demo.sh`, which makes a network namespace for them).
@@ -49,10 +49,12 @@ use serde_json::json;
 /// This process's role.
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
 enum Role {
-    /// Asks (and serves while it does), then leaves.
-    Coordinator,
-    /// Only serves.
-    Worker,
+    /// Asks (and serves while it does), then leaves (called `coordinator` before).
+    #[value(alias = "coordinator")]
+    Asker,
+    /// Only serves: a dedicated server (called `worker` before).
+    #[value(alias = "worker")]
+    Server,
     /// Asks and serves, and stays until it has had nothing to serve for a while.
     Player,
 }
@@ -61,7 +63,7 @@ enum Role {
 #[derive(Parser)]
 #[command(about = "A player of a split-inference room")]
 struct Args {
-    /// Coordinator, worker or player.
+    /// Asker, server or player.
     #[arg(long, value_enum)]
     role: Role,
     /// Matchbox room URL.
@@ -77,60 +79,60 @@ struct Args {
     /// The partition plan (RON), relative to assets/.
     #[arg(long, default_value = "plans/fashion_3_int8.plan.ron")]
     plan: String,
-    /// Coordinator: folder of PNG images to classify.
+    /// Asker: folder of PNG images to classify.
     #[arg(long, default_value = "assets/images")]
     images: PathBuf,
-    /// Coordinator: what each image is decoded and resized to, CxHxW (the model's input
+    /// Asker: what each image is decoded and resized to, CxHxW (the model's input
     /// without its batch; channels 1 or 3): 3x224x224 for an ImageNet-shaped model.
     #[arg(long, default_value = "1x28x28", value_parser = parse_image_shape)]
     image_shape: ImageShape,
-    /// Coordinator: send each image to the GPU as a texture, read there by an
+    /// Asker: send each image to the GPU as a texture, read there by an
     /// `ImageInferenceRequest` (stage 0 runs on this player's GPU, on the image, and its
     /// activation travels), instead of a tensor from the CPU; the references are image
     /// requests run whole here.
     #[arg(long, conflicts_with = "batch")]
     image_requests: bool,
-    /// Coordinator: rounds over the images.
+    /// Asker: rounds over the images.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Coordinator: classify the images as batches of this many rows (the images over and
-    /// over) instead of one at a time; a batch may be split across the workers.
+    /// Asker: classify the images as batches of this many rows (the images over and
+    /// over) instead of one at a time; a batch may be split across the servers.
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Coordinator: let a batch be split across the workers in slices of rows
+    /// Asker: let a batch be split across the servers in slices of rows
     /// (`PeerSessionPlugin::batch_split`); without it a batch runs whole as a chain.
     #[arg(long)]
     batch_split: bool,
     /// Requests in flight (K).
     #[arg(long, default_value_t = 2)]
     k: usize,
-    /// Coordinator: workers to wait for before starting.
-    #[arg(long, default_value_t = 2)]
-    workers: usize,
-    /// Coordinator: also wait until this many other peers are connected, trusted or not (a
-    /// room with guests that cannot serve stages). Defaults to the number of workers.
+    /// Asker: servers to wait for before starting (`--workers` before).
+    #[arg(long, alias = "workers", default_value_t = 2)]
+    servers: usize,
+    /// Asker: also wait until this many other peers are connected, trusted or not (a
+    /// room with guests that cannot serve stages). Defaults to the number of servers.
     #[arg(long)]
     room_size: Option<usize>,
-    /// Give up (coordinator) or leave (worker) after this many seconds.
+    /// Give up (asker) or leave (server) after this many seconds.
     #[arg(long, default_value_t = 120)]
     lifetime_s: u64,
-    /// Coordinator: seconds without an answer before a remote stage is run elsewhere (a browser
-    /// worker on a software WebGPU adapter needs several).
+    /// Asker: seconds without an answer before a remote stage is run elsewhere (a browser
+    /// server on a software WebGPU adapter needs several).
     #[arg(long, default_value_t = 2.0)]
     stage_timeout_s: f64,
-    /// Sleep between frames, in microseconds (default: none for a coordinator, 200 for a
-    /// worker). Players that share a machine's cores with browser tabs leave them CPU time with
+    /// Sleep between frames, in microseconds (default: none for an asker, 200 for a
+    /// server). Players that share a machine's cores with browser tabs leave them CPU time with
     /// a few milliseconds (`tools/web/room.mjs` passes 2000).
     #[arg(long)]
     frame_sleep_us: Option<u64>,
-    /// Worker: corrupt the first tensor frame it sends (fault injection for tests).
+    /// Server: corrupt the first tensor frame it sends (fault injection for tests).
     #[arg(long)]
     tamper_once: bool,
-    /// Worker: return a wrong (shifted) output for every stage it runs (fault injection for
+    /// Server: return a wrong (shifted) output for every stage it runs (fault injection for
     /// tests: a lying peer).
     #[arg(long)]
     wrong_results: bool,
-    /// Coordinator: run the remote stages of every N-th split request again on its own GPU
+    /// Asker: run the remote stages of every N-th split request again on its own GPU
     /// and compare (0: never).
     #[arg(long, default_value_t = 0)]
     spot_check_every: u32,
@@ -143,7 +145,7 @@ struct Args {
     /// owner's tokens.
     #[arg(long)]
     owner: Option<String>,
-    /// Coordinator that owns the room: revoke a worker once this many requests have finished
+    /// Asker that owns the room: revoke a server once this many requests have finished
     /// (its stages then run elsewhere).
     #[arg(long)]
     revoke_after: Option<usize>,
@@ -171,15 +173,15 @@ struct Args {
     /// The frame `--serve-budget-ms` is per, in milliseconds (a 60 fps frame by default).
     #[arg(long, default_value_t = 1000.0 / 60.0)]
     budget_frame_ms: f64,
-    /// How a player spreads its remote stages over the workers: by their measured speed, or in
+    /// How a player spreads its remote stages over the servers: by their measured speed, or in
     /// equal turns (for comparison).
     #[arg(long, value_enum, default_value = "measured")]
     placement: PlacementArg,
-    /// How a request's remote stages go over the workers: a worker each, as a chain, or all
-    /// on one worker.
+    /// How a request's remote stages go over the servers: a server each, as a chain, or all
+    /// on one server.
     #[arg(long, value_enum, default_value = "per-stage")]
     routing: RoutingArg,
-    /// Never copy a late hand-over to another worker (`PeerSessionPlugin::work_stealing` off,
+    /// Never copy a late hand-over to another server (`PeerSessionPlugin::work_stealing` off,
     /// for comparison): a straggler is re-run only at the stage timeout.
     #[arg(long)]
     no_work_stealing: bool,
@@ -220,14 +222,14 @@ fn build_app(args: &Args) -> Result<App, String> {
     app.add_plugins(headless_plugins().set(bevy::log::LogPlugin { level: bevy::log::Level::ERROR, ..default() }));
     app.add_plugins(P2pInferencePlugin::default());
     let role = match args.role {
-        Role::Coordinator | Role::Player => PeerRole::Player,
-        Role::Worker => PeerRole::Server,
+        Role::Asker | Role::Player => PeerRole::Player,
+        Role::Server => PeerRole::Server,
     };
     let mut session = PeerSessionPlugin::new(args.room.clone(), key, role, args.model.clone(), args.plan.clone());
     session.authority = authority(args)?;
     session.max_in_flight = args.k;
     session.stage_timeout = Duration::from_secs_f64(args.stage_timeout_s);
-    session.expected_peers = if args.role == Role::Worker { 0 } else { args.workers };
+    session.expected_peers = if args.role == Role::Server { 0 } else { args.servers };
     session.spot_check_every = args.spot_check_every;
     session.batch_split = args.batch_split;
     if args.no_work_stealing {
@@ -325,7 +327,7 @@ fn report_events_only(app: &mut App) {
 
 /// The pause between frames this player takes.
 fn frame_sleep(args: &Args) -> Duration {
-    let default_us = if args.role == Role::Coordinator { 0 } else { 200 };
+    let default_us = if args.role == Role::Asker { 0 } else { 200 };
     Duration::from_micros(args.frame_sleep_us.unwrap_or(default_us))
 }
 
@@ -407,7 +409,7 @@ fn batched(images: Vec<(String, Tensor)>, batch: usize) -> Result<Vec<(String, T
     Ok(vec![(format!("batch{batch}"), stacked)])
 }
 
-/// One stage's times over the coordinator's requests, in milliseconds.
+/// One stage's times over the asker's requests, in milliseconds.
 #[derive(Default)]
 struct StageSamples {
     span: Vec<f64>,
@@ -452,7 +454,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 
 /// Classifies the images, single-peer and then split across the room, and prints the summary;
 /// returns the app, still in the room, and the last prediction's output.
-fn run_coordinator(args: &Args) -> Result<(App, Option<Tensor>), String> {
+fn run_asker(args: &Args) -> Result<(App, Option<Tensor>), String> {
     let mut app = build_app(args)?;
     let mut textures = app.world_mut().resource_mut::<Assets<Image>>();
     let images: Vec<(String, RequestInput)> = batched(load_images(&args.images, args.image_shape)?, args.batch)?
@@ -460,7 +462,7 @@ fn run_coordinator(args: &Args) -> Result<(App, Option<Tensor>), String> {
         .map(|(name, tensor)| Ok((name, RequestInput::new(tensor, args.image_requests, &mut textures)?)))
         .collect::<Result<_, String>>()?;
     let deadline = Instant::now() + Duration::from_secs(args.lifetime_s);
-    // Wait for the workers.
+    // Wait for the servers.
     loop {
         app.update();
         std::thread::sleep(frame_sleep(args));
@@ -470,12 +472,12 @@ fn run_coordinator(args: &Args) -> Result<(App, Option<Tensor>), String> {
         let session = app.world().get_resource::<PeerSession>();
         let trusted = session.map_or(0, |s| s.links().trusted_with(Permissions::RUN_STAGES).len());
         let connected = session.map_or(0, |s| s.links().links().count());
-        let room_size = args.room_size.unwrap_or(args.workers);
-        if trusted >= args.workers && connected >= room_size {
+        let room_size = args.room_size.unwrap_or(args.servers);
+        if trusted >= args.servers && connected >= room_size {
             break;
         }
         if Instant::now() > deadline {
-            return Err(format!("only {trusted} of {} workers and {connected} of {room_size} peers joined in time", args.workers));
+            return Err(format!("only {trusted} of {} servers and {connected} of {room_size} peers joined in time", args.servers));
         }
     }
     eprintln!("placement: {:?}", app.world().resource::<Distributed>().assignment().shares());
@@ -522,7 +524,7 @@ fn run_coordinator(args: &Args) -> Result<(App, Option<Tensor>), String> {
         report_events_only(&mut app);
         if revoke_after.is_some_and(|n| done.iter().filter(|d| **d).count() >= n) {
             revoke_after = None;
-            revoke_a_worker(&mut app)?;
+            revoke_a_server(&mut app)?;
         }
         if forge && done.iter().any(|d| *d) {
             forge = false;
@@ -604,7 +606,7 @@ fn run_coordinator(args: &Args) -> Result<(App, Option<Tensor>), String> {
     let traffic = &app.world().resource::<Distributed>().finished_traffic;
     let bytes_per_request = traffic.iter().map(|t| t.bytes).sum::<u64>() / traffic.len().max(1) as u64;
     let (median, p95) = if latencies.is_empty() { (0.0, 0.0) } else { (quantile(&latencies, 0.5), quantile(&latencies, 0.95)) };
-    // What this GPU moved while the split requests ran (it serves nothing for the workers).
+    // What this GPU moved while the split requests ran (it serves nothing for the servers).
     let (now, before) = (app.world().resource::<GpuTransfers>().totals(), transfers_before);
     let transfers = json!({"tensor_uploads": now.tensor_uploads - before.tensor_uploads, "image_inputs": now.image_inputs - before.image_inputs, "readbacks": now.readbacks - before.readbacks});
     eprintln!("summary: {} requests in {elapsed:.2} s ({:.1} requests/s with K={})", latencies.len(), latencies.len() as f64 / elapsed, args.k);
@@ -668,12 +670,12 @@ fn forge_shared_value(app: &mut App) -> Result<(), String> {
     Ok(())
 }
 
-/// Revokes the first trusted worker (as the room's owner) and reports it.
-fn revoke_a_worker(app: &mut App) -> Result<(), String> {
+/// Revokes the first trusted server (as the room's owner) and reports it.
+fn revoke_a_server(app: &mut App) -> Result<(), String> {
     let mut session = app.world_mut().resource_mut::<PeerSession>();
-    let worker = session.links().trusted_with(Permissions::RUN_STAGES).first().map(|(id, _)| *id).ok_or("no worker to revoke")?;
-    session.revoke(worker).map_err(|e| format!("--revoke-after: {e}"))?;
-    println!("{}", json!({"event": "revoked", "peer": worker.to_string()}));
+    let server = session.links().trusted_with(Permissions::RUN_STAGES).first().map(|(id, _)| *id).ok_or("no server to revoke")?;
+    session.revoke(server).map_err(|e| format!("--revoke-after: {e}"))?;
+    println!("{}", json!({"event": "revoked", "peer": server.to_string()}));
     Ok(())
 }
 
@@ -718,7 +720,7 @@ enum Leave {
 fn serve(mut app: App, args: &Args, leave: Leave) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(args.lifetime_s);
     let mut tampered = !args.tamper_once;
-    let mut saw_coordinator = false;
+    let mut saw_asker = false;
     let mut alone_since: Option<Instant> = None;
     let mut last_served = (0, Instant::now());
     let mut first_served: Option<Instant> = None;
@@ -736,9 +738,9 @@ fn serve(mut app: App, args: &Args, leave: Leave) -> Result<(), String> {
                 session.corrupt_next_tensor_frame();
                 tampered = true;
             }
-            let coordinators = session.links().trusted_with(Permissions::SUBMIT_REQUESTS).len();
-            saw_coordinator |= coordinators > 0;
-            if leave == Leave::WhenNoOneAsks && saw_coordinator && coordinators == 0 {
+            let askers = session.links().trusted_with(Permissions::SUBMIT_REQUESTS).len();
+            saw_asker |= askers > 0;
+            if leave == Leave::WhenNoOneAsks && saw_asker && askers == 0 {
                 if alone_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(3) {
                     break;
                 }
@@ -780,7 +782,7 @@ fn serve(mut app: App, args: &Args, leave: Leave) -> Result<(), String> {
         .collect();
     println!(
         "{}",
-        json!({"event": "worker_summary", "id": app.world().get_resource::<PeerSession>().and_then(PeerSession::id).map(|id| id.to_string()), "stages_served": served, "first_stage_after_trust_ms": first_work_ms, "rejected": rejected, "saw_coordinator": saw_coordinator,
+        json!({"event": "serving_summary", "id": app.world().get_resource::<PeerSession>().and_then(PeerSession::id).map(|id| id.to_string()), "stages_served": served, "first_stage_after_trust_ms": first_work_ms, "rejected": rejected, "saw_asker": saw_asker,
                "shared_updates": shared_updates, "shared": shared, "serve_budget": budget, "frame_ms_while_serving": frame_ms})
     );
     Ok(())
@@ -796,9 +798,9 @@ fn main() -> ExitCode {
     }
     let args = Args::parse();
     let result = match args.role {
-        Role::Coordinator => run_coordinator(&args).map(drop),
-        Role::Worker => build_app(&args).and_then(|app| serve(app, &args, Leave::WhenNoOneAsks)),
-        Role::Player => run_coordinator(&args)
+        Role::Asker => run_asker(&args).map(drop),
+        Role::Server => build_app(&args).and_then(|app| serve(app, &args, Leave::WhenNoOneAsks)),
+        Role::Player => run_asker(&args)
             .and_then(|(app, last)| if args.ensemble { ensemble(app, &args, last) } else { Ok(app) })
             .and_then(|app| serve(app, &args, Leave::WhenIdle)),
     };

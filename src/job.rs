@@ -30,7 +30,7 @@ pub(crate) enum JobTag {
     /// A stage of a request this peer coordinates.
     #[cfg(feature = "p2p")]
     PipelineStage {
-        /// The coordinator's id for the request.
+        /// The owner's id for the request.
         request: u64,
         /// The stage's index in the plan.
         stage: usize,
@@ -41,7 +41,7 @@ pub(crate) enum JobTag {
     /// A stage run again on this GPU to check a peer's result.
     #[cfg(feature = "p2p")]
     SpotCheck {
-        /// The coordinator's id for the request.
+        /// The owner's id for the request.
         request: u64,
         /// The stage's index in the plan.
         stage: usize,

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Starts the signaling server and three peers (a coordinator and two workers), each its own
+# Starts the signaling server and three peers (an asker and two servers), each its own
 # process with its own GPU context, inside a fresh network namespace (WebRTC needs an interface
-# besides loopback; nothing leaves the namespace). The coordinator prints JSON lines (events,
+# besides loopback; nothing leaves the namespace). The asker prints JSON lines (events,
 # requests); its summary is the last line. Needs root (unshare -n) and iproute2.
 #
-#   tools/p2p_demo.sh [--release] [extra coordinator arguments, e.g. --plan plans/fashion_3_f32.plan.ron --k 1]
+#   tools/p2p_demo.sh [--release] [extra asker arguments, e.g. --plan plans/fashion_3_f32.plan.ron --k 1]
 #   tools/p2p_demo.sh [--release] --players N [extra player arguments, e.g. --rounds 2]
 #
 # With --players N, N equal players run instead: each classifies the images split across the
@@ -16,9 +16,9 @@
 # probabilities, has every player as a member and the same bits), "median_ms", "p95_ms"}.
 #
 # PEER_BIN_DIR=DIR uses the `peer` and `signaling` binaries in DIR instead of building them (a
-# machine without cargo, such as the GPU machine of BENCHMARKS.md). P2P_WORKERS=N starts N
-# workers (default 2); P2P_SLOWDOWN=F makes the last of them F times slower on purpose (a test
-# aid, see `peer --slowdown`); P2P_WORKER_ARGS="..." gives every worker more arguments (e.g.
+# machine without cargo, such as the GPU machine of BENCHMARKS.md). P2P_SERVERS=N (P2P_WORKERS before) starts N
+# servers (default 2); P2P_SLOWDOWN=F makes the last of them F times slower on purpose (a test
+# aid, see `peer --slowdown`); P2P_SERVER_ARGS="..." gives every server more arguments (e.g.
 # "--serve-budget-ms 2").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,13 +41,13 @@ else
     bin="${CARGO_TARGET_DIR:-$PWD/target}/$profile/examples"
 fi
 export BEVY_ASSET_ROOT="$PWD"
-unshare -n bash -s -- "$bin" "${P2P_WORKERS:-2}" "$players" "${P2P_SLOWDOWN:-1}" "${P2P_WORKER_ARGS:-}" "$@" <<'INNER'
+unshare -n bash -s -- "$bin" "${P2P_SERVERS:-${P2P_WORKERS:-2}}" "$players" "${P2P_SLOWDOWN:-1}" "${P2P_SERVER_ARGS:-${P2P_WORKER_ARGS:-}}" "$@" <<'INNER'
 set -euo pipefail
 bin=$1
-workers=$2
+servers=$2
 players=$3
 slowdown=$4
-read -r -a worker_args <<< "$5"
+read -r -a server_args <<< "$5"
 shift 5
 # WebRTC skips loopback candidates: a veth pair gives the namespace a routable address.
 source tools/netns-veth.sh
@@ -57,7 +57,7 @@ trap 'kill $signaling 2>/dev/null || true' EXIT
 sleep 0.5
 room=ws://127.0.0.1:3536/demo
 # A fresh 256-bit room key for this run, shared by its players only, and a fresh owner's key
-# pair: the coordinator owns the room and grants the workers their tokens.
+# pair: the asker owns the room and grants the servers their tokens.
 key=$("$bin/room_key")
 owner=($("$bin/room_key" --owner))
 plan=plans/fashion_3_int8.plan.ron
@@ -75,7 +75,7 @@ if [ "$players" -gt 0 ]; then
     pids=()
     for i in $(seq "$players"); do
         if [ "$i" = 1 ]; then authority=(--owner-key "${owner[0]}"); else authority=(--owner "${owner[1]}"); fi
-        "$bin/peer" --role player --room "$room" --key "$key" "${authority[@]}" --workers $((players - 1)) --share-predictions --ensemble "$@" >"$out/player$i.jsonl" &
+        "$bin/peer" --role player --room "$room" --key "$key" "${authority[@]}" --servers $((players - 1)) --share-predictions --ensemble "$@" >"$out/player$i.jsonl" &
         pids+=($!)
     done
     status=0
@@ -90,7 +90,7 @@ for path in files:
         event = json.loads(line) if line.startswith("{") else {}
         if event.get("event") == "summary":
             summaries.append(event)
-        if event.get("event") == "worker_summary":
+        if event.get("event") == "serving_summary":
             served.append(event)
         if event.get("event") in ("ensemble", "ensemble_failed"):
             ensembles.append(event)
@@ -110,16 +110,16 @@ PY
     exit $status
 fi
 pids=()
-for i in $(seq "$workers"); do
+for i in $(seq "$servers"); do
     slow=()
-    if [ "$i" = "$workers" ] && [ "$slowdown" -gt 1 ]; then slow=(--slowdown "$slowdown"); fi
-    "$bin/peer" --role worker --room "$room" --key "$key" --owner "${owner[1]}" --model "$model" --plan "$plan" "${slow[@]}" "${worker_args[@]}" >&2 &
+    if [ "$i" = "$servers" ] && [ "$slowdown" -gt 1 ]; then slow=(--slowdown "$slowdown"); fi
+    "$bin/peer" --role server --room "$room" --key "$key" --owner "${owner[1]}" --model "$model" --plan "$plan" "${slow[@]}" "${server_args[@]}" >&2 &
     pids+=($!)
 done
-# The workers join first, so that they are connected when the coordinator starts; they trust
+# The servers join first, so that they are connected when the asker starts; they trust
 # one another once it has granted their tokens, while it runs its single-peer references (a
-# chain through a worker that has not yet met the next one falls back to one stage at a time).
+# chain through a server that has not yet met the next one falls back to one stage at a time).
 sleep 1
-"$bin/peer" --role coordinator --room "$room" --key "$key" --owner-key "${owner[0]}" --workers "$workers" "$@"
+"$bin/peer" --role asker --room "$room" --key "$key" --owner-key "${owner[0]}" --servers "$servers" "$@"
 wait "${pids[@]}" || true
 INNER

@@ -23,7 +23,7 @@
 #   end to end (`BENCH_SECONDS=1 BENCH_MODELS=MobileNetV2 BENCH_BATCHES=1,64 engines`);
 #   three players (a requester and two players serving its stages, int8 cuts, K=1, 10 rounds
 #   of the shipped images, all security at its defaults): median and p95 latency, bytes per
-#   request, placement re-plans (`P2P_WORKERS=2 tools/p2p_demo.sh --rounds 10 --k 1`).
+#   request, placement re-plans (`P2P_SERVERS=2 tools/p2p_demo.sh --rounds 10 --k 1`).
 # A figure a build does not report (an older build without it) is "-". PERF_GUARD_MODELS and
 # PERF_GUARD_BATCHES narrow the engines run (e.g. CIFAR and 1 on lavapipe, where ImageNet batch
 # 64 takes minutes); PERF_GUARD_LOGS keeps every run's output in that folder.
@@ -77,7 +77,7 @@ prepare() {
 measure() {
     local dir=$1 log=$2
     (cd "$dir" && BENCH_SECONDS=1 BENCH_MODELS="${PERF_GUARD_MODELS:-MobileNetV2}" BENCH_BATCHES="${PERF_GUARD_BATCHES:-1,64}" ./bin/engines) >"$log.engines" 2>"$log.engines.err" || echo "engines failed: $(tail -3 "$log.engines.err")" >&2
-    (cd "$dir" && PEER_BIN_DIR=bin P2P_WORKERS=2 bash tools/p2p_demo.sh --rounds 10 --k 1) >"$log.p2p" 2>"$log.p2p.err" || echo "p2p demo failed: $(tail -3 "$log.p2p.err")" >&2
+    (cd "$dir" && PEER_BIN_DIR=bin P2P_SERVERS=2 P2P_WORKERS=2 bash tools/p2p_demo.sh --rounds 10 --k 1) >"$log.p2p" 2>"$log.p2p.err" || echo "p2p demo failed: $(tail -3 "$log.p2p.err")" >&2
 }
 
 compare() {

@@ -185,8 +185,8 @@ pub fn start() {
         Some(room) => {
             app.add_plugins(room.plugin(&options.model)).add_systems(Update, room::report_session);
             match room.role {
-                PeerRole::Server => app.add_systems(Update, room::worker_watch),
-                PeerRole::Player | PeerRole::Spectator => app.init_resource::<room::CoordinatorPhase>().add_systems(Update, room::coordinate.after(take_inputs)),
+                PeerRole::Server => app.add_systems(Update, room::server_watch),
+                PeerRole::Player | PeerRole::Spectator => app.init_resource::<room::AskerPhase>().add_systems(Update, room::coordinate.after(take_inputs)),
             };
             app.insert_resource(room);
         }

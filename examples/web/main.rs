@@ -10,9 +10,9 @@
 //! against the CPU reference, see `output_texture.rs`). The page's status line says what
 //! happened, errors included.
 //!
-//! With `?room=ws://…&key=…&role=worker|coordinator` the tab is a player of a split-inference
+//! With `?room=ws://…&key=…&role=server|asker` the tab is a player of a split-inference
 //! room, like the native `peer` example, and prints the same JSON lines (`peer_trusted`,
-//! `request`, `summary`, `worker_summary`, …). `tools/web.sh room` runs a mixed room.
+//! `request`, `summary`, `server_summary`, …). `tools/web.sh room` runs a mixed room.
 //!
 //! `?mode=game` (built with `--features canvas`) is a game page instead: the app draws into the
 //! page's canvas, classifies the shipped images in rotation and shows the inspector overlay.

@@ -1,5 +1,5 @@
-//! The web example as a player of a split-inference room (`?room=ws://…&key=…&role=worker` or
-//! `role=coordinator`): the same JSON lines as the native `peer` example, on the console.
+//! The web example as a player of a split-inference room (`?room=ws://…&key=…&role=server` or
+//! `role=asker`): the same JSON lines as the native `peer` example, on the console.
 
 use bevy::prelude::*;
 use bevy_p2p_inference::model::plan::PartitionPlan;
@@ -22,17 +22,17 @@ pub struct RoomOptions {
     pub url: String,
     /// The room key.
     pub key: RoomKey,
-    /// Coordinator or worker.
+    /// Asker or server.
     pub role: PeerRole,
     /// The partition plan, relative to the assets folder.
     pub plan: String,
-    /// Coordinator: workers to wait for.
-    pub workers: usize,
-    /// Coordinator: rounds over the inputs.
+    /// Asker: servers to wait for.
+    pub servers: usize,
+    /// Asker: rounds over the inputs.
     pub rounds: usize,
     /// Requests in flight (K).
     pub k: usize,
-    /// Coordinator: seconds without an answer before a remote stage runs elsewhere.
+    /// Asker: seconds without an answer before a remote stage runs elsewhere.
     pub stage_timeout_s: f64,
 }
 
@@ -43,9 +43,10 @@ impl RoomOptions {
         let key = get("key").ok_or("a room needs a key (?key=…)")?;
         let key = RoomKey::from_text(&key, &url).map_err(|e| format!("?key=…: {e}"))?;
         let role = match get("role").as_deref() {
-            Some("coordinator") => PeerRole::Player,
-            Some("worker") | None => PeerRole::Server,
-            Some(other) => return Err(format!("unknown role '{other}' (coordinator or worker)")),
+            // `coordinator` and `worker` are what they were called before.
+            Some("asker" | "coordinator") => PeerRole::Player,
+            Some("server" | "worker") | None => PeerRole::Server,
+            Some(other) => return Err(format!("unknown role '{other}' (asker or server)")),
         };
         let number = |name: &str, default: usize| get(name).and_then(|v| v.parse().ok()).unwrap_or(default);
         Ok(Some(Self {
@@ -53,7 +54,7 @@ impl RoomOptions {
             key,
             role,
             plan: get("plan").unwrap_or_else(|| "plans/fashion_3_int8.plan.ron".into()),
-            workers: number("workers", 2),
+            servers: number("servers", 2),
             rounds: number("rounds", 1),
             k: number("k", 2),
             stage_timeout_s: get("stage_timeout_s").and_then(|v| v.parse().ok()).unwrap_or(10.0),
@@ -65,17 +66,17 @@ impl RoomOptions {
         let mut session = PeerSessionPlugin::new(self.url.clone(), self.key.clone(), self.role, model, self.plan.clone());
         session.max_in_flight = self.k;
         session.stage_timeout = Duration::from_secs_f64(self.stage_timeout_s);
-        session.expected_peers = if self.role.asks() { self.workers } else { 0 };
+        session.expected_peers = if self.role.asks() { self.servers } else { 0 };
         session
     }
 }
 
-/// Where a browser coordinator stands.
+/// Where a browser asker stands.
 #[derive(Resource, Default)]
-pub enum CoordinatorPhase {
-    /// Waiting for the workers to be trusted.
+pub enum AskerPhase {
+    /// Waiting for the servers to be trusted.
     #[default]
-    WaitingForWorkers,
+    WaitingForServers,
     /// Computing each input's single-peer reference, one at a time.
     References { outputs: Vec<Prediction>, running: Option<Entity> },
     /// The split requests are in flight.
@@ -108,10 +109,10 @@ pub fn report_session(mut events: MessageReader<PeerSessionEvent>, mut problems:
     }
 }
 
-/// A browser worker says its id once it has one (`joined`: how the room tells its stages from
-/// native players'), and serves stages until the coordinator has been gone for 3 s.
-pub fn worker_watch(session: Option<Res<PeerSession>>, distributed: Res<Distributed>, time: Res<Time<Real>>, mut watch: Local<(bool, Option<f64>, bool, bool)>) {
-    let (saw_coordinator, alone_since, finished, joined) = &mut *watch;
+/// A browser server says its id once it has one (`joined`: how the room tells its stages from
+/// native players'), and serves stages until the asker has been gone for 3 s.
+pub fn server_watch(session: Option<Res<PeerSession>>, distributed: Res<Distributed>, time: Res<Time<Real>>, mut watch: Local<(bool, Option<f64>, bool, bool)>) {
+    let (saw_asker, alone_since, finished, joined) = &mut *watch;
     let Some(session) = session else { return };
     if let Some(id) = session.id().filter(|_| !*joined) {
         *joined = true;
@@ -120,32 +121,32 @@ pub fn worker_watch(session: Option<Res<PeerSession>>, distributed: Res<Distribu
     if *finished {
         return;
     }
-    let coordinators = session.links().trusted_with(Permissions::SUBMIT_REQUESTS).len();
-    *saw_coordinator |= coordinators > 0;
+    let askers = session.links().trusted_with(Permissions::SUBMIT_REQUESTS).len();
+    *saw_asker |= askers > 0;
     let now = time.elapsed_secs_f64();
-    if *saw_coordinator && coordinators == 0 {
+    if *saw_asker && askers == 0 {
         if now - *alone_since.get_or_insert(now) > 3.0 {
             *finished = true;
             report(
-                json!({"event": "worker_summary", "stages_served": distributed.stages_served, "rejected": session.rejected_total()}),
-                &format!("the coordinator left; served {} stages", distributed.stages_served),
+                json!({"event": "serving_summary", "stages_served": distributed.stages_served, "rejected": session.rejected_total()}),
+                &format!("the asker left; served {} stages", distributed.stages_served),
             );
             report(json!({"event": "done"}), "done");
         }
     } else {
         *alone_since = None;
-        if coordinators > 0 {
+        if askers > 0 {
             set_status(&format!("serving stages: {} so far", distributed.stages_served));
         }
     }
 }
 
-/// A browser coordinator: waits for its workers, computes single-peer references, then sends
+/// A browser asker: waits for its servers, computes single-peer references, then sends
 /// every input `rounds` times split across the room and reports each request and a summary.
 #[allow(clippy::too_many_arguments)]
 pub fn coordinate(
     mut commands: Commands,
-    mut phase: ResMut<CoordinatorPhase>,
+    mut phase: ResMut<AskerPhase>,
     room: Res<RoomOptions>,
     page: Res<PageOptions>,
     progress: Res<Progress>,
@@ -160,21 +161,21 @@ pub fn coordinate(
 ) {
     let model: Handle<Model> = assets.load(page.model.clone());
     match &mut *phase {
-        CoordinatorPhase::WaitingForWorkers => {
+        AskerPhase::WaitingForServers => {
             let trusted = session.map_or(0, |s| s.links().trusted_with(Permissions::RUN_STAGES).len());
             let waiting = (distributed.is_running(), trusted, progress.inputs.len());
             if *last_waiting != Some(waiting) {
                 *last_waiting = Some(waiting);
                 report(
-                    json!({"event": "waiting_for_workers", "joined": waiting.0, "trusted_workers": trusted, "workers": room.workers, "inputs": waiting.2}),
-                    &format!("waiting for workers: {trusted} of {}", room.workers),
+                    json!({"event": "waiting_for_servers", "joined": waiting.0, "trusted_servers": trusted, "servers": room.servers, "inputs": waiting.2}),
+                    &format!("waiting for servers: {trusted} of {}", room.servers),
                 );
             }
-            if trusted >= room.workers && distributed.is_running() && progress.inputs.len() == IMAGES.len() {
-                *phase = CoordinatorPhase::References { outputs: Vec::new(), running: None };
+            if trusted >= room.servers && distributed.is_running() && progress.inputs.len() == IMAGES.len() {
+                *phase = AskerPhase::References { outputs: Vec::new(), running: None };
             }
         }
-        CoordinatorPhase::References { outputs, running } => {
+        AskerPhase::References { outputs, running } => {
             if let Some(entity) = *running {
                 let Ok(prediction) = predictions.get(entity) else { return };
                 outputs.push(prediction.clone());
@@ -192,9 +193,9 @@ pub fn coordinate(
                     pending.push((format!("{name}#{round}"), entity, i));
                 }
             }
-            *phase = CoordinatorPhase::Split { references: std::mem::take(outputs), pending, started: time.elapsed_secs_f64() };
+            *phase = AskerPhase::Split { references: std::mem::take(outputs), pending, started: time.elapsed_secs_f64() };
         }
-        CoordinatorPhase::Split { references, pending, started } => {
+        AskerPhase::Split { references, pending, started } => {
             let settled = pending.iter().filter(|(_, e, _)| predictions.contains(*e) || failures.contains(*e)).count();
             set_status(&format!("split requests: {settled} of {} settled", pending.len()));
             if settled < pending.len() {
@@ -231,8 +232,8 @@ pub fn coordinate(
                 &format!("{} requests, {matches} match single-peer, {lost} lost; median {:.0} ms", pending.len(), quantile(0.5)),
             );
             report(json!({"event": "done"}), "done");
-            *phase = CoordinatorPhase::Finished;
+            *phase = AskerPhase::Finished;
         }
-        CoordinatorPhase::Finished => {}
+        AskerPhase::Finished => {}
     }
 }

@@ -30,7 +30,7 @@ impl Permissions {
     pub const RUN_STAGES: Permissions = Permissions(1);
     /// May send stage inputs (own requests) and receive the results.
     pub const SUBMIT_REQUESTS: Permissions = Permissions(2);
-    /// A coordinator: submits requests and may run stages itself.
+    /// A owner: submits requests and may run stages itself.
     pub const COORDINATOR: Permissions = Permissions(3);
     /// Nothing.
     pub const NONE: Permissions = Permissions(0);

@@ -23,9 +23,9 @@ fn as_member(mut settings: LinkSettings) -> LinkSettings {
     settings
 }
 
-/// A coordinator owning the room (A) and two member workers (B, C).
+/// A owner owning the room (A) and two member players (B, C).
 fn owned_room(lifetime: Duration) -> Room {
-    Room::new(&[(1, as_owner(coordinator(), Permissions::COORDINATOR, lifetime)), (2, as_member(worker())), (3, as_member(worker()))])
+    Room::new(&[(1, as_owner(owner(), Permissions::COORDINATOR, lifetime)), (2, as_member(player())), (3, as_member(player()))])
 }
 
 fn unix_ms() -> u64 {
@@ -42,7 +42,7 @@ fn lost(events: &[SessionEvent]) -> Vec<(PeerUuid, LostReason)> {
         .collect()
 }
 
-/// A hello to worker B (player 2) from a key holder that is not in the room's good books:
+/// A hello to player B (player 2) from a key holder that is not in the room's good books:
 /// a valid proof of its own identity, with `token`.
 fn intruder_hello(room: &mut Room, intruder: &PlayerIdentity, token: Option<CapabilityToken>) -> Vec<u8> {
     let b_nonce = room.player(2).links.session_nonce();
@@ -61,7 +61,7 @@ fn intruder_hello(room: &mut Room, intruder: &PlayerIdentity, token: Option<Capa
     encode_frame(&keys, THIEF, B, 1, &Message::Hello(hello))
 }
 
-/// What worker B makes of `frame` from the intruder.
+/// What player B makes of `frame` from the intruder.
 fn handshake_at_b(room: &mut Room, frame: &[u8]) -> Vec<SessionEvent> {
     let (now, mut events) = (room.now, Vec::new());
     let b = &mut room.player(2).links;
@@ -84,9 +84,9 @@ fn in_an_owned_room_members_trust_each_other_with_the_permissions_the_owner_gran
 
 #[test]
 fn the_owner_grants_no_more_than_it_allows_whatever_a_member_asks() {
-    let mut greedy = as_member(worker());
+    let mut greedy = as_member(player());
     greedy.permissions = Permissions::COORDINATOR;
-    let mut room = Room::new(&[(1, as_owner(coordinator(), Permissions::RUN_STAGES, Duration::from_secs(600))), (2, greedy), (3, as_member(worker()))]);
+    let mut room = Room::new(&[(1, as_owner(owner(), Permissions::RUN_STAGES, Duration::from_secs(600))), (2, greedy), (3, as_member(player()))]);
     room.run(Duration::from_millis(400));
     assert!(trusted(&room.player(1).events).contains(&(B, Permissions::RUN_STAGES)));
     assert!(trusted(&room.player(3).events).contains(&(B, Permissions::RUN_STAGES)), "C believes B's token, not its claim");

@@ -115,12 +115,12 @@ impl Room {
     }
 }
 
-fn coordinator() -> LinkSettings {
-    LinkSettings::new(KEY.clone(), Permissions::COORDINATOR, MODEL, capabilities("coordinator gpu"))
+fn owner() -> LinkSettings {
+    LinkSettings::new(KEY.clone(), Permissions::COORDINATOR, MODEL, capabilities("owner gpu"))
 }
 
-fn worker() -> LinkSettings {
-    LinkSettings::new(KEY.clone(), Permissions::RUN_STAGES, MODEL, capabilities("worker gpu"))
+fn player() -> LinkSettings {
+    LinkSettings::new(KEY.clone(), Permissions::RUN_STAGES, MODEL, capabilities("player gpu"))
 }
 
 fn trusted(events: &[SessionEvent]) -> Vec<(PeerUuid, Permissions)> {
@@ -154,21 +154,21 @@ const C: PeerUuid = PeerUuid([3; 16]);
 
 #[test]
 fn in_an_open_room_peers_with_the_room_key_and_the_same_model_trust_each_other_with_the_permissions_they_claim() {
-    let mut room = Room::new(&[(1, coordinator()), (2, worker()), (3, worker())]);
+    let mut room = Room::new(&[(1, owner()), (2, player()), (3, player())]);
     room.run(Duration::from_millis(200));
     assert_eq!(sorted(trusted(&room.player(1).events)), vec![(B, Permissions::RUN_STAGES), (C, Permissions::RUN_STAGES)]);
     assert_eq!(sorted(trusted(&room.player(2).events)), vec![(A, Permissions::COORDINATOR), (C, Permissions::RUN_STAGES)]);
-    let workers: Vec<PeerUuid> = room.player(1).links.trusted_with(Permissions::RUN_STAGES).into_iter().map(|(id, _)| id).collect();
-    assert_eq!(workers, vec![B, C]);
-    let link = room.player(2).links.link(A).expect("a link to the coordinator");
+    let players: Vec<PeerUuid> = room.player(1).links.trusted_with(Permissions::RUN_STAGES).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(players, vec![B, C]);
+    let link = room.player(2).links.link(A).expect("a link to the owner");
     assert_eq!(link.state, LinkState::Trusted);
-    assert_eq!(link.hello.as_ref().map(|h| h.capabilities.adapter.as_str()), Some("coordinator gpu"));
+    assert_eq!(link.hello.as_ref().map(|h| h.capabilities.adapter.as_str()), Some("owner gpu"));
     assert_eq!(room.player(1).links.rejected_total(), 0);
 }
 
 #[test]
 fn a_lost_hello_is_repeated_until_the_other_side_acknowledges_it() {
-    let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
+    let mut room = Room::new(&[(1, owner()), (2, player())]);
     // The first hellos are lost on the way.
     room.player(1).muted = true;
     room.player(2).muted = true;
@@ -184,9 +184,9 @@ fn a_lost_hello_is_repeated_until_the_other_side_acknowledges_it() {
 
 #[test]
 fn a_peer_without_the_room_key_is_refused_at_its_first_authenticated_frame() {
-    let mut stranger = worker();
+    let mut stranger = player();
     stranger.room_key = RoomKey::from_bytes([0x4c; 32]);
-    let mut room = Room::new(&[(1, coordinator()), (2, stranger)]);
+    let mut room = Room::new(&[(1, owner()), (2, stranger)]);
     room.run(Duration::from_secs(6));
     // The answering side's first hello reaches the starter, which refuses it; the starter then
     // sends nothing authenticated, and the answering side times out.
@@ -204,7 +204,7 @@ fn a_peer_without_the_room_key_is_refused_at_its_first_authenticated_frame() {
 
 #[test]
 fn an_authenticated_frame_before_the_key_exchange_is_dropped() {
-    let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
+    let mut room = Room::new(&[(1, owner()), (2, player())]);
     let (now, mut events) = (room.now, Vec::new());
     let early = encode_frame(&LinkKeys::from_secret(&[1; 32]), B, A, 1, &Message::Ping { nonce: 1 });
     room.player(1).links.receive(B, &early, now, &mut events);
@@ -215,7 +215,7 @@ fn an_authenticated_frame_before_the_key_exchange_is_dropped() {
 
 #[test]
 fn a_peer_that_begins_the_link_again_is_handshaken_anew_under_new_keys() {
-    let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
+    let mut room = Room::new(&[(1, owner()), (2, player())]);
     room.run(Duration::from_millis(200));
     let old_keys = room.player(2).links.link_keys(A).expect("linked").frame_tag(A, B, b"frame");
     // A's transport reports B connected again (B's side saw nothing): A starts a new exchange.
@@ -233,9 +233,9 @@ fn a_peer_that_begins_the_link_again_is_handshaken_anew_under_new_keys() {
 
 #[test]
 fn a_peer_running_another_model_is_refused_and_what_it_sends_next_is_rejected() {
-    let mut other_model = worker();
+    let mut other_model = player();
     other_model.model_hash = [8; 32];
-    let mut room = Room::new(&[(1, coordinator()), (2, other_model)]);
+    let mut room = Room::new(&[(1, owner()), (2, other_model)]);
     room.run(Duration::from_millis(100));
     let events = room.player(1).events.clone();
     assert!(events.contains(&SessionEvent::HandshakeFailed { peer: B, reason: HandshakeError::ModelMismatch }));
@@ -253,7 +253,7 @@ fn a_peer_running_another_model_is_refused_and_what_it_sends_next_is_rejected() 
 
 #[test]
 fn heartbeats_measure_round_trips_and_silence_declares_a_peer_lost() {
-    let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
+    let mut room = Room::new(&[(1, owner()), (2, player())]);
     room.run(Duration::from_millis(500));
     let link = room.player(1).links.link(B).expect("linked");
     assert!(link.rtt.median().is_some(), "pings were answered");
@@ -266,7 +266,7 @@ fn heartbeats_measure_round_trips_and_silence_declares_a_peer_lost() {
 
 #[test]
 fn a_peer_lost_for_silence_that_talks_again_is_trusted_again_after_a_new_handshake() {
-    let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
+    let mut room = Room::new(&[(1, owner()), (2, player())]);
     room.run(Duration::from_millis(200));
     room.player(2).muted = true;
     room.run(Duration::from_millis(1000));
@@ -277,21 +277,21 @@ fn a_peer_lost_for_silence_that_talks_again_is_trusted_again_after_a_new_handsha
     room.run(Duration::from_millis(600));
     assert_eq!(trusted(&room.player(1).events), vec![(B, Permissions::RUN_STAGES)]);
     assert_eq!(room.player(1).links.link(B).map(|l| l.state), Some(LinkState::Trusted));
-    // The worker never found the coordinator silent, but the coordinator dropped its link and
-    // with it whatever the worker sent meanwhile: the worker learns so from its new hello.
-    let worker_events = &room.player(2).events;
-    assert_eq!(worker_events.iter().filter(|e| matches!(e, SessionEvent::PeerLost { .. })).collect::<Vec<_>>(), vec![&SessionEvent::PeerLost { peer: A, reason: LostReason::Reset }]);
-    assert_eq!(trusted(worker_events).len(), 1, "trusted again: {worker_events:?}");
+    // The player never found the owner silent, but the owner dropped its link and
+    // with it whatever the player sent meanwhile: the player learns so from its new hello.
+    let player_events = &room.player(2).events;
+    assert_eq!(player_events.iter().filter(|e| matches!(e, SessionEvent::PeerLost { .. })).collect::<Vec<_>>(), vec![&SessionEvent::PeerLost { peer: A, reason: LostReason::Reset }]);
+    assert_eq!(trusted(player_events).len(), 1, "trusted again: {player_events:?}");
     assert_eq!(room.player(2).links.link(A).map(|l| l.state), Some(LinkState::Trusted));
     let replays = rejections(&room.player(1).events).into_iter().filter(|r| matches!(r, RejectReason::Frame(FrameError::Replay { .. }))).count();
-    assert_eq!(replays, 0, "the worker's sequence numbers carried on");
+    assert_eq!(replays, 0, "the player's sequence numbers carried on");
 }
 
 #[test]
 fn a_flood_of_frames_beyond_the_per_second_budget_is_dropped_unread_and_reported_once() {
-    let mut limited = coordinator();
+    let mut limited = owner();
     limited.max_frames_per_second = 50;
-    let mut room = Room::new(&[(1, limited), (2, worker())]);
+    let mut room = Room::new(&[(1, limited), (2, player())]);
     room.run(Duration::from_secs(1));
     let now = room.now;
     let mut events = Vec::new();
@@ -310,9 +310,9 @@ fn a_flood_of_frames_beyond_the_per_second_budget_is_dropped_unread_and_reported
 
 #[test]
 fn a_replayed_frame_is_rejected_and_the_original_is_not() {
-    let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
+    let mut room = Room::new(&[(1, owner()), (2, player())]);
     room.run(Duration::from_millis(200));
-    let captured = (0..20).find_map(|_| room.step().into_iter().find(|f| f.to == A)).expect("the worker sent a frame");
+    let captured = (0..20).find_map(|_| room.step().into_iter().find(|f| f.to == A)).expect("the player sent a frame");
     let now = room.now;
     let mut events = Vec::new();
     room.player(1).links.receive(B, &captured.bytes, now, &mut events);
@@ -321,7 +321,7 @@ fn a_replayed_frame_is_rejected_and_the_original_is_not() {
 
 #[test]
 fn a_disconnected_peer_is_reported_lost_once() {
-    let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
+    let mut room = Room::new(&[(1, owner()), (2, player())]);
     room.run(Duration::from_millis(200));
     let mut events = Vec::new();
     room.player(1).links.peer_disconnected(B, &mut events);
@@ -331,7 +331,7 @@ fn a_disconnected_peer_is_reported_lost_once() {
 
 #[test]
 fn a_shared_tensor_s_value_reaches_every_player_from_its_owner_only() {
-    let mut room = Room::new(&[(1, coordinator()), (2, worker()), (3, worker())]);
+    let mut room = Room::new(&[(1, owner()), (2, player()), (3, player())]);
     room.run(Duration::from_millis(300));
     let value = stage_input(10);
     let shared = |owner: PeerUuid, to: PeerUuid| SentTensor { shared: Some(SharedKey { owner, name: "prediction".into() }), ..self::to(to, 4, 0, Direction::Shared) };
@@ -367,8 +367,8 @@ fn stage_input(values: usize) -> Tensor {
 }
 
 #[test]
-fn a_stage_input_reaches_a_worker_whole_and_a_worker_may_not_send_one() {
-    let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
+fn a_stage_input_reaches_a_player_whole_and_a_player_may_not_send_one() {
+    let mut room = Room::new(&[(1, owner()), (2, player())]);
     room.run(Duration::from_millis(200));
     let tensor = stage_input(40_000);
     let bytes = room.player(1).links.send_tensor(&to(B, 9, 1, Direction::StageInput), &tensor, TransferDtype::F32).expect("trusted");
@@ -385,8 +385,8 @@ fn a_stage_input_reaches_a_worker_whole_and_a_worker_may_not_send_one() {
 }
 
 #[test]
-fn a_worker_may_pass_a_chained_stage_input_on_only_for_an_owner_the_receiver_trusts_to_submit() {
-    let mut room = Room::new(&[(1, coordinator()), (2, worker()), (3, worker())]);
+fn a_player_may_pass_a_chained_stage_input_on_only_for_an_owner_the_receiver_trusts_to_submit() {
+    let mut room = Room::new(&[(1, owner()), (2, player()), (3, player())]);
     room.run(Duration::from_millis(200));
     let chained = |owner| SentTensor { onward: Some(Onward { owner, route: Vec::new() }), ..to(C, 4, 2, Direction::StageInput) };
     room.player(2).links.send_tensor(&chained(A), &stage_input(6), TransferDtype::F32).expect("trusted");
@@ -394,7 +394,7 @@ fn a_worker_may_pass_a_chained_stage_input_on_only_for_an_owner_the_receiver_tru
     let received: Vec<&ReceivedTensor> = room.player(3).events.iter().filter_map(|e| if let SessionEvent::Tensor(t) = e { Some(t) } else { None }).collect();
     assert_eq!(received.len(), 1, "{:?}", room.player(3).events);
     assert_eq!((received[0].from, received[0].header.onward.as_ref().map(|o| o.owner)), (B, Some(A)));
-    // Owned by a worker, or by itself: as if the worker submitted it.
+    // Owned by a player, or by itself: as if the player submitted it.
     for owner in [C, B] {
         room.player(3).events.clear();
         room.player(2).links.send_tensor(&chained(owner), &stage_input(6), TransferDtype::F32).expect("trusted");
@@ -413,7 +413,7 @@ fn a_chained_input_whose_next_peer_is_unreachable_goes_back_to_its_owner_as_the_
 
 #[test]
 fn a_tensor_looped_back_to_its_sender_comes_in_rounded_as_the_wire_would_round_it() {
-    let room = Room::new(&[(2, worker())]);
+    let room = Room::new(&[(2, player())]);
     let value = stage_input(64);
     let chained = SentTensor { onward: Some(Onward { owner: A, route: vec![] }), ..to(B, 4, 2, Direction::StageInput) };
     let received = room.players[0].links.loop_back(&chained, &value, TransferDtype::Int8).expect("fits the wire");
@@ -426,7 +426,7 @@ fn a_tensor_looped_back_to_its_sender_comes_in_rounded_as_the_wire_would_round_i
 
 #[test]
 fn a_tensor_for_a_peer_that_is_not_trusted_is_refused_before_it_is_sent() {
-    let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
+    let mut room = Room::new(&[(1, owner()), (2, player())]);
     let sent = room.player(1).links.send_tensor(&to(B, 0, 1, Direction::StageInput), &stage_input(4), TransferDtype::Int8);
     assert_eq!(sent, Err(SendError::NotTrusted));
 }
@@ -434,7 +434,7 @@ fn a_tensor_for_a_peer_that_is_not_trusted_is_refused_before_it_is_sent() {
 #[cfg(feature = "fault-injection")]
 #[test]
 fn a_tensor_frame_corrupted_in_transit_is_rejected() {
-    let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
+    let mut room = Room::new(&[(1, owner()), (2, player())]);
     room.run(Duration::from_millis(200));
     room.player(1).links.corrupt_next_tensor_frame();
     room.player(1).links.send_tensor(&to(B, 3, 1, Direction::StageInput), &stage_input(8), TransferDtype::F16).expect("trusted");
@@ -445,7 +445,7 @@ fn a_tensor_frame_corrupted_in_transit_is_rejected() {
 
 #[test]
 fn a_reset_reports_every_peer_lost_and_forgets_them() {
-    let mut room = Room::new(&[(1, coordinator()), (2, worker()), (3, worker())]);
+    let mut room = Room::new(&[(1, owner()), (2, player()), (3, player())]);
     room.run(Duration::from_millis(200));
     let mut events = Vec::new();
     room.player(1).links.reset(&mut events);
@@ -475,7 +475,7 @@ fn the_transport_is_rebuilt_only_while_expected_peers_are_missing() {
     assert_eq!(policy.attempts(), 2);
 }
 
-/// A worker that holds the room key and turns hostile: it signs and seals whatever it likes.
+/// A player that holds the room key and turns hostile: it signs and seals whatever it likes.
 struct Hostile {
     keys: LinkKeys,
     cipher: TensorCipher,
@@ -483,7 +483,7 @@ struct Hostile {
 }
 
 impl Hostile {
-    /// Worker B of `room` (player 2), talking to the coordinator A (player 1).
+    /// Player B of `room` (player 2), talking to the owner A (player 1).
     fn in_room(room: &mut Room) -> Self {
         let (b, a) = (room.player(2).links.session_nonce(), room.player(1).links.session_nonce());
         let keys = room.player(2).links.link_keys(A).expect("B's link to A has its keys").clone();
@@ -515,8 +515,8 @@ impl Hostile {
 }
 
 #[test]
-fn a_key_holding_worker_that_sends_nans_oversize_headers_garbage_replays_and_stolen_tokens_is_rejected_each_time() {
-    let mut room = Room::new(&[(1, coordinator()), (2, worker()), (3, worker())]);
+fn a_key_holding_player_that_sends_nans_oversize_headers_garbage_replays_and_stolen_tokens_is_rejected_each_time() {
+    let mut room = Room::new(&[(1, owner()), (2, player()), (3, player())]);
     room.run(Duration::from_millis(300));
     let thief = PeerUuid([4; 16]);
     let mut hostile = Hostile::in_room(&mut room);
@@ -564,7 +564,7 @@ fn a_key_holding_worker_that_sends_nans_oversize_headers_garbage_replays_and_sto
     assert!(events.contains(&SessionEvent::HandshakeFailed { peer: thief, reason: HandshakeError::Token(TokenError::BadProof) }));
     assert!(!events.iter().any(|e| matches!(e, SessionEvent::Tensor(_))), "nothing it sent was taken");
 
-    // Nothing is left broken: an honest worker's tensor still arrives whole.
+    // Nothing is left broken: an honest player's tensor still arrives whole.
     room.player(1).events.clear();
     room.player(3).links.send_tensor(&to(A, 4, 1, Direction::StageOutput), &stage_input(1000), TransferDtype::F32).expect("trusted");
     room.step();
@@ -573,7 +573,7 @@ fn a_key_holding_worker_that_sends_nans_oversize_headers_garbage_replays_and_sto
 
 #[test]
 fn tensor_payloads_are_sealed_on_the_wire_and_a_chunk_sealed_for_another_session_does_not_open() {
-    let mut room = Room::new(&[(1, coordinator()), (2, worker())]);
+    let mut room = Room::new(&[(1, owner()), (2, player())]);
     room.run(Duration::from_millis(300));
     let values = Tensor::new(vec![1, 64], vec![0.75; 64]).unwrap();
     room.player(1).links.send_tensor(&to(B, 1, 1, Direction::StageInput), &values, TransferDtype::F32).expect("trusted");
@@ -582,14 +582,14 @@ fn tensor_payloads_are_sealed_on_the_wire_and_a_chunk_sealed_for_another_session
     assert!(frames.iter().all(|f| !f.bytes.windows(plain.len()).any(|w| w == plain)), "the values are not readable on the wire");
     assert!(room.player(2).events.iter().any(|e| matches!(e, SessionEvent::Tensor(t) if t.shared.tensor == values)));
 
-    // The same worker, its chunk sealed with a nonce of an earlier session.
+    // The same player, its chunk sealed with a nonce of an earlier session.
     let mut hostile = Hostile::in_room(&mut room);
     hostile.cipher = hostile.keys.tensor_cipher(B, A, &[0; 16], &room.player(1).links.session_nonce());
     let old_session = hostile.output(vec![1, 2], 8, [1.0f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect());
     let (now, mut events) = (room.now, Vec::new());
     room.player(1).links.receive(B, &old_session, now, &mut events);
     assert_eq!(rejections(&events), vec![RejectReason::Unsealed(Unsealed)]);
-    // Its frame verified, so the header is the worker's own: the one request to run again.
+    // Its frame verified, so the header is the player's own: the one request to run again.
     assert!(matches!(events[..], [SessionEvent::Rejected { peer: B, lost_output: Some(3), .. }]), "{events:?}");
 }
 

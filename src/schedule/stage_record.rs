@@ -41,7 +41,7 @@ pub struct StageRecord {
     pub stage: usize,
     /// Who ran it.
     pub executor: Executor,
-    /// From handing the input over to the output being back at the coordinator. The stages of
+    /// From handing the input over to the output being back at the owner. The stages of
     /// a chain are one hand-over and one result: each of their records holds the chain's span.
     pub duration: Duration,
     /// How the stage's own time went where it ran: its input's transfer there, its queue and

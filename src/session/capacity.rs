@@ -91,7 +91,7 @@ impl Capacity {
     }
 
     /// `executor` held `flops` of stage work for `waited` without an answer before another
-    /// worker's copy of it came back (see [`super::pipeline::StealPolicy`]): a lower bound on
+    /// player's copy of it came back (see [`super::pipeline::StealPolicy`]): a lower bound on
     /// its time. Its estimate moves towards it where it is slower than the estimate, as a
     /// measurement would; the work counts for nothing in its share.
     pub fn observe_at_least(&mut self, executor: Executor, flops: u64, waited: Duration) {

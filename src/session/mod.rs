@@ -80,15 +80,15 @@ impl PeerRole {
     }
 }
 
-/// How a player spreads the remote stages of its requests over the workers.
+/// How a player spreads the remote stages of its requests over the players.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Placement {
-    /// In proportion to each worker's speed as this player measures it from the stages that
-    /// come back (its calibration is only the prior): a worker twice as fast gets twice the
+    /// In proportion to each player's speed as this player measures it from the stages that
+    /// come back (its calibration is only the prior): a player twice as fast gets twice the
     /// stages, and one slowed down gets fewer as soon as its results come back later.
     #[default]
     Measured,
-    /// Equal turns for every worker, whatever its speed (for comparison).
+    /// Equal turns for every player, whatever its speed (for comparison).
     Equal,
 }
 
@@ -132,29 +132,29 @@ pub struct PeerSessionPlugin {
     /// again on this GPU and compared with the peers' result before it is delivered; a
     /// mismatch excludes the peers that ran them and delivers this GPU's result.
     pub spot_check_every: u32,
-    /// A worker whose stages time out this often in a row is excluded from the session
+    /// A player whose stages time out this often in a row is excluded from the session
     /// (default 3): it may answer heartbeats, but it gets no more work.
     pub max_timeouts: u32,
-    /// How the remote stages are spread over the workers (default: by measured speed).
+    /// How the remote stages are spread over the players (default: by measured speed).
     pub placement: Placement,
-    /// Whether each of a request's remote stages takes a worker of its own, as a chain (the
-    /// default), or all run on one worker ([`Routing::PerRequest`]: faster on a fast GPU, but
-    /// with work stealing a slow worker's copies always lose, so that its speed is only ever
+    /// Whether each of a request's remote stages takes a player of its own, as a chain (the
+    /// default), or all run on one player ([`Routing::PerRequest`]: faster on a fast GPU, but
+    /// with work stealing a slow player's copies always lose, so that its speed is only ever
     /// bounded, never measured, and it keeps its placed share).
     pub routing: Routing,
-    /// The stages are placed again when a worker joins or leaves, or when a worker's measured
+    /// The stages are placed again when a player joins or leaves, or when a player's measured
     /// speed has moved by more than this fraction from the speed they were placed by (default
     /// 0.25). Requests in flight finish where they were placed.
     pub replan_drift: f64,
-    /// Whether a request with a batch of more than one row may be split across the workers,
+    /// Whether a request with a batch of more than one row may be split across the players,
     /// a slice of rows each in proportion to their measured speed, where that is predicted to
     /// finish before running it whole as a chain (see [`crate::session::batch_split`]).
     /// Off by default: where transfers cost more than compute (a fast GPU, a small model) a
     /// split was measured slower than a chain (BENCHMARKS.md), and the prediction does not
     /// yet weigh the owner's uplink that the slices share.
     pub batch_split: bool,
-    /// When another worker is predicted to finish a remote hand-over well before its own
-    /// workers (they are late, or measured slow), it is copied there and the first answer is
+    /// When another player is predicted to finish a remote hand-over well before its own
+    /// players (they are late, or measured slow), it is copied there and the first answer is
     /// used (default: [`StealPolicy::default`]; `None`: never, a late hand-over is re-run only
     /// at [`Self::stage_timeout`]). The straggler's copy still runs where it is.
     pub work_stealing: Option<StealPolicy>,
@@ -174,7 +174,7 @@ pub struct PeerSessionPlugin {
 }
 
 impl PeerSessionPlugin {
-    /// A session in an open room with K = 2, a 2 s stage timeout, at most 4 reruns per request, workers
+    /// A session in an open room with K = 2, a 2 s stage timeout, at most 4 reruns per request, players
     /// excluded after 3 timeouts in a row, and no STUN server.
     pub fn new(room_url: impl Into<String>, room_key: RoomKey, role: PeerRole, model: impl Into<String>, plan: impl Into<String>) -> Self {
         Self {

@@ -1,7 +1,7 @@
-//! The coordinator's bookkeeping for split requests, as plain logic: which executor runs each
+//! The owner's bookkeeping for split requests, as plain logic: which executor runs each
 //! stage, up to K requests in flight, chains of remote stages (each peer sends its output
 //! straight to the next stage's peer, and only the last one's comes back), and re-running from
-//! the last input the coordinator holds when a peer of a chain is lost or its result is
+//! the last input the owner holds when a peer of a chain is lost or its result is
 //! rejected, so that no request is lost.
 
 use std::collections::{HashMap, VecDeque};
@@ -21,7 +21,7 @@ mod steal;
 pub use stage_input::StageInput;
 pub use steal::StealPolicy;
 
-/// The coordinator's id for a request, also carried on the wire.
+/// The owner's id for a request, also carried on the wire.
 pub type RequestId = u64;
 
 /// The peers among `executors`, each once, in order of their ids.
@@ -33,35 +33,35 @@ pub fn peers_of(executors: &[Executor]) -> Vec<PeerUuid> {
 }
 
 /// How many turns a [`StageAssignment`]'s table holds: divisible by 2 to 6, so that up to six
-/// equally fast workers get exactly equal turns.
+/// equally fast players get exactly equal turns.
 const TURNS: usize = 60;
 
-/// How a request's remote stages are spread over the workers' turns (see [`StageAssignment`]).
+/// How a request's remote stages are spread over the players' turns (see [`StageAssignment`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Routing {
     /// Every remote stage takes a turn of its own: a request's remote stages run as a chain
-    /// over several workers, each passing its output on to the next.
+    /// over several players, each passing its output on to the next.
     PerStage,
-    /// A request takes one turn for all of its remote stages: they run on one worker, with no
-    /// hop between workers, and requests go to the workers in proportion to their speeds.
+    /// A request takes one turn for all of its remote stages: they run on one player, with no
+    /// hop between players, and requests go to the players in proportion to their speeds.
     /// Where transfers cost more than compute (a fast GPU) this saves a hop per stage; where
     /// compute is everything (lavapipe) it costs nothing (BENCHMARKS.md). With work stealing, a
-    /// slow worker's hand-overs are copied whole and its copies lose, so that it is never
+    /// slow player's hand-overs are copied whole and its copies lose, so that it is never
     /// measured at its own speed.
     PerRequest,
 }
 
 /// Which executor runs each stage of the plan: stage 0 where the request is (it reads the
-/// request's input), every later stage on a worker picked from a table of turns in which each
-/// worker appears in proportion to its speed (and at least once, so that a slow worker keeps
-/// being measured), a turn per stage or per request ([`Routing`]). Without workers every stage
+/// request's input), every later stage on a player picked from a table of turns in which each
+/// player appears in proportion to its speed (and at least once, so that a slow player keeps
+/// being measured), a turn per stage or per request ([`Routing`]). Without players every stage
 /// is local.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StageAssignment {
     stages: usize,
-    /// The workers with their share of the turns, fastest first.
+    /// The players with their share of the turns, fastest first.
     shares: Vec<(PeerUuid, f64)>,
-    /// The turns: worker after worker, interleaved by smooth weighted round robin.
+    /// The turns: player after player, interleaved by smooth weighted round robin.
     turns: Vec<PeerUuid>,
     routing: Routing,
 }
@@ -72,18 +72,18 @@ impl StageAssignment {
         self.stages
     }
 
-    /// The workers with their planned share of the remote stage runs (0 to 1), fastest first.
+    /// The players with their planned share of the remote stage runs (0 to 1), fastest first.
     pub fn shares(&self) -> &[(PeerUuid, f64)] {
         &self.shares
     }
 
-    /// The same workers and turns, with `routing`.
+    /// The same players and turns, with `routing`.
     pub fn routed(self, routing: Routing) -> Self {
         Self { routing, ..self }
     }
 
     /// The executors of `request`'s stages on its `attempt`-th run (0 for the first; a rerun
-    /// moves on to other turns, so that it does not go back to the same workers).
+    /// moves on to other turns, so that it does not go back to the same players).
     pub fn for_request(&self, request: RequestId, attempt: u32) -> Vec<Executor> {
         let remote = self.stages.saturating_sub(1) as u64;
         let turn = request.wrapping_add(attempt as u64) % TURNS as u64;
@@ -101,28 +101,28 @@ impl StageAssignment {
     }
 }
 
-/// A worker that may run stages, with its speed (any unit, the same for all: only the ratios
+/// A player that may run stages, with its speed (any unit, the same for all: only the ratios
 /// matter).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct WorkerSpeed {
-    /// The worker.
+pub struct PlayerSpeed {
+    /// The player.
     pub peer: PeerUuid,
     /// How fast it is, e.g. its measured FLOP/s.
     pub speed: f64,
 }
 
-/// Places `stages` stages on `workers` in proportion to their speeds (see [`StageAssignment`]),
+/// Places `stages` stages on `players` in proportion to their speeds (see [`StageAssignment`]),
 /// a turn per stage ([`StageAssignment::routed`] for another [`Routing`]).
-/// A worker without a positive, finite speed counts as the slowest one.
-pub fn assign_stages(stages: usize, workers: &[WorkerSpeed]) -> StageAssignment {
-    let slowest = workers.iter().map(|w| w.speed).filter(|s| s.is_finite() && *s > 0.0).fold(f64::INFINITY, f64::min);
-    let speed = |w: &WorkerSpeed| if w.speed.is_finite() && w.speed > 0.0 { w.speed } else if slowest.is_finite() { slowest } else { 1.0 };
-    let mut by_speed: Vec<(PeerUuid, f64)> = workers.iter().map(|w| (w.peer, speed(w))).collect();
+/// A player without a positive, finite speed counts as the slowest one.
+pub fn assign_stages(stages: usize, players: &[PlayerSpeed]) -> StageAssignment {
+    let slowest = players.iter().map(|w| w.speed).filter(|s| s.is_finite() && *s > 0.0).fold(f64::INFINITY, f64::min);
+    let speed = |w: &PlayerSpeed| if w.speed.is_finite() && w.speed > 0.0 { w.speed } else if slowest.is_finite() { slowest } else { 1.0 };
+    let mut by_speed: Vec<(PeerUuid, f64)> = players.iter().map(|w| (w.peer, speed(w))).collect();
     by_speed.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     by_speed.dedup_by_key(|w| w.0);
     let total: f64 = by_speed.iter().map(|w| w.1).sum();
     // Integer weights (thousandths of the total), so that equal speeds tie exactly; every
-    // worker gets at least one turn.
+    // player gets at least one turn.
     let weights: Vec<i64> = by_speed.iter().map(|w| ((w.1 / total * 1000.0).round() as i64).max((1000 + TURNS as i64 - 1) / TURNS as i64)).collect();
     let weight_sum: i64 = weights.iter().sum();
     let mut credit = vec![0_i64; weights.len()];
@@ -143,7 +143,7 @@ pub fn assign_stages(stages: usize, workers: &[WorkerSpeed]) -> StageAssignment 
     StageAssignment { stages, shares, turns, routing: Routing::PerStage }
 }
 
-/// What the coordinator must do next.
+/// What the owner must do next.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PipelineAction {
     /// Run `stage` of `request` on `executor` with `input`.
@@ -170,7 +170,7 @@ pub enum PipelineAction {
         /// How often it was re-run.
         reruns: u32,
     },
-    /// A hand-over's copy on another worker (see [`StealPolicy`]) came back first: the
+    /// A hand-over's copy on another player (see [`StealPolicy`]) came back first: the
     /// executors it was taken from had held it for `waited` without an answer, a lower bound on
     /// their time for its stages (their answer, should it come, is stale).
     Outpaced {
@@ -216,7 +216,7 @@ pub struct Handover {
     pub executors: Vec<Executor>,
 }
 
-/// A stage result that does not match what the coordinator is waiting for.
+/// A stage result that does not match what the owner is waiting for.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum StaleResult {
     /// The request is not in flight (finished, or never sent).
@@ -254,10 +254,10 @@ struct Active {
     reruns: u32,
     /// The chain a local stage's output was told to go on to by itself, once it is read back.
     passed_on: Option<Vec<Executor>>,
-    /// A copy of the hand-over run by another worker (see [`StealPolicy`]), while it waits.
+    /// A copy of the hand-over run by another player (see [`StealPolicy`]), while it waits.
     stolen: Option<steal::StolenCopy>,
-    /// The workers the hand-over was copied to so far: a copy that is late itself is copied
-    /// again, to a worker not tried yet.
+    /// The players the hand-over was copied to so far: a copy that is late itself is copied
+    /// again, to a player not tried yet.
     copied_to: Vec<PeerUuid>,
 }
 
@@ -304,11 +304,11 @@ impl Active {
     }
 }
 
-/// Requests waiting and in flight on the coordinator.
+/// Requests waiting and in flight on the owner.
 pub struct Pipeline {
     max_in_flight: usize,
     max_reruns: u32,
-    /// Each with the worker its remote stages are pinned to, if any (a slice of a split batch).
+    /// Each with the player its remote stages are pinned to, if any (a slice of a split batch).
     waiting: VecDeque<(RequestId, StageInput, Option<PeerUuid>)>,
     active: HashMap<RequestId, Active>,
     /// Players that joined and have not been handed a stage yet (see [`Self::welcome`]).
@@ -368,11 +368,11 @@ impl Pipeline {
         self.waiting.push_back((request, StageInput::OnThisGpu { shape }, None));
     }
 
-    /// Queues `request` with all its remote stages on `worker` (a slice of a split batch, see
-    /// [`super::batch_split`]); should the worker be gone when it starts, or the request be
+    /// Queues `request` with all its remote stages on `player` (a slice of a split batch, see
+    /// [`super::batch_split`]); should the player be gone when it starts, or the request be
     /// re-run, its stages are placed as any other request's.
-    pub fn submit_to(&mut self, request: RequestId, input: Tensor, worker: PeerUuid) {
-        self.waiting.push_back((request, input.into(), Some(worker)));
+    pub fn submit_to(&mut self, request: RequestId, input: Tensor, player: PeerUuid) {
+        self.waiting.push_back((request, input.into(), Some(player)));
     }
 
     /// The batch (first axis) of `request`'s input, while it is in flight.
@@ -398,14 +398,14 @@ impl Pipeline {
         loop {
             let beyond_k = self.active.len() >= self.max_in_flight;
             let welcome = self.newcomers.first().copied().filter(|_| assignment.stages > 1);
-            // Beyond K only for a welcome, which a slice pinned to its worker cannot give.
+            // Beyond K only for a welcome, which a slice pinned to its player cannot give.
             if beyond_k && (welcome.is_none() || self.waiting.front().is_some_and(|(_, _, pinned)| pinned.is_some())) {
                 break;
             }
             let Some((request, input, pinned)) = self.waiting.pop_front() else { break };
             let mut route = assignment.for_request(request, 0);
-            if let Some(worker) = pinned.filter(|w| assignment.shares().iter().any(|(peer, _)| peer == w)) {
-                route[1..].fill(Executor::Peer(worker));
+            if let Some(player) = pinned.filter(|w| assignment.shares().iter().any(|(peer, _)| peer == w)) {
+                route[1..].fill(Executor::Peer(player));
             } else if let Some(newcomer) = welcome {
                 match assignment.routing {
                     Routing::PerStage => route[1] = Executor::Peer(newcomer),
@@ -524,7 +524,7 @@ impl Pipeline {
     }
 
     /// Re-runs, on the current assignment, every hand-over in flight that `peer` has a stage
-    /// of (lost, or it sent data that was rejected), from the input this coordinator holds;
+    /// of (lost, or it sent data that was rejected), from the input this owner holds;
     /// requests whose later stages it was to run are routed again on the current assignment.
     pub fn rerun_peer(&mut self, peer: PeerUuid, assignment: &StageAssignment, now: Instant) -> Vec<PipelineAction> {
         let gone = Executor::Peer(peer);

@@ -12,14 +12,14 @@ fn t(v: f32) -> Tensor {
 }
 
 fn three_stages() -> StageAssignment {
-    assign_stages(3, &[WorkerSpeed { peer: W2, speed: 1.0 }, WorkerSpeed { peer: W1, speed: 1.0 }])
+    assign_stages(3, &[PlayerSpeed { peer: W2, speed: 1.0 }, PlayerSpeed { peer: W1, speed: 1.0 }])
 }
 
-fn worker(peer: PeerUuid, speed: f64) -> WorkerSpeed {
-    WorkerSpeed { peer, speed }
+fn player(peer: PeerUuid, speed: f64) -> PlayerSpeed {
+    PlayerSpeed { peer, speed }
 }
 
-/// How often each worker runs a remote stage over `requests` consecutive requests.
+/// How often each player runs a remote stage over `requests` consecutive requests.
 fn remote_runs(assignment: &StageAssignment, requests: std::ops::Range<RequestId>) -> HashMap<PeerUuid, usize> {
     let mut runs = HashMap::new();
     for request in requests {
@@ -32,18 +32,18 @@ fn remote_runs(assignment: &StageAssignment, requests: std::ops::Range<RequestId
 }
 
 #[test]
-fn stage_zero_is_local_and_equal_workers_alternate_over_the_remote_stages() {
+fn stage_zero_is_local_and_equal_players_alternate_over_the_remote_stages() {
     assert_eq!(three_stages().for_request(0, 0), [Executor::Local, Executor::Peer(W1), Executor::Peer(W2)]);
     assert_eq!(three_stages().for_request(7, 0), [Executor::Local, Executor::Peer(W1), Executor::Peer(W2)]);
     assert_eq!(assign_stages(3, &[]).for_request(5, 0), [Executor::Local; 3]);
-    assert_eq!(assign_stages(3, &[worker(W1, 1.0)]).for_request(5, 0), [Executor::Local, Executor::Peer(W1), Executor::Peer(W1)]);
+    assert_eq!(assign_stages(3, &[player(W1, 1.0)]).for_request(5, 0), [Executor::Local, Executor::Peer(W1), Executor::Peer(W1)]);
     assert_eq!(three_stages().shares(), [(W1, 0.5), (W2, 0.5)]);
 }
 
 #[test]
-fn with_more_workers_than_remote_stages_every_worker_gets_requests_in_turn() {
+fn with_more_players_than_remote_stages_every_player_gets_requests_in_turn() {
     const W3: PeerUuid = PeerUuid([3; 16]);
-    let speeds = [worker(W1, 1.0), worker(W2, 1.0), worker(W3, 1.0)];
+    let speeds = [player(W1, 1.0), player(W2, 1.0), player(W3, 1.0)];
     let two_stages = assign_stages(2, &speeds);
     let remote_of = |request: RequestId| two_stages.for_request(request, 0)[1];
     assert_eq!((0..6).map(remote_of).collect::<Vec<_>>(), [W1, W2, W3, W1, W2, W3].map(Executor::Peer));
@@ -54,25 +54,25 @@ fn with_more_workers_than_remote_stages_every_worker_gets_requests_in_turn() {
 }
 
 #[test]
-fn workers_get_remote_stages_in_proportion_to_their_speed_and_the_slowest_at_least_one_turn() {
+fn players_get_remote_stages_in_proportion_to_their_speed_and_the_slowest_at_least_one_turn() {
     const W3: PeerUuid = PeerUuid([3; 16]);
-    let desktop_and_phone = assign_stages(2, &[worker(W1, 10.0), worker(W2, 1.0)]);
+    let desktop_and_phone = assign_stages(2, &[player(W1, 10.0), player(W2, 1.0)]);
     let runs = remote_runs(&desktop_and_phone, 0..600);
     assert_eq!((runs[&W1], runs[&W2]), (550, 50), "11 parts: 10 to the desktop, 1 to the phone");
-    let one_slowed = assign_stages(3, &[worker(W1, 1.0), worker(W2, 1.0), worker(W3, 0.1)]);
+    let one_slowed = assign_stages(3, &[player(W1, 1.0), player(W2, 1.0), player(W3, 0.1)]);
     let shares = one_slowed.shares();
     assert_eq!(shares.iter().map(|s| s.0).collect::<Vec<_>>(), [W1, W2, W3], "fastest first");
     assert!(shares[2].1 < 0.06 && shares[2].1 > 0.0, "{shares:?}");
-    let crawling = assign_stages(3, &[worker(W1, 1e6), worker(W3, 1.0)]);
+    let crawling = assign_stages(3, &[player(W1, 1e6), player(W3, 1.0)]);
     assert_eq!(crawling.shares()[1], (W3, 1.0 / 60.0), "kept at one turn, so that it is still measured");
-    let unknown = assign_stages(2, &[worker(W1, 4.0), worker(W2, f64::NAN)]);
+    let unknown = assign_stages(2, &[player(W1, 4.0), player(W2, f64::NAN)]);
     assert_eq!(unknown.shares()[1], (W2, 0.5), "a speed that is not a number counts as the slowest known");
 }
 
 #[test]
-fn routed_per_request_every_remote_stage_of_a_request_runs_on_one_worker_and_requests_follow_the_speeds() {
+fn routed_per_request_every_remote_stage_of_a_request_runs_on_one_player_and_requests_follow_the_speeds() {
     const W3: PeerUuid = PeerUuid([3; 16]);
-    let four_stages = assign_stages(4, &[worker(W1, 2.0), worker(W2, 1.0), worker(W3, 1.0)]).routed(Routing::PerRequest);
+    let four_stages = assign_stages(4, &[player(W1, 2.0), player(W2, 1.0), player(W3, 1.0)]).routed(Routing::PerRequest);
     for request in 0..60 {
         let route = four_stages.for_request(request, 0);
         assert_eq!(route[0], Executor::Local);
@@ -80,10 +80,10 @@ fn routed_per_request_every_remote_stage_of_a_request_runs_on_one_worker_and_req
     }
     let runs = remote_runs(&four_stages, 0..60);
     assert_eq!((runs[&W1], runs[&W2], runs[&W3]), (90, 45, 45), "180 remote stages, by speed 2 : 1 : 1");
-    // A rerun moves on to the next turn: another worker.
+    // A rerun moves on to the next turn: another player.
     assert_ne!(four_stages.for_request(5, 0)[1], four_stages.for_request(5, 1)[1]);
-    // Per stage (the default), the same request's stages go to different workers.
-    let per_stage = assign_stages(4, &[worker(W1, 2.0), worker(W2, 1.0), worker(W3, 1.0)]);
+    // Per stage (the default), the same request's stages go to different players.
+    let per_stage = assign_stages(4, &[player(W1, 2.0), player(W2, 1.0), player(W3, 1.0)]);
     assert!((0..60).any(|r| per_stage.for_request(r, 0)[1] != per_stage.for_request(r, 0)[2]));
 }
 
@@ -144,9 +144,9 @@ fn a_local_output_that_could_not_go_on_by_itself_is_handed_over_and_a_request_in
     p.keep_local_output(0);
     let next = p.stage_finished(0, 0, Executor::Local, t(5.0), &a, now).unwrap();
     assert_eq!(next, vec![run(0, 1, Executor::Peer(W1), t(5.0), &[W2])]);
-    // The workers' speeds changed and the stages were placed again: request 1 finishes on the
+    // The players' speeds changed and the stages were placed again: request 1 finishes on the
     // route it started with, whose chain its local stage has already started.
-    let replanned = assign_stages(3, &[worker(W2, 5.0), worker(W1, 1.0)]);
+    let replanned = assign_stages(3, &[player(W2, 5.0), player(W1, 1.0)]);
     let next = p.stage_finished(1, 0, Executor::Local, t(6.0), &replanned, now).unwrap();
     assert_eq!(next, vec![], "already on its way to W1 and W2");
 }
@@ -171,7 +171,7 @@ fn losing_any_peer_of_a_chain_reruns_the_chain_elsewhere_from_the_kept_input() {
     let now = Instant::now();
     let mut p = started(Pipeline::new(2, 3), 1, &a, now);
     p.stage_finished(0, 0, Executor::Local, t(5.0), &a, now).unwrap();
-    let without_w2 = assign_stages(3, &[worker(W1, 1.0)]);
+    let without_w2 = assign_stages(3, &[player(W1, 1.0)]);
     let rerun = p.rerun_peer(W2, &without_w2, now);
     assert_eq!(rerun, vec![run(0, 1, Executor::Peer(W1), t(5.0), &[W1])], "W2 ran the chain's second stage");
     // A late answer from the lost peer no longer counts.
@@ -192,7 +192,7 @@ fn a_request_whose_input_is_on_this_gpu_starts_here_and_is_rerun_from_its_first_
     assert_eq!(p.batch_of(0), Some(1));
     p.stage_finished(0, 0, Executor::Local, t(5.0), &a, now).unwrap();
     // W2 is lost mid-chain: the chain runs again from stage 0's output, not from the image.
-    let rerun = p.rerun_peer(W2, &assign_stages(3, &[worker(W1, 1.0)]), now);
+    let rerun = p.rerun_peer(W2, &assign_stages(3, &[player(W1, 1.0)]), now);
     assert_eq!(rerun, vec![run(0, 1, Executor::Peer(W1), t(5.0), &[W1])]);
 }
 
@@ -215,7 +215,7 @@ fn a_dropped_answer_reruns_only_its_own_request_and_only_from_the_peer_holding_i
 }
 
 #[test]
-fn a_slice_pinned_to_a_worker_runs_all_its_remote_stages_there_unless_the_worker_is_gone() {
+fn a_slice_pinned_to_a_player_runs_all_its_remote_stages_there_unless_the_player_is_gone() {
     let a = three_stages();
     let now = Instant::now();
     let mut p = Pipeline::new(2, 3);
@@ -223,7 +223,7 @@ fn a_slice_pinned_to_a_worker_runs_all_its_remote_stages_there_unless_the_worker
     p.submit_to(1, t(1.0), PeerUuid([9; 16]));
     let started = p.start_waiting(&a, now);
     assert_eq!(started[0], run(0, 0, Executor::Local, t(0.0), &[W2, W2]), "both remote stages on W2");
-    assert_eq!(started[1], run(1, 0, Executor::Local, t(1.0), &[W1, W2]), "a worker not placed: the usual route");
+    assert_eq!(started[1], run(1, 0, Executor::Local, t(1.0), &[W1, W2]), "a player not placed: the usual route");
 }
 
 #[test]
@@ -277,16 +277,16 @@ fn the_peers_of_an_overdue_chain_are_named_once() {
 /// Request 0 of a three-stage pipeline over W1 (chain of stages 1 and 2) with W2 idle: stage 0
 /// done at `now`, so that its chain waits on W1.
 fn waiting_on_w1(now: Instant) -> (Pipeline, StageAssignment) {
-    let only_w1 = assign_stages(3, &[worker(W1, 1.0)]);
+    let only_w1 = assign_stages(3, &[player(W1, 1.0)]);
     let mut p = started(Pipeline::new(1, 3), 1, &only_w1, now);
     p.stage_finished(0, 0, Executor::Local, t(5.0), &only_w1, now).unwrap();
-    (p, assign_stages(3, &[worker(W1, 1.0), worker(W2, 1.0)]))
+    (p, assign_stages(3, &[player(W1, 1.0), player(W2, 1.0)]))
 }
 
 const TEN_MS: Option<Duration> = Some(Duration::from_millis(10));
 
 #[test]
-fn a_hand_over_late_by_three_times_a_copy_s_time_is_copied_once_to_another_worker() {
+fn a_hand_over_late_by_three_times_a_copy_s_time_is_copied_once_to_another_player() {
     let now = Instant::now();
     let (mut p, both) = waiting_on_w1(now);
     let policy = StealPolicy { margin: 3.0, min_wait: Duration::from_millis(20), max_copies: 1 };
@@ -336,7 +336,7 @@ fn when_the_straggler_answers_first_the_copy_is_stale_and_nothing_is_outpaced() 
 fn a_copy_goes_where_it_would_finish_before_the_straggler_has_waited_and_goes_on_if_the_straggler_leaves() {
     let now = Instant::now();
     let late = now + Duration::from_secs(1);
-    let only = |peer| assign_stages(3, &[worker(peer, 1.0)]);
+    let only = |peer| assign_stages(3, &[player(peer, 1.0)]);
     // Request 0 takes 10 ms on W1, which holds all of it; W2 takes 400 ms for anything, and is
     // handed request 1 when request 0 has waited 500 ms.
     let predict = |_: usize, executors: &[Executor], _: usize| Some(Duration::from_millis(if executors.contains(&Executor::Peer(W2)) { 400 } else { 10 }));
@@ -348,9 +348,9 @@ fn a_copy_goes_where_it_would_finish_before_the_straggler_has_waited_and_goes_on
     p.submit(1, t(1.0));
     p.start_waiting(&only(W2), handed);
     p.stage_finished(1, 0, Executor::Local, t(6.0), &only(W2), handed).unwrap();
-    let both = assign_stages(3, &[worker(W1, 1.0), worker(W2, 1.0)]);
+    let both = assign_stages(3, &[player(W1, 1.0), player(W2, 1.0)]);
     assert_eq!(p.steal_from_stragglers(&StealPolicy::default(), &both, predict, handed), vec![], "W2 would finish a copy in 800 ms; W1 is 490 ms late");
-    // Two seconds on, both are late: each is copied to the other worker, the older first, and
+    // Two seconds on, both are late: each is copied to the other player, the older first, and
     // the other only as many copies are allowed at once.
     let two_seconds_on = handed + Duration::from_secs(2);
     let copied = p.steal_from_stragglers(&StealPolicy::default(), &both, predict, two_seconds_on);
@@ -358,7 +358,7 @@ fn a_copy_goes_where_it_would_finish_before_the_straggler_has_waited_and_goes_on
     let two_copies = StealPolicy { max_copies: 2, ..StealPolicy::default() };
     let copied = p.steal_from_stragglers(&two_copies, &both, predict, two_seconds_on);
     assert_eq!(copied, vec![run(1, 1, Executor::Peer(W1), t(6.0), &[W1])]);
-    // A worker known to be slow is copied from at once, long before it is late.
+    // A player known to be slow is copied from at once, long before it is late.
     let slow_w2 = |_: usize, executors: &[Executor], _: usize| Some(Duration::from_millis(if executors.contains(&Executor::Peer(W2)) { 5000 } else { 100 }));
     let mut p = Pipeline::new(1, 3);
     p.submit(0, t(0.0));
@@ -366,7 +366,7 @@ fn a_copy_goes_where_it_would_finish_before_the_straggler_has_waited_and_goes_on
     p.stage_finished(0, 0, Executor::Local, t(5.0), &only(W2), now).unwrap();
     let copied = p.steal_from_stragglers(&StealPolicy::default(), &both, slow_w2, now + Duration::from_millis(100));
     assert_eq!(copied, vec![run(0, 1, Executor::Peer(W1), t(5.0), &[W1])]);
-    // A chain over both workers straggles: either may run the whole chain's copy (the one
+    // A chain over both players straggles: either may run the whole chain's copy (the one
     // that holds all of a hand-over never does).
     let mut p = started(Pipeline::new(1, 3), 1, &both, now);
     p.stage_finished(0, 0, Executor::Local, t(5.0), &both, now).unwrap();
@@ -374,24 +374,24 @@ fn a_copy_goes_where_it_would_finish_before_the_straggler_has_waited_and_goes_on
     // With W1 alone busy, W2 copies; then W1 leaves: the copy goes on, nothing is re-run.
     let (mut p, both) = waiting_on_w1(now);
     assert_eq!(p.steal_from_stragglers(&StealPolicy::default(), &both, |_, _, _| TEN_MS, late).len(), 1);
-    let without_w1 = assign_stages(3, &[worker(W2, 1.0)]);
+    let without_w1 = assign_stages(3, &[player(W2, 1.0)]);
     assert_eq!(p.rerun_peer(W1, &without_w1, late), vec![]);
     let done = p.stage_finished(0, 2, Executor::Peer(W2), t(7.0), &without_w1, late).unwrap();
     assert!(matches!(&done[..], [PipelineAction::Finished { reruns: 0, .. }]), "{done:?}");
     // Had the thief left instead, the straggler's answer would still count.
     let (mut p, both) = waiting_on_w1(now);
     p.steal_from_stragglers(&StealPolicy::default(), &both, |_, _, _| TEN_MS, late);
-    assert_eq!(p.rerun_peer(W2, &assign_stages(3, &[worker(W1, 1.0)]), late), vec![]);
+    assert_eq!(p.rerun_peer(W2, &assign_stages(3, &[player(W1, 1.0)]), late), vec![]);
     assert!(p.stage_finished(0, 2, Executor::Peer(W1), t(7.0), &both, late).is_ok());
 }
 
 #[test]
-fn a_copy_that_is_late_itself_is_copied_again_to_a_worker_not_tried_yet_and_used_once() {
+fn a_copy_that_is_late_itself_is_copied_again_to_a_player_not_tried_yet_and_used_once() {
     let now = Instant::now();
-    let both = assign_stages(3, &[worker(W1, 1.0), worker(W2, 1.0)]);
+    let both = assign_stages(3, &[player(W1, 1.0), player(W2, 1.0)]);
     let mut p = started(Pipeline::new(1, 3), 1, &both, now);
     p.stage_finished(0, 0, Executor::Local, t(5.0), &both, now).unwrap();
-    // Nothing measured apart yet: the chain over both workers is copied to W1, which holds a
+    // Nothing measured apart yet: the chain over both players is copied to W1, which holds a
     // part of it. W1 is the one that stalled, so its copy is late too.
     let late = now + Duration::from_secs(1);
     assert_eq!(p.steal_from_stragglers(&StealPolicy::default(), &both, |_, _, _| TEN_MS, late), vec![run(0, 1, Executor::Peer(W1), t(5.0), &[W1])]);
@@ -399,7 +399,7 @@ fn a_copy_that_is_late_itself_is_copied_again_to_a_worker_not_tried_yet_and_used
     assert_eq!(p.steal_from_stragglers(&StealPolicy::default(), &both, |_, _, _| TEN_MS, copy_late), vec![], "the copy has waited under min_wait");
     let copy_late = late + Duration::from_millis(100);
     assert_eq!(p.steal_from_stragglers(&StealPolicy::default(), &both, |_, _, _| TEN_MS, copy_late), vec![run(0, 1, Executor::Peer(W2), t(5.0), &[W2])], "copied again, in the same place");
-    assert_eq!(p.steal_from_stragglers(&StealPolicy::default(), &both, |_, _, _| TEN_MS, copy_late + Duration::from_secs(1)), vec![], "every worker was tried");
+    assert_eq!(p.steal_from_stragglers(&StealPolicy::default(), &both, |_, _, _| TEN_MS, copy_late + Duration::from_secs(1)), vec![], "every player was tried");
     // W2's copy answers first; the chain's and W1's copy's answers come after and are stale.
     let back = copy_late + Duration::from_millis(30);
     let done = p.stage_finished(0, 2, Executor::Peer(W2), t(7.0), &both, back).unwrap();
@@ -417,7 +417,7 @@ fn a_newcomer_runs_stage_1_of_the_next_request_at_once_even_with_k_in_flight() {
     }
     assert_eq!(p.start_waiting(&three_stages(), now).len(), 2, "K = 2 in flight");
     // W3 joins: request 2 is admitted beyond K, its stage 1 on W3 (stage 2 where its turn says).
-    let with_w3 = assign_stages(3, &[worker(W1, 1.0), worker(W2, 1.0), worker(W3, 1.0)]);
+    let with_w3 = assign_stages(3, &[player(W1, 1.0), player(W2, 1.0), player(W3, 1.0)]);
     p.welcome(W3);
     let started = p.start_waiting(&with_w3, now);
     let expected_onward = with_w3.for_request(2, 0)[2].peer().unwrap();
@@ -444,10 +444,10 @@ fn a_newcomer_gone_before_its_welcome_gets_none_and_k_holds() {
 }
 
 #[test]
-fn a_slice_pinned_to_its_worker_is_not_admitted_beyond_k_for_a_welcome() {
+fn a_slice_pinned_to_its_player_is_not_admitted_beyond_k_for_a_welcome() {
     const W3: PeerUuid = PeerUuid([3; 16]);
     let now = Instant::now();
-    let with_w3 = assign_stages(3, &[worker(W1, 1.0), worker(W2, 1.0), worker(W3, 1.0)]);
+    let with_w3 = assign_stages(3, &[player(W1, 1.0), player(W2, 1.0), player(W3, 1.0)]);
     let mut p = Pipeline::new(1, 3);
     p.submit(0, t(0.0));
     p.submit_to(1, t(1.0), W1);

@@ -46,11 +46,11 @@ pub enum SessionProblem {
         /// Why.
         error: InferenceError,
     },
-    /// A worker's stages timed out `timeouts` times in a row: it gets no more work in this
+    /// A player's stages timed out `timeouts` times in a row: it gets no more work in this
     /// session, and what it held runs elsewhere.
     #[error("peer {peer} timed out {timeouts} times in a row and is excluded")]
     PeerExcluded {
-        /// The worker.
+        /// The player.
         peer: crate::net::PeerUuid,
         /// Its timeouts in a row.
         timeouts: u32,
@@ -117,7 +117,7 @@ pub enum SessionProblem {
     /// the request gets this GPU's output.
     #[error("request {request}: peers {peers:?} returned an output this GPU does not agree with; they are excluded")]
     ResultMismatch {
-        /// This coordinator's request.
+        /// This owner's request.
         request: u64,
         /// The peers that ran the checked stages.
         peers: Vec<crate::net::PeerUuid>,
@@ -125,7 +125,7 @@ pub enum SessionProblem {
     /// This GPU could not run a spot check's stages; the peers' output is delivered unchecked.
     #[error("request {request}: the spot check failed on this GPU: {error}")]
     SpotCheckFailed {
-        /// This coordinator's request.
+        /// This owner's request.
         request: u64,
         /// Why.
         error: InferenceError,
@@ -133,7 +133,7 @@ pub enum SessionProblem {
     /// A stage input could not be sent to its peer; the stage runs elsewhere.
     #[error("cannot send stage {stage} of request {request}: {error}; running it elsewhere")]
     CannotSendStage {
-        /// This coordinator's request.
+        /// This owner's request.
         request: u64,
         /// The stage.
         stage: usize,

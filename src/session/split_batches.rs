@@ -1,6 +1,6 @@
-//! Requests whose batch is split across the workers (see [`crate::session::batch_split`]):
+//! Requests whose batch is split across the players (see [`crate::session::batch_split`]):
 //! each slice of rows is a request of its own in the pipeline, its remote stages pinned to one
-//! worker, and the slices' outputs are stacked back into the request's prediction once all of
+//! player, and the slices' outputs are stacked back into the request's prediction once all of
 //! them are in. A slice that fails fails the request; the others are then dropped as they come.
 
 use std::time::Duration;
@@ -12,14 +12,14 @@ use super::Distributed;
 use crate::net::session::PeerSession;
 use crate::net::PeerUuid;
 use crate::session::batch_split::{plan_batch, BatchPlan, BatchSlice, RemoteWork};
-use crate::session::pipeline::{RequestId, WorkerSpeed};
+use crate::session::pipeline::{RequestId, PlayerSpeed};
 use crate::schedule::stage_record::{Executor, StageRecord};
 use crate::schedule::{deliver, fail, InferenceError, Prediction};
 use crate::tensor::Tensor;
 
 impl Distributed {
     /// How `input`'s batch runs: split where [`plan_batch`] predicts it finishes first over
-    /// the workers' measured speeds (a link's median round trip as the hop), else whole.
+    /// the players' measured speeds (a link's median round trip as the hop), else whole.
     fn batch_plan(&self, first_id: RequestId, input: &Tensor, session: Option<&PeerSession>) -> BatchPlan {
         let batch = input.shape().first().copied().unwrap_or(1);
         if !self.settings.batch_split || batch < 2 {
@@ -27,8 +27,8 @@ impl Distributed {
         }
         let Some(flops) = self.staged.as_ref().and_then(|staged| lock(staged).stage_flops(1).ok()) else { return BatchPlan::Pipeline };
         let speed = |peer: PeerUuid| self.capacity.speed(Executor::Peer(peer)).unwrap_or(f64::NAN);
-        let mut workers: Vec<WorkerSpeed> = self.assignment.shares().iter().map(|&(peer, _)| WorkerSpeed { peer, speed: speed(peer) }).collect();
-        workers.sort_by_key(|w| w.peer);
+        let mut players: Vec<PlayerSpeed> = self.assignment.shares().iter().map(|&(peer, _)| PlayerSpeed { peer, speed: speed(peer) }).collect();
+        players.sort_by_key(|w| w.peer);
         let route_speeds: Vec<f64> = self
             .assignment
             .for_request(first_id, 0)
@@ -40,9 +40,9 @@ impl Distributed {
             })
             .collect();
         let rtt = |peer: &PeerUuid| session.and_then(|s| s.links().link(*peer).and_then(|l| l.rtt.median()));
-        let hop = workers.iter().filter_map(|w| rtt(&w.peer)).max().unwrap_or_default();
+        let hop = players.iter().filter_map(|w| rtt(&w.peer)).max().unwrap_or_default();
         let work = RemoteWork { flops_per_row: flops.iter().skip(1).map(|&f| f as f64).collect(), hop_s: hop.as_secs_f64() };
-        plan_batch(batch, &work, &route_speeds, &workers)
+        plan_batch(batch, &work, &route_speeds, &players)
     }
 
     /// Puts the request of `entity` with `input` into the pipeline: whole, or as slices of its
@@ -58,10 +58,10 @@ impl Distributed {
                 return;
             }
         };
-        for (index, BatchSlice { worker, rows }) in slices.iter().cloned().enumerate() {
+        for (index, BatchSlice { player, rows }) in slices.iter().cloned().enumerate() {
             let id = self.take_request_id();
             let slice = input.rows(rows).expect("the slices cover the batch");
-            self.pipeline.submit_to(id, slice, worker);
+            self.pipeline.submit_to(id, slice, player);
             self.tracked.insert(id, Tracked { entity, bytes: 0, part: Some(SlicePart { batch: first, index }), image: None });
         }
         let batch = SplitBatch { entity, parts: vec![None; slices.len()], stages: Vec::new(), reruns: 0, latency: Duration::ZERO };

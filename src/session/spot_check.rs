@@ -1,4 +1,4 @@
-//! Spot checks: every so often the coordinator runs a finished request's remote stages again
+//! Spot checks: every so often the owner runs a finished request's remote stages again
 //! on its own GPU, from the input it sent, and compares its output with the one the peers
 //! returned before the prediction is delivered, so that a peer returning well-formed but wrong
 //! results is caught.

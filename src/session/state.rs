@@ -1,5 +1,5 @@
 //! [`Distributed`]: the session's main-world state: the model's stages, the pipeline of split
-//! requests, the workers and what this peer serves for others.
+//! requests, the players and what this peer serves for others.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use crate::model::ir::Graph;
 use crate::model::{Model, PartitionPlan, StagedModel};
 use crate::net::PeerUuid;
 use crate::session::capacity::{Capacity, MeasuredSpeed};
-use crate::session::pipeline::{assign_stages, Pipeline, PipelineAction, RequestId, StageAssignment, StageInput, WorkerSpeed};
+use crate::session::pipeline::{assign_stages, Pipeline, PipelineAction, RequestId, StageAssignment, StageInput, PlayerSpeed};
 use crate::schedule::stage_record::{Executor, StageRecord};
 use crate::schedule::InferenceError;
 use crate::tensor::{Tensor, TransferDtype};
@@ -32,7 +32,7 @@ pub(super) enum Phase {
     Failed,
 }
 
-/// One split request on the coordinator.
+/// One split request on the owner.
 pub(super) struct Tracked {
     /// The request's entity.
     pub entity: Entity,
@@ -74,7 +74,7 @@ pub(super) struct SplitBatches(pub HashMap<RequestId, SplitBatch>);
 /// A request's traffic, for the `peer` example's summary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RequestTraffic {
-    /// Bytes on the wire for it: frames this coordinator sent (headers and MACs included) plus
+    /// Bytes on the wire for it: frames this owner sent (headers and MACs included) plus
     /// the payloads it received back.
     pub bytes: u64,
 }
@@ -82,7 +82,7 @@ pub struct RequestTraffic {
 /// How work stealing went for this player's requests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StolenWork {
-    /// Remote hand-overs copied to another worker predicted to finish them sooner.
+    /// Remote hand-overs copied to another player predicted to finish them sooner.
     pub copied: u64,
     /// Copies that came back before the straggler's answer (which, should it come, is
     /// dropped).
@@ -102,19 +102,19 @@ pub struct Distributed {
     pub(super) pipeline: Pipeline,
     pub(super) assignment: StageAssignment,
     /// The players that run stages for this one.
-    pub(super) workers: HashSet<PeerUuid>,
+    pub(super) players: HashSet<PeerUuid>,
     /// How fast each executor is, as measured from the stages that came back.
     pub(super) capacity: Capacity,
-    /// The speed each worker was placed by, for [`PeerSessionPlugin::replan_drift`].
+    /// The speed each player was placed by, for [`PeerSessionPlugin::replan_drift`].
     placed_at: HashMap<PeerUuid, f64>,
     /// How often the stages were placed again after a speed drifted.
     pub replans: u64,
-    /// Hand-overs copied to another worker predicted to finish them sooner, and how often such
+    /// Hand-overs copied to another player predicted to finish them sooner, and how often such
     /// a copy came back first (see [`PeerSessionPlugin::work_stealing`]).
     pub stolen: StolenWork,
-    /// Timeouts in a row, per worker.
+    /// Timeouts in a row, per player.
     pub(super) timeouts: HashMap<PeerUuid, u32>,
-    /// Workers excluded for timing out too often or failing a spot check: they get no more
+    /// Players excluded for timing out too often or failing a spot check: they get no more
     /// work in this session.
     pub(super) excluded: HashSet<PeerUuid>,
     /// Requests whose remote stages this GPU is running again before they are delivered.
@@ -150,7 +150,7 @@ impl Distributed {
             plan: Handle::default(),
             staged: None,
             input_dtypes: Vec::new(),
-            workers: HashSet::new(),
+            players: HashSet::new(),
             capacity: Capacity::default(),
             placed_at: HashMap::new(),
             replans: 0,
@@ -228,23 +228,23 @@ impl Distributed {
         self.capacity.speeds()
     }
 
-    /// Places the stages on the workers known now, by their speeds (see [`Placement`]).
+    /// Places the stages on the players known now, by their speeds (see [`Placement`]).
     pub(super) fn reassign(&mut self) {
         let speed = |peer: PeerUuid| match self.settings.placement {
             Placement::Measured => self.capacity.speed(Executor::Peer(peer)).unwrap_or(f64::NAN),
             Placement::Equal => 1.0,
         };
-        let workers: Vec<WorkerSpeed> = self.workers.iter().map(|&peer| WorkerSpeed { peer, speed: speed(peer) }).collect();
-        self.placed_at = workers.iter().map(|w| (w.peer, w.speed)).collect();
-        self.assignment = assign_stages(self.stage_count(), &workers).routed(self.settings.routing);
+        let players: Vec<PlayerSpeed> = self.players.iter().map(|&peer| PlayerSpeed { peer, speed: speed(peer) }).collect();
+        self.placed_at = players.iter().map(|w| (w.peer, w.speed)).collect();
+        self.assignment = assign_stages(self.stage_count(), &players).routed(self.settings.routing);
     }
 
-    /// A worker joined, with the calibration time its hello claims: the prior of its speed.
-    pub(super) fn add_worker(&mut self, peer: PeerUuid, calibration: std::time::Duration) {
+    /// A player joined, with the calibration time its hello claims: the prior of its speed.
+    pub(super) fn add_player(&mut self, peer: PeerUuid, calibration: std::time::Duration) {
         if let Some(flops) = self.model_flops() {
             self.capacity.set_prior(Executor::Peer(peer), flops, calibration);
         }
-        self.workers.insert(peer);
+        self.players.insert(peer);
         self.reassign();
         self.pipeline.welcome(peer);
     }
@@ -263,7 +263,7 @@ impl Distributed {
     }
 
     /// Measures the executors of a finished request's stages (its output's batch is
-    /// `batch`); places the stages again if a worker's speed drifted past
+    /// `batch`); places the stages again if a player's speed drifted past
     /// [`PeerSessionPlugin::replan_drift`].
     pub(super) fn measure(&mut self, records: &[StageRecord], batch: usize) {
         let Some(flops) = self.staged.as_ref().and_then(|staged| lock(staged).stage_flops(batch).ok()) else { return };
@@ -271,7 +271,7 @@ impl Distributed {
         self.replan_if_drifted();
     }
 
-    /// Places the stages again if a worker's share of the workers' speed drifted past
+    /// Places the stages again if a player's share of the players' speed drifted past
     /// [`PeerSessionPlugin::replan_drift`] from the share it was placed by.
     fn replan_if_drifted(&mut self) {
         let now = |peer: PeerUuid| self.capacity.speed(Executor::Peer(peer));
@@ -292,7 +292,7 @@ impl Distributed {
         self.replan_if_drifted();
     }
 
-    /// Counts a timeout against each of `late` (the workers of hand-overs that timed out);
+    /// Counts a timeout against each of `late` (the players of hand-overs that timed out);
     /// returns those that reached [`PeerSessionPlugin::max_timeouts`] in a row, now excluded.
     pub(super) fn count_timeouts(&mut self, late: &[PeerUuid], now: bevy::platform::time::Instant) -> Vec<(PeerUuid, u32)> {
         let mut excluded = Vec::new();
@@ -314,7 +314,7 @@ impl Distributed {
     /// Gives `peer` no more work in this session and re-runs what it holds elsewhere.
     pub(super) fn exclude(&mut self, peer: PeerUuid, now: bevy::platform::time::Instant) {
         if self.excluded.insert(peer) {
-            self.drop_worker(peer, now);
+            self.drop_player(peer, now);
         }
     }
 
@@ -325,9 +325,9 @@ impl Distributed {
         every > 0 && self.finished.is_multiple_of(every)
     }
 
-    /// Forgets a worker (lost, or it refused a frame) and re-runs what it held elsewhere.
-    pub(super) fn drop_worker(&mut self, peer: PeerUuid, now: bevy::platform::time::Instant) {
-        self.workers.remove(&peer);
+    /// Forgets a player (lost, or it refused a frame) and re-runs what it held elsewhere.
+    pub(super) fn drop_player(&mut self, peer: PeerUuid, now: bevy::platform::time::Instant) {
+        self.players.remove(&peer);
         self.capacity.forget(Executor::Peer(peer));
         self.reassign();
         let assignment = self.assignment.clone();
@@ -368,11 +368,11 @@ pub(super) fn batch_of_tensor(tensor: &crate::tensor::Tensor) -> usize {
     tensor.shape().first().copied().unwrap_or(1)
 }
 
-/// Whether a worker's share of the workers' total speed moved by more than `drift` (a
+/// Whether a player's share of the players' total speed moved by more than `drift` (a
 /// fraction of it) from its share in `placed` (the speeds the stages were placed by), or a
 /// speed was unknown when they were placed. Placement depends only on the ratios of the speeds:
-/// workers that slow down or speed up together (the whole room busier for a moment, a frame
-/// that waited) keep the same placement, and so does a lone worker.
+/// players that slow down or speed up together (the whole room busier for a moment, a frame
+/// that waited) keep the same placement, and so does a lone player.
 pub(crate) fn shares_drifted(placed: &HashMap<PeerUuid, f64>, now: impl Fn(PeerUuid) -> Option<f64>, drift: f64) -> bool {
     if placed.values().any(|speed| !speed.is_finite() || *speed <= 0.0) {
         return true;
@@ -415,24 +415,24 @@ mod tests {
     }
 
     #[test]
-    fn workers_that_slow_down_together_keep_their_placement() {
+    fn players_that_slow_down_together_keep_their_placement() {
         let [a, b] = peers(2)[..] else { unreachable!() };
         let placed = HashMap::from([(a, 100.0), (b, 50.0)]);
         let halved = |peer: PeerUuid| Some(if peer == a { 50.0 } else { 25.0 });
         assert!(!shares_drifted(&placed, halved, 0.25), "both at half speed: the same shares");
         let alone = HashMap::from([(a, 100.0)]);
-        assert!(!shares_drifted(&alone, |_| Some(10.0), 0.25), "a lone worker has every stage whatever its speed");
+        assert!(!shares_drifted(&alone, |_| Some(10.0), 0.25), "a lone player has every stage whatever its speed");
     }
 
     #[test]
-    fn a_worker_whose_share_moves_past_the_drift_is_placed_again() {
+    fn a_player_whose_share_moves_past_the_drift_is_placed_again() {
         let [a, b] = peers(2)[..] else { unreachable!() };
         let placed = HashMap::from([(a, 100.0), (b, 100.0)]);
         // a's share 0.5 -> 0.6 (+20 %), b's 0.5 -> 0.4 (-20 %): within 25 %.
         assert!(!shares_drifted(&placed, |p| Some(if p == a { 150.0 } else { 100.0 }), 0.25));
         // a's share 0.5 -> 2/3 (+33 %), b's 0.5 -> 1/3 (-33 %): past it.
         assert!(shares_drifted(&placed, |p| Some(if p == a { 200.0 } else { 100.0 }), 0.25));
-        assert!(shares_drifted(&placed, |p| Some(if p == a { 100.0 } else { 50.0 }), 0.25), "one worker at half speed");
+        assert!(shares_drifted(&placed, |p| Some(if p == a { 100.0 } else { 50.0 }), 0.25), "one player at half speed");
     }
 
     #[test]

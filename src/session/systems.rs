@@ -169,7 +169,7 @@ fn session_config(settings: &PeerSessionPlugin, model_hash: [u8; 32], gpu: GpuCa
     config
 }
 
-/// Stages of this coordinator's requests that ran on this GPU: the pipeline moves on, or the
+/// Stages of this owner's requests that ran on this GPU: the pipeline moves on, or the
 /// request fails.
 pub(super) fn take_local_stage_results(
     mut commands: Commands,
@@ -229,7 +229,7 @@ pub(super) fn poll_session(session: Option<ResMut<PeerSession>>, mut polled: Res
     events.write_batch(polled.0.iter().cloned().map(PeerSessionEvent));
 }
 
-/// Acts on the session's events: workers join and leave the assignment, sends are counted or
+/// Acts on the session's events: players join and leave the assignment, sends are counted or
 /// re-run elsewhere, received stage outputs move the pipeline on.
 pub(super) fn handle_session_events(
     mut state: ResMut<Distributed>,
@@ -245,10 +245,10 @@ pub(super) fn handle_session_events(
                     state.first_work.0.get_or_insert(now);
                 }
                 if permissions.contains(Permissions::RUN_STAGES) && !state.excluded.contains(peer) {
-                    state.add_worker(*peer, Duration::from_micros(capabilities.calibration_us as u64));
+                    state.add_player(*peer, Duration::from_micros(capabilities.calibration_us as u64));
                 }
             }
-            SessionEvent::PeerLost { peer, .. } => state.drop_worker(*peer, now),
+            SessionEvent::PeerLost { peer, .. } => state.drop_player(*peer, now),
             // A trusted peer's answer was dropped: that one request is re-run. Anything else
             // dropped names no request (its frame did not verify); a lost answer among it is
             // re-run when its stage is overdue.
@@ -258,7 +258,7 @@ pub(super) fn handle_session_events(
                 state.actions.extend(reruns);
             }
             // A tensor with a trace carries the output of a stage this peer ran for another
-            // (passed on along a chain, or back); one without is this coordinator's own input.
+            // (passed on along a chain, or back); one without is this owner's own input.
             // Shared tensors' values and collectives' contributions are their own business.
             SessionEvent::TensorSent { tensor, .. } | SessionEvent::SendFailed { tensor, .. } if matches!(tensor.direction, Direction::Shared | Direction::Collective) => {}
             SessionEvent::TensorSent { tensor, .. } if !tensor.trace.is_empty() => {
@@ -276,7 +276,7 @@ pub(super) fn handle_session_events(
                     Direction::StageInput => {
                         problems.write(SessionProblem::CannotSendStage { request, stage: stage as usize, error });
                         // The peer is gone: drop it and run the stage elsewhere.
-                        state.drop_worker(tensor.peer, now);
+                        state.drop_player(tensor.peer, now);
                     }
                     Direction::StageOutput => {
                         problems.write(SessionProblem::CannotReturnStage { request, stage, error });
@@ -358,7 +358,7 @@ pub(super) fn advance_pipeline(
                     if let Err(error) = queued {
                         problems.write(SessionProblem::CannotSendStage { request, stage, error });
                         // The transport is gone: drop the peer and run the stage elsewhere.
-                        state.drop_worker(peer, now);
+                        state.drop_player(peer, now);
                     }
                 }
                 // A local stage, or one that reads the request's own input on this GPU.

@@ -220,13 +220,13 @@ fn assert_every_request_matches_single_peer(result: &Value, transcript: &str) {
 }
 
 #[test]
-fn a_mixed_room_of_a_native_coordinator_a_browser_worker_and_a_native_worker_matches_single_peer_and_a_wrong_key_tab_stays_out() {
+fn a_mixed_room_of_a_native_asker_a_browser_server_and_a_native_server_matches_single_peer_and_a_wrong_key_tab_stays_out() {
     // The site is built outside the namespace (the build needs no network, but say so once).
     site();
     let _serial = Serial::lock();
-    in_namespace("a_mixed_room_of_a_native_coordinator_a_browser_worker_and_a_native_worker_matches_single_peer_and_a_wrong_key_tab_stays_out", || {
+    in_namespace("a_mixed_room_of_a_native_asker_a_browser_server_and_a_native_server_matches_single_peer_and_a_wrong_key_tab_stays_out", || {
         // With a tab holding the wrong room key beside them: it never joins.
-        let (result, transcript) = room(&["--coordinator", "native", "--browser-workers", "1", "--native-workers", "1", "--rounds", "1", "--wrong-key-tab"]);
+        let (result, transcript) = room(&["--asker", "native", "--browser-servers", "1", "--native-servers", "1", "--rounds", "1", "--wrong-key-tab"]);
         assert_every_request_matches_single_peer(&result, &transcript);
         assert_eq!((result["browser_peers"].as_u64(), result["native_peers"].as_u64()), (Some(1), Some(2)), "{transcript}");
         assert!(result["browser_adapter"].as_str().is_some_and(|a| a.contains("SwiftShader")), "{transcript}");
@@ -237,11 +237,11 @@ fn a_mixed_room_of_a_native_coordinator_a_browser_worker_and_a_native_worker_mat
 }
 
 #[test]
-fn a_browser_coordinator_splits_its_requests_across_native_workers() {
+fn a_browser_asker_splits_its_requests_across_native_servers() {
     site();
     let _serial = Serial::lock();
-    in_namespace("a_browser_coordinator_splits_its_requests_across_native_workers", || {
-        let (result, transcript) = room(&["--coordinator", "browser", "--browser-workers", "0", "--native-workers", "2", "--rounds", "1"]);
+    in_namespace("a_browser_asker_splits_its_requests_across_native_servers", || {
+        let (result, transcript) = room(&["--asker", "browser", "--browser-servers", "0", "--native-servers", "2", "--rounds", "1"]);
         assert_every_request_matches_single_peer(&result, &transcript);
         assert_eq!((result["browser_peers"].as_u64(), result["native_peers"].as_u64()), (Some(1), Some(2)), "{transcript}");
     });
@@ -252,7 +252,7 @@ fn a_browser_tab_closed_mid_run_is_declared_lost_within_a_second_and_no_request_
     site();
     let _serial = Serial::lock();
     in_namespace("a_browser_tab_closed_mid_run_is_declared_lost_within_a_second_and_no_request_is_lost", || {
-        let (result, transcript) = room(&["--browser-workers", "1", "--native-workers", "1", "--rounds", "2", "--close-tab-after-requests", "4"]);
+        let (result, transcript) = room(&["--browser-servers", "1", "--native-servers", "1", "--rounds", "2", "--close-tab-after-requests", "4"]);
         assert_every_request_matches_single_peer(&result, &transcript);
         let declared = result["lost_declared_ms"].as_u64().unwrap_or_else(|| panic!("the closed tab was never declared lost:\n{transcript}"));
         assert!(declared <= 1000, "declared lost after {declared} ms:\n{transcript}");

@@ -1,4 +1,4 @@
-//! What a hand-over starts from, as the coordinator holds it.
+//! What a hand-over starts from, as the owner holds it.
 
 use crate::tensor::Tensor;
 

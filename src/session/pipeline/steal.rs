@@ -1,6 +1,6 @@
-//! Work stealing: a remote hand-over that another worker is predicted to finish far sooner
+//! Work stealing: a remote hand-over that another player is predicted to finish far sooner
 //! (it is late, past what its executors' measured speeds predict, or they are known to be
-//! slow) is copied to the worker predicted to finish it first. Whichever copy comes back first
+//! slow) is copied to the player predicted to finish it first. Whichever copy comes back first
 //! moves the request on; the other is a [`super::StaleResult`] and is dropped, so that a result
 //! that arrives twice is used once. The straggler's wait is reported
 //! ([`super::PipelineAction::Outpaced`]) so that its measured speed drops without it ever
@@ -14,7 +14,7 @@ use bevy::platform::time::Instant;
 use super::{Active, Executor, Pipeline, PipelineAction, StageAssignment};
 use crate::net::auth::PeerUuid;
 
-/// When a remote hand-over is copied to another worker.
+/// When a remote hand-over is copied to another player.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StealPolicy {
     /// A copy is made where it is predicted to finish this many times sooner than the
@@ -24,7 +24,7 @@ pub struct StealPolicy {
     /// No hand-over is copied before it has waited this long, so that jitter on a fast GPU
     /// never doubles work.
     pub min_wait: Duration,
-    /// Copies in flight at once, at most. Copies add work: where every worker is late because
+    /// Copies in flight at once, at most. Copies add work: where every player is late because
     /// all are overloaded (players sharing one machine, say), more copies would only make each
     /// slower and every hand-over later.
     pub max_copies: usize,
@@ -45,7 +45,7 @@ impl StealPolicy {
     }
 }
 
-/// A copy of a hand-over given to another worker: it runs all of the hand-over's stages.
+/// A copy of a hand-over given to another player: it runs all of the hand-over's stages.
 pub(super) struct StolenCopy {
     thief: PeerUuid,
     stages: usize,
@@ -78,7 +78,7 @@ impl Active {
     }
 
     /// `gone` left: a copy it held is dropped; a hand-over it held whose copy is on another
-    /// worker goes on as that copy, so that it is not re-run.
+    /// player goes on as that copy, so that it is not re-run.
     pub(super) fn settle_copy_without(&mut self, gone: Executor, now: Instant) {
         let Some(copy) = &self.stolen else { return };
         if Executor::Peer(copy.thief) == gone {
@@ -90,15 +90,15 @@ impl Active {
 }
 
 impl Pipeline {
-    /// Copies remote hand-overs, oldest first, to the worker of `assignment` predicted to
-    /// finish a copy first, where [`StealPolicy::is_worth_copying`]: a worker's finish is its
+    /// Copies remote hand-overs, oldest first, to the player of `assignment` predicted to
+    /// finish a copy first, where [`StealPolicy::is_worth_copying`]: a player's finish is its
     /// part of the predicted rest of the hand-overs it holds for this pipeline (none of those
     /// already late), plus the whole copy (it runs all of the hand-over's stages). `predict`
     /// gives the time of stages from a first one on the executors given, at a batch (`None`
-    /// where that is not known yet: then nothing is copied). The worker that holds all of a
-    /// hand-over never takes its copy, and no worker takes the same hand-over's copy twice. A
+    /// where that is not known yet: then nothing is copied). The player that holds all of a
+    /// hand-over never takes its copy, and no player takes the same hand-over's copy twice. A
     /// copy that is late itself by the same rule (its thief stalled too) gives its place to a
-    /// copy on a worker not tried yet; at most [`StealPolicy::max_copies`] copies are in flight.
+    /// copy on a player not tried yet; at most [`StealPolicy::max_copies`] copies are in flight.
     pub fn steal_from_stragglers(
         &mut self,
         policy: &StealPolicy,
@@ -111,12 +111,12 @@ impl Pipeline {
         if !self.active.values().any(|a| now - since(a) >= policy.min_wait) {
             return Vec::new();
         }
-        // What each worker has yet to do for this pipeline, as predicted.
+        // What each player has yet to do for this pipeline, as predicted.
         let mut load: HashMap<PeerUuid, Duration> = assignment.shares().iter().map(|(peer, _)| (*peer, Duration::ZERO)).collect();
         // Hand-overs (or their copies) that may be copied: since when they waited, and how long
         // they were predicted to take.
         let mut candidates = Vec::new();
-        // Only a tensor can be copied to another worker (a request's own input on this GPU
+        // Only a tensor can be copied to another player (a request's own input on this GPU
         // starts a local hand-over anyway).
         for (&request, a) in self.active.iter().filter(|(_, a)| a.executors[0] != Executor::Local && a.input.tensor().is_some()) {
             let predicted = predict(a.stage, &a.executors, a.batch());
@@ -155,7 +155,7 @@ impl Pipeline {
                 .filter_map(|(peer, _)| Some((finish(*peer)?, active.executors.contains(&Executor::Peer(*peer)), *peer)))
                 .min_by_key(|&(finish, in_chain, _)| (finish, in_chain));
             let Some((finish, _, thief)) = best.filter(|(finish, _, _)| policy.is_worth_copying(waited, predicted, *finish)) else { continue };
-            *load.get_mut(&thief).expect("a worker of the assignment") = finish;
+            *load.get_mut(&thief).expect("a player of the assignment") = finish;
             copies += active.stolen.is_none() as usize;
             active.stolen = Some(StolenCopy { thief, stages, at: now });
             active.copied_to.push(thief);
