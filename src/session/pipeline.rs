@@ -322,9 +322,10 @@ impl Pipeline {
         Self { max_in_flight: max_in_flight.max(1), max_reruns, waiting: VecDeque::new(), active: HashMap::new(), newcomers: Vec::new() }
     }
 
-    /// `peer` joined: the next request admitted runs its stage 1 there, even beyond K in
-    /// flight, so that a newcomer serves (and is measured) within a request's first stage of
-    /// joining instead of waiting for a slot and for its turns to come round.
+    /// `peer` joined: the next request admitted runs its stage 1 there, even as one request
+    /// beyond K in flight (never more), so that a newcomer serves (and is measured) within a
+    /// request's first stage of joining instead of waiting for a slot and for its turns to come
+    /// round; however small its share, every player runs a stage early on.
     pub fn welcome(&mut self, peer: PeerUuid) {
         if !self.newcomers.contains(&peer) {
             self.newcomers.push(peer);
@@ -398,8 +399,10 @@ impl Pipeline {
         loop {
             let beyond_k = self.active.len() >= self.max_in_flight;
             let welcome = self.newcomers.first().copied().filter(|_| assignment.stages > 1);
-            // Beyond K only for a welcome, which a slice pinned to its player cannot give.
-            if beyond_k && (welcome.is_none() || self.waiting.front().is_some_and(|(_, _, pinned)| pinned.is_some())) {
+            // One beyond K at most, and only for a welcome, which a slice pinned to its player
+            // cannot give.
+            let pinned_first = self.waiting.front().is_some_and(|(_, _, pinned)| pinned.is_some());
+            if beyond_k && (self.active.len() > self.max_in_flight || welcome.is_none() || pinned_first) {
                 break;
             }
             let Some((request, input, pinned)) = self.waiting.pop_front() else { break };

@@ -416,7 +416,7 @@ fn a_newcomer_runs_stage_1_of_the_next_request_at_once_even_with_k_in_flight() {
         p.submit(r, t(r as f32));
     }
     assert_eq!(p.start_waiting(&three_stages(), now).len(), 2, "K = 2 in flight");
-    // W3 joins: request 2 is admitted beyond K, its stage 1 on W3 (stage 2 where its turn says).
+    // W3 joins mid-run: request 2 is admitted beyond K, its stage 1 on W3 (stage 2 where its turn says).
     let with_w3 = assign_stages(3, &[player(W1, 1.0), player(W2, 1.0), player(W3, 1.0)]);
     p.welcome(W3);
     let started = p.start_waiting(&with_w3, now);
@@ -432,15 +432,39 @@ fn a_newcomer_gone_before_its_welcome_gets_none_and_k_holds() {
     const W3: PeerUuid = PeerUuid([3; 16]);
     let now = Instant::now();
     let mut p = Pipeline::new(1, 3);
-    for r in 0..2 {
+    for r in 0..3 {
         p.submit(r, t(r as f32));
     }
+    assert_eq!(p.start_waiting(&three_stages(), now).len(), 1);
     p.welcome(W3);
     // W3 left (or was excluded) before a request came: the assignment no longer places it.
-    let started = p.start_waiting(&three_stages(), now);
-    assert_eq!(started.len(), 1);
-    assert!(!matches!(&started[0], PipelineAction::Run { onward, .. } if onward.contains(&W3)));
-    assert_eq!((p.in_flight(), p.waiting()), (1, 1));
+    assert!(p.start_waiting(&three_stages(), now).is_empty());
+    assert_eq!((p.in_flight(), p.waiting()), (1, 2));
+    assert!(p.newcomers.is_empty());
+}
+
+#[test]
+fn newcomers_are_welcomed_one_at_a_time_never_more_than_one_request_beyond_k() {
+    const W3: PeerUuid = PeerUuid([3; 16]);
+    const W4: PeerUuid = PeerUuid([4; 16]);
+    let now = Instant::now();
+    let mut p = Pipeline::new(1, 3);
+    for r in 0..4 {
+        p.submit(r, t(r as f32));
+    }
+    assert_eq!(p.start_waiting(&three_stages(), now).len(), 1, "K = 1");
+    // Two join: one request beyond K for the first; the second waits for a slot.
+    let all = assign_stages(3, &[player(W1, 1.0), player(W2, 1.0), player(W3, 1.0), player(W4, 1.0)]);
+    p.welcome(W3);
+    p.welcome(W4);
+    let started = p.start_waiting(&all, now);
+    assert!(matches!(&started[..], [PipelineAction::Run { onward, .. }] if onward[0] == W3), "{started:?}");
+    assert_eq!(p.in_flight(), 2);
+    assert!(p.start_waiting(&all, now).is_empty(), "never two beyond K");
+    // A slot frees: the next request welcomes W4 (one beyond K again).
+    p.abort(0, &all, now);
+    assert_eq!(p.in_flight(), 2);
+    assert!(p.start_waiting(&all, now).is_empty());
 }
 
 #[test]
@@ -453,6 +477,7 @@ fn a_slice_pinned_to_its_player_is_not_admitted_beyond_k_for_a_welcome() {
     p.submit_to(1, t(1.0), W1);
     assert_eq!(p.start_waiting(&with_w3, now).len(), 1);
     p.welcome(W3);
+    assert_eq!(p.newcomers, [W3]);
     assert!(p.start_waiting(&with_w3, now).is_empty(), "the pinned slice waits for a slot");
     assert_eq!((p.in_flight(), p.waiting()), (1, 1));
 }

@@ -229,6 +229,7 @@ fn a_mixed_room_of_a_native_asker_a_browser_server_and_a_native_server_matches_s
         let (result, transcript) = room(&["--asker", "native", "--browser-servers", "1", "--native-servers", "1", "--rounds", "1", "--wrong-key-tab"]);
         assert_every_request_matches_single_peer(&result, &transcript);
         assert_eq!((result["browser_peers"].as_u64(), result["native_peers"].as_u64()), (Some(1), Some(2)), "{transcript}");
+        assert_eq!(result["stages_run"]["unknown"], 0, "every stage ran on a player of the room: {transcript}");
         assert!(result["browser_adapter"].as_str().is_some_and(|a| a.contains("SwiftShader")), "{transcript}");
         let wrong_key = &result["wrong_key_tab"];
         assert!(wrong_key["refused"].as_u64().is_some_and(|n| n > 0), "the wrong-key tab refused nothing:\n{transcript}");
@@ -244,6 +245,7 @@ fn a_browser_asker_splits_its_requests_across_native_servers() {
         let (result, transcript) = room(&["--asker", "browser", "--browser-servers", "0", "--native-servers", "2", "--rounds", "1"]);
         assert_every_request_matches_single_peer(&result, &transcript);
         assert_eq!((result["browser_peers"].as_u64(), result["native_peers"].as_u64()), (Some(1), Some(2)), "{transcript}");
+        assert_eq!(result["stages_run"]["unknown"], 0, "every stage ran on a player of the room: {transcript}");
     });
 }
 

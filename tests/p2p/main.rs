@@ -215,9 +215,19 @@ fn three_peers_with_f32_cuts_give_bit_identical_results_to_a_single_peer() {
         // hand-over to output (a clock of another process: the two are measured independently);
         // and, once the links have measured a round trip, the transfers in and back.
         for request in &requests {
-            for stage in request["stages"].as_array().unwrap() {
-                let (run, gpu, span) = (stage["run_ms"].as_f64(), stage["gpu_ms"].as_f64(), stage["ms"].as_f64());
-                assert!(matches!((run, gpu, span), (Some(r), Some(g), Some(ms)) if 0.0 < g && g <= r + 1e-3 && r <= ms + 1e-3), "{stage}");
+            let stages = request["stages"].as_array().unwrap();
+            for stage in stages {
+                let (run, gpu) = (stage["run_ms"].as_f64(), stage["gpu_ms"].as_f64());
+                // The upload and the readback take time too: the GPU's part is less than the run.
+                assert!(matches!((run, gpu), (Some(r), Some(g)) if 0.0 < g && g < r), "{stage}");
+            }
+            // A chain's stages share one span, which holds all of their runs.
+            let mut first = 0;
+            while first < stages.len() {
+                let span = stages[first]["span"].as_u64().unwrap() as usize;
+                let runs: f64 = stages[first..first + span].iter().map(|s| s["run_ms"].as_f64().unwrap()).sum();
+                assert!(runs <= stages[first]["ms"].as_f64().unwrap() + 1e-3, "the runs of {:?} outlast their span", &stages[first..first + span]);
+                first += span;
             }
         }
         let last = requests.last().unwrap()["stages"].as_array().unwrap();
@@ -446,7 +456,7 @@ fn a_killed_server_is_declared_lost_within_a_second_and_no_request_is_lost() {
         victim.kill();
         let killed = Instant::now();
         let noticed = asker
-            .wait_for_line(Duration::from_secs(10), |l| l.is_event("peer_lost"))
+            .wait_for_line(Duration::from_secs(10), |l| l.at >= killed && l.is_event("peer_lost"))
             .expect("the killed server was never declared lost");
         let detection = noticed.saturating_duration_since(killed);
         eprintln!("killed server declared lost after {detection:?}");

@@ -61,8 +61,9 @@ const children = [];
 let summary = null;
 let adapter = null;
 let requestsSeen = 0;
-// Who ran each of the asker's stages, and the ids of the server tabs.
+// Who ran each of the asker's stages, the players it trusted, and the ids of the server tabs.
 const ranStages = new Map();
+const trusted = new Set();
 const tabIds = new Set();
 let closedAt = null;
 let lostDeclaredMs = null;
@@ -79,6 +80,7 @@ function native(name, extra) {
 /// What every asker event means to the room: progress, the tab to close, the summary.
 function onAskerEvent(player, event) {
   log(player, event);
+  if (event.event === "peer_trusted") trusted.add(event.peer);
   if (event.event === "request") {
     for (const stage of event.executors ?? (event.stages ?? []).map((s) => s.executor)) {
       ranStages.set(stage, (ranStages.get(stage) ?? 0) + 1);
@@ -166,10 +168,11 @@ if (summary === null) {
 // Where each player that ran a stage runs: the asker ("local") where it was started, the
 // others in a tab if a server tab said that id.
 const inBrowser = (executor) => executor === "local" ? o.asker === "browser" : tabIds.has(executor);
-const players = { browser: 0, native: 0 };
-const stagesRun = { browser: 0, native: 0 };
+// A stage's player the asker did not trust is neither (and the tests expect none).
+const players = { browser: 0, native: 0, unknown: 0 };
+const stagesRun = { browser: 0, native: 0, unknown: 0 };
 for (const [executor, count] of ranStages) {
-  const where = inBrowser(executor) ? "browser" : "native";
+  const where = inBrowser(executor) ? "browser" : executor === "local" || trusted.has(executor) ? "native" : "unknown";
   players[where]++;
   stagesRun[where] += count;
 }
