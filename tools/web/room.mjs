@@ -23,7 +23,7 @@ import readline from "node:readline";
 import { serveSite, launchChromium, openTab } from "./chromium.mjs";
 
 const args = process.argv.slice(2);
-const o = { site: null, bin: null, asker: "native", browserServers: 1, nativeServers: 1, rounds: 2, plan: "plans/fashion_3_int8.plan.ron", closeAfter: null, wrongKeyTab: false, timeoutS: 240, port: 8088 };
+const o = { site: null, bin: null, asker: "native", browserServers: 1, nativeServers: 1, rounds: 2, plan: "plans/fashion_3_int8.plan.ron", closeAfter: null, wrongKeyTab: false, timeoutS: 240 };
 for (let i = 0; i < args.length; i += 2) {
   const v = args[i + 1];
   switch (args[i]) {
@@ -105,9 +105,10 @@ const signaling = native("signaling", ["--port", "3536"]);
 signaling.stdout.resume();
 signaling.stderr.resume();
 await new Promise((resolve) => setTimeout(resolve, 500));
-const server = await serveSite(o.site, o.port);
+const server = await serveSite(o.site, 0);
+const port = server.address().port;
 const browser = await launchChromium();
-const page = (query, roomKey = key) => `http://127.0.0.1:${o.port}/index.html?room=${encodeURIComponent(room)}&key=${roomKey}&plan=${encodeURIComponent(o.plan)}&${query}`;
+const page = (query, roomKey = key) => `http://127.0.0.1:${port}/index.html?room=${encodeURIComponent(room)}&key=${roomKey}&plan=${encodeURIComponent(o.plan)}&${query}`;
 const onAdapter = (event) => { if (event.event === "adapter" && adapter === null) adapter = event.browser_adapter; };
 
 for (let i = 0; i < o.nativeServers; i++) {
