@@ -250,15 +250,33 @@ fn build_app(args: &Args) -> Result<App, String> {
         ..ServeBudget::per_frame_at_60_fps(Duration::ZERO)
     });
     app.add_plugins(session).init_resource::<SeenShared>().add_observer(record_shared);
-    if args.wrong_results {
-        app.world().resource::<bevy_p2p_inference::testing::FaultInjection>().serve_wrong_results();
-    }
-    if let Some(factor) = args.slowdown {
-        app.world().resource::<bevy_p2p_inference::testing::FaultInjection>().slow_served_stages(factor);
-    }
+    inject_faults(&app, args)?;
     app.finish();
     app.cleanup();
     Ok(app)
+}
+
+/// Breaks things on purpose, for this crate's tests and demos (`--wrong-results`, `--slowdown`):
+/// needs the crate's `fault-injection` feature, which this repository's own builds have (its
+/// dev-dependency on itself turns it on) and a build from the published package does not.
+#[cfg(feature = "fault-injection")]
+fn inject_faults(app: &App, args: &Args) -> Result<(), String> {
+    let faults = app.world().resource::<bevy_p2p_inference::testing::FaultInjection>();
+    if args.wrong_results {
+        faults.serve_wrong_results();
+    }
+    if let Some(factor) = args.slowdown {
+        faults.slow_served_stages(factor);
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn inject_faults(_: &App, args: &Args) -> Result<(), String> {
+    match args.wrong_results || args.slowdown.is_some() || args.tamper_once {
+        true => Err("--wrong-results, --slowdown and --tamper-once need the fault-injection feature".into()),
+        false => Ok(()),
+    }
 }
 
 /// The latest value of every other player's shared tensor that arrived, by (owner, name):
@@ -719,6 +737,7 @@ enum Leave {
 /// prints what it served.
 fn serve(mut app: App, args: &Args, leave: Leave) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(args.lifetime_s);
+    #[cfg(feature = "fault-injection")]
     let mut tampered = !args.tamper_once;
     let mut saw_asker = false;
     let mut alone_since: Option<Instant> = None;
@@ -733,11 +752,12 @@ fn serve(mut app: App, args: &Args, leave: Leave) -> Result<(), String> {
         if let Some(problem) = report_events(&mut app) {
             return Err(problem.to_string());
         }
-        if let Some(mut session) = app.world_mut().get_resource_mut::<PeerSession>() {
-            if !tampered {
-                session.corrupt_next_tensor_frame();
-                tampered = true;
-            }
+        #[cfg(feature = "fault-injection")]
+        if let Some(mut session) = app.world_mut().get_resource_mut::<PeerSession>().filter(|_| !tampered) {
+            session.corrupt_next_tensor_frame();
+            tampered = true;
+        }
+        if let Some(session) = app.world().get_resource::<PeerSession>() {
             let askers = session.links().trusted_with(Permissions::SUBMIT_REQUESTS).len();
             saw_asker |= askers > 0;
             if leave == Leave::WhenNoOneAsks && saw_asker && askers == 0 {
