@@ -345,12 +345,7 @@ pub fn finish_when_done(options: &PageOptions, progress: &Progress, transfers: &
     sorted.sort_by(f64::total_cmp);
     let median = sorted.get(sorted.len() / 2).copied();
     report(
-        json!({"event": "done", "requests": progress.finished, "failed": progress.failed, "median_ms": median, "transfers": transfer_json(transfers)}),
+        json!({"event": "done", "requests": progress.finished, "failed": progress.failed, "median_ms": median, "transfers": transfers.totals()}),
         &format!("done: {} predictions, {} failed, median {:.1} ms", progress.finished, progress.failed, median.unwrap_or(f64::NAN)),
     );
-}
-
-fn transfer_json(transfers: &GpuTransfers) -> serde_json::Value {
-    let t = transfers.totals();
-    json!({"tensor_uploads": t.tensor_uploads, "tensor_upload_bytes": t.tensor_upload_bytes, "image_inputs": t.image_inputs, "readbacks": t.readbacks, "readback_bytes": t.readback_bytes})
 }

@@ -22,7 +22,7 @@ struct Counters {
 }
 
 /// The counts of [`GpuTransfers`] at one moment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TransferTotals {
     /// Job inputs uploaded from the CPU.
     pub tensor_uploads: u64,

@@ -247,7 +247,7 @@ impl Plugin for PeerSessionPlugin {
             // start.
             .add_systems(
                 Last,
-                (take_local_stage_results, poll_session, (handle_session_events, advance_pipeline).chain(), shared::exchange_shared_tensors, collective::advance_collectives)
+                (take_local_stage_results, poll_session, handle_session_events, advance_pipeline, shared::exchange_shared_tensors, collective::advance_collectives)
                     .chain()
                     .in_set(InferenceSystems::Session),
             )

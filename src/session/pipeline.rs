@@ -77,6 +77,11 @@ impl StageAssignment {
         &self.shares
     }
 
+    /// Whether `peer` is one of the players placed.
+    pub fn places(&self, peer: PeerUuid) -> bool {
+        self.shares.iter().any(|(placed, _)| *placed == peer)
+    }
+
     /// The same players and turns, with `routing`.
     pub fn routed(self, routing: Routing) -> Self {
         Self { routing, ..self }
@@ -395,7 +400,7 @@ impl Pipeline {
     pub fn start_waiting(&mut self, assignment: &StageAssignment, now: Instant) -> Vec<PipelineAction> {
         let mut actions = Vec::new();
         // Only newcomers still placed get a welcome (one that left or was excluded does not).
-        self.newcomers.retain(|newcomer| assignment.shares().iter().any(|(peer, _)| peer == newcomer));
+        self.newcomers.retain(|&newcomer| assignment.places(newcomer));
         loop {
             let beyond_k = self.active.len() >= self.max_in_flight;
             let welcome = self.newcomers.first().copied().filter(|_| assignment.stages > 1);
@@ -407,7 +412,7 @@ impl Pipeline {
             }
             let Some((request, input, pinned)) = self.waiting.pop_front() else { break };
             let mut route = assignment.for_request(request, 0);
-            if let Some(player) = pinned.filter(|w| assignment.shares().iter().any(|(peer, _)| peer == w)) {
+            if let Some(player) = pinned.filter(|&pinned| assignment.places(pinned)) {
                 route[1..].fill(Executor::Peer(player));
             } else if let Some(newcomer) = welcome {
                 match assignment.routing {

@@ -6,9 +6,19 @@ use super::*;
 
 const W1: PeerUuid = PeerUuid([1; 16]);
 const W2: PeerUuid = PeerUuid([2; 16]);
+const W3: PeerUuid = PeerUuid([3; 16]);
 
 fn t(v: f32) -> Tensor {
     Tensor::new(vec![1], vec![v]).unwrap()
+}
+
+/// A pipeline keeping `k` in flight, with requests `0..requests` waiting (inputs `t(r)`).
+fn queued(k: usize, requests: RequestId) -> Pipeline {
+    let mut p = Pipeline::new(k, 3);
+    for r in 0..requests {
+        p.submit(r, t(r as f32));
+    }
+    p
 }
 
 fn three_stages() -> StageAssignment {
@@ -42,7 +52,6 @@ fn stage_zero_is_local_and_equal_players_alternate_over_the_remote_stages() {
 
 #[test]
 fn with_more_players_than_remote_stages_every_player_gets_requests_in_turn() {
-    const W3: PeerUuid = PeerUuid([3; 16]);
     let speeds = [player(W1, 1.0), player(W2, 1.0), player(W3, 1.0)];
     let two_stages = assign_stages(2, &speeds);
     let remote_of = |request: RequestId| two_stages.for_request(request, 0)[1];
@@ -55,7 +64,6 @@ fn with_more_players_than_remote_stages_every_player_gets_requests_in_turn() {
 
 #[test]
 fn players_get_remote_stages_in_proportion_to_their_speed_and_the_slowest_at_least_one_turn() {
-    const W3: PeerUuid = PeerUuid([3; 16]);
     let desktop_and_phone = assign_stages(2, &[player(W1, 10.0), player(W2, 1.0)]);
     let runs = remote_runs(&desktop_and_phone, 0..600);
     assert_eq!((runs[&W1], runs[&W2]), (550, 50), "11 parts: 10 to the desktop, 1 to the phone");
@@ -71,7 +79,6 @@ fn players_get_remote_stages_in_proportion_to_their_speed_and_the_slowest_at_lea
 
 #[test]
 fn routed_per_request_every_remote_stage_of_a_request_runs_on_one_player_and_requests_follow_the_speeds() {
-    const W3: PeerUuid = PeerUuid([3; 16]);
     let four_stages = assign_stages(4, &[player(W1, 2.0), player(W2, 1.0), player(W3, 1.0)]).routed(Routing::PerRequest);
     for request in 0..60 {
         let route = four_stages.for_request(request, 0);
@@ -409,12 +416,8 @@ fn a_copy_that_is_late_itself_is_copied_again_to_a_player_not_tried_yet_and_used
 
 #[test]
 fn a_newcomer_runs_stage_1_of_the_next_request_at_once_even_with_k_in_flight() {
-    const W3: PeerUuid = PeerUuid([3; 16]);
     let now = Instant::now();
-    let mut p = Pipeline::new(2, 3);
-    for r in 0..4 {
-        p.submit(r, t(r as f32));
-    }
+    let mut p = queued(2, 4);
     assert_eq!(p.start_waiting(&three_stages(), now).len(), 2, "K = 2 in flight");
     // W3 joins mid-run: request 2 is admitted beyond K, its stage 1 on W3 (stage 2 where its turn says).
     let with_w3 = assign_stages(3, &[player(W1, 1.0), player(W2, 1.0), player(W3, 1.0)]);
@@ -429,12 +432,8 @@ fn a_newcomer_runs_stage_1_of_the_next_request_at_once_even_with_k_in_flight() {
 
 #[test]
 fn a_newcomer_gone_before_its_welcome_gets_none_and_k_holds() {
-    const W3: PeerUuid = PeerUuid([3; 16]);
     let now = Instant::now();
-    let mut p = Pipeline::new(1, 3);
-    for r in 0..3 {
-        p.submit(r, t(r as f32));
-    }
+    let mut p = queued(1, 3);
     assert_eq!(p.start_waiting(&three_stages(), now).len(), 1);
     p.welcome(W3);
     // W3 left (or was excluded) before a request came: the assignment no longer places it.
@@ -445,13 +444,9 @@ fn a_newcomer_gone_before_its_welcome_gets_none_and_k_holds() {
 
 #[test]
 fn newcomers_are_welcomed_one_at_a_time_never_more_than_one_request_beyond_k() {
-    const W3: PeerUuid = PeerUuid([3; 16]);
     const W4: PeerUuid = PeerUuid([4; 16]);
     let now = Instant::now();
-    let mut p = Pipeline::new(1, 3);
-    for r in 0..4 {
-        p.submit(r, t(r as f32));
-    }
+    let mut p = queued(1, 4);
     assert_eq!(p.start_waiting(&three_stages(), now).len(), 1, "K = 1");
     // Two join: one request beyond K for the first; the second waits for a slot.
     let all = assign_stages(3, &[player(W1, 1.0), player(W2, 1.0), player(W3, 1.0), player(W4, 1.0)]);
@@ -469,7 +464,6 @@ fn newcomers_are_welcomed_one_at_a_time_never_more_than_one_request_beyond_k() {
 
 #[test]
 fn a_slice_pinned_to_its_player_is_not_admitted_beyond_k_for_a_welcome() {
-    const W3: PeerUuid = PeerUuid([3; 16]);
     let now = Instant::now();
     let with_w3 = assign_stages(3, &[player(W1, 1.0), player(W2, 1.0), player(W3, 1.0)]);
     let mut p = Pipeline::new(1, 3);
