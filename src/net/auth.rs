@@ -30,10 +30,20 @@ impl Permissions {
     pub const RUN_STAGES: Permissions = Permissions(1);
     /// May send stage inputs (own requests) and receive the results.
     pub const SUBMIT_REQUESTS: Permissions = Permissions(2);
-    /// A owner: submits requests and may run stages itself.
+    /// Submits requests and runs stages.
     pub const COORDINATOR: Permissions = Permissions(3);
+    /// May send shared tensors' values and take part in collectives (so that, in an owned room,
+    /// a player can be let run stages without being let make the others hold its data).
+    pub const SHARE: Permissions = Permissions(4);
+    /// Everything.
+    pub const ALL: Permissions = Permissions(7);
     /// Nothing.
     pub const NONE: Permissions = Permissions(0);
+
+    /// The permissions of either.
+    pub const fn union(self, other: Permissions) -> Permissions {
+        Permissions(self.0 | other.0)
+    }
 
     /// Whether every permission of `other` is included.
     pub fn contains(self, other: Permissions) -> bool {
@@ -52,7 +62,7 @@ impl Permissions {
 
     /// From the wire byte; unknown bits are dropped.
     pub fn from_bits(bits: u8) -> Self {
-        Permissions(bits & 3)
+        Permissions(bits & Self::ALL.0)
     }
 }
 
@@ -81,6 +91,16 @@ impl LinkKeys {
         hkdf.expand(b"frame", &mut keys.frame).expect("32 bytes is a valid HKDF-SHA256 length");
         hkdf.expand(b"seal", &mut keys.seal).expect("32 bytes is a valid HKDF-SHA256 length");
         keys
+    }
+
+    /// The link's channel binding: a value only the two players of this exchange know, signed
+    /// into their hellos' proofs, so that a proof made on one link does not verify on another
+    /// (a key holder relaying two players' handshakes agrees different keys with each).
+    pub fn binding(&self) -> [u8; 32] {
+        let hkdf = Hkdf::<Sha256>::new(Some(b"bevy_p2p_inference/v6 binding"), &self.seal);
+        let mut binding = [0; 32];
+        hkdf.expand(b"hello proof", &mut binding).expect("32 bytes is a valid HKDF-SHA256 length");
+        binding
     }
 
     /// The cipher of the tensor payloads `sender` sends `receiver` in the session where their
@@ -135,7 +155,8 @@ mod tests {
     fn permissions_compose() {
         assert!(Permissions::COORDINATOR.contains(Permissions::RUN_STAGES));
         assert!(!Permissions::RUN_STAGES.contains(Permissions::SUBMIT_REQUESTS));
-        assert_eq!(Permissions::from_bits(0xff), Permissions::COORDINATOR);
+        assert_eq!(Permissions::from_bits(0xff), Permissions::ALL);
+        assert_eq!(Permissions::COORDINATOR.union(Permissions::SHARE), Permissions::ALL);
         assert_eq!(Permissions::COORDINATOR.intersection(Permissions::RUN_STAGES), Permissions::RUN_STAGES);
         assert_eq!(Permissions::SUBMIT_REQUESTS.intersection(Permissions::RUN_STAGES), Permissions::NONE);
     }

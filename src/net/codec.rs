@@ -174,9 +174,12 @@ pub enum Message {
     },
     /// A chunk of a shared tensor.
     Tensor(TensorChunk),
-    /// From the room's owner: the player with this identity is revoked; refuse it.
+    /// From the room's owner: the player with this peer id, and this identity (one of those it
+    /// showed), is revoked; refuse both.
     Revoke {
-        /// The revoked player's identity key.
+        /// The revoked player's peer id.
+        peer: PeerUuid,
+        /// One identity key it showed.
         identity: IdentityKey,
     },
 }
@@ -236,7 +239,10 @@ pub fn encode_frame(keys: &LinkKeys, sender: PeerUuid, receiver: PeerUuid, seque
         Message::Hello(hello) => write_hello(&mut body, hello),
         Message::Ping { nonce } | Message::Pong { nonce } => body.u64(*nonce),
         Message::Tensor(chunk) => write_chunk(&mut body, chunk),
-        Message::Revoke { identity } => body.bytes(&identity.0),
+        Message::Revoke { peer, identity } => {
+            body.bytes(&peer.0);
+            body.bytes(&identity.0);
+        }
     }
     let frame = seal_frame(keys, sender, receiver, sequence, message.kind(), &body.0);
     debug_assert!(frame.len() <= MAX_FRAME_BYTES, "callers chunk tensors to fit a frame");
@@ -291,7 +297,7 @@ pub fn decode_frame(keys: &LinkKeys, sender: PeerUuid, receiver: PeerUuid, frame
         2 => Message::Ping { nonce: body.u64()? },
         3 => Message::Pong { nonce: body.u64()? },
         4 => Message::Tensor(read_chunk(&mut body)?),
-        5 => Message::Revoke { identity: IdentityKey(body.array()?) },
+        5 => Message::Revoke { peer: PeerUuid(body.array()?), identity: IdentityKey(body.array()?) },
         other => return Err(FrameError::UnknownKind(other)),
     };
     body.finish()?;

@@ -60,7 +60,7 @@ fn token(peer: PeerUuid) -> CapabilityToken {
 #[test]
 fn every_message_kind_round_trips() {
     let granting = Hello { token: None, grant: Some(token(B)), acknowledged: true, ..hello() };
-    let revoke = Message::Revoke { identity: PlayerIdentity::generate().unwrap().public() };
+    let revoke = Message::Revoke { peer: PeerUuid([9; 16]), identity: PlayerIdentity::generate().unwrap().public() };
     let shared = Message::Tensor(shared_chunk(SharedKey { owner: A, name: "prédiction".repeat(5) }));
     for (seq, message) in [Message::Hello(hello()), Message::Hello(granting), Message::Ping { nonce: 3 }, Message::Pong { nonce: 4 }, Message::Tensor(chunk()), shared, revoke]
         .into_iter()

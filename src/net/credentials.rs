@@ -3,7 +3,7 @@
 //! grants and revocations, and a wall clock for expiry. Sans IO; [`super::Links`] asks it about
 //! every hello.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use bevy::platform::time::Instant;
@@ -43,7 +43,7 @@ pub struct RoomOwner {
 impl RoomOwner {
     /// An owner that grants what players ask, with tokens valid for ten minutes.
     pub fn new(key: OwnerKey) -> Self {
-        Self { key, grantable: Permissions::COORDINATOR, token_lifetime: Duration::from_secs(600) }
+        Self { key, grantable: Permissions::ALL, token_lifetime: Duration::from_secs(600) }
     }
 }
 
@@ -63,7 +63,12 @@ pub(super) struct Credentials {
     authority: RoomAuthority,
     identity: Option<PlayerIdentity>,
     own_token: Option<CapabilityToken>,
+    /// The identity each peer proved first: pinned to its peer id for the session.
+    pinned: HashMap<PeerUuid, IdentityKey>,
+    /// Revoked identities and peer ids, each revocation as the owner sends it.
     revoked: HashSet<IdentityKey>,
+    revoked_peers: HashSet<PeerUuid>,
+    revocations: Vec<(PeerUuid, IdentityKey)>,
     /// Unix time in milliseconds at `clock_origin`.
     unix_ms_at_origin: u64,
     clock_origin: Instant,
@@ -79,7 +84,17 @@ impl Credentials {
                 .ok(),
         };
         let unix_ms_at_origin = web_time::SystemTime::now().duration_since(web_time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        Self { authority, identity, own_token: None, revoked: HashSet::new(), unix_ms_at_origin, clock_origin: now }
+        Self {
+            authority,
+            identity,
+            own_token: None,
+            pinned: HashMap::new(),
+            revoked: HashSet::new(),
+            revoked_peers: HashSet::new(),
+            revocations: Vec::new(),
+            unix_ms_at_origin,
+            clock_origin: now,
+        }
     }
 
     /// The wall clock at `now`, in Unix milliseconds.
@@ -114,20 +129,24 @@ impl Credentials {
         self.own_token
     }
 
-    /// This player's proof for a hello from `own` to `receiver`, once it knows the receiver's
-    /// session nonce.
-    pub(super) fn proof(&self, own: PeerUuid, receiver: PeerUuid, receiver_nonce: Option<&[u8; SESSION_NONCE_BYTES]>) -> Option<[u8; 64]> {
-        Some(self.identity.as_ref()?.prove(own, receiver, receiver_nonce?))
+    /// This player's proof for a hello from `own` to `receiver` on the link whose channel
+    /// binding is `binding`, once it knows the receiver's session nonce.
+    pub(super) fn proof(&self, own: PeerUuid, receiver: PeerUuid, receiver_nonce: Option<&[u8; SESSION_NONCE_BYTES]>, binding: &[u8; 32]) -> Option<[u8; 64]> {
+        Some(self.identity.as_ref()?.prove(own, receiver, receiver_nonce?, binding))
     }
 
-    /// Decides on `hello`, from `from` to this player `own` whose session nonce is `own_nonce`.
-    pub(super) fn admit(&self, from: PeerUuid, hello: &Hello, own: PeerUuid, own_nonce: &[u8; SESSION_NONCE_BYTES], now: Instant) -> Admission {
+    /// Decides on `hello`, from `from` to this player `own` whose session nonce is `own_nonce`,
+    /// on the link whose channel binding is `binding`.
+    pub(super) fn admit(&self, from: PeerUuid, hello: &Hello, own: PeerUuid, own_nonce: &[u8; SESSION_NONCE_BYTES], binding: &[u8; 32], now: Instant) -> Admission {
         let Some(proof) = hello.proof else { return Admission::Wait };
-        if let Err(error) = verify_proof(hello.identity, from, own, own_nonce, &proof) {
+        if let Err(error) = verify_proof(hello.identity, from, own, own_nonce, binding, &proof) {
             return Admission::Refuse(error);
         }
-        if self.revoked.contains(&hello.identity) {
+        if self.revoked.contains(&hello.identity) || self.revoked_peers.contains(&from) {
             return Admission::Refuse(TokenError::Revoked);
+        }
+        if self.pinned.get(&from).is_some_and(|pinned| *pinned != hello.identity) {
+            return Admission::Refuse(TokenError::IdentityChanged);
         }
         match &self.authority {
             RoomAuthority::Open => Admission::Admit(hello.permissions),
@@ -172,13 +191,35 @@ impl Credentials {
     /// Whether a trusted peer's `hello` no longer holds: its token has expired.
     pub(super) fn expired(&self, hello: &Hello, now: Instant) -> Option<TokenError> {
         let token = hello.token.filter(|_| matches!(self.authority, RoomAuthority::Member(_)) && !self.is_owner_identity(hello.identity))?;
-        let now_ms = self.unix_ms(now);
-        (now_ms > token.expires_at_ms).then_some(TokenError::Expired { expired_at_ms: token.expires_at_ms, now_ms })
+        token.check_expiry(self.unix_ms(now)).err()
     }
 
-    /// From now on the player with `identity` is refused.
-    pub(super) fn revoke(&mut self, identity: IdentityKey) {
-        self.revoked.insert(identity);
+    /// Pins `identity`, which `peer` proved, to it for the session (the first one stays).
+    pub(super) fn pin(&mut self, peer: PeerUuid, identity: IdentityKey) {
+        self.pinned.entry(peer).or_insert(identity);
+    }
+
+    /// The identity pinned to `peer`.
+    pub(super) fn pinned(&self, peer: PeerUuid) -> Option<IdentityKey> {
+        self.pinned.get(&peer).copied()
+    }
+
+    /// From now on the player with `peer` id and `identity` is refused, under either.
+    pub(super) fn revoke(&mut self, peer: PeerUuid, identity: IdentityKey) {
+        self.revoked_peers.insert(peer);
+        if self.revoked.insert(identity) {
+            self.revocations.push((peer, identity));
+        }
+    }
+
+    /// Whether `peer`, or a player showing `identity`, is revoked.
+    pub(super) fn is_revoked(&self, peer: PeerUuid, identity: Option<IdentityKey>) -> bool {
+        self.revoked_peers.contains(&peer) || identity.is_some_and(|i| self.revoked.contains(&i))
+    }
+
+    /// Every revocation so far, in order: what the owner tells each newly trusted member.
+    pub(super) fn revocations(&self) -> &[(PeerUuid, IdentityKey)] {
+        &self.revocations
     }
 }
 

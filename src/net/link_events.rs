@@ -27,6 +27,14 @@ pub enum RejectReason {
     /// An authenticated frame before the link's key exchange agreed its keys.
     #[error("an authenticated frame before the key exchange")]
     BeforeKeyExchange,
+    /// A new key-exchange start from a peer that has not proved the room key on this link: a
+    /// stranger's second guess, never answered.
+    #[error("a second key-exchange start from a peer that has not proved the room key")]
+    UnprovenRestart,
+    /// A new key-exchange start sooner than [`super::RESTART_INTERVAL`] after the last one
+    /// answered.
+    #[error("a key-exchange start sooner than a second after the last")]
+    RestartTooSoon,
     /// A value of a shared tensor from a player that does not own it.
     #[error("a value of {0:?}, which another player owns")]
     NotOwner(String),
@@ -59,6 +67,8 @@ impl RejectReason {
             RejectReason::Chunk(_) => "bad_chunk",
             RejectReason::KeyExchange(_) => "key_exchange",
             RejectReason::BeforeKeyExchange => "before_key_exchange",
+            RejectReason::UnprovenRestart => "unproven_restart",
+            RejectReason::RestartTooSoon => "restart_too_soon",
             RejectReason::Untrusted(_) => "untrusted",
             RejectReason::NotPermitted(_) => "not_permitted",
             RejectReason::NotOwner(_) => "not_owner",

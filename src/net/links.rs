@@ -41,9 +41,9 @@ pub struct OutgoingFrame {
 /// delivers [`Links::drain_outgoing`].
 pub struct Links {
     settings: LinkSettings,
-    /// Each connected peer's key exchange, kept while the transport keeps it connected (a link
-    /// re-created after silence goes on with its keys).
-    exchanges: HashMap<PeerUuid, LinkKeyExchange>,
+    /// Each connected peer's keys, kept while the transport keeps it connected (a link
+    /// re-created after silence goes on with its keys and their replay guard).
+    keys: HashMap<PeerUuid, PeerKeys>,
     credentials: Credentials,
     own: Option<PeerUuid>,
     /// Peers the transport reports connected (a link may have been dropped for silence).
@@ -65,7 +65,7 @@ impl Links {
     /// No peers yet; this player's own id comes with [`Self::set_own_id`].
     pub fn new(settings: LinkSettings, now: Instant) -> Self {
         Self {
-            exchanges: HashMap::new(),
+            keys: HashMap::new(),
             credentials: Credentials::new(settings.authority.clone(), now),
             reassembler: Reassembler::new(settings.limits),
             settings,
@@ -133,21 +133,21 @@ impl Links {
     /// The keys of the link to `peer`, once its key exchange has agreed them: for tools that
     /// speak for this player (tests that play a hostile member, fuzzers).
     pub fn link_keys(&self, peer: PeerUuid) -> Option<&LinkKeys> {
-        self.exchanges.get(&peer).and_then(LinkKeyExchange::keys)
+        self.keys.get(&peer).and_then(|k| k.exchange.keys())
     }
 
     /// The transport connected `peer`: a key exchange and a handshake start.
     pub fn peer_connected(&mut self, peer: PeerUuid, now: Instant) {
         self.connected.insert(peer);
         self.links.insert(peer, PeerLink::new(now, self.settings.max_frames_per_second));
-        self.exchanges.remove(&peer);
+        self.keys.remove(&peer);
         self.start_exchange(peer, now);
     }
 
     /// The transport lost `peer`.
     pub fn peer_disconnected(&mut self, peer: PeerUuid, events: &mut Vec<SessionEvent>) {
         self.connected.remove(&peer);
-        self.exchanges.remove(&peer);
+        self.keys.remove(&peer);
         if self.links.remove(&peer).is_some() {
             self.reassembler.forget_peer(peer);
             events.push(SessionEvent::PeerLost { peer, reason: LostReason::Disconnected });
@@ -164,7 +164,7 @@ impl Links {
         self.own = None;
         self.credentials.forget_own_token();
         self.links.clear();
-        self.exchanges.clear();
+        self.keys.clear();
         self.connected.clear();
         self.send_sequences.clear();
         self.outgoing.clear();
@@ -235,21 +235,17 @@ impl Links {
         if is_exchange_frame(frame) {
             return self.handle_exchange(from, own, frame, now, events);
         }
-        let Some(keys) = self.exchanges.get(&from).and_then(LinkKeyExchange::keys) else {
-            return link.reject(from, RejectReason::BeforeKeyExchange, events);
-        };
-        let (sequence, message) = match decode_frame(keys, from, own, frame) {
-            Ok(decoded) => decoded,
-            // The first authenticated frame after the exchange does not verify: the two sides
-            // agreed on different keys, so the peer does not hold the room key. One guess per
-            // connection, and no more.
-            Err(FrameError::BadMac) if link.state == LinkState::Handshaking => {
-                link.state = LinkState::Refused;
-                return events.push(SessionEvent::HandshakeFailed { peer: from, reason: HandshakeError::WrongRoomKey });
+        let (sequence, message) = match self.verify(from, own, frame, events) {
+            None => return,
+            Some(Verified::Agreed(sequence, message)) => (sequence, message),
+            Some(Verified::Restarted(sequence, message)) => {
+                self.restart_link(from, now, events);
+                (sequence, message)
             }
-            Err(error) => return link.reject(from, error.into(), events),
         };
-        if let Err(replay) = link.replay.accept(sequence) {
+        let keys = self.keys.get_mut(&from).expect("verified under them");
+        let link = self.links.get_mut(&from).expect("inserted above");
+        if let Err(replay) = keys.replay.accept(sequence) {
             return link.reject(from, replay.into(), events);
         }
         link.last_heard = now;
@@ -272,12 +268,12 @@ impl Links {
                 self.handle_hello(from, own, hello, now, events);
             }
             other if link.state != LinkState::Trusted => link.reject(from, RejectReason::Untrusted(other.kind_name()), events),
-            Message::Revoke { identity } => {
+            Message::Revoke { peer, identity } => {
                 if !link.hello.as_ref().is_some_and(|h| self.credentials.is_owner_identity(h.identity)) {
                     return link.reject(from, RejectReason::NotPermitted("revoke"), events);
                 }
-                self.credentials.revoke(identity);
-                self.refuse_identity(identity, events);
+                self.credentials.revoke(peer, identity);
+                self.refuse_revoked(events);
             }
             Message::Ping { nonce } => {
                 self.send(from, &Message::Pong { nonce });
@@ -295,12 +291,12 @@ impl Links {
                     (Direction::StageInput, Some(onward)) if onward.owner != from => Some(onward.owner),
                     _ => None,
                 };
-                // A shared tensor's value and a collective's contribution need no permission,
-                // only their owner's hand.
+                // A shared tensor's value and a collective's contribution need the permission to
+                // share, and their owner's hand.
                 let needed = match (chunk.header.direction, forwarded_for) {
                     (Direction::StageInput, None) => Permissions::SUBMIT_REQUESTS,
                     (Direction::StageInput, Some(_)) | (Direction::StageOutput, _) => Permissions::RUN_STAGES,
-                    (Direction::Shared | Direction::Collective, _) => Permissions::NONE,
+                    (Direction::Shared | Direction::Collective, _) => Permissions::SHARE,
                 };
                 let ours = match chunk.header.direction {
                     Direction::StageInput => Permissions::RUN_STAGES,
@@ -344,7 +340,8 @@ impl Links {
         peers.sort();
         for peer in peers {
             self.start_exchange(peer, now);
-            let (Some(link), Some(exchange)) = (self.links.get_mut(&peer), self.exchanges.get_mut(&peer)) else { continue };
+            let (Some(link), Some(keys)) = (self.links.get_mut(&peer), self.keys.get_mut(&peer)) else { continue };
+            let exchange = &mut keys.exchange;
             if exchange.awaits_answer() && link.state != LinkState::Refused && link.last_hello.is_none_or(|t| now - t >= self.settings.hello_retry) {
                 link.last_hello = Some(now);
                 exchange.repeat_start();
@@ -376,12 +373,9 @@ impl Links {
                 }
             let retry_due = !(link.state == LinkState::Trusted && link.they_acknowledged)
                 && link.last_hello.is_none_or(|t| now - t >= self.settings.hello_retry);
-            let keyed = self.exchanges.get(&peer).is_some_and(|e| e.keys().is_some());
+            let keyed = self.keys.get(&peer).is_some_and(|k| k.sending_keys().is_some());
             if keyed && link.state != LinkState::Refused && (link.owe_hello || retry_due) {
-                link.owe_hello = false;
-                link.last_hello = Some(now);
-                let proof = self.credentials.proof(own, peer, link.their_nonce.as_ref());
-                due_hellos.push((peer, link.state == LinkState::Trusted, proof, link.grant));
+                due_hellos.push(peer);
             }
             if link.state == LinkState::Trusted && now - link.last_ping >= self.settings.heartbeat {
                 link.last_ping = now;
@@ -397,29 +391,42 @@ impl Links {
             self.reassembler.forget_peer(peer);
             events.push(SessionEvent::PeerLost { peer, reason });
         }
-        for (peer, acknowledged, proof, grant) in due_hellos {
-            let hello = Hello {
-                model_hash: self.settings.model_hash,
-                capabilities: self.settings.capabilities.clone(),
-                permissions: self.settings.permissions,
-                identity: self.credentials.identity(),
-                token: self.credentials.own_token(),
-                proof,
-                grant,
-                acknowledged,
-                session_nonce: self.session_nonce,
-            };
-            self.send(peer, &Message::Hello(hello));
+        for peer in due_hellos {
+            self.greet(peer, own, now);
         }
+        self.tell_revocations();
         for (peer, nonce) in due_pings {
             self.send(peer, &Message::Ping { nonce });
         }
+    }
+
+    /// Sends `peer` this player's hello: what it runs and presents, its proof of identity (once
+    /// it knows the peer's nonce) bound to the link's keys, the peer's grant from the owner, and
+    /// whether the peer's hello was accepted.
+    fn greet(&mut self, peer: PeerUuid, own: PeerUuid, now: Instant) {
+        let (Some(link), Some(keys)) = (self.links.get_mut(&peer), self.keys.get(&peer).and_then(PeerKeys::sending_keys)) else { return };
+        link.owe_hello = false;
+        link.last_hello = Some(now);
+        let hello = Hello {
+            model_hash: self.settings.model_hash,
+            capabilities: self.settings.capabilities.clone(),
+            permissions: self.settings.permissions,
+            identity: self.credentials.identity(),
+            token: self.credentials.own_token(),
+            proof: self.credentials.proof(own, peer, link.their_nonce.as_ref(), &keys.binding()),
+            grant: link.grant,
+            acknowledged: link.state == LinkState::Trusted,
+            session_nonce: self.session_nonce,
+        };
+        self.send(peer, &Message::Hello(hello));
     }
 
 }
 
 #[path = "links_exchange.rs"]
 mod exchange;
+use exchange::{PeerKeys, Verified};
+pub use exchange::RESTART_INTERVAL;
 #[path = "links_send.rs"]
 mod send;
 #[path = "links_trust.rs"]

@@ -2,7 +2,7 @@
 //! that are forged, expired or replayed.
 
 use super::*;
-use crate::net::{CapabilityToken, OwnerKey, PlayerIdentity, RoomAuthority, RoomOwner, TokenHolder};
+use crate::net::{CapabilityToken, OwnerKey, PlayerIdentity, RoomAuthority, RoomOwner, TokenHolder, CLOCK_SKEW_MS};
 
 const OWNER_SEED: [u8; 32] = [0x0e; 32];
 const THIEF: PeerUuid = PeerUuid([4; 16]);
@@ -46,18 +46,18 @@ fn lost(events: &[SessionEvent]) -> Vec<(PeerUuid, LostReason)> {
 /// a valid proof of its own identity, with `token`.
 fn intruder_hello(room: &mut Room, intruder: &PlayerIdentity, token: Option<CapabilityToken>) -> Vec<u8> {
     let b_nonce = room.player(2).links.session_nonce();
+    let keys = room.exchange_keys_as_stranger(2, THIEF, &KEY);
     let hello = Hello {
         model_hash: MODEL,
         capabilities: capabilities("intruder"),
         permissions: Permissions::COORDINATOR,
         identity: intruder.public(),
         token,
-        proof: Some(intruder.prove(THIEF, B, &b_nonce)),
+        proof: Some(intruder.prove(THIEF, B, &b_nonce, &keys.binding())),
         grant: None,
         acknowledged: true,
         session_nonce: [9; 16],
     };
-    let keys = room.exchange_keys_as_stranger(2, THIEF, &KEY);
     encode_frame(&keys, THIEF, B, 1, &Message::Hello(hello))
 }
 
@@ -122,7 +122,7 @@ fn a_member_never_trusts_a_peer_without_a_token_and_refuses_forged_expired_and_r
     }
     let mut room = owned_room(Duration::from_secs(600));
     room.run(Duration::from_millis(400));
-    let expired = owner_key().issue(holder, Permissions::COORDINATOR, unix_ms() - 1_000);
+    let expired = owner_key().issue(holder, Permissions::COORDINATOR, unix_ms() - CLOCK_SKEW_MS - 1_000);
     let frame = intruder_hello(&mut room, &intruder, Some(expired));
     let events = handshake_at_b(&mut room, &frame);
     assert!(matches!(events[..], [SessionEvent::HandshakeFailed { peer: THIEF, reason: HandshakeError::Token(TokenError::Expired { .. }) }]), "{events:?}");
@@ -137,7 +137,7 @@ fn the_owner_renews_tokens_in_time_and_without_it_a_members_token_expires() {
     }
     // The owner goes quiet: its members lose it, then each other once their tokens run out.
     room.player(1).muted = true;
-    room.run(Duration::from_millis(2_500));
+    room.run(Duration::from_millis(2_500 + CLOCK_SKEW_MS));
     assert_eq!(lost(&room.player(2).events), vec![(A, LostReason::Silent), (C, LostReason::TokenExpired)]);
     assert_eq!(lost(&room.player(3).events), vec![(A, LostReason::Silent), (B, LostReason::TokenExpired)]);
 }
@@ -172,7 +172,7 @@ fn only_the_owner_may_revoke_a_member() {
     room.run(Duration::from_millis(400));
     let c_identity = room.player(2).links.link(C).and_then(|l| l.hello.as_ref()).map(|h| h.identity).expect("C's hello");
     let keys = room.player(2).links.link_keys(A).expect("linked").clone();
-    let forged = encode_frame(&keys, B, A, 1 << 40, &Message::Revoke { identity: c_identity });
+    let forged = encode_frame(&keys, B, A, 1 << 40, &Message::Revoke { peer: C, identity: c_identity });
     let (now, mut events) = (room.now, Vec::new());
     room.player(1).links.receive(B, &forged, now, &mut events);
     assert_eq!(rejections(&events), vec![RejectReason::NotPermitted("revoke")]);
@@ -200,3 +200,6 @@ fn a_member_whose_transport_is_rebuilt_under_a_new_peer_id_is_granted_a_new_toke
     assert!(trusted(&room.player(3).events).contains(&(renamed, Permissions::RUN_STAGES)), "{:?}", room.player(3).events);
     assert_eq!(sorted(trusted(&room.player(5).events)), vec![(A, Permissions::COORDINATOR), (C, Permissions::RUN_STAGES)]);
 }
+
+#[path = "links_integrity_tests.rs"]
+mod integrity;

@@ -1,25 +1,72 @@
 //! [`Links`]' side of each link's key exchange (see `pake.rs`): started when a peer connects,
-//! its frames queued, and a new exchange from the peer (it began the link again) honoured.
+//! its frames queued, the keys it agrees and what guards them ([`PeerKeys`]).
+//!
+//! One guess per connection, for a stranger: the answering side sends nothing authenticated
+//! before a frame from the starter verified under the agreed keys (so nothing it sends lets a
+//! stranger test a guess offline), refuses the link when the starter's first authenticated
+//! frame fails, and answers no second start on a link whose peer has not proved the room key.
+//! A peer that has proved it may begin the link again (its transport reconnected it), at most
+//! once per [`RESTART_INTERVAL`]: the new keys are kept aside, and the link starts over only at
+//! the first frame that verifies under them, so a start injected by a signaling server in the
+//! middle changes nothing.
 
 use super::*;
+use crate::net::codec::ReplayGuard;
 use crate::net::pake::ExchangeStep;
+
+/// The shortest time between two restarts of one link that this player answers.
+pub const RESTART_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What this player holds of one peer's keys while the transport keeps the peer connected: the
+/// exchange, whether the peer has proved the room key, and the replay guard of the frames under
+/// these keys. It outlives the peer's [`PeerLink`] (a link dropped for silence and re-created
+/// goes on with them), so a frame recorded before the link was re-created does not replay.
+pub(super) struct PeerKeys {
+    pub(super) exchange: LinkKeyExchange,
+    /// A frame from the peer verified under the agreed keys: it holds the room key.
+    pub(super) proven: bool,
+    /// Sequence numbers of the frames accepted under these keys.
+    pub(super) replay: ReplayGuard,
+    /// When this player last answered a new start from the peer.
+    last_restart: Option<Instant>,
+}
+
+impl PeerKeys {
+    fn new(exchange: LinkKeyExchange) -> Self {
+        Self { exchange, proven: false, replay: ReplayGuard::default(), last_restart: None }
+    }
+
+    /// The agreed keys, once this player may send under them: the starting side at once (its
+    /// first frame is its proof), the answering side once the starter has proved the key.
+    pub(super) fn sending_keys(&self) -> Option<&LinkKeys> {
+        self.exchange.keys().filter(|_| self.proven || self.exchange.starts())
+    }
+}
+
+/// A frame verified under a link's keys.
+pub(super) enum Verified {
+    /// Under the agreed keys.
+    Agreed(u64, Message),
+    /// Under the keys of a new start this player answered: the link starts over.
+    Restarted(u64, Message),
+}
 
 impl Links {
     /// Begins the key exchange with `peer` if there is none (and this player has its id).
     pub(super) fn start_exchange(&mut self, peer: PeerUuid, now: Instant) {
         let (Some(own), Some(link)) = (self.own, self.links.get_mut(&peer)) else { return };
-        if self.exchanges.contains_key(&peer) {
+        if self.keys.contains_key(&peer) {
             return;
         }
-        self.exchanges.insert(peer, LinkKeyExchange::new(&self.settings.room_key, own, peer));
+        self.keys.insert(peer, PeerKeys::new(LinkKeyExchange::new(&self.settings.room_key, own, peer)));
         link.last_hello = Some(now);
         self.flush_exchange(peer);
     }
 
     /// Queues the key-exchange frames for `peer`.
     pub(super) fn flush_exchange(&mut self, peer: PeerUuid) {
-        let Some(exchange) = self.exchanges.get_mut(&peer) else { return };
-        for bytes in exchange.drain_outgoing() {
+        let Some(keys) = self.keys.get_mut(&peer) else { return };
+        for bytes in keys.exchange.drain_outgoing() {
             if let Some(link) = self.links.get_mut(&peer) {
                 link.bytes_out += bytes.len() as u64;
             }
@@ -27,27 +74,74 @@ impl Links {
         }
     }
 
-    /// A key-exchange frame from `from`. When the peer began the link again (a new start after
-    /// keys were agreed), the link starts over under the new keys.
+    /// A key-exchange frame from `from`. A new start after keys were agreed is answered only
+    /// when the peer has proved the room key, and not more often than [`RESTART_INTERVAL`].
     pub(super) fn handle_exchange(&mut self, from: PeerUuid, own: PeerUuid, frame: &[u8], now: Instant, events: &mut Vec<SessionEvent>) {
-        let exchange = self.exchanges.entry(from).or_insert_with(|| LinkKeyExchange::new(&self.settings.room_key, own, from));
-        let step = exchange.receive(frame);
-        self.flush_exchange(from);
+        let keys = self.keys.entry(from).or_insert_with(|| PeerKeys::new(LinkKeyExchange::new(&self.settings.room_key, own, from)));
+        let step = keys.exchange.receive(frame);
         let link = self.links.get_mut(&from).expect("the caller's link");
-        match step {
-            Ok(ExchangeStep::Agreed { restarted }) => {
-                if restarted {
-                    let was_trusted = link.state == LinkState::Trusted;
-                    *link = PeerLink { rejected: link.rejected, ..PeerLink::new(now, self.settings.max_frames_per_second) };
-                    self.reassembler.forget_peer(from);
-                    if was_trusted {
-                        events.push(SessionEvent::PeerLost { peer: from, reason: LostReason::Disconnected });
-                    }
-                }
-                self.links.get_mut(&from).expect("the caller's link").owe_hello = true;
+        let step = match step {
+            Ok(ExchangeStep::NewStart) if !keys.proven => Err(RejectReason::UnprovenRestart),
+            Ok(ExchangeStep::NewStart) if keys.last_restart.is_some_and(|t| now - t < RESTART_INTERVAL) => Err(RejectReason::RestartTooSoon),
+            Ok(ExchangeStep::NewStart) => {
+                keys.last_restart = Some(now);
+                keys.exchange.answer_again(frame).map(|()| ExchangeStep::NewStart).map_err(RejectReason::from)
             }
-            Ok(ExchangeStep::Repeated) => {}
-            Err(error) => link.reject(from, error.into(), events),
+            other => other.map_err(RejectReason::from),
+        };
+        match step {
+            Ok(ExchangeStep::Agreed) => link.owe_hello = keys.exchange.starts(),
+            Ok(_) => {}
+            Err(reason) => link.reject(from, reason, events),
+        }
+        self.flush_exchange(from);
+    }
+
+    /// Verifies `frame` from `from` under the link's keys, or under the keys of a new start this
+    /// player answered (which then become the link's). `None` when it verified under neither:
+    /// what was wrong is reported, and the link refused when the peer had one guess at the room
+    /// key and it failed.
+    pub(super) fn verify(&mut self, from: PeerUuid, own: PeerUuid, frame: &[u8], events: &mut Vec<SessionEvent>) -> Option<Verified> {
+        let link = self.links.get_mut(&from).expect("the caller's link");
+        let Some(keys) = self.keys.get_mut(&from).filter(|k| k.exchange.keys().is_some()) else {
+            link.reject(from, RejectReason::BeforeKeyExchange, events);
+            return None;
+        };
+        let agreed = keys.exchange.keys().expect("filtered above");
+        let error = match decode_frame(agreed, from, own, frame) {
+            Ok((sequence, message)) => {
+                keys.proven = true;
+                return Some(Verified::Agreed(sequence, message));
+            }
+            Err(error) => error,
+        };
+        if let Some(Ok((sequence, message))) = keys.exchange.pending_keys().map(|pending| decode_frame(pending, from, own, frame)) {
+            keys.exchange.adopt();
+            keys.replay = ReplayGuard::default();
+            return Some(Verified::Restarted(sequence, message));
+        }
+        // The starter's first authenticated frame does not verify: the two sides agreed on
+        // different keys, so the peer does not hold the room key. One guess per connection.
+        if error == FrameError::BadMac && !keys.proven && !keys.exchange.starts() {
+            link.state = LinkState::Refused;
+            events.push(SessionEvent::HandshakeFailed { peer: from, reason: HandshakeError::WrongRoomKey });
+        } else {
+            link.reject(from, error.into(), events);
+        }
+        None
+    }
+
+    /// The link to `from` starts over under the keys of its new start: it is reported lost if
+    /// it was trusted; its frame budget and counts are kept.
+    pub(super) fn restart_link(&mut self, from: PeerUuid, now: Instant, events: &mut Vec<SessionEvent>) {
+        let link = self.links.get_mut(&from).expect("the caller's link");
+        let was_trusted = link.state == LinkState::Trusted;
+        let fresh = PeerLink::new(now, self.settings.max_frames_per_second);
+        *link = PeerLink { rejected: link.rejected, budget: link.budget.clone(), bytes_in: link.bytes_in, bytes_out: link.bytes_out, ..fresh };
+        link.owe_hello = true;
+        self.reassembler.forget_peer(from);
+        if was_trusted {
+            events.push(SessionEvent::PeerLost { peer: from, reason: LostReason::Disconnected });
         }
     }
 }

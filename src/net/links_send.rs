@@ -9,7 +9,7 @@ use crate::tensor::{decode_values, encode_values, SharedTensor, Tensor, Transfer
 impl Links {
     /// Queues `message` for `peer`; `false` if there is no link to it (or no own id yet).
     pub(super) fn send(&mut self, peer: PeerUuid, message: &Message) -> bool {
-        let (Some(own), Some(link), Some(keys)) = (self.own, self.links.get_mut(&peer), self.exchanges.get(&peer).and_then(LinkKeyExchange::keys)) else {
+        let (Some(own), Some(link), Some(keys)) = (self.own, self.links.get_mut(&peer), self.keys.get(&peer).and_then(PeerKeys::sending_keys)) else {
             return false;
         };
         // Sequence numbers survive a link being re-created, so the peer's replay guard keeps

@@ -188,9 +188,10 @@ fn a_peer_without_the_room_key_is_refused_at_its_first_authenticated_frame() {
     stranger.room_key = RoomKey::from_bytes([0x4c; 32]);
     let mut room = Room::new(&[(1, owner()), (2, stranger)]);
     room.run(Duration::from_secs(6));
-    // The answering side's first hello reaches the starter, which refuses it; the starter then
-    // sends nothing authenticated, and the answering side times out.
-    for (player, peer, reason) in [(1, B, HandshakeError::WrongRoomKey), (2, A, HandshakeError::Timeout(Duration::from_secs(5)))] {
+    // The starter's first hello reaches the answering side, which refuses it and never sends
+    // anything authenticated (nothing that would let a stranger test its guess offline); the
+    // starter times out.
+    for (player, peer, reason) in [(1, B, HandshakeError::Timeout(Duration::from_secs(5))), (2, A, HandshakeError::WrongRoomKey)] {
         let events = &room.player(player).events;
         assert!(trusted(events).is_empty());
         let failures: Vec<&SessionEvent> = events.iter().filter(|e| matches!(e, SessionEvent::HandshakeFailed { .. })).collect();
@@ -295,10 +296,12 @@ fn a_flood_of_frames_beyond_the_per_second_budget_is_dropped_unread_and_reported
     room.run(Duration::from_secs(1));
     let now = room.now;
     let mut events = Vec::new();
-    let keys = room.player(2).links.link_keys(A).expect("linked").clone();
-    for sequence in 0..200 {
-        let ping = encode_frame(&keys, B, A, 1_000_000 + sequence, &Message::Ping { nonce: sequence });
-        room.player(1).links.receive(B, &ping, now, &mut events);
+    room.player(2).links.drain_outgoing();
+    for nonce in 0..200 {
+        room.player(2).links.send(A, &Message::Ping { nonce });
+    }
+    for ping in room.player(2).links.drain_outgoing() {
+        room.player(1).links.receive(B, &ping.bytes, now, &mut events);
     }
     assert_eq!(rejections(&events), vec![RejectReason::Flooding(50)]);
     let rejected = room.player(1).links.link(B).map(|l| l.rejected);
@@ -331,11 +334,13 @@ fn a_disconnected_peer_is_reported_lost_once() {
 
 #[test]
 fn a_shared_tensor_s_value_reaches_every_player_from_its_owner_only() {
-    let mut room = Room::new(&[(1, owner()), (2, player()), (3, player())]);
+    let sharing = LinkSettings { permissions: Permissions::RUN_STAGES.union(Permissions::SHARE), ..player() };
+    let mut room = Room::new(&[(1, owner()), (2, sharing), (3, player())]);
     room.run(Duration::from_millis(300));
     let value = stage_input(10);
     let shared = |owner: PeerUuid, to: PeerUuid| SentTensor { shared: Some(SharedKey { owner, name: "prediction".into() }), ..self::to(to, 4, 0, Direction::Shared) };
-    // B shares its own tensor with A and C: both take it, whatever their permissions.
+    // B, allowed to share, shares its own tensor with A and C: both take it, whatever their
+    // own permissions.
     for to in [A, C] {
         room.player(2).links.send_tensor(&shared(B, to), &value, TransferDtype::F32).expect("trusted");
     }

@@ -9,8 +9,10 @@
 //!
 //! The player with the lower id starts (SPAKE2's side A) and repeats its message until answered;
 //! the other answers each start, the same start with the same answer. A different start from
-//! the same peer means it began the link again (its transport reconnected it): the answer is a
-//! new exchange and the link starts over.
+//! the same peer after keys were agreed is not answered here ([`ExchangeStep::NewStart`]):
+//! answering it is a guess the stranger gets, so [`super::Links`] decides, and answers it
+//! ([`LinkKeyExchange::answer_again`]) only on a link whose peer has proved the room key, keeping
+//! the agreed keys until a frame verifies under the new ones ([`LinkKeyExchange::adopt`]).
 //!
 //! ```text
 //! exchange frame = magic "BP" | version u8 | kind 6 | SPAKE2 message [33]
@@ -44,13 +46,13 @@ pub enum ExchangeError {
 /// What a key-exchange message did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExchangeStep {
-    /// The link's keys are agreed, for the first time or, after the peer began again, anew.
-    Agreed {
-        /// Keys had been agreed before: the link starts over.
-        restarted: bool,
-    },
+    /// The link's keys are agreed.
+    Agreed,
     /// A repeat of a message already handled (answered again where this player answers).
     Repeated,
+    /// A different start from a peer whose keys were agreed: not answered (see
+    /// [`LinkKeyExchange::answer_again`]).
+    NewStart,
 }
 
 /// This player's side of the key exchange with one peer, sans IO: messages in, frames out
@@ -61,6 +63,8 @@ pub struct LinkKeyExchange {
     ids: (Identity, Identity),
     side: Side,
     keys: Option<LinkKeys>,
+    /// Keys of a new start answered on a proven link, until a frame verifies under them.
+    pending: Option<LinkKeys>,
     outgoing: Vec<Vec<u8>>,
 }
 
@@ -84,6 +88,7 @@ impl LinkKeyExchange {
             ids: (Identity::new(&low.0), Identity::new(&high.0)),
             side: Side::Answers { answered: None },
             keys: None,
+            pending: None,
             outgoing: Vec::new(),
         };
         if own < peer {
@@ -98,6 +103,37 @@ impl LinkKeyExchange {
     /// The link's keys, once agreed.
     pub fn keys(&self) -> Option<&LinkKeys> {
         self.keys.as_ref()
+    }
+
+    /// Whether this player starts the exchange (it has the lower id).
+    pub fn starts(&self) -> bool {
+        matches!(self.side, Side::Starts { .. })
+    }
+
+    /// The keys of a new start answered by [`Self::answer_again`], not yet adopted.
+    pub fn pending_keys(&self) -> Option<&LinkKeys> {
+        self.pending.as_ref()
+    }
+
+    /// Makes the pending keys the link's keys (a frame verified under them).
+    pub fn adopt(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            self.keys = Some(pending);
+        }
+    }
+
+    /// Answers a new start (`frame`, reported as [`ExchangeStep::NewStart`]) from a peer that
+    /// began the link again; the keys it agrees are pending until [`Self::adopt`].
+    pub fn answer_again(&mut self, frame: &[u8]) -> Result<(), ExchangeError> {
+        let message = read_exchange_frame(frame)?;
+        let Side::Answers { answered } = &mut self.side else { return Err(ExchangeError::Refused("a start sent to the starting side")) };
+        let (state, answer) = Spake2::<Ed25519Group>::start_b(&self.password, &self.ids.0, &self.ids.1);
+        let secret = state.finish(&message).map_err(refused)?;
+        let answer = message_array(&answer);
+        *answered = Some((message, answer));
+        self.outgoing.push(exchange_frame(&answer));
+        self.pending = Some(link_keys(&secret));
+        Ok(())
     }
 
     /// Whether this player is waiting for the answer to its start (and should repeat it now and
@@ -122,7 +158,7 @@ impl LinkKeyExchange {
                 match state.finish(&message) {
                     Ok(secret) => {
                         self.keys = Some(link_keys(&secret));
-                        Ok(ExchangeStep::Agreed { restarted: false })
+                        Ok(ExchangeStep::Agreed)
                     }
                     Err(error) => {
                         // A stray message does not end the wait for the real answer; SPAKE2's
@@ -142,13 +178,16 @@ impl LinkKeyExchange {
                     self.outgoing.push(exchange_frame(answer));
                     return Ok(ExchangeStep::Repeated);
                 }
+                if self.keys.is_some() {
+                    return Ok(ExchangeStep::NewStart);
+                }
                 let (state, answer) = Spake2::<Ed25519Group>::start_b(&self.password, &self.ids.0, &self.ids.1);
                 let secret = state.finish(&message).map_err(refused)?;
                 let answer = message_array(&answer);
                 *answered = Some((message, answer));
                 self.outgoing.push(exchange_frame(&answer));
-                let restarted = self.keys.replace(link_keys(&secret)).is_some();
-                Ok(ExchangeStep::Agreed { restarted })
+                self.keys = Some(link_keys(&secret));
+                Ok(ExchangeStep::Agreed)
             }
         }
     }

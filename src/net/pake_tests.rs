@@ -33,7 +33,7 @@ fn two_holders_of_the_room_key_agree_on_fresh_link_keys_in_one_round_trip() {
     let mut high = LinkKeyExchange::new(&key(7), HIGH, LOW);
     assert!(low.awaits_answer() && !high.awaits_answer(), "the lower id starts");
     let steps = converse(&mut low, &mut high);
-    assert_eq!(steps, vec![Ok(ExchangeStep::Agreed { restarted: false }), Ok(ExchangeStep::Agreed { restarted: false })]);
+    assert_eq!(steps, vec![Ok(ExchangeStep::Agreed), Ok(ExchangeStep::Agreed)]);
     assert!(same_keys(&low, &high));
     assert!(!low.awaits_answer());
 
@@ -53,33 +53,42 @@ fn a_player_without_the_room_key_ends_up_with_other_keys_and_nothing_on_the_wire
     let start = low.drain_outgoing();
     assert!(start.iter().all(|frame| !frame.windows(32).any(|w| w == *key(7).exchange_password())));
     for frame in &start {
-        assert_eq!(impostor.receive(frame), Ok(ExchangeStep::Agreed { restarted: false }));
+        assert_eq!(impostor.receive(frame), Ok(ExchangeStep::Agreed));
     }
     for frame in impostor.drain_outgoing() {
-        assert_eq!(low.receive(&frame), Ok(ExchangeStep::Agreed { restarted: false }));
+        assert_eq!(low.receive(&frame), Ok(ExchangeStep::Agreed));
     }
     assert!(low.keys().is_some() && impostor.keys().is_some());
     assert!(!same_keys(&low, &impostor), "SPAKE2 agrees only between holders of one password");
 }
 
 #[test]
-fn a_repeated_start_gets_the_same_answer_and_a_new_start_restarts_the_link() {
+fn a_repeated_start_gets_the_same_answer_and_a_new_start_is_answered_only_when_asked_and_kept_pending() {
     let mut low = LinkKeyExchange::new(&key(7), LOW, HIGH);
     let mut high = LinkKeyExchange::new(&key(7), HIGH, LOW);
     let start = low.drain_outgoing().remove(0);
-    assert_eq!(high.receive(&start), Ok(ExchangeStep::Agreed { restarted: false }));
+    assert_eq!(high.receive(&start), Ok(ExchangeStep::Agreed));
     let answer = high.drain_outgoing();
     assert_eq!(high.receive(&start), Ok(ExchangeStep::Repeated), "its answer was lost");
     assert_eq!(high.drain_outgoing(), answer, "answered alike, so either copy finishes the start");
-    assert_eq!(low.receive(&answer[0]), Ok(ExchangeStep::Agreed { restarted: false }));
+    assert_eq!(low.receive(&answer[0]), Ok(ExchangeStep::Agreed));
     assert_eq!(low.receive(&answer[0]), Ok(ExchangeStep::Repeated));
     assert!(same_keys(&low, &high));
 
-    // The low player's transport connected the link again: a new start, new keys on both sides.
+    // The low player's transport connected the link again: a new start. The answering side
+    // neither answers it nor computes anything on its own (a stranger's second guess)...
     let mut low = LinkKeyExchange::new(&key(7), LOW, HIGH);
-    let steps = converse(&mut low, &mut high);
-    assert_eq!(steps, vec![Ok(ExchangeStep::Agreed { restarted: true }), Ok(ExchangeStep::Agreed { restarted: false })]);
-    assert!(same_keys(&low, &high));
+    let again = low.drain_outgoing().remove(0);
+    assert_eq!(high.receive(&again), Ok(ExchangeStep::NewStart));
+    assert!(high.drain_outgoing().is_empty() && high.pending_keys().is_none());
+    // ...until its caller answers it: the old keys stay until the new ones are adopted.
+    high.answer_again(&again).unwrap();
+    assert_eq!(low.receive(&high.drain_outgoing()[0]), Ok(ExchangeStep::Agreed));
+    assert!(!same_keys(&low, &high), "the agreed keys stay until a frame verifies under the new ones");
+    assert_eq!(low.keys().unwrap().frame_tag(LOW, HIGH, b"x"), high.pending_keys().unwrap().frame_tag(LOW, HIGH, b"x"));
+    high.adopt();
+    assert!(same_keys(&low, &high) && high.pending_keys().is_none());
+    assert!(matches!(low.answer_again(&again), Err(ExchangeError::Refused(_))), "the starting side answers no start");
 }
 
 #[test]
@@ -100,6 +109,6 @@ fn malformed_or_wrong_side_messages_are_refused_and_the_starter_keeps_waiting() 
     assert!(low.awaits_answer() && low.keys().is_none() && high.keys().is_none());
     // It waits on under a fresh start, which the honest peer answers.
     let steps = converse(&mut low, &mut high);
-    assert_eq!(steps, vec![Ok(ExchangeStep::Agreed { restarted: false }), Ok(ExchangeStep::Agreed { restarted: false })]);
+    assert_eq!(steps, vec![Ok(ExchangeStep::Agreed), Ok(ExchangeStep::Agreed)]);
     assert!(same_keys(&low, &high));
 }

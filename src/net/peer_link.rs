@@ -7,7 +7,7 @@ use std::time::Duration;
 use bevy::platform::time::Instant;
 
 use super::auth::{PeerUuid, Permissions};
-use super::codec::{Capabilities, Hello, ReplayGuard};
+use super::codec::{Capabilities, Hello};
 use super::credentials::RoomAuthority;
 use super::latency::RttStats;
 use super::link_events::{RejectReason, SessionEvent};
@@ -102,7 +102,6 @@ pub struct PeerLink {
     pub(super) owe_hello: bool,
     pub(super) last_hello: Option<Instant>,
     pub(super) last_ping: Instant,
-    pub(super) replay: ReplayGuard,
     pub(super) pings: HashMap<u64, Instant>,
     pub(super) budget: FrameBudget,
     /// The tensor ciphers of this session, once the peer is trusted.
@@ -113,6 +112,8 @@ pub struct PeerLink {
     pub(super) permissions: Permissions,
     /// The owner's side: the token granted to the peer, sent in every hello to it.
     pub(super) grant: Option<CapabilityToken>,
+    /// The owner's side: how many of its revocations the peer has been told.
+    pub(super) revocations_told: usize,
 }
 
 /// The ciphers of a link's tensor payloads, one per direction.
@@ -137,18 +138,19 @@ impl PeerLink {
             owe_hello: false,
             last_hello: None,
             last_ping: now,
-            replay: ReplayGuard::default(),
             pings: HashMap::new(),
             budget: FrameBudget::new(frames_per_second, now),
             ciphers: None,
             their_nonce: None,
             permissions: Permissions::NONE,
             grant: None,
+            revocations_told: 0,
         }
     }
 
     /// Starts the handshake over (the peer dropped this link on its side): trust, its hello,
-    /// ciphers and grant are forgotten; the replay guard, budget and statistics are kept.
+    /// ciphers and grant are forgotten; the budget and statistics are kept (and the replay
+    /// guard, which lives with the link's keys).
     pub(super) fn restart_handshake(&mut self, now: Instant) {
         self.state = LinkState::Handshaking;
         self.hello = None;
@@ -158,6 +160,7 @@ impl PeerLink {
         self.ciphers = None;
         self.permissions = Permissions::NONE;
         self.grant = None;
+        self.revocations_told = 0;
     }
 
     /// Counts a message from `peer` (this link's) that was dropped, and reports it.

@@ -12,8 +12,12 @@ use crate::secret::{parse_hex, to_hex, SecretKey, SecretKeyError};
 /// Bytes of a token on the wire.
 pub const TOKEN_BYTES: usize = 32 + 16 + SESSION_NONCE_BYTES + 1 + 8 + 64;
 
+/// How far a verifier's clock may run ahead of the owner's before a token it renewed in time
+/// reads as expired: a token is void only this long after its expiry.
+pub const CLOCK_SKEW_MS: u64 = 30_000;
+
 const TOKEN_CONTEXT: &[u8] = b"bevy_p2p_inference token v1";
-const PROOF_CONTEXT: &[u8] = b"bevy_p2p_inference hello proof v1";
+const PROOF_CONTEXT: &[u8] = b"bevy_p2p_inference hello proof v2";
 
 /// Why a token or a proof of identity was not accepted.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +39,10 @@ pub enum TokenError {
     /// The owner revoked the player.
     #[error("the player was revoked by the room's owner")]
     Revoked,
+    /// The peer proved another identity on this link before: an identity is pinned to its
+    /// peer id for the session, so that a revocation of one reaches the player.
+    #[error("the peer showed another identity before")]
+    IdentityChanged,
     /// The hello is not signed by the identity key it names, over this player's fresh nonce.
     #[error("the hello does not prove its identity key over this session's nonce")]
     BadProof,
@@ -140,21 +148,23 @@ impl PlayerIdentity {
     }
 
     /// Signs that this player, as `sender`, greets `receiver` in the receiver's session
-    /// `receiver_nonce`.
-    pub fn prove(&self, sender: PeerUuid, receiver: PeerUuid, receiver_nonce: &[u8; SESSION_NONCE_BYTES]) -> [u8; 64] {
-        self.0.sign(&proof_bytes(sender, receiver, receiver_nonce)).to_bytes()
+    /// `receiver_nonce`, over the link whose keys' channel binding is `binding`
+    /// ([`super::LinkKeys::binding`]): a proof relayed onto another link (by a key holder in
+    /// the middle, who agreed other keys with each side) does not verify there.
+    pub fn prove(&self, sender: PeerUuid, receiver: PeerUuid, receiver_nonce: &[u8; SESSION_NONCE_BYTES], binding: &[u8; 32]) -> [u8; 64] {
+        self.0.sign(&proof_bytes(sender, receiver, receiver_nonce, binding)).to_bytes()
     }
 }
 
 /// Checks a hello's proof: signed by `identity` for `sender` greeting `receiver` in the
-/// receiver's session `receiver_nonce`.
-pub fn verify_proof(identity: IdentityKey, sender: PeerUuid, receiver: PeerUuid, receiver_nonce: &[u8; SESSION_NONCE_BYTES], proof: &[u8; 64]) -> Result<(), TokenError> {
+/// receiver's session `receiver_nonce`, over the link whose channel binding is `binding`.
+pub fn verify_proof(identity: IdentityKey, sender: PeerUuid, receiver: PeerUuid, receiver_nonce: &[u8; SESSION_NONCE_BYTES], binding: &[u8; 32], proof: &[u8; 64]) -> Result<(), TokenError> {
     let key = VerifyingKey::from_bytes(&identity.0).map_err(|_| TokenError::BadKey)?;
-    key.verify(&proof_bytes(sender, receiver, receiver_nonce), &Signature::from_bytes(proof)).map_err(|_| TokenError::BadProof)
+    key.verify(&proof_bytes(sender, receiver, receiver_nonce, binding), &Signature::from_bytes(proof)).map_err(|_| TokenError::BadProof)
 }
 
-fn proof_bytes(sender: PeerUuid, receiver: PeerUuid, receiver_nonce: &[u8; SESSION_NONCE_BYTES]) -> Vec<u8> {
-    [PROOF_CONTEXT, &sender.0, &receiver.0, receiver_nonce].concat()
+fn proof_bytes(sender: PeerUuid, receiver: PeerUuid, receiver_nonce: &[u8; SESSION_NONCE_BYTES], binding: &[u8; 32]) -> Vec<u8> {
+    [PROOF_CONTEXT, &sender.0, &receiver.0, receiver_nonce, binding].concat()
 }
 
 /// The player a token is issued to: its identity key, its peer id and its session nonce.
@@ -187,13 +197,19 @@ impl CapabilityToken {
         [TOKEN_CONTEXT, &h.identity.0, &h.peer.0, &h.session_nonce, &[self.permissions.bits()], &self.expires_at_ms.to_le_bytes()].concat()
     }
 
-    /// Whether the token is `owner`'s, issued to `presenter`, and not expired at `now_ms`.
+    /// Whether the token is `owner`'s, issued to `presenter`, and not expired at `now_ms` (by
+    /// more than [`CLOCK_SKEW_MS`]).
     pub fn verify(&self, owner: &OwnerPublicKey, presenter: &TokenHolder, now_ms: u64) -> Result<(), TokenError> {
         owner.0.verify(&self.signed_bytes(), &Signature::from_bytes(&self.signature)).map_err(|_| TokenError::Forged)?;
         if self.holder != *presenter {
             return Err(TokenError::NotTheHolder);
         }
-        if now_ms > self.expires_at_ms {
+        self.check_expiry(now_ms)
+    }
+
+    /// Whether the token has expired at `now_ms`, by more than [`CLOCK_SKEW_MS`].
+    pub fn check_expiry(&self, now_ms: u64) -> Result<(), TokenError> {
+        if now_ms > self.expires_at_ms.saturating_add(CLOCK_SKEW_MS) {
             return Err(TokenError::Expired { expired_at_ms: self.expires_at_ms, now_ms });
         }
         Ok(())
@@ -212,12 +228,14 @@ mod tests {
     }
 
     #[test]
-    fn a_token_verifies_for_its_holder_until_it_expires() {
+    fn a_token_verifies_for_its_holder_until_it_expires_by_more_than_the_clock_skew_allowed() {
         let owner = OwnerKey::generate().unwrap();
         let player = PlayerIdentity::generate().unwrap();
         let token = owner.issue(holder(&player, A, 7), Permissions::RUN_STAGES, 1_000);
         assert_eq!(token.verify(&owner.public(), &holder(&player, A, 7), 1_000), Ok(()));
-        assert_eq!(token.verify(&owner.public(), &holder(&player, A, 7), 1_001), Err(TokenError::Expired { expired_at_ms: 1_000, now_ms: 1_001 }));
+        let skewed = 1_000 + CLOCK_SKEW_MS;
+        assert_eq!(token.verify(&owner.public(), &holder(&player, A, 7), skewed), Ok(()), "a verifier's clock 30 s ahead of the owner's");
+        assert_eq!(token.verify(&owner.public(), &holder(&player, A, 7), skewed + 1), Err(TokenError::Expired { expired_at_ms: 1_000, now_ms: skewed + 1 }));
     }
 
     #[test]
@@ -247,13 +265,15 @@ mod tests {
     }
 
     #[test]
-    fn a_proof_verifies_only_for_its_sender_receiver_and_the_receivers_nonce() {
+    fn a_proof_verifies_only_for_its_sender_receiver_the_receivers_nonce_and_the_link_it_was_made_on() {
         let player = PlayerIdentity::generate().unwrap();
-        let proof = player.prove(A, B, &[3; SESSION_NONCE_BYTES]);
-        assert_eq!(verify_proof(player.public(), A, B, &[3; SESSION_NONCE_BYTES], &proof), Ok(()));
-        assert_eq!(verify_proof(player.public(), A, B, &[4; SESSION_NONCE_BYTES], &proof), Err(TokenError::BadProof), "an old session's hello");
-        assert_eq!(verify_proof(player.public(), B, A, &[3; SESSION_NONCE_BYTES], &proof), Err(TokenError::BadProof));
-        assert_eq!(verify_proof(PlayerIdentity::generate().unwrap().public(), A, B, &[3; SESSION_NONCE_BYTES], &proof), Err(TokenError::BadProof));
+        let (nonce, link) = ([3; SESSION_NONCE_BYTES], [5; 32]);
+        let proof = player.prove(A, B, &nonce, &link);
+        assert_eq!(verify_proof(player.public(), A, B, &nonce, &link, &proof), Ok(()));
+        assert_eq!(verify_proof(player.public(), A, B, &[4; SESSION_NONCE_BYTES], &link, &proof), Err(TokenError::BadProof), "an old session's hello");
+        assert_eq!(verify_proof(player.public(), B, A, &nonce, &link, &proof), Err(TokenError::BadProof));
+        assert_eq!(verify_proof(player.public(), A, B, &nonce, &[6; 32], &proof), Err(TokenError::BadProof), "relayed onto another link");
+        assert_eq!(verify_proof(PlayerIdentity::generate().unwrap().public(), A, B, &nonce, &link, &proof), Err(TokenError::BadProof));
     }
 
     #[test]

@@ -133,7 +133,7 @@ mod peers {
                 let measured = measured.iter().find(|m| m.executor == Executor::Peer(peer) && m.samples > 0).map(|m| (m.flops_per_s / 1e9, m.share));
                 let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
                 let role = match (link.state, link.permissions()) {
-                    (LinkState::Trusted, Permissions::COORDINATOR) => "player",
+                    (LinkState::Trusted, p) if p.contains(Permissions::COORDINATOR) => "player",
                     (LinkState::Trusted, p) if p.contains(Permissions::RUN_STAGES) => "server",
                     (LinkState::Trusted, _) => "spectator",
                     _ => "?",

@@ -63,9 +63,9 @@ impl PeerRole {
     /// What a player in this role asks the others to let it do.
     pub fn permissions(self) -> Permissions {
         match self {
-            PeerRole::Player => Permissions::COORDINATOR,
-            PeerRole::Server => Permissions::RUN_STAGES,
-            PeerRole::Spectator => Permissions::SUBMIT_REQUESTS,
+            PeerRole::Player => Permissions::ALL,
+            PeerRole::Server => Permissions::RUN_STAGES.union(Permissions::SHARE),
+            PeerRole::Spectator => Permissions::SUBMIT_REQUESTS.union(Permissions::SHARE),
         }
     }
 

@@ -128,7 +128,7 @@ pub(super) fn start_collectives(
             fail(&mut commands, entity, CollectiveError::BadInput("a collective's name is longer than the wire allows"));
             continue;
         }
-        let mut members: Vec<PeerUuid> = session.links().trusted_with(Permissions::SUBMIT_REQUESTS).iter().map(|(id, _)| *id).collect();
+        let mut members: Vec<PeerUuid> = session.links().trusted_with(Permissions::SUBMIT_REQUESTS.union(Permissions::SHARE)).iter().map(|(id, _)| *id).collect();
         members.push(own);
         let input = request.input.as_ref().map(|t| as_sent(t, request.dtype));
         let (run, parts) = match CollectiveRun::start(request.op, own, members, input) {
