@@ -71,6 +71,15 @@ pub fn open_sealed(sealed: &[u8], key: &SecretKey) -> Result<Zeroizing<Vec<u8>>,
     cipher(key).decrypt(nonce, payload).map(Zeroizing::new).map_err(|_| SealError::WrongKeyOrTampered)
 }
 
+/// The ONNX bytes of a model file's `bytes` as the loader takes them: a sealed file opened with
+/// `key`, a plain file as it is.
+pub fn model_bytes(bytes: Zeroizing<Vec<u8>>, key: Option<&SecretKey>) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    if is_sealed(&bytes) {
+        return open_sealed(&bytes, key.ok_or(SealError::NoKey)?);
+    }
+    Ok(bytes)
+}
+
 fn cipher(key: &SecretKey) -> XChaCha20Poly1305 {
     XChaCha20Poly1305::new(key.bytes().into())
 }
