@@ -26,6 +26,7 @@ mod problem;
 pub mod shared;
 mod serve_budget;
 mod spot_check;
+mod spot_check_tally;
 mod split_batches;
 mod stage_server;
 mod state;
@@ -42,6 +43,7 @@ pub use problem::SessionProblem;
 pub use serve_budget::{BudgetGate, ServeBudget, ServeBudgetReport};
 pub use collective::{CollectiveDone, CollectiveError, CollectiveFailed, CollectiveFailedEvent, CollectiveRequest, CollectiveResult, Collectives};
 pub use shared::{PublishedTensor, RemoteTensor, RemoteTensorChanged, SharedTensorRules, SharedTensors};
+pub use spot_check_tally::SpotCheckTally;
 pub use state::{Distributed, RequestTraffic, StolenWork};
 
 /// What a player does in the session: by default both ask and serve; a role only restricts it.
@@ -128,9 +130,11 @@ pub struct PeerSessionPlugin {
     /// 64); a larger one is dropped, so that no peer can make it cut and compile its model for
     /// ever new batches.
     pub max_served_batch: usize,
-    /// Every so many split requests (0: never, the default), the remote stages of one are run
-    /// again on this GPU and compared with the peers' result before it is delivered; a
-    /// mismatch excludes the peers that ran them and delivers this GPU's result.
+    /// One split request in this many (0: never, the default), drawn at random, has every
+    /// remote hand-over run again on this GPU (from the last input this player computed
+    /// itself) and compared with what the peers returned before it is delivered; a mismatch
+    /// excludes the peers of the hand-over that disagrees (where that cannot be told, every
+    /// peer of the check) and delivers this GPU's result ([`Distributed::spot_checks`]).
     pub spot_check_every: u32,
     /// A player whose stages time out this often in a row is excluded from the session
     /// (default 3): it may answer heartbeats, but it gets no more work.
