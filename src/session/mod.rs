@@ -28,6 +28,7 @@ mod serve_budget;
 mod spot_check;
 mod spot_check_tally;
 mod split_batches;
+mod stage_output;
 mod stage_server;
 mod state;
 mod systems;

@@ -289,23 +289,8 @@ pub(super) fn handle_session_events(
                 // once; shared tensors' values by the shared tensors.
                 Direction::StageInput | Direction::Shared | Direction::Collective => {}
                 Direction::StageOutput => {
-                    let assignment = state.assignment.clone();
-                    let (request, stage) = (received.shared.request, received.shared.stage as usize);
-                    let got = received.shared.tensor.shape();
-                    if let Some(expected) = state.expected_output(request, stage).filter(|expected| expected != got) {
-                        let peer = received.from;
-                        problems.write(SessionProblem::WrongShape { peer, request, stage: stage as u16, expected, got: got.to_vec() });
-                        let reruns = state.pipeline.rerun_peer(peer, &assignment, now);
-                        state.actions.extend(reruns);
-                        continue;
-                    }
-                    if let Some(t) = state.tracked.get_mut(&request) {
-                        t.bytes += received.header.total_bytes as u64;
-                    }
-                    state.timeouts.remove(&received.from);
-                    state.pipeline.note_remote_runs(request, &received.header.trace, received.transfer.estimate());
-                    if let Ok(next) = state.pipeline.stage_finished(request, stage, Executor::Peer(received.from), received.shared.tensor.clone(), &assignment, now) {
-                        state.actions.extend(next);
+                    if let Some(problem) = state.take_stage_output(received, now) {
+                        problems.write(problem);
                     }
                 }
             },
