@@ -173,6 +173,11 @@ pub struct PeerSessionPlugin {
     /// A collective still missing parts after this long fails (default 10 s; see
     /// [`CollectiveRequest`]).
     pub collective_timeout: Duration,
+    /// Bytes of parts kept for collectives this player has not started yet, from all players
+    /// together (default 64 MiB; at most [`collective::MAX_EARLY_PARTS`] parts, each for at
+    /// most [`Self::collective_timeout`]); a part beyond it is dropped and reported
+    /// ([`SessionProblem::CollectivePartRefused`]).
+    pub max_early_collective_bytes: usize,
     /// STUN/TURN server URLs for ICE. Empty by default: host candidates only, which reach peers
     /// on the same machine or network and contact no outside server.
     pub ice_servers: Vec<String>,
@@ -205,6 +210,7 @@ impl PeerSessionPlugin {
             work_stealing: Some(StealPolicy::default()),
             shared_tensors: SharedTensorRules::default(),
             collective_timeout: Duration::from_secs(10),
+            max_early_collective_bytes: 64 << 20,
             ice_servers: Vec::new(),
         }
     }
@@ -229,7 +235,7 @@ impl Plugin for PeerSessionPlugin {
             .add_message::<SessionProblem>()
             .insert_resource(Distributed::new(self.clone()))
             .insert_resource(SharedTensors::new(self.shared_tensors.clone()))
-            .insert_resource(Collectives::new(self.collective_timeout))
+            .insert_resource(Collectives::new(self.collective_timeout, self.max_early_collective_bytes))
             .init_resource::<PolledEvents>()
             .configure_sets(PreUpdate, InferenceSystems::Session.after(InferenceSystems::ReceiveResults))
             .configure_sets(Last, InferenceSystems::Session.after(InferenceSystems::ReceiveResults))

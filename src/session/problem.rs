@@ -164,9 +164,9 @@ pub enum SessionProblem {
     /// bytes; it is not shared.
     #[error("the shared tensor name {0:?} is longer than the wire allows")]
     SharedNameTooLong(String),
-    /// A part for a collective that this player has finished, or beyond the parts it keeps
-    /// for collectives it has not started yet.
-    #[error("a part of collective {name:?} round {round} from {peer} was refused")]
+    /// A part for a collective that this player has started or finished, or beyond the parts
+    /// (count or bytes) it keeps for collectives it has not started yet: it is dropped.
+    #[error("a part of collective {name:?} round {round} from {peer} was refused: {reason}")]
     CollectivePartRefused {
         /// The player that sent it.
         peer: PeerUuid,
@@ -174,5 +174,7 @@ pub enum SessionProblem {
         name: String,
         /// Its round.
         round: u64,
+        /// Why.
+        reason: super::collective::PartRefusal,
     },
 }
