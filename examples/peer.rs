@@ -132,8 +132,8 @@ struct Args {
     /// tests: a lying peer).
     #[arg(long)]
     wrong_results: bool,
-    /// Asker: run the remote stages of every N-th split request again on its own GPU
-    /// and compare (0: never).
+    /// Asker: run every remote hand-over of one split request in N (drawn at random) again on
+    /// its own GPU and compare (0: never).
     #[arg(long, default_value_t = 0)]
     spot_check_every: u32,
     /// Own the room: the owner key's secret, 64 hex digits (`room_key --owner` makes a pair).

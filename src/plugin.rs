@@ -28,7 +28,9 @@ pub struct P2pInferencePlugin {
     /// again if asked for, so that inputs of ever new shapes cannot fill GPU memory.
     pub max_compiled_blocks: usize,
     /// The key `.onnx.sealed` models are opened with (see [`crate::model::seal_model`]);
-    /// `None`: sealed models fail to load with [`crate::model::SealError::NoKey`].
+    /// `None`: sealed models fail to load with [`crate::model::SealError::NoKey`]. With a key,
+    /// every model must be sealed: a plain `.onnx` fails with
+    /// [`crate::model::SealError::NotSealed`], so that none can be put in a sealed one's place.
     pub model_key: Option<SecretKey>,
 }
 

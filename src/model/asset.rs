@@ -12,7 +12,7 @@ use super::ir::Graph;
 use super::external_data::{external_data_locations, ExternalFiles};
 use super::onnx::{import_onnx_with, ImportOptions};
 use super::plan::{PartitionPlan, PlanError};
-use super::sealed::{is_sealed, open_sealed, SealError};
+use super::sealed::{model_bytes, SealError};
 use crate::secret::SecretKey;
 use zeroize::Zeroizing;
 
@@ -175,9 +175,7 @@ impl AssetLoader for OnnxLoader {
     ) -> Result<Model, OnnxLoadError> {
         let mut bytes = Zeroizing::new(Vec::new());
         reader.read_to_end(&mut bytes).await?;
-        if is_sealed(&bytes) {
-            bytes = open_sealed(&bytes, self.key.as_ref().ok_or(SealError::NoKey)?)?;
-        }
+        let bytes = model_bytes(bytes, self.key.as_ref())?;
         // Initializers stored beside the model (`model.onnx.data`) are read from the same source.
         let mut external_files = ExternalFiles::new();
         for location in external_data_locations(&bytes)? {

@@ -23,6 +23,10 @@ pub enum SealError {
     /// The file is sealed and no key was given to the loader.
     #[error("the model is sealed and no key was given (P2pInferencePlugin::model_key)")]
     NoKey,
+    /// A key is configured and the file is not sealed: a plain model put in place of the
+    /// sealed one is refused.
+    #[error("a model key is configured (P2pInferencePlugin::model_key) and the model is not sealed")]
+    NotSealed,
     /// The key is not the one it was sealed with, or the file was changed since.
     #[error("the sealed model does not open with this key: a wrong key or a changed file")]
     WrongKeyOrTampered,
@@ -71,6 +75,18 @@ pub fn open_sealed(sealed: &[u8], key: &SecretKey) -> Result<Zeroizing<Vec<u8>>,
     cipher(key).decrypt(nonce, payload).map(Zeroizing::new).map_err(|_| SealError::WrongKeyOrTampered)
 }
 
+/// The ONNX bytes of a model file's `bytes` as the loader takes them: with a `key`, the file
+/// must be sealed under it (a plain file in its place is [`SealError::NotSealed`]); without
+/// one, it must be plain ([`SealError::NoKey`]).
+pub fn model_bytes(bytes: Zeroizing<Vec<u8>>, key: Option<&SecretKey>) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    match (is_sealed(&bytes), key) {
+        (true, Some(key)) => open_sealed(&bytes, key),
+        (true, None) => Err(SealError::NoKey),
+        (false, Some(_)) => Err(SealError::NotSealed),
+        (false, None) => Ok(bytes),
+    }
+}
+
 fn cipher(key: &SecretKey) -> XChaCha20Poly1305 {
     XChaCha20Poly1305::new(key.bytes().into())
 }
@@ -91,6 +107,17 @@ mod tests {
         assert_ne!(seal_model(MODEL, &key).unwrap(), sealed, "a fresh nonce each time");
         let other = SecretKey::generate().unwrap();
         assert_eq!(open_sealed(&sealed, &other), Err(SealError::WrongKeyOrTampered));
+    }
+
+    #[test]
+    fn with_a_model_key_only_a_sealed_file_loads_and_without_one_only_a_plain_file() {
+        let key = SecretKey::generate().unwrap();
+        let sealed = seal_model(MODEL, &key).unwrap();
+        let plain = || Zeroizing::new(MODEL.to_vec());
+        assert_eq!(model_bytes(Zeroizing::new(sealed.clone()), Some(&key)).as_deref().map(Vec::as_slice), Ok(MODEL));
+        assert_eq!(model_bytes(plain(), Some(&key)), Err(SealError::NotSealed), "a plain file put in place of the sealed one");
+        assert_eq!(model_bytes(plain(), None).as_deref().map(Vec::as_slice), Ok(MODEL), "no key: plain models load");
+        assert_eq!(model_bytes(Zeroizing::new(sealed), None), Err(SealError::NoKey));
     }
 
     #[test]

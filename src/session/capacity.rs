@@ -46,7 +46,14 @@ pub struct Capacity {
     smoothing: f64,
     decay: f64,
     estimates: HashMap<Executor, Estimate>,
+    /// The estimates of executors that left, so that one that comes back (a reconnection)
+    /// finds what was measured, and no fresh prior.
+    departed: HashMap<Executor, Estimate>,
 }
+
+/// How many executors that left are remembered (beyond it, one of them is forgotten to make
+/// room: a player cycling through new peer ids is not one this table can follow anyway).
+const MAX_DEPARTED: usize = 256;
 
 impl Default for Capacity {
     /// Each measurement moves the estimate a fifth of the way; recent work halves in weight
@@ -60,15 +67,20 @@ impl Capacity {
     /// A capacity table where a measurement moves an executor's estimate by `smoothing` of the
     /// difference (0 < smoothing <= 1) and past work weighs `decay` per stage run measured.
     pub fn new(smoothing: f64, decay: f64) -> Self {
-        Self { smoothing: smoothing.clamp(f64::MIN_POSITIVE, 1.0), decay: decay.clamp(0.0, 1.0), estimates: HashMap::new() }
+        Self { smoothing: smoothing.clamp(f64::MIN_POSITIVE, 1.0), decay: decay.clamp(0.0, 1.0), estimates: HashMap::new(), departed: HashMap::new() }
     }
 
     /// Sets `executor`'s prior: it ran `flops` in `took` when it calibrated (ignored when either
     /// is zero). Until its own work is measured, its speed is this prior scaled the way this
     /// player's own calibration compares with its own measured speed: calibrations include
     /// one-off costs (compiling kernels), so only their ratios are believed, and only until
-    /// work comes back.
+    /// work comes back. An executor that left and comes back gets what was measured of it
+    /// before, and no prior: a claim is believed once, not once per reconnection.
     pub fn set_prior(&mut self, executor: Executor, flops: u64, took: Duration) {
+        if let Some(before) = self.departed.remove(&executor) {
+            self.estimates.insert(executor, Estimate { prior: None, work: 0.0, ..before });
+            return;
+        }
         if let Some(prior) = per_flop(flops, took) {
             self.estimates.entry(executor).or_default().prior = Some(prior);
         }
@@ -138,9 +150,17 @@ impl Capacity {
         estimate.samples = estimate.samples.max(1);
     }
 
-    /// Forgets `executor` (it left).
+    /// `executor` left: it is no longer listed, and what was measured of it is kept for when
+    /// it comes back ([`Self::set_prior`]).
     pub fn forget(&mut self, executor: Executor) {
-        self.estimates.remove(&executor);
+        if let Some(estimate) = self.estimates.remove(&executor) {
+            if self.departed.len() >= MAX_DEPARTED
+                && let Some(&oldest) = self.departed.keys().next()
+            {
+                self.departed.remove(&oldest);
+            }
+            self.departed.insert(executor, estimate);
+        }
     }
 
     fn seconds_per_flop(&self, executor: Executor) -> Option<f64> {

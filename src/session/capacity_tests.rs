@@ -162,3 +162,22 @@ fn an_outpaced_chain_blames_only_the_member_predicted_slowest_less_the_others_ti
     assert!(close(capacity.speed(NEW), 1_000_000.0 / 0.040));
     assert!(close(capacity.speed(OTHER), 1e9));
 }
+
+#[test]
+fn a_peer_that_leaves_and_comes_back_gets_no_fresh_claimed_prior() {
+    let mut capacity = Capacity::default();
+    // It claims 1 TFLOP/s, is measured at 100 GFLOP/s, leaves and comes back claiming again.
+    capacity.set_prior(SLOW, 1_000_000_000, ms(1));
+    capacity.observe(SLOW, 1_000_000_000, ms(10));
+    capacity.forget(SLOW);
+    assert_eq!(capacity.speeds(), [], "gone: not listed");
+    capacity.set_prior(SLOW, 1_000_000_000, ms(1));
+    assert!(close(capacity.speed(SLOW), 1e11), "what was measured holds, not the claim: {:?}", capacity.speed(SLOW));
+    // One that leaves before any of its work came back had its claim believed once already.
+    capacity.set_prior(FAST, 1_000_000_000, ms(1));
+    capacity.forget(FAST);
+    capacity.set_prior(FAST, 1_000_000_000, ms(1));
+    assert_eq!(capacity.speed(FAST), None, "no prior the second time: placed as the slowest until measured");
+    capacity.observe(FAST, 1_000_000_000, ms(2));
+    assert!(close(capacity.speed(FAST), 5e11), "then measured as anyone");
+}

@@ -26,7 +26,9 @@ mod problem;
 pub mod shared;
 mod serve_budget;
 mod spot_check;
+mod spot_check_tally;
 mod split_batches;
+mod stage_output;
 mod stage_server;
 mod state;
 mod systems;
@@ -42,6 +44,7 @@ pub use problem::SessionProblem;
 pub use serve_budget::{BudgetGate, ServeBudget, ServeBudgetReport};
 pub use collective::{CollectiveDone, CollectiveError, CollectiveFailed, CollectiveFailedEvent, CollectiveRequest, CollectiveResult, Collectives};
 pub use shared::{PublishedTensor, RemoteTensor, RemoteTensorChanged, SharedTensorRules, SharedTensors};
+pub use spot_check_tally::SpotCheckTally;
 pub use state::{Distributed, RequestTraffic, StolenWork};
 
 /// What a player does in the session: by default both ask and serve; a role only restricts it.
@@ -128,9 +131,11 @@ pub struct PeerSessionPlugin {
     /// 64); a larger one is dropped, so that no peer can make it cut and compile its model for
     /// ever new batches.
     pub max_served_batch: usize,
-    /// Every so many split requests (0: never, the default), the remote stages of one are run
-    /// again on this GPU and compared with the peers' result before it is delivered; a
-    /// mismatch excludes the peers that ran them and delivers this GPU's result.
+    /// One split request in this many (0: never, the default), drawn at random, has every
+    /// remote hand-over run again on this GPU (from the last input this player computed
+    /// itself) and compared with what the peers returned before it is delivered; a mismatch
+    /// excludes the peers of the hand-over that disagrees (where that cannot be told, every
+    /// peer of the check) and delivers this GPU's result ([`Distributed::spot_checks`]).
     pub spot_check_every: u32,
     /// A player whose stages time out this often in a row is excluded from the session
     /// (default 3): it may answer heartbeats, but it gets no more work.
@@ -168,6 +173,11 @@ pub struct PeerSessionPlugin {
     /// A collective still missing parts after this long fails (default 10 s; see
     /// [`CollectiveRequest`]).
     pub collective_timeout: Duration,
+    /// Bytes of parts kept for collectives this player has not started yet, from all players
+    /// together (default 64 MiB; at most [`collective::MAX_EARLY_PARTS`] parts, each for at
+    /// most [`Self::collective_timeout`]); a part beyond it is dropped and reported
+    /// ([`SessionProblem::CollectivePartRefused`]).
+    pub max_early_collective_bytes: usize,
     /// STUN/TURN server URLs for ICE. Empty by default: host candidates only, which reach peers
     /// on the same machine or network and contact no outside server.
     pub ice_servers: Vec<String>,
@@ -200,6 +210,7 @@ impl PeerSessionPlugin {
             work_stealing: Some(StealPolicy::default()),
             shared_tensors: SharedTensorRules::default(),
             collective_timeout: Duration::from_secs(10),
+            max_early_collective_bytes: 64 << 20,
             ice_servers: Vec::new(),
         }
     }
@@ -224,7 +235,7 @@ impl Plugin for PeerSessionPlugin {
             .add_message::<SessionProblem>()
             .insert_resource(Distributed::new(self.clone()))
             .insert_resource(SharedTensors::new(self.shared_tensors.clone()))
-            .insert_resource(Collectives::new(self.collective_timeout))
+            .insert_resource(Collectives::new(self.collective_timeout, self.max_early_collective_bytes))
             .init_resource::<PolledEvents>()
             .configure_sets(PreUpdate, InferenceSystems::Session.after(InferenceSystems::ReceiveResults))
             .configure_sets(Last, InferenceSystems::Session.after(InferenceSystems::ReceiveResults))

@@ -204,21 +204,32 @@ pub enum PipelineAction {
         reruns: u32,
         /// From admission into the pipeline (stage 0 starting) to the output arriving.
         in_flight: Duration,
-        /// The hand-over that produced the output: its first stage, its input and who ran its
-        /// stages (for a spot check of remote stages).
-        last_handover: Handover,
+        /// Every hand-over that counted, in order of their stages: each one's first stage,
+        /// input, the players that ran its stages and the output this player got back (for a
+        /// spot check of every remote hand-over; the last one's output is `output`).
+        handovers: Vec<Handover>,
     },
 }
 
-/// One hand-over of a request: stages `stage..stage + executors.len()` run from `input`.
+/// One hand-over of a request: stages `stage..stage + executors.len()` run from `input`, and
+/// what came back.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Handover {
     /// Its first stage.
     pub stage: usize,
     /// The first stage's input, as this player held it.
     pub input: StageInput,
-    /// Who ran each of its stages.
+    /// Who ran each of its stages (a chain that returned early: the stages up to its output).
     pub executors: Vec<Executor>,
+    /// The output of its last stage, as this player received it.
+    pub output: Tensor,
+}
+
+impl Handover {
+    /// Its last stage.
+    pub fn last(&self) -> usize {
+        self.stage + self.executors.len().max(1) - 1
+    }
 }
 
 /// A stage result that does not match what the owner is waiting for.
@@ -256,6 +267,8 @@ struct Active {
     /// The hand-over's output's transfer back, where it came from a peer.
     returned: Option<Duration>,
     records: Vec<StageRecord>,
+    /// The hand-overs that came back, in order.
+    done: Vec<Handover>,
     reruns: u32,
     /// The chain a local stage's output was told to go on to by itself, once it is read back.
     passed_on: Option<Vec<Executor>>,
@@ -432,6 +445,7 @@ impl Pipeline {
                 hops: HashMap::new(),
                 returned: None,
                 records: Vec::new(),
+                done: Vec::new(),
                 reruns: 0,
                 passed_on: None,
                 stolen: None,
@@ -484,13 +498,14 @@ impl Pipeline {
             })
             .collect();
         active.records.extend(records);
+        let ran = active.executors[..=stage - active.stage].to_vec();
+        active.done.push(Handover { stage: active.stage, input: active.input.clone(), executors: ran, output: output.clone() });
         let batch = active.batch();
         let outpaced = outpaced.zip(from.peer()).map(|((executors, waited), by)| PipelineAction::Outpaced { request, stage: active.stage, executors, by, waited, batch });
         let mut actions: Vec<PipelineAction> = outpaced.into_iter().collect();
         if stage + 1 == active.route.len() {
             let done = self.active.remove(&request).expect("present");
-            let last_handover = Handover { stage: done.stage, input: done.input, executors: done.executors };
-            actions.push(PipelineAction::Finished { request, output, stages: done.records, reruns: done.reruns, in_flight: now - done.admitted, last_handover });
+            actions.push(PipelineAction::Finished { request, output, stages: done.records, reruns: done.reruns, in_flight: now - done.admitted, handovers: done.done });
             actions.extend(self.start_waiting(assignment, now));
         } else {
             actions.extend(active.hand_over(request, stage + 1, output.into(), now));

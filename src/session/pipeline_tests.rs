@@ -173,6 +173,23 @@ fn results_from_the_wrong_peer_or_stage_are_refused_and_a_chain_cut_short_goes_o
 }
 
 #[test]
+fn a_finished_request_lists_every_hand_over_with_what_came_back_even_where_a_chain_returned_early() {
+    let a = three_stages();
+    let now = Instant::now();
+    let mut p = started(Pipeline::new(2, 3), 1, &a, now);
+    p.stage_finished(0, 0, Executor::Local, t(1.0), &a, now).unwrap();
+    p.stage_finished(0, 1, Executor::Peer(W1), t(2.0), &a, now).unwrap();
+    let done = p.stage_finished(0, 2, Executor::Peer(W2), t(3.0), &a, now).unwrap();
+    let PipelineAction::Finished { handovers, .. } = &done[0] else { panic!("{done:?}") };
+    let handover = |stage, input: f32, executor, output: f32| Handover { stage, input: t(input).into(), executors: vec![executor], output: t(output) };
+    assert_eq!(
+        *handovers,
+        [handover(0, 0.0, Executor::Local, 1.0), handover(1, 1.0, Executor::Peer(W1), 2.0), handover(2, 2.0, Executor::Peer(W2), 3.0)],
+        "W1's chain came back after stage 1: its output is kept, and stage 2 went on from it"
+    );
+}
+
+#[test]
 fn losing_any_peer_of_a_chain_reruns_the_chain_elsewhere_from_the_kept_input() {
     let a = three_stages();
     let now = Instant::now();
@@ -321,10 +338,10 @@ fn the_copy_that_comes_back_first_is_used_once_and_the_straggler_is_reported_wit
     let back = now + Duration::from_millis(140);
     let done = p.stage_finished(0, 2, Executor::Peer(W2), t(7.0), &both, back).unwrap();
     assert_eq!(done[0], PipelineAction::Outpaced { request: 0, stage: 1, executors: vec![Executor::Peer(W1); 2], by: W2, waited: Duration::from_millis(140), batch: 1 });
-    let PipelineAction::Finished { output, stages, reruns: 0, last_handover, .. } = &done[1] else { panic!("{done:?}") };
+    let PipelineAction::Finished { output, stages, reruns: 0, handovers, .. } = &done[1] else { panic!("{done:?}") };
     assert_eq!(*output, t(7.0));
     assert_eq!(stages[1..].iter().map(|s| (s.executor, s.duration)).collect::<Vec<_>>(), [(Executor::Peer(W2), Duration::from_millis(40)); 2], "the copy's own span");
-    assert_eq!(last_handover.executors, [Executor::Peer(W2); 2]);
+    assert_eq!(handovers.last().unwrap().executors, [Executor::Peer(W2); 2]);
     // The straggler's answer comes after: stale, not used a second time.
     assert_eq!(p.stage_finished(0, 2, Executor::Peer(W1), t(7.0), &both, back), Err(StaleResult::UnknownRequest(0)));
 }

@@ -112,14 +112,14 @@ pub enum SessionProblem {
         /// The largest batch served.
         limit: usize,
     },
-    /// A spot check found the peers' output for a request different from this GPU's: the
-    /// peers that ran the checked stages (which of them lied cannot be told) are excluded, and
-    /// the request gets this GPU's output.
+    /// A spot check found an output the peers returned for a request different from this
+    /// GPU's: the peers of the first hand-over that disagrees (where that cannot be told, every
+    /// peer of the check) are excluded, and the request gets this GPU's output.
     #[error("request {request}: peers {peers:?} returned an output this GPU does not agree with; they are excluded")]
     ResultMismatch {
         /// This owner's request.
         request: u64,
-        /// The peers that ran the checked stages.
+        /// The peers blamed, now excluded.
         peers: Vec<crate::net::PeerUuid>,
     },
     /// This GPU could not run a spot check's stages; the peers' output is delivered unchecked.
@@ -164,9 +164,9 @@ pub enum SessionProblem {
     /// bytes; it is not shared.
     #[error("the shared tensor name {0:?} is longer than the wire allows")]
     SharedNameTooLong(String),
-    /// A part for a collective that this player has finished, or beyond the parts it keeps
-    /// for collectives it has not started yet.
-    #[error("a part of collective {name:?} round {round} from {peer} was refused")]
+    /// A part for a collective that this player has started or finished, or beyond the parts
+    /// (count or bytes) it keeps for collectives it has not started yet: it is dropped.
+    #[error("a part of collective {name:?} round {round} from {peer} was refused: {reason}")]
     CollectivePartRefused {
         /// The player that sent it.
         peer: PeerUuid,
@@ -174,5 +174,7 @@ pub enum SessionProblem {
         name: String,
         /// Its round.
         round: u64,
+        /// Why.
+        reason: super::collective::PartRefusal,
     },
 }

@@ -8,7 +8,8 @@ use bevy::prelude::*;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::spot_check::SpotCheck;
+use super::spot_check::{CheckedRun, SpotCheck, Verdict};
+use super::spot_check_tally::{SpotCheckTallies, SpotCheckTally};
 use super::{Placement, PeerSessionPlugin, SessionProblem};
 use crate::job::{ImageJobInput, JobInput};
 use crate::model::ir::Graph;
@@ -119,8 +120,8 @@ pub struct Distributed {
     pub(super) excluded: HashSet<PeerUuid>,
     /// Requests whose remote stages this GPU is running again before they are delivered.
     pub(super) checks: HashMap<RequestId, SpotCheck>,
-    /// Split requests finished, for [`PeerSessionPlugin::spot_check_every`].
-    finished: u64,
+    /// How each peer fared in the spot checks.
+    spot_checks: SpotCheckTallies,
     pub(super) tracked: HashMap<RequestId, Tracked>,
     /// Requests whose batch was split, until all their slices are in.
     pub(super) splits: SplitBatches,
@@ -158,7 +159,7 @@ impl Distributed {
             timeouts: HashMap::new(),
             excluded: HashSet::new(),
             checks: HashMap::new(),
-            finished: 0,
+            spot_checks: SpotCheckTallies::default(),
             tracked: HashMap::new(),
             splits: SplitBatches::default(),
             next_request: first_request_id(),
@@ -311,18 +312,45 @@ impl Distributed {
         excluded
     }
 
-    /// Gives `peer` no more work in this session and re-runs what it holds elsewhere.
-    pub(super) fn exclude(&mut self, peer: PeerUuid, now: bevy::platform::time::Instant) {
-        if self.excluded.insert(peer) {
+    /// Gives `peer` no more work in this session and re-runs what it holds elsewhere; whether
+    /// it was not excluded before.
+    pub(super) fn exclude(&mut self, peer: PeerUuid, now: bevy::platform::time::Instant) -> bool {
+        let newly = self.excluded.insert(peer);
+        if newly {
             self.drop_player(peer, now);
         }
+        newly
     }
 
-    /// Counts a finished split request; whether it is one to spot-check.
+    /// Whether a finished split request is one to spot-check: one in
+    /// [`PeerSessionPlugin::spot_check_every`], drawn at random, so that no peer can tell
+    /// which of its results will be checked.
     pub(super) fn spot_check_due(&mut self) -> bool {
-        self.finished += 1;
-        let every = self.settings.spot_check_every as u64;
-        every > 0 && self.finished.is_multiple_of(every)
+        let mut draw = [0; 8];
+        // Without randomness every request is checked rather than none.
+        let draw = crate::secret::random_bytes(&mut draw).map_or(0, |()| u64::from_le_bytes(draw));
+        is_drawn(draw, self.settings.spot_check_every)
+    }
+
+    /// A spot check of `run` found `verdict`: every peer of it is counted as checked, those
+    /// blamed as failed, and excluded (returned).
+    pub(super) fn conclude_check(&mut self, run: &CheckedRun, verdict: &Verdict, now: bevy::platform::time::Instant) -> Vec<PeerUuid> {
+        let blamed = match verdict {
+            Verdict::Agree => Vec::new(),
+            Verdict::Mismatch { peers, .. } => peers.clone(),
+        };
+        self.spot_checks.record(&run.peers(), &blamed);
+        for &peer in &blamed {
+            if self.exclude(peer, now) {
+                self.spot_checks.excluded(peer);
+            }
+        }
+        blamed
+    }
+
+    /// How each peer fared in this player's spot checks, in order of their ids.
+    pub fn spot_checks(&self) -> Vec<(PeerUuid, SpotCheckTally)> {
+        self.spot_checks.all()
     }
 
     /// Forgets a player (lost, or it refused a frame) and re-runs what it held elsewhere.
@@ -334,6 +362,11 @@ impl Distributed {
         let reruns = self.pipeline.rerun_peer(peer, &assignment, now);
         self.actions.extend(reruns);
     }
+}
+
+/// Whether a request whose random `draw` this is is checked, at one in `every` (never at 0).
+fn is_drawn(draw: u64, every: u32) -> bool {
+    every > 0 && draw.is_multiple_of(every as u64)
 }
 
 /// Where a session's request ids start: at random, so that ids from an earlier session (a
@@ -408,6 +441,41 @@ mod tests {
         assert_eq!(state.expected_output(7, 2), Some(vec![2, 10]), "the last stage's is the model's output");
         assert_eq!(state.expected_output(7, 3), None, "past the plan");
         assert_eq!(state.expected_output(8, 0), None, "a request not in flight");
+    }
+
+    fn session(spot_check_every: u32) -> Distributed {
+        let mut settings = PeerSessionPlugin::new("ws://127.0.0.1:3536/test", RoomKey::from_bytes([1; 32]), PeerRole::Player, "m", "p");
+        settings.spot_check_every = spot_check_every;
+        Distributed::new(settings)
+    }
+
+    #[test]
+    fn requests_to_spot_check_are_drawn_at_random_one_in_n_not_every_n_th() {
+        let mut state = session(4);
+        let due: Vec<bool> = (0..4000).map(|_| state.spot_check_due()).collect();
+        let checked = due.iter().filter(|d| **d).count();
+        assert!((800..1200).contains(&checked), "about one in 4: {checked} of 4000");
+        let every_4th: Vec<bool> = (1..=4000).map(|i| i % 4 == 0).collect();
+        assert!(due != every_4th, "a peer must not be able to tell which request is checked");
+        assert!(due.windows(2).any(|w| w[0] && w[1]), "two in a row happen");
+        let mut never = session(0);
+        assert!((0..100).all(|_| !never.spot_check_due()), "0: never");
+        assert!(is_drawn(12, 4) && !is_drawn(13, 4) && is_drawn(7, 1) && !is_drawn(0, 0));
+    }
+
+    #[test]
+    fn a_spot_check_counts_every_peer_it_ran_and_excludes_only_those_blamed() {
+        let [w1, w2, w3] = peers(3)[..] else { unreachable!() };
+        let mut state = session(1);
+        let now = bevy::platform::time::Instant::now();
+        let claimed = |peers: Vec<PeerUuid>, stage| crate::session::spot_check::CheckedHandover { stage, last: stage, peers, claimed: Tensor::zeros(vec![1]) };
+        let run = CheckedRun { first: 1, input: Tensor::zeros(vec![1]), handovers: vec![claimed(vec![w1], 1), claimed(vec![w2, w3], 2)] };
+        assert_eq!(state.conclude_check(&run, &Verdict::Agree, now), []);
+        assert_eq!(state.conclude_check(&run, &Verdict::Mismatch { stage: 1, peers: vec![w1] }, now), [w1]);
+        assert_eq!(state.conclude_check(&run, &Verdict::Mismatch { stage: 1, peers: vec![w1] }, now), [w1], "blamed again, excluded once");
+        let tally = |checks, failures, exclusions| SpotCheckTally { checks, failures, exclusions };
+        assert_eq!(state.spot_checks(), [(w1, tally(3, 2, 1)), (w2, tally(3, 0, 0)), (w3, tally(3, 0, 0))]);
+        assert!(state.excluded.contains(&w1) && !state.excluded.contains(&w2));
     }
 
     fn peers(n: u8) -> Vec<PeerUuid> {

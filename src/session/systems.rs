@@ -7,7 +7,7 @@ use bevy::asset::{LoadState, UntypedAssetId};
 use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
-use super::spot_check::{as_sent, outputs_agree, SpotCheck};
+use super::spot_check::{as_sent, judge, CheckedRun, SpotCheck, Verdict};
 use super::stage_server::{StageQuota, StageServer};
 use super::state::{batch_of_tensor, predicted_handover, Phase};
 use super::{BudgetGate, Distributed, PeerSessionEvent, PeerSessionPlugin, PolledEvents, SessionProblem};
@@ -19,10 +19,10 @@ use crate::net::codec::Onward;
 use crate::net::{Capabilities, Direction, LinkSettings, LinkState, PeerUuid, Permissions, SendError, SentTensor, SessionEvent};
 use crate::render::GpuCapabilities;
 use crate::schedule::request_output::OutputNotKeptOnGpu;
-use crate::session::pipeline::{peers_of, Handover, PipelineAction, StageInput};
+use crate::session::pipeline::{PipelineAction, StageInput};
 use crate::schedule::stage_record::Executor;
 use crate::schedule::{deliver, InferenceError, InferenceFailed, InferenceRequest, JobQueue, JobResults, LocalOnly, Prediction, SplitRequest, StageOutcomes, Submitted, TopK};
-use crate::tensor::{Tensor, TransferDtype};
+use crate::tensor::Tensor;
 
 /// Starts loading the model and the plan.
 pub(super) fn load_assets(mut state: ResMut<Distributed>, server: Res<AssetServer>) {
@@ -289,23 +289,8 @@ pub(super) fn handle_session_events(
                 // once; shared tensors' values by the shared tensors.
                 Direction::StageInput | Direction::Shared | Direction::Collective => {}
                 Direction::StageOutput => {
-                    let assignment = state.assignment.clone();
-                    let (request, stage) = (received.shared.request, received.shared.stage as usize);
-                    let got = received.shared.tensor.shape();
-                    if let Some(expected) = state.expected_output(request, stage).filter(|expected| expected != got) {
-                        let peer = received.from;
-                        problems.write(SessionProblem::WrongShape { peer, request, stage: stage as u16, expected, got: got.to_vec() });
-                        let reruns = state.pipeline.rerun_peer(peer, &assignment, now);
-                        state.actions.extend(reruns);
-                        continue;
-                    }
-                    if let Some(t) = state.tracked.get_mut(&request) {
-                        t.bytes += received.header.total_bytes as u64;
-                    }
-                    state.timeouts.remove(&received.from);
-                    state.pipeline.note_remote_runs(request, &received.header.trace, received.transfer.estimate());
-                    if let Ok(next) = state.pipeline.stage_finished(request, stage, Executor::Peer(received.from), received.shared.tensor.clone(), &assignment, now) {
-                        state.actions.extend(next);
+                    if let Some(problem) = state.take_stage_output(received, now) {
+                        problems.write(problem);
                     }
                 }
             },
@@ -399,7 +384,7 @@ pub(super) fn advance_pipeline(
                     state.fail_tracked(&mut commands, tracked, InferenceError::Abandoned { reruns });
                 }
             }
-            PipelineAction::Finished { request, output, stages, reruns, in_flight, last_handover } => {
+            PipelineAction::Finished { request, output, stages, reruns, in_flight, handovers } => {
                 let Some(tracked) = state.tracked.remove(&request) else { continue };
                 state.measure(&stages, batch_of_tensor(&output));
                 state.finished_traffic.push(super::RequestTraffic { bytes: tracked.bytes });
@@ -407,16 +392,12 @@ pub(super) fn advance_pipeline(
                     state.finish_slice(&mut commands, part, output, stages, reruns, in_flight, top_k.0);
                     continue;
                 }
-                let peers = peers_of(&last_handover.executors);
-                // (A remote hand-over's input is a tensor: only stage 0 reads a request's own input.)
-                let Handover { stage, input, executors } = last_handover;
-                if let Some(input) = input.tensor().filter(|_| !peers.is_empty() && state.spot_check_due()) {
-                    let input = as_sent(input, state.input_dtypes[stage]);
-                    if let Ok(graph) = state.stage_graph(stage, batch_of_tensor(&input)) {
-                        let last = stage + executors.len() - 1;
-                        let exact = state.input_dtypes[stage..=last].iter().all(|d| *d == TransferDtype::F32);
-                        let check = SpotCheck { entity: tracked.entity, claimed: output, peers, last, exact, stages, reruns, in_flight, started: now };
-                        queue.push(spot_check_job(state, request, stage, check.entity, graph, input, now));
+                // Every remote hand-over, from the last input this player computed itself.
+                if let Some(run) = CheckedRun::of(&handovers).filter(|_| state.spot_check_due()) {
+                    let input = as_sent(&run.input, state.input_dtypes[run.first]);
+                    if let Ok(graph) = state.stage_graph(run.first, batch_of_tensor(&input)) {
+                        queue.push(spot_check_job(state, request, run.first, tracked.entity, graph, input, now));
+                        let check = SpotCheck { entity: tracked.entity, run, locals: Vec::new(), stages, reruns, in_flight, started: now };
                         state.checks.insert(request, check);
                         continue;
                     }
@@ -428,8 +409,8 @@ pub(super) fn advance_pipeline(
 }
 
 /// Runs the next stage of each spot check on this GPU; once its last stage is back, delivers
-/// the prediction if this GPU agrees with the peers, or else excludes them and delivers its
-/// own output.
+/// the prediction if this GPU agrees with every output the peers returned, or else excludes
+/// the peers blamed ([`judge`]) and delivers its own output.
 pub(super) fn continue_spot_checks(
     mut commands: Commands,
     mut state: ResMut<Distributed>,
@@ -441,34 +422,46 @@ pub(super) fn continue_spot_checks(
     let now = Instant::now();
     for outcome in take_outcomes(&mut outcomes, |tag| matches!(tag, JobTag::SpotCheck { .. })) {
         let JobTag::SpotCheck { request, stage } = outcome.tag else { continue };
-        let Some(check) = state.checks.get(&request) else { continue };
-        let local = match outcome.result {
-            Ok(local) if stage < check.last => {
-                let input = as_sent(&local, state.input_dtypes[stage + 1]);
-                match state.stage_graph(stage + 1, batch_of_tensor(&input)) {
-                    Ok(graph) => {
-                        queue.push(spot_check_job(&state, request, stage + 1, check.entity, graph, input, now));
-                        continue;
+        let Some(check) = state.checks.get_mut(&request) else { continue };
+        let (entity, last) = (check.entity, check.run.last());
+        let ran = match outcome.result {
+            Ok(local) => {
+                if check.run.ends_handover(stage) {
+                    check.locals.push(local.clone());
+                }
+                match stage < last {
+                    true => {
+                        let input = as_sent(&local, state.input_dtypes[stage + 1]);
+                        match state.stage_graph(stage + 1, batch_of_tensor(&input)) {
+                            Ok(graph) => {
+                                queue.push(spot_check_job(&state, request, stage + 1, entity, graph, input, now));
+                                continue;
+                            }
+                            Err(error) => Err(error),
+                        }
                     }
-                    Err(error) => Err(error),
+                    false => Ok(()),
                 }
             }
-            Ok(local) => Ok(local),
             Err(error) => Err(error.into()),
         };
         let check = state.checks.remove(&request).expect("present above");
-        let output = match local {
-            Ok(local) if outputs_agree(&check.claimed, &local, check.exact) => check.claimed,
-            Ok(local) => {
-                problems.write(SessionProblem::ResultMismatch { request, peers: check.peers.clone() });
-                for &peer in &check.peers {
-                    state.exclude(peer, now);
+        let Some(claimed) = check.run.claimed_output().cloned() else { continue };
+        let output = match ran {
+            Ok(()) => {
+                let verdict = judge(&check.run, &check.locals, &state.input_dtypes);
+                let blamed = state.conclude_check(&check.run, &verdict, now);
+                match (verdict, check.locals.last()) {
+                    (Verdict::Mismatch { .. }, Some(local)) => {
+                        problems.write(SessionProblem::ResultMismatch { request, peers: blamed });
+                        local.clone()
+                    }
+                    _ => claimed,
                 }
-                local
             }
             Err(error) => {
                 problems.write(SessionProblem::SpotCheckFailed { request, error });
-                check.claimed
+                claimed
             }
         };
         let latency = check.in_flight + now.saturating_duration_since(check.started);

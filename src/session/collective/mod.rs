@@ -16,6 +16,7 @@
 //! the collective fails on the players still waiting (it never gives a result over fewer
 //! players: those that had the leaver's part would disagree with those that had not).
 
+mod early;
 mod run;
 
 use std::collections::HashMap;
@@ -24,12 +25,13 @@ use std::time::Duration;
 use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
+pub use early::{EarlyPart, EarlyParts, PartRefusal, MAX_EARLY_PARTS};
 pub use run::{CollectiveError, CollectiveRun, Part};
 
 use super::spot_check::as_sent;
 use super::{PolledEvents, SessionProblem};
 use crate::net::session::PeerSession;
-use crate::net::{CollectiveOp, CollectiveTag, Direction, PeerUuid, Permissions, SentTensor, SessionEvent, SharedKey, MAX_SHARED_NAME};
+use crate::net::{CollectiveOp, Direction, PeerUuid, Permissions, SentTensor, SessionEvent, SharedKey, MAX_SHARED_NAME};
 use crate::tensor::{Tensor, TransferDtype};
 
 /// Asks the room for a collective (see the module documentation).
@@ -91,9 +93,6 @@ struct Running {
     started: Instant,
 }
 
-/// Parts that arrived before this player started their collective, kept at most this many.
-const MAX_EARLY_PARTS: usize = 64;
-
 /// This player's collectives.
 #[derive(Resource)]
 pub struct Collectives {
@@ -102,13 +101,15 @@ pub struct Collectives {
     rounds: HashMap<String, u64>,
     /// By (name, round).
     running: HashMap<(String, u64), Running>,
-    /// Parts for collectives not started here yet: (name, round) → (sender, tag, part).
-    early: Vec<((String, u64), PeerUuid, CollectiveTag, Tensor)>,
+    /// Parts for collectives not started here yet, bounded in count, bytes and age.
+    early: EarlyParts,
 }
 
 impl Collectives {
-    pub(super) fn new(timeout: Duration) -> Self {
-        Self { timeout, rounds: HashMap::new(), running: HashMap::new(), early: Vec::new() }
+    /// Collectives that fail after `timeout`, keeping at most `max_early_bytes` of parts for
+    /// collectives not started here (each for at most `timeout`).
+    pub(super) fn new(timeout: Duration, max_early_bytes: usize) -> Self {
+        Self { timeout, rounds: HashMap::new(), running: HashMap::new(), early: EarlyParts::new(max_early_bytes, timeout) }
     }
 }
 
@@ -158,9 +159,7 @@ pub(super) fn start_collectives(
                 error.get_or_insert(CollectiveError::CannotSend(to));
             }
         }
-        let (early, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut collectives.early).into_iter().partition(|(k, ..)| *k == key);
-        collectives.early = rest;
-        for (_, from, tag, tensor) in early {
+        for (_, from, tag, tensor) in collectives.early.take(&key) {
             if let Err(refused) = running.run.receive(from, &tag, tensor) {
                 error.get_or_insert(refused);
             }
@@ -196,17 +195,20 @@ pub(super) fn advance_collectives(
                             failed.push((id, error));
                         }
                     }
-                    None if collectives.early.len() < MAX_EARLY_PARTS && collectives.rounds.get(&id.0).is_none_or(|&r| r < id.1) => {
-                        collectives.early.push((id, received.from, tag.clone(), tensor));
-                    }
                     None => {
-                        problems.write(SessionProblem::CollectivePartRefused { peer: received.from, name: id.0, round: id.1 });
+                        let kept = match collectives.rounds.get(&id.0).is_none_or(|&r| r < id.1) {
+                            true => collectives.early.keep((id.clone(), received.from, tag.clone(), tensor), Instant::now()),
+                            false => Err(PartRefusal::RoundStarted),
+                        };
+                        if let Err(reason) = kept {
+                            problems.write(SessionProblem::CollectivePartRefused { peer: received.from, name: id.0, round: id.1, reason });
+                        }
                     }
                 }
             }
             SessionEvent::PeerLost { peer, .. } => {
                 failed.extend(collectives.running.iter().filter_map(|(id, running)| Some((id.clone(), running.run.member_left(*peer)?))));
-                collectives.early.retain(|(_, from, ..)| from != peer);
+                collectives.early.forget(*peer);
             }
             SessionEvent::SendFailed { tensor, .. } if tensor.direction == Direction::Collective => {
                 if let Some(key) = &tensor.shared {
@@ -217,6 +219,7 @@ pub(super) fn advance_collectives(
         }
     }
     let now = Instant::now();
+    collectives.early.expire(now);
     let timeout = collectives.timeout;
     failed.extend(
         collectives

@@ -14,6 +14,12 @@ use crate::net::{PeerUuid, SharedKey};
 pub struct SharedTensorRules {
     /// The most values one shared tensor may have (default 1 Mi).
     pub max_values: usize,
+    /// The most names one player may share with this one (default 64); a value under a new
+    /// name beyond it is refused.
+    pub max_names_per_owner: usize,
+    /// The most bytes (as f32) the values one player shares may take here together (default
+    /// 64 MiB); a value that would take them past it is refused.
+    pub max_bytes_per_owner: usize,
     /// The shape each named tensor must have, for the names the game declares; a value of
     /// another shape is refused. Names not declared may have any shape.
     pub shapes: HashMap<String, Vec<usize>>,
@@ -21,7 +27,7 @@ pub struct SharedTensorRules {
 
 impl Default for SharedTensorRules {
     fn default() -> Self {
-        Self { max_values: 1 << 20, shapes: HashMap::new() }
+        Self { max_values: 1 << 20, max_names_per_owner: 64, max_bytes_per_owner: 64 << 20, shapes: HashMap::new() }
     }
 }
 
@@ -52,6 +58,20 @@ pub enum SharedRefusal {
         /// The limit.
         limit: usize,
     },
+    /// A new name from a player that already shares [`SharedTensorRules::max_names_per_owner`].
+    #[error("its owner already shares {limit} names")]
+    TooManyNames {
+        /// The limit.
+        limit: usize,
+    },
+    /// Its owner's values would take more than [`SharedTensorRules::max_bytes_per_owner`].
+    #[error("its owner's values would take {bytes} bytes, over the limit of {limit}")]
+    OwnerOverBudget {
+        /// The bytes its owner's values would take with it.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// Not the shape declared for its name.
     #[error("shape {got:?}, where {expected:?} is declared")]
     WrongShape {
@@ -66,7 +86,8 @@ pub enum SharedRefusal {
 #[derive(Clone, Debug, Default)]
 pub struct SharedInbox {
     rules: SharedTensorRules,
-    held: HashMap<SharedKey, u64>,
+    /// Each tensor's version held and its bytes.
+    held: HashMap<SharedKey, (u64, usize)>,
 }
 
 impl SharedInbox {
@@ -77,7 +98,7 @@ impl SharedInbox {
 
     /// Takes `version` of `key`, of `shape`, or says why not.
     pub fn accept(&mut self, key: &SharedKey, version: u64, shape: &[usize]) -> Result<(), SharedRefusal> {
-        if let Some(&held) = self.held.get(key).filter(|&&held| version <= held) {
+        if let Some(&(held, _)) = self.held.get(key).filter(|(held, _)| version <= *held) {
             return Err(SharedRefusal::Stale { version, held });
         }
         let values = shape.iter().product::<usize>();
@@ -87,7 +108,16 @@ impl SharedInbox {
         if let Some(expected) = self.rules.shapes.get(&key.name).filter(|expected| expected.as_slice() != shape) {
             return Err(SharedRefusal::WrongShape { expected: expected.clone(), got: shape.to_vec() });
         }
-        self.held.insert(key.clone(), version);
+        let others = self.held.iter().filter(|(k, _)| k.owner == key.owner && *k != key);
+        let (names, bytes) = others.fold((0, 0usize), |(n, b), (_, (_, bytes))| (n + 1, b.saturating_add(*bytes)));
+        if !self.held.contains_key(key) && names >= self.rules.max_names_per_owner {
+            return Err(SharedRefusal::TooManyNames { limit: self.rules.max_names_per_owner });
+        }
+        let bytes = bytes.saturating_add(values.saturating_mul(4));
+        if bytes > self.rules.max_bytes_per_owner {
+            return Err(SharedRefusal::OwnerOverBudget { bytes, limit: self.rules.max_bytes_per_owner });
+        }
+        self.held.insert(key.clone(), (version, values.saturating_mul(4)));
         Ok(())
     }
 
@@ -121,5 +151,19 @@ mod tests {
         assert_eq!(inbox.accept(&key(2, "embedding"), 1, &[2, 50]), Ok(()), "undeclared names may take any shape");
         assert_eq!(inbox.forget_owner(PeerUuid([2; 16])), vec![key(2, "embedding"), key(2, "prediction")]);
         assert_eq!(inbox.accept(&key(2, "prediction"), 1, &[1, 10]), Ok(()), "a player that comes back starts over");
+    }
+
+    #[test]
+    fn a_player_shares_at_most_so_many_names_and_bytes_with_this_one() {
+        let rules = SharedTensorRules { max_names_per_owner: 2, max_bytes_per_owner: 400, ..SharedTensorRules::default() };
+        let mut inbox = SharedInbox::new(rules);
+        assert_eq!(inbox.accept(&key(1, "a"), 1, &[50]), Ok(()), "200 bytes");
+        assert_eq!(inbox.accept(&key(1, "b"), 1, &[50]), Ok(()), "400 bytes");
+        assert_eq!(inbox.accept(&key(1, "c"), 1, &[1]), Err(SharedRefusal::TooManyNames { limit: 2 }));
+        assert_eq!(inbox.accept(&key(1, "b"), 2, &[51]), Err(SharedRefusal::OwnerOverBudget { bytes: 404, limit: 400 }));
+        assert_eq!(inbox.accept(&key(1, "b"), 3, &[10]), Ok(()), "a new value of a name held replaces its bytes");
+        assert_eq!(inbox.accept(&key(2, "c"), 1, &[100]), Ok(()), "another player's names and bytes are its own");
+        inbox.forget_owner(PeerUuid([1; 16]));
+        assert_eq!(inbox.accept(&key(1, "c"), 1, &[1]), Ok(()), "a player that left leaves nothing counted");
     }
 }
