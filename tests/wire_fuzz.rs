@@ -127,7 +127,7 @@ proptest! {
                 shape,
                 params: QuantParams { scale: 0.1, zero_point: 0 },
                 total_bytes,
-                onward: chained.then(|| Onward { owner: A, route: vec![B] }),
+                onward: chained.then(|| Onward { owner: A, route: vec![B], ticket: None }),
                 trace: Vec::new(),
                 shared: None,
                 collective: None,

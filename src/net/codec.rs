@@ -18,6 +18,7 @@ use super::seal::SEAL_TAG_BYTES;
 use super::token::IdentityKey;
 use crate::tensor::TransferDtype;
 use crate::tensor::quant::QuantParams;
+pub use super::route_ticket::RouteTicket;
 
 /// Bytes of the fixed frame header.
 pub const FRAME_HEADER_BYTES: usize = 16;
@@ -29,7 +30,9 @@ pub const MAX_ROUTE: usize = 8;
 /// [`MAX_ROUTE`] peers onward (16 bytes each, two counts), [`MAX_ROUTE`] stage timings (14
 /// bytes each)
 /// for a shared tensor, its owner and name (two length bytes), and for a collective, its tag.
-const MAX_TENSOR_HEADER_BYTES: usize = 69 + 1 + 16 + 1 + 16 * MAX_ROUTE + 1 + 14 * MAX_ROUTE + 1 + 16 + 2 + MAX_SHARED_NAME + 1 + MAX_TAG_BYTES;
+const MAX_TENSOR_HEADER_BYTES: usize = 69 + 1 + 16 + 1 + 16 * MAX_ROUTE + MAX_TICKET_BYTES + 1 + 14 * MAX_ROUTE + 1 + 16 + 2 + MAX_SHARED_NAME + 1 + MAX_TAG_BYTES;
+/// A route ticket's flag and its fields, for a route of [`MAX_ROUTE`] + 1 players.
+const MAX_TICKET_BYTES: usize = 1 + 2 + 1 + 16 * (MAX_ROUTE + 1) + 8 + 64;
 /// The largest tensor payload carried by one chunk.
 pub const MAX_CHUNK_PAYLOAD: usize = MAX_FRAME_BYTES - FRAME_HEADER_BYTES - TAG_BYTES - MAX_TENSOR_HEADER_BYTES;
 /// The most dimensions a tensor on the wire may have.
@@ -76,6 +79,9 @@ pub struct Onward {
     /// The peers that run the stages after this one, in order (at most [`MAX_ROUTE`]); empty
     /// when this stage is the chain's last.
     pub route: Vec<PeerUuid>,
+    /// The owner's signature on the whole route ([`RouteTicket`]); the owner's links sign it
+    /// when they send the chain's first input, and every hop passes it on.
+    pub ticket: Option<RouteTicket>,
 }
 
 /// How a stage went on the peer that ran it: carried along a chain so that the owner can tell
@@ -348,6 +354,19 @@ fn write_chunk(w: &mut Writer, chunk: &TensorChunk) {
             for peer in &onward.route {
                 w.bytes(&peer.0);
             }
+            match &onward.ticket {
+                None => w.u8(0),
+                Some(ticket) => {
+                    w.u8(1);
+                    w.u16(ticket.first_stage);
+                    w.u8(ticket.route.len() as u8);
+                    for peer in &ticket.route {
+                        w.bytes(&peer.0);
+                    }
+                    w.u64(ticket.expires_at_ms);
+                    w.bytes(&ticket.signature);
+                }
+            }
         }
     }
     w.u8(h.trace.len() as u8);
@@ -410,7 +429,20 @@ fn read_chunk(r: &mut Reader) -> Result<TensorChunk, FrameError> {
                 return Err(r.malformed(format!("a route of {hops} peers exceeds {MAX_ROUTE}")));
             }
             let route = (0..hops).map(|_| r.array().map(PeerUuid)).collect::<Result<Vec<_>, _>>()?;
-            Some(Onward { owner, route })
+            let ticket = match r.u8()? {
+                0 => None,
+                1 => {
+                    let first_stage = r.u16()?;
+                    let hops = r.u8()? as usize;
+                    if hops > MAX_ROUTE + 1 {
+                        return Err(r.malformed(format!("a ticket's route of {hops} peers exceeds {}", MAX_ROUTE + 1)));
+                    }
+                    let route = (0..hops).map(|_| r.array().map(PeerUuid)).collect::<Result<Vec<_>, _>>()?;
+                    Some(RouteTicket { first_stage, route, expires_at_ms: r.u64()?, signature: r.array()? })
+                }
+                other => return Err(r.malformed(format!("ticket flag {other}"))),
+            };
+            Some(Onward { owner, route, ticket })
         }
         other => return Err(r.malformed(format!("onward flag {other}"))),
     };

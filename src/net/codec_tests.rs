@@ -20,7 +20,7 @@ fn chunk() -> TensorChunk {
             shape: vec![1, 32, 4, 4],
             params: QuantParams { scale: 0.02, zero_point: -3 },
             total_bytes: 512,
-            onward: Some(Onward { owner: A, route: vec![B] }),
+            onward: Some(Onward { owner: A, route: vec![B], ticket: None }),
             trace: vec![StageTiming { stage: 1, run_us: 1500, gpu_us: Some(900), network_us: None }],
             shared: None,
             collective: None,
@@ -174,7 +174,7 @@ fn chunks_of_a_large_payload_each_fit_a_frame() {
 #[test]
 fn a_route_or_a_trace_longer_than_the_limit_is_malformed() {
     let mut long_route = chunk();
-    long_route.header.onward = Some(Onward { owner: A, route: vec![B; MAX_ROUTE + 1] });
+    long_route.header.onward = Some(Onward { owner: A, route: vec![B; MAX_ROUTE + 1], ticket: None });
     let mut long_trace = chunk();
     long_trace.header.trace = vec![StageTiming { stage: 1, run_us: 1, gpu_us: Some(1), network_us: Some(1) }; MAX_ROUTE + 1];
     for chunk in [long_route, long_trace] {
@@ -187,7 +187,7 @@ fn a_route_or_a_trace_longer_than_the_limit_is_malformed() {
 fn the_longest_header_still_fits_a_full_chunk_in_a_frame() {
     let mut c = chunk();
     c.header.shape = vec![u32::MAX; MAX_RANK];
-    c.header.onward = Some(Onward { owner: A, route: vec![B; MAX_ROUTE] });
+    c.header.onward = Some(Onward { owner: A, route: vec![B; MAX_ROUTE], ticket: None });
     c.header.trace = vec![StageTiming { stage: 1, run_us: 1, gpu_us: Some(1), network_us: Some(1) }; MAX_ROUTE];
     c.payload = vec![1; MAX_CHUNK_PAYLOAD];
     let frame = encode_frame(&keys(), A, B, 1, &Message::Tensor(c.clone()));

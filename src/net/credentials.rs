@@ -10,6 +10,7 @@ use bevy::platform::time::Instant;
 
 use super::auth::{PeerUuid, Permissions};
 use super::codec::Hello;
+use super::route_ticket::RouteTicket;
 use super::seal::SESSION_NONCE_BYTES;
 use super::token::{verify_proof, CapabilityToken, IdentityKey, OwnerKey, OwnerPublicKey, PlayerIdentity, TokenError, TokenHolder};
 
@@ -133,6 +134,11 @@ impl Credentials {
     /// binding is `binding`, once it knows the receiver's session nonce.
     pub(super) fn proof(&self, own: PeerUuid, receiver: PeerUuid, receiver_nonce: Option<&[u8; SESSION_NONCE_BYTES]>, binding: &[u8; 32]) -> Option<[u8; 64]> {
         Some(self.identity.as_ref()?.prove(own, receiver, receiver_nonce?, binding))
+    }
+
+    /// This player's route ticket, as `owner` of `request`, from `first_stage` along `route`.
+    pub(super) fn sign_route(&self, owner: PeerUuid, request: u64, first_stage: u16, route: Vec<PeerUuid>, expires_at_ms: u64) -> Option<RouteTicket> {
+        Some(RouteTicket::sign(self.identity.as_ref()?, owner, request, first_stage, route, expires_at_ms))
     }
 
     /// Decides on `hello`, from `from` to this player `own` whose session nonce is `own_nonce`,

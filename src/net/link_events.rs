@@ -55,6 +55,9 @@ pub enum RejectReason {
     /// A trusted peer's renewed token, or the owner's grant for this player, did not verify.
     #[error(transparent)]
     Token(#[from] super::token::TokenError),
+    /// A chained stage input whose route ticket does not hold.
+    #[error(transparent)]
+    Ticket(#[from] super::route_ticket::TicketError),
 }
 
 impl RejectReason {
@@ -76,6 +79,7 @@ impl RejectReason {
             RejectReason::Refused => "refused",
             RejectReason::Flooding(_) => "flooding",
             RejectReason::Token(_) => "token",
+            RejectReason::Ticket(_) => "route_ticket",
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::net::codec::decode_frame;
+use crate::net::{RouteTicket, TicketError};
 
 /// A stranger with a lower id than every player: it starts its key exchanges.
 const STRANGER: PeerUuid = PeerUuid([0; 16]);
@@ -228,4 +229,58 @@ fn in_an_owned_room_only_a_member_granted_the_permission_to_share_may_send_share
     let events = &room.player(3).events;
     assert_eq!(rejections(events), vec![RejectReason::NotPermitted("tensor")]);
     assert!(!events.iter().any(|e| matches!(e, SessionEvent::Tensor(_))));
+}
+
+/// The stage inputs `player` received, with who sent them.
+fn inputs(room: &mut Room, player: u8) -> Vec<ReceivedTensor> {
+    room.player(player).events.iter().filter_map(|e| if let SessionEvent::Tensor(t) = e { Some(t.clone()) } else { None }).collect()
+}
+
+#[test]
+fn a_chained_input_needs_the_owner_s_route_ticket_and_must_come_from_the_hop_before() {
+    let mut room = Room::new(&[(1, owner()), (2, player()), (3, player()), (4, player())]);
+    room.run(Duration::from_millis(300));
+    let d = PeerUuid([4; 16]);
+    // A starts a chain B -> C for its request 7: its links sign the route.
+    let start = SentTensor { onward: Some(Onward { owner: A, route: vec![C], ticket: None }), ..to(B, 7, 1, Direction::StageInput) };
+    room.player(1).links.send_tensor(&start, &stage_input(6), TransferDtype::F32).expect("trusted");
+    room.step();
+    let at_b = inputs(&mut room, 2).pop().expect("B got the chain's first input");
+    let ticket = at_b.header.onward.clone().and_then(|o| o.ticket).expect("signed by A");
+    assert_eq!((ticket.first_stage, ticket.route.clone()), (1, vec![B, C]));
+    // B passes it on as the route says: C takes it.
+    let onward = |route: Vec<PeerUuid>, ticket: Option<RouteTicket>| Some(Onward { owner: A, route, ticket });
+    let pass_on = SentTensor { onward: onward(vec![], Some(ticket.clone())), ..to(C, 7, 2, Direction::StageInput) };
+    room.player(2).links.send_tensor(&pass_on, &stage_input(6), TransferDtype::F32).expect("trusted");
+    room.step();
+    assert_eq!(inputs(&mut room, 3).len(), 1, "{:?}", room.player(3).events);
+    // What B may not do: an input for A's request without a ticket, with the ticket for another
+    // request, to a player off the route, or skipping ahead on it.
+    let forged = [
+        (C, SentTensor { onward: onward(vec![], None), ..to(C, 8, 2, Direction::StageInput) }, TicketError::Missing),
+        (C, SentTensor { onward: onward(vec![], Some(ticket.clone())), ..to(C, 8, 2, Direction::StageInput) }, TicketError::Forged),
+        (d, SentTensor { onward: onward(vec![], Some(ticket.clone())), ..to(d, 7, 2, Direction::StageInput) }, TicketError::NotOnRoute),
+        (C, SentTensor { onward: onward(vec![], Some(RouteTicket { route: vec![B, C], ..ticket.clone() })), ..to(C, 7, 3, Direction::StageInput) }, TicketError::NotOnRoute),
+    ];
+    for (receiver, tensor, error) in forged {
+        let id = receiver.0[0];
+        room.player(id).events.clear();
+        room.player(2).links.send_tensor(&tensor, &stage_input(6), TransferDtype::F32).expect("trusted");
+        room.step();
+        assert_eq!(rejections(&room.player(id).events), vec![RejectReason::Ticket(error)], "{tensor:?}");
+        assert!(inputs(&mut room, id).is_empty());
+    }
+    // D, not on the route, replays the first hop's input to C: not the hop before C.
+    room.player(3).events.clear();
+    room.player(4).links.send_tensor(&pass_on, &stage_input(6), TransferDtype::F32).expect("trusted");
+    room.step();
+    assert_eq!(rejections(&room.player(3).events), vec![RejectReason::Ticket(TicketError::NotPreviousHop)]);
+    // Owned by a player that may not submit requests (or by the sender itself): refused as before.
+    for owner in [C, B] {
+        room.player(3).events.clear();
+        let chained = SentTensor { onward: Some(Onward { owner, route: vec![], ticket: None }), ..to(C, 4, 2, Direction::StageInput) };
+        room.player(2).links.send_tensor(&chained, &stage_input(6), TransferDtype::F32).expect("trusted");
+        room.step();
+        assert_eq!(rejections(&room.player(3).events), [RejectReason::NotPermitted("tensor")], "owner {owner}");
+    }
 }

@@ -2,7 +2,7 @@
 //! sealed and chunked, and a tensor looped back as it would arrive.
 
 use super::*;
-use crate::net::codec::{encode_frame, split_into_chunks, TensorHeader, MAX_MEMBERS, MAX_RANK, MAX_ROUTE, MAX_SHARED_NAME};
+use crate::net::codec::{encode_frame, split_into_chunks, Onward, TensorHeader, MAX_MEMBERS, MAX_RANK, MAX_ROUTE, MAX_SHARED_NAME};
 use crate::net::reassembly::{ReceivedTensor, TransferTiming};
 use crate::tensor::{decode_values, encode_values, SharedTensor, Tensor, TransferDtype};
 
@@ -47,6 +47,14 @@ impl Links {
         if self.links.get(&peer).is_none_or(|l| l.state != LinkState::Trusted) {
             return Err(SendError::NotTrusted);
         }
+        let signed;
+        let tensor = match self.route_ticket(tensor) {
+            Some(ticket) => {
+                signed = SentTensor { onward: tensor.onward.clone().map(|o| Onward { ticket: Some(ticket), ..o }), ..tensor.clone() };
+                &signed
+            }
+            None => tensor,
+        };
         let (header, payload) = encode_tensor(tensor, value, dtype)?;
         let before = self.links[&peer].bytes_out;
         for chunk in split_into_chunks(header, &payload) {
@@ -55,6 +63,16 @@ impl Links {
             }
         }
         Ok(self.links[&peer].bytes_out - before)
+    }
+
+    /// The ticket this player signs for `tensor` when it starts a chain of its own request: the
+    /// route from `tensor`'s peer on, valid for [`crate::net::TICKET_LIFETIME_MS`].
+    fn route_ticket(&self, tensor: &SentTensor) -> Option<RouteTicket> {
+        let onward = tensor.onward.as_ref().filter(|o| o.ticket.is_none() && tensor.direction == Direction::StageInput)?;
+        let own = self.own.filter(|own| *own == onward.owner)?;
+        let route = std::iter::once(tensor.peer).chain(onward.route.iter().copied()).collect();
+        let expires_at_ms = self.credentials.unix_ms(self.last_tick) + crate::net::TICKET_LIFETIME_MS;
+        self.credentials.sign_route(own, tensor.request, tensor.stage, route, expires_at_ms)
     }
 
     /// `tensor` as this player would receive it had it sent it to itself (a chain whose next

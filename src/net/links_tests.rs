@@ -390,28 +390,9 @@ fn a_stage_input_reaches_a_player_whole_and_a_player_may_not_send_one() {
 }
 
 #[test]
-fn a_player_may_pass_a_chained_stage_input_on_only_for_an_owner_the_receiver_trusts_to_submit() {
-    let mut room = Room::new(&[(1, owner()), (2, player()), (3, player())]);
-    room.run(Duration::from_millis(200));
-    let chained = |owner| SentTensor { onward: Some(Onward { owner, route: Vec::new() }), ..to(C, 4, 2, Direction::StageInput) };
-    room.player(2).links.send_tensor(&chained(A), &stage_input(6), TransferDtype::F32).expect("trusted");
-    room.step();
-    let received: Vec<&ReceivedTensor> = room.player(3).events.iter().filter_map(|e| if let SessionEvent::Tensor(t) = e { Some(t) } else { None }).collect();
-    assert_eq!(received.len(), 1, "{:?}", room.player(3).events);
-    assert_eq!((received[0].from, received[0].header.onward.as_ref().map(|o| o.owner)), (B, Some(A)));
-    // Owned by a player, or by itself: as if the player submitted it.
-    for owner in [C, B] {
-        room.player(3).events.clear();
-        room.player(2).links.send_tensor(&chained(owner), &stage_input(6), TransferDtype::F32).expect("trusted");
-        room.step();
-        assert_eq!(rejections(&room.player(3).events), [RejectReason::NotPermitted("tensor")], "owner {owner}");
-    }
-}
-
-#[test]
 fn a_chained_input_whose_next_peer_is_unreachable_goes_back_to_its_owner_as_the_stage_before_s_output() {
     let timing = StageTiming { stage: 1, run_us: 250, gpu_us: None, network_us: Some(40) };
-    let forward = SentTensor { onward: Some(Onward { owner: A, route: vec![] }), trace: vec![timing], ..to(C, 4, 2, Direction::StageInput) };
+    let forward = SentTensor { onward: Some(Onward { owner: A, route: vec![], ticket: None }), trace: vec![timing], ..to(C, 4, 2, Direction::StageInput) };
     assert_eq!(forward.back_to_owner(), Some(SentTensor { trace: vec![timing], ..to(A, 4, 1, Direction::StageOutput) }));
     assert_eq!(to(C, 4, 2, Direction::StageInput).back_to_owner(), None, "not chained");
 }
@@ -420,7 +401,7 @@ fn a_chained_input_whose_next_peer_is_unreachable_goes_back_to_its_owner_as_the_
 fn a_tensor_looped_back_to_its_sender_comes_in_rounded_as_the_wire_would_round_it() {
     let room = Room::new(&[(2, player())]);
     let value = stage_input(64);
-    let chained = SentTensor { onward: Some(Onward { owner: A, route: vec![] }), ..to(B, 4, 2, Direction::StageInput) };
+    let chained = SentTensor { onward: Some(Onward { owner: A, route: vec![], ticket: None }), ..to(B, 4, 2, Direction::StageInput) };
     let received = room.players[0].links.loop_back(&chained, &value, TransferDtype::Int8).expect("fits the wire");
     let (bytes, params) = encode_values(value.data(), TransferDtype::Int8);
     let rounded = decode_values(&bytes, value.len(), TransferDtype::Int8, params).unwrap();

@@ -287,7 +287,7 @@ mod tests {
     fn the_same_request_id_of_two_owners_passed_along_one_chain_is_kept_apart() {
         let (data, chunks) = chunks_of(MAX_CHUNK_PAYLOAD / 2, TransferDtype::F32);
         let for_owner = |owner: u8, chunk: &TensorChunk| {
-            let onward = Some(crate::net::codec::Onward { owner: PeerUuid([owner; 16]), route: Vec::new() });
+            let onward = Some(crate::net::codec::Onward { owner: PeerUuid([owner; 16]), route: Vec::new(), ticket: None });
             TensorChunk { header: TensorHeader { onward, ..chunk.header.clone() }, ..chunk.clone() }
         };
         let mut r = Reassembler::new(ReassemblyLimits::default());

@@ -142,6 +142,10 @@ impl PlayerIdentity {
         Ok(Self(SigningKey::from_bytes(SecretKey::generate()?.bytes())))
     }
 
+    pub(super) fn signing_key(&self) -> &SigningKey {
+        &self.0
+    }
+
     /// The public key.
     pub fn public(&self) -> IdentityKey {
         IdentityKey(self.0.verifying_key().to_bytes())

@@ -223,9 +223,9 @@ pub(super) fn next_hop(from: PeerUuid, header: &TensorHeader, timing: StageTimin
     trace.push(timing);
     let (request, stage) = (header.request, header.stage);
     match &header.onward {
-        Some(Onward { owner, route }) => match route.split_first() {
+        Some(onward @ Onward { owner, route, .. }) => match route.split_first() {
             Some((next, rest)) => {
-                let onward = Some(Onward { owner: *owner, route: rest.to_vec() });
+                let onward = Some(Onward { route: rest.to_vec(), ..onward.clone() });
                 SentTensor { peer: *next, request, stage: stage + 1, direction: Direction::StageInput, onward, trace, shared: None, collective: None }
             }
             None => SentTensor { peer: *owner, request, stage, direction: Direction::StageOutput, onward: None, trace, shared: None, collective: None },
@@ -375,10 +375,10 @@ mod tests {
 
     #[test]
     fn a_chained_stage_passes_its_output_on_as_the_next_stage_s_input_and_the_last_returns_it_to_the_owner() {
-        let chain = Some(Onward { owner: OWNER, route: vec![W2] });
+        let chain = Some(Onward { owner: OWNER, route: vec![W2], ticket: None });
         let first = StageTiming { stage: 1, run_us: 300, gpu_us: Some(120), network_us: Some(90) };
         let forwarded = next_hop(OWNER, &input(1, chain, vec![]), first);
-        let onward = Some(Onward { owner: OWNER, route: vec![] });
+        let onward = Some(Onward { owner: OWNER, route: vec![], ticket: None });
         assert_eq!(forwarded, SentTensor { peer: W2, request: 5, stage: 2, direction: Direction::StageInput, onward: onward.clone(), trace: vec![first], shared: None, collective: None });
         let second = StageTiming { stage: 2, run_us: 400, gpu_us: None, network_us: Some(80) };
         let back = next_hop(W1, &input(2, onward, vec![first]), second);

@@ -337,7 +337,7 @@ pub(super) fn advance_pipeline(
                     let dtype = state.input_dtypes[stage];
                     let own = session.as_deref().and_then(PeerSession::id);
                     // A chain needs this peer's id as its owner; until it has one, stages go one at a time.
-                    let onward = own.filter(|_| !onward.is_empty()).map(|owner| Onward { owner, route: onward });
+                    let onward = own.filter(|_| !onward.is_empty()).map(|owner| Onward { owner, route: onward, ticket: None });
                     let sent = SentTensor { peer, request, stage: stage as u16, direction: Direction::StageInput, onward, trace: Vec::new(), shared: None, collective: None };
                     let queued = session.as_deref_mut().ok_or(SendError::SocketClosed).and_then(|s| s.send_tensor(sent, input, dtype));
                     if let Err(error) = queued {
@@ -482,7 +482,7 @@ fn pass_on(onward: &[PeerUuid], request: u64, stage: usize, state: &Distributed,
     let session = session?;
     let owner = session.id()?;
     let dtype = *state.input_dtypes.get(stage + 1)?;
-    let next = SentTensor { peer: first, request, stage: (stage + 1) as u16, direction: Direction::StageInput, onward: Some(Onward { owner, route: route.to_vec() }), trace: Vec::new(), shared: None, collective: None };
+    let next = SentTensor { peer: first, request, stage: (stage + 1) as u16, direction: Direction::StageInput, onward: Some(Onward { owner, route: route.to_vec(), ticket: None }), trace: Vec::new(), shared: None, collective: None };
     let (sender, main_world) = (session.tensor_sender(), results.sender.clone());
     Some(JobReply(Arc::new(move |outcome: JobOutcome| {
         if let Ok(output) = &outcome.result {
