@@ -35,6 +35,14 @@ const MAX_TENSOR_HEADER_BYTES: usize = 69 + 1 + 16 + 1 + 16 * MAX_ROUTE + MAX_TI
 const MAX_TICKET_BYTES: usize = 1 + 2 + 1 + 16 * (MAX_ROUTE + 1) + 8 + 64;
 /// The largest tensor payload carried by one chunk.
 pub const MAX_CHUNK_PAYLOAD: usize = MAX_FRAME_BYTES - FRAME_HEADER_BYTES - TAG_BYTES - MAX_TENSOR_HEADER_BYTES;
+/// The bytes of a tensor's encoded values each chunk carries (the last one the rest).
+const CHUNK_PIECE_BYTES: usize = MAX_CHUNK_PAYLOAD - SEAL_TAG_BYTES;
+
+/// How many chunks [`split_into_chunks`] makes of a tensor of `total_bytes`: one at least.
+pub fn chunk_count(total_bytes: usize) -> usize {
+    total_bytes.div_ceil(CHUNK_PIECE_BYTES).max(1)
+}
+
 /// The most dimensions a tensor on the wire may have.
 pub const MAX_RANK: usize = 8;
 
@@ -313,7 +321,7 @@ pub fn decode_frame(keys: &LinkKeys, sender: PeerUuid, receiver: PeerUuid, frame
 /// Splits an encoded tensor payload into chunks that each fit a frame once sealed (see
 /// [`crate::net::TensorCipher`]).
 pub fn split_into_chunks(header: TensorHeader, payload: &[u8]) -> Vec<TensorChunk> {
-    let piece = MAX_CHUNK_PAYLOAD - SEAL_TAG_BYTES;
+    let piece = CHUNK_PIECE_BYTES;
     let pieces: Vec<&[u8]> = if payload.is_empty() { vec![&[][..]] } else { payload.chunks(piece).collect() };
     let count = pieces.len() as u16;
     pieces

@@ -16,7 +16,8 @@ use std::time::Duration;
 use bevy::platform::time::Instant;
 
 use super::auth::{LinkKeys, PeerUuid, Permissions};
-use super::codec::{decode_frame, Direction, FrameError, Hello, Message, TensorChunk};
+use super::codec::{decode_frame, Direction, FrameError, Hello, Message, TensorChunk, TensorHeader};
+use super::route_ticket::{Hop, RouteTicket, TicketError};
 use super::credentials::Credentials;
 use super::pake::{is_exchange_frame, LinkKeyExchange};
 pub use super::peer_link::{LinkSettings, LinkState, PeerLink};
@@ -325,6 +326,9 @@ impl Links {
                 match self.reassembler.push(from, chunk, now) {
                     Ok(Some(mut tensor)) => {
                         tensor.transfer.link_rtt = link.rtt.median();
+                        if let Err(error) = self.check_ticket(from, own, &tensor.header, now) {
+                            return self.links.get_mut(&from).expect("inserted above").reject(from, RejectReason::Ticket(error), events);
+                        }
                         events.push(SessionEvent::Tensor(tensor));
                     }
                     Ok(None) => {}
@@ -398,6 +402,16 @@ impl Links {
         for (peer, nonce) in due_pings {
             self.send(peer, &Message::Ping { nonce });
         }
+    }
+
+    /// A chained stage input's route ticket, checked against the owner's identity: see
+    /// [`RouteTicket::check`]. Inputs that are not chained need none.
+    fn check_ticket(&self, from: PeerUuid, own: PeerUuid, header: &TensorHeader, now: Instant) -> Result<(), TicketError> {
+        let Some(onward) = header.onward.as_ref().filter(|_| header.direction == Direction::StageInput) else { return Ok(()) };
+        let ticket = onward.ticket.as_ref().ok_or(TicketError::Missing)?;
+        let owner_identity = self.links.get(&onward.owner).and_then(|l| l.hello.as_ref()).map(|h| h.identity).ok_or(TicketError::Forged)?;
+        let hop = Hop { owner: onward.owner, owner_identity, request: header.request, stage: header.stage, onward: &onward.route, from, receiver: own };
+        ticket.check(&hop, self.credentials.unix_ms(now))
     }
 
     /// Sends `peer` this player's hello: what it runs and presents, its proof of identity (once

@@ -8,7 +8,7 @@ use bevy::platform::time::Instant;
 use thiserror::Error;
 
 use super::auth::PeerUuid;
-use super::codec::{Direction, TensorChunk, TensorHeader};
+use super::codec::{chunk_count, Direction, TensorChunk, TensorHeader};
 use crate::tensor::quant::{decode_values, DecodeValuesError};
 use crate::tensor::{SharedTensor, Tensor};
 
@@ -54,6 +54,14 @@ pub enum ChunkError {
         bytes: usize,
         /// The budget.
         budget: usize,
+    },
+    /// The chunk count is not the one the sender makes of the tensor's bytes.
+    #[error("{count} chunks for a tensor the sender splits into {expected}")]
+    ChunkCount {
+        /// The count declared.
+        count: u16,
+        /// The count its bytes split into.
+        expected: usize,
     },
     /// The chunk index or count is impossible.
     #[error("chunk {index} of {count} is out of range")]
@@ -167,6 +175,12 @@ impl Reassembler {
         }
         if header.total_bytes as usize > self.limits.max_tensor_bytes {
             return Err(ChunkError::Oversize { bytes: header.total_bytes as u64, limit: self.limits.max_tensor_bytes });
+        }
+        // As many chunks as the sender makes of that many bytes, so that the slots a partial
+        // tensor holds are bounded by its bytes (a tiny tensor cannot claim 65,535 of them).
+        let expected_chunks = chunk_count(header.total_bytes as usize);
+        if count as usize != expected_chunks {
+            return Err(ChunkError::ChunkCount { count, expected: expected_chunks });
         }
         let oversize = ChunkError::Oversize { bytes: u64::MAX, limit: self.limits.max_tensor_bytes };
         let values = header.values().ok_or(oversize.clone())?;
@@ -304,6 +318,21 @@ mod tests {
             assert_eq!(got.header.onward.map(|o| o.owner), Some(PeerUuid([owner; 16])));
             assert_eq!(got.shared.tensor.data(), &data[..]);
         }
+    }
+
+    #[test]
+    fn a_tensor_must_come_in_as_many_chunks_as_its_bytes_split_into_so_that_slots_cost_no_more_than_bytes() {
+        let now = Instant::now();
+        let mut r = Reassembler::new(ReassemblyLimits::default());
+        // An empty tensor declaring 65,535 chunks would hold 65,535 slots for 0 bytes.
+        let (_, empty) = chunks_of(0, TransferDtype::F32);
+        let greedy = TensorChunk { count: u16::MAX, ..empty[0].clone() };
+        assert_eq!(r.push(P, greedy, now), Err(ChunkError::ChunkCount { count: u16::MAX, expected: 1 }));
+        let (_, several) = chunks_of(MAX_CHUNK_PAYLOAD / 2, TransferDtype::F32);
+        let n = several.len() as u16;
+        assert_eq!(r.push(P, TensorChunk { count: n + 1, ..several[0].clone() }, now), Err(ChunkError::ChunkCount { count: n + 1, expected: n as usize }));
+        assert_eq!(r.in_flight(), 0, "nothing held for either");
+        assert!(r.push(P, empty[0].clone(), now).unwrap().is_some(), "the honest split is taken");
     }
 
     #[test]

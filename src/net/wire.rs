@@ -5,7 +5,7 @@
 use thiserror::Error;
 
 /// The protocol version written in every frame and in the handshake.
-pub const PROTOCOL_VERSION: u8 = 6;
+pub const PROTOCOL_VERSION: u8 = 7;
 /// The first two bytes of every frame.
 pub(super) const MAGIC: [u8; 2] = *b"BP";
 /// The largest frame sent or accepted (matchbox silently drops messages over 64 KiB).
