@@ -71,6 +71,7 @@ fn peers() -> Vec<PeerRow> {
         bytes_out: 64_000,
         auth: "trusted".into(),
         rejected: 0,
+        spot_checks: (0, 0),
     }]
 }
 

@@ -89,7 +89,7 @@ pub struct Onward {
     pub route: Vec<PeerUuid>,
     /// The owner's signature on the whole route ([`RouteTicket`]); the owner's links sign it
     /// when they send the chain's first input, and every hop passes it on.
-    pub ticket: Option<RouteTicket>,
+    pub ticket: Option<Box<RouteTicket>>,
 }
 
 /// How a stage went on the peer that ran it: carried along a chain so that the owner can tell
@@ -446,7 +446,7 @@ fn read_chunk(r: &mut Reader) -> Result<TensorChunk, FrameError> {
                         return Err(r.malformed(format!("a ticket's route of {hops} peers exceeds {}", MAX_ROUTE + 1)));
                     }
                     let route = (0..hops).map(|_| r.array().map(PeerUuid)).collect::<Result<Vec<_>, _>>()?;
-                    Some(RouteTicket { first_stage, route, expires_at_ms: r.u64()?, signature: r.array()? })
+                    Some(Box::new(RouteTicket { first_stage, route, expires_at_ms: r.u64()?, signature: r.array()? }))
                 }
                 other => return Err(r.malformed(format!("ticket flag {other}"))),
             };

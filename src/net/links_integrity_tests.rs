@@ -249,7 +249,7 @@ fn a_chained_input_needs_the_owner_s_route_ticket_and_must_come_from_the_hop_bef
     let ticket = at_b.header.onward.clone().and_then(|o| o.ticket).expect("signed by A");
     assert_eq!((ticket.first_stage, ticket.route.clone()), (1, vec![B, C]));
     // B passes it on as the route says: C takes it.
-    let onward = |route: Vec<PeerUuid>, ticket: Option<RouteTicket>| Some(Onward { owner: A, route, ticket });
+    let onward = |route: Vec<PeerUuid>, ticket: Option<Box<RouteTicket>>| Some(Onward { owner: A, route, ticket });
     let pass_on = SentTensor { onward: onward(vec![], Some(ticket.clone())), ..to(C, 7, 2, Direction::StageInput) };
     room.player(2).links.send_tensor(&pass_on, &stage_input(6), TransferDtype::F32).expect("trusted");
     room.step();
@@ -260,7 +260,7 @@ fn a_chained_input_needs_the_owner_s_route_ticket_and_must_come_from_the_hop_bef
         (C, SentTensor { onward: onward(vec![], None), ..to(C, 8, 2, Direction::StageInput) }, TicketError::Missing),
         (C, SentTensor { onward: onward(vec![], Some(ticket.clone())), ..to(C, 8, 2, Direction::StageInput) }, TicketError::Forged),
         (d, SentTensor { onward: onward(vec![], Some(ticket.clone())), ..to(d, 7, 2, Direction::StageInput) }, TicketError::NotOnRoute),
-        (C, SentTensor { onward: onward(vec![], Some(RouteTicket { route: vec![B, C], ..ticket.clone() })), ..to(C, 7, 3, Direction::StageInput) }, TicketError::NotOnRoute),
+        (C, SentTensor { onward: onward(vec![], Some(Box::new(RouteTicket { route: vec![B, C], ..(*ticket).clone() }))), ..to(C, 7, 3, Direction::StageInput) }, TicketError::NotOnRoute),
     ];
     for (receiver, tensor, error) in forged {
         let id = receiver.0[0];

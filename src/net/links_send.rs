@@ -50,7 +50,7 @@ impl Links {
         let signed;
         let tensor = match self.route_ticket(tensor) {
             Some(ticket) => {
-                signed = SentTensor { onward: tensor.onward.clone().map(|o| Onward { ticket: Some(ticket), ..o }), ..tensor.clone() };
+                signed = SentTensor { onward: tensor.onward.clone().map(|o| Onward { ticket: Some(Box::new(ticket)), ..o }), ..tensor.clone() };
                 &signed
             }
             None => tensor,

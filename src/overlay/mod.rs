@@ -125,6 +125,7 @@ mod peers {
         let Some(session) = session else { return };
         let now = bevy::platform::time::Instant::now();
         let measured = distributed.as_ref().map_or(Vec::new(), |d| d.measured_speeds());
+        let checks = distributed.as_ref().map_or(Vec::new(), |d| d.spot_checks());
         let mut table: Vec<PeerRow> = session
             .links()
             .links()
@@ -158,6 +159,7 @@ mod peers {
                     }
                     .to_string(),
                     rejected: link.rejected,
+                    spot_checks: checks.iter().find(|(p, _)| *p == peer).map_or((0, 0), |(_, t)| (t.checks, t.failures)),
                 }
             })
             .collect();

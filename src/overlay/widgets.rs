@@ -37,6 +37,9 @@ pub struct PeerRow {
     pub auth: String,
     /// Messages from the peer that were dropped.
     pub rejected: u64,
+    /// This player's spot checks of the peer's stages, and how many of them blamed it (shown
+    /// beside the rejected count once there is one).
+    pub spot_checks: (u64, u64),
 }
 
 /// One row of the shared tensors table: a tensor this player shares, or another player's.
@@ -150,7 +153,10 @@ pub fn peers_ui(ui: &mut egui::Ui, rows: &[PeerRow]) {
             ui.label(row.measured.map_or("-".to_string(), |(gflops, share)| format!("{gflops:.1} GFLOP/s, {:.0}%", share * 100.0)));
             ui.label(format!("{} / {} KiB", row.bytes_in / 1024, row.bytes_out / 1024));
             ui.label(&row.auth);
-            ui.label(row.rejected.to_string());
+            match row.spot_checks {
+                (0, _) => ui.label(row.rejected.to_string()),
+                (checks, failed) => ui.label(format!("{} · checked {checks}, failed {failed}", row.rejected)),
+            };
             ui.end_row();
         }
     });

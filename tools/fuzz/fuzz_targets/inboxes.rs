@@ -1,5 +1,9 @@
-//! Fuzzes the session's stores of what other players send (needs the crate's `p2p` feature:
-//! build with `--features session`):
+//! Fuzzes the session's stores of what other players send. Their types are public only with the
+//! crate's `p2p` feature; with this crate's `session` feature the target uses them from there.
+//! Without it (the default: `p2p` builds matchbox's WebRTC stack and rebuilds Bevy with other
+//! features), it compiles the same three sans-IO source files, `src/session/shared/inbox.rs`,
+//! `src/session/collective/early.rs` and `src/session/collective/run.rs`, into itself, with
+//! `crate::net` and `crate::tensor` standing for the crate's own modules.
 //!
 //! - `SharedInbox::accept` / `forget_owner` (rules: at most 4096 values per tensor, 4 names and
 //!   8 KiB per owner, a shape declared for the name "a") with fuzzed owners, names, versions and
@@ -30,9 +34,40 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bevy_p2p_inference::net::{CollectiveOp, CollectiveTag, PeerUuid, Reduction, SharedKey};
-use bevy_p2p_inference::session::collective::{CollectiveRun, EarlyPart, EarlyParts, PartRefusal, MAX_EARLY_PARTS};
-use bevy_p2p_inference::session::shared::{SharedInbox, SharedRefusal, SharedTensorRules};
 use bevy_p2p_inference::tensor::Tensor;
+#[cfg(feature = "session")]
+use bevy_p2p_inference::session::collective::{CollectiveRun, EarlyPart, EarlyParts, PartRefusal, MAX_EARLY_PARTS};
+#[cfg(feature = "session")]
+use bevy_p2p_inference::session::shared::{SharedInbox, SharedRefusal, SharedTensorRules};
+
+#[cfg(not(feature = "session"))]
+use {
+    early::{EarlyPart, EarlyParts, PartRefusal, MAX_EARLY_PARTS},
+    inbox::{SharedInbox, SharedRefusal, SharedTensorRules},
+    run::CollectiveRun,
+};
+
+/// What the included files call `crate::net` and `crate::tensor`.
+#[cfg(not(feature = "session"))]
+mod net {
+    pub use bevy_p2p_inference::net::*;
+}
+#[cfg(not(feature = "session"))]
+mod tensor {
+    pub use bevy_p2p_inference::tensor::*;
+}
+#[cfg(not(feature = "session"))]
+#[allow(dead_code)]
+#[path = "../../../src/session/shared/inbox.rs"]
+mod inbox;
+#[cfg(not(feature = "session"))]
+#[allow(dead_code)]
+#[path = "../../../src/session/collective/early.rs"]
+mod early;
+#[cfg(not(feature = "session"))]
+#[allow(dead_code)]
+#[path = "../../../src/session/collective/run.rs"]
+mod run;
 use libfuzzer_sys::fuzz_target;
 
 const PEERS: [PeerUuid; 4] = [PeerUuid([1; 16]), PeerUuid([2; 16]), PeerUuid([3; 16]), PeerUuid([4; 16])];
