@@ -32,8 +32,8 @@ pub enum RejectReason {
     #[error("a second key-exchange start from a peer that has not proved the room key")]
     UnprovenRestart,
     /// A new key-exchange start sooner than [`super::RESTART_INTERVAL`] after the last one
-    /// answered.
-    #[error("a key-exchange start sooner than a second after the last")]
+    /// answered, or beyond [`super::MAX_UNPROVEN_RESTARTS`] answered with none adopted.
+    #[error("a key-exchange start sooner than a second after the last, or one too many never finished")]
     RestartTooSoon,
     /// A value of a shared tensor from a player that does not own it.
     #[error("a value of {0:?}, which another player owns")]

@@ -440,7 +440,7 @@ impl Links {
 #[path = "links_exchange.rs"]
 mod exchange;
 use exchange::{PeerKeys, Verified};
-pub use exchange::RESTART_INTERVAL;
+pub use exchange::{MAX_UNPROVEN_RESTARTS, RESTART_INTERVAL};
 #[path = "links_send.rs"]
 mod send;
 #[path = "links_trust.rs"]

@@ -6,9 +6,10 @@
 //! stranger test a guess offline), refuses the link when the starter's first authenticated
 //! frame fails, and answers no second start on a link whose peer has not proved the room key.
 //! A peer that has proved it may begin the link again (its transport reconnected it), at most
-//! once per [`RESTART_INTERVAL`]: the new keys are kept aside, and the link starts over only at
-//! the first frame that verifies under them, so a start injected by a signaling server in the
-//! middle changes nothing.
+//! once per [`RESTART_INTERVAL`], and [`MAX_UNPROVEN_RESTARTS`] times with none adopted: the new
+//! keys are kept aside, and the link starts over only at the first frame that verifies under
+//! them, so a start injected by a signaling server in the middle changes nothing but the answer
+//! (and gives it at most that many online guesses at the room key).
 
 use super::*;
 use crate::net::codec::ReplayGuard;
@@ -16,6 +17,10 @@ use crate::net::pake::ExchangeStep;
 
 /// The shortest time between two restarts of one link that this player answers.
 pub const RESTART_INTERVAL: Duration = Duration::from_secs(1);
+/// The most new starts on one link this player answers whose keys no frame ever verified
+/// under: each is a guess at the room key for whoever sent it, so a signaling server in the
+/// middle gets this many, not one a second.
+pub const MAX_UNPROVEN_RESTARTS: u8 = 3;
 
 /// What this player holds of one peer's keys while the transport keeps the peer connected: the
 /// exchange, whether the peer has proved the room key, and the replay guard of the frames under
@@ -29,11 +34,13 @@ pub(super) struct PeerKeys {
     pub(super) replay: ReplayGuard,
     /// When this player last answered a new start from the peer.
     last_restart: Option<Instant>,
+    /// New starts answered whose keys no frame verified under yet.
+    unproven_restarts: u8,
 }
 
 impl PeerKeys {
     fn new(exchange: LinkKeyExchange) -> Self {
-        Self { exchange, proven: false, replay: ReplayGuard::default(), last_restart: None }
+        Self { exchange, proven: false, replay: ReplayGuard::default(), last_restart: None, unproven_restarts: 0 }
     }
 
     /// The agreed keys, once this player may send under them: the starting side at once (its
@@ -75,16 +82,20 @@ impl Links {
     }
 
     /// A key-exchange frame from `from`. A new start after keys were agreed is answered only
-    /// when the peer has proved the room key, and not more often than [`RESTART_INTERVAL`].
+    /// when the peer has proved the room key, not more often than [`RESTART_INTERVAL`], and at
+    /// most [`MAX_UNPROVEN_RESTARTS`] times with none adopted.
     pub(super) fn handle_exchange(&mut self, from: PeerUuid, own: PeerUuid, frame: &[u8], now: Instant, events: &mut Vec<SessionEvent>) {
         let keys = self.keys.entry(from).or_insert_with(|| PeerKeys::new(LinkKeyExchange::new(&self.settings.room_key, own, from)));
         let step = keys.exchange.receive(frame);
         let link = self.links.get_mut(&from).expect("the caller's link");
         let step = match step {
             Ok(ExchangeStep::NewStart) if !keys.proven => Err(RejectReason::UnprovenRestart),
-            Ok(ExchangeStep::NewStart) if keys.last_restart.is_some_and(|t| now - t < RESTART_INTERVAL) => Err(RejectReason::RestartTooSoon),
+            Ok(ExchangeStep::NewStart) if keys.last_restart.is_some_and(|t| now - t < RESTART_INTERVAL) || keys.unproven_restarts >= MAX_UNPROVEN_RESTARTS => {
+                Err(RejectReason::RestartTooSoon)
+            }
             Ok(ExchangeStep::NewStart) => {
                 keys.last_restart = Some(now);
+                keys.unproven_restarts += 1;
                 keys.exchange.answer_again(frame).map(|()| ExchangeStep::NewStart).map_err(RejectReason::from)
             }
             other => other.map_err(RejectReason::from),
@@ -118,6 +129,7 @@ impl Links {
         if let Some(Ok((sequence, message))) = keys.exchange.pending_keys().map(|pending| decode_frame(pending, from, own, frame)) {
             keys.exchange.adopt();
             keys.replay = ReplayGuard::default();
+            keys.unproven_restarts = 0;
             return Some(Verified::Restarted(sequence, message));
         }
         // The starter's first authenticated frame does not verify: the two sides agreed on

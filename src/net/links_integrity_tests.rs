@@ -81,6 +81,28 @@ fn a_start_injected_on_a_trusted_link_changes_nothing_until_the_peer_proves_the_
 }
 
 #[test]
+fn an_injector_gets_a_restart_answered_once_a_second_and_a_few_times_in_all_never_a_guess_a_second() {
+    let mut room = Room::new(&[(1, owner()), (2, player())]);
+    room.run(Duration::from_millis(300));
+    let mut answered = Vec::new();
+    for attempt in 0..6u8 {
+        // Two starts in one step: the second is always too soon.
+        let mut this_second = 0;
+        for key in [guess(attempt), guess(attempt + 100)] {
+            let start = LinkKeyExchange::new(&key, A, B).drain_outgoing().remove(0);
+            let (now, b) = (room.now, room.player(2));
+            b.events.clear();
+            b.links.receive(A, &start, now, &mut b.events);
+            this_second += usize::from(rejections(&b.events).is_empty());
+        }
+        answered.push(this_second);
+        room.run(RESTART_INTERVAL);
+    }
+    assert_eq!(answered, [1, 1, 1, 0, 0, 0], "one a second, and no more than {MAX_UNPROVEN_RESTARTS} with none adopted");
+    assert_eq!(room.player(2).links.link(A).map(|l| l.state), Some(LinkState::Trusted), "the link went on meanwhile");
+}
+
+#[test]
 fn frames_recorded_before_a_link_was_re_created_do_not_replay() {
     let sharing = LinkSettings { permissions: Permissions::RUN_STAGES.union(Permissions::SHARE), ..player() };
     let mut room = Room::new(&[(1, owner()), (2, sharing)]);

@@ -66,9 +66,11 @@ impl Links {
         let Some(grant) = hello.grant.filter(|_| self.credentials.is_owner_identity(hello.identity)) else { return };
         match self.credentials.accept_grant(grant, own, self.session_nonce, now) {
             Ok(true) => {
-                for link in self.links.values_mut() {
+                for (peer, link) in &mut self.links {
                     link.owe_hello = true;
-                    if link.state == LinkState::Handshaking {
+                    // A peer that has proved the room key waited for this player's token: it
+                    // gets its full handshake time again (a stranger does not).
+                    if link.state == LinkState::Handshaking && self.keys.get(peer).is_some_and(|k| k.proven) {
                         link.connected_at = now;
                     }
                 }

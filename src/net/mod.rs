@@ -37,5 +37,5 @@ pub use codec::{CollectiveOp, CollectiveTag, Reduction, MAX_MEMBERS};
 pub use latency::RttStats;
 pub use room_key::{RoomKey, RoomKeyError};
 pub use seal::{TensorCipher, Unsealed, SEAL_TAG_BYTES, SESSION_NONCE_BYTES};
-pub use links::{HandshakeError, RevokeError, RESTART_INTERVAL, LinkSettings, LinkState, Links, LostReason, OutgoingFrame, PeerLink, ReconnectPolicy, RejectReason, SendError, SentTensor, SessionEvent};
+pub use links::{HandshakeError, RevokeError, MAX_UNPROVEN_RESTARTS, RESTART_INTERVAL, LinkSettings, LinkState, Links, LostReason, OutgoingFrame, PeerLink, ReconnectPolicy, RejectReason, SendError, SentTensor, SessionEvent};
 pub use reassembly::{ChunkError, Reassembler, ReassemblyLimits, ReceivedTensor, TransferTiming};
