@@ -199,7 +199,8 @@ fn split_rows(input: &Tensor, count: usize) -> Result<Vec<Tensor>, CollectiveErr
     let mut shape = input.shape().to_vec();
     shape[0] = rows / count;
     let size = input.len() / count;
-    Ok(input.data().chunks(size).map(|values| Tensor::new(shape.clone(), values.to_vec()).expect("an equal part")).collect())
+    // Rows of no values (a shape like [4, 0]) split into empty parts.
+    Ok((0..count).map(|i| Tensor::new(shape.clone(), input.data()[i * size..(i + 1) * size].to_vec()).expect("an equal part")).collect())
 }
 
 #[cfg(test)]

@@ -102,3 +102,12 @@ fn a_member_that_leaves_before_its_part_arrives_fails_the_collective_and_one_tha
     assert_eq!(broadcast.member_left(C), None, "a broadcast waits for its root only");
     assert_eq!(broadcast.member_left(B), Some(CollectiveError::PlayerLeft(B)));
 }
+
+#[test]
+fn a_scatter_of_rows_without_values_hands_out_empty_parts_instead_of_panicking() {
+    // Found by the `inboxes` fuzz target: a [3, 0] input divided chunks(0).
+    let (run, parts) = CollectiveRun::start(CollectiveOp::Scatter { root: A }, A, vec![A, B, C], Some(Tensor::zeros(vec![3, 0]))).unwrap();
+    assert_eq!(parts.len(), 2, "one part for each other member");
+    assert!(parts.iter().all(|part| part.tensor.shape() == [1, 0]));
+    assert_eq!(run.result().map(|t| t.shape().to_vec()), Some(vec![1, 0]));
+}
