@@ -325,4 +325,16 @@ fuzz_target!(|data: &[u8]| {
         rest = &rest[4 + length..];
         harness.step(op, arg, bytes);
     }
+    if std::env::var_os("FUZZ_DEBUG").is_some() {
+        let link = harness.victim.link(STRANGER);
+        eprintln!(
+            "records {records}: state {:?}, rejected {:?}, used right key {}, proven {}, exchanges {}, SPAKE2 steps {}",
+            link.map(|l| l.state),
+            link.map(|l| l.rejected),
+            harness.used_right_key,
+            harness.proven,
+            harness.exchanges.len(),
+            harness.spake
+        );
+    }
 });

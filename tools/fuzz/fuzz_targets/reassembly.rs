@@ -5,8 +5,9 @@
 //! tag) and its index, count, total bytes and payload length. By default the harness fills in
 //! what an honest sender would (total bytes from the shape and dtype, the chunk count from
 //! `codec::chunk_count`, each chunk's share of the payload), so that tensors of several chunks
-//! do complete; flag bits replace each of those with fuzzed values. Other records let time pass
-//! (expiring stale partial tensors) or forget a peer.
+//! do complete; flag bits replace each of those with fuzzed values. One kind of record sends
+//! every chunk of its tensor at once (in order, or last first, or with one left out). Other
+//! records let time pass (expiring stale partial tensors) or forget a peer.
 //!
 //! Invariants (an assert that fires is a finding): no panic; `held_bytes() <= max_partial_bytes`
 //! after every step; at most `max_in_flight_per_peer` partial tensors per peer (so at most 9 in
@@ -21,7 +22,7 @@
 use std::time::{Duration, Instant};
 
 use bevy_p2p_inference::net::codec::{chunk_count, Onward, TensorChunk, TensorHeader};
-use bevy_p2p_inference::net::{CollectiveOp, CollectiveTag, Direction, PeerUuid, Reassembler, ReassemblyLimits, RouteTicket, SharedKey};
+use bevy_p2p_inference::net::{CollectiveOp, CollectiveTag, Direction, PeerUuid, Reassembler, ReassemblyLimits, ReceivedTensor, RouteTicket, SharedKey};
 use bevy_p2p_inference::tensor::quant::QuantParams;
 use bevy_p2p_inference::tensor::TransferDtype;
 use libfuzzer_sys::fuzz_target;
@@ -74,14 +75,33 @@ fn chunk(flags: u8, f: &[u8], fill: &[u8], piece: usize) -> TensorChunk {
         _ => Some(Onward {
             owner,
             route: vec![PEERS[1]],
-            ticket: Some(RouteTicket { first_stage: f[1] as u16, route: vec![PEERS[2], PEERS[1]], expires_at_ms: f[10] as u64, signature: [f[11]; 64] }),
+            // `.into()`: the field is a `Box<RouteTicket>` (it was a `RouteTicket`).
+            ticket: Some(RouteTicket { first_stage: f[0] as u16, route: vec![PEERS[2], PEERS[1]], expires_at_ms: f[10] as u64, signature: [f[11]; 64] }.into()),
         }),
     };
     let keyed = matches!(direction, Direction::Shared | Direction::Collective);
     let shared = keyed.then(|| SharedKey { owner, name: format!("t{}", f[6] % 4) });
     let collective = (direction == Direction::Collective).then(|| CollectiveTag { op: CollectiveOp::AllGather, members: PEERS[..(f[6] % 3) as usize + 1].to_vec() });
-    let header = TensorHeader { request: (f[0] % 4) as u64, stage: (f[1] % 3) as u16, direction, dtype, shape, params, total_bytes, onward, trace: Vec::new(), shared, collective };
+    let header = TensorHeader { request: (f[0] % 4) as u64, stage: ((f[0] >> 4) % 3) as u16, direction, dtype, shape, params, total_bytes, onward, trace: Vec::new(), shared, collective };
     TensorChunk { header, index, count, payload }
+}
+
+fn check_limits(reassembler: &Reassembler) {
+    assert!(reassembler.held_bytes() <= LIMITS.max_partial_bytes, "partial tensors hold {} bytes, over the budget", reassembler.held_bytes());
+    assert!(reassembler.in_flight() <= PEERS.len() * LIMITS.max_in_flight_per_peer, "more partial tensors than the peers may hold");
+}
+
+fn check_tensor(tensor: &ReceivedTensor, from: PeerUuid) {
+    assert_eq!(tensor.from, from, "a tensor completed by another peer's chunk");
+    let header = &tensor.header;
+    let values = header.values().expect("a completed tensor's shape does not overflow");
+    let got = &tensor.shared.tensor;
+    assert_eq!(got.len(), values, "a completed tensor with other than its shape's number of values");
+    assert_eq!(got.shape().iter().map(|&d| d as u64).collect::<Vec<_>>(), header.shape.iter().map(|&d| d as u64).collect::<Vec<_>>());
+    assert_eq!(values * header.dtype.bytes_per_value(), header.total_bytes as usize, "total bytes the shape does not account for");
+    assert!(got.data().iter().all(|v| v.is_finite()), "a non-finite value got through");
+    assert_eq!(tensor.direction, header.direction);
+    assert_eq!(tensor.shared.dtype, header.dtype);
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -90,6 +110,7 @@ fuzz_target!(|data: &[u8]| {
     let mut now = Instant::now();
     let mut rest = data;
     let mut records = 0;
+    let (mut completed, mut most_chunks) = (0, 0);
     while rest.len() >= 26 && records < 48 {
         records += 1;
         let (op, flags, fields) = (rest[0], rest[1], &rest[2..26]);
@@ -103,24 +124,42 @@ fuzz_target!(|data: &[u8]| {
                 reassembler.expire(now);
             }
             7 => reassembler.forget_peer(PEERS[(fields[0] % 3) as usize]),
+            // Every chunk of the record's tensor, in order (flag bit 7: last first; bit 6: one
+            // left out), from one peer: what completes tensors of several chunks.
+            5 => {
+                let from = PEERS[(fields[22] % 3) as usize];
+                let first = chunk(flags & !4, fields, fill, piece);
+                let count = first.count.min(8);
+                let skip = (flags & 64 != 0).then_some(fields[21] as u16 % count.max(1));
+                let order: Vec<u16> = if flags & 128 != 0 { (0..count).rev().collect() } else { (0..count).collect() };
+                for index in order.into_iter().filter(|i| Some(*i) != skip) {
+                    let mut f = [0u8; 24];
+                    f.copy_from_slice(fields);
+                    f[1] = index as u8;
+                    let chunk = chunk(flags & !4, &f, fill, piece);
+                    let count = chunk.count;
+                    if let Ok(Some(tensor)) = reassembler.push(from, chunk, now) {
+                        completed += 1;
+                        most_chunks = most_chunks.max(count);
+                        check_tensor(&tensor, from);
+                    }
+                    check_limits(&reassembler);
+                }
+            }
             _ => {
                 let from = PEERS[(op % 3) as usize];
                 let chunk = chunk(flags, fields, fill, piece);
+                let count = chunk.count;
                 if let Ok(Some(tensor)) = reassembler.push(from, chunk, now) {
-                    assert_eq!(tensor.from, from, "a tensor completed by another peer's chunk");
-                    let header = &tensor.header;
-                    let values = header.values().expect("a completed tensor's shape does not overflow");
-                    let got = &tensor.shared.tensor;
-                    assert_eq!(got.len(), values, "a completed tensor with other than its shape's number of values");
-                    assert_eq!(got.shape().iter().map(|&d| d as u64).collect::<Vec<_>>(), header.shape.iter().map(|&d| d as u64).collect::<Vec<_>>());
-                    assert_eq!(values * header.dtype.bytes_per_value(), header.total_bytes as usize, "total bytes the shape does not account for");
-                    assert!(got.data().iter().all(|v| v.is_finite()), "a non-finite value got through");
-                    assert_eq!(tensor.direction, header.direction);
-                    assert_eq!(tensor.shared.dtype, header.dtype);
+                    completed += 1;
+                    most_chunks = most_chunks.max(count);
+                    check_tensor(&tensor, from);
                 }
             }
         }
-        assert!(reassembler.held_bytes() <= LIMITS.max_partial_bytes, "partial tensors hold {} bytes, over the budget", reassembler.held_bytes());
-        assert!(reassembler.in_flight() <= PEERS.len() * LIMITS.max_in_flight_per_peer, "more partial tensors than the peers may hold");
+        check_limits(&reassembler);
+    }
+    if std::env::var_os("FUZZ_DEBUG").is_some() {
+        eprintln!("records {records}: completed {completed}, most chunks {most_chunks}, in flight {}, held {}", reassembler.in_flight(), reassembler.held_bytes());
     }
 });
