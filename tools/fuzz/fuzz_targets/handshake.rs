@@ -202,7 +202,11 @@ impl Harness {
                 }
                 self.spake += 1;
                 let right = arg & 1 == 0;
-                let key = if right { KEY.clone() } else { RoomKey::from_bytes([0x4c ^ (arg >> 1); 32]) };
+                // A wrong key is never the room key: its last byte differs (a fuzzed first run found
+                // that `0x4c ^ 7` is the room key's byte, which the harness took for a wrong key).
+                let mut wrong = [0x4c ^ (arg >> 1); 32];
+                wrong[31] = 0x4c;
+                let key = if right { KEY.clone() } else { RoomKey::from_bytes(wrong) };
                 self.used_right_key |= right;
                 let mut exchange = LinkKeyExchange::new(&key, STRANGER, VICTIM);
                 let starts = exchange.drain_outgoing();
