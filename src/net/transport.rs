@@ -12,6 +12,7 @@ use std::time::Duration;
 use bevy::platform::time::Instant;
 use bevy::tasks::{IoTaskPool, TaskPool};
 use crossbeam_channel::Sender;
+use super::ice::{merged, IceServer};
 use matchbox_socket::{Packet, PeerId, PeerState, RtcIceServerConfig, WebRtcChannel, WebRtcSocket};
 
 use super::auth::PeerUuid;
@@ -30,10 +31,11 @@ const TICK: Duration = Duration::from_millis(5);
 pub struct SessionConfig {
     /// Matchbox room URL, e.g. `ws://127.0.0.1:3536/inference`.
     pub room_url: String,
-    /// STUN/TURN server URLs for ICE. Empty by default: host candidates only, which reach
-    /// peers on the same machine or network and contact no outside server. Players behind
-    /// different NATs need a STUN (or TURN) server here.
-    pub ice_servers: Vec<String>,
+    /// STUN and TURN servers for ICE (a URL converts into one; a TURN relay takes a username
+    /// and credential, see [`IceServer::turn_rest`]). Empty by default: host candidates only,
+    /// which reach peers on the same machine or network and contact no outside server. Players
+    /// behind different NATs need a STUN server, and behind symmetric NATs a TURN relay.
+    pub ice_servers: Vec<IceServer>,
     /// Rebuild the socket when fewer than [`Self::expected_peers`] have become trusted this
     /// long after joining or after the last one did (matchbox's connection setup occasionally
     /// hangs). Once all expected peers were trusted, the socket is never rebuilt.
@@ -108,9 +110,13 @@ pub(super) struct Transport {
     stage_inputs: Option<StageInputHandler>,
 }
 
-fn open_socket(url: &str, ice_servers: &[String]) -> (WebRtcSocket, WebRtcChannel) {
+fn open_socket(url: &str, ice_servers: &[IceServer]) -> (WebRtcSocket, WebRtcChannel) {
+    let (ice, dropped) = merged(ice_servers);
+    for server in dropped {
+        bevy::log::error!("ICE server {:?} left out: the transport takes one set of TURN credentials (those of {:?})", server.urls, ice.urls);
+    }
     let (mut socket, message_loop) = WebRtcSocket::builder(url)
-        .ice_server(RtcIceServerConfig { urls: ice_servers.to_vec(), username: None, credential: None })
+        .ice_server(RtcIceServerConfig { urls: ice.urls, username: ice.username, credential: ice.credential })
         .add_reliable_channel()
         .build();
     let pool = IoTaskPool::get_or_init(TaskPool::new);

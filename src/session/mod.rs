@@ -39,7 +39,7 @@ use bevy::prelude::*;
 
 use crate::schedule::InferenceSystems;
 use pipeline::{Routing, StealPolicy};
-use crate::net::{Permissions, RoomAuthority, RoomKey, SessionEvent};
+use crate::net::{IceServer, Permissions, RoomAuthority, RoomKey, SessionEvent};
 pub use problem::SessionProblem;
 pub use serve_budget::{BudgetGate, ServeBudget, ServeBudgetReport};
 pub use collective::{CollectiveDone, CollectiveError, CollectiveFailed, CollectiveFailedEvent, CollectiveRequest, CollectiveResult, Collectives};
@@ -178,9 +178,10 @@ pub struct PeerSessionPlugin {
     /// most [`Self::collective_timeout`]); a part beyond it is dropped and reported
     /// ([`SessionProblem::CollectivePartRefused`]).
     pub max_early_collective_bytes: usize,
-    /// STUN/TURN server URLs for ICE. Empty by default: host candidates only, which reach peers
-    /// on the same machine or network and contact no outside server.
-    pub ice_servers: Vec<String>,
+    /// STUN and TURN servers for ICE (`"stun:host:3478".into()`, or [`IceServer::turn`] /
+    /// [`IceServer::turn_rest`] for a relay). Empty by default: host candidates only, which
+    /// reach peers on the same machine or network and contact no outside server.
+    pub ice_servers: Vec<IceServer>,
 }
 
 impl PeerSessionPlugin {
