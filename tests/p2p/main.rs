@@ -3,6 +3,7 @@
 //! test makes for itself (`unshare -n`, a veth pair, nothing routed outside). Needs root, as CI
 //! has.
 
+mod impair;
 mod netns;
 
 use std::io::{BufRead, BufReader};
