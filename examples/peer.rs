@@ -31,7 +31,7 @@ use bevy::prelude::*;
 use bevy_p2p_inference::model::plan::PartitionPlan;
 use bevy_p2p_inference::tensor::TransferDtype;
 use bevy_p2p_inference::net::session::PeerSession;
-use bevy_p2p_inference::net::Permissions;
+use bevy_p2p_inference::net::{IceServer, Permissions};
 use bevy_p2p_inference::prelude::*;
 use bevy_p2p_inference::session::{BudgetGate, Distributed, Placement, ServeBudget};
 use bevy_p2p_inference::session::pipeline::Routing;
@@ -188,6 +188,13 @@ struct Args {
     /// Seconds a collective may wait for the other players' parts.
     #[arg(long, default_value_t = 60)]
     collective_timeout_s: u64,
+    /// A TURN relay's URL (`turn:host:3478?transport=udp`), for players whose direct paths are
+    /// blocked; its credentials are made from `--turn-secret` (coturn's use-auth-secret).
+    #[arg(long, requires = "turn_secret")]
+    turn: Option<String>,
+    /// The TURN relay's shared secret (its `static-auth-secret`).
+    #[arg(long)]
+    turn_secret: Option<String>,
 }
 
 /// [`Placement`] on the command line.
@@ -227,6 +234,10 @@ fn build_app(args: &Args) -> Result<App, String> {
     };
     let mut session = PeerSessionPlugin::new(args.room.clone(), key, role, args.model.clone(), args.plan.clone());
     session.authority = authority(args)?;
+    if let (Some(url), Some(secret)) = (&args.turn, &args.turn_secret) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        session.ice_servers = vec![IceServer::turn_rest([url.as_str()], secret.as_bytes(), "peer", Duration::from_secs(3_600), now)];
+    }
     session.max_in_flight = args.k;
     session.stage_timeout = Duration::from_secs_f64(args.stage_timeout_s);
     session.expected_peers = if args.role == Role::Server { 0 } else { args.servers };

@@ -12,17 +12,20 @@ use matchbox_signaling::SignalingServer;
 
 /// Command-line arguments.
 #[derive(Parser)]
-#[command(about = "Run a matchbox signaling server on 127.0.0.1")]
+#[command(about = "Run a matchbox signaling server (on 127.0.0.1 unless --host says otherwise)")]
 struct Args {
     /// TCP port.
     #[arg(long, default_value_t = 3536)]
     port: u16,
+    /// The address to listen on (0.0.0.0 for players on other hosts or namespaces).
+    #[arg(long, default_value_t = Ipv4Addr::LOCALHOST)]
+    host: Ipv4Addr,
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
+    let address = SocketAddr::from((args.host, args.port));
     let mut server = SignalingServer::full_mesh_builder(address).build();
     match server.bind() {
         Ok(bound) => println!("signaling on ws://{bound}"),

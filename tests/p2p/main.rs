@@ -5,6 +5,7 @@
 
 mod impair;
 mod netns;
+mod turn;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -55,8 +56,14 @@ struct Process {
 
 impl Process {
     fn spawn(name: &str, args: &[&str]) -> Process {
-        let mut child = Command::new(examples_dir().join(name))
-            .args(args)
+        let mut command = Command::new(examples_dir().join(name));
+        command.args(args);
+        Process::run(name, command)
+    }
+
+    /// Runs `command` (the `name` example, perhaps behind a wrapper), collecting its lines.
+    fn run(name: &str, mut command: Command) -> Process {
+        let mut child = command
             .env("BEVY_ASSET_ROOT", env!("CARGO_MANIFEST_DIR"))
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdout(Stdio::piped())

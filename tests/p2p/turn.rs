@@ -1,0 +1,86 @@
+//! A room formed through a real TURN relay (coturn) with every direct path between the players
+//! blocked: each player runs in a network namespace of its own, linked only to the test's
+//! namespace, which holds the signaling server and coturn and forwards nothing between them.
+
+use std::process::Command;
+
+use super::*;
+
+const TURN_SECRET: &str = "turn-relay-test-secret";
+
+/// A `peer` process in a network namespace of its own, joined to this one by a veth pair on
+/// 10.`side`.0.0/24 (this side .1, the player .2) and routed only here: it reaches this
+/// namespace's addresses, and nothing beyond, since this namespace forwards nothing.
+fn isolated_peer(side: u8, args: &[&str]) -> Process {
+    let inner = format!("p{side}b");
+    let script = format!(
+        "while ! ip link show {inner} >/dev/null 2>&1; do sleep 0.05; done; ip link set lo up && ip addr add 10.{side}.0.2/24 dev {inner} \
+         && ip link set {inner} up && ip route add default via 10.{side}.0.1 && exec \"$0\" \"$@\""
+    );
+    let mut command = Command::new("unshare");
+    command.args(["-n", "sh", "-c", &script]).arg(examples_dir().join("peer")).args(args);
+    let process = Process::run("peer", command);
+    let pid = process.child.id().to_string();
+    let outer = format!("p{side}a");
+    let setup = format!(
+        "ip link add {outer} type veth peer name {inner} && ip link set {inner} netns {pid} && ip addr add 10.{side}.0.1/24 dev {outer} && ip link set {outer} up"
+    );
+    let status = Command::new("sh").args(["-c", &setup]).status().expect("ip");
+    assert!(status.success(), "could not link player {side}'s namespace");
+    process
+}
+
+fn coturn() -> Process {
+    let mut command = Command::new("turnserver");
+    command.args([
+        "-n", "--no-cli", "--no-tls", "--no-dtls", "--listening-ip", "0.0.0.0", "--listening-port", "3478", "--relay-ip", "10.99.0.1", "--use-auth-secret",
+        "--static-auth-secret", TURN_SECRET, "--realm", "test", "--log-file", "stdout", "--simple-log", "--verbose",
+    ]);
+    let mut turn = Process::run("turnserver", command);
+    assert!(
+        turn.wait_for_line(Duration::from_secs(20), |l| l.text.contains("Total General servers") || l.text.contains("listener opened")).is_some(),
+        "coturn did not start (tools/install-lavapipe.sh installs it): {:?}",
+        turn.seen.iter().map(|l| &l.text).collect::<Vec<_>>()
+    );
+    turn
+}
+
+#[test]
+fn a_room_whose_players_cannot_reach_each_other_forms_through_a_turn_relay_and_every_request_matches() {
+    let _serial = Serial::lock();
+    if Command::new("turnserver").arg("--help").output().is_err() {
+        // CI installs coturn (tools/install-lavapipe.sh): there a missing relay is a failure.
+        assert!(std::env::var_os("CI").is_none(), "the TURN test needs coturn's turnserver (tools/install-lavapipe.sh installs it)");
+        return eprintln!("skipped: no turnserver (coturn) here; tools/install-lavapipe.sh installs it");
+    }
+    in_namespace("turn::a_room_whose_players_cannot_reach_each_other_forms_through_a_turn_relay_and_every_request_matches", || {
+        let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("ip_forward");
+        assert_eq!(forwarding.trim(), "0", "this namespace must not route between the players");
+        let mut turn = coturn();
+        let mut signaling = Process::spawn("signaling", &["--port", "3536", "--host", "0.0.0.0"]);
+        assert!(signaling.wait_for_line(Duration::from_secs(20), |l| l.text.starts_with("signaling on")).is_some());
+        // Without the relay the same two players never meet: only their host candidates, on
+        // networks with no path between them.
+        let direct_server = ["--role", "server", "--room", "ws://10.4.0.1:3536/direct", "--key", KEY, "--plan", INT8_PLAN, "--lifetime-s", "20", "--owner", OWNER_PUBLIC];
+        let _direct_server = isolated_peer(4, &direct_server);
+        let direct_asker = ["--role", "asker", "--room", "ws://10.3.0.1:3536/direct", "--key", KEY, "--plan", INT8_PLAN, "--rounds", "1", "--servers", "1", "--lifetime-s", "12"];
+        let (events, _) = isolated_peer(3, &[&direct_asker[..], &["--owner-key", OWNER_SECRET]].concat()).finish(Duration::from_secs(40));
+        assert!(events_of(&events, "peer_trusted").is_empty() && events_of(&events, "summary").is_empty(), "a direct path between the players: {events:?}");
+        let server_room = "ws://10.2.0.1:3536/test";
+        let asker_room = "ws://10.1.0.1:3536/test";
+        let server_args = ["--role", "server", "--room", server_room, "--key", KEY, "--plan", INT8_PLAN, "--lifetime-s", "150", "--owner", OWNER_PUBLIC];
+        let _server = isolated_peer(2, &[&server_args[..], &["--turn", "turn:10.2.0.1:3478?transport=udp", "--turn-secret", TURN_SECRET]].concat());
+        let asker_args = ["--role", "asker", "--room", asker_room, "--key", KEY, "--plan", INT8_PLAN, "--rounds", "1", "--servers", "1", "--lifetime-s", "150"];
+        let asker = isolated_peer(1, &[&asker_args[..], &["--owner-key", OWNER_SECRET, "--turn", "turn:10.1.0.1:3478?transport=udp", "--turn-secret", TURN_SECRET]].concat());
+        let (events, err) = asker.finish(Duration::from_secs(170));
+        let json = summary(&events, &err);
+        assert_eq!(json["requests"], 10, "{json}");
+        assert_eq!(json["matches_single_peer"], 10, "{json}");
+        assert_eq!(json["lost"], 0, "{json}");
+        // The only way between them: both allocated a relay address on coturn and sent through it.
+        turn.seen.extend(turn.lines.try_iter());
+        let log: Vec<&str> = turn.seen.iter().map(|l| l.text.as_str()).collect();
+        let allocations = log.iter().filter(|l| l.contains("ALLOCATE") && l.contains("success")).count();
+        assert!(allocations >= 2, "each player allocates a relay address: {log:#?}");
+    });
+}
