@@ -4,6 +4,7 @@
 
 use std::process::Command;
 
+use super::impair::{Impairment, Relay};
 use super::*;
 
 const TURN_SECRET: &str = "turn-relay-test-secret";
@@ -82,5 +83,38 @@ fn a_room_whose_players_cannot_reach_each_other_forms_through_a_turn_relay_and_e
         let log: Vec<&str> = turn.seen.iter().map(|l| l.text.as_str()).collect();
         let allocations = log.iter().filter(|l| l.contains("ALLOCATE") && l.contains("success")).count();
         assert!(allocations >= 2, "each player allocates a relay address: {log:#?}");
+    });
+}
+
+#[test]
+fn through_the_relay_at_an_emulated_50_ms_round_trip_and_2_percent_loss_every_request_completes_and_matches() {
+    let _serial = Serial::lock();
+    if Command::new("turnserver").arg("--help").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "the TURN test needs coturn's turnserver (tools/install-lavapipe.sh installs it)");
+        return eprintln!("skipped: no turnserver (coturn) here; tools/install-lavapipe.sh installs it");
+    }
+    in_namespace("turn::through_the_relay_at_an_emulated_50_ms_round_trip_and_2_percent_loss_every_request_completes_and_matches", || {
+        let _turn = coturn();
+        let mut signaling = Process::spawn("signaling", &["--port", "3536", "--host", "0.0.0.0"]);
+        assert!(signaling.wait_for_line(Duration::from_secs(20), |l| l.text.starts_with("signaling on")).is_some());
+        // Every packet between the players crosses the impairment relay twice (the sender's way
+        // up to coturn, the receiver's way down): 12.5 ms each way there is a 50 ms round trip,
+        // and 1 % loss each way about 2 % per trip.
+        let way = Impairment { delay: Duration::from_micros(12_500), jitter: Duration::from_millis(2), loss: 0.01, rate_bps: Some(50_000_000) };
+        let relay = Relay::start("0.0.0.0:3479".parse().unwrap(), "10.99.0.1:3478".parse().unwrap(), way, way).expect("the impairment relay");
+        let server_args = ["--role", "server", "--room", "ws://10.2.0.1:3536/test", "--key", KEY, "--plan", INT8_PLAN, "--lifetime-s", "150", "--owner", OWNER_PUBLIC];
+        let _server = isolated_peer(2, &[&server_args[..], &["--turn", "turn:10.2.0.1:3479?transport=udp", "--turn-secret", TURN_SECRET]].concat());
+        let asker_args = ["--role", "asker", "--room", "ws://10.1.0.1:3536/test", "--key", KEY, "--plan", INT8_PLAN, "--rounds", "2", "--servers", "1", "--lifetime-s", "150"];
+        let asker = isolated_peer(1, &[&asker_args[..], &["--owner-key", OWNER_SECRET, "--turn", "turn:10.1.0.1:3479?transport=udp", "--turn-secret", TURN_SECRET]].concat());
+        let (events, err) = asker.finish(Duration::from_secs(170));
+        let json = summary(&events, &err);
+        assert_eq!(json["requests"], 20, "{json}");
+        assert_eq!(json["matches_single_peer"], 20, "{json}");
+        assert_eq!(json["lost"], 0, "{json}");
+        let dropped = *relay.dropped.lock().unwrap();
+        eprintln!("50 ms RTT, 2 % loss: median {} ms, p95 {} ms; the relay dropped {dropped:?} packets (up, down)", json["median_ms"], json["p95_ms"]);
+        assert!(dropped.0 + dropped.1 > 0, "the relay lost packets as told");
+        // The round trip is on the path: no request is faster than one trip there and back.
+        assert!(json["median_ms"].as_f64() > Some(50.0), "{json}");
     });
 }
