@@ -632,8 +632,7 @@ fn run_asker(args: &Args) -> Result<(App, Option<Tensor>), String> {
     lost += done.iter().filter(|d| !**d).count();
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
-    let traffic = &app.world().resource::<Distributed>().finished_traffic;
-    let bytes_per_request = traffic.iter().map(|t| t.bytes).sum::<u64>() / traffic.len().max(1) as u64;
+    let bytes_per_request = app.world().resource::<Distributed>().finished_traffic.bytes_per_request();
     let (median, p95) = if latencies.is_empty() { (0.0, 0.0) } else { (quantile(&latencies, 0.5), quantile(&latencies, 0.95)) };
     // What this GPU moved while the split requests ran (it serves nothing for the servers).
     let (now, before) = (app.world().resource::<GpuTransfers>().totals(), transfers_before);

@@ -72,12 +72,28 @@ pub(super) struct SplitBatch {
 #[derive(Default)]
 pub(super) struct SplitBatches(pub HashMap<RequestId, SplitBatch>);
 
-/// A request's traffic, for the `peer` example's summary.
+/// The traffic of the requests finished so far, as running totals (constant memory however
+/// long the session runs), for the `peer` example's summary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RequestTraffic {
-    /// Bytes on the wire for it: frames this owner sent (headers and MACs included) plus
+    /// Requests finished.
+    pub requests: u64,
+    /// Bytes on the wire for them: frames this owner sent (headers and MACs included) plus
     /// the payloads it received back.
     pub bytes: u64,
+}
+
+impl RequestTraffic {
+    /// Counts one more finished request of `bytes`.
+    pub fn record(&mut self, bytes: u64) {
+        self.requests += 1;
+        self.bytes += bytes;
+    }
+
+    /// Bytes per finished request (0 before the first).
+    pub fn bytes_per_request(&self) -> u64 {
+        self.bytes / self.requests.max(1)
+    }
 }
 
 /// How work stealing went for this player's requests.
@@ -128,8 +144,8 @@ pub struct Distributed {
     pub(super) next_request: RequestId,
     /// Pipeline actions decided this frame, carried out by `advance_pipeline`.
     pub(super) actions: Vec<PipelineAction>,
-    /// Bytes sent per finished request, most recent last.
-    pub finished_traffic: Vec<RequestTraffic>,
+    /// The traffic of the finished requests, in total.
+    pub finished_traffic: RequestTraffic,
     /// Stages this peer ran for other peers (counted when their output is on the wire).
     pub stages_served: u64,
     /// When the first player that asks trusted this one, and when this one's first stage for
@@ -165,7 +181,7 @@ impl Distributed {
             next_request: first_request_id(),
             served_problems: crossbeam_channel::unbounded(),
             actions: Vec::new(),
-            finished_traffic: Vec::new(),
+            finished_traffic: RequestTraffic::default(),
             stages_served: 0,
             first_work: (None, None),
         }
@@ -422,6 +438,17 @@ mod tests {
     use crate::net::RoomKey;
     use crate::session::PeerRole;
     use crate::tensor::Tensor;
+
+    #[test]
+    fn finished_traffic_is_a_running_total_that_holds_no_record_per_request() {
+        let mut traffic = RequestTraffic::default();
+        assert_eq!(traffic.bytes_per_request(), 0);
+        for bytes in [6_000, 7_000, 8_000] {
+            traffic.record(bytes);
+        }
+        assert_eq!((traffic.requests, traffic.bytes, traffic.bytes_per_request()), (3, 21_000, 7_000));
+        assert_eq!(std::mem::size_of_val(&traffic), 16, "two counters, whatever the number of requests");
+    }
 
     #[test]
     fn a_stage_output_must_have_the_shape_of_the_next_cut_for_the_request_s_batch() {

@@ -387,7 +387,7 @@ pub(super) fn advance_pipeline(
             PipelineAction::Finished { request, output, stages, reruns, in_flight, handovers } => {
                 let Some(tracked) = state.tracked.remove(&request) else { continue };
                 state.measure(&stages, batch_of_tensor(&output));
-                state.finished_traffic.push(super::RequestTraffic { bytes: tracked.bytes });
+                state.finished_traffic.record(tracked.bytes);
                 if let Some(part) = tracked.part {
                     state.finish_slice(&mut commands, part, output, stages, reruns, in_flight, top_k.0);
                     continue;
