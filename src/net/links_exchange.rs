@@ -121,6 +121,9 @@ impl Links {
         let agreed = keys.exchange.keys().expect("filtered above");
         let error = match decode_frame(agreed, from, own, frame) {
             Ok((sequence, message)) => {
+                // The peer just proved the key: the hello this player held back goes now, not at
+                // the next retry.
+                link.owe_hello |= !keys.proven;
                 keys.proven = true;
                 return Some(Verified::Agreed(sequence, message));
             }
