@@ -40,30 +40,14 @@ impl Distributed {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::*;
-    use crate::model::{Model, PartitionPlan, StagedModel};
-    use crate::net::{Direction, PeerUuid, RoomKey, TensorHeader, TransferTiming};
-    use crate::session::{PeerRole, PeerSessionPlugin};
+    use crate::net::{Direction, PeerUuid, TensorHeader, TransferTiming};
+    use crate::session::state::tests::fashion_session as session;
     use crate::tensor::quant::QuantParams;
     use crate::tensor::{SharedTensor, Tensor, TransferDtype};
 
     const W1: PeerUuid = PeerUuid([1; 16]);
     const W2: PeerUuid = PeerUuid([2; 16]);
-
-    /// The fashion model cut in three, with `players` (equally fast) placed.
-    fn session(players: &[PeerUuid]) -> Distributed {
-        let path = |p: &str| format!("{}/assets/{p}", env!("CARGO_MANIFEST_DIR"));
-        let model = Model::from_onnx_bytes(&std::fs::read(path("models/fashion_mobilenetv2.onnx")).unwrap()).unwrap();
-        let plan = PartitionPlan::from_ron(&std::fs::read_to_string(path("plans/fashion_3_int8.plan.ron")).unwrap()).unwrap();
-        let settings = PeerSessionPlugin::new("ws://127.0.0.1:3536/test", RoomKey::from_bytes([1; 32]), PeerRole::Player, "m", "p");
-        let mut state = Distributed::new(settings);
-        state.staged = Some(Arc::new(Mutex::new(StagedModel::new(model, plan).unwrap())));
-        state.players.extend(players);
-        state.reassign();
-        state
-    }
 
     /// `tensor` as `from`'s output of `stage` of `request`.
     fn output(from: PeerUuid, request: u64, stage: u16, tensor: Tensor) -> ReceivedTensor {

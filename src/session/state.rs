@@ -432,7 +432,7 @@ pub(crate) fn shares_drifted(placed: &HashMap<PeerUuid, f64>, now: impl Fn(PeerU
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::model::StagedModel;
     use crate::net::RoomKey;
@@ -450,15 +450,23 @@ mod tests {
         assert_eq!(std::mem::size_of_val(&traffic), 16, "two counters, whatever the number of requests");
     }
 
-    #[test]
-    fn a_stage_output_must_have_the_shape_of_the_next_cut_for_the_request_s_batch() {
+    /// The fashion model cut in three (int8 cuts), with `players` (equally fast) placed: the
+    /// session state the unit tests of `session` start from.
+    pub(in crate::session) fn fashion_session(players: &[PeerUuid]) -> Distributed {
         let path = |p: &str| format!("{}/assets/{p}", env!("CARGO_MANIFEST_DIR"));
         let model = Model::from_onnx_bytes(&std::fs::read(path("models/fashion_mobilenetv2.onnx")).unwrap()).unwrap();
         let plan = PartitionPlan::from_ron(&std::fs::read_to_string(path("plans/fashion_3_int8.plan.ron")).unwrap()).unwrap();
         let settings = PeerSessionPlugin::new("ws://127.0.0.1:3536/test", RoomKey::from_bytes([1; 32]), PeerRole::Player, "m", "p");
         let mut state = Distributed::new(settings);
         state.staged = Some(Arc::new(Mutex::new(StagedModel::new(model, plan).unwrap())));
+        state.players.extend(players);
         state.reassign();
+        state
+    }
+
+    #[test]
+    fn a_stage_output_must_have_the_shape_of_the_next_cut_for_the_request_s_batch() {
+        let mut state = fashion_session(&[]);
         state.pipeline.submit(7, Tensor::zeros(vec![2, 1, 28, 28]));
         let assignment = state.assignment.clone();
         state.pipeline.start_waiting(&assignment, bevy::platform::time::Instant::now());

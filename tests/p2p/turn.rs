@@ -46,20 +46,35 @@ fn coturn() -> Process {
     turn
 }
 
+/// Whether coturn's `turnserver` is here; outside CI a test without it is skipped (CI installs
+/// it with tools/install-lavapipe.sh, and there a missing relay is a failure).
+fn coturn_installed() -> bool {
+    if Command::new("turnserver").arg("--help").output().is_ok() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "the TURN test needs coturn's turnserver (tools/install-lavapipe.sh installs it)");
+    eprintln!("skipped: no turnserver (coturn) here; tools/install-lavapipe.sh installs it");
+    false
+}
+
+/// coturn and a signalling server that players in other namespaces reach, in this namespace.
+fn relay_and_signaling() -> (Process, Process) {
+    let turn = coturn();
+    let mut signaling = Process::spawn("signaling", &["--port", "3536", "--host", "0.0.0.0"]);
+    assert!(signaling.wait_for_line(Duration::from_secs(20), |l| l.text.starts_with("signaling on")).is_some(), "the signaling server did not start");
+    (turn, signaling)
+}
+
 #[test]
 fn a_room_whose_players_cannot_reach_each_other_forms_through_a_turn_relay_and_every_request_matches() {
     let _serial = Serial::lock();
-    if Command::new("turnserver").arg("--help").output().is_err() {
-        // CI installs coturn (tools/install-lavapipe.sh): there a missing relay is a failure.
-        assert!(std::env::var_os("CI").is_none(), "the TURN test needs coturn's turnserver (tools/install-lavapipe.sh installs it)");
-        return eprintln!("skipped: no turnserver (coturn) here; tools/install-lavapipe.sh installs it");
+    if !coturn_installed() {
+        return;
     }
     in_namespace("turn::a_room_whose_players_cannot_reach_each_other_forms_through_a_turn_relay_and_every_request_matches", || {
         let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("ip_forward");
         assert_eq!(forwarding.trim(), "0", "this namespace must not route between the players");
-        let mut turn = coturn();
-        let mut signaling = Process::spawn("signaling", &["--port", "3536", "--host", "0.0.0.0"]);
-        assert!(signaling.wait_for_line(Duration::from_secs(20), |l| l.text.starts_with("signaling on")).is_some());
+        let (mut turn, _signaling) = relay_and_signaling();
         // Without the relay the same two players never meet: only their host candidates, on
         // networks with no path between them.
         let direct_server = ["--role", "server", "--room", "ws://10.4.0.1:3536/direct", "--key", KEY, "--plan", INT8_PLAN, "--lifetime-s", "20", "--owner", OWNER_PUBLIC];
@@ -89,14 +104,11 @@ fn a_room_whose_players_cannot_reach_each_other_forms_through_a_turn_relay_and_e
 #[test]
 fn through_the_relay_at_an_emulated_50_ms_round_trip_and_2_percent_loss_every_request_completes_and_matches() {
     let _serial = Serial::lock();
-    if Command::new("turnserver").arg("--help").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "the TURN test needs coturn's turnserver (tools/install-lavapipe.sh installs it)");
-        return eprintln!("skipped: no turnserver (coturn) here; tools/install-lavapipe.sh installs it");
+    if !coturn_installed() {
+        return;
     }
     in_namespace("turn::through_the_relay_at_an_emulated_50_ms_round_trip_and_2_percent_loss_every_request_completes_and_matches", || {
-        let _turn = coturn();
-        let mut signaling = Process::spawn("signaling", &["--port", "3536", "--host", "0.0.0.0"]);
-        assert!(signaling.wait_for_line(Duration::from_secs(20), |l| l.text.starts_with("signaling on")).is_some());
+        let (_turn, _signaling) = relay_and_signaling();
         // Every packet between the players crosses the impairment relay twice (the sender's way
         // up to coturn, the receiver's way down): 12.5 ms each way there is a 50 ms round trip,
         // and 1 % loss each way about 2 % per trip.
