@@ -95,6 +95,10 @@ struct Args {
     /// Asker: rounds over the images.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Asker: keep asking, over the images again and again, for this many seconds instead of
+    /// --rounds (a soak); a progress line every minute.
+    #[arg(long)]
+    for_s: Option<f64>,
     /// Asker: classify the images as batches of this many rows (the images over and
     /// over) instead of one at a time; a batch may be split across the servers.
     #[arg(long, default_value_t = 1)]
@@ -195,6 +199,10 @@ struct Args {
     /// The TURN relay's shared secret (its `static-auth-secret`).
     #[arg(long)]
     turn_secret: Option<String>,
+    /// A certificate (PEM) to trust for a `wss://` room besides the web's public roots: the
+    /// signaling server's own, or the authority that signed it.
+    #[arg(long)]
+    signaling_root: Option<std::path::PathBuf>,
 }
 
 /// [`Placement`] on the command line.
@@ -237,6 +245,11 @@ fn build_app(args: &Args) -> Result<App, String> {
     if let (Some(url), Some(secret)) = (&args.turn, &args.turn_secret) {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         session.ice_servers = vec![IceServer::turn_rest([url.as_str()], secret.as_bytes(), "peer", Duration::from_secs(3_600), now)];
+    }
+    if let Some(path) = &args.signaling_root {
+        use rustls_pki_types::pem::PemObject;
+        let certificates = rustls_pki_types::CertificateDer::pem_file_iter(path).and_then(|certs| certs.collect::<Result<Vec<_>, _>>());
+        session.signaling_roots = certificates.map_err(|e| format!("--signaling-root {}: {e}", path.display()))?.iter().map(|c| c.to_vec()).collect();
     }
     session.max_in_flight = args.k;
     session.stage_timeout = Duration::from_secs_f64(args.stage_timeout_s);
@@ -315,6 +328,9 @@ fn session_event_json(event: &SessionEvent) -> Option<serde_json::Value> {
             json!({"event": "rejected", "peer": peer.to_string(), "reason": reason.code(), "detail": reason.to_string(), "lost_output": lost_output})
         }
         SessionEvent::Reconnected { attempt } => json!({"event": "reconnected", "attempt": attempt}),
+        SessionEvent::StageInputDropped { peer, request, stage } => {
+            json!({"event": "stage_input_dropped", "peer": peer.to_string(), "request": request, "stage": stage})
+        }
         SessionEvent::SendFailed { tensor, error } => {
             json!({"event": "send_failed", "peer": tensor.peer.to_string(), "request": tensor.request, "stage": tensor.stage, "detail": error.to_string()})
         }
@@ -353,6 +369,9 @@ fn report_events(app: &mut App) -> Option<SessionProblem> {
 fn report_events_only(app: &mut App) {
     report_events(app);
 }
+
+/// How often a soaking asker prints its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(60);
 
 /// The pause between frames this player takes.
 fn frame_sleep(args: &Args) -> Duration {
@@ -491,6 +510,7 @@ fn run_asker(args: &Args) -> Result<(App, Option<Tensor>), String> {
         .map(|(name, tensor)| Ok((name, RequestInput::new(tensor, args.image_requests, &mut textures)?)))
         .collect::<Result<_, String>>()?;
     let deadline = Instant::now() + Duration::from_secs(args.lifetime_s);
+    let joining = Instant::now();
     // Wait for the servers.
     loop {
         app.update();
@@ -509,6 +529,8 @@ fn run_asker(args: &Args) -> Result<(App, Option<Tensor>), String> {
             return Err(format!("only {trusted} of {} servers and {connected} of {room_size} peers joined in time", args.servers));
         }
     }
+    // The room formed (for this player): every server it waits for trusted.
+    let room_formed_ms = joining.elapsed().as_secs_f64() * 1e3;
     eprintln!("placement: {:?}", app.world().resource::<Distributed>().assignment().shares());
     // The session is running, so the plan has loaded.
     let plan: Handle<PartitionPlan> = app.world().resource::<AssetServer>().load(args.plan.clone());
@@ -528,18 +550,17 @@ fn run_asker(args: &Args) -> Result<(App, Option<Tensor>), String> {
             .map_err(|e| format!("single-peer reference: {e}"))?;
         reference_outputs.push(prediction);
     }
-    let mut pending = Vec::new();
-    for round in 0..args.rounds {
-        for (i, (name, input)) in images.iter().enumerate() {
-            let split = input.spawn(app.world_mut(), &model, false);
-            pending.push((format!("{name}#{round}"), split, i));
-        }
-    }
+    // Requests are spawned a few at a time (the session keeps K of them in flight) and
+    // despawned once read, so that a long run holds no more of them than a short one.
+    let mut queue = (0..args.rounds).flat_map(|round| images.iter().enumerate().map(move |(i, (name, _))| (format!("{name}#{round}"), i)));
+    let window = (args.k * 2).max(4);
+    let soak_until = args.for_s.map(|s| Instant::now() + Duration::from_secs_f64(s));
+    let mut in_flight: Vec<(String, Entity, usize)> = Vec::new();
+    let mut asked = 0usize;
     let started = Instant::now();
     let transfers_before = app.world().resource::<GpuTransfers>().totals();
     let mut latencies = Vec::new();
-    let (mut matches, mut lost, mut served_by_others) = (0, 0, 0);
-    let mut done = vec![false; pending.len()];
+    let (mut matches, mut lost, mut served_by_others, mut finished) = (0, 0, 0, 0usize);
     // Per stage: hand-over times (a chain once, at its first stage), transfers, and runs on peers.
     let mut samples: Vec<StageSamples> = Vec::new();
     let mut revoke_after = args.revoke_after;
@@ -547,33 +568,56 @@ fn run_asker(args: &Args) -> Result<(App, Option<Tensor>), String> {
     let mut published = None;
     let mut last_output = None;
     let mut published_entity: Option<Entity> = None;
-    while done.iter().any(|d| !d) && Instant::now() < deadline {
+    let mut next_progress = Instant::now() + PROGRESS_EVERY;
+    loop {
+        let soaking = soak_until.is_some_and(|until| Instant::now() < until);
+        while in_flight.len() < window {
+            let next = match soaking {
+                true => Some((format!("{}#{}", images[asked % images.len()].0, asked / images.len()), asked % images.len())),
+                false if soak_until.is_some() => None,
+                false => queue.next(),
+            };
+            let Some((name, image)) = next else { break };
+            let entity = images[image].1.spawn(app.world_mut(), &model, false);
+            in_flight.push((name, entity, image));
+            asked += 1;
+        }
+        if in_flight.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        if Instant::now() >= next_progress {
+            next_progress += PROGRESS_EVERY;
+            println!("{}", json!({"event": "progress", "seconds": started.elapsed().as_secs(), "asked": asked, "finished": finished, "matches_single_peer": matches, "lost": lost}));
+        }
         app.update();
         std::thread::sleep(frame_sleep(args));
         report_events_only(&mut app);
-        if revoke_after.is_some_and(|n| done.iter().filter(|d| **d).count() >= n) {
+        if revoke_after.is_some_and(|n| finished >= n) {
             revoke_after = None;
             revoke_a_server(&mut app)?;
         }
-        if forge && done.iter().any(|d| *d) {
+        if forge && finished > 0 {
             forge = false;
             forge_shared_value(&mut app)?;
         }
-        for (i, (name, split, image)) in pending.iter().enumerate() {
-            if done[i] {
-                continue;
-            }
+        let mut index = 0;
+        while index < in_flight.len() {
+            let (name, split, image) = (&in_flight[index].0, in_flight[index].1, in_flight[index].2);
             let world = app.world();
-            if let Some(failed) = world.get::<InferenceFailed>(*split) {
-                done[i] = true;
+            if let Some(failed) = world.get::<InferenceFailed>(split) {
                 lost += 1;
                 println!("{}", json!({"event": "request_failed", "name": name, "error": failed.error.to_string()}));
+                app.world_mut().despawn(split);
+                in_flight.swap_remove(index);
                 continue;
             }
-            let Some(split) = world.get::<Prediction>(*split) else { continue };
-            done[i] = true;
-            let same = split.matches(&reference_outputs[*image], all_f32);
-            let reference = &reference_outputs[*image].output;
+            let Some(split) = world.get::<Prediction>(split) else {
+                index += 1;
+                continue;
+            };
+            finished += 1;
+            let same = split.matches(&reference_outputs[image], all_f32);
+            let reference = &reference_outputs[image].output;
             // The largest difference from the single-peer output, relative to its largest value:
             // a split batch runs some kernels at another batch size, which may sum in another order.
             let scale = reference.data().iter().fold(f32::MIN_POSITIVE, |m, v| m.max(v.abs()));
@@ -627,9 +671,12 @@ fn run_asker(args: &Args) -> Result<(App, Option<Tensor>), String> {
                     None => published_entity = Some(app.world_mut().spawn(shared).id()),
                 }
             }
+            let (_, entity, _) = in_flight.swap_remove(index);
+            app.world_mut().despawn(entity);
         }
     }
-    lost += done.iter().filter(|d| !**d).count();
+    // What was not finished in time: in flight, and (asked for by rounds) not yet spawned.
+    lost += in_flight.len() + if soak_until.is_some() { 0 } else { queue.count() };
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
     let bytes_per_request = app.world().resource::<Distributed>().finished_traffic.bytes_per_request();
@@ -667,13 +714,22 @@ fn run_asker(args: &Args) -> Result<(App, Option<Tensor>), String> {
     println!(
         "{}",
         json!({"event": "summary", "id": app.world().get_resource::<PeerSession>().and_then(PeerSession::id).map(|id| id.to_string()),
-               "published": published, "requests": pending.len(), "matches_single_peer": matches, "lost": lost,
+               "published": published, "requests": finished + lost, "matches_single_peer": matches, "lost": lost,
                "served_by_others": served_by_others, "median_ms": median, "p95_ms": p95, "bytes_per_request": bytes_per_request,
                "requests_per_s": latencies.len() as f64 / elapsed, "measured": measured, "placed": placed, "replans": distributed.replans,
                "stolen": {"copied": distributed.stolen.copied, "won": distributed.stolen.won}, "transfers": transfers,
-               "latencies_ms": latencies})
+               "room_formed_ms": room_formed_ms, "links": links_cost(&app), "latencies_ms": latencies})
     );
     Ok((app, last_output))
+}
+
+/// What this player's links cost it so far, over all of them: how many, and the bytes sent and
+/// received (tensors, heartbeats, handshakes and all).
+fn links_cost(app: &App) -> serde_json::Value {
+    let Some(session) = app.world().get_resource::<PeerSession>() else { return json!(null) };
+    let links = session.links();
+    let (count, bytes_in, bytes_out) = links.links().fold((0, 0, 0), |(n, i, o), (_, link)| (n + 1, i + link.bytes_in, o + link.bytes_out));
+    json!({"count": count, "bytes_in": bytes_in, "bytes_out": bytes_out})
 }
 
 /// Sends every trusted peer a value of its own shared tensor "prediction", as if this player

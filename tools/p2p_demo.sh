@@ -13,7 +13,10 @@
 # "matches_single_peer", "lost", "served_by_others" (stages of a player's requests that another
 # player ran), "shared_updates" (values of the others' shared predictions each player took),
 # "allreduce_identical" (every player's ensemble, an all-reduce of the players' last class
-# probabilities, has every player as a member and the same bits), "median_ms", "p95_ms"}.
+# probabilities, has every player as a member and the same bits), "median_ms", "p95_ms",
+# "room_formed_ms_max" (the longest any player waited for all the others to be trusted),
+# "links_per_player" (the fewest links a player had), "link_bytes_out_per_request" (every
+# byte every player sent, heartbeats and handshakes included, per request)}.
 #
 # PEER_BIN_DIR=DIR uses the `peer` and `signaling` binaries in DIR instead of building them (a
 # machine without cargo, such as the GPU machine of BENCHMARKS.md). P2P_SERVERS=N (P2P_WORKERS before) starts N
@@ -105,7 +108,10 @@ print(json.dumps({"players": players, "requests": total("requests"), "matches_si
                   "lost": total("lost"), "served_by_others": total("served_by_others"),
                   "shared_updates": sum(s["shared_updates"] for s in served),
                   "allreduce_identical": len(ensembles) == players and all(e.get("members") == players and e.get("values") == ensembles[0].get("values") for e in ensembles),
-                  "median_ms": quantile(0.5), "p95_ms": quantile(0.95)}))
+                  "median_ms": quantile(0.5), "p95_ms": quantile(0.95),
+                  "room_formed_ms_max": max((s.get("room_formed_ms") or 0) for s in summaries),
+                  "links_per_player": min(((s.get("links") or {}).get("count", 0)) for s in summaries),
+                  "link_bytes_out_per_request": sum(((s.get("links") or {}).get("bytes_out", 0)) for s in summaries) / max(1, total("requests"))}))
 PY
     exit $status
 fi

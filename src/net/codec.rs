@@ -9,6 +9,7 @@
 use super::auth::{LinkKeys, PeerUuid};
 pub use super::hello::{Capabilities, Hello};
 use super::wire::{Reader, Writer};
+pub use super::lane::{Lane, LaneGuards, ReplayGuard, REPLAY_WINDOW};
 pub use super::wire::{FrameError, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use super::wire::MAGIC;
 use super::hello::{read_hello, write_hello};
@@ -196,6 +197,15 @@ pub enum Message {
         /// One identity key it showed.
         identity: IdentityKey,
     },
+    /// A stage input for this request and stage arrived while the sender's link was not
+    /// trusted here (a re-handshake in progress) and was dropped: told to the request's owner,
+    /// which runs the stage again at once instead of waiting for its timeout.
+    Dropped {
+        /// The request.
+        request: u64,
+        /// The stage whose input was dropped.
+        stage: u16,
+    },
 }
 
 impl Message {
@@ -206,6 +216,8 @@ impl Message {
             Message::Pong { .. } => 3,
             Message::Tensor(_) => 4,
             Message::Revoke { .. } => 5,
+            // 6 is the key exchange's frame (`pake::EXCHANGE_KIND`).
+            Message::Dropped { .. } => 7,
         }
     }
 
@@ -222,27 +234,8 @@ fn kind_name(kind: u8) -> &'static str {
         3 => "pong",
         4 => "tensor",
         5 => "revoke",
+        7 => "dropped",
         _ => "unknown",
-    }
-}
-
-/// Rejects frames whose sequence number is not newer than the last accepted one from the same
-/// sender (a replayed or duplicated frame). Senders number their frames 1, 2, 3, ...
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReplayGuard {
-    last: Option<u64>,
-}
-
-impl ReplayGuard {
-    /// Accepts `sequence` if it is newer than every sequence accepted so far.
-    pub fn accept(&mut self, sequence: u64) -> Result<(), FrameError> {
-        if let Some(last) = self.last
-            && sequence <= last
-        {
-            return Err(FrameError::Replay { got: sequence, last });
-        }
-        self.last = Some(sequence);
-        Ok(())
     }
 }
 
@@ -256,6 +249,10 @@ pub fn encode_frame(keys: &LinkKeys, sender: PeerUuid, receiver: PeerUuid, seque
         Message::Revoke { peer, identity } => {
             body.bytes(&peer.0);
             body.bytes(&identity.0);
+        }
+        Message::Dropped { request, stage } => {
+            body.u64(*request);
+            body.u16(*stage);
         }
     }
     let frame = seal_frame(keys, sender, receiver, sequence, message.kind(), &body.0);
@@ -312,6 +309,7 @@ pub fn decode_frame(keys: &LinkKeys, sender: PeerUuid, receiver: PeerUuid, frame
         3 => Message::Pong { nonce: body.u64()? },
         4 => Message::Tensor(read_chunk(&mut body)?),
         5 => Message::Revoke { peer: PeerUuid(body.array()?), identity: IdentityKey(body.array()?) },
+        7 => Message::Dropped { request: body.u64()?, stage: body.u16()? },
         other => return Err(FrameError::UnknownKind(other)),
     };
     body.finish()?;

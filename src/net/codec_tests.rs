@@ -62,11 +62,12 @@ fn every_message_kind_round_trips() {
     let granting = Hello { token: None, grant: Some(token(B)), acknowledged: true, ..hello() };
     let revoke = Message::Revoke { peer: PeerUuid([9; 16]), identity: PlayerIdentity::generate().unwrap().public() };
     let shared = Message::Tensor(shared_chunk(SharedKey { owner: A, name: "prédiction".repeat(5) }));
-    for (seq, message) in [Message::Hello(hello()), Message::Hello(granting), Message::Ping { nonce: 3 }, Message::Pong { nonce: 4 }, Message::Tensor(chunk()), shared, revoke]
+    for (seq, message) in [Message::Hello(hello()), Message::Hello(granting), Message::Ping { nonce: 3 }, Message::Pong { nonce: 4 }, Message::Tensor(chunk()), shared, revoke, Message::Dropped { request: 77, stage: 2 }]
         .into_iter()
         .enumerate()
     {
         let frame = encode_frame(&keys(), A, B, seq as u64, &message);
+        assert_ne!(frame[3], crate::net::EXCHANGE_KIND, "{message:?} would pass for a key-exchange frame");
         assert_eq!(decode_frame(&keys(), A, B, &frame), Ok((seq as u64, message)));
     }
 }

@@ -49,6 +49,16 @@ impl RttStats {
         self.quantile(0.95)
     }
 
+    /// How long a trusted peer may stay silent before it is declared lost: `floor` on a short,
+    /// steady path, longer on a slow or unsteady one: one heartbeat plus four retransmission
+    /// timeouts, each the median plus four times the jitter (RFC 6298's SRTT + 4·RTTVAR) or
+    /// the p95 where that is longer.
+    pub fn silence_limit(&self, floor: Duration, heartbeat: Duration) -> Duration {
+        let Some(median) = self.median() else { return floor };
+        let timeout = (median + self.jitter().unwrap_or_default() * 4).max(self.p95().unwrap_or(median));
+        floor.max(heartbeat + timeout * 4)
+    }
+
     /// Mean absolute difference between consecutive round trips.
     pub fn jitter(&self) -> Option<Duration> {
         if self.samples.len() < 2 {
@@ -75,5 +85,22 @@ mod tests {
         assert_eq!(stats.p95(), Some(Duration::from_millis(97)));
         assert_eq!(stats.jitter(), Some(Duration::from_millis(1)));
         assert_eq!(RttStats::default().median(), None);
+    }
+
+    #[test]
+    fn a_peer_on_a_slow_or_unsteady_path_gets_longer_to_be_heard_from() {
+        let (floor, heartbeat) = (Duration::from_millis(800), Duration::from_millis(100));
+        let path = |samples: &[u64]| {
+            let mut stats = RttStats::default();
+            samples.iter().for_each(|&ms| stats.record(Duration::from_millis(ms)));
+            stats.silence_limit(floor, heartbeat)
+        };
+        assert_eq!(path(&[]), floor, "nothing measured yet");
+        assert_eq!(path(&[1; 10]), floor, "a LAN");
+        assert_eq!(path(&[100; 10]), floor, "100 ms, steady: 100 + 4 × 100 ms is under the floor");
+        assert_eq!(path(&[150; 10]), floor, "150 ms, steady: 100 + 4 × 150 ms is 700 ms");
+        assert_eq!(path(&[250; 10]), Duration::from_millis(1100), "250 ms, steady: 100 + 4 × 250 ms");
+        // 100 ms with 50 ms swings: 100 + 4 × (100 + 4 × 50) = 1300 ms.
+        assert_eq!(path(&[100, 150, 100, 150, 100, 150, 100, 150, 100, 150]), Duration::from_millis(1300));
     }
 }

@@ -166,6 +166,16 @@ pub enum SessionEvent {
         /// sender's own) and the output was lost all the same; `None` for anything else.
         lost_output: Option<u64>,
     },
+    /// A trusted peer dropped a stage input of this player's request because it arrived while
+    /// that peer did not trust its sender (yet, or again): the stage will not run there.
+    StageInputDropped {
+        /// The peer that dropped it.
+        peer: PeerUuid,
+        /// The request.
+        request: u64,
+        /// The stage.
+        stage: u16,
+    },
     /// A whole tensor arrived from a trusted peer, within its permissions.
     Tensor(ReceivedTensor),
     /// The transport was rebuilt because too few peers connected in time.

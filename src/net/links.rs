@@ -16,7 +16,7 @@ use std::time::Duration;
 use bevy::platform::time::Instant;
 
 use super::auth::{LinkKeys, PeerUuid, Permissions};
-use super::codec::{decode_frame, Direction, FrameError, Hello, Message, TensorChunk, TensorHeader};
+use super::codec::{decode_frame, Direction, FrameError, Hello, Lane, Message, TensorChunk, TensorHeader};
 use super::route_ticket::{Hop, RouteTicket, TicketError};
 use super::credentials::Credentials;
 use super::pake::{is_exchange_frame, LinkKeyExchange};
@@ -33,6 +33,8 @@ pub use super::link_events::{HandshakeError, LostReason, RejectReason, RevokeErr
 pub struct OutgoingFrame {
     /// The receiver.
     pub to: PeerUuid,
+    /// The channel it goes on.
+    pub lane: Lane,
     /// The authenticated frame.
     pub bytes: Vec<u8>,
 }
@@ -50,7 +52,7 @@ pub struct Links {
     /// Peers the transport reports connected (a link may have been dropped for silence).
     connected: HashSet<PeerUuid>,
     links: HashMap<PeerUuid, PeerLink>,
-    send_sequences: HashMap<PeerUuid, u64>,
+    send_sequences: HashMap<(PeerUuid, Lane), u64>,
     /// This player's nonce for this session, sent in its hellos.
     session_nonce: [u8; SESSION_NONCE_BYTES],
     reassembler: Reassembler,
@@ -268,7 +270,20 @@ impl Links {
                 link.their_nonce = Some(hello.session_nonce);
                 self.handle_hello(from, own, hello, now, events);
             }
+            Message::Tensor(chunk) if link.state != LinkState::Trusted => {
+                // A stage input sent before this side trusted its sender again (a re-handshake,
+                // or a hello still on its way): dropped, and the request's owner told at once
+                // (once per tensor), so that it runs the stage again instead of waiting for it.
+                let drop = (chunk.header.request, chunk.header.stage);
+                let report = chunk.header.direction == Direction::StageInput && link.reported_drop.replace(drop) != Some(drop);
+                link.reject(from, RejectReason::Untrusted("tensor"), events);
+                if report {
+                    let owner = chunk.header.onward.as_ref().map_or(from, |onward| onward.owner);
+                    self.send(owner, &Message::Dropped { request: drop.0, stage: drop.1 });
+                }
+            }
             other if link.state != LinkState::Trusted => link.reject(from, RejectReason::Untrusted(other.kind_name()), events),
+            Message::Dropped { request, stage } => events.push(SessionEvent::StageInputDropped { peer: from, request, stage }),
             Message::Revoke { peer, identity } => {
                 if !link.hello.as_ref().is_some_and(|h| self.credentials.is_owner_identity(h.identity)) {
                     return link.reject(from, RejectReason::NotPermitted("revoke"), events);
@@ -363,7 +378,7 @@ impl Links {
                     link.state = LinkState::Refused;
                     events.push(SessionEvent::HandshakeFailed { peer, reason: HandshakeError::Timeout(self.settings.handshake_timeout) });
                 }
-                LinkState::Trusted if now - link.last_heard > self.settings.lost_after => lost.push((peer, LostReason::Silent)),
+                LinkState::Trusted if now - link.last_heard > link.rtt.silence_limit(self.settings.lost_after, self.settings.heartbeat) => lost.push((peer, LostReason::Silent)),
                 LinkState::Trusted if link.hello.as_ref().and_then(|h| self.credentials.expired(h, now)).is_some() => {
                     lost.push((peer, LostReason::TokenExpired));
                 }

@@ -12,7 +12,7 @@
 //! (and gives it at most that many online guesses at the room key).
 
 use super::*;
-use crate::net::codec::ReplayGuard;
+use crate::net::codec::{Lane, LaneGuards};
 use crate::net::pake::ExchangeStep;
 
 /// The shortest time between two restarts of one link that this player answers.
@@ -31,7 +31,7 @@ pub(super) struct PeerKeys {
     /// A frame from the peer verified under the agreed keys: it holds the room key.
     pub(super) proven: bool,
     /// Sequence numbers of the frames accepted under these keys.
-    pub(super) replay: ReplayGuard,
+    pub(super) replay: LaneGuards,
     /// When this player last answered a new start from the peer.
     last_restart: Option<Instant>,
     /// New starts answered whose keys no frame verified under yet.
@@ -40,7 +40,7 @@ pub(super) struct PeerKeys {
 
 impl PeerKeys {
     fn new(exchange: LinkKeyExchange) -> Self {
-        Self { exchange, proven: false, replay: ReplayGuard::default(), last_restart: None, unproven_restarts: 0 }
+        Self { exchange, proven: false, replay: LaneGuards::default(), last_restart: None, unproven_restarts: 0 }
     }
 
     /// The agreed keys, once this player may send under them: the starting side at once (its
@@ -77,7 +77,7 @@ impl Links {
             if let Some(link) = self.links.get_mut(&peer) {
                 link.bytes_out += bytes.len() as u64;
             }
-            self.outgoing.push(OutgoingFrame { to: peer, bytes });
+            self.outgoing.push(OutgoingFrame { to: peer, lane: Lane::Control, bytes });
         }
     }
 
@@ -131,7 +131,7 @@ impl Links {
         };
         if let Some(Ok((sequence, message))) = keys.exchange.pending_keys().map(|pending| decode_frame(pending, from, own, frame)) {
             keys.exchange.adopt();
-            keys.replay = ReplayGuard::default();
+            keys.replay = LaneGuards::default();
             keys.unproven_restarts = 0;
             return Some(Verified::Restarted(sequence, message));
         }

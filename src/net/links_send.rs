@@ -14,7 +14,8 @@ impl Links {
         };
         // Sequence numbers survive a link being re-created, so the peer's replay guard keeps
         // accepting this side's frames.
-        let sequence = self.send_sequences.entry(peer).or_insert(0);
+        let lane = if matches!(message, Message::Tensor(_)) { Lane::Bulk } else { Lane::Control };
+        let sequence = self.send_sequences.entry((peer, lane)).or_insert(lane.base());
         *sequence += 1;
         // A tensor's payload is sealed for the peer; without a session key (not trusted yet)
         // it is not sent at all.
@@ -36,7 +37,7 @@ impl Links {
             frame[middle] ^= 0x01;
         }
         link.bytes_out += frame.len() as u64;
-        self.outgoing.push(OutgoingFrame { to: peer, bytes: frame });
+        self.outgoing.push(OutgoingFrame { to: peer, lane, bytes: frame });
         true
     }
 

@@ -390,6 +390,28 @@ fn a_stage_input_reaches_a_player_whole_and_a_player_may_not_send_one() {
 }
 
 #[test]
+fn a_stage_input_that_arrives_while_its_sender_is_not_trusted_is_dropped_and_its_owner_told_once() {
+    let mut room = Room::new(&[(1, owner()), (2, player())]);
+    room.run(Duration::from_millis(200));
+    // The owner goes quiet long enough for the player to drop its link, not long enough for
+    // the owner to drop the player's.
+    room.player(1).muted = true;
+    room.run(Duration::from_millis(1000));
+    assert!(room.player(2).events.contains(&SessionEvent::PeerLost { peer: A, reason: LostReason::Silent }));
+    assert_eq!(room.player(1).links.link(B).map(|l| l.state), Some(LinkState::Trusted));
+    room.player(1).muted = false;
+    room.player(1).events.clear();
+    // Three chunks, sent before the owner hears the player's new hello.
+    room.player(1).links.send_tensor(&to(B, 9, 1, Direction::StageInput), &stage_input(40_000), TransferDtype::F32).expect("trusted on the owner's side");
+    room.step();
+    let untrusted = rejections(&room.player(2).events).into_iter().filter(|r| *r == RejectReason::Untrusted("tensor")).count();
+    assert_eq!(untrusted, 3, "every chunk dropped: {:?}", room.player(2).events);
+    room.step();
+    let dropped: Vec<&SessionEvent> = room.player(1).events.iter().filter(|e| matches!(e, SessionEvent::StageInputDropped { .. })).collect();
+    assert_eq!(dropped, vec![&SessionEvent::StageInputDropped { peer: B, request: 9, stage: 1 }], "told once, for the whole tensor");
+}
+
+#[test]
 fn a_chained_input_whose_next_peer_is_unreachable_goes_back_to_its_owner_as_the_stage_before_s_output() {
     let timing = StageTiming { stage: 1, run_us: 250, gpu_us: None, network_us: Some(40) };
     let forward = SentTensor { onward: Some(Onward { owner: A, route: vec![], ticket: None }), trace: vec![timing], ..to(C, 4, 2, Direction::StageInput) };

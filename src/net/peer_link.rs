@@ -33,7 +33,8 @@ pub struct LinkSettings {
     pub capabilities: Capabilities,
     /// Interval between heartbeat pings to each trusted peer.
     pub heartbeat: Duration,
-    /// A peer not heard from for this long is declared lost.
+    /// A peer not heard from for this long is declared lost; longer where the round trips to
+    /// it are long or unsteady (see [`super::latency::RttStats::silence_limit`]).
     pub lost_after: Duration,
     /// A connected peer that has not completed the handshake in this time is given up on.
     pub handshake_timeout: Duration,
@@ -114,6 +115,8 @@ pub struct PeerLink {
     pub(super) grant: Option<CapabilityToken>,
     /// The owner's side: how many of its revocations the peer has been told.
     pub(super) revocations_told: usize,
+    /// The last (request, stage) whose input from the peer was dropped untrusted and reported.
+    pub(super) reported_drop: Option<(u64, u16)>,
 }
 
 /// The ciphers of a link's tensor payloads, one per direction.
@@ -145,6 +148,7 @@ impl PeerLink {
             permissions: Permissions::NONE,
             grant: None,
             revocations_told: 0,
+            reported_drop: None,
         }
     }
 

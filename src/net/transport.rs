@@ -13,10 +13,10 @@ use bevy::platform::time::Instant;
 use bevy::tasks::{IoTaskPool, TaskPool};
 use crossbeam_channel::Sender;
 use super::ice::{merged, IceServer};
-use matchbox_socket::{Packet, PeerId, PeerState, RtcIceServerConfig, WebRtcChannel, WebRtcSocket};
+use matchbox_socket::{ChannelConfig, Packet, PeerId, PeerState, RtcIceServerConfig, WebRtcChannel, WebRtcSocket};
 
 use super::auth::PeerUuid;
-use super::codec::Direction;
+use super::codec::{Direction, Lane};
 use super::links::{LinkSettings, Links, ReconnectPolicy, SendError, SentTensor, SessionEvent};
 use super::reassembly::ReceivedTensor;
 use crate::tensor::{Tensor, TransferDtype};
@@ -36,6 +36,10 @@ pub struct SessionConfig {
     /// which reach peers on the same machine or network and contact no outside server. Players
     /// behind different NATs need a STUN server, and behind symmetric NATs a TURN relay.
     pub ice_servers: Vec<IceServer>,
+    /// Certificates (DER) trusted for a `wss://` room URL besides the web's public roots: a
+    /// signalling server with the game's own certificate authority, or a self-signed one in
+    /// development. Natively only; in the browser the browser's trust store decides.
+    pub signaling_roots: Vec<Vec<u8>>,
     /// Rebuild the socket when fewer than [`Self::expected_peers`] have become trusted this
     /// long after joining or after the last one did (matchbox's connection setup occasionally
     /// hangs). Once all expected peers were trusted, the socket is never rebuilt.
@@ -49,7 +53,7 @@ pub struct SessionConfig {
 impl SessionConfig {
     /// A configuration for `room_url` with the link settings' defaults and an 8 s reconnect.
     pub fn new(room_url: impl Into<String>, link: LinkSettings) -> Self {
-        Self { room_url: room_url.into(), ice_servers: Vec::new(), reconnect_after: Duration::from_secs(8), expected_peers: 0, link }
+        Self { room_url: room_url.into(), ice_servers: Vec::new(), signaling_roots: Vec::new(), reconnect_after: Duration::from_secs(8), expected_peers: 0, link }
     }
 }
 
@@ -81,7 +85,7 @@ enum Wake {
     Tick,
     /// A frame arrived.
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-    Packet(PeerId, Packet),
+    Packet(Lane, PeerId, Packet),
     /// A peer connected or left.
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     Peer(PeerId, PeerState),
@@ -96,12 +100,27 @@ enum Wake {
     Stopped,
 }
 
-/// The matchbox socket and its reliable channel, the links it feeds, and the channels to the
-/// game.
+/// A socket's two data channels, one per [`Lane`]: tensor chunks in order on `bulk`; control
+/// frames on `control`, reliable but unordered, which SCTP sends ahead of queued ordered data.
+struct Channels {
+    bulk: WebRtcChannel,
+    control: WebRtcChannel,
+}
+
+impl Channels {
+    fn lane(&mut self, lane: Lane) -> &mut WebRtcChannel {
+        match lane {
+            Lane::Bulk => &mut self.bulk,
+            Lane::Control => &mut self.control,
+        }
+    }
+}
+
+/// The matchbox socket and its channels, the links it feeds, and the channels to the game.
 pub(super) struct Transport {
     config: SessionConfig,
     socket: WebRtcSocket,
-    channel: WebRtcChannel,
+    channels: Channels,
     ids: HashMap<PeerUuid, PeerId>,
     links: Arc<Mutex<Links>>,
     reconnect: ReconnectPolicy,
@@ -110,15 +129,24 @@ pub(super) struct Transport {
     stage_inputs: Option<StageInputHandler>,
 }
 
-fn open_socket(url: &str, ice_servers: &[IceServer]) -> (WebRtcSocket, WebRtcChannel) {
-    let (ice, dropped) = merged(ice_servers);
+fn open_socket(config: &SessionConfig) -> (WebRtcSocket, Channels) {
+    let (ice, dropped) = merged(&config.ice_servers);
     for server in dropped {
         bevy::log::error!("ICE server {:?} left out: the transport takes one set of TURN credentials (those of {:?})", server.urls, ice.urls);
     }
-    let (mut socket, message_loop) = WebRtcSocket::builder(url)
+    #[allow(unused_mut)]
+    let mut builder = WebRtcSocket::builder(&config.room_url)
         .ice_server(RtcIceServerConfig { urls: ice.urls, username: ice.username, credential: ice.credential })
         .add_reliable_channel()
-        .build();
+        .add_channel(ChannelConfig { ordered: false, max_retransmits: None });
+    #[cfg(not(target_arch = "wasm32"))]
+    if !config.signaling_roots.is_empty() {
+        match super::signaller::TrustingSignallerBuilder::new(&config.signaling_roots) {
+            Ok(signaller) => builder = builder.signaller_builder(Arc::new(signaller)),
+            Err(error) => bevy::log::error!("{error}: the signaling server is trusted only if the web's public roots vouch for it"),
+        }
+    }
+    let (mut socket, message_loop) = builder.build();
     let pool = IoTaskPool::get_or_init(TaskPool::new);
     pool.spawn(async move {
         if let Err(error) = message_loop.await {
@@ -126,8 +154,9 @@ fn open_socket(url: &str, ice_servers: &[IceServer]) -> (WebRtcSocket, WebRtcCha
         }
     })
     .detach();
-    let channel = socket.take_channel(0).expect("the socket was built with one channel");
-    (socket, channel)
+    let bulk = socket.take_channel(0).expect("the socket was built with two channels");
+    let control = socket.take_channel(1).expect("the socket was built with two channels");
+    (socket, Channels { bulk, control })
 }
 
 fn uuid(peer: PeerId) -> PeerUuid {
@@ -143,9 +172,9 @@ pub(super) fn lock(links: &Mutex<Links>) -> MutexGuard<'_, Links> {
 impl Transport {
     /// Joins the room; the connection is set up in the background.
     pub(super) fn connect(config: SessionConfig, links: Arc<Mutex<Links>>, commands: async_channel::Receiver<SessionCommand>, events: Sender<SessionEvent>) -> Self {
-        let (socket, channel) = open_socket(&config.room_url, &config.ice_servers);
+        let (socket, channels) = open_socket(&config);
         let reconnect = ReconnectPolicy::new(config.expected_peers, config.reconnect_after, Instant::now());
-        Self { config, socket, channel, ids: HashMap::new(), links, reconnect, commands, events, stage_inputs: None }
+        Self { config, socket, channels, ids: HashMap::new(), links, reconnect, commands, events, stage_inputs: None }
     }
 
     /// Runs the transport on a thread of its own until the session is dropped.
@@ -173,9 +202,11 @@ impl Transport {
     async fn next_wake(&mut self) -> Wake {
         use futures_lite::future::or;
         use futures_lite::StreamExt;
-        let Self { socket, channel, commands, .. } = self;
+        let Self { socket, channels: Channels { bulk, control }, commands, .. } = self;
         let command = async { commands.recv().await.map_or(Wake::Stopped, Wake::Command) };
-        let packet = async { channel.next().await.map_or(Wake::SocketClosed, |(peer, packet)| Wake::Packet(peer, packet)) };
+        let control = async { control.next().await.map_or(Wake::SocketClosed, |(peer, packet)| Wake::Packet(Lane::Control, peer, packet)) };
+        let bulk = async { bulk.next().await.map_or(Wake::SocketClosed, |(peer, packet)| Wake::Packet(Lane::Bulk, peer, packet)) };
+        let packet = or(control, bulk);
         let peer = async { socket.next().await.map_or(Wake::SocketClosed, |(peer, state)| Wake::Peer(peer, state)) };
         let tick = async {
             async_io::Timer::after(TICK).await;
@@ -207,7 +238,7 @@ impl Transport {
         let mut commands = Vec::new();
         match wake {
             Wake::Peer(peer, state) => self.peer_changed(&mut links, peer, state, now, &mut events),
-            Wake::Packet(peer, packet) => first_packet = Some((peer, packet)),
+            Wake::Packet(lane, peer, packet) => first_packet = Some((lane, peer, packet)),
             Wake::Command(command) => commands.push(command),
             Wake::Tick | Wake::SocketClosed | Wake::Stopped => {}
         }
@@ -225,7 +256,14 @@ impl Transport {
         if links.own_id().is_some() {
             // Each packet is stamped as it is handled, so that a tensor's receiving time
             // covers its chunks' arrival and checks rather than one wake-up's batch.
-            for (peer, packet) in first_packet.into_iter().chain(self.channel.receive()) {
+            // Control frames first: a hello that arrived beside a tensor's chunks lets them in.
+            let (mut control, mut bulk) = (Vec::new(), Vec::new());
+            if let Some((lane, peer, packet)) = first_packet {
+                if lane == Lane::Control { &mut control } else { &mut bulk }.push((peer, packet));
+            }
+            control.extend(self.channels.control.receive());
+            bulk.extend(self.channels.bulk.receive());
+            for (peer, packet) in control.into_iter().chain(bulk) {
                 links.receive(uuid(peer), &packet, Instant::now(), &mut events);
             }
         }
@@ -286,7 +324,7 @@ impl Transport {
 
     fn rebuild(&mut self, links: &mut Links, attempt: u32, events: &mut Vec<SessionEvent>) {
         self.socket.close();
-        (self.socket, self.channel) = open_socket(&self.config.room_url, &self.config.ice_servers);
+        (self.socket, self.channels) = open_socket(&self.config);
         links.reset(events);
         self.ids.clear();
         events.push(SessionEvent::Reconnected { attempt });
@@ -296,7 +334,7 @@ impl Transport {
     fn flush(&mut self, links: &mut Links) -> bool {
         let mut all_sent = true;
         for frame in links.drain_outgoing() {
-            let sent = self.ids.get(&frame.to).is_some_and(|&id| self.channel.try_send(Packet::from(frame.bytes), id).is_ok());
+            let sent = self.ids.get(&frame.to).is_some_and(|&id| self.channels.lane(frame.lane).try_send(Packet::from(frame.bytes), id).is_ok());
             all_sent &= sent;
         }
         all_sent

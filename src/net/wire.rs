@@ -5,7 +5,7 @@
 use thiserror::Error;
 
 /// The protocol version written in every frame and in the handshake.
-pub const PROTOCOL_VERSION: u8 = 7;
+pub const PROTOCOL_VERSION: u8 = 8;
 /// The first two bytes of every frame.
 pub(super) const MAGIC: [u8; 2] = *b"BP";
 /// The largest frame sent or accepted (matchbox silently drops messages over 64 KiB).
@@ -38,8 +38,8 @@ pub enum FrameError {
     /// The MAC does not verify: tampered, or sent without the room key.
     #[error("authentication failed (tampered frame or wrong room key)")]
     BadMac,
-    /// The sequence number is not newer than the last one accepted from this peer.
-    #[error("replayed frame: sequence {got} after {last}")]
+    /// The sequence number was accepted before from this peer, or is too far behind the newest.
+    #[error("replayed frame: sequence {got} (newest {last})")]
     Replay {
         /// Sequence received.
         got: u64,

@@ -182,6 +182,10 @@ pub struct PeerSessionPlugin {
     /// [`IceServer::turn_rest`] for a relay). Empty by default: host candidates only, which
     /// reach peers on the same machine or network and contact no outside server.
     pub ice_servers: Vec<IceServer>,
+    /// Certificates (DER) trusted for a `wss://` room URL besides the web's public roots (the
+    /// game's own certificate authority, or a self-signed one in development). Natively only:
+    /// in the browser the browser's trust store decides.
+    pub signaling_roots: Vec<Vec<u8>>,
 }
 
 impl PeerSessionPlugin {
@@ -213,6 +217,7 @@ impl PeerSessionPlugin {
             collective_timeout: Duration::from_secs(10),
             max_early_collective_bytes: 64 << 20,
             ice_servers: Vec::new(),
+            signaling_roots: Vec::new(),
         }
     }
 }

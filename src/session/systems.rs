@@ -166,6 +166,7 @@ fn session_config(settings: &PeerSessionPlugin, model_hash: [u8; 32], gpu: GpuCa
     let mut config = SessionConfig::new(settings.room_url.clone(), link);
     config.expected_peers = settings.expected_peers;
     config.ice_servers = settings.ice_servers.clone();
+    config.signaling_roots = settings.signaling_roots.clone();
     config
 }
 
@@ -253,6 +254,13 @@ pub(super) fn handle_session_events(
             // dropped names no request (its frame did not verify); a lost answer among it is
             // re-run when its stage is overdue.
             SessionEvent::Rejected { peer, lost_output: Some(request), .. } if session.as_ref().is_some_and(|s| s.links().link(*peer).is_some_and(|l| l.state == LinkState::Trusted)) => {
+                let assignment = state.assignment.clone();
+                let reruns = state.pipeline.rerun_request(*request, *peer, &assignment, now);
+                state.actions.extend(reruns);
+            }
+            // A peer dropped the input of a stage of ours (it did not trust the sender at that
+            // moment): that request runs again now rather than at its stage timeout.
+            SessionEvent::StageInputDropped { peer, request, .. } => {
                 let assignment = state.assignment.clone();
                 let reruns = state.pipeline.rerun_request(*request, *peer, &assignment, now);
                 state.actions.extend(reruns);

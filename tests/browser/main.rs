@@ -5,6 +5,8 @@
 //! Room tests run inside a network namespace each (root, iproute2), like the p2p tests.
 //! On failure a test prints every event the pages and peers logged, browser console included.
 
+#[path = "../p2p/certificate.rs"]
+mod certificate;
 #[path = "../p2p/netns.rs"]
 mod netns;
 
@@ -234,6 +236,22 @@ fn a_mixed_room_of_a_native_asker_a_browser_server_and_a_native_server_matches_s
         let wrong_key = &result["wrong_key_tab"];
         assert!(wrong_key["refused"].as_u64().is_some_and(|n| n > 0), "the wrong-key tab refused nothing:\n{transcript}");
         assert_eq!(wrong_key["trusted_peers"], 0, "{transcript}");
+    });
+}
+
+#[test]
+fn a_browser_tab_and_a_native_player_meet_through_wss_signaling_with_the_game_s_own_certificate() {
+    site();
+    let _serial = Serial::lock();
+    in_namespace("a_browser_tab_and_a_native_player_meet_through_wss_signaling_with_the_game_s_own_certificate", || {
+        // Chromium trusts the test's certificate by its key, the native asker by the
+        // certificate itself; the signalling server serves nothing but TLS.
+        let certificate = certificate::TestCertificate::new("browser");
+        let dir = certificate.dir().display().to_string();
+        let (result, transcript) = room(&["--asker", "native", "--browser-servers", "1", "--native-servers", "0", "--rounds", "1", "--tls", &dir]);
+        assert_every_request_matches_single_peer(&result, &transcript);
+        assert!(result["room"].as_str().is_some_and(|room| room.starts_with("wss://127.0.0.1:3536/")), "{transcript}");
+        assert_eq!(result["browser_peers"], 1, "the tab ran stages: {transcript}");
     });
 }
 

@@ -103,6 +103,8 @@ pub struct Relay {
     worker: Option<thread::JoinHandle<()>>,
     /// Packets dropped (up, down).
     pub dropped: Arc<Mutex<(u64, u64)>>,
+    /// Until when every packet, either way, is dropped (a blackout of the path).
+    dark_until: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Relay {
@@ -113,15 +115,22 @@ impl Relay {
         let addr = front.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let dropped = Arc::new(Mutex::new((0, 0)));
-        let (stop_flag, dropped_count) = (stop.clone(), dropped.clone());
+        let dark_until = Arc::new(Mutex::new(None::<Instant>));
+        let (stop_flag, dropped_count, dark) = (stop.clone(), dropped.clone(), dark_until.clone());
         let worker = thread::spawn(move || {
             // Per client: its own upstream socket and a lane each way.
             let mut clients: HashMap<SocketAddr, (UdpSocket, Lane, Lane)> = HashMap::new();
             let mut buffer = vec![0u8; 65_536];
             let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+            let mut blacked_out = 0u64;
             while !stop_flag.load(Ordering::Relaxed) {
                 let now = Instant::now();
+                let in_the_dark = dark.lock().expect("not poisoned").is_some_and(|until| now < until);
                 while let Ok((n, from)) = front.recv_from(&mut buffer) {
+                    if in_the_dark {
+                        blacked_out += 1;
+                        continue;
+                    }
                     let client = clients.entry(from).or_insert_with(|| {
                         let socket = UdpSocket::bind(SocketAddr::new(listen.ip(), 0)).expect("an upstream socket");
                         socket.set_nonblocking(true).expect("non-blocking");
@@ -132,7 +141,9 @@ impl Relay {
                 }
                 for (addr, (socket, up_lane, down_lane)) in &mut clients {
                     while let Ok((n, from)) = socket.recv_from(&mut buffer) {
-                        if from == upstream {
+                        if in_the_dark {
+                            blacked_out += 1;
+                        } else if from == upstream {
                             down_lane.push(buffer[..n].to_vec(), now);
                         }
                     }
@@ -144,11 +155,16 @@ impl Relay {
                     }
                 }
                 let (up_dropped, down_dropped) = clients.values().fold((0, 0), |(u, d), (_, a, b)| (u + a.dropped, d + b.dropped));
-                *dropped_count.lock().expect("not poisoned") = (up_dropped, down_dropped);
+                *dropped_count.lock().expect("not poisoned") = (up_dropped + blacked_out, down_dropped);
                 thread::sleep(Duration::from_micros(200));
             }
         });
-        Ok(Relay { addr, stop, worker: Some(worker), dropped })
+        Ok(Relay { addr, stop, worker: Some(worker), dropped, dark_until })
+    }
+
+    /// Drops every packet, either way, for `duration` from now: the path goes dark.
+    pub fn black_out(&self, duration: Duration) {
+        *self.dark_until.lock().expect("not poisoned") = Some(Instant::now() + duration);
     }
 }
 
@@ -237,5 +253,32 @@ mod tests {
         rtts.sort();
         let median = rtts[5];
         assert!(median >= 20 * MS && median < 35 * MS, "two 10 ms trips: {median:?}");
+    }
+
+    #[test]
+    fn a_blacked_out_relay_drops_everything_until_the_blackout_ends() {
+        let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let upstream = echo.local_addr().unwrap();
+        thread::spawn(move || {
+            let mut buffer = [0u8; 1500];
+            while let Ok((n, from)) = echo.recv_from(&mut buffer) {
+                let _ = echo.send_to(&buffer[..n], from);
+            }
+        });
+        let relay = Relay::start("127.0.0.1:0".parse().unwrap(), upstream, Impairment::NONE, Impairment::NONE).unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let echoed = |byte: u8| {
+            client.send_to(&[byte], relay.addr).unwrap();
+            let mut reply = [0u8; 4];
+            client.recv_from(&mut reply).is_ok_and(|(n, _)| reply[..n] == [byte])
+        };
+        assert!(echoed(1), "through before the blackout");
+        relay.black_out(Duration::from_millis(500));
+        thread::sleep(5 * MS);
+        assert!(!echoed(2) && !echoed(3), "nothing gets through in the dark");
+        thread::sleep(400 * MS);
+        assert!(echoed(4), "through again after it");
+        assert_eq!(relay.dropped.lock().unwrap().0, 2);
     }
 }

@@ -3,8 +3,11 @@
 //! test makes for itself (`unshare -n`, a veth pair, nothing routed outside). Needs root, as CI
 //! has.
 
+mod certificate;
 mod impair;
 mod netns;
+mod signaling_tls;
+mod soak;
 mod turn;
 
 use std::io::{BufRead, BufReader};
@@ -27,6 +30,7 @@ const F32_PLAN: &str = "plans/fashion_3_f32.plan.ron";
 const INT8_PLAN: &str = "plans/fashion_3_int8.plan.ron";
 
 /// One line of a child's output, with when it arrived.
+#[derive(Debug)]
 struct Line {
     text: String,
     at: Instant,

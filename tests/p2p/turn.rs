@@ -7,12 +7,12 @@ use std::process::Command;
 use super::impair::{Impairment, Relay};
 use super::*;
 
-const TURN_SECRET: &str = "turn-relay-test-secret";
+pub(super) const TURN_SECRET: &str = "turn-relay-test-secret";
 
 /// A `peer` process in a network namespace of its own, joined to this one by a veth pair on
 /// 10.`side`.0.0/24 (this side .1, the player .2) and routed only here: it reaches this
 /// namespace's addresses, and nothing beyond, since this namespace forwards nothing.
-fn isolated_peer(side: u8, args: &[&str]) -> Process {
+pub(super) fn isolated_peer(side: u8, args: &[&str]) -> Process {
     let inner = format!("p{side}b");
     let script = format!(
         "while ! ip link show {inner} >/dev/null 2>&1; do sleep 0.05; done; ip link set lo up && ip addr add 10.{side}.0.2/24 dev {inner} \
@@ -48,7 +48,7 @@ fn coturn() -> Process {
 
 /// Whether coturn's `turnserver` is here; outside CI a test without it is skipped (CI installs
 /// it with tools/install-lavapipe.sh, and there a missing relay is a failure).
-fn coturn_installed() -> bool {
+pub(super) fn coturn_installed() -> bool {
     if Command::new("turnserver").arg("--help").output().is_ok() {
         return true;
     }
@@ -58,7 +58,7 @@ fn coturn_installed() -> bool {
 }
 
 /// coturn and a signalling server that players in other namespaces reach, in this namespace.
-fn relay_and_signaling() -> (Process, Process) {
+pub(super) fn relay_and_signaling() -> (Process, Process) {
     let turn = coturn();
     let mut signaling = Process::spawn("signaling", &["--port", "3536", "--host", "0.0.0.0"]);
     assert!(signaling.wait_for_line(Duration::from_secs(20), |l| l.text.starts_with("signaling on")).is_some(), "the signaling server did not start");
@@ -128,5 +128,36 @@ fn through_the_relay_at_an_emulated_50_ms_round_trip_and_2_percent_loss_every_re
         assert!(dropped.0 + dropped.1 > 0, "the relay lost packets as told");
         // The round trip is on the path: no request is faster than one trip there and back.
         assert!(json["median_ms"].as_f64() > Some(50.0), "{json}");
+    });
+}
+
+#[test]
+fn a_two_second_blackout_of_the_path_between_two_players_loses_no_request_and_the_room_carries_on() {
+    let _serial = Serial::lock();
+    if !coturn_installed() {
+        return;
+    }
+    in_namespace("turn::a_two_second_blackout_of_the_path_between_two_players_loses_no_request_and_the_room_carries_on", || {
+        let (_turn, _signaling) = relay_and_signaling();
+        // 20 ms round trips through the impairment relay, which then goes dark for 2 s.
+        let way = Impairment { delay: Duration::from_millis(5), ..Impairment::NONE };
+        let relay = Relay::start("0.0.0.0:3479".parse().unwrap(), "10.99.0.1:3478".parse().unwrap(), way, way).expect("the impairment relay");
+        let server_args = ["--role", "server", "--room", "ws://10.2.0.1:3536/test", "--key", KEY, "--plan", INT8_PLAN, "--lifetime-s", "150", "--owner", OWNER_PUBLIC];
+        let _server = isolated_peer(2, &[&server_args[..], &["--turn", "turn:10.2.0.1:3479?transport=udp", "--turn-secret", TURN_SECRET]].concat());
+        let asker_args = ["--role", "asker", "--room", "ws://10.1.0.1:3536/test", "--key", KEY, "--plan", INT8_PLAN, "--rounds", "4", "--servers", "1", "--lifetime-s", "150"];
+        let mut asker = isolated_peer(1, &[&asker_args[..], &["--owner-key", OWNER_SECRET, "--turn", "turn:10.1.0.1:3479?transport=udp", "--turn-secret", TURN_SECRET]].concat());
+        assert!(asker.wait_for_line(Duration::from_secs(90), |l| l.event().is_some_and(|e| e["event"] == "request")).is_some(), "no request finished");
+        relay.black_out(Duration::from_secs(2));
+        let dark_from = std::time::Instant::now();
+        let (events, err) = asker.finish(Duration::from_secs(170));
+        let json = summary(&events, &err);
+        assert_every_request_matched(&events, json, 40);
+        assert!(relay.dropped.lock().unwrap().0 > 0, "the blackout dropped packets");
+        // The server came back: requests after the blackout ran stages on it again.
+        let requests = events_of(&events, "request");
+        let remote = |e: &Value| e["stages"].as_array().is_some_and(|s| s.iter().any(|s| s["remote"] == true));
+        assert!(requests.last().is_some_and(|e| remote(e)), "the last request ran on the server again: {:?}", requests.last());
+        eprintln!("blackout at {dark_from:?}: {} requests, {} with a rerun; peer events: {:?}", requests.len(), requests.iter().filter(|e| e["reruns"].as_u64() > Some(0)).count(),
+            events.iter().filter(|e| ["peer_lost", "peer_trusted", "reconnected"].iter().any(|k| e["event"] == *k)).collect::<Vec<_>>());
     });
 }

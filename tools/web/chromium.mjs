@@ -2,6 +2,7 @@
 // Chromium launched headless through playwright-core (WebGPU on SwiftShader), and tabs whose
 // console JSON lines come back as events.
 import http from "node:http";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
@@ -31,10 +32,18 @@ export async function serveSite(site, port) {
   return server;
 }
 
+/// The base64 SHA-256 of a PEM certificate's public key, as Chromium's
+/// `--ignore-certificate-errors-spki-list` takes it.
+export function spkiHash(pem) {
+  const spki = new crypto.X509Certificate(pem).publicKey.export({ type: "spki", format: "der" });
+  return crypto.createHash("sha256").update(spki).digest("base64");
+}
+
 /// Headless Chromium with WebGPU on SwiftShader (or, with `webgpu: false`, without WebGPU, as
-/// a browser that lacks it). The flags turn off what would reach outside this machine and what
-/// would slow background tabs down.
-export function launchChromium({ webgpu = true } = {}) {
+/// a browser that lacks it), trusting certificates with the public keys whose `spkiHash` is in
+/// `trustedKeys` (a test's own). The flags turn off what would reach outside this machine and
+/// what would slow background tabs down.
+export function launchChromium({ webgpu = true, trustedKeys = [] } = {}) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     headless: true,
@@ -56,6 +65,7 @@ export function launchChromium({ webgpu = true } = {}) {
       "--disable-sync",
       "--no-first-run",
       "--disable-quic",
+      ...(trustedKeys.length ? [`--ignore-certificate-errors-spki-list=${trustedKeys.join(",")}`] : []),
     ],
   });
 }

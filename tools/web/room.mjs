@@ -5,10 +5,10 @@
 //
 //   node tools/web/room.mjs --site DIR --bin DIR [--asker native|browser]
 //        [--browser-servers 1] [--native-servers 1] [--rounds 2] [--plan PLAN]
-//        [--close-tab-after-requests N] [--wrong-key-tab] [--timeout-s 240]
+//        [--close-tab-after-requests N] [--wrong-key-tab] [--timeout-s 240] [--tls DIR]
 //
 // Every event of every player goes to stderr as a JSON line ({"player": ..., ...}); the last
-// line on stdout is the room's result: {"requests","matches_single_peer","lost",
+// line on stdout is the room's result: {"room","requests","matches_single_peer","lost",
 // "browser_peers","native_peers","stages_run":{"browser","native"},"median_ms","p95_ms",
 // "browser_adapter"} (and
 // "lost_declared_ms" when a tab was closed mid-run; with --wrong-key-tab, an extra tab holding
@@ -20,10 +20,11 @@
 // no summary.
 import { spawn } from "node:child_process";
 import readline from "node:readline";
-import { serveSite, launchChromium, openTab } from "./chromium.mjs";
+import fs from "node:fs";
+import { serveSite, launchChromium, openTab, spkiHash } from "./chromium.mjs";
 
 const args = process.argv.slice(2);
-const o = { site: null, bin: null, asker: "native", browserServers: 1, nativeServers: 1, rounds: 2, plan: "plans/fashion_3_int8.plan.ron", closeAfter: null, wrongKeyTab: false, timeoutS: 240 };
+const o = { tls: null, site: null, bin: null, asker: "native", browserServers: 1, nativeServers: 1, rounds: 2, plan: "plans/fashion_3_int8.plan.ron", closeAfter: null, wrongKeyTab: false, timeoutS: 240 };
 for (let i = 0; i < args.length; i += 2) {
   const v = args[i + 1];
   switch (args[i]) {
@@ -38,6 +39,9 @@ for (let i = 0; i < args.length; i += 2) {
     case "--plan": o.plan = v; break;
     case "--close-tab-after-requests": o.closeAfter = Number(v); break;
     case "--timeout-s": o.timeoutS = Number(v); break;
+    // A folder with cert.pem and key.pem: the signalling server serves wss:// with them, the
+    // native players trust that certificate, and Chromium trusts its key.
+    case "--tls": o.tls = v; break;
     default: console.error(`unknown argument ${args[i]}`); process.exit(2);
   }
 }
@@ -54,7 +58,9 @@ if (o.closeAfter !== null && o.browserServers === 0) {
 // Chromium's software WebGPU (SwiftShader) needs them.
 const FRAME_SLEEP_US = "2000";
 const log = (player, event) => process.stderr.write(JSON.stringify({ player, ...event }) + "\n");
-const room = `ws://127.0.0.1:3536/web-room-${process.pid}`;
+const room = `${o.tls ? "wss" : "ws"}://127.0.0.1:3536/web-room-${process.pid}`;
+// Native players trust the test's certificate for a wss:// room.
+const trust = o.tls ? ["--signaling-root", `${o.tls}/cert.pem`] : [];
 const key = "web-room-key";
 const servers = o.browserServers + o.nativeServers;
 const children = [];
@@ -101,18 +107,18 @@ function onAskerEvent(player, event) {
   }
 }
 
-const signaling = native("signaling", ["--port", "3536"]);
+const signaling = native("signaling", ["--port", "3536", ...(o.tls ? ["--cert", `${o.tls}/cert.pem`, "--key", `${o.tls}/key.pem`] : [])]);
 signaling.stdout.resume();
 signaling.stderr.resume();
 await new Promise((resolve) => setTimeout(resolve, 500));
 const server = await serveSite(o.site, 0);
 const port = server.address().port;
-const browser = await launchChromium();
+const browser = await launchChromium({ trustedKeys: o.tls ? [spkiHash(fs.readFileSync(`${o.tls}/cert.pem`))] : [] });
 const page = (query, roomKey = key) => `http://127.0.0.1:${port}/index.html?room=${encodeURIComponent(room)}&key=${roomKey}&plan=${encodeURIComponent(o.plan)}&${query}`;
 const onAdapter = (event) => { if (event.event === "adapter" && adapter === null) adapter = event.browser_adapter; };
 
 for (let i = 0; i < o.nativeServers; i++) {
-  const child = native("peer", ["--role", "server", "--room", room, "--key", key, "--plan", o.plan, "--lifetime-s", String(o.timeoutS), "--frame-sleep-us", FRAME_SLEEP_US]);
+  const child = native("peer", ["--role", "server", "--room", room, "--key", key, "--plan", o.plan, "--lifetime-s", String(o.timeoutS), "--frame-sleep-us", FRAME_SLEEP_US, ...trust]);
   readline.createInterface({ input: child.stdout }).on("line", (line) => log(`native-server${i}`, { line }));
   child.stderr.resume();
 }
@@ -133,7 +139,7 @@ if (o.wrongKeyTab) {
 }
 if (o.asker === "native") {
   const child = native("peer", ["--role", "asker", "--room", room, "--key", key, "--plan", o.plan, "--servers", String(servers),
-    "--rounds", String(o.rounds), "--stage-timeout-s", "10", "--lifetime-s", String(o.timeoutS), "--frame-sleep-us", FRAME_SLEEP_US]);
+    "--rounds", String(o.rounds), "--stage-timeout-s", "10", "--lifetime-s", String(o.timeoutS), "--frame-sleep-us", FRAME_SLEEP_US, ...trust]);
   readline.createInterface({ input: child.stdout }).on("line", (line) => {
     let event;
     try { event = JSON.parse(line); } catch { event = { event: "output", line }; }
@@ -178,6 +184,7 @@ for (const [executor, count] of ranStages) {
   stagesRun[where] += count;
 }
 const result = {
+  room,
   requests: summary.requests,
   matches_single_peer: summary.matches_single_peer,
   lost: summary.lost,

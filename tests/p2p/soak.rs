@@ -1,0 +1,98 @@
+//! Hours, not minutes: three players (an asker and two servers, K = 2) through coturn at an
+//! emulated 20 ms round trip with about 1 % loss, asking for an hour (or `SOAK_S` seconds).
+//! Every request must match the single-player result, none may be lost, and each process's
+//! memory (VmRSS), sampled every minute, must stay flat. Ignored by a plain `cargo test`:
+//!
+//! ```text
+//! cargo build --features scene --examples
+//! SOAK_S=3600 cargo test --features scene --test p2p soak -- --ignored --nocapture
+//! ```
+//!
+//! The samples go to `target/soak-memory.csv` (seconds, player, kB) as well as to stderr.
+
+use std::time::Instant as Clock;
+
+use super::impair::{Impairment, Relay};
+use super::turn::{coturn_installed, isolated_peer, relay_and_signaling, TURN_SECRET};
+use super::*;
+
+/// A process's resident memory in kB, from /proc.
+fn resident_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Whether memory stayed flat: the largest of the last quarter's samples is within 10 % (and
+/// 16 MB) of the largest sample of the second quarter, once start-up has settled.
+fn flat(samples: &[u64]) -> bool {
+    let quarter = samples.len() / 4;
+    if quarter == 0 {
+        return true;
+    }
+    let settled = samples[quarter..2 * quarter].iter().copied().max().unwrap_or(0);
+    let last = samples[samples.len() - quarter..].iter().copied().max().unwrap_or(0);
+    last as f64 <= settled as f64 * 1.10 + 16_384.0
+}
+
+#[test]
+fn memory_is_flat_only_when_the_last_quarter_stays_near_the_settled_peak() {
+    assert!(flat(&[100_000, 180_000, 200_000, 201_000, 200_500, 202_000, 203_000, 202_000]));
+    assert!(!flat(&[100_000, 180_000, 200_000, 220_000, 240_000, 260_000, 280_000, 300_000]), "growing by 20 MB a sample");
+}
+
+#[test]
+#[ignore = "an hour long: SOAK_S=3600 cargo test --features scene --test p2p soak -- --ignored --nocapture"]
+fn soak_three_players_at_20_ms_and_1_percent_loss_keep_every_request_and_flat_memory() {
+    let seconds: u64 = std::env::var("SOAK_S").ok().and_then(|s| s.parse().ok()).unwrap_or(3_600);
+    let _serial = Serial::lock();
+    if !coturn_installed() {
+        return;
+    }
+    in_namespace("soak::soak_three_players_at_20_ms_and_1_percent_loss_keep_every_request_and_flat_memory", || {
+        let (_turn, _signaling) = relay_and_signaling();
+        // Each packet crosses the relay twice (up to coturn, down to the other player): 5 ms
+        // each way is a 20 ms round trip, and 0.25 % a crossing about 1 % a round trip.
+        let way = Impairment { delay: Duration::from_millis(5), jitter: Duration::from_millis(1), loss: 0.0025, rate_bps: Some(50_000_000) };
+        let relay = Relay::start("0.0.0.0:3479".parse().unwrap(), "10.99.0.1:3478".parse().unwrap(), way, way).expect("the impairment relay");
+        let lifetime = (seconds + 300).to_string();
+        let turn = |side: u8| [format!("turn:10.{side}.0.1:3479?transport=udp"), TURN_SECRET.to_string()];
+        let server = |side: u8| {
+            let t = turn(side);
+            let room = format!("ws://10.{side}.0.1:3536/soak");
+            isolated_peer(side, &["--role", "server", "--room", &room, "--key", KEY, "--plan", INT8_PLAN, "--lifetime-s", &lifetime, "--owner", OWNER_PUBLIC, "--turn", &t[0], "--turn-secret", &t[1]])
+        };
+        let (server_a, server_b) = (server(2), server(3));
+        let t = turn(1);
+        let for_s = seconds.to_string();
+        let mut asker = isolated_peer(
+            1,
+            &["--role", "asker", "--room", "ws://10.1.0.1:3536/soak", "--key", KEY, "--plan", INT8_PLAN, "--for-s", &for_s, "--servers", "2", "--k", "2", "--lifetime-s", &lifetime, "--owner-key", OWNER_SECRET, "--turn", &t[0], "--turn-secret", &t[1]],
+        );
+        let players = [("asker", asker.child.id()), ("server_a", server_a.child.id()), ("server_b", server_b.child.id())];
+        let mut samples: Vec<Vec<u64>> = vec![Vec::new(); players.len()];
+        let mut csv = String::from("seconds,player,rss_kb\n");
+        let start = Clock::now();
+        while asker.child.try_wait().expect("wait").is_none() {
+            thread::sleep(Duration::from_secs(60).min(Duration::from_secs(seconds / 4).max(Duration::from_secs(5))));
+            let at = start.elapsed().as_secs();
+            for ((name, pid), kept) in players.iter().zip(&mut samples) {
+                if let Some(kb) = resident_kb(*pid) {
+                    kept.push(kb);
+                    csv.push_str(&format!("{at},{name},{kb}\n"));
+                    eprintln!("{at:>6} s  {name:<9} {:>8.1} MB", kb as f64 / 1024.0);
+                }
+            }
+        }
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"), std::path::PathBuf::from);
+        let _ = std::fs::write(target.join("soak-memory.csv"), &csv);
+        let (events, err) = asker.finish(Duration::from_secs(60));
+        let json = summary(&events, &err);
+        let requests = json["requests"].as_u64().unwrap_or(0);
+        eprintln!("soak: {seconds} s, {requests} requests, median {} ms, p95 {} ms, relay dropped {:?}", json["median_ms"], json["p95_ms"], *relay.dropped.lock().unwrap());
+        assert!(requests > 0, "{json}");
+        assert_every_request_matched(&events, json, requests);
+        for ((name, _), kept) in players.iter().zip(&samples) {
+            assert!(flat(kept), "{name}'s memory grew: {kept:?} kB");
+        }
+    });
+}
