@@ -11,11 +11,12 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::future::Future;
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -72,18 +73,31 @@ fn tls_config(cert: &PathBuf, key: &PathBuf) -> Result<ServerConfig, String> {
 }
 
 /// An open connection, plain or TLS, holding one of the `--max-connections` slots until it
-/// closes.
+/// closes, and closed once nothing has come from it for [`IDLE_TIMEOUT`].
 struct Connection {
     stream: Pin<Box<dyn Duplex>>,
+    idle: Pin<Box<tokio::time::Sleep>>,
     _slot: OwnedSemaphorePermit,
 }
+
+/// How long a connection may send nothing (players' sockets send a keep-alive every 10 s).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 trait Duplex: AsyncRead + AsyncWrite + Send {}
 impl<T: AsyncRead + AsyncWrite + Send> Duplex for T {}
 
 impl AsyncRead for Connection {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().stream.as_mut().poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match this.stream.as_mut().poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                this.idle.as_mut().reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if this.idle.as_mut().poll(cx).is_ready() => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
+            other => other,
+        }
     }
 }
 
@@ -150,21 +164,47 @@ fn accept_connections(tcp: TcpListener, tls: Option<TlsAcceptor>, max: usize) ->
                         Err(_) => return eprintln!("TLS handshake with {from} took over {HANDSHAKE_TIMEOUT:?}"),
                     },
                 };
-                let _ = ready.send((Connection { stream, _slot: slot }, from)).await;
+                let idle = Box::pin(tokio::time::sleep(IDLE_TIMEOUT));
+                let _ = ready.send((Connection { stream, idle, _slot: slot }, from)).await;
             });
         }
     });
     Ok(Connections { ready: incoming, local })
 }
 
-/// Who is in which room, to keep rooms within `--max-room-size`: a connection's room is known
-/// from its request, its peer id from the id assignment that follows, and it counts from the
-/// moment it joins to the moment it leaves.
+/// Who is in which room, to keep rooms within `--max-room-size`. A request takes a place in
+/// its room at once (so that players asking together cannot overfill it), its peer id comes
+/// with the id assignment that follows, and the place is given back when the player leaves, or
+/// after [`JOIN_TIMEOUT`] if it never joins (an upgrade that failed).
 #[derive(Default)]
 struct Rooms {
-    requested: HashMap<SocketAddr, String>,
-    of_peer: HashMap<matchbox_socket::PeerId, String>,
+    /// Places taken by requests not yet joined: by the connection's address, then its peer id.
+    requested: HashMap<SocketAddr, (String, Instant)>,
+    joining: HashMap<matchbox_socket::PeerId, (String, Instant)>,
+    joined: HashMap<matchbox_socket::PeerId, String>,
     size: HashMap<String, usize>,
+}
+
+/// How long a place taken by a request waits for its player to join.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Rooms {
+    fn leave(&mut self, room: &str) {
+        if let Some(size) = self.size.get_mut(room) {
+            *size -= 1;
+            if *size == 0 {
+                self.size.remove(room);
+            }
+        }
+    }
+
+    /// Gives back the places of requests that never joined.
+    fn expire(&mut self, now: Instant) {
+        let stale: Vec<String> = self.requested.values().chain(self.joining.values()).filter(|(_, at)| now - *at > JOIN_TIMEOUT).map(|(room, _)| room.clone()).collect();
+        self.requested.retain(|_, (_, at)| now - *at <= JOIN_TIMEOUT);
+        self.joining.retain(|_, (_, at)| now - *at <= JOIN_TIMEOUT);
+        stale.iter().for_each(|room| self.leave(room));
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -190,34 +230,34 @@ async fn main() -> ExitCode {
         .on_connection_request(move |request| {
             let room = request.path.unwrap_or_else(|| "world".into());
             let mut rooms = asked.lock().expect("not poisoned");
+            let now = Instant::now();
+            rooms.expire(now);
             if rooms.size.get(&room).copied().unwrap_or(0) >= max_room_size {
                 eprintln!("refused {}: room {room:?} has {max_room_size} players", request.origin);
                 return Err((StatusCode::SERVICE_UNAVAILABLE, format!("room {room:?} is full")).into_response());
             }
-            rooms.requested.insert(request.origin, room);
+            *rooms.size.entry(room.clone()).or_default() += 1;
+            if let Some((earlier, _)) = rooms.requested.insert(request.origin, (room, now)) {
+                rooms.leave(&earlier);
+            }
             Ok(true)
         })
         .on_id_assignment(move |(origin, peer)| {
             let mut rooms = named.lock().expect("not poisoned");
-            if let Some(room) = rooms.requested.remove(&origin) {
-                rooms.of_peer.insert(peer, room);
+            if let Some(place) = rooms.requested.remove(&origin) {
+                rooms.joining.insert(peer, place);
             }
         })
         .on_peer_connected(move |peer| {
             let mut rooms = joined.lock().expect("not poisoned");
-            if let Some(room) = rooms.of_peer.get(&peer).cloned() {
-                *rooms.size.entry(room).or_default() += 1;
+            if let Some((room, _)) = rooms.joining.remove(&peer) {
+                rooms.joined.insert(peer, room);
             }
         })
         .on_peer_disconnected(move |peer| {
             let mut rooms = left.lock().expect("not poisoned");
-            if let Some(room) = rooms.of_peer.remove(&peer)
-                && let Some(size) = rooms.size.get_mut(&room)
-            {
-                *size -= 1;
-                if *size == 0 {
-                    rooms.size.remove(&room);
-                }
+            if let Some(room) = rooms.joined.remove(&peer).or_else(|| rooms.joining.remove(&peer).map(|(room, _)| room)) {
+                rooms.leave(&room);
             }
         })
         .build_with(|routes| {

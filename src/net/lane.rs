@@ -10,12 +10,13 @@
 //! sequences do not. A frame of one lane can never pass for the other's, and the seal's nonces
 //! (bulk sequences) stay unique. Frames may arrive out of order within a lane (the control lane
 //! is unordered), so each lane's [`ReplayGuard`] accepts any sequence it has not seen among the
-//! last [`REPLAY_WINDOW`].
+//! last [`REPLAY_WINDOW`] (about 100 s of heartbeats).
 
+use super::codec::Message;
 use super::wire::FrameError;
 
 /// How far behind the newest accepted sequence a frame may arrive and still be accepted once.
-pub const REPLAY_WINDOW: u64 = 64;
+pub const REPLAY_WINDOW: u64 = 1024;
 
 /// The top bit, set in every control sequence.
 const CONTROL_BIT: u64 = 1 << 63;
@@ -36,6 +37,12 @@ impl Lane {
         if sequence & CONTROL_BIT != 0 { Lane::Control } else { Lane::Bulk }
     }
 
+    /// The lane `message` travels on: tensor chunks on the bulk lane, the rest on the control
+    /// lane.
+    pub fn of_message(message: &Message) -> Lane {
+        if matches!(message, Message::Tensor(_)) { Lane::Bulk } else { Lane::Control }
+    }
+
     /// The sequence before this lane's first (senders add one before each frame).
     pub fn base(self) -> u64 {
         match self {
@@ -50,29 +57,46 @@ impl Lane {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReplayGuard {
     newest: Option<u64>,
-    /// Bit `i`: sequence `newest - i` was accepted.
-    seen: u64,
+    /// Bit `s % REPLAY_WINDOW`: sequence `s`, within the window, was accepted.
+    seen: [u64; WORDS],
 }
+
+const WORDS: usize = (REPLAY_WINDOW / 64) as usize;
 
 impl ReplayGuard {
     /// Accepts `sequence` if it has not been accepted before and is within the window.
     pub fn accept(&mut self, sequence: u64) -> Result<(), FrameError> {
-        let Some(newest) = self.newest else {
-            (self.newest, self.seen) = (Some(sequence), 1);
-            return Ok(());
-        };
-        if sequence > newest {
-            let ahead = sequence - newest;
-            self.seen = if ahead >= REPLAY_WINDOW { 1 } else { (self.seen << ahead) | 1 };
-            self.newest = Some(sequence);
-            return Ok(());
+        match self.newest {
+            Some(newest) if sequence <= newest => {
+                if newest - sequence >= REPLAY_WINDOW || self.is_seen(sequence) {
+                    return Err(FrameError::Replay { got: sequence, last: newest });
+                }
+            }
+            Some(newest) if sequence - newest < REPLAY_WINDOW => {
+                // The window moves on: the slots of the sequences it takes in start empty.
+                (newest + 1..sequence).for_each(|skipped| self.clear(skipped));
+                self.newest = Some(sequence);
+            }
+            _ => (self.newest, self.seen) = (Some(sequence), [0; WORDS]),
         }
-        let behind = newest - sequence;
-        if behind >= REPLAY_WINDOW || self.seen & (1 << behind) != 0 {
-            return Err(FrameError::Replay { got: sequence, last: newest });
-        }
-        self.seen |= 1 << behind;
+        let (word, bit) = Self::slot(sequence);
+        self.seen[word] |= bit;
         Ok(())
+    }
+
+    fn slot(sequence: u64) -> (usize, u64) {
+        let index = (sequence % REPLAY_WINDOW) as usize;
+        (index / 64, 1 << (index % 64))
+    }
+
+    fn is_seen(&self, sequence: u64) -> bool {
+        let (word, bit) = Self::slot(sequence);
+        self.seen[word] & bit != 0
+    }
+
+    fn clear(&mut self, sequence: u64) {
+        let (word, bit) = Self::slot(sequence);
+        self.seen[word] &= !bit;
     }
 }
 
@@ -111,6 +135,23 @@ mod tests {
         assert_eq!(guard.accept(5), Err(FrameError::Replay { got: 5, last: 5 + REPLAY_WINDOW }), "fell out of the window");
         assert_eq!(guard.accept(5 + 3 * REPLAY_WINDOW), Ok(()));
         assert_eq!(guard.accept(7), Err(FrameError::Replay { got: 7, last: 5 + 3 * REPLAY_WINDOW }), "far behind, never seen, still refused");
+        // A sequence skipped over as the window moves takes a slot an old one used: it is
+        // still accepted when it comes.
+        let mut guard = ReplayGuard::default();
+        for sequence in [1, REPLAY_WINDOW, REPLAY_WINDOW + 2, REPLAY_WINDOW + 1] {
+            assert_eq!(guard.accept(sequence), Ok(()), "{sequence}");
+        }
+        // Every sequence of a long run in order, each once: the slots the window reuses start
+        // empty, and none of them lets an old frame back in.
+        let mut guard = ReplayGuard::default();
+        for sequence in 1..=5 * REPLAY_WINDOW {
+            assert_eq!(guard.accept(sequence), Ok(()), "{sequence}");
+            assert!(guard.accept(sequence).is_err(), "{sequence} twice");
+            assert!(guard.accept(sequence.saturating_sub(REPLAY_WINDOW / 2).max(1)).is_err(), "{sequence}: one taken within the window, again");
+            if sequence > REPLAY_WINDOW {
+                assert!(guard.accept(sequence - REPLAY_WINDOW).is_err(), "{sequence}: one that left the window");
+            }
+        }
     }
 
     #[test]
@@ -118,10 +159,10 @@ mod tests {
         assert_eq!(Lane::of_sequence(Lane::Control.base() + 1), Lane::Control);
         assert_eq!(Lane::of_sequence(Lane::Bulk.base() + 1), Lane::Bulk);
         let mut guards = LaneGuards::default();
-        // A thousand chunks ahead on the bulk lane leave a late control frame acceptable.
-        assert_eq!(guards.accept(Lane::Bulk.base() + 1000), Ok(()));
+        // Thousands of chunks ahead on the bulk lane leave a late control frame acceptable.
+        assert_eq!(guards.accept(Lane::Bulk.base() + 5000), Ok(()));
         assert_eq!(guards.accept(Lane::Control.base() + 1), Ok(()));
-        assert_eq!(guards.accept(Lane::Bulk.base() + 2), Err(FrameError::Replay { got: 2, last: 1000 }));
+        assert_eq!(guards.accept(Lane::Bulk.base() + 2), Err(FrameError::Replay { got: 2, last: 5000 }));
         assert!(guards.accept(Lane::Control.base() + 1).is_err(), "a control frame replayed");
     }
 }

@@ -9,6 +9,10 @@ pub struct RttStats {
     samples: VecDeque<Duration>,
 }
 
+/// The longest a trusted peer may stay silent however slow its path looks (a peer that delays
+/// its own answers gains no more; its stages still time out at the session's stage timeout).
+pub const MAX_SILENCE: Duration = Duration::from_secs(5);
+
 /// How many samples [`RttStats`] keeps.
 pub const RTT_WINDOW: usize = 64;
 
@@ -56,7 +60,7 @@ impl RttStats {
     pub fn silence_limit(&self, floor: Duration, heartbeat: Duration) -> Duration {
         let Some(median) = self.median() else { return floor };
         let timeout = (median + self.jitter().unwrap_or_default() * 4).max(self.p95().unwrap_or(median));
-        floor.max(heartbeat + timeout * 4)
+        floor.max(heartbeat + timeout * 4).min(MAX_SILENCE.max(floor))
     }
 
     /// Mean absolute difference between consecutive round trips.
@@ -102,5 +106,8 @@ mod tests {
         assert_eq!(path(&[250; 10]), Duration::from_millis(1100), "250 ms, steady: 100 + 4 × 250 ms");
         // 100 ms with 50 ms swings: 100 + 4 × (100 + 4 × 50) = 1300 ms.
         assert_eq!(path(&[100, 150, 100, 150, 100, 150, 100, 150, 100, 150]), Duration::from_millis(1300));
+        // A steady 100 ms with one 600 ms outlier in ten: the p95 (600 ms) is the longer.
+        assert_eq!(path(&[100, 100, 100, 100, 100, 100, 100, 100, 100, 600]), Duration::from_millis(2500));
+        assert_eq!(path(&[2000; 10]), MAX_SILENCE, "capped");
     }
 }

@@ -248,13 +248,20 @@ impl Links {
         };
         let keys = self.keys.get_mut(&from).expect("verified under them");
         let link = self.links.get_mut(&from).expect("inserted above");
+        if Lane::of_sequence(sequence) != Lane::of_message(&message) {
+            return link.reject(from, FrameError::WrongLane { kind: message.kind_name() }.into(), events);
+        }
         if let Err(replay) = keys.replay.accept(sequence) {
             return link.reject(from, replay.into(), events);
         }
         link.last_heard = now;
         link.bytes_in += frame.len() as u64;
         match message {
+            // Control frames may arrive out of order: a hello older than one already taken says
+            // nothing new (and its stale acknowledgement or grant would undo the newer one's).
+            Message::Hello(_) if keys.newest_hello.is_some_and(|newest| sequence < newest) => {}
             Message::Hello(hello) => {
+                keys.newest_hello = Some(sequence);
                 // A trusted peer that had acknowledged this player and no longer does dropped
                 // the link on its side: report it lost, so that the work it held runs again,
                 // and take this hello as a new handshake.
@@ -271,15 +278,17 @@ impl Links {
                 self.handle_hello(from, own, hello, now, events);
             }
             Message::Tensor(chunk) if link.state != LinkState::Trusted => {
-                // A stage input sent before this side trusted its sender again (a re-handshake,
-                // or a hello still on its way): dropped, and the request's owner told at once
-                // (once per tensor), so that it runs the stage again instead of waiting for it.
+                // A stage input its owner sent before this side trusted it again (a
+                // re-handshake, or a hello still on its way): dropped, and the owner told at
+                // once (once per tensor), so that it runs the stage again instead of waiting for
+                // it. Only to the sender, and only for its own request: a report on anyone
+                // else's word would let any key holder make this player disturb a third one.
                 let drop = (chunk.header.request, chunk.header.stage);
-                let report = chunk.header.direction == Direction::StageInput && link.reported_drop.replace(drop) != Some(drop);
+                let own_request = chunk.header.onward.as_ref().is_none_or(|onward| onward.owner == from);
+                let report = chunk.header.direction == Direction::StageInput && own_request && link.reported_drop.replace(drop) != Some(drop);
                 link.reject(from, RejectReason::Untrusted("tensor"), events);
                 if report {
-                    let owner = chunk.header.onward.as_ref().map_or(from, |onward| onward.owner);
-                    self.send(owner, &Message::Dropped { request: drop.0, stage: drop.1 });
+                    self.send(from, &Message::Dropped { request: drop.0, stage: drop.1 });
                 }
             }
             other if link.state != LinkState::Trusted => link.reject(from, RejectReason::Untrusted(other.kind_name()), events),

@@ -58,7 +58,7 @@ fn intruder_hello(room: &mut Room, intruder: &PlayerIdentity, token: Option<Capa
         acknowledged: true,
         session_nonce: [9; 16],
     };
-    encode_frame(&keys, THIEF, B, 1, &Message::Hello(hello))
+    encode_frame(&keys, THIEF, B, Lane::Control.base() + 1, &Message::Hello(hello))
 }
 
 /// What player B makes of `frame` from the intruder.
@@ -172,7 +172,7 @@ fn only_the_owner_may_revoke_a_member() {
     room.run(Duration::from_millis(400));
     let c_identity = room.player(2).links.link(C).and_then(|l| l.hello.as_ref()).map(|h| h.identity).expect("C's hello");
     let keys = room.player(2).links.link_keys(A).expect("linked").clone();
-    let forged = encode_frame(&keys, B, A, 1 << 40, &Message::Revoke { peer: C, identity: c_identity });
+    let forged = encode_frame(&keys, B, A, Lane::Control.base() + (1 << 40), &Message::Revoke { peer: C, identity: c_identity });
     let (now, mut events) = (room.now, Vec::new());
     room.player(1).links.receive(B, &forged, now, &mut events);
     assert_eq!(rejections(&events), vec![RejectReason::NotPermitted("revoke")]);

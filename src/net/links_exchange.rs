@@ -32,6 +32,8 @@ pub(super) struct PeerKeys {
     pub(super) proven: bool,
     /// Sequence numbers of the frames accepted under these keys.
     pub(super) replay: LaneGuards,
+    /// The sequence of the newest hello taken from the peer under these keys.
+    pub(super) newest_hello: Option<u64>,
     /// When this player last answered a new start from the peer.
     last_restart: Option<Instant>,
     /// New starts answered whose keys no frame verified under yet.
@@ -40,7 +42,7 @@ pub(super) struct PeerKeys {
 
 impl PeerKeys {
     fn new(exchange: LinkKeyExchange) -> Self {
-        Self { exchange, proven: false, replay: LaneGuards::default(), last_restart: None, unproven_restarts: 0 }
+        Self { exchange, proven: false, replay: LaneGuards::default(), newest_hello: None, last_restart: None, unproven_restarts: 0 }
     }
 
     /// The agreed keys, once this player may send under them: the starting side at once (its
@@ -132,6 +134,7 @@ impl Links {
         if let Some(Ok((sequence, message))) = keys.exchange.pending_keys().map(|pending| decode_frame(pending, from, own, frame)) {
             keys.exchange.adopt();
             keys.replay = LaneGuards::default();
+            keys.newest_hello = None;
             keys.unproven_restarts = 0;
             return Some(Verified::Restarted(sequence, message));
         }

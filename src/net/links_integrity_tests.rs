@@ -56,7 +56,7 @@ fn a_stranger_gets_one_guess_per_connection_and_nothing_to_test_it_offline() {
     // The first guess, tried online, fails, and the link is refused for the connection.
     let keys = first.keys().expect("the stranger finished its exchange").clone();
     let (now, b) = (room.now, room.player(2));
-    b.links.receive(STRANGER, &encode_frame(&keys, STRANGER, B, 1, &Message::Ping { nonce: 0 }), now, &mut b.events);
+    b.links.receive(STRANGER, &encode_frame(&keys, STRANGER, B, Lane::Control.base() + 1, &Message::Ping { nonce: 0 }), now, &mut b.events);
     assert!(b.events.contains(&SessionEvent::HandshakeFailed { peer: STRANGER, reason: HandshakeError::WrongRoomKey }));
     assert_eq!(b.links.link(STRANGER).map(|l| l.state), Some(LinkState::Refused));
 }
@@ -145,7 +145,7 @@ fn relay_through_a_key_holder(a: &mut Links, b: &mut Links, now: &mut Instant, e
             let (Some(inward_keys), Some(outward_keys)) = (inward.keys(), outward.keys()) else { continue };
             let Ok((_, message)) = decode_frame(inward_keys, from, to, &frame) else { continue };
             sequence += 1;
-            let relayed = encode_frame(outward_keys, from, to, sequence, &message);
+            let relayed = encode_frame(outward_keys, from, to, Lane::of_message(&message).base() + sequence, &message);
             if to == B { b.receive(A, &relayed, *now, events.1) } else { a.receive(B, &relayed, *now, events.0) }
         }
         for frame in as_b.drain_outgoing() {
@@ -195,7 +195,7 @@ fn a_member_cannot_shed_a_revocation_by_greeting_the_owner_under_a_fresh_identit
         acknowledged: true,
         session_nonce: room.player(2).links.session_nonce(),
     };
-    let frame = encode_frame(&keys, B, A, 1 << 40, &Message::Hello(hello));
+    let frame = encode_frame(&keys, B, A, Lane::Control.base() + (1 << 40), &Message::Hello(hello));
     let (now, a) = (room.now, room.player(1));
     a.events.clear();
     a.links.receive(B, &frame, now, &mut a.events);

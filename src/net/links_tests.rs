@@ -243,8 +243,8 @@ fn a_peer_running_another_model_is_refused_and_what_it_sends_next_is_rejected() 
     assert!(trusted(&events).is_empty());
     // A refused peer's frames are dropped unread, whether they would authenticate or not.
     let keys = room.player(2).links.link_keys(A).expect("their key exchange went through").clone();
-    let ping = encode_frame(&keys, B, A, 1_000, &Message::Ping { nonce: 1 });
-    let forged = encode_frame(&LinkKeys::from_secret(&[0x4c; 32]), B, A, 1_001, &Message::Ping { nonce: 2 });
+    let ping = encode_frame(&keys, B, A, Lane::Control.base() + 1_000, &Message::Ping { nonce: 1 });
+    let forged = encode_frame(&LinkKeys::from_secret(&[0x4c; 32]), B, A, Lane::Control.base() + 1_001, &Message::Ping { nonce: 2 });
     let (now, mut events) = (room.now, Vec::new());
     room.player(1).links.receive(B, &ping, now, &mut events);
     room.player(1).links.receive(B, &forged, now, &mut events);
@@ -263,6 +263,72 @@ fn heartbeats_measure_round_trips_and_silence_declares_a_peer_lost() {
     room.run(Duration::from_millis(1000));
     assert!(room.player(1).events.contains(&SessionEvent::PeerLost { peer: B, reason: LostReason::Silent }));
     assert!(room.player(1).links.link(B).is_none());
+}
+
+#[test]
+fn a_peer_on_a_slow_path_is_given_longer_before_it_is_declared_lost() {
+    let mut room = Room::new(&[(1, owner()), (2, player())]);
+    room.run(Duration::from_millis(200));
+    // The owner has measured 250 ms round trips to the player: silence is allowed 100 + 4 × 250 ms.
+    let rtt = &mut room.player(1).links.links.get_mut(&B).expect("linked").rtt;
+    (0..20).for_each(|_| rtt.record(Duration::from_millis(250)));
+    room.player(2).muted = true;
+    room.run(Duration::from_millis(1000));
+    assert!(!room.player(1).events.iter().any(|e| matches!(e, SessionEvent::PeerLost { .. })), "lost after 1 s on a 250 ms path: {:?}", room.player(1).events);
+    room.run(Duration::from_millis(300));
+    assert!(room.player(1).events.contains(&SessionEvent::PeerLost { peer: B, reason: LostReason::Silent }));
+}
+
+#[test]
+fn tensor_chunks_travel_on_the_bulk_lane_and_everything_else_on_the_control_lane() {
+    let mut room = Room::new(&[(1, owner()), (2, player())]);
+    let mut handshake = Vec::new();
+    for _ in 0..10 {
+        handshake.extend(room.step());
+    }
+    assert!(!handshake.is_empty() && handshake.iter().all(|f| f.lane == Lane::Control), "the key exchange, hellos and heartbeats");
+    room.player(1).links.drain_outgoing();
+    room.player(1).links.send_tensor(&to(B, 9, 1, Direction::StageInput), &stage_input(40_000), TransferDtype::F32).expect("trusted");
+    let frames = room.player(1).links.drain_outgoing();
+    assert_eq!(frames.iter().map(|f| f.lane).collect::<Vec<_>>(), vec![Lane::Bulk; 3], "three chunks");
+}
+
+#[test]
+fn a_frame_numbered_on_the_other_lane_than_its_kind_is_rejected() {
+    let mut room = Room::new(&[(1, owner()), (2, player())]);
+    room.run(Duration::from_millis(200));
+    let keys = room.player(2).links.link_keys(A).expect("linked").clone();
+    let (now, a) = (room.now, room.player(1));
+    a.events.clear();
+    a.links.receive(B, &encode_frame(&keys, B, A, Lane::Bulk.base() + (1 << 40), &Message::Ping { nonce: 7 }), now, &mut a.events);
+    assert_eq!(rejections(&a.events), vec![RejectReason::Frame(FrameError::WrongLane { kind: "ping" })]);
+}
+
+#[test]
+fn a_hello_that_arrives_after_a_newer_one_changes_nothing() {
+    let mut room = Room::new(&[(1, owner()), (2, player())]);
+    // The player's first hello (not yet acknowledging the owner), held back by the network
+    // while the later ones go through.
+    let mut early = Vec::new();
+    for _ in 0..20 {
+        let player = room.player(2);
+        for frame in player.links.drain_outgoing() {
+            let hello = frame.bytes.get(3) == Some(&1);
+            if hello && early.is_empty() { early.push(frame) } else { player.links.outgoing.push(frame) }
+        }
+        room.step();
+    }
+    assert_eq!(early.len(), 1, "the player sent a hello");
+    room.run(Duration::from_millis(400));
+    assert_eq!(room.player(1).links.link(B).map(|l| l.state), Some(LinkState::Trusted));
+    room.player(1).events.clear();
+    let now = room.now;
+    let player_a = room.player(1);
+    for frame in &early {
+        player_a.links.receive(B, &frame.bytes, now, &mut player_a.events);
+    }
+    assert!(!player_a.events.iter().any(|e| matches!(e, SessionEvent::PeerLost { .. })), "a stale hello reset the link: {:?}", player_a.events);
+    assert_eq!(player_a.links.link(B).map(|l| l.state), Some(LinkState::Trusted));
 }
 
 #[test]
@@ -500,7 +566,7 @@ impl Hostile {
 
     fn frame(&mut self, message: &Message) -> Vec<u8> {
         self.sequence += 1;
-        encode_frame(&self.keys, B, A, self.sequence, message)
+        encode_frame(&self.keys, B, A, Lane::of_message(message).base() + self.sequence, message)
     }
 
     fn output(&mut self, shape: Vec<u32>, total_bytes: u32, payload: Vec<u8>) -> Vec<u8> {
@@ -543,7 +609,7 @@ fn a_key_holding_player_that_sends_nans_oversize_headers_garbage_replays_and_sto
     };
     let mut events = Vec::new();
     let thief_keys = room.exchange_keys_as_stranger(1, thief, &KEY);
-    let stolen = encode_frame(&thief_keys, thief, A, 1, &stolen);
+    let stolen = encode_frame(&thief_keys, thief, A, Lane::Control.base() + 1, &stolen);
     let links = &mut room.player(1).links;
     links.receive(B, &nan, now, &mut events);
     links.receive(B, &oversize, now, &mut events);

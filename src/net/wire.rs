@@ -46,6 +46,12 @@ pub enum FrameError {
         /// Last sequence accepted.
         last: u64,
     },
+    /// A frame numbered on the other lane than its kind travels on (see `Lane`).
+    #[error("a {kind} frame numbered on the wrong lane")]
+    WrongLane {
+        /// The message's kind.
+        kind: &'static str,
+    },
     /// The message kind is unknown.
     #[error("unknown message kind {0}")]
     UnknownKind(u8),

@@ -122,13 +122,13 @@ impl Relay {
             let mut clients: HashMap<SocketAddr, (UdpSocket, Lane, Lane)> = HashMap::new();
             let mut buffer = vec![0u8; 65_536];
             let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-            let mut blacked_out = 0u64;
+            let (mut dark_up, mut dark_down) = (0u64, 0u64);
             while !stop_flag.load(Ordering::Relaxed) {
                 let now = Instant::now();
                 let in_the_dark = dark.lock().expect("not poisoned").is_some_and(|until| now < until);
                 while let Ok((n, from)) = front.recv_from(&mut buffer) {
                     if in_the_dark {
-                        blacked_out += 1;
+                        dark_up += 1;
                         continue;
                     }
                     let client = clients.entry(from).or_insert_with(|| {
@@ -142,7 +142,7 @@ impl Relay {
                 for (addr, (socket, up_lane, down_lane)) in &mut clients {
                     while let Ok((n, from)) = socket.recv_from(&mut buffer) {
                         if in_the_dark {
-                            blacked_out += 1;
+                            dark_down += 1;
                         } else if from == upstream {
                             down_lane.push(buffer[..n].to_vec(), now);
                         }
@@ -155,7 +155,7 @@ impl Relay {
                     }
                 }
                 let (up_dropped, down_dropped) = clients.values().fold((0, 0), |(u, d), (_, a, b)| (u + a.dropped, d + b.dropped));
-                *dropped_count.lock().expect("not poisoned") = (up_dropped + blacked_out, down_dropped);
+                *dropped_count.lock().expect("not poisoned") = (up_dropped + dark_up, down_dropped + dark_down);
                 thread::sleep(Duration::from_micros(200));
             }
         });

@@ -28,10 +28,16 @@ fn a_room_forms_over_wss_with_the_game_s_own_certificate_a_player_without_it_nev
             "the third player was let in: {:?}",
             signaling.seen
         );
+        // It trusts another certificate (through the same client as the others), not this one.
+        let other = TestCertificate::new("p2p-other");
         let stranger_args = ["--role", "server", "--room", "wss://127.0.0.1:3536/other", "--key", KEY, "--plan", INT8_PLAN, "--lifetime-s", "6", "--owner", OWNER_PUBLIC];
-        let _stranger = Process::spawn("peer", &stranger_args);
+        let _stranger = Process::spawn("peer", &[&stranger_args[..], &["--signaling-root", &other.cert()]].concat());
         assert!(signaling.wait_for_line(Duration::from_secs(20), |l| l.text.contains("TLS handshake with")).is_some(), "a player without the certificate: {:?}", signaling.seen);
         let (events, err) = asker.finish(Duration::from_secs(170));
+        let json = summary(&events, &err);
+        assert_every_request_matched(&events, json, 10);
+        // The asker left: its place in the room is free again for the next one.
+        let (events, err) = Process::spawn("peer", &[&asker_args[..], &trust].concat()).finish(Duration::from_secs(170));
         let json = summary(&events, &err);
         assert_every_request_matched(&events, json, 10);
     });
