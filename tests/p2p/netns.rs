@@ -27,7 +27,8 @@ pub fn in_namespace(test: &str, body: impl FnOnce()) {
     let output = Command::new("unshare")
         .args(["-n", "sh", "-c", SETUP])
         .arg(&exe)
-        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
+        // The test asked for runs, ignored or not (the soak is ignored unless asked for).
+        .args(["--exact", test, "--include-ignored", "--nocapture", "--test-threads", "1"])
         .env(INSIDE, "1")
         .output()
         .expect("cannot run unshare (the p2p tests need root and util-linux)");

@@ -69,9 +69,12 @@ fn soak_three_players_at_20_ms_and_1_percent_loss_keep_every_request_and_flat_me
         let (server_a, server_b) = (server(2), server(3));
         let t = turn(1);
         let for_s = seconds.to_string();
+        // The asker's frames pause (10 ms unless SOAK_FRAME_SLEEP_US says otherwise), so that an
+        // hour of it leaves a 2-core machine some CPU for other work.
+        let frame_sleep = std::env::var("SOAK_FRAME_SLEEP_US").unwrap_or_else(|_| "10000".into());
         let mut asker = isolated_peer(
             1,
-            &["--role", "asker", "--room", "ws://10.1.0.1:3536/soak", "--key", KEY, "--plan", INT8_PLAN, "--for-s", &for_s, "--servers", "2", "--k", "2", "--lifetime-s", &lifetime, "--owner-key", OWNER_SECRET, "--turn", &t[0], "--turn-secret", &t[1]],
+            &["--role", "asker", "--room", "ws://10.1.0.1:3536/soak", "--key", KEY, "--plan", INT8_PLAN, "--for-s", &for_s, "--servers", "2", "--k", "2", "--lifetime-s", &lifetime, "--owner-key", OWNER_SECRET, "--turn", &t[0], "--turn-secret", &t[1], "--frame-sleep-us", &frame_sleep],
         );
         let players = [("asker", asker.child.id()), ("server_a", server_a.child.id()), ("server_b", server_b.child.id())];
         let mut samples: Vec<Vec<u64>> = vec![Vec::new(); players.len()];
