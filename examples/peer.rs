@@ -569,7 +569,7 @@ fn run_asker(args: &Args) -> Result<(App, Option<Tensor>), String> {
     let mut last_output = None;
     let mut published_entity: Option<Entity> = None;
     let mut next_progress = Instant::now() + PROGRESS_EVERY;
-    loop {
+    while Instant::now() < deadline {
         let soaking = soak_until.is_some_and(|until| Instant::now() < until);
         while in_flight.len() < window {
             let next = match soaking {
@@ -582,7 +582,7 @@ fn run_asker(args: &Args) -> Result<(App, Option<Tensor>), String> {
             in_flight.push((name, entity, image));
             asked += 1;
         }
-        if in_flight.is_empty() || Instant::now() >= deadline {
+        if in_flight.is_empty() {
             break;
         }
         if Instant::now() >= next_progress {
