@@ -96,6 +96,7 @@ pub fn report_session(mut events: MessageReader<PeerSessionEvent>, mut problems:
                 json!({"event": "rejected", "peer": peer.to_string(), "reason": reason.code(), "detail": reason.to_string(), "lost_output": lost_output})
             }
             SessionEvent::Reconnected { attempt } => json!({"event": "reconnected", "attempt": attempt}),
+            SessionEvent::StageInputDropped { peer, request, stage } => json!({"event": "stage_input_dropped", "peer": peer.to_string(), "request": request, "stage": stage}),
             SessionEvent::SendFailed { tensor, error } => {
                 json!({"event": "send_failed", "peer": tensor.peer.to_string(), "request": tensor.request, "stage": tensor.stage, "detail": error.to_string()})
             }
