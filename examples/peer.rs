@@ -370,6 +370,13 @@ fn report_events_only(app: &mut App) {
     report_events(app);
 }
 
+/// How long a server stays once no player that asks is there: long enough for a link that
+/// went silent to be handshaken again (a 3 s wait once ended a soak's servers after a stall).
+const ALONE_FOR: Duration = Duration::from_secs(10);
+
+/// The frames a server keeps for its frame-time figures (the last ones).
+const MAX_FRAMES: usize = 200_000;
+
 /// How often a soaking asker prints its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(60);
 
@@ -793,7 +800,7 @@ fn ensemble(mut app: App, args: &Args, last: Option<Tensor>) -> Result<App, Stri
 /// When a serving player leaves.
 #[derive(Clone, Copy, PartialEq)]
 enum Leave {
-    /// Once no player that asks has been there for 3 s (a stalled one comes back).
+    /// Once no player that asks has been there for [`ALONE_FOR`] (a stalled one comes back).
     WhenNoOneAsks,
     /// Once it has had no stage to run for 3 s.
     WhenIdle,
@@ -809,12 +816,16 @@ fn serve(mut app: App, args: &Args, leave: Leave) -> Result<(), String> {
     let mut alone_since: Option<Instant> = None;
     let mut last_served = (0, Instant::now());
     let mut first_served: Option<Instant> = None;
-    // Each frame's start and how long its update took, for the frame times while serving.
-    let mut frames: Vec<(Instant, f64)> = Vec::new();
+    // Each frame's start and how long its update took, for the frame times while serving: the
+    // last MAX_FRAMES of them, so that a server running for hours holds no more.
+    let mut frames: std::collections::VecDeque<(Instant, f64)> = std::collections::VecDeque::new();
     while Instant::now() < deadline {
         let frame = Instant::now();
         app.update();
-        frames.push((frame, frame.elapsed().as_secs_f64() * 1e3));
+        if frames.len() == MAX_FRAMES {
+            frames.pop_front();
+        }
+        frames.push_back((frame, frame.elapsed().as_secs_f64() * 1e3));
         if let Some(problem) = report_events(&mut app) {
             return Err(problem.to_string());
         }
@@ -827,7 +838,7 @@ fn serve(mut app: App, args: &Args, leave: Leave) -> Result<(), String> {
             let askers = session.links().trusted_with(Permissions::SUBMIT_REQUESTS).len();
             saw_asker |= askers > 0;
             if leave == Leave::WhenNoOneAsks && saw_asker && askers == 0 {
-                if alone_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(3) {
+                if alone_since.get_or_insert_with(Instant::now).elapsed() > ALONE_FOR {
                     break;
                 }
             } else {
