@@ -80,8 +80,9 @@ struct Connection {
     _slot: OwnedSemaphorePermit,
 }
 
-/// How long a connection may send nothing (players' sockets send a keep-alive every 10 s).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a connection may send nothing (players' sockets send a keep-alive every 10 s; a
+/// browser tab busy compiling shaders on a software adapter may send none for a minute).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 trait Duplex: AsyncRead + AsyncWrite + Send {}
 impl<T: AsyncRead + AsyncWrite + Send> Duplex for T {}
