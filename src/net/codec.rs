@@ -221,6 +221,11 @@ impl Message {
         }
     }
 
+    /// The lane it travels on: tensor chunks on the bulk lane, the rest on the control lane.
+    pub fn lane(&self) -> Lane {
+        if matches!(self, Message::Tensor(_)) { Lane::Bulk } else { Lane::Control }
+    }
+
     /// A short name for events and logs.
     pub fn kind_name(&self) -> &'static str {
         kind_name(self.kind())

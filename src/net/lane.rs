@@ -12,7 +12,6 @@
 //! is unordered), so each lane's [`ReplayGuard`] accepts any sequence it has not seen among the
 //! last [`REPLAY_WINDOW`] (about 100 s of heartbeats).
 
-use super::codec::Message;
 use super::wire::FrameError;
 
 /// How far behind the newest accepted sequence a frame may arrive and still be accepted once.
@@ -35,12 +34,6 @@ impl Lane {
     /// The lane a frame numbered `sequence` was sent on.
     pub fn of_sequence(sequence: u64) -> Lane {
         if sequence & CONTROL_BIT != 0 { Lane::Control } else { Lane::Bulk }
-    }
-
-    /// The lane `message` travels on: tensor chunks on the bulk lane, the rest on the control
-    /// lane.
-    pub fn of_message(message: &Message) -> Lane {
-        if matches!(message, Message::Tensor(_)) { Lane::Bulk } else { Lane::Control }
     }
 
     /// The sequence before this lane's first (senders add one before each frame).

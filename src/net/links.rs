@@ -248,7 +248,7 @@ impl Links {
         };
         let keys = self.keys.get_mut(&from).expect("verified under them");
         let link = self.links.get_mut(&from).expect("inserted above");
-        if Lane::of_sequence(sequence) != Lane::of_message(&message) {
+        if Lane::of_sequence(sequence) != message.lane() {
             return link.reject(from, FrameError::WrongLane { kind: message.kind_name() }.into(), events);
         }
         if let Err(replay) = keys.replay.accept(sequence) {

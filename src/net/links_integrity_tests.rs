@@ -145,7 +145,7 @@ fn relay_through_a_key_holder(a: &mut Links, b: &mut Links, now: &mut Instant, e
             let (Some(inward_keys), Some(outward_keys)) = (inward.keys(), outward.keys()) else { continue };
             let Ok((_, message)) = decode_frame(inward_keys, from, to, &frame) else { continue };
             sequence += 1;
-            let relayed = encode_frame(outward_keys, from, to, Lane::of_message(&message).base() + sequence, &message);
+            let relayed = encode_frame(outward_keys, from, to, message.lane().base() + sequence, &message);
             if to == B { b.receive(A, &relayed, *now, events.1) } else { a.receive(B, &relayed, *now, events.0) }
         }
         for frame in as_b.drain_outgoing() {

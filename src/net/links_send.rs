@@ -14,7 +14,7 @@ impl Links {
         };
         // Sequence numbers survive a link being re-created, so the peer's replay guard keeps
         // accepting this side's frames.
-        let lane = Lane::of_message(message);
+        let lane = message.lane();
         let sequence = self.send_sequences.entry((peer, lane)).or_insert(lane.base());
         *sequence += 1;
         // A tensor's payload is sealed for the peer; without a session key (not trusted yet)

@@ -566,7 +566,7 @@ impl Hostile {
 
     fn frame(&mut self, message: &Message) -> Vec<u8> {
         self.sequence += 1;
-        encode_frame(&self.keys, B, A, Lane::of_message(message).base() + self.sequence, message)
+        encode_frame(&self.keys, B, A, message.lane().base() + self.sequence, message)
     }
 
     fn output(&mut self, shape: Vec<u32>, total_bytes: u32, payload: Vec<u8>) -> Vec<u8> {
