@@ -209,6 +209,7 @@ impl Rooms {
 }
 
 #[tokio::main(flavor = "current_thread")]
+#[expect(clippy::result_large_err, reason = "matchbox_signaling's connection callback answers with an axum Response")]
 async fn main() -> ExitCode {
     let args = Args::parse();
     let tls = match (&args.cert, &args.key) {
