@@ -99,7 +99,12 @@ fn soak_three_players_at_20_ms_and_1_percent_loss_keep_every_request_and_flat_me
         eprintln!("soak: {seconds} s, {requests} requests, median {} ms, p95 {} ms, relay dropped {:?}", json["median_ms"], json["p95_ms"], *relay.dropped.lock().unwrap());
         assert!(requests > 0, "{json}");
         assert_every_request_matched(&events, json, requests);
-        assert!(server_a.child.id() > 0 && resident_kb(server_a.child.id()).is_some() && resident_kb(server_b.child.id()).is_some(), "a server died during the soak");
+        let alive = resident_kb(server_a.child.id()).is_some() && resident_kb(server_b.child.id()).is_some();
+        if !alive {
+            // What the servers said last, to tell why one left.
+            let tail = |(events, err): (Vec<Value>, String)| format!("{:?}\n{}", &events[events.len().saturating_sub(5)..], &err[err.len().saturating_sub(2_000)..]);
+            panic!("a server left during the soak:\n{}\n{}", tail(server_a.finish(Duration::from_secs(1))), tail(server_b.finish(Duration::from_secs(1))));
+        }
         for ((name, _), kept) in players.iter().zip(&samples) {
             assert_eq!(flat(kept), Some(true), "{name}'s memory grew (or too few samples): {kept:?} kB");
         }
