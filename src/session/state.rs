@@ -370,6 +370,13 @@ impl Distributed {
     }
 
     /// Forgets a player (lost, or it refused a frame) and re-runs what it held elsewhere.
+    /// Re-runs `request` where `peer` holds it (see [`Pipeline::rerun_request`]): an answer it
+    /// sent was dropped, or it dropped the input.
+    pub(super) fn rerun_request(&mut self, request: RequestId, peer: PeerUuid, now: bevy::platform::time::Instant) {
+        let reruns = self.pipeline.rerun_request(request, peer, &self.assignment, now);
+        self.actions.extend(reruns);
+    }
+
     pub(super) fn drop_player(&mut self, peer: PeerUuid, now: bevy::platform::time::Instant) {
         self.players.remove(&peer);
         self.capacity.forget(Executor::Peer(peer));

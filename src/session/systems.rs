@@ -254,17 +254,11 @@ pub(super) fn handle_session_events(
             // dropped names no request (its frame did not verify); a lost answer among it is
             // re-run when its stage is overdue.
             SessionEvent::Rejected { peer, lost_output: Some(request), .. } if session.as_ref().is_some_and(|s| s.links().link(*peer).is_some_and(|l| l.state == LinkState::Trusted)) => {
-                let assignment = state.assignment.clone();
-                let reruns = state.pipeline.rerun_request(*request, *peer, &assignment, now);
-                state.actions.extend(reruns);
+                state.rerun_request(*request, *peer, now);
             }
             // A peer dropped the input of a stage of ours (it did not trust the sender at that
             // moment): that request runs again now rather than at its stage timeout.
-            SessionEvent::StageInputDropped { peer, request, .. } => {
-                let assignment = state.assignment.clone();
-                let reruns = state.pipeline.rerun_request(*request, *peer, &assignment, now);
-                state.actions.extend(reruns);
-            }
+            SessionEvent::StageInputDropped { peer, request, .. } => state.rerun_request(*request, *peer, now),
             // A tensor with a trace carries the output of a stage this peer ran for another
             // (passed on along a chain, or back); one without is this owner's own input.
             // Shared tensors' values and collectives' contributions are their own business.

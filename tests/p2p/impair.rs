@@ -183,6 +183,19 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// A UDP server on loopback that sends every datagram back to its sender.
+    fn echo_server() -> SocketAddr {
+        let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let upstream = echo.local_addr().unwrap();
+        thread::spawn(move || {
+            let mut buffer = [0u8; 1500];
+            while let Ok((n, from)) = echo.recv_from(&mut buffer) {
+                let _ = echo.send_to(&buffer[..n], from);
+            }
+        });
+        upstream
+    }
+
     #[test]
     fn a_lane_delays_every_packet_within_its_jitter_and_keeps_their_order() {
         let mut lane = Lane::new(Impairment { delay: 25 * MS, jitter: 5 * MS, ..Impairment::NONE }, 7);
@@ -229,14 +242,7 @@ mod tests {
 
     #[test]
     fn a_relay_on_loopback_adds_its_delay_to_each_round_trip() {
-        let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let upstream = echo.local_addr().unwrap();
-        thread::spawn(move || {
-            let mut buffer = [0u8; 1500];
-            while let Ok((n, from)) = echo.recv_from(&mut buffer) {
-                let _ = echo.send_to(&buffer[..n], from);
-            }
-        });
+        let upstream = echo_server();
         let way = Impairment { delay: 10 * MS, ..Impairment::NONE };
         let relay = Relay::start("127.0.0.1:0".parse().unwrap(), upstream, way, way).unwrap();
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -257,14 +263,7 @@ mod tests {
 
     #[test]
     fn a_blacked_out_relay_drops_everything_until_the_blackout_ends() {
-        let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let upstream = echo.local_addr().unwrap();
-        thread::spawn(move || {
-            let mut buffer = [0u8; 1500];
-            while let Ok((n, from)) = echo.recv_from(&mut buffer) {
-                let _ = echo.send_to(&buffer[..n], from);
-            }
-        });
+        let upstream = echo_server();
         let relay = Relay::start("127.0.0.1:0".parse().unwrap(), upstream, Impairment::NONE, Impairment::NONE).unwrap();
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
         client.set_read_timeout(Some(Duration::from_millis(100))).unwrap();

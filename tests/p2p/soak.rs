@@ -12,8 +12,8 @@
 
 use std::time::Instant as Clock;
 
-use super::impair::{Impairment, Relay};
-use super::turn::{coturn_installed, isolated_peer, relay_and_signaling, TURN_SECRET};
+use super::impair::Impairment;
+use super::turn::{coturn_installed, impaired_path, relay_and_signaling, relayed_peer};
 use super::*;
 
 /// A process's resident memory in kB, from /proc.
@@ -58,23 +58,20 @@ fn soak_three_players_at_20_ms_and_1_percent_loss_keep_every_request_and_flat_me
         // Each packet crosses the relay twice (up to coturn, down to the other player): 5 ms
         // each way is a 20 ms round trip, and 0.25 % a crossing about 1 % a round trip.
         let way = Impairment { delay: Duration::from_millis(5), jitter: Duration::from_millis(1), loss: 0.0025, rate_bps: Some(50_000_000) };
-        let relay = Relay::start("0.0.0.0:3479".parse().unwrap(), "10.99.0.1:3478".parse().unwrap(), way, way).expect("the impairment relay");
+        let relay = impaired_path(way);
         let lifetime = (seconds + 300).to_string();
-        let turn = |side: u8| [format!("turn:10.{side}.0.1:3479?transport=udp"), TURN_SECRET.to_string()];
         let server = |side: u8| {
-            let t = turn(side);
             let room = format!("ws://10.{side}.0.1:3536/soak");
-            isolated_peer(side, &["--role", "server", "--room", &room, "--key", KEY, "--plan", INT8_PLAN, "--lifetime-s", &lifetime, "--owner", OWNER_PUBLIC, "--turn", &t[0], "--turn-secret", &t[1]])
+            relayed_peer(side, &["--role", "server", "--room", &room, "--key", KEY, "--plan", INT8_PLAN, "--lifetime-s", &lifetime, "--owner", OWNER_PUBLIC])
         };
         let (server_a, server_b) = (server(2), server(3));
-        let t = turn(1);
         let for_s = seconds.to_string();
         // The asker's frames pause (10 ms unless SOAK_FRAME_SLEEP_US says otherwise), so that an
         // hour of it leaves a 2-core machine some CPU for other work.
         let frame_sleep = std::env::var("SOAK_FRAME_SLEEP_US").unwrap_or_else(|_| "10000".into());
-        let mut asker = isolated_peer(
+        let mut asker = relayed_peer(
             1,
-            &["--role", "asker", "--room", "ws://10.1.0.1:3536/soak", "--key", KEY, "--plan", INT8_PLAN, "--for-s", &for_s, "--servers", "2", "--k", "2", "--lifetime-s", &lifetime, "--owner-key", OWNER_SECRET, "--turn", &t[0], "--turn-secret", &t[1], "--frame-sleep-us", &frame_sleep],
+            &["--role", "asker", "--room", "ws://10.1.0.1:3536/soak", "--key", KEY, "--plan", INT8_PLAN, "--for-s", &for_s, "--servers", "2", "--k", "2", "--lifetime-s", &lifetime, "--owner-key", OWNER_SECRET, "--frame-sleep-us", &frame_sleep],
         );
         let players = [("asker", asker.child.id()), ("server_a", server_a.child.id()), ("server_b", server_b.child.id())];
         let mut samples: Vec<Vec<u64>> = vec![Vec::new(); players.len()];

@@ -65,6 +65,18 @@ pub(super) fn relay_and_signaling() -> (Process, Process) {
     (turn, signaling)
 }
 
+/// The impairment relay in front of coturn (port 3479, for coturn's 3478): `way` on every
+/// crossing, up to coturn and down from it.
+pub(super) fn impaired_path(way: Impairment) -> Relay {
+    Relay::start("0.0.0.0:3479".parse().unwrap(), "10.99.0.1:3478".parse().unwrap(), way, way).expect("the impairment relay")
+}
+
+/// An [`isolated_peer`] whose only way to the others is coturn through the impairment relay.
+pub(super) fn relayed_peer(side: u8, args: &[&str]) -> Process {
+    let turn = format!("turn:10.{side}.0.1:3479?transport=udp");
+    isolated_peer(side, &[args, &["--turn", &turn, "--turn-secret", TURN_SECRET]].concat())
+}
+
 #[test]
 fn a_room_whose_players_cannot_reach_each_other_forms_through_a_turn_relay_and_every_request_matches() {
     let _serial = Serial::lock();
@@ -113,11 +125,11 @@ fn through_the_relay_at_an_emulated_50_ms_round_trip_and_2_percent_loss_every_re
         // up to coturn, the receiver's way down): 12.5 ms each way there is a 50 ms round trip,
         // and 1 % loss each way about 2 % per trip.
         let way = Impairment { delay: Duration::from_micros(12_500), jitter: Duration::from_millis(2), loss: 0.01, rate_bps: Some(50_000_000) };
-        let relay = Relay::start("0.0.0.0:3479".parse().unwrap(), "10.99.0.1:3478".parse().unwrap(), way, way).expect("the impairment relay");
+        let relay = impaired_path(way);
         let server_args = ["--role", "server", "--room", "ws://10.2.0.1:3536/test", "--key", KEY, "--plan", INT8_PLAN, "--lifetime-s", "150", "--owner", OWNER_PUBLIC];
-        let _server = isolated_peer(2, &[&server_args[..], &["--turn", "turn:10.2.0.1:3479?transport=udp", "--turn-secret", TURN_SECRET]].concat());
+        let _server = relayed_peer(2, &server_args);
         let asker_args = ["--role", "asker", "--room", "ws://10.1.0.1:3536/test", "--key", KEY, "--plan", INT8_PLAN, "--rounds", "2", "--servers", "1", "--lifetime-s", "150"];
-        let asker = isolated_peer(1, &[&asker_args[..], &["--owner-key", OWNER_SECRET, "--turn", "turn:10.1.0.1:3479?transport=udp", "--turn-secret", TURN_SECRET]].concat());
+        let asker = relayed_peer(1, &[&asker_args[..], &["--owner-key", OWNER_SECRET]].concat());
         let (events, err) = asker.finish(Duration::from_secs(170));
         let json = summary(&events, &err);
         assert_eq!(json["requests"], 20, "{json}");
@@ -142,11 +154,11 @@ fn a_two_second_blackout_of_the_path_between_two_players_loses_no_request_and_th
         // 20 ms round trips through the impairment relay, which goes dark for 2 s while the
         // asker keeps two requests in flight; it asks for 30 s in all.
         let way = Impairment { delay: Duration::from_millis(5), ..Impairment::NONE };
-        let relay = Relay::start("0.0.0.0:3479".parse().unwrap(), "10.99.0.1:3478".parse().unwrap(), way, way).expect("the impairment relay");
+        let relay = impaired_path(way);
         let server_args = ["--role", "server", "--room", "ws://10.2.0.1:3536/test", "--key", KEY, "--plan", INT8_PLAN, "--lifetime-s", "150", "--owner", OWNER_PUBLIC];
-        let _server = isolated_peer(2, &[&server_args[..], &["--turn", "turn:10.2.0.1:3479?transport=udp", "--turn-secret", TURN_SECRET]].concat());
+        let _server = relayed_peer(2, &server_args);
         let asker_args = ["--role", "asker", "--room", "ws://10.1.0.1:3536/test", "--key", KEY, "--plan", INT8_PLAN, "--for-s", "30", "--servers", "1", "--lifetime-s", "150"];
-        let mut asker = isolated_peer(1, &[&asker_args[..], &["--owner-key", OWNER_SECRET, "--turn", "turn:10.1.0.1:3479?transport=udp", "--turn-secret", TURN_SECRET]].concat());
+        let mut asker = relayed_peer(1, &[&asker_args[..], &["--owner-key", OWNER_SECRET]].concat());
         assert!(asker.wait_for_line(Duration::from_secs(90), |l| l.event().is_some_and(|e| e["event"] == "request")).is_some(), "no request finished");
         relay.black_out(Duration::from_secs(2));
         let (events, err) = asker.finish(Duration::from_secs(170));
